@@ -1,0 +1,239 @@
+//! Command-line arguments as typed by the user. Nothing here is resolved: see
+//! [`crate::settings`] for how these combine with the environment and `msgbatch.toml`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run batches of Anthropic Messages API requests, record every answer, and report what
+/// they cost and how fast they came.
+#[derive(Debug, Parser)]
+#[command(name = "msgbatch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The SQLite database holding runs.
+    #[arg(
+        long,
+        global = true,
+        env = "MSGBATCH_DB",
+        default_value = "msgbatch.db"
+    )]
+    pub db: PathBuf,
+
+    /// Gateway profiles and defaults [default: ./msgbatch.toml when it exists].
+    #[arg(long, global = true, env = "MSGBATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// No progress bar; only the summary and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send every job of a JSONL or CSV file and record the answers.
+    Run(Box<RunArgs>),
+    /// Continue a run after Ctrl-C, a crash or a reboot: sends only what is missing.
+    Resume(ResumeArgs),
+    /// Runs in the database with their progress and spend.
+    Status(StatusArgs),
+    /// Write a run's results as JSONL in the Message Batches results shape.
+    Export(ExportArgs),
+    /// Serve the mock Messages API gateway.
+    Mock(MockServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job file: `.jsonl` (Messages bodies or `{"custom_id","params"}` records), `.csv` or
+    /// `.tsv`; `-` reads JSONL from standard input.
+    pub file: PathBuf,
+
+    /// Name for the run [default: file name and start time].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Model for records that name none.
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Send every job to each of these models (comma-separated), overriding the record's own.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub models: Vec<String>,
+
+    /// `max_tokens` for records that give none.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+
+    /// System prompt for records that give none.
+    #[arg(long)]
+    pub system: Option<String>,
+
+    /// Temperature for records that give none.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+
+    /// Send every job as a streaming request.
+    #[arg(long)]
+    pub stream: bool,
+
+    /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
+    #[arg(long)]
+    pub prompt_template: Option<PathBuf>,
+
+    /// Record bad lines as rejected jobs and run the rest, instead of refusing to start.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
+
+    #[command(flatten)]
+    pub mock: MockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id or name (see `msgbatch status`).
+    pub run: String,
+
+    /// Also send again the jobs that failed after all their attempts.
+    #[arg(long)]
+    pub include_failed: bool,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
+
+    /// Extra header for every request, `NAME: VALUE` (header values are never stored, so
+    /// give them again when resuming).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+/// How requests are sent; on `resume` these override the run's own settings.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SendArgs {
+    /// Requests in flight at once [default: 16].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+
+    /// Requests per minute, smoothed [default: no limit].
+    #[arg(long)]
+    pub rpm: Option<u32>,
+
+    /// Attempts per job before it counts as failed, the first included [default: 8].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+
+    /// Time limit of one attempt, e.g. `90s` or `10m` [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GatewayArgs {
+    /// Gateway profile from msgbatch.toml [default: anthropic].
+    #[arg(long)]
+    pub gateway: Option<String>,
+
+    /// Base URL as the official SDKs take it, e.g. `https://api.anthropic.com`.
+    #[arg(long)]
+    pub base_url: Option<String>,
+
+    /// Path of the Messages endpoint under the base URL [default: /v1/messages].
+    #[arg(long)]
+    pub messages_path: Option<String>,
+
+    /// How the key is sent.
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthStyle>,
+
+    /// Environment variable holding the key [default: ANTHROPIC_API_KEY].
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+
+    /// `anthropic-version` header [default: 2023-06-01].
+    #[arg(long)]
+    pub anthropic_version: Option<String>,
+
+    /// Extra header for every request, `NAME: VALUE` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthStyle {
+    /// `x-api-key: KEY`
+    XApiKey,
+    /// `Authorization: Bearer KEY`
+    Bearer,
+}
+
+/// `run --mock`: answer from the built-in mock gateway instead of a real one.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MockArgs {
+    /// Send to an in-process mock gateway (no key, no network).
+    #[arg(long)]
+    pub mock: bool,
+
+    /// Mock: delay before each answer, in milliseconds.
+    #[arg(long, requires = "mock")]
+    pub mock_latency_ms: Option<u64>,
+
+    /// Mock: share of requests that fail with 500, 529 or a dropped connection.
+    #[arg(long, requires = "mock")]
+    pub mock_fail_rate: Option<f64>,
+
+    /// Mock: answer 429 with `retry-after` above this many requests per minute.
+    #[arg(long, requires = "mock")]
+    pub mock_rate_limit_rpm: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Run id or name [default: every run].
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run id or name.
+    pub run: String,
+
+    /// Output file; `-` writes to standard output.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MockServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Share of requests (0 to 1) that fail with 500, 529 or a dropped connection.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+
+    /// Answer 429 with `retry-after` above this many requests per minute.
+    #[arg(long)]
+    pub rate_limit_rpm: Option<u32>,
+
+    /// Accept only this key (as `x-api-key` or a Bearer token) [default: any].
+    #[arg(long, env = "MSGBATCH_MOCK_KEY")]
+    pub require_key: Option<String>,
+
+    /// Seed for the fault injection.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

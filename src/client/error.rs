@@ -1,0 +1,238 @@
+//! What can go wrong with one attempt, and whether it is worth another.
+
+use std::time::Duration;
+
+/// Bodies longer than this are cut before they are kept with an attempt.
+const KEPT_BODY_BYTES: usize = 16 * 1024;
+
+/// The failure of one HTTP attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    /// The gateway answered with an error status.
+    #[error("HTTP {status} {}: {message}", error_type.as_deref().unwrap_or("error"))]
+    Http {
+        status: u16,
+        /// `error.type` from an API error body, when the body was one.
+        error_type: Option<String>,
+        message: String,
+        /// `error.details.error_code`, when present.
+        error_code: Option<String>,
+        body: Option<String>,
+        retry_after: Option<Duration>,
+        /// The server's `x-should-retry` hint.
+        should_retry: Option<bool>,
+        request_id: Option<String>,
+    },
+    /// No response: the connection failed, was refused, or closed early.
+    #[error("connection error: {0}")]
+    Connection(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// A 200 whose body is not a Message.
+    #[error("invalid response: {message}")]
+    InvalidResponse {
+        message: String,
+        body: Option<String>,
+        request_id: Option<String>,
+    },
+    /// A streamed answer that ended in an `error` event, was cut short or went idle.
+    #[error("stream failed: {error_type}: {message}")]
+    Stream {
+        error_type: String,
+        message: String,
+        request_id: Option<String>,
+    },
+}
+
+/// `error.details.error_code` of the monthly spend-cap 429: retrying cannot succeed.
+pub const SPEND_LIMIT_CODE: &str = "enforced_spend_limit_reached";
+
+impl AttemptError {
+    /// Whether another attempt may succeed.
+    ///
+    /// The spend-cap 429 never is. Otherwise the server's `x-should-retry` hint wins; without
+    /// it 408, 409, 429 and every 5xx are retried, as are failures with no response at all,
+    /// unparseable 200s and broken streams. Other 4xx (400, 401, 402, 403, 404, 413, 422)
+    /// are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Http {
+                status,
+                should_retry,
+                ..
+            } => {
+                if self.is_spend_limit() {
+                    return false;
+                }
+                should_retry.unwrap_or(matches!(status, 408 | 409 | 429) || *status >= 500)
+            }
+            Self::Connection(_)
+            | Self::Timeout(_)
+            | Self::InvalidResponse { .. }
+            | Self::Stream { .. } => true,
+        }
+    }
+
+    /// The workspace or organisation has reached its spend limit.
+    pub fn is_spend_limit(&self) -> bool {
+        matches!(self, Self::Http { status: 429, error_code: Some(code), .. } if code == SPEND_LIMIT_CODE)
+    }
+
+    /// The server's floor for the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A short class for storage and counting: the API's `error.type`, or a transport class.
+    pub fn error_type(&self) -> String {
+        match self {
+            Self::Http {
+                error_type: Some(t),
+                ..
+            } => t.clone(),
+            Self::Http { status, .. } => format!("http_{status}"),
+            Self::Connection(_) => "connection_error".to_owned(),
+            Self::Timeout(_) => "timeout".to_owned(),
+            Self::InvalidResponse { .. } => "invalid_response".to_owned(),
+            Self::Stream { error_type, .. } => error_type.clone(),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Http { message, .. }
+            | Self::InvalidResponse { message, .. }
+            | Self::Stream { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            Self::Http { body, .. } | Self::InvalidResponse { body, .. } => body.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Http { request_id, .. }
+            | Self::InvalidResponse { request_id, .. }
+            | Self::Stream { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Reads an error response body: the API's JSON error shape when it is one, else the text
+/// (gateways often answer 502/503 with HTML).
+pub fn describe_error_body(body: &[u8]) -> (Option<String>, String, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        message: Option<String>,
+        details: Option<Details>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Details {
+        error_code: Option<String>,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(envelope) => (
+            envelope.error.kind,
+            envelope.error.message.unwrap_or_default(),
+            envelope.error.details.and_then(|d| d.error_code),
+        ),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            (None, truncate(&text, 200), None)
+        }
+    }
+}
+
+/// Keeps at most [`KEPT_BODY_BYTES`] of a body, cut on a character boundary.
+pub fn keep_body(body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    Some(truncate(&String::from_utf8_lossy(body), KEPT_BODY_BYTES))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, should_retry: Option<bool>, error_code: Option<&str>) -> AttemptError {
+        AttemptError::Http {
+            status,
+            error_type: None,
+            message: String::new(),
+            error_code: error_code.map(str::to_owned),
+            body: None,
+            retry_after: None,
+            should_retry,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn retry_classification_follows_the_api_table() {
+        for status in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(http(status, None, None).is_retryable(), "{status}");
+        }
+        for status in [400, 401, 402, 403, 404, 413, 422] {
+            assert!(!http(status, None, None).is_retryable(), "{status}");
+        }
+        assert!(AttemptError::Connection("reset".into()).is_retryable());
+        assert!(AttemptError::Timeout(Duration::from_secs(1)).is_retryable());
+    }
+
+    #[test]
+    fn the_server_hint_wins_but_never_over_the_spend_cap() {
+        assert!(!http(500, Some(false), None).is_retryable());
+        assert!(http(400, Some(true), None).is_retryable());
+        let cap = http(429, Some(true), Some(SPEND_LIMIT_CODE));
+        assert!(cap.is_spend_limit());
+        assert!(!cap.is_retryable());
+    }
+
+    #[test]
+    fn error_bodies_are_read_as_json_or_text() {
+        let (kind, message, code) = describe_error_body(
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down","details":{"error_code":"enforced_spend_limit_reached"}}}"#,
+        );
+        assert_eq!(kind.as_deref(), Some("rate_limit_error"));
+        assert_eq!(message, "slow down");
+        assert_eq!(code.as_deref(), Some(SPEND_LIMIT_CODE));
+        let (kind, message, _) = describe_error_body(b"<html>\n<h1>502 Bad Gateway</h1></html>");
+        assert_eq!(kind, None);
+        assert_eq!(message, "<html> <h1>502 Bad Gateway</h1></html>");
+    }
+}

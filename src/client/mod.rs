@@ -1,0 +1,386 @@
+//! One Messages API call: headers and auth for the chosen gateway, the request, and the answer
+//! read either as one JSON body or as a stream of server-sent events. Retrying is the caller's
+//! business; this module only says what happened and whether it is worth another attempt.
+
+mod error;
+mod retry;
+pub mod sse;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub use error::{AttemptError, SPEND_LIMIT_CODE};
+pub use retry::{FullJitter, RetryPolicy, parse_retry_after};
+
+use crate::cli::AuthStyle;
+use crate::message::MessageSummary;
+use crate::settings::{ApiKey, Gateway};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid header `{0}`")]
+    Header(String),
+    #[error("failed to build the HTTP client")]
+    Build(#[source] reqwest::Error),
+}
+
+/// Timeouts of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole attempt.
+    pub total: Duration,
+    /// Longest silence allowed between two chunks of a stream.
+    pub stream_idle: Duration,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The Message as received, or as rebuilt from a stream.
+    pub body: Bytes,
+    pub summary: MessageSummary,
+    pub status: u16,
+    pub request_id: Option<String>,
+    /// From sending to the first content delta, for streamed answers.
+    pub ttft: Option<Duration>,
+    /// From sending to the complete answer (set by the caller, which times the attempt).
+    pub latency: Duration,
+    pub streamed: bool,
+}
+
+/// What the rate-limit headers of a response say about waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHint {
+    /// A limit is exhausted until this time.
+    pub exhausted_until: Option<SystemTime>,
+}
+
+/// The outcome of one attempt, with what its headers said about rate limits.
+#[derive(Debug)]
+pub struct Exchange {
+    pub result: Result<Answer, AttemptError>,
+    pub rate_limit: RateLimitHint,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+    /// Kept only to scrub it from anything a gateway echoes back.
+    key: Option<ApiKey>,
+    timeouts: Timeouts,
+}
+
+impl Client {
+    pub fn new(
+        gateway: &Gateway,
+        key: Option<ApiKey>,
+        timeouts: Timeouts,
+        pool_size: usize,
+    ) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_str(&gateway.anthropic_version)
+                .map_err(|_| ClientError::Header("anthropic-version".to_owned()))?,
+        );
+        for (name, value) in &gateway.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ClientError::Header(name.clone()))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| ClientError::Header(name.clone()))?;
+            value.set_sensitive(true);
+            headers.append(header, value);
+        }
+        if let Some(key) = &key {
+            let (name, value) = match gateway.auth {
+                AuthStyle::XApiKey => ("x-api-key", key.expose().to_owned()),
+                AuthStyle::Bearer => ("authorization", format!("Bearer {}", key.expose())),
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                ClientError::Header(format!("{name} (the key has invalid characters)"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(pool_size)
+            .tcp_nodelay(true)
+            .user_agent(concat!("msgbatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(Self {
+            http,
+            url: gateway.messages_url(),
+            headers,
+            key,
+            timeouts,
+        })
+    }
+
+    /// Sends one request body and reads the answer, streamed when `stream` is set.
+    pub async fn send(&self, body: Bytes, stream: bool) -> Exchange {
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .timeout(self.timeouts.total)
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return Exchange {
+                    result: Err(self.transport_error(&e)),
+                    rate_limit: RateLimitHint::default(),
+                };
+            }
+        };
+        let headers = response.headers();
+        let rate_limit = rate_limit_hint(headers);
+        let request_id =
+            header_text(headers, "request-id").or_else(|| header_text(headers, "x-request-id"));
+        let status = response.status().as_u16();
+        let result = if status != 200 {
+            Err(self.http_error(response, request_id).await)
+        } else if stream {
+            self.read_stream(response, request_id, started).await
+        } else {
+            self.read_body(response, request_id).await
+        };
+        Exchange { result, rate_limit }
+    }
+
+    async fn read_body(
+        &self,
+        response: reqwest::Response,
+        request_id: Option<String>,
+    ) -> Result<Answer, AttemptError> {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        match MessageSummary::parse(&body) {
+            Ok(summary) => Ok(Answer {
+                body,
+                summary,
+                status: 200,
+                request_id,
+                ttft: None,
+                latency: Duration::ZERO,
+                streamed: false,
+            }),
+            Err(message) => Err(AttemptError::InvalidResponse {
+                message,
+                body: self.scrub(error::keep_body(&body)),
+                request_id,
+            }),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        request_id: Option<String>,
+        started: Instant,
+    ) -> Result<Answer, AttemptError> {
+        let is_event_stream = header_text(response.headers(), "content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if !is_event_stream {
+            // A gateway that ignores `stream` answers with a plain Message: take it.
+            return self.read_body(response, request_id).await;
+        }
+        let fail = |f: sse::StreamFailure, request_id: &Option<String>| AttemptError::Stream {
+            error_type: f.error_type,
+            message: f.message,
+            request_id: request_id.clone(),
+        };
+        let mut decoder = sse::Decoder::default();
+        let mut accumulator = sse::Accumulator::default();
+        let mut ttft = None;
+        let mut chunks = response.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(self.timeouts.stream_idle, chunks.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    return Err(AttemptError::Stream {
+                        error_type: "stream_idle".to_owned(),
+                        message: format!(
+                            "no data for {:?} (see --stream-idle-timeout)",
+                            self.timeouts.stream_idle
+                        ),
+                        request_id,
+                    });
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    let message = match self.transport_error(&e) {
+                        AttemptError::Timeout(d) => format!("no complete answer within {d:?}"),
+                        other => other.message(),
+                    };
+                    return Err(AttemptError::Stream {
+                        error_type: "stream_cut".to_owned(),
+                        message,
+                        request_id,
+                    });
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            for event in decoder.feed(&chunk) {
+                match accumulator.apply(&event) {
+                    Ok(sse::Step::Delta) if ttft.is_none() => ttft = Some(started.elapsed()),
+                    Ok(_) => {}
+                    Err(f) => return Err(fail(f, &request_id)),
+                }
+            }
+            if accumulator.done {
+                break;
+            }
+        }
+        let message = accumulator.finish().map_err(|f| fail(f, &request_id))?;
+        let body = Bytes::from(message.to_string());
+        let summary =
+            MessageSummary::parse(&body).map_err(|message| AttemptError::InvalidResponse {
+                message,
+                body: None,
+                request_id: request_id.clone(),
+            })?;
+        Ok(Answer {
+            body,
+            summary,
+            status: 200,
+            request_id,
+            ttft,
+            latency: Duration::ZERO,
+            streamed: true,
+        })
+    }
+
+    async fn http_error(
+        &self,
+        response: reqwest::Response,
+        request_id: Option<String>,
+    ) -> AttemptError {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        let (error_type, message, error_code) = error::describe_error_body(&body);
+        AttemptError::Http {
+            status,
+            error_type,
+            message: self.scrub(Some(message)).unwrap_or_default(),
+            error_code,
+            body: self.scrub(error::keep_body(&body)),
+            retry_after: retry::parse_retry_after(&headers),
+            should_retry: retry::parse_should_retry(&headers),
+            request_id,
+        }
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> AttemptError {
+        if error.is_timeout() {
+            return AttemptError::Timeout(self.timeouts.total);
+        }
+        // The chain says what really happened ("connection refused", "connection closed
+        // before message completed"); the URL is left out as it adds nothing per attempt.
+        let mut message = String::new();
+        let mut source: Option<&dyn std::error::Error> = Some(error);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !message.contains(&text) {
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(&text);
+            }
+            source = e.source();
+        }
+        let message = message.replace(&self.url, "the gateway");
+        AttemptError::Connection(self.scrub(Some(message)).unwrap_or_default())
+    }
+
+    /// Removes the key from text a gateway sent back, should it ever echo it.
+    fn scrub(&self, text: Option<String>) -> Option<String> {
+        match (&self.key, text) {
+            (Some(key), Some(text)) if !key.expose().is_empty() && text.contains(key.expose()) => {
+                Some(text.replace(key.expose(), "****"))
+            }
+            (_, text) => text,
+        }
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Reads the `anthropic-ratelimit-*` headers: when a limit's remaining count is 0, nothing
+/// should be sent before its reset time. Gateways may send none of them.
+pub fn rate_limit_hint(headers: &HeaderMap) -> RateLimitHint {
+    let mut until: Option<SystemTime> = None;
+    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let remaining = header_text(headers, &format!("anthropic-ratelimit-{kind}-remaining"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if remaining != Some(0) {
+            continue;
+        }
+        let reset = header_text(headers, &format!("anthropic-ratelimit-{kind}-reset"))
+            .and_then(|v| humantime::parse_rfc3339_weak(v.trim()).ok());
+        if let Some(reset) = reset {
+            until = Some(until.map_or(reset, |u| u.max(reset)));
+        }
+    }
+    RateLimitHint {
+        exhausted_until: until,
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring builds quickly and everywhere.
+fn install_crypto_provider() {
+    // An error means a provider is installed already, which is all this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exhausted_limit_gives_its_reset_time() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-ratelimit-requests-remaining",
+            HeaderValue::from_static("0"),
+        );
+        headers.insert(
+            "anthropic-ratelimit-requests-reset",
+            HeaderValue::from_static("2030-01-01T00:00:30Z"),
+        );
+        headers.insert(
+            "anthropic-ratelimit-tokens-remaining",
+            HeaderValue::from_static("12000"),
+        );
+        headers.insert(
+            "anthropic-ratelimit-tokens-reset",
+            HeaderValue::from_static("2030-01-01T00:05:00Z"),
+        );
+        let hint = rate_limit_hint(&headers);
+        assert_eq!(
+            hint.exhausted_until,
+            Some(humantime::parse_rfc3339("2030-01-01T00:00:30Z").unwrap())
+        );
+        assert_eq!(rate_limit_hint(&HeaderMap::new()), RateLimitHint::default());
+    }
+}

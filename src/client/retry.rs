@@ -1,0 +1,146 @@
+//! The retry policy: how many attempts, and how long to wait between them.
+//!
+//! Which failures are retried is [`super::AttemptError::is_retryable`]; `backon` runs the
+//! loop with the [`FullJitter`] backoff built here, and the caller raises each delay to the
+//! server's `retry-after` so that no retry comes earlier than the server asked.
+
+use std::time::{Duration, SystemTime};
+
+use backon::BackoffBuilder;
+use reqwest::header::HeaderMap;
+
+/// Retry settings, as data; `backon` is built from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per job, the first included.
+    pub max_attempts: u32,
+    /// The first backoff ceiling; it doubles per retry.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BackoffBuilder for RetryPolicy {
+    type Backoff = FullJitter;
+
+    fn build(self) -> FullJitter {
+        FullJitter {
+            policy: self,
+            retries: 0,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: before retry `n` (from 0) it waits a uniformly random
+/// time in `[0, min(max_delay, base_delay · 2ⁿ)]`. Full jitter spreads a crowd of workers that
+/// failed together, which matters when they all hit the same 429.
+#[derive(Debug, Clone)]
+pub struct FullJitter {
+    policy: RetryPolicy,
+    retries: u32,
+}
+
+impl Iterator for FullJitter {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.retries + 1 >= self.policy.max_attempts {
+            return None;
+        }
+        let ceiling = self
+            .policy
+            .base_delay
+            .saturating_mul(1u32.checked_shl(self.retries).unwrap_or(u32::MAX))
+            .min(self.policy.max_delay);
+        self.retries += 1;
+        Some(ceiling.mul_f64(fastrand::f64()))
+    }
+}
+
+/// Reads the server's retry hint: `retry-after-ms`, then `retry-after` as seconds, then as an
+/// HTTP date. Values that are negative, not finite or absurd are ignored rather than trusted.
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).ok();
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Reads `x-should-retry`.
+pub fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
+    match headers.get("x-should-retry")?.to_str().ok()?.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn full_jitter_stays_under_a_doubling_ceiling_and_stops_at_max_attempts() {
+        let policy = RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+        };
+        let delays: Vec<Duration> = policy.build().collect();
+        assert_eq!(delays.len(), 5, "six attempts means five waits");
+        let ceilings = [100, 200, 400, 500, 500];
+        for (delay, ceiling) in delays.iter().zip(ceilings) {
+            assert!(
+                *delay <= Duration::from_millis(ceiling),
+                "{delay:?} > {ceiling}ms"
+            );
+        }
+        assert_eq!(RetryPolicy::new(1).build().next(), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("1500.5"));
+        assert_eq!(
+            parse_retry_after(&headers),
+            Some(Duration::from_micros(1_500_500))
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("-3"));
+        assert_eq!(parse_retry_after(&headers), None);
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! `msgbatch export`: one JSON line per (job, model) in the Message Batches results shape.
+//!
+//! Succeeded jobs carry the Message exactly as stored. Failed jobs carry the API's error body
+//! when the gateway sent one, else an error of the same shape. Rejected jobs are `errored`
+//! with an `invalid_request_error`; jobs never finished are `canceled`.
+
+use std::io::{BufWriter, Write};
+
+use anyhow::bail;
+use serde_json::{Value, json};
+
+use super::Global;
+use crate::ExitStatus;
+use crate::store::{ExportRow, Store};
+
+pub async fn export(global: &Global, args: &crate::cli::ExportArgs) -> anyhow::Result<ExitStatus> {
+    if !global.db.exists() {
+        bail!(
+            "no database at {} (give --db or set MSGBATCH_DB)",
+            global.db.display()
+        );
+    }
+    let store = Store::open(&global.db).await?;
+    let run = store.find_run(&args.run).await?;
+    let to_stdout = args.out.as_os_str() == "-";
+    let sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs_err::create_dir_all(parent)?;
+        }
+        Box::new(fs_err::File::create(&args.out)?)
+    };
+    let mut out = BufWriter::new(sink);
+    let count = store
+        .export_rows(run.id, |row| {
+            out.write_all(line(&row).as_bytes())?;
+            out.write_all(b"\n")?;
+            Ok(())
+        })
+        .await?;
+    out.flush()?;
+    if !to_stdout {
+        #[expect(clippy::print_stderr, reason = "where the export went")]
+        {
+            eprintln!("wrote {count} lines to {}", args.out.display());
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn line(row: &ExportRow) -> String {
+    let head = format!(
+        "{{\"custom_id\":{},\"model\":{},\"result\":",
+        Value::String(row.job_id.clone()),
+        Value::String(row.model.clone())
+    );
+    let result = match (row.state.as_str(), &row.response) {
+        // The stored body is the gateway's JSON, byte for byte.
+        ("succeeded", Some(response)) => {
+            format!("{{\"type\":\"succeeded\",\"message\":{response}}}")
+        }
+        ("failed", _) => {
+            let error = row
+                .last_error_body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Value>(b).ok())
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("error"))
+                .unwrap_or_else(|| {
+                    json!({"type": "error", "error": {
+                        "type": row.last_error_type.as_deref().unwrap_or("api_error"),
+                        "message": row.error.as_deref().unwrap_or(""),
+                    }})
+                });
+            json!({"type": "errored", "error": error}).to_string()
+        }
+        ("rejected", _) => json!({"type": "errored", "error": {"type": "error", "error": {
+            "type": "invalid_request_error",
+            "message": format!("rejected before sending: {}", row.error.as_deref().unwrap_or("")),
+        }}})
+        .to_string(),
+        _ => json!({"type": "canceled"}).to_string(),
+    };
+    format!("{head}{result}}}")
+}

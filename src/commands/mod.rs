@@ -1,0 +1,33 @@
+//! One module per subcommand, and the session logic `run` and `resume` share.
+
+mod export;
+mod mock;
+mod resume;
+mod run;
+mod session;
+mod status;
+
+use crate::cli::{Cli, Command};
+use crate::{ExitStatus, Shutdown};
+
+pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
+    let global = Global {
+        db: cli.db,
+        config: cli.config,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Run(args) => run::run(&global, *args, shutdown).await,
+        Command::Resume(args) => resume::resume(&global, args, shutdown).await,
+        Command::Status(args) => status::status(&global, &args).await,
+        Command::Export(args) => export::export(&global, &args).await,
+        Command::Mock(args) => mock::mock(args, shutdown).await,
+    }
+}
+
+/// Options that apply to every command.
+pub struct Global {
+    pub db: std::path::PathBuf,
+    pub config: Option<std::path::PathBuf>,
+    pub quiet: bool,
+}

@@ -1,0 +1,198 @@
+//! `msgbatch run`: load a job file into a new run, then send it.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use super::{Global, session};
+use crate::cli::RunArgs;
+use crate::jobs::{self, Defaults, InputFormat, LoadOptions, LoadSummary};
+use crate::settings::{
+    ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
+};
+use crate::store::{DbLock, NewJob, NewRun, Store};
+use crate::{ExitStatus, Shutdown};
+
+/// Jobs per insert transaction while loading.
+const LOAD_CHUNK: usize = 2000;
+/// Bad records printed before the rest are only counted.
+const SHOWN_ERRORS: usize = 50;
+
+pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
+    let mock = MockSettings::from_args(&args.mock);
+    let gateway = if mock.is_some() {
+        // The address is the session's own; what is stored is only that it was the mock.
+        Gateway::mock("mock://in-process".to_owned())
+    } else {
+        let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
+        resolve_gateway(&args.gateway, &config, config_path.as_deref())?
+    };
+    // Everything that can be checked before touching the database is checked first.
+    let key = gateway.api_key()?;
+    session::prices_for(&gateway)?;
+    let send = SendSettings::from_args(&args.sending)?;
+    let prompt_template = args
+        .prompt_template
+        .as_deref()
+        .map(fs_err::read_to_string)
+        .transpose()?;
+    if args.file.as_os_str() != "-" && !args.file.is_file() {
+        bail!("cannot read job file {}: no such file", args.file.display());
+    }
+    let settings = RunSettings {
+        gateway,
+        send,
+        mock,
+        models: args.models.clone(),
+        defaults: Defaults {
+            model: args.model.clone(),
+            max_tokens: args.max_tokens,
+            system: args.system.clone(),
+            temperature: args.temperature,
+            stream: args.stream,
+        },
+    };
+    let options = LoadOptions {
+        format: InputFormat::from_path(&args.file),
+        path: args.file.clone(),
+        defaults: settings.defaults.clone(),
+        models: settings.models.clone(),
+        prompt_template,
+    };
+
+    let store = Store::open(&global.db).await?;
+    let _lock = DbLock::acquire(&global.db)?;
+    let name = match args.name {
+        Some(name) => {
+            if store.run_name_taken(&name).await? {
+                bail!(
+                    "a run named `{name}` exists already; choose another --name or `msgbatch resume {name}`"
+                );
+            }
+            name
+        }
+        None => unique_name(&store, &args.file).await?,
+    };
+    let run_id = store
+        .create_run(&NewRun {
+            name: name.clone(),
+            input_path: args.file.display().to_string(),
+            input_sha256: String::new(),
+            gateway_name: settings.gateway.name.clone(),
+            base_url: settings.gateway.base_url.clone(),
+            messages_path: settings.gateway.messages_path.clone(),
+            settings: serde_json::to_string(&settings)?,
+        })
+        .await?;
+    let summary = match load(&store, run_id, options, args.skip_invalid).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            store.delete_run(run_id).await?;
+            return Err(e);
+        }
+    };
+    if summary.bad_records > 0 && !args.skip_invalid {
+        store.delete_run(run_id).await?;
+        report_bad_records(&summary);
+        return Ok(ExitStatus::Error);
+    }
+    if summary.jobs == 0 {
+        store.delete_run(run_id).await?;
+        bail!("{} holds no jobs to send", args.file.display());
+    }
+    store.set_input_sha256(run_id, &summary.sha256).await?;
+    if summary.bad_records > 0 {
+        #[expect(clippy::print_stderr, reason = "a warning for the user")]
+        {
+            eprintln!(
+                "warning: {} bad records recorded as rejected (--skip-invalid); the first: {}",
+                summary.bad_records, summary.errors[0]
+            );
+        }
+    }
+    let run = store.find_run(&run_id.to_string()).await?;
+    announce(&run.name, run_id, &summary, &settings);
+    session::send(global, &store, &run, &settings, key, shutdown).await
+}
+
+#[expect(clippy::print_stderr, reason = "what the run is about to do")]
+fn announce(name: &str, id: i64, summary: &LoadSummary, settings: &RunSettings) {
+    let target = if settings.mock.is_some() {
+        "the built-in mock gateway".to_owned()
+    } else {
+        format!(
+            "{} ({})",
+            settings.gateway.name,
+            settings.gateway.messages_url()
+        )
+    };
+    eprintln!("run {name} (id {id}): {} jobs to {target}", summary.jobs);
+}
+
+#[expect(clippy::print_stderr, reason = "the reason the run did not start")]
+fn report_bad_records(summary: &LoadSummary) {
+    for error in summary.errors.iter().take(SHOWN_ERRORS) {
+        eprintln!("{error}");
+    }
+    if summary.bad_records > SHOWN_ERRORS as u64 {
+        eprintln!("… and {} more", summary.bad_records - SHOWN_ERRORS as u64);
+    }
+    eprintln!(
+        "error: {} bad records; nothing was sent. Fix them, or pass --skip-invalid to record them as rejected and run the rest",
+        summary.bad_records
+    );
+}
+
+/// Reads the job file on a blocking thread while this task inserts its chunks, so parsing
+/// and SQLite overlap.
+async fn load(
+    store: &Store,
+    run_id: i64,
+    options: LoadOptions,
+    keep_rejected: bool,
+) -> anyhow::Result<LoadSummary> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        jobs::load(&options, keep_rejected, LOAD_CHUNK, |chunk| {
+            sender
+                .blocking_send(chunk)
+                .context("the job inserter stopped")
+        })
+    });
+    let mut insert_error = None;
+    while let Some(chunk) = receiver.recv().await {
+        if let Err(e) = store.insert_jobs(run_id, &chunk).await {
+            insert_error = Some(e);
+            break;
+        }
+    }
+    drop(receiver);
+    let summary = reader.await.context("the job reader panicked")?;
+    if let Some(e) = insert_error {
+        return Err(e.into());
+    }
+    summary
+}
+
+/// `<file stem>-<UTC date and time>`, with a suffix if that is taken.
+async fn unique_name(store: &Store, file: &Path) -> anyhow::Result<String> {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| *s != "-")
+        .unwrap_or("stdin");
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = stamp
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(14)
+        .collect();
+    let base = format!("{stem}-{}-{}", &stamp[..8], &stamp[8..]);
+    let mut name = base.clone();
+    let mut n = 2;
+    while store.run_name_taken(&name).await? {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}

@@ -1,0 +1,159 @@
+//! Sending a run's pending jobs: shared by `run` and `resume`, so that a resumed run behaves
+//! exactly like a fresh one.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::Global;
+use crate::client::{Client, RetryPolicy, Timeouts};
+use crate::limiter::Limiter;
+use crate::mock::{MockConfig, MockServer};
+use crate::pricing::{PriceTable, format_usd};
+use crate::runner::{Runner, Session, Shutdown};
+use crate::settings::{ApiKey, Gateway, RunSettings};
+use crate::store::{RunRow, RunStatus, Store};
+use crate::{ExitStatus, progress};
+
+/// Longest silence allowed inside a stream before the attempt counts as failed.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
+    Ok(match &gateway.prices {
+        Some(path) => PriceTable::from_file(path)?,
+        None => PriceTable::builtin(),
+    })
+}
+
+/// Sends every pending job of `run`, records how the session ended and prints a summary.
+pub async fn send(
+    global: &Global,
+    store: &Store,
+    run: &RunRow,
+    settings: &RunSettings,
+    key: Option<ApiKey>,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
+    // A mock run gets a fresh in-process mock; it lives as long as this session.
+    let mock = match &settings.mock {
+        Some(mock) => Some(
+            MockServer::start(MockConfig {
+                latency: Duration::from_millis(mock.latency_ms),
+                fail_rate: mock.fail_rate,
+                rate_limit_rpm: mock.rate_limit_rpm,
+                ..MockConfig::default()
+            })
+            .await
+            .context("failed to start the mock gateway")?,
+        ),
+        None => None,
+    };
+    let gateway = match &mock {
+        Some(server) => Gateway::mock(server.base_url()),
+        None => settings.gateway.clone(),
+    };
+    let client = Client::new(
+        &gateway,
+        key,
+        Timeouts {
+            total: settings.send.timeout,
+            stream_idle: STREAM_IDLE_TIMEOUT.min(settings.send.timeout),
+        },
+        settings.send.concurrency,
+    )?;
+    let runner = Runner {
+        store: store.clone(),
+        client,
+        limiter: Limiter::new(settings.send.rpm),
+        policy: RetryPolicy::new(settings.send.max_attempts),
+        prices: prices_for(&settings.gateway)?,
+        concurrency: settings.send.concurrency,
+        shutdown,
+        show_progress: progress::show_bar(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("CI").is_some(),
+            global.quiet,
+        ),
+    };
+    store
+        .set_run_status(run.id, RunStatus::Running, None)
+        .await?;
+    let session = runner.execute(run.id).await?;
+    let (status, reason) = if let Some(halt) = &session.halt {
+        (RunStatus::Interrupted, Some(halt.as_str()))
+    } else if session.interrupted {
+        (RunStatus::Interrupted, Some("stopped by Ctrl-C"))
+    } else if session.counts.pending > 0 {
+        (RunStatus::Interrupted, Some("jobs are still pending"))
+    } else {
+        (RunStatus::Completed, None)
+    };
+    store.set_run_status(run.id, status, reason).await?;
+    print_summary(run, status, &session);
+    Ok(if session.halt.is_some() {
+        ExitStatus::Error
+    } else if status == RunStatus::Interrupted {
+        ExitStatus::Interrupted
+    } else if session.counts.failed > 0 {
+        ExitStatus::JobsFailed
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the summary is the command's output"
+)]
+fn print_summary(run: &RunRow, status: RunStatus, session: &Session) {
+    let c = &session.counts;
+    println!("run {} (id {}): {}", run.name, run.id, status.as_str());
+    println!(
+        "  jobs    {} succeeded, {} failed, {} rejected, {} pending (of {})",
+        c.succeeded, c.failed, c.rejected, c.pending, c.total
+    );
+    println!(
+        "  tokens  input {} · cache write {} · cache read {} · output {}",
+        thousands(c.input_tokens),
+        thousands(c.cache_creation_input_tokens),
+        thousands(c.cache_read_input_tokens),
+        thousands(c.output_tokens)
+    );
+    let unpriced = if c.unpriced > 0 {
+        format!(" (incomplete: {} results of unpriced models)", c.unpriced)
+    } else {
+        String::new()
+    };
+    println!(
+        "  cost    {}{unpriced}",
+        format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0))
+    );
+    let seconds = session.elapsed.as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+    let rate = if seconds > 0.0 {
+        session.finished as f64 / seconds
+    } else {
+        0.0
+    };
+    println!("  time    {seconds:.1}s this session, {rate:.1} jobs/s");
+    if status != RunStatus::Completed {
+        if let Some(halt) = &session.halt {
+            eprintln!("stopped: {halt}");
+        }
+        eprintln!("resume with: msgbatch resume {}", run.name);
+    }
+}

@@ -1,0 +1,84 @@
+//! `msgbatch status`: runs with their progress and spend.
+
+use anyhow::bail;
+
+use super::Global;
+use crate::ExitStatus;
+use crate::pricing::format_usd;
+use crate::store::{RunRow, Store};
+
+#[expect(clippy::print_stdout, reason = "the status is the command's output")]
+pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
+    if !global.db.exists() {
+        bail!(
+            "no database at {} (give --db or set MSGBATCH_DB)",
+            global.db.display()
+        );
+    }
+    let store = Store::open(&global.db).await?;
+    let runs = match &args.run {
+        Some(key) => vec![store.find_run(key).await?],
+        None => store.runs().await?,
+    };
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(ExitStatus::Success);
+    }
+    println!(
+        "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
+        "id", "name", "status", "jobs", "succeeded", "failed", "rejected", "pending", "spend"
+    );
+    for run in &runs {
+        let c = store.run_counts(run.id).await?;
+        let spend = format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0));
+        let spend = if c.unpriced > 0 {
+            format!("{spend}+")
+        } else {
+            spend
+        };
+        println!(
+            "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
+            run.id,
+            run.name,
+            run.status,
+            c.total,
+            c.succeeded,
+            c.failed,
+            c.rejected,
+            c.pending,
+            spend
+        );
+    }
+    if let [run] = runs.as_slice() {
+        print_details(run);
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[expect(clippy::print_stdout, reason = "the status is the command's output")]
+fn print_details(run: &RunRow) {
+    let when = |ms: i64| {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    println!();
+    println!(
+        "  input    {} (sha256 {})",
+        run.input_path, run.input_sha256
+    );
+    println!(
+        "  gateway  {} {}{}",
+        run.gateway_name, run.base_url, run.messages_path
+    );
+    println!("  started  {}", when(run.created_at_ms));
+    if let Some(finished) = run.finished_at_ms {
+        println!("  ended    {}", when(finished));
+    }
+    if let Some(reason) = &run.stop_reason {
+        println!("  stopped  {reason}");
+    }
+    if run.status != "completed" && run.status != "loading" {
+        println!("  resume   msgbatch resume {}", run.name);
+    }
+}

@@ -1,0 +1,129 @@
+//! JSONL job files: one record per line, either a bare Messages body or the Message Batches
+//! shape `{"custom_id", "params"}`. Blank lines are skipped.
+
+use std::io::{BufRead, BufReader, Read};
+
+use serde_json::{Map, Value};
+
+use super::{InputError, LoadError, RawRecord, ReadItem, parse_tags};
+
+/// Keys of a bare-body record that belong to msgbatch, not to the request.
+const OWN_KEYS: [&str; 3] = ["custom_id", "tags", "expect"];
+
+pub struct JsonlReader<'a, R> {
+    reader: BufReader<R>,
+    path: &'a str,
+    line: u64,
+    buffer: Vec<u8>,
+}
+
+impl<'a, R: Read> JsonlReader<'a, R> {
+    pub fn new(reader: R, path: &'a str) -> Self {
+        Self {
+            reader: BufReader::with_capacity(256 * 1024, reader),
+            path,
+            line: 0,
+            buffer: Vec::with_capacity(4096),
+        }
+    }
+
+    fn bad(&self, id: Option<String>, field: Option<&str>, reason: impl Into<String>) -> ReadItem {
+        ReadItem::Bad {
+            id,
+            error: InputError {
+                path: self.path.to_owned(),
+                line: self.line,
+                field: field.map(str::to_owned),
+                reason: reason.into(),
+            },
+        }
+    }
+
+    fn parse(&self, text: &str) -> ReadItem {
+        let object = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return self.bad(None, None, "a record must be a JSON object"),
+            Err(e) => return self.bad(None, None, format!("invalid JSON: {e}")),
+        };
+        match self.split(object) {
+            Ok(record) => ReadItem::Record(record),
+            Err((id, field, reason)) => self.bad(id, Some(&field), reason),
+        }
+    }
+
+    /// Separates msgbatch's envelope (`custom_id`, `tags`, `expect`) from the request body.
+    fn split(
+        &self,
+        mut object: Map<String, Value>,
+    ) -> Result<RawRecord, (Option<String>, String, String)> {
+        let id = match object.remove("custom_id") {
+            None => None,
+            Some(Value::String(id)) if !id.is_empty() => Some(id),
+            Some(_) => {
+                return Err((
+                    None,
+                    "custom_id".into(),
+                    "must be a non-empty string".into(),
+                ));
+            }
+        };
+        let tags = match object.remove("tags") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(parse_tags(value).map_err(|(f, r)| (id.clone(), f, r))?),
+        };
+        let expect = object.remove("expect").filter(|e| !e.is_null());
+        let body = if let Some(params) = object.remove("params") {
+            if let Some(other) = object.keys().next() {
+                return Err((
+                    id,
+                    other.clone(),
+                    "unknown key in a {\"custom_id\", \"params\"} record".into(),
+                ));
+            }
+            match params {
+                Value::Object(params) => params,
+                _ => return Err((id, "params".into(), "must be an object".into())),
+            }
+        } else {
+            debug_assert!(OWN_KEYS.iter().all(|k| !object.contains_key(*k)));
+            object
+        };
+        Ok(RawRecord {
+            line: self.line,
+            id,
+            body,
+            tags,
+            expect,
+        })
+    }
+}
+
+impl<R: Read> Iterator for JsonlReader<'_, R> {
+    type Item = Result<ReadItem, LoadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buffer.clear();
+            match self.reader.read_until(b'\n', &mut self.buffer) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(source) => {
+                    return Some(Err(LoadError::Io {
+                        path: self.path.to_owned(),
+                        source,
+                    }));
+                }
+            }
+            self.line += 1;
+            let text = match std::str::from_utf8(&self.buffer) {
+                // A byte-order mark is not part of the first record.
+                Ok(text) => text.trim_start_matches('\u{feff}').trim(),
+                Err(e) => return Some(Ok(self.bad(None, None, format!("not UTF-8: {e}")))),
+            };
+            if text.is_empty() {
+                continue;
+            }
+            return Some(Ok(self.parse(text)));
+        }
+    }
+}

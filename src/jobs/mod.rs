@@ -1,0 +1,521 @@
+//! Job input: streaming readers for JSONL and CSV files, defaults, fan-out over models,
+//! validation, and the [`Loader`] that turns a file into store rows.
+//!
+//! A file is read one record at a time, so its size does not bound memory. Every bad record
+//! becomes an [`InputError`] naming the file, the line and the field.
+
+mod csv;
+mod jsonl;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::store::{JobState, NewJob};
+
+/// Fatal problems with a job file as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("failed to read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+}
+
+/// One bad record: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub path: String,
+    pub line: u64,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.path, self.line)?;
+        if let Some(field) = &self.field {
+            write!(f, "`{field}` ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// Values that fill what a record lacks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Defaults {
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub system: Option<String>,
+    pub temperature: Option<f64>,
+    /// Send every job as a streaming request.
+    pub stream: bool,
+}
+
+/// A record as read, before defaults and fan-out.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub line: u64,
+    pub id: Option<String>,
+    pub body: Map<String, Value>,
+    pub tags: Option<Map<String, Value>>,
+    pub expect: Option<Value>,
+}
+
+/// What a reader yields for each record.
+#[derive(Debug)]
+pub enum ReadItem {
+    Record(RawRecord),
+    /// A record that could not be read; `id` is kept when it was readable.
+    Bad {
+        id: Option<String>,
+        error: InputError,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Jsonl,
+    Csv { delimiter: u8 },
+}
+
+impl InputFormat {
+    /// Chooses the format from the file name: `.csv` and `.tsv` are tables, anything else is
+    /// JSONL.
+    pub fn from_path(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+        {
+            Some(ext) if ext == "csv" => Self::Csv { delimiter: b',' },
+            Some(ext) if ext == "tsv" => Self::Csv { delimiter: b'\t' },
+            _ => Self::Jsonl,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The job file; `-` reads standard input.
+    pub path: PathBuf,
+    pub format: InputFormat,
+    pub defaults: Defaults,
+    /// Fan every job out to each of these models (overriding the record's own model).
+    pub models: Vec<String>,
+    /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
+    pub prompt_template: Option<String>,
+}
+
+/// What loading a file produced.
+#[derive(Debug, Default)]
+pub struct LoadSummary {
+    /// Jobs ready to send (one per record and model).
+    pub jobs: u64,
+    /// Records that were bad, first ones kept in `errors`.
+    pub bad_records: u64,
+    pub errors: Vec<InputError>,
+    pub sha256: String,
+}
+
+/// How many bad records are kept for display; the rest are only counted.
+const KEPT_ERRORS: usize = 1000;
+
+/// Reads a job file and hands its rows to `sink` in chunks.
+///
+/// Bad records are returned in the summary; when `keep_rejected` is set they are also handed
+/// to `sink` as `rejected` jobs so that the run records them.
+pub fn load(
+    options: &LoadOptions,
+    keep_rejected: bool,
+    chunk_size: usize,
+    mut sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
+) -> anyhow::Result<LoadSummary> {
+    let display = options.path.display().to_string();
+    let input: Box<dyn Read + Send> = if options.path.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&options.path).map_err(|source| LoadError::Io {
+                path: display.clone(),
+                source,
+            })?,
+        )
+    };
+    let mut hashing = HashingReader::new(input);
+    let mut summary = LoadSummary::default();
+    let mut expander = Expander::new(options, &display);
+    let mut chunk = Vec::with_capacity(chunk_size);
+    {
+        let items: Box<dyn Iterator<Item = Result<ReadItem, LoadError>>> = match options.format {
+            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(&mut hashing, &display)),
+            InputFormat::Csv { delimiter } => Box::new(csv::CsvReader::new(
+                &mut hashing,
+                &display,
+                delimiter,
+                options.prompt_template.as_deref(),
+            )?),
+        };
+        for item in items {
+            let outcome = match item? {
+                ReadItem::Record(record) => expander.expand(record),
+                ReadItem::Bad { id, error } => Err((id, error)),
+            };
+            match outcome {
+                Ok(jobs) => {
+                    summary.jobs += jobs.len() as u64;
+                    chunk.extend(jobs);
+                }
+                Err((id, error)) => {
+                    summary.bad_records += 1;
+                    if keep_rejected {
+                        chunk.push(expander.rejected(id, &error));
+                    }
+                    if summary.errors.len() < KEPT_ERRORS {
+                        summary.errors.push(error);
+                    }
+                }
+            }
+            if chunk.len() >= chunk_size {
+                sink(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(chunk_size),
+                ))?;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        sink(chunk)?;
+    }
+    summary.sha256 = hashing.finish();
+    Ok(summary)
+}
+
+/// Applies defaults and fan-out to records, checks ids for uniqueness and validates bodies.
+struct Expander<'a> {
+    options: &'a LoadOptions,
+    path: &'a str,
+    /// Ids seen so far, as 128-bit hashes with the line that used them, so that a million
+    /// ids cost tens of megabytes rather than hundreds.
+    seen: HashMap<u128, u64>,
+    hash_keys: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+}
+
+type Rejection = (Option<String>, InputError);
+
+impl<'a> Expander<'a> {
+    fn new(options: &'a LoadOptions, path: &'a str) -> Self {
+        Self {
+            options,
+            path,
+            seen: HashMap::new(),
+            hash_keys: Default::default(),
+        }
+    }
+
+    fn error(&self, line: u64, field: Option<&str>, reason: impl Into<String>) -> InputError {
+        InputError {
+            path: self.path.to_owned(),
+            line,
+            field: field.map(str::to_owned),
+            reason: reason.into(),
+        }
+    }
+
+    fn id_hash(&self, id: &str) -> u128 {
+        (u128::from(self.hash_keys.0.hash_one(id)) << 64)
+            | u128::from(self.hash_keys.1.hash_one(id))
+    }
+
+    fn expand(&mut self, record: RawRecord) -> Result<Vec<NewJob>, Rejection> {
+        let id = record
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("line-{}", record.line));
+        let key = self.id_hash(&id);
+        if let Some(first) = self.seen.get(&key) {
+            let error = self.error(
+                record.line,
+                Some("custom_id"),
+                format!("duplicate id `{id}` (first used on line {first})"),
+            );
+            return Err((Some(format!("{id}@line-{}", record.line)), error));
+        }
+        self.seen.insert(key, record.line);
+
+        let mut body = record.body;
+        let defaults = &self.options.defaults;
+        if let Some(max_tokens) = defaults.max_tokens {
+            body.entry("max_tokens").or_insert(max_tokens.into());
+        }
+        if let Some(system) = &defaults.system {
+            body.entry("system").or_insert(system.clone().into());
+        }
+        if let Some(temperature) = defaults.temperature {
+            body.entry("temperature").or_insert(temperature.into());
+        }
+        if defaults.stream {
+            body.insert("stream".to_owned(), Value::Bool(true));
+        }
+        let models: Vec<String> = if self.options.models.is_empty() {
+            if let (None, Some(model)) = (body.get("model"), &defaults.model) {
+                body.insert("model".to_owned(), Value::String(model.clone()));
+            }
+            match body.get("model") {
+                Some(Value::String(model)) => vec![model.clone()],
+                // Validation below names what is wrong with it.
+                _ => Vec::new(),
+            }
+        } else {
+            body.insert(
+                "model".to_owned(),
+                Value::String(self.options.models[0].clone()),
+            );
+            self.options.models.clone()
+        };
+        if let Err(e) = validate::validate(&body) {
+            return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
+        }
+        let tags = record.tags.map(|t| Value::Object(t).to_string());
+        let expect = record.expect.map(|e| e.to_string());
+        let mut jobs = Vec::with_capacity(models.len());
+        for model in models {
+            body.insert("model".to_owned(), Value::String(model.clone()));
+            let request = Value::Object(body.clone()).to_string();
+            if request.len() > validate::MAX_BODY_BYTES {
+                return Err((
+                    Some(id),
+                    self.error(
+                        record.line,
+                        None,
+                        format!(
+                            "request is {} bytes; the API accepts at most {}",
+                            request.len(),
+                            validate::MAX_BODY_BYTES
+                        ),
+                    ),
+                ));
+            }
+            jobs.push(NewJob {
+                job_id: id.clone(),
+                model,
+                line: record.line,
+                request_sha256: sha256_hex(request.as_bytes()),
+                request,
+                tags: tags.clone(),
+                expect: expect.clone(),
+                state: JobState::Pending,
+                error: None,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// The row that records a bad line in a run started with `--skip-invalid`.
+    fn rejected(&self, id: Option<String>, error: &InputError) -> NewJob {
+        let job_id = id.unwrap_or_else(|| format!("line-{}", error.line));
+        let reason = match &error.field {
+            Some(field) => format!("`{field}` {}", error.reason),
+            None => error.reason.clone(),
+        };
+        NewJob {
+            job_id,
+            model: String::new(),
+            line: error.line,
+            request: String::new(),
+            request_sha256: String::new(),
+            tags: None,
+            expect: None,
+            state: JobState::Rejected,
+            error: Some(reason),
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hashes everything read through it, so the input's digest costs no second pass.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads the optional `tags` object, whose values must be strings.
+fn parse_tags(value: Value) -> Result<Map<String, Value>, (String, String)> {
+    let Value::Object(tags) = value else {
+        return Err(("tags".to_owned(), "must be an object of strings".to_owned()));
+    };
+    for (key, value) in &tags {
+        if !value.is_string() {
+            return Err((format!("tags.{key}"), "must be a string".to_owned()));
+        }
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    pub(super) fn load_text(name: &str, text: &str, models: &[&str]) -> (LoadSummary, Vec<NewJob>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let options = LoadOptions {
+            format: InputFormat::from_path(&path),
+            path,
+            defaults: Defaults {
+                max_tokens: Some(64),
+                ..Defaults::default()
+            },
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            prompt_template: None,
+        };
+        let mut jobs = Vec::new();
+        let summary = load(&options, true, 3, |chunk| {
+            jobs.extend(chunk);
+            Ok(())
+        })
+        .unwrap();
+        (summary, jobs)
+    }
+
+    #[test]
+    fn both_jsonl_shapes_load_and_fan_out() {
+        let text = concat!(
+            r#"{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"one"}],"tags":{"set":"x"}}"#,
+            "\n\n",
+            r#"{"custom_id":"q-2","params":{"messages":[{"role":"user","content":"two"}],"cache_control":{"type":"ephemeral"},"future_field":[1]}}"#,
+            "\n",
+        );
+        let (summary, jobs) = load_text("jobs.jsonl", text, &["m1", "m2"]);
+        assert_eq!(summary.bad_records, 0, "{:?}", summary.errors);
+        assert_eq!(summary.jobs, 4);
+        let ids: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.model.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("line-1", "m1"),
+                ("line-1", "m2"),
+                ("q-2", "m1"),
+                ("q-2", "m2")
+            ]
+        );
+        let body: Value = serde_json::from_str(&jobs[2].request).unwrap();
+        // Unknown fields pass through; msgbatch's own keys do not reach the API.
+        assert_eq!(body["future_field"], serde_json::json!([1]));
+        assert_eq!(body["cache_control"]["type"], "ephemeral");
+        assert_eq!(body["max_tokens"], 64);
+        assert!(body.get("custom_id").is_none());
+        let first: Value = serde_json::from_str(&jobs[0].request).unwrap();
+        assert!(first.get("tags").is_none());
+        assert_eq!(jobs[0].tags.as_deref(), Some(r#"{"set":"x"}"#));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_with_line_and_field() {
+        let text = concat!(
+            r#"{"model":"a","messages":[{"role":"user","content":"ok"}]}"#,
+            "\n",
+            "{not json\n",
+            r#"{"model":"a","messages":[]}"#,
+            "\n",
+            r#"{"model":"a","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+            "\n",
+            r#"{"model":"a","messages":[{"role":"robot","content":"x"}]}"#,
+            "\n",
+            r#"{"custom_id":"dup","params":{"model":"a","messages":[{"role":"user","content":"x"}]}}"#,
+            "\n",
+            r#"{"custom_id":"dup","params":{"model":"a","messages":[{"role":"user","content":"y"}]}}"#,
+            "\n",
+            r#"{"messages":[{"role":"user","content":"no model"}]}"#,
+            "\n",
+            "[1,2]\n",
+        );
+        let (summary, jobs) = load_text("bad.jsonl", text, &[]);
+        let found: Vec<(u64, Option<&str>)> = summary
+            .errors
+            .iter()
+            .map(|e| (e.line, e.field.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, None),
+                (3, Some("messages")),
+                (4, Some("max_tokens")),
+                (5, Some("messages[0].role")),
+                (7, Some("custom_id")),
+                (8, Some("model")),
+                (9, None),
+            ]
+        );
+        assert!(
+            summary.errors[0]
+                .to_string()
+                .starts_with(&format!("{}:2: invalid JSON", summary.errors[0].path))
+        );
+        assert!(summary.errors[4].reason.contains("first used on line 6"));
+        // Kept as rejected rows with unique ids.
+        let rejected: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Rejected)
+            .map(|j| j.job_id.as_str())
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                "line-2",
+                "line-3",
+                "line-4",
+                "line-5",
+                "dup@line-7",
+                "line-8",
+                "line-9"
+            ]
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! The mock gateway: the Messages API served on loopback for demos and tests.
+//!
+//! It takes the key as `x-api-key` or `Authorization: Bearer` and any `anthropic-version`,
+//! validates requests like the API (errors in the API's shape), answers deterministically
+//! with realistic cache-aware usage, streams when asked, and injects faults on demand: 429
+//! with `retry-after`, 500, 529, dropped connections, cut streams and mid-stream errors.
+
+mod answer;
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use answer::{MIN_CACHEABLE_TOKENS, count_tokens};
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A fault the mock injects instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An error status with the API's error body for it (500, 503, 529, 400, …).
+    Status(u16),
+    /// 429 `rate_limit_error` with `retry-after` (whole seconds, rounded up) and
+    /// `retry-after-ms`.
+    RateLimited(Duration),
+    /// 429 for a reached workspace spend limit, with no `retry-after`.
+    SpendLimit,
+    /// Close the connection without answering.
+    Drop,
+    /// A 200 whose body is not a Message.
+    Garbage,
+    /// Stream part of the answer, then close the connection.
+    CutStream,
+    /// Stream part of the answer, then an `overloaded_error` event.
+    StreamError,
+}
+
+/// How the mock behaves.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Delay before each answer (or before the first event of a stream).
+    pub latency: Duration,
+    /// Delay between the stream's first content delta and the events before it.
+    pub first_token_delay: Duration,
+    /// Delay between stream chunks after the first.
+    pub token_delay: Duration,
+    /// Share of requests that fail with 500, 529 or a dropped connection.
+    pub fail_rate: f64,
+    /// Above this many requests in a sliding minute, answer 429 with `retry-after`.
+    pub rate_limit_rpm: Option<u32>,
+    /// Accept only this key.
+    pub require_key: Option<String>,
+    pub seed: u64,
+    /// Faults for the first requests, in order, before any random ones.
+    pub script: Vec<Fault>,
+    /// Keep a log of every request (for tests).
+    pub record: bool,
+}
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub at: Instant,
+    pub path: String,
+    pub status: u16,
+    pub fault: Option<Fault>,
+    pub stream: bool,
+    pub body: Option<Value>,
+    /// `x-api-key`, `bearer` or `none`.
+    pub auth: &'static str,
+    pub anthropic_version: Option<String>,
+}
+
+impl Logged {
+    /// The text of the last user turn, which identifies the job in tests.
+    pub fn prompt(&self) -> Option<String> {
+        let content = self
+            .body
+            .as_ref()?
+            .get("messages")?
+            .as_array()?
+            .last()?
+            .get("content")?;
+        match content {
+            Value::String(text) => Some(text.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    config: MockConfig,
+    requests: AtomicU64,
+    script: Mutex<VecDeque<Fault>>,
+    rng: Mutex<fastrand::Rng>,
+    cache: Mutex<HashSet<u64>>,
+    window: Mutex<VecDeque<Instant>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+/// A running mock gateway.
+#[derive(Debug)]
+pub struct MockServer {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+}
+
+impl MockServer {
+    /// Starts a mock on `127.0.0.1` at a free port, served by the current runtime.
+    pub async fn start(config: MockConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Ok(Self::spawn(listener, config))
+    }
+
+    /// Serves on `listener` in a background task until [`MockServer::stop`] or drop.
+    pub fn spawn(listener: TcpListener, config: MockConfig) -> Self {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let state = Arc::new(State::new(config));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, Arc::clone(&state), shutdown.clone()));
+        Self {
+            addr,
+            state,
+            shutdown,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// The request log (empty unless `record` was set).
+    pub fn log(&self) -> Vec<Logged> {
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Accepts connections until `shutdown`.
+pub async fn serve_until(listener: TcpListener, config: MockConfig, shutdown: CancellationToken) {
+    serve(listener, Arc::new(State::new(config)), shutdown).await;
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(Arc::clone(&state), request));
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                // A connection error here is the client's or an injected drop: nothing to do.
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+/// Returned by the handler to close the connection without a response.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the mock")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+impl State {
+    fn new(config: MockConfig) -> Self {
+        Self {
+            script: Mutex::new(config.script.iter().copied().collect()),
+            rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
+            config,
+            requests: AtomicU64::new(0),
+            cache: Mutex::new(HashSet::new()),
+            window: Mutex::new(VecDeque::new()),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, entry: Logged) {
+        if self.config.record {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(entry);
+        }
+    }
+
+    /// The fault for this request, if any: the script first, then the rate limit, then chance.
+    fn fault(&self) -> Option<Fault> {
+        if let Some(fault) = self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
+            return Some(fault);
+        }
+        if let Some(rpm) = self.config.rate_limit_rpm {
+            let now = Instant::now();
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            while window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+            {
+                window.pop_front();
+            }
+            if window.len() >= rpm as usize {
+                let oldest = *window.front().expect("the window is full, so not empty");
+                let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
+                return Some(Fault::RateLimited(wait));
+            }
+            window.push_back(now);
+        }
+        if self.config.fail_rate > 0.0 {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            if rng.f64() < self.config.fail_rate {
+                return Some(match rng.u8(0..3) {
+                    0 => Fault::Status(500),
+                    1 => Fault::Status(529),
+                    _ => Fault::Drop,
+                });
+            }
+        }
+        None
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        "request-id",
+        hyper::header::HeaderValue::from_static("req_mock"),
+    );
+    response
+}
+
+/// An error in the API's shape.
+fn error_response(status: u16, kind: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_mock"}),
+    )
+}
+
+fn status_error(status: u16) -> Response<Body> {
+    let (kind, message) = match status {
+        400 => ("invalid_request_error", "Invalid request"),
+        401 => ("authentication_error", "invalid x-api-key"),
+        403 => (
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        ),
+        404 => ("not_found_error", "Not found"),
+        413 => (
+            "request_too_large",
+            "Request exceeds the maximum allowed number of bytes.",
+        ),
+        429 => (
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit",
+        ),
+        503 | 502 => ("api_error", "Service unavailable"),
+        504 => ("timeout_error", "Request timed out"),
+        529 => ("overloaded_error", "Overloaded"),
+        _ => ("api_error", "Internal server error"),
+    };
+    error_response(status, kind, message)
+}
+
+async fn handle(
+    state: Arc<State>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Dropped> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let at = Instant::now();
+    let path = request.uri().path().to_owned();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let api_key = header("x-api-key");
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+    let auth = match (&api_key, &bearer) {
+        (Some(_), _) => "x-api-key",
+        (None, Some(_)) => "bearer",
+        (None, None) => "none",
+    };
+    let anthropic_version = header("anthropic-version");
+    let mut entry = Logged {
+        at,
+        path: path.clone(),
+        status: 200,
+        fault: None,
+        stream: false,
+        body: None,
+        auth,
+        anthropic_version: anthropic_version.clone(),
+    };
+    let count_tokens = path.ends_with("/messages/count_tokens");
+    if request.method() != hyper::Method::POST || !(path.ends_with("/messages") || count_tokens) {
+        entry.status = 404;
+        state.record(entry);
+        return Ok(error_response(
+            404,
+            "not_found_error",
+            &format!("no route for {path}"),
+        ));
+    }
+    if let Some(required) = &state.config.require_key
+        && api_key.as_ref().or(bearer.as_ref()) != Some(required)
+    {
+        entry.status = 401;
+        state.record(entry);
+        return Ok(error_response(
+            401,
+            "authentication_error",
+            "invalid x-api-key",
+        ));
+    }
+    let bytes = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(Dropped),
+    };
+    let body: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&bytes).ok();
+    entry.body = body.clone().map(Value::Object);
+    entry.stream = body
+        .as_ref()
+        .and_then(|b| b.get("stream"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if anthropic_version.is_none() {
+        entry.status = 400;
+        state.record(entry);
+        return Ok(error_response(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        ));
+    }
+    let Some(body) = body else {
+        entry.status = 400;
+        state.record(entry);
+        return Ok(error_response(
+            400,
+            "invalid_request_error",
+            "request body is not a JSON object",
+        ));
+    };
+    if count_tokens {
+        let usage = answer::input_usage(&body, &mut HashSet::new());
+        state.record(entry);
+        return Ok(json_response(
+            200,
+            &json!({"input_tokens": usage.total_input()}),
+        ));
+    }
+    if let Err(e) = crate::jobs::validate::validate(&body) {
+        entry.status = 400;
+        state.record(entry);
+        return Ok(error_response(
+            400,
+            "invalid_request_error",
+            &format!("{}: {}", e.field, e.reason),
+        ));
+    }
+    let fault = state.fault();
+    entry.fault = fault;
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
+    let immediate = match fault {
+        Some(Fault::Drop) => {
+            entry.status = 0;
+            state.record(entry);
+            return Err(Dropped);
+        }
+        Some(Fault::Status(status)) => Some(status_error(status)),
+        Some(Fault::RateLimited(wait)) => {
+            let mut response = status_error(429);
+            let headers = response.headers_mut();
+            let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
+            headers.insert(
+                "retry-after",
+                seconds.parse().expect("digits are a valid header"),
+            );
+            headers.insert(
+                "retry-after-ms",
+                wait.as_millis()
+                    .to_string()
+                    .parse()
+                    .expect("digits are a valid header"),
+            );
+            Some(response)
+        }
+        Some(Fault::SpendLimit) => Some(json_response(
+            429,
+            &json!({"type": "error", "error": {"type": "rate_limit_error",
+                "message": "You have reached your specified workspace API usage limits.",
+                "details": {"error_code": crate::client::SPEND_LIMIT_CODE}}}),
+        )),
+        Some(Fault::Garbage) => {
+            let mut response = Response::new(full("<html><body>upstream hiccup</body></html>"));
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/html"),
+            );
+            Some(response)
+        }
+        _ => None,
+    };
+    if let Some(response) = immediate {
+        entry.status = response.status().as_u16();
+        state.record(entry);
+        return Ok(response);
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let seed = answer::request_seed(&body);
+    let reply = answer::reply(&body, seed);
+    let usage = answer::input_usage(
+        &body,
+        &mut state.cache.lock().unwrap_or_else(|e| e.into_inner()),
+    );
+    let stream = entry.stream;
+    state.record(entry);
+    if !stream {
+        return Ok(json_response(
+            200,
+            &answer::message(&model, seed, &reply, &usage),
+        ));
+    }
+    let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
+    let config = state.config.clone();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let cut_at = first_delta + 1;
+        for (i, event) in events.into_iter().enumerate() {
+            if i == first_delta && !config.first_token_delay.is_zero() {
+                tokio::time::sleep(config.first_token_delay).await;
+            } else if i > first_delta && !config.token_delay.is_zero() {
+                tokio::time::sleep(config.token_delay).await;
+            }
+            if i == cut_at {
+                match fault {
+                    Some(Fault::CutStream) => {
+                        let _ = sender
+                            .send(Err(std::io::Error::other("stream cut by the mock")))
+                            .await;
+                        return;
+                    }
+                    Some(Fault::StreamError) => {
+                        let error = answer::event(
+                            "error",
+                            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                        );
+                        let _ = sender.send(Ok(Frame::data(Bytes::from(error)))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if sender
+                .send(Ok(Frame::data(Bytes::from(event))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        "request-id",
+        hyper::header::HeaderValue::from_static("req_mock"),
+    );
+    Ok(response)
+}

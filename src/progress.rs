@@ -1,0 +1,134 @@
+//! The progress bar and the live counters behind it.
+//!
+//! Workers and the writer update [`Counters`]; the bar reads them when it redraws. Whether a
+//! bar is drawn at all is decided once, by [`show_bar`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use crate::pricing::PICO_PER_USD;
+
+/// Live figures of a run in progress.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests on the wire.
+    pub in_flight: AtomicU64,
+    /// Jobs waiting out a backoff before their next attempt.
+    pub retrying: AtomicU64,
+    /// Committed results.
+    pub succeeded: AtomicU64,
+    /// Jobs that failed after all their attempts (committed).
+    pub failed: AtomicU64,
+    /// Spend of committed results, in pico-USD.
+    pub spend_pico_usd: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether to draw a bar: only on a terminal, never in CI, never when asked to be quiet.
+pub fn show_bar(stderr_is_terminal: bool, in_ci: bool, quiet: bool) -> bool {
+    stderr_is_terminal && !in_ci && !quiet
+}
+
+/// A bar over the jobs of one run (hidden when [`show_bar`] says so).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub bar: ProgressBar,
+    pub counters: Arc<Counters>,
+    /// Jobs that were finished before this session started.
+    pub initial_done: u64,
+}
+
+impl Progress {
+    pub fn new(total: u64, already_done: u64, visible: bool) -> Self {
+        let counters = Arc::new(Counters::default());
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if visible {
+                ProgressDrawTarget::stderr_with_hz(5)
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        let key = |read: fn(&Counters) -> u64| {
+            let counters = Arc::clone(&counters);
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", read(&counters));
+            }
+        };
+        let spend = {
+            let counters = Arc::clone(&counters);
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let pico = Counters::get(&counters.spend_pico_usd);
+                #[expect(clippy::cast_precision_loss, reason = "display only")]
+                let usd = pico as f64 / PICO_PER_USD as f64;
+                let _ = write!(w, "${usd:.4}");
+            }
+        };
+        let style = ProgressStyle::with_template(
+            "{elapsed_precise} {bar:30} {pos}/{len} ok {ok} failed {failed} retrying {retrying} \
+             in flight {inflight} {per_sec} {spend} ETA {eta}",
+        )
+        .expect("the template is valid")
+        .with_key("ok", key(|c| Counters::get(&c.succeeded)))
+        .with_key("failed", key(|c| Counters::get(&c.failed)))
+        .with_key("retrying", key(|c| Counters::get(&c.retrying)))
+        .with_key("inflight", key(|c| Counters::get(&c.in_flight)))
+        .with_key("spend", spend);
+        bar.set_style(style);
+        bar.set_position(already_done);
+        bar.reset_eta();
+        if visible {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Self {
+            bar,
+            counters,
+            initial_done: already_done,
+        }
+    }
+
+    /// Prints a line above the bar (or plainly when there is none).
+    pub fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            #[expect(clippy::print_stderr, reason = "progress messages go to stderr")]
+            {
+                eprintln!("{line}");
+            }
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show_bar;
+
+    #[test]
+    fn the_bar_shows_only_on_an_interactive_terminal() {
+        assert!(show_bar(true, false, false));
+        assert!(!show_bar(false, false, false));
+        assert!(!show_bar(true, true, false));
+        assert!(!show_bar(true, false, true));
+    }
+}

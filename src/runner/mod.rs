@@ -1,0 +1,148 @@
+//! Runs the pending jobs of a run: a dispatcher bounded by `--concurrency`, workers that wait
+//! on the shared [`Limiter`] and retry through `backon`, and the single [`writer::Writer`]
+//! that commits their outcomes.
+//!
+//! ```text
+//! store ─► dispatcher ─(semaphore)─► worker ─(limiter, client, retries)─► mpsc ─► writer ─► store
+//! ```
+//!
+//! Shutdown has two stages. `stop` (first Ctrl-C, or the writer deciding the run cannot
+//! succeed) starts no new job and no new retry while requests already on the wire finish.
+//! `abort` (second Ctrl-C) abandons those too. Either way the writer commits what it has, and
+//! every unfinished job stays `pending` for `resume`.
+
+mod worker;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, RetryPolicy};
+use crate::limiter::Limiter;
+use crate::pricing::PriceTable;
+use crate::progress::Progress;
+use crate::store::{RunCounts, Store};
+
+/// The two shutdown stages.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Start nothing new; let requests on the wire finish.
+    pub stop: CancellationToken,
+    /// Abandon requests on the wire.
+    pub abort: CancellationToken,
+}
+
+/// Everything a run needs to send its jobs.
+pub struct Runner {
+    pub store: Store,
+    pub client: Client,
+    pub limiter: Limiter,
+    pub policy: RetryPolicy,
+    pub prices: PriceTable,
+    pub concurrency: usize,
+    pub shutdown: Shutdown,
+    pub show_progress: bool,
+}
+
+/// How a session of a run ended.
+#[derive(Debug)]
+pub struct Session {
+    /// The writer stopped the run because it cannot succeed.
+    pub halt: Option<String>,
+    /// Stopped by the user.
+    pub interrupted: bool,
+    pub counts: RunCounts,
+    /// Jobs finished in this session.
+    pub finished: u64,
+    pub elapsed: Duration,
+}
+
+/// Jobs read from the store per page.
+const PAGE: i64 = 1024;
+
+impl Runner {
+    /// Sends every pending job of `run_id` and waits for their outcomes to be committed.
+    pub async fn execute(self, run_id: i64) -> anyhow::Result<Session> {
+        let started = Instant::now();
+        let before = self.store.run_counts(run_id).await?;
+        let total = u64::try_from(before.total - before.rejected).unwrap_or(0);
+        let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
+        let progress = Progress::new(total, done_before, self.show_progress);
+        let (events, receiver) = mpsc::channel(8192);
+        let writer = writer::Writer::new(
+            self.store.clone(),
+            progress.clone(),
+            self.shutdown.stop.clone(),
+        );
+        let writer = tokio::spawn(writer.run(receiver));
+
+        let shared = Arc::new(worker::Shared {
+            client: self.client,
+            limiter: self.limiter,
+            policy: self.policy,
+            prices: self.prices,
+            shutdown: self.shutdown.clone(),
+            counters: Arc::clone(&progress.counters),
+            events,
+        });
+        let dispatched = dispatch(&self.store, run_id, &shared, self.concurrency).await;
+        // Every sender must be gone for the writer to see the end of the stream.
+        drop(shared);
+        let halt = writer.await.context("the writer task failed")??;
+        dispatched?;
+        progress.finish();
+        let counts = self.store.run_counts(run_id).await?;
+        let done_after = u64::try_from(counts.succeeded + counts.failed).unwrap_or(0);
+        Ok(Session {
+            interrupted: self.shutdown.stop.is_cancelled() && halt.is_none(),
+            halt,
+            counts,
+            finished: done_after.saturating_sub(done_before),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Starts a worker for each pending job, at most `concurrency` at once, until none is left
+/// or the run is stopped; then waits for the workers.
+async fn dispatch(
+    store: &Store,
+    run_id: i64,
+    shared: &Arc<worker::Shared>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut workers = JoinSet::new();
+    let stop = shared.shutdown.stop.clone();
+    let mut after = 0;
+    'pages: while !stop.is_cancelled() {
+        let page = store.pending_jobs(run_id, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for job in page {
+            let permit = tokio::select! {
+                biased;
+                () = stop.cancelled() => break 'pages,
+                permit = Arc::clone(&permits).acquire_owned() => permit.context("the job semaphore closed")?,
+            };
+            // Reap finished workers as we go so the set stays as small as the concurrency.
+            while let Some(done) = workers.try_join_next() {
+                done.context("a worker panicked")?;
+            }
+            let shared = Arc::clone(shared);
+            workers.spawn(async move {
+                worker::run_job(&shared, job).await;
+                drop(permit);
+            });
+        }
+    }
+    while let Some(done) = workers.join_next().await {
+        done.context("a worker panicked")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Resolves what the user typed, the environment and `msgbatch.toml` into the settings the
+//! rest of the program runs on. Precedence: command line, then environment, then the config
+//! file, then built-in defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{AuthStyle, GatewayArgs, MockArgs, SendArgs};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_MESSAGES_PATH: &str = "/v1/messages";
+pub const DEFAULT_API_KEY_ENV: &str = "ANTHROPIC_API_KEY";
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The gateway name recorded for runs against the built-in mock.
+pub const MOCK_GATEWAY: &str = "mock";
+
+/// An API key. It is read from the environment only and never printed: `Debug` and `Display`
+/// show a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(****)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+/// `msgbatch.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub gateways: BTreeMap<String, GatewayProfile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayProfile {
+    pub base_url: Option<String>,
+    pub messages_path: Option<String>,
+    pub auth: Option<AuthStyle>,
+    pub api_key_env: Option<String>,
+    pub anthropic_version: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Price file for this gateway's own rates, relative to the config file.
+    pub prices: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or `./msgbatch.toml` when no path is given and that file exists.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<(Self, Option<PathBuf>)> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = PathBuf::from("msgbatch.toml");
+                if !default.exists() {
+                    return Ok((Self::default(), None));
+                }
+                default
+            }
+        };
+        let text = fs_err::read_to_string(&path)?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        Ok((config, Some(path)))
+    }
+}
+
+/// Where requests go and how they are authenticated. Holds header names and values but never
+/// the key; only header names are ever stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Gateway {
+    pub name: String,
+    pub base_url: String,
+    pub messages_path: String,
+    pub auth: AuthStyle,
+    pub api_key_env: String,
+    pub anthropic_version: String,
+    /// Extra headers. Values are skipped when settings are stored, as they may be secrets.
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub header_names: Vec<String>,
+    pub prices: Option<PathBuf>,
+}
+
+impl Gateway {
+    /// The Messages endpoint: the base URL with the messages path appended, as the SDKs do.
+    pub fn messages_url(&self) -> String {
+        join_url(&self.base_url, &self.messages_path)
+    }
+
+    pub fn mock(base_url: String) -> Self {
+        Self {
+            name: MOCK_GATEWAY.to_owned(),
+            base_url,
+            messages_path: DEFAULT_MESSAGES_PATH.to_owned(),
+            auth: AuthStyle::XApiKey,
+            api_key_env: String::new(),
+            anthropic_version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+            headers: Vec::new(),
+            header_names: Vec::new(),
+            prices: None,
+        }
+    }
+
+    /// Reads the key from the environment; `None` for the mock, which needs none.
+    pub fn api_key(&self) -> anyhow::Result<Option<ApiKey>> {
+        if self.name == MOCK_GATEWAY {
+            return Ok(None);
+        }
+        match std::env::var(&self.api_key_env) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(ApiKey::new(key.trim().to_owned()))),
+            _ => bail!(
+                "no API key: set the environment variable {} for gateway `{}` (or pass --mock to try the built-in mock gateway)",
+                self.api_key_env,
+                self.name
+            ),
+        }
+    }
+}
+
+pub fn join_url(base: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if path.is_empty() {
+        return base.to_owned();
+    }
+    if path.starts_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
+    }
+}
+
+/// Parses `NAME: VALUE` (or `NAME=VALUE`).
+pub fn parse_header(text: &str) -> anyhow::Result<(String, String)> {
+    let (name, value) = text
+        .split_once(':')
+        .or_else(|| text.split_once('='))
+        .with_context(|| format!("header `{}` is not `NAME: VALUE`", header_name_only(text)))?;
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("header `{text}` has no name");
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// The part of a header argument that is safe to print.
+fn header_name_only(text: &str) -> &str {
+    text.split([':', '=']).next().unwrap_or("").trim()
+}
+
+/// Resolves the gateway from the command line, the config file and the built-in default.
+pub fn resolve_gateway(
+    args: &GatewayArgs,
+    config: &ConfigFile,
+    config_path: Option<&Path>,
+) -> anyhow::Result<Gateway> {
+    let (name, profile) = match &args.gateway {
+        Some(name) => {
+            let profile = config.gateways.get(name).cloned();
+            match (name.as_str(), profile) {
+                (_, Some(profile)) => (name.clone(), profile),
+                ("anthropic", None) => (name.clone(), GatewayProfile::default()),
+                (_, None) => {
+                    let known: Vec<&str> = std::iter::once("anthropic")
+                        .chain(config.gateways.keys().map(String::as_str))
+                        .collect();
+                    bail!(
+                        "no gateway `{name}` in {} (known: {})",
+                        config_path.map_or_else(
+                            || "msgbatch.toml".to_owned(),
+                            |p| p.display().to_string()
+                        ),
+                        known.join(", ")
+                    );
+                }
+            }
+        }
+        None if args.base_url.is_some() => ("custom".to_owned(), GatewayProfile::default()),
+        None => (
+            "anthropic".to_owned(),
+            config
+                .gateways
+                .get("anthropic")
+                .cloned()
+                .unwrap_or_default(),
+        ),
+    };
+    let mut headers: Vec<(String, String)> = profile.headers.into_iter().collect();
+    for header in &args.headers {
+        headers.push(parse_header(header)?);
+    }
+    let base_url = args
+        .base_url
+        .clone()
+        .or(profile.base_url)
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        bail!("base URL `{base_url}` must start with http:// or https://");
+    }
+    let prices = profile
+        .prices
+        .map(|p| match config_path.and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        });
+    Ok(Gateway {
+        name,
+        base_url,
+        messages_path: args
+            .messages_path
+            .clone()
+            .or(profile.messages_path)
+            .unwrap_or_else(|| DEFAULT_MESSAGES_PATH.to_owned()),
+        auth: args.auth.or(profile.auth).unwrap_or(AuthStyle::XApiKey),
+        api_key_env: args
+            .api_key_env
+            .clone()
+            .or(profile.api_key_env)
+            .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned()),
+        anthropic_version: args
+            .anthropic_version
+            .clone()
+            .or(profile.anthropic_version)
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
+        header_names: headers.iter().map(|(n, _)| n.clone()).collect(),
+        headers,
+        prices,
+    })
+}
+
+/// Mock gateway options for `run --mock`, stored so that `resume` uses the same mock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MockSettings {
+    pub latency_ms: u64,
+    pub fail_rate: f64,
+    pub rate_limit_rpm: Option<u32>,
+}
+
+impl MockSettings {
+    pub fn from_args(args: &MockArgs) -> Option<Self> {
+        args.mock.then(|| Self {
+            latency_ms: args.mock_latency_ms.unwrap_or(0),
+            fail_rate: args.mock_fail_rate.unwrap_or(0.0),
+            rate_limit_rpm: args.mock_rate_limit_rpm,
+        })
+    }
+}
+
+/// How a run sends its requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SendSettings {
+    pub concurrency: usize,
+    pub rpm: Option<u32>,
+    pub max_attempts: u32,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl SendSettings {
+    pub fn from_args(args: &SendArgs) -> anyhow::Result<Self> {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            rpm: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout: DEFAULT_TIMEOUT,
+        }
+        .overridden(args)
+    }
+
+    /// These settings with whatever `args` gives replacing them.
+    pub fn overridden(&self, args: &SendArgs) -> anyhow::Result<Self> {
+        let settings = Self {
+            concurrency: args.concurrency.unwrap_or(self.concurrency),
+            rpm: args.rpm.or(self.rpm),
+            max_attempts: args.max_attempts.unwrap_or(self.max_attempts),
+            timeout: args.timeout.unwrap_or(self.timeout),
+        };
+        if settings.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if settings.max_attempts == 0 {
+            bail!("--max-attempts must be at least 1");
+        }
+        if settings.rpm == Some(0) {
+            bail!("--rpm must be at least 1");
+        }
+        if settings.timeout.is_zero() {
+            bail!("--timeout must be longer than zero");
+        }
+        Ok(settings)
+    }
+}
+
+/// Everything about a run that `resume` needs, stored as JSON on the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSettings {
+    pub gateway: Gateway,
+    pub send: SendSettings,
+    pub mock: Option<MockSettings>,
+    pub models: Vec<String>,
+    pub defaults: crate::jobs::Defaults,
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_never_prints() {
+        let key = ApiKey::new("sk-ant-secret".to_owned());
+        assert!(!format!("{key:?} {key}").contains("secret"));
+    }
+
+    #[test]
+    fn gateway_resolution_prefers_cli_then_profile_then_default() {
+        let config: ConfigFile = toml::from_str(
+            r#"
+            [gateways.aisa]
+            base_url = "https://api.aisa.one/"
+            auth = "bearer"
+            api_key_env = "AISA_API_KEY"
+            headers = { "x-team" = "evals" }
+            "#,
+        )
+        .unwrap();
+        let args = GatewayArgs {
+            gateway: Some("aisa".into()),
+            messages_path: Some("/messages".into()),
+            ..GatewayArgs::default()
+        };
+        let gateway = resolve_gateway(&args, &config, None).unwrap();
+        assert_eq!(gateway.messages_url(), "https://api.aisa.one/messages");
+        assert_eq!(gateway.auth, AuthStyle::Bearer);
+        assert_eq!(gateway.api_key_env, "AISA_API_KEY");
+        assert_eq!(gateway.headers, [("x-team".to_owned(), "evals".to_owned())]);
+
+        let default = resolve_gateway(&GatewayArgs::default(), &config, None).unwrap();
+        assert_eq!(
+            default.messages_url(),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(default.api_key_env, "ANTHROPIC_API_KEY");
+
+        let unknown = GatewayArgs {
+            gateway: Some("nope".into()),
+            ..GatewayArgs::default()
+        };
+        let err = resolve_gateway(&unknown, &config, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("known: anthropic, aisa"), "{err}");
+    }
+
+    #[test]
+    fn stored_settings_keep_header_names_but_not_values() {
+        let mut gateway = Gateway::mock("http://127.0.0.1:1".into());
+        gateway.headers = vec![("x-secret".into(), "value-123".into())];
+        gateway.header_names = vec!["x-secret".into()];
+        let json = serde_json::to_string(&gateway).unwrap();
+        assert!(json.contains("x-secret"));
+        assert!(!json.contains("value-123"));
+    }
+}

@@ -1,0 +1,383 @@
+//! The run store: the only module that speaks SQL.
+//!
+//! A run is fully described by its rows: the jobs are written before the first request
+//! leaves, every HTTP attempt is a row, and a job is `succeeded` only once its result row is
+//! committed. Everything else (resume, status, export, reports) reads from here.
+
+mod lock;
+mod models;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+pub use lock::{DbLock, LockError};
+pub use models::*;
+
+/// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in
+/// chunks that stay well below it.
+const MAX_VARIABLES: usize = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to prepare database {path}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("no run `{0}` in this database (see `msgbatch status`)")]
+    NoSuchRun(String),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` in WAL mode and brings its schema up
+    /// to date. `:memory:` gives a private in-memory database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let display = path.display().to_string();
+        let in_memory = display == ":memory:";
+        let options = if in_memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(|source| {
+                StoreError::Open {
+                    path: display.clone(),
+                    source,
+                }
+            })?
+        } else {
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        }
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database lives in one connection; a file is shared by the writer
+            // and a few readers, which WAL lets proceed side by side.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: display.clone(),
+                source,
+            })?;
+        sqlx::migrate!()
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: display,
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn create_run(&self, run: &NewRun) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO runs (name, created_at_ms, status, input_path, input_sha256,
+                               gateway_name, base_url, messages_path, settings)
+             VALUES (?1, ?2, 'loading', ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        )
+        .bind(&run.name)
+        .bind(now_ms())
+        .bind(&run.input_path)
+        .bind(&run.input_sha256)
+        .bind(&run.gateway_name)
+        .bind(&run.base_url)
+        .bind(&run.messages_path)
+        .bind(&run.settings)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Whether a run of this name exists already.
+    pub async fn run_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn delete_run(&self, run_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM runs WHERE id = ?1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_run_status(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        stop_reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let finished = matches!(
+            status,
+            RunStatus::Completed | RunStatus::Interrupted | RunStatus::BudgetExhausted
+        )
+        .then(now_ms);
+        sqlx::query(
+            "UPDATE runs SET status = ?2, stop_reason = ?3, finished_at_ms = ?4 WHERE id = ?1",
+        )
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(stop_reason)
+        .bind(finished)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_input_sha256(&self, run_id: i64, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET input_sha256 = ?2 WHERE id = ?1")
+            .bind(run_id)
+            .bind(sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_run_settings(&self, run_id: i64, settings: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET settings = ?2 WHERE id = ?1")
+            .bind(run_id)
+            .bind(settings)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts jobs in one transaction.
+    pub async fn insert_jobs(&self, run_id: i64, jobs: &[NewJob]) -> Result<(), StoreError> {
+        const COLUMNS: usize = 10;
+        let mut tx = self.pool.begin().await?;
+        for chunk in jobs.chunks(MAX_VARIABLES / COLUMNS) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256,
+                                   tags, expect, state, error) ",
+            );
+            builder.push_values(chunk, |mut row, job| {
+                row.push_bind(run_id)
+                    .push_bind(job.job_id.clone())
+                    .push_bind(job.model.clone())
+                    .push_bind(i64::try_from(job.line).unwrap_or(i64::MAX))
+                    .push_bind(job.request.clone())
+                    .push_bind(job.request_sha256.clone())
+                    .push_bind(job.tags.clone())
+                    .push_bind(job.expect.clone())
+                    .push_bind(job.state.as_str())
+                    .push_bind(job.error.clone());
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending jobs of a run with row id above `after`, in row order.
+    pub async fn pending_jobs(
+        &self,
+        run_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingJob>, StoreError> {
+        let jobs = sqlx::query_as(
+            "SELECT id, job_id, model, request, attempts FROM jobs
+             WHERE run_id = ?1 AND state = 'pending' AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(jobs)
+    }
+
+    /// Sets every failed job of a run back to pending; returns how many.
+    pub async fn reset_failed(&self, run_id: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', error = NULL WHERE run_id = ?1 AND state = 'failed'",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Commits one writer batch in a single transaction.
+    pub async fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        const ATTEMPT_COLUMNS: usize = 12;
+        for chunk in batch.attempts.chunks(MAX_VARIABLES / ATTEMPT_COLUMNS) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO attempts (job, attempt, started_at_ms, queue_wait_ms, latency_ms,
+                    ttft_ms, http_status, error_type, error_message, error_body,
+                    retry_after_ms, request_id) ",
+            );
+            builder.push_values(chunk, |mut row, a| {
+                row.push_bind(a.job)
+                    .push_bind(a.attempt)
+                    .push_bind(a.started_at_ms)
+                    .push_bind(a.queue_wait_ms)
+                    .push_bind(a.latency_ms)
+                    .push_bind(a.ttft_ms)
+                    .push_bind(a.http_status)
+                    .push_bind(a.error_type.clone())
+                    .push_bind(a.error_message.clone())
+                    .push_bind(a.error_body.clone())
+                    .push_bind(a.retry_after_ms)
+                    .push_bind(a.request_id.clone());
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        const RESULT_COLUMNS: usize = 18;
+        for chunk in batch.results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
+            let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO results (job, response, message_id, response_model, stop_reason,
+                    stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
+                    cache_write_5m_tokens, cache_write_1h_tokens, cache_read_input_tokens,
+                    service_tier, latency_ms, ttft_ms, streamed, cost_pico_usd,
+                    completed_at_ms) ",
+            );
+            builder.push_values(chunk, |mut row, r| {
+                let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                row.push_bind(r.job)
+                    .push_bind(r.response.clone())
+                    .push_bind(r.message_id.clone())
+                    .push_bind(r.response_model.clone())
+                    .push_bind(r.stop_reason.clone())
+                    .push_bind(r.stop_sequence.clone())
+                    .push_bind(tokens(r.usage.input_tokens))
+                    .push_bind(tokens(r.usage.output_tokens))
+                    .push_bind(tokens(r.usage.cache_creation_input_tokens))
+                    .push_bind(tokens(r.usage.cache_write_5m_tokens))
+                    .push_bind(tokens(r.usage.cache_write_1h_tokens))
+                    .push_bind(tokens(r.usage.cache_read_input_tokens))
+                    .push_bind(r.service_tier.clone())
+                    .push_bind(r.latency_ms)
+                    .push_bind(r.ttft_ms)
+                    .push_bind(r.streamed)
+                    .push_bind(r.cost_pico_usd.map(tokens))
+                    .push_bind(r.completed_at_ms);
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        const UPDATE_COLUMNS: usize = 4;
+        for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("WITH u (id, state, attempts, error) AS (");
+            builder.push_values(chunk, |mut row, u| {
+                row.push_bind(u.job)
+                    .push_bind(u.state.as_str())
+                    .push_bind(u.attempts)
+                    .push_bind(u.error.clone());
+            });
+            builder.push(
+                ") UPDATE jobs SET state = u.state, attempts = u.attempts, error = u.error
+                   FROM u WHERE jobs.id = u.id",
+            );
+            builder.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Finds a run by numeric id or by name.
+    pub async fn find_run(&self, key: &str) -> Result<RunRow, StoreError> {
+        let row = if let Ok(id) = key.parse::<i64>() {
+            sqlx::query_as("SELECT * FROM runs WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            sqlx::query_as("SELECT * FROM runs WHERE name = ?1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+        };
+        row.ok_or_else(|| StoreError::NoSuchRun(key.to_owned()))
+    }
+
+    pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM runs ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn run_counts(&self, run_id: i64) -> Result<RunCounts, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*) AS total,
+                    COALESCE(SUM(j.state = 'pending'), 0) AS pending,
+                    COALESCE(SUM(j.state = 'succeeded'), 0) AS succeeded,
+                    COALESCE(SUM(j.state = 'failed'), 0) AS failed,
+                    COALESCE(SUM(j.state = 'rejected'), 0) AS rejected,
+                    COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd,
+                    COALESCE(SUM(r.job IS NOT NULL AND r.cost_pico_usd IS NULL), 0) AS unpriced,
+                    COALESCE(SUM(r.input_tokens), 0) AS input_tokens,
+                    COALESCE(SUM(r.output_tokens), 0) AS output_tokens,
+                    COALESCE(SUM(r.cache_creation_input_tokens), 0) AS cache_creation_input_tokens,
+                    COALESCE(SUM(r.cache_read_input_tokens), 0) AS cache_read_input_tokens
+             FROM jobs j LEFT JOIN results r ON r.job = j.id
+             WHERE j.run_id = ?1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Streams every job of a run with its result or last error, in input order, to `sink`.
+    pub async fn export_rows<F>(&self, run_id: i64, mut sink: F) -> Result<u64, anyhow::Error>
+    where
+        F: FnMut(ExportRow) -> anyhow::Result<()>,
+    {
+        let mut rows = sqlx::query_as::<_, ExportRow>(
+            "SELECT j.job_id, j.model, j.state, j.error, r.response,
+                    a.error_type AS last_error_type, a.error_message AS last_error_message,
+                    a.error_body AS last_error_body, a.http_status AS last_http_status
+             FROM jobs j
+             LEFT JOIN results r ON r.job = j.id
+             LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE job = j.id)
+             WHERE j.run_id = ?1
+             ORDER BY j.id",
+        )
+        .bind(run_id)
+        .fetch(&self.pool);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+            sink(row)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

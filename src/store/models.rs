@@ -1,0 +1,184 @@
+//! Rows going into and coming out of the store.
+
+use serde::Serialize;
+
+/// Where a job stands. A job is `succeeded` only once its result row is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Loading,
+    Running,
+    Interrupted,
+    Completed,
+    BudgetExhausted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loading => "loading",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Completed => "completed",
+            Self::BudgetExhausted => "budget_exhausted",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub name: String,
+    pub input_path: String,
+    pub input_sha256: String,
+    pub gateway_name: String,
+    pub base_url: String,
+    pub messages_path: String,
+    pub settings: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job_id: String,
+    pub model: String,
+    pub line: u64,
+    pub request: String,
+    pub request_sha256: String,
+    pub tags: Option<String>,
+    pub expect: Option<String>,
+    pub state: JobState,
+    pub error: Option<String>,
+}
+
+/// A job waiting to be sent.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingJob {
+    pub id: i64,
+    pub job_id: String,
+    pub model: String,
+    pub request: String,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    pub job: i64,
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    pub queue_wait_ms: i64,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub http_status: Option<i64>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub error_body: Option<String>,
+    pub retry_after_ms: Option<i64>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResultRecord {
+    pub job: i64,
+    pub response: String,
+    pub message_id: Option<String>,
+    pub response_model: Option<String>,
+    pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    pub usage: crate::message::Usage,
+    pub service_tier: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub streamed: bool,
+    pub cost_pico_usd: Option<u64>,
+    pub completed_at_ms: i64,
+}
+
+/// A job's new state after its outcome is known.
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub job: i64,
+    pub state: JobState,
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
+/// Everything one writer transaction commits.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub attempts: Vec<AttemptRecord>,
+    pub results: Vec<ResultRecord>,
+    pub updates: Vec<JobUpdate>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.attempts.is_empty() && self.results.is_empty() && self.updates.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub status: String,
+    pub stop_reason: Option<String>,
+    pub input_path: String,
+    pub input_sha256: String,
+    pub gateway_name: String,
+    pub base_url: String,
+    pub messages_path: String,
+    pub settings: String,
+}
+
+/// Job counts by state, and spend, for one run.
+#[derive(Debug, Clone, Default, sqlx::FromRow, Serialize)]
+pub struct RunCounts {
+    pub total: i64,
+    pub pending: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub rejected: i64,
+    /// Spend of the priced results, in pico-USD.
+    pub cost_pico_usd: i64,
+    /// Results whose model had no price.
+    pub unpriced: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_creation_input_tokens: i64,
+    pub cache_read_input_tokens: i64,
+}
+
+/// One (job, model) as `export` writes it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportRow {
+    pub job_id: String,
+    pub model: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    pub last_error_type: Option<String>,
+    pub last_error_message: Option<String>,
+    pub last_error_body: Option<String>,
+    pub last_http_status: Option<i64>,
+}
