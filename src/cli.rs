@@ -133,6 +133,15 @@ pub struct SendArgs {
     /// Time limit of one attempt, e.g. `90s` or `10m` [default: 10m].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+
+    /// Ceiling of the first backoff; each retry doubles it, and each wait is a random time
+    /// under the ceiling [default: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_base_delay: Option<std::time::Duration>,
+
+    /// Largest backoff ceiling [default: 60s]. A server's `retry-after` may ask for longer.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

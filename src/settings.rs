@@ -19,6 +19,8 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
+pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
 /// The gateway name recorded for runs against the built-in mock.
 pub const MOCK_GATEWAY: &str = "mock";
 
@@ -281,6 +283,10 @@ pub struct SendSettings {
     pub max_attempts: u32,
     #[serde(with = "duration_ms")]
     pub timeout: Duration,
+    #[serde(with = "duration_ms")]
+    pub retry_base_delay: Duration,
+    #[serde(with = "duration_ms")]
+    pub retry_max_delay: Duration,
 }
 
 impl SendSettings {
@@ -290,6 +296,8 @@ impl SendSettings {
             rpm: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: DEFAULT_TIMEOUT,
+            retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
+            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
         }
         .overridden(args)
     }
@@ -301,6 +309,8 @@ impl SendSettings {
             rpm: args.rpm.or(self.rpm),
             max_attempts: args.max_attempts.unwrap_or(self.max_attempts),
             timeout: args.timeout.unwrap_or(self.timeout),
+            retry_base_delay: args.retry_base_delay.unwrap_or(self.retry_base_delay),
+            retry_max_delay: args.retry_max_delay.unwrap_or(self.retry_max_delay),
         };
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");

@@ -86,10 +86,13 @@ impl AttemptError {
         }
     }
 
+    /// The HTTP status the attempt ended with, if a response arrived. Invalid bodies and
+    /// broken streams come after a 200.
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Self::Http { status, .. } => Some(*status),
-            _ => None,
+            Self::InvalidResponse { .. } | Self::Stream { .. } => Some(200),
+            Self::Connection(_) | Self::Timeout(_) => None,
         }
     }
 

@@ -19,16 +19,6 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl RetryPolicy {
-    pub fn new(max_attempts: u32) -> Self {
-        Self {
-            max_attempts,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-        }
-    }
-}
-
 impl BackoffBuilder for RetryPolicy {
     type Backoff = FullJitter;
 
@@ -119,7 +109,11 @@ mod tests {
                 "{delay:?} > {ceiling}ms"
             );
         }
-        assert_eq!(RetryPolicy::new(1).build().next(), None);
+        let single = RetryPolicy {
+            max_attempts: 1,
+            ..policy
+        };
+        assert_eq!(single.build().next(), None);
     }
 
     #[test]

@@ -66,7 +66,11 @@ pub async fn send(
         store: store.clone(),
         client,
         limiter: Limiter::new(settings.send.rpm),
-        policy: RetryPolicy::new(settings.send.max_attempts),
+        policy: RetryPolicy {
+            max_attempts: settings.send.max_attempts,
+            base_delay: settings.send.retry_base_delay,
+            max_delay: settings.send.retry_max_delay,
+        },
         prices: prices_for(&settings.gateway)?,
         concurrency: settings.send.concurrency,
         shutdown,

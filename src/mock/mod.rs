@@ -10,7 +10,6 @@ mod answer;
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,7 +105,8 @@ impl Logged {
 #[derive(Debug)]
 struct State {
     config: MockConfig,
-    requests: AtomicU64,
+    /// Requests received; tests can wait on it.
+    seen: tokio::sync::watch::Sender<u64>,
     script: Mutex<VecDeque<Fault>>,
     rng: Mutex<fastrand::Rng>,
     cache: Mutex<HashSet<u64>>,
@@ -150,7 +150,14 @@ impl MockServer {
 
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::Relaxed)
+        *self.state.seen.borrow()
+    }
+
+    /// Waits until the mock has received at least `n` requests.
+    pub async fn wait_for_requests(&self, n: u64) {
+        let mut seen = self.state.seen.subscribe();
+        // The sender lives in the state this server holds, so it cannot close first.
+        let _ = seen.wait_for(|count| *count >= n).await;
     }
 
     /// The request log (empty unless `record` was set).
@@ -220,7 +227,7 @@ impl State {
             script: Mutex::new(config.script.iter().copied().collect()),
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             config,
-            requests: AtomicU64::new(0),
+            seen: tokio::sync::watch::Sender::new(0),
             cache: Mutex::new(HashSet::new()),
             window: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
@@ -334,7 +341,7 @@ async fn handle(
     state: Arc<State>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Dropped> {
-    state.requests.fetch_add(1, Ordering::Relaxed);
+    state.seen.send_modify(|n| *n += 1);
     let at = Instant::now();
     let path = request.uri().path().to_owned();
     let header = |name: &str| {

@@ -11,6 +11,7 @@
 //! `abort` (second Ctrl-C) abandons those too. Either way the writer commits what it has, and
 //! every unfinished job stays `pending` for `resume`.
 
+mod halt;
 mod worker;
 pub mod writer;
 
@@ -74,12 +75,7 @@ impl Runner {
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
         let progress = Progress::new(total, done_before, self.show_progress);
         let (events, receiver) = mpsc::channel(8192);
-        let writer = writer::Writer::new(
-            self.store.clone(),
-            progress.clone(),
-            self.shutdown.stop.clone(),
-        );
-        let writer = tokio::spawn(writer.run(receiver));
+        let writer = tokio::spawn(writer::run(self.store.clone(), progress.clone(), receiver));
 
         let shared = Arc::new(worker::Shared {
             client: self.client,
@@ -88,12 +84,17 @@ impl Runner {
             prices: self.prices,
             shutdown: self.shutdown.clone(),
             counters: Arc::clone(&progress.counters),
+            halt: tokio::sync::Mutex::new(halt::Halt::new(
+                self.shutdown.stop.clone(),
+                progress.clone(),
+            )),
             events,
         });
         let dispatched = dispatch(&self.store, run_id, &shared, self.concurrency).await;
+        let halt = shared.halt.lock().await.reason().map(str::to_owned);
         // Every sender must be gone for the writer to see the end of the stream.
         drop(shared);
-        let halt = writer.await.context("the writer task failed")??;
+        writer.await.context("the writer task failed")??;
         dispatched?;
         progress.finish();
         let counts = self.store.run_counts(run_id).await?;

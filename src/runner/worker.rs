@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shutdown;
+use super::halt::{self, Halt, Verdict};
 use super::writer::{Event, Outcome};
 use crate::client::{Answer, AttemptError, Client, RetryPolicy};
 use crate::limiter::Limiter;
@@ -28,6 +29,7 @@ pub struct Shared {
     pub prices: PriceTable,
     pub shutdown: Shutdown,
     pub counters: Arc<Counters>,
+    pub halt: tokio::sync::Mutex<Halt>,
     pub events: mpsc::Sender<Event>,
 }
 
@@ -159,12 +161,46 @@ pub async fn run_job(shared: &Shared, job: PendingJob) {
             }
         }
     };
+    report(shared, job.id, attempts, outcome).await;
+}
+
+/// Hands a job's outcome to the writer, through the halt check when it is a final failure.
+async fn report(shared: &Shared, job: i64, attempts: i64, outcome: Outcome) {
+    // The lock is held until the event is queued, so that events reach the writer in the
+    // order the halt check saw them and a revert never overtakes the failure it reverts.
+    let mut halt = shared.halt.lock().await;
+    let mut revert = Vec::new();
+    let outcome = match outcome {
+        Outcome::Failed {
+            error,
+            attempts_this_session,
+            elapsed,
+        } if halt::is_run_level(&error) => match halt.observe(job, attempts, &error) {
+            Verdict::Fail => Outcome::Failed {
+                error,
+                attempts_this_session,
+                elapsed,
+            },
+            Verdict::Pending { revert: jobs } => {
+                revert = jobs;
+                Outcome::Unfinished
+            }
+        },
+        Outcome::Unfinished => Outcome::Unfinished,
+        other => {
+            halt.reset();
+            other
+        }
+    };
     // The writer outlives every worker; a send fails only when it has died, and then the
     // run ends with the writer's error.
+    if !revert.is_empty() {
+        let _ = shared.events.send(Event::Revert(revert)).await;
+    }
     let _ = shared
         .events
         .send(Event::Finished {
-            job: job.id,
+            job,
             attempts,
             outcome,
         })

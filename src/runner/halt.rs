@@ -1,0 +1,173 @@
+//! Deciding that a run cannot succeed. A spend-cap 429 stops it at once; the same 401, 403 or
+//! 404 on [`HALT_STREAK`] jobs in a row stops it too, since the key, the gateway or the model
+//! is wrong rather than those jobs. Either way the jobs that hit it go back to pending, so a
+//! `resume` after the fix sends them, and nothing is recorded as a million failures.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{AttemptError, SPEND_LIMIT_CODE};
+use crate::progress::Progress;
+
+/// The same final 401, 403 or 404 on this many jobs in a row stops the run.
+pub const HALT_STREAK: usize = 3;
+
+/// A final error that says something about the run rather than the job: (status, type).
+type ErrorClass = (u16, String);
+
+/// What becomes of a job whose final error was observed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An ordinary failure of this job.
+    Fail,
+    /// The run is stopping because of this error: the job stays pending, and so do the
+    /// earlier jobs of the streak, which were recorded as failed and must be put back.
+    Pending { revert: Vec<(i64, i64)> },
+}
+
+/// Streak tracking. Workers consult it one at a time (behind a lock held while they report),
+/// so that a revert always reaches the writer after the failures it reverts.
+pub struct Halt {
+    stop: CancellationToken,
+    progress: Progress,
+    streak: Vec<(i64, i64)>,
+    streak_class: Option<ErrorClass>,
+    halted_on: Option<ErrorClass>,
+    reason: Option<String>,
+}
+
+/// Whether an error may stop the run (and so must go through [`Halt::observe`]).
+pub fn is_run_level(error: &AttemptError) -> bool {
+    error.is_spend_limit() || matches!(error.http_status(), Some(401 | 403 | 404))
+}
+
+impl Halt {
+    pub fn new(stop: CancellationToken, progress: Progress) -> Self {
+        Self {
+            stop,
+            progress,
+            streak: Vec::new(),
+            streak_class: None,
+            halted_on: None,
+            reason: None,
+        }
+    }
+
+    /// Any other outcome breaks a streak.
+    pub fn reset(&mut self) {
+        self.streak.clear();
+        self.streak_class = None;
+    }
+
+    /// Observes a job's final, run-level error.
+    pub fn observe(&mut self, job: i64, attempts: i64, error: &AttemptError) -> Verdict {
+        if error.is_spend_limit() {
+            self.stop_with(format!(
+                "the gateway says the spend limit is reached ({SPEND_LIMIT_CODE}); no request can \
+                 succeed until the limit is raised or the month turns"
+            ));
+            return Verdict::Pending { revert: Vec::new() };
+        }
+        let Some(status) = error.http_status() else {
+            self.reset();
+            return Verdict::Fail;
+        };
+        let class = (status, error.error_type());
+        if self.halted_on.as_ref() == Some(&class) {
+            return Verdict::Pending { revert: Vec::new() };
+        }
+        if self.streak_class.as_ref() != Some(&class) {
+            self.streak.clear();
+            self.streak_class = Some(class.clone());
+        }
+        self.streak.push((job, attempts));
+        if self.streak.len() < HALT_STREAK {
+            return Verdict::Fail;
+        }
+        let mut revert = std::mem::take(&mut self.streak);
+        revert.pop();
+        let hint = match status {
+            401 => "check the API key and the gateway's auth style (--auth)",
+            403 => "the key lacks access to this model or feature",
+            _ => "check the base URL, the messages path and the model name",
+        };
+        self.stop_with(format!(
+            "the gateway answered {status} {} to {HALT_STREAK} jobs in a row ({}); {hint}",
+            class.1,
+            error.message()
+        ));
+        self.halted_on = Some(class);
+        Verdict::Pending { revert }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    fn stop_with(&mut self, reason: String) {
+        if self.reason.is_none() {
+            self.progress.println(&format!("stopping: {reason}"));
+            self.reason = Some(reason);
+        }
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, kind: &str) -> AttemptError {
+        AttemptError::Http {
+            status,
+            error_type: Some(kind.to_owned()),
+            message: "no".to_owned(),
+            error_code: None,
+            body: None,
+            retry_after: None,
+            should_retry: None,
+            request_id: None,
+        }
+    }
+
+    fn halt() -> Halt {
+        Halt::new(CancellationToken::new(), Progress::new(0, 0, false))
+    }
+
+    #[test]
+    fn three_in_a_row_stop_the_run_and_revert_the_streak() {
+        let mut halt = halt();
+        let error = http(401, "authentication_error");
+        assert_eq!(halt.observe(1, 1, &error), Verdict::Fail);
+        assert_eq!(halt.observe(2, 1, &error), Verdict::Fail);
+        assert_eq!(
+            halt.observe(3, 1, &error),
+            Verdict::Pending {
+                revert: vec![(1, 1), (2, 1)]
+            }
+        );
+        assert!(halt.stop.is_cancelled());
+        assert!(
+            halt.reason()
+                .unwrap()
+                .starts_with("the gateway answered 401 authentication_error to 3 jobs in a row")
+        );
+        // Jobs still in flight that hit the same error stay pending too.
+        assert_eq!(
+            halt.observe(4, 1, &error),
+            Verdict::Pending { revert: vec![] }
+        );
+    }
+
+    #[test]
+    fn a_success_or_another_error_breaks_the_streak() {
+        let mut halt = halt();
+        let not_found = http(404, "not_found_error");
+        halt.observe(1, 1, &not_found);
+        halt.observe(2, 1, &not_found);
+        halt.reset();
+        assert_eq!(halt.observe(3, 1, &not_found), Verdict::Fail);
+        halt.observe(4, 1, &http(403, "permission_error"));
+        assert_eq!(halt.observe(5, 1, &not_found), Verdict::Fail);
+        assert!(!halt.stop.is_cancelled());
+    }
+}

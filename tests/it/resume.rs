@@ -1,0 +1,189 @@
+//! Interruptions: kill -9, Ctrl-C once and twice, and resume sending exactly what is missing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use msgbatch::mock::MockConfig;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::common::*;
+
+fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn succeeded_ids(ws: &Workspace) -> BTreeSet<String> {
+    let pool = ws.pool().await;
+    let ids = job_states(&pool)
+        .await
+        .into_iter()
+        .filter(|(_, state, _)| state == "succeeded")
+        .map(|(id, _, _)| id)
+        .collect();
+    pool.close().await;
+    ids
+}
+
+#[tokio::test]
+async fn after_kill_9_resume_sends_exactly_the_jobs_without_a_committed_result() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(40),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 60);
+    let gateway = gateway_args(&mock);
+    let mut child = ws
+        .command(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "4",
+                "--name",
+                "crash",
+            ],
+            &gateway,
+        ))
+        .spawn()
+        .unwrap();
+    mock.wait_for_requests(20).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let committed = succeeded_ids(&ws).await;
+    assert!(
+        !committed.is_empty() && committed.len() < 60,
+        "{} committed",
+        committed.len()
+    );
+    let before = mock.log().len();
+    let output = ws.run(&["resume", "crash"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("run crash (id 1): completed"), "{stdout}");
+
+    let resent: BTreeSet<String> = mock.log()[before..]
+        .iter()
+        .map(|l| l.prompt().unwrap())
+        .collect();
+    let missing: BTreeSet<String> = (0..60)
+        .filter(|i| !committed.contains(&format!("job-{i}")))
+        .map(|i| format!("prompt-{i}"))
+        .collect();
+    assert_eq!(
+        resent, missing,
+        "resume sent exactly the jobs without a committed result"
+    );
+    assert_eq!(mock.log().len() - before, missing.len(), "each once");
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 60);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        60
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_lets_requests_in_flight_finish_then_resume_completes() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(150),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 30);
+    let gateway = gateway_args(&mock);
+    let child = ws
+        .command(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "3",
+                "--name",
+                "night",
+            ],
+            &gateway,
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    mock.wait_for_requests(6).await;
+    interrupt(&child);
+    let output = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 130, "{stdout}\n{stderr}");
+    assert!(stdout.contains("run night (id 1): interrupted"), "{stdout}");
+    assert!(
+        stderr.contains("resume with: msgbatch resume night"),
+        "{stderr}"
+    );
+    // Every request that left was answered and committed; nothing failed.
+    let sent = mock.requests();
+    assert!(sent < 30);
+    assert_eq!(succeeded_ids(&ws).await.len() as u64, sent);
+    let status = ws.run(&["status", "night"]).await;
+    assert!(
+        text(&status).0.contains("interrupted"),
+        "{:?}",
+        text(&status)
+    );
+
+    let output = ws.run(&["resume", "night"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.requests(), 30, "each job sent once over both sessions");
+    assert_eq!(succeeded_ids(&ws).await.len(), 30);
+}
+
+#[tokio::test]
+async fn a_second_ctrl_c_abandons_requests_in_flight_and_keeps_them_pending() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_secs(60),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 5);
+    let gateway = gateway_args(&mock);
+    let mut child = ws
+        .command(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "2",
+                "--name",
+                "slow",
+            ],
+            &gateway,
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    mock.wait_for_requests(2).await;
+    interrupt(&child);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        if line.starts_with("stopping:") {
+            break;
+        }
+    }
+    interrupt(&child);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(code(&output), 130, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        5
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+}

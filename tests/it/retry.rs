@@ -1,0 +1,220 @@
+//! Retries: what is retried, what is not, and how long the runner waits.
+
+use std::time::Duration;
+
+use msgbatch::mock::{Fault, MockConfig};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn transient_failures_are_retried_to_success_and_every_attempt_is_recorded() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        script: vec![
+            Fault::RateLimited(Duration::from_millis(20)),
+            Fault::Status(500),
+            Fault::Status(529),
+            Fault::Drop,
+            Fault::Garbage,
+            Fault::Status(503),
+        ],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 2);
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(
+            &["run", file.to_str().unwrap(), "--concurrency", "1"],
+            &gateway,
+        ))
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    assert_eq!(
+        job_states(&pool).await,
+        [
+            ("job-0".into(), "succeeded".into(), 7),
+            ("job-1".into(), "succeeded".into(), 1)
+        ]
+    );
+    let kinds: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT http_status, error_type FROM attempts ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        kinds,
+        [
+            (Some(429), Some("rate_limit_error".into())),
+            (Some(500), Some("api_error".into())),
+            (Some(529), Some("overloaded_error".into())),
+            (None, Some("connection_error".into())),
+            (Some(200), Some("invalid_response".into())),
+            (Some(503), Some("api_error".into())),
+            (Some(200), None),
+            (Some(200), None),
+        ]
+    );
+    assert_eq!(mock.requests(), 8);
+}
+
+#[tokio::test]
+async fn retry_after_is_a_floor_for_the_next_attempt() {
+    let ws = Workspace::new();
+    let wait = Duration::from_millis(1200);
+    let mock = mock(MockConfig {
+        script: vec![Fault::RateLimited(wait)],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 1);
+    // Backoff alone would retry within 5 ms.
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(&["run", file.to_str().unwrap()], &gateway))
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let log = mock.log();
+    assert_eq!(log.len(), 2);
+    let gap = log[1].at.duration_since(log[0].at);
+    assert!(
+        gap >= wait,
+        "retried after {gap:?}, before the {wait:?} the server asked for"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT retry_after_ms FROM attempts WHERE http_status = 429"
+        )
+        .await,
+        1200
+    );
+}
+
+#[tokio::test]
+async fn a_429_holds_back_every_worker_not_only_the_one_refused() {
+    let ws = Workspace::new();
+    let wait = Duration::from_millis(800);
+    let mock = mock(MockConfig {
+        script: vec![Fault::RateLimited(wait)],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 6);
+    let gateway = gateway_args(&mock);
+    // One at a time with a 5 ms backoff cap: without a shared pause, job-1 would follow
+    // job-0's 429 immediately.
+    let output = ws
+        .run(&args(
+            &["run", file.to_str().unwrap(), "--concurrency", "1"],
+            &gateway,
+        ))
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let log = mock.log();
+    assert_eq!(log.len(), 7);
+    let gap = log[1].at.duration_since(log[0].at);
+    assert!(gap >= wait, "the next request came {gap:?} after the 429");
+}
+
+#[tokio::test]
+async fn a_400_is_not_retried_and_fails_the_job() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        script: vec![Fault::Status(400)],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 2);
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(
+            &["run", file.to_str().unwrap(), "--concurrency", "1"],
+            &gateway,
+        ))
+        .await;
+    let (stdout, _) = text(&output);
+    assert_eq!(code(&output), 1, "exit 1 means some jobs failed");
+    assert!(stdout.contains("1 succeeded, 1 failed"), "{stdout}");
+    assert_eq!(mock.requests(), 2);
+    let pool = ws.pool().await;
+    let (error,): (String,) = sqlx::query_as("SELECT error FROM jobs WHERE state = 'failed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(error, "HTTP 400 invalid_request_error: Invalid request");
+}
+
+#[tokio::test]
+async fn attempts_run_out_and_the_job_fails_with_the_count_and_last_cause() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        script: vec![Fault::Status(529); 3],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 1);
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(
+            &["run", file.to_str().unwrap(), "--max-attempts", "3"],
+            &gateway,
+        ))
+        .await;
+    assert_eq!(code(&output), 1, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    let (error, attempts): (String, i64) = sqlx::query_as("SELECT error, attempts FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 3);
+    assert!(
+        error.starts_with("request failed after 3 attempts in "),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("HTTP 529 overloaded_error: Overloaded"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_spend_limit_stops_the_run_at_once_and_keeps_jobs_pending() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        script: vec![Fault::SpendLimit],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 20);
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "1",
+                "--name",
+                "capped",
+            ],
+            &gateway,
+        ))
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("spend limit is reached"), "{stderr}");
+    assert!(stderr.contains("msgbatch resume capped"), "{stderr}");
+    assert_eq!(
+        mock.requests(),
+        1,
+        "the spend cap is final: no retry, no next job"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        20
+    );
+}
