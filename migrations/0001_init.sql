@@ -39,8 +39,9 @@ CREATE TABLE jobs (
     error           TEXT,
     UNIQUE (run_id, job_id, model)
 );
+-- No index on state: it would cost every insert of a million-job load, and the dispatcher
+-- reads pending jobs by a rowid range scan instead (a run's jobs are contiguous).
 
-CREATE INDEX jobs_run_state ON jobs (run_id, state, id);
 
 CREATE TABLE attempts (
     id              INTEGER PRIMARY KEY,

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+// Loading and sending allocate many small short-lived values (JSON maps, bodies, rows);
+// mimalloc serves them markedly faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = msgbatch::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

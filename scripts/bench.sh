@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Throughput and memory benchmark of a whole run against `msgbatch mock` in a separate process
+# at zero latency.
+#
+#   scripts/bench.sh [JOBS] [CONCURRENCY]      default: 50000 jobs, concurrency 64
+#
+# Prints the load rate (jobs inserted per second), the send rate (jobs committed end to end per
+# second) and the peak RSS of the msgbatch process. Set BENCH_STREAM=1 to stream every job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=${1:-50000}
+concurrency=${2:-64}
+cargo build --release --locked --quiet
+bin=$PWD/target/release/msgbatch
+
+work=$(mktemp -d)
+cleanup() {
+    [ -n "${mock_pid:-}" ] && kill "$mock_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Varied small requests: three models, a system prompt on every fourth, tags on every record.
+awk -v n="$jobs" 'BEGIN {
+    split("claude-haiku-4-5 claude-sonnet-4-6 claude-opus-4-7", models, " ");
+    for (i = 0; i < n; i++) {
+        sys = (i % 4 == 0) ? ",\"system\":\"You are terse.\"" : "";
+        printf "{\"custom_id\":\"b-%d\",\"params\":{\"model\":\"%s\",\"max_tokens\":%d%s,\"messages\":[{\"role\":\"user\",\"content\":\"Question number %d: what is %d plus %d?\"}]},\"tags\":{\"shard\":\"%d\"}}\n",
+            i, models[i % 3 + 1], 64 + i % 64, sys, i, i, i * 7, i % 10;
+    }
+}' > "$work/jobs.jsonl"
+echo "job file: $jobs lines, $(du -h "$work/jobs.jsonl" | cut -f1)"
+
+"$bin" mock --addr 127.0.0.1:0 2> "$work/mock.log" &
+mock_pid=$!
+for _ in $(seq 100); do
+    addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
+    [ -n "$addr" ] && break
+    sleep 0.05
+done
+[ -n "$addr" ] || { echo "the mock did not start"; cat "$work/mock.log"; exit 1; }
+
+stream=()
+[ "${BENCH_STREAM:-0}" = 1 ] && stream=(--stream)
+BENCH_KEY=bench /usr/bin/time -v "$bin" --db "$work/bench.db" --quiet run "$work/jobs.jsonl" \
+    --base-url "$addr" --api-key-env BENCH_KEY --concurrency "$concurrency" "${stream[@]}" \
+    > "$work/out.txt" 2> "$work/err.txt" || { cat "$work/out.txt" "$work/err.txt"; exit 1; }
+
+grep -E "jobs loaded|completed|jobs   |time " "$work/out.txt" "$work/err.txt" | sed 's/^[^:]*://'
+echo "peak RSS: $(awk '/Maximum resident set size/ {printf "%.1f MB", $6 / 1024}' "$work/err.txt")"
+echo "database: $(du -h "$work/bench.db" | cut -f1)"
