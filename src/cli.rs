@@ -142,6 +142,11 @@ pub struct SendArgs {
     /// Largest backoff ceiling [default: 60s]. A server's `retry-after` may ask for longer.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_max_delay: Option<std::time::Duration>,
+
+    /// Longest silence inside a streamed answer before the attempt fails and is retried
+    /// [default: 2m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -202,6 +207,14 @@ pub struct MockArgs {
     /// Mock: answer 429 with `retry-after` above this many requests per minute.
     #[arg(long, requires = "mock")]
     pub mock_rate_limit_rpm: Option<u32>,
+
+    /// Mock: delay before the first token of a streamed answer, in milliseconds.
+    #[arg(long, requires = "mock")]
+    pub mock_first_token_ms: Option<u64>,
+
+    /// Mock: delay between the chunks of a streamed answer, in milliseconds.
+    #[arg(long, requires = "mock")]
+    pub mock_token_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +250,14 @@ pub struct MockServeArgs {
     /// Answer 429 with `retry-after` above this many requests per minute.
     #[arg(long)]
     pub rate_limit_rpm: Option<u32>,
+
+    /// Delay before the first token of a streamed answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub first_token_ms: u64,
+
+    /// Delay between the chunks of a streamed answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub token_ms: u64,
 
     /// Accept only this key (as `x-api-key` or a Bearer token) [default: any].
     #[arg(long, env = "MSGBATCH_MOCK_KEY")]

@@ -21,6 +21,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The gateway name recorded for runs against the built-in mock.
 pub const MOCK_GATEWAY: &str = "mock";
 
@@ -263,6 +264,10 @@ pub struct MockSettings {
     pub latency_ms: u64,
     pub fail_rate: f64,
     pub rate_limit_rpm: Option<u32>,
+    #[serde(default)]
+    pub first_token_ms: u64,
+    #[serde(default)]
+    pub token_ms: u64,
 }
 
 impl MockSettings {
@@ -271,6 +276,8 @@ impl MockSettings {
             latency_ms: args.mock_latency_ms.unwrap_or(0),
             fail_rate: args.mock_fail_rate.unwrap_or(0.0),
             rate_limit_rpm: args.mock_rate_limit_rpm,
+            first_token_ms: args.mock_first_token_ms.unwrap_or(0),
+            token_ms: args.mock_token_ms.unwrap_or(0),
         })
     }
 }
@@ -287,6 +294,12 @@ pub struct SendSettings {
     pub retry_base_delay: Duration,
     #[serde(with = "duration_ms")]
     pub retry_max_delay: Duration,
+    #[serde(with = "duration_ms", default = "default_stream_idle")]
+    pub stream_idle_timeout: Duration,
+}
+
+fn default_stream_idle() -> Duration {
+    DEFAULT_STREAM_IDLE_TIMEOUT
 }
 
 impl SendSettings {
@@ -298,6 +311,7 @@ impl SendSettings {
             timeout: DEFAULT_TIMEOUT,
             retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
         }
         .overridden(args)
     }
@@ -311,6 +325,7 @@ impl SendSettings {
             timeout: args.timeout.unwrap_or(self.timeout),
             retry_base_delay: args.retry_base_delay.unwrap_or(self.retry_base_delay),
             retry_max_delay: args.retry_max_delay.unwrap_or(self.retry_max_delay),
+            stream_idle_timeout: args.stream_idle_timeout.unwrap_or(self.stream_idle_timeout),
         };
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");

@@ -24,6 +24,8 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,
         rate_limit_rpm: args.rate_limit_rpm,
+        first_token_delay: Duration::from_millis(args.first_token_ms),
+        token_delay: Duration::from_millis(args.token_ms),
         require_key: args.require_key,
         seed: args.seed,
         ..MockConfig::default()

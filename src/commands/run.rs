@@ -14,7 +14,7 @@ use crate::store::{DbLock, NewJob, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
 
 /// Jobs per insert transaction while loading.
-const LOAD_CHUNK: usize = 2000;
+const LOAD_CHUNK: usize = 5000;
 /// Bad records printed before the rest are only counted.
 const SHOWN_ERRORS: usize = 50;
 
@@ -84,6 +84,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             settings: serde_json::to_string(&settings)?,
         })
         .await?;
+    let loading = std::time::Instant::now();
     let summary = match load(&store, run_id, options, args.skip_invalid).await {
         Ok(summary) => summary,
         Err(e) => {
@@ -111,12 +112,18 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         }
     }
     let run = store.find_run(&run_id.to_string()).await?;
-    announce(&run.name, run_id, &summary, &settings);
+    announce(&run.name, run_id, &summary, &settings, loading.elapsed());
     session::send(global, &store, &run, &settings, key, shutdown).await
 }
 
 #[expect(clippy::print_stderr, reason = "what the run is about to do")]
-fn announce(name: &str, id: i64, summary: &LoadSummary, settings: &RunSettings) {
+fn announce(
+    name: &str,
+    id: i64,
+    summary: &LoadSummary,
+    settings: &RunSettings,
+    took: std::time::Duration,
+) {
     let target = if settings.mock.is_some() {
         "the built-in mock gateway".to_owned()
     } else {
@@ -126,7 +133,17 @@ fn announce(name: &str, id: i64, summary: &LoadSummary, settings: &RunSettings) 
             settings.gateway.messages_url()
         )
     };
-    eprintln!("run {name} (id {id}): {} jobs to {target}", summary.jobs);
+    let seconds = took.as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+    let rate = if seconds > 0.0 {
+        summary.jobs as f64 / seconds
+    } else {
+        0.0
+    };
+    eprintln!(
+        "run {name} (id {id}): {} jobs loaded in {seconds:.1}s ({rate:.0}/s), sending to {target}",
+        summary.jobs
+    );
 }
 
 #[expect(clippy::print_stderr, reason = "the reason the run did not start")]
@@ -161,7 +178,7 @@ async fn load(
     });
     let mut insert_error = None;
     while let Some(chunk) = receiver.recv().await {
-        if let Err(e) = store.insert_jobs(run_id, &chunk).await {
+        if let Err(e) = store.insert_jobs(run_id, chunk).await {
             insert_error = Some(e);
             break;
         }

@@ -16,9 +16,6 @@ use crate::settings::{ApiKey, Gateway, RunSettings};
 use crate::store::{RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
 
-/// Longest silence allowed inside a stream before the attempt counts as failed.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
     Ok(match &gateway.prices {
         Some(path) => PriceTable::from_file(path)?,
@@ -42,6 +39,8 @@ pub async fn send(
                 latency: Duration::from_millis(mock.latency_ms),
                 fail_rate: mock.fail_rate,
                 rate_limit_rpm: mock.rate_limit_rpm,
+                first_token_delay: Duration::from_millis(mock.first_token_ms),
+                token_delay: Duration::from_millis(mock.token_ms),
                 ..MockConfig::default()
             })
             .await
@@ -58,7 +57,7 @@ pub async fn send(
         key,
         Timeouts {
             total: settings.send.timeout,
-            stream_idle: STREAM_IDLE_TIMEOUT.min(settings.send.timeout),
+            stream_idle: settings.send.stream_idle_timeout,
         },
         settings.send.concurrency,
     )?;

@@ -294,7 +294,7 @@ impl<'a> Expander<'a> {
         let mut jobs = Vec::with_capacity(models.len());
         for model in models {
             body.insert("model".to_owned(), Value::String(model.clone()));
-            let request = Value::Object(body.clone()).to_string();
+            let request = serde_json::to_string(&body).expect("a JSON map always serializes");
             if request.len() > validate::MAX_BODY_BYTES {
                 return Err((
                     Some(id),

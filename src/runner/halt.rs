@@ -1,6 +1,6 @@
 //! Deciding that a run cannot succeed. A spend-cap 429 stops it at once; the same 401, 403 or
-//! 404 on [`HALT_STREAK`] jobs in a row stops it too, since the key, the gateway or the model
-//! is wrong rather than those jobs. Either way the jobs that hit it go back to pending, so a
+//! 404, or a gateway that cannot be reached, on [`HALT_STREAK`] jobs in a row stops it too,
+//! since the key, the gateway or the model is wrong rather than those jobs. Either way the jobs that hit it go back to pending, so a
 //! `resume` after the fix sends them, and nothing is recorded as a million failures.
 
 use tokio_util::sync::CancellationToken;
@@ -8,10 +8,12 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{AttemptError, SPEND_LIMIT_CODE};
 use crate::progress::Progress;
 
-/// The same final 401, 403 or 404 on this many jobs in a row stops the run.
+/// The same final 401, 403 or 404, or connection failure, on this many jobs in a row stops
+/// the run.
 pub const HALT_STREAK: usize = 3;
 
-/// A final error that says something about the run rather than the job: (status, type).
+/// A final error that says something about the run rather than the job: (status, type), with
+/// status 0 for a gateway that could not be reached.
 type ErrorClass = (u16, String);
 
 /// What becomes of a job whose final error was observed.
@@ -37,7 +39,9 @@ pub struct Halt {
 
 /// Whether an error may stop the run (and so must go through [`Halt::observe`]).
 pub fn is_run_level(error: &AttemptError) -> bool {
-    error.is_spend_limit() || matches!(error.http_status(), Some(401 | 403 | 404))
+    error.is_spend_limit()
+        || matches!(error, AttemptError::Connection(_))
+        || matches!(error.http_status(), Some(401 | 403 | 404))
 }
 
 impl Halt {
@@ -67,9 +71,15 @@ impl Halt {
             ));
             return Verdict::Pending { revert: Vec::new() };
         }
-        let Some(status) = error.http_status() else {
-            self.reset();
-            return Verdict::Fail;
+        let status = match error {
+            AttemptError::Connection(_) => 0,
+            _ => match error.http_status() {
+                Some(status) => status,
+                None => {
+                    self.reset();
+                    return Verdict::Fail;
+                }
+            },
         };
         let class = (status, error.error_type());
         if self.halted_on.as_ref() == Some(&class) {
@@ -85,16 +95,26 @@ impl Halt {
         }
         let mut revert = std::mem::take(&mut self.streak);
         revert.pop();
-        let hint = match status {
-            401 => "check the API key and the gateway's auth style (--auth)",
-            403 => "the key lacks access to this model or feature",
-            _ => "check the base URL, the messages path and the model name",
+        let reason = match status {
+            0 => format!(
+                "the gateway could not be reached for {HALT_STREAK} jobs in a row ({}); check \
+                 the base URL and the network",
+                error.message()
+            ),
+            _ => {
+                let hint = match status {
+                    401 => "check the API key and the gateway's auth style (--auth)",
+                    403 => "the key lacks access to this model or feature",
+                    _ => "check the base URL, the messages path and the model name",
+                };
+                format!(
+                    "the gateway answered {status} {} to {HALT_STREAK} jobs in a row ({}); {hint}",
+                    class.1,
+                    error.message()
+                )
+            }
         };
-        self.stop_with(format!(
-            "the gateway answered {status} {} to {HALT_STREAK} jobs in a row ({}); {hint}",
-            class.1,
-            error.message()
-        ));
+        self.stop_with(reason);
         self.halted_on = Some(class);
         Verdict::Pending { revert }
     }

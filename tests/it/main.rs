@@ -7,3 +7,4 @@ mod resume;
 mod retry;
 mod run;
 mod security;
+mod stream;

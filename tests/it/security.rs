@@ -94,3 +94,49 @@ async fn a_missing_key_is_one_sentence_before_anything_happens() {
     );
     assert!(!ws.db().exists(), "nothing was created");
 }
+
+#[tokio::test]
+async fn an_unreachable_gateway_stops_the_run_instead_of_failing_every_job() {
+    let ws = Workspace::new();
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let file = ws.jobs("jobs.jsonl", 30);
+    let base = format!("http://{closed}");
+    let output = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--base-url",
+            &base,
+            "--api-key-env",
+            KEY_ENV,
+            "--concurrency",
+            "1",
+            "--max-attempts",
+            "2",
+            "--retry-base-delay",
+            "1ms",
+            "--name",
+            "down",
+        ])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("the gateway could not be reached for 3 jobs in a row"),
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        30
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM attempts").await,
+        6,
+        "two attempts on three jobs"
+    );
+}
