@@ -102,6 +102,18 @@ impl MessageSummary {
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         let summary: Self = serde_json::from_slice(body)
             .map_err(|e| format!("response body is not a JSON message: {e}"))?;
+        summary.checked()
+    }
+
+    /// [`MessageSummary::parse`] for a message already parsed (one rebuilt from a stream).
+    pub fn from_value(message: &serde_json::Value) -> Result<Self, String> {
+        let summary = Self::deserialize(message)
+            .map_err(|e| format!("the rebuilt message is not a message: {e}"))?;
+        summary.checked()
+    }
+
+    fn checked(self) -> Result<Self, String> {
+        let summary = self;
         match summary.kind.as_deref() {
             Some("message") => {}
             Some(other) => return Err(format!("response type is `{other}`, not `message`")),

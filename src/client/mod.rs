@@ -247,13 +247,14 @@ impl Client {
             }
         }
         let message = accumulator.finish().map_err(|f| fail(f, &request_id))?;
-        let body = Bytes::from(message.to_string());
-        let summary =
-            MessageSummary::parse(&body).map_err(|message| AttemptError::InvalidResponse {
+        let summary = MessageSummary::from_value(&message).map_err(|message| {
+            AttemptError::InvalidResponse {
                 message,
                 body: None,
                 request_id: request_id.clone(),
-            })?;
+            }
+        })?;
+        let body = Bytes::from(message.to_string());
         Ok(Answer {
             body,
             summary,

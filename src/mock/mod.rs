@@ -507,6 +507,12 @@ async fn handle(
     }
     let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
     let config = state.config.clone();
+    if fault.is_none() && config.first_token_delay.is_zero() && config.token_delay.is_zero() {
+        // Nothing to pace: write the whole stream at once, as a fast server would.
+        let mut response = Response::new(full(events.concat()));
+        set_stream_headers(&mut response);
+        return Ok(response);
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
         let cut_at = first_delta + 1;
@@ -548,6 +554,11 @@ async fn handle(
         receiver.recv().await.map(|frame| (frame, receiver))
     });
     let mut response = Response::new(StreamBody::new(frames).boxed());
+    set_stream_headers(&mut response);
+    Ok(response)
+}
+
+fn set_stream_headers(response: &mut Response<Body>) {
     let headers = response.headers_mut();
     headers.insert(
         "content-type",
@@ -561,5 +572,4 @@ async fn handle(
         "request-id",
         hyper::header::HeaderValue::from_static("req_mock"),
     );
-    Ok(response)
 }
