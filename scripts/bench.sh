@@ -5,7 +5,8 @@
 #   scripts/bench.sh [JOBS] [CONCURRENCY]      default: 50000 jobs, concurrency 64
 #
 # Prints the load rate (jobs inserted per second), the send rate (jobs committed end to end per
-# second) and the peak RSS of the msgbatch process. Set BENCH_STREAM=1 to stream every job.
+# second) and the peak RSS of the msgbatch process, then the time and peak RSS of `msgbatch
+# report` over the finished run in each format. Set BENCH_STREAM=1 to stream every job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,3 +51,10 @@ BENCH_KEY=bench /usr/bin/time -v "$bin" --db "$work/bench.db" --quiet run "$work
 grep -E "jobs loaded|completed|jobs   |time " "$work/out.txt" "$work/err.txt" | sed 's/^[^:]*://'
 echo "peak RSS: $(awk '/Maximum resident set size/ {printf "%.1f MB", $6 / 1024}' "$work/err.txt")"
 echo "database: $(du -h "$work/bench.db" | cut -f1)"
+
+for format in table json html; do
+    /usr/bin/time -v "$bin" --db "$work/bench.db" report 1 --format "$format" --out "$work/reports" \
+        > /dev/null 2> "$work/report.txt"
+    awk -v f="$format" '/Elapsed/ {t = $NF} /Maximum resident/ {r = $6 / 1024}
+        END {printf "report --format %s: %s, peak RSS %.1f MB\n", f, t, r}' "$work/report.txt"
+done

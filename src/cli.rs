@@ -39,6 +39,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Runs in the database with their progress and spend.
     Status(StatusArgs),
+    /// Cost and latency report of one or more runs.
+    Report(ReportArgs),
     /// Write a run's results as JSONL in the Message Batches results shape.
     Export(ExportArgs),
     /// Serve the mock Messages API gateway.
@@ -221,6 +223,41 @@ pub struct MockArgs {
 pub struct StatusArgs {
     /// Run id or name [default: every run].
     pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run ids or names; several are shown side by side with their differences.
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+
+    /// Group by `model`, `run` or `tag:NAME`.
+    #[arg(long, default_value = "model")]
+    pub by: String,
+
+    /// Directory for md, csv, json and html reports (`-` writes to standard output).
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+
+    /// Price table to report with [default: the run's gateway prices, else the built-in table].
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+
+    /// Also price the run at this table, e.g. another gateway's rates.
+    #[arg(long)]
+    pub reprice: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Md,
+    Csv,
+    Json,
+    Html,
 }
 
 #[derive(Debug, Args)]

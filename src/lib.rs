@@ -12,6 +12,7 @@ pub mod message;
 pub mod mock;
 pub mod pricing;
 pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod settings;
 pub mod store;

@@ -10,6 +10,10 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[expect(
+    clippy::print_stderr,
+    reason = "main reports the error that ended the program"
+)]
 fn main() -> ExitCode {
     let cli = msgbatch::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -185,6 +185,13 @@ impl PriceTable {
             .or_else(|| strip_date(model).and_then(|family| self.models.get(family)))
     }
 
+    /// Every long-context threshold in the table.
+    pub fn long_context_thresholds(&self) -> impl Iterator<Item = u64> + '_ {
+        self.models
+            .values()
+            .filter_map(|p| p.long_context.as_ref().map(|(above, _)| *above))
+    }
+
     /// Cost of a result in pico-USD, or `None` for a model without a price.
     pub fn cost_pico_usd(&self, model: &str, usage: &Usage) -> Option<u64> {
         self.lookup(model).map(|price| price.cost_pico_usd(usage))

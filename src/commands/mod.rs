@@ -2,6 +2,7 @@
 
 mod export;
 mod mock;
+mod report;
 mod resume;
 mod run;
 mod session;
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
+        Command::Report(args) => report::report(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,
     }

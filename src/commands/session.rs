@@ -11,9 +11,10 @@ use crate::client::{Client, RetryPolicy, Timeouts};
 use crate::limiter::Limiter;
 use crate::mock::{MockConfig, MockServer};
 use crate::pricing::{PriceTable, format_usd};
+use crate::report::{self, Report};
 use crate::runner::{Runner, Session, Shutdown};
 use crate::settings::{ApiKey, Gateway, RunSettings};
-use crate::store::{RunRow, RunStatus, Store};
+use crate::store::{GroupBy, RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
 
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
@@ -94,6 +95,22 @@ pub async fn send(
     };
     store.set_run_status(run.id, status, reason).await?;
     print_summary(run, status, &session);
+    if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
+        let report = Report::build(
+            store,
+            std::slice::from_ref(run),
+            &report::Options {
+                by: GroupBy::Model,
+                prices: prices_for(&settings.gateway)?,
+                reprice: None,
+            },
+        )
+        .await?;
+        #[expect(clippy::print_stdout, reason = "the report is the command's output")]
+        {
+            println!("\n{}", report::table(&report));
+        }
+    }
     Ok(if session.halt.is_some() {
         ExitStatus::Error
     } else if status == RunStatus::Interrupted {

@@ -6,6 +6,7 @@
 
 mod lock;
 mod models;
+mod report;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 pub use lock::{DbLock, LockError};
 pub use models::*;
+pub use report::{Failure, GroupBy, GroupCounts, KeyedCount, Measure, RankedValue, TokenSlice};
 
 /// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in
 /// chunks that stay well below it.

@@ -3,6 +3,7 @@
 
 mod common;
 mod input;
+mod report;
 mod resume;
 mod retry;
 mod run;

@@ -1,0 +1,123 @@
+//! `msgbatch report`: cost and latency of one or more runs, in the format asked for.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use super::Global;
+use crate::ExitStatus;
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::pricing::PriceTable;
+use crate::report::{self, Report};
+use crate::settings::RunSettings;
+use crate::store::{GroupBy, RunRow, Store};
+
+pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
+    match text {
+        "model" => Ok(GroupBy::Model),
+        "run" => Ok(GroupBy::Run),
+        other => match other.strip_prefix("tag:") {
+            Some(name) if !name.is_empty() => Ok(GroupBy::Tag(name.to_owned())),
+            _ => bail!("--by takes `model`, `run` or `tag:NAME`, not `{other}`"),
+        },
+    }
+}
+
+/// The price table a run was costed with: its gateway's file, else the built-in table.
+pub fn run_prices(run: &RunRow) -> anyhow::Result<PriceTable> {
+    let settings: Option<RunSettings> = serde_json::from_str(&run.settings).ok();
+    match settings.and_then(|s| s.gateway.prices) {
+        Some(path) => Ok(PriceTable::from_file(&path)?),
+        None => Ok(PriceTable::builtin()),
+    }
+}
+
+pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitStatus> {
+    if !global.db.exists() {
+        bail!(
+            "no database at {} (give --db or set MSGBATCH_DB)",
+            global.db.display()
+        );
+    }
+    let by = parse_group_by(&args.by)?;
+    let store = Store::open(&global.db).await?;
+    let mut runs = Vec::new();
+    for key in &args.runs {
+        runs.push(store.find_run(key).await?);
+    }
+    let prices = match &args.prices {
+        Some(path) => PriceTable::from_file(path)?,
+        None => run_prices(&runs[0])?,
+    };
+    let reprice = args
+        .reprice
+        .as_deref()
+        .map(PriceTable::from_file)
+        .transpose()?;
+    let report = Report::build(
+        &store,
+        &runs,
+        &report::Options {
+            by,
+            prices,
+            reprice,
+        },
+    )
+    .await?;
+    let name = runs
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join("-vs-");
+    let kind = args.by.replace(':', "-");
+    match args.format {
+        ReportFormat::Table => emit(&report::table(&report), None)?,
+        ReportFormat::Md => emit(&report::markdown(&report), target(args, &name, &kind, "md"))?,
+        ReportFormat::Json => emit(
+            &(serde_json::to_string_pretty(&report)? + "\n"),
+            target(args, &name, &kind, "json"),
+        )?,
+        ReportFormat::Html => emit(&report::html(&report)?, target(args, &name, &kind, "html"))?,
+        ReportFormat::Csv => {
+            emit(
+                &report::groups_csv(&report)?,
+                target(args, &name, &kind, "csv"),
+            )?;
+            let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+            let failures = store.report_failures(&ids).await?;
+            if args.out.as_os_str() != "-" {
+                emit(
+                    &report::failures_csv(&failures)?,
+                    target(args, &name, "failures", "csv"),
+                )?;
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `<out>/<runs>-<kind>.<ext>`, or `None` for standard output.
+fn target(args: &ReportArgs, name: &str, kind: &str, ext: &str) -> Option<std::path::PathBuf> {
+    (args.out.as_os_str() != "-").then(|| args.out.join(format!("{name}-{kind}.{ext}")))
+}
+
+#[expect(clippy::print_stderr, reason = "where the report went")]
+fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    match path {
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs_err::create_dir_all(dir)?;
+            }
+            fs_err::write(&path, text)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            eprintln!("wrote {}", Path::new(&path).display());
+        }
+    }
+    Ok(())
+}

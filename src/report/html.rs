@@ -1,0 +1,375 @@
+//! One self-contained HTML page: the report's tables and three SVG charts drawn with plotters
+//! (latency distribution, cost by component, stop reasons). Nothing is loaded from elsewhere.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+use super::{Group, Report};
+use crate::pricing::format_usd;
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn usd(pico: i64) -> String {
+    if pico < 0 {
+        format!("-{}", format_usd(pico.unsigned_abs()))
+    } else {
+        format_usd(pico.unsigned_abs())
+    }
+}
+
+type Chart = Result<String, Box<dyn std::error::Error>>;
+
+/// Share of each group's results per latency bucket, one line per group.
+#[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+fn latency_chart(report: &Report) -> Chart {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 360)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let width = report.histogram.bucket_ms as f64;
+        let max_bucket = report
+            .histogram
+            .counts
+            .values()
+            .flat_map(|c| c.keys().copied())
+            .max()
+            .unwrap_or(0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Latency distribution (share of results per bucket)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..((max_bucket + 1) as f64 * width), 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms)")
+            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+            .draw()?;
+        for (i, ((run, key), counts)) in report.histogram.counts.iter().enumerate() {
+            let total: i64 = counts.values().sum();
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = (0..=max_bucket)
+                .map(|b| {
+                    let n = counts.get(&b).copied().unwrap_or(0);
+                    ((b as f64 + 0.5) * width, n as f64 / total.max(1) as f64)
+                })
+                .collect();
+            let label = if report.multi_run() {
+                format!("{run} / {key}")
+            } else {
+                key.clone()
+            };
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// Stacked bars, one per group; `parts` gives each bar's segments and their names.
+#[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+fn stacked_chart(
+    caption: &str,
+    y_desc: &str,
+    names: &[String],
+    bars: &[(String, Vec<f64>)],
+    y_format: &dyn Fn(&f64) -> String,
+) -> Chart {
+    let mut svg = String::new();
+    {
+        let height = 380;
+        let root = SVGBackend::with_string(&mut svg, (820, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let top = bars
+            .iter()
+            .map(|(_, parts)| parts.iter().sum::<f64>())
+            .fold(0.0, f64::max)
+            .max(f64::MIN_POSITIVE)
+            * 1.1;
+        let labels: Vec<String> = bars.iter().map(|(label, _)| label.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0f64..bars.len().max(1) as f64, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(bars.len().max(1) * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor();
+                if (x - i - 0.5).abs() < 0.01 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_desc)
+            .y_label_formatter(y_format)
+            .draw()?;
+        for (part, name) in names.iter().enumerate() {
+            let color = PALETTE[part % PALETTE.len()];
+            let rects = bars.iter().enumerate().map(|(i, (_, parts))| {
+                let bottom: f64 = parts[..part].iter().sum();
+                let x = i as f64;
+                Rectangle::new(
+                    [(x + 0.2, bottom), (x + 0.8, bottom + parts[part])],
+                    color.filled(),
+                )
+            });
+            chart
+                .draw_series(rects)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+fn cost_chart(report: &Report) -> Chart {
+    let names = ["input", "cache write", "cache read", "output"].map(str::to_owned);
+    let bars: Vec<(String, Vec<f64>)> = report
+        .groups
+        .iter()
+        .map(|g| {
+            let c = &g.cost;
+            (
+                report.label(g),
+                [
+                    c.input_pico_usd,
+                    c.cache_write_pico_usd,
+                    c.cache_read_pico_usd,
+                    c.output_pico_usd,
+                ]
+                .iter()
+                .map(|p| *p as f64 / 1e12)
+                .collect(),
+            )
+        })
+        .collect();
+    stacked_chart("Cost by group and component", "USD", &names, &bars, &|y| {
+        format!("${y:.4}")
+    })
+}
+
+#[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+fn stop_chart(report: &Report) -> Chart {
+    let mut names: Vec<String> = Vec::new();
+    for g in &report.groups {
+        for (reason, _) in &g.stop_reasons {
+            if !names.contains(reason) {
+                names.push(reason.clone());
+            }
+        }
+    }
+    let bars: Vec<(String, Vec<f64>)> = report
+        .groups
+        .iter()
+        .map(|g| {
+            let total: i64 = g.stop_reasons.iter().map(|(_, n)| n).sum();
+            let parts = names
+                .iter()
+                .map(|name| {
+                    let n = g
+                        .stop_reasons
+                        .iter()
+                        .find(|(r, _)| r == name)
+                        .map_or(0, |(_, n)| *n);
+                    n as f64 / total.max(1) as f64
+                })
+                .collect();
+            (report.label(g), parts)
+        })
+        .collect();
+    stacked_chart("Share of stop reasons", "share", &names, &bars, &|y| {
+        format!("{:.0}%", y * 100.0)
+    })
+}
+
+fn row(cells: &[String]) -> String {
+    let mut out = String::from("<tr>");
+    for (i, cell) in cells.iter().enumerate() {
+        let tag = if i == 0 { "th" } else { "td" };
+        let _ = write!(out, "<{tag}>{}</{tag}>", escape(cell));
+    }
+    out.push_str("</tr>");
+    out
+}
+
+fn groups_with_totals(report: &Report) -> Vec<(String, &Group)> {
+    let mut rows: Vec<(String, &Group)> =
+        report.groups.iter().map(|g| (report.label(g), g)).collect();
+    if report.group_by != "run" {
+        rows.extend(report.totals.iter().map(|t| {
+            let label = if report.multi_run() {
+                format!("{} (all)", t.run)
+            } else {
+                "all".to_owned()
+            };
+            (label, t)
+        }));
+    }
+    rows
+}
+
+/// The whole page.
+pub fn html(report: &Report) -> anyhow::Result<String> {
+    let charts = [
+        latency_chart(report),
+        cost_chart(report),
+        stop_chart(report),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| anyhow::anyhow!("failed to draw a chart: {e}"))?;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>msgbatch report</title>\n<style>\n\
+         body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}\n\
+         table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}\n\
+         th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}\n\
+         th:first-child,td:first-child{text-align:left}\n\
+         thead th{background:#f3f3f3}\n .warn{color:#a15c00}\n figure{margin:1.5rem 0}\n\
+         </style></head><body>\n<h1>msgbatch report</h1>\n<ul>\n",
+    );
+    for run in &report.runs {
+        let _ = writeln!(
+            out,
+            "<li>run <b>{}</b> (id {}, {}), input <code>{}</code>, gateway <code>{}</code></li>",
+            escape(&run.name),
+            run.id,
+            escape(&run.status),
+            escape(&run.input_path),
+            escape(&run.gateway)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<li>grouped by {}; prices: {}; generated {}</li></ul>",
+        escape(&report.group_by),
+        escape(&report.prices),
+        escape(&report.generated_at)
+    );
+    for warning in &report.warnings {
+        let _ = writeln!(out, "<p class=\"warn\">warning: {}</p>", escape(warning));
+    }
+    let rows = groups_with_totals(report);
+    out.push_str("<h2>Cost</h2>\n<table><thead>");
+    out.push_str(&row(&[
+        "group",
+        "succeeded",
+        "failed",
+        "input",
+        "cache write",
+        "cache read",
+        "output",
+        "cost",
+        "batch API",
+        "cache saved",
+        "cache hit",
+    ]
+    .map(str::to_owned)));
+    out.push_str("</thead><tbody>");
+    for (label, g) in &rows {
+        let mut cost = usd(g.cost.total_pico_usd);
+        if !g.cost.complete {
+            cost.push_str(" (incomplete)");
+        }
+        out.push_str(&row(&[
+            label.clone(),
+            g.jobs.succeeded.to_string(),
+            g.jobs.failed.to_string(),
+            g.tokens.input.to_string(),
+            (g.tokens.cache_write_5m + g.tokens.cache_write_1h).to_string(),
+            g.tokens.cache_read.to_string(),
+            g.tokens.output.to_string(),
+            cost,
+            usd(g.cost.batch_api_pico_usd),
+            usd(g.cost.caching_saved_pico_usd),
+            g.cache_hit_ratio
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        ]));
+    }
+    out.push_str("</tbody></table>\n<h2>Latency (ms)</h2>\n<table><thead>");
+    out.push_str(&row(&[
+        "group",
+        "n",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "max",
+        "TTFT p50",
+        "TTFT p95",
+        "output tok/s",
+        "attempts/job",
+    ]
+    .map(str::to_owned)));
+    out.push_str("</thead><tbody>");
+    let ms = |p: Option<super::Percentiles>, pick: fn(&super::Percentiles) -> i64| {
+        p.map_or_else(|| "-".to_owned(), |p| pick(&p).to_string())
+    };
+    for (label, g) in &rows {
+        out.push_str(&row(&[
+            label.clone(),
+            g.latency_ms.map_or(0, |l| l.count).to_string(),
+            ms(g.latency_ms, |p| p.p50),
+            ms(g.latency_ms, |p| p.p90),
+            ms(g.latency_ms, |p| p.p95),
+            ms(g.latency_ms, |p| p.p99),
+            ms(g.latency_ms, |p| p.max),
+            ms(g.ttft_ms, |p| p.p50),
+            ms(g.ttft_ms, |p| p.p95),
+            g.output_tokens_per_second
+                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
+            g.attempts_per_job
+                .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
+        ]));
+    }
+    out.push_str("</tbody></table>\n");
+    for chart in charts {
+        let _ = writeln!(out, "<figure>{chart}</figure>");
+    }
+    out.push_str("</body></html>\n");
+    Ok(out)
+}

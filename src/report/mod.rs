@@ -1,0 +1,478 @@
+//! Cost and latency reports over one or more runs.
+//!
+//! Every figure comes from the database by SQL aggregation and can be recomputed by hand:
+//! token counts are sums of the `results` columns; costs are those sums times the price table
+//! (integer pico-USD, exact); percentiles are nearest-rank order statistics of the stored
+//! latencies (the value at 1-based rank `ceil(p/100 · n)` of the `n` sorted values).
+
+mod csv;
+mod html;
+mod text;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::pricing::{ModelPrice, PriceTable, Rates};
+use crate::store::{GroupBy, Measure, RunRow, Store, TokenSlice};
+
+pub use csv::{failures_csv, groups_csv};
+pub use html::html;
+pub use text::{markdown, table};
+
+/// The percentiles every latency figure reports.
+const PERCENTILES: [i64; 4] = [50, 90, 95, 99];
+/// A share of `max_tokens` stops at or above this is worth a warning.
+const MAX_TOKENS_WARNING: f64 = 0.10;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub generated_at: String,
+    pub group_by: String,
+    pub prices: String,
+    pub reprice: Option<String>,
+    pub runs: Vec<RunInfo>,
+    /// One per (run, group).
+    pub groups: Vec<Group>,
+    /// One per run, over all its jobs.
+    pub totals: Vec<Group>,
+    /// Each run after the first against the first.
+    pub differences: Vec<Difference>,
+    pub warnings: Vec<String>,
+    /// Latency histogram per (run, group): bucket width and counts.
+    #[serde(skip)]
+    pub histogram: Histogram,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub input_path: String,
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Jobs {
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub rejected: i64,
+    pub pending: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tokens {
+    pub input: i64,
+    pub cache_write_5m: i64,
+    pub cache_write_1h: i64,
+    pub cache_read: i64,
+    pub output: i64,
+}
+
+/// Money in pico-USD (1e-12 USD), exact.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    /// Priced results only; see `complete`.
+    pub total_pico_usd: i64,
+    pub input_pico_usd: i64,
+    pub cache_write_pico_usd: i64,
+    pub cache_read_pico_usd: i64,
+    pub output_pico_usd: i64,
+    /// The same tokens through the Message Batches API, at half of every price.
+    pub batch_api_pico_usd: i64,
+    /// Cache reads and writes at the plain input price, less what they cost (negative when
+    /// writes cost more than reads saved).
+    pub caching_saved_pico_usd: i64,
+    /// At the `--reprice` table, when given.
+    pub reprice_pico_usd: Option<i64>,
+    /// Results of models without a price, left out of the figures above.
+    pub unpriced_results: i64,
+    pub unpriced_models: Vec<String>,
+    pub complete: bool,
+    /// The sum of the costs stored with each result when it was written.
+    pub stored_pico_usd: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    pub count: i64,
+    pub p50: i64,
+    pub p90: i64,
+    pub p95: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCount {
+    pub error_type: String,
+    pub http_status: Option<i64>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Group {
+    pub run: String,
+    pub key: String,
+    pub jobs: Jobs,
+    pub tokens: Tokens,
+    pub cost: Cost,
+    /// Cache reads over all input tokens.
+    pub cache_hit_ratio: Option<f64>,
+    pub latency_ms: Option<Percentiles>,
+    /// Streamed results only.
+    pub ttft_ms: Option<Percentiles>,
+    /// Output tokens over generation time (latency less TTFT where streamed).
+    pub output_tokens_per_second: Option<f64>,
+    /// Attempts per job sent at least once.
+    pub attempts_per_job: Option<f64>,
+    pub retries: i64,
+    pub errors: Vec<ErrorCount>,
+    pub stop_reasons: Vec<(String, i64)>,
+}
+
+impl Group {
+    /// Share of results that stopped at `max_tokens` or the context window.
+    pub fn truncated_share(&self) -> Option<f64> {
+        let total: i64 = self.stop_reasons.iter().map(|(_, n)| n).sum();
+        let truncated: i64 = self
+            .stop_reasons
+            .iter()
+            .filter(|(r, _)| r == "max_tokens" || r == "model_context_window_exceeded")
+            .map(|(_, n)| n)
+            .sum();
+        ratio(truncated, total)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub run: String,
+    pub against: String,
+    pub metric: String,
+    pub base: f64,
+    pub value: f64,
+    pub change: f64,
+    pub change_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub bucket_ms: i64,
+    /// (run, key) → counts per bucket index.
+    pub counts: BTreeMap<(String, String), BTreeMap<i64, i64>>,
+}
+
+pub struct Options {
+    pub by: GroupBy,
+    pub prices: PriceTable,
+    pub reprice: Option<PriceTable>,
+}
+
+#[expect(clippy::cast_precision_loss, reason = "ratios for display")]
+fn ratio(part: i64, whole: i64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+impl Report {
+    pub async fn build(store: &Store, runs: &[RunRow], options: &Options) -> anyhow::Result<Self> {
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let mut warnings = Vec::new();
+        let groups = build_groups(store, &ids, &options.by, options, &mut warnings).await?;
+        let mut ignored = Vec::new();
+        let totals = build_groups(store, &ids, &GroupBy::Run, options, &mut ignored).await?;
+        for total in &totals {
+            if total.jobs.pending > 0 {
+                warnings.push(format!(
+                    "run {} has {} pending jobs: this report covers what was finished",
+                    total.run, total.jobs.pending
+                ));
+            }
+            let stored = total.cost.stored_pico_usd;
+            if options.reprice.is_none() && stored != total.cost.total_pico_usd {
+                warnings.push(format!(
+                    "run {}: the costs stored with its results add up to {}, the price table gives {}; prices changed since the run or --prices differs, and this report uses the table",
+                    total.run,
+                    crate::pricing::format_usd(u64::try_from(stored).unwrap_or(0)),
+                    crate::pricing::format_usd(u64::try_from(total.cost.total_pico_usd).unwrap_or(0)),
+                ));
+            }
+        }
+        let max_latency = totals
+            .iter()
+            .filter_map(|t| t.latency_ms.map(|l| l.max))
+            .max()
+            .unwrap_or(0);
+        let bucket_ms = (max_latency / 20 + 1).max(1);
+        let mut histogram = Histogram {
+            bucket_ms,
+            counts: BTreeMap::new(),
+        };
+        for row in store
+            .report_latency_histogram(&ids, &options.by, bucket_ms)
+            .await?
+        {
+            histogram
+                .counts
+                .entry((row.run, row.key))
+                .or_default()
+                .insert(row.status.unwrap_or(0), row.count);
+        }
+        let differences = differences(&totals);
+        Ok(Self {
+            generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+            group_by: match &options.by {
+                GroupBy::Model => "model".to_owned(),
+                GroupBy::Run => "run".to_owned(),
+                GroupBy::Tag(name) => format!("tag:{name}"),
+            },
+            prices: options.prices.source.clone(),
+            reprice: options.reprice.as_ref().map(|t| t.source.clone()),
+            runs: runs
+                .iter()
+                .map(|r| RunInfo {
+                    id: r.id,
+                    name: r.name.clone(),
+                    status: r.status.clone(),
+                    input_path: r.input_path.clone(),
+                    gateway: format!("{} {}{}", r.gateway_name, r.base_url, r.messages_path),
+                })
+                .collect(),
+            groups,
+            totals,
+            differences,
+            warnings,
+            histogram,
+        })
+    }
+
+    /// Whether several runs are side by side.
+    pub fn multi_run(&self) -> bool {
+        self.runs.len() > 1
+    }
+
+    /// The label of a group: its key, prefixed by its run when several runs are shown.
+    pub fn label(&self, group: &Group) -> String {
+        if self.multi_run() && self.group_by != "run" {
+            format!("{} / {}", group.run, group.key)
+        } else {
+            group.key.clone()
+        }
+    }
+}
+
+async fn build_groups(
+    store: &Store,
+    ids: &[i64],
+    by: &GroupBy,
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<Group>> {
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+    for row in store.report_counts(ids, by).await? {
+        let group = groups
+            .entry((row.run.clone(), row.key.clone()))
+            .or_default();
+        group.run = row.run;
+        group.key = row.key;
+        group.jobs = Jobs {
+            total: row.total,
+            succeeded: row.succeeded,
+            failed: row.failed,
+            rejected: row.rejected,
+            pending: row.pending,
+        };
+        group.attempts_per_job = ratio(row.attempts, row.sent_jobs);
+        group.retries = row.attempts - row.sent_jobs;
+        group.output_tokens_per_second = ratio(row.output_tokens * 1000, row.generation_ms);
+    }
+    let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
+    let mut unpriced: BTreeSet<String> = BTreeSet::new();
+    for slice in store.report_slices(ids, by, threshold).await? {
+        let Some(group) = groups.get_mut(&(slice.run.clone(), slice.key.clone())) else {
+            continue;
+        };
+        add_slice(group, &slice, options, &mut unpriced);
+    }
+    for model in &unpriced {
+        warnings.push(format!(
+            "no price for model `{model}`: its results are left out of the costs, which are incomplete (give --prices)"
+        ));
+    }
+    for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
+        let mut found: HashMap<(String, String), Percentiles> = HashMap::new();
+        for row in store.report_ranks(ids, by, measure, &PERCENTILES).await? {
+            let p = found.entry((row.run.clone(), row.key.clone())).or_default();
+            p.count = row.n;
+            for (percentile, slot) in PERCENTILES
+                .iter()
+                .zip([&mut p.p50, &mut p.p90, &mut p.p95, &mut p.p99])
+            {
+                if row.rank == (percentile * row.n + 99) / 100 {
+                    *slot = row.value;
+                }
+            }
+            if row.rank == row.n {
+                p.max = row.value;
+            }
+        }
+        for (key, percentiles) in found {
+            if let Some(group) = groups.get_mut(&key) {
+                if is_ttft {
+                    group.ttft_ms = Some(percentiles);
+                } else {
+                    group.latency_ms = Some(percentiles);
+                }
+            }
+        }
+    }
+    for row in store.report_errors(ids, by).await? {
+        if let Some(group) = groups.get_mut(&(row.run, row.key)) {
+            group.errors.push(ErrorCount {
+                error_type: row.label.unwrap_or_default(),
+                http_status: row.status,
+                attempts: row.count,
+            });
+        }
+    }
+    for row in store.report_stop_reasons(ids, by).await? {
+        if let Some(group) = groups.get_mut(&(row.run, row.key)) {
+            group
+                .stop_reasons
+                .push((row.label.unwrap_or_else(|| "(none)".to_owned()), row.count));
+        }
+    }
+    let mut groups: Vec<Group> = groups.into_values().collect();
+    for group in &mut groups {
+        let t = &group.tokens;
+        group.cache_hit_ratio = ratio(
+            t.cache_read,
+            t.input + t.cache_write_5m + t.cache_write_1h + t.cache_read,
+        );
+        group.cost.complete = group.cost.unpriced_results == 0;
+        if let Some(share) = group.truncated_share().filter(|s| *s >= MAX_TOKENS_WARNING) {
+            warnings.push(format!(
+                "{}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
+                group.key,
+                share * 100.0
+            ));
+        }
+    }
+    Ok(groups)
+}
+
+/// The smallest long-context threshold of either table: requests above it are priced one by
+/// one. `i64::MAX` when no model has a premium.
+fn long_context_threshold(prices: &PriceTable, reprice: Option<&PriceTable>) -> i64 {
+    [Some(prices), reprice]
+        .into_iter()
+        .flatten()
+        .flat_map(PriceTable::long_context_thresholds)
+        .min()
+        .and_then(|t| i64::try_from(t).ok())
+        .unwrap_or(i64::MAX)
+}
+
+fn rates_for<'a>(price: &'a ModelPrice, slice: &TokenSlice) -> &'a Rates {
+    match &price.long_context {
+        Some((above, rates))
+            if slice.long_total_input > 0
+                && u64::try_from(slice.long_total_input).unwrap_or(0) > *above =>
+        {
+            rates
+        }
+        _ => &price.rates,
+    }
+}
+
+fn add_slice(
+    group: &mut Group,
+    slice: &TokenSlice,
+    options: &Options,
+    unpriced: &mut BTreeSet<String>,
+) {
+    let t = &mut group.tokens;
+    t.input += slice.input_tokens;
+    t.cache_write_5m += slice.cache_write_5m;
+    t.cache_write_1h += slice.cache_write_1h;
+    t.cache_read += slice.cache_read;
+    t.output += slice.output_tokens;
+    let cost = &mut group.cost;
+    cost.stored_pico_usd += slice.stored_cost_pico_usd;
+    let pico = |tokens: i64, rate: u64| tokens * i64::try_from(rate).unwrap_or(i64::MAX);
+    let Some(price) = options.prices.lookup(&slice.model) else {
+        cost.unpriced_results += slice.results;
+        if !cost.unpriced_models.contains(&slice.model) {
+            cost.unpriced_models.push(slice.model.clone());
+        }
+        unpriced.insert(slice.model.clone());
+        return;
+    };
+    let rates = rates_for(price, slice);
+    let input = pico(slice.input_tokens, rates.input);
+    let write = pico(slice.cache_write_5m, rates.cache_write_5m)
+        + pico(slice.cache_write_1h, rates.cache_write_1h);
+    let read = pico(slice.cache_read, rates.cache_read);
+    let output = pico(slice.output_tokens, rates.output);
+    let total = input + write + read + output;
+    cost.input_pico_usd += input;
+    cost.cache_write_pico_usd += write;
+    cost.cache_read_pico_usd += read;
+    cost.output_pico_usd += output;
+    cost.total_pico_usd += total;
+    cost.batch_api_pico_usd += total / 2;
+    let cached = slice.cache_write_5m + slice.cache_write_1h + slice.cache_read;
+    cost.caching_saved_pico_usd += pico(cached, rates.input) - write - read;
+    if let Some(reprice) = &options.reprice {
+        let other = reprice.lookup(&slice.model).map(|p| {
+            let r = rates_for(p, slice);
+            pico(slice.input_tokens, r.input)
+                + pico(slice.cache_write_5m, r.cache_write_5m)
+                + pico(slice.cache_write_1h, r.cache_write_1h)
+                + pico(slice.cache_read, r.cache_read)
+                + pico(slice.output_tokens, r.output)
+        });
+        if let Some(other) = other {
+            *cost.reprice_pico_usd.get_or_insert(0) += other;
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "comparisons for display")]
+fn differences(totals: &[Group]) -> Vec<Difference> {
+    let Some((first, rest)) = totals.split_first() else {
+        return Vec::new();
+    };
+    let metrics = |g: &Group| -> Vec<(&'static str, Option<f64>)> {
+        vec![
+            ("cost_usd", Some(g.cost.total_pico_usd as f64 / 1e12)),
+            ("succeeded_share", ratio(g.jobs.succeeded, g.jobs.total)),
+            ("output_tokens", Some(g.tokens.output as f64)),
+            ("latency_p50_ms", g.latency_ms.map(|l| l.p50 as f64)),
+            ("latency_p95_ms", g.latency_ms.map(|l| l.p95 as f64)),
+            ("ttft_p50_ms", g.ttft_ms.map(|l| l.p50 as f64)),
+            ("attempts_per_job", g.attempts_per_job),
+        ]
+    };
+    let base = metrics(first);
+    let mut out = Vec::new();
+    for run in rest {
+        for ((name, base), (_, value)) in base.iter().zip(metrics(run)) {
+            if let (Some(base), Some(value)) = (base, value) {
+                out.push(Difference {
+                    run: run.run.clone(),
+                    against: first.run.clone(),
+                    metric: (*name).to_owned(),
+                    base: *base,
+                    value,
+                    change: value - base,
+                    change_pct: (*base != 0.0).then(|| (value - base) / base * 100.0),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,318 @@
+//! The terminal table and the Markdown rendering of a report.
+
+use std::fmt::Write as _;
+
+use super::{Group, Percentiles, Report};
+use crate::pricing::format_usd;
+
+fn usd(pico: i64) -> String {
+    if pico < 0 {
+        format!("-{}", format_usd(pico.unsigned_abs()))
+    } else {
+        format_usd(pico.unsigned_abs())
+    }
+}
+
+fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(width - 1).collect();
+    format!("{kept}…")
+}
+
+/// Wraps text at `width` columns on spaces, indenting continuation lines.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from("  ");
+        } else if !line.is_empty() && line != "  " {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out
+}
+
+fn opt_ms(p: Option<Percentiles>, pick: fn(&Percentiles) -> i64) -> String {
+    p.map_or_else(|| "-".to_owned(), |p| count(pick(&p)))
+}
+
+fn cost_cell(group: &Group) -> String {
+    let mut cell = usd(group.cost.total_pico_usd);
+    if !group.cost.complete {
+        cell.push('+');
+    }
+    cell
+}
+
+fn rows(report: &Report) -> Vec<(String, &Group)> {
+    let mut rows: Vec<(String, &Group)> =
+        report.groups.iter().map(|g| (report.label(g), g)).collect();
+    if report.group_by != "run" || report.multi_run() {
+        for total in &report.totals {
+            let label = if report.multi_run() {
+                format!("{} (all)", total.run)
+            } else {
+                "all".to_owned()
+            };
+            if report.group_by != "run" || !report.multi_run() {
+                rows.push((label, total));
+            }
+        }
+    }
+    rows
+}
+
+fn stop_line(group: &Group) -> String {
+    let total: i64 = group.stop_reasons.iter().map(|(_, n)| n).sum();
+    group
+        .stop_reasons
+        .iter()
+        .map(|(reason, n)| {
+            #[expect(clippy::cast_precision_loss, reason = "a share for display")]
+            let share = *n as f64 * 100.0 / total.max(1) as f64;
+            format!("{reason} {share:.0}%")
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn error_line(group: &Group) -> String {
+    group
+        .errors
+        .iter()
+        .map(|e| match e.http_status {
+            Some(status) => format!("{} ({status}) ×{}", e.error_type, e.attempts),
+            None => format!("{} ×{}", e.error_type, e.attempts),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn header(report: &Report, out: &mut String) {
+    let runs: Vec<String> = report
+        .runs
+        .iter()
+        .map(|r| format!("{} ({})", r.name, r.status))
+        .collect();
+    let _ = writeln!(out, "runs: {}", runs.join(", "));
+    let _ = writeln!(out, "by {} · prices: {}", report.group_by, report.prices);
+}
+
+/// The terminal table, at most 100 columns wide.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    header(report, &mut out);
+    let rows = rows(report);
+    let _ = writeln!(
+        out,
+        "\n{:<26} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>15}",
+        "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(
+            out,
+            "{:<26} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>15}",
+            cut(label, 26),
+            count(g.jobs.succeeded),
+            count(g.jobs.failed),
+            count(g.tokens.input),
+            count(g.tokens.cache_write_5m + g.tokens.cache_write_1h),
+            count(g.tokens.cache_read),
+            count(g.tokens.output),
+            cost_cell(g)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<26} {:>14} {:>14} {:>14} {:>10} {:>15}",
+        "SAVINGS", "batch API", "cache saved", "cache hit", "retries", "reprice"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(
+            out,
+            "{:<26} {:>14} {:>14} {:>14} {:>10} {:>15}",
+            cut(label, 26),
+            usd(g.cost.batch_api_pico_usd),
+            usd(g.cost.caching_saved_pico_usd),
+            g.cache_hit_ratio
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            count(g.retries),
+            g.cost.reprice_pico_usd.map_or_else(|| "-".to_owned(), usd),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<26} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6}",
+        "LATENCY ms", "n", "p50", "p90", "p95", "p99", "max", "ttft p50", "ttft p95", "tok/s"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(
+            out,
+            "{:<26} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6}",
+            cut(label, 26),
+            g.latency_ms.map_or(0, |l| l.count),
+            opt_ms(g.latency_ms, |p| p.p50),
+            opt_ms(g.latency_ms, |p| p.p90),
+            opt_ms(g.latency_ms, |p| p.p95),
+            opt_ms(g.latency_ms, |p| p.p99),
+            opt_ms(g.latency_ms, |p| p.max),
+            opt_ms(g.ttft_ms, |p| p.p50),
+            opt_ms(g.ttft_ms, |p| p.p95),
+            g.output_tokens_per_second
+                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
+        );
+    }
+    let _ = writeln!(out, "\nSTOP REASONS");
+    for (label, g) in &rows {
+        let _ = writeln!(out, "{:<26} {}", cut(label, 26), stop_line(g));
+    }
+    if rows.iter().any(|(_, g)| !g.errors.is_empty()) {
+        let _ = writeln!(out, "\nERRORS (failed attempts)");
+        for (label, g) in rows.iter().filter(|(_, g)| !g.errors.is_empty()) {
+            let _ = writeln!(out, "{:<26} {}", cut(label, 26), error_line(g));
+        }
+    }
+    differences(report, &mut out, false);
+    for warning in &report.warnings {
+        let _ = writeln!(out, "\n{}", wrap(&format!("warning: {warning}"), 100));
+    }
+    if rows.iter().any(|(_, g)| !g.cost.complete) {
+        let _ = writeln!(
+            out,
+            "\n+ incomplete: some results are of models without a price"
+        );
+    }
+    out
+}
+
+fn differences(report: &Report, out: &mut String, markdown: bool) {
+    if report.differences.is_empty() {
+        return;
+    }
+    if markdown {
+        let _ = writeln!(
+            out,
+            "\n## Differences\n\n| run | against | metric | base | value | change |\n|---|---|---|---:|---:|---:|"
+        );
+    } else {
+        let _ = writeln!(out, "\nDIFFERENCES");
+    }
+    for d in &report.differences {
+        let pct = d
+            .change_pct
+            .map_or_else(String::new, |p| format!(" ({p:+.1}%)"));
+        if markdown {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.4} | {:.4} | {:+.4}{pct} |",
+                d.run, d.against, d.metric, d.base, d.value, d.change
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<26} {:<18} {:>12.4} → {:>12.4}  {:+.4}{pct}",
+                cut(&d.run, 26),
+                d.metric,
+                d.base,
+                d.value,
+                d.change
+            );
+        }
+    }
+}
+
+/// The report as Markdown tables.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::from("# msgbatch report\n\n");
+    for run in &report.runs {
+        let _ = writeln!(
+            out,
+            "- run **{}** (id {}, {}), input `{}`, gateway `{}`",
+            run.name, run.id, run.status, run.input_path, run.gateway
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- grouped by {}; prices: {}",
+        report.group_by, report.prices
+    );
+    let rows = rows(report);
+    let _ = writeln!(
+        out,
+        "\n## Cost\n\n| group | succeeded | failed | input | cache write 5m | cache write 1h | cache read | output | cost | batch API | cache saved | cache hit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            g.jobs.succeeded,
+            g.jobs.failed,
+            g.tokens.input,
+            g.tokens.cache_write_5m,
+            g.tokens.cache_write_1h,
+            g.tokens.cache_read,
+            g.tokens.output,
+            cost_cell(g),
+            usd(g.cost.batch_api_pico_usd),
+            usd(g.cost.caching_saved_pico_usd),
+            g.cache_hit_ratio
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Latency (ms)\n\n| group | n | p50 | p90 | p95 | p99 | max | TTFT p50 | TTFT p95 | output tok/s | attempts/job |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            g.latency_ms.map_or(0, |l| l.count),
+            opt_ms(g.latency_ms, |p| p.p50),
+            opt_ms(g.latency_ms, |p| p.p90),
+            opt_ms(g.latency_ms, |p| p.p95),
+            opt_ms(g.latency_ms, |p| p.p99),
+            opt_ms(g.latency_ms, |p| p.max),
+            opt_ms(g.ttft_ms, |p| p.p50),
+            opt_ms(g.ttft_ms, |p| p.p95),
+            g.output_tokens_per_second
+                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
+            g.attempts_per_job
+                .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Stop reasons and errors\n\n| group | stop reasons | errors (failed attempts) |\n|---|---|---|"
+    );
+    for (label, g) in &rows {
+        let _ = writeln!(out, "| {label} | {} | {} |", stop_line(g), error_line(g));
+    }
+    differences(report, &mut out, true);
+    if !report.warnings.is_empty() {
+        let _ = writeln!(out, "\n## Warnings\n");
+        for warning in &report.warnings {
+            let _ = writeln!(out, "- {warning}");
+        }
+    }
+    out
+}

@@ -1,0 +1,405 @@
+//! Reports from a fixture database with known usage: costs checked against hand-computed
+//! figures, percentiles against their definition, and every format produced and read back.
+
+use msgbatch::message::Usage;
+use msgbatch::pricing::PriceTable;
+use msgbatch::report::{Options, Report};
+use msgbatch::store::{
+    AttemptRecord, GroupBy, JobState, JobUpdate, NewJob, NewRun, ResultRecord, RunStatus, Store,
+    WriteBatch,
+};
+use serde_json::Value;
+
+use crate::common::*;
+
+struct Fixture {
+    job: &'static str,
+    model: &'static str,
+    /// input, 5m write, 1h write, cache read, output
+    usage: [u64; 5],
+    latency_ms: i64,
+    ttft_ms: Option<i64>,
+    stop_reason: &'static str,
+}
+
+const FIXTURES: [Fixture; 4] = [
+    Fixture {
+        job: "a",
+        model: "claude-sonnet-4-6",
+        usage: [1000, 2000, 3000, 4000, 500],
+        latency_ms: 100,
+        ttft_ms: None,
+        stop_reason: "end_turn",
+    },
+    Fixture {
+        job: "b",
+        model: "claude-sonnet-4-6",
+        usage: [100, 0, 0, 0, 100],
+        latency_ms: 300,
+        ttft_ms: Some(40),
+        stop_reason: "end_turn",
+    },
+    Fixture {
+        job: "c",
+        model: "claude-haiku-4-5",
+        usage: [10, 0, 0, 1000, 20],
+        latency_ms: 200,
+        ttft_ms: None,
+        stop_reason: "max_tokens",
+    },
+    Fixture {
+        job: "d",
+        model: "mystery-model",
+        usage: [50, 0, 0, 0, 50],
+        latency_ms: 400,
+        ttft_ms: None,
+        stop_reason: "end_turn",
+    },
+];
+
+/// A run with the four results above and one job that failed after a 429 and a 500.
+async fn fixture_db(ws: &Workspace, name: &str) -> Store {
+    let store = Store::open(&ws.db()).await.unwrap();
+    let run = store
+        .create_run(&NewRun {
+            name: name.to_owned(),
+            input_path: "fixture.jsonl".into(),
+            input_sha256: String::new(),
+            gateway_name: "mock".into(),
+            base_url: "mock://".into(),
+            messages_path: "/v1/messages".into(),
+            settings: "{}".into(),
+        })
+        .await
+        .unwrap();
+    let new_job = |job_id: &str, model: &str, line: u64| NewJob {
+        job_id: job_id.to_owned(),
+        model: model.to_owned(),
+        line,
+        request: "{}".into(),
+        request_sha256: String::new(),
+        tags: Some(format!(
+            "{{\"set\":\"{}\"}}",
+            if line.is_multiple_of(2) {
+                "even"
+            } else {
+                "odd"
+            }
+        )),
+        expect: None,
+        state: JobState::Pending,
+        error: None,
+    };
+    let mut jobs: Vec<NewJob> = FIXTURES
+        .iter()
+        .zip(1..)
+        .map(|(f, line)| new_job(f.job, f.model, line))
+        .collect();
+    jobs.push(new_job("e", "claude-haiku-4-5", 5));
+    store.insert_jobs(run, jobs).await.unwrap();
+    let first_id: i64 = sqlx::query_scalar("SELECT min(id) FROM jobs WHERE run_id = ?1")
+        .bind(run)
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    let prices = PriceTable::builtin();
+    let mut batch = WriteBatch::default();
+    for (i, f) in FIXTURES.iter().enumerate() {
+        let job = first_id + i as i64;
+        let [input, w5, w1, read, output] = f.usage;
+        let usage = Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_creation_input_tokens: w5 + w1,
+            cache_write_5m_tokens: w5,
+            cache_write_1h_tokens: w1,
+            cache_read_input_tokens: read,
+        };
+        batch.results.push(ResultRecord {
+            job,
+            response: "{\"type\":\"message\"}".into(),
+            message_id: None,
+            response_model: Some(f.model.into()),
+            stop_reason: Some(f.stop_reason.into()),
+            stop_sequence: None,
+            usage,
+            service_tier: None,
+            latency_ms: f.latency_ms,
+            ttft_ms: f.ttft_ms,
+            streamed: f.ttft_ms.is_some(),
+            cost_pico_usd: prices.cost_pico_usd(f.model, &usage),
+            completed_at_ms: 0,
+        });
+        batch.updates.push(JobUpdate {
+            job,
+            state: JobState::Succeeded,
+            attempts: 1,
+            error: None,
+        });
+    }
+    let failed = first_id + 4;
+    for (attempt, (status, kind)) in [(429, "rate_limit_error"), (500, "api_error")]
+        .into_iter()
+        .enumerate()
+    {
+        batch.attempts.push(AttemptRecord {
+            job: failed,
+            attempt: attempt as i64 + 1,
+            http_status: Some(status),
+            error_type: Some(kind.into()),
+            ..AttemptRecord::default()
+        });
+    }
+    batch.updates.push(JobUpdate {
+        job: failed,
+        state: JobState::Failed,
+        attempts: 2,
+        error: Some("request failed after 2 attempts".into()),
+    });
+    store.write(&batch).await.unwrap();
+    store
+        .set_run_status(run, RunStatus::Completed, None)
+        .await
+        .unwrap();
+    store
+}
+
+async fn build(store: &Store, names: &[&str], by: GroupBy) -> Report {
+    let mut runs = Vec::new();
+    for name in names {
+        runs.push(store.find_run(name).await.unwrap());
+    }
+    Report::build(
+        store,
+        &runs,
+        &Options {
+            by,
+            prices: PriceTable::builtin(),
+            reprice: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn costs_match_hand_computed_figures_and_unpriced_models_are_flagged() {
+    let ws = Workspace::new();
+    let store = fixture_db(&ws, "fx").await;
+    let report = build(&store, &["fx"], GroupBy::Model).await;
+    let group = |key: &str| report.groups.iter().find(|g| g.key == key).unwrap();
+    // Sonnet 4.6 (3.00 / 3.75 / 6.00 / 0.30 / 15.00 per MTok):
+    //   a: 1000·3 + 2000·3.75 + 3000·6 + 4000·0.3 + 500·15 = 37,200 µUSD·tokens/MTok = $0.0372
+    //   b:  100·3 + 100·15 = $0.0018
+    let sonnet = group("claude-sonnet-4-6");
+    assert_eq!(sonnet.cost.total_pico_usd, 37_200_000_000 + 1_800_000_000);
+    assert_eq!(
+        sonnet.cost.cache_write_pico_usd,
+        2000 * 3_750_000 + 3000 * 6_000_000
+    );
+    assert_eq!(sonnet.cost.cache_read_pico_usd, 4000 * 300_000);
+    // Cached tokens at the input price, less what they cost: 9000·3 − (7500 + 18000 + 1200).
+    assert_eq!(sonnet.cost.caching_saved_pico_usd, 300_000_000);
+    // Haiku 4.5: 10·1 + 1000·0.1 + 20·5 = $0.00021.
+    assert_eq!(group("claude-haiku-4-5").cost.total_pico_usd, 210_000_000);
+    let mystery = group("mystery-model");
+    assert!(!mystery.cost.complete);
+    assert_eq!(
+        mystery.cost.total_pico_usd, 0,
+        "unpriced is not $0 worth of tokens: it is left out"
+    );
+    assert_eq!(mystery.tokens.input, 50);
+    let total = &report.totals[0];
+    assert_eq!(total.cost.total_pico_usd, 39_210_000_000);
+    assert_eq!(total.cost.batch_api_pico_usd, 19_605_000_000);
+    assert!(!total.cost.complete);
+    assert_eq!(total.cost.stored_pico_usd, total.cost.total_pico_usd);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("no price for model `mystery-model`"))
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("claude-haiku-4-5: 100% of answers stopped at max_tokens"))
+    );
+    // The failed job: two attempts, one retry, both errors counted.
+    let haiku = group("claude-haiku-4-5");
+    assert_eq!((haiku.jobs.failed, haiku.retries), (1, 1));
+    assert_eq!(haiku.errors.len(), 2);
+}
+
+#[tokio::test]
+async fn percentiles_are_nearest_rank_over_the_stored_latencies() {
+    let ws = Workspace::new();
+    let store = fixture_db(&ws, "fx").await;
+    let report = build(&store, &["fx"], GroupBy::Run).await;
+    // Latencies 100, 200, 300, 400: rank ceil(p·4/100) → p50 = 2nd, p90/p95/p99 = 4th.
+    let latency = report.totals[0].latency_ms.unwrap();
+    assert_eq!(
+        (
+            latency.count,
+            latency.p50,
+            latency.p90,
+            latency.p95,
+            latency.p99,
+            latency.max
+        ),
+        (4, 200, 400, 400, 400, 400)
+    );
+    let ttft = report.totals[0].ttft_ms.unwrap();
+    assert_eq!((ttft.count, ttft.p50, ttft.max), (1, 40, 40));
+    // Grouped by tag, the odd lines (a, c) have 100 and 200 ms.
+    let by_tag = build(&store, &["fx"], GroupBy::Tag("set".into())).await;
+    let odd = by_tag
+        .groups
+        .iter()
+        .find(|g| g.key == "odd")
+        .unwrap()
+        .latency_ms
+        .unwrap();
+    assert_eq!((odd.p50, odd.p99), (100, 200));
+}
+
+#[tokio::test]
+async fn every_format_carries_the_figures_and_reads_back() {
+    let ws = Workspace::new();
+    let store = fixture_db(&ws, "fx").await;
+    store.close().await;
+    let out = ws.path("reports");
+    let out = out.to_str().unwrap();
+
+    let table = ws.run(&["report", "fx"]).await;
+    let (stdout, _) = text(&table);
+    assert_eq!(code(&table), 0);
+    assert!(stdout.contains("$0.039210+"), "{stdout}");
+    assert!(stdout.lines().all(|l| l.chars().count() <= 100), "{stdout}");
+
+    let md = ws
+        .run(&["report", "fx", "--format", "md", "--out", "-"])
+        .await;
+    let (md, _) = text(&md);
+    assert!(
+        md.contains("| claude-sonnet-4-6 | 2 | 0 | 1100 | 2000 | 3000 | 4000 | 600 | $0.039000 |"),
+        "{md}"
+    );
+
+    let output = ws
+        .run(&["report", "fx", "--format", "csv", "--out", out])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let mut csv = csv::Reader::from_path(ws.path("reports/fx-model.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    let all = rows
+        .iter()
+        .find(|r| &r[column("group")] == "(all)")
+        .unwrap();
+    assert_eq!(&all[column("cost_usd")], "0.039210");
+    assert_eq!(&all[column("cost_complete")], "false");
+    assert_eq!(&all[column("latency_p50_ms")], "200");
+    let failures = std::fs::read_to_string(ws.path("reports/fx-failures.csv")).unwrap();
+    assert!(
+        failures.contains("fx,e,claude-haiku-4-5,5,failed,request failed after 2 attempts"),
+        "{failures}"
+    );
+
+    let output = ws
+        .run(&["report", "fx", "--format", "json", "--out", out])
+        .await;
+    assert_eq!(code(&output), 0);
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("reports/fx-model.json")).unwrap())
+            .unwrap();
+    for key in [
+        "generated_at",
+        "group_by",
+        "prices",
+        "runs",
+        "groups",
+        "totals",
+        "differences",
+        "warnings",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(
+        json["totals"][0]["cost"]["total_pico_usd"],
+        39_210_000_000_i64
+    );
+    assert_eq!(json["totals"][0]["latency_ms"]["p50"], 200);
+
+    let output = ws
+        .run(&["report", "fx", "--format", "html", "--out", out])
+        .await;
+    assert_eq!(code(&output), 0);
+    let html = std::fs::read_to_string(ws.path("reports/fx-model.html")).unwrap();
+    assert!(html.contains("$0.039210") && html.matches("<svg").count() == 3);
+    for external in ["<script", "<link", "src=", "url(", "@import", "href="] {
+        assert!(
+            !html.contains(external),
+            "the page references something outside: {external}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_runs_side_by_side_show_their_differences() {
+    let ws = Workspace::new();
+    let store = fixture_db(&ws, "first").await;
+    store.close().await;
+    let store = fixture_db(&ws, "second").await;
+    let report = build(&store, &["first", "second"], GroupBy::Model).await;
+    assert_eq!(report.totals.len(), 2);
+    let cost = report
+        .differences
+        .iter()
+        .find(|d| d.metric == "cost_usd")
+        .unwrap();
+    assert_eq!(
+        (cost.run.as_str(), cost.against.as_str(), cost.change),
+        ("second", "first", 0.0)
+    );
+    assert!(
+        report
+            .groups
+            .iter()
+            .any(|g| g.run == "second" && g.key == "claude-sonnet-4-6")
+    );
+}
+
+#[tokio::test]
+async fn errors_are_counted_by_type_and_status_and_latency_is_binned() {
+    let ws = Workspace::new();
+    let store = fixture_db(&ws, "fx").await;
+    let report = build(&store, &["fx"], GroupBy::Model).await;
+    let haiku = report
+        .groups
+        .iter()
+        .find(|g| g.key == "claude-haiku-4-5")
+        .unwrap();
+    let mut errors: Vec<(String, Option<i64>, i64)> = haiku
+        .errors
+        .iter()
+        .map(|e| (e.error_type.clone(), e.http_status, e.attempts))
+        .collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            ("api_error".into(), Some(500), 1),
+            ("rate_limit_error".into(), Some(429), 1)
+        ]
+    );
+    // Four latencies up to 400 ms in 21 ms bins: 100 → bin 4, 300 → bin 14 for Sonnet.
+    assert_eq!(report.histogram.bucket_ms, 21);
+    let sonnet = &report.histogram.counts[&("fx".to_owned(), "claude-sonnet-4-6".to_owned())];
+    assert_eq!(
+        sonnet.iter().map(|(b, n)| (*b, *n)).collect::<Vec<_>>(),
+        [(4, 1), (14, 1)]
+    );
+}
