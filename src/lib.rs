@@ -16,6 +16,7 @@ pub mod report;
 pub mod runner;
 pub mod settings;
 pub mod store;
+pub mod tokens;
 
 use std::process::ExitCode;
 

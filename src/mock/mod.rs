@@ -25,8 +25,6 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use answer::{MIN_CACHEABLE_TOKENS, count_tokens};
-
 type Body = BoxBody<Bytes, std::io::Error>;
 
 /// A fault the mock injects instead of answering normally.
@@ -420,7 +418,7 @@ async fn handle(
         ));
     };
     if count_tokens {
-        let usage = answer::input_usage(&body, &mut HashSet::new());
+        let usage = crate::tokens::input_usage(&body, &mut HashSet::new());
         state.record(entry);
         return Ok(json_response(
             200,
@@ -493,7 +491,7 @@ async fn handle(
         .to_owned();
     let seed = answer::request_seed(&body);
     let reply = answer::reply(&body, seed);
-    let usage = answer::input_usage(
+    let usage = crate::tokens::input_usage(
         &body,
         &mut state.cache.lock().unwrap_or_else(|e| e.into_inner()),
     );
