@@ -65,9 +65,10 @@ CREATE TABLE attempts (
 
 CREATE INDEX attempts_job ON attempts (job);
 
+-- The figures of each successful answer. The body itself lives in `responses`, so that
+-- reports scanning a million results read narrow rows.
 CREATE TABLE results (
     job                          INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
-    response                     TEXT    NOT NULL,
     message_id                   TEXT,
     response_model               TEXT,
     stop_reason                  TEXT,
@@ -86,4 +87,10 @@ CREATE TABLE results (
     -- (1e-12 USD); NULL when the model has no price.
     cost_pico_usd                INTEGER,
     completed_at_ms              INTEGER NOT NULL
+);
+
+-- The final response body of each result, as received (or as rebuilt from a stream).
+CREATE TABLE responses (
+    job   INTEGER PRIMARY KEY REFERENCES results (job) ON DELETE CASCADE,
+    body  TEXT    NOT NULL
 );

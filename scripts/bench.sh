@@ -6,7 +6,8 @@
 #
 # Prints the load rate (jobs inserted per second), the send rate (jobs committed end to end per
 # second) and the peak RSS of the msgbatch process, then the time and peak RSS of `msgbatch
-# report` over the finished run in each format. Set BENCH_STREAM=1 to stream every job.
+# report` over the finished run in each format. Set BENCH_STREAM=1 to stream every job, and
+# BENCH_KEEP=DIR to keep the database there for further measurements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ bin=$PWD/target/release/msgbatch
 work=$(mktemp -d)
 cleanup() {
     [ -n "${mock_pid:-}" ] && kill "$mock_pid" 2>/dev/null || true
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        mkdir -p "$BENCH_KEEP" && mv "$work/bench.db"* "$BENCH_KEEP"/ 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -39,6 +39,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Runs in the database with their progress and spend.
     Status(StatusArgs),
+    /// Expected and worst-case cost of a job file, before sending anything.
+    Estimate(Box<EstimateArgs>),
     /// Cost and latency report of one or more runs.
     Report(ReportArgs),
     /// Write a run's results as JSONL in the Message Batches results shape.
@@ -49,13 +51,42 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Job file: `.jsonl` (Messages bodies or `{"custom_id","params"}` records), `.csv` or
-    /// `.tsv`; `-` reads JSONL from standard input.
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub jobs: JobArgs,
 
     /// Name for the run [default: file name and start time].
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Record bad lines as rejected jobs and run the rest, instead of refusing to start.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    /// Ask before sending when the estimated cost is above this many USD (never asks when
+    /// standard input is not a terminal: the run is refused instead, unless --yes).
+    #[arg(long, value_name = "USD")]
+    pub confirm_above: Option<f64>,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
+
+    #[command(flatten)]
+    pub mock: MockArgs,
+}
+
+/// The job file and what fills in its records.
+#[derive(Debug, Args, Clone)]
+pub struct JobArgs {
+    /// Job file: `.jsonl` (Messages bodies or `{"custom_id","params"}` records), `.csv` or
+    /// `.tsv`; `-` reads JSONL from standard input.
+    pub file: PathBuf,
 
     /// Model for records that name none.
     #[arg(long)]
@@ -84,10 +115,20 @@ pub struct RunArgs {
     /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
     #[arg(long)]
     pub prompt_template: Option<PathBuf>,
+}
 
-    /// Record bad lines as rejected jobs and run the rest, instead of refusing to start.
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    /// Estimate input tokens locally instead of asking the gateway's count_tokens endpoint.
     #[arg(long)]
-    pub skip_invalid: bool,
+    pub no_count_tokens: bool,
+
+    /// Expected output as a share of max_tokens, for models without earlier results.
+    #[arg(long, default_value_t = 0.5)]
+    pub output_fraction: f64,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -144,6 +185,11 @@ pub struct SendArgs {
     /// Largest backoff ceiling [default: 60s]. A server's `retry-after` may ask for longer.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_max_delay: Option<std::time::Duration>,
+
+    /// Budget for the whole run in USD: no job starts once the committed spend plus the worst
+    /// case of every job in flight would pass it.
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
 
     /// Longest silence inside a streamed answer before the attempt fails and is retried
     /// [default: 2m].

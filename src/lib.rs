@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 mod commands;
+pub mod estimate;
 pub mod jobs;
 pub mod limiter;
 pub mod message;
@@ -31,6 +32,8 @@ pub enum ExitStatus {
     JobsFailed = 1,
     /// Bad input or settings, or a run that could not go on.
     Error = 2,
+    /// Stopped before passing `--max-cost`; `msgbatch resume --max-cost` continues.
+    BudgetExhausted = 3,
     /// Stopped by Ctrl-C; `msgbatch resume` continues.
     Interrupted = 130,
 }

@@ -74,6 +74,20 @@ impl ModelPrice {
     pub fn cost_pico_usd(&self, usage: &Usage) -> u64 {
         self.rates_for(usage).cost_pico_usd(usage)
     }
+
+    /// An upper bound on the cost of a request body of `request_bytes` bytes answered with
+    /// `max_tokens` tokens: at most one input token per three bytes, every one at the dearest
+    /// input-side rate (a 1-hour cache write), and the output at the dearest output rate.
+    pub fn worst_case_pico_usd(&self, request_bytes: u64, max_tokens: u64) -> u64 {
+        let tiers = std::iter::once(&self.rates).chain(self.long_context.as_ref().map(|(_, r)| r));
+        let input = tiers
+            .clone()
+            .map(|r| r.input.max(r.cache_write_5m).max(r.cache_write_1h))
+            .max()
+            .unwrap_or(0);
+        let output = tiers.map(|r| r.output).max().unwrap_or(0);
+        request_bytes.div_ceil(3) * input + max_tokens * output
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,9 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Spend of committed results, in pico-USD.
     pub spend_pico_usd: AtomicU64,
+    /// Worst-case cost of the jobs in flight, held against a budget until their outcome is
+    /// committed, in pico-USD.
+    pub reserved_pico_usd: AtomicU64,
 }
 
 impl Counters {
@@ -73,11 +76,19 @@ impl Progress {
         };
         let spend = {
             let counters = Arc::clone(&counters);
-            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+            move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let pico = Counters::get(&counters.spend_pico_usd);
+                let done = Counters::get(&counters.succeeded) + Counters::get(&counters.failed);
                 #[expect(clippy::cast_precision_loss, reason = "display only")]
                 let usd = pico as f64 / PICO_PER_USD as f64;
                 let _ = write!(w, "${usd:.4}");
+                // Projected total: this session's cost per finished job over the jobs left.
+                let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+                if done > 0 && left > 0 {
+                    #[expect(clippy::cast_precision_loss, reason = "display only")]
+                    let projected = usd + usd / done as f64 * left as f64;
+                    let _ = write!(w, " (→ ${projected:.2})");
+                }
             }
         };
         let style = ProgressStyle::with_template(

@@ -296,6 +296,9 @@ pub struct SendSettings {
     pub retry_max_delay: Duration,
     #[serde(with = "duration_ms", default = "default_stream_idle")]
     pub stream_idle_timeout: Duration,
+    /// The run's budget in pico-USD.
+    #[serde(default)]
+    pub max_cost_pico_usd: Option<u64>,
 }
 
 fn default_stream_idle() -> Duration {
@@ -312,6 +315,7 @@ impl SendSettings {
             retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_cost_pico_usd: None,
         }
         .overridden(args)
     }
@@ -326,6 +330,12 @@ impl SendSettings {
             retry_base_delay: args.retry_base_delay.unwrap_or(self.retry_base_delay),
             retry_max_delay: args.retry_max_delay.unwrap_or(self.retry_max_delay),
             stream_idle_timeout: args.stream_idle_timeout.unwrap_or(self.stream_idle_timeout),
+            max_cost_pico_usd: match args.max_cost {
+                Some(usd) => {
+                    Some(usd_to_pico(usd).context("--max-cost must be a positive number of USD")?)
+                }
+                None => self.max_cost_pico_usd,
+            },
         };
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");
@@ -351,6 +361,16 @@ pub struct RunSettings {
     pub mock: Option<MockSettings>,
     pub models: Vec<String>,
     pub defaults: crate::jobs::Defaults,
+}
+
+/// Converts USD to pico-USD; `None` for a negative or non-finite amount.
+pub fn usd_to_pico(usd: f64) -> Option<u64> {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked finite, non-negative and below 9 million USD"
+    )]
+    (usd.is_finite() && (0.0..9.0e6).contains(&usd)).then(|| (usd * 1e12).round() as u64)
 }
 
 mod duration_ms {

@@ -160,6 +160,40 @@ impl Client {
         Exchange { result, rate_limit }
     }
 
+    /// Counts the input tokens of a request body with the gateway's `count_tokens` endpoint
+    /// (the messages path with `/count_tokens` appended).
+    pub async fn count_tokens(&self, body: Bytes) -> Result<u64, AttemptError> {
+        let url = format!("{}/count_tokens", self.url.trim_end_matches('/'));
+        let response = self
+            .http
+            .post(&url)
+            .headers(self.headers.clone())
+            .timeout(self.timeouts.total)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let request_id = header_text(response.headers(), "request-id");
+        if response.status().as_u16() != 200 {
+            return Err(self.http_error(response, request_id).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct Counted {
+            input_tokens: u64,
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice::<Counted>(&body)
+            .map(|c| c.input_tokens)
+            .map_err(|e| AttemptError::InvalidResponse {
+                message: format!("count_tokens answered without input_tokens: {e}"),
+                body: self.scrub(error::keep_body(&body)),
+                request_id,
+            })
+    }
+
     async fn read_body(
         &self,
         response: reqwest::Response,

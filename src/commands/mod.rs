@@ -1,5 +1,6 @@
 //! One module per subcommand, and the session logic `run` and `resume` share.
 
+mod estimate;
 mod export;
 mod mock;
 mod report;
@@ -21,6 +22,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
+        Command::Estimate(args) => estimate::estimate(&global, *args).await,
         Command::Report(args) => report::report(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,

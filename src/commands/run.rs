@@ -1,14 +1,17 @@
 //! `msgbatch run`: load a job file into a new run, then send it.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 
 use super::{Global, session};
-use crate::cli::RunArgs;
+use crate::cli::{GatewayArgs, JobArgs, MockArgs, RunArgs, SendArgs};
 use crate::jobs::{self, Defaults, InputFormat, LoadOptions, LoadSummary};
+use crate::pricing::format_usd;
 use crate::settings::{
-    ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
+    ApiKey, ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
+    usd_to_pico,
 };
 use crate::store::{DbLock, NewJob, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
@@ -18,47 +21,67 @@ const LOAD_CHUNK: usize = 5000;
 /// Bad records printed before the rest are only counted.
 const SHOWN_ERRORS: usize = 50;
 
-pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
-    let mock = MockSettings::from_args(&args.mock);
+/// Resolves what a run (or an estimate) of a job file would use, checking everything that can
+/// be checked before the database is touched: the gateway and its key, prices, sending
+/// options, the template and the file.
+pub fn plan(
+    global: &Global,
+    jobs: &JobArgs,
+    gateway: &GatewayArgs,
+    mock: &MockArgs,
+    sending: &SendArgs,
+) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
+    let mock = MockSettings::from_args(mock);
     let gateway = if mock.is_some() {
         // The address is the session's own; what is stored is only that it was the mock.
         Gateway::mock("mock://in-process".to_owned())
     } else {
         let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
-        resolve_gateway(&args.gateway, &config, config_path.as_deref())?
+        resolve_gateway(gateway, &config, config_path.as_deref())?
     };
-    // Everything that can be checked before touching the database is checked first.
     let key = gateway.api_key()?;
     session::prices_for(&gateway)?;
-    let send = SendSettings::from_args(&args.sending)?;
-    let prompt_template = args
+    let send = SendSettings::from_args(sending)?;
+    let prompt_template = jobs
         .prompt_template
         .as_deref()
         .map(fs_err::read_to_string)
         .transpose()?;
-    if args.file.as_os_str() != "-" && !args.file.is_file() {
-        bail!("cannot read job file {}: no such file", args.file.display());
+    if jobs.file.as_os_str() != "-" && !jobs.file.is_file() {
+        bail!("cannot read job file {}: no such file", jobs.file.display());
     }
     let settings = RunSettings {
         gateway,
         send,
         mock,
-        models: args.models.clone(),
+        models: jobs.models.clone(),
         defaults: Defaults {
-            model: args.model.clone(),
-            max_tokens: args.max_tokens,
-            system: args.system.clone(),
-            temperature: args.temperature,
-            stream: args.stream,
+            model: jobs.model.clone(),
+            max_tokens: jobs.max_tokens,
+            system: jobs.system.clone(),
+            temperature: jobs.temperature,
+            stream: jobs.stream,
         },
     };
     let options = LoadOptions {
-        format: InputFormat::from_path(&args.file),
-        path: args.file.clone(),
+        format: InputFormat::from_path(&jobs.file),
+        path: jobs.file.clone(),
         defaults: settings.defaults.clone(),
         models: settings.models.clone(),
         prompt_template,
     };
+    Ok((settings, options, key))
+}
+
+pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
+    let (settings, options, key) =
+        plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+    if let Some(threshold) = args.confirm_above
+        && !args.yes
+        && !confirm(global, &options, &settings, threshold).await?
+    {
+        return Ok(ExitStatus::Error);
+    }
 
     let store = Store::open(&global.db).await?;
     let _lock = DbLock::acquire(&global.db)?;
@@ -71,12 +94,12 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             }
             name
         }
-        None => unique_name(&store, &args.file).await?,
+        None => unique_name(&store, &args.jobs.file).await?,
     };
     let run_id = store
         .create_run(&NewRun {
             name: name.clone(),
-            input_path: args.file.display().to_string(),
+            input_path: args.jobs.file.display().to_string(),
             input_sha256: String::new(),
             gateway_name: settings.gateway.name.clone(),
             base_url: settings.gateway.base_url.clone(),
@@ -99,7 +122,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
     }
     if summary.jobs == 0 {
         store.delete_run(run_id).await?;
-        bail!("{} holds no jobs to send", args.file.display());
+        bail!("{} holds no jobs to send", args.jobs.file.display());
     }
     store.set_input_sha256(run_id, &summary.sha256).await?;
     if summary.bad_records > 0 {
@@ -158,6 +181,62 @@ fn report_bad_records(summary: &LoadSummary) {
         "error: {} bad records; nothing was sent. Fix them, or pass --skip-invalid to record them as rejected and run the rest",
         summary.bad_records
     );
+}
+
+/// Estimates the file locally and, when the expected cost is above `threshold` USD, asks the
+/// user. Never asks without a terminal: the run is refused instead.
+async fn confirm(
+    global: &Global,
+    options: &LoadOptions,
+    settings: &RunSettings,
+    threshold: f64,
+) -> anyhow::Result<bool> {
+    let threshold_pico =
+        usd_to_pico(threshold).context("--confirm-above must be a positive number of USD")?;
+    let mean_output = if global.db.exists() {
+        Store::open(&global.db)
+            .await?
+            .mean_output_by_model()
+            .await?
+            .into_iter()
+            .map(|(model, mean, n)| (model, (mean, n)))
+            .collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    let prices = session::prices_for(&settings.gateway)?;
+    let options = options.clone();
+    let estimate = tokio::task::spawn_blocking(move || {
+        crate::estimate::local_estimate(&options, &prices, &mean_output, 0.5)
+    })
+    .await
+    .context("the estimate panicked")??;
+    if estimate.expected_pico_usd <= threshold_pico {
+        return Ok(true);
+    }
+    let figures = format!(
+        "the estimated cost is {} (worst case {}), above --confirm-above {}",
+        format_usd(estimate.expected_pico_usd),
+        format_usd(estimate.worst_pico_usd),
+        format_usd(threshold_pico)
+    );
+    if !std::io::stdin().is_terminal() {
+        bail!("{figures}, and there is no terminal to ask; pass --yes to run unattended");
+    }
+    #[expect(clippy::print_stderr, reason = "the question is for the user")]
+    {
+        eprint!("{figures}. Send? [y/N] ");
+    }
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let yes = matches!(answer.trim(), "y" | "Y" | "yes");
+    if !yes {
+        #[expect(clippy::print_stderr, reason = "the outcome is for the user")]
+        {
+            eprintln!("nothing sent");
+        }
+    }
+    Ok(yes)
 }
 
 /// Reads the job file on a blocking thread while this task inserts its chunks, so parsing

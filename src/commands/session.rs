@@ -79,6 +79,7 @@ pub async fn send(
             std::env::var_os("CI").is_some(),
             global.quiet,
         ),
+        budget_pico_usd: settings.send.max_cost_pico_usd,
     };
     store
         .set_run_status(run.id, RunStatus::Running, None)
@@ -86,6 +87,8 @@ pub async fn send(
     let session = runner.execute(run.id).await?;
     let (status, reason) = if let Some(halt) = &session.halt {
         (RunStatus::Interrupted, Some(halt.as_str()))
+    } else if let (Some(budget), true) = (&session.budget_stop, session.counts.pending > 0) {
+        (RunStatus::BudgetExhausted, Some(budget.as_str()))
     } else if session.interrupted {
         (RunStatus::Interrupted, Some("stopped by Ctrl-C"))
     } else if session.counts.pending > 0 {
@@ -113,6 +116,8 @@ pub async fn send(
     }
     Ok(if session.halt.is_some() {
         ExitStatus::Error
+    } else if status == RunStatus::BudgetExhausted {
+        ExitStatus::BudgetExhausted
     } else if status == RunStatus::Interrupted {
         ExitStatus::Interrupted
     } else if session.counts.failed > 0 {
@@ -174,6 +179,16 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session) {
         if let Some(halt) = &session.halt {
             eprintln!("stopped: {halt}");
         }
-        eprintln!("resume with: msgbatch resume {}", run.name);
+        if status == RunStatus::BudgetExhausted {
+            if let Some(reason) = &session.budget_stop {
+                eprintln!("stopped: {reason}");
+            }
+            eprintln!(
+                "resume with a higher budget: msgbatch resume {} --max-cost USD",
+                run.name
+            );
+        } else {
+            eprintln!("resume with: msgbatch resume {}", run.name);
+        }
     }
 }

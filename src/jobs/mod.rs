@@ -128,6 +128,9 @@ pub struct LoadSummary {
     pub sha256: String,
 }
 
+/// Jobs handed over together while loading.
+pub type NewJobChunk = Vec<NewJob>;
+
 /// How many bad records are kept for display; the rest are only counted.
 const KEPT_ERRORS: usize = 1000;
 

@@ -67,6 +67,8 @@ pub struct MockConfig {
     pub script: Vec<Fault>,
     /// Keep a log of every request (for tests).
     pub record: bool,
+    /// Answer 404 on `count_tokens`, like gateways that do not offer it.
+    pub no_count_tokens: bool,
 }
 
 /// One request as the mock saw it.
@@ -367,7 +369,7 @@ async fn handle(
         auth,
         anthropic_version: anthropic_version.clone(),
     };
-    let count_tokens = path.ends_with("/messages/count_tokens");
+    let count_tokens = path.ends_with("/messages/count_tokens") && !state.config.no_count_tokens;
     if request.method() != hyper::Method::POST || !(path.ends_with("/messages") || count_tokens) {
         entry.status = 404;
         state.record(entry);

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
-use crate::pricing::PriceTable;
-use crate::progress::Progress;
-use crate::store::{RunCounts, Store};
+use crate::pricing::{PriceTable, format_usd};
+use crate::progress::{Counters, Progress};
+use crate::store::{PendingJob, RunCounts, Store};
 
 /// The two shutdown stages.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +48,8 @@ pub struct Runner {
     pub concurrency: usize,
     pub shutdown: Shutdown,
     pub show_progress: bool,
+    /// The run's budget in pico-USD, counting what earlier sessions spent.
+    pub budget_pico_usd: Option<u64>,
 }
 
 /// How a session of a run ended.
@@ -55,6 +57,8 @@ pub struct Runner {
 pub struct Session {
     /// The writer stopped the run because it cannot succeed.
     pub halt: Option<String>,
+    /// Stopped before a job would have passed the budget; says why.
+    pub budget_stop: Option<String>,
     /// Stopped by the user.
     pub interrupted: bool,
     pub counts: RunCounts,
@@ -90,18 +94,23 @@ impl Runner {
             )),
             events,
         });
-        let dispatched = dispatch(&self.store, run_id, &shared, self.concurrency).await;
+        let budget = self.budget_pico_usd.map(|limit| Budget {
+            limit,
+            spent_before: u64::try_from(before.cost_pico_usd).unwrap_or(0),
+        });
+        let dispatched = dispatch(&self.store, run_id, &shared, self.concurrency, budget).await;
         let halt = shared.halt.lock().await.reason().map(str::to_owned);
         // Every sender must be gone for the writer to see the end of the stream.
         drop(shared);
         writer.await.context("the writer task failed")??;
-        dispatched?;
+        let budget_stop = dispatched?;
         progress.finish();
         let counts = self.store.run_counts(run_id).await?;
         let done_after = u64::try_from(counts.succeeded + counts.failed).unwrap_or(0);
         Ok(Session {
             interrupted: self.shutdown.stop.is_cancelled() && halt.is_none(),
             halt,
+            budget_stop,
             counts,
             finished: done_after.saturating_sub(done_before),
             elapsed: started.elapsed(),
@@ -109,18 +118,30 @@ impl Runner {
     }
 }
 
-/// Starts a worker for each pending job, at most `concurrency` at once, until none is left
-/// or the run is stopped; then waits for the workers.
+/// The budget of a session.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    limit: u64,
+    /// What earlier sessions of the run spent.
+    spent_before: u64,
+}
+
+/// Starts a worker for each pending job, at most `concurrency` at once, until none is left,
+/// the run is stopped, or the next job could pass the budget; then waits for the workers.
+/// Returns why the budget stopped dispatching, if it did.
 async fn dispatch(
     store: &Store,
     run_id: i64,
     shared: &Arc<worker::Shared>,
     concurrency: usize,
-) -> anyhow::Result<()> {
+    budget: Option<Budget>,
+) -> anyhow::Result<Option<String>> {
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut workers = JoinSet::new();
     let stop = shared.shutdown.stop.clone();
+    let counters = &shared.counters;
     let mut after = 0;
+    let mut budget_stop = None;
     'pages: while !stop.is_cancelled() {
         let page = store.pending_jobs(run_id, after, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -131,13 +152,42 @@ async fn dispatch(
                 () = stop.cancelled() => break 'pages,
                 permit = Arc::clone(&permits).acquire_owned() => permit.context("the job semaphore closed")?,
             };
+            let mut reserved = 0;
+            if let Some(budget) = budget {
+                match worst_case(&shared.prices, &job) {
+                    Some(worst) => {
+                        let committed =
+                            budget.spent_before + Counters::get(&counters.spend_pico_usd);
+                        let held = Counters::get(&counters.reserved_pico_usd);
+                        if committed + held + worst > budget.limit {
+                            budget_stop = Some(format!(
+                                "the next job could pass the --max-cost budget of {} (spent {}, {} held for jobs in flight, up to {} for the next)",
+                                format_usd(budget.limit),
+                                format_usd(committed),
+                                format_usd(held),
+                                format_usd(worst)
+                            ));
+                            break 'pages;
+                        }
+                        reserved = worst;
+                        Counters::add(&counters.reserved_pico_usd, worst);
+                    }
+                    None => {
+                        budget_stop = Some(format!(
+                            "model `{}` has no price, so --max-cost cannot bound its cost (give --prices)",
+                            job.model
+                        ));
+                        break 'pages;
+                    }
+                }
+            }
             // Reap finished workers as we go so the set stays as small as the concurrency.
             while let Some(done) = workers.try_join_next() {
                 done.context("a worker panicked")?;
             }
             let shared = Arc::clone(shared);
             workers.spawn(async move {
-                worker::run_job(&shared, job).await;
+                worker::run_job(&shared, job, reserved).await;
                 drop(permit);
             });
         }
@@ -145,5 +195,18 @@ async fn dispatch(
     while let Some(done) = workers.join_next().await {
         done.context("a worker panicked")?;
     }
-    Ok(())
+    Ok(budget_stop)
+}
+
+/// The most a job can cost, or `None` when its model has no price.
+fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        max_tokens: u64,
+    }
+    let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
+    prices
+        .lookup(&job.model)
+        .map(|price| price.worst_case_pico_usd(job.request.len() as u64, max_tokens))
 }

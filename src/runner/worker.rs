@@ -82,7 +82,7 @@ fn wants_stream(request: &str) -> bool {
     serde_json::from_str::<Probe>(request).is_ok_and(|p| p.stream)
 }
 
-pub async fn run_job(shared: &Shared, job: PendingJob) {
+pub async fn run_job(shared: &Shared, job: PendingJob, reserved_pico_usd: u64) {
     let stream = wants_stream(&job.request);
     let body = Bytes::from(job.request);
     let previous_attempts = job.attempts;
@@ -161,11 +161,17 @@ pub async fn run_job(shared: &Shared, job: PendingJob) {
             }
         }
     };
-    report(shared, job.id, attempts, outcome).await;
+    report(shared, job.id, attempts, outcome, reserved_pico_usd).await;
 }
 
 /// Hands a job's outcome to the writer, through the halt check when it is a final failure.
-async fn report(shared: &Shared, job: i64, attempts: i64, outcome: Outcome) {
+async fn report(
+    shared: &Shared,
+    job: i64,
+    attempts: i64,
+    outcome: Outcome,
+    reserved_pico_usd: u64,
+) {
     // The lock is held until the event is queued, so that events reach the writer in the
     // order the halt check saw them and a revert never overtakes the failure it reverts.
     let mut halt = shared.halt.lock().await;
@@ -203,6 +209,7 @@ async fn report(shared: &Shared, job: i64, attempts: i64, outcome: Outcome) {
             job,
             attempts,
             outcome,
+            reserved_pico_usd,
         })
         .await;
 }

@@ -18,6 +18,8 @@ pub enum Event {
         /// Attempts made on the job so far, over every session.
         attempts: i64,
         outcome: Outcome,
+        /// The budget reservation this job held, released once its outcome is committed.
+        reserved_pico_usd: u64,
     },
     /// Jobs recorded as failed that go back to pending: (job, attempts).
     Revert(Vec<(i64, i64)>),
@@ -51,6 +53,7 @@ pub async fn run(
         let mut succeeded = 0;
         let mut failed: i64 = 0;
         let mut spend = 0;
+        let mut released = 0;
         for event in buffer.drain(..) {
             match event {
                 Event::Attempt(attempt) => batch.attempts.push(attempt),
@@ -58,7 +61,9 @@ pub async fn run(
                     job,
                     attempts,
                     outcome,
+                    reserved_pico_usd,
                 } => {
+                    released += reserved_pico_usd;
                     let update = match outcome {
                         Outcome::Succeeded(result) => {
                             succeeded += 1;
@@ -105,6 +110,8 @@ pub async fn run(
         store.write(&batch).await?;
         Counters::add(&counters.succeeded, succeeded);
         Counters::add(&counters.spend_pico_usd, spend);
+        // Released only now: until the commit, the job's spend is not in the spend counter.
+        Counters::sub(&counters.reserved_pico_usd, released);
         let failed_total = Counters::get(&counters.failed).saturating_add_signed(failed);
         counters
             .failed

@@ -278,10 +278,10 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
         }
-        const RESULT_COLUMNS: usize = 18;
+        const RESULT_COLUMNS: usize = 17;
         for chunk in batch.results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO results (job, response, message_id, response_model, stop_reason,
+                "INSERT INTO results (job, message_id, response_model, stop_reason,
                     stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
                     cache_write_5m_tokens, cache_write_1h_tokens, cache_read_input_tokens,
                     service_tier, latency_ms, ttft_ms, streamed, cost_pico_usd,
@@ -290,7 +290,6 @@ impl Store {
             builder.push_values(chunk, |mut row, r| {
                 let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 row.push_bind(r.job)
-                    .push_bind(r.response.clone())
                     .push_bind(r.message_id.clone())
                     .push_bind(r.response_model.clone())
                     .push_bind(r.stop_reason.clone())
@@ -307,6 +306,12 @@ impl Store {
                     .push_bind(r.streamed)
                     .push_bind(r.cost_pico_usd.map(tokens))
                     .push_bind(r.completed_at_ms);
+            });
+            builder.build().execute(&mut *tx).await?;
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO responses (job, body) ");
+            builder.push_values(chunk, |mut row, r| {
+                row.push_bind(r.job).push_bind(r.response.clone());
             });
             builder.build().execute(&mut *tx).await?;
         }
@@ -373,17 +378,27 @@ impl Store {
         .await?)
     }
 
+    /// Mean output tokens and result count per model over every run in the database.
+    pub async fn mean_output_by_model(&self) -> Result<Vec<(String, f64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.model, AVG(r.output_tokens), COUNT(*) FROM results r
+             JOIN jobs j ON j.id = r.job GROUP BY j.model",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Streams every job of a run with its result or last error, in input order, to `sink`.
     pub async fn export_rows<F>(&self, run_id: i64, mut sink: F) -> Result<u64, anyhow::Error>
     where
         F: FnMut(ExportRow) -> anyhow::Result<()>,
     {
         let mut rows = sqlx::query_as::<_, ExportRow>(
-            "SELECT j.job_id, j.model, j.state, j.error, r.response,
+            "SELECT j.job_id, j.model, j.state, j.error, b.body AS response,
                     a.error_type AS last_error_type, a.error_message AS last_error_message,
                     a.error_body AS last_error_body, a.http_status AS last_http_status
              FROM jobs j
-             LEFT JOIN results r ON r.job = j.id
+             LEFT JOIN responses b ON b.job = j.id
              LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE job = j.id)
              WHERE j.run_id = ?1
              ORDER BY j.id",

@@ -133,7 +133,7 @@ pub async fn job_states(pool: &SqlitePool) -> Vec<(String, String, i64)> {
 /// (job id, answer text) for every stored result.
 pub async fn answers(pool: &SqlitePool) -> Vec<(String, String)> {
     sqlx::query(
-        "SELECT j.job_id, r.response FROM results r JOIN jobs j ON j.id = r.job ORDER BY j.id",
+        "SELECT j.job_id, b.body FROM responses b JOIN jobs j ON j.id = b.job ORDER BY j.id",
     )
     .fetch_all(pool)
     .await

@@ -30,7 +30,7 @@ async fn a_streamed_answer_is_stored_exactly_as_the_plain_one() {
     let output = ws.run(&args(&["run", "jobs.jsonl"], &gateway)).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;
-    let rows = sqlx::query("SELECT j.job_id, r.response, r.streamed, r.ttft_ms, r.output_tokens FROM results r JOIN jobs j ON j.id = r.job ORDER BY j.id")
+    let rows = sqlx::query("SELECT j.job_id, b.body, r.streamed, r.ttft_ms, r.output_tokens FROM results r JOIN responses b ON b.job = r.job JOIN jobs j ON j.id = r.job ORDER BY j.id")
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -123,7 +123,7 @@ async fn error_events_and_cut_streams_are_retried_and_nothing_partial_is_stored(
         ]
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 1);
-    let response: String = sqlx::query_scalar("SELECT response FROM results")
+    let response: String = sqlx::query_scalar("SELECT body FROM responses")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -1,0 +1,231 @@
+//! `msgbatch estimate`: what a job file would cost, before anything is spent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use super::{Global, run, session};
+use crate::ExitStatus;
+use crate::cli::EstimateArgs;
+use crate::client::{AttemptError, Client, Timeouts};
+use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
+use crate::jobs::{self, NewJobChunk};
+use crate::limiter::Limiter;
+use crate::mock::{MockConfig, MockServer};
+use crate::pricing::format_usd;
+use crate::store::Store;
+
+/// Attempts per count_tokens request.
+const COUNT_ATTEMPTS: u32 = 4;
+
+pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<ExitStatus> {
+    if !(0.0..=1.0).contains(&args.output_fraction) {
+        anyhow::bail!("--output-fraction must be between 0 and 1");
+    }
+    let (settings, options, key) =
+        run::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+    let mock = match &settings.mock {
+        Some(_) => Some(
+            MockServer::start(MockConfig::default())
+                .await
+                .context("failed to start the mock gateway")?,
+        ),
+        None => None,
+    };
+    let gateway = mock.as_ref().map_or_else(
+        || settings.gateway.clone(),
+        |m| crate::settings::Gateway::mock(m.base_url()),
+    );
+    let client = Client::new(
+        &gateway,
+        key,
+        Timeouts {
+            total: settings.send.timeout,
+            stream_idle: settings.send.stream_idle_timeout,
+        },
+        settings.send.concurrency,
+    )?;
+    let limiter = Limiter::new(settings.send.rpm);
+    let prices = session::prices_for(&settings.gateway)?;
+
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        jobs::load(&options, false, 1000, |chunk| {
+            sender.blocking_send(chunk).context("the estimator stopped")
+        })
+    });
+    let mut estimator = Estimator::new();
+    let mut counting = !args.no_count_tokens;
+    let mut counted_jobs = 0_u64;
+    let mut local_jobs = 0_u64;
+    while let Some(chunk) = receiver.recv().await {
+        let mut parsed = Vec::with_capacity(chunk.len());
+        for job in chunk {
+            let body: Map<String, Value> =
+                serde_json::from_str(&job.request).context("a loaded job is not JSON")?;
+            // The local view must see jobs in file order for the cache replay.
+            let input = estimator.local(&body);
+            parsed.push((job.model, body, input));
+        }
+        let counts: Vec<Option<u64>> = if counting {
+            let results: Vec<Result<u64, AttemptError>> = futures_util::stream::iter(parsed.iter())
+                .map(|(_, body, _)| count_with_retries(&client, &limiter, body))
+                .buffered(settings.send.concurrency)
+                .collect()
+                .await;
+            if let Some(Err(error)) = results.iter().find(|r| r.is_err())
+                && counted_jobs == 0
+                && matches!(error.http_status(), Some(404 | 405 | 501))
+            {
+                warn(&format!(
+                    "the gateway has no count_tokens endpoint ({error}); using the local estimate (about 4 bytes per token)"
+                ));
+                counting = false;
+            }
+            if counting {
+                results.into_iter().map(Result::ok).collect()
+            } else {
+                vec![None; parsed.len()]
+            }
+        } else {
+            vec![None; parsed.len()]
+        };
+        for ((model, _, input), count) in parsed.into_iter().zip(counts) {
+            if count.is_some() {
+                counted_jobs += 1;
+            } else {
+                local_jobs += 1;
+            }
+            estimator.add(&model, input, count);
+        }
+    }
+    let summary = reader.await.context("the job reader panicked")??;
+    if summary.bad_records > 0 {
+        for error in summary.errors.iter().take(20) {
+            warn(&error.to_string());
+        }
+        warn(&format!(
+            "{} bad records left out of the estimate",
+            summary.bad_records
+        ));
+    }
+    let mean_output: HashMap<String, (f64, i64)> = if global.db.exists() {
+        let store = Store::open(&global.db).await?;
+        store
+            .mean_output_by_model()
+            .await?
+            .into_iter()
+            .map(|(model, mean, n)| (model, (mean, n)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let source = if counted_jobs > 0 {
+        TokenSource::CountTokens
+    } else {
+        TokenSource::Local
+    };
+    let estimate = estimator.finish(source, &prices, &mean_output, args.output_fraction);
+    print(
+        &estimate,
+        counted_jobs,
+        local_jobs,
+        &args.jobs.file.display().to_string(),
+    );
+    Ok(ExitStatus::Success)
+}
+
+async fn count_with_retries(
+    client: &Client,
+    limiter: &Limiter,
+    body: &Map<String, Value>,
+) -> Result<u64, AttemptError> {
+    let bytes = Bytes::from(serde_json::to_vec(&count_tokens_body(body)).unwrap_or_default());
+    let mut attempt = 0;
+    loop {
+        limiter.until_ready().await;
+        match client.count_tokens(bytes.clone()).await {
+            Ok(n) => return Ok(n),
+            Err(e) if e.is_retryable() && attempt + 1 < COUNT_ATTEMPTS => {
+                let backoff = Duration::from_millis(250 << attempt);
+                tokio::time::sleep(e.retry_after().map_or(backoff, |r| r.max(backoff))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[expect(clippy::print_stderr, reason = "warnings go to stderr")]
+fn warn(message: &str) {
+    eprintln!("warning: {message}");
+}
+
+#[expect(clippy::print_stdout, reason = "the estimate is the command's output")]
+fn print(estimate: &Estimate, counted: u64, local: u64, file: &str) {
+    let source = match (counted, local) {
+        (_, 0) => "input counted by the gateway's count_tokens".to_owned(),
+        (0, _) => "input estimated locally (about 4 bytes per token)".to_owned(),
+        (c, l) => format!("input counted by count_tokens for {c} jobs, estimated locally for {l}"),
+    };
+    println!("estimate for {file}: {source}");
+    println!(
+        "\n{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+        "model",
+        "jobs",
+        "input",
+        "cache wr",
+        "cache rd",
+        "out exp",
+        "out max",
+        "expected",
+        "worst case"
+    );
+    let money = |pico: Option<u64>| pico.map_or_else(|| "unpriced".to_owned(), format_usd);
+    for m in &estimate.models {
+        println!(
+            "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+            m.model,
+            m.jobs,
+            m.input_tokens,
+            m.cache_write_5m + m.cache_write_1h,
+            m.cache_read,
+            m.expected_output_tokens,
+            m.max_output_tokens,
+            money(m.expected_pico_usd),
+            money(m.worst_pico_usd),
+        );
+    }
+    let incomplete = if estimate.unpriced.is_empty() {
+        ""
+    } else {
+        "+"
+    };
+    println!(
+        "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+        "total",
+        estimate.models.iter().map(|m| m.jobs).sum::<u64>(),
+        "",
+        "",
+        "",
+        "",
+        "",
+        format!("{}{incomplete}", format_usd(estimate.expected_pico_usd)),
+        format!("{}{incomplete}", format_usd(estimate.worst_pico_usd)),
+    );
+    println!();
+    for m in &estimate.models {
+        println!("expected output of {}: {}", m.model, m.output_basis);
+    }
+    println!("worst case: every answer runs to max_tokens and nothing is read from the cache");
+    if !estimate.unpriced.is_empty() {
+        println!(
+            "+ no price for {}: left out of the totals (give --prices)",
+            estimate.unpriced.join(", ")
+        );
+    }
+}
