@@ -11,11 +11,10 @@ use serde_json::{Map, Value};
 use super::{Global, run, session};
 use crate::ExitStatus;
 use crate::cli::EstimateArgs;
-use crate::client::{AttemptError, Client, Timeouts};
+use crate::client::{AttemptError, Client};
 use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
-use crate::mock::{MockConfig, MockServer};
 use crate::pricing::format_usd;
 use crate::store::Store;
 
@@ -28,27 +27,8 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
     }
     let (settings, options, key) =
         run::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
-    let mock = match &settings.mock {
-        Some(_) => Some(
-            MockServer::start(MockConfig::default())
-                .await
-                .context("failed to start the mock gateway")?,
-        ),
-        None => None,
-    };
-    let gateway = mock.as_ref().map_or_else(
-        || settings.gateway.clone(),
-        |m| crate::settings::Gateway::mock(m.base_url()),
-    );
-    let client = Client::new(
-        &gateway,
-        key,
-        Timeouts {
-            total: settings.send.timeout,
-            stream_idle: settings.send.stream_idle_timeout,
-        },
-        settings.send.concurrency,
-    )?;
+    // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
+    let (_mock, client) = session::connect(&settings, key).await?;
     let limiter = Limiter::new(settings.send.rpm);
     let prices = session::prices_for(&settings.gateway)?;
 
@@ -113,17 +93,7 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
             summary.bad_records
         ));
     }
-    let mean_output: HashMap<String, (f64, i64)> = if global.db.exists() {
-        let store = Store::open(&global.db).await?;
-        store
-            .mean_output_by_model()
-            .await?
-            .into_iter()
-            .map(|(model, mean, n)| (model, (mean, n)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let mean_output = mean_output(&global.db).await?;
     let source = if counted_jobs > 0 {
         TokenSource::CountTokens
     } else {
@@ -137,6 +107,20 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
         &args.jobs.file.display().to_string(),
     );
     Ok(ExitStatus::Success)
+}
+
+/// Mean output tokens per model over the earlier results in the database, if there is one.
+pub async fn mean_output(db: &std::path::Path) -> anyhow::Result<HashMap<String, (f64, i64)>> {
+    if !db.exists() {
+        return Ok(HashMap::new());
+    }
+    let store = Store::open(db).await?;
+    Ok(store
+        .mean_output_by_model()
+        .await?
+        .into_iter()
+        .map(|(model, mean, n)| (model, (mean, n)))
+        .collect())
 }
 
 async fn count_with_retries(

@@ -193,17 +193,7 @@ async fn confirm(
 ) -> anyhow::Result<bool> {
     let threshold_pico =
         usd_to_pico(threshold).context("--confirm-above must be a positive number of USD")?;
-    let mean_output = if global.db.exists() {
-        Store::open(&global.db)
-            .await?
-            .mean_output_by_model()
-            .await?
-            .into_iter()
-            .map(|(model, mean, n)| (model, (mean, n)))
-            .collect()
-    } else {
-        std::collections::HashMap::new()
-    };
+    let mean_output = super::estimate::mean_output(&global.db).await?;
     let prices = session::prices_for(&settings.gateway)?;
     let options = options.clone();
     let estimate = tokio::task::spawn_blocking(move || {

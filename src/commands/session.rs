@@ -24,16 +24,12 @@ pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
     })
 }
 
-/// Sends every pending job of `run`, records how the session ended and prints a summary.
-pub async fn send(
-    global: &Global,
-    store: &Store,
-    run: &RunRow,
+/// The client for a run's gateway, starting a fresh in-process mock for a mock run (kept
+/// alive by the returned handle).
+pub async fn connect(
     settings: &RunSettings,
     key: Option<ApiKey>,
-    shutdown: Shutdown,
-) -> anyhow::Result<ExitStatus> {
-    // A mock run gets a fresh in-process mock; it lives as long as this session.
+) -> anyhow::Result<(Option<MockServer>, Client)> {
     let mock = match &settings.mock {
         Some(mock) => Some(
             MockServer::start(MockConfig {
@@ -62,6 +58,20 @@ pub async fn send(
         },
         settings.send.concurrency,
     )?;
+    Ok((mock, client))
+}
+
+/// Sends every pending job of `run`, records how the session ended and prints a summary.
+pub async fn send(
+    global: &Global,
+    store: &Store,
+    run: &RunRow,
+    settings: &RunSettings,
+    key: Option<ApiKey>,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
+    // Held until the session ends: a mock run's gateway lives as long as this session.
+    let (_mock, client) = connect(settings, key).await?;
     let runner = Runner {
         store: store.clone(),
         client,
@@ -127,18 +137,6 @@ pub async fn send(
     })
 }
 
-fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
 #[expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -153,10 +151,10 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session) {
     );
     println!(
         "  tokens  input {} · cache write {} · cache read {} · output {}",
-        thousands(c.input_tokens),
-        thousands(c.cache_creation_input_tokens),
-        thousands(c.cache_read_input_tokens),
-        thousands(c.output_tokens)
+        report::count(c.input_tokens),
+        report::count(c.cache_creation_input_tokens),
+        report::count(c.cache_read_input_tokens),
+        report::count(c.output_tokens)
     );
     let unpriced = if c.unpriced > 0 {
         format!(" (incomplete: {} results of unpriced models)", c.unpriced)

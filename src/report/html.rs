@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{Group, Report};
-use crate::pricing::format_usd;
+use super::{Report, usd};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -24,14 +23,6 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn usd(pico: i64) -> String {
-    if pico < 0 {
-        format!("-{}", format_usd(pico.unsigned_abs()))
-    } else {
-        format_usd(pico.unsigned_abs())
-    }
 }
 
 type Chart = Result<String, Box<dyn std::error::Error>>;
@@ -237,22 +228,6 @@ fn row(cells: &[String]) -> String {
     out
 }
 
-fn groups_with_totals(report: &Report) -> Vec<(String, &Group)> {
-    let mut rows: Vec<(String, &Group)> =
-        report.groups.iter().map(|g| (report.label(g), g)).collect();
-    if report.group_by != "run" {
-        rows.extend(report.totals.iter().map(|t| {
-            let label = if report.multi_run() {
-                format!("{} (all)", t.run)
-            } else {
-                "all".to_owned()
-            };
-            (label, t)
-        }));
-    }
-    rows
-}
-
 /// The whole page.
 pub fn html(report: &Report) -> anyhow::Result<String> {
     let charts = [
@@ -293,7 +268,7 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     for warning in &report.warnings {
         let _ = writeln!(out, "<p class=\"warn\">warning: {}</p>", escape(warning));
     }
-    let rows = groups_with_totals(report);
+    let rows = report.rows();
     out.push_str("<h2>Cost</h2>\n<table><thead>");
     out.push_str(&row(&[
         "group",

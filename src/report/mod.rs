@@ -18,7 +18,7 @@ use crate::store::{GroupBy, Measure, RunRow, Store, TokenSlice};
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::html;
-pub use text::{markdown, table};
+pub use text::{count, markdown, table};
 
 /// The percentiles every latency figure reports.
 const PERCENTILES: [i64; 4] = [50, 90, 95, 99];
@@ -171,6 +171,16 @@ pub struct Options {
     pub reprice: Option<PriceTable>,
 }
 
+/// Signed pico-USD as dollars.
+pub fn usd(pico: i64) -> String {
+    let amount = crate::pricing::format_usd(pico.unsigned_abs());
+    if pico < 0 {
+        format!("-{amount}")
+    } else {
+        amount
+    }
+}
+
 #[expect(clippy::cast_precision_loss, reason = "ratios for display")]
 fn ratio(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
@@ -252,6 +262,24 @@ impl Report {
     /// Whether several runs are side by side.
     pub fn multi_run(&self) -> bool {
         self.runs.len() > 1
+    }
+
+    /// The rows a rendering shows: every group, then each run's total (unless the groups are
+    /// the runs themselves).
+    pub fn rows(&self) -> Vec<(String, &Group)> {
+        let mut rows: Vec<(String, &Group)> =
+            self.groups.iter().map(|g| (self.label(g), g)).collect();
+        if self.group_by != "run" {
+            rows.extend(self.totals.iter().map(|t| {
+                let label = if self.multi_run() {
+                    format!("{} (all)", t.run)
+                } else {
+                    "all".to_owned()
+                };
+                (label, t)
+            }));
+        }
+        rows
     }
 
     /// The label of a group: its key, prefixed by its run when several runs are shown.

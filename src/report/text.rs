@@ -2,18 +2,11 @@
 
 use std::fmt::Write as _;
 
+use super::usd;
 use super::{Group, Percentiles, Report};
-use crate::pricing::format_usd;
 
-fn usd(pico: i64) -> String {
-    if pico < 0 {
-        format!("-{}", format_usd(pico.unsigned_abs()))
-    } else {
-        format_usd(pico.unsigned_abs())
-    }
-}
-
-fn count(n: i64) -> String {
+/// An integer with thousands separators.
+pub fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -63,24 +56,6 @@ fn cost_cell(group: &Group) -> String {
     cell
 }
 
-fn rows(report: &Report) -> Vec<(String, &Group)> {
-    let mut rows: Vec<(String, &Group)> =
-        report.groups.iter().map(|g| (report.label(g), g)).collect();
-    if report.group_by != "run" || report.multi_run() {
-        for total in &report.totals {
-            let label = if report.multi_run() {
-                format!("{} (all)", total.run)
-            } else {
-                "all".to_owned()
-            };
-            if report.group_by != "run" || !report.multi_run() {
-                rows.push((label, total));
-            }
-        }
-    }
-    rows
-}
-
 fn stop_line(group: &Group) -> String {
     let total: i64 = group.stop_reasons.iter().map(|(_, n)| n).sum();
     group
@@ -121,7 +96,7 @@ fn header(report: &Report, out: &mut String) {
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
     header(report, &mut out);
-    let rows = rows(report);
+    let rows = report.rows();
     let _ = writeln!(
         out,
         "\n{:<26} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>15}",
@@ -255,7 +230,7 @@ pub fn markdown(report: &Report) -> String {
         "- grouped by {}; prices: {}",
         report.group_by, report.prices
     );
-    let rows = rows(report);
+    let rows = report.rows();
     let _ = writeln!(
         out,
         "\n## Cost\n\n| group | succeeded | failed | input | cache write 5m | cache write 1h | cache read | output | cost | batch API | cache saved | cache hit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
