@@ -64,6 +64,8 @@ CREATE TABLE attempts (
 );
 
 CREATE INDEX attempts_job ON attempts (job);
+-- Failed attempts only, for the error counts of reports.
+CREATE INDEX attempts_failed ON attempts (job) WHERE error_type IS NOT NULL;
 
 -- The figures of each successful answer. The body itself lives in `responses`, so that
 -- reports scanning a million results read narrow rows.
@@ -88,6 +90,9 @@ CREATE TABLE results (
     cost_pico_usd                INTEGER,
     completed_at_ms              INTEGER NOT NULL
 );
+
+-- Streamed results only, for the time-to-first-token figures of reports.
+CREATE INDEX results_streamed ON results (job) WHERE ttft_ms IS NOT NULL;
 
 -- The final response body of each result, as received (or as rebuilt from a stream).
 CREATE TABLE responses (

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::pricing::{ModelPrice, PriceTable, Rates};
-use crate::store::{GroupBy, Measure, RunRow, Store, TokenSlice};
+use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store};
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::html;
@@ -131,6 +131,16 @@ pub struct Group {
     pub retries: i64,
     pub errors: Vec<ErrorCount>,
     pub stop_reasons: Vec<(String, i64)>,
+    #[serde(skip)]
+    sums: Sums,
+}
+
+/// Sums that become ratios in [`Group::finish`].
+#[derive(Debug, Clone, Default)]
+struct Sums {
+    attempts: i64,
+    sent_jobs: i64,
+    generation_ms: i64,
 }
 
 impl Group {
@@ -189,11 +199,106 @@ fn ratio(part: i64, whole: i64) -> Option<f64> {
 impl Report {
     pub async fn build(store: &Store, runs: &[RunRow], options: &Options) -> anyhow::Result<Self> {
         let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let names: HashMap<i64, &str> = runs.iter().map(|r| (r.id, r.name.as_str())).collect();
+        let name = |id: i64| names.get(&id).copied().unwrap_or("?").to_owned();
+        let by_run = options.by == GroupBy::Run;
+        // Each row feeds its group and its run's total; `key_of` picks the group.
+        let key_of = |run: &str, key: String| if by_run { run.to_owned() } else { key };
+
+        let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
+        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+        let mut totals: BTreeMap<(String, String), Group> = BTreeMap::new();
+        let mut unpriced: BTreeSet<String> = BTreeSet::new();
+        for row in store.report_rows(&ids, &options.by, threshold).await? {
+            let run = name(row.run_id);
+            let key = key_of(&run, row.key.clone());
+            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
+                let group = map
+                    .entry((run.clone(), key.clone()))
+                    .or_insert_with(|| Group {
+                        run: run.clone(),
+                        key,
+                        ..Group::default()
+                    });
+                add_row(group, &row, options, &mut unpriced);
+            }
+        }
+        let mut histogram = Histogram::default();
+        for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
+            let mut values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
+            let mut total_values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
+            for row in store.report_values(&ids, &options.by, measure).await? {
+                let run = name(row.run_id);
+                let key = key_of(&run, row.key);
+                *values
+                    .entry((run.clone(), key))
+                    .or_default()
+                    .entry(row.value)
+                    .or_default() += row.count;
+                *total_values
+                    .entry((run.clone(), run))
+                    .or_default()
+                    .entry(row.value)
+                    .or_default() += row.count;
+            }
+            for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
+                for (key, counts) in values {
+                    if let Some(group) = map.get_mut(key) {
+                        let p = percentiles(counts);
+                        if is_ttft {
+                            group.ttft_ms = p;
+                        } else {
+                            group.latency_ms = p;
+                        }
+                    }
+                }
+            }
+            if !is_ttft {
+                histogram = Histogram::from_values(&values);
+            }
+        }
+        for row in store.report_errors(&ids, &options.by).await? {
+            let run = name(row.run_id);
+            let key = key_of(&run, row.key.clone());
+            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
+                if let Some(group) = map.get_mut(&(run.clone(), key)) {
+                    match group.errors.iter_mut().find(|e| {
+                        e.error_type == row.error_type && e.http_status == row.http_status
+                    }) {
+                        Some(e) => e.attempts += row.count,
+                        None => group.errors.push(ErrorCount {
+                            error_type: row.error_type.clone(),
+                            http_status: row.http_status,
+                            attempts: row.count,
+                        }),
+                    }
+                }
+            }
+        }
+
         let mut warnings = Vec::new();
-        let groups = build_groups(store, &ids, &options.by, options, &mut warnings).await?;
-        let mut ignored = Vec::new();
-        let totals = build_groups(store, &ids, &GroupBy::Run, options, &mut ignored).await?;
-        for total in &totals {
+        for model in &unpriced {
+            warnings.push(format!(
+                "no price for model `{model}`: its results are left out of the costs, which are incomplete (give --prices)"
+            ));
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        for group in &mut groups {
+            group.finish();
+            if let Some(share) = group.truncated_share().filter(|s| *s >= MAX_TOKENS_WARNING) {
+                warnings.push(format!(
+                    "{}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
+                    group.key,
+                    share * 100.0
+                ));
+            }
+        }
+        let mut totals: Vec<Group> = runs
+            .iter()
+            .filter_map(|r| totals.remove(&(r.name.clone(), r.name.clone())))
+            .collect();
+        for total in &mut totals {
+            total.finish();
             if total.jobs.pending > 0 {
                 warnings.push(format!(
                     "run {} has {} pending jobs: this report covers what was finished",
@@ -205,30 +310,10 @@ impl Report {
                 warnings.push(format!(
                     "run {}: the costs stored with its results add up to {}, the price table gives {}; prices changed since the run or --prices differs, and this report uses the table",
                     total.run,
-                    crate::pricing::format_usd(u64::try_from(stored).unwrap_or(0)),
-                    crate::pricing::format_usd(u64::try_from(total.cost.total_pico_usd).unwrap_or(0)),
+                    usd(stored),
+                    usd(total.cost.total_pico_usd),
                 ));
             }
-        }
-        let max_latency = totals
-            .iter()
-            .filter_map(|t| t.latency_ms.map(|l| l.max))
-            .max()
-            .unwrap_or(0);
-        let bucket_ms = (max_latency / 20 + 1).max(1);
-        let mut histogram = Histogram {
-            bucket_ms,
-            counts: BTreeMap::new(),
-        };
-        for row in store
-            .report_latency_histogram(&ids, &options.by, bucket_ms)
-            .await?
-        {
-            histogram
-                .counts
-                .entry((row.run, row.key))
-                .or_default()
-                .insert(row.status.unwrap_or(0), row.count);
         }
         let differences = differences(&totals);
         Ok(Self {
@@ -292,104 +377,77 @@ impl Report {
     }
 }
 
-async fn build_groups(
-    store: &Store,
-    ids: &[i64],
-    by: &GroupBy,
-    options: &Options,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<Vec<Group>> {
-    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-    for row in store.report_counts(ids, by).await? {
-        let group = groups
-            .entry((row.run.clone(), row.key.clone()))
-            .or_default();
-        group.run = row.run;
-        group.key = row.key;
-        group.jobs = Jobs {
-            total: row.total,
-            succeeded: row.succeeded,
-            failed: row.failed,
-            rejected: row.rejected,
-            pending: row.pending,
-        };
-        group.attempts_per_job = ratio(row.attempts, row.sent_jobs);
-        group.retries = row.attempts - row.sent_jobs;
-        group.output_tokens_per_second = ratio(row.output_tokens * 1000, row.generation_ms);
+/// Nearest-rank percentiles from the counts of each distinct value: the value at 1-based rank
+/// `ceil(p/100 · n)` of the `n` sorted values.
+fn percentiles(counts: &BTreeMap<i64, i64>) -> Option<Percentiles> {
+    let n: i64 = counts.values().sum();
+    if n == 0 {
+        return None;
     }
-    let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
-    let mut unpriced: BTreeSet<String> = BTreeSet::new();
-    for slice in store.report_slices(ids, by, threshold).await? {
-        let Some(group) = groups.get_mut(&(slice.run.clone(), slice.key.clone())) else {
-            continue;
-        };
-        add_slice(group, &slice, options, &mut unpriced);
-    }
-    for model in &unpriced {
-        warnings.push(format!(
-            "no price for model `{model}`: its results are left out of the costs, which are incomplete (give --prices)"
-        ));
-    }
-    for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
-        let mut found: HashMap<(String, String), Percentiles> = HashMap::new();
-        for row in store.report_ranks(ids, by, measure, &PERCENTILES).await? {
-            let p = found.entry((row.run.clone(), row.key.clone())).or_default();
-            p.count = row.n;
-            for (percentile, slot) in PERCENTILES
-                .iter()
-                .zip([&mut p.p50, &mut p.p90, &mut p.p95, &mut p.p99])
-            {
-                if row.rank == (percentile * row.n + 99) / 100 {
-                    *slot = row.value;
+    let at_rank = |rank: i64| {
+        let mut seen = 0;
+        for (value, count) in counts {
+            seen += count;
+            if seen >= rank {
+                return *value;
+            }
+        }
+        counts.keys().next_back().copied().unwrap_or(0)
+    };
+    let rank = |p: i64| (p * n + 99) / 100;
+    Some(Percentiles {
+        count: n,
+        p50: at_rank(rank(PERCENTILES[0])),
+        p90: at_rank(rank(PERCENTILES[1])),
+        p95: at_rank(rank(PERCENTILES[2])),
+        p99: at_rank(rank(PERCENTILES[3])),
+        max: at_rank(n),
+    })
+}
+
+impl Histogram {
+    /// About twenty equal-width bins up to the largest value of any group.
+    fn from_values(values: &BTreeMap<(String, String), BTreeMap<i64, i64>>) -> Self {
+        let max = values
+            .values()
+            .filter_map(|c| c.keys().next_back().copied())
+            .max()
+            .unwrap_or(0);
+        let bucket_ms = (max / 20 + 1).max(1);
+        let counts = values
+            .iter()
+            .map(|(key, counts)| {
+                let mut bins: BTreeMap<i64, i64> = BTreeMap::new();
+                for (value, count) in counts {
+                    *bins.entry(value / bucket_ms).or_default() += count;
                 }
-            }
-            if row.rank == row.n {
-                p.max = row.value;
-            }
-        }
-        for (key, percentiles) in found {
-            if let Some(group) = groups.get_mut(&key) {
-                if is_ttft {
-                    group.ttft_ms = Some(percentiles);
-                } else {
-                    group.latency_ms = Some(percentiles);
-                }
-            }
-        }
+                (key.clone(), bins)
+            })
+            .collect();
+        Self { bucket_ms, counts }
     }
-    for row in store.report_errors(ids, by).await? {
-        if let Some(group) = groups.get_mut(&(row.run, row.key)) {
-            group.errors.push(ErrorCount {
-                error_type: row.label.unwrap_or_default(),
-                http_status: row.status,
-                attempts: row.count,
-            });
-        }
-    }
-    for row in store.report_stop_reasons(ids, by).await? {
-        if let Some(group) = groups.get_mut(&(row.run, row.key)) {
-            group
-                .stop_reasons
-                .push((row.label.unwrap_or_else(|| "(none)".to_owned()), row.count));
-        }
-    }
-    let mut groups: Vec<Group> = groups.into_values().collect();
-    for group in &mut groups {
-        let t = &group.tokens;
-        group.cache_hit_ratio = ratio(
+}
+
+impl Group {
+    /// Turns the sums into ratios once every row is in.
+    fn finish(&mut self) {
+        let t = &self.tokens;
+        self.cache_hit_ratio = ratio(
             t.cache_read,
             t.input + t.cache_write_5m + t.cache_write_1h + t.cache_read,
         );
-        group.cost.complete = group.cost.unpriced_results == 0;
-        if let Some(share) = group.truncated_share().filter(|s| *s >= MAX_TOKENS_WARNING) {
-            warnings.push(format!(
-                "{}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
-                group.key,
-                share * 100.0
-            ));
-        }
+        self.cost.complete = self.cost.unpriced_results == 0;
+        self.attempts_per_job = ratio(self.sums.attempts, self.sums.sent_jobs);
+        self.retries = self.sums.attempts - self.sums.sent_jobs;
+        self.output_tokens_per_second = ratio(self.tokens.output * 1000, self.sums.generation_ms);
+        self.stop_reasons
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        self.errors.sort_by(|a, b| {
+            b.attempts
+                .cmp(&a.attempts)
+                .then_with(|| a.error_type.cmp(&b.error_type))
+        });
     }
-    Ok(groups)
 }
 
 /// The smallest long-context threshold of either table: requests above it are priced one by
@@ -404,7 +462,7 @@ fn long_context_threshold(prices: &PriceTable, reprice: Option<&PriceTable>) -> 
         .unwrap_or(i64::MAX)
 }
 
-fn rates_for<'a>(price: &'a ModelPrice, slice: &TokenSlice) -> &'a Rates {
+fn rates_for<'a>(price: &'a ModelPrice, slice: &ReportRow) -> &'a Rates {
     match &price.long_context {
         Some((above, rates))
             if slice.long_total_input > 0
@@ -416,12 +474,32 @@ fn rates_for<'a>(price: &'a ModelPrice, slice: &TokenSlice) -> &'a Rates {
     }
 }
 
-fn add_slice(
+fn add_row(
     group: &mut Group,
-    slice: &TokenSlice,
+    slice: &ReportRow,
     options: &Options,
     unpriced: &mut BTreeSet<String>,
 ) {
+    let jobs = &mut group.jobs;
+    jobs.total += slice.jobs;
+    jobs.succeeded += slice.succeeded;
+    jobs.failed += slice.failed;
+    jobs.rejected += slice.rejected;
+    jobs.pending += slice.pending;
+    group.sums.attempts += slice.attempts;
+    group.sums.sent_jobs += slice.sent_jobs;
+    group.sums.generation_ms += slice.generation_ms;
+    if slice.results == 0 {
+        return;
+    }
+    let reason = slice
+        .stop_reason
+        .clone()
+        .unwrap_or_else(|| "(none)".to_owned());
+    match group.stop_reasons.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += slice.results,
+        None => group.stop_reasons.push((reason, slice.results)),
+    }
     let t = &mut group.tokens;
     t.input += slice.input_tokens;
     t.cache_write_5m += slice.cache_write_5m;

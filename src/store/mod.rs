@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 pub use lock::{DbLock, LockError};
 pub use models::*;
-pub use report::{Failure, GroupBy, GroupCounts, KeyedCount, Measure, RankedValue, TokenSlice};
+pub use report::{ErrorRow, Failure, GroupBy, Measure, ReportRow, ValueCount};
 
 /// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in
 /// chunks that stay well below it.
