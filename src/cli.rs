@@ -41,6 +41,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Expected and worst-case cost of a job file, before sending anything.
     Estimate(Box<EstimateArgs>),
+    /// Grade a finished run's answers again, without sending its jobs again.
+    Grade(GradeArgs),
     /// Cost and latency report of one or more runs.
     Report(ReportArgs),
     /// Write a run's results as JSONL in the Message Batches results shape.
@@ -115,6 +117,21 @@ pub struct JobArgs {
     /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
     #[arg(long)]
     pub prompt_template: Option<PathBuf>,
+
+    /// How the CSV `expected` column grades an answer.
+    #[arg(long, value_enum, default_value_t = ExpectMode::Equals)]
+    pub expect_mode: ExpectMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectMode {
+    /// The answer, trimmed, equals it.
+    Equals,
+    /// The answer contains it.
+    Contains,
+    /// The answer matches it as a regular expression.
+    Regex,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +286,16 @@ pub struct MockArgs {
 pub struct StatusArgs {
     /// Run id or name [default: every run].
     pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    /// Run id or name.
+    pub run: String,
+
+    /// New graders: JSONL of `{"custom_id": …, "expect": {…}}`, replacing those jobs' own.
+    #[arg(long)]
+    pub expect: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

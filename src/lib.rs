@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 mod commands;
 pub mod estimate;
+pub mod eval;
 pub mod jobs;
 pub mod limiter;
 pub mod message;

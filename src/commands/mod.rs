@@ -2,6 +2,7 @@
 
 mod estimate;
 mod export;
+mod grade;
 mod mock;
 mod report;
 mod resume;
@@ -23,6 +24,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
         Command::Estimate(args) => estimate::estimate(&global, *args).await,
+        Command::Grade(args) => grade::grade(&global, &args, shutdown).await,
         Command::Report(args) => report::report(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,

@@ -84,7 +84,8 @@ pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitSt
                 target(args, &name, &kind, "csv"),
             )?;
             let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
-            let failures = store.report_failures(&ids).await?;
+            let mut failures = store.report_failures(&ids).await?;
+            failures.extend(store.report_failed_grades(&ids).await?);
             if args.out.as_os_str() != "-" {
                 emit(
                     &report::failures_csv(&failures)?,

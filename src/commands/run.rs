@@ -69,6 +69,11 @@ pub fn plan(
         defaults: settings.defaults.clone(),
         models: settings.models.clone(),
         prompt_template,
+        expect_kind: match jobs.expect_mode {
+            crate::cli::ExpectMode::Equals => "equals",
+            crate::cli::ExpectMode::Contains => "contains",
+            crate::cli::ExpectMode::Regex => "regex",
+        },
     };
     Ok((settings, options, key))
 }

@@ -12,6 +12,7 @@ use crate::limiter::Limiter;
 use crate::mock::{MockConfig, MockServer};
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
+use crate::runner::judge::Judge;
 use crate::runner::{Runner, Session, Shutdown};
 use crate::settings::{ApiKey, Gateway, RunSettings};
 use crate::store::{GroupBy, RunRow, RunStatus, Store};
@@ -61,6 +62,56 @@ pub async fn connect(
     Ok((mock, client))
 }
 
+/// Asks the judge model for every pending `judge` grade of a run.
+pub async fn judge(
+    store: &Store,
+    run_id: i64,
+    settings: &RunSettings,
+    client: &Client,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let prices = prices_for(&settings.gateway)?;
+    let limiter = Limiter::new(settings.send.rpm);
+    let judged = Judge {
+        store,
+        client,
+        limiter: &limiter,
+        prices: &prices,
+        policy: retry_policy(settings),
+        concurrency: settings.send.concurrency,
+        stop: &shutdown.stop,
+    }
+    .run(run_id)
+    .await?;
+    if judged.verdicts + judged.unanswered > 0 {
+        #[expect(clippy::print_stderr, reason = "what judging did")]
+        {
+            eprintln!(
+                "judged {} answers for {}{}",
+                judged.verdicts,
+                format_usd(judged.cost_pico_usd),
+                if judged.unanswered > 0 {
+                    format!(
+                        "; {} judge requests failed and stay pending for `msgbatch grade`",
+                        judged.unanswered
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn retry_policy(settings: &RunSettings) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: settings.send.max_attempts,
+        base_delay: settings.send.retry_base_delay,
+        max_delay: settings.send.retry_max_delay,
+    }
+}
+
 /// Sends every pending job of `run`, records how the session ended and prints a summary.
 pub async fn send(
     global: &Global,
@@ -74,16 +125,12 @@ pub async fn send(
     let (_mock, client) = connect(settings, key).await?;
     let runner = Runner {
         store: store.clone(),
-        client,
+        client: client.clone(),
         limiter: Limiter::new(settings.send.rpm),
-        policy: RetryPolicy {
-            max_attempts: settings.send.max_attempts,
-            base_delay: settings.send.retry_base_delay,
-            max_delay: settings.send.retry_max_delay,
-        },
+        policy: retry_policy(settings),
         prices: prices_for(&settings.gateway)?,
         concurrency: settings.send.concurrency,
-        shutdown,
+        shutdown: shutdown.clone(),
         show_progress: progress::show_bar(
             std::io::stderr().is_terminal(),
             std::env::var_os("CI").is_some(),
@@ -95,6 +142,9 @@ pub async fn send(
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
     let session = runner.execute(run.id).await?;
+    if session.halt.is_none() && !session.interrupted {
+        judge(store, run.id, settings, &client, &shutdown).await?;
+    }
     let (status, reason) = if let Some(halt) = &session.halt {
         (RunStatus::Interrupted, Some(halt.as_str()))
     } else if let (Some(budget), true) = (&session.budget_stop, session.counts.pending > 0) {

@@ -37,6 +37,7 @@ pub struct CsvReader<'a, R> {
     columns: Columns,
     template: Option<Vec<Piece>>,
     record: csv::StringRecord,
+    expect_kind: &'static str,
 }
 
 impl<'a, R: Read> CsvReader<'a, R> {
@@ -45,6 +46,7 @@ impl<'a, R: Read> CsvReader<'a, R> {
         path: &'a str,
         delimiter: u8,
         template: Option<&str>,
+        expect_kind: &'static str,
     ) -> Result<Self, LoadError> {
         let format = |message: String| LoadError::Format {
             path: path.to_owned(),
@@ -97,6 +99,7 @@ impl<'a, R: Read> CsvReader<'a, R> {
             columns,
             template,
             record: csv::StringRecord::new(),
+            expect_kind,
         })
     }
 
@@ -170,9 +173,16 @@ impl<'a, R: Read> CsvReader<'a, R> {
                 }
             };
         }
-        let expect = self
-            .cell(self.columns.expected)
-            .map(|e| json!({ "equals": e }));
+        let expect = self.cell(self.columns.expected).map(|e| {
+            let mut expect = Map::new();
+            let value = if self.expect_kind == "equals" {
+                e.trim()
+            } else {
+                e
+            };
+            expect.insert(self.expect_kind.to_owned(), Value::String(value.to_owned()));
+            Value::Object(expect)
+        });
         let tags: Map<String, Value> = self
             .columns
             .tags

@@ -115,6 +115,8 @@ pub struct LoadOptions {
     pub models: Vec<String>,
     /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
     pub prompt_template: Option<String>,
+    /// The grader the CSV `expected` column becomes: `equals`, `contains` or `regex`.
+    pub expect_kind: &'static str,
 }
 
 /// What loading a file produced.
@@ -167,6 +169,7 @@ pub fn load(
                 &display,
                 delimiter,
                 options.prompt_template.as_deref(),
+                options.expect_kind,
             )?),
         };
         for item in items {
@@ -292,6 +295,11 @@ impl<'a> Expander<'a> {
         if let Err(e) = validate::validate(&body) {
             return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
         }
+        if let Some(expect) = &record.expect
+            && let Err(e) = crate::eval::parse(expect)
+        {
+            return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
+        }
         let tags = record.tags.map(|t| Value::Object(t).to_string());
         let expect = record.expect.map(|e| e.to_string());
         let mut jobs = Vec::with_capacity(models.len());
@@ -413,6 +421,7 @@ mod tests {
             },
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             prompt_template: None,
+            expect_kind: "equals",
         };
         let mut jobs = Vec::new();
         let summary = load(&options, true, 3, |chunk| {

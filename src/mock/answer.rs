@@ -8,6 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::{Map, Value, json};
 
+use crate::eval::JUDGE_MARKER;
 use crate::tokens::{PromptUsage, count_tokens};
 
 const WORDS: [&str; 24] = [
@@ -15,6 +16,25 @@ const WORDS: [&str; 24] = [
     "toward", "a", "report", "that", "someone", "reads", "in", "the", "morning", "so", "numbers",
     "must", "add", "up",
 ];
+
+/// A judge request (one whose system prompt carries [`JUDGE_MARKER`]) gets a verdict in
+/// strict JSON: it fails an answer that contains `FAIL` and passes any other.
+fn judge_verdict(body: &Map<String, Value>) -> Option<String> {
+    let system = body.get("system").and_then(Value::as_str)?;
+    if !system.contains(JUDGE_MARKER) {
+        return None;
+    }
+    let text = last_user_text(body);
+    let answer = text
+        .split_once("<answer>")
+        .map_or("", |(_, rest)| rest.split("</answer>").next().unwrap_or(""));
+    let verdict = if answer.contains("FAIL") {
+        json!({"pass": false, "reason": "the answer contains FAIL"})
+    } else {
+        json!({"pass": true, "reason": "the answer meets the rubric"})
+    };
+    Some(verdict.to_string())
+}
 
 /// The last user turn's text, which the answer echoes so that every job's answer is its own.
 fn last_user_text(body: &Map<String, Value>) -> String {
@@ -62,6 +82,14 @@ pub struct Reply {
 }
 
 pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
+    if let Some(verdict) = judge_verdict(body) {
+        return Reply {
+            output_tokens: count_tokens(&verdict).max(1),
+            text: verdict,
+            stop_reason: "end_turn",
+            stop_sequence: None,
+        };
+    }
     let prompt: String = last_user_text(body).chars().take(80).collect();
     let mut text = format!("Answer to: {prompt}.");
     let extra_words = 8 + seed % 90;

@@ -63,8 +63,11 @@ pub struct MockConfig {
     /// Accept only this key.
     pub require_key: Option<String>,
     pub seed: u64,
-    /// Faults for the first requests, in order, before any random ones.
+    /// Faults for the first requests (from `script_from` on), in order, before any random
+    /// ones.
     pub script: Vec<Fault>,
+    /// How many requests to answer normally before the script starts.
+    pub script_from: u64,
     /// Keep a log of every request (for tests).
     pub record: bool,
     /// Answer 404 on `count_tokens`, like gateways that do not offer it.
@@ -245,11 +248,13 @@ impl State {
 
     /// The fault for this request, if any: the script first, then the rate limit, then chance.
     fn fault(&self) -> Option<Fault> {
-        if let Some(fault) = self
-            .script
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+        let arrived = *self.seen.borrow();
+        if arrived > self.config.script_from
+            && let Some(fault) = self
+                .script
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
         {
             return Some(fault);
         }

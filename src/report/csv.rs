@@ -40,6 +40,13 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
         "output_tokens_per_second",
         "attempts_per_job",
         "retries",
+        "graded",
+        "passed",
+        "pass_rate",
+        "pass_rate_ci95_low",
+        "pass_rate_ci95_high",
+        "cost_per_pass_usd",
+        "judge_cost_usd",
     ])?;
     let usd = |pico: i64| format!("{:.6}", pico as f64 / 1e12);
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -81,6 +88,30 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
             optf(g.output_tokens_per_second),
             optf(g.attempts_per_job),
             g.retries.to_string(),
+            opt(g.grading.as_ref().map(|x| x.graded)),
+            opt(g.grading.as_ref().map(|x| x.passed)),
+            optf(g.grading.as_ref().and_then(|x| x.pass_rate)),
+            optf(
+                g.grading
+                    .as_ref()
+                    .and_then(|x| x.pass_rate_ci95)
+                    .map(|c| c.0),
+            ),
+            optf(
+                g.grading
+                    .as_ref()
+                    .and_then(|x| x.pass_rate_ci95)
+                    .map(|c| c.1),
+            ),
+            g.grading
+                .as_ref()
+                .and_then(|x| x.cost_per_pass_pico_usd)
+                .map(usd)
+                .unwrap_or_default(),
+            g.grading
+                .as_ref()
+                .map(|x| usd(x.judge_cost_pico_usd))
+                .unwrap_or_default(),
         ])?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)

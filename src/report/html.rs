@@ -342,6 +342,47 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         ]));
     }
     out.push_str("</tbody></table>\n");
+    if rows.iter().any(|(_, g)| g.grading.is_some()) {
+        out.push_str("<h2>Grades</h2>\n<table><thead>");
+        out.push_str(&row(&[
+            "group",
+            "graded",
+            "passed",
+            "pass rate",
+            "95% CI",
+            "cost per pass",
+            "judge cost",
+            "by grader",
+        ]
+        .map(str::to_owned)));
+        out.push_str("</thead><tbody>");
+        for (label, g) in &rows {
+            let Some(grading) = &g.grading else { continue };
+            out.push_str(&row(&[
+                label.clone(),
+                grading.graded.to_string(),
+                grading.passed.to_string(),
+                grading
+                    .pass_rate
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+                grading.pass_rate_ci95.map_or_else(
+                    || "-".to_owned(),
+                    |(l, h)| format!("{:.1}–{:.1}%", l * 100.0, h * 100.0),
+                ),
+                grading
+                    .cost_per_pass_pico_usd
+                    .map_or_else(|| "-".to_owned(), usd),
+                usd(grading.judge_cost_pico_usd),
+                grading
+                    .by_grader
+                    .iter()
+                    .map(|(k, n, p)| format!("{k} {p}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]));
+        }
+        out.push_str("</tbody></table>\n");
+    }
     for chart in charts {
         let _ = writeln!(out, "<figure>{chart}</figure>");
     }

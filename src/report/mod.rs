@@ -131,8 +131,31 @@ pub struct Group {
     pub retries: i64,
     pub errors: Vec<ErrorCount>,
     pub stop_reasons: Vec<(String, i64)>,
+    /// Present when the group's jobs have graders.
+    pub grading: Option<Grading>,
     #[serde(skip)]
     sums: Sums,
+}
+
+/// How a group's answers fared against their graders.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Grading {
+    /// Jobs with at least one grade.
+    pub graded: i64,
+    /// Jobs whose every grader passed.
+    pub passed: i64,
+    /// Jobs with a judge verdict still to come.
+    pub pending: i64,
+    pub pass_rate: Option<f64>,
+    /// Wilson score interval at 95%.
+    pub pass_rate_ci95: Option<(f64, f64)>,
+    /// The group's cost over its passing answers.
+    pub cost_per_pass_pico_usd: Option<i64>,
+    /// What the judge requests cost, apart from the jobs' own cost.
+    pub judge_cost_pico_usd: i64,
+    pub passing_latency_ms: Option<Percentiles>,
+    /// Per grader kind: (kind, graded, passed).
+    pub by_grader: Vec<(String, i64, i64)>,
 }
 
 /// Sums that become ratios in [`Group::finish`].
@@ -271,6 +294,69 @@ impl Report {
                             http_status: row.http_status,
                             attempts: row.count,
                         }),
+                    }
+                }
+            }
+        }
+
+        for row in store.report_grading(&ids, &options.by).await? {
+            let run = name(row.run_id);
+            let key = key_of(&run, row.key.clone());
+            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
+                if let Some(group) = map.get_mut(&(run.clone(), key)) {
+                    let g = group.grading.get_or_insert_with(Grading::default);
+                    g.graded += row.graded;
+                    g.passed += row.passed;
+                    g.pending += row.pending;
+                    g.judge_cost_pico_usd += row.judge_cost_pico_usd;
+                }
+            }
+        }
+        for row in store.report_graders(&ids, &options.by).await? {
+            let run = name(row.run_id);
+            let key = key_of(&run, row.key.clone());
+            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
+                if let Some(grading) = map
+                    .get_mut(&(run.clone(), key))
+                    .and_then(|g| g.grading.as_mut())
+                {
+                    match grading
+                        .by_grader
+                        .iter_mut()
+                        .find(|(k, _, _)| *k == row.kind)
+                    {
+                        Some(entry) => {
+                            entry.1 += row.graded;
+                            entry.2 += row.passed;
+                        }
+                        None => grading
+                            .by_grader
+                            .push((row.kind.clone(), row.graded, row.passed)),
+                    }
+                }
+            }
+        }
+        {
+            let mut values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
+            let mut total_values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
+            for row in store.report_passing_latency(&ids, &options.by).await? {
+                let run = name(row.run_id);
+                let key = key_of(&run, row.key);
+                *values
+                    .entry((run.clone(), key))
+                    .or_default()
+                    .entry(row.value)
+                    .or_default() += row.count;
+                *total_values
+                    .entry((run.clone(), run))
+                    .or_default()
+                    .entry(row.value)
+                    .or_default() += row.count;
+            }
+            for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
+                for (key, counts) in values {
+                    if let Some(grading) = map.get_mut(key).and_then(|g| g.grading.as_mut()) {
+                        grading.passing_latency_ms = percentiles(counts);
                     }
                 }
             }
@@ -442,6 +528,14 @@ impl Group {
         self.output_tokens_per_second = ratio(self.tokens.output * 1000, self.sums.generation_ms);
         self.stop_reasons
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let cost = self.cost.total_pico_usd;
+        if let Some(g) = &mut self.grading {
+            // Pending judges are left out of the rate until their verdict is in.
+            let decided = g.graded - g.pending;
+            g.pass_rate = ratio(g.passed, decided);
+            g.pass_rate_ci95 = crate::eval::wilson(g.passed, decided);
+            g.cost_per_pass_pico_usd = (g.passed > 0).then(|| cost / g.passed);
+        }
         self.errors.sort_by(|a, b| {
             b.attempts
                 .cmp(&a.attempts)

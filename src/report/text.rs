@@ -26,6 +26,17 @@ fn cut(text: &str, width: usize) -> String {
     format!("{kept}…")
 }
 
+fn pct(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn ci(interval: Option<(f64, f64)>) -> String {
+    interval.map_or_else(
+        || "-".to_owned(),
+        |(low, high)| format!("{:.1}–{:.1}%", low * 100.0, high * 100.0),
+    )
+}
+
 /// Wraps text at `width` columns on spaces, indenting continuation lines.
 fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
@@ -156,6 +167,47 @@ pub fn table(report: &Report) -> String {
                 .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
         );
     }
+    if rows.iter().any(|(_, g)| g.grading.is_some()) {
+        let _ = writeln!(
+            out,
+            "\n{:<26} {:>7} {:>7} {:>7} {:>15} {:>12} {:>9} {:>9}",
+            "GRADES", "graded", "passed", "rate", "95% CI", "cost/pass", "pass p50", "judge $"
+        );
+        for (label, g) in &rows {
+            let Some(grading) = &g.grading else { continue };
+            let _ = writeln!(
+                out,
+                "{:<26} {:>7} {:>7} {:>7} {:>15} {:>12} {:>9} {:>9}",
+                cut(label, 26),
+                grading.graded,
+                grading.passed,
+                pct(grading.pass_rate),
+                ci(grading.pass_rate_ci95),
+                grading
+                    .cost_per_pass_pico_usd
+                    .map_or_else(|| "-".to_owned(), usd),
+                opt_ms(grading.passing_latency_ms, |p| p.p50),
+                usd(grading.judge_cost_pico_usd)
+                    .trim_start_matches('$')
+                    .to_owned(),
+            );
+        }
+        for (label, g) in &rows {
+            let Some(grading) = &g.grading else { continue };
+            let line = grading
+                .by_grader
+                .iter()
+                .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let pending = if grading.pending > 0 {
+                format!(" ({} judge verdicts pending)", grading.pending)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{:<26} {line}{pending}", cut(label, 26));
+        }
+    }
     let _ = writeln!(out, "\nSTOP REASONS");
     for (label, g) in &rows {
         let _ = writeln!(out, "{:<26} {}", cut(label, 26), stop_line(g));
@@ -274,6 +326,34 @@ pub fn markdown(report: &Report) -> String {
             g.attempts_per_job
                 .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
         );
+    }
+    if rows.iter().any(|(_, g)| g.grading.is_some()) {
+        let _ = writeln!(
+            out,
+            "\n## Grades\n\n| group | graded | passed | pass rate | 95% CI | cost per pass | passing p50 ms | judge cost | by grader |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for (label, g) in &rows {
+            let Some(grading) = &g.grading else { continue };
+            let by_grader = grading
+                .by_grader
+                .iter()
+                .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {by_grader} |",
+                grading.graded,
+                grading.passed,
+                pct(grading.pass_rate),
+                ci(grading.pass_rate_ci95),
+                grading
+                    .cost_per_pass_pico_usd
+                    .map_or_else(|| "-".to_owned(), usd),
+                opt_ms(grading.passing_latency_ms, |p| p.p50),
+                usd(grading.judge_cost_pico_usd),
+            );
+        }
     }
     let _ = writeln!(
         out,

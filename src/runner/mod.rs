@@ -12,6 +12,7 @@
 //! every unfinished job stays `pending` for `resume`.
 
 mod halt;
+pub mod judge;
 mod worker;
 pub mod writer;
 
@@ -78,7 +79,8 @@ impl Runner {
         let total = u64::try_from(before.total - before.rejected).unwrap_or(0);
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
         let progress = Progress::new(total, done_before, self.show_progress);
-        let (events, receiver) = mpsc::channel(8192);
+        // Room for a few writer batches; more would only hold memory while the writer commits.
+        let (events, receiver) = mpsc::channel(2048);
         let writer = tokio::spawn(writer::run(self.store.clone(), progress.clone(), receiver));
 
         let shared = Arc::new(worker::Shared {

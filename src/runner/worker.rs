@@ -146,6 +146,7 @@ pub async fn run_job(shared: &Shared, job: PendingJob, reserved_pico_usd: u64) {
             &shared.prices,
             job.id,
             &job.model,
+            job.expect.as_deref(),
             answer,
         ))),
         Some(Err(SendError::Attempt(error))) => {
@@ -271,7 +272,18 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn result_record(prices: &PriceTable, job: i64, model: &str, answer: Answer) -> ResultRecord {
+fn result_record(
+    prices: &PriceTable,
+    job: i64,
+    model: &str,
+    expect: Option<&str>,
+    answer: Answer,
+) -> ResultRecord {
+    let response = String::from_utf8_lossy(&answer.body).into_owned();
+    let grades = match expect {
+        Some(expect) => crate::eval::grade_job(job, expect, &response, millis(answer.latency)),
+        None => Vec::new(),
+    };
     let usage = answer.summary.usage();
     // Price by the model asked for; a gateway may answer with a dated id of the same model.
     let cost = prices.cost_pico_usd(model, &usage).or_else(|| {
@@ -283,7 +295,7 @@ fn result_record(prices: &PriceTable, job: i64, model: &str, answer: Answer) -> 
     });
     ResultRecord {
         job,
-        response: String::from_utf8_lossy(&answer.body).into_owned(),
+        response,
         message_id: answer.summary.id,
         response_model: answer.summary.model,
         stop_reason: answer.summary.stop_reason,
@@ -295,5 +307,6 @@ fn result_record(prices: &PriceTable, job: i64, model: &str, answer: Answer) -> 
         streamed: answer.streamed,
         cost_pico_usd: cost,
         completed_at_ms: now_ms(),
+        grades,
     }
 }

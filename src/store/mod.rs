@@ -18,7 +18,9 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 pub use lock::{DbLock, LockError};
 pub use models::*;
-pub use report::{ErrorRow, Failure, GroupBy, Measure, ReportRow, ValueCount};
+pub use report::{
+    ErrorRow, Failure, GraderRow, GradingRow, GroupBy, Measure, ReportRow, ValueCount,
+};
 
 /// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in
 /// chunks that stay well below it.
@@ -228,7 +230,7 @@ impl Store {
         // A run's jobs are contiguous in row order, so a rowid range scan from `after` reads
         // each of them once over all pages; an index on state would cost every insert more.
         let jobs = sqlx::query_as(
-            "SELECT id, job_id, model, request, attempts FROM jobs NOT INDEXED
+            "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
              WHERE id > max(?2, (SELECT min(id) - 1 FROM jobs WHERE run_id = ?1))
                AND run_id = ?1 AND state = 'pending'
              ORDER BY id LIMIT ?3",
@@ -315,6 +317,8 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
         }
+        let grades: Vec<&GradeRecord> = batch.results.iter().flat_map(|r| &r.grades).collect();
+        insert_grades(&mut tx, &grades).await?;
         const UPDATE_COLUMNS: usize = 4;
         for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
             let mut builder: QueryBuilder<Sqlite> =
@@ -331,6 +335,79 @@ impl Store {
             );
             builder.build().execute(&mut *tx).await?;
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Judge grades of a run still waiting for a verdict.
+    pub async fn pending_judges(&self, run_id: i64) -> Result<Vec<PendingJudge>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT g.job, g.grader, g.spec, j.request, b.body AS response
+             FROM grades g INDEXED BY grades_pending
+             JOIN jobs j ON j.id = g.job JOIN responses b ON b.job = g.job
+             WHERE g.passed IS NULL AND j.run_id = ?1 ORDER BY g.job, g.grader",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records judge verdicts.
+    pub async fn save_grades(&self, grades: &[GradeRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let refs: Vec<&GradeRecord> = grades.iter().collect();
+        insert_grades(&mut tx, &refs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every succeeded job of a run with what grading needs.
+    pub async fn gradable(&self, run_id: i64) -> Result<Vec<Gradable>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id AS job, j.job_id, j.expect, b.body AS response, r.latency_ms
+             FROM jobs j JOIN results r ON r.job = j.id JOIN responses b ON b.job = j.id
+             WHERE j.run_id = ?1 AND j.state = 'succeeded' ORDER BY j.id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The grades a job has now, as (grader, spec, passed) for keeping judge verdicts.
+    pub async fn judge_verdicts(&self, run_id: i64) -> Result<Vec<GradeRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT g.job, g.grader, g.kind, g.passed, g.reason, g.spec, g.judge_model,
+                    g.judge_input_tokens, g.judge_output_tokens, g.judge_cost_pico_usd
+             FROM grades g JOIN jobs j ON j.id = g.job
+             WHERE j.run_id = ?1 AND g.kind = 'judge' AND g.passed IS NOT NULL",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces every grade of a run, and sets new `expect` specs by job id first.
+    pub async fn replace_grades(
+        &self,
+        run_id: i64,
+        expects: &[(String, String)],
+        grades: &[GradeRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (job_id, expect) in expects {
+            sqlx::query("UPDATE jobs SET expect = ?3 WHERE run_id = ?1 AND job_id = ?2")
+                .bind(run_id)
+                .bind(job_id)
+                .bind(expect)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM grades WHERE job IN (SELECT id FROM jobs WHERE run_id = ?1)")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        let refs: Vec<&GradeRecord> = grades.iter().collect();
+        insert_grades(&mut tx, &refs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -412,4 +489,34 @@ impl Store {
         }
         Ok(count)
     }
+}
+
+/// Inserts (or replaces) grade rows.
+async fn insert_grades(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    grades: &[&GradeRecord],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 11;
+    let now = now_ms();
+    for chunk in grades.chunks(MAX_VARIABLES / COLUMNS) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR REPLACE INTO grades (job, grader, kind, passed, reason, spec, judge_model,
+                judge_input_tokens, judge_output_tokens, judge_cost_pico_usd, graded_at_ms) ",
+        );
+        builder.push_values(chunk, |mut row, g| {
+            row.push_bind(g.job)
+                .push_bind(g.grader)
+                .push_bind(g.kind.clone())
+                .push_bind(g.passed)
+                .push_bind(g.reason.clone())
+                .push_bind(g.spec.clone())
+                .push_bind(g.judge_model.clone())
+                .push_bind(g.judge_input_tokens)
+                .push_bind(g.judge_output_tokens)
+                .push_bind(g.judge_cost_pico_usd)
+                .push_bind(now);
+        });
+        builder.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }

@@ -77,6 +77,7 @@ pub struct PendingJob {
     pub model: String,
     pub request: String,
     pub attempts: i64,
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -110,6 +111,44 @@ pub struct ResultRecord {
     pub streamed: bool,
     pub cost_pico_usd: Option<u64>,
     pub completed_at_ms: i64,
+    /// Outcomes of the job's graders (judges pending).
+    pub grades: Vec<GradeRecord>,
+}
+
+/// One grader's outcome for a job.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct GradeRecord {
+    pub job: i64,
+    pub grader: i64,
+    pub kind: String,
+    /// `None` while a judge's verdict is pending.
+    pub passed: Option<bool>,
+    pub reason: Option<String>,
+    pub spec: String,
+    pub judge_model: Option<String>,
+    pub judge_input_tokens: Option<i64>,
+    pub judge_output_tokens: Option<i64>,
+    pub judge_cost_pico_usd: Option<i64>,
+}
+
+/// A judge grade waiting for its verdict, with what the judge must see.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingJudge {
+    pub job: i64,
+    pub grader: i64,
+    pub spec: String,
+    pub request: String,
+    pub response: String,
+}
+
+/// A succeeded job, for re-grading.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Gradable {
+    pub job: i64,
+    pub job_id: String,
+    pub expect: Option<String>,
+    pub response: String,
+    pub latency_ms: i64,
 }
 
 /// A job's new state after its outcome is known.

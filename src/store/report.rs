@@ -87,6 +87,25 @@ pub struct ErrorRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GradingRow {
+    pub run_id: i64,
+    pub key: String,
+    pub graded: i64,
+    pub passed: i64,
+    pub pending: i64,
+    pub judge_cost_pico_usd: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GraderRow {
+    pub run_id: i64,
+    pub key: String,
+    pub kind: String,
+    pub graded: i64,
+    pub passed: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Failure {
     pub run: String,
     pub job_id: String,
@@ -199,6 +218,92 @@ impl Store {
             list.push_bind(*id);
         }
         b.push(") GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5 DESC");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Grading per (run, group): jobs graded, jobs whose every grader passed, jobs with a judge
+    /// still pending, what judging cost, and the latencies of the passing answers.
+    pub async fn report_grading(
+        &self,
+        runs: &[i64],
+        by: &GroupBy,
+    ) -> Result<Vec<GradingRow>, StoreError> {
+        let mut b = QueryBuilder::new(
+            "WITH g AS (SELECT job, COUNT(*) AS n, SUM(passed = 1) AS ok,
+                               SUM(passed IS NULL) AS waiting,
+                               SUM(COALESCE(judge_cost_pico_usd, 0)) AS judge_cost
+                        FROM grades GROUP BY job)
+             SELECT j.run_id AS run_id, ",
+        );
+        by.key(&mut b);
+        b.push(
+            " AS key, COUNT(*) AS graded, SUM(g.ok = g.n) AS passed,
+                    SUM(g.waiting > 0) AS pending, SUM(g.judge_cost) AS judge_cost_pico_usd
+             FROM g JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
+        );
+        let mut list = b.separated(", ");
+        for id in runs {
+            list.push_bind(*id);
+        }
+        b.push(") GROUP BY 1, 2");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Per (run, group, grader kind): grades given and passed.
+    pub async fn report_graders(
+        &self,
+        runs: &[i64],
+        by: &GroupBy,
+    ) -> Result<Vec<GraderRow>, StoreError> {
+        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b);
+        b.push(
+            " AS key, g.kind AS kind, COUNT(*) AS graded, SUM(g.passed = 1) AS passed
+             FROM grades g JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
+        );
+        let mut list = b.separated(", ");
+        for id in runs {
+            list.push_bind(*id);
+        }
+        b.push(") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Latency value counts of the answers that passed every grader.
+    pub async fn report_passing_latency(
+        &self,
+        runs: &[i64],
+        by: &GroupBy,
+    ) -> Result<Vec<ValueCount>, StoreError> {
+        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b);
+        b.push(
+            " AS key, r.latency_ms AS value, COUNT(*) AS count
+             FROM (SELECT job FROM grades GROUP BY job HAVING SUM(passed = 1) = COUNT(*)) p
+             JOIN jobs j ON j.id = p.job JOIN results r ON r.job = p.job
+             WHERE j.run_id IN (",
+        );
+        let mut list = b.separated(", ");
+        for id in runs {
+            list.push_bind(*id);
+        }
+        b.push(") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Every grade that failed, with its reason, for reading the failures.
+    pub async fn report_failed_grades(&self, runs: &[i64]) -> Result<Vec<Failure>, StoreError> {
+        let mut b = QueryBuilder::new(
+            "SELECT ru.name AS run, j.job_id, j.model, j.line, 'failed ' || g.kind AS state,
+                    g.reason AS error
+             FROM grades g JOIN jobs j ON j.id = g.job JOIN runs ru ON ru.id = j.run_id
+             WHERE g.passed = 0 AND j.run_id IN (",
+        );
+        let mut ids = b.separated(", ");
+        for id in runs {
+            ids.push_bind(*id);
+        }
+        b.push(") ORDER BY j.run_id, j.id, g.grader");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 

@@ -3,6 +3,7 @@
 
 mod budget;
 mod common;
+mod grade;
 mod input;
 mod report;
 mod resume;

@@ -129,6 +129,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             streamed: f.ttft_ms.is_some(),
             cost_pico_usd: prices.cost_pico_usd(f.model, &usage),
             completed_at_ms: 0,
+            grades: Vec::new(),
         });
         batch.updates.push(JobUpdate {
             job,

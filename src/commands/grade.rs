@@ -1,0 +1,135 @@
+//! `msgbatch grade`: grade a finished run again from its stored answers (after changing a
+//! regex, say), and send the judge requests that are still owed. No job is sent again.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::{Global, session};
+use crate::cli::GradeArgs;
+use crate::eval;
+use crate::settings::RunSettings;
+use crate::store::{DbLock, GradeRecord, Store};
+use crate::{ExitStatus, Shutdown};
+
+pub async fn grade(
+    global: &Global,
+    args: &GradeArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
+    if !global.db.exists() {
+        bail!(
+            "no database at {} (give --db or set MSGBATCH_DB)",
+            global.db.display()
+        );
+    }
+    let expects = match &args.expect {
+        Some(path) => match read_expects(path)? {
+            Ok(expects) => expects,
+            Err(errors) => {
+                #[expect(clippy::print_stderr, reason = "the reasons nothing was graded")]
+                {
+                    for error in &errors {
+                        eprintln!("{error}");
+                    }
+                    eprintln!("error: {} bad records; nothing was graded", errors.len());
+                }
+                return Ok(ExitStatus::Error);
+            }
+        },
+        None => Vec::new(),
+    };
+    let store = Store::open(&global.db).await?;
+    let _lock = DbLock::acquire(&global.db)?;
+    let run = store.find_run(&args.run).await?;
+    let replaced: HashMap<&str, &str> = expects
+        .iter()
+        .map(|(id, e)| (id.as_str(), e.as_str()))
+        .collect();
+    // Judge verdicts whose spec has not changed still hold.
+    let kept: HashMap<(i64, i64, String), GradeRecord> = store
+        .judge_verdicts(run.id)
+        .await?
+        .into_iter()
+        .map(|g| ((g.job, g.grader, g.spec.clone()), g))
+        .collect();
+    let mut grades = Vec::new();
+    for job in store.gradable(run.id).await? {
+        let expect = replaced
+            .get(job.job_id.as_str())
+            .copied()
+            .or(job.expect.as_deref());
+        let Some(expect) = expect else { continue };
+        for grade in eval::grade_job(job.job, expect, &job.response, job.latency_ms) {
+            let key = (grade.job, grade.grader, grade.spec.clone());
+            grades.push(kept.get(&key).cloned().unwrap_or(grade));
+        }
+    }
+    store.replace_grades(run.id, &expects, &grades).await?;
+    let pending = store.pending_judges(run.id).await?.len();
+    if pending > 0 {
+        let settings: RunSettings = serde_json::from_str(&run.settings)
+            .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
+        let key = settings.gateway.api_key()?;
+        let (_mock, client) = session::connect(&settings, key).await?;
+        session::judge(&store, run.id, &settings, &client, &shutdown).await?;
+    }
+    #[expect(
+        clippy::print_stdout,
+        reason = "the grading summary is the command's output"
+    )]
+    {
+        let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
+        println!(
+            "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
+            run.name,
+            grades.len(),
+            run.name
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// New `expect` specs by job id, or every reason they cannot be used.
+type ExpectFile = Result<Vec<(String, String)>, Vec<String>>;
+
+/// Reads `{"custom_id", "expect"}` lines, checking every grader before anything changes.
+fn read_expects(path: &std::path::Path) -> anyhow::Result<ExpectFile> {
+    let file = fs_err::File::open(path)?;
+    let display = path.display();
+    let mut expects = Vec::new();
+    let mut errors = Vec::new();
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("failed to read {display}"))?;
+        let number = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Value = match serde_json::from_str(&line) {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("{display}:{number}: invalid JSON: {e}"));
+                continue;
+            }
+        };
+        let Some(id) = record.get("custom_id").and_then(Value::as_str) else {
+            errors.push(format!("{display}:{number}: `custom_id` is missing"));
+            continue;
+        };
+        let Some(expect) = record.get("expect") else {
+            errors.push(format!("{display}:{number}: `expect` is missing"));
+            continue;
+        };
+        match eval::parse(expect) {
+            Ok(_) => expects.push((id.to_owned(), expect.to_string())),
+            Err(e) => errors.push(format!("{display}:{number}: `{}` {}", e.field, e.reason)),
+        }
+    }
+    Ok(if errors.is_empty() {
+        Ok(expects)
+    } else {
+        Err(errors)
+    })
+}
