@@ -243,6 +243,11 @@ pub struct GatewayArgs {
     /// Extra header for every request, `NAME: VALUE` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// Price table for this gateway's own rates, in the shape of prices.toml
+    /// [default: the profile's `prices`, else the built-in table].
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

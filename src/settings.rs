@@ -227,12 +227,14 @@ pub fn resolve_gateway(
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         bail!("base URL `{base_url}` must start with http:// or https://");
     }
-    let prices = profile
-        .prices
-        .map(|p| match config_path.and_then(Path::parent) {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p,
-        });
+    let prices = args.prices.clone().or_else(|| {
+        profile
+            .prices
+            .map(|p| match config_path.and_then(Path::parent) {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p,
+            })
+    });
     Ok(Gateway {
         name,
         base_url,

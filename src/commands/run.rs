@@ -34,7 +34,10 @@ pub fn plan(
     let mock = MockSettings::from_args(mock);
     let gateway = if mock.is_some() {
         // The address is the session's own; what is stored is only that it was the mock.
-        Gateway::mock("mock://in-process".to_owned())
+        Gateway {
+            prices: gateway.prices.clone(),
+            ..Gateway::mock("mock://in-process".to_owned())
+        }
     } else {
         let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
         resolve_gateway(gateway, &config, config_path.as_deref())?
@@ -169,7 +172,7 @@ fn announce(
         0.0
     };
     eprintln!(
-        "run {name} (id {id}): {} jobs loaded in {seconds:.1}s ({rate:.0}/s), sending to {target}",
+        "run {name} (id {id}): {} jobs loaded in {seconds:.2}s ({rate:.0}/s), sending to {target}",
         summary.jobs
     );
 }

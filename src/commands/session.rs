@@ -159,9 +159,11 @@ pub async fn send(
     store.set_run_status(run.id, status, reason).await?;
     print_summary(run, status, &session);
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
+        // The run as it stands now, with the status just recorded.
+        let run = store.find_run(&run.id.to_string()).await?;
         let report = Report::build(
             store,
-            std::slice::from_ref(run),
+            std::slice::from_ref(&run),
             &report::Options {
                 by: GroupBy::Model,
                 prices: prices_for(&settings.gateway)?,

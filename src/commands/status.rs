@@ -28,8 +28,16 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
         "id", "name", "status", "jobs", "succeeded", "failed", "rejected", "pending", "spend"
     );
+    // A run still marked running while no process holds the database died without a word
+    // (kill -9, a crash, a reboot).
+    let sending = crate::store::is_held(&global.db);
     for run in &runs {
         let c = store.run_counts(run.id).await?;
+        let status = if run.status == "running" && !sending {
+            "died".to_owned()
+        } else {
+            run.status.clone()
+        };
         let spend = format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0));
         let spend = if c.unpriced > 0 {
             format!("{spend}+")
@@ -38,15 +46,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         };
         println!(
             "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
-            run.id,
-            run.name,
-            run.status,
-            c.total,
-            c.succeeded,
-            c.failed,
-            c.rejected,
-            c.pending,
-            spend
+            run.id, run.name, status, c.total, c.succeeded, c.failed, c.rejected, c.pending, spend
         );
     }
     if let [run] = runs.as_slice() {

@@ -232,7 +232,13 @@ impl Report {
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut totals: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unpriced: BTreeSet<String> = BTreeSet::new();
-        for row in store.report_rows(&ids, &options.by, threshold).await? {
+        // The two passes over every row are independent: run them side by side.
+        let (rows, latencies) = tokio::try_join!(
+            store.report_rows(&ids, &options.by, threshold),
+            store.report_values(&ids, &options.by, Measure::Latency),
+        )?;
+        let mut latencies = Some(latencies);
+        for row in rows {
             let run = name(row.run_id);
             let key = key_of(&run, row.key.clone());
             for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
@@ -250,7 +256,11 @@ impl Report {
         for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
             let mut values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
             let mut total_values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
-            for row in store.report_values(&ids, &options.by, measure).await? {
+            let rows = match (measure, latencies.take()) {
+                (Measure::Latency, Some(rows)) => rows,
+                _ => store.report_values(&ids, &options.by, measure).await?,
+            };
+            for row in rows {
                 let run = name(row.run_id);
                 let key = key_of(&run, row.key);
                 *values

@@ -110,14 +110,14 @@ pub fn table(report: &Report) -> String {
     let rows = report.rows();
     let _ = writeln!(
         out,
-        "\n{:<26} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>15}",
+        "\n{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
         "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost"
     );
     for (label, g) in &rows {
         let _ = writeln!(
             out,
-            "{:<26} {:>7} {:>6} {:>10} {:>10} {:>10} {:>9} {:>15}",
-            cut(label, 26),
+            "{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
+            cut(label, 22),
             count(g.jobs.succeeded),
             count(g.jobs.failed),
             count(g.tokens.input),

@@ -67,6 +67,22 @@ impl DbLock {
     }
 }
 
+/// Whether a process is sending from the database now.
+pub fn is_held(db: &Path) -> bool {
+    if db.as_os_str() == ":memory:" {
+        return false;
+    }
+    let mut path = PathBuf::from(db.as_os_str());
+    path.as_mut_os_string().push(".lock");
+    let Ok(file) = File::open(&path) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-pub use lock::{DbLock, LockError};
+pub use lock::{DbLock, LockError, is_held};
 pub use models::*;
 pub use report::{
     ErrorRow, Failure, GraderRow, GradingRow, GroupBy, Measure, ReportRow, ValueCount,

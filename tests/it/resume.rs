@@ -187,3 +187,57 @@ async fn a_second_ctrl_c_abandons_requests_in_flight_and_keeps_them_pending() {
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
 }
+
+#[tokio::test]
+async fn status_tells_a_dead_run_and_include_failed_sends_failures_again() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(40),
+        script: vec![msgbatch::mock::Fault::Status(400)],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 20);
+    let gateway = gateway_args(&mock);
+    let mut child = ws
+        .command(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "1",
+                "--name",
+                "dead",
+            ],
+            &gateway,
+        ))
+        .spawn()
+        .unwrap();
+    mock.wait_for_requests(5).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let status = ws.run(&["status"]).await;
+    let (stdout, _) = text(&status);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("dead") && l.contains(" died ")),
+        "{stdout}"
+    );
+
+    let output = ws.run(&["resume", "dead"]).await;
+    assert_eq!(
+        code(&output),
+        1,
+        "the 400 job is still failed: {:?}",
+        text(&output)
+    );
+    let output = ws.run(&["resume", "dead", "--include-failed"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("1 failed jobs set back to pending"),
+        "{stderr}"
+    );
+    assert_eq!(succeeded_ids(&ws).await.len(), 20);
+}
