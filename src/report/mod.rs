@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::pricing::{ModelPrice, PriceTable, Rates};
-use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store};
+use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::html;
@@ -254,26 +254,11 @@ impl Report {
         }
         let mut histogram = Histogram::default();
         for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
-            let mut values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
-            let mut total_values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
             let rows = match (measure, latencies.take()) {
                 (Measure::Latency, Some(rows)) => rows,
                 _ => store.report_values(&ids, &options.by, measure).await?,
             };
-            for row in rows {
-                let run = name(row.run_id);
-                let key = key_of(&run, row.key);
-                *values
-                    .entry((run.clone(), key))
-                    .or_default()
-                    .entry(row.value)
-                    .or_default() += row.count;
-                *total_values
-                    .entry((run.clone(), run))
-                    .or_default()
-                    .entry(row.value)
-                    .or_default() += row.count;
-            }
+            let (values, total_values) = tally(rows, &name, &key_of);
             for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
                 for (key, counts) in values {
                     if let Some(group) = map.get_mut(key) {
@@ -347,22 +332,8 @@ impl Report {
             }
         }
         {
-            let mut values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
-            let mut total_values: BTreeMap<(String, String), BTreeMap<i64, i64>> = BTreeMap::new();
-            for row in store.report_passing_latency(&ids, &options.by).await? {
-                let run = name(row.run_id);
-                let key = key_of(&run, row.key);
-                *values
-                    .entry((run.clone(), key))
-                    .or_default()
-                    .entry(row.value)
-                    .or_default() += row.count;
-                *total_values
-                    .entry((run.clone(), run))
-                    .or_default()
-                    .entry(row.value)
-                    .or_default() += row.count;
-            }
+            let rows = store.report_passing_latency(&ids, &options.by).await?;
+            let (values, total_values) = tally(rows, &name, &key_of);
             for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
                 for (key, counts) in values {
                     if let Some(grading) = map.get_mut(key).and_then(|g| g.grading.as_mut()) {
@@ -473,6 +444,34 @@ impl Report {
     }
 }
 
+/// Counts of each value by (run, group) and by (run, run).
+type Values = BTreeMap<(String, String), BTreeMap<i64, i64>>;
+
+/// Sorts value counts into their groups and their runs' totals.
+fn tally(
+    rows: Vec<ValueCount>,
+    name: &dyn Fn(i64) -> String,
+    key_of: &dyn Fn(&str, String) -> String,
+) -> (Values, Values) {
+    let mut values = Values::new();
+    let mut totals = Values::new();
+    for row in rows {
+        let run = name(row.run_id);
+        let key = key_of(&run, row.key);
+        *values
+            .entry((run.clone(), key))
+            .or_default()
+            .entry(row.value)
+            .or_default() += row.count;
+        *totals
+            .entry((run.clone(), run))
+            .or_default()
+            .entry(row.value)
+            .or_default() += row.count;
+    }
+    (values, totals)
+}
+
 /// Nearest-rank percentiles from the counts of each distinct value: the value at 1-based rank
 /// `ceil(p/100 · n)` of the `n` sorted values.
 fn percentiles(counts: &BTreeMap<i64, i64>) -> Option<Percentiles> {
@@ -503,7 +502,7 @@ fn percentiles(counts: &BTreeMap<i64, i64>) -> Option<Percentiles> {
 
 impl Histogram {
     /// About twenty equal-width bins up to the largest value of any group.
-    fn from_values(values: &BTreeMap<(String, String), BTreeMap<i64, i64>>) -> Self {
+    fn from_values(values: &Values) -> Self {
         let max = values
             .values()
             .filter_map(|c| c.keys().next_back().copied())
