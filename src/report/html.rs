@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{Report, usd};
+use super::{Report, latency_cells, usd};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -321,25 +321,10 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     ]
     .map(str::to_owned)));
     out.push_str("</thead><tbody>");
-    let ms = |p: Option<super::Percentiles>, pick: fn(&super::Percentiles) -> i64| {
-        p.map_or_else(|| "-".to_owned(), |p| pick(&p).to_string())
-    };
     for (label, g) in &rows {
-        out.push_str(&row(&[
-            label.clone(),
-            g.latency_ms.map_or(0, |l| l.count).to_string(),
-            ms(g.latency_ms, |p| p.p50),
-            ms(g.latency_ms, |p| p.p90),
-            ms(g.latency_ms, |p| p.p95),
-            ms(g.latency_ms, |p| p.p99),
-            ms(g.latency_ms, |p| p.max),
-            ms(g.ttft_ms, |p| p.p50),
-            ms(g.ttft_ms, |p| p.p95),
-            g.output_tokens_per_second
-                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
-            g.attempts_per_job
-                .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
-        ]));
+        let mut cells = vec![label.clone()];
+        cells.extend(latency_cells(g));
+        out.push_str(&row(&cells));
     }
     out.push_str("</tbody></table>\n");
     if rows.iter().any(|(_, g)| g.grading.is_some()) {

@@ -204,6 +204,28 @@ pub struct Options {
     pub reprice: Option<PriceTable>,
 }
 
+/// The latency cells of a group, as every rendering shows them: n, p50, p90, p95, p99, max,
+/// TTFT p50, TTFT p95, output tokens per second, attempts per job.
+pub fn latency_cells(g: &Group) -> [String; 10] {
+    let ms = |p: Option<Percentiles>, pick: fn(&Percentiles) -> i64| {
+        p.map_or_else(|| "-".to_owned(), |p| text::count(pick(&p)))
+    };
+    [
+        g.latency_ms.map_or(0, |l| l.count).to_string(),
+        ms(g.latency_ms, |p| p.p50),
+        ms(g.latency_ms, |p| p.p90),
+        ms(g.latency_ms, |p| p.p95),
+        ms(g.latency_ms, |p| p.p99),
+        ms(g.latency_ms, |p| p.max),
+        ms(g.ttft_ms, |p| p.p50),
+        ms(g.ttft_ms, |p| p.p95),
+        g.output_tokens_per_second
+            .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
+        g.attempts_per_job
+            .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
+    ]
+}
+
 /// Signed pico-USD as dollars.
 pub fn usd(pico: i64) -> String {
     let amount = crate::pricing::format_usd(pico.unsigned_abs());

@@ -2,8 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::usd;
-use super::{Group, Percentiles, Report};
+use super::{Group, Percentiles, Report, latency_cells, usd};
 
 /// An integer with thousands separators.
 pub fn count(n: i64) -> String {
@@ -151,20 +150,20 @@ pub fn table(report: &Report) -> String {
         "LATENCY ms", "n", "p50", "p90", "p95", "p99", "max", "ttft p50", "ttft p95", "tok/s"
     );
     for (label, g) in &rows {
+        let c = latency_cells(g);
         let _ = writeln!(
             out,
             "{:<26} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6}",
             cut(label, 26),
-            g.latency_ms.map_or(0, |l| l.count),
-            opt_ms(g.latency_ms, |p| p.p50),
-            opt_ms(g.latency_ms, |p| p.p90),
-            opt_ms(g.latency_ms, |p| p.p95),
-            opt_ms(g.latency_ms, |p| p.p99),
-            opt_ms(g.latency_ms, |p| p.max),
-            opt_ms(g.ttft_ms, |p| p.p50),
-            opt_ms(g.ttft_ms, |p| p.p95),
-            g.output_tokens_per_second
-                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
         );
     }
     if rows.iter().any(|(_, g)| g.grading.is_some()) {
@@ -310,22 +309,7 @@ pub fn markdown(report: &Report) -> String {
         "\n## Latency (ms)\n\n| group | n | p50 | p90 | p95 | p99 | max | TTFT p50 | TTFT p95 | output tok/s | attempts/job |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (label, g) in &rows {
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            g.latency_ms.map_or(0, |l| l.count),
-            opt_ms(g.latency_ms, |p| p.p50),
-            opt_ms(g.latency_ms, |p| p.p90),
-            opt_ms(g.latency_ms, |p| p.p95),
-            opt_ms(g.latency_ms, |p| p.p99),
-            opt_ms(g.latency_ms, |p| p.max),
-            opt_ms(g.ttft_ms, |p| p.p50),
-            opt_ms(g.ttft_ms, |p| p.p95),
-            g.output_tokens_per_second
-                .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
-            g.attempts_per_job
-                .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
-        );
+        let _ = writeln!(out, "| {label} | {} |", latency_cells(g).join(" | "));
     }
     if rows.iter().any(|(_, g)| g.grading.is_some()) {
         let _ = writeln!(
