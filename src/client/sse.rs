@@ -1,6 +1,8 @@
 //! Server-sent events: a decoder that accepts bytes split anywhere, and the accumulator that
 //! rebuilds the final Message from the Messages streaming events exactly as the SDKs do.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 /// One decoded event.
@@ -131,8 +133,75 @@ pub struct Accumulator {
     pub done: bool,
 }
 
+/// A content delta read without building a JSON tree: most of a stream's events are these.
+#[derive(serde::Deserialize)]
+struct FastDelta<'a> {
+    #[serde(rename = "type")]
+    kind: Cow<'a, str>,
+    index: usize,
+    #[serde(borrow)]
+    delta: FastDeltaBody<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastDeltaBody<'a> {
+    #[serde(rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+}
+
 impl Accumulator {
     pub fn apply(&mut self, event: &Event) -> Result<Step, StreamFailure> {
+        if event.name == "content_block_delta"
+            && let Ok(fast) = serde_json::from_str::<FastDelta<'_>>(&event.data)
+            && fast.kind == "content_block_delta"
+        {
+            let appended = match (fast.delta.kind.as_ref(), &fast.delta) {
+                (
+                    "text_delta",
+                    FastDeltaBody {
+                        text: Some(text), ..
+                    },
+                ) => {
+                    append(self.block(fast.index)?, "text", text);
+                    true
+                }
+                (
+                    "thinking_delta",
+                    FastDeltaBody {
+                        thinking: Some(thinking),
+                        ..
+                    },
+                ) => {
+                    append(self.block(fast.index)?, "thinking", thinking);
+                    true
+                }
+                (
+                    "input_json_delta",
+                    FastDeltaBody {
+                        partial_json: Some(json),
+                        ..
+                    },
+                ) => {
+                    self.block(fast.index)?;
+                    if self.json_buffers.len() <= fast.index {
+                        self.json_buffers.resize(fast.index + 1, String::new());
+                    }
+                    self.json_buffers[fast.index].push_str(json);
+                    true
+                }
+                // Signatures and citations take the general path below.
+                _ => false,
+            };
+            if appended {
+                return Ok(Step::Delta);
+            }
+        }
         let data: Value = if event.data.trim().is_empty() {
             Value::Null
         } else {
