@@ -301,6 +301,10 @@ pub struct GradeArgs {
     /// New graders: JSONL of `{"custom_id": …, "expect": {…}}`, replacing those jobs' own.
     #[arg(long)]
     pub expect: Option<PathBuf>,
+
+    /// The run's budget in USD for judge requests, replacing the run's own --max-cost.
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,8 @@ use crate::store::GradeRecord;
 
 /// The model that judges when a `judge` grader names none.
 pub const DEFAULT_JUDGE_MODEL: &str = "claude-haiku-4-5";
+/// `max_tokens` of a judge request: a verdict is one short JSON object.
+pub const JUDGE_MAX_TOKENS: u64 = 300;
 /// Marks a judge request, so that the mock gateway can answer it.
 pub const JUDGE_MARKER: &str = "You are msgbatch's answer judge.";
 
@@ -413,7 +415,7 @@ fn clip(text: &str) -> String {
 pub fn judge_request(model: &str, rubric: &str, prompt: &str, answer: &str) -> Value {
     json!({
         "model": model,
-        "max_tokens": 300,
+        "max_tokens": JUDGE_MAX_TOKENS,
         "temperature": 0,
         "system": format!(
             "{JUDGE_MARKER} Decide whether the answer meets the rubric. Reply with one JSON object \

@@ -70,8 +70,14 @@ pub async fn grade(
     store.replace_grades(run.id, &expects, &grades).await?;
     let pending = store.pending_judges(run.id).await?.len();
     if pending > 0 {
-        let settings: RunSettings = serde_json::from_str(&run.settings)
+        let mut settings: RunSettings = serde_json::from_str(&run.settings)
             .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
+        if let Some(usd) = args.max_cost {
+            settings.send.max_cost_pico_usd = Some(
+                crate::settings::usd_to_pico(usd)
+                    .context("--max-cost must be a positive number of USD")?,
+            );
+        }
         let key = settings.gateway.api_key()?;
         let (_mock, client) = session::connect(&settings, key).await?;
         session::judge(&store, run.id, &settings, &client, &shutdown).await?;

@@ -80,6 +80,10 @@ pub async fn judge(
         policy: retry_policy(settings),
         concurrency: settings.send.concurrency,
         stop: &shutdown.stop,
+        budget_pico_usd: match settings.send.max_cost_pico_usd {
+            Some(limit) => Some(limit.saturating_sub(spent_so_far(store, run_id).await?)),
+            None => None,
+        },
     }
     .run(run_id)
     .await?;
@@ -90,7 +94,12 @@ pub async fn judge(
                 "judged {} answers for {}{}",
                 judged.verdicts,
                 format_usd(judged.cost_pico_usd),
-                if judged.unanswered > 0 {
+                if judged.over_budget {
+                    format!(
+                        "; {} judge requests would pass --max-cost and stay pending for `msgbatch grade`",
+                        judged.unanswered
+                    )
+                } else if judged.unanswered > 0 {
                     format!(
                         "; {} judge requests failed and stay pending for `msgbatch grade`",
                         judged.unanswered
@@ -102,6 +111,13 @@ pub async fn judge(
         }
     }
     Ok(())
+}
+
+/// What a run has spent: its results and its judges.
+async fn spent_so_far(store: &Store, run_id: i64) -> anyhow::Result<u64> {
+    let counts = store.run_counts(run_id).await?;
+    let judges = store.judge_spend(run_id).await?;
+    Ok(u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0))
 }
 
 fn retry_policy(settings: &RunSettings) -> RetryPolicy {
@@ -142,7 +158,7 @@ pub async fn send(
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
     let session = runner.execute(run.id).await?;
-    if session.halt.is_none() && !session.interrupted {
+    if session.halt.is_none() && !session.interrupted && session.budget_stop.is_none() {
         judge(store, run.id, settings, &client, &shutdown).await?;
     }
     let (status, reason) = if let Some(halt) = &session.halt {

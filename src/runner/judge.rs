@@ -21,8 +21,11 @@ const SAVE_EVERY: usize = 64;
 #[derive(Debug, Default)]
 pub struct Judged {
     pub verdicts: u64,
-    /// Requests that failed after all their attempts: the grades stay pending.
+    /// Requests that failed after all their attempts, or that the budget did not allow: the
+    /// grades stay pending.
     pub unanswered: u64,
+    /// The budget stopped judging.
+    pub over_budget: bool,
     pub cost_pico_usd: u64,
 }
 
@@ -34,6 +37,8 @@ pub struct Judge<'a> {
     pub policy: RetryPolicy,
     pub concurrency: usize,
     pub stop: &'a CancellationToken,
+    /// What judging may spend (pico-USD), under the run's `--max-cost`.
+    pub budget_pico_usd: Option<u64>,
 }
 
 impl Judge<'_> {
@@ -41,8 +46,41 @@ impl Judge<'_> {
     pub async fn run(&self, run_id: i64) -> anyhow::Result<Judged> {
         let pending = self.store.pending_judges(run_id).await?;
         let mut judged = Judged::default();
+        // Each request's worst case is held against the budget until its real cost is known.
+        let held = std::sync::atomic::AtomicU64::new(0);
+        let spent = std::sync::atomic::AtomicU64::new(0);
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let held = &held;
+        let spent = &spent;
+        let refused = &refused;
         let mut verdicts = futures_util::stream::iter(pending)
-            .map(|p| self.one(p))
+            .map(|p| async move {
+                let worst = self.worst_case(&p);
+                if let Some(budget) = self.budget_pico_usd {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let reserve = worst.unwrap_or(u64::MAX);
+                    let total = spent
+                        .load(SeqCst)
+                        .saturating_add(held.load(SeqCst))
+                        .saturating_add(reserve);
+                    if total > budget {
+                        refused.store(true, SeqCst);
+                        return None;
+                    }
+                    held.fetch_add(reserve, SeqCst);
+                    let grade = self.one(p).await;
+                    held.fetch_sub(reserve, SeqCst);
+                    let cost = grade
+                        .as_ref()
+                        .and_then(|g| g.judge_cost_pico_usd)
+                        .and_then(|c| u64::try_from(c).ok())
+                        .unwrap_or(0);
+                    spent.fetch_add(cost, SeqCst);
+                    grade
+                } else {
+                    self.one(p).await
+                }
+            })
             .buffer_unordered(self.concurrency.max(1));
         let mut batch = Vec::new();
         while let Some(outcome) = verdicts.next().await {
@@ -62,7 +100,23 @@ impl Judge<'_> {
             }
         }
         self.store.save_grades(&batch).await?;
+        judged.over_budget = refused.load(std::sync::atomic::Ordering::SeqCst);
         Ok(judged)
+    }
+
+    /// The most one judge request can cost, or `None` for a judge model without a price.
+    fn worst_case(&self, pending: &PendingJudge) -> Option<u64> {
+        let spec: Value = serde_json::from_str(&pending.spec).ok()?;
+        let (Grader::Judge { model, .. }, _) =
+            eval::parse_with_specs(&spec).ok()?.into_iter().next()?
+        else {
+            return None;
+        };
+        // The request carries the prompt and the answer, plus the rubric and instructions.
+        let bytes = (pending.request.len() + pending.response.len() + 2048) as u64;
+        self.prices
+            .lookup(&model)
+            .map(|price| price.worst_case_pico_usd(bytes, eval::JUDGE_MAX_TOKENS))
     }
 
     /// One verdict, or `None` when the judge could not be asked (the grade stays pending).

@@ -339,6 +339,17 @@ impl Store {
         Ok(())
     }
 
+    /// What the judge requests of a run cost, in pico-USD.
+    pub async fn judge_spend(&self, run_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(g.judge_cost_pico_usd), 0) FROM grades g
+             JOIN jobs j ON j.id = g.job WHERE j.run_id = ?1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Judge grades of a run still waiting for a verdict.
     pub async fn pending_judges(&self, run_id: i64) -> Result<Vec<PendingJudge>, StoreError> {
         Ok(sqlx::query_as(

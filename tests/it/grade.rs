@@ -238,6 +238,16 @@ async fn judge_requests_that_fail_stay_pending_and_grade_sends_them_later() {
     let grading = &report_json(&ws, "eval").await["totals"][0]["grading"];
     assert_eq!(grading["pending"], 4);
 
+    // A budget too small for any judge request sends none of them.
+    let output = ws.run(&["grade", "eval", "--max-cost", "0.000001"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("4 judge requests would pass --max-cost and stay pending"),
+        "{stderr}"
+    );
+    assert_eq!(mock.requests(), 8);
+
     let output = ws.run(&["grade", "eval"]).await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stderr}");
