@@ -404,3 +404,67 @@ async fn errors_are_counted_by_type_and_status_and_latency_is_binned() {
         [(4, 1), (14, 1)]
     );
 }
+
+#[tokio::test]
+async fn a_gateways_own_prices_cost_the_run_and_reprice_compares_another_table() {
+    let ws = Workspace::new();
+    let mock = crate::common::mock(msgbatch::mock::MockConfig::default()).await;
+    // Every kind of token at $1,000 per million, so a token costs 1e9 pico-USD.
+    ws.write(
+        "gateway-prices.toml",
+        "source = \"test gateway\"\n[models.claude-haiku-4-5]\ninput = 1000\ncache_write_5m = 1000\ncache_write_1h = 1000\ncache_read = 1000\noutput = 1000\n",
+    );
+    let file = ws.jobs("jobs.jsonl", 5);
+    let gateway = gateway_args(&mock);
+    let output = ws
+        .run(&args(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "own",
+                "--prices",
+                "gateway-prices.toml",
+            ],
+            &gateway,
+        ))
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    let tokens = count(
+        &pool,
+        "SELECT SUM(input_tokens + cache_creation_input_tokens + cache_read_input_tokens + output_tokens) FROM results",
+    )
+    .await;
+    assert_eq!(
+        count(&pool, "SELECT SUM(cost_pico_usd) FROM results").await,
+        tokens * 1_000_000_000
+    );
+
+    std::fs::write(ws.path("builtin.toml"), include_str!("../../prices.toml")).unwrap();
+    let output = ws
+        .run(&[
+            "report",
+            "own",
+            "--format",
+            "json",
+            "--out",
+            "-",
+            "--reprice",
+            "builtin.toml",
+        ])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["prices"], "test gateway");
+    let cost = &report["totals"][0]["cost"];
+    assert_eq!(
+        cost["total_pico_usd"].as_i64(),
+        Some(tokens * 1_000_000_000)
+    );
+    let repriced = cost["reprice_pico_usd"].as_i64().unwrap();
+    assert!(
+        repriced > 0 && repriced < tokens * 1_000_000_000 / 100,
+        "{repriced}"
+    );
+}
