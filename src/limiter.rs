@@ -26,10 +26,7 @@ impl Limiter {
     pub fn new(rpm: Option<u32>) -> Self {
         let rpm = rpm.and_then(NonZeroU32::new);
         Self {
-            // A burst of one spreads requests evenly: 600 RPM is one every 100 ms, which is
-            // how the API's token bucket enforces it too.
-            rpm: rpm
-                .map(|n| RateLimiter::direct(Quota::per_minute(n).allow_burst(NonZeroU32::MIN))),
+            rpm: rpm.map(|n| RateLimiter::direct(quota(n))),
             jitter: rpm.map_or(Duration::ZERO, |n| Duration::from_secs(60) / n.get() / 10),
             paused_until: Mutex::new(None),
         }
@@ -76,6 +73,12 @@ impl Limiter {
     }
 }
 
+/// `rpm` requests a minute with a burst of one: 600 RPM is one request every 100 ms, which is
+/// how the API's token bucket enforces it too.
+fn quota(rpm: NonZeroU32) -> Quota {
+    Quota::per_minute(rpm).allow_burst(NonZeroU32::MIN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,8 +99,8 @@ mod tests {
     fn rpm_quota_admits_one_request_per_interval() {
         use governor::clock::FakeRelativeClock;
         let clock = FakeRelativeClock::default();
-        let quota = Quota::per_minute(NonZeroU32::new(600).unwrap()).allow_burst(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+        let limiter =
+            RateLimiter::direct_with_clock(quota(NonZeroU32::new(600).unwrap()), clock.clone());
         assert!(limiter.check().is_ok());
         assert!(limiter.check().is_err());
         clock.advance(Duration::from_millis(100));
