@@ -133,6 +133,30 @@ impl MessageSummary {
     }
 }
 
+/// The text of the last user turn of a request's `messages`: a string content as it is, text
+/// blocks joined by newlines.
+pub fn last_user_text(messages: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    let content = messages
+        .and_then(Value::as_array)
+        .and_then(|messages| {
+            messages
+                .iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|m| m.get("content"));
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

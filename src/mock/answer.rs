@@ -9,6 +9,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::{Map, Value, json};
 
 use crate::eval::JUDGE_MARKER;
+use crate::message::last_user_text;
 use crate::tokens::{PromptUsage, count_tokens};
 
 const WORDS: [&str; 24] = [
@@ -24,7 +25,7 @@ fn judge_verdict(body: &Map<String, Value>) -> Option<String> {
     if !system.contains(JUDGE_MARKER) {
         return None;
     }
-    let text = last_user_text(body);
+    let text = last_user_text(body.get("messages"));
     let answer = text
         .split_once("<answer>")
         .map_or("", |(_, rest)| rest.split("</answer>").next().unwrap_or(""));
@@ -34,29 +35,6 @@ fn judge_verdict(body: &Map<String, Value>) -> Option<String> {
         json!({"pass": true, "reason": "the answer meets the rubric"})
     };
     Some(verdict.to_string())
-}
-
-/// The last user turn's text, which the answer echoes so that every job's answer is its own.
-fn last_user_text(body: &Map<String, Value>) -> String {
-    let Some(Value::Array(messages)) = body.get("messages") else {
-        return String::new();
-    };
-    let Some(message) = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-    else {
-        return String::new();
-    };
-    match message.get("content") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(blocks)) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
 }
 
 /// A stable hash of the request, leaving out `stream` so that a streamed and a plain request
@@ -90,7 +68,10 @@ pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
             stop_sequence: None,
         };
     }
-    let prompt: String = last_user_text(body).chars().take(80).collect();
+    let prompt: String = last_user_text(body.get("messages"))
+        .chars()
+        .take(80)
+        .collect();
     let mut text = format!("Answer to: {prompt}.");
     let extra_words = 8 + seed % 90;
     let mut state = seed;

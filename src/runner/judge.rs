@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{AttemptError, Client, RetryPolicy};
 use crate::eval::{self, Graded, Grader};
 use crate::limiter::Limiter;
+use crate::message::last_user_text;
 use crate::pricing::PriceTable;
 use crate::store::{GradeRecord, PendingJudge, Store};
 
@@ -132,7 +133,7 @@ impl Judge<'_> {
         };
         let request: Value = serde_json::from_str(&pending.request).ok()?;
         let response: Value = serde_json::from_str(&pending.response).ok()?;
-        let prompt = last_user_text(&request);
+        let prompt = last_user_text(request.get("messages"));
         let answer = Graded {
             message: &response,
             latency_ms: 0,
@@ -178,28 +179,5 @@ impl Judge<'_> {
             judge_output_tokens: Some(to_i64(usage.output_tokens)),
             judge_cost_pico_usd: self.prices.cost_pico_usd(&model, &usage).map(to_i64),
         })
-    }
-}
-
-fn last_user_text(request: &Value) -> String {
-    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return String::new();
-    };
-    let Some(content) = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|m| m.get("content"))
-    else {
-        return String::new();
-    };
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
     }
 }
