@@ -6,21 +6,14 @@
 
 use std::io::{BufWriter, Write};
 
-use anyhow::bail;
 use serde_json::{Value, json};
 
 use super::Global;
 use crate::ExitStatus;
-use crate::store::{ExportRow, Store};
+use crate::store::ExportRow;
 
 pub async fn export(global: &Global, args: &crate::cli::ExportArgs) -> anyhow::Result<ExitStatus> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} (give --db or set MSGBATCH_DB)",
-            global.db.display()
-        );
-    }
-    let store = Store::open(&global.db).await?;
+    let store = global.existing_store().await?;
     let run = store.find_run(&args.run).await?;
     let to_stdout = args.out.as_os_str() == "-";
     let sink: Box<dyn Write> = if to_stdout {

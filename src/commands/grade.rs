@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
 use super::{Global, session};
 use crate::cli::GradeArgs;
 use crate::eval;
 use crate::settings::RunSettings;
-use crate::store::{DbLock, GradeRecord, Store};
+use crate::store::{DbLock, GradeRecord};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn grade(
@@ -19,12 +19,7 @@ pub async fn grade(
     args: &GradeArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} (give --db or set MSGBATCH_DB)",
-            global.db.display()
-        );
-    }
+    let store = global.existing_store().await?;
     let expects = match &args.expect {
         Some(path) => match read_expects(path)? {
             Ok(expects) => expects,
@@ -41,7 +36,6 @@ pub async fn grade(
         },
         None => Vec::new(),
     };
-    let store = Store::open(&global.db).await?;
     let _lock = DbLock::acquire(&global.db)?;
     let run = store.find_run(&args.run).await?;
     let replaced: HashMap<&str, &str> = expects

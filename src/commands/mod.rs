@@ -37,3 +37,17 @@ pub struct Global {
     pub config: Option<std::path::PathBuf>,
     pub quiet: bool,
 }
+
+impl Global {
+    /// Opens the database for commands that work on runs already in it, refusing to create an
+    /// empty one where the user mistyped the path.
+    pub async fn existing_store(&self) -> anyhow::Result<crate::store::Store> {
+        if !self.db.exists() {
+            anyhow::bail!(
+                "no database at {} (give --db or set MSGBATCH_DB)",
+                self.db.display()
+            );
+        }
+        Ok(crate::store::Store::open(&self.db).await?)
+    }
+}

@@ -10,7 +10,7 @@ use crate::cli::{ReportArgs, ReportFormat};
 use crate::pricing::PriceTable;
 use crate::report::{self, Report};
 use crate::settings::RunSettings;
-use crate::store::{GroupBy, RunRow, Store};
+use crate::store::{GroupBy, RunRow};
 
 pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
     match text {
@@ -33,14 +33,8 @@ pub fn run_prices(run: &RunRow) -> anyhow::Result<PriceTable> {
 }
 
 pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitStatus> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} (give --db or set MSGBATCH_DB)",
-            global.db.display()
-        );
-    }
+    let store = global.existing_store().await?;
     let by = parse_group_by(&args.by)?;
-    let store = Store::open(&global.db).await?;
     let mut runs = Vec::new();
     for key in &args.runs {
         runs.push(store.find_run(key).await?);

@@ -5,7 +5,7 @@ use anyhow::bail;
 use super::{Global, session};
 use crate::cli::ResumeArgs;
 use crate::settings::{ConfigFile, RunSettings, parse_header};
-use crate::store::{DbLock, Store};
+use crate::store::DbLock;
 use crate::{ExitStatus, Shutdown};
 
 pub async fn resume(
@@ -13,13 +13,7 @@ pub async fn resume(
     args: ResumeArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} (give --db or set MSGBATCH_DB)",
-            global.db.display()
-        );
-    }
-    let store = Store::open(&global.db).await?;
+    let store = global.existing_store().await?;
     let _lock = DbLock::acquire(&global.db)?;
     let run = store.find_run(&args.run).await?;
     if run.status == "loading" {

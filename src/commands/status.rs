@@ -1,21 +1,13 @@
 //! `msgbatch status`: runs with their progress and spend.
 
-use anyhow::bail;
-
 use super::Global;
 use crate::ExitStatus;
 use crate::pricing::format_usd;
-use crate::store::{RunRow, Store};
+use crate::store::RunRow;
 
 #[expect(clippy::print_stdout, reason = "the status is the command's output")]
 pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} (give --db or set MSGBATCH_DB)",
-            global.db.display()
-        );
-    }
-    let store = Store::open(&global.db).await?;
+    let store = global.existing_store().await?;
     let runs = match &args.run {
         Some(key) => vec![store.find_run(key).await?],
         None => store.runs().await?,
