@@ -8,6 +8,8 @@
 //! optionally with input valid against `input_schema`) and `judge` (a rubric for a grader model,
 //! answered through the same gateway; see [`judge_request`]).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::jobs::validate::FieldError;
@@ -27,12 +29,12 @@ pub enum Grader {
     NotContains(Vec<String>),
     Regex(regex::Regex),
     Json,
-    JsonSchema(Value),
+    JsonSchema(Arc<jsonschema::Validator>),
     StopReason(Vec<String>),
     MaxLatencyMs(i64),
     ToolUse {
         name: String,
-        input_schema: Option<Value>,
+        input_schema: Option<Arc<jsonschema::Validator>>,
     },
     Judge {
         rubric: String,
@@ -77,10 +79,11 @@ fn strings(value: &Value, field: &str) -> Result<Vec<String>, FieldError> {
     }
 }
 
-fn schema(value: &Value, field: &str) -> Result<Value, FieldError> {
+/// Compiles a schema once, when the spec is read, for every answer it will check.
+fn schema(value: &Value, field: &str) -> Result<Arc<jsonschema::Validator>, FieldError> {
     jsonschema::validator_for(value)
-        .map_err(|e| FieldError::new(field, format!("invalid JSON Schema: {e}")))?;
-    Ok(value.clone())
+        .map(Arc::new)
+        .map_err(|e| FieldError::new(field, format!("invalid JSON Schema: {e}")))
 }
 
 /// Parses `expect` into graders, naming the field of the first bad spec.
@@ -298,9 +301,7 @@ pub fn strip_fence(text: &str) -> &str {
     body.trim_end().strip_suffix("```").unwrap_or(body).trim()
 }
 
-fn validate(schema: &Value, value: &Value) -> Result<(), String> {
-    let validator =
-        jsonschema::validator_for(schema).map_err(|e| format!("invalid schema: {e}"))?;
+fn validate(validator: &jsonschema::Validator, value: &Value) -> Result<(), String> {
     match validator.iter_errors(value).next() {
         None => Ok(()),
         Some(e) => Err(format!("{e} at `{}`", e.instance_path())),
