@@ -358,12 +358,7 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
                     .cost_per_pass_pico_usd
                     .map_or_else(|| "-".to_owned(), usd),
                 usd(grading.judge_cost_pico_usd),
-                grading
-                    .by_grader
-                    .iter()
-                    .map(|(k, n, p)| format!("{k} {p}/{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                grading.by_grader_line(", "),
             ]));
         }
         out.push_str("</tbody></table>\n");

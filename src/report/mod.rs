@@ -158,6 +158,17 @@ pub struct Grading {
     pub by_grader: Vec<(String, i64, i64)>,
 }
 
+impl Grading {
+    /// Each grader kind's passes, as `kind passed/graded`, joined by `separator`.
+    pub fn by_grader_line(&self, separator: &str) -> String {
+        self.by_grader
+            .iter()
+            .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
+}
+
 /// Sums that become ratios in [`Group::finish`].
 #[derive(Debug, Clone, Default)]
 struct Sums {

@@ -193,12 +193,7 @@ pub fn table(report: &Report) -> String {
         }
         for (label, g) in &rows {
             let Some(grading) = &g.grading else { continue };
-            let line = grading
-                .by_grader
-                .iter()
-                .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
-                .collect::<Vec<_>>()
-                .join(" · ");
+            let line = grading.by_grader_line(" · ");
             let pending = if grading.pending > 0 {
                 format!(" ({} judge verdicts pending)", grading.pending)
             } else {
@@ -318,12 +313,7 @@ pub fn markdown(report: &Report) -> String {
         );
         for (label, g) in &rows {
             let Some(grading) = &g.grading else { continue };
-            let by_grader = grading
-                .by_grader
-                .iter()
-                .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let by_grader = grading.by_grader_line(", ");
             let _ = writeln!(
                 out,
                 "| {label} | {} | {} | {} | {} | {} | {} | {} | {by_grader} |",
