@@ -49,21 +49,20 @@ fn dollars(text: &str, label: &str) -> f64 {
 async fn the_estimate_brackets_the_real_cost() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
-    let gateway = gateway_args(&mock);
     // An earlier run of the same model gives the estimate its output figures.
     let earlier = cached_jobs(&ws, "earlier.jsonl", "warm", 30);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &["run", earlier.to_str().unwrap(), "--concurrency", "1"],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
 
     let file = cached_jobs(&ws, "jobs.jsonl", "real", 40);
     let before = mock.requests();
     let estimate = ws
-        .run(&args(&["estimate", file.to_str().unwrap()], &gateway))
+        .run_on(&mock, &["estimate", file.to_str().unwrap()])
         .await;
     let (stdout, stderr) = text(&estimate);
     assert_eq!(code(&estimate), 0, "{stderr}");
@@ -90,7 +89,8 @@ async fn the_estimate_brackets_the_real_cost() {
     let (expected, worst) = (amounts[0], amounts[1]);
 
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -99,8 +99,7 @@ async fn the_estimate_brackets_the_real_cost() {
                 "--name",
                 "real",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let real = total_cost(&ws, "real").await;
@@ -120,9 +119,8 @@ async fn without_count_tokens_the_estimate_falls_back_to_local_and_says_so() {
     })
     .await;
     let file = cached_jobs(&ws, "jobs.jsonl", "q", 5);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(&["estimate", file.to_str().unwrap()], &gateway))
+        .run_on(&mock, &["estimate", file.to_str().unwrap()])
         .await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stderr}");
@@ -139,10 +137,10 @@ async fn max_cost_stops_under_the_budget_and_resume_with_more_finishes() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     let file = cached_jobs(&ws, "jobs.jsonl", "b", 40);
-    let gateway = gateway_args(&mock);
     let budget = 0.04;
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -153,8 +151,7 @@ async fn max_cost_stops_under_the_budget_and_resume_with_more_finishes() {
                 "--max-cost",
                 "0.04",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 3, "{stderr}");

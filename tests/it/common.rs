@@ -69,6 +69,21 @@ impl Workspace {
         command
     }
 
+    /// A command for the real binary sending to `mock` with the test key.
+    pub fn command_on(&self, mock: &MockServer, args: &[&str]) -> tokio::process::Command {
+        let mut command = self.command(args);
+        command.args(gateway_args(mock));
+        command
+    }
+
+    /// Runs the binary against `mock` to completion.
+    pub async fn run_on(&self, mock: &MockServer, args: &[&str]) -> Output {
+        self.command_on(mock, args)
+            .output()
+            .await
+            .expect("the binary runs")
+    }
+
     /// Runs the binary to completion.
     pub async fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().await.expect("the binary runs")
@@ -154,14 +169,6 @@ pub async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("a count")
-}
-
-pub fn args<'a>(fixed: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
-    fixed
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .collect()
 }
 
 pub fn file_bytes(path: &Path) -> Vec<u8> {

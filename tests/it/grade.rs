@@ -54,9 +54,9 @@ async fn graders_and_the_judge_grade_every_answer_and_reports_show_pass_rates() 
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     let file = graded_jobs(&ws, true);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -65,8 +65,7 @@ async fn graders_and_the_judge_grade_every_answer_and_reports_show_pass_rates() 
                 "--concurrency",
                 "1",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stderr}");
@@ -154,12 +153,8 @@ async fn regrading_changes_outcomes_without_sending_anything() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     let file = graded_jobs(&ws, false);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
-            &["run", file.to_str().unwrap(), "--name", "eval"],
-            &gateway,
-        ))
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "eval"])
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(
@@ -213,9 +208,9 @@ async fn judge_requests_that_fail_stay_pending_and_grade_sends_them_later() {
     })
     .await;
     let file = graded_jobs(&ws, true);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -226,8 +221,7 @@ async fn judge_requests_that_fail_stay_pending_and_grade_sends_them_later() {
                 "--max-attempts",
                 "1",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stderr}");
@@ -282,8 +276,7 @@ async fn bad_grader_specs_are_reported_by_line_before_anything_is_sent() {
         json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "d"}], "expect": {"json_schema": {"type": "nope"}}}).to_string(),
     ];
     ws.write("bad.jsonl", &lines.join("\n"));
-    let gateway = gateway_args(&mock);
-    let output = ws.run(&args(&["run", "bad.jsonl"], &gateway)).await;
+    let output = ws.run_on(&mock, &["run", "bad.jsonl"]).await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 2, "{stderr}");
     assert!(
@@ -309,9 +302,9 @@ async fn the_csv_expected_column_grades_with_the_chosen_mode() {
         "p.csv",
         "id,prompt,expected\na,alpha,Answer to: alpha\nb,beta,nothing like it\n",
     );
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 "p.csv",
@@ -324,8 +317,7 @@ async fn the_csv_expected_column_grades_with_the_chosen_mode() {
                 "--name",
                 "csv",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let grading = &report_json(&ws, "csv").await["totals"][0]["grading"];

@@ -25,8 +25,7 @@ async fn a_malformed_file_is_refused_with_every_bad_line_and_nothing_sent() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     let file = ws.write("bad.jsonl", &bad_file());
-    let gateway = gateway_args(&mock);
-    let output = ws.run(&args(&["run", "bad.jsonl"], &gateway)).await;
+    let output = ws.run_on(&mock, &["run", "bad.jsonl"]).await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 2, "{stderr}");
     let expected = [
@@ -59,9 +58,8 @@ async fn skip_invalid_records_bad_lines_as_rejected_and_runs_the_rest() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     ws.write("bad.jsonl", &bad_file());
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(&["run", "bad.jsonl", "--skip-invalid"], &gateway))
+        .run_on(&mock, &["run", "bad.jsonl", "--skip-invalid"])
         .await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stderr}");

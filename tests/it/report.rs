@@ -415,9 +415,9 @@ async fn a_gateways_own_prices_cost_the_run_and_reprice_compares_another_table()
         "source = \"test gateway\"\n[models.claude-haiku-4-5]\ninput = 1000\ncache_write_5m = 1000\ncache_write_1h = 1000\ncache_read = 1000\noutput = 1000\n",
     );
     let file = ws.jobs("jobs.jsonl", 5);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -426,8 +426,7 @@ async fn a_gateways_own_prices_cost_the_run_and_reprice_compares_another_table()
                 "--prices",
                 "gateway-prices.toml",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;

@@ -38,9 +38,9 @@ async fn after_kill_9_resume_sends_exactly_the_jobs_without_a_committed_result()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 60);
-    let gateway = gateway_args(&mock);
     let mut child = ws
-        .command(&args(
+        .command_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -49,8 +49,7 @@ async fn after_kill_9_resume_sends_exactly_the_jobs_without_a_committed_result()
                 "--name",
                 "crash",
             ],
-            &gateway,
-        ))
+        )
         .spawn()
         .unwrap();
     mock.wait_for_requests(20).await;
@@ -99,9 +98,9 @@ async fn ctrl_c_lets_requests_in_flight_finish_then_resume_completes() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 30);
-    let gateway = gateway_args(&mock);
     let child = ws
-        .command(&args(
+        .command_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -110,8 +109,7 @@ async fn ctrl_c_lets_requests_in_flight_finish_then_resume_completes() {
                 "--name",
                 "night",
             ],
-            &gateway,
-        ))
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -152,9 +150,9 @@ async fn a_second_ctrl_c_abandons_requests_in_flight_and_keeps_them_pending() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 5);
-    let gateway = gateway_args(&mock);
     let mut child = ws
-        .command(&args(
+        .command_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -163,8 +161,7 @@ async fn a_second_ctrl_c_abandons_requests_in_flight_and_keeps_them_pending() {
                 "--name",
                 "slow",
             ],
-            &gateway,
-        ))
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -198,9 +195,9 @@ async fn status_tells_a_dead_run_and_include_failed_sends_failures_again() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 20);
-    let gateway = gateway_args(&mock);
     let mut child = ws
-        .command(&args(
+        .command_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -209,8 +206,7 @@ async fn status_tells_a_dead_run_and_include_failed_sends_failures_again() {
                 "--name",
                 "dead",
             ],
-            &gateway,
-        ))
+        )
         .spawn()
         .unwrap();
     mock.wait_for_requests(5).await;

@@ -22,12 +22,11 @@ async fn transient_failures_are_retried_to_success_and_every_attempt_is_recorded
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 2);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &["run", file.to_str().unwrap(), "--concurrency", "1"],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;
@@ -70,10 +69,7 @@ async fn retry_after_is_a_floor_for_the_next_attempt() {
     .await;
     let file = ws.jobs("jobs.jsonl", 1);
     // Backoff alone would retry within 5 ms.
-    let gateway = gateway_args(&mock);
-    let output = ws
-        .run(&args(&["run", file.to_str().unwrap()], &gateway))
-        .await;
+    let output = ws.run_on(&mock, &["run", file.to_str().unwrap()]).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let log = mock.log();
     assert_eq!(log.len(), 2);
@@ -103,14 +99,13 @@ async fn a_429_holds_back_every_worker_not_only_the_one_refused() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 6);
-    let gateway = gateway_args(&mock);
     // One at a time with a 5 ms backoff cap: without a shared pause, job-1 would follow
     // job-0's 429 immediately.
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &["run", file.to_str().unwrap(), "--concurrency", "1"],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let log = mock.log();
@@ -128,12 +123,11 @@ async fn a_400_is_not_retried_and_fails_the_job() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 2);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &["run", file.to_str().unwrap(), "--concurrency", "1"],
-            &gateway,
-        ))
+        )
         .await;
     let (stdout, _) = text(&output);
     assert_eq!(code(&output), 1, "exit 1 means some jobs failed");
@@ -156,12 +150,11 @@ async fn attempts_run_out_and_the_job_fails_with_the_count_and_last_cause() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 1);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &["run", file.to_str().unwrap(), "--max-attempts", "3"],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 1, "{:?}", text(&output));
     let pool = ws.pool().await;
@@ -189,9 +182,9 @@ async fn the_spend_limit_stops_the_run_at_once_and_keeps_jobs_pending() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 20);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -200,8 +193,7 @@ async fn the_spend_limit_stops_the_run_at_once_and_keeps_jobs_pending() {
                 "--name",
                 "capped",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 2, "{stderr}");

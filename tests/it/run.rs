@@ -10,9 +10,9 @@ async fn every_job_is_recorded_with_its_own_answer() {
     let ws = Workspace::new();
     let mock = mock(MockConfig::default()).await;
     let file = ws.jobs("jobs.jsonl", 40);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -21,8 +21,7 @@ async fn every_job_is_recorded_with_its_own_answer() {
                 "--name",
                 "night",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
@@ -77,17 +76,16 @@ async fn both_shapes_csv_and_fan_out_reach_the_gateway_intact() {
         ]
         .join("\n"),
     );
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 jsonl.to_str().unwrap(),
                 "--models",
                 "claude-haiku-4-5,claude-sonnet-4-6",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let log = mock.log();
@@ -128,7 +126,8 @@ async fn both_shapes_csv_and_fan_out_reach_the_gateway_intact() {
         "id,prompt,system,max_tokens,tag:team\nc1,\"Hello, CSV\",Be brief.,30,evals\nc2,Second row,,,evals\n",
     );
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 csv.to_str().unwrap(),
@@ -137,8 +136,7 @@ async fn both_shapes_csv_and_fan_out_reach_the_gateway_intact() {
                 "--max-tokens",
                 "64",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let log = mock.log();
@@ -194,9 +192,9 @@ async fn export_writes_batch_results_lines_for_every_outcome() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 3);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -205,8 +203,7 @@ async fn export_writes_batch_results_lines_for_every_outcome() {
                 "--name",
                 "r",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 1, "one job failed: {:?}", text(&output));
     let out = ws.path("out/results.jsonl");

@@ -14,10 +14,9 @@ async fn the_key_appears_nowhere_in_the_database_or_the_output() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 5);
-    let mut gateway = gateway_args(&mock);
-    gateway.extend(["--header".to_owned(), format!("x-extra-secret: {TEST_KEY}")]);
+    let header = format!("x-extra-secret: {TEST_KEY}");
     let output = ws
-        .run(&args(&["run", file.to_str().unwrap()], &gateway))
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--header", &header])
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert!(mock.log().iter().all(|l| l.auth == "x-api-key"));
@@ -49,9 +48,9 @@ async fn a_wrong_key_stops_the_run_after_a_few_jobs_with_one_sentence() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 50);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 file.to_str().unwrap(),
@@ -60,8 +59,7 @@ async fn a_wrong_key_stops_the_run_after_a_few_jobs_with_one_sentence() {
                 "--name",
                 "wrong",
             ],
-            &gateway,
-        ))
+        )
         .await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 2, "{stderr}");

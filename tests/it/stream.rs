@@ -26,8 +26,7 @@ async fn a_streamed_answer_is_stored_exactly_as_the_plain_one() {
         json!({"custom_id": "streamed", "params": request(true, false)}),
     ];
     ws.write("jobs.jsonl", &lines.map(|l| l.to_string()).join("\n"));
-    let gateway = gateway_args(&mock);
-    let output = ws.run(&args(&["run", "jobs.jsonl"], &gateway)).await;
+    let output = ws.run_on(&mock, &["run", "jobs.jsonl"]).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;
     let rows = sqlx::query("SELECT j.job_id, b.body, r.streamed, r.ttft_ms, r.output_tokens FROM results r JOIN responses b ON b.job = r.job JOIN jobs j ON j.id = r.job ORDER BY j.id")
@@ -64,12 +63,8 @@ async fn run_stream_streams_every_job_and_records_ttft_below_latency() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 3);
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
-            &["run", file.to_str().unwrap(), "--stream"],
-            &gateway,
-        ))
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--stream"])
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert!(mock.log().iter().all(|l| l.stream));
@@ -105,8 +100,7 @@ async fn error_events_and_cut_streams_are_retried_and_nothing_partial_is_stored(
         "jobs.jsonl",
         &json!({"custom_id": "s", "params": request(true, false)}).to_string(),
     );
-    let gateway = gateway_args(&mock);
-    let output = ws.run(&args(&["run", "jobs.jsonl"], &gateway)).await;
+    let output = ws.run_on(&mock, &["run", "jobs.jsonl"]).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;
     let kinds: Vec<(Option<i64>, Option<String>)> =
@@ -149,9 +143,9 @@ async fn an_idle_stream_fails_the_attempt() {
         "jobs.jsonl",
         &json!({"custom_id": "s", "params": request(true, false)}).to_string(),
     );
-    let gateway = gateway_args(&mock);
     let output = ws
-        .run(&args(
+        .run_on(
+            &mock,
             &[
                 "run",
                 "jobs.jsonl",
@@ -160,8 +154,7 @@ async fn an_idle_stream_fails_the_attempt() {
                 "--max-attempts",
                 "2",
             ],
-            &gateway,
-        ))
+        )
         .await;
     assert_eq!(code(&output), 1, "{:?}", text(&output));
     let pool = ws.pool().await;
