@@ -59,21 +59,28 @@ pub struct JobInput {
     pub max_tokens: u64,
 }
 
-/// Accumulates jobs in file order.
-pub struct Estimator {
-    cache: HashSet<u64>,
-    models: BTreeMap<String, (ModelEstimate, Vec<u64>)>,
+/// One model's jobs billed at one price tier.
+#[derive(Debug, Default)]
+struct TierSums {
+    usage: Usage,
+    /// `max_tokens` of each job, for the expected output.
+    max_tokens: Vec<u64>,
 }
 
-impl Default for Estimator {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Accumulates jobs in file order.
+///
+/// A price tier is chosen per request from that request's own total input (as the API bills
+/// it), so jobs are summed per (model, tier) and each sum is priced at its tier's rates.
+pub struct Estimator {
+    prices: PriceTable,
+    cache: HashSet<u64>,
+    models: BTreeMap<String, (ModelEstimate, BTreeMap<Option<u64>, TierSums>)>,
 }
 
 impl Estimator {
-    pub fn new() -> Self {
+    pub fn new(prices: &PriceTable) -> Self {
         Self {
+            prices: prices.clone(),
             cache: HashSet::new(),
             models: BTreeMap::new(),
         }
@@ -90,13 +97,13 @@ impl Estimator {
     /// Adds a job; `counted` is the gateway's total input count when there is one, which
     /// replaces the local total (the difference is taken as uncached input).
     pub fn add(&mut self, model: &str, input: JobInput, counted: Option<u64>) {
-        let (entry, max_tokens) = self.models.entry(model.to_owned()).or_insert_with(|| {
+        let (entry, tiers) = self.models.entry(model.to_owned()).or_insert_with(|| {
             (
                 ModelEstimate {
                     model: model.to_owned(),
                     ..ModelEstimate::default()
                 },
-                Vec::new(),
+                BTreeMap::new(),
             )
         });
         let cached =
@@ -111,14 +118,24 @@ impl Estimator {
         entry.cache_write_1h += input.usage.cache_write_1h;
         entry.cache_read += input.usage.cache_read;
         entry.max_output_tokens += input.max_tokens;
-        max_tokens.push(input.max_tokens);
+        let tier = self
+            .prices
+            .lookup(model)
+            .and_then(|price| price.tier(uncached + cached).0);
+        let sums = tiers.entry(tier).or_default();
+        let u = &mut sums.usage;
+        u.input_tokens += uncached;
+        u.cache_write_5m_tokens += input.usage.cache_write_5m;
+        u.cache_write_1h_tokens += input.usage.cache_write_1h;
+        u.cache_creation_input_tokens += input.usage.cache_write_5m + input.usage.cache_write_1h;
+        u.cache_read_input_tokens += input.usage.cache_read;
+        sums.max_tokens.push(input.max_tokens);
     }
 
     /// Prices the totals. `mean_output` gives earlier runs' mean output per model.
     pub fn finish(
         self,
         source: TokenSource,
-        prices: &PriceTable,
         mean_output: &HashMap<String, (f64, i64)>,
         output_fraction: f64,
     ) -> Estimate {
@@ -129,48 +146,56 @@ impl Estimator {
             worst_pico_usd: 0,
             unpriced: Vec::new(),
         };
-        for (model, (mut entry, max_tokens)) in self.models {
-            let expected_output: u64 = match mean_output.get(&model) {
+        for (model, (mut entry, tiers)) in self.models {
+            let mean = mean_output.get(&model);
+            entry.output_basis = match mean {
                 Some((mean, results)) => {
-                    entry.output_basis =
-                        format!("mean of {results} earlier results ({mean:.0} tokens)");
-                    max_tokens.iter().map(|m| (*m).min(to_tokens(*mean))).sum()
+                    format!("mean of {results} earlier results ({mean:.0} tokens)")
                 }
-                None => {
-                    entry.output_basis = format!("{:.0}% of max_tokens", output_fraction * 100.0);
-                    max_tokens
+                None => format!("{:.0}% of max_tokens", output_fraction * 100.0),
+            };
+            let expected_output = |max_tokens: &[u64]| -> u64 {
+                match mean {
+                    Some((mean, _)) => max_tokens.iter().map(|m| (*m).min(to_tokens(*mean))).sum(),
+                    None => max_tokens
                         .iter()
                         .map(|m| to_tokens(*m as f64 * output_fraction))
-                        .sum()
+                        .sum(),
                 }
             };
-            entry.expected_output_tokens = expected_output;
-            if let Some(price) = prices.lookup(&model) {
+            let price = self.prices.lookup(&model);
+            let (mut expected_cost, mut worst_cost) = (0, 0);
+            for (tier, sums) in tiers {
+                let output = expected_output(&sums.max_tokens);
+                entry.expected_output_tokens += output;
+                let Some(price) = price else { continue };
+                let rates = match (tier, &price.long_context) {
+                    (Some(_), Some((_, rates))) => rates,
+                    _ => &price.rates,
+                };
                 let expected = Usage {
-                    input_tokens: entry.input_tokens,
-                    output_tokens: expected_output,
-                    cache_creation_input_tokens: entry.cache_write_5m + entry.cache_write_1h,
-                    cache_write_5m_tokens: entry.cache_write_5m,
-                    cache_write_1h_tokens: entry.cache_write_1h,
-                    cache_read_input_tokens: entry.cache_read,
+                    output_tokens: output,
+                    ..sums.usage
                 };
                 // Worst case: nothing is read from the cache (every cached token is written
                 // again) and every answer runs to max_tokens.
+                let cached = sums.usage.cache_read_input_tokens;
                 let worst = Usage {
-                    output_tokens: entry.max_output_tokens,
-                    cache_creation_input_tokens: entry.cache_write_5m
-                        + entry.cache_write_1h
-                        + entry.cache_read,
-                    cache_write_5m_tokens: entry.cache_write_5m + entry.cache_read,
+                    output_tokens: sums.max_tokens.iter().sum(),
+                    cache_creation_input_tokens: sums.usage.cache_creation_input_tokens + cached,
+                    cache_write_5m_tokens: sums.usage.cache_write_5m_tokens + cached,
                     cache_read_input_tokens: 0,
-                    ..expected
+                    ..sums.usage
                 };
-                let expected = price.cost_pico_usd(&expected);
-                let worst = price.cost_pico_usd(&worst).max(expected);
-                entry.expected_pico_usd = Some(expected);
-                entry.worst_pico_usd = Some(worst);
-                estimate.expected_pico_usd += expected;
-                estimate.worst_pico_usd += worst;
+                let expected = rates.cost_pico_usd(&expected);
+                expected_cost += expected;
+                worst_cost += rates.cost_pico_usd(&worst).max(expected);
+            }
+            if price.is_some() {
+                entry.expected_pico_usd = Some(expected_cost);
+                entry.worst_pico_usd = Some(worst_cost);
+                estimate.expected_pico_usd += expected_cost;
+                estimate.worst_pico_usd += worst_cost;
             } else {
                 estimate.unpriced.push(model.clone());
             }
@@ -196,7 +221,7 @@ pub fn local_estimate(
     mean_output: &HashMap<String, (f64, i64)>,
     output_fraction: f64,
 ) -> anyhow::Result<Estimate> {
-    let mut estimator = Estimator::new();
+    let mut estimator = Estimator::new(prices);
     crate::jobs::load(options, false, 1000, |chunk| {
         for job in chunk {
             let body: Map<String, Value> = serde_json::from_str(&job.request)?;
@@ -205,7 +230,7 @@ pub fn local_estimate(
         }
         Ok(())
     })?;
-    Ok(estimator.finish(TokenSource::Local, prices, mean_output, output_fraction))
+    Ok(estimator.finish(TokenSource::Local, mean_output, output_fraction))
 }
 
 /// The body `count_tokens` takes: the Messages body without the fields it refuses.
@@ -233,7 +258,7 @@ mod tests {
     #[test]
     fn shared_prefixes_are_written_once_and_the_worst_case_bounds_the_expected() {
         let system = "s".repeat(8000); // 2000 tokens
-        let mut estimator = Estimator::new();
+        let mut estimator = Estimator::new(&PriceTable::builtin());
         for question in ["first?", "second?", "third?"] {
             let body = json!({"model": "claude-haiku-4-5", "max_tokens": 100,
                 "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
@@ -241,12 +266,7 @@ mod tests {
             let input = estimator.local(body.as_object().unwrap());
             estimator.add("claude-haiku-4-5", input, None);
         }
-        let estimate = estimator.finish(
-            TokenSource::Local,
-            &PriceTable::builtin(),
-            &HashMap::new(),
-            0.5,
-        );
+        let estimate = estimator.finish(TokenSource::Local, &HashMap::new(), 0.5);
         let haiku = &estimate.models[0];
         assert_eq!((haiku.cache_write_5m, haiku.cache_read), (2000, 4000));
         assert_eq!(
@@ -259,5 +279,25 @@ mod tests {
             Some(2_500_000_000 + 400_000_000 + 6_000_000 + 750_000_000)
         );
         assert!(estimate.worst_pico_usd > estimate.expected_pico_usd);
+    }
+
+    #[test]
+    fn each_job_is_priced_at_its_own_tier() {
+        // Three Haiku 5.5 jobs: two small prompts and one over 100K tokens. Summed, the three
+        // pass 100K, but only the long one is billed at 5x.
+        let mut estimator = Estimator::new(&PriceTable::builtin());
+        for bytes in [4_000, 4_000, 400_000] {
+            let body = json!({"model": "claude-haiku-5-5", "max_tokens": 10,
+                "messages": [{"role": "user", "content": "q".repeat(bytes)}]});
+            let input = estimator.local(body.as_object().unwrap());
+            estimator.add("claude-haiku-5-5", input, None);
+        }
+        let estimate = estimator.finish(TokenSource::Local, &HashMap::new(), 1.0);
+        let haiku = &estimate.models[0];
+        // The newer tokenizer: 4,000 bytes are 1,300 tokens, 400,000 bytes 130,000.
+        assert_eq!(haiku.input_tokens, 1_300 + 1_300 + 130_000);
+        let base = 2 * (1_300 * 100_000 + 10 * 500_000);
+        let long = 130_000 * 500_000 + 10 * 2_500_000;
+        assert_eq!(haiku.expected_pico_usd, Some(base + long));
     }
 }

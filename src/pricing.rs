@@ -4,12 +4,13 @@
 //! `tokens × price` is an exact count of pico-USD (1e-12 USD) in a `u64`/`i64`. Dollars appear
 //! only when a figure is displayed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::message::Usage;
+use crate::tokens::Tokenizer;
 
 /// The table compiled into the binary.
 const BUILTIN: &str = include_str!("../prices.toml");
@@ -36,7 +37,7 @@ pub enum PriceError {
 }
 
 /// Five prices in micro-USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rates {
     pub input: u64,
     pub cache_write_5m: u64,
@@ -59,26 +60,34 @@ impl Rates {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelPrice {
     pub rates: Rates,
-    /// Rates for every token of a request whose total input passes the threshold.
+    /// Rates for every token of a request whose total input (uncached input, cache writes and
+    /// cache reads) is above the threshold: a long-context premium, or a price set by prompt
+    /// length such as Haiku 5.5's.
     pub long_context: Option<(u64, Rates)>,
 }
 
 impl ModelPrice {
-    pub fn rates_for(&self, usage: &Usage) -> &Rates {
+    /// The tier a request of `total_input` tokens is billed at: `Some(threshold)` above the
+    /// base one, with its rates.
+    pub fn tier(&self, total_input: u64) -> (Option<u64>, &Rates) {
         match &self.long_context {
-            Some((above, rates)) if usage.total_input_tokens() > *above => rates,
-            _ => &self.rates,
+            Some((above, rates)) if total_input > *above => (Some(*above), rates),
+            _ => (None, &self.rates),
         }
+    }
+
+    pub fn rates_for(&self, usage: &Usage) -> &Rates {
+        self.tier(usage.total_input_tokens()).1
     }
 
     pub fn cost_pico_usd(&self, usage: &Usage) -> u64 {
         self.rates_for(usage).cost_pico_usd(usage)
     }
 
-    /// An upper bound on the cost of a request body of `request_bytes` bytes answered with
-    /// `max_tokens` tokens: at most one input token per three bytes, every one at the dearest
-    /// input-side rate (a 1-hour cache write), and the output at the dearest output rate.
-    pub fn worst_case_pico_usd(&self, request_bytes: u64, max_tokens: u64) -> u64 {
+    /// An upper bound on the cost of a request of at most `input_tokens` input tokens answered
+    /// with `max_tokens` tokens: every input token at the dearest input-side rate of any tier
+    /// (a 1-hour cache write), and the output at the dearest output rate.
+    pub fn worst_case_pico_usd(&self, input_tokens: u64, max_tokens: u64) -> u64 {
         let tiers = std::iter::once(&self.rates).chain(self.long_context.as_ref().map(|(_, r)| r));
         let input = tiers
             .clone()
@@ -86,14 +95,35 @@ impl ModelPrice {
             .max()
             .unwrap_or(0);
         let output = tiers.map(|r| r.output).max().unwrap_or(0);
-        request_bytes.div_ceil(3) * input + max_tokens * output
+        input_tokens * input + max_tokens * output
     }
+}
+
+/// A model of the table as the file gives it, for listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceEntry {
+    pub model: String,
+    pub aliases: Vec<String>,
+    pub rates: Rates,
+    /// Rates for requests whose total input is above `above_input_tokens`.
+    pub above: Option<TierRates>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TierRates {
+    pub above_input_tokens: u64,
+    pub rates: Rates,
 }
 
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     pub source: String,
-    models: HashMap<String, ModelPrice>,
+    /// The day the source was read, as the file gives it.
+    pub read_on: Option<String>,
+    /// Every id and alias, to its place in `prices` and `entries`.
+    index: HashMap<String, usize>,
+    prices: Vec<ModelPrice>,
+    entries: Vec<PriceEntry>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +131,9 @@ pub struct PriceTable {
 struct FileTable {
     #[serde(default)]
     source: Option<String>,
-    models: HashMap<String, FileModel>,
+    #[serde(default)]
+    read_on: Option<String>,
+    models: BTreeMap<String, FileModel>,
 }
 
 #[derive(Deserialize)]
@@ -148,12 +180,14 @@ impl PriceTable {
             path: path.to_owned(),
             source,
         })?;
-        let mut models = HashMap::new();
+        let mut index = HashMap::new();
+        let mut prices = Vec::with_capacity(file.models.len());
+        let mut entries = Vec::with_capacity(file.models.len());
+        let invalid = |message: String| PriceError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         for (name, model) in file.models {
-            let invalid = |message: String| PriceError::Invalid {
-                path: path.to_owned(),
-                message,
-            };
             let rates = to_rates([
                 model.input,
                 model.cache_write_5m,
@@ -180,29 +214,81 @@ impl PriceTable {
                 rates,
                 long_context,
             };
-            for alias in &model.aliases {
-                models.insert(alias.clone(), price.clone());
+            for id in std::iter::once(&name).chain(&model.aliases) {
+                if index.insert(id.clone(), prices.len()).is_some() {
+                    return Err(invalid(format!(
+                        "model {name}: `{id}` names another model of the table too"
+                    )));
+                }
             }
-            models.insert(name, price);
+            prices.push(price);
+            entries.push(PriceEntry {
+                model: name,
+                aliases: model.aliases,
+                rates,
+                above: long_context.map(|(above_input_tokens, rates)| TierRates {
+                    above_input_tokens,
+                    rates,
+                }),
+            });
         }
         Ok(Self {
             source: file.source.unwrap_or_else(|| path.to_owned()),
-            models,
+            read_on: file.read_on,
+            index,
+            prices,
+            entries,
         })
+    }
+
+    /// Every model of the table with its aliases, in model-id order.
+    pub fn entries(&self) -> &[PriceEntry] {
+        &self.entries
+    }
+
+    /// The source, with the day it was read when the file gives it.
+    pub fn describe(&self) -> String {
+        match &self.read_on {
+            Some(day) => format!("{}, read {day}", self.source),
+            None => self.source.clone(),
+        }
+    }
+
+    /// The most a request to `model` of `request_bytes` bytes with `max_tokens` can cost:
+    /// input tokens bounded from the bytes by the model's tokenizer. `None` without a price.
+    pub fn worst_case_pico_usd(
+        &self,
+        model: &str,
+        request_bytes: u64,
+        max_tokens: u64,
+    ) -> Option<u64> {
+        let input = Tokenizer::of(model).most_tokens_in(request_bytes);
+        self.lookup(model)
+            .map(|price| price.worst_case_pico_usd(input, max_tokens))
     }
 
     /// Finds a model's price by exact id, then alias, then with a trailing `-YYYYMMDD` date
     /// removed, so that a dated snapshot id resolves to its family's price.
     pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
-        self.models
+        self.find(model).map(|i| &self.prices[i])
+    }
+
+    /// The table's row for a model id, alias or dated id, as the file gives it.
+    pub fn entry(&self, model: &str) -> Option<&PriceEntry> {
+        self.find(model).map(|i| &self.entries[i])
+    }
+
+    fn find(&self, model: &str) -> Option<usize> {
+        self.index
             .get(model)
-            .or_else(|| strip_date(model).and_then(|family| self.models.get(family)))
+            .or_else(|| strip_date(model).and_then(|family| self.index.get(family)))
+            .copied()
     }
 
     /// Every long-context threshold in the table.
     pub fn long_context_thresholds(&self) -> impl Iterator<Item = u64> + '_ {
-        self.models
-            .values()
+        self.prices
+            .iter()
             .filter_map(|p| p.long_context.as_ref().map(|(above, _)| *above))
     }
 
@@ -310,5 +396,249 @@ mod tests {
         // Sonnet 4.6 has no premium.
         let plain = 150_000 * 3_000_000 + 60_000 * 300_000 + 1_000 * 15_000_000;
         assert_eq!(table.cost_pico_usd("claude-sonnet-4-6", &big), Some(plain));
+    }
+
+    /// Hand-computed from the published rates, in pico-USD: tokens × micro-USD per MTok.
+    #[test]
+    fn every_current_family_costs_exactly_its_published_rates() {
+        let table = PriceTable::builtin();
+        // (model, input, 5m write, 1h write, read, output) in micro-USD per million tokens.
+        let cases = [
+            (
+                "claude-fable-5-1",
+                10_000_000,
+                12_500_000,
+                20_000_000,
+                250_000,
+                50_000_000,
+            ),
+            (
+                "claude-mythos-5-1",
+                10_000_000,
+                12_500_000,
+                20_000_000,
+                250_000,
+                50_000_000,
+            ),
+            (
+                "claude-fable-5",
+                10_000_000,
+                12_500_000,
+                20_000_000,
+                1_000_000,
+                50_000_000,
+            ),
+            (
+                "claude-mythos-5",
+                10_000_000,
+                12_500_000,
+                20_000_000,
+                1_000_000,
+                50_000_000,
+            ),
+            (
+                "claude-opus-5-5",
+                4_000_000,
+                5_000_000,
+                8_000_000,
+                200_000,
+                20_000_000,
+            ),
+            (
+                "claude-opus-5",
+                5_000_000,
+                6_250_000,
+                10_000_000,
+                500_000,
+                25_000_000,
+            ),
+            (
+                "claude-opus-4-8",
+                5_000_000,
+                6_250_000,
+                10_000_000,
+                500_000,
+                25_000_000,
+            ),
+            (
+                "claude-sonnet-5-5",
+                2_000_000,
+                2_500_000,
+                4_000_000,
+                100_000,
+                10_000_000,
+            ),
+            (
+                "claude-sonnet-5",
+                2_000_000,
+                2_500_000,
+                4_000_000,
+                200_000,
+                10_000_000,
+            ),
+            (
+                "claude-haiku-5-5",
+                100_000,
+                125_000,
+                200_000,
+                10_000,
+                500_000,
+            ),
+        ];
+        for (model, input, w5, w1, read, output) in cases {
+            // Plain input and output.
+            assert_eq!(
+                table.cost_pico_usd(model, &usage(1_000, 0, 0, 0, 200)),
+                Some(1_000 * input + 200 * output),
+                "{model} plain"
+            );
+            // 5-minute and 1-hour writes, and reads at the model's own read rate.
+            assert_eq!(
+                table.cost_pico_usd(model, &usage(10, 3_000, 2_000, 40_000, 7)),
+                Some(10 * input + 3_000 * w5 + 2_000 * w1 + 40_000 * read + 7 * output),
+                "{model} cached"
+            );
+        }
+        // Opus 5.5 reads at 0.05x and Fable 5.1 at 0.025x of input: 1M read tokens cost
+        // $0.20 and $0.25.
+        let million_read = usage(0, 0, 0, 1_000_000, 0);
+        assert_eq!(
+            format_usd(
+                table
+                    .cost_pico_usd("claude-opus-5-5", &million_read)
+                    .unwrap()
+            ),
+            "$0.200000"
+        );
+        assert_eq!(
+            format_usd(
+                table
+                    .cost_pico_usd("claude-fable-5-1", &million_read)
+                    .unwrap()
+            ),
+            "$0.250000"
+        );
+    }
+
+    #[test]
+    fn haiku_5_5_bills_a_prompt_over_100k_tokens_at_five_times_on_every_token() {
+        let table = PriceTable::builtin();
+        // 100,000 tokens of prompt exactly: the base tier.
+        let at = usage(40_000, 10_000, 0, 50_000, 1_000);
+        assert_eq!(
+            table.cost_pico_usd("claude-haiku-5-5", &at),
+            Some(40_000 * 100_000 + 10_000 * 125_000 + 50_000 * 10_000 + 1_000 * 500_000)
+        );
+        // One token more: every token, output included, at 0.50 / 0.625 / 1.00 / 0.05 / 2.50.
+        let over = usage(40_001, 10_000, 0, 50_000, 1_000);
+        assert_eq!(
+            table.cost_pico_usd("claude-haiku-5-5", &over),
+            Some(40_001 * 500_000 + 10_000 * 625_000 + 50_000 * 50_000 + 1_000 * 2_500_000)
+        );
+        let over_1h = usage(60_000, 0, 50_000, 0, 0);
+        assert_eq!(
+            table.cost_pico_usd("claude-haiku-5-5", &over_1h),
+            Some(60_000 * 500_000 + 50_000 * 1_000_000)
+        );
+        let price = table.lookup("claude-haiku-5-5").unwrap();
+        assert_eq!(price.tier(100_000).0, None);
+        assert_eq!(price.tier(100_001).0, Some(100_000));
+    }
+
+    /// Guards a refresh of `prices.toml`: every row keeps the published multipliers of its
+    /// input price, unless it is one of the exceptions the pricing page lists.
+    #[test]
+    fn the_builtin_table_keeps_the_published_ratios() {
+        let table = PriceTable::builtin();
+        // Haiku 3 was priced before the multipliers: writes $0.30, reads $0.03 on $0.25 input.
+        let legacy = ["claude-3-haiku-20240307"];
+        // Cache reads below 0.1x input, as the page lists them.
+        let cheap_reads: &[(&str, u64, u64)] = &[
+            ("claude-fable-5-1", 1, 40),
+            ("claude-mythos-5-1", 1, 40),
+            ("claude-opus-5-5", 1, 20),
+            ("claude-sonnet-5-5", 1, 20),
+        ];
+        assert!(table.entries().len() >= 24);
+        for entry in table.entries() {
+            let tiers = std::iter::once(entry.rates).chain(entry.above.as_ref().map(|t| t.rates));
+            for r in tiers {
+                let m = &entry.model;
+                assert!(r.output >= r.input, "{m}: output below input");
+                if legacy.contains(&m.as_str()) {
+                    continue;
+                }
+                assert_eq!(r.cache_write_5m * 4, r.input * 5, "{m}: 5m write is 1.25x");
+                assert_eq!(r.cache_write_1h, r.input * 2, "{m}: 1h write is 2x");
+                let (num, den) = cheap_reads
+                    .iter()
+                    .find(|(name, _, _)| name == m)
+                    .map_or((1, 10), |(_, n, d)| (*n, *d));
+                assert_eq!(
+                    r.cache_read * den,
+                    r.input * num,
+                    "{m}: read is {num}/{den}x"
+                );
+            }
+        }
+        for model in [
+            "claude-fable-5-1",
+            "claude-mythos-5-1",
+            "claude-fable-5",
+            "claude-mythos-5",
+            "claude-opus-5-5",
+            "claude-opus-5",
+            "claude-opus-4-8",
+            "claude-sonnet-5-5",
+            "claude-sonnet-5",
+            "claude-haiku-5-5",
+            "claude-opus-5-5-20261001",
+        ] {
+            assert!(table.lookup(model).is_some(), "{model} has no price");
+        }
+        assert_eq!(
+            table.describe(),
+            "https://platform.claude.com/docs/en/about-claude/pricing, read 2026-11-28"
+        );
+    }
+
+    #[test]
+    fn a_name_given_twice_is_refused() {
+        let text = r#"
+            [models.a]
+            aliases = ["b"]
+            input = 1.0
+            cache_write_5m = 1.25
+            cache_write_1h = 2.0
+            cache_read = 0.1
+            output = 5.0
+            [models.b]
+            input = 1.0
+            cache_write_5m = 1.25
+            cache_write_1h = 2.0
+            cache_read = 0.1
+            output = 5.0
+        "#;
+        let error = PriceTable::parse(text, "gw.toml").unwrap_err().to_string();
+        assert!(
+            error.contains("gw.toml") && error.contains("`b`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_worst_case_bounds_input_by_the_model_tokenizer() {
+        let table = PriceTable::builtin();
+        // Haiku 4.5: 3,000 bytes are at most 1,000 tokens at the 1h write rate ($2), 10 out ($5).
+        assert_eq!(
+            table.worst_case_pico_usd("claude-haiku-4-5", 3_000, 10),
+            Some(1_000 * 2_000_000 + 10 * 5_000_000)
+        );
+        // Haiku 5.5: 1,300 tokens, at its dearest tier (1h write $1.00, output $2.50).
+        assert_eq!(
+            table.worst_case_pico_usd("claude-haiku-5-5", 3_000, 10),
+            Some(1_300 * 1_000_000 + 10 * 2_500_000)
+        );
+        assert_eq!(table.worst_case_pico_usd("nobody-knows", 3_000, 10), None);
     }
 }

@@ -2,7 +2,8 @@
 //! with it) and `msgbatch estimate` (which predicts with it when a gateway cannot count tokens).
 //!
 //! Tokens are counted as one per four bytes of text (at least one per non-empty block), which
-//! is close to a real tokenizer for English prose. The cache follows the API's rules: the prefix
+//! is close to a real tokenizer for English prose; models with the newer tokenizer (Opus 4.7 and
+//! every later model, see [`Tokenizer`]) count the same text as about 30% more tokens. The cache follows the API's rules: the prefix
 //! is built in the order tools, system, messages; each `cache_control` marks a breakpoint; a
 //! top-level `cache_control` marks the last block; prefixes shorter than
 //! [`MIN_CACHEABLE_TOKENS`] are not cached.
@@ -16,31 +17,87 @@ use serde_json::{Map, Value};
 /// 4,096 depending on the model).
 pub const MIN_CACHEABLE_TOKENS: u64 = 1024;
 
-pub fn count_tokens(text: &str) -> u64 {
-    if text.is_empty() {
-        0
-    } else {
-        (text.len() as u64).div_ceil(4)
+/// Which tokenizer a model uses, as far as token counts go.
+///
+/// The pricing and model pages say that Opus 4.7 and every model after it (Opus 4.8, the 5.x
+/// Opus, Sonnet and Haiku models, Fable and Mythos) use a newer tokenizer that counts the same
+/// text as about 30% more tokens than the one before; the local estimate scales by 13/10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokenizer {
+    /// Haiku 4.5, Sonnet 4.6, Opus 4.6 and everything before them: about four bytes a token.
+    Classic,
+    /// Opus 4.7 and later: about 30% more tokens for the same text.
+    Dense,
+}
+
+impl Tokenizer {
+    /// The tokenizer of a model id, found by its family and version wherever `claude-` stands
+    /// in it (`claude-opus-4-7`, `claude-haiku-5-5-20261007`, `anthropic.claude-fable-5`). An id
+    /// that names no Claude family is taken as classic.
+    pub fn of(model: &str) -> Self {
+        let Some(at) = model.find("claude-") else {
+            return Self::Classic;
+        };
+        let mut parts = model[at + "claude-".len()..].split(['-', '@', ':']);
+        let family = parts.next().unwrap_or("");
+        let number = |part: Option<&str>| {
+            part.filter(|p| (1..=2).contains(&p.len()))
+                .and_then(|p| p.parse::<u32>().ok())
+        };
+        let major = number(parts.next());
+        let minor = number(parts.next()).unwrap_or(0);
+        match (family, major) {
+            ("fable" | "mythos", _) => Self::Dense,
+            ("opus" | "sonnet" | "haiku", Some(major)) if major >= 5 => Self::Dense,
+            ("opus", Some(4)) if minor >= 7 => Self::Dense,
+            _ => Self::Classic,
+        }
+    }
+
+    /// Tokens in `text`: one per four bytes, or 13 per 40 bytes with the newer tokenizer.
+    pub fn count(self, text: &str) -> u64 {
+        self.of_bytes(text.len() as u64, 4)
+    }
+
+    /// An upper bound on the input tokens of a request body of `bytes` bytes: one per three
+    /// bytes, or 13 per 30 with the newer tokenizer. A heuristic bound, not a guarantee.
+    pub fn most_tokens_in(self, bytes: u64) -> u64 {
+        self.of_bytes(bytes, 3)
+    }
+
+    /// How many bytes of text make about `tokens` tokens.
+    pub fn bytes_for(self, tokens: u64) -> u64 {
+        match self {
+            Self::Classic => tokens.saturating_mul(4),
+            Self::Dense => tokens.saturating_mul(40) / 13,
+        }
+    }
+
+    fn of_bytes(self, bytes: u64, bytes_per_token: u64) -> u64 {
+        match self {
+            Self::Classic => bytes.div_ceil(bytes_per_token),
+            Self::Dense => bytes.saturating_mul(13).div_ceil(bytes_per_token * 10),
+        }
     }
 }
 
 /// Token count of any content value: text counts its characters, other blocks their JSON.
-fn value_tokens(value: &Value) -> u64 {
+fn value_tokens(tokenizer: Tokenizer, value: &Value) -> u64 {
     match value {
-        Value::String(s) => count_tokens(s),
+        Value::String(s) => tokenizer.count(s),
         Value::Object(block) => match block.get("text") {
             Some(Value::String(text))
                 if block.get("type").and_then(Value::as_str) == Some("text") =>
             {
-                count_tokens(text)
+                tokenizer.count(text)
             }
             _ => {
                 let mut block = block.clone();
                 block.remove("cache_control");
-                count_tokens(&Value::Object(block).to_string())
+                tokenizer.count(&Value::Object(block).to_string())
             }
         },
-        other => count_tokens(&other.to_string()),
+        other => tokenizer.count(&other.to_string()),
     }
 }
 
@@ -82,10 +139,11 @@ fn breakpoints(body: &Map<String, Value>) -> (u64, Vec<Breakpoint>) {
     }
     let mut hasher = DefaultHasher::new();
     body.get("model").map(Value::to_string).hash(&mut hasher);
+    let tokenizer = Tokenizer::of(body.get("model").and_then(Value::as_str).unwrap_or(""));
     let mut total = 0;
     let mut points = Vec::new();
     let mut visit = |block: &Value, total: &mut u64, hasher: &mut DefaultHasher| {
-        *total += value_tokens(block);
+        *total += value_tokens(tokenizer, block);
         let mut plain = block.clone();
         if let Value::Object(map) = &mut plain {
             map.remove("cache_control");
@@ -174,6 +232,61 @@ pub fn input_usage(body: &Map<String, Value>, cache: &mut HashSet<u64>) -> Promp
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_newer_tokenizer_counts_about_thirty_percent_more() {
+        for model in [
+            "claude-opus-4-7",
+            "claude-opus-4-8",
+            "claude-opus-5",
+            "claude-opus-5-5",
+            "claude-sonnet-5",
+            "claude-sonnet-5-5",
+            "claude-haiku-5-5",
+            "claude-haiku-5-5-20261007",
+            "claude-fable-5",
+            "claude-fable-5-1",
+            "claude-mythos-5-1",
+            "anthropic.claude-opus-4-7",
+        ] {
+            assert_eq!(Tokenizer::of(model), Tokenizer::Dense, "{model}");
+        }
+        for model in [
+            "claude-opus-4-6",
+            "claude-sonnet-4-6",
+            "claude-haiku-4-5-20251001",
+            "claude-opus-4-1-20250805",
+            "claude-3-5-haiku-20241022",
+            "claude-3-opus-20240229",
+            "gpt-4o",
+            "m",
+        ] {
+            assert_eq!(Tokenizer::of(model), Tokenizer::Classic, "{model}");
+        }
+        let text = "x".repeat(4000);
+        assert_eq!(Tokenizer::Classic.count(&text), 1000);
+        assert_eq!(Tokenizer::Dense.count(&text), 1300);
+        assert_eq!(Tokenizer::Classic.most_tokens_in(3000), 1000);
+        assert_eq!(Tokenizer::Dense.most_tokens_in(3000), 1300);
+        assert_eq!(Tokenizer::Dense.bytes_for(1300), 4000);
+    }
+
+    #[test]
+    fn a_request_to_a_newer_model_counts_more_input_tokens() {
+        let request = |model: &str| {
+            body(json!({"model": model, "max_tokens": 10,
+                "messages": [{"role": "user", "content": "y".repeat(400)}]}))
+        };
+        let mut cache = HashSet::new();
+        assert_eq!(
+            input_usage(&request("claude-haiku-4-5"), &mut cache).input_tokens,
+            100
+        );
+        assert_eq!(
+            input_usage(&request("claude-haiku-5-5"), &mut cache).input_tokens,
+            130
+        );
+    }
 
     fn body(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::eval::JUDGE_MARKER;
 use crate::message::last_user_text;
-use crate::tokens::{PromptUsage, count_tokens};
+use crate::tokens::{PromptUsage, Tokenizer};
 
 const WORDS: [&str; 24] = [
     "the", "batch", "model", "answers", "with", "care", "and", "every", "token", "counts",
@@ -60,9 +60,10 @@ pub struct Reply {
 }
 
 pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
+    let tokenizer = Tokenizer::of(body.get("model").and_then(Value::as_str).unwrap_or(""));
     if let Some(verdict) = judge_verdict(body) {
         return Reply {
-            output_tokens: count_tokens(&verdict).max(1),
+            output_tokens: tokenizer.count(&verdict).max(1),
             text: verdict,
             stop_reason: "end_turn",
             stop_sequence: None,
@@ -102,8 +103,8 @@ pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
         .get("max_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    if count_tokens(&text) > max_tokens {
-        let mut end = usize::try_from(max_tokens.saturating_mul(4))
+    if tokenizer.count(&text) > max_tokens {
+        let mut end = usize::try_from(tokenizer.bytes_for(max_tokens))
             .unwrap_or(usize::MAX)
             .min(text.len());
         while !text.is_char_boundary(end) {
@@ -114,7 +115,7 @@ pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
         stop_sequence = None;
     }
     Reply {
-        output_tokens: count_tokens(&text).max(1),
+        output_tokens: tokenizer.count(&text).max(1),
         text,
         stop_reason,
         stop_sequence,

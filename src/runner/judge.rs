@@ -116,8 +116,7 @@ impl Judge<'_> {
         // The request carries the prompt and the answer, plus the rubric and instructions.
         let bytes = (pending.request.len() + pending.response.len() + 2048) as u64;
         self.prices
-            .lookup(&model)
-            .map(|price| price.worst_case_pico_usd(bytes, eval::JUDGE_MAX_TOKENS))
+            .worst_case_pico_usd(&model, bytes, eval::JUDGE_MAX_TOKENS)
     }
 
     /// One verdict, or `None` when the judge could not be asked (the grade stays pending).

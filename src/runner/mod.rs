@@ -208,7 +208,5 @@ fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
         max_tokens: u64,
     }
     let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
-    prices
-        .lookup(&job.model)
-        .map(|price| price.worst_case_pico_usd(job.request.len() as u64, max_tokens))
+    prices.worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
 }
