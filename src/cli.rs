@@ -49,6 +49,33 @@ pub enum Command {
     Export(ExportArgs),
     /// Serve the mock Messages API gateway.
     Mock(MockServeArgs),
+    /// The price table a gateway's reports use: every model's five rates and tiers.
+    Prices(PricesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PricesArgs {
+    /// Gateway profile from msgbatch.toml whose prices to show [default: anthropic].
+    #[arg(long)]
+    pub gateway: Option<String>,
+
+    /// A price file to show instead of the gateway's.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+
+    /// Only these models (ids or aliases, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PricesFormat::Table)]
+    pub format: PricesFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PricesFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

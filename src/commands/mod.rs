@@ -4,6 +4,7 @@ mod estimate;
 mod export;
 mod grade;
 mod mock;
+mod prices;
 mod report;
 mod resume;
 mod run;
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Report(args) => report::report(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,
+        Command::Prices(args) => prices::prices(&global, &args),
     }
 }
 

@@ -113,6 +113,43 @@ pub async fn judge(
     Ok(())
 }
 
+/// The models of a run with jobs still to send and no price in `prices`, each named once in a
+/// warning before anything is sent, so that a night is not spent on answers no report can
+/// price.
+async fn unpriced_models(
+    store: &Store,
+    run_id: i64,
+    prices: &PriceTable,
+) -> anyhow::Result<Vec<String>> {
+    let mut unpriced = Vec::new();
+    for (model, pending) in store.run_models(run_id).await? {
+        if prices.lookup(&model).is_some() {
+            continue;
+        }
+        if pending > 0 {
+            #[expect(clippy::print_stderr, reason = "a warning before sending")]
+            {
+                eprintln!(
+                    "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
+                    if pending == 1 { "" } else { "s" },
+                    prices.describe()
+                );
+            }
+        }
+        unpriced.push(model);
+    }
+    Ok(unpriced)
+}
+
+/// `a`, `` `a` and `b` ``, `` `a`, `b` and `c` ``.
+fn quoted(models: &[String]) -> String {
+    let quoted: Vec<String> = models.iter().map(|m| format!("`{m}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
+}
+
 /// What a run has spent: its results and its judges.
 async fn spent_so_far(store: &Store, run_id: i64) -> anyhow::Result<u64> {
     let counts = store.run_counts(run_id).await?;
@@ -137,6 +174,20 @@ pub async fn send(
     key: Option<ApiKey>,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
+    let prices = prices_for(&settings.gateway)?;
+    let unpriced = unpriced_models(store, run.id, &prices).await?;
+    if !unpriced.is_empty() && settings.send.max_cost_pico_usd.is_some() {
+        anyhow::bail!(
+            "no price for {}: --max-cost cannot bound what {} cost; give {} rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile",
+            quoted(&unpriced),
+            if unpriced.len() == 1 {
+                "its answers"
+            } else {
+                "their answers"
+            },
+            if unpriced.len() == 1 { "its" } else { "their" },
+        );
+    }
     // Held until the session ends: a mock run's gateway lives as long as this session.
     let (_mock, client) = connect(settings, key).await?;
     let runner = Runner {
@@ -144,7 +195,7 @@ pub async fn send(
         client: client.clone(),
         limiter: Limiter::new(settings.send.rpm),
         policy: retry_policy(settings),
-        prices: prices_for(&settings.gateway)?,
+        prices,
         concurrency: settings.send.concurrency,
         shutdown: shutdown.clone(),
         show_progress: progress::show_bar(
@@ -173,7 +224,7 @@ pub async fn send(
         (RunStatus::Completed, None)
     };
     store.set_run_status(run.id, status, reason).await?;
-    print_summary(run, status, &session);
+    print_summary(run, status, &session, &unpriced);
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
         // The run as it stands now, with the status just recorded.
         let run = store.find_run(&run.id.to_string()).await?;
@@ -210,7 +261,7 @@ pub async fn send(
     clippy::print_stderr,
     reason = "the summary is the command's output"
 )]
-fn print_summary(run: &RunRow, status: RunStatus, session: &Session) {
+fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &[String]) {
     let c = &session.counts;
     println!("run {} (id {}): {}", run.name, run.id, status.as_str());
     println!(
@@ -225,7 +276,16 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session) {
         report::count(c.output_tokens)
     );
     let unpriced = if c.unpriced > 0 {
-        format!(" (incomplete: {} results of unpriced models)", c.unpriced)
+        format!(
+            " (incomplete: {} result{} of {} left out; give a price with --prices FILE or `prices` in the gateway profile)",
+            c.unpriced,
+            if c.unpriced == 1 { "" } else { "s" },
+            if unpriced.is_empty() {
+                "unpriced models".to_owned()
+            } else {
+                quoted(unpriced)
+            }
+        )
     } else {
         String::new()
     };

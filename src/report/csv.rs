@@ -47,6 +47,7 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
         "pass_rate_ci95_high",
         "cost_per_pass_usd",
         "judge_cost_usd",
+        "above_base_tier",
     ])?;
     let usd = |pico: i64| format!("{:.6}", pico as f64 / 1e12);
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -112,6 +113,13 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
                 .as_ref()
                 .map(|x| usd(x.judge_cost_pico_usd))
                 .unwrap_or_default(),
+            // `model>THRESHOLD:RESULTS`, `;`-separated: results billed above the base tier.
+            g.cost
+                .above_base
+                .iter()
+                .map(|t| format!("{}>{}:{}", t.model, t.above_input_tokens, t.results))
+                .collect::<Vec<_>>()
+                .join(";"),
         ])?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)

@@ -286,10 +286,7 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     .map(str::to_owned)));
     out.push_str("</thead><tbody>");
     for (label, g) in &rows {
-        let mut cost = usd(g.cost.total_pico_usd);
-        if !g.cost.complete {
-            cost.push_str(" (incomplete)");
-        }
+        let cost = g.cost.display(" (incomplete)");
         out.push_str(&row(&[
             label.clone(),
             g.jobs.succeeded.to_string(),
@@ -305,7 +302,16 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         ]));
     }
-    out.push_str("</tbody></table>\n<h2>Latency (ms)</h2>\n<table><thead>");
+    out.push_str("</tbody></table>\n");
+    let tiers = report.tier_lines();
+    if !tiers.is_empty() {
+        out.push_str("<p>Results billed above their model's base rate:</p>\n<ul>");
+        for line in &tiers {
+            let _ = writeln!(out, "<li>{}</li>", escape(line));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("<h2>Latency (ms)</h2>\n<table><thead>");
     out.push_str(&row(&[
         "group",
         "n",

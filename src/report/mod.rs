@@ -93,6 +93,46 @@ pub struct Cost {
     pub complete: bool,
     /// The sum of the costs stored with each result when it was written.
     pub stored_pico_usd: i64,
+    /// Results billed above their model's base tier (a long-context premium, or a price set
+    /// by prompt length), per model and threshold; empty when every result is at the base.
+    pub above_base: Vec<TierUse>,
+}
+
+impl Cost {
+    /// The cost in dollars, marked when some results are unpriced, and `unpriced` when no
+    /// result is priced: a model without a price never reads as $0.
+    pub fn display(&self, incomplete: &str) -> String {
+        if !self.complete && self.total_pico_usd == 0 {
+            return "unpriced".to_owned();
+        }
+        let mut cell = usd(self.total_pico_usd);
+        if !self.complete {
+            cell.push_str(incomplete);
+        }
+        cell
+    }
+}
+
+/// Results of one model billed at the tier for prompts over a number of input tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierUse {
+    pub model: String,
+    pub above_input_tokens: u64,
+    pub results: i64,
+    pub cost_pico_usd: i64,
+}
+
+impl TierUse {
+    /// `3 results billed at the rate for prompts over 100,000 input tokens ($0.210000)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} result{} billed at the rate for prompts over {} input tokens ({})",
+            self.results,
+            if self.results == 1 { "" } else { "s" },
+            text::count(i64::try_from(self.above_input_tokens).unwrap_or(i64::MAX)),
+            usd(self.cost_pico_usd)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -424,8 +464,8 @@ impl Report {
                 GroupBy::Run => "run".to_owned(),
                 GroupBy::Tag(name) => format!("tag:{name}"),
             },
-            prices: options.prices.source.clone(),
-            reprice: options.reprice.as_ref().map(|t| t.source.clone()),
+            prices: options.prices.describe(),
+            reprice: options.reprice.as_ref().map(PriceTable::describe),
             runs: runs
                 .iter()
                 .map(|r| RunInfo {
@@ -465,6 +505,24 @@ impl Report {
             }));
         }
         rows
+    }
+
+    /// One line per group and tier for the results billed above their model's base tier:
+    /// `claude-haiku-5-5: 3 results billed at the rate for prompts over 100,000 …`.
+    pub fn tier_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for group in &self.groups {
+            let label = self.label(group);
+            for tier in &group.cost.above_base {
+                let who = if tier.model == group.key {
+                    label.clone()
+                } else {
+                    format!("{label} · {}", tier.model)
+                };
+                lines.push(format!("{who}: {}", tier.describe()));
+            }
+        }
+        lines
     }
 
     /// The label of a group: its key, prefixed by its run when several runs are shown.
@@ -598,16 +656,10 @@ fn long_context_threshold(prices: &PriceTable, reprice: Option<&PriceTable>) -> 
         .unwrap_or(i64::MAX)
 }
 
-fn rates_for<'a>(price: &'a ModelPrice, slice: &ReportRow) -> &'a Rates {
-    match &price.long_context {
-        Some((above, rates))
-            if slice.long_total_input > 0
-                && u64::try_from(slice.long_total_input).unwrap_or(0) > *above =>
-        {
-            rates
-        }
-        _ => &price.rates,
-    }
+/// The tier a slice is billed at: each slice holds requests of one total input when that is
+/// above the smallest threshold of the tables, else requests at every model's base tier.
+fn tier_of<'a>(price: &'a ModelPrice, slice: &ReportRow) -> (Option<u64>, &'a Rates) {
+    price.tier(u64::try_from(slice.long_total_input).unwrap_or(0))
 }
 
 fn add_row(
@@ -653,7 +705,7 @@ fn add_row(
         unpriced.insert(slice.model.clone());
         return;
     };
-    let rates = rates_for(price, slice);
+    let (tier, rates) = tier_of(price, slice);
     let input = pico(slice.input_tokens, rates.input);
     let write = pico(slice.cache_write_5m, rates.cache_write_5m)
         + pico(slice.cache_write_1h, rates.cache_write_1h);
@@ -666,11 +718,29 @@ fn add_row(
     cost.output_pico_usd += output;
     cost.total_pico_usd += total;
     cost.batch_api_pico_usd += total / 2;
+    if let Some(above) = tier {
+        match cost
+            .above_base
+            .iter_mut()
+            .find(|t| t.model == slice.model && t.above_input_tokens == above)
+        {
+            Some(use_) => {
+                use_.results += slice.results;
+                use_.cost_pico_usd += total;
+            }
+            None => cost.above_base.push(TierUse {
+                model: slice.model.clone(),
+                above_input_tokens: above,
+                results: slice.results,
+                cost_pico_usd: total,
+            }),
+        }
+    }
     let cached = slice.cache_write_5m + slice.cache_write_1h + slice.cache_read;
     cost.caching_saved_pico_usd += pico(cached, rates.input) - write - read;
     if let Some(reprice) = &options.reprice {
         let other = reprice.lookup(&slice.model).map(|p| {
-            let r = rates_for(p, slice);
+            let r = tier_of(p, slice).1;
             pico(slice.input_tokens, r.input)
                 + pico(slice.cache_write_5m, r.cache_write_5m)
                 + pico(slice.cache_write_1h, r.cache_write_1h)

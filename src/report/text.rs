@@ -59,11 +59,7 @@ fn opt_ms(p: Option<Percentiles>, pick: fn(&Percentiles) -> i64) -> String {
 }
 
 fn cost_cell(group: &Group) -> String {
-    let mut cell = usd(group.cost.total_pico_usd);
-    if !group.cost.complete {
-        cell.push('+');
-    }
-    cell
+    group.cost.display("+")
 }
 
 fn stop_line(group: &Group) -> String {
@@ -125,6 +121,16 @@ pub fn table(report: &Report) -> String {
             count(g.tokens.output),
             cost_cell(g)
         );
+    }
+    let tiers = report.tier_lines();
+    if !tiers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPRICE TIERS (results billed above their model's base rate)"
+        );
+        for line in &tiers {
+            let _ = writeln!(out, "{}", wrap(line, 100));
+        }
     }
     let _ = writeln!(
         out,
@@ -298,6 +304,16 @@ pub fn markdown(report: &Report) -> String {
             g.cache_hit_ratio
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         );
+    }
+    let tiers = report.tier_lines();
+    if !tiers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Price tiers\n\nResults billed above their model's base rate:\n"
+        );
+        for line in &tiers {
+            let _ = writeln!(out, "- {line}");
+        }
     }
     let _ = writeln!(
         out,

@@ -466,6 +466,18 @@ impl Store {
         .await?)
     }
 
+    /// The models of a run's jobs with how many of them are still pending, rejected jobs
+    /// (which have no model) left out.
+    pub async fn run_models(&self, run_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT model, SUM(state = 'pending') FROM jobs
+             WHERE run_id = ?1 AND state != 'rejected' GROUP BY model ORDER BY model",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Mean output tokens and result count per model over every run in the database.
     pub async fn mean_output_by_model(&self) -> Result<Vec<(String, f64, i64)>, StoreError> {
         Ok(sqlx::query_as(

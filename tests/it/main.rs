@@ -5,6 +5,7 @@ mod budget;
 mod common;
 mod grade;
 mod input;
+mod prices;
 mod report;
 mod resume;
 mod retry;
