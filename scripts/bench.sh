@@ -6,8 +6,9 @@
 #
 # Prints the load rate (jobs inserted per second), the send rate (jobs committed end to end per
 # second) and the peak RSS of the msgbatch process, then the time and peak RSS of `msgbatch
-# report` over the finished run in each format. Set BENCH_STREAM=1 to stream every job, and
-# BENCH_KEEP=DIR to keep the database there for further measurements.
+# report` over the finished run in each format. Set BENCH_STREAM=1 to stream every job,
+# BENCH_COMPRESS=gz or zst to give the job file compressed (to compare memory with the plain
+# file), and BENCH_KEEP=DIR to keep the database there for further measurements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,15 @@ awk -v n="$jobs" 'BEGIN {
             i, models[i % 3 + 1], 64 + i % 64, sys, i, i, i * 7, i % 10;
     }
 }' > "$work/jobs.jsonl"
-echo "job file: $jobs lines, $(du -h "$work/jobs.jsonl" | cut -f1)"
+input=$work/jobs.jsonl
+case "${BENCH_COMPRESS:-}" in
+    gz) gzip -k "$input" && input=$input.gz ;;
+    zst) command -v zstd > /dev/null || { echo "BENCH_COMPRESS=zst needs zstd(1): apt-get install zstd"; exit 2; }
+        zstd -q -k "$input" && input=$input.zst ;;
+    "") ;;
+    *) echo "BENCH_COMPRESS is gz or zst"; exit 2 ;;
+esac
+echo "job file: $jobs lines, $(du -h "$input" | cut -f1)"
 
 "$bin" mock --addr 127.0.0.1:0 2> "$work/mock.log" &
 mock_pid=$!
@@ -48,7 +57,7 @@ done
 
 stream=()
 [ "${BENCH_STREAM:-0}" = 1 ] && stream=(--stream)
-BENCH_KEY=bench /usr/bin/time -v "$bin" --db "$work/bench.db" --quiet run "$work/jobs.jsonl" \
+BENCH_KEY=bench /usr/bin/time -v "$bin" --db "$work/bench.db" --quiet run "$input" \
     --base-url "$addr" --api-key-env BENCH_KEY --concurrency "$concurrency" "${stream[@]}" \
     > "$work/out.txt" 2> "$work/err.txt" || { cat "$work/out.txt" "$work/err.txt"; exit 1; }
 

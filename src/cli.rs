@@ -110,12 +110,32 @@ pub struct RunArgs {
     pub mock: MockArgs,
 }
 
+/// One ASCII character, or `\t` / `tab` for a tab.
+fn parse_delimiter(text: &str) -> Result<u8, String> {
+    match text {
+        "\\t" | "tab" | "\t" => Ok(b'\t'),
+        _ => match text.as_bytes() {
+            [byte] if byte.is_ascii() && !byte.is_ascii_alphanumeric() && *byte != b'"' => {
+                Ok(*byte)
+            }
+            _ => Err(format!(
+                "`{text}` is not a column separator: give one character such as `;` or `|`, or `\\t` for tab"
+            )),
+        },
+    }
+}
+
 /// The job file and what fills in its records.
 #[derive(Debug, Args, Clone)]
 pub struct JobArgs {
     /// Job file: `.jsonl` (Messages bodies or `{"custom_id","params"}` records), `.csv` or
-    /// `.tsv`; `-` reads JSONL from standard input.
+    /// `.tsv`, each plain or compressed (`.gz`, `.zst`); `-` reads JSONL from standard input.
     pub file: PathBuf,
+
+    /// Read the file as a table with this column separator (`;`, `|`, `\t` for tab),
+    /// whatever its name.
+    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
 
     /// Model for records that name none.
     #[arg(long)]

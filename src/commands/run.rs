@@ -67,7 +67,7 @@ pub fn plan(
         },
     };
     let options = LoadOptions {
-        format: InputFormat::from_path(&jobs.file),
+        format: InputFormat::with_delimiter(&jobs.file, jobs.delimiter),
         path: jobs.file.clone(),
         defaults: settings.defaults.clone(),
         models: settings.models.clone(),
@@ -132,7 +132,9 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         store.delete_run(run_id).await?;
         bail!("{} holds no jobs to send", args.jobs.file.display());
     }
-    store.set_input_sha256(run_id, &summary.sha256).await?;
+    store
+        .set_input(run_id, &summary.sha256, &summary.format)
+        .await?;
     if summary.bad_records > 0 {
         #[expect(clippy::print_stderr, reason = "a warning for the user")]
         {

@@ -55,8 +55,13 @@ fn print_details(run: &RunRow) {
         humantime::format_rfc3339_seconds(at).to_string()
     };
     println!();
+    let format = if run.input_format.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", run.input_format)
+    };
     println!(
-        "  input    {} (sha256 {})",
+        "  input    {}{format} (sha256 {})",
         run.input_path, run.input_sha256
     );
     println!(

@@ -5,11 +5,18 @@
 //! With a prompt template, `{{column}}` placeholders are filled from the row instead of
 //! reading `prompt`. Other columns are kept only as template inputs.
 
+use std::cell::RefCell;
 use std::io::Read;
+use std::rc::Rc;
 
 use serde_json::{Map, Value, json};
 
+use super::lines::{LineCounting, LineStarts};
 use super::{InputError, LoadError, RawRecord, ReadItem};
+
+/// Separators a table is often saved with, tried when the header does not split on the one
+/// given.
+const LIKELY_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
 
 /// Where each known column sits in the header.
 #[derive(Default)]
@@ -32,7 +39,10 @@ enum Piece {
 }
 
 pub struct CsvReader<'a, R> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineCounting<R>>,
+    /// Where lines start: the parser counts only `\n`, so a record's line comes from its
+    /// byte offset instead, whatever the line endings.
+    lines: Rc<RefCell<LineStarts>>,
     path: &'a str,
     columns: Columns,
     template: Option<Vec<Piece>>,
@@ -52,6 +62,7 @@ impl<'a, R: Read> CsvReader<'a, R> {
             path: path.to_owned(),
             message,
         };
+        let (reader, lines) = LineCounting::new(reader);
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
@@ -88,13 +99,24 @@ impl<'a, R: Read> CsvReader<'a, R> {
             .map(|t| parse_template(t, &headers).map_err(format))
             .transpose()?;
         if template.is_none() && columns.prompt.is_none() && columns.request.is_none() {
-            return Err(format(
-                "the header has neither a `prompt` nor a `request` column (or give --prompt-template)"
-                    .to_owned(),
-            ));
+            let mut message = "the header has neither a `prompt` nor a `request` column (or give --prompt-template)".to_owned();
+            if let Some((other, names)) = other_delimiter(&headers, delimiter) {
+                message = format!(
+                    "{message}; split on `{}` it reads {}: give --delimiter '{}'",
+                    shown(other),
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    shown(other)
+                );
+            }
+            return Err(format(message));
         }
         Ok(Self {
             reader,
+            lines,
             path,
             columns,
             template,
@@ -201,6 +223,11 @@ impl<'a, R: Read> CsvReader<'a, R> {
         })
     }
 
+    /// The line where a record starts.
+    fn line_of(&self, position: Option<&csv::Position>) -> u64 {
+        position.map_or(0, |p| self.lines.borrow_mut().line_of(p.byte()))
+    }
+
     fn fill(&self, pieces: &[Piece]) -> String {
         let mut out = String::new();
         for piece in pieces {
@@ -220,11 +247,11 @@ impl<R: Read> Iterator for CsvReader<'_, R> {
         match self.reader.read_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {
-                let line = self.record.position().map_or(0, csv::Position::line);
+                let line = self.line_of(self.record.position());
                 Some(Ok(self.build(line)))
             }
             Err(error) => {
-                let line = error.position().map_or(0, csv::Position::line);
+                let line = self.line_of(error.position());
                 match error.kind() {
                     csv::ErrorKind::UnequalLengths {
                         expected_len, len, ..
@@ -247,6 +274,36 @@ impl<R: Read> Iterator for CsvReader<'_, R> {
                 }
             }
         }
+    }
+}
+
+/// The first likely separator other than `delimiter` that splits the header into names with a
+/// `prompt` or `request` column among them.
+fn other_delimiter(headers: &csv::StringRecord, delimiter: u8) -> Option<(u8, Vec<String>)> {
+    let line = headers
+        .iter()
+        .collect::<Vec<_>>()
+        .join(&char::from(delimiter).to_string());
+    LIKELY_DELIMITERS
+        .into_iter()
+        .filter(|d| *d != delimiter)
+        .find_map(|d| {
+            let names: Vec<String> = line
+                .split(char::from(d))
+                .map(|n| n.trim().trim_start_matches('\u{feff}').to_owned())
+                .collect();
+            names
+                .iter()
+                .any(|n| n == "prompt" || n == "request")
+                .then_some((d, names))
+        })
+}
+
+/// A separator as the user would type it.
+fn shown(delimiter: u8) -> String {
+    match delimiter {
+        b'\t' => "\\t".to_owned(),
+        d => char::from(d).to_string(),
     }
 }
 

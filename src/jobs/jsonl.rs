@@ -1,17 +1,19 @@
 //! JSONL job files: one record per line, either a bare Messages body or the Message Batches
 //! shape `{"custom_id", "params"}`. Blank lines are skipped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use serde_json::{Map, Value};
 
+use super::lines::LineReader;
 use super::{InputError, LoadError, RawRecord, ReadItem, parse_tags};
 
 /// Keys of a bare-body record that belong to msgbatch, not to the request.
 const OWN_KEYS: [&str; 3] = ["custom_id", "tags", "expect"];
 
+/// Lines end at `\n`, `\r\n` or a lone `\r`: JSON has no raw line breaks inside a record.
 pub struct JsonlReader<'a, R> {
-    reader: BufReader<R>,
+    reader: LineReader<BufReader<R>>,
     path: &'a str,
     line: u64,
     buffer: Vec<u8>,
@@ -20,7 +22,7 @@ pub struct JsonlReader<'a, R> {
 impl<'a, R: Read> JsonlReader<'a, R> {
     pub fn new(reader: R, path: &'a str) -> Self {
         Self {
-            reader: BufReader::with_capacity(256 * 1024, reader),
+            reader: LineReader::new(BufReader::with_capacity(256 * 1024, reader)),
             path,
             line: 0,
             buffer: Vec::with_capacity(4096),
@@ -103,10 +105,9 @@ impl<R: Read> Iterator for JsonlReader<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buffer.clear();
-            match self.reader.read_until(b'\n', &mut self.buffer) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            match self.reader.read_line(&mut self.buffer) {
+                Ok(false) => return None,
+                Ok(true) => {}
                 Err(source) => {
                     return Some(Err(LoadError::Io {
                         path: self.path.to_owned(),
@@ -114,10 +115,11 @@ impl<R: Read> Iterator for JsonlReader<'_, R> {
                     }));
                 }
             }
-            self.line += 1;
+            self.line = self.reader.line;
             let text = match std::str::from_utf8(&self.buffer) {
                 // A byte-order mark is not part of the first record.
-                Ok(text) => text.trim_start_matches('\u{feff}').trim(),
+                Ok(text) if self.line == 1 => text.trim_start_matches('\u{feff}').trim(),
+                Ok(text) => text.trim(),
                 Err(e) => return Some(Ok(self.bad(None, None, format!("not UTF-8: {e}")))),
             };
             if text.is_empty() {

@@ -6,18 +6,20 @@
 
 mod csv;
 mod jsonl;
+mod lines;
+mod source;
 pub mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-
 use crate::store::{JobState, NewJob};
+use serde_json::{Map, Value};
+
+pub use source::Compression;
 
 /// Fatal problems with a job file as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -90,17 +92,36 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    /// Chooses the format from the file name: `.csv` and `.tsv` are tables, anything else is
-    /// JSONL.
+    /// Chooses the format from the file name, under any `.gz` or `.zst`: `.csv` and `.tsv` are
+    /// tables, anything else is JSONL.
     pub fn from_path(path: &Path) -> Self {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-        {
-            Some(ext) if ext == "csv" => Self::Csv { delimiter: b',' },
-            Some(ext) if ext == "tsv" => Self::Csv { delimiter: b'\t' },
+        let inner = match Compression::from_extension(path) {
+            Compression::None => path.to_path_buf(),
+            _ => path.with_extension(""),
+        };
+        match source::extension(&inner).as_deref() {
+            Some("csv") => Self::Csv { delimiter: b',' },
+            Some("tsv") => Self::Csv { delimiter: b'\t' },
             _ => Self::Jsonl,
+        }
+    }
+
+    /// The format of a file read with `--delimiter`, when given: a table with that separator,
+    /// whatever the file's name.
+    pub fn with_delimiter(path: &Path, delimiter: Option<u8>) -> Self {
+        match delimiter {
+            Some(delimiter) => Self::Csv { delimiter },
+            None => Self::from_path(path),
+        }
+    }
+
+    /// `JSONL`, `CSV`, `TSV` or `CSV (delimiter ';')`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Jsonl => "JSONL".to_owned(),
+            Self::Csv { delimiter: b',' } => "CSV".to_owned(),
+            Self::Csv { delimiter: b'\t' } => "TSV".to_owned(),
+            Self::Csv { delimiter } => format!("CSV (delimiter `{}`)", char::from(delimiter)),
         }
     }
 }
@@ -127,7 +148,10 @@ pub struct LoadSummary {
     /// Records that were bad, first ones kept in `errors`.
     pub bad_records: u64,
     pub errors: Vec<InputError>,
+    /// Of the file as given, compressed or not.
     pub sha256: String,
+    /// The format and compression read, e.g. `CSV (delimiter ';'), gzip`.
+    pub format: String,
 }
 
 /// Jobs handed over together while loading.
@@ -147,25 +171,20 @@ pub fn load(
     mut sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
 ) -> anyhow::Result<LoadSummary> {
     let display = options.path.display().to_string();
-    let input: Box<dyn Read + Send> = if options.path.as_os_str() == "-" {
-        Box::new(io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&options.path).map_err(|source| LoadError::Io {
-                path: display.clone(),
-                source,
-            })?,
-        )
-    };
-    let mut hashing = HashingReader::new(input);
+    let mut hashing = source::open(&options.path)?;
     let mut summary = LoadSummary::default();
     let mut expander = Expander::new(options, &display);
     let mut chunk = Vec::with_capacity(chunk_size);
     {
+        let (text, compression) = source::decompress(&mut hashing, &options.path)?;
+        summary.format = match compression.name() {
+            Some(name) => format!("{}, {name}", options.format.describe()),
+            None => options.format.describe(),
+        };
         let items: Box<dyn Iterator<Item = Result<ReadItem, LoadError>>> = match options.format {
-            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(&mut hashing, &display)),
+            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(text, &display)),
             InputFormat::Csv { delimiter } => Box::new(csv::CsvReader::new(
-                &mut hashing,
+                text,
                 &display,
                 delimiter,
                 options.prompt_template.as_deref(),
@@ -357,34 +376,8 @@ impl<'a> Expander<'a> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Hashes everything read through it, so the input's digest costs no second pass.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Reads the optional `tags` object, whose values must be strings.
@@ -529,5 +522,102 @@ mod tests {
                 "line-9"
             ]
         );
+    }
+
+    mod line_numbers {
+        use super::load_text;
+        use proptest::prelude::*;
+
+        const ENDINGS: [&str; 3] = ["\n", "\r\n", "\r"];
+
+        /// A file of good records with one bad record, built from the choices: each record's
+        /// kind (0 plain, 1 spans lines, 2 followed by a blank line where the format allows),
+        /// its line ending and that of any line break inside it. Returns the text and the line
+        /// the bad record starts on.
+        fn build(
+            csv: bool,
+            bom: bool,
+            records: &[(u8, usize, usize)],
+            bad_at: usize,
+        ) -> (String, u64) {
+            let mut text = String::new();
+            if bom {
+                text.push('\u{feff}');
+            }
+            let mut line = 1_u64;
+            if csv {
+                text.push_str("id,prompt,model,max_tokens\n");
+                line += 1;
+            }
+            let mut bad_line = 0;
+            for (i, (kind, ending, inner)) in records.iter().enumerate() {
+                let ending = ENDINGS[*ending];
+                let inner = ENDINGS[*inner];
+                let max_tokens = if i == bad_at {
+                    bad_line = line;
+                    if csv { "lots" } else { "\"lots\"" }
+                } else {
+                    "5"
+                };
+                let spans = csv && *kind == 1;
+                let prompt = if spans {
+                    format!("first{inner}second")
+                } else {
+                    "one".to_owned()
+                };
+                if csv {
+                    text.push_str(&format!("r{i},\"{prompt}\",m,{max_tokens}{ending}"));
+                } else {
+                    text.push_str(&format!(
+                        r#"{{"custom_id":"r{i}","params":{{"model":"m","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"{prompt}"}}]}}}}{ending}"#
+                    ));
+                }
+                line += 1 + u64::from(spans);
+                if !csv && *kind == 2 {
+                    text.push_str(ending);
+                    line += 1;
+                }
+            }
+            (text, bad_line)
+        }
+
+        fn check(csv: bool, bom: bool, records: &[(u8, usize, usize)], bad: usize) {
+            let bad_at = bad % records.len();
+            let (text, expected) = build(csv, bom, records, bad_at);
+            let name = if csv { "jobs.csv" } else { "jobs.jsonl" };
+            let (summary, jobs) = load_text(name, &text, &[]);
+            assert_eq!(summary.bad_records, 1, "{text:?}: {:?}", summary.errors);
+            let error = &summary.errors[0];
+            assert_eq!(error.line, expected, "{text:?}");
+            assert_eq!(error.field.as_deref(), Some("max_tokens"), "{text:?}");
+            assert_eq!(jobs.len(), records.len());
+        }
+
+        proptest! {
+            #[test]
+            fn a_bad_csv_row_is_named_by_the_line_it_starts_on(
+                bom in any::<bool>(),
+                records in prop::collection::vec((0_u8..3, 0_usize..3, 0_usize..3), 1..12),
+                bad in any::<usize>(),
+            ) {
+                check(true, bom, &records, bad);
+            }
+
+            #[test]
+            fn a_bad_jsonl_record_is_named_by_its_line(
+                bom in any::<bool>(),
+                records in prop::collection::vec((0_u8..3, 0_usize..3, 0_usize..3), 1..12),
+                bad in any::<usize>(),
+            ) {
+                check(false, bom, &records, bad);
+            }
+        }
+
+        #[test]
+        fn a_spreadsheet_csv_with_crlf_names_its_first_row_line_2() {
+            let text = "id,prompt,model,max_tokens\r\na,one,m,lots\r\nb,two,m,5\r\n";
+            let (summary, _) = load_text("sheet.csv", text, &[]);
+            assert_eq!(summary.errors[0].line, 2);
+        }
     }
 }

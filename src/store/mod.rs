@@ -171,10 +171,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_input_sha256(&self, run_id: i64, sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET input_sha256 = ?2 WHERE id = ?1")
+    /// Records the input file's sha256 (of the file as given) and the format it was read as.
+    pub async fn set_input(
+        &self,
+        run_id: i64,
+        sha256: &str,
+        format: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET input_sha256 = ?2, input_format = ?3 WHERE id = ?1")
             .bind(run_id)
             .bind(sha256)
+            .bind(format)
             .execute(&self.pool)
             .await?;
         Ok(())

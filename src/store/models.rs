@@ -184,6 +184,8 @@ pub struct RunRow {
     pub stop_reason: Option<String>,
     pub input_path: String,
     pub input_sha256: String,
+    /// How the file was read: format and compression; empty for runs made before it was kept.
+    pub input_format: String,
     pub gateway_name: String,
     pub base_url: String,
     pub messages_path: String,

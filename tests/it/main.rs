@@ -3,6 +3,7 @@
 
 mod budget;
 mod common;
+mod files;
 mod grade;
 mod input;
 mod prices;
