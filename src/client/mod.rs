@@ -3,6 +3,7 @@
 //! business; this module only says what happened and whether it is worth another attempt.
 
 mod error;
+pub mod partial_json;
 mod retry;
 pub mod sse;
 
@@ -49,6 +50,8 @@ pub struct Answer {
     /// From sending to the complete answer (set by the caller, which times the attempt).
     pub latency: Duration,
     pub streamed: bool,
+    /// What rebuilding a streamed answer could not apply cleanly, for the result's `note`.
+    pub note: Option<String>,
 }
 
 /// What the rate-limit headers of a response say about waiting.
@@ -212,6 +215,7 @@ impl Client {
                 ttft: None,
                 latency: Duration::ZERO,
                 streamed: false,
+                note: None,
             }),
             Err(message) => Err(AttemptError::InvalidResponse {
                 message,
@@ -280,7 +284,8 @@ impl Client {
                 break;
             }
         }
-        let message = accumulator.finish().map_err(|f| fail(f, &request_id))?;
+        let sse::Rebuilt { message, notes } =
+            accumulator.finish().map_err(|f| fail(f, &request_id))?;
         let summary = MessageSummary::from_value(&message).map_err(|message| {
             AttemptError::InvalidResponse {
                 message,
@@ -297,6 +302,7 @@ impl Client {
             ttft,
             latency: Duration::ZERO,
             streamed: true,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
     }
 

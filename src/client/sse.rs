@@ -3,7 +3,10 @@
 
 use std::borrow::Cow;
 
+use serde::Deserialize as _;
 use serde_json::{Map, Value};
+
+use super::partial_json;
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,28 +127,49 @@ impl StreamFailure {
     }
 }
 
-/// Rebuilds a Message from streaming events.
+/// Rebuilds a Message from streaming events as the official SDKs' accumulators do.
+///
+/// Blocks are appended in the order they start (the SDKs ignore the index of
+/// `content_block_start`), so a stream whose first block has index 1 rebuilds to one block,
+/// never to a `null` in its place; later events find their block by the index it started
+/// with. Tool input is read from its JSON deltas as the Python SDK reads it, cut short or not
+/// ([`partial_json`]); input that is not JSON at all is kept as text in a note on the result.
+/// Unknown block types are kept as sent, unknown fields of `message_start` and of
+/// `message_delta`'s usage are kept and updated, and a delta of an unknown type is noted.
 #[derive(Debug, Default)]
 pub struct Accumulator {
     message: Option<Map<String, Value>>,
-    /// Partial JSON of `tool_use`-like blocks, by block index.
-    json_buffers: Vec<String>,
+    /// The stream index each content block started with, in content order.
+    indexes: Vec<usize>,
+    /// Raw tool-input JSON of each content block that carries input, in content order.
+    tool_json: Vec<Option<String>>,
+    notes: Vec<String>,
     pub done: bool,
 }
 
-/// A content delta read without building a JSON tree: most of a stream's events are these.
+/// A rebuilt Message, and what the rebuild could not apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebuilt {
+    pub message: Value,
+    /// Empty when every event applied cleanly.
+    pub notes: Vec<String>,
+}
+
+/// Blocks whose `input` is built from `input_json_delta`s, as the SDKs track them.
+const TOOL_INPUT_BLOCKS: [&str; 2] = ["tool_use", "server_tool_use"];
+
+/// A `content_block_delta`, read without building a JSON tree: most of a stream's events are
+/// these. The one decoder of deltas, for raw event data and parsed values alike.
 #[derive(serde::Deserialize)]
-struct FastDelta<'a> {
-    #[serde(rename = "type")]
-    kind: Cow<'a, str>,
-    index: usize,
+struct BlockDelta<'a> {
+    index: u64,
     #[serde(borrow)]
-    delta: FastDeltaBody<'a>,
+    delta: Delta<'a>,
 }
 
 #[derive(serde::Deserialize)]
-struct FastDeltaBody<'a> {
-    #[serde(rename = "type")]
+struct Delta<'a> {
+    #[serde(rename = "type", borrow, default)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
@@ -153,59 +177,25 @@ struct FastDeltaBody<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default)]
+    citation: Option<Value>,
 }
 
 impl Accumulator {
     pub fn apply(&mut self, event: &Event) -> Result<Step, StreamFailure> {
+        let data = event.data.trim();
         if event.name == "content_block_delta"
-            && let Ok(fast) = serde_json::from_str::<FastDelta<'_>>(&event.data)
-            && fast.kind == "content_block_delta"
+            && let Ok(delta) = serde_json::from_str::<BlockDelta<'_>>(data)
         {
-            let appended = match (fast.delta.kind.as_ref(), &fast.delta) {
-                (
-                    "text_delta",
-                    FastDeltaBody {
-                        text: Some(text), ..
-                    },
-                ) => {
-                    append(self.block(fast.index)?, "text", text);
-                    true
-                }
-                (
-                    "thinking_delta",
-                    FastDeltaBody {
-                        thinking: Some(thinking),
-                        ..
-                    },
-                ) => {
-                    append(self.block(fast.index)?, "thinking", thinking);
-                    true
-                }
-                (
-                    "input_json_delta",
-                    FastDeltaBody {
-                        partial_json: Some(json),
-                        ..
-                    },
-                ) => {
-                    self.block(fast.index)?;
-                    if self.json_buffers.len() <= fast.index {
-                        self.json_buffers.resize(fast.index + 1, String::new());
-                    }
-                    self.json_buffers[fast.index].push_str(json);
-                    true
-                }
-                // Signatures and citations take the general path below.
-                _ => false,
-            };
-            if appended {
-                return Ok(Step::Delta);
-            }
+            self.apply_delta(delta)?;
+            return Ok(Step::Delta);
         }
-        let data: Value = if event.data.trim().is_empty() {
+        let data: Value = if data.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(event.data.trim()).map_err(|e| {
+            serde_json::from_str(data).map_err(|e| {
                 StreamFailure::protocol(format!("event `{}` carries invalid JSON: {e}", event.name))
             })?
         };
@@ -220,44 +210,48 @@ impl Accumulator {
                     return Err(StreamFailure::protocol("message_start without a message"));
                 };
                 let mut message = message.clone();
-                if !matches!(message.get("content"), Some(Value::Array(_))) {
-                    message.insert("content".to_owned(), Value::Array(Vec::new()));
-                }
+                let blocks = match message.get("content") {
+                    Some(Value::Array(content)) => content.len(),
+                    _ => {
+                        message.insert("content".to_owned(), Value::Array(Vec::new()));
+                        0
+                    }
+                };
+                self.indexes = (0..blocks).collect();
+                self.tool_json = vec![None; blocks];
                 self.message = Some(message);
                 Ok(Step::Continue)
             }
             "content_block_start" => {
                 let index = block_index(&data)?;
-                let block = data.get("content_block").cloned().ok_or_else(|| {
-                    StreamFailure::protocol("content_block_start without a block")
-                })?;
-                let content = self.content()?;
-                if content.len() <= index {
-                    content.resize(index + 1, Value::Null);
-                }
-                content[index] = block;
+                let block = match data.get("content_block") {
+                    Some(Value::Object(block)) => block.clone(),
+                    _ => {
+                        return Err(StreamFailure::protocol(
+                            "content_block_start without a block",
+                        ));
+                    }
+                };
+                let tracks_input = block
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| TOOL_INPUT_BLOCKS.contains(&t));
+                self.content()?.push(Value::Object(block));
+                self.indexes.push(index);
+                self.tool_json.push(tracks_input.then(String::new));
                 Ok(Step::Continue)
             }
             "content_block_delta" => {
-                let index = block_index(&data)?;
-                let delta = data.get("delta").ok_or_else(|| {
-                    StreamFailure::protocol("content_block_delta without a delta")
+                let delta = BlockDelta::deserialize(&data).map_err(|e| {
+                    StreamFailure::protocol(format!("content_block_delta is not a delta: {e}"))
                 })?;
-                self.apply_delta(index, delta)?;
+                self.apply_delta(delta)?;
                 Ok(Step::Delta)
             }
             "content_block_stop" => {
                 let index = block_index(&data)?;
-                let buffer = self.json_buffers.get_mut(index).map(std::mem::take);
-                if let Some(buffer) = buffer.filter(|b| !b.is_empty()) {
-                    let input: Value = serde_json::from_str(&buffer).map_err(|e| {
-                        StreamFailure::protocol(format!(
-                            "tool input of block {index} is not JSON: {e}"
-                        ))
-                    })?;
-                    let block = self.block(index)?;
-                    block.insert("input".to_owned(), input);
-                }
+                let at = self.position(index)?;
+                self.settle_input(at);
                 Ok(Step::Continue)
             }
             "message_delta" => {
@@ -266,13 +260,15 @@ impl Accumulator {
                     .as_mut()
                     .ok_or_else(|| StreamFailure::protocol("message_delta before message_start"))?;
                 if let Some(Value::Object(delta)) = data.get("delta") {
-                    for key in ["stop_reason", "stop_sequence"] {
-                        if let Some(value) = delta.get(key) {
-                            message.insert(key.to_owned(), value.clone());
+                    // `stop_reason`, `stop_sequence`, `stop_details`, `container` and fields
+                    // added after this was written: a present value replaces the snapshot's,
+                    // but a null does not wipe a container or details already given.
+                    for (key, value) in delta {
+                        if !value.is_null()
+                            || matches!(key.as_str(), "stop_reason" | "stop_sequence")
+                        {
+                            message.insert(key.clone(), value.clone());
                         }
-                    }
-                    if let Some(details) = delta.get("stop_details").filter(|d| !d.is_null()) {
-                        message.insert("stop_details".to_owned(), details.clone());
                     }
                 }
                 if let Some(Value::Object(usage)) = data.get("usage") {
@@ -324,58 +320,116 @@ impl Accumulator {
         }
     }
 
-    fn block(&mut self, index: usize) -> Result<&mut Map<String, Value>, StreamFailure> {
-        match self.content()?.get_mut(index) {
+    /// Where in the content the block that started with stream index `index` is.
+    fn position(&self, index: usize) -> Result<usize, StreamFailure> {
+        self.indexes
+            .iter()
+            .rposition(|i| *i == index)
+            .ok_or_else(|| {
+                StreamFailure::protocol(format!("event for block {index}, which was never started"))
+            })
+    }
+
+    fn block(&mut self, at: usize) -> Result<&mut Map<String, Value>, StreamFailure> {
+        match self.content()?.get_mut(at) {
             Some(Value::Object(block)) => Ok(block),
             _ => Err(StreamFailure::protocol(format!(
-                "event for block {index}, which was never started"
+                "content block {at} is not an object"
             ))),
         }
     }
 
-    fn apply_delta(&mut self, index: usize, delta: &Value) -> Result<(), StreamFailure> {
-        let text = |name: &str| delta.get(name).and_then(Value::as_str).unwrap_or("");
-        let kind = delta.get("type").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "input_json_delta" => {
-                self.block(index)?;
-                if self.json_buffers.len() <= index {
-                    self.json_buffers.resize(index + 1, String::new());
+    fn apply_delta(&mut self, delta: BlockDelta<'_>) -> Result<(), StreamFailure> {
+        let index = usize::try_from(delta.index)
+            .map_err(|_| StreamFailure::protocol("content event without a valid index"))?;
+        let at = self.position(index)?;
+        let Delta {
+            kind,
+            text,
+            partial_json,
+            thinking,
+            signature,
+            citation,
+        } = delta.delta;
+        if kind == "input_json_delta" {
+            // Only blocks that carry input take it, as in the SDKs.
+            if let Some(Some(buffer)) = self.tool_json.get_mut(at) {
+                buffer.push_str(partial_json.as_deref().unwrap_or(""));
+            }
+            return Ok(());
+        }
+        let block = self.block(at)?;
+        let is = |kind: &str| block.get("type").and_then(Value::as_str) == Some(kind);
+        match kind.as_ref() {
+            "text_delta" if is("text") => {
+                append(block, "text", text.as_deref().unwrap_or(""));
+            }
+            "thinking_delta" if is("thinking") => {
+                append(block, "thinking", thinking.as_deref().unwrap_or(""));
+            }
+            "signature_delta" if is("thinking") => {
+                let signature = signature.unwrap_or_default().into_owned();
+                block.insert("signature".to_owned(), Value::String(signature));
+            }
+            "citations_delta" if is("text") => {
+                let citation = citation.unwrap_or(Value::Null);
+                match block.get_mut("citations") {
+                    Some(Value::Array(list)) => list.push(citation),
+                    _ => {
+                        block.insert("citations".to_owned(), Value::Array(vec![citation]));
+                    }
                 }
-                self.json_buffers[index].push_str(text("partial_json"));
             }
-            "text_delta" => append(self.block(index)?, "text", text("text")),
-            "thinking_delta" => append(self.block(index)?, "thinking", text("thinking")),
-            "signature_delta" => {
-                let signature = text("signature").to_owned();
-                self.block(index)?
-                    .insert("signature".to_owned(), Value::String(signature));
-            }
-            "citations_delta" => {
-                let citation = delta.get("citation").cloned().unwrap_or(Value::Null);
-                let block = self.block(index)?;
-                match block
-                    .entry("citations")
-                    .or_insert_with(|| Value::Array(Vec::new()))
-                {
-                    Value::Array(list) => list.push(citation),
-                    other => *other = Value::Array(vec![citation]),
+            "text_delta" | "thinking_delta" | "signature_delta" | "citations_delta" => {}
+            other => {
+                let note =
+                    format!("a delta of unknown type `{other}` for block {index} was not applied");
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
                 }
             }
-            _ => {}
         }
         Ok(())
     }
 
+    /// Sets a tool block's `input` from its JSON deltas, read as the SDKs read them. Input
+    /// that is not JSON even cut short leaves the block's `input` as it started and is kept,
+    /// as text, in a note.
+    fn settle_input(&mut self, at: usize) {
+        let Some(buffer) = self.tool_json.get_mut(at).and_then(Option::take) else {
+            return;
+        };
+        if buffer.is_empty() {
+            return;
+        }
+        match partial_json::parse(&buffer) {
+            Ok(input) => {
+                if let Ok(block) = self.block(at) {
+                    block.insert("input".to_owned(), input);
+                }
+            }
+            Err(e) => self.notes.push(format!(
+                "the tool input of content block {at} is not JSON ({e}); it is kept here as sent: {buffer}"
+            )),
+        }
+    }
+
     /// The rebuilt Message once `message_stop` has arrived.
-    pub fn finish(self) -> Result<Value, StreamFailure> {
-        match (self.done, self.message) {
-            (true, Some(message)) => Ok(Value::Object(message)),
-            _ => Err(StreamFailure {
+    pub fn finish(mut self) -> Result<Rebuilt, StreamFailure> {
+        if !self.done || self.message.is_none() {
+            return Err(StreamFailure {
                 error_type: "stream_cut".to_owned(),
                 message: "the stream ended before message_stop".to_owned(),
-            }),
+            });
         }
+        // Tool blocks whose stop event never came still get what their deltas said.
+        for at in 0..self.tool_json.len() {
+            self.settle_input(at);
+        }
+        Ok(Rebuilt {
+            message: Value::Object(self.message.take().unwrap_or_default()),
+            notes: self.notes,
+        })
     }
 }
 
@@ -392,7 +446,6 @@ fn block_index(data: &Value) -> Result<usize, StreamFailure> {
     data.get("index")
         .and_then(Value::as_u64)
         .and_then(|i| usize::try_from(i).ok())
-        .filter(|i| *i < 10_000)
         .ok_or_else(|| StreamFailure::protocol("content event without a valid index"))
 }
 
@@ -449,7 +502,7 @@ pub(crate) mod tests {
                 accumulator.apply(&event)?;
             }
         }
-        accumulator.finish()
+        accumulator.finish().map(|r| r.message)
     }
 
     #[test]
@@ -496,5 +549,125 @@ pub(crate) mod tests {
         assert_eq!(failure.error_type, "overloaded_error");
         let cut = &RECORDED.as_bytes()[..RECORDED.len() / 2];
         assert_eq!(rebuild(&[cut]).unwrap_err().error_type, "stream_cut");
+    }
+
+    fn events(lines: &[Value]) -> String {
+        lines
+            .iter()
+            .map(|data| {
+                format!(
+                    "event: {}\ndata: {data}\n\n",
+                    data["type"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    fn start() -> Value {
+        json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+            "model": "claude-opus-5-5", "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 0}}})
+    }
+
+    fn rebuilt(stream: &str) -> Rebuilt {
+        let mut decoder = Decoder::default();
+        let mut accumulator = Accumulator::default();
+        for event in decoder.feed(stream.as_bytes()) {
+            accumulator.apply(&event).unwrap();
+        }
+        accumulator.finish().unwrap()
+    }
+
+    #[test]
+    fn a_tool_call_cut_by_max_tokens_keeps_what_the_model_produced() {
+        let stream = events(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "book", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Paris\", \"nights\": 3, "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"guests\": [\"Ann\", \"Bo"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let rebuilt = rebuilt(&stream);
+        assert_eq!(
+            rebuilt.message["content"][0]["input"],
+            json!({"city": "Paris", "nights": 3, "guests": ["Ann"]})
+        );
+        assert_eq!(rebuilt.message["stop_reason"], "max_tokens");
+        assert!(rebuilt.notes.is_empty());
+    }
+
+    #[test]
+    fn a_first_block_with_index_1_rebuilds_to_that_one_block() {
+        let stream = events(&[
+            start(),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hello"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+            json!({"type": "message_stop"}),
+        ]);
+        assert_eq!(
+            rebuilt(&stream).message["content"],
+            json!([{"type": "text", "text": "Hello"}])
+        );
+    }
+
+    #[test]
+    fn interleaved_blocks_unknown_types_and_unknown_usage_fields_are_kept() {
+        let stream = events(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "hologram", "frames": [1]}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "frame_delta", "frame": 2}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "b"}}),
+            json!({"type": "brand_new_event", "x": 1}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "container": {"id": "c1"}},
+                "usage": {"output_tokens": 5, "future_tokens": 7, "cache_read_input_tokens": 4}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let rebuilt = rebuilt(&stream);
+        assert_eq!(
+            rebuilt.message["content"],
+            json!([{"type": "text", "text": "ab"}, {"type": "hologram", "frames": [1]}])
+        );
+        assert_eq!(rebuilt.message["container"], json!({"id": "c1"}));
+        let usage = &rebuilt.message["usage"];
+        assert_eq!(
+            (
+                usage["output_tokens"].as_u64(),
+                usage["future_tokens"].as_u64()
+            ),
+            (Some(5), Some(7))
+        );
+        assert_eq!(usage["cache_read_input_tokens"], 4);
+        assert_eq!(
+            rebuilt.notes,
+            ["a delta of unknown type `frame_delta` for block 1 was not applied"]
+        );
+    }
+
+    #[test]
+    fn tool_input_that_is_not_json_is_kept_as_text_in_a_note() {
+        let stream = events(&[
+            start(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{oops: 1}"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let rebuilt = rebuilt(&stream);
+        assert_eq!(rebuilt.message["content"][0]["input"], json!({}));
+        assert_eq!(rebuilt.notes.len(), 1);
+        assert!(
+            rebuilt.notes[0].contains("kept here as sent: {oops: 1}"),
+            "{:?}",
+            rebuilt.notes
+        );
     }
 }

@@ -50,9 +50,14 @@ fn line(row: &ExportRow) -> String {
     );
     let result = match (row.state.as_str(), &row.response) {
         // The stored body is the gateway's JSON, byte for byte.
-        ("succeeded", Some(response)) => {
-            format!("{{\"type\":\"succeeded\",\"message\":{response}}}")
-        }
+        ("succeeded", Some(response)) => match &row.note {
+            None => format!("{{\"type\":\"succeeded\",\"message\":{response}}}"),
+            // What the stream's rebuild could not apply, beside the message it leaves intact.
+            Some(note) => format!(
+                "{{\"type\":\"succeeded\",\"message\":{response},\"note\":{}}}",
+                Value::String(note.clone())
+            ),
+        },
         ("failed", _) => {
             let error = row
                 .last_error_body

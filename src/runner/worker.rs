@@ -296,6 +296,7 @@ fn result_record(
     ResultRecord {
         job,
         response,
+        note: answer.note,
         message_id: answer.summary.id,
         response_model: answer.summary.model,
         stop_reason: answer.summary.stop_reason,

@@ -318,9 +318,11 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
             let mut builder: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO responses (job, body) ");
+                QueryBuilder::new("INSERT INTO responses (job, body, note) ");
             builder.push_values(chunk, |mut row, r| {
-                row.push_bind(r.job).push_bind(r.response.clone());
+                row.push_bind(r.job)
+                    .push_bind(r.response.clone())
+                    .push_bind(r.note.clone());
             });
             builder.build().execute(&mut *tx).await?;
         }
@@ -501,7 +503,7 @@ impl Store {
         F: FnMut(ExportRow) -> anyhow::Result<()>,
     {
         let mut rows = sqlx::query_as::<_, ExportRow>(
-            "SELECT j.job_id, j.model, j.state, j.error, b.body AS response,
+            "SELECT j.job_id, j.model, j.state, j.error, b.body AS response, b.note AS note,
                     a.error_type AS last_error_type, a.error_message AS last_error_message,
                     a.error_body AS last_error_body, a.http_status AS last_http_status
              FROM jobs j

@@ -100,6 +100,8 @@ pub struct AttemptRecord {
 pub struct ResultRecord {
     pub job: i64,
     pub response: String,
+    /// What rebuilding a streamed answer could not apply cleanly.
+    pub note: Option<String>,
     pub message_id: Option<String>,
     pub response_model: Option<String>,
     pub stop_reason: Option<String>,
@@ -218,6 +220,8 @@ pub struct ExportRow {
     pub state: String,
     pub error: Option<String>,
     pub response: Option<String>,
+    /// What rebuilding a streamed answer could not apply cleanly.
+    pub note: Option<String>,
     pub last_error_type: Option<String>,
     pub last_error_message: Option<String>,
     pub last_error_body: Option<String>,

@@ -11,5 +11,6 @@ mod report;
 mod resume;
 mod retry;
 mod run;
+mod sdk;
 mod security;
 mod stream;

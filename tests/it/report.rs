@@ -118,6 +118,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
         batch.results.push(ResultRecord {
             job,
             response: "{\"type\":\"message\"}".into(),
+            note: None,
             message_id: None,
             response_model: Some(f.model.into()),
             stop_reason: Some(f.stop_reason.into()),
