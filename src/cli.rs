@@ -277,7 +277,7 @@ pub struct GatewayArgs {
 
     /// How the key is sent.
     #[arg(long, value_enum)]
-    pub auth: Option<AuthStyle>,
+    pub auth: Option<AuthArg>,
 
     /// Environment variable holding the key [default: ANTHROPIC_API_KEY].
     #[arg(long)]
@@ -297,9 +297,9 @@ pub struct GatewayArgs {
     pub prices: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthStyle {
+/// How the key is sent, as typed; [`crate::client::AuthStyle`] is what the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
     /// `x-api-key: KEY`
     XApiKey,
     /// `Authorization: Bearer KEY`

@@ -12,15 +12,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::jobs::validate::FieldError;
+use crate::request::FieldError;
 use crate::store::GradeRecord;
 
 /// The model that judges when a `judge` grader names none.
 pub const DEFAULT_JUDGE_MODEL: &str = "claude-haiku-4-5";
 /// `max_tokens` of a judge request: a verdict is one short JSON object.
 pub const JUDGE_MAX_TOKENS: u64 = 300;
-/// Marks a judge request, so that the mock gateway can answer it.
-pub const JUDGE_MARKER: &str = "You are msgbatch's answer judge.";
 
 #[derive(Debug, Clone)]
 pub enum Grader {
@@ -412,20 +410,24 @@ fn clip(text: &str) -> String {
     }
 }
 
-/// The Messages request that asks a grader model for a verdict, as strict JSON.
+/// The Messages request that asks a grader model for a verdict, as strict JSON. The
+/// temperature is 0 where the model takes one: Opus 4.7 and later models refuse any
+/// non-default sampling parameter with a 400.
 pub fn judge_request(model: &str, rubric: &str, prompt: &str, answer: &str) -> Value {
-    json!({
+    let mut request = json!({
         "model": model,
         "max_tokens": JUDGE_MAX_TOKENS,
-        "temperature": 0,
-        "system": format!(
-            "{JUDGE_MARKER} Decide whether the answer meets the rubric. Reply with one JSON object \
-             and nothing else: {{\"pass\": true or false, \"reason\": \"one short sentence\"}}."
-        ),
+        "system": "You judge answers against a rubric. Decide whether the answer meets the \
+             rubric. Reply with one JSON object and nothing else: \
+             {\"pass\": true or false, \"reason\": \"one short sentence\"}.",
         "messages": [{"role": "user", "content": format!(
             "<rubric>\n{rubric}\n</rubric>\n<prompt>\n{prompt}\n</prompt>\n<answer>\n{answer}\n</answer>"
         )}],
-    })
+    });
+    if crate::request::takes_sampling_parameters(model) {
+        request["temperature"] = json!(0);
+    }
+    request
 }
 
 /// Reads a judge's verdict strictly: one JSON object with a boolean `pass` and a string
@@ -604,5 +606,29 @@ mod tests {
         let (low, high) = wilson(0, 5).unwrap();
         assert!(low == 0.0 && (high - 0.4345).abs() < 1e-4, "{low} {high}");
         assert_eq!(wilson(0, 0), None);
+    }
+
+    #[test]
+    fn judge_requests_leave_out_temperature_where_the_model_refuses_it() {
+        let old = judge_request("claude-haiku-4-5", "r", "p", "a");
+        assert_eq!(old["temperature"], 0);
+        for model in [
+            "claude-opus-4-7",
+            "claude-opus-5-5",
+            "claude-haiku-5-5",
+            "claude-fable-5",
+        ] {
+            let new = judge_request(model, "r", "p", "a");
+            assert!(new.get("temperature").is_none(), "{model}");
+        }
+        let text = new_text(&old);
+        assert!(text.contains("<rubric>\nr\n</rubric>") && text.contains("<answer>\na\n</answer>"));
+    }
+
+    fn new_text(request: &Value) -> String {
+        request["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 }

@@ -15,6 +15,7 @@ pub mod mock;
 pub mod pricing;
 pub mod progress;
 pub mod report;
+pub mod request;
 pub mod runner;
 pub mod settings;
 pub mod store;

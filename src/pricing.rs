@@ -175,6 +175,11 @@ impl PriceTable {
         Self::parse(&text, &display)
     }
 
+    /// A table from the text of a price file; `path` names it in errors.
+    pub fn from_text(text: &str, path: &str) -> Result<Self, PriceError> {
+        Self::parse(text, path)
+    }
+
     fn parse(text: &str, path: &str) -> Result<Self, PriceError> {
         let file: FileTable = toml::from_str(text).map_err(|source| PriceError::Parse {
             path: path.to_owned(),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{AuthStyle, GatewayArgs, MockArgs, SendArgs};
+use crate::cli::{AuthArg, GatewayArgs, MockArgs, SendArgs};
+use crate::client::AuthStyle;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_MESSAGES_PATH: &str = "/v1/messages";
@@ -243,7 +244,14 @@ pub fn resolve_gateway(
             .clone()
             .or(profile.messages_path)
             .unwrap_or_else(|| DEFAULT_MESSAGES_PATH.to_owned()),
-        auth: args.auth.or(profile.auth).unwrap_or(AuthStyle::XApiKey),
+        auth: args
+            .auth
+            .map(|auth| match auth {
+                AuthArg::XApiKey => AuthStyle::XApiKey,
+                AuthArg::Bearer => AuthStyle::Bearer,
+            })
+            .or(profile.auth)
+            .unwrap_or(AuthStyle::XApiKey),
         api_key_env: args
             .api_key_env
             .clone()

@@ -35,22 +35,10 @@ impl Tokenizer {
     /// in it (`claude-opus-4-7`, `claude-haiku-5-5-20261007`, `anthropic.claude-fable-5`). An id
     /// that names no Claude family is taken as classic.
     pub fn of(model: &str) -> Self {
-        let Some(at) = model.find("claude-") else {
-            return Self::Classic;
-        };
-        let mut parts = model[at + "claude-".len()..].split(['-', '@', ':']);
-        let family = parts.next().unwrap_or("");
-        let number = |part: Option<&str>| {
-            part.filter(|p| (1..=2).contains(&p.len()))
-                .and_then(|p| p.parse::<u32>().ok())
-        };
-        let major = number(parts.next());
-        let minor = number(parts.next()).unwrap_or(0);
-        match (family, major) {
-            ("fable" | "mythos", _) => Self::Dense,
-            ("opus" | "sonnet" | "haiku", Some(major)) if major >= 5 => Self::Dense,
-            ("opus", Some(4)) if minor >= 7 => Self::Dense,
-            _ => Self::Classic,
+        if crate::request::from_opus_4_7_on(model) {
+            Self::Dense
+        } else {
+            Self::Classic
         }
     }
 

@@ -16,7 +16,6 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use error::{AttemptError, SPEND_LIMIT_CODE};
 pub use retry::{FullJitter, RetryPolicy, parse_retry_after};
 
-use crate::cli::AuthStyle;
 use crate::message::MessageSummary;
 use crate::settings::{ApiKey, Gateway};
 
@@ -26,6 +25,16 @@ pub enum ClientError {
     Header(String),
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
+}
+
+/// How a gateway takes the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthStyle {
+    /// `x-api-key: KEY`, as the API and the SDKs by default.
+    XApiKey,
+    /// `Authorization: Bearer KEY`, as the SDKs send an auth token and many gateways expect.
+    Bearer,
 }
 
 /// Timeouts of one attempt.

@@ -1,6 +1,5 @@
 //! `msgbatch estimate`: what a job file would cost, before anything is spent.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,7 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-use super::{Global, run, session};
+use super::{Global, plan};
 use crate::ExitStatus;
 use crate::cli::EstimateArgs;
 use crate::client::{AttemptError, Client};
@@ -16,7 +15,6 @@ use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
 use crate::pricing::format_usd;
-use crate::store::Store;
 
 /// Attempts per count_tokens request.
 const COUNT_ATTEMPTS: u32 = 4;
@@ -26,11 +24,11 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
         anyhow::bail!("--output-fraction must be between 0 and 1");
     }
     let (settings, options, key) =
-        run::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+        plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
     // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
-    let (_mock, client) = session::connect(&settings, key).await?;
+    let (_mock, client) = plan::connect(&settings, key).await?;
     let limiter = Limiter::new(settings.send.rpm);
-    let prices = session::prices_for(&settings.gateway)?;
+    let prices = plan::prices_for(&settings.gateway)?;
 
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);
     let reader = tokio::task::spawn_blocking(move || {
@@ -93,7 +91,7 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
             summary.bad_records
         ));
     }
-    let mean_output = mean_output(&global.db).await?;
+    let mean_output = plan::mean_output(&global.db).await?;
     let source = if counted_jobs > 0 {
         TokenSource::CountTokens
     } else {
@@ -113,20 +111,6 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
         &args.jobs.file.display().to_string(),
     );
     Ok(ExitStatus::Success)
-}
-
-/// Mean output tokens per model over the earlier results in the database, if there is one.
-pub async fn mean_output(db: &std::path::Path) -> anyhow::Result<HashMap<String, (f64, i64)>> {
-    if !db.exists() {
-        return Ok(HashMap::new());
-    }
-    let store = Store::open(db).await?;
-    Ok(store
-        .mean_output_by_model()
-        .await?
-        .into_iter()
-        .map(|(model, mean, n)| (model, (mean, n)))
-        .collect())
 }
 
 async fn count_with_retries(

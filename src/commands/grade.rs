@@ -7,7 +7,7 @@ use std::io::BufRead;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::{Global, session};
+use super::{Global, plan, sending};
 use crate::cli::GradeArgs;
 use crate::eval;
 use crate::settings::RunSettings;
@@ -73,8 +73,8 @@ pub async fn grade(
             );
         }
         let key = settings.gateway.api_key()?;
-        let (_mock, client) = session::connect(&settings, key).await?;
-        session::judge(&store, run.id, &settings, &client, &shutdown).await?;
+        let (_mock, client) = plan::connect(&settings, key).await?;
+        sending::judge(&store, run.id, &settings, &client, &shutdown).await?;
     }
     #[expect(
         clippy::print_stdout,

@@ -4,11 +4,12 @@ mod estimate;
 mod export;
 mod grade;
 mod mock;
+mod plan;
 mod prices;
 mod report;
 mod resume;
 mod run;
-mod session;
+mod sending;
 mod status;
 
 use crate::cli::{Cli, Command};

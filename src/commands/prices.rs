@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::bail;
 use serde::Serialize;
 
-use super::{Global, session};
+use super::{Global, plan};
 use crate::ExitStatus;
 use crate::cli::{GatewayArgs, PricesArgs, PricesFormat};
 use crate::pricing::{PriceEntry, PriceTable, Rates};
@@ -22,7 +22,7 @@ pub fn prices(global: &Global, args: &PricesArgs) -> anyhow::Result<ExitStatus> 
         &config,
         config_path.as_deref(),
     )?;
-    let table = session::prices_for(&gateway)?;
+    let table = plan::prices_for(&gateway)?;
     let mut entries: Vec<&PriceEntry> = Vec::new();
     for model in &args.models {
         let Some(entry) = table.entry(model) else {

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use super::{Global, session};
+use super::{Global, sending};
 use crate::cli::ResumeArgs;
 use crate::settings::{ConfigFile, RunSettings, parse_header};
 use crate::store::DbLock;
@@ -83,5 +83,5 @@ pub async fn resume(
             run.name, run.id, counts.pending, counts.total
         );
     }
-    session::send(global, &store, &run, &settings, key, shutdown).await
+    sending::send(global, &store, &run, &settings, key, shutdown).await
 }

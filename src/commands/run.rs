@@ -5,14 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::{Global, session};
-use crate::cli::{GatewayArgs, JobArgs, MockArgs, RunArgs, SendArgs};
-use crate::jobs::{self, Defaults, InputFormat, LoadOptions, LoadSummary};
+use super::{Global, plan, sending};
+use crate::cli::RunArgs;
+use crate::jobs::{self, LoadOptions, LoadSummary};
 use crate::pricing::format_usd;
-use crate::settings::{
-    ApiKey, ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
-    usd_to_pico,
-};
+use crate::settings::{RunSettings, usd_to_pico};
 use crate::store::{DbLock, NewJob, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
 
@@ -21,69 +18,9 @@ const LOAD_CHUNK: usize = 5000;
 /// Bad records printed before the rest are only counted.
 const SHOWN_ERRORS: usize = 50;
 
-/// Resolves what a run (or an estimate) of a job file would use, checking everything that can
-/// be checked before the database is touched: the gateway and its key, prices, sending
-/// options, the template and the file.
-pub fn plan(
-    global: &Global,
-    jobs: &JobArgs,
-    gateway: &GatewayArgs,
-    mock: &MockArgs,
-    sending: &SendArgs,
-) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
-    let mock = MockSettings::from_args(mock);
-    let gateway = if mock.is_some() {
-        // The address is the session's own; what is stored is only that it was the mock.
-        Gateway {
-            prices: gateway.prices.clone(),
-            ..Gateway::mock("mock://in-process".to_owned())
-        }
-    } else {
-        let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
-        resolve_gateway(gateway, &config, config_path.as_deref())?
-    };
-    let key = gateway.api_key()?;
-    session::prices_for(&gateway)?;
-    let send = SendSettings::from_args(sending)?;
-    let prompt_template = jobs
-        .prompt_template
-        .as_deref()
-        .map(fs_err::read_to_string)
-        .transpose()?;
-    if jobs.file.as_os_str() != "-" && !jobs.file.is_file() {
-        bail!("cannot read job file {}: no such file", jobs.file.display());
-    }
-    let settings = RunSettings {
-        gateway,
-        send,
-        mock,
-        models: jobs.models.clone(),
-        defaults: Defaults {
-            model: jobs.model.clone(),
-            max_tokens: jobs.max_tokens,
-            system: jobs.system.clone(),
-            temperature: jobs.temperature,
-            stream: jobs.stream,
-        },
-    };
-    let options = LoadOptions {
-        format: InputFormat::with_delimiter(&jobs.file, jobs.delimiter),
-        path: jobs.file.clone(),
-        defaults: settings.defaults.clone(),
-        models: settings.models.clone(),
-        prompt_template,
-        expect_kind: match jobs.expect_mode {
-            crate::cli::ExpectMode::Equals => "equals",
-            crate::cli::ExpectMode::Contains => "contains",
-            crate::cli::ExpectMode::Regex => "regex",
-        },
-    };
-    Ok((settings, options, key))
-}
-
 pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
     let (settings, options, key) =
-        plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+        plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
     if let Some(threshold) = args.confirm_above
         && !args.yes
         && !confirm(global, &options, &settings, threshold).await?
@@ -146,7 +83,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
     }
     let run = store.find_run(&run_id.to_string()).await?;
     announce(&run.name, run_id, &summary, &settings, loading.elapsed());
-    session::send(global, &store, &run, &settings, key, shutdown).await
+    sending::send(global, &store, &run, &settings, key, shutdown).await
 }
 
 #[expect(clippy::print_stderr, reason = "what the run is about to do")]
@@ -203,8 +140,8 @@ async fn confirm(
 ) -> anyhow::Result<bool> {
     let threshold_pico =
         usd_to_pico(threshold).context("--confirm-above must be a positive number of USD")?;
-    let mean_output = super::estimate::mean_output(&global.db).await?;
-    let prices = session::prices_for(&settings.gateway)?;
+    let mean_output = plan::mean_output(&global.db).await?;
+    let prices = plan::prices_for(&settings.gateway)?;
     let options = options.clone();
     let estimate = tokio::task::spawn_blocking(move || {
         crate::estimate::local_estimate(&options, &prices, &mean_output, 0.5)

@@ -8,7 +8,6 @@ mod csv;
 mod jsonl;
 mod lines;
 mod source;
-pub mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +15,7 @@ use std::hash::BuildHasher;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::request;
 use crate::store::{JobState, NewJob};
 use serde_json::{Map, Value};
 
@@ -168,10 +168,23 @@ pub fn load(
     options: &LoadOptions,
     keep_rejected: bool,
     chunk_size: usize,
+    sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
+) -> anyhow::Result<LoadSummary> {
+    let input = source::open(&options.path)?;
+    load_from(options, input, keep_rejected, chunk_size, sink)
+}
+
+/// Reads jobs from `input` as [`load`] reads the file `options.path` names (which gives the
+/// name errors carry and, by its extension, the compression and format).
+pub fn load_from(
+    options: &LoadOptions,
+    input: impl io::Read,
+    keep_rejected: bool,
+    chunk_size: usize,
     mut sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
 ) -> anyhow::Result<LoadSummary> {
     let display = options.path.display().to_string();
-    let mut hashing = source::open(&options.path)?;
+    let mut hashing = source::HashingReader::new(input);
     let mut summary = LoadSummary::default();
     let mut expander = Expander::new(options, &display);
     let mut chunk = Vec::with_capacity(chunk_size);
@@ -311,7 +324,7 @@ impl<'a> Expander<'a> {
             );
             self.options.models.clone()
         };
-        if let Err(e) = validate::validate(&body) {
+        if let Err(e) = request::validate(&body) {
             return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
         }
         if let Some(expect) = &record.expect
@@ -325,7 +338,7 @@ impl<'a> Expander<'a> {
         for model in models {
             body.insert("model".to_owned(), Value::String(model.clone()));
             let request = serde_json::to_string(&body).expect("a JSON map always serializes");
-            if request.len() > validate::MAX_BODY_BYTES {
+            if request.len() > request::MAX_BODY_BYTES {
                 return Err((
                     Some(id),
                     self.error(
@@ -334,7 +347,7 @@ impl<'a> Expander<'a> {
                         format!(
                             "request is {} bytes; the API accepts at most {}",
                             request.len(),
-                            validate::MAX_BODY_BYTES
+                            request::MAX_BODY_BYTES
                         ),
                     ),
                 ));

@@ -92,8 +92,8 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Opens the job file (`-` for standard input) for hashing.
-pub fn open(path: &Path) -> Result<HashingReader<Box<dyn Read + Send>>, LoadError> {
+/// Opens the job file (`-` for standard input).
+pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, LoadError> {
     let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
@@ -102,7 +102,7 @@ pub fn open(path: &Path) -> Result<HashingReader<Box<dyn Read + Send>>, LoadErro
             source,
         })?)
     };
-    Ok(HashingReader::new(input))
+    Ok(input)
 }
 
 /// Wraps `raw` in the decoder its extension or first bytes call for. Returns the reader of

@@ -8,7 +8,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::{Map, Value, json};
 
-use crate::eval::JUDGE_MARKER;
 use crate::message::last_user_text;
 use crate::tokens::{PromptUsage, Tokenizer};
 
@@ -18,14 +17,14 @@ const WORDS: [&str; 24] = [
     "must", "add", "up",
 ];
 
-/// A judge request (one whose system prompt carries [`JUDGE_MARKER`]) gets a verdict in
-/// strict JSON: it fails an answer that contains `FAIL` and passes any other.
+/// A request to judge an answer against a rubric (its last user turn holds `<rubric>` and
+/// `<answer>` sections, as judge requests are written) gets a verdict in strict JSON: it fails
+/// an answer that contains `FAIL` and passes any other.
 fn judge_verdict(body: &Map<String, Value>) -> Option<String> {
-    let system = body.get("system").and_then(Value::as_str)?;
-    if !system.contains(JUDGE_MARKER) {
+    let text = last_user_text(body.get("messages"));
+    if !(text.contains("<rubric>") && text.contains("<answer>")) {
         return None;
     }
-    let text = last_user_text(body.get("messages"));
     let answer = text
         .split_once("<answer>")
         .map_or("", |(_, rest)| rest.split("</answer>").next().unwrap_or(""));

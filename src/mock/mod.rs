@@ -432,7 +432,7 @@ async fn handle(
             &json!({"input_tokens": usage.total_input()}),
         ));
     }
-    if let Err(e) = crate::jobs::validate::validate(&body) {
+    if let Err(e) = crate::request::validate(&body) {
         entry.status = 400;
         state.record(entry);
         return Ok(error_response(

@@ -1,66 +1,19 @@
-//! Sending a run's pending jobs: shared by `run` and `resume`, so that a resumed run behaves
-//! exactly like a fresh one.
+//! Sending a run's pending jobs and its judges, and the summary that ends a session: shared
+//! by `run` and `resume`, so that a resumed run behaves exactly like a fresh one.
 
 use std::io::IsTerminal;
-use std::time::Duration;
-
-use anyhow::Context;
 
 use super::Global;
-use crate::client::{Client, RetryPolicy, Timeouts};
+use super::plan::{connect, prices_for};
+use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
-use crate::mock::{MockConfig, MockServer};
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
 use crate::runner::judge::Judge;
 use crate::runner::{Runner, Session, Shutdown};
-use crate::settings::{ApiKey, Gateway, RunSettings};
+use crate::settings::{ApiKey, RunSettings};
 use crate::store::{GroupBy, RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
-
-pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
-    Ok(match &gateway.prices {
-        Some(path) => PriceTable::from_file(path)?,
-        None => PriceTable::builtin(),
-    })
-}
-
-/// The client for a run's gateway, starting a fresh in-process mock for a mock run (kept
-/// alive by the returned handle).
-pub async fn connect(
-    settings: &RunSettings,
-    key: Option<ApiKey>,
-) -> anyhow::Result<(Option<MockServer>, Client)> {
-    let mock = match &settings.mock {
-        Some(mock) => Some(
-            MockServer::start(MockConfig {
-                latency: Duration::from_millis(mock.latency_ms),
-                fail_rate: mock.fail_rate,
-                rate_limit_rpm: mock.rate_limit_rpm,
-                first_token_delay: Duration::from_millis(mock.first_token_ms),
-                token_delay: Duration::from_millis(mock.token_ms),
-                ..MockConfig::default()
-            })
-            .await
-            .context("failed to start the mock gateway")?,
-        ),
-        None => None,
-    };
-    let gateway = match &mock {
-        Some(server) => Gateway::mock(server.base_url()),
-        None => settings.gateway.clone(),
-    };
-    let client = Client::new(
-        &gateway,
-        key,
-        Timeouts {
-            total: settings.send.timeout,
-            stream_idle: settings.send.stream_idle_timeout,
-        },
-        settings.send.concurrency,
-    )?;
-    Ok((mock, client))
-}
 
 /// Asks the judge model for every pending `judge` grade of a run.
 pub async fn judge(

@@ -1,7 +1,36 @@
-//! Checks on a request body before it is sent: the requests the API always answers with a 400
+//! The request model's checks on a Messages body before it is sent: the requests the API always answers with a 400
 //! are refused here, with the field that is wrong, so that a bad line costs nothing.
 
 use serde_json::{Map, Value};
+
+/// Whether a model takes non-default `temperature`, `top_p` and `top_k`: Opus 4.7 and every
+/// later model (the 5.x Opus, Sonnet and Haiku, Fable, Mythos) answer them with a 400.
+pub fn takes_sampling_parameters(model: &str) -> bool {
+    !from_opus_4_7_on(model)
+}
+
+/// Whether a model id names Opus 4.7 or a later model (found by its family and version
+/// wherever `claude-` stands in it: `claude-opus-4-7`, `anthropic.claude-fable-5`). The
+/// tokenizer, the sampling parameters and other behaviour changed from that model on.
+pub fn from_opus_4_7_on(model: &str) -> bool {
+    let Some(at) = model.find("claude-") else {
+        return false;
+    };
+    let mut parts = model[at + "claude-".len()..].split(['-', '@', ':']);
+    let family = parts.next().unwrap_or("");
+    let number = |part: Option<&str>| {
+        part.filter(|p| (1..=2).contains(&p.len()))
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    let major = number(parts.next());
+    let minor = number(parts.next()).unwrap_or(0);
+    match (family, major) {
+        ("fable" | "mythos", _) => true,
+        ("opus" | "sonnet" | "haiku", Some(major)) if major >= 5 => true,
+        ("opus", Some(4)) => minor >= 7,
+        _ => false,
+    }
+}
 
 /// The API's request size limit (bytes).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;

@@ -1,0 +1,137 @@
+//! What a command needs before it sends anything: the settings resolved and checked, the
+//! price table, a client for the gateway (or a fresh in-process mock), and what earlier runs
+//! say about output lengths.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::Global;
+use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
+use crate::client::{Client, Timeouts};
+use crate::jobs::{Defaults, InputFormat, LoadOptions};
+use crate::mock::{MockConfig, MockServer};
+use crate::pricing::PriceTable;
+use crate::settings::{
+    ApiKey, ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
+};
+use crate::store::Store;
+
+/// Resolves what a run (or an estimate) of a job file would use, checking everything that can
+/// be checked before the database is touched: the gateway and its key, prices, sending
+/// options, the template and the file.
+pub fn plan(
+    global: &Global,
+    jobs: &JobArgs,
+    gateway: &GatewayArgs,
+    mock: &MockArgs,
+    sending: &SendArgs,
+) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
+    let mock = MockSettings::from_args(mock);
+    let gateway = if mock.is_some() {
+        // The address is the session's own; what is stored is only that it was the mock.
+        Gateway {
+            prices: gateway.prices.clone(),
+            ..Gateway::mock("mock://in-process".to_owned())
+        }
+    } else {
+        let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
+        resolve_gateway(gateway, &config, config_path.as_deref())?
+    };
+    let key = gateway.api_key()?;
+    prices_for(&gateway)?;
+    let send = SendSettings::from_args(sending)?;
+    let prompt_template = jobs
+        .prompt_template
+        .as_deref()
+        .map(fs_err::read_to_string)
+        .transpose()?;
+    if jobs.file.as_os_str() != "-" && !jobs.file.is_file() {
+        bail!("cannot read job file {}: no such file", jobs.file.display());
+    }
+    let settings = RunSettings {
+        gateway,
+        send,
+        mock,
+        models: jobs.models.clone(),
+        defaults: Defaults {
+            model: jobs.model.clone(),
+            max_tokens: jobs.max_tokens,
+            system: jobs.system.clone(),
+            temperature: jobs.temperature,
+            stream: jobs.stream,
+        },
+    };
+    let options = LoadOptions {
+        format: InputFormat::with_delimiter(&jobs.file, jobs.delimiter),
+        path: jobs.file.clone(),
+        defaults: settings.defaults.clone(),
+        models: settings.models.clone(),
+        prompt_template,
+        expect_kind: match jobs.expect_mode {
+            crate::cli::ExpectMode::Equals => "equals",
+            crate::cli::ExpectMode::Contains => "contains",
+            crate::cli::ExpectMode::Regex => "regex",
+        },
+    };
+    Ok((settings, options, key))
+}
+
+pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
+    Ok(match &gateway.prices {
+        Some(path) => PriceTable::from_file(path)?,
+        None => PriceTable::builtin(),
+    })
+}
+
+/// The client for a run's gateway, starting a fresh in-process mock for a mock run (kept
+/// alive by the returned handle).
+pub async fn connect(
+    settings: &RunSettings,
+    key: Option<ApiKey>,
+) -> anyhow::Result<(Option<MockServer>, Client)> {
+    let mock = match &settings.mock {
+        Some(mock) => Some(
+            MockServer::start(MockConfig {
+                latency: Duration::from_millis(mock.latency_ms),
+                fail_rate: mock.fail_rate,
+                rate_limit_rpm: mock.rate_limit_rpm,
+                first_token_delay: Duration::from_millis(mock.first_token_ms),
+                token_delay: Duration::from_millis(mock.token_ms),
+                ..MockConfig::default()
+            })
+            .await
+            .context("failed to start the mock gateway")?,
+        ),
+        None => None,
+    };
+    let gateway = match &mock {
+        Some(server) => Gateway::mock(server.base_url()),
+        None => settings.gateway.clone(),
+    };
+    let client = Client::new(
+        &gateway,
+        key,
+        Timeouts {
+            total: settings.send.timeout,
+            stream_idle: settings.send.stream_idle_timeout,
+        },
+        settings.send.concurrency,
+    )?;
+    Ok((mock, client))
+}
+
+/// Mean output tokens per model over the earlier results in the database, if there is one.
+pub async fn mean_output(db: &std::path::Path) -> anyhow::Result<HashMap<String, (f64, i64)>> {
+    if !db.exists() {
+        return Ok(HashMap::new());
+    }
+    let store = Store::open(db).await?;
+    Ok(store
+        .mean_output_by_model()
+        .await?
+        .into_iter()
+        .map(|(model, mean, n)| (model, (mean, n)))
+        .collect())
+}
