@@ -93,25 +93,41 @@ async fn retry_after_is_a_floor_for_the_next_attempt() {
 async fn a_429_holds_back_every_worker_not_only_the_one_refused() {
     let ws = Workspace::new();
     let wait = Duration::from_millis(800);
+    let latency = Duration::from_millis(200);
     let mock = mock(MockConfig {
+        latency,
         script: vec![Fault::RateLimited(wait)],
         ..MockConfig::default()
     })
     .await;
-    let file = ws.jobs("jobs.jsonl", 6);
-    // One at a time with a 5 ms backoff cap: without a shared pause, job-1 would follow
-    // job-0's 429 immediately.
+    let file = ws.jobs("jobs.jsonl", 12);
+    // Four workers: the first request is refused while three others are answered at the same
+    // moment. Those three may send their next jobs in the instant before the refused worker
+    // sets the pause, but after that nothing is sent until the 429's retry-after has passed.
+    // Without a shared pause, the workers would go on sending every 200 ms in the meantime.
     let output = ws
         .run_on(
             &mock,
-            &["run", file.to_str().unwrap(), "--concurrency", "1"],
+            &["run", file.to_str().unwrap(), "--concurrency", "4"],
         )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let log = mock.log();
-    assert_eq!(log.len(), 7);
-    let gap = log[1].at.duration_since(log[0].at);
-    assert!(gap >= wait, "the next request came {gap:?} after the 429");
+    assert_eq!(log.len(), 13);
+    assert_eq!(log[0].status, 429);
+    let refused_at = log[0].at + latency;
+    let mut raced = 0;
+    for (i, entry) in log.iter().enumerate().skip(4) {
+        let after = entry.at.saturating_duration_since(refused_at);
+        if after < wait {
+            raced += 1;
+            assert!(
+                after < latency / 4,
+                "request {i} came {after:?} after the 429, within its retry-after of {wait:?}"
+            );
+        }
+    }
+    assert!(raced <= 3, "{raced} requests were sent after the 429");
 }
 
 #[tokio::test]
