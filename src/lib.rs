@@ -8,6 +8,8 @@ pub mod client;
 mod commands;
 pub mod estimate;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod jobs;
 pub mod limiter;
 pub mod message;

@@ -426,10 +426,28 @@ impl Accumulator {
         for at in 0..self.tool_json.len() {
             self.settle_input(at);
         }
+        let message = Value::Object(self.message.take().unwrap_or_default());
+        if depth(&message) > MAX_STORED_DEPTH {
+            return Err(StreamFailure::protocol(
+                "the rebuilt message nests deeper than a stored answer can be read back",
+            ));
+        }
         Ok(Rebuilt {
-            message: Value::Object(self.message.take().unwrap_or_default()),
+            message,
             notes: self.notes,
         })
+    }
+}
+
+/// serde_json reads JSON nested at most this deep: a deeper message could be stored but not
+/// read back for grading.
+const MAX_STORED_DEPTH: usize = 127;
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
