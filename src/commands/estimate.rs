@@ -1,6 +1,6 @@
 //! `msgbatch estimate`: what a job file would cost, before anything is spent.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -8,18 +8,21 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::{Global, plan};
-use crate::ExitStatus;
 use crate::cli::EstimateArgs;
-use crate::client::{AttemptError, Client};
+use crate::client::RetryPolicy;
 use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
 use crate::pricing::format_usd;
+use crate::runner::sender::Reply;
+use crate::runner::{Call, Kind, Ledger, Request, RequestSender, SendError};
+use crate::{ExitStatus, Shutdown};
 
-/// Attempts per count_tokens request.
-const COUNT_ATTEMPTS: u32 = 4;
-
-pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<ExitStatus> {
+pub async fn estimate(
+    global: &Global,
+    args: EstimateArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
     if !(0.0..=1.0).contains(&args.output_fraction) {
         anyhow::bail!("--output-fraction must be between 0 and 1");
     }
@@ -27,13 +30,27 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
         plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
     // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
     let (_mock, client) = plan::connect(&settings, key).await?;
-    let limiter = Limiter::new(settings.send.rpm);
     let prices = plan::prices_for(&settings.gateway)?;
+    // Token counts take the same path as every request, with nothing to record them against:
+    // an estimate writes no database.
+    let sender = RequestSender {
+        client,
+        limiter: Limiter::new(settings.send.rpm),
+        policy: RetryPolicy {
+            max_attempts: settings.send.max_attempts,
+            base_delay: settings.send.retry_base_delay,
+            max_delay: settings.send.retry_max_delay,
+        },
+        ledger: Arc::new(Ledger::new(None, 0, Arc::default())),
+        shutdown: shutdown.clone(),
+        counters: Arc::default(),
+        attempts: None,
+    };
 
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);
+    let (chunks, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);
     let reader = tokio::task::spawn_blocking(move || {
         jobs::load(&options, false, 1000, |chunk| {
-            sender.blocking_send(chunk).context("the estimator stopped")
+            chunks.blocking_send(chunk).context("the estimator stopped")
         })
     });
     let mut estimator = Estimator::new(&prices);
@@ -50,12 +67,21 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
             parsed.push((job.model, body, input));
         }
         let counts: Vec<Option<u64>> = if counting {
-            let results: Vec<Result<u64, AttemptError>> = futures_util::stream::iter(parsed.iter())
-                .map(|(_, body, _)| count_with_retries(&client, &limiter, body))
+            let results: Vec<Result<u64, SendError>> = futures_util::stream::iter(parsed.iter())
+                .map(|(_, body, _)| count(&sender, body))
                 .buffered(settings.send.concurrency)
                 .collect()
                 .await;
-            if let Some(Err(error)) = results.iter().find(|r| r.is_err())
+            if shutdown.stop.is_cancelled() {
+                #[expect(clippy::print_stderr, reason = "why the estimate stopped")]
+                {
+                    eprintln!(
+                        "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
+                    );
+                }
+                return Ok(ExitStatus::Interrupted);
+            }
+            if let Some(Err(SendError::Failed(error))) = results.iter().find(|r| r.is_err())
                 && counted_jobs == 0
                 && matches!(error.http_status(), Some(404 | 405 | 501))
             {
@@ -113,24 +139,19 @@ pub async fn estimate(global: &Global, args: EstimateArgs) -> anyhow::Result<Exi
     Ok(ExitStatus::Success)
 }
 
-async fn count_with_retries(
-    client: &Client,
-    limiter: &Limiter,
-    body: &Map<String, Value>,
-) -> Result<u64, AttemptError> {
-    let bytes = Bytes::from(serde_json::to_vec(&count_tokens_body(body)).unwrap_or_default());
-    let mut attempt = 0;
-    loop {
-        limiter.until_ready().await;
-        match client.count_tokens(bytes.clone()).await {
-            Ok(n) => return Ok(n),
-            Err(e) if e.is_retryable() && attempt + 1 < COUNT_ATTEMPTS => {
-                let backoff = Duration::from_millis(250 << attempt);
-                tokio::time::sleep(e.retry_after().map_or(backoff, |r| r.max(backoff))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
+/// The gateway's count of one job's input tokens.
+async fn count(sender: &RequestSender, body: &Map<String, Value>) -> Result<u64, SendError> {
+    let body = Bytes::from(serde_json::to_vec(&count_tokens_body(body)).unwrap_or_default());
+    let request = Request {
+        kind: Kind::CountTokens,
+        job: None,
+        attempts_before: 0,
+        call: Call::CountTokens { body },
+    };
+    match sender.send(&request).await.result {
+        Ok(Reply::Tokens(n)) => Ok(n),
+        Ok(Reply::Message(_)) => Err(SendError::Stopped),
+        Err(e) => Err(e),
     }
 }
 

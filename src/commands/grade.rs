@@ -74,7 +74,7 @@ pub async fn grade(
         }
         let key = settings.gateway.api_key()?;
         let (_mock, client) = plan::connect(&settings, key).await?;
-        sending::judge(&store, run.id, &settings, &client, &shutdown).await?;
+        sending::judge(&store, run.id, &settings, client, &shutdown).await?;
     }
     #[expect(
         clippy::print_stdout,

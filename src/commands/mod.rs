@@ -25,7 +25,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
-        Command::Estimate(args) => estimate::estimate(&global, *args).await,
+        Command::Estimate(args) => estimate::estimate(&global, *args, shutdown).await,
         Command::Grade(args) => grade::grade(&global, &args, shutdown).await,
         Command::Report(args) => report::report(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,

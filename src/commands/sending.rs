@@ -9,61 +9,76 @@ use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
-use crate::runner::judge::Judge;
-use crate::runner::{Runner, Session, Shutdown};
+use crate::runner::{Judged, Runner, Session, Shutdown};
 use crate::settings::{ApiKey, RunSettings};
 use crate::store::{GroupBy, RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
 
-/// Asks the judge model for every pending `judge` grade of a run.
+/// A runner for a run's settings, on `client`.
+fn runner(
+    store: &Store,
+    settings: &RunSettings,
+    client: Client,
+    show_progress: bool,
+) -> anyhow::Result<Runner> {
+    Ok(Runner {
+        store: store.clone(),
+        client,
+        limiter: Limiter::new(settings.send.rpm),
+        policy: RetryPolicy {
+            max_attempts: settings.send.max_attempts,
+            base_delay: settings.send.retry_base_delay,
+            max_delay: settings.send.retry_max_delay,
+        },
+        prices: prices_for(&settings.gateway)?,
+        concurrency: settings.send.concurrency,
+        shutdown: Shutdown::default(),
+        show_progress,
+        budget_pico_usd: settings.send.max_cost_pico_usd,
+    })
+}
+
+/// Asks the judge model for every pending `judge` grade of a run (`msgbatch grade`).
 pub async fn judge(
     store: &Store,
     run_id: i64,
     settings: &RunSettings,
-    client: &Client,
+    client: Client,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let prices = prices_for(&settings.gateway)?;
-    let limiter = Limiter::new(settings.send.rpm);
-    let judged = Judge {
-        store,
-        client,
-        limiter: &limiter,
-        prices: &prices,
-        policy: retry_policy(settings),
-        concurrency: settings.send.concurrency,
-        stop: &shutdown.stop,
-        budget_pico_usd: match settings.send.max_cost_pico_usd {
-            Some(limit) => Some(limit.saturating_sub(spent_so_far(store, run_id).await?)),
-            None => None,
-        },
-    }
-    .run(run_id)
-    .await?;
-    if judged.verdicts + judged.unanswered > 0 {
-        #[expect(clippy::print_stderr, reason = "what judging did")]
-        {
-            eprintln!(
-                "judged {} answers for {}{}",
-                judged.verdicts,
-                format_usd(judged.cost_pico_usd),
-                if judged.over_budget {
-                    format!(
-                        "; {} judge requests would pass --max-cost and stay pending for `msgbatch grade`",
-                        judged.unanswered
-                    )
-                } else if judged.unanswered > 0 {
-                    format!(
-                        "; {} judge requests failed and stay pending for `msgbatch grade`",
-                        judged.unanswered
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
+    let runner = Runner {
+        shutdown: shutdown.clone(),
+        ..runner(store, settings, client, false)?
+    };
+    let judged = runner.judge(run_id).await?;
+    print_judged(&judged);
     Ok(())
+}
+
+#[expect(clippy::print_stderr, reason = "what judging did")]
+fn print_judged(judged: &Judged) {
+    let asked = judged.verdicts + judged.unanswered + judged.over_budget;
+    if asked == 0 {
+        return;
+    }
+    let mut line = format!(
+        "judged {} answers for {}",
+        judged.verdicts,
+        format_usd(judged.cost_pico_usd)
+    );
+    if judged.unanswered > 0 {
+        line.push_str(&format!(
+            "; {} judge requests failed and stay pending for `msgbatch grade` (the report says why)",
+            judged.unanswered
+        ));
+    }
+    if judged.over_budget > 0 {
+        line.push_str(&format!(
+            "; {} judge requests would pass --max-cost and stay pending for `msgbatch grade`",
+            judged.over_budget
+        ));
+    }
+    eprintln!("{line}");
 }
 
 /// The models of a run with jobs still to send and no price in `prices`, each named once in a
@@ -103,21 +118,6 @@ fn quoted(models: &[String]) -> String {
     }
 }
 
-/// What a run has spent: its results and its judges.
-async fn spent_so_far(store: &Store, run_id: i64) -> anyhow::Result<u64> {
-    let counts = store.run_counts(run_id).await?;
-    let judges = store.judge_spend(run_id).await?;
-    Ok(u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0))
-}
-
-fn retry_policy(settings: &RunSettings) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: settings.send.max_attempts,
-        base_delay: settings.send.retry_base_delay,
-        max_delay: settings.send.retry_max_delay,
-    }
-}
-
 /// Sends every pending job of `run`, records how the session ended and prints a summary.
 pub async fn send(
     global: &Global,
@@ -143,27 +143,22 @@ pub async fn send(
     }
     // Held until the session ends: a mock run's gateway lives as long as this session.
     let (_mock, client) = connect(settings, key).await?;
+    let show_progress = progress::show_bar(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("CI").is_some(),
+        global.quiet,
+    );
     let runner = Runner {
-        store: store.clone(),
-        client: client.clone(),
-        limiter: Limiter::new(settings.send.rpm),
-        policy: retry_policy(settings),
         prices,
-        concurrency: settings.send.concurrency,
-        shutdown: shutdown.clone(),
-        show_progress: progress::show_bar(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("CI").is_some(),
-            global.quiet,
-        ),
-        budget_pico_usd: settings.send.max_cost_pico_usd,
+        shutdown,
+        ..runner(store, settings, client, show_progress)?
     };
     store
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
     let session = runner.execute(run.id).await?;
-    if session.halt.is_none() && !session.interrupted && session.budget_stop.is_none() {
-        judge(store, run.id, settings, &client, &shutdown).await?;
+    if let Some(judged) = &session.judged {
+        print_judged(judged);
     }
     let (status, reason) = if let Some(halt) = &session.halt {
         (RunStatus::Interrupted, Some(halt.as_str()))

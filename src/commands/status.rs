@@ -43,6 +43,14 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     }
     if let [run] = runs.as_slice() {
         print_details(run);
+        let (failed, reason) = store.judge_failures(run.id).await?;
+        if failed > 0 {
+            println!(
+                "  judges   {failed} verdicts pending after failed requests (latest: {}); `msgbatch grade {}` asks again",
+                reason.as_deref().unwrap_or("no reason recorded"),
+                run.name
+            );
+        }
     }
     Ok(ExitStatus::Success)
 }

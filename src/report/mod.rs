@@ -445,6 +445,17 @@ impl Report {
                     total.run, total.jobs.pending
                 ));
             }
+            if let Some(run) = runs.iter().find(|r| r.name == total.run) {
+                let (failed, reason) = store.judge_failures(run.id).await?;
+                if failed > 0 {
+                    warnings.push(format!(
+                        "run {}: {failed} judge verdicts are pending because their requests failed (the latest: {}); `msgbatch grade {}` asks again",
+                        total.run,
+                        reason.as_deref().unwrap_or("no reason recorded"),
+                        total.run
+                    ));
+                }
+            }
             let stored = total.cost.stored_pico_usd;
             if options.reprice.is_none() && stored != total.cost.total_pico_usd {
                 warnings.push(format!(

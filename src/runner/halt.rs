@@ -1,7 +1,9 @@
 //! Deciding that a run cannot succeed. A spend-cap 429 stops it at once; the same 401, 403 or
 //! 404, or a gateway that cannot be reached, on [`HALT_STREAK`] jobs in a row stops it too,
-//! since the key, the gateway or the model is wrong rather than those jobs. Either way the jobs that hit it go back to pending, so a
-//! `resume` after the fix sends them, and nothing is recorded as a million failures.
+//! since the key, the gateway or the model is wrong rather than those jobs. Either way the
+//! jobs that hit it go back to pending, so a `resume` after the fix sends them, and nothing is
+//! recorded as a million failures. The writer alone owns a [`Halt`], and observes outcomes in
+//! the order it commits them.
 
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +28,8 @@ pub enum Verdict {
     Pending { revert: Vec<(i64, i64)> },
 }
 
-/// Streak tracking. Workers consult it one at a time (behind a lock held while they report),
-/// so that a revert always reaches the writer after the failures it reverts.
+/// Streak tracking, owned by the writer: it sees every outcome in order, so the jobs of a
+/// streak it puts back to pending are exactly those it recorded as failed.
 pub struct Halt {
     stop: CancellationToken,
     progress: Progress,

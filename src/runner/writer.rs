@@ -1,18 +1,26 @@
-//! The single writer: it alone commits what the workers learn, in short batched transactions.
-//! A job counts as done only once the transaction holding its result has committed.
+//! The single writer: it alone commits what requests learn, in short batched transactions,
+//! and it alone owns the run's state, the decision to halt it included. A job counts as done
+//! only once the transaction holding its result has committed, and a reservation on the
+//! budget is released only then.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::halt::{self, Halt, Verdict};
+use super::sender::Ledger;
 use crate::client::AttemptError;
 use crate::progress::{Counters, Progress};
-use crate::store::{AttemptRecord, JobState, JobUpdate, ResultRecord, Store, WriteBatch};
+use crate::store::{
+    AttemptRecord, GradeRecord, JobState, JobUpdate, ResultRecord, Store, WriteBatch,
+};
 
-/// Events from workers to the writer.
+/// Events from requests to the writer.
 #[derive(Debug)]
 pub enum Event {
     Attempt(AttemptRecord),
+    /// A job's outcome.
     Finished {
         job: i64,
         /// Attempts made on the job so far, over every session.
@@ -20,9 +28,15 @@ pub enum Event {
         outcome: Outcome,
         /// The budget reservation this job held, released once its outcome is committed.
         reserved_pico_usd: u64,
+        /// For a failure that may halt the run: told once the writer has decided, so that the
+        /// job's worker starts nothing new before a halt has taken effect.
+        decided: Option<oneshot::Sender<()>>,
     },
-    /// Jobs recorded as failed that go back to pending: (job, attempts).
-    Revert(Vec<(i64, i64)>),
+    /// A judge's verdict, or why it has none (`passed` left `None`, the reason said).
+    Grade {
+        grade: GradeRecord,
+        reserved_pico_usd: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -40,34 +54,58 @@ pub enum Outcome {
 /// Most events folded into one transaction.
 const MAX_BATCH_EVENTS: usize = 4096;
 
-/// Commits events until every sender is gone.
+/// How the writer ended.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Why the writer halted the run, when it did.
+    pub halt: Option<String>,
+}
+
+/// Commits events until every sender is gone. A final error that says the run cannot succeed
+/// (the spend cap, or the same 401/403/404 or unreachable gateway on several jobs in a row)
+/// halts the run here: the stop token is cancelled, and the jobs of the streak go back to
+/// pending in the same place that recorded them.
 pub async fn run(
     store: Store,
     progress: Progress,
+    ledger: Arc<Ledger>,
+    mut halt: Halt,
     mut events: mpsc::Receiver<Event>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Written> {
     let mut buffer = Vec::with_capacity(MAX_BATCH_EVENTS);
     let counters = &progress.counters;
     while events.recv_many(&mut buffer, MAX_BATCH_EVENTS).await > 0 {
         let mut batch = WriteBatch::default();
         let mut succeeded = 0;
         let mut failed: i64 = 0;
-        let mut spend = 0;
-        let mut released = 0;
+        // (held, cost) of every request whose outcome this batch commits.
+        let mut settled = Vec::new();
         for event in buffer.drain(..) {
             match event {
                 Event::Attempt(attempt) => batch.attempts.push(attempt),
+                Event::Grade {
+                    grade,
+                    reserved_pico_usd,
+                } => {
+                    let cost = grade
+                        .judge_cost_pico_usd
+                        .and_then(|c| u64::try_from(c).ok())
+                        .unwrap_or(0);
+                    settled.push((reserved_pico_usd, cost));
+                    batch.grades.push(grade);
+                }
                 Event::Finished {
                     job,
                     attempts,
                     outcome,
                     reserved_pico_usd,
+                    decided,
                 } => {
-                    released += reserved_pico_usd;
-                    let update = match outcome {
+                    let (state, error) = match outcome {
                         Outcome::Succeeded(result) => {
+                            halt.reset();
                             succeeded += 1;
-                            spend += result.cost_pico_usd.unwrap_or(0);
+                            settled.push((reserved_pico_usd, result.cost_pico_usd.unwrap_or(0)));
                             batch.results.push(*result);
                             (JobState::Succeeded, None)
                         }
@@ -76,42 +114,63 @@ pub async fn run(
                             attempts_this_session,
                             elapsed,
                         } => {
-                            failed += 1;
-                            let message = failure_message(&error, attempts_this_session, elapsed);
-                            (JobState::Failed, Some(message))
+                            settled.push((reserved_pico_usd, 0));
+                            let verdict = if halt::is_run_level(&error) {
+                                halt.observe(job, attempts, &error)
+                            } else {
+                                halt.reset();
+                                Verdict::Fail
+                            };
+                            match verdict {
+                                Verdict::Fail => {
+                                    failed += 1;
+                                    let message =
+                                        failure_message(&error, attempts_this_session, elapsed);
+                                    (JobState::Failed, Some(message))
+                                }
+                                Verdict::Pending { revert } => {
+                                    // The earlier jobs of the streak were recorded as failed,
+                                    // in this batch or an earlier one: they go back to pending.
+                                    batch
+                                        .updates
+                                        .retain(|u| !revert.iter().any(|(j, _)| *j == u.job));
+                                    for (job, attempts) in revert {
+                                        failed -= 1;
+                                        batch.updates.push(JobUpdate {
+                                            job,
+                                            state: JobState::Pending,
+                                            attempts,
+                                            error: None,
+                                        });
+                                    }
+                                    (JobState::Pending, None)
+                                }
+                            }
                         }
-                        Outcome::Unfinished => (JobState::Pending, None),
+                        Outcome::Unfinished => {
+                            settled.push((reserved_pico_usd, 0));
+                            (JobState::Pending, None)
+                        }
                     };
                     batch.updates.push(JobUpdate {
                         job,
-                        state: update.0,
+                        state,
                         attempts,
-                        error: update.1,
+                        error,
                     });
-                }
-                Event::Revert(jobs) => {
-                    // A job updated twice in one statement would be ambiguous: the revert
-                    // replaces any failure of the same batch.
-                    batch
-                        .updates
-                        .retain(|update| !jobs.iter().any(|(job, _)| *job == update.job));
-                    for (job, attempts) in jobs {
-                        failed -= 1;
-                        batch.updates.push(JobUpdate {
-                            job,
-                            state: JobState::Pending,
-                            attempts,
-                            error: None,
-                        });
+                    if let Some(decided) = decided {
+                        let _ = decided.send(());
                     }
                 }
             }
         }
         store.write(&batch).await?;
+        // Settled only now: until the commit, a request's cost is not spent and its
+        // reservation still holds.
+        for (held, cost) in settled {
+            ledger.settle(held, cost);
+        }
         Counters::add(&counters.succeeded, succeeded);
-        Counters::add(&counters.spend_pico_usd, spend);
-        // Released only now: until the commit, the job's spend is not in the spend counter.
-        Counters::sub(&counters.reserved_pico_usd, released);
         let failed_total = Counters::get(&counters.failed).saturating_add_signed(failed);
         counters
             .failed
@@ -120,12 +179,14 @@ pub async fn run(
             progress.initial_done + Counters::get(&counters.succeeded) + failed_total,
         );
     }
-    Ok(())
+    Ok(Written {
+        halt: halt.reason().map(str::to_owned),
+    })
 }
 
-/// What a failed job says in the database: the last error, and the attempts spent when they
-/// were more than one.
-fn failure_message(error: &AttemptError, attempts: u32, elapsed: Duration) -> String {
+/// What a failed request says in the database: the last error, and the attempts spent when
+/// they were more than one.
+pub fn failure_message(error: &AttemptError, attempts: u32, elapsed: Duration) -> String {
     if attempts > 1 {
         format!(
             "request failed after {attempts} attempts in {:.1}s: {error}",

@@ -264,15 +264,16 @@ impl Store {
     /// Commits one writer batch in a single transaction.
     pub async fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        const ATTEMPT_COLUMNS: usize = 12;
+        const ATTEMPT_COLUMNS: usize = 13;
         for chunk in batch.attempts.chunks(MAX_VARIABLES / ATTEMPT_COLUMNS) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO attempts (job, attempt, started_at_ms, queue_wait_ms, latency_ms,
-                    ttft_ms, http_status, error_type, error_message, error_body,
+                "INSERT INTO attempts (job, kind, attempt, started_at_ms, queue_wait_ms,
+                    latency_ms, ttft_ms, http_status, error_type, error_message, error_body,
                     retry_after_ms, request_id) ",
             );
             builder.push_values(chunk, |mut row, a| {
                 row.push_bind(a.job)
+                    .push_bind(a.kind)
                     .push_bind(a.attempt)
                     .push_bind(a.started_at_ms)
                     .push_bind(a.queue_wait_ms)
@@ -326,7 +327,12 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
         }
-        let grades: Vec<&GradeRecord> = batch.results.iter().flat_map(|r| &r.grades).collect();
+        let grades: Vec<&GradeRecord> = batch
+            .results
+            .iter()
+            .flat_map(|r| &r.grades)
+            .chain(&batch.grades)
+            .collect();
         insert_grades(&mut tx, &grades).await?;
         const UPDATE_COLUMNS: usize = 4;
         for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
@@ -353,6 +359,22 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE(SUM(g.judge_cost_pico_usd), 0) FROM grades g
              JOIN jobs j ON j.id = g.job WHERE j.run_id = ?1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Judge grades of a run still waiting for a verdict after a request for it failed: how
+    /// many, and the most recent reason.
+    pub async fn judge_failures(&self, run_id: i64) -> Result<(i64, Option<String>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), (SELECT g2.reason FROM grades g2 INDEXED BY grades_pending
+                     JOIN jobs j2 ON j2.id = g2.job
+                     WHERE g2.passed IS NULL AND g2.reason IS NOT NULL AND j2.run_id = ?1
+                     ORDER BY g2.graded_at_ms DESC LIMIT 1)
+             FROM grades g INDEXED BY grades_pending JOIN jobs j ON j.id = g.job
+             WHERE g.passed IS NULL AND g.reason IS NOT NULL AND j.run_id = ?1",
         )
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -508,7 +530,8 @@ impl Store {
                     a.error_body AS last_error_body, a.http_status AS last_http_status
              FROM jobs j
              LEFT JOIN responses b ON b.job = j.id
-             LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE job = j.id)
+             LEFT JOIN attempts a ON a.id =
+                 (SELECT MAX(id) FROM attempts WHERE job = j.id AND kind = 'job')
              WHERE j.run_id = ?1
              ORDER BY j.id",
         )

@@ -83,6 +83,8 @@ pub struct PendingJob {
 #[derive(Debug, Clone, Default)]
 pub struct AttemptRecord {
     pub job: i64,
+    /// What the attempt was for: `job`, `judge` or `count_tokens`.
+    pub kind: &'static str,
     pub attempt: i64,
     pub started_at_ms: i64,
     pub queue_wait_ms: i64,
@@ -168,11 +170,16 @@ pub struct WriteBatch {
     pub attempts: Vec<AttemptRecord>,
     pub results: Vec<ResultRecord>,
     pub updates: Vec<JobUpdate>,
+    /// Judge verdicts, or judges left pending with their reason.
+    pub grades: Vec<GradeRecord>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.results.is_empty() && self.updates.is_empty()
+        self.attempts.is_empty()
+            && self.results.is_empty()
+            && self.updates.is_empty()
+            && self.grades.is_empty()
     }
 }
 

@@ -199,7 +199,8 @@ impl Store {
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    /// Failed attempts per (run, group, error type, HTTP status).
+    /// Failed attempts of jobs per (run, group, error type, HTTP status); judges' failed
+    /// attempts show as their pending grades' reasons instead.
     pub async fn report_errors(
         &self,
         runs: &[i64],
@@ -211,7 +212,7 @@ impl Store {
         b.push(
             " AS key, a.error_type AS error_type, a.http_status AS http_status, COUNT(*) AS count
              FROM attempts a INDEXED BY attempts_failed JOIN jobs j ON j.id = a.job
-             WHERE a.error_type IS NOT NULL AND j.run_id IN (",
+             WHERE a.error_type IS NOT NULL AND a.kind = 'job' AND j.run_id IN (",
         );
         let mut list = b.separated(", ");
         for id in runs {

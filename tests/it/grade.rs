@@ -326,3 +326,70 @@ async fn the_csv_expected_column_grades_with_the_chosen_mode() {
         (Some(2), Some(1))
     );
 }
+
+#[tokio::test]
+async fn a_failed_judge_says_why_in_the_report_and_status_and_its_attempts_are_recorded() {
+    let ws = Workspace::new();
+    // The four jobs are answered; each judge request then fails twice (two attempts each).
+    let mock = mock(MockConfig {
+        script_from: 4,
+        script: vec![Fault::Status(500); 8],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = graded_jobs(&ws, true);
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "eval",
+                "--concurrency",
+                "1",
+                "--max-attempts",
+                "2",
+            ],
+        )
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    let pool = ws.pool().await;
+    // Every judge attempt is a row, with its kind, against the job it judges.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 500"
+        )
+        .await,
+        8
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM attempts WHERE kind = 'job'").await,
+        4
+    );
+    let report = report_json(&ws, "eval").await;
+    // The job's own figures are untouched by the judge's failures.
+    assert!(report["totals"][0]["errors"].as_array().unwrap().is_empty());
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("4 judge verdicts are pending because their requests failed")
+                && w.contains("request failed after 2 attempts")
+                && w.contains("msgbatch grade eval")
+        }),
+        "{warnings:?}"
+    );
+    let (status, _) = text(&ws.run(&["status", "eval"]).await);
+    assert!(
+        status.contains("judges   4 verdicts pending after failed requests"),
+        "{status}"
+    );
+    // `grade` asks again, and the reasons go once the verdicts are in.
+    let output = ws.run(&["grade", "eval"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let (status, _) = text(&ws.run(&["status", "eval"]).await);
+    assert!(!status.contains("judges "), "{status}");
+}

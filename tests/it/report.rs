@@ -146,6 +146,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
     {
         batch.attempts.push(AttemptRecord {
             job: failed,
+            kind: "job",
             attempt: attempt as i64 + 1,
             http_status: Some(status),
             error_type: Some(kind.into()),

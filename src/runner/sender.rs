@@ -1,0 +1,388 @@
+//! The one path every request takes: a job, a judge, a token count (and the batch calls to
+//! come). [`RequestSender`] owns the client, the limiter, the retry policy, the budget
+//! [`Ledger`] and the shutdown tokens; each kind of request states only what differs: its
+//! body, how its answer is read ([`Call`]), and which job its attempts belong to.
+//!
+//! Every attempt waits on the limiter, is timed, and is reported to the writer as a row of
+//! `attempts` with its kind. Retries go through `backon` with full jitter, never earlier than
+//! the server's `retry-after`, and a backoff ends early when the run stops. A 429 or 529 holds
+//! back every request, not only the one refused.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{Retryable, Sleeper};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shutdown;
+use super::writer::Event;
+use crate::client::{Answer, AttemptError, Client, RetryPolicy};
+use crate::limiter::Limiter;
+use crate::pricing::format_usd;
+use crate::progress::Counters;
+use crate::store::{AttemptRecord, now_ms};
+
+/// What a request is for; stored with each of its attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Job,
+    Judge,
+    CountTokens,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Job => "job",
+            Self::Judge => "judge",
+            Self::CountTokens => "count_tokens",
+        }
+    }
+}
+
+/// The call a request makes, and so how its answer is read.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// `POST …/messages`, read as a Message (rebuilt from events when `stream`).
+    Message { body: Bytes, stream: bool },
+    /// `POST …/messages/count_tokens`, read as a count.
+    CountTokens { body: Bytes },
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub enum Reply {
+    Message(Box<Answer>),
+    Tokens(u64),
+}
+
+/// One request: what it calls and whose attempts these are.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    /// The job the attempts are recorded against; `None` records none (a token count made
+    /// before any run exists).
+    pub job: Option<i64>,
+    /// Attempts of this kind the job made in earlier sessions, so numbering carries on.
+    pub attempts_before: i64,
+    pub call: Call,
+}
+
+/// Why a request has no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// The run stopped (or was abandoned) before an answer: nothing is known of the request.
+    Stopped,
+    /// The last attempt's error, after the attempts the policy allows.
+    Failed(Box<AttemptError>),
+}
+
+/// How a request went.
+#[derive(Debug)]
+pub struct Sent {
+    pub result: Result<Reply, SendError>,
+    /// Attempts made in this call.
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl Sent {
+    /// The Message of a `Call::Message` request.
+    pub fn into_answer(self) -> Result<Answer, SendError> {
+        match self.result {
+            Ok(Reply::Message(answer)) => Ok(*answer),
+            Ok(Reply::Tokens(_)) => Err(SendError::Stopped),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Everything a request needs, shared by every request of a command.
+pub struct RequestSender {
+    pub client: Client,
+    pub limiter: Limiter,
+    pub policy: RetryPolicy,
+    pub ledger: Arc<Ledger>,
+    pub shutdown: Shutdown,
+    pub counters: Arc<Counters>,
+    /// Where attempt rows go: the writer of the run; `None` where no run exists.
+    pub attempts: Option<mpsc::Sender<Event>>,
+}
+
+/// Why an attempt was not made or did not succeed, inside the retry loop.
+#[derive(Debug)]
+enum AttemptOutcome {
+    Stopped,
+    Error(AttemptError),
+}
+
+impl AttemptOutcome {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Error(e) if e.is_retryable())
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Error(e) => e.retry_after(),
+            Self::Stopped => None,
+        }
+    }
+}
+
+/// Backoff sleeps that end early when the run stops, so a stopping run does not wait out a
+/// long backoff only to give up.
+struct StopAwareSleeper(CancellationToken);
+
+impl Sleeper for StopAwareSleeper {
+    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn sleep(&self, duration: Duration) -> Self::Sleep {
+        let stop = self.0.clone();
+        Box::pin(async move {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = stop.cancelled() => {}
+            }
+        })
+    }
+}
+
+impl RequestSender {
+    /// Sends a request until it is answered, fails for good, runs out of attempts, or the
+    /// run stops.
+    pub async fn send(&self, request: &Request) -> Sent {
+        let made = AtomicU32::new(0);
+        let started = Instant::now();
+        let stop = &self.shutdown.stop;
+        let attempt = || async {
+            let number = made.fetch_add(1, Ordering::Relaxed);
+            if number > 0 {
+                Counters::sub(&self.counters.retrying, 1);
+            }
+            if stop.is_cancelled() {
+                made.fetch_sub(1, Ordering::Relaxed);
+                return Err(AttemptOutcome::Stopped);
+            }
+            let number = request.attempts_before + i64::from(number) + 1;
+            self.attempt(request, number)
+                .await
+                .map_err(AttemptOutcome::Error)
+        };
+        let retrying = attempt
+            .retry(self.policy)
+            .sleep(StopAwareSleeper(stop.clone()))
+            .when(|e: &AttemptOutcome| e.is_retryable() && !stop.is_cancelled())
+            .adjust(|e: &AttemptOutcome, delay| {
+                // Never earlier than the server asked.
+                delay.map(|d| e.retry_after().map_or(d, |floor| d.max(floor)))
+            })
+            .notify(|e: &AttemptOutcome, delay| {
+                Counters::add(&self.counters.retrying, 1);
+                // A rate limit or an overload is the gateway's state, not this request's:
+                // hold every request back, not only this one.
+                if let AttemptOutcome::Error(error) = e
+                    && matches!(error.http_status(), Some(429 | 529))
+                {
+                    self.limiter.pause_for(error.retry_after().unwrap_or(delay));
+                }
+            });
+        let result = tokio::select! {
+            biased;
+            () = self.shutdown.abort.cancelled() => Err(SendError::Stopped),
+            result = retrying => match result {
+                Ok(reply) => Ok(reply),
+                Err(AttemptOutcome::Stopped) => Err(SendError::Stopped),
+                // The run stopped before the request had all its attempts: not a failure.
+                Err(AttemptOutcome::Error(e)) if stop.is_cancelled() && e.is_retryable() => {
+                    Err(SendError::Stopped)
+                }
+                Err(AttemptOutcome::Error(e)) => Err(SendError::Failed(Box::new(e))),
+            },
+        };
+        Sent {
+            result,
+            attempts: made.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// One attempt: wait for the limiter, call, and report the attempt to the writer.
+    async fn attempt(&self, request: &Request, number: i64) -> Result<Reply, AttemptError> {
+        let queued = Instant::now();
+        self.limiter.until_ready().await;
+        let queue_wait = queued.elapsed();
+        let started_at_ms = now_ms();
+        let sent = Instant::now();
+        Counters::add(&self.counters.in_flight, 1);
+        let (result, hint) = match &request.call {
+            Call::Message { body, stream } => {
+                let exchange = self.client.send(body.clone(), *stream).await;
+                (
+                    exchange
+                        .result
+                        .map(|answer| Reply::Message(Box::new(answer))),
+                    exchange.rate_limit,
+                )
+            }
+            Call::CountTokens { body } => (
+                self.client
+                    .count_tokens(body.clone())
+                    .await
+                    .map(Reply::Tokens),
+                crate::client::RateLimitHint::default(),
+            ),
+        };
+        Counters::sub(&self.counters.in_flight, 1);
+        let latency = sent.elapsed();
+        if let Some(until) = hint.exhausted_until {
+            self.limiter.pause_until(until);
+        }
+        if let (Some(sink), Some(job)) = (&self.attempts, request.job) {
+            let mut record = AttemptRecord {
+                job,
+                kind: request.kind.as_str(),
+                attempt: number,
+                started_at_ms,
+                queue_wait_ms: millis(queue_wait),
+                latency_ms: millis(latency),
+                ..AttemptRecord::default()
+            };
+            match &result {
+                Ok(Reply::Message(answer)) => {
+                    record.http_status = Some(i64::from(answer.status));
+                    record.ttft_ms = answer.ttft.filter(|_| answer.streamed).map(millis);
+                    record.request_id.clone_from(&answer.request_id);
+                }
+                Ok(Reply::Tokens(_)) => record.http_status = Some(200),
+                Err(error) => {
+                    record.http_status = error.http_status().map(i64::from);
+                    record.error_type = Some(error.error_type());
+                    record.error_message = Some(error.message());
+                    record.error_body = error.body().map(str::to_owned);
+                    record.retry_after_ms = error.retry_after().map(millis);
+                    record.request_id = error.request_id().map(str::to_owned);
+                }
+            }
+            // The writer outlives every request; a send fails only when it has died, and then
+            // the run ends with the writer's error.
+            let _ = sink.send(Event::Attempt(record)).await;
+        }
+        result.map(|reply| match reply {
+            Reply::Message(mut answer) => {
+                answer.ttft = answer.ttft.filter(|_| answer.streamed);
+                // Latency of the successful attempt travels with the answer.
+                answer.latency = latency;
+                Reply::Message(answer)
+            }
+            tokens => tokens,
+        })
+    }
+}
+
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The budget of a command: what may be spent, what was spent, and what requests in flight
+/// hold. Jobs and judges reserve their worst case here before they are sent and settle with
+/// their real cost once it is committed, so a run never passes `--max-cost`. The progress bar
+/// reads the same counters.
+pub struct Ledger {
+    /// `None` when there is no budget: every reservation is granted and nothing is held.
+    limit: Option<u64>,
+    /// Spent in earlier sessions of the run (results and judges).
+    spent_before: u64,
+    counters: Arc<Counters>,
+    /// Held while a reservation is checked and made, so two requests cannot both take the
+    /// last of the budget.
+    reserving: Mutex<()>,
+}
+
+/// A request that the budget cannot take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverBudget(pub String);
+
+impl Ledger {
+    pub fn new(limit: Option<u64>, spent_before: u64, counters: Arc<Counters>) -> Self {
+        Self {
+            limit,
+            spent_before,
+            counters,
+            reserving: Mutex::new(()),
+        }
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Holds `worst` (the most the request can cost; `None` for a model without a price)
+    /// against the budget. Returns what is held, to be passed to [`Ledger::settle`].
+    pub fn reserve(&self, worst: Option<u64>, what: &str) -> Result<u64, OverBudget> {
+        let Some(limit) = self.limit else {
+            return Ok(0);
+        };
+        let Some(worst) = worst else {
+            return Err(OverBudget(format!(
+                "the next {what} is for a model with no price, so --max-cost cannot bound its cost (give --prices)"
+            )));
+        };
+        let _guard = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let spent = self.spent_before + Counters::get(&self.counters.spend_pico_usd);
+        let held = Counters::get(&self.counters.reserved_pico_usd);
+        if spent + held + worst > limit {
+            return Err(OverBudget(format!(
+                "the next {what} could pass the --max-cost budget of {} (spent {}, {} held for requests in flight, up to {} for the next)",
+                format_usd(limit),
+                format_usd(spent),
+                format_usd(held),
+                format_usd(worst)
+            )));
+        }
+        Counters::add(&self.counters.reserved_pico_usd, worst);
+        Ok(worst)
+    }
+
+    /// Releases a reservation once the request's real cost is committed, and counts the cost.
+    pub fn settle(&self, held: u64, cost: u64) {
+        Counters::add(&self.counters.spend_pico_usd, cost);
+        Counters::sub(&self.counters.reserved_pico_usd, held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_holds_worst_cases_until_they_settle_and_never_passes_the_limit() {
+        let counters = Arc::new(Counters::default());
+        let ledger = Ledger::new(Some(100), 20, Arc::clone(&counters));
+        assert_eq!(ledger.reserve(Some(50), "job"), Ok(50));
+        // 20 spent before + 50 held + 40 > 100.
+        let refused = ledger.reserve(Some(40), "job").unwrap_err();
+        assert!(
+            refused
+                .0
+                .starts_with("the next job could pass the --max-cost budget")
+        );
+        // The first request cost 10: 20 + 10 spent, 0 held, 70 fit exactly.
+        ledger.settle(50, 10);
+        assert_eq!(ledger.reserve(Some(70), "judge request"), Ok(70));
+        assert!(ledger.reserve(Some(1), "job").is_err());
+        assert!(
+            ledger
+                .reserve(None, "job")
+                .unwrap_err()
+                .0
+                .contains("no price")
+        );
+        let unbounded = Ledger::new(None, 0, counters);
+        assert_eq!(unbounded.reserve(None, "job"), Ok(0));
+    }
+}
