@@ -311,6 +311,17 @@ pub struct SendSettings {
     pub max_cost_pico_usd: Option<u64>,
 }
 
+impl SendSettings {
+    /// The retry policy these settings give every request.
+    pub fn retry_policy(&self) -> crate::client::RetryPolicy {
+        crate::client::RetryPolicy {
+            max_attempts: self.max_attempts,
+            base_delay: self.retry_base_delay,
+            max_delay: self.retry_max_delay,
+        }
+    }
+}
+
 fn default_stream_idle() -> Duration {
     DEFAULT_STREAM_IDLE_TIMEOUT
 }

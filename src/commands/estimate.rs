@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 
 use super::{Global, plan};
 use crate::cli::EstimateArgs;
-use crate::client::RetryPolicy;
 use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
@@ -36,11 +35,7 @@ pub async fn estimate(
     let sender = RequestSender {
         client,
         limiter: Limiter::new(settings.send.rpm),
-        policy: RetryPolicy {
-            max_attempts: settings.send.max_attempts,
-            base_delay: settings.send.retry_base_delay,
-            max_delay: settings.send.retry_max_delay,
-        },
+        policy: settings.send.retry_policy(),
         ledger: Arc::new(Ledger::new(None, 0, Arc::default())),
         shutdown: shutdown.clone(),
         counters: Arc::default(),

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use super::Global;
 use super::plan::{connect, prices_for};
-use crate::client::{Client, RetryPolicy};
+use crate::client::Client;
 use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
@@ -25,11 +25,7 @@ fn runner(
         store: store.clone(),
         client,
         limiter: Limiter::new(settings.send.rpm),
-        policy: RetryPolicy {
-            max_attempts: settings.send.max_attempts,
-            base_delay: settings.send.retry_base_delay,
-            max_delay: settings.send.retry_max_delay,
-        },
+        policy: settings.send.retry_policy(),
         prices: prices_for(&settings.gateway)?,
         concurrency: settings.send.concurrency,
         shutdown: Shutdown::default(),

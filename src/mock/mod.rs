@@ -347,8 +347,6 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Dropped> {
     state.seen.send_modify(|n| *n += 1);
-    let at = Instant::now();
-    let path = request.uri().path().to_owned();
     let header = |name: &str| {
         request
             .headers()
@@ -358,26 +356,38 @@ async fn handle(
     };
     let api_key = header("x-api-key");
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
-    let auth = match (&api_key, &bearer) {
-        (Some(_), _) => "x-api-key",
-        (None, Some(_)) => "bearer",
-        (None, None) => "none",
-    };
-    let anthropic_version = header("anthropic-version");
     let mut entry = Logged {
-        at,
-        path: path.clone(),
+        at: Instant::now(),
+        path: request.uri().path().to_owned(),
         status: 200,
         fault: None,
         stream: false,
         body: None,
-        auth,
-        anthropic_version: anthropic_version.clone(),
+        auth: match (&api_key, &bearer) {
+            (Some(_), _) => "x-api-key",
+            (None, Some(_)) => "bearer",
+            (None, None) => "none",
+        },
+        anthropic_version: header("anthropic-version"),
     };
+    let key = api_key.or(bearer);
+    let answered = respond(&state, request, key, &mut entry).await;
+    // Every request the mock answers is logged once, with the status it got (0: dropped).
+    entry.status = answered.as_ref().map_or(0, |r| r.status().as_u16());
+    state.record(entry);
+    answered
+}
+
+/// The answer to one request; `entry` learns what the mock made of it.
+async fn respond(
+    state: &State,
+    request: Request<hyper::body::Incoming>,
+    key: Option<String>,
+    entry: &mut Logged,
+) -> Result<Response<Body>, Dropped> {
+    let path = &entry.path;
     let count_tokens = path.ends_with("/messages/count_tokens") && !state.config.no_count_tokens;
     if request.method() != hyper::Method::POST || !(path.ends_with("/messages") || count_tokens) {
-        entry.status = 404;
-        state.record(entry);
         return Ok(error_response(
             404,
             "not_found_error",
@@ -385,10 +395,8 @@ async fn handle(
         ));
     }
     if let Some(required) = &state.config.require_key
-        && api_key.as_ref().or(bearer.as_ref()) != Some(required)
+        && key.as_ref() != Some(required)
     {
-        entry.status = 401;
-        state.record(entry);
         return Ok(error_response(
             401,
             "authentication_error",
@@ -406,9 +414,7 @@ async fn handle(
         .and_then(|b| b.get("stream"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if anthropic_version.is_none() {
-        entry.status = 400;
-        state.record(entry);
+    if entry.anthropic_version.is_none() {
         return Ok(error_response(
             400,
             "invalid_request_error",
@@ -416,8 +422,6 @@ async fn handle(
         ));
     }
     let Some(body) = body else {
-        entry.status = 400;
-        state.record(entry);
         return Ok(error_response(
             400,
             "invalid_request_error",
@@ -426,15 +430,12 @@ async fn handle(
     };
     if count_tokens {
         let usage = crate::tokens::input_usage(&body, &mut HashSet::new());
-        state.record(entry);
         return Ok(json_response(
             200,
             &json!({"input_tokens": usage.total_input()}),
         ));
     }
     if let Err(e) = crate::request::validate(&body) {
-        entry.status = 400;
-        state.record(entry);
         return Ok(error_response(
             400,
             "invalid_request_error",
@@ -446,12 +447,40 @@ async fn handle(
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
     }
-    let immediate = match fault {
-        Some(Fault::Drop) => {
-            entry.status = 0;
-            state.record(entry);
-            return Err(Dropped);
-        }
+    if let Some(response) = fault_response(fault)? {
+        return Ok(response);
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let seed = answer::request_seed(&body);
+    let reply = answer::reply(&body, seed);
+    let usage = crate::tokens::input_usage(
+        &body,
+        &mut state.cache.lock().unwrap_or_else(|e| e.into_inner()),
+    );
+    if !entry.stream {
+        return Ok(json_response(
+            200,
+            &answer::message(&model, seed, &reply, &usage),
+        ));
+    }
+    let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
+    Ok(stream_response(
+        state.config.clone(),
+        fault,
+        events,
+        first_delta,
+    ))
+}
+
+/// The answer a fault gives at once, if it is one that does: an error status, a 429 with
+/// `retry-after`, the spend cap, a body that is not JSON, or a dropped connection.
+fn fault_response(fault: Option<Fault>) -> Result<Option<Response<Body>>, Dropped> {
+    Ok(match fault {
+        Some(Fault::Drop) => return Err(Dropped),
         Some(Fault::Status(status)) => Some(status_error(status)),
         Some(Fault::RateLimited(wait)) => {
             let mut response = status_error(429);
@@ -485,38 +514,21 @@ async fn handle(
             Some(response)
         }
         _ => None,
-    };
-    if let Some(response) = immediate {
-        entry.status = response.status().as_u16();
-        state.record(entry);
-        return Ok(response);
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let seed = answer::request_seed(&body);
-    let reply = answer::reply(&body, seed);
-    let usage = crate::tokens::input_usage(
-        &body,
-        &mut state.cache.lock().unwrap_or_else(|e| e.into_inner()),
-    );
-    let stream = entry.stream;
-    state.record(entry);
-    if !stream {
-        return Ok(json_response(
-            200,
-            &answer::message(&model, seed, &reply, &usage),
-        ));
-    }
-    let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
-    let config = state.config.clone();
+    })
+}
+
+/// A streamed answer, paced as the mock is configured and cut or failed as `fault` says.
+fn stream_response(
+    config: MockConfig,
+    fault: Option<Fault>,
+    events: Vec<String>,
+    first_delta: usize,
+) -> Response<Body> {
     if fault.is_none() && config.first_token_delay.is_zero() && config.token_delay.is_zero() {
         // Nothing to pace: write the whole stream at once, as a fast server would.
         let mut response = Response::new(full(events.concat()));
         set_stream_headers(&mut response);
-        return Ok(response);
+        return response;
     }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -560,7 +572,7 @@ async fn handle(
     });
     let mut response = Response::new(StreamBody::new(frames).boxed());
     set_stream_headers(&mut response);
-    Ok(response)
+    response
 }
 
 fn set_stream_headers(response: &mut Response<Body>) {

@@ -295,126 +295,98 @@ fn ratio(part: i64, whole: i64) -> Option<f64> {
 impl Report {
     pub async fn build(store: &Store, runs: &[RunRow], options: &Options) -> anyhow::Result<Self> {
         let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
-        let names: HashMap<i64, &str> = runs.iter().map(|r| (r.id, r.name.as_str())).collect();
-        let name = |id: i64| names.get(&id).copied().unwrap_or("?").to_owned();
-        let by_run = options.by == GroupBy::Run;
-        // Each row feeds its group and its run's total; `key_of` picks the group.
-        let key_of = |run: &str, key: String| if by_run { run.to_owned() } else { key };
-
+        let mut merge = Merge {
+            names: runs.iter().map(|r| (r.id, r.name.as_str())).collect(),
+            by_run: options.by == GroupBy::Run,
+            groups: BTreeMap::new(),
+            totals: BTreeMap::new(),
+        };
         let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
-        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
-        let mut totals: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut unpriced: BTreeSet<String> = BTreeSet::new();
         // The two passes over every row are independent: run them side by side.
         let (rows, latencies) = tokio::try_join!(
             store.report_rows(&ids, &options.by, threshold),
             store.report_values(&ids, &options.by, Measure::Latency),
         )?;
-        let mut latencies = Some(latencies);
         for row in rows {
-            let run = name(row.run_id);
-            let key = key_of(&run, row.key.clone());
-            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
-                let group = map
-                    .entry((run.clone(), key.clone()))
-                    .or_insert_with(|| Group {
-                        run: run.clone(),
-                        key,
-                        ..Group::default()
-                    });
+            merge.create(row.run_id, &row.key);
+            merge.each(row.run_id, &row.key, |group| {
                 add_row(group, &row, options, &mut unpriced);
-            }
+            });
         }
+        let mut latencies = Some(latencies);
         let mut histogram = Histogram::default();
         for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
             let rows = match (measure, latencies.take()) {
                 (Measure::Latency, Some(rows)) => rows,
                 _ => store.report_values(&ids, &options.by, measure).await?,
             };
-            let (values, total_values) = tally(rows, &name, &key_of);
-            for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
-                for (key, counts) in values {
-                    if let Some(group) = map.get_mut(key) {
-                        let p = percentiles(counts);
-                        if is_ttft {
-                            group.ttft_ms = p;
-                        } else {
-                            group.latency_ms = p;
-                        }
-                    }
+            let values = merge.values(rows, |group, counts| {
+                let p = percentiles(counts);
+                if is_ttft {
+                    group.ttft_ms = p;
+                } else {
+                    group.latency_ms = p;
                 }
-            }
+            });
             if !is_ttft {
                 histogram = Histogram::from_values(&values);
             }
         }
         for row in store.report_errors(&ids, &options.by).await? {
-            let run = name(row.run_id);
-            let key = key_of(&run, row.key.clone());
-            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
-                if let Some(group) = map.get_mut(&(run.clone(), key)) {
-                    match group.errors.iter_mut().find(|e| {
-                        e.error_type == row.error_type && e.http_status == row.http_status
-                    }) {
-                        Some(e) => e.attempts += row.count,
-                        None => group.errors.push(ErrorCount {
-                            error_type: row.error_type.clone(),
-                            http_status: row.http_status,
-                            attempts: row.count,
-                        }),
-                    }
+            merge.each(row.run_id, &row.key, |group| {
+                match group
+                    .errors
+                    .iter_mut()
+                    .find(|e| e.error_type == row.error_type && e.http_status == row.http_status)
+                {
+                    Some(e) => e.attempts += row.count,
+                    None => group.errors.push(ErrorCount {
+                        error_type: row.error_type.clone(),
+                        http_status: row.http_status,
+                        attempts: row.count,
+                    }),
                 }
-            }
+            });
         }
-
         for row in store.report_grading(&ids, &options.by).await? {
-            let run = name(row.run_id);
-            let key = key_of(&run, row.key.clone());
-            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
-                if let Some(group) = map.get_mut(&(run.clone(), key)) {
-                    let g = group.grading.get_or_insert_with(Grading::default);
-                    g.graded += row.graded;
-                    g.passed += row.passed;
-                    g.pending += row.pending;
-                    g.judge_cost_pico_usd += row.judge_cost_pico_usd;
-                }
-            }
+            merge.each(row.run_id, &row.key, |group| {
+                let g = group.grading.get_or_insert_with(Grading::default);
+                g.graded += row.graded;
+                g.passed += row.passed;
+                g.pending += row.pending;
+                g.judge_cost_pico_usd += row.judge_cost_pico_usd;
+            });
         }
         for row in store.report_graders(&ids, &options.by).await? {
-            let run = name(row.run_id);
-            let key = key_of(&run, row.key.clone());
-            for (map, key) in [(&mut groups, key), (&mut totals, run.clone())] {
-                if let Some(grading) = map
-                    .get_mut(&(run.clone(), key))
-                    .and_then(|g| g.grading.as_mut())
+            merge.each(row.run_id, &row.key, |group| {
+                let Some(grading) = group.grading.as_mut() else {
+                    return;
+                };
+                match grading
+                    .by_grader
+                    .iter_mut()
+                    .find(|(k, _, _)| *k == row.kind)
                 {
-                    match grading
+                    Some(entry) => {
+                        entry.1 += row.graded;
+                        entry.2 += row.passed;
+                    }
+                    None => grading
                         .by_grader
-                        .iter_mut()
-                        .find(|(k, _, _)| *k == row.kind)
-                    {
-                        Some(entry) => {
-                            entry.1 += row.graded;
-                            entry.2 += row.passed;
-                        }
-                        None => grading
-                            .by_grader
-                            .push((row.kind.clone(), row.graded, row.passed)),
-                    }
+                        .push((row.kind.clone(), row.graded, row.passed)),
                 }
-            }
+            });
         }
-        {
-            let rows = store.report_passing_latency(&ids, &options.by).await?;
-            let (values, total_values) = tally(rows, &name, &key_of);
-            for (map, values) in [(&mut groups, &values), (&mut totals, &total_values)] {
-                for (key, counts) in values {
-                    if let Some(grading) = map.get_mut(key).and_then(|g| g.grading.as_mut()) {
-                        grading.passing_latency_ms = percentiles(counts);
-                    }
-                }
+        let passing = store.report_passing_latency(&ids, &options.by).await?;
+        merge.values(passing, |group, counts| {
+            if let Some(grading) = group.grading.as_mut() {
+                grading.passing_latency_ms = percentiles(counts);
             }
-        }
+        });
+        let Merge {
+            groups, mut totals, ..
+        } = merge;
 
         let mut warnings = Vec::new();
         for model in &unpriced {
@@ -550,28 +522,86 @@ impl Report {
 type Values = BTreeMap<(String, String), BTreeMap<i64, i64>>;
 
 /// Sorts value counts into their groups and their runs' totals.
-fn tally(
-    rows: Vec<ValueCount>,
-    name: &dyn Fn(i64) -> String,
-    key_of: &dyn Fn(&str, String) -> String,
-) -> (Values, Values) {
-    let mut values = Values::new();
-    let mut totals = Values::new();
-    for row in rows {
-        let run = name(row.run_id);
-        let key = key_of(&run, row.key);
-        *values
-            .entry((run.clone(), key))
-            .or_default()
-            .entry(row.value)
-            .or_default() += row.count;
-        *totals
-            .entry((run.clone(), run))
-            .or_default()
-            .entry(row.value)
-            .or_default() += row.count;
+/// Folds rows into their (run, group) and into their run's total: every figure of a report
+/// reaches both through [`Merge::each`].
+struct Merge<'a> {
+    names: HashMap<i64, &'a str>,
+    by_run: bool,
+    groups: BTreeMap<(String, String), Group>,
+    totals: BTreeMap<(String, String), Group>,
+}
+
+impl Merge<'_> {
+    fn run(&self, id: i64) -> String {
+        self.names.get(&id).copied().unwrap_or("?").to_owned()
     }
-    (values, totals)
+
+    /// The (run, group) key of a row's group and of its run's total.
+    fn keys(&self, run_id: i64, key: &str) -> [(String, String); 2] {
+        let run = self.run(run_id);
+        let group = if self.by_run {
+            run.clone()
+        } else {
+            key.to_owned()
+        };
+        [(run.clone(), group), (run.clone(), run)]
+    }
+
+    /// Makes a row's group and its run's total, if they are not there yet.
+    fn create(&mut self, run_id: i64, key: &str) {
+        let [group, total] = self.keys(run_id, key);
+        for (map, (run, key)) in [(&mut self.groups, group), (&mut self.totals, total)] {
+            map.entry((run.clone(), key.clone()))
+                .or_insert_with(|| Group {
+                    run,
+                    key,
+                    ..Group::default()
+                });
+        }
+    }
+
+    /// Applies `f` to a row's group and to its run's total.
+    fn each(&mut self, run_id: i64, key: &str, mut f: impl FnMut(&mut Group)) {
+        let [group, total] = self.keys(run_id, key);
+        if let Some(group) = self.groups.get_mut(&group) {
+            f(group);
+        }
+        if let Some(total) = self.totals.get_mut(&total) {
+            f(total);
+        }
+    }
+
+    /// Counts the values of a measure per group and per run total, and hands each group its
+    /// counts. Returns the groups' counts.
+    fn values(
+        &mut self,
+        rows: Vec<ValueCount>,
+        mut f: impl FnMut(&mut Group, &BTreeMap<i64, i64>),
+    ) -> Values {
+        let mut groups = Values::new();
+        let mut totals = Values::new();
+        for row in rows {
+            let [group, total] = self.keys(row.run_id, &row.key);
+            *groups
+                .entry(group)
+                .or_default()
+                .entry(row.value)
+                .or_default() += row.count;
+            *totals
+                .entry(total)
+                .or_default()
+                .entry(row.value)
+                .or_default() += row.count;
+        }
+        for (map, values) in [(&mut self.groups, &groups), (&mut self.totals, &totals)] {
+            for (key, counts) in values {
+                if let Some(group) = map.get_mut(key) {
+                    f(group, counts);
+                }
+            }
+        }
+        groups
+    }
 }
 
 /// Nearest-rank percentiles from the counts of each distinct value: the value at 1-based rank
