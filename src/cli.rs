@@ -229,6 +229,12 @@ pub struct SendArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
 
+    /// Send every job as it comes, instead of warming each shared cache prefix with one
+    /// request before the rest of its group (which then reads the prefix instead of writing
+    /// it again).
+    #[arg(long)]
+    pub no_warmup: bool,
+
     /// Requests per minute, smoothed [default: no limit].
     #[arg(long)]
     pub rpm: Option<u32>,

@@ -257,7 +257,8 @@ mod tests {
 
     #[test]
     fn shared_prefixes_are_written_once_and_the_worst_case_bounds_the_expected() {
-        let system = "s".repeat(8000); // 2000 tokens
+        // 5,000 tokens: above Haiku 4.5's minimum cacheable prefix of 4,096.
+        let system = "s".repeat(20_000);
         let mut estimator = Estimator::new(&PriceTable::builtin());
         for question in ["first?", "second?", "third?"] {
             let body = json!({"model": "claude-haiku-4-5", "max_tokens": 100,
@@ -268,15 +269,15 @@ mod tests {
         }
         let estimate = estimator.finish(TokenSource::Local, &HashMap::new(), 0.5);
         let haiku = &estimate.models[0];
-        assert_eq!((haiku.cache_write_5m, haiku.cache_read), (2000, 4000));
+        assert_eq!((haiku.cache_write_5m, haiku.cache_read), (5000, 10_000));
         assert_eq!(
             (haiku.expected_output_tokens, haiku.max_output_tokens),
             (150, 300)
         );
-        // Haiku 4.5: writes 2000·1.25 + reads 4000·0.1 + input 6·1 + output 150·5.
+        // Haiku 4.5: writes 5000·1.25 + reads 10000·0.1 + input 6·1 + output 150·5.
         assert_eq!(
             haiku.expected_pico_usd,
-            Some(2_500_000_000 + 400_000_000 + 6_000_000 + 750_000_000)
+            Some(6_250_000_000 + 1_000_000_000 + 6_000_000 + 750_000_000)
         );
         assert!(estimate.worst_pico_usd > estimate.expected_pico_usd);
     }

@@ -309,6 +309,13 @@ pub struct SendSettings {
     /// The run's budget in pico-USD.
     #[serde(default)]
     pub max_cost_pico_usd: Option<u64>,
+    /// Warm each shared cache prefix once before its group fans out.
+    #[serde(default = "warmup_by_default")]
+    pub warmup: bool,
+}
+
+fn warmup_by_default() -> bool {
+    true
 }
 
 impl SendSettings {
@@ -337,6 +344,7 @@ impl SendSettings {
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_cost_pico_usd: None,
+            warmup: true,
         }
         .overridden(args)
     }
@@ -357,6 +365,7 @@ impl SendSettings {
                 }
                 None => self.max_cost_pico_usd,
             },
+            warmup: self.warmup && !args.no_warmup,
         };
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");

@@ -13,9 +13,55 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::{Map, Value};
 
-/// Below this many tokens a prefix is not cached, as on the real API (which uses 1,024 to
-/// 4,096 depending on the model).
+/// Below this many tokens a prefix is not cached: the smallest minimum of any model, used for
+/// models the table below does not know.
 pub const MIN_CACHEABLE_TOKENS: u64 = 1024;
+
+/// The shortest prefix a model caches (`API_NOTES.md` §7, from the prompt-caching page):
+/// 4,096 tokens for Opus 4.5 and 4.6 and Haiku 4.5, 2,048 for Opus 4.7 and the Haiku 3 models,
+/// 1,024 for the others. Models whose minimum no source gives (the 5.x family) take 1,024:
+/// holding back a group whose prefix turns out too short to cache costs one time to first
+/// token, while sending a cacheable group unwarmed costs a cache write per worker.
+pub fn min_cacheable_tokens(model: &str) -> u64 {
+    const TABLE: [(&str, u64); 7] = [
+        ("claude-opus-4-5", 4096),
+        ("claude-opus-4-6", 4096),
+        ("claude-haiku-4-5", 4096),
+        ("claude-opus-4-7", 2048),
+        ("claude-3-5-haiku", 2048),
+        ("claude-3-haiku", 2048),
+        ("claude-haiku-3", 2048),
+    ];
+    TABLE
+        .iter()
+        .find(|(family, _)| model.contains(family))
+        .map_or(MIN_CACHEABLE_TOKENS, |(_, min)| *min)
+}
+
+/// A prefix a request would write to (or read from) the prompt cache: everything up to one
+/// of its `cache_control` breakpoints, with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CachePrefix {
+    pub hash: u64,
+    pub tokens: u64,
+    pub one_hour: bool,
+}
+
+/// The prefixes of a request long enough for its model to cache, shortest first.
+pub fn cache_prefixes(body: &Map<String, Value>) -> Vec<CachePrefix> {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let min = min_cacheable_tokens(model);
+    breakpoints(body)
+        .1
+        .into_iter()
+        .filter(|p| p.tokens >= min)
+        .map(|p| CachePrefix {
+            hash: p.prefix_hash,
+            tokens: p.tokens,
+            one_hour: p.one_hour,
+        })
+        .collect()
+}
 
 /// Which tokenizer a model uses, as far as token counts go.
 ///
@@ -183,37 +229,50 @@ fn breakpoints(body: &Map<String, Value>) -> (u64, Vec<Breakpoint>) {
     (total, points)
 }
 
-/// Input-side usage of a request, reading and writing the mock's prompt cache.
+/// Input-side usage of a request, reading and writing the prompt cache at once (as a replay
+/// of a file in order assumes: each request's writes are there for the next).
 pub fn input_usage(body: &Map<String, Value>, cache: &mut HashSet<u64>) -> PromptUsage {
+    let (usage, written) = input_usage_seen(body, |hash| cache.contains(&hash));
+    cache.extend(written);
+    usage
+}
+
+/// Input-side usage of a request against a cache that `cached` answers for, and the
+/// prefixes the request writes, for the caller to make readable when it chooses (the API
+/// makes them readable once the response that writes them has begun).
+pub fn input_usage_seen(
+    body: &Map<String, Value>,
+    cached: impl Fn(u64) -> bool,
+) -> (PromptUsage, Vec<u64>) {
     let (total, points) = breakpoints(body);
-    let eligible: Vec<&Breakpoint> = points
-        .iter()
-        .filter(|p| p.tokens >= MIN_CACHEABLE_TOKENS)
-        .collect();
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let min = min_cacheable_tokens(model);
+    let eligible: Vec<&Breakpoint> = points.iter().filter(|p| p.tokens >= min).collect();
     let read = eligible
         .iter()
         .rev()
-        .find(|p| cache.contains(&p.prefix_hash))
+        .find(|p| cached(p.prefix_hash))
         .map_or(0, |p| p.tokens);
     let mut usage = PromptUsage {
         cache_read: read,
         ..PromptUsage::default()
     };
     let mut covered = read;
+    let mut written = Vec::new();
     for point in &eligible {
         if point.tokens > covered {
-            let written = point.tokens - covered;
+            let tokens = point.tokens - covered;
             if point.one_hour {
-                usage.cache_write_1h += written;
+                usage.cache_write_1h += tokens;
             } else {
-                usage.cache_write_5m += written;
+                usage.cache_write_5m += tokens;
             }
             covered = point.tokens;
         }
-        cache.insert(point.prefix_hash);
+        written.push(point.prefix_hash);
     }
     usage.input_tokens = total - covered;
-    usage
+    (usage, written)
 }
 
 #[cfg(test)]

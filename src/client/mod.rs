@@ -139,6 +139,17 @@ impl Client {
 
     /// Sends one request body and reads the answer, streamed when `stream` is set.
     pub async fn send(&self, body: Bytes, stream: bool) -> Exchange {
+        self.send_observed(body, stream, None).await
+    }
+
+    /// [`Client::send`], calling `first_token` when a streamed answer's first content delta
+    /// arrives (for cache warm-up: from then on the prefix it writes can be read).
+    pub async fn send_observed(
+        &self,
+        body: Bytes,
+        stream: bool,
+        first_token: Option<&(dyn Fn() + Send + Sync)>,
+    ) -> Exchange {
         let started = Instant::now();
         let response = self
             .http
@@ -165,7 +176,8 @@ impl Client {
         let result = if status != 200 {
             Err(self.http_error(response, request_id).await)
         } else if stream {
-            self.read_stream(response, request_id, started).await
+            self.read_stream(response, request_id, started, first_token)
+                .await
         } else {
             self.read_body(response, request_id).await
         };
@@ -239,6 +251,7 @@ impl Client {
         response: reqwest::Response,
         request_id: Option<String>,
         started: Instant,
+        first_token: Option<&(dyn Fn() + Send + Sync)>,
     ) -> Result<Answer, AttemptError> {
         let is_event_stream = header_text(response.headers(), "content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));
@@ -284,7 +297,12 @@ impl Client {
             };
             for event in decoder.feed(&chunk) {
                 match accumulator.apply(&event) {
-                    Ok(sse::Step::Delta) if ttft.is_none() => ttft = Some(started.elapsed()),
+                    Ok(sse::Step::Delta) if ttft.is_none() => {
+                        ttft = Some(started.elapsed());
+                        if let Some(first_token) = first_token {
+                            first_token();
+                        }
+                    }
                     Ok(_) => {}
                     Err(f) => return Err(fail(f, &request_id)),
                 }

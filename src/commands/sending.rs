@@ -31,6 +31,7 @@ fn runner(
         shutdown: Shutdown::default(),
         show_progress,
         budget_pico_usd: settings.send.max_cost_pico_usd,
+        warmup: settings.send.warmup,
     })
 }
 

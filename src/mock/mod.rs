@@ -112,7 +112,10 @@ struct State {
     seen: tokio::sync::watch::Sender<u64>,
     script: Mutex<VecDeque<Fault>>,
     rng: Mutex<fastrand::Rng>,
-    cache: Mutex<HashSet<u64>>,
+    /// Prefixes readable from the prompt cache. A request's writes become readable only once
+    /// its response has begun (its first content token), as on the API: requests that arrive
+    /// before that miss and write the prefix again.
+    cache: Arc<Mutex<HashSet<u64>>>,
     window: Mutex<VecDeque<Instant>>,
     log: Mutex<Vec<Logged>>,
 }
@@ -231,7 +234,7 @@ impl State {
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             config,
             seen: tokio::sync::watch::Sender::new(0),
-            cache: Mutex::new(HashSet::new()),
+            cache: Arc::default(),
             window: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
         }
@@ -442,6 +445,11 @@ async fn respond(
             &format!("{}: {}", e.field, e.reason),
         ));
     }
+    // What the cache holds is what was readable when the request arrived.
+    let (usage, written) = {
+        let cache = state.cache.lock().unwrap_or_else(|e| e.into_inner());
+        crate::tokens::input_usage_seen(&body, |hash| cache.contains(&hash))
+    };
     let fault = state.fault();
     entry.fault = fault;
     if !state.config.latency.is_zero() {
@@ -457,11 +465,8 @@ async fn respond(
         .to_owned();
     let seed = answer::request_seed(&body);
     let reply = answer::reply(&body, seed);
-    let usage = crate::tokens::input_usage(
-        &body,
-        &mut state.cache.lock().unwrap_or_else(|e| e.into_inner()),
-    );
     if !entry.stream {
+        make_readable(&state.cache, written);
         return Ok(json_response(
             200,
             &answer::message(&model, seed, &reply, &usage),
@@ -470,6 +475,7 @@ async fn respond(
     let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
     Ok(stream_response(
         state.config.clone(),
+        (Arc::clone(&state.cache), written),
         fault,
         events,
         first_delta,
@@ -520,12 +526,14 @@ fn fault_response(fault: Option<Fault>) -> Result<Option<Response<Body>>, Droppe
 /// A streamed answer, paced as the mock is configured and cut or failed as `fault` says.
 fn stream_response(
     config: MockConfig,
+    (cache, written): (Arc<Mutex<HashSet<u64>>>, Vec<u64>),
     fault: Option<Fault>,
     events: Vec<String>,
     first_delta: usize,
 ) -> Response<Body> {
     if fault.is_none() && config.first_token_delay.is_zero() && config.token_delay.is_zero() {
         // Nothing to pace: write the whole stream at once, as a fast server would.
+        make_readable(&cache, written);
         let mut response = Response::new(full(events.concat()));
         set_stream_headers(&mut response);
         return response;
@@ -533,11 +541,18 @@ fn stream_response(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
         let cut_at = first_delta + 1;
+        let mut written = Some(written);
         for (i, event) in events.into_iter().enumerate() {
             if i == first_delta && !config.first_token_delay.is_zero() {
                 tokio::time::sleep(config.first_token_delay).await;
             } else if i > first_delta && !config.token_delay.is_zero() {
                 tokio::time::sleep(config.token_delay).await;
+            }
+            if i == first_delta
+                && let Some(written) = written.take()
+            {
+                // The first content token: from now on the prefix can be read.
+                make_readable(&cache, written);
             }
             if i == cut_at {
                 match fault {
@@ -573,6 +588,13 @@ fn stream_response(
     let mut response = Response::new(StreamBody::new(frames).boxed());
     set_stream_headers(&mut response);
     response
+}
+
+fn make_readable(cache: &Mutex<HashSet<u64>>, written: Vec<u64>) {
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(written);
 }
 
 fn set_stream_headers(response: &mut Response<Body>) {

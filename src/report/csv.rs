@@ -48,6 +48,10 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
         "cost_per_pass_usd",
         "judge_cost_usd",
         "above_base_tier",
+        "cache_prefixes",
+        "cache_prefix_writes",
+        "warmup_avoided_writes",
+        "warmup_saved_usd",
     ])?;
     let usd = |pico: i64| format!("{:.6}", pico as f64 / 1e12);
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -120,6 +124,13 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
                 .map(|t| format!("{}>{}:{}", t.model, t.above_input_tokens, t.results))
                 .collect::<Vec<_>>()
                 .join(";"),
+            opt(g.cache.as_ref().map(|c| c.prefixes)),
+            opt(g.cache.as_ref().map(|c| c.writes)),
+            opt(g.cache.as_ref().map(|c| c.writes_avoided)),
+            g.cache
+                .as_ref()
+                .map(|c| usd(c.warmup_saved_pico_usd))
+                .unwrap_or_default(),
         ])?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)

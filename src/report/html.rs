@@ -303,6 +303,16 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         ]));
     }
     out.push_str("</tbody></table>\n");
+    let cache = report.cache_lines();
+    if !cache.is_empty() {
+        out.push_str(
+            "<p>Answers that wrote a shared cache prefix, and what warm-up saved:</p>\n<ul>",
+        );
+        for line in &cache {
+            let _ = writeln!(out, "<li>{}</li>", escape(line));
+        }
+        out.push_str("</ul>\n");
+    }
     let tiers = report.tier_lines();
     if !tiers.is_empty() {
         out.push_str("<p>Results billed above their model's base rate:</p>\n<ul>");

@@ -171,10 +171,48 @@ pub struct Group {
     pub retries: i64,
     pub errors: Vec<ErrorCount>,
     pub stop_reasons: Vec<(String, i64)>,
+    /// Present when the group's answers had cache prefixes.
+    pub cache: Option<CacheUse>,
     /// Present when the group's jobs have graders.
     pub grading: Option<Grading>,
     #[serde(skip)]
     sums: Sums,
+}
+
+/// How a group's answers used the prompt cache's prefixes, and what warming them saved.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheUse {
+    /// Distinct prefixes (a shared system prompt, tool list or document, with its model).
+    pub prefixes: i64,
+    /// Answers that wrote their prefix; 1.0 per prefix is the least possible.
+    pub writes: i64,
+    /// Answers that waited for another job to warm their prefix and read it instead of
+    /// writing it again.
+    pub writes_avoided: i64,
+    /// Those reads at the 5-minute write price, less what they cost as reads (pico-USD).
+    pub warmup_saved_pico_usd: i64,
+}
+
+impl CacheUse {
+    /// `40 answers over 1 prefix: 1.0 write per prefix; warm-up avoided 15 writes ($0.10)`.
+    pub fn describe(&self) -> String {
+        #[expect(clippy::cast_precision_loss, reason = "a ratio for display")]
+        let per_prefix = self.writes as f64 / self.prefixes.max(1) as f64;
+        let mut line = format!(
+            "{} writes over {} prefix{}: {per_prefix:.1} per prefix",
+            self.writes,
+            self.prefixes,
+            if self.prefixes == 1 { "" } else { "es" }
+        );
+        if self.writes_avoided > 0 {
+            line.push_str(&format!(
+                "; warm-up avoided {} writes, saving {}",
+                self.writes_avoided,
+                usd(self.warmup_saved_pico_usd)
+            ));
+        }
+        line
+    }
 }
 
 /// How a group's answers fared against their graders.
@@ -378,6 +416,21 @@ impl Report {
                 }
             });
         }
+        for row in store.report_cache(&ids, &options.by).await? {
+            let rates = options.prices.lookup(&row.model).map(|p| p.rates);
+            let saved = rates.map_or(0, |r| {
+                let per_token = i64::try_from(r.cache_write_5m).unwrap_or(0)
+                    - i64::try_from(r.cache_read).unwrap_or(0);
+                row.warm_read_tokens * per_token
+            });
+            merge.each(row.run_id, &row.key, |group| {
+                let cache = group.cache.get_or_insert_with(CacheUse::default);
+                cache.prefixes += row.prefixes;
+                cache.writes += row.writes;
+                cache.writes_avoided += row.writes_avoided;
+                cache.warmup_saved_pico_usd += saved;
+            });
+        }
         let passing = store.report_passing_latency(&ids, &options.by).await?;
         merge.values(passing, |group, counts| {
             if let Some(grading) = group.grading.as_mut() {
@@ -488,6 +541,19 @@ impl Report {
             }));
         }
         rows
+    }
+
+    /// One line per group whose answers had cache prefixes: writes per prefix and what warming
+    /// them saved.
+    pub fn cache_lines(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter_map(|g| {
+                g.cache
+                    .as_ref()
+                    .map(|c| format!("{}: {}", self.label(g), c.describe()))
+            })
+            .collect()
     }
 
     /// One line per group and tier for the results billed above their model's base tier:

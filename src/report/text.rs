@@ -122,6 +122,13 @@ pub fn table(report: &Report) -> String {
             cost_cell(g)
         );
     }
+    let cache = report.cache_lines();
+    if !cache.is_empty() {
+        let _ = writeln!(out, "\nCACHE PREFIXES (answers that wrote a shared prefix)");
+        for line in &cache {
+            let _ = writeln!(out, "{}", wrap(line, 100));
+        }
+    }
     let tiers = report.tier_lines();
     if !tiers.is_empty() {
         let _ = writeln!(
@@ -304,6 +311,16 @@ pub fn markdown(report: &Report) -> String {
             g.cache_hit_ratio
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         );
+    }
+    let cache = report.cache_lines();
+    if !cache.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Cache prefixes\n\nAnswers that wrote a shared prefix, and what warm-up saved:\n"
+        );
+        for line in &cache {
+            let _ = writeln!(out, "- {line}");
+        }
     }
     let tiers = report.tier_lines();
     if !tiers.is_empty() {

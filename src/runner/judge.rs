@@ -105,6 +105,7 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         call: Call::Message {
             body: Bytes::from(body),
             stream: false,
+            first_token: None,
         },
     };
     let sent = sender.send(&request).await;

@@ -15,9 +15,11 @@
 mod halt;
 pub mod judge;
 pub mod sender;
+mod warmup;
 mod worker;
 pub mod writer;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,8 @@ use crate::limiter::Limiter;
 use crate::pricing::PriceTable;
 use crate::progress::Progress;
 use crate::store::{PendingJob, RunCounts, Store};
+use crate::tokens::CachePrefix;
+use warmup::{Decision, Warmup};
 
 /// The two shutdown stages.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +60,8 @@ pub struct Runner {
     pub show_progress: bool,
     /// The run's budget in pico-USD, over every session (what earlier sessions spent counts).
     pub budget_pico_usd: Option<u64>,
+    /// Warm each shared cache prefix with one request before its group fans out.
+    pub warmup: bool,
 }
 
 /// How a session of a run ended.
@@ -161,7 +167,7 @@ impl Pipeline {
 }
 
 impl Runner {
-    fn split(self) -> (Parts, PriceTable, usize, bool) {
+    fn split(self) -> (Parts, PriceTable, usize, bool, bool) {
         let parts = Parts {
             store: self.store,
             client: self.client,
@@ -170,14 +176,20 @@ impl Runner {
             shutdown: self.shutdown,
             budget_pico_usd: self.budget_pico_usd,
         };
-        (parts, self.prices, self.concurrency, self.show_progress)
+        (
+            parts,
+            self.prices,
+            self.concurrency,
+            self.show_progress,
+            self.warmup,
+        )
     }
 
     /// Sends every pending job of `run_id`, then (when every job is settled) its pending
     /// judges, and waits for their outcomes to be committed.
     pub async fn execute(self, run_id: i64) -> anyhow::Result<Session> {
         let started = Instant::now();
-        let (parts, prices, concurrency, show_progress) = self.split();
+        let (parts, prices, concurrency, show_progress, warmup) = self.split();
         let store = parts.store.clone();
         let stop = parts.shutdown.stop.clone();
         let prices = Arc::new(prices);
@@ -186,7 +198,15 @@ impl Runner {
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
         let progress = Progress::new(total, done_before, show_progress);
         let pipeline = Pipeline::start(parts, run_id, &progress).await?;
-        let dispatched = dispatch(&store, run_id, &pipeline.sender, &prices, concurrency).await;
+        let dispatched = dispatch(
+            &store,
+            run_id,
+            &pipeline.sender,
+            &prices,
+            concurrency,
+            warmup,
+        )
+        .await;
         // Every job's outcome is committed before judging starts: judges read the answers.
         let (written, parts) = pipeline.finish().await?;
         let budget_stop = dispatched?;
@@ -211,7 +231,7 @@ impl Runner {
 
     /// Asks the judges of `run_id` whose verdicts are pending, and nothing else.
     pub async fn judge(self, run_id: i64) -> anyhow::Result<Judged> {
-        let (parts, prices, concurrency, _) = self.split();
+        let (parts, prices, concurrency, _, _) = self.split();
         judge_with(parts, &prices, run_id, concurrency).await
     }
 }
@@ -234,58 +254,210 @@ async fn judge_with(
 /// Jobs read from the store per page.
 const PAGE: i64 = 1024;
 
+/// Jobs held for a warming prefix, at most; past this the dispatcher reads no further page
+/// until a warmer's answer begins.
+const MAX_HELD: usize = 4 * PAGE as usize;
+
+/// A pending job with the cache prefixes it would write.
+struct Candidate {
+    job: PendingJob,
+    prefixes: Vec<CachePrefix>,
+    /// It waited for another job to warm one of its prefixes.
+    held: bool,
+}
+
+impl Candidate {
+    fn new(job: PendingJob) -> Self {
+        // Only a request that marks a breakpoint has a prefix: most jobs skip the parse.
+        let prefixes = if job.request.contains("\"cache_control\"") {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&job.request)
+                .map(|body| crate::tokens::cache_prefixes(&body))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Self {
+            job,
+            prefixes,
+            held: false,
+        }
+    }
+}
+
+/// A cache warmer's news: its answer began, or it ended without one.
+enum WarmSignal {
+    Began(u64),
+    Ended(u64),
+}
+
 /// Starts a worker for each pending job, at most `concurrency` at once, until none is left,
 /// the run is stopped, or the next job could pass the budget; then waits for the workers.
-/// Returns why the budget stopped dispatching, if it did.
+/// With `warmup`, a job whose cache prefix another job is warming waits for that job's answer
+/// to begin ([`warmup`]), while the jobs behind it go on. Returns why the budget stopped
+/// dispatching, if it did.
 async fn dispatch(
     store: &Store,
     run_id: i64,
     sender: &Arc<RequestSender>,
     prices: &Arc<PriceTable>,
     concurrency: usize,
+    warm: bool,
 ) -> anyhow::Result<Option<String>> {
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut workers = JoinSet::new();
     let stop = sender.shutdown.stop.clone();
+    let mut warmup = Warmup::default();
+    let (signal, mut signals) = mpsc::unbounded_channel::<WarmSignal>();
+    let mut warmers: HashMap<u64, Vec<CachePrefix>> = HashMap::new();
+    let mut queue: VecDeque<Candidate> = VecDeque::new();
+    let mut held: Vec<Candidate> = Vec::new();
     let mut after = 0;
+    let mut exhausted = false;
     let mut budget_stop = None;
-    'pages: while !stop.is_cancelled() {
-        let page = store.pending_jobs(run_id, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for job in page {
-            let permit = tokio::select! {
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        // News from warmers: their groups may go now, ahead of the jobs read after them.
+        let mut news = false;
+        while let Ok(message) = signals.try_recv() {
+            apply(&mut warmup, &mut warmers, message);
+            news = true;
+        }
+        if news {
+            for candidate in held.drain(..).rev() {
+                queue.push_front(candidate);
+            }
+        }
+        let Some(mut candidate) = queue.pop_front() else {
+            if !exhausted && held.len() < MAX_HELD {
+                let page = store.pending_jobs(run_id, after, PAGE).await?;
+                match page.last() {
+                    Some(last) => after = last.id,
+                    None => exhausted = true,
+                }
+                queue.extend(page.into_iter().map(Candidate::new));
+                continue;
+            }
+            if held.is_empty() {
+                break;
+            }
+            // Every job left waits for a warmer: wait for its news.
+            tokio::select! {
                 biased;
-                () = stop.cancelled() => break 'pages,
-                permit = Arc::clone(&permits).acquire_owned() => permit.context("the job semaphore closed")?,
-            };
-            let reserved = if sender.ledger.limit().is_some() {
-                match sender.ledger.reserve(worst_case(prices, &job), "job") {
-                    Ok(held) => held,
-                    Err(over) => {
-                        budget_stop = Some(over.0);
-                        break 'pages;
+                () = stop.cancelled() => break,
+                message = signals.recv() => {
+                    if let Some(message) = message {
+                        apply(&mut warmup, &mut warmers, message);
+                    }
+                    queue.extend(held.drain(..));
+                }
+            }
+            continue;
+        };
+        let decision = if warm && !candidate.prefixes.is_empty() {
+            warmup.decide(&candidate.prefixes, tokio::time::Instant::now())
+        } else {
+            Decision::Go
+        };
+        let warmer = match decision {
+            Decision::Wait => {
+                candidate.held = true;
+                held.push(candidate);
+                continue;
+            }
+            Decision::Warm(id) => {
+                warmers.insert(id, candidate.prefixes.clone());
+                Some(id)
+            }
+            Decision::Go => None,
+        };
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.context("the job semaphore closed")?,
+        };
+        let reserved = if sender.ledger.limit().is_some() {
+            match sender
+                .ledger
+                .reserve(worst_case(prices, &candidate.job), "job")
+            {
+                Ok(held) => held,
+                Err(over) => {
+                    budget_stop = Some(over.0);
+                    break;
+                }
+            }
+        } else {
+            0
+        };
+        // Reap finished workers as we go so the set stays as small as the concurrency.
+        while let Some(done) = workers.try_join_next() {
+            done.context("a worker panicked")?;
+        }
+        let sender = Arc::clone(sender);
+        let prices = Arc::clone(prices);
+        let signal = signal.clone();
+        let cache = worker::CacheUse {
+            prefix: candidate.prefixes.last().map(|p| p.hash),
+            held: candidate.held,
+        };
+        workers.spawn(async move {
+            match warmer {
+                Some(id) => {
+                    let began = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let first_token = {
+                        let began = Arc::clone(&began);
+                        let signal = signal.clone();
+                        sender::FirstToken(Arc::new(move || {
+                            if !began.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                let _ = signal.send(WarmSignal::Began(id));
+                            }
+                        }))
+                    };
+                    let answered = worker::run_job(
+                        &sender,
+                        &prices,
+                        candidate.job,
+                        reserved,
+                        cache,
+                        Some(first_token),
+                    )
+                    .await;
+                    // An answer that came without a content token still wrote its prefix.
+                    if !began.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        let _ = signal.send(if answered {
+                            WarmSignal::Began(id)
+                        } else {
+                            WarmSignal::Ended(id)
+                        });
                     }
                 }
-            } else {
-                0
-            };
-            // Reap finished workers as we go so the set stays as small as the concurrency.
-            while let Some(done) = workers.try_join_next() {
-                done.context("a worker panicked")?;
+                None => {
+                    worker::run_job(&sender, &prices, candidate.job, reserved, cache, None).await;
+                }
             }
-            let sender = Arc::clone(sender);
-            let prices = Arc::clone(prices);
-            workers.spawn(async move {
-                worker::run_job(&sender, &prices, job, reserved).await;
-                drop(permit);
-            });
-        }
+            drop(permit);
+        });
     }
     while let Some(done) = workers.join_next().await {
         done.context("a worker panicked")?;
     }
     Ok(budget_stop)
+}
+
+fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, message: WarmSignal) {
+    match message {
+        WarmSignal::Began(id) => {
+            if let Some(prefixes) = warmers.remove(&id) {
+                warmup.began(id, &prefixes, tokio::time::Instant::now());
+            }
+        }
+        WarmSignal::Ended(id) => {
+            warmers.remove(&id);
+            warmup.failed(id);
+        }
+    }
 }
 
 /// The most a job can cost, or `None` when its model has no price.

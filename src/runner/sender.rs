@@ -45,11 +45,27 @@ impl Kind {
     }
 }
 
+/// Called when a streamed answer's first content token arrives.
+#[derive(Clone)]
+pub struct FirstToken(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for FirstToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstToken")
+    }
+}
+
 /// The call a request makes, and so how its answer is read.
 #[derive(Debug, Clone)]
 pub enum Call {
     /// `POST …/messages`, read as a Message (rebuilt from events when `stream`).
-    Message { body: Bytes, stream: bool },
+    Message {
+        body: Bytes,
+        stream: bool,
+        /// Told of the first content token (a cache warmer's signal that its prefix is
+        /// readable).
+        first_token: Option<FirstToken>,
+    },
     /// `POST …/messages/count_tokens`, read as a count.
     CountTokens { body: Bytes },
 }
@@ -220,8 +236,15 @@ impl RequestSender {
         let sent = Instant::now();
         Counters::add(&self.counters.in_flight, 1);
         let (result, hint) = match &request.call {
-            Call::Message { body, stream } => {
-                let exchange = self.client.send(body.clone(), *stream).await;
+            Call::Message {
+                body,
+                stream,
+                first_token,
+            } => {
+                let exchange = self
+                    .client
+                    .send_observed(body.clone(), *stream, first_token.as_ref().map(|f| &*f.0))
+                    .await;
                 (
                     exchange
                         .result

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::halt::is_run_level;
-use super::sender::{Call, Kind, Request, RequestSender, SendError, millis};
+use super::sender::{Call, FirstToken, Kind, Request, RequestSender, SendError, millis};
 use super::writer::{Event, Outcome};
 use crate::client::Answer;
 use crate::pricing::PriceTable;
@@ -21,20 +21,45 @@ fn wants_stream(request: &str) -> bool {
     serde_json::from_str::<Probe>(request).is_ok_and(|p| p.stream)
 }
 
+/// How a job stands to the prompt cache, for its result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheUse {
+    /// The longest prefix it would write, when it has one.
+    pub prefix: Option<u64>,
+    /// It waited for another job to warm that prefix.
+    pub held: bool,
+}
+
+/// Sends a job and hands its outcome to the writer; true when it was answered. A cache
+/// warmer (`first_token` given) is sent streamed, whatever its request says, so that its
+/// first content token can release the jobs waiting for its prefix.
 pub async fn run_job(
     sender: &RequestSender,
     prices: &PriceTable,
     job: PendingJob,
     reserved_pico_usd: u64,
-) {
-    let stream = wants_stream(&job.request);
+    cache: CacheUse,
+    first_token: Option<FirstToken>,
+) -> bool {
+    let mut stream = wants_stream(&job.request);
+    let mut body = job.request;
+    if first_token.is_some()
+        && !stream
+        && let Ok(mut request) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&body)
+    {
+        request.insert("stream".to_owned(), serde_json::Value::Bool(true));
+        body = serde_json::Value::Object(request).to_string();
+        stream = true;
+    }
     let request = Request {
         kind: Kind::Job,
         job: Some(job.id),
         attempts_before: job.attempts,
         call: Call::Message {
-            body: Bytes::from(job.request),
+            body: Bytes::from(body),
             stream,
+            first_token,
         },
     };
     let sent = sender.send(&request).await;
@@ -47,6 +72,7 @@ pub async fn run_job(
             &job.model,
             job.expect.as_deref(),
             answer,
+            cache,
         ))),
         Err(SendError::Stopped) => Outcome::Unfinished,
         Err(SendError::Failed(error)) => Outcome::Failed {
@@ -55,8 +81,9 @@ pub async fn run_job(
             elapsed,
         },
     };
+    let answered = matches!(outcome, Outcome::Succeeded(_));
     let Some(events) = &sender.attempts else {
-        return;
+        return answered;
     };
     // A failure that may halt the run waits for the writer's decision, so that this worker
     // (and the permit it holds) starts nothing new before a halt has taken effect.
@@ -81,6 +108,7 @@ pub async fn run_job(
     if let Some(verdict) = verdict {
         let _ = verdict.await;
     }
+    answered
 }
 
 fn result_record(
@@ -89,6 +117,7 @@ fn result_record(
     model: &str,
     expect: Option<&str>,
     answer: Answer,
+    cache: CacheUse,
 ) -> ResultRecord {
     let response = String::from_utf8_lossy(&answer.body).into_owned();
     let grades = match expect {
@@ -120,5 +149,9 @@ fn result_record(
         cost_pico_usd: cost,
         completed_at_ms: now_ms(),
         grades,
+        cache_prefix: cache
+            .prefix
+            .map(|hash| i64::from_ne_bytes(hash.to_ne_bytes())),
+        held_for_warmup: cache.held,
     }
 }

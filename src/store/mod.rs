@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 pub use lock::{DbLock, LockError, is_held};
 pub use models::*;
 pub use report::{
-    ErrorRow, Failure, GraderRow, GradingRow, GroupBy, Measure, ReportRow, ValueCount,
+    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, Measure, ReportRow, ValueCount,
 };
 
 /// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in
@@ -288,14 +288,14 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
         }
-        const RESULT_COLUMNS: usize = 17;
+        const RESULT_COLUMNS: usize = 19;
         for chunk in batch.results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO results (job, message_id, response_model, stop_reason,
                     stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
                     cache_write_5m_tokens, cache_write_1h_tokens, cache_read_input_tokens,
                     service_tier, latency_ms, ttft_ms, streamed, cost_pico_usd,
-                    completed_at_ms) ",
+                    completed_at_ms, cache_prefix, held_for_warmup) ",
             );
             builder.push_values(chunk, |mut row, r| {
                 let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -315,7 +315,9 @@ impl Store {
                     .push_bind(r.ttft_ms)
                     .push_bind(r.streamed)
                     .push_bind(r.cost_pico_usd.map(tokens))
-                    .push_bind(r.completed_at_ms);
+                    .push_bind(r.completed_at_ms)
+                    .push_bind(r.cache_prefix)
+                    .push_bind(r.held_for_warmup);
             });
             builder.build().execute(&mut *tx).await?;
             let mut builder: QueryBuilder<Sqlite> =

@@ -117,6 +117,10 @@ pub struct ResultRecord {
     pub completed_at_ms: i64,
     /// Outcomes of the job's graders (judges pending).
     pub grades: Vec<GradeRecord>,
+    /// The longest cache prefix the request would write (a hash), when it has one.
+    pub cache_prefix: Option<i64>,
+    /// The job waited for another job to warm that prefix.
+    pub held_for_warmup: bool,
 }
 
 /// One grader's outcome for a job.

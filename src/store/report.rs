@@ -96,6 +96,22 @@ pub struct GradingRow {
     pub judge_cost_pico_usd: i64,
 }
 
+/// How a (run, group, model)'s answers used the prompt cache.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CacheRow {
+    pub run_id: i64,
+    pub key: String,
+    pub model: String,
+    /// Distinct cache prefixes among the answers.
+    pub prefixes: i64,
+    /// Answers that wrote their prefix.
+    pub writes: i64,
+    /// Answers that waited for a warmer and then read the prefix instead of writing it.
+    pub writes_avoided: i64,
+    /// Cache-read tokens of those answers.
+    pub warm_read_tokens: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GraderRow {
     pub run_id: i64,
@@ -247,6 +263,31 @@ impl Store {
             list.push_bind(*id);
         }
         b.push(") GROUP BY 1, 2");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Per (run, group, model): how answers used the prompt cache's prefixes. Distinct
+    /// prefixes include the model, so counts over models add up.
+    pub async fn report_cache(
+        &self,
+        runs: &[i64],
+        by: &GroupBy,
+    ) -> Result<Vec<CacheRow>, StoreError> {
+        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b);
+        b.push(
+            " AS key, j.model AS model,
+              COUNT(DISTINCT r.cache_prefix) AS prefixes,
+              COALESCE(SUM(r.cache_prefix IS NOT NULL AND r.cache_creation_input_tokens > 0), 0)
+                  AS writes,
+              COALESCE(SUM(r.held_for_warmup AND r.cache_read_input_tokens > 0), 0)
+                  AS writes_avoided,
+              COALESCE(SUM(CASE WHEN r.held_for_warmup THEN r.cache_read_input_tokens ELSE 0 END), 0)
+                  AS warm_read_tokens
+             FROM jobs j NOT INDEXED JOIN results r ON r.job = j.id",
+        );
+        restrict(&mut b, runs);
+        b.push(" AND r.cache_prefix IS NOT NULL GROUP BY 1, 2, 3");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 

@@ -14,3 +14,4 @@ mod run;
 mod sdk;
 mod security;
 mod stream;
+mod warmup;

@@ -119,6 +119,8 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             job,
             response: "{\"type\":\"message\"}".into(),
             note: None,
+            cache_prefix: None,
+            held_for_warmup: false,
             message_id: None,
             response_model: Some(f.model.into()),
             stop_reason: Some(f.stop_reason.into()),
