@@ -89,6 +89,15 @@ impl Workspace {
         self.command(args).output().await.expect("the binary runs")
     }
 
+    /// `msgbatch report RUN --format json` on this workspace's database.
+    pub async fn report_json(&self, run: &str) -> Value {
+        let output = self
+            .run(&["report", run, "--format", "json", "--out", "-"])
+            .await;
+        assert_eq!(code(&output), 0, "{:?}", text(&output));
+        serde_json::from_slice(&output.stdout).expect("the report is JSON")
+    }
+
     /// Opens the run database read-only for assertions.
     pub async fn pool(&self) -> SqlitePool {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", self.db().display()))

@@ -41,14 +41,6 @@ fn graded_jobs(ws: &Workspace, judge: bool) -> std::path::PathBuf {
     ws.write("graded.jsonl", &(lines.join("\n") + "\n"))
 }
 
-async fn report_json(ws: &Workspace, run: &str) -> Value {
-    let output = ws
-        .run(&["report", run, "--format", "json", "--out", "-"])
-        .await;
-    assert_eq!(code(&output), 0, "{:?}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn graders_and_the_judge_grade_every_answer_and_reports_show_pass_rates() {
     let ws = Workspace::new();
@@ -81,7 +73,7 @@ async fn graders_and_the_judge_grade_every_answer_and_reports_show_pass_rates() 
     }));
     assert!(stdout.contains("GRADES"), "{stdout}");
 
-    let report = report_json(&ws, "eval").await;
+    let report = ws.report_json("eval").await;
     let grading = &report["totals"][0]["grading"];
     assert_eq!(
         (grading["graded"].as_i64(), grading["passed"].as_i64()),
@@ -158,7 +150,7 @@ async fn regrading_changes_outcomes_without_sending_anything() {
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(
-        report_json(&ws, "eval").await["totals"][0]["grading"]["passed"],
+        ws.report_json("eval").await["totals"][0]["grading"]["passed"],
         2
     );
     let sent = mock.requests();
@@ -174,7 +166,7 @@ async fn regrading_changes_outcomes_without_sending_anything() {
     let output = ws.run(&["grade", "eval", "--expect", "fixed.jsonl"]).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(
-        report_json(&ws, "eval").await["totals"][0]["grading"]["passed"],
+        ws.report_json("eval").await["totals"][0]["grading"]["passed"],
         4
     );
     assert_eq!(mock.requests(), sent, "re-grading sent nothing");
@@ -191,7 +183,7 @@ async fn regrading_changes_outcomes_without_sending_anything() {
         "{stderr}"
     );
     assert_eq!(
-        report_json(&ws, "eval").await["totals"][0]["grading"]["passed"],
+        ws.report_json("eval").await["totals"][0]["grading"]["passed"],
         4,
         "nothing changed"
     );
@@ -229,7 +221,7 @@ async fn judge_requests_that_fail_stay_pending_and_grade_sends_them_later() {
         stderr.contains("4 judge requests failed and stay pending for `msgbatch grade`"),
         "{stderr}"
     );
-    let grading = &report_json(&ws, "eval").await["totals"][0]["grading"];
+    let grading = &ws.report_json("eval").await["totals"][0]["grading"];
     assert_eq!(grading["pending"], 4);
 
     // A budget too small for any judge request sends none of them.
@@ -258,7 +250,7 @@ async fn judge_requests_that_fail_stay_pending_and_grade_sends_them_later() {
             .unwrap()
             .contains("judge")
     }));
-    let grading = &report_json(&ws, "eval").await["totals"][0]["grading"];
+    let grading = &ws.report_json("eval").await["totals"][0]["grading"];
     assert_eq!(
         (grading["pending"].as_i64(), grading["passed"].as_i64()),
         (Some(0), Some(2))
@@ -320,7 +312,7 @@ async fn the_csv_expected_column_grades_with_the_chosen_mode() {
         )
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
-    let grading = &report_json(&ws, "csv").await["totals"][0]["grading"];
+    let grading = &ws.report_json("csv").await["totals"][0]["grading"];
     assert_eq!(
         (grading["graded"].as_i64(), grading["passed"].as_i64()),
         (Some(2), Some(1))
@@ -369,7 +361,7 @@ async fn a_failed_judge_says_why_in_the_report_and_status_and_its_attempts_are_r
         count(&pool, "SELECT COUNT(*) FROM attempts WHERE kind = 'job'").await,
         4
     );
-    let report = report_json(&ws, "eval").await;
+    let report = ws.report_json("eval").await;
     // The job's own figures are untouched by the judge's failures.
     assert!(report["totals"][0]["errors"].as_array().unwrap().is_empty());
     let warnings = report["warnings"].as_array().unwrap();

@@ -9,14 +9,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-async fn report_json(ws: &Workspace, run: &str) -> serde_json::Value {
-    let output = ws
-        .run(&["report", run, "--format", "json", "--out", "-"])
-        .await;
-    assert_eq!(code(&output), 0, "{:?}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// `groups` shared system prompts of about 2,300 tokens, `per_group` questions each, and
 /// `plain` jobs without a cache prefix.
 fn file(ws: &Workspace, groups: usize, per_group: usize, plain: usize) -> std::path::PathBuf {
@@ -86,7 +78,7 @@ async fn a_shared_prefix_is_written_once_and_read_by_the_rest_of_its_group() {
     assert!(held >= 15, "the first wave waited for the warmer: {held}");
     // The report counts the writes per prefix and prices what waiting saved: each held job
     // read its ~2,300 tokens at $0.30 instead of writing them at $3.75 (Sonnet 4.6).
-    let cache = &report_json(&ws, "warm").await["totals"][0]["cache"];
+    let cache = &ws.report_json("warm").await["totals"][0]["cache"];
     assert_eq!(
         (cache["prefixes"].as_i64(), cache["writes"].as_i64()),
         (Some(1), Some(1))
@@ -125,7 +117,7 @@ async fn a_shared_prefix_is_written_once_and_read_by_the_rest_of_its_group() {
         "without warm-up {written} jobs wrote the prefix"
     );
     assert_eq!(held, 0);
-    let cache = &report_json(&ws, "cold").await["totals"][0]["cache"];
+    let cache = &ws.report_json("cold").await["totals"][0]["cache"];
     assert_eq!(cache["writes"].as_i64(), Some(written));
     assert_eq!(cache["writes_avoided"].as_i64(), Some(0));
 }
