@@ -207,9 +207,14 @@ async fn load(
     summary
 }
 
-/// `<file stem>-<UTC date and time>`, with a suffix if that is taken.
+/// `<file stem>-<UTC date and time>`, with a suffix if that is taken. The stem leaves out a
+/// compression extension too: `prompts.jsonl.zst` makes `prompts-…`.
 async fn unique_name(store: &Store, file: &Path) -> anyhow::Result<String> {
-    let stem = file
+    let inner = match jobs::Compression::from_extension(file) {
+        jobs::Compression::None => file.to_path_buf(),
+        _ => file.with_extension(""),
+    };
+    let stem = inner
         .file_stem()
         .and_then(|s| s.to_str())
         .filter(|s| *s != "-")

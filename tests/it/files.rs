@@ -122,6 +122,12 @@ async fn compressed_files_of_every_format_run_whole_and_keep_the_hash_of_the_fil
             "{status}"
         );
     }
+    // A run named after its file leaves out the compression extension with the format's.
+    let output = ws
+        .run_on(&mock, &["run", "a.jsonl.gz", "--model", "claude-haiku-4-5"])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert!(stderr.starts_with("run a-20"), "{stderr}\n{stdout}");
 }
 
 #[tokio::test]
