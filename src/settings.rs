@@ -3,7 +3,6 @@
 //! file, then built-in defaults.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +10,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{AuthArg, GatewayArgs, MockArgs, SendArgs};
-use crate::client::AuthStyle;
+pub use crate::client::ApiKey;
+use crate::client::{AuthStyle, Endpoint};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_MESSAGES_PATH: &str = "/v1/messages";
@@ -25,33 +25,6 @@ pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The gateway name recorded for runs against the built-in mock.
 pub const MOCK_GATEWAY: &str = "mock";
-
-/// An API key. It is read from the environment only and never printed: `Debug` and `Display`
-/// show a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: String) -> Self {
-        Self(key)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(****)")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("****")
-    }
-}
 
 /// `msgbatch.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +87,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// What the client needs of this gateway to send to it.
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.messages_url(),
+            auth: self.auth,
+            anthropic_version: &self.anthropic_version,
+            headers: &self.headers,
+        }
+    }
+
     /// The Messages endpoint: the base URL with the messages path appended, as the SDKs do.
     pub fn messages_url(&self) -> String {
         join_url(&self.base_url, &self.messages_path)

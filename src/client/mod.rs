@@ -17,7 +17,7 @@ pub use error::{AttemptError, SPEND_LIMIT_CODE};
 pub use retry::{FullJitter, RetryPolicy, parse_retry_after};
 
 use crate::message::MessageSummary;
-use crate::settings::{ApiKey, Gateway};
+use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,6 +25,43 @@ pub enum ClientError {
     Header(String),
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
+}
+
+/// An API key. It is read from the environment only and never printed: `Debug` and `Display`
+/// show a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(****)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+/// Where and how a client sends: the Messages URL, how the key goes, the API version and any
+/// extra headers.
+#[derive(Debug, Clone)]
+pub struct Endpoint<'a> {
+    pub url: String,
+    pub auth: AuthStyle,
+    pub anthropic_version: &'a str,
+    pub headers: &'a [(String, String)],
 }
 
 /// How a gateway takes the key.
@@ -89,7 +126,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(
-        gateway: &Gateway,
+        gateway: Endpoint<'_>,
         key: Option<ApiKey>,
         timeouts: Timeouts,
         pool_size: usize,
@@ -99,10 +136,10 @@ impl Client {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.insert(
             "anthropic-version",
-            HeaderValue::from_str(&gateway.anthropic_version)
+            HeaderValue::from_str(gateway.anthropic_version)
                 .map_err(|_| ClientError::Header("anthropic-version".to_owned()))?,
         );
-        for (name, value) in &gateway.headers {
+        for (name, value) in gateway.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ClientError::Header(name.clone()))?;
             let mut value =
@@ -130,7 +167,7 @@ impl Client {
             .map_err(ClientError::Build)?;
         Ok(Self {
             http,
-            url: gateway.messages_url(),
+            url: gateway.url,
             headers,
             key,
             timeouts,

@@ -111,7 +111,7 @@ pub async fn connect(
         None => settings.gateway.clone(),
     };
     let client = Client::new(
-        &gateway,
+        gateway.endpoint(),
         key,
         Timeouts {
             total: settings.send.timeout,
