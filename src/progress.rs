@@ -93,14 +93,20 @@ impl Progress {
         };
         let style = ProgressStyle::with_template(
             "{elapsed_precise} {bar:30} {pos}/{len} ok {ok} failed {failed} retrying {retrying} \
-             in flight {inflight} {per_sec} {spend} ETA {eta}",
+             in flight {inflight} {rate} {spend} ETA {eta}",
         )
         .expect("the template is valid")
         .with_key("ok", key(|c| Counters::get(&c.succeeded)))
         .with_key("failed", key(|c| Counters::get(&c.failed)))
         .with_key("retrying", key(|c| Counters::get(&c.retrying)))
         .with_key("inflight", key(|c| Counters::get(&c.in_flight)))
-        .with_key("spend", spend);
+        .with_key("spend", spend)
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate(state.per_sec()));
+            },
+        );
         bar.set_style(style);
         bar.set_position(already_done);
         bar.reset_eta();
@@ -131,9 +137,29 @@ impl Progress {
     }
 }
 
+/// Jobs per second as a person reads it: `37/s`, `2.5/s`, `0.4/s`.
+fn rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "0/s".to_owned()
+    } else if per_sec < 10.0 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::show_bar;
+    use super::{rate, show_bar};
+
+    #[test]
+    fn the_rate_reads_as_a_person_would_say_it() {
+        assert_eq!(rate(36.9409), "37/s");
+        assert_eq!(rate(2.46), "2.5/s");
+        assert_eq!(rate(0.0), "0/s");
+        assert_eq!(rate(f64::NAN), "0/s");
+        assert_eq!(rate(1234.4), "1234/s");
+    }
 
     #[test]
     fn the_bar_shows_only_on_an_interactive_terminal() {
