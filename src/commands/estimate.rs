@@ -40,6 +40,7 @@ pub async fn estimate(
         shutdown: shutdown.clone(),
         counters: Arc::default(),
         attempts: None,
+        pace: None,
     };
 
     let (chunks, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);

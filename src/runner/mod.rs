@@ -14,6 +14,7 @@
 
 mod halt;
 pub mod judge;
+mod pace;
 pub mod sender;
 mod warmup;
 mod worker;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,7 @@ use crate::pricing::PriceTable;
 use crate::progress::Progress;
 use crate::store::{PendingJob, RunCounts, Store};
 use crate::tokens::CachePrefix;
+use pace::Pace;
 use warmup::{Decision, Warmup};
 
 /// The two shutdown stages.
@@ -83,6 +85,9 @@ pub struct Session {
 
 /// What a [`Pipeline`] is built from, and given back when it finishes.
 struct Parts {
+    /// The most requests in flight, for a pipeline that paces itself (`None`: the caller
+    /// bounds concurrency).
+    concurrency: Option<usize>,
     store: Store,
     client: Client,
     limiter: Limiter,
@@ -129,6 +134,7 @@ impl Pipeline {
             shutdown: parts.shutdown,
             counters: Arc::clone(&progress.counters),
             attempts: Some(events),
+            pace: parts.concurrency.map(|most| Arc::new(Pace::new(most))),
         });
         Ok(Self {
             sender,
@@ -155,6 +161,7 @@ impl Pipeline {
         drop(attempts);
         let written = self.writer.await.context("the writer task failed")??;
         let parts = Parts {
+            concurrency: None,
             store: self.store,
             client,
             limiter,
@@ -169,6 +176,7 @@ impl Pipeline {
 impl Runner {
     fn split(self) -> (Parts, PriceTable, usize, bool, bool) {
         let parts = Parts {
+            concurrency: Some(self.concurrency),
             store: self.store,
             client: self.client,
             limiter: self.limiter,
@@ -303,7 +311,10 @@ async fn dispatch(
     concurrency: usize,
     warm: bool,
 ) -> anyhow::Result<Option<String>> {
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let pace = sender
+        .pace
+        .clone()
+        .unwrap_or_else(|| Arc::new(Pace::new(concurrency)));
     let mut workers = JoinSet::new();
     let stop = sender.shutdown.stop.clone();
     let mut warmup = Warmup::default();
@@ -375,21 +386,36 @@ async fn dispatch(
         let permit = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => permit.context("the job semaphore closed")?,
+            permit = pace.acquire() => permit.context("the job semaphore closed")?,
         };
         let reserved = if sender.ledger.limit().is_some() {
-            match sender
-                .ledger
-                .reserve(worst_case(prices, &candidate.job), "job")
-            {
-                Ok(held) => held,
-                Err(over) => {
-                    budget_stop = Some(over.0);
-                    break;
+            // Near the budget, fewer jobs run at once: while jobs in flight hold worst cases
+            // that their real costs will mostly release, wait for them rather than stop, so
+            // that the run spends its budget rather than the sum of worst cases.
+            let worst = worst_case(prices, &candidate.job);
+            let mut settlements = sender.ledger.settlements();
+            loop {
+                settlements.borrow_and_update();
+                match sender.ledger.reserve(worst, "job") {
+                    Ok(held) => break Some(held),
+                    Err(_) if sender.ledger.held() > 0 => {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break None,
+                            _ = settlements.changed() => {}
+                        }
+                    }
+                    Err(over) => {
+                        budget_stop = Some(over.0);
+                        break None;
+                    }
                 }
             }
         } else {
-            0
+            Some(0)
+        };
+        let Some(reserved) = reserved else {
+            break;
         };
         // Reap finished workers as we go so the set stays as small as the concurrency.
         while let Some(done) = workers.try_join_next() {

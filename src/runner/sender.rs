@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shutdown;
+use super::pace::Pace;
 use super::writer::Event;
 use crate::client::{Answer, AttemptError, Client, RetryPolicy};
 use crate::limiter::Limiter;
@@ -128,6 +129,9 @@ pub struct RequestSender {
     pub counters: Arc<Counters>,
     /// Where attempt rows go: the writer of the run; `None` where no run exists.
     pub attempts: Option<mpsc::Sender<Event>>,
+    /// The run's adaptive concurrency, told of clean answers and of overloads; `None` where
+    /// the caller bounds concurrency itself.
+    pub pace: Option<Arc<Pace>>,
 }
 
 /// Why an attempt was not made or did not succeed, inside the retry loop.
@@ -199,11 +203,19 @@ impl RequestSender {
             })
             .notify(|e: &AttemptOutcome, delay| {
                 Counters::add(&self.counters.retrying, 1);
-                // A rate limit or an overload is the gateway's state, not this request's:
-                // hold every request back, not only this one.
-                if let AttemptOutcome::Error(error) = e
-                    && matches!(error.http_status(), Some(429 | 529))
+                let AttemptOutcome::Error(error) = e else {
+                    return;
+                };
+                // A rate limit or an overload is the gateway's state, not this request's: the
+                // run slows down. A 429 also holds every request back until its retry-after
+                // (the bucket is empty: any request now would be refused too); a 529 or a
+                // 5xx delays only its own retry.
+                if matches!(error.http_status(), Some(429 | 529))
+                    && let Some(pace) = &self.pace
                 {
+                    pace.overloaded();
+                }
+                if error.http_status() == Some(429) {
                     self.limiter.pause_for(error.retry_after().unwrap_or(delay));
                 }
             });
@@ -211,7 +223,12 @@ impl RequestSender {
             biased;
             () = self.shutdown.abort.cancelled() => Err(SendError::Stopped),
             result = retrying => match result {
-                Ok(reply) => Ok(reply),
+                Ok(reply) => {
+                    if let Some(pace) = &self.pace {
+                        pace.answered();
+                    }
+                    Ok(reply)
+                }
                 Err(AttemptOutcome::Stopped) => Err(SendError::Stopped),
                 // The run stopped before the request had all its attempts: not a failure.
                 Err(AttemptOutcome::Error(e)) if stop.is_cancelled() && e.is_retryable() => {
@@ -324,6 +341,8 @@ pub struct Ledger {
     /// Held while a reservation is checked and made, so two requests cannot both take the
     /// last of the budget.
     reserving: Mutex<()>,
+    /// Counts settlements, for a dispatcher waiting for a reservation to be released.
+    settled: tokio::sync::watch::Sender<u64>,
 }
 
 /// A request that the budget cannot take.
@@ -337,7 +356,18 @@ impl Ledger {
             spent_before,
             counters,
             reserving: Mutex::new(()),
+            settled: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// What reservations hold now.
+    pub fn held(&self) -> u64 {
+        Counters::get(&self.counters.reserved_pico_usd)
+    }
+
+    /// Changes each time a reservation is settled.
+    pub fn settlements(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.settled.subscribe()
     }
 
     pub fn limit(&self) -> Option<u64> {
@@ -375,6 +405,9 @@ impl Ledger {
     pub fn settle(&self, held: u64, cost: u64) {
         Counters::add(&self.counters.spend_pico_usd, cost);
         Counters::sub(&self.counters.reserved_pico_usd, held);
+        if held > 0 {
+            self.settled.send_modify(|n| *n += 1);
+        }
     }
 }
 

@@ -219,3 +219,44 @@ async fn confirm_above_refuses_without_a_terminal_unless_yes() {
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
 }
+
+#[tokio::test]
+async fn near_the_budget_fewer_jobs_run_so_that_most_of_it_is_spent() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // Each Opus job may cost up to about $0.026 (1,024 tokens of output at $25), but costs
+    // about a tenth of that. Stopping once 32 worst cases no longer fit would leave most of
+    // the budget unspent.
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            json!({"custom_id": format!("o-{i}"), "params": {
+                "model": "claude-opus-4-7", "max_tokens": 1024,
+                "messages": [{"role": "user", "content": format!("question number {i}?")}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("opus.jsonl", &(lines.join("\n") + "\n"));
+    let budget = 0.50;
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "32",
+                "--name",
+                "opus",
+                "--max-cost",
+                "0.50",
+            ],
+        )
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 3, "{stderr}");
+    let spent = total_cost(&ws, "opus").await;
+    assert!(
+        spent >= 0.9 * budget && spent <= budget,
+        "spent {spent} of a {budget} budget"
+    );
+}

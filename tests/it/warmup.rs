@@ -94,7 +94,7 @@ async fn a_shared_prefix_is_written_once_and_read_by_the_rest_of_its_group() {
         "{table}"
     );
 
-    // The same file without warm-up, on a fresh gateway cache: the first wave all write.
+    // The same file without warm-up, on a fresh gateway cache: the first requests all write.
     let cold_gateway = mock(slow_mock()).await;
     let output = ws
         .run_on(
@@ -112,8 +112,9 @@ async fn a_shared_prefix_is_written_once_and_read_by_the_rest_of_its_group() {
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let (written, _, held) = writes(&ws, "cold").await;
+    // A run starts with four requests in flight: without warm-up all four write.
     assert!(
-        written >= 8,
+        written >= 4,
         "without warm-up {written} jobs wrote the prefix"
     );
     assert_eq!(held, 0);
