@@ -327,9 +327,17 @@ pub struct MockArgs {
     #[arg(long, requires = "mock")]
     pub mock_fail_rate: Option<f64>,
 
-    /// Mock: answer 429 with `retry-after` above this many requests per minute.
+    /// Mock: requests per minute, enforced as the API does (429 with `retry-after`).
     #[arg(long, requires = "mock")]
     pub mock_rate_limit_rpm: Option<u32>,
+
+    /// Mock: input tokens per minute, enforced as the API does.
+    #[arg(long, requires = "mock")]
+    pub mock_rate_limit_itpm: Option<u32>,
+
+    /// Mock: output tokens per minute, enforced as the API does.
+    #[arg(long, requires = "mock")]
+    pub mock_rate_limit_otpm: Option<u32>,
 
     /// Mock: delay before the first token of a streamed answer, in milliseconds.
     #[arg(long, requires = "mock")]
@@ -419,9 +427,18 @@ pub struct MockServeArgs {
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
 
-    /// Answer 429 with `retry-after` above this many requests per minute.
+    /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
+    /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).
     #[arg(long)]
     pub rate_limit_rpm: Option<u32>,
+
+    /// Input tokens per minute (uncached input and cache writes), enforced likewise.
+    #[arg(long)]
+    pub rate_limit_itpm: Option<u32>,
+
+    /// Output tokens per minute (as produced), enforced likewise.
+    #[arg(long)]
+    pub rate_limit_otpm: Option<u32>,
 
     /// Delay before the first token of a streamed answer, in milliseconds.
     #[arg(long, default_value_t = 0)]

@@ -258,6 +258,10 @@ pub struct MockSettings {
     pub fail_rate: f64,
     pub rate_limit_rpm: Option<u32>,
     #[serde(default)]
+    pub rate_limit_itpm: Option<u32>,
+    #[serde(default)]
+    pub rate_limit_otpm: Option<u32>,
+    #[serde(default)]
     pub first_token_ms: u64,
     #[serde(default)]
     pub token_ms: u64,
@@ -269,6 +273,8 @@ impl MockSettings {
             latency_ms: args.mock_latency_ms.unwrap_or(0),
             fail_rate: args.mock_fail_rate.unwrap_or(0.0),
             rate_limit_rpm: args.mock_rate_limit_rpm,
+            rate_limit_itpm: args.mock_rate_limit_itpm,
+            rate_limit_otpm: args.mock_rate_limit_otpm,
             first_token_ms: args.mock_first_token_ms.unwrap_or(0),
             token_ms: args.mock_token_ms.unwrap_or(0),
         })

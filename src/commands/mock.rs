@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::MockServeArgs;
+use crate::mock::limits::Limits;
 use crate::mock::{MockConfig, serve_until};
 use crate::{ExitStatus, Shutdown};
 
@@ -23,7 +24,11 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
     let config = MockConfig {
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,
-        rate_limit_rpm: args.rate_limit_rpm,
+        limits: Limits {
+            rpm: args.rate_limit_rpm,
+            itpm: args.rate_limit_itpm,
+            otpm: args.rate_limit_otpm,
+        },
         first_token_delay: Duration::from_millis(args.first_token_ms),
         token_delay: Duration::from_millis(args.token_ms),
         require_key: args.require_key,

@@ -11,6 +11,7 @@ use super::Global;
 use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
 use crate::client::{Client, Timeouts};
 use crate::jobs::{Defaults, InputFormat, LoadOptions};
+use crate::mock::limits::Limits;
 use crate::mock::{MockConfig, MockServer};
 use crate::pricing::PriceTable;
 use crate::settings::{
@@ -96,7 +97,11 @@ pub async fn connect(
             MockServer::start(MockConfig {
                 latency: Duration::from_millis(mock.latency_ms),
                 fail_rate: mock.fail_rate,
-                rate_limit_rpm: mock.rate_limit_rpm,
+                limits: Limits {
+                    rpm: mock.rate_limit_rpm,
+                    itpm: mock.rate_limit_itpm,
+                    otpm: mock.rate_limit_otpm,
+                },
                 first_token_delay: Duration::from_millis(mock.first_token_ms),
                 token_delay: Duration::from_millis(mock.token_ms),
                 ..MockConfig::default()

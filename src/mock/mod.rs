@@ -6,6 +6,7 @@
 //! with `retry-after`, 500, 529, dropped connections, cut streams and mid-stream errors.
 
 mod answer;
+pub mod limits;
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -58,8 +59,8 @@ pub struct MockConfig {
     pub token_delay: Duration,
     /// Share of requests that fail with 500, 529 or a dropped connection.
     pub fail_rate: f64,
-    /// Above this many requests in a sliding minute, answer 429 with `retry-after`.
-    pub rate_limit_rpm: Option<u32>,
+    /// Rate limits enforced as token buckets, as the API enforces them ([`limits`]).
+    pub limits: limits::Limits,
     /// Accept only this key.
     pub require_key: Option<String>,
     pub seed: u64,
@@ -116,7 +117,7 @@ struct State {
     /// its response has begun (its first content token), as on the API: requests that arrive
     /// before that miss and write the prefix again.
     cache: Arc<Mutex<HashSet<u64>>>,
-    window: Mutex<VecDeque<Instant>>,
+    buckets: Mutex<limits::Buckets>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -232,12 +233,41 @@ impl State {
         Self {
             script: Mutex::new(config.script.iter().copied().collect()),
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
+            buckets: Mutex::new(limits::Buckets::new(
+                config.limits,
+                tokio::time::Instant::now(),
+            )),
             config,
             seen: tokio::sync::watch::Sender::new(0),
             cache: Arc::default(),
-            window: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes a request's input from the rate-limit buckets, or says how long until it would
+    /// fit, with the headers to refuse it with.
+    fn admit(&self, usage: &crate::tokens::PromptUsage) -> Result<(), (Duration, limits::Headers)> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.any() {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        // Cache reads are free against ITPM on current models.
+        let input = usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h;
+        buckets
+            .admit(input, now)
+            .map_err(|wait| (wait, buckets.headers(now)))
+    }
+
+    /// Counts an answer's output against OTPM; the headers to answer with.
+    fn produced(&self, output_tokens: u64) -> limits::Headers {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.any() {
+            return Vec::new();
+        }
+        let now = tokio::time::Instant::now();
+        buckets.produced(output_tokens, now);
+        buckets.headers(now)
     }
 
     fn record(&self, entry: Logged) {
@@ -260,22 +290,6 @@ impl State {
                 .pop_front()
         {
             return Some(fault);
-        }
-        if let Some(rpm) = self.config.rate_limit_rpm {
-            let now = Instant::now();
-            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-            while window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                window.pop_front();
-            }
-            if window.len() >= rpm as usize {
-                let oldest = *window.front().expect("the window is full, so not empty");
-                let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
-                return Some(Fault::RateLimited(wait));
-            }
-            window.push_back(now);
         }
         if self.config.fail_rate > 0.0 {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -450,6 +464,18 @@ async fn respond(
         let cache = state.cache.lock().unwrap_or_else(|e| e.into_inner());
         crate::tokens::input_usage_seen(&body, |hash| cache.contains(&hash))
     };
+    if let Err((wait, headers)) = state.admit(&usage) {
+        // An empty bucket answers at once, as the API does.
+        entry.fault = Some(Fault::RateLimited(wait));
+        let mut response = status_error(429);
+        let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
+        response.headers_mut().insert(
+            "retry-after",
+            seconds.parse().expect("digits are a valid header"),
+        );
+        add_headers(&mut response, headers);
+        return Ok(response);
+    }
     let fault = state.fault();
     entry.fault = fault;
     if !state.config.latency.is_zero() {
@@ -465,21 +491,23 @@ async fn respond(
         .to_owned();
     let seed = answer::request_seed(&body);
     let reply = answer::reply(&body, seed);
+    let limit_headers = state.produced(reply.output_tokens);
     if !entry.stream {
         make_readable(&state.cache, written);
-        return Ok(json_response(
-            200,
-            &answer::message(&model, seed, &reply, &usage),
-        ));
+        let mut response = json_response(200, &answer::message(&model, seed, &reply, &usage));
+        add_headers(&mut response, limit_headers);
+        return Ok(response);
     }
     let (events, first_delta) = answer::stream_events(&model, seed, &reply, &usage);
-    Ok(stream_response(
+    let mut response = stream_response(
         state.config.clone(),
         (Arc::clone(&state.cache), written),
         fault,
         events,
         first_delta,
-    ))
+    );
+    add_headers(&mut response, limit_headers);
+    Ok(response)
 }
 
 /// The answer a fault gives at once, if it is one that does: an error status, a 429 with
@@ -588,6 +616,17 @@ fn stream_response(
     let mut response = Response::new(StreamBody::new(frames).boxed());
     set_stream_headers(&mut response);
     response
+}
+
+fn add_headers(response: &mut Response<Body>, headers: limits::Headers) {
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
 }
 
 fn make_readable(cache: &Mutex<HashSet<u64>>, written: Vec<u64>) {

@@ -6,6 +6,7 @@ mod common;
 mod files;
 mod grade;
 mod input;
+mod limits;
 mod prices;
 mod report;
 mod resume;

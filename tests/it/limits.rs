@@ -1,0 +1,74 @@
+//! The mock's rate limits, as the API enforces them: token buckets for requests, input and
+//! output tokens, a 429 with `retry-after` when one is short, and the `anthropic-ratelimit-*`
+//! headers on every answer.
+
+use msgbatch::mock::MockConfig;
+use msgbatch::mock::limits::Limits;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_mock_refuses_input_past_its_itpm_bucket_with_retry_after_and_headers() {
+    let mock = mock(MockConfig {
+        limits: Limits {
+            itpm: Some(5_000),
+            otpm: Some(100_000),
+            rpm: Some(1_000),
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    // The TLS backend needs a provider even for plain HTTP, as the client itself installs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    // About 2,000 input tokens each: two fit in a full bucket of 5,000, the third does not.
+    let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 20,
+        "messages": [{"role": "user", "content": "w".repeat(8_000)}]});
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = http
+            .post(format!("{}/v1/messages", mock.base_url()))
+            .header("x-api-key", "k")
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        answers.push(response);
+    }
+    let header = |i: usize, name: &str| {
+        answers[i]
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        answers
+            .iter()
+            .map(|a| a.status().as_u16())
+            .collect::<Vec<_>>(),
+        [200, 200, 429]
+    );
+    assert_eq!(header(0, "anthropic-ratelimit-input-tokens-limit"), "5000");
+    assert_eq!(
+        header(0, "anthropic-ratelimit-input-tokens-remaining"),
+        "3000"
+    );
+    assert_eq!(
+        header(1, "anthropic-ratelimit-input-tokens-remaining"),
+        "1000"
+    );
+    assert_eq!(header(0, "anthropic-ratelimit-requests-limit"), "1000");
+    // About 1,000 tokens short at 83 a second: 12 seconds.
+    let wait: u64 = header(2, "retry-after").parse().unwrap();
+    assert!((11..=13).contains(&wait), "retry-after {wait}");
+    assert_eq!(
+        header(2, "anthropic-ratelimit-input-tokens-remaining"),
+        "1000"
+    );
+    assert!(header(2, "anthropic-ratelimit-tokens-reset").ends_with('Z'));
+}
