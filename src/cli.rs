@@ -235,9 +235,21 @@ pub struct SendArgs {
     #[arg(long)]
     pub no_warmup: bool,
 
-    /// Requests per minute, smoothed [default: no limit].
+    /// Requests per minute, smoothed [default: the gateway profile's, else no limit].
     #[arg(long)]
     pub rpm: Option<u32>,
+
+    /// Input tokens per minute (uncached input and cache writes, as the API counts ITPM);
+    /// each request is charged its local estimate and settled with its usage [default: the
+    /// gateway profile's, else no limit].
+    #[arg(long)]
+    pub itpm: Option<u32>,
+
+    /// Output tokens per minute (as produced), charged with the output the run has seen
+    /// from each model and settled with the usage [default: the gateway profile's, else no
+    /// limit].
+    #[arg(long)]
+    pub otpm: Option<u32>,
 
     /// Attempts per job before it counts as failed, the first included [default: 8].
     #[arg(long)]

@@ -13,9 +13,62 @@ use tokio::time::Instant;
 /// more likely a clock problem than a real limit.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 
+/// Input and output tokens a request is charged against the token limits: its estimate before
+/// it is sent, its real usage once answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charge {
+    /// Uncached input and cache writes (cache reads are free against ITPM).
+    pub input: u64,
+    pub output: u64,
+}
+
+/// A per-minute token limit as the API keeps it: a bucket of `limit` refilled continuously at
+/// a sixtieth of it per second. Its level may go below empty when a request used more than
+/// its estimate; requests then wait until it has refilled.
+#[derive(Debug)]
+struct TokenBucket {
+    limit: f64,
+    level: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: f64::from(limit),
+            level: f64::from(limit),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + self.limit / 60.0 * elapsed).min(self.limit);
+        self.at = now;
+    }
+
+    /// How long until the bucket holds `need` (at most a full bucket).
+    fn wait_for(&self, need: f64) -> Duration {
+        let short = need.min(self.limit) - self.level;
+        if short <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(short / (self.limit / 60.0))
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TokenBuckets {
+    input: Option<TokenBucket>,
+    output: Option<TokenBucket>,
+}
+
 #[derive(Debug)]
 pub struct Limiter {
     rpm: Option<DefaultDirectRateLimiter>,
+    /// ITPM and OTPM, charged with each request's estimate and settled with its usage.
+    tokens: Mutex<TokenBuckets>,
     /// Jitter added to each governor wait, so that queued workers do not wake together.
     jitter: Duration,
     /// No request starts before this instant.
@@ -24,8 +77,17 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rpm: Option<u32>) -> Self {
+        Self::with_tokens(rpm, None, None)
+    }
+
+    /// A limiter with input and output token limits per minute as well.
+    pub fn with_tokens(rpm: Option<u32>, itpm: Option<u32>, otpm: Option<u32>) -> Self {
         let rpm = rpm.and_then(NonZeroU32::new);
         Self {
+            tokens: Mutex::new(TokenBuckets {
+                input: itpm.filter(|n| *n > 0).map(TokenBucket::new),
+                output: otpm.filter(|n| *n > 0).map(TokenBucket::new),
+            }),
             rpm: rpm.map(|n| RateLimiter::direct(quota(n))),
             jitter: rpm.map_or(Duration::ZERO, |n| Duration::from_secs(60) / n.get() / 10),
             paused_until: Mutex::new(None),
@@ -44,6 +106,60 @@ impl Limiter {
         if let Some(rpm) = &self.rpm {
             rpm.until_ready_with_jitter(Jitter::up_to(self.jitter))
                 .await;
+        }
+    }
+
+    /// Whether token limits are set, so that requests need a [`Charge`].
+    pub fn limits_tokens(&self) -> bool {
+        let buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.input.is_some() || buckets.output.is_some()
+    }
+
+    /// Waits until the token buckets hold `charge` and takes it. Output is taken as forecast;
+    /// [`Limiter::settle`] corrects both once the answer says what was used.
+    pub async fn take_tokens(&self, charge: Charge) {
+        loop {
+            let wait = {
+                let mut buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+                let (input, output) = (charge.input as f64, charge.output as f64);
+                let mut wait = Duration::ZERO;
+                if let Some(b) = &mut buckets.input {
+                    b.refill(now);
+                    wait = wait.max(b.wait_for(input));
+                }
+                if let Some(b) = &mut buckets.output {
+                    b.refill(now);
+                    wait = wait.max(b.wait_for(output.max(1.0)));
+                }
+                if wait.is_zero() {
+                    if let Some(b) = &mut buckets.input {
+                        b.level -= input.min(b.limit);
+                    }
+                    if let Some(b) = &mut buckets.output {
+                        b.level -= output.min(b.limit);
+                    }
+                    return;
+                }
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Replaces what a request was charged with what it used (nothing, for a request that was
+    /// refused or failed before an answer).
+    pub fn settle(&self, charged: Charge, used: Charge) {
+        let mut buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+        let delta = |charged: u64, used: u64| charged as f64 - used as f64;
+        if let Some(b) = &mut buckets.input {
+            b.level = (b.level + delta(charged.input.min(b.limit as u64), used.input)).min(b.limit);
+        }
+        if let Some(b) = &mut buckets.output {
+            b.level =
+                (b.level + delta(charged.output.min(b.limit as u64), used.output)).min(b.limit);
         }
     }
 
@@ -105,5 +221,64 @@ mod tests {
         assert!(limiter.check().is_err());
         clock.advance(Duration::from_millis(100));
         assert!(limiter.check().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_buckets_wait_for_refill_and_settle_to_real_usage() {
+        let limiter = Limiter::with_tokens(None, Some(6_000), Some(600));
+        let start = Instant::now();
+        let big = Charge {
+            input: 6_000,
+            output: 100,
+        };
+        limiter.take_tokens(big).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full bucket takes it at once"
+        );
+        // The next 1,000 input tokens wait for 10 s of refill (100 a second).
+        limiter
+            .take_tokens(Charge {
+                input: 1_000,
+                output: 0,
+            })
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // The first request used only 2,000 of its 6,000: the rest comes back at once.
+        limiter.settle(
+            big,
+            Charge {
+                input: 2_000,
+                output: 100,
+            },
+        );
+        let before = Instant::now();
+        limiter
+            .take_tokens(Charge {
+                input: 4_000,
+                output: 0,
+            })
+            .await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        // Output used past its forecast puts the bucket below empty: the next waits.
+        limiter.settle(
+            Charge {
+                input: 0,
+                output: 0,
+            },
+            Charge {
+                input: 0,
+                output: 1_100,
+            },
+        );
+        let before = Instant::now();
+        limiter.take_tokens(Charge::default()).await;
+        // 500 below empty plus the one token it needs, at 10 a second.
+        assert!(
+            before.elapsed() >= Duration::from_secs(50),
+            "{:?}",
+            before.elapsed()
+        );
     }
 }

@@ -46,6 +46,13 @@ pub struct GatewayProfile {
     pub headers: BTreeMap<String, String>,
     /// Price file for this gateway's own rates, relative to the config file.
     pub prices: Option<PathBuf>,
+    /// The gateway's rate limits, used when the command line gives none.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub itpm: Option<u32>,
+    #[serde(default)]
+    pub otpm: Option<u32>,
 }
 
 impl ConfigFile {
@@ -84,6 +91,9 @@ pub struct Gateway {
     #[serde(default)]
     pub header_names: Vec<String>,
     pub prices: Option<PathBuf>,
+    /// The profile's rate limits.
+    #[serde(default)]
+    pub limits: RateLimits,
 }
 
 impl Gateway {
@@ -113,6 +123,7 @@ impl Gateway {
             headers: Vec::new(),
             header_names: Vec::new(),
             prices: None,
+            limits: RateLimits::default(),
         }
     }
 
@@ -248,7 +259,20 @@ pub fn resolve_gateway(
         header_names: headers.iter().map(|(n, _)| n.clone()).collect(),
         headers,
         prices,
+        limits: RateLimits {
+            rpm: profile.rpm,
+            itpm: profile.itpm,
+            otpm: profile.otpm,
+        },
     })
+}
+
+/// Per-minute rate limits: requests, input tokens, output tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub rpm: Option<u32>,
+    pub itpm: Option<u32>,
+    pub otpm: Option<u32>,
 }
 
 /// Mock gateway options for `run --mock`, stored so that `resume` uses the same mock.
@@ -286,6 +310,12 @@ impl MockSettings {
 pub struct SendSettings {
     pub concurrency: usize,
     pub rpm: Option<u32>,
+    /// Input tokens per minute (uncached input and cache writes).
+    #[serde(default)]
+    pub itpm: Option<u32>,
+    /// Output tokens per minute.
+    #[serde(default)]
+    pub otpm: Option<u32>,
     pub max_attempts: u32,
     #[serde(with = "duration_ms")]
     pub timeout: Duration,
@@ -327,6 +357,8 @@ impl SendSettings {
         Self {
             concurrency: DEFAULT_CONCURRENCY,
             rpm: None,
+            itpm: None,
+            otpm: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: DEFAULT_TIMEOUT,
             retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
@@ -343,6 +375,8 @@ impl SendSettings {
         let settings = Self {
             concurrency: args.concurrency.unwrap_or(self.concurrency),
             rpm: args.rpm.or(self.rpm),
+            itpm: args.itpm.or(self.itpm),
+            otpm: args.otpm.or(self.otpm),
             max_attempts: args.max_attempts.unwrap_or(self.max_attempts),
             timeout: args.timeout.unwrap_or(self.timeout),
             retry_base_delay: args.retry_base_delay.unwrap_or(self.retry_base_delay),
@@ -361,6 +395,9 @@ impl SendSettings {
         }
         if settings.max_attempts == 0 {
             bail!("--max-attempts must be at least 1");
+        }
+        if settings.itpm == Some(0) || settings.otpm == Some(0) {
+            bail!("--itpm and --otpm must be at least 1");
         }
         if settings.rpm == Some(0) {
             bail!("--rpm must be at least 1");

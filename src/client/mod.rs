@@ -434,18 +434,37 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Reads the `anthropic-ratelimit-*` headers: when a limit's remaining count is 0, nothing
 /// should be sent before its reset time. Gateways may send none of them.
 pub fn rate_limit_hint(headers: &HeaderMap) -> RateLimitHint {
+    rate_limit_hint_at(headers, SystemTime::now())
+}
+
+/// The API's limits are buckets refilled continuously, and `*-reset` is when one is full
+/// again: an empty bucket holds the next request only until it has refilled a little, not
+/// until the reset. An empty request bucket waits for one request's worth (its share of the
+/// time to the reset, by its limit); an empty token bucket for one second's refill (a
+/// sixtieth of the time to the reset).
+fn rate_limit_hint_at(headers: &HeaderMap, now: SystemTime) -> RateLimitHint {
     let mut until: Option<SystemTime> = None;
     for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
-        let remaining = header_text(headers, &format!("anthropic-ratelimit-{kind}-remaining"))
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if remaining != Some(0) {
+        let number = |field: &str| {
+            header_text(headers, &format!("anthropic-ratelimit-{kind}-{field}"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if number("remaining") != Some(0) {
             continue;
         }
         let reset = header_text(headers, &format!("anthropic-ratelimit-{kind}-reset"))
             .and_then(|v| humantime::parse_rfc3339_weak(v.trim()).ok());
-        if let Some(reset) = reset {
-            until = Some(until.map_or(reset, |u| u.max(reset)));
-        }
+        let Some(reset) = reset else { continue };
+        let to_reset = reset.duration_since(now).unwrap_or_default();
+        let wait = match (kind, number("limit")) {
+            ("requests", Some(limit)) if limit > 0 => {
+                to_reset / u32::try_from(limit).unwrap_or(u32::MAX)
+            }
+            ("requests", _) => to_reset,
+            _ => to_reset / 60,
+        };
+        let at = now + wait;
+        until = Some(until.map_or(at, |u| u.max(at)));
     }
     RateLimitHint {
         exhausted_until: until,
@@ -481,10 +500,35 @@ mod tests {
             "anthropic-ratelimit-tokens-reset",
             HeaderValue::from_static("2030-01-01T00:05:00Z"),
         );
-        let hint = rate_limit_hint(&headers);
+        let now = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let at = |text: &str| Some(humantime::parse_rfc3339(text).unwrap());
+        // No limit given: the whole way to the reset.
         assert_eq!(
-            hint.exhausted_until,
-            Some(humantime::parse_rfc3339("2030-01-01T00:00:30Z").unwrap())
+            rate_limit_hint_at(&headers, now).exhausted_until,
+            at("2030-01-01T00:00:30Z")
+        );
+        // 60 requests a minute, full in 30 s: one request's worth comes back in half a second.
+        headers.insert(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("60"),
+        );
+        assert_eq!(
+            rate_limit_hint_at(&headers, now).exhausted_until,
+            Some(now + Duration::from_millis(500))
+        );
+        // An empty token bucket full in 60 s: one second's refill.
+        headers.remove("anthropic-ratelimit-requests-remaining");
+        headers.insert(
+            "anthropic-ratelimit-input-tokens-remaining",
+            HeaderValue::from_static("0"),
+        );
+        headers.insert(
+            "anthropic-ratelimit-input-tokens-reset",
+            HeaderValue::from_static("2030-01-01T00:01:00Z"),
+        );
+        assert_eq!(
+            rate_limit_hint_at(&headers, now).exhausted_until,
+            Some(now + Duration::from_secs(1))
         );
         assert_eq!(rate_limit_hint(&HeaderMap::new()), RateLimitHint::default());
     }

@@ -41,6 +41,7 @@ pub async fn estimate(
         counters: Arc::default(),
         attempts: None,
         pace: None,
+        forecast: Default::default(),
     };
 
     let (chunks, mut receiver) = tokio::sync::mpsc::channel::<NewJobChunk>(4);
@@ -143,6 +144,7 @@ async fn count(sender: &RequestSender, body: &Map<String, Value>) -> Result<u64,
         job: None,
         attempts_before: 0,
         call: Call::CountTokens { body },
+        metered: None,
     };
     match sender.send(&request).await.result {
         Ok(Reply::Tokens(n)) => Ok(n),

@@ -42,7 +42,10 @@ pub fn plan(
     };
     let key = gateway.api_key()?;
     prices_for(&gateway)?;
-    let send = SendSettings::from_args(sending)?;
+    let mut send = SendSettings::from_args(sending)?;
+    send.rpm = send.rpm.or(gateway.limits.rpm);
+    send.itpm = send.itpm.or(gateway.limits.itpm);
+    send.otpm = send.otpm.or(gateway.limits.otpm);
     let prompt_template = jobs
         .prompt_template
         .as_deref()

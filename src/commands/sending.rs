@@ -24,7 +24,7 @@ fn runner(
     Ok(Runner {
         store: store.clone(),
         client,
-        limiter: Limiter::new(settings.send.rpm),
+        limiter: Limiter::with_tokens(settings.send.rpm, settings.send.itpm, settings.send.otpm),
         policy: settings.send.retry_policy(),
         prices: prices_for(&settings.gateway)?,
         concurrency: settings.send.concurrency,

@@ -107,6 +107,7 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
             stream: false,
             first_token: None,
         },
+        metered: None,
     };
     let sent = sender.send(&request).await;
     let (attempts, elapsed) = (sent.attempts, sent.elapsed);

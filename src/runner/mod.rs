@@ -135,6 +135,7 @@ impl Pipeline {
             counters: Arc::clone(&progress.counters),
             attempts: Some(events),
             pace: parts.concurrency.map(|most| Arc::new(Pace::new(most))),
+            forecast: sender::OutputForecast::default(),
         });
         Ok(Self {
             sender,
@@ -421,6 +422,12 @@ async fn dispatch(
         while let Some(done) = workers.try_join_next() {
             done.context("a worker panicked")?;
         }
+        // The token limits are charged with what the job is expected to use: its input less
+        // the prefixes it will read from the cache, and the output the run has seen.
+        let metered = sender.limiter.limits_tokens().then(|| {
+            let warm_prefixes = matches!(decision, Decision::Go) && warm;
+            meter(&sender.forecast, &candidate, warm_prefixes)
+        });
         let sender = Arc::clone(sender);
         let prices = Arc::clone(prices);
         let signal = signal.clone();
@@ -448,6 +455,7 @@ async fn dispatch(
                         reserved,
                         cache,
                         Some(first_token),
+                        metered,
                     )
                     .await;
                     // An answer that came without a content token still wrote its prefix.
@@ -460,7 +468,16 @@ async fn dispatch(
                     }
                 }
                 None => {
-                    worker::run_job(&sender, &prices, candidate.job, reserved, cache, None).await;
+                    worker::run_job(
+                        &sender,
+                        &prices,
+                        candidate.job,
+                        reserved,
+                        cache,
+                        None,
+                        metered,
+                    )
+                    .await;
                 }
             }
             drop(permit);
@@ -470,6 +487,26 @@ async fn dispatch(
         done.context("a worker panicked")?;
     }
     Ok(budget_stop)
+}
+
+/// A job's expected charge against the token limits: its input as the local token model counts
+/// it, less the prefixes it will read when they are `warm`, and its model's output forecast.
+fn meter(forecast: &sender::OutputForecast, candidate: &Candidate, warm: bool) -> sender::Metered {
+    let body: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&candidate.job.request).unwrap_or_default();
+    let max_tokens = body
+        .get("max_tokens")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let cached = |hash: u64| warm && candidate.prefixes.iter().any(|p| p.hash == hash);
+    let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
+    sender::Metered {
+        model: candidate.job.model.clone(),
+        charge: crate::limiter::Charge {
+            input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
+            output: forecast.expect(&candidate.job.model, max_tokens),
+        },
+    }
 }
 
 fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, message: WarmSignal) {

@@ -8,6 +8,7 @@
 //! the server's `retry-after`, and a backoff ends early when the run stops. A 429 or 529 holds
 //! back every request, not only the one refused.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,7 +24,7 @@ use super::Shutdown;
 use super::pace::Pace;
 use super::writer::Event;
 use crate::client::{Answer, AttemptError, Client, RetryPolicy};
-use crate::limiter::Limiter;
+use crate::limiter::{Charge, Limiter};
 use crate::pricing::format_usd;
 use crate::progress::Counters;
 use crate::store::{AttemptRecord, now_ms};
@@ -88,6 +89,40 @@ pub struct Request {
     /// Attempts of this kind the job made in earlier sessions, so numbering carries on.
     pub attempts_before: i64,
     pub call: Call,
+    /// What each attempt is charged against the token limits, when they are set.
+    pub metered: Option<Metered>,
+}
+
+/// A request's charge against ITPM and OTPM: its estimate before each attempt, settled with
+/// its usage after; `model` learns the run's output forecast from the answers.
+#[derive(Debug, Clone)]
+pub struct Metered {
+    pub model: String,
+    pub charge: Charge,
+}
+
+/// The output a model's next answer is expected to produce: the mean of what this run's
+/// answers from it produced, before any a quarter of `max_tokens`.
+#[derive(Debug, Default)]
+pub struct OutputForecast {
+    means: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl OutputForecast {
+    pub fn expect(&self, model: &str, max_tokens: u64) -> u64 {
+        let means = self.means.lock().unwrap_or_else(|e| e.into_inner());
+        match means.get(model) {
+            Some((total, n)) if *n > 0 => (total / n).min(max_tokens),
+            _ => max_tokens.div_ceil(4),
+        }
+    }
+
+    fn learn(&self, model: &str, output: u64) {
+        let mut means = self.means.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, n) = means.entry(model.to_owned()).or_default();
+        *total += output;
+        *n += 1;
+    }
 }
 
 /// Why a request has no answer.
@@ -132,6 +167,8 @@ pub struct RequestSender {
     /// The run's adaptive concurrency, told of clean answers and of overloads; `None` where
     /// the caller bounds concurrency itself.
     pub pace: Option<Arc<Pace>>,
+    /// What answers produce, for the output forecast of token-limited requests.
+    pub forecast: OutputForecast,
 }
 
 /// Why an attempt was not made or did not succeed, inside the retry loop.
@@ -247,6 +284,9 @@ impl RequestSender {
     /// One attempt: wait for the limiter, call, and report the attempt to the writer.
     async fn attempt(&self, request: &Request, number: i64) -> Result<Reply, AttemptError> {
         let queued = Instant::now();
+        if let Some(metered) = &request.metered {
+            self.limiter.take_tokens(metered.charge).await;
+        }
         self.limiter.until_ready().await;
         let queue_wait = queued.elapsed();
         let started_at_ms = now_ms();
@@ -281,6 +321,22 @@ impl RequestSender {
         let latency = sent.elapsed();
         if let Some(until) = hint.exhausted_until {
             self.limiter.pause_until(until);
+        }
+        if let Some(metered) = &request.metered {
+            // What the answer used replaces the estimate; a refused or failed attempt used
+            // nothing.
+            let used = match &result {
+                Ok(Reply::Message(answer)) => {
+                    let usage = answer.summary.usage();
+                    self.forecast.learn(&metered.model, usage.output_tokens);
+                    Charge {
+                        input: usage.input_tokens + usage.cache_creation_input_tokens,
+                        output: usage.output_tokens,
+                    }
+                }
+                _ => Charge::default(),
+            };
+            self.limiter.settle(metered.charge, used);
         }
         if let (Some(sink), Some(job)) = (&self.attempts, request.job) {
             let mut record = AttemptRecord {

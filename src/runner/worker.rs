@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::halt::is_run_level;
-use super::sender::{Call, FirstToken, Kind, Request, RequestSender, SendError, millis};
+use super::sender::{Call, FirstToken, Kind, Metered, Request, RequestSender, SendError, millis};
 use super::writer::{Event, Outcome};
 use crate::client::Answer;
 use crate::pricing::PriceTable;
@@ -40,6 +40,7 @@ pub async fn run_job(
     reserved_pico_usd: u64,
     cache: CacheUse,
     first_token: Option<FirstToken>,
+    metered: Option<Metered>,
 ) -> bool {
     let mut stream = wants_stream(&job.request);
     let mut body = job.request;
@@ -61,6 +62,7 @@ pub async fn run_job(
             stream,
             first_token,
         },
+        metered,
     };
     let sent = sender.send(&request).await;
     let attempts = job.attempts + i64::from(sent.attempts);

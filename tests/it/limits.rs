@@ -72,3 +72,74 @@ async fn the_mock_refuses_input_past_its_itpm_bucket_with_retry_after_and_header
     );
     assert!(header(2, "anthropic-ratelimit-tokens-reset").ends_with('Z'));
 }
+
+/// `count` jobs of about 630 input tokens each.
+fn sized_jobs(ws: &Workspace, count: usize) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            json!({"custom_id": format!("t-{i}"), "params": {"model": "claude-sonnet-4-6",
+                "max_tokens": 40,
+                "messages": [{"role": "user", "content": format!("{i:04} {}", "w".repeat(2_510))}]}})
+            .to_string()
+        })
+        .collect();
+    ws.write("sized.jsonl", &(lines.join("\n") + "\n"))
+}
+
+async fn refused(ws: &Workspace) -> i64 {
+    count(
+        &ws.pool().await,
+        "SELECT COUNT(*) FROM attempts WHERE http_status = 429",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_run_paced_by_itpm_stays_under_the_gateways_limit() {
+    // 200 jobs of about 630 tokens against 120,000 ITPM: the bucket holds all but about
+    // 6,000 of them, which come back at 2,000 a second.
+    let limits = Limits {
+        itpm: Some(120_000),
+        ..Limits::default()
+    };
+    let ws = Workspace::new();
+    let file = sized_jobs(&ws, 200);
+    let paced = mock(MockConfig {
+        limits,
+        ..MockConfig::default()
+    })
+    .await;
+    let output = ws
+        .run_on(
+            &paced,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "16",
+                "--itpm",
+                "120000",
+            ],
+        )
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let with_limit = refused(&ws).await;
+    assert!(with_limit <= 1, "{with_limit} of 200 requests were refused");
+
+    // Without --itpm the run learns the limit by hitting it.
+    let ws = Workspace::new();
+    let file = sized_jobs(&ws, 200);
+    let unpaced = mock(MockConfig {
+        limits,
+        ..MockConfig::default()
+    })
+    .await;
+    let output = ws
+        .run_on(
+            &unpaced,
+            &["run", file.to_str().unwrap(), "--concurrency", "16"],
+        )
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert!(refused(&ws).await > with_limit);
+}
