@@ -2,11 +2,14 @@
 //! worker honours when the gateway says to back off. One worker's 429 slows them all, so the
 //! gateway sees the whole run back off, not just the request that was refused.
 
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+
+use crate::client::{LimitKind, Observed};
 use tokio::time::Instant;
 
 /// Longest pause a gateway's hint may impose at once; a reset time further out than this is
@@ -58,17 +61,32 @@ impl TokenBucket {
     }
 }
 
+/// The buckets of one pool: the limits given on the command line or in the profile, and the
+/// ones learnt from the gateway's `anthropic-ratelimit-*` headers.
 #[derive(Debug, Default)]
 struct TokenBuckets {
+    /// Learnt only: a given `--rpm` is kept by governor for the whole run.
+    requests: Option<TokenBucket>,
     input: Option<TokenBucket>,
     output: Option<TokenBucket>,
+}
+
+impl TokenBuckets {
+    fn any(&self) -> bool {
+        self.requests.is_some() || self.input.is_some() || self.output.is_some()
+    }
 }
 
 #[derive(Debug)]
 pub struct Limiter {
     rpm: Option<DefaultDirectRateLimiter>,
-    /// ITPM and OTPM, charged with each request's estimate and settled with its usage.
-    tokens: Mutex<TokenBuckets>,
+    /// `--itpm` and `--otpm`: every pool starts with them.
+    itpm: Option<u32>,
+    otpm: Option<u32>,
+    /// Models that share their limits: model → pool (by default each model is its own).
+    pools: BTreeMap<String, String>,
+    /// Buckets per pool, charged with each request's estimate and settled with its usage.
+    tokens: Mutex<HashMap<String, TokenBuckets>>,
     /// Jitter added to each governor wait, so that queued workers do not wake together.
     jitter: Duration,
     /// No request starts before this instant.
@@ -77,17 +95,22 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rpm: Option<u32>) -> Self {
-        Self::with_tokens(rpm, None, None)
+        Self::with_tokens(rpm, None, None, BTreeMap::new())
     }
 
-    /// A limiter with input and output token limits per minute as well.
-    pub fn with_tokens(rpm: Option<u32>, itpm: Option<u32>, otpm: Option<u32>) -> Self {
+    /// A limiter with input and output token limits per minute for each pool of models.
+    pub fn with_tokens(
+        rpm: Option<u32>,
+        itpm: Option<u32>,
+        otpm: Option<u32>,
+        pools: BTreeMap<String, String>,
+    ) -> Self {
         let rpm = rpm.and_then(NonZeroU32::new);
         Self {
-            tokens: Mutex::new(TokenBuckets {
-                input: itpm.filter(|n| *n > 0).map(TokenBucket::new),
-                output: otpm.filter(|n| *n > 0).map(TokenBucket::new),
-            }),
+            itpm: itpm.filter(|n| *n > 0),
+            otpm: otpm.filter(|n| *n > 0),
+            pools,
+            tokens: Mutex::new(HashMap::new()),
             rpm: rpm.map(|n| RateLimiter::direct(quota(n))),
             jitter: rpm.map_or(Duration::ZERO, |n| Duration::from_secs(60) / n.get() / 10),
             paused_until: Mutex::new(None),
@@ -109,36 +132,64 @@ impl Limiter {
         }
     }
 
-    /// Whether token limits are set, so that requests need a [`Charge`].
-    pub fn limits_tokens(&self) -> bool {
-        let buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        buckets.input.is_some() || buckets.output.is_some()
+    /// The pool whose limits a model's requests count against.
+    pub fn pool<'a>(&'a self, model: &'a str) -> &'a str {
+        self.pools.get(model).map_or(model, String::as_str)
     }
 
-    /// Waits until the token buckets hold `charge` and takes it. Output is taken as forecast;
-    /// [`Limiter::settle`] corrects both once the answer says what was used.
-    pub async fn take_tokens(&self, charge: Charge) {
+    fn buckets<'m>(
+        &self,
+        map: &'m mut HashMap<String, TokenBuckets>,
+        pool: &str,
+    ) -> &'m mut TokenBuckets {
+        map.entry(pool.to_owned()).or_insert_with(|| TokenBuckets {
+            requests: None,
+            input: self.itpm.map(TokenBucket::new),
+            output: self.otpm.map(TokenBucket::new),
+        })
+    }
+
+    /// Whether a pool has token limits (given, or learnt from the gateway), so that its
+    /// requests need a [`Charge`].
+    pub fn limits_tokens(&self, pool: &str) -> bool {
+        if self.itpm.is_some() || self.otpm.is_some() {
+            return true;
+        }
+        let map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(pool).is_some_and(TokenBuckets::any)
+    }
+
+    /// Waits until the pool's buckets hold `charge` (and a request, where the gateway's
+    /// request limit was learnt) and takes it. Output is taken as forecast; [`Limiter::settle`]
+    /// corrects both once the answer says what was used.
+    pub async fn take_tokens(&self, pool: &str, charge: Charge) {
         loop {
             let wait = {
-                let mut buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                let buckets = self.buckets(&mut map, pool);
                 let now = Instant::now();
                 #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
                 let (input, output) = (charge.input as f64, charge.output as f64);
                 let mut wait = Duration::ZERO;
-                if let Some(b) = &mut buckets.input {
-                    b.refill(now);
-                    wait = wait.max(b.wait_for(input));
-                }
-                if let Some(b) = &mut buckets.output {
-                    b.refill(now);
-                    wait = wait.max(b.wait_for(output.max(1.0)));
+                for (bucket, need) in [
+                    (&mut buckets.requests, 1.0),
+                    (&mut buckets.input, input),
+                    (&mut buckets.output, output.max(1.0)),
+                ] {
+                    if let Some(b) = bucket {
+                        b.refill(now);
+                        wait = wait.max(b.wait_for(need));
+                    }
                 }
                 if wait.is_zero() {
-                    if let Some(b) = &mut buckets.input {
-                        b.level -= input.min(b.limit);
-                    }
-                    if let Some(b) = &mut buckets.output {
-                        b.level -= output.min(b.limit);
+                    for (bucket, take) in [
+                        (&mut buckets.requests, 1.0),
+                        (&mut buckets.input, input),
+                        (&mut buckets.output, output),
+                    ] {
+                        if let Some(b) = bucket {
+                            b.level -= take.min(b.limit);
+                        }
                     }
                     return;
                 }
@@ -150,16 +201,59 @@ impl Limiter {
 
     /// Replaces what a request was charged with what it used (nothing, for a request that was
     /// refused or failed before an answer).
-    pub fn settle(&self, charged: Charge, used: Charge) {
-        let mut buckets = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn settle(&self, pool: &str, charged: Charge, used: Charge) {
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = self.buckets(&mut map, pool);
         #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
-        let delta = |charged: u64, used: u64| charged as f64 - used as f64;
+        let adjust = |b: &mut TokenBucket, charged: u64, used: u64| {
+            let charged = (charged as f64).min(b.limit);
+            b.level = (b.level + charged - used as f64).min(b.limit);
+        };
         if let Some(b) = &mut buckets.input {
-            b.level = (b.level + delta(charged.input.min(b.limit as u64), used.input)).min(b.limit);
+            adjust(b, charged.input, used.input);
         }
         if let Some(b) = &mut buckets.output {
-            b.level =
-                (b.level + delta(charged.output.min(b.limit as u64), used.output)).min(b.limit);
+            adjust(b, charged.output, used.output);
+        }
+    }
+
+    /// Learns a pool's limits from the gateway's headers where none were given: a bucket of
+    /// the limit it names, never fuller than what it says remains (the API rounds token counts
+    /// to the thousand, so a bucket is lowered only when it is a thousand too full).
+    pub fn learn(&self, pool: &str, observed: &[Observed]) {
+        if observed.is_empty() {
+            return;
+        }
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let given = (self.rpm.is_some(), self.itpm.is_some(), self.otpm.is_some());
+        let buckets = self.buckets(&mut map, pool);
+        let now = Instant::now();
+        for seen in observed {
+            let (bucket, given, slack) = match seen.kind {
+                LimitKind::Requests => (&mut buckets.requests, given.0, 0.0),
+                LimitKind::InputTokens => (&mut buckets.input, given.1, 1000.0),
+                LimitKind::OutputTokens => (&mut buckets.output, given.2, 1000.0),
+            };
+            let Ok(limit) = u32::try_from(seen.limit) else {
+                continue;
+            };
+            if given || limit == 0 {
+                continue;
+            }
+            #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+            let remaining = seen.remaining as f64;
+            let bucket = bucket.get_or_insert_with(|| {
+                // Requests sent before this answer came back are in flight uncharged: start
+                // a twentieth lower than the gateway says, and let the refill make it up.
+                let mut fresh = TokenBucket::new(limit);
+                fresh.level = remaining * 0.95;
+                fresh
+            });
+            bucket.refill(now);
+            bucket.limit = f64::from(limit);
+            if bucket.level > remaining + slack {
+                bucket.level = remaining;
+            }
         }
     }
 
@@ -225,13 +319,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn token_buckets_wait_for_refill_and_settle_to_real_usage() {
-        let limiter = Limiter::with_tokens(None, Some(6_000), Some(600));
+        let limiter = Limiter::with_tokens(None, Some(6_000), Some(600), BTreeMap::new());
         let start = Instant::now();
         let big = Charge {
             input: 6_000,
             output: 100,
         };
-        limiter.take_tokens(big).await;
+        limiter.take_tokens("m", big).await;
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
@@ -239,14 +333,18 @@ mod tests {
         );
         // The next 1,000 input tokens wait for 10 s of refill (100 a second).
         limiter
-            .take_tokens(Charge {
-                input: 1_000,
-                output: 0,
-            })
+            .take_tokens(
+                "m",
+                Charge {
+                    input: 1_000,
+                    output: 0,
+                },
+            )
             .await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         // The first request used only 2,000 of its 6,000: the rest comes back at once.
         limiter.settle(
+            "m",
             big,
             Charge {
                 input: 2_000,
@@ -255,14 +353,18 @@ mod tests {
         );
         let before = Instant::now();
         limiter
-            .take_tokens(Charge {
-                input: 4_000,
-                output: 0,
-            })
+            .take_tokens(
+                "m",
+                Charge {
+                    input: 4_000,
+                    output: 0,
+                },
+            )
             .await;
         assert_eq!(before.elapsed(), Duration::ZERO);
         // Output used past its forecast puts the bucket below empty: the next waits.
         limiter.settle(
+            "m",
             Charge {
                 input: 0,
                 output: 0,
@@ -273,12 +375,55 @@ mod tests {
             },
         );
         let before = Instant::now();
-        limiter.take_tokens(Charge::default()).await;
+        limiter.take_tokens("m", Charge::default()).await;
         // 500 below empty plus the one token it needs, at 10 a second.
         assert!(
             before.elapsed() >= Duration::from_secs(50),
             "{:?}",
             before.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_are_learnt_per_pool_from_headers_and_pools_share_them() {
+        let pools = BTreeMap::from([
+            ("claude-opus-4-7".to_owned(), "opus".to_owned()),
+            ("claude-opus-4-6".to_owned(), "opus".to_owned()),
+        ]);
+        let limiter = Limiter::with_tokens(None, None, None, pools);
+        assert_eq!(limiter.pool("claude-opus-4-6"), "opus");
+        assert_eq!(limiter.pool("claude-haiku-4-5"), "claude-haiku-4-5");
+        assert!(!limiter.limits_tokens("opus"));
+        limiter.learn(
+            "opus",
+            &[Observed {
+                kind: LimitKind::InputTokens,
+                limit: 60_000,
+                remaining: 20_000,
+            }],
+        );
+        assert!(limiter.limits_tokens("opus"));
+        assert!(!limiter.limits_tokens("claude-haiku-4-5"), "another pool");
+        // Started a twentieth under what remains (19,000): 19,000 go at once, then 1,000
+        // tokens wait one second (1,000 a second come back).
+        let start = Instant::now();
+        let charge = |input| Charge { input, output: 0 };
+        limiter.take_tokens("opus", charge(19_000)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.take_tokens("opus", charge(1_000)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        // A later answer that says less remains lowers the bucket; one within the rounding of
+        // a thousand does not.
+        limiter.learn(
+            "opus",
+            &[Observed {
+                kind: LimitKind::InputTokens,
+                limit: 60_000,
+                remaining: 0,
+            }],
+        );
+        let before = Instant::now();
+        limiter.take_tokens("opus", charge(500)).await;
+        assert!(before.elapsed() <= Duration::from_millis(500));
     }
 }

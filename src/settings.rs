@@ -53,6 +53,10 @@ pub struct GatewayProfile {
     pub itpm: Option<u32>,
     #[serde(default)]
     pub otpm: Option<u32>,
+    /// Models that share one set of limits: model id → pool name (by default each model is a
+    /// pool of its own), as the gateway shares them.
+    #[serde(default)]
+    pub pools: BTreeMap<String, String>,
 }
 
 impl ConfigFile {
@@ -94,6 +98,9 @@ pub struct Gateway {
     /// The profile's rate limits.
     #[serde(default)]
     pub limits: RateLimits,
+    /// Models that share their limits: model → pool.
+    #[serde(default)]
+    pub pools: BTreeMap<String, String>,
 }
 
 impl Gateway {
@@ -124,6 +131,7 @@ impl Gateway {
             header_names: Vec::new(),
             prices: None,
             limits: RateLimits::default(),
+            pools: BTreeMap::new(),
         }
     }
 
@@ -264,6 +272,7 @@ pub fn resolve_gateway(
             itpm: profile.itpm,
             otpm: profile.otpm,
         },
+        pools: profile.pools,
     })
 }
 

@@ -101,10 +101,28 @@ pub struct Answer {
 }
 
 /// What the rate-limit headers of a response say about waiting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateLimitHint {
     /// A limit is exhausted until this time.
     pub exhausted_until: Option<SystemTime>,
+    /// Each limit the headers give, with what remains of it.
+    pub observed: Vec<Observed>,
+}
+
+/// Which per-minute limit a header speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    InputTokens,
+    OutputTokens,
+}
+
+/// One limit as the `anthropic-ratelimit-*` headers give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub kind: LimitKind,
+    pub limit: u64,
+    pub remaining: u64,
 }
 
 /// The outcome of one attempt, with what its headers said about rate limits.
@@ -444,11 +462,27 @@ pub fn rate_limit_hint(headers: &HeaderMap) -> RateLimitHint {
 /// sixtieth of the time to the reset).
 fn rate_limit_hint_at(headers: &HeaderMap, now: SystemTime) -> RateLimitHint {
     let mut until: Option<SystemTime> = None;
+    let mut observed = Vec::new();
     for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
         let number = |field: &str| {
             header_text(headers, &format!("anthropic-ratelimit-{kind}-{field}"))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
+        let limit_kind = match kind {
+            "requests" => Some(LimitKind::Requests),
+            "input-tokens" => Some(LimitKind::InputTokens),
+            "output-tokens" => Some(LimitKind::OutputTokens),
+            _ => None,
+        };
+        if let (Some(kind), Some(limit), Some(remaining)) =
+            (limit_kind, number("limit"), number("remaining"))
+        {
+            observed.push(Observed {
+                kind,
+                limit,
+                remaining,
+            });
+        }
         if number("remaining") != Some(0) {
             continue;
         }
@@ -468,6 +502,7 @@ fn rate_limit_hint_at(headers: &HeaderMap, now: SystemTime) -> RateLimitHint {
     }
     RateLimitHint {
         exhausted_until: until,
+        observed,
     }
 }
 

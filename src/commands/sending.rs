@@ -24,7 +24,12 @@ fn runner(
     Ok(Runner {
         store: store.clone(),
         client,
-        limiter: Limiter::with_tokens(settings.send.rpm, settings.send.itpm, settings.send.otpm),
+        limiter: Limiter::with_tokens(
+            settings.send.rpm,
+            settings.send.itpm,
+            settings.send.otpm,
+            settings.gateway.pools.clone(),
+        ),
         policy: settings.send.retry_policy(),
         prices: prices_for(&settings.gateway)?,
         concurrency: settings.send.concurrency,

@@ -424,10 +424,17 @@ async fn dispatch(
         }
         // The token limits are charged with what the job is expected to use: its input less
         // the prefixes it will read from the cache, and the output the run has seen.
-        let metered = sender.limiter.limits_tokens().then(|| {
+        let metered = {
+            let pool = sender.limiter.pool(&candidate.job.model);
             let warm_prefixes = matches!(decision, Decision::Go) && warm;
-            meter(&sender.forecast, &candidate, warm_prefixes)
-        });
+            Some(sender::Metered {
+                model: candidate.job.model.clone(),
+                charge: sender
+                    .limiter
+                    .limits_tokens(pool)
+                    .then(|| charge(&sender.forecast, &candidate, warm_prefixes)),
+            })
+        };
         let sender = Arc::clone(sender);
         let prices = Arc::clone(prices);
         let signal = signal.clone();
@@ -491,7 +498,11 @@ async fn dispatch(
 
 /// A job's expected charge against the token limits: its input as the local token model counts
 /// it, less the prefixes it will read when they are `warm`, and its model's output forecast.
-fn meter(forecast: &sender::OutputForecast, candidate: &Candidate, warm: bool) -> sender::Metered {
+fn charge(
+    forecast: &sender::OutputForecast,
+    candidate: &Candidate,
+    warm: bool,
+) -> crate::limiter::Charge {
     let body: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&candidate.job.request).unwrap_or_default();
     let max_tokens = body
@@ -500,12 +511,9 @@ fn meter(forecast: &sender::OutputForecast, candidate: &Candidate, warm: bool) -
         .unwrap_or(0);
     let cached = |hash: u64| warm && candidate.prefixes.iter().any(|p| p.hash == hash);
     let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
-    sender::Metered {
-        model: candidate.job.model.clone(),
-        charge: crate::limiter::Charge {
-            input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
-            output: forecast.expect(&candidate.job.model, max_tokens),
-        },
+    crate::limiter::Charge {
+        input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
+        output: forecast.expect(&candidate.job.model, max_tokens),
     }
 }
 

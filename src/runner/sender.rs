@@ -93,12 +93,13 @@ pub struct Request {
     pub metered: Option<Metered>,
 }
 
-/// A request's charge against ITPM and OTPM: its estimate before each attempt, settled with
-/// its usage after; `model` learns the run's output forecast from the answers.
+/// A request's charge against its pool's ITPM and OTPM: its estimate before each attempt,
+/// settled with its usage after (`None` while the pool has no token limits, given or learnt).
+/// The answers teach `model`'s output forecast and its pool's limits.
 #[derive(Debug, Clone)]
 pub struct Metered {
     pub model: String,
-    pub charge: Charge,
+    pub charge: Option<Charge>,
 }
 
 /// The output a model's next answer is expected to produce: the mean of what this run's
@@ -284,8 +285,14 @@ impl RequestSender {
     /// One attempt: wait for the limiter, call, and report the attempt to the writer.
     async fn attempt(&self, request: &Request, number: i64) -> Result<Reply, AttemptError> {
         let queued = Instant::now();
-        if let Some(metered) = &request.metered {
-            self.limiter.take_tokens(metered.charge).await;
+        if let Some(Metered {
+            model,
+            charge: Some(charge),
+        }) = &request.metered
+        {
+            self.limiter
+                .take_tokens(self.limiter.pool(model), *charge)
+                .await;
         }
         self.limiter.until_ready().await;
         let queue_wait = queued.elapsed();
@@ -323,6 +330,9 @@ impl RequestSender {
             self.limiter.pause_until(until);
         }
         if let Some(metered) = &request.metered {
+            let pool = self.limiter.pool(&metered.model);
+            // What the gateway says of its limits, where none were given.
+            self.limiter.learn(pool, &hint.observed);
             // What the answer used replaces the estimate; a refused or failed attempt used
             // nothing.
             let used = match &result {
@@ -336,7 +346,9 @@ impl RequestSender {
                 }
                 _ => Charge::default(),
             };
-            self.limiter.settle(metered.charge, used);
+            if let Some(charge) = metered.charge {
+                self.limiter.settle(pool, charge, used);
+            }
         }
         if let (Some(sink), Some(job)) = (&self.attempts, request.job) {
             let mut record = AttemptRecord {
