@@ -199,6 +199,29 @@ impl Limiter {
         }
     }
 
+    /// The limit closest to exhausted in a pool, and how much of it is in use: `ITPM 97%`
+    /// (the share of its bucket taken).
+    pub fn binding(&self, pool: &str) -> Option<String> {
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = map.get_mut(pool)?;
+        let now = Instant::now();
+        let mut tightest: Option<(&str, f64)> = None;
+        for (name, bucket) in [
+            ("RPM", &mut buckets.requests),
+            ("ITPM", &mut buckets.input),
+            ("OTPM", &mut buckets.output),
+        ] {
+            if let Some(b) = bucket {
+                b.refill(now);
+                let used = 1.0 - b.level.max(0.0) / b.limit;
+                if tightest.is_none_or(|(_, u)| used > u) {
+                    tightest = Some((name, used));
+                }
+            }
+        }
+        tightest.map(|(name, used)| format!("{name} {:.0}%", used * 100.0))
+    }
+
     /// Replaces what a request was charged with what it used (nothing, for a request that was
     /// refused or failed before an answer).
     pub fn settle(&self, pool: &str, charged: Charge, used: Charge) {

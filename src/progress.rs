@@ -27,6 +27,9 @@ pub struct Counters {
     /// Worst-case cost of the jobs in flight, held against a budget until their outcome is
     /// committed, in pico-USD.
     pub reserved_pico_usd: AtomicU64,
+    /// The rate limit that binds now and how much of it is in use (`ITPM 97%`), when the run
+    /// has token limits.
+    pub binding: std::sync::Mutex<String>,
 }
 
 impl Counters {
@@ -93,7 +96,7 @@ impl Progress {
         };
         let style = ProgressStyle::with_template(
             "{elapsed_precise} {bar:30} {pos}/{len} ok {ok} failed {failed} retrying {retrying} \
-             in flight {inflight} {rate} {spend} ETA {eta}",
+             in flight {inflight}{binding} {rate} {spend} ETA {eta}",
         )
         .expect("the template is valid")
         .with_key("ok", key(|c| Counters::get(&c.succeeded)))
@@ -101,6 +104,15 @@ impl Progress {
         .with_key("retrying", key(|c| Counters::get(&c.retrying)))
         .with_key("inflight", key(|c| Counters::get(&c.in_flight)))
         .with_key("spend", spend)
+        .with_key("binding", {
+            let counters = Arc::clone(&counters);
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let binding = counters.binding.lock().unwrap_or_else(|e| e.into_inner());
+                if !binding.is_empty() {
+                    let _ = write!(w, " {binding}");
+                }
+            }
+        })
         .with_key(
             "rate",
             |state: &ProgressState, w: &mut dyn std::fmt::Write| {

@@ -1,9 +1,10 @@
 //! How many requests a run keeps in flight: `--concurrency` is the most, not a constant. The
 //! run starts gently (the API has acceleration limits as well as rate limits) and doubles its
 //! pace each round of clean answers until the first sign of overload; after that it adds one
-//! request per round of clean answers. A 429 or 529 halves it, at most once per round, so one
-//! burst of refusals is one step down, not a collapse. An overloaded request is the gateway's
-//! state: slowing everyone a little replaces pausing everyone for each overloaded answer.
+//! request per round. A 429 (a rate limit is reached) halves it at once, at most once per
+//! round. A 529 overloads one request: a round in which more than a fifth of the answers (and
+//! more than two) were 529s halves the pace, while a 529 here and there changes nothing.
+//! An overloaded gateway slows the run a little instead of pausing it for each answer.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,8 @@ struct State {
     /// Answers to wait for before the next decrease: the rest of the round in flight when the
     /// last one happened.
     hold_decrease: usize,
+    /// 529s among the answers of the current round.
+    overloads: usize,
 }
 
 impl Pace {
@@ -45,6 +48,7 @@ impl Pace {
                 clean: 0,
                 slow_start: true,
                 hold_decrease: 0,
+                overloads: 0,
             }),
         }
     }
@@ -69,10 +73,16 @@ impl Pace {
         let mut state = self.lock();
         state.hold_decrease = state.hold_decrease.saturating_sub(1);
         state.clean += 1;
-        if state.clean < state.target || state.target >= self.max {
+        if state.clean + state.overloads < state.target {
             return;
         }
+        // A round has answered (it did not overload the gateway, or the pace would have been
+        // cut): the pace grows.
         state.clean = 0;
+        state.overloads = 0;
+        if state.target >= self.max {
+            return;
+        }
         let grown = if state.slow_start {
             (state.target * 2).min(self.max)
         } else {
@@ -82,9 +92,26 @@ impl Pace {
         state.target = grown;
     }
 
-    /// A 429 or 529: the pace halves, once for the round that was in flight.
+    /// A 529: counted against the round; a round with more than a fifth of them halves the
+    /// pace.
     pub fn overloaded(&self) {
         let mut state = self.lock();
+        state.overloads += 1;
+        state.hold_decrease = state.hold_decrease.saturating_sub(1);
+        // More than a fifth of the round, and more than two: at a low pace one 529 is chance.
+        if state.overloads > (state.target / 5).max(2) {
+            state.overloads = 0;
+            self.decrease(&mut state);
+        }
+    }
+
+    /// A 429: the pace halves, once for the round that was in flight.
+    pub fn rate_limited(&self) {
+        let mut state = self.lock();
+        self.decrease(&mut state);
+    }
+
+    fn decrease(&self, state: &mut State) {
         state.slow_start = false;
         state.clean = 0;
         if state.hold_decrease > 0 || state.target == 1 {
@@ -126,9 +153,9 @@ mod tests {
         }
         assert_eq!(pace.target(), 16);
         // A burst of refusals from one round is one step down.
-        pace.overloaded();
-        pace.overloaded();
-        pace.overloaded();
+        pace.rate_limited();
+        pace.rate_limited();
+        pace.rate_limited();
         assert_eq!(pace.target(), 8);
         // After the round in flight has answered, clean rounds add one each.
         for _ in 0..16 {
@@ -142,7 +169,7 @@ mod tests {
         assert_eq!(pace.target(), after + 1);
         // Never below one, never above the most.
         for _ in 0..20 {
-            pace.overloaded();
+            pace.rate_limited();
             for _ in 0..64 {
                 pace.answered();
             }
@@ -161,7 +188,7 @@ mod tests {
             pace.permits.try_acquire().is_err(),
             "four in flight at the start"
         );
-        pace.overloaded();
+        pace.rate_limited();
         drop(held);
         tokio::task::yield_now().await;
         // Halved to two: two may start, not a third.
@@ -169,5 +196,29 @@ mod tests {
         let b = pace.acquire().await.unwrap();
         assert!(pace.permits.try_acquire().is_err());
         drop((a, b));
+    }
+
+    #[tokio::test]
+    async fn a_529_here_and_there_holds_the_pace_and_a_storm_halves_it() {
+        let pace = Pace::new(64);
+        for _ in 0..(4 + 8 + 16) {
+            pace.answered();
+        }
+        assert_eq!(pace.target(), 32);
+        // One 529 in a round of 32: no cut, and the doubling goes on.
+        pace.overloaded();
+        for _ in 0..31 {
+            pace.answered();
+        }
+        assert_eq!(pace.target(), 64);
+        for _ in 0..64 {
+            pace.answered();
+        }
+        assert_eq!(pace.target(), 64, "never above the most");
+        // Thirteen in a round of 64 (more than a fifth): halved.
+        for _ in 0..13 {
+            pace.overloaded();
+        }
+        assert_eq!(pace.target(), 32);
     }
 }

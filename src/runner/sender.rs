@@ -245,13 +245,15 @@ impl RequestSender {
                     return;
                 };
                 // A rate limit or an overload is the gateway's state, not this request's: the
-                // run slows down. A 429 also holds every request back until its retry-after
-                // (the bucket is empty: any request now would be refused too); a 529 or a
-                // 5xx delays only its own retry.
-                if matches!(error.http_status(), Some(429 | 529))
-                    && let Some(pace) = &self.pace
-                {
-                    pace.overloaded();
+                // pace adapts (runner/pace.rs). A 429 also holds every request back until its
+                // retry-after (the bucket is empty: any request now would be refused too); a
+                // 529 or a 5xx delays only its own retry.
+                if let Some(pace) = &self.pace {
+                    match error.http_status() {
+                        Some(429) => pace.rate_limited(),
+                        Some(529) => pace.overloaded(),
+                        _ => {}
+                    }
                 }
                 if error.http_status() == Some(429) {
                     self.limiter.pause_for(error.retry_after().unwrap_or(delay));
@@ -290,9 +292,15 @@ impl RequestSender {
             charge: Some(charge),
         }) = &request.metered
         {
-            self.limiter
-                .take_tokens(self.limiter.pool(model), *charge)
-                .await;
+            let pool = self.limiter.pool(model);
+            self.limiter.take_tokens(pool, *charge).await;
+            if let Some(binding) = self.limiter.binding(pool) {
+                *self
+                    .counters
+                    .binding
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = binding;
+            }
         }
         self.limiter.until_ready().await;
         let queue_wait = queued.elapsed();
