@@ -28,30 +28,35 @@ pub struct Charge {
 /// A per-minute token limit as the API keeps it: a bucket of `limit` refilled continuously at
 /// a sixtieth of it per second. Its level may go below empty when a request used more than
 /// its estimate; requests then wait until it has refilled.
-#[derive(Debug)]
-struct TokenBucket {
-    limit: f64,
-    level: f64,
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    pub limit: f64,
+    pub level: f64,
     at: Instant,
 }
 
 impl TokenBucket {
-    fn new(limit: u32) -> Self {
+    /// A full bucket of `limit` a minute.
+    pub fn new(limit: u32) -> Self {
+        Self::new_at(limit, Instant::now())
+    }
+
+    pub fn new_at(limit: u32, now: Instant) -> Self {
         Self {
             limit: f64::from(limit),
             level: f64::from(limit),
-            at: Instant::now(),
+            at: now,
         }
     }
 
-    fn refill(&mut self, now: Instant) {
+    pub fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.level = (self.level + self.limit / 60.0 * elapsed).min(self.limit);
         self.at = now;
     }
 
     /// How long until the bucket holds `need` (at most a full bucket).
-    fn wait_for(&self, need: f64) -> Duration {
+    pub fn wait_for(&self, need: f64) -> Duration {
         let short = need.min(self.limit) - self.level;
         if short <= 0.0 {
             Duration::ZERO

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::limiter::TokenBucket;
+
 /// Header names and values for an answer.
 pub type Headers = Vec<(String, String)>;
 
@@ -20,38 +22,15 @@ pub struct Limits {
     pub otpm: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
-struct Bucket {
-    limit: f64,
-    level: f64,
-    at: Instant,
+/// The limiter's bucket, with what the headers say of it.
+type Bucket = TokenBucket;
+
+trait Reported {
+    fn remaining(&self) -> u64;
+    fn until_full(&self) -> Duration;
 }
 
-impl Bucket {
-    fn new(limit: u32, now: Instant) -> Self {
-        Self {
-            limit: f64::from(limit),
-            level: f64::from(limit),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.level = (self.level + self.limit / 60.0 * elapsed).min(self.limit);
-        self.at = now;
-    }
-
-    /// How long until the bucket holds `need` (at most its limit).
-    fn wait_for(&self, need: f64) -> Duration {
-        let short = need.min(self.limit) - self.level;
-        if short <= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(short / (self.limit / 60.0))
-        }
-    }
-
+impl Reported for Bucket {
     fn remaining(&self) -> u64 {
         #[expect(
             clippy::cast_possible_truncation,
@@ -78,9 +57,9 @@ pub struct Buckets {
 impl Buckets {
     pub fn new(limits: Limits, now: Instant) -> Self {
         Self {
-            requests: limits.rpm.map(|l| Bucket::new(l, now)),
-            input: limits.itpm.map(|l| Bucket::new(l, now)),
-            output: limits.otpm.map(|l| Bucket::new(l, now)),
+            requests: limits.rpm.map(|l| Bucket::new_at(l, now)),
+            input: limits.itpm.map(|l| Bucket::new_at(l, now)),
+            output: limits.otpm.map(|l| Bucket::new_at(l, now)),
         }
     }
 
