@@ -102,8 +102,10 @@ pub struct Metered {
     pub charge: Option<Charge>,
 }
 
-/// The output a model's next answer is expected to produce: the mean of what this run's
-/// answers from it produced, before any a quarter of `max_tokens`.
+/// The output a model's next answer is expected to produce: a quarter above the mean of what
+/// this run's answers from it produced (answers vary, and an answer longer than its charge
+/// can empty the bucket under requests already sent; the settlement returns the surplus),
+/// before any a quarter of `max_tokens`.
 #[derive(Debug, Default)]
 pub struct OutputForecast {
     means: Mutex<HashMap<String, (u64, u64)>>,
@@ -113,7 +115,7 @@ impl OutputForecast {
     pub fn expect(&self, model: &str, max_tokens: u64) -> u64 {
         let means = self.means.lock().unwrap_or_else(|e| e.into_inner());
         match means.get(model) {
-            Some((total, n)) if *n > 0 => (total / n).min(max_tokens),
+            Some((total, n)) if *n > 0 => (total / n + total / n / 4).min(max_tokens),
             _ => max_tokens.div_ceil(4),
         }
     }
