@@ -226,3 +226,36 @@ async fn the_spend_limit_stops_the_run_at_once_and_keeps_jobs_pending() {
         20
     );
 }
+
+#[tokio::test]
+async fn a_529_storm_is_retried_through_without_stopping_the_run() {
+    let ws = Workspace::new();
+    // After 10 answers, 40 overloaded answers in a row: the pace is cut (runner/pace.rs tests
+    // how), every job is retried until answered, and nothing halts the run.
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(20),
+        script_from: 10,
+        script: vec![Fault::Status(529); 40],
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 60);
+    let output = ws
+        .run_on(
+            &mock,
+            &["run", file.to_str().unwrap(), "--concurrency", "16"],
+        )
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("60 succeeded, 0 failed"), "{stdout}");
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE http_status = 529"
+        )
+        .await,
+        40
+    );
+}
