@@ -217,8 +217,10 @@ impl Runner {
         )
         .await;
         // Every job's outcome is committed before judging starts: judges read the answers.
-        let (written, parts) = pipeline.finish().await?;
+        // When dispatching failed, its error is the one to report, not what it left behind.
+        let finished = pipeline.finish().await;
         let budget_stop = dispatched?;
+        let (written, parts) = finished?;
         progress.finish();
         let judged = if written.halt.is_none() && budget_stop.is_none() && !stop.is_cancelled() {
             Some(judge_with(parts, &prices, run_id, concurrency).await?)
