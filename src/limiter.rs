@@ -82,9 +82,19 @@ impl TokenBuckets {
     }
 }
 
+/// A pool's per-minute limits as a run kept them: given, or learnt from the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PoolLimits {
+    pub rpm: Option<u64>,
+    pub itpm: Option<u64>,
+    pub otpm: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct Limiter {
     rpm: Option<DefaultDirectRateLimiter>,
+    /// `--rpm`, as given (governor keeps it for the whole run).
+    rpm_given: Option<u32>,
     /// `--itpm` and `--otpm`: every pool starts with them.
     itpm: Option<u32>,
     otpm: Option<u32>,
@@ -112,6 +122,7 @@ impl Limiter {
     ) -> Self {
         let rpm = rpm.and_then(NonZeroU32::new);
         Self {
+            rpm_given: rpm.map(NonZeroU32::get),
             itpm: itpm.filter(|n| *n > 0),
             otpm: otpm.filter(|n| *n > 0),
             pools,
@@ -135,6 +146,30 @@ impl Limiter {
             rpm.until_ready_with_jitter(Jitter::up_to(self.jitter))
                 .await;
         }
+    }
+
+    /// Every pool's limits as they stand: those given, and those learnt from the gateway.
+    pub fn limits_in_force(&self) -> BTreeMap<String, PoolLimits> {
+        let map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a limit from a u32"
+        )]
+        let limit = |b: &Option<TokenBucket>| b.as_ref().map(|b| b.limit as u64);
+        map.iter()
+            .map(|(pool, buckets)| {
+                (
+                    pool.clone(),
+                    PoolLimits {
+                        rpm: self.rpm_given.map(u64::from).or(limit(&buckets.requests)),
+                        itpm: limit(&buckets.input),
+                        otpm: limit(&buckets.output),
+                    },
+                )
+            })
+            .filter(|(_, l)| *l != PoolLimits::default())
+            .collect()
     }
 
     /// The pool whose limits a model's requests count against.

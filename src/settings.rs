@@ -340,6 +340,10 @@ pub struct SendSettings {
     /// Warm each shared cache prefix once before its group fans out.
     #[serde(default = "warmup_by_default")]
     pub warmup: bool,
+    /// The limits each pool of models was sent under, given or learnt from the gateway,
+    /// recorded when a session ends so that reports can show the share used.
+    #[serde(default)]
+    pub pool_limits: BTreeMap<String, crate::limiter::PoolLimits>,
 }
 
 fn warmup_by_default() -> bool {
@@ -375,6 +379,7 @@ impl SendSettings {
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_cost_pico_usd: None,
             warmup: true,
+            pool_limits: BTreeMap::new(),
         }
         .overridden(args)
     }
@@ -398,6 +403,7 @@ impl SendSettings {
                 None => self.max_cost_pico_usd,
             },
             warmup: self.warmup && !args.no_warmup,
+            pool_limits: self.pool_limits.clone(),
         };
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");

@@ -159,6 +159,14 @@ pub async fn send(
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
     let session = runner.execute(run.id).await?;
+    if !session.pool_limits.is_empty() {
+        // Kept with the run, so that a report can say how much of each limit was used.
+        let mut kept = settings.clone();
+        kept.send.pool_limits.extend(session.pool_limits.clone());
+        store
+            .set_run_settings(run.id, &serde_json::to_string(&kept)?)
+            .await?;
+    }
     if let Some(judged) = &session.judged {
         print_judged(judged);
     }

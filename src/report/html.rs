@@ -303,6 +303,13 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         ]));
     }
     out.push_str("</tbody></table>\n");
+    if !report.limits.is_empty() {
+        out.push_str("<p>Rate limits: how much of each limit the run used:</p>\n<ul>");
+        for pool in &report.limits {
+            let _ = writeln!(out, "<li>{}</li>", escape(&pool.describe()));
+        }
+        out.push_str("</ul>\n");
+    }
     let cache = report.cache_lines();
     if !cache.is_empty() {
         out.push_str(

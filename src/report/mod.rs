@@ -39,6 +39,8 @@ pub struct Report {
     /// Each run after the first against the first.
     pub differences: Vec<Difference>,
     pub warnings: Vec<String>,
+    /// Per run and pool of models with rate limits: how much of each was used.
+    pub limits: Vec<PoolUse>,
     /// Latency histogram per (run, group): bucket width and counts.
     #[serde(skip)]
     pub histogram: Histogram,
@@ -111,6 +113,110 @@ impl Cost {
         }
         cell
     }
+}
+
+/// How much of one rate limit a pool of models used over a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolUse {
+    pub run: String,
+    pub pool: String,
+    /// `RPM`, `ITPM` or `OTPM`.
+    pub limit: String,
+    pub per_minute: u64,
+    /// Requests, or tokens as the limit counts them, over the run.
+    pub used: i64,
+    pub minutes: f64,
+    /// The share of the limit used: what was sent beyond the first full bucket (which goes
+    /// at once), over what the limit refills in the run's time. Near 1 for a run the limit
+    /// bound; 0 for one that never emptied the bucket.
+    pub share: f64,
+    /// Job attempts of the pool, and those answered 429.
+    pub requests: i64,
+    pub refused: i64,
+}
+
+impl PoolUse {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} · {}: {} {}/min, {:.0}% of it used over {:.1} min (beyond the first full bucket); {} of {} requests answered 429",
+            self.run,
+            self.pool,
+            self.limit,
+            text::count(i64::try_from(self.per_minute).unwrap_or(i64::MAX)),
+            self.share * 100.0,
+            self.minutes,
+            self.refused,
+            self.requests
+        )
+    }
+}
+
+/// What each pool of a run used of the limits it was sent under (given or learnt, as the run
+/// recorded them in its settings).
+async fn pool_uses(store: &Store, run: &RunRow) -> anyhow::Result<Vec<PoolUse>> {
+    let Ok(settings) = serde_json::from_str::<crate::settings::RunSettings>(&run.settings) else {
+        return Ok(Vec::new());
+    };
+    if settings.send.pool_limits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pool_of = |model: &str| {
+        settings
+            .gateway
+            .pools
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| model.to_owned())
+    };
+    let mut pools: BTreeMap<String, crate::store::LimitUse> = BTreeMap::new();
+    for row in store.report_limit_use(run.id).await? {
+        let pool = pools
+            .entry(pool_of(&row.model))
+            .or_insert(crate::store::LimitUse {
+                first_ms: i64::MAX,
+                ..Default::default()
+            });
+        pool.input_tokens += row.input_tokens;
+        pool.output_tokens += row.output_tokens;
+        pool.requests += row.requests;
+        pool.refused += row.refused;
+        pool.first_ms = pool.first_ms.min(row.first_ms);
+        pool.last_ms = pool.last_ms.max(row.last_ms);
+    }
+    let mut uses = Vec::new();
+    for (pool, sums) in pools {
+        let Some(limits) = settings.send.pool_limits.get(&pool) else {
+            continue;
+        };
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a duration and rates for display"
+        )]
+        let minutes = (sums.last_ms - sums.first_ms).max(1) as f64 / 60_000.0;
+        for (name, per_minute, used) in [
+            ("RPM", limits.rpm, sums.requests),
+            ("ITPM", limits.itpm, sums.input_tokens),
+            ("OTPM", limits.otpm, sums.output_tokens),
+        ] {
+            let Some(per_minute) = per_minute.filter(|l| *l > 0) else {
+                continue;
+            };
+            #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+            let share = (used as f64 - per_minute as f64).max(0.0) / (per_minute as f64 * minutes);
+            uses.push(PoolUse {
+                run: run.name.clone(),
+                pool: pool.clone(),
+                limit: name.to_owned(),
+                per_minute,
+                used,
+                minutes,
+                share,
+                requests: sums.requests,
+                refused: sums.refused,
+            });
+        }
+    }
+    Ok(uses)
 }
 
 /// Results of one model billed at the tier for prompts over a number of input tokens.
@@ -491,6 +597,10 @@ impl Report {
                 ));
             }
         }
+        let mut limits = Vec::new();
+        for run in runs {
+            limits.extend(pool_uses(store, run).await?);
+        }
         let differences = differences(&totals);
         Ok(Self {
             generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -516,6 +626,7 @@ impl Report {
             totals,
             differences,
             warnings,
+            limits,
             histogram,
         })
     }

@@ -122,6 +122,12 @@ pub fn table(report: &Report) -> String {
             cost_cell(g)
         );
     }
+    if !report.limits.is_empty() {
+        let _ = writeln!(out, "\nRATE LIMITS (how much of each limit the run used)");
+        for pool in &report.limits {
+            let _ = writeln!(out, "{}", wrap(&pool.describe(), 100));
+        }
+    }
     let cache = report.cache_lines();
     if !cache.is_empty() {
         let _ = writeln!(out, "\nCACHE PREFIXES (answers that wrote a shared prefix)");
@@ -311,6 +317,15 @@ pub fn markdown(report: &Report) -> String {
             g.cache_hit_ratio
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         );
+    }
+    if !report.limits.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Rate limits\n\nHow much of each limit the run used:\n"
+        );
+        for pool in &report.limits {
+            let _ = writeln!(out, "- {}", pool.describe());
+        }
     }
     let cache = report.cache_lines();
     if !cache.is_empty() {

@@ -81,6 +81,8 @@ pub struct Session {
     pub elapsed: Duration,
     /// The judges, when every job was settled and they could be asked.
     pub judged: Option<Judged>,
+    /// Each pool's limits as the session kept them.
+    pub pool_limits: std::collections::BTreeMap<String, crate::limiter::PoolLimits>,
 }
 
 /// What a [`Pipeline`] is built from, and given back when it finishes.
@@ -222,6 +224,7 @@ impl Runner {
         let budget_stop = dispatched?;
         let (written, parts) = finished?;
         progress.finish();
+        let pool_limits = parts.limiter.limits_in_force();
         let judged = if written.halt.is_none() && budget_stop.is_none() && !stop.is_cancelled() {
             Some(judge_with(parts, &prices, run_id, concurrency).await?)
         } else {
@@ -237,6 +240,7 @@ impl Runner {
             finished: done_after.saturating_sub(done_before),
             elapsed: started.elapsed(),
             judged,
+            pool_limits,
         })
     }
 

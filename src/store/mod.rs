@@ -19,7 +19,8 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 pub use lock::{DbLock, LockError, is_held};
 pub use models::*;
 pub use report::{
-    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, Measure, ReportRow, ValueCount,
+    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, LimitUse, Measure, ReportRow,
+    ValueCount,
 };
 
 /// SQLite accepts at most 32,766 bound variables in one statement; rows are inserted in

@@ -96,6 +96,21 @@ pub struct GradingRow {
     pub judge_cost_pico_usd: i64,
 }
 
+/// What one model of a run sent against its rate limits.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct LimitUse {
+    pub model: String,
+    /// Uncached input and cache writes of the answers (as ITPM counts them).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Job attempts, and those answered 429.
+    pub requests: i64,
+    pub refused: i64,
+    /// From the first attempt's start to the last attempt's end (ms since the epoch).
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// How a (run, group, model)'s answers used the prompt cache.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CacheRow {
@@ -289,6 +304,45 @@ impl Store {
         restrict(&mut b, runs);
         b.push(" AND r.cache_prefix IS NOT NULL GROUP BY 1, 2, 3");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Per model of a run: tokens answered, attempts, 429s and the time they span.
+    pub async fn report_limit_use(&self, run_id: i64) -> Result<Vec<LimitUse>, StoreError> {
+        let tokens: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT j.model, COALESCE(SUM(r.input_tokens + r.cache_creation_input_tokens), 0),
+                    COALESCE(SUM(r.output_tokens), 0)
+             FROM jobs j JOIN results r ON r.job = j.id WHERE j.run_id = ?1 GROUP BY j.model",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let attempts: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT j.model, COUNT(*), COALESCE(SUM(a.http_status = 429), 0),
+                    MIN(a.started_at_ms), MAX(a.started_at_ms + a.latency_ms)
+             FROM attempts a JOIN jobs j ON j.id = a.job
+             WHERE j.run_id = ?1 AND a.kind = 'job' GROUP BY j.model",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(attempts
+            .into_iter()
+            .map(|(model, requests, refused, first_ms, last_ms)| {
+                let (input_tokens, output_tokens) = tokens
+                    .iter()
+                    .find(|(m, _, _)| *m == model)
+                    .map_or((0, 0), |(_, i, o)| (*i, *o));
+                LimitUse {
+                    model,
+                    input_tokens,
+                    output_tokens,
+                    requests,
+                    refused,
+                    first_ms,
+                    last_ms,
+                }
+            })
+            .collect())
     }
 
     /// Per (run, group, grader kind): grades given and passed.

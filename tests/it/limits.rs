@@ -125,6 +125,18 @@ async fn a_run_paced_by_itpm_given_or_learnt_from_headers_stays_under_the_limit(
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let with_limit = refused(&ws).await;
     assert!(with_limit <= 1, "{with_limit} of 200 requests were refused");
+    // The report says how much of the limit the run used: bound by it, nearly all of it.
+    let run: String = sqlx::query_scalar("SELECT name FROM runs")
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    let used = &ws.report_json(&run).await["limits"][0];
+    assert_eq!(used["pool"], "claude-sonnet-4-6");
+    assert_eq!(used["limit"], "ITPM");
+    assert_eq!(used["per_minute"], 120_000);
+    assert_eq!(used["refused"].as_i64(), Some(with_limit));
+    let share = used["share"].as_f64().unwrap();
+    assert!(share > 0.8 && share <= 1.05, "share {share}");
 
     // Without --itpm the run learns the limit from the gateway's headers after its first
     // answers, and paces itself as well.
@@ -144,4 +156,14 @@ async fn a_run_paced_by_itpm_given_or_learnt_from_headers_stays_under_the_limit(
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let learnt = refused(&ws).await;
     assert!(learnt <= 2, "{learnt} of 200 requests were refused");
+    // The limit it learnt is kept with the run, and the report measures against it.
+    let run: String = sqlx::query_scalar("SELECT name FROM runs")
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    let used = &ws.report_json(&run).await["limits"][0];
+    assert_eq!(
+        (used["limit"].as_str(), used["per_minute"].as_i64()),
+        (Some("ITPM"), Some(120_000))
+    );
 }
