@@ -74,6 +74,8 @@ struct TokenBuckets {
     requests: Option<TokenBucket>,
     input: Option<TokenBucket>,
     output: Option<TokenBucket>,
+    /// Requests on the wire that were sent uncharged, before the pool had limits.
+    uncharged: u64,
 }
 
 impl TokenBuckets {
@@ -186,6 +188,7 @@ impl Limiter {
             requests: None,
             input: self.itpm.map(TokenBucket::new),
             output: self.otpm.map(TokenBucket::new),
+            uncharged: 0,
         })
     }
 
@@ -280,10 +283,25 @@ impl Limiter {
         }
     }
 
+    /// A request of the pool goes out uncharged (the pool has no limits yet), or its answer
+    /// is in.
+    pub fn uncharged(&self, pool: &str, sent: bool) {
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = self.buckets(&mut map, pool);
+        if sent {
+            buckets.uncharged += 1;
+        } else {
+            buckets.uncharged = buckets.uncharged.saturating_sub(1);
+        }
+    }
+
     /// Learns a pool's limits from the gateway's headers where none were given: a bucket of
     /// the limit it names, never fuller than what it says remains (the API rounds token counts
-    /// to the thousand, so a bucket is lowered only when it is a thousand too full).
-    pub fn learn(&self, pool: &str, observed: &[Observed]) {
+    /// to the thousand, so a bucket is lowered only when it is a thousand too full). A new
+    /// bucket also leaves room for the requests still on the wire uncharged, each taken as half
+    /// as much again as `typical` (the answer that brought the headers), or a twentieth of what
+    /// remains when no answer came with them.
+    pub fn learn(&self, pool: &str, observed: &[Observed], typical: Option<Charge>) {
         if observed.is_empty() {
             return;
         }
@@ -291,6 +309,8 @@ impl Limiter {
         let given = (self.rpm.is_some(), self.itpm.is_some(), self.otpm.is_some());
         let buckets = self.buckets(&mut map, pool);
         let now = Instant::now();
+        #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        let in_flight = buckets.uncharged as f64;
         for seen in observed {
             let (bucket, given, slack) = match seen.kind {
                 LimitKind::Requests => (&mut buckets.requests, given.0, 0.0),
@@ -305,11 +325,20 @@ impl Limiter {
             }
             #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
             let remaining = seen.remaining as f64;
+            #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+            let each = typical.map(|t| match seen.kind {
+                LimitKind::Requests => 1.0,
+                LimitKind::InputTokens => t.input as f64,
+                LimitKind::OutputTokens => t.output as f64,
+            });
             let bucket = bucket.get_or_insert_with(|| {
-                // Requests sent before this answer came back are in flight uncharged: start
-                // a twentieth lower than the gateway says, and let the refill make it up.
                 let mut fresh = TokenBucket::new(limit);
-                fresh.level = remaining * 0.95;
+                // Requests differ: each one still on the wire is taken at half as much again as
+                // this one, and the gateway's rounding to the thousand is allowed for.
+                fresh.level = match each {
+                    Some(each) => remaining - in_flight * each * 1.5 - slack / 2.0,
+                    None => remaining * 0.95,
+                };
                 fresh
             });
             bucket.refill(now);
@@ -464,6 +493,7 @@ mod tests {
                 limit: 60_000,
                 remaining: 20_000,
             }],
+            None,
         );
         assert!(limiter.limits_tokens("opus"));
         assert!(!limiter.limits_tokens("claude-haiku-4-5"), "another pool");
@@ -484,6 +514,7 @@ mod tests {
                 limit: 60_000,
                 remaining: 0,
             }],
+            None,
         );
         let before = Instant::now();
         limiter.take_tokens("opus", charge(500)).await;

@@ -291,6 +291,13 @@ impl RequestSender {
         let queued = Instant::now();
         if let Some(Metered {
             model,
+            charge: None,
+        }) = &request.metered
+        {
+            self.limiter.uncharged(self.limiter.pool(model), true);
+        }
+        if let Some(Metered {
+            model,
             charge: Some(charge),
         }) = &request.metered
         {
@@ -341,21 +348,25 @@ impl RequestSender {
         }
         if let Some(metered) = &request.metered {
             let pool = self.limiter.pool(&metered.model);
-            // What the gateway says of its limits, where none were given.
-            self.limiter.learn(pool, &hint.observed);
+            if metered.charge.is_none() {
+                self.limiter.uncharged(pool, false);
+            }
             // What the answer used replaces the estimate; a refused or failed attempt used
             // nothing.
             let used = match &result {
                 Ok(Reply::Message(answer)) => {
                     let usage = answer.summary.usage();
                     self.forecast.learn(&metered.model, usage.output_tokens);
-                    Charge {
+                    Some(Charge {
                         input: usage.input_tokens + usage.cache_creation_input_tokens,
                         output: usage.output_tokens,
-                    }
+                    })
                 }
-                _ => Charge::default(),
+                _ => None,
             };
+            // What the gateway says of its limits, where none were given.
+            self.limiter.learn(pool, &hint.observed, used);
+            let used = used.unwrap_or_default();
             if let Some(charge) = metered.charge {
                 self.limiter.settle(pool, charge, used);
             }
