@@ -14,15 +14,7 @@ cd "$(dirname "$0")/.."
 
 jobs=${1:-3000}
 concurrency=${2:-64}
-cargo build --release --locked --quiet
-bin=$PWD/target/release/msgbatch
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/mock-harness.sh
 
 # Mixed prompt sizes: 100 to 900 tokens of input, up to 200 tokens of output.
 awk -v n="$jobs" 'BEGIN {
@@ -33,18 +25,6 @@ awk -v n="$jobs" 'BEGIN {
         printf "{\"custom_id\":\"l-%d\",\"params\":{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":200,\"messages\":[{\"role\":\"user\",\"content\":\"%d %s\"}]}}\n", i, i, text;
     }
 }' > "$work/jobs.jsonl"
-
-start_mock() {
-    "$bin" mock --addr 127.0.0.1:0 "$@" 2> "$work/mock.log" &
-    pids+=($!)
-    addr=""
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
-        [ -n "$addr" ] && break
-        sleep 0.05
-    done
-    [ -n "$addr" ] || { echo "the mock did not start"; exit 1; }
-}
 
 # run NAME MOCK_ARGS -- RUN_ARGS: prints seconds, and leaves the database as $work/NAME.db
 run() {

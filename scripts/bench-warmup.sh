@@ -12,15 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 concurrency=${1:-64}
-cargo build --release --locked --quiet
-bin=$PWD/target/release/msgbatch
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/mock-harness.sh
 
 # GROUPS groups of PER questions; each group's system prompt is cached.
 make_file() {
@@ -35,24 +27,10 @@ make_file() {
 make_file 4 75 > "$work/shared.jsonl"
 make_file 200 10 > "$work/groups.jsonl"
 
-# A fresh mock (and so a cold gateway cache) for each run.
-start_mock() {
-    "$bin" mock --addr 127.0.0.1:0 --latency-ms 250 --first-token-ms 50 --token-ms 1 \
-        2> "$work/mock.log" &
-    pids+=($!)
-    addr=""
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
-        [ -n "$addr" ] && break
-        sleep 0.05
-    done
-    [ -n "$addr" ] || { echo "the mock did not start"; exit 1; }
-}
-
 printf '%-8s %-12s %10s %9s %12s %9s\n' file mode prefixes writes/prefix cost seconds
 for file in shared groups; do
     for mode in warm cold; do
-        start_mock
+        start_mock --latency-ms 250 --first-token-ms 50 --token-ms 1
         flags=()
         [ "$mode" = cold ] && flags=(--no-warmup)
         db=$work/$file-$mode.db

@@ -1,0 +1,28 @@
+# Sourced by the benchmark scripts: builds the release binary, makes a scratch folder, and
+# starts `msgbatch mock` processes on free loopback ports, all cleaned up on exit.
+#
+#   start_mock [MOCK ARGS…]    sets $addr to the new mock's base URL
+#
+# Sets $bin (the binary), $work (the scratch folder) and $pids (the mocks started).
+
+cargo build --release --locked --quiet
+bin=$PWD/target/release/msgbatch
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_mock() {
+    "$bin" mock --addr 127.0.0.1:0 "$@" 2> "$work/mock.log" &
+    pids+=($!)
+    addr=""
+    for _ in $(seq 100); do
+        addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
+        [ -n "$addr" ] && break
+        sleep 0.05
+    done
+    [ -n "$addr" ] || { echo "the mock did not start"; cat "$work/mock.log"; exit 1; }
+}
