@@ -360,7 +360,8 @@ async fn dispatch(
             if held.is_empty() {
                 break;
             }
-            // Every job left waits for a warmer: wait for its news.
+            // Every job left waits for a warmer: wait for its news (a warmer tells it before
+            // its worker ends; a worker that panicked ends the run here).
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -369,6 +370,9 @@ async fn dispatch(
                         apply(&mut warmup, &mut warmers, message);
                     }
                     queue.extend(held.drain(..));
+                }
+                Some(done) = workers.join_next() => {
+                    done.context("a worker panicked")?;
                 }
             }
             continue;
