@@ -14,18 +14,14 @@ cd "$(dirname "$0")/.."
 
 jobs=${1:-50000}
 concurrency=${2:-64}
-cargo build --release --locked --quiet
-bin=$PWD/target/release/msgbatch
-
-work=$(mktemp -d)
-cleanup() {
-    [ -n "${mock_pid:-}" ] && kill "$mock_pid" 2>/dev/null || true
+. scripts/mock-harness.sh
+keep_then_cleanup() {
     if [ -n "${BENCH_KEEP:-}" ]; then
         mkdir -p "$BENCH_KEEP" && mv "$work/bench.db"* "$BENCH_KEEP"/ 2>/dev/null || true
     fi
-    rm -rf "$work"
+    cleanup
 }
-trap cleanup EXIT
+trap keep_then_cleanup EXIT
 
 # Varied small requests: three models, a system prompt on every fourth, tags on every record.
 awk -v n="$jobs" 'BEGIN {
@@ -46,14 +42,7 @@ case "${BENCH_COMPRESS:-}" in
 esac
 echo "job file: $jobs lines, $(du -h "$input" | cut -f1)"
 
-"$bin" mock --addr 127.0.0.1:0 2> "$work/mock.log" &
-mock_pid=$!
-for _ in $(seq 100); do
-    addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "the mock did not start"; cat "$work/mock.log"; exit 1; }
+start_mock
 
 stream=()
 [ "${BENCH_STREAM:-0}" = 1 ] && stream=(--stream)
