@@ -8,7 +8,8 @@
 # For each binding limit, with the limit given as a flag and learnt from headers alone: the
 # share of the limit used (the ideal time, (total - bucket) / (limit per second), over the
 # whole run's time), the share of requests answered 429, and the wall time. Then the same
-# file under 15% faults (500, 529, dropped connections) against none: the ratio of times.
+# file under 15% faults (500, 502, 503 and 529 with `retry-after: 1`, dropped connections,
+# answers cut halfway) against none: the ratio of times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,5 +77,5 @@ s=$(run rpm-flag --rate-limit-rpm $rpm -- --rpm $rpm); report rpm-flag rpm $rpm 
 s=$(run rpm-headers --rate-limit-rpm $rpm --); report rpm-headers rpm $rpm "$s"
 
 clean=$(run clean --latency-ms 100 --)
-faulty=$(run faulty --latency-ms 100 --fail-rate 0.15 --)
-echo "faults: 15% of requests fail (500, 529, dropped): $faulty s against $clean s, ratio $(python3 -c "print(round($faulty / $clean, 2))")"
+faulty=$(run faulty --latency-ms 100 --fail-rate 0.15 --fault-retry-after 1 --)
+echo "faults: 15% of requests fail (5xx and 529 with retry-after: 1, resets, cut answers): $faulty s against $clean s, ratio $(python3 -c "print(round($faulty / $clean, 2))")"

@@ -235,7 +235,9 @@ pub struct SendArgs {
     #[arg(long)]
     pub no_warmup: bool,
 
-    /// Requests per minute, smoothed [default: the gateway profile's, else no limit].
+    /// Requests per minute, per pool of models: a bucket of the limit, full at the start and
+    /// refilled continuously, as the API keeps it [default: the gateway profile's, else no
+    /// limit].
     #[arg(long)]
     pub rpm: Option<u32>,
 
@@ -435,9 +437,14 @@ pub struct MockServeArgs {
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Share of requests (0 to 1) that fail with 500, 529 or a dropped connection.
+    /// Share of requests (0 to 1) that fail: 500, 502, 503 or 529, a dropped connection, or
+    /// an answer cut halfway, in equal parts.
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
+
+    /// `retry-after` (whole seconds) on the error statuses of --fail-rate.
+    #[arg(long, value_name = "SECONDS")]
+    pub fault_retry_after: Option<u64>,
 
     /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
     /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).

@@ -1,13 +1,18 @@
-//! The shared pace of a run: a requests-per-minute limit (governor), and a pause that every
-//! worker honours when the gateway says to back off. One worker's 429 slows them all, so the
-//! gateway sees the whole run back off, not just the request that was refused.
+//! The shared pace of a run: per pool of models, the API's three per-minute limits (requests,
+//! input tokens, output tokens) as token buckets, given or learnt from the gateway's headers;
+//! and a pause that every worker honours when the gateway says to back off. One worker's 429
+//! slows them all, so the gateway sees the whole run back off, not just the request that was
+//! refused.
+//!
+//! The three buckets are one type, taken together: a request waits until its pool holds a
+//! request *and* its tokens, and takes all at once, so that waiting on one limit never spends
+//! another (a request permit taken while the input bucket refills would be wasted). Token
+//! charges are settled with real usage, and learnt buckets are lowered to what the gateway
+//! says remains; a rate limiter that cannot give back or be corrected cannot do either.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
-
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 
 use crate::client::{LimitKind, Observed};
 use tokio::time::Instant;
@@ -15,6 +20,12 @@ use tokio::time::Instant;
 /// Longest pause a gateway's hint may impose at once; a reset time further out than this is
 /// more likely a clock problem than a real limit.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+/// The share of each bucket kept back when taking from it: a tenth of a second of refill.
+/// The gateway's bucket starts draining when the first request reaches it, a connection set-up
+/// after ours did, so its bucket has refilled that much less than ours; without this room a
+/// run that keeps its buckets empty sees a 429 every few hundred requests.
+const HEADROOM: f64 = 0.1 / 60.0;
 
 /// Input and output tokens a request is charged against the token limits: its estimate before
 /// it is sent, its real usage once answered.
@@ -70,18 +81,11 @@ impl TokenBucket {
 /// ones learnt from the gateway's `anthropic-ratelimit-*` headers.
 #[derive(Debug, Default)]
 struct TokenBuckets {
-    /// Learnt only: a given `--rpm` is kept by governor for the whole run.
     requests: Option<TokenBucket>,
     input: Option<TokenBucket>,
     output: Option<TokenBucket>,
-    /// Requests on the wire that were sent uncharged, before the pool had limits.
+    /// Requests on the wire that were sent uncharged, before the pool had token limits.
     uncharged: u64,
-}
-
-impl TokenBuckets {
-    fn any(&self) -> bool {
-        self.requests.is_some() || self.input.is_some() || self.output.is_some()
-    }
 }
 
 /// A pool's per-minute limits as a run kept them: given, or learnt from the gateway.
@@ -94,18 +98,14 @@ pub struct PoolLimits {
 
 #[derive(Debug)]
 pub struct Limiter {
-    rpm: Option<DefaultDirectRateLimiter>,
-    /// `--rpm`, as given (governor keeps it for the whole run).
-    rpm_given: Option<u32>,
-    /// `--itpm` and `--otpm`: every pool starts with them.
+    /// `--rpm`, `--itpm` and `--otpm`: every pool starts with full buckets of them.
+    rpm: Option<u32>,
     itpm: Option<u32>,
     otpm: Option<u32>,
     /// Models that share their limits: model → pool (by default each model is its own).
     pools: BTreeMap<String, String>,
     /// Buckets per pool, charged with each request's estimate and settled with its usage.
     tokens: Mutex<HashMap<String, TokenBuckets>>,
-    /// Jitter added to each governor wait, so that queued workers do not wake together.
-    jitter: Duration,
     /// No request starts before this instant.
     paused_until: Mutex<Option<Instant>>,
 }
@@ -115,38 +115,32 @@ impl Limiter {
         Self::with_tokens(rpm, None, None, BTreeMap::new())
     }
 
-    /// A limiter with input and output token limits per minute for each pool of models.
+    /// A limiter with request, input and output token limits per minute for each pool of
+    /// models.
     pub fn with_tokens(
         rpm: Option<u32>,
         itpm: Option<u32>,
         otpm: Option<u32>,
         pools: BTreeMap<String, String>,
     ) -> Self {
-        let rpm = rpm.and_then(NonZeroU32::new);
         Self {
-            rpm_given: rpm.map(NonZeroU32::get),
+            rpm: rpm.filter(|n| *n > 0),
             itpm: itpm.filter(|n| *n > 0),
             otpm: otpm.filter(|n| *n > 0),
             pools,
             tokens: Mutex::new(HashMap::new()),
-            rpm: rpm.map(|n| RateLimiter::direct(quota(n))),
-            jitter: rpm.map_or(Duration::ZERO, |n| Duration::from_secs(60) / n.get() / 10),
             paused_until: Mutex::new(None),
         }
     }
 
-    /// Waits until a request may be sent.
-    pub async fn until_ready(&self) {
+    /// Waits until no pause holds requests back.
+    pub async fn until_unpaused(&self) {
         loop {
             let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
             match paused {
                 Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
                 _ => break,
             }
-        }
-        if let Some(rpm) = &self.rpm {
-            rpm.until_ready_with_jitter(Jitter::up_to(self.jitter))
-                .await;
         }
     }
 
@@ -164,7 +158,7 @@ impl Limiter {
                 (
                     pool.clone(),
                     PoolLimits {
-                        rpm: self.rpm_given.map(u64::from).or(limit(&buckets.requests)),
+                        rpm: limit(&buckets.requests),
                         itpm: limit(&buckets.input),
                         otpm: limit(&buckets.output),
                     },
@@ -185,7 +179,7 @@ impl Limiter {
         pool: &str,
     ) -> &'m mut TokenBuckets {
         map.entry(pool.to_owned()).or_insert_with(|| TokenBuckets {
-            requests: None,
+            requests: self.rpm.map(TokenBucket::new),
             input: self.itpm.map(TokenBucket::new),
             output: self.otpm.map(TokenBucket::new),
             uncharged: 0,
@@ -199,13 +193,17 @@ impl Limiter {
             return true;
         }
         let map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(pool).is_some_and(TokenBuckets::any)
+        map.get(pool)
+            .is_some_and(|b| b.input.is_some() || b.output.is_some())
     }
 
-    /// Waits until the pool's buckets hold `charge` (and a request, where the gateway's
-    /// request limit was learnt) and takes it. Output is taken as forecast; [`Limiter::settle`]
-    /// corrects both once the answer says what was used.
-    pub async fn take_tokens(&self, pool: &str, charge: Charge) {
+    /// Waits until the pool's buckets hold a request and `charge`, and takes them together.
+    /// Output is taken as forecast; [`Limiter::settle`] corrects both token counts once the
+    /// answer says what was used. A request without a charge (its pool had no token limits
+    /// when it was planned) takes a request only.
+    pub async fn take(&self, pool: &str, charge: Option<Charge>) {
+        let tokens = charge.is_some();
+        let charge = charge.unwrap_or_default();
         loop {
             let wait = {
                 let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,14 +212,14 @@ impl Limiter {
                 #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
                 let (input, output) = (charge.input as f64, charge.output as f64);
                 let mut wait = Duration::ZERO;
-                for (bucket, need) in [
-                    (&mut buckets.requests, 1.0),
-                    (&mut buckets.input, input),
-                    (&mut buckets.output, output.max(1.0)),
+                for (bucket, need, counts) in [
+                    (&mut buckets.requests, 1.0, true),
+                    (&mut buckets.input, input, tokens),
+                    (&mut buckets.output, output.max(1.0), tokens),
                 ] {
-                    if let Some(b) = bucket {
+                    if let (Some(b), true) = (bucket, counts) {
                         b.refill(now);
-                        wait = wait.max(b.wait_for(need));
+                        wait = wait.max(b.wait_for(need + b.limit * HEADROOM));
                     }
                 }
                 if wait.is_zero() {
@@ -375,12 +373,6 @@ impl Limiter {
     }
 }
 
-/// `rpm` requests a minute with a burst of one: 600 RPM is one request every 100 ms, which is
-/// how the API's token bucket enforces it too.
-fn quota(rpm: NonZeroU32) -> Quota {
-    Quota::per_minute(rpm).allow_burst(NonZeroU32::MIN)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,21 +384,57 @@ mod tests {
         limiter.pause_for(Duration::from_secs(1));
         assert_eq!(limiter.paused_for(), Some(Duration::from_secs(5)));
         let start = Instant::now();
-        tokio::join!(limiter.until_ready(), limiter.until_ready());
+        tokio::join!(limiter.until_unpaused(), limiter.until_unpaused());
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(limiter.paused_for(), None);
     }
 
-    #[test]
-    fn rpm_quota_admits_one_request_per_interval() {
-        use governor::clock::FakeRelativeClock;
-        let clock = FakeRelativeClock::default();
-        let limiter =
-            RateLimiter::direct_with_clock(quota(NonZeroU32::new(600).unwrap()), clock.clone());
-        assert!(limiter.check().is_ok());
-        assert!(limiter.check().is_err());
-        clock.advance(Duration::from_millis(100));
-        assert!(limiter.check().is_ok());
+    /// Asserts that `elapsed` is `expected`, to the millisecond (bucket waits are computed in
+    /// floating point).
+    #[track_caller]
+    fn about(elapsed: Duration, expected: Duration) {
+        assert!(
+            elapsed.abs_diff(expected) < Duration::from_millis(1),
+            "{elapsed:?}, not {expected:?}"
+        );
+    }
+
+    fn input(input: u64) -> Option<Charge> {
+        Some(Charge { input, output: 0 })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_is_a_bucket_per_pool_taken_together_with_tokens() {
+        let limiter = Limiter::with_tokens(Some(600), Some(6_000), None, BTreeMap::new());
+        let start = Instant::now();
+        // A full bucket, less its headroom of a tenth of a second (one request): 599 requests
+        // go at once, the next waits 100 ms for one more.
+        for _ in 0..599 {
+            limiter.take("a", None).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.take("a", None).await;
+        about(start.elapsed(), Duration::from_millis(100));
+        // Another pool has its own buckets.
+        limiter.take("b", input(6_000)).await;
+        about(start.elapsed(), Duration::from_millis(100));
+        // Waiting 10.1 s for 1,000 input tokens and their headroom does not spend a request
+        // while it waits: after it, the request bucket is full again and 598 more go at once.
+        limiter.take("b", input(1_000)).await;
+        about(start.elapsed(), Duration::from_millis(10_200));
+        let before = Instant::now();
+        for _ in 0..598 {
+            limiter.take("b", None).await;
+        }
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        assert_eq!(
+            limiter.limits_in_force()["b"],
+            PoolLimits {
+                rpm: Some(600),
+                itpm: Some(6_000),
+                otpm: None
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -417,23 +445,12 @@ mod tests {
             input: 6_000,
             output: 100,
         };
-        limiter.take_tokens("m", big).await;
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "a full bucket takes it at once"
-        );
-        // The next 1,000 input tokens wait for 10 s of refill (100 a second).
-        limiter
-            .take_tokens(
-                "m",
-                Charge {
-                    input: 1_000,
-                    output: 0,
-                },
-            )
-            .await;
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        limiter.take("m", Some(big)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "a full bucket takes it");
+        // The next 1,000 input tokens wait for 10.1 s of refill (100 a second): the tokens
+        // and the bucket's headroom of 10.
+        limiter.take("m", input(1_000)).await;
+        about(start.elapsed(), Duration::from_millis(10_100));
         // The first request used only 2,000 of its 6,000: the rest comes back at once.
         limiter.settle(
             "m",
@@ -444,36 +461,21 @@ mod tests {
             },
         );
         let before = Instant::now();
-        limiter
-            .take_tokens(
-                "m",
-                Charge {
-                    input: 4_000,
-                    output: 0,
-                },
-            )
-            .await;
+        limiter.take("m", input(4_000)).await;
         assert_eq!(before.elapsed(), Duration::ZERO);
         // Output used past its forecast puts the bucket below empty: the next waits.
         limiter.settle(
             "m",
-            Charge {
-                input: 0,
-                output: 0,
-            },
+            Charge::default(),
             Charge {
                 input: 0,
                 output: 1_100,
             },
         );
         let before = Instant::now();
-        limiter.take_tokens("m", Charge::default()).await;
-        // 500 below empty plus the one token it needs, at 10 a second.
-        assert!(
-            before.elapsed() >= Duration::from_secs(50),
-            "{:?}",
-            before.elapsed()
-        );
+        limiter.take("m", Some(Charge::default())).await;
+        // 500 below empty, plus the one token it needs and the headroom, at 10 a second.
+        about(before.elapsed(), Duration::from_millis(50_200));
     }
 
     #[tokio::test(start_paused = true)]
@@ -497,14 +499,13 @@ mod tests {
         );
         assert!(limiter.limits_tokens("opus"));
         assert!(!limiter.limits_tokens("claude-haiku-4-5"), "another pool");
-        // Started a twentieth under what remains (19,000): 19,000 go at once, then 1,000
-        // tokens wait one second (1,000 a second come back).
+        // Started a twentieth under what remains (19,000), with a headroom of 100: 18,900 go
+        // at once, then 1,000 tokens wait one second (1,000 a second come back).
         let start = Instant::now();
-        let charge = |input| Charge { input, output: 0 };
-        limiter.take_tokens("opus", charge(19_000)).await;
+        limiter.take("opus", input(18_900)).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
-        limiter.take_tokens("opus", charge(1_000)).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        limiter.take("opus", input(1_000)).await;
+        about(start.elapsed(), Duration::from_secs(1));
         // A later answer that says less remains lowers the bucket; one within the rounding of
         // a thousand does not.
         limiter.learn(
@@ -517,7 +518,7 @@ mod tests {
             None,
         );
         let before = Instant::now();
-        limiter.take_tokens("opus", charge(500)).await;
-        assert!(before.elapsed() <= Duration::from_millis(500));
+        limiter.take("opus", input(500)).await;
+        about(before.elapsed(), Duration::from_millis(500));
     }
 }

@@ -13,7 +13,7 @@ use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
 use crate::pricing::format_usd;
-use crate::runner::sender::Reply;
+use crate::runner::sender::{Metered, Reply};
 use crate::runner::{Call, Kind, Ledger, Request, RequestSender, SendError};
 use crate::{ExitStatus, Shutdown};
 
@@ -65,7 +65,7 @@ pub async fn estimate(
         }
         let counts: Vec<Option<u64>> = if counting {
             let results: Vec<Result<u64, SendError>> = futures_util::stream::iter(parsed.iter())
-                .map(|(_, body, _)| count(&sender, body))
+                .map(|(model, body, _)| count(&sender, model, body))
                 .buffered(settings.send.concurrency)
                 .collect()
                 .await;
@@ -137,14 +137,18 @@ pub async fn estimate(
 }
 
 /// The gateway's count of one job's input tokens.
-async fn count(sender: &RequestSender, body: &Map<String, Value>) -> Result<u64, SendError> {
+async fn count(
+    sender: &RequestSender,
+    model: &str,
+    body: &Map<String, Value>,
+) -> Result<u64, SendError> {
     let body = Bytes::from(serde_json::to_vec(&count_tokens_body(body)).unwrap_or_default());
     let request = Request {
         kind: Kind::CountTokens,
         job: None,
         attempts_before: 0,
         call: Call::CountTokens { body },
-        metered: None,
+        metered: Some(Metered::request_only(model)),
     };
     match sender.send(&request).await.result {
         Ok(Reply::Tokens(n)) => Ok(n),

@@ -24,6 +24,7 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
     let config = MockConfig {
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,
+        fault_retry_after: args.fault_retry_after.map(Duration::from_secs),
         limits: Limits {
             rpm: args.rate_limit_rpm,
             itpm: args.rate_limit_itpm,

@@ -46,6 +46,8 @@ pub enum Fault {
     CutStream,
     /// Stream part of the answer, then an `overloaded_error` event.
     StreamError,
+    /// A 200 whose JSON body stops halfway (a non-streamed answer cut by a proxy).
+    Truncated,
 }
 
 /// How the mock behaves.
@@ -57,8 +59,11 @@ pub struct MockConfig {
     pub first_token_delay: Duration,
     /// Delay between stream chunks after the first.
     pub token_delay: Duration,
-    /// Share of requests that fail with 500, 529 or a dropped connection.
+    /// Share of requests that fail: 500, 502, 503 or 529, a dropped connection, or an
+    /// answer cut halfway, in equal parts.
     pub fail_rate: f64,
+    /// `retry-after` sent with the error statuses of `fail_rate`'s faults.
+    pub fault_retry_after: Option<Duration>,
     /// Rate limits enforced as token buckets, as the API enforces them ([`limits`]).
     pub limits: limits::Limits,
     /// Accept only this key.
@@ -294,10 +299,13 @@ impl State {
         if self.config.fail_rate > 0.0 {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             if rng.f64() < self.config.fail_rate {
-                return Some(match rng.u8(0..3) {
+                return Some(match rng.u8(0..6) {
                     0 => Fault::Status(500),
-                    1 => Fault::Status(529),
-                    _ => Fault::Drop,
+                    1 => Fault::Status(502),
+                    2 => Fault::Status(503),
+                    3 => Fault::Status(529),
+                    4 => Fault::Drop,
+                    _ => Fault::Truncated,
                 });
             }
         }
@@ -481,7 +489,7 @@ async fn respond(
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
     }
-    if let Some(response) = fault_response(fault)? {
+    if let Some(response) = fault_response(fault, state.config.fault_retry_after)? {
         return Ok(response);
     }
     let model = body
@@ -495,6 +503,10 @@ async fn respond(
     if !entry.stream {
         make_readable(&state.cache, written);
         let mut response = json_response(200, &answer::message(&model, seed, &reply, &usage));
+        if fault == Some(Fault::Truncated) {
+            let whole = answer::message(&model, seed, &reply, &usage).to_string();
+            *response.body_mut() = full(whole[..whole.len() / 2].to_owned());
+        }
         add_headers(&mut response, limit_headers);
         return Ok(response);
     }
@@ -510,12 +522,28 @@ async fn respond(
     Ok(response)
 }
 
-/// The answer a fault gives at once, if it is one that does: an error status, a 429 with
-/// `retry-after`, the spend cap, a body that is not JSON, or a dropped connection.
-fn fault_response(fault: Option<Fault>) -> Result<Option<Response<Body>>, Dropped> {
+/// The answer a fault gives at once, if it is one that does: an error status (with
+/// `retry_after`, when set), a 429 with `retry-after`, the spend cap, a body that is not JSON,
+/// or a dropped connection.
+fn fault_response(
+    fault: Option<Fault>,
+    retry_after: Option<Duration>,
+) -> Result<Option<Response<Body>>, Dropped> {
     Ok(match fault {
         Some(Fault::Drop) => return Err(Dropped),
-        Some(Fault::Status(status)) => Some(status_error(status)),
+        Some(Fault::Status(status)) => {
+            let mut response = status_error(status);
+            if let Some(wait) = retry_after {
+                response.headers_mut().insert(
+                    "retry-after",
+                    wait.as_secs()
+                        .to_string()
+                        .parse()
+                        .expect("digits are a valid header"),
+                );
+            }
+            Some(response)
+        }
         Some(Fault::RateLimited(wait)) => {
             let mut response = status_error(429);
             let headers = response.headers_mut();
@@ -584,7 +612,7 @@ fn stream_response(
             }
             if i == cut_at {
                 match fault {
-                    Some(Fault::CutStream) => {
+                    Some(Fault::CutStream | Fault::Truncated) => {
                         let _ = sender
                             .send(Err(std::io::Error::other("stream cut by the mock")))
                             .await;

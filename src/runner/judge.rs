@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::sender::{Call, Kind, Request, RequestSender, SendError};
+use super::sender::{Call, Kind, Metered, Request, RequestSender, SendError};
 use super::writer::{Event, failure_message};
 use crate::eval::{self, Graded, Grader};
 use crate::message::last_user_text;
@@ -97,7 +97,12 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         latency_ms: 0,
     }
     .text();
-    let body = eval::judge_request(&model, &rubric, &prompt, &answer).to_string();
+    let body = eval::judge_request(&model, &rubric, &prompt, &answer);
+    let metered = match &body {
+        Value::Object(map) => Some(Metered::message(sender, &model, map, |_| false)),
+        _ => None,
+    };
+    let body = body.to_string();
     let request = Request {
         kind: Kind::Judge,
         job: Some(pending.job),
@@ -107,7 +112,7 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
             stream: false,
             first_token: None,
         },
-        metered: None,
+        metered,
     };
     let sent = sender.send(&request).await;
     let (attempts, elapsed) = (sent.attempts, sent.elapsed);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -269,6 +269,11 @@ async fn judge_with(
 /// Jobs read from the store per page.
 const PAGE: i64 = 1024;
 
+/// Jobs in hand per place in the run's concurrency: room for the jobs waiting to be tried
+/// again (under 15% failures with `retry-after: 1`, about one and a half per place) beside the
+/// ones on the wire.
+const JOBS_PER_PLACE: usize = 4;
+
 /// Jobs held for a warming prefix, at most; past this the dispatcher reads no further page
 /// until a warmer's answer begins.
 const MAX_HELD: usize = 4 * PAGE as usize;
@@ -322,6 +327,11 @@ async fn dispatch(
         .pace
         .clone()
         .unwrap_or_else(|| Arc::new(Pace::new(concurrency)));
+    // A job holds a slot from dispatch to its outcome, and a place in the pace while its
+    // request is on the wire (sender::Place). The slots bound the jobs in hand (and the worst
+    // cases reserved for them) while leaving room beside them for the jobs that wait to be
+    // tried again.
+    let slots = Arc::new(Semaphore::new(concurrency.max(1) * JOBS_PER_PLACE));
     let mut workers = JoinSet::new();
     let stop = sender.shutdown.stop.clone();
     let mut warmup = Warmup::default();
@@ -394,10 +404,17 @@ async fn dispatch(
             }
             Decision::Go => None,
         };
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            permit = pace.acquire() => permit.context("the job semaphore closed")?,
+            slot = Arc::clone(&slots).acquire_owned() => slot.context("the job semaphore closed")?,
+        };
+        let place = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            permit = pace.acquire() => {
+                sender::Place::held(Arc::clone(&pace), permit.context("the pace closed")?)
+            }
         };
         let reserved = if sender.ledger.limit().is_some() {
             // Near the budget, fewer jobs run at once: while jobs in flight hold worst cases
@@ -432,49 +449,47 @@ async fn dispatch(
         while let Some(done) = workers.try_join_next() {
             done.context("a worker panicked")?;
         }
-        // The token limits are charged with what the job is expected to use: its input less
-        // the prefixes it will read from the cache, and the output the run has seen.
+        // The limits are charged with what the job is expected to use: its input less the
+        // prefixes it will read from the cache, and the output the run has seen.
         let metered = {
-            let pool = sender.limiter.pool(&candidate.job.model);
             let warm_prefixes = matches!(decision, Decision::Go) && warm;
-            Some(sender::Metered {
-                model: candidate.job.model.clone(),
-                charge: sender
-                    .limiter
-                    .limits_tokens(pool)
-                    .then(|| charge(&sender.forecast, &candidate, warm_prefixes)),
-            })
+            let body: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&candidate.job.request).unwrap_or_default();
+            Some(sender::Metered::message(
+                sender,
+                &candidate.job.model,
+                &body,
+                |hash| warm_prefixes && candidate.prefixes.iter().any(|p| p.hash == hash),
+            ))
         };
         let sender = Arc::clone(sender);
         let prices = Arc::clone(prices);
         let signal = signal.clone();
-        let cache = worker::CacheUse {
-            prefix: candidate.prefixes.last().map(|p| p.hash),
-            held: candidate.held,
+        let mut job = worker::Dispatched {
+            job: candidate.job,
+            reserved_pico_usd: reserved,
+            cache: worker::CacheUse {
+                prefix: candidate.prefixes.last().map(|p| p.hash),
+                held: candidate.held,
+            },
+            first_token: None,
+            metered,
+            place,
         };
         workers.spawn(async move {
             match warmer {
                 Some(id) => {
                     let began = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let first_token = {
+                    job.first_token = {
                         let began = Arc::clone(&began);
                         let signal = signal.clone();
-                        sender::FirstToken(Arc::new(move || {
+                        Some(sender::FirstToken(Arc::new(move || {
                             if !began.swap(true, std::sync::atomic::Ordering::SeqCst) {
                                 let _ = signal.send(WarmSignal::Began(id));
                             }
-                        }))
+                        })))
                     };
-                    let answered = worker::run_job(
-                        &sender,
-                        &prices,
-                        candidate.job,
-                        reserved,
-                        cache,
-                        Some(first_token),
-                        metered,
-                    )
-                    .await;
+                    let answered = worker::run_job(&sender, &prices, job).await;
                     // An answer that came without a content token still wrote its prefix.
                     if !began.swap(true, std::sync::atomic::Ordering::SeqCst) {
                         let _ = signal.send(if answered {
@@ -485,46 +500,16 @@ async fn dispatch(
                     }
                 }
                 None => {
-                    worker::run_job(
-                        &sender,
-                        &prices,
-                        candidate.job,
-                        reserved,
-                        cache,
-                        None,
-                        metered,
-                    )
-                    .await;
+                    worker::run_job(&sender, &prices, job).await;
                 }
             }
-            drop(permit);
+            drop(slot);
         });
     }
     while let Some(done) = workers.join_next().await {
         done.context("a worker panicked")?;
     }
     Ok(budget_stop)
-}
-
-/// A job's expected charge against the token limits: its input as the local token model counts
-/// it, less the prefixes it will read when they are `warm`, and its model's output forecast.
-fn charge(
-    forecast: &sender::OutputForecast,
-    candidate: &Candidate,
-    warm: bool,
-) -> crate::limiter::Charge {
-    let body: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&candidate.job.request).unwrap_or_default();
-    let max_tokens = body
-        .get("max_tokens")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    let cached = |hash: u64| warm && candidate.prefixes.iter().any(|p| p.hash == hash);
-    let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
-    crate::limiter::Charge {
-        input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
-        output: forecast.expect(&candidate.job.model, max_tokens),
-    }
 }
 
 fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, message: WarmSignal) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use backon::{Retryable, Sleeper};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Shutdown;
@@ -93,13 +93,51 @@ pub struct Request {
     pub metered: Option<Metered>,
 }
 
-/// A request's charge against its pool's ITPM and OTPM: its estimate before each attempt,
-/// settled with its usage after (`None` while the pool has no token limits, given or learnt).
-/// The answers teach `model`'s output forecast and its pool's limits.
+/// A request's charge against its pool's limits: one request against RPM, and against ITPM
+/// and OTPM its estimate before each attempt, settled with its usage after (`None` while the
+/// pool has no token limits, given or learnt). The answers teach `model`'s output forecast
+/// and its pool's limits.
 #[derive(Debug, Clone)]
 pub struct Metered {
     pub model: String,
     pub charge: Option<Charge>,
+}
+
+impl Metered {
+    /// The metering of a Messages request `body` to `model`: charged with its input less the
+    /// cache prefixes `cached` says it will read, and the output the run expects of the model,
+    /// where the model's pool has token limits.
+    pub fn message(
+        sender: &RequestSender,
+        model: &str,
+        body: &serde_json::Map<String, serde_json::Value>,
+        cached: impl Fn(u64) -> bool,
+    ) -> Self {
+        let pool = sender.limiter.pool(model);
+        let charge = sender.limiter.limits_tokens(pool).then(|| {
+            let max_tokens = body
+                .get("max_tokens")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            let (usage, _) = crate::tokens::input_usage_seen(body, cached);
+            Charge {
+                input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
+                output: sender.forecast.expect(model, max_tokens),
+            }
+        });
+        Self {
+            model: model.to_owned(),
+            charge,
+        }
+    }
+
+    /// A request that counts against `model`'s request limit only (a token count).
+    pub fn request_only(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            charge: None,
+        }
+    }
 }
 
 /// The output a model's next answer is expected to produce: a quarter above the mean of what
@@ -125,6 +163,57 @@ impl OutputForecast {
         let (total, n) = means.entry(model.to_owned()).or_default();
         *total += output;
         *n += 1;
+    }
+}
+
+/// A job's place in the run's concurrency ([`Pace`]), from dispatch until its outcome is
+/// decided. It is held while the job's request is on the wire and given up while the request
+/// waits to be tried again, so that a request that a 503 sends back for a second leaves its
+/// place to the jobs behind it. The default holds nothing and is never given up: its caller
+/// bounds concurrency itself.
+#[derive(Debug, Default)]
+pub struct Place {
+    pace: Option<Arc<Pace>>,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Place {
+    /// A place taken in `pace`.
+    pub fn held(pace: Arc<Pace>, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            pace: Some(pace),
+            permit: Mutex::new(Some(permit)),
+        }
+    }
+
+    fn give_up(&self) {
+        drop(self.lock().take());
+    }
+
+    /// Takes the place back after [`Place::give_up`]; false when the run stopped first.
+    async fn regain(&self, stop: &CancellationToken) -> bool {
+        let Some(pace) = &self.pace else {
+            return true;
+        };
+        if self.lock().is_some() {
+            return true;
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return false,
+            permit = pace.acquire() => permit,
+        };
+        match permit {
+            Ok(permit) => {
+                *self.lock() = Some(permit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -216,6 +305,12 @@ impl RequestSender {
     /// Sends a request until it is answered, fails for good, runs out of attempts, or the
     /// run stops.
     pub async fn send(&self, request: &Request) -> Sent {
+        self.send_in(request, &Place::default()).await
+    }
+
+    /// Sends a request that holds `place` in the run's concurrency: it is given up while the
+    /// request waits to be tried again and taken back before the next attempt.
+    pub async fn send_in(&self, request: &Request, place: &Place) -> Sent {
         let made = AtomicU32::new(0);
         let started = Instant::now();
         let stop = &self.shutdown.stop;
@@ -224,7 +319,7 @@ impl RequestSender {
             if number > 0 {
                 Counters::sub(&self.counters.retrying, 1);
             }
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || !place.regain(stop).await {
                 made.fetch_sub(1, Ordering::Relaxed);
                 return Err(AttemptOutcome::Stopped);
             }
@@ -246,6 +341,12 @@ impl RequestSender {
                 let AttemptOutcome::Error(error) = e else {
                     return;
                 };
+                // A failure of this request leaves its place to the others while it waits; one
+                // that may be the gateway's (unreachable, or refusing the key) keeps it, so that
+                // no more jobs go out before the run knows whether to stop.
+                if !super::halt::is_run_level(error) {
+                    place.give_up();
+                }
                 // A rate limit or an overload is the gateway's state, not this request's: the
                 // pace adapts (runner/pace.rs). A 429 also holds every request back until its
                 // retry-after (the bucket is empty: any request now would be refused too); a
@@ -289,20 +390,13 @@ impl RequestSender {
     /// One attempt: wait for the limiter, call, and report the attempt to the writer.
     async fn attempt(&self, request: &Request, number: i64) -> Result<Reply, AttemptError> {
         let queued = Instant::now();
-        if let Some(Metered {
-            model,
-            charge: None,
-        }) = &request.metered
-        {
-            self.limiter.uncharged(self.limiter.pool(model), true);
-        }
-        if let Some(Metered {
-            model,
-            charge: Some(charge),
-        }) = &request.metered
-        {
-            let pool = self.limiter.pool(model);
-            self.limiter.take_tokens(pool, *charge).await;
+        self.limiter.until_unpaused().await;
+        if let Some(metered) = &request.metered {
+            let pool = self.limiter.pool(&metered.model);
+            if metered.charge.is_none() {
+                self.limiter.uncharged(pool, true);
+            }
+            self.limiter.take(pool, metered.charge).await;
             if let Some(binding) = self.limiter.binding(pool) {
                 *self
                     .counters
@@ -311,7 +405,6 @@ impl RequestSender {
                     .unwrap_or_else(|e| e.into_inner()) = binding;
             }
         }
-        self.limiter.until_ready().await;
         let queue_wait = queued.elapsed();
         let started_at_ms = now_ms();
         let sent = Instant::now();

@@ -5,7 +5,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::halt::is_run_level;
-use super::sender::{Call, FirstToken, Kind, Metered, Request, RequestSender, SendError, millis};
+use super::sender::{
+    Call, FirstToken, Kind, Metered, Place, Request, RequestSender, SendError, millis,
+};
 use super::writer::{Event, Outcome};
 use crate::client::Answer;
 use crate::pricing::PriceTable;
@@ -30,18 +32,31 @@ pub struct CacheUse {
     pub held: bool,
 }
 
+/// A job as the dispatcher hands it to a worker.
+pub struct Dispatched {
+    pub job: PendingJob,
+    /// Its worst case, held against the budget until its outcome is written.
+    pub reserved_pico_usd: u64,
+    pub cache: CacheUse,
+    /// Told of the first content token when the job warms a cache prefix.
+    pub first_token: Option<FirstToken>,
+    pub metered: Option<Metered>,
+    /// Its place in the run's concurrency, held until its outcome is decided.
+    pub place: Place,
+}
+
 /// Sends a job and hands its outcome to the writer; true when it was answered. A cache
 /// warmer (`first_token` given) is sent streamed, whatever its request says, so that its
 /// first content token can release the jobs waiting for its prefix.
-pub async fn run_job(
-    sender: &RequestSender,
-    prices: &PriceTable,
-    job: PendingJob,
-    reserved_pico_usd: u64,
-    cache: CacheUse,
-    first_token: Option<FirstToken>,
-    metered: Option<Metered>,
-) -> bool {
+pub async fn run_job(sender: &RequestSender, prices: &PriceTable, dispatched: Dispatched) -> bool {
+    let Dispatched {
+        job,
+        reserved_pico_usd,
+        cache,
+        first_token,
+        metered,
+        place,
+    } = dispatched;
     let mut stream = wants_stream(&job.request);
     let mut body = job.request;
     if first_token.is_some()
@@ -64,7 +79,7 @@ pub async fn run_job(
         },
         metered,
     };
-    let sent = sender.send(&request).await;
+    let sent = sender.send_in(&request, &place).await;
     let attempts = job.attempts + i64::from(sent.attempts);
     let (attempts_this_session, elapsed) = (sent.attempts, sent.elapsed);
     let outcome = match sent.into_answer() {
@@ -88,7 +103,7 @@ pub async fn run_job(
         return answered;
     };
     // A failure that may halt the run waits for the writer's decision, so that this worker
-    // (and the permit it holds) starts nothing new before a halt has taken effect.
+    // (and the place it holds) starts nothing new before a halt has taken effect.
     let (decided, verdict) = match &outcome {
         Outcome::Failed { error, .. } if is_run_level(error) => {
             let (told, verdict) = oneshot::channel();
@@ -110,6 +125,7 @@ pub async fn run_job(
     if let Some(verdict) = verdict {
         let _ = verdict.await;
     }
+    drop(place);
     answered
 }
 

@@ -30,12 +30,17 @@ async fn transient_failures_are_retried_to_success_and_every_attempt_is_recorded
         .await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let pool = ws.pool().await;
+    // While one job waits to be tried again, the other may take its place: the six faults
+    // fall on either, and both end answered after eight attempts in all.
+    let states = job_states(&pool).await;
+    assert!(
+        states.iter().all(|(_, state, _)| state == "succeeded"),
+        "{states:?}"
+    );
     assert_eq!(
-        job_states(&pool).await,
-        [
-            ("job-0".into(), "succeeded".into(), 7),
-            ("job-1".into(), "succeeded".into(), 1)
-        ]
+        states.iter().map(|(_, _, n)| n).sum::<i64>(),
+        8,
+        "{states:?}"
     );
     let kinds: Vec<(Option<i64>, Option<String>)> =
         sqlx::query_as("SELECT http_status, error_type FROM attempts ORDER BY id")
@@ -257,5 +262,54 @@ async fn a_529_storm_is_retried_through_without_stopping_the_run() {
         )
         .await,
         40
+    );
+}
+
+#[tokio::test]
+async fn a_request_waiting_to_be_retried_leaves_its_place_to_the_others() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        script: vec![Fault::Status(503)],
+        fault_retry_after: Some(Duration::from_secs(1)),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = ws
+        .run_on(
+            &mock,
+            &["run", file.to_str().unwrap(), "--concurrency", "1"],
+        )
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    // With one request in flight at most, the two other jobs are answered while the first
+    // waits out its `retry-after`, and its retry comes no earlier than the gateway asked.
+    let attempts: Vec<(String, Option<i64>, i64, i64)> = sqlx::query_as(
+        "SELECT j.job_id, a.http_status, a.started_at_ms, a.latency_ms
+         FROM attempts a JOIN jobs j ON j.id = a.job ORDER BY a.started_at_ms, a.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let order: Vec<(&str, Option<i64>)> = attempts
+        .iter()
+        .map(|(id, status, _, _)| (id.as_str(), *status))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("job-0", Some(503)),
+            ("job-1", Some(200)),
+            ("job-2", Some(200)),
+            ("job-0", Some(200)),
+        ]
+    );
+    let (_, _, refused_at, refused_latency) = attempts[0];
+    let (_, _, retried_at, _) = attempts[3];
+    assert!(
+        retried_at - (refused_at + refused_latency) >= 1000,
+        "retried {} ms after the 503",
+        retried_at - (refused_at + refused_latency)
     );
 }
