@@ -37,6 +37,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Continue a run after Ctrl-C, a crash or a reboot: sends only what is missing.
     Resume(ResumeArgs),
+    /// Cancel the running batches of a run sent with `--via batches`, and record what they
+    /// finished.
+    Cancel(CancelArgs),
     /// Runs in the database with their progress and spend.
     Status(StatusArgs),
     /// Expected and worst-case cost of a job file, before sending anything.
@@ -222,6 +225,16 @@ pub struct ResumeArgs {
     pub headers: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Run id or name (see `msgbatch status`).
+    pub run: String,
+
+    /// Extra header for every request, `NAME: VALUE` (header values are never stored).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
 /// How requests are sent; on `resume` these override the run's own settings.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SendArgs {
@@ -279,6 +292,25 @@ pub struct SendArgs {
     /// [default: 2m].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Option<std::time::Duration>,
+
+    /// How jobs go: `direct` (one Messages call each) or `batches` (through the Message
+    /// Batches API, at half the price, answered within 24 hours) [default: the run's own,
+    /// else direct].
+    #[arg(long, value_enum)]
+    pub via: Option<crate::settings::Via>,
+
+    /// Most requests in one batch [default and most: 100000].
+    #[arg(long, value_name = "N")]
+    pub batch_max_requests: Option<usize>,
+
+    /// Most bytes of requests in one batch, in MB [default and most: 256].
+    #[arg(long, value_name = "MB")]
+    pub batch_max_mb: Option<usize>,
+
+    /// First wait between two looks at a running batch; each look doubles it, up to a
+    /// minute [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -3,6 +3,7 @@
 //! [`run`] is the whole program behind a parsed [`cli::Cli`]; `main.rs` only builds the
 //! runtime and maps the result to an exit code, and tests call [`run`] in-process.
 
+pub mod batching;
 pub mod cli;
 pub mod client;
 mod commands;

@@ -57,6 +57,9 @@ pub struct GatewayProfile {
     /// pool of its own), as the gateway shares them.
     #[serde(default)]
     pub pools: BTreeMap<String, String>,
+    /// Whether the gateway serves the Message Batches endpoints [default: true].
+    #[serde(default)]
+    pub batches: Option<bool>,
 }
 
 impl ConfigFile {
@@ -101,6 +104,13 @@ pub struct Gateway {
     /// Models that share their limits: model → pool.
     #[serde(default)]
     pub pools: BTreeMap<String, String>,
+    /// Whether the gateway serves the Message Batches endpoints.
+    #[serde(default = "batches_by_default")]
+    pub batches: bool,
+}
+
+fn batches_by_default() -> bool {
+    true
 }
 
 impl Gateway {
@@ -132,6 +142,7 @@ impl Gateway {
             prices: None,
             limits: RateLimits::default(),
             pools: BTreeMap::new(),
+            batches: true,
         }
     }
 
@@ -273,6 +284,7 @@ pub fn resolve_gateway(
             otpm: profile.otpm,
         },
         pools: profile.pools,
+        batches: profile.batches.unwrap_or(true),
     })
 }
 
@@ -344,10 +356,58 @@ pub struct SendSettings {
     /// recorded when a session ends so that reports can show the share used.
     #[serde(default)]
     pub pool_limits: BTreeMap<String, crate::limiter::PoolLimits>,
+    /// Direct, or through the Message Batches API.
+    #[serde(default)]
+    pub via: Via,
+    #[serde(default)]
+    pub batches: BatchSettings,
 }
 
 fn warmup_by_default() -> bool {
     true
+}
+
+/// How a run's jobs go to the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// One Messages call per job.
+    #[default]
+    Direct,
+    /// Through the Message Batches API.
+    Batches,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Batches => "batches",
+        }
+    }
+}
+
+/// The API's own bounds on one batch.
+pub const BATCH_MAX_REQUESTS: usize = 100_000;
+pub const BATCH_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+/// How jobs are packed into batches, and how often a running batch is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSettings {
+    pub max_requests: usize,
+    pub max_bytes: usize,
+    #[serde(with = "duration_ms")]
+    pub poll_interval: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_requests: BATCH_MAX_REQUESTS,
+            max_bytes: BATCH_MAX_BYTES,
+            poll_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 impl SendSettings {
@@ -380,6 +440,8 @@ impl SendSettings {
             max_cost_pico_usd: None,
             warmup: true,
             pool_limits: BTreeMap::new(),
+            via: Via::Direct,
+            batches: BatchSettings::default(),
         }
         .overridden(args)
     }
@@ -404,7 +466,24 @@ impl SendSettings {
             },
             warmup: self.warmup && !args.no_warmup,
             pool_limits: self.pool_limits.clone(),
+            via: args.via.unwrap_or(self.via),
+            batches: BatchSettings {
+                max_requests: args.batch_max_requests.unwrap_or(self.batches.max_requests),
+                max_bytes: args
+                    .batch_max_mb
+                    .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
+                poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
+            },
         };
+        if !(1..=BATCH_MAX_REQUESTS).contains(&settings.batches.max_requests) {
+            bail!("--batch-max-requests must be between 1 and {BATCH_MAX_REQUESTS}");
+        }
+        if !(1..=BATCH_MAX_BYTES).contains(&settings.batches.max_bytes) {
+            bail!("--batch-max-mb must be between 1 and 256");
+        }
+        if settings.batches.poll_interval.is_zero() {
+            bail!("--poll-interval must be longer than zero");
+        }
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }

@@ -2,6 +2,7 @@
 //! read either as one JSON body or as a stream of server-sent events. Retrying is the caller's
 //! business; this module only says what happened and whether it is worth another attempt.
 
+pub mod batches;
 mod error;
 pub mod partial_json;
 mod retry;

@@ -1,5 +1,6 @@
 //! One module per subcommand, and the session logic `run` and `resume` share.
 
+mod cancel;
 mod estimate;
 mod export;
 mod grade;
@@ -24,6 +25,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
     match cli.command {
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
+        Command::Cancel(args) => cancel::cancel(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
         Command::Estimate(args) => estimate::estimate(&global, *args, shutdown).await,
         Command::Grade(args) => grade::grade(&global, &args, shutdown).await,

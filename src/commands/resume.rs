@@ -3,9 +3,9 @@
 use anyhow::bail;
 
 use super::{Global, sending};
-use crate::cli::ResumeArgs;
+use crate::cli::{ResumeArgs, SendArgs};
 use crate::settings::{ConfigFile, RunSettings, parse_header};
-use crate::store::DbLock;
+use crate::store::{DbLock, RunRow};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn resume(
@@ -22,9 +22,40 @@ pub async fn resume(
             run.name
         );
     }
+    let settings = run_settings(global, &run, &args.sending, &args.headers)?;
+    let key = settings.gateway.api_key()?;
+    store
+        .set_run_settings(run.id, &serde_json::to_string(&settings)?)
+        .await?;
+    if args.include_failed {
+        let reset = store.reset_failed(run.id).await?;
+        #[expect(clippy::print_stderr, reason = "what resume is about to do")]
+        {
+            eprintln!("{reset} failed jobs set back to pending");
+        }
+    }
+    let counts = store.run_counts(run.id).await?;
+    #[expect(clippy::print_stderr, reason = "what resume is about to do")]
+    {
+        eprintln!(
+            "resuming run {} (id {}): {} pending of {} jobs",
+            run.name, run.id, counts.pending, counts.total
+        );
+    }
+    sending::send(global, &store, &run, &settings, key, shutdown).await
+}
+
+/// A run's stored settings, with what the command line overrides and the header values
+/// (never stored) taken again from the gateway's profile and the command line.
+pub(super) fn run_settings(
+    global: &Global,
+    run: &RunRow,
+    sending: &SendArgs,
+    headers: &[String],
+) -> anyhow::Result<RunSettings> {
     let mut settings: RunSettings = serde_json::from_str(&run.settings)
         .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
-    settings.send = settings.send.overridden(&args.sending)?;
+    settings.send = settings.send.overridden(sending)?;
     // Header values are never stored: take them from the gateway's profile again, then from
     // the command line.
     if settings.mock.is_none() && !settings.gateway.header_names.is_empty() {
@@ -33,7 +64,7 @@ pub async fn resume(
             settings.gateway.headers = profile.headers.clone().into_iter().collect();
         }
     }
-    for header in &args.headers {
+    for header in headers {
         let (name, value) = parse_header(header)?;
         settings
             .gateway
@@ -64,24 +95,5 @@ pub async fn resume(
                 .join(", ")
         );
     }
-    let key = settings.gateway.api_key()?;
-    store
-        .set_run_settings(run.id, &serde_json::to_string(&settings)?)
-        .await?;
-    if args.include_failed {
-        let reset = store.reset_failed(run.id).await?;
-        #[expect(clippy::print_stderr, reason = "what resume is about to do")]
-        {
-            eprintln!("{reset} failed jobs set back to pending");
-        }
-    }
-    let counts = store.run_counts(run.id).await?;
-    #[expect(clippy::print_stderr, reason = "what resume is about to do")]
-    {
-        eprintln!(
-            "resuming run {} (id {}): {} pending of {} jobs",
-            run.name, run.id, counts.pending, counts.total
-        );
-    }
-    sending::send(global, &store, &run, &settings, key, shutdown).await
+    Ok(settings)
 }

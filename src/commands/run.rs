@@ -50,6 +50,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             base_url: settings.gateway.base_url.clone(),
             messages_path: settings.gateway.messages_path.clone(),
             settings: serde_json::to_string(&settings)?,
+            via: settings.send.via.as_str(),
         })
         .await?;
     let loading = std::time::Instant::now();

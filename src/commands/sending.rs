@@ -5,12 +5,13 @@ use std::io::IsTerminal;
 
 use super::Global;
 use super::plan::{connect, prices_for};
+use crate::batching::Batcher;
 use crate::client::Client;
 use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
 use crate::runner::{Judged, Runner, Session, Shutdown};
-use crate::settings::{ApiKey, RunSettings};
+use crate::settings::{ApiKey, RunSettings, Via};
 use crate::store::{GroupBy, RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
 
@@ -143,6 +144,13 @@ pub async fn send(
             if unpriced.len() == 1 { "its" } else { "their" },
         );
     }
+    let via_batches = settings.send.via == Via::Batches;
+    if via_batches && !settings.gateway.batches {
+        anyhow::bail!(
+            "gateway `{}` has no Message Batches endpoints (its profile says `batches = false`); send with `--via direct`",
+            settings.gateway.name
+        );
+    }
     // Held until the session ends: a mock run's gateway lives as long as this session.
     let (_mock, client) = connect(settings, key).await?;
     let show_progress = progress::show_bar(
@@ -158,7 +166,23 @@ pub async fn send(
     store
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
-    let session = runner.execute(run.id).await?;
+    // A run with batches still open collects them first, whichever way it now sends: their
+    // jobs must not go twice.
+    let has_open_batches = !store.open_batches(run.id).await?.is_empty();
+    let session = if via_batches || has_open_batches {
+        match batches(store, run, settings, runner, via_batches).await {
+            Ok(session) => session,
+            Err(e) => {
+                let reason = e.to_string();
+                store
+                    .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
+                    .await?;
+                return Err(e);
+            }
+        }
+    } else {
+        runner.execute(run.id).await?
+    };
     if !session.pool_limits.is_empty() {
         // Kept with the run, so that a report can say how much of each limit was used.
         let mut kept = settings.clone();
@@ -172,6 +196,8 @@ pub async fn send(
     }
     let (status, reason) = if let Some(halt) = &session.halt {
         (RunStatus::Interrupted, Some(halt.as_str()))
+    } else if let Some(running) = &session.batches_running {
+        (RunStatus::Interrupted, Some(running.as_str()))
     } else if let (Some(budget), true) = (&session.budget_stop, session.counts.pending > 0) {
         (RunStatus::BudgetExhausted, Some(budget.as_str()))
     } else if session.interrupted {
@@ -214,6 +240,100 @@ pub async fn send(
     })
 }
 
+/// A run's job counts, as the summary's first lines.
+pub fn print_counts(run: &RunRow, counts: &crate::store::RunCounts) {
+    #[expect(clippy::print_stdout, reason = "the counts are the command's output")]
+    {
+        println!("run {} (id {})", run.name, run.id);
+    }
+    print_jobs(counts);
+}
+
+#[expect(clippy::print_stdout, reason = "the counts are the command's output")]
+fn print_jobs(c: &crate::store::RunCounts) {
+    println!(
+        "  jobs    {} succeeded, {} failed, {} rejected, {} pending (of {})",
+        c.succeeded, c.failed, c.rejected, c.pending, c.total
+    );
+}
+
+/// A session through the Message Batches API: open batches collected, then (with `submit`)
+/// the pending jobs sent in new batches; a run that now sends directly goes on directly once
+/// its batches are in. Judges are asked directly once every job is settled.
+async fn batches(
+    store: &Store,
+    run: &RunRow,
+    settings: &RunSettings,
+    runner: Runner,
+    submit: bool,
+) -> anyhow::Result<Session> {
+    let started = std::time::Instant::now();
+    let before = store.run_counts(run.id).await?;
+    let collected = Batcher {
+        store,
+        client: &runner.client,
+        prices: &runner.prices,
+        run_id: run.id,
+        settings: settings.send.batches,
+        policy: runner.policy,
+        stop: runner.shutdown.stop.clone(),
+        show_progress: runner.show_progress,
+        budget_pico_usd: runner.budget_pico_usd,
+    }
+    .execute(submit)
+    .await?;
+    let stopped = runner.shutdown.stop.is_cancelled();
+    if collected.left_running > 0 || stopped {
+        let counts = store.run_counts(run.id).await?;
+        return Ok(Session {
+            halt: None,
+            budget_stop: None,
+            interrupted: true,
+            finished: collected.recorded,
+            elapsed: started.elapsed(),
+            judged: None,
+            pool_limits: std::collections::BTreeMap::new(),
+            batches_running: (collected.left_running > 0).then(|| {
+                format!(
+                    "{} batch{} still running on the server: `msgbatch resume {}` collects {}, `msgbatch cancel {}` cancels {}",
+                    collected.left_running,
+                    if collected.left_running == 1 { " is" } else { "es are" },
+                    run.name,
+                    if collected.left_running == 1 { "it" } else { "them" },
+                    run.name,
+                    if collected.left_running == 1 { "it" } else { "them" },
+                )
+            }),
+            counts,
+        });
+    }
+    if !submit {
+        // Sending directly from here on: what the batches left pending goes now.
+        let mut session = runner.execute(run.id).await?;
+        session.finished += collected.recorded;
+        session.elapsed = started.elapsed();
+        return Ok(session);
+    }
+    let judged = if collected.budget_stop.is_none() {
+        Some(runner.judge(run.id).await?)
+    } else {
+        None
+    };
+    let counts = store.run_counts(run.id).await?;
+    let done = |c: &crate::store::RunCounts| u64::try_from(c.succeeded + c.failed).unwrap_or(0);
+    Ok(Session {
+        halt: None,
+        budget_stop: collected.budget_stop,
+        interrupted: false,
+        finished: done(&counts).saturating_sub(done(&before)),
+        elapsed: started.elapsed(),
+        judged,
+        pool_limits: std::collections::BTreeMap::new(),
+        batches_running: None,
+        counts,
+    })
+}
+
 #[expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -222,10 +342,7 @@ pub async fn send(
 fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &[String]) {
     let c = &session.counts;
     println!("run {} (id {}): {}", run.name, run.id, status.as_str());
-    println!(
-        "  jobs    {} succeeded, {} failed, {} rejected, {} pending (of {})",
-        c.succeeded, c.failed, c.rejected, c.pending, c.total
-    );
+    print_jobs(c);
     println!(
         "  tokens  input {} · cache write {} · cache read {} · output {}",
         report::count(c.input_tokens),

@@ -25,7 +25,17 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     let sending = crate::store::is_held(&global.db);
     for run in &runs {
         let c = store.run_counts(run.id).await?;
-        let status = if run.status == "running" && !sending {
+        // Batches left running on the server when no process is collecting them: the run is
+        // submitted, whatever it was doing when its last session ended.
+        let submitted = store
+            .open_batches(run.id)
+            .await?
+            .iter()
+            .filter(|b| b.remote_id.is_some())
+            .count();
+        let status = if submitted > 0 && !(run.status == "running" && sending) {
+            format!("submitted ({submitted})")
+        } else if run.status == "running" && !sending {
             "died".to_owned()
         } else {
             run.status.clone()

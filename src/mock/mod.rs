@@ -6,6 +6,7 @@
 //! with `retry-after`, 500, 529, dropped connections, cut streams and mid-stream errors.
 
 mod answer;
+pub mod batches;
 pub mod limits;
 
 use std::collections::{HashSet, VecDeque};
@@ -78,6 +79,8 @@ pub struct MockConfig {
     pub record: bool,
     /// Answer 404 on `count_tokens`, like gateways that do not offer it.
     pub no_count_tokens: bool,
+    /// How the Message Batches endpoints behave.
+    pub batches: batches::BatchConfig,
 }
 
 /// One request as the mock saw it.
@@ -123,6 +126,9 @@ struct State {
     /// before that miss and write the prefix again.
     cache: Arc<Mutex<HashSet<u64>>>,
     buckets: Mutex<limits::Buckets>,
+    batches: Mutex<batches::Batches>,
+    /// Batches created; tests can wait on it.
+    batches_made: tokio::sync::watch::Sender<usize>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -170,6 +176,26 @@ impl MockServer {
         let mut seen = self.state.seen.subscribe();
         // The sender lives in the state this server holds, so it cannot close first.
         let _ = seen.wait_for(|count| *count >= n).await;
+    }
+
+    /// Waits until the mock has created at least `n` batches.
+    pub async fn wait_for_batches(&self, n: usize) {
+        let mut made = self.state.batches_made.subscribe();
+        let _ = made.wait_for(|count| *count >= n).await;
+    }
+
+    /// Batches created so far.
+    pub fn batches_created(&self) -> usize {
+        *self.state.batches_made.borrow()
+    }
+
+    /// Ends every batch's processing now.
+    pub fn finish_batches(&self) {
+        self.state
+            .batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finished = true;
     }
 
     /// The request log (empty unless `record` was set).
@@ -245,6 +271,8 @@ impl State {
             config,
             seen: tokio::sync::watch::Sender::new(0),
             cache: Arc::default(),
+            batches: Mutex::default(),
+            batches_made: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
         }
     }
@@ -411,8 +439,12 @@ async fn respond(
     entry: &mut Logged,
 ) -> Result<Response<Body>, Dropped> {
     let path = &entry.path;
+    let batch_route = batches::route(request.method(), path);
     let count_tokens = path.ends_with("/messages/count_tokens") && !state.config.no_count_tokens;
-    if request.method() != hyper::Method::POST || !(path.ends_with("/messages") || count_tokens) {
+    if batch_route.is_none()
+        && (request.method() != hyper::Method::POST
+            || !(path.ends_with("/messages") || count_tokens))
+    {
         return Ok(error_response(
             404,
             "not_found_error",
@@ -427,6 +459,9 @@ async fn respond(
             "authentication_error",
             "invalid x-api-key",
         ));
+    }
+    if let Some(route) = batch_route {
+        return batch_response(state, request, route).await;
     }
     let bytes = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -644,6 +679,108 @@ fn stream_response(
     let mut response = Response::new(StreamBody::new(frames).boxed());
     set_stream_headers(&mut response);
     response
+}
+
+/// The answer of a Message Batches endpoint.
+async fn batch_response(
+    state: &State,
+    request: Request<hyper::body::Incoming>,
+    route: batches::Route,
+) -> Result<Response<Body>, Dropped> {
+    let config = &state.config.batches;
+    let path = request.uri().path().to_owned();
+    if config.unsupported {
+        return Ok(error_response(
+            404,
+            "not_found_error",
+            &format!("no route for {path}"),
+        ));
+    }
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let bytes = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(Dropped),
+    };
+    let not_found = |id: &str| {
+        error_response(
+            404,
+            "not_found_error",
+            &format!("no message batch with id {id}"),
+        )
+    };
+    let url_of = |id: &str| {
+        let base = path.split("/messages/batches").next().unwrap_or("");
+        format!("http://{host}{base}/messages/batches/{id}")
+    };
+    if route == batches::Route::Create {
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let created = {
+            let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
+            held.create(&body, config)
+                .map(|batch| batch.describe(config, &url_of(&batch.id), false))
+        };
+        return Ok(match created {
+            Ok(batch) => {
+                state.batches_made.send_modify(|n| *n += 1);
+                if !config.create_delay.is_zero() {
+                    tokio::time::sleep(config.create_delay).await;
+                }
+                json_response(200, &batch)
+            }
+            Err((status, kind, message)) => error_response(status, kind, &message),
+        });
+    }
+    let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
+    let finished = held.finished;
+    Ok(match route {
+        batches::Route::Create => unreachable!("answered above"),
+        batches::Route::List => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let limit = param("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(20_usize)
+                .clamp(1, 1000);
+            json_response(200, &held.list(param("after_id").as_deref(), limit, config))
+        }
+        batches::Route::Retrieve(id) => match held.get(&id) {
+            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
+            None => not_found(&id),
+        },
+        batches::Route::Cancel(id) => match held.cancel(&id) {
+            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
+            None => not_found(&id),
+        },
+        batches::Route::Results(id) => match held.get(&id).map(|b| b.results(config, finished)) {
+            Some(Some(lines)) => {
+                drop(held);
+                let mut body = lines.join("\n");
+                body.push('\n');
+                let mut response = Response::new(full(body));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/binary"),
+                );
+                response
+            }
+            Some(None) => error_response(
+                400,
+                "invalid_request_error",
+                &format!("message batch {id} has not ended: no results yet"),
+            ),
+            None => not_found(&id),
+        },
+    })
 }
 
 fn add_headers(response: &mut Response<Body>, headers: limits::Headers) {

@@ -84,6 +84,10 @@ pub struct Cost {
     pub output_pico_usd: i64,
     /// The same tokens through the Message Batches API, at half of every price.
     pub batch_api_pico_usd: i64,
+    /// The same tokens sent directly, at the standard prices.
+    pub direct_pico_usd: i64,
+    /// Results answered through a batch, priced at half.
+    pub batch_results: i64,
     /// Cache reads and writes at the plain input price, less what they cost (negative when
     /// writes cost more than reads saved).
     pub caching_saved_pico_usd: i64,
@@ -924,18 +928,27 @@ fn add_row(
         return;
     };
     let (tier, rates) = tier_of(price, slice);
-    let input = pico(slice.input_tokens, rates.input);
-    let write = pico(slice.cache_write_5m, rates.cache_write_5m)
-        + pico(slice.cache_write_1h, rates.cache_write_1h);
-    let read = pico(slice.cache_read, rates.cache_read);
-    let output = pico(slice.output_tokens, rates.output);
+    // A batch bills every token at half the standard price.
+    let billed = |full: i64| if slice.batch { full / 2 } else { full };
+    let input = billed(pico(slice.input_tokens, rates.input));
+    let write = billed(
+        pico(slice.cache_write_5m, rates.cache_write_5m)
+            + pico(slice.cache_write_1h, rates.cache_write_1h),
+    );
+    let read = billed(pico(slice.cache_read, rates.cache_read));
+    let output = billed(pico(slice.output_tokens, rates.output));
     let total = input + write + read + output;
+    let direct = if slice.batch { total * 2 } else { total };
+    cost.direct_pico_usd += direct;
+    if slice.batch {
+        cost.batch_results += slice.results;
+    }
     cost.input_pico_usd += input;
     cost.cache_write_pico_usd += write;
     cost.cache_read_pico_usd += read;
     cost.output_pico_usd += output;
     cost.total_pico_usd += total;
-    cost.batch_api_pico_usd += total / 2;
+    cost.batch_api_pico_usd += direct / 2;
     if let Some(above) = tier {
         match cost
             .above_base
@@ -955,7 +968,7 @@ fn add_row(
         }
     }
     let cached = slice.cache_write_5m + slice.cache_write_1h + slice.cache_read;
-    cost.caching_saved_pico_usd += pico(cached, rates.input) - write - read;
+    cost.caching_saved_pico_usd += billed(pico(cached, rates.input)) - write - read;
     if let Some(reprice) = &options.reprice {
         let other = reprice.lookup(&slice.model).map(|p| {
             let r = tier_of(p, slice).1;

@@ -147,15 +147,16 @@ pub fn table(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<26} {:>14} {:>14} {:>14} {:>10} {:>15}",
-        "SAVINGS", "batch API", "cache saved", "cache hit", "retries", "reprice"
+        "\n{:<26} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12}",
+        "SAVINGS", "batch API", "batch saved", "cache saved", "cache hit", "retries", "reprice"
     );
     for (label, g) in &rows {
         let _ = writeln!(
             out,
-            "{:<26} {:>14} {:>14} {:>14} {:>10} {:>15}",
+            "{:<26} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12}",
             cut(label, 26),
             usd(g.cost.batch_api_pico_usd),
+            batch_saved(g),
             usd(g.cost.caching_saved_pico_usd),
             g.cache_hit_ratio
                 .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
@@ -163,10 +164,25 @@ pub fn table(report: &Report) -> String {
             g.cost.reprice_pico_usd.map_or_else(|| "-".to_owned(), usd),
         );
     }
+    // A batch's answers have no latency of their own: theirs is the batch's turnaround.
+    let batched = rows.iter().any(|(_, g)| g.cost.batch_results > 0);
     let _ = writeln!(
         out,
         "\n{:<26} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6}",
-        "LATENCY ms", "n", "p50", "p90", "p95", "p99", "max", "ttft p50", "ttft p95", "tok/s"
+        if batched {
+            "LATENCY ms (batch: turn.)"
+        } else {
+            "LATENCY ms"
+        },
+        "n",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "max",
+        "ttft p50",
+        "ttft p95",
+        "tok/s"
     );
     for (label, g) in &rows {
         let c = latency_cells(g);
@@ -392,4 +408,13 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// What answering through batches saved against sending directly, where any result was.
+pub fn batch_saved(g: &Group) -> String {
+    if g.cost.batch_results == 0 {
+        "-".to_owned()
+    } else {
+        usd(g.cost.direct_pico_usd - g.cost.total_pico_usd)
+    }
 }

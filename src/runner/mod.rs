@@ -17,7 +17,7 @@ pub mod judge;
 mod pace;
 pub mod sender;
 mod warmup;
-mod worker;
+pub(crate) mod worker;
 pub mod writer;
 
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +83,8 @@ pub struct Session {
     pub judged: Option<Judged>,
     /// Each pool's limits as the session kept them.
     pub pool_limits: std::collections::BTreeMap<String, crate::limiter::PoolLimits>,
+    /// Batches left running on the server when the session stopped, in one sentence.
+    pub batches_running: Option<String>,
 }
 
 /// What a [`Pipeline`] is built from, and given back when it finishes.
@@ -241,6 +243,7 @@ impl Runner {
             elapsed: started.elapsed(),
             judged,
             pool_limits,
+            batches_running: None,
         })
     }
 
@@ -527,7 +530,7 @@ fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, mess
 }
 
 /// The most a job can cost, or `None` when its model has no price.
-fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
+pub(crate) fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(default)]

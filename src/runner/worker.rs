@@ -129,7 +129,7 @@ pub async fn run_job(sender: &RequestSender, prices: &PriceTable, dispatched: Di
     answered
 }
 
-fn result_record(
+pub(crate) fn result_record(
     prices: &PriceTable,
     job: i64,
     model: &str,
@@ -171,5 +171,6 @@ fn result_record(
             .prefix
             .map(|hash| i64::from_ne_bytes(hash.to_ne_bytes())),
         held_for_warmup: cache.held,
+        batch: false,
     }
 }

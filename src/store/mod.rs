@@ -4,6 +4,7 @@
 //! leaves, every HTTP attempt is a row, and a job is `succeeded` only once its result row is
 //! committed. Everything else (resume, status, export, reports) reads from here.
 
+mod batches;
 mod lock;
 mod models;
 mod report;
@@ -16,6 +17,7 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
+pub use batches::{BatchRow, BatchWaiting};
 pub use lock::{DbLock, LockError, is_held};
 pub use models::*;
 pub use report::{
@@ -116,8 +118,8 @@ impl Store {
     pub async fn create_run(&self, run: &NewRun) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar(
             "INSERT INTO runs (name, created_at_ms, status, input_path, input_sha256,
-                               gateway_name, base_url, messages_path, settings)
-             VALUES (?1, ?2, 'loading', ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                               gateway_name, base_url, messages_path, settings, via)
+             VALUES (?1, ?2, 'loading', ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
         )
         .bind(&run.name)
         .bind(now_ms())
@@ -127,6 +129,7 @@ impl Store {
         .bind(&run.base_url)
         .bind(&run.messages_path)
         .bind(&run.settings)
+        .bind(run.via)
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
@@ -289,14 +292,14 @@ impl Store {
             });
             builder.build().execute(&mut *tx).await?;
         }
-        const RESULT_COLUMNS: usize = 19;
+        const RESULT_COLUMNS: usize = 20;
         for chunk in batch.results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
             let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO results (job, message_id, response_model, stop_reason,
                     stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
                     cache_write_5m_tokens, cache_write_1h_tokens, cache_read_input_tokens,
                     service_tier, latency_ms, ttft_ms, streamed, cost_pico_usd,
-                    completed_at_ms, cache_prefix, held_for_warmup) ",
+                    completed_at_ms, cache_prefix, held_for_warmup, batch) ",
             );
             builder.push_values(chunk, |mut row, r| {
                 let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -318,7 +321,8 @@ impl Store {
                     .push_bind(r.cost_pico_usd.map(tokens))
                     .push_bind(r.completed_at_ms)
                     .push_bind(r.cache_prefix)
-                    .push_bind(r.held_for_warmup);
+                    .push_bind(r.held_for_warmup)
+                    .push_bind(r.batch);
             });
             builder.build().execute(&mut *tx).await?;
             let mut builder: QueryBuilder<Sqlite> =

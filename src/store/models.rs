@@ -54,6 +54,8 @@ pub struct NewRun {
     pub base_url: String,
     pub messages_path: String,
     pub settings: String,
+    /// `direct` or `batches`.
+    pub via: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,8 @@ pub struct ResultRecord {
     pub cache_prefix: Option<i64>,
     /// The job waited for another job to warm that prefix.
     pub held_for_warmup: bool,
+    /// Answered through a batch (half price; latency is the turnaround).
+    pub batch: bool,
 }
 
 /// One grader's outcome for a job.
@@ -203,6 +207,8 @@ pub struct RunRow {
     pub base_url: String,
     pub messages_path: String,
     pub settings: String,
+    /// `direct`, or `batches` for a run sent through the Message Batches API.
+    pub via: String,
 }
 
 /// Job counts by state, and spend, for one run.

@@ -66,6 +66,8 @@ pub struct ReportRow {
     pub stored_unpriced: i64,
     /// Generation time: latency less TTFT where streamed (ms).
     pub generation_ms: i64,
+    /// The results were answered through a batch (billed at half price).
+    pub batch: bool,
 }
 
 /// How many results of a (run, group) have one value of a measure.
@@ -171,6 +173,7 @@ impl Store {
         b.push(
             " THEN r.input_tokens + r.cache_creation_input_tokens + r.cache_read_input_tokens
                    ELSE 0 END AS long_total_input,
+              COALESCE(r.batch, 0) AS batch,
               COUNT(*) AS jobs,
               SUM(j.state = 'succeeded') AS succeeded,
               SUM(j.state = 'failed') AS failed,
@@ -190,7 +193,7 @@ impl Store {
              FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
         );
         restrict(&mut b, runs);
-        b.push(" GROUP BY 1, 2, 3, 4, 5");
+        b.push(" GROUP BY 1, 2, 3, 4, 5, 6");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 
@@ -243,7 +246,7 @@ impl Store {
         b.push(
             " AS key, a.error_type AS error_type, a.http_status AS http_status, COUNT(*) AS count
              FROM attempts a INDEXED BY attempts_failed JOIN jobs j ON j.id = a.job
-             WHERE a.error_type IS NOT NULL AND a.kind = 'job' AND j.run_id IN (",
+             WHERE a.error_type IS NOT NULL AND a.kind IN ('job', 'batch') AND j.run_id IN (",
         );
         let mut list = b.separated(", ");
         for id in runs {

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and library against the in-process mock gateway on
 //! `127.0.0.1:0`, with a real SQLite file in a temporary directory.
 
+mod batches;
 mod budget;
 mod common;
 mod files;

@@ -69,6 +69,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             base_url: "mock://".into(),
             messages_path: "/v1/messages".into(),
             settings: "{}".into(),
+            via: "direct",
         })
         .await
         .unwrap();
@@ -121,6 +122,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             note: None,
             cache_prefix: None,
             held_for_warmup: false,
+            batch: false,
             message_id: None,
             response_model: Some(f.model.into()),
             stop_reason: Some(f.stop_reason.into()),

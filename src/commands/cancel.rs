@@ -1,0 +1,94 @@
+//! `msgbatch cancel`: cancels the batches of a run sent through the Message Batches API, and
+//! records what they finished before the cancel took effect.
+
+use std::io::IsTerminal;
+
+use super::plan::{connect, prices_for};
+use super::resume::run_settings;
+use super::{Global, sending};
+use crate::batching::Batcher;
+use crate::cli::{CancelArgs, SendArgs};
+use crate::store::{DbLock, RunStatus};
+use crate::{ExitStatus, Shutdown, progress};
+
+pub async fn cancel(
+    global: &Global,
+    args: CancelArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
+    let store = global.existing_store().await?;
+    let _lock = DbLock::acquire(&global.db)?;
+    let run = store.find_run(&args.run).await?;
+    let settings = run_settings(global, &run, &SendArgs::default(), &args.headers)?;
+    let open: Vec<String> = store
+        .open_batches(run.id)
+        .await?
+        .into_iter()
+        .filter_map(|b| b.remote_id)
+        .collect();
+    if open.is_empty() {
+        #[expect(clippy::print_stderr, reason = "why nothing was done")]
+        {
+            eprintln!("run {} has no batch running: nothing to cancel", run.name);
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let key = settings.gateway.api_key()?;
+    let (_mock, client) = connect(&settings, key).await?;
+    for id in &open {
+        client
+            .cancel_batch(id)
+            .await
+            .map_err(|e| anyhow::anyhow!("canceling batch {id} failed: {e}"))?;
+    }
+    #[expect(clippy::print_stderr, reason = "what cancel did")]
+    {
+        eprintln!(
+            "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
+            open.len(),
+            if open.len() == 1 { "" } else { "es" },
+            run.name,
+            if open.len() == 1 { "it" } else { "they" },
+            run.name
+        );
+    }
+    let prices = prices_for(&settings.gateway)?;
+    let collected = Batcher {
+        store: &store,
+        client: &client,
+        prices: &prices,
+        run_id: run.id,
+        settings: settings.send.batches,
+        policy: settings.send.retry_policy(),
+        stop: shutdown.stop.clone(),
+        show_progress: progress::show_bar(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("CI").is_some(),
+            global.quiet,
+        ),
+        budget_pico_usd: settings.send.max_cost_pico_usd,
+    }
+    .execute(false)
+    .await?;
+    let counts = store.run_counts(run.id).await?;
+    let reason = if collected.left_running > 0 {
+        format!(
+            "canceling: `msgbatch resume {}` records what the canceled batches finished",
+            run.name
+        )
+    } else {
+        format!(
+            "canceled: {} jobs were not processed; `msgbatch resume {} --include-failed` sends them again",
+            counts.failed, run.name
+        )
+    };
+    store
+        .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
+        .await?;
+    sending::print_counts(&run, &counts);
+    #[expect(clippy::print_stderr, reason = "what cancel did")]
+    {
+        eprintln!("{reason}");
+    }
+    Ok(ExitStatus::Interrupted)
+}

@@ -1,0 +1,299 @@
+//! The mock's Message Batches endpoints: create, retrieve, list, cancel and results, as the
+//! API serves them. A batch processes for the configured time, then ends with every request
+//! answered as the Messages endpoint would answer it (usage with `service_tier: "batch"`),
+//! except the custom ids a test marks errored or expired; results come as JSONL in an order
+//! of their own (last request first), so that clients must join on `custom_id`.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::answer;
+
+/// How the mock's batches behave.
+#[derive(Debug, Clone, Default)]
+pub struct BatchConfig {
+    /// From creation to the end of processing.
+    pub processing: Duration,
+    /// Custom ids answered `errored` (an `api_error`, worth sending again) in the first
+    /// batch that holds them.
+    pub errored: Vec<String>,
+    /// Custom ids answered `expired` in the first batch that holds them.
+    pub expired: Vec<String>,
+    /// How long the create call takes to answer once the batch is created (a window in
+    /// which a client may die before it learns the batch's id).
+    pub create_delay: Duration,
+    /// Answer 404 on every batch endpoint, like gateways that do not offer them.
+    pub unsupported: bool,
+}
+
+/// One batch the mock holds.
+#[derive(Debug)]
+pub struct MockBatch {
+    pub id: String,
+    created: Instant,
+    created_wall: SystemTime,
+    canceled: Option<Instant>,
+    requests: Vec<(String, Map<String, Value>)>,
+    /// Custom ids that error or expire in this batch.
+    errored: Vec<String>,
+    expired: Vec<String>,
+}
+
+/// Every batch created, oldest first.
+#[derive(Debug, Default)]
+pub struct Batches {
+    held: Vec<MockBatch>,
+    /// Custom ids whose error or expiry a batch has already had.
+    spent: std::collections::HashSet<String>,
+    /// Every batch ends now, whatever its processing time.
+    pub finished: bool,
+}
+
+/// What a call to a batch endpoint asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Create,
+    List,
+    Retrieve(String),
+    Cancel(String),
+    Results(String),
+}
+
+/// The batch route of a method and path, if the path is under `…/messages/batches`.
+pub fn route(method: &hyper::Method, path: &str) -> Option<Route> {
+    let (_, rest) = path.split_once("/messages/batches")?;
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", []) => Some(Route::Create),
+        ("GET", []) => Some(Route::List),
+        ("GET", [id]) => Some(Route::Retrieve((*id).to_owned())),
+        ("POST", [id, "cancel"]) => Some(Route::Cancel((*id).to_owned())),
+        ("GET", [id, "results"]) => Some(Route::Results((*id).to_owned())),
+        _ => None,
+    }
+}
+
+/// Why a create call is refused: (status, error type, message).
+pub type Refusal = (u16, &'static str, String);
+
+impl Batches {
+    /// Creates a batch from a create call's body.
+    pub fn create(&mut self, body: &Value, config: &BatchConfig) -> Result<&MockBatch, Refusal> {
+        let invalid = |message: String| (400, "invalid_request_error", message);
+        let requests = body
+            .get("requests")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("requests: Field required".to_owned()))?;
+        if requests.is_empty() || requests.len() > 100_000 {
+            return Err(invalid(format!(
+                "requests: a batch holds 1 to 100000 requests, not {}",
+                requests.len()
+            )));
+        }
+        let mut held = Vec::with_capacity(requests.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, request) in requests.iter().enumerate() {
+            let custom_id = request
+                .get("custom_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let valid = (1..=64).contains(&custom_id.len())
+                && custom_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(invalid(format!(
+                    "requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+                )));
+            }
+            if !seen.insert(custom_id) {
+                return Err(invalid(format!(
+                    "requests.{i}.custom_id: `{custom_id}` is not unique in the batch"
+                )));
+            }
+            let Some(params) = request.get("params").and_then(Value::as_object) else {
+                return Err(invalid(format!("requests.{i}.params: Field required")));
+            };
+            if params.get("stream").and_then(Value::as_bool) == Some(true) {
+                return Err(invalid(format!(
+                    "requests.{i}.params.stream: streaming is not supported in batches"
+                )));
+            }
+            held.push((custom_id.to_owned(), params.clone()));
+        }
+        let id = format!("msgbatch_mock_{:06}", self.held.len() + 1);
+        let mut marked = |ids: &[String]| -> Vec<String> {
+            held.iter()
+                .map(|(custom_id, _)| custom_id)
+                .filter(|c| ids.contains(c) && self.spent.insert((*c).clone()))
+                .cloned()
+                .collect()
+        };
+        let errored = marked(&config.errored);
+        let expired = marked(&config.expired);
+        self.held.push(MockBatch {
+            id,
+            created: Instant::now(),
+            created_wall: SystemTime::now(),
+            canceled: None,
+            requests: held,
+            errored,
+            expired,
+        });
+        Ok(self.held.last().expect("just pushed"))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&MockBatch> {
+        self.held.iter().find(|b| b.id == id)
+    }
+
+    pub fn cancel(&mut self, id: &str) -> Option<&MockBatch> {
+        let batch = self.held.iter_mut().find(|b| b.id == id)?;
+        batch.canceled.get_or_insert_with(Instant::now);
+        Some(batch)
+    }
+
+    /// A page of batches, newest first, after `after_id` in that order.
+    pub fn list(&self, after_id: Option<&str>, limit: usize, config: &BatchConfig) -> Value {
+        let newest_first = self.held.iter().rev();
+        let after: Vec<&MockBatch> = match after_id {
+            Some(after) => newest_first.skip_while(|b| b.id != after).skip(1).collect(),
+            None => newest_first.collect(),
+        };
+        let page: Vec<Value> = after
+            .iter()
+            .take(limit)
+            .map(|b| b.describe(config, "", self.finished))
+            .collect();
+        json!({
+            "data": page,
+            "has_more": after.len() > limit,
+            "first_id": page.first().and_then(|b| b.get("id")).cloned(),
+            "last_id": page.last().and_then(|b| b.get("id")).cloned(),
+        })
+    }
+}
+
+impl MockBatch {
+    fn ended(&self, config: &BatchConfig, finished: bool) -> bool {
+        finished || self.canceled.is_some() || self.created.elapsed() >= config.processing
+    }
+
+    /// What one request of the batch came to.
+    fn outcome(&self, custom_id: &str, config: &BatchConfig) -> &'static str {
+        if self.errored.iter().any(|id| id == custom_id) {
+            "errored"
+        } else if self.expired.iter().any(|id| id == custom_id) {
+            "expired"
+        } else if self.canceled.is_some() && self.created.elapsed() < config.processing {
+            "canceled"
+        } else {
+            "succeeded"
+        }
+    }
+
+    /// The MessageBatch object; `url` is the batch's own URL, for its `results_url`.
+    pub fn describe(&self, config: &BatchConfig, url: &str, finished: bool) -> Value {
+        let ended = self.ended(config, finished);
+        let mut counts =
+            json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
+        if ended {
+            for (custom_id, _) in &self.requests {
+                let kind = self.outcome(custom_id, config);
+                counts[kind] = json!(counts[kind].as_u64().unwrap_or(0) + 1);
+            }
+        } else {
+            counts["processing"] = json!(self.requests.len());
+        }
+        let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let status = match (ended, self.canceled) {
+            (true, _) => "ended",
+            (false, Some(_)) => "canceling",
+            (false, None) => "in_progress",
+        };
+        json!({
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "created_at": rfc3339(self.created_wall),
+            "expires_at": rfc3339(self.created_wall + Duration::from_secs(86_400)),
+            "ended_at": ended.then(|| rfc3339(SystemTime::now())),
+            "cancel_initiated_at": self.canceled.map(|_| rfc3339(SystemTime::now())),
+            "archived_at": null,
+            "results_url": (ended && !url.is_empty()).then(|| format!("{url}/results")),
+        })
+    }
+
+    /// The results file, one JSON line per request, last request first; `None` while the
+    /// batch is still processing.
+    pub fn results(&self, config: &BatchConfig, finished: bool) -> Option<Vec<String>> {
+        if !self.ended(config, finished) {
+            return None;
+        }
+        let lines = self
+            .requests
+            .iter()
+            .rev()
+            .map(|(custom_id, params)| {
+                let result = match self.outcome(custom_id, config) {
+                    "succeeded" => {
+                        let model = params.get("model").and_then(Value::as_str).unwrap_or("");
+                        let seed = answer::request_seed(params);
+                        let reply = answer::reply(params, seed);
+                        let usage = crate::tokens::input_usage(
+                            params,
+                            &mut std::collections::HashSet::new(),
+                        );
+                        let mut message = answer::message(model, seed, &reply, &usage);
+                        message["usage"]["service_tier"] = json!("batch");
+                        json!({"type": "succeeded", "message": message})
+                    }
+                    "errored" => json!({"type": "errored", "error": {"type": "error",
+                        "error": {"type": "api_error", "message": "Internal server error"},
+                        "request_id": "req_mock"}}),
+                    other => json!({"type": other}),
+                };
+                json!({"custom_id": custom_id, "result": result}).to_string()
+            })
+            .collect();
+        Some(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_api_paths_under_any_prefix() {
+        let get = hyper::Method::GET;
+        let post = hyper::Method::POST;
+        assert_eq!(route(&post, "/v1/messages/batches"), Some(Route::Create));
+        assert_eq!(route(&get, "/gw/v1/messages/batches"), Some(Route::List));
+        assert_eq!(
+            route(&get, "/v1/messages/batches/msgbatch_1"),
+            Some(Route::Retrieve("msgbatch_1".into()))
+        );
+        assert_eq!(
+            route(&post, "/v1/messages/batches/msgbatch_1/cancel"),
+            Some(Route::Cancel("msgbatch_1".into()))
+        );
+        assert_eq!(
+            route(&get, "/v1/messages/batches/msgbatch_1/results"),
+            Some(Route::Results("msgbatch_1".into()))
+        );
+        assert_eq!(route(&post, "/v1/messages"), None);
+    }
+
+    #[test]
+    fn a_create_call_with_a_bad_custom_id_is_refused_as_the_api_refuses_it() {
+        let mut batches = Batches::default();
+        let body = json!({"requests": [{"custom_id": "has space", "params": {}}]});
+        let (status, kind, message) = batches.create(&body, &BatchConfig::default()).unwrap_err();
+        assert_eq!((status, kind), (400, "invalid_request_error"));
+        assert!(message.starts_with("requests.0.custom_id"), "{message}");
+    }
+}

@@ -1,0 +1,212 @@
+//! The batches of runs sent through the Message Batches API: the intent written before each
+//! create call, the API's id once it answers, the map from each request's `custom_id` to its
+//! job, and the state of each batch until its results are recorded.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{MAX_VARIABLES, PendingJob, Store, StoreError, WriteBatch, now_ms};
+
+/// A batch of a run as the store keeps it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchRow {
+    pub id: i64,
+    pub remote_id: Option<String>,
+    /// `creating` (the create call may or may not have happened), `submitted` or `recorded`.
+    pub state: String,
+    pub requests: i64,
+    pub reserved_pico_usd: i64,
+    pub intent_at_ms: i64,
+    pub submitted_at_ms: Option<i64>,
+}
+
+/// A job of a batch that waits for its result.
+#[derive(Debug, Clone)]
+pub struct BatchWaiting {
+    pub job: i64,
+    /// Attempts made on the job before this batch.
+    pub attempts: i64,
+    pub model: String,
+    pub expect: Option<String>,
+}
+
+impl Store {
+    /// Pending jobs of a run that are in no batch still to be recorded, with row id above
+    /// `after`, in row order.
+    pub async fn unbatched_jobs(
+        &self,
+        run_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingJob>, StoreError> {
+        let jobs = sqlx::query_as(
+            "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
+             WHERE id > max(?2, (SELECT min(id) - 1 FROM jobs WHERE run_id = ?1))
+               AND run_id = ?1 AND state = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.id = i.batch
+                               WHERE i.job = jobs.id AND b.state != 'recorded')
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(jobs)
+    }
+
+    /// Writes the intent to create a batch of `items` (custom id, job), before the create call.
+    pub async fn batch_intent(
+        &self,
+        run_id: i64,
+        items: &[(String, i64)],
+        bytes: usize,
+        reserved_pico_usd: u64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO batches (run_id, state, requests, bytes, reserved_pico_usd, intent_at_ms)
+             VALUES (?1, 'creating', ?2, ?3, ?4, ?5) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(i64::try_from(reserved_pico_usd).unwrap_or(i64::MAX))
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        for chunk in items.chunks(MAX_VARIABLES / 3) {
+            let mut builder: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO batch_items (batch, custom_id, job) ");
+            builder.push_values(chunk, |mut row, (custom_id, job)| {
+                row.push_bind(id)
+                    .push_bind(custom_id.as_str())
+                    .push_bind(*job);
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The API created the batch: its id is kept, and from now on it is polled.
+    pub async fn batch_submitted(
+        &self,
+        batch: i64,
+        remote_id: &str,
+        submitted_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET remote_id = ?2, state = 'submitted', submitted_at_ms = ?3
+             WHERE id = ?1",
+        )
+        .bind(batch)
+        .bind(remote_id)
+        .bind(submitted_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The create call did not create the batch: the intent and its items go.
+    pub async fn drop_batch_intent(&self, batch: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM batches WHERE id = ?1 AND state = 'creating'")
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The batches of a run that are not yet recorded, oldest first.
+    pub async fn open_batches(&self, run_id: i64) -> Result<Vec<BatchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, remote_id, state, requests, reserved_pico_usd, intent_at_ms,
+                    submitted_at_ms
+             FROM batches WHERE run_id = ?1 AND state != 'recorded' ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Keeps the counts the API last gave for a batch.
+    pub async fn batch_counts(&self, batch: i64, counts: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE batches SET counts = ?2 WHERE id = ?1")
+            .bind(batch)
+            .bind(counts)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The jobs of a batch still waiting for their result, by custom id.
+    pub async fn batch_waiting(
+        &self,
+        batch: i64,
+    ) -> Result<HashMap<String, BatchWaiting>, StoreError> {
+        let rows: Vec<(String, i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect
+             FROM batch_items i JOIN jobs j ON j.id = i.job
+             WHERE i.batch = ?1 AND j.state = 'pending'",
+        )
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(custom_id, job, attempts, model, expect)| {
+                (
+                    custom_id,
+                    BatchWaiting {
+                        job,
+                        attempts,
+                        model,
+                        expect,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The API ids of every batch the store knows, of any run.
+    pub async fn known_batch_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT remote_id FROM batches WHERE remote_id IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Commits part of a batch's results; with `last`, the batch is recorded in the same
+    /// transaction, so that its jobs are free for another batch only once all are written.
+    pub async fn write_batch_results(
+        &self,
+        batch: i64,
+        results: &WriteBatch,
+        last: bool,
+    ) -> Result<(), StoreError> {
+        if !results.is_empty() {
+            self.write(results).await?;
+        }
+        if last {
+            sqlx::query("UPDATE batches SET state = 'recorded', ended_at_ms = ?2 WHERE id = ?1")
+                .bind(batch)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every job of a run that is in a batch not yet recorded.
+    pub async fn jobs_in_open_batches(&self, run_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch
+             WHERE b.run_id = ?1 AND b.state != 'recorded'",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

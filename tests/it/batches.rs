@@ -1,0 +1,268 @@
+//! Runs through the Message Batches API: recorded as the same run sent directly, at half the
+//! price; never submitted twice across kill -9; failed items sent again; a gateway without
+//! the endpoints.
+
+use std::time::Duration;
+
+use msgbatch::mock::MockConfig;
+use msgbatch::mock::batches::BatchConfig;
+use serde_json::json;
+
+use crate::common::*;
+
+const FAST_POLL: &[&str] = &["--poll-interval", "10ms"];
+
+/// Jobs over two models, one with an id the Batches API refuses (a space), so that ids are
+/// mapped both ways.
+fn fan_out_file(ws: &Workspace) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            let id = if i == 0 {
+                "first job".to_owned()
+            } else {
+                format!("job-{i}")
+            };
+            json!({"custom_id": id, "params": {"max_tokens": 100,
+                "messages": [{"role": "user", "content": format!("prompt-{i}")}]}})
+            .to_string()
+        })
+        .collect();
+    ws.write("jobs.jsonl", &(lines.join("\n") + "\n"))
+}
+
+async fn results(ws: &Workspace) -> Vec<(String, String, i64, i64, i64, i64, Option<String>)> {
+    sqlx::query_as(
+        "SELECT j.job_id, j.model, r.input_tokens, r.output_tokens, r.cost_pico_usd, r.batch,
+                r.service_tier
+         FROM results r JOIN jobs j ON j.id = r.job ORDER BY j.id",
+    )
+    .fetch_all(&ws.pool().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_through_batches_is_recorded_like_a_direct_run_at_half_the_price() {
+    let mock = mock(MockConfig::default()).await;
+    let direct = Workspace::new();
+    let batched = Workspace::new();
+    let models = "claude-haiku-4-5,claude-sonnet-4-6";
+    for (ws, via) in [(&direct, "direct"), (&batched, "batches")] {
+        let file = fan_out_file(ws);
+        let mut args = vec![
+            "run",
+            file.to_str().unwrap(),
+            "--models",
+            models,
+            "--via",
+            via,
+        ];
+        args.extend_from_slice(FAST_POLL);
+        let output = ws.run_on(&mock, &args).await;
+        assert_eq!(code(&output), 0, "{via}: {:?}", text(&output));
+    }
+    assert_eq!(mock.batches_created(), 1, "twelve jobs fit one batch");
+    let pool = batched.pool().await;
+    assert_eq!(answers(&direct.pool().await).await, answers(&pool).await);
+    let (direct, batched) = (results(&direct).await, results(&batched).await);
+    assert_eq!(batched.len(), 12);
+    for (d, b) in direct.iter().zip(&batched) {
+        assert_eq!(
+            (&d.0, &d.1, d.2, d.3),
+            (&b.0, &b.1, b.2, b.3),
+            "same job, same usage"
+        );
+        assert_eq!(b.4, d.4 / 2, "{}: half the direct price", b.0);
+        assert_eq!((d.5, b.5), (0, 1));
+        assert_eq!(b.6.as_deref(), Some("batch"));
+    }
+    // The job whose id the API refuses went under another and came back under its own.
+    assert!(batched.iter().any(|r| r.0 == "first job"));
+    let custom_ids: Vec<String> = sqlx::query_scalar("SELECT custom_id FROM batch_items")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        custom_ids.iter().all(|id| !id.contains(' ')),
+        "{custom_ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            // The create call answers long after the batch exists: the run dies in between.
+            create_delay: Duration::from_secs(600),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 8);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "b",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    mock.wait_for_batches(1).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM batches WHERE state = 'creating'"
+        )
+        .await,
+        1,
+        "the intent was committed, the id was not"
+    );
+    let mut args = vec!["resume", "b"];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run(&args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(
+        mock.batches_created(),
+        1,
+        "the batch was found, not created again"
+    );
+    let states = job_states(&pool).await;
+    assert!(
+        states.iter().all(|(_, s, n)| s == "succeeded" && *n == 1),
+        "{states:?}"
+    );
+    let remote: Vec<String> = sqlx::query_scalar("SELECT remote_id FROM batches")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(remote, ["msgbatch_mock_000001"]);
+}
+
+#[tokio::test]
+async fn kill_9_while_polling_then_resume_reattaches_to_the_running_batch() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            processing: Duration::from_secs(3600),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 5);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "p",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    // The create call, then a look at the running batch: its id is committed by then.
+    mock.wait_for_requests(2).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let status = ws.run(&["status"]).await;
+    let (stdout, _) = text(&status);
+    assert!(stdout.contains("submitted"), "{stdout}");
+    mock.finish_batches();
+    let mut args = vec!["resume", "p"];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run(&args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 1);
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_failed() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            expired: vec!["job-1".into()],
+            errored: vec!["job-2".into()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 4);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "e",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 1, "jobs failed: {:?}", text(&output));
+    let pool = ws.pool().await;
+    let failed: Vec<(String, String)> =
+        sqlx::query_as("SELECT job_id, error FROM jobs WHERE state = 'failed' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].1.starts_with("expired") && failed[0].1.contains("not billed"));
+    assert!(failed[1].1.contains("api_error") && failed[1].1.contains("worth sending again"));
+    let report = ws.report_json("e").await;
+    assert_eq!(report["totals"][0]["jobs"]["failed"], 2);
+    // One in a new batch, as the run sends; the mock expires and errors each id only once.
+    let mut args = vec!["resume", "e", "--include-failed"];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run(&args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 2);
+    let states = job_states(&pool).await;
+    assert!(
+        states.iter().all(|(_, s, _)| s == "succeeded"),
+        "{states:?}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM batch_items").await,
+        6,
+        "the second batch held only the two that failed"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_without_batches_gets_one_sentence_and_nothing_is_submitted() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            unsupported: true,
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--via", "batches"])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_ne!(code(&output), 0);
+    assert!(stderr.contains("no Message Batches endpoint"), "{stderr}");
+    assert!(stderr.contains("--via direct"), "{stderr}");
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM batches").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        3
+    );
+}
