@@ -478,6 +478,10 @@ pub struct MockServeArgs {
     #[arg(long, value_name = "SECONDS")]
     pub fault_retry_after: Option<u64>,
 
+    /// How long a Message Batch processes before it ends, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub batch_ms: u64,
+
     /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
     /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).
     #[arg(long)]

@@ -25,6 +25,10 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,
         fault_retry_after: args.fault_retry_after.map(Duration::from_secs),
+        batches: crate::mock::batches::BatchConfig {
+            processing: Duration::from_millis(args.batch_ms),
+            ..crate::mock::batches::BatchConfig::default()
+        },
         limits: Limits {
             rpm: args.rate_limit_rpm,
             itpm: args.rate_limit_itpm,
