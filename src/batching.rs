@@ -87,12 +87,20 @@ impl Batcher<'_> {
             submitted: self.recover().await?,
             ..Collected::default()
         };
-        if submit {
-            let (made, budget_stop) = self.submit_pending().await?;
-            collected.submitted += made;
-            collected.budget_stop = budget_stop;
+        loop {
+            if submit {
+                let (made, budget_stop) = self.submit_pending().await?;
+                collected.submitted += made;
+                collected.budget_stop = budget_stop;
+            }
+            let recorded = self.collect().await?;
+            collected.recorded += recorded;
+            // Under a budget, batches are sized to the worst case that fits; once they are
+            // in, what they did not spend of it is free for the next.
+            if !submit || collected.budget_stop.is_none() || recorded == 0 {
+                break;
+            }
         }
-        collected.recorded = self.collect().await?;
         collected.left_running = self
             .store
             .open_batches(self.run_id)
@@ -181,7 +189,11 @@ impl Batcher<'_> {
     async fn submit_pending(&self) -> anyhow::Result<(usize, Option<String>)> {
         let mut made = 0;
         let mut after = 0;
-        let mut packer = Packer::new(self.settings, self.prices);
+        let room = match self.budget_pico_usd {
+            Some(budget) => Some(budget.saturating_sub(self.held().await?)),
+            None => None,
+        };
+        let mut packer = Packer::new(self.settings, self.prices, room);
         loop {
             if self.stop.is_cancelled() {
                 return Ok((made, None));
@@ -197,6 +209,9 @@ impl Batcher<'_> {
                         return Ok((made, Some(stop)));
                     }
                     made += 1;
+                }
+                if packer.over_budget {
+                    return Ok((made, Some(self.over_budget().await?)));
                 }
             }
         }
@@ -218,15 +233,7 @@ impl Batcher<'_> {
             .map(|w| w.div_ceil(2))
             .sum::<u64>();
         if let Some(budget) = self.budget_pico_usd {
-            let committed = self.committed_spend().await?;
-            let open: i64 = self
-                .store
-                .open_batches(self.run_id)
-                .await?
-                .iter()
-                .map(|b| b.reserved_pico_usd)
-                .sum();
-            let held = committed + u64::try_from(open).unwrap_or(0);
+            let held = self.held().await?;
             if held.saturating_add(worst) > budget {
                 return Ok(Some(format!(
                     "the next batch of {} requests could cost up to {} at the batch rates, over what is left of --max-cost {} ({} spent or held by batches already submitted)",
@@ -303,6 +310,28 @@ impl Batcher<'_> {
                 && created_ms(b).is_none_or(|c| c >= since - window_ms())
                 && usize::try_from(b.request_counts.total()).ok() == Some(requests)
         }))
+    }
+
+    /// What the run spent, and the worst cases its open batches hold.
+    async fn held(&self) -> anyhow::Result<u64> {
+        let open: i64 = self
+            .store
+            .open_batches(self.run_id)
+            .await?
+            .iter()
+            .map(|b| b.reserved_pico_usd)
+            .sum();
+        Ok(self.committed_spend().await? + u64::try_from(open).unwrap_or(0))
+    }
+
+    /// Why the next job is not submitted: its worst case does not fit what is left.
+    async fn over_budget(&self) -> anyhow::Result<String> {
+        let budget = self.budget_pico_usd.unwrap_or(0);
+        Ok(format!(
+            "the next job could pass the --max-cost budget of {} at the batch rates ({} spent or held by batches still open)",
+            crate::pricing::format_usd(budget),
+            crate::pricing::format_usd(self.held().await?),
+        ))
     }
 
     /// Spend committed by the run: its results and its judges.
@@ -618,24 +647,33 @@ struct Packed {
     worst_cases: Vec<u64>,
 }
 
-/// Fills batches up to the request and byte bounds.
+/// Fills batches up to the request and byte bounds, and to what is left of the budget.
 struct Packer<'a> {
     settings: BatchSettings,
     prices: &'a PriceTable,
     current: Packed,
     ids: HashSet<String>,
+    /// What is left of the budget for worst cases at the batch rates, when there is one.
+    room: Option<u64>,
+    /// The worst case of the current batch at the batch rates.
+    current_worst: u64,
+    /// The last job offered did not fit what is left of the budget, even alone.
+    over_budget: bool,
 }
 
 /// The wrapper around a batch's requests: `{"requests":[` … `]}`.
 const WRAPPER_BYTES: usize = 15;
 
 impl<'a> Packer<'a> {
-    fn new(settings: BatchSettings, prices: &'a PriceTable) -> Self {
+    fn new(settings: BatchSettings, prices: &'a PriceTable, room: Option<u64>) -> Self {
         Self {
             settings,
             prices,
             current: Self::empty(),
             ids: HashSet::new(),
+            room,
+            current_worst: 0,
+            over_budget: false,
         }
     }
 
@@ -667,9 +705,20 @@ impl<'a> Packer<'a> {
             ))
             .into());
         }
+        let worst = crate::runner::worst_case(self.prices, job).unwrap_or(0);
+        let worst_half = worst.div_ceil(2);
+        let over_room = self
+            .room
+            .is_some_and(|room| self.current_worst + worst_half > room);
         let full = self.current.items.len() >= self.settings.max_requests
-            || self.current.body.len() + probe.len() + 2 > self.settings.max_bytes;
+            || self.current.body.len() + probe.len() + 2 > self.settings.max_bytes
+            || over_room;
         let filled = if full { self.take() } else { None };
+        if self.room.is_some_and(|room| worst_half > room) {
+            self.over_budget = true;
+            return Ok(filled);
+        }
+        self.current_worst += worst_half;
         let custom_id = self.custom_id(job);
         let line = if custom_id == job.job_id {
             probe
@@ -681,9 +730,7 @@ impl<'a> Packer<'a> {
         }
         self.current.body.extend_from_slice(line.as_bytes());
         self.current.items.push((custom_id, job.id));
-        self.current
-            .worst_cases
-            .push(crate::runner::worst_case(self.prices, job).unwrap_or(0));
+        self.current.worst_cases.push(worst);
         Ok(filled)
     }
 
@@ -707,6 +754,10 @@ impl<'a> Packer<'a> {
             return None;
         }
         self.ids.clear();
+        if let Some(room) = &mut self.room {
+            *room = room.saturating_sub(self.current_worst);
+        }
+        self.current_worst = 0;
         let mut packed = std::mem::replace(&mut self.current, Self::empty());
         packed.body.extend_from_slice(b"]}");
         Some(packed)

@@ -266,3 +266,72 @@ async fn a_gateway_without_batches_gets_one_sentence_and_nothing_is_submitted() 
         3
     );
 }
+
+#[tokio::test]
+async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
+    let mock = mock(MockConfig::default()).await;
+    // A job's worst case at the batch rates is about $0.0005 (200 output tokens of Haiku 4.5
+    // at half price), its real cost about a quarter of that: two worst cases fit at first,
+    // and what the first batch did not spend makes room for another.
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 6);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "capped",
+        "--max-cost",
+        "0.0012",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 3, "{stderr}");
+    assert!(
+        stderr.contains("could pass the --max-cost budget"),
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    let sizes: Vec<i64> = sqlx::query_scalar("SELECT requests FROM batches ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        sizes.len() >= 2 && sizes.iter().all(|n| *n <= 2),
+        "no batch holds more worst cases than the budget: {sizes:?}"
+    );
+    let spent: i64 = sqlx::query_scalar("SELECT SUM(cost_pico_usd) FROM results")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        spent > 600_000_000 && spent <= 1_200_000_000,
+        "spent {spent} pico-USD of 1.2e9"
+    );
+
+    // A budget below one job's worst case submits nothing.
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 2);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--max-cost",
+        "0.0001",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 3, "{stderr}");
+    assert!(
+        stderr.contains("could pass the --max-cost budget"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&ws.pool().await, "SELECT COUNT(*) FROM batches").await,
+        0
+    );
+}
