@@ -48,6 +48,8 @@ pub enum Command {
     Grade(GradeArgs),
     /// Cost and latency report of one or more runs.
     Report(ReportArgs),
+    /// Which answers changed: two runs job by job, or one run's models side by side.
+    Diff(DiffArgs),
     /// Write a run's results as JSONL in the Message Batches results shape.
     Export(ExportArgs),
     /// Serve the mock Messages API gateway.
@@ -438,6 +440,30 @@ pub struct ReportArgs {
     /// Also price the run at this table, e.g. another gateway's rates.
     #[arg(long)]
     pub reprice: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Two runs (before, after) to compare job by job, or one run that fanned out over
+    /// models to compare its models side by side.
+    #[arg(required = true, num_args = 1..=2)]
+    pub runs: Vec<String>,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+
+    /// Directory for md, csv, json and html (`-` writes to standard output).
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+
+    /// Jobs listed of each kind of change (regressions, improvements, …) [default: 50].
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Exit with 4 when a job passed its graders in the first run and fails them in the
+    /// second (for CI pipelines).
+    #[arg(long)]
+    pub fail_on_regression: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

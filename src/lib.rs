@@ -7,6 +7,7 @@ pub mod batching;
 pub mod cli;
 pub mod client;
 mod commands;
+pub mod diff;
 pub mod estimate;
 pub mod eval;
 #[doc(hidden)]
@@ -39,6 +40,8 @@ pub enum ExitStatus {
     Error = 2,
     /// Stopped before passing `--max-cost`; `msgbatch resume --max-cost` continues.
     BudgetExhausted = 3,
+    /// `diff --fail-on-regression` found a job that passed before and fails now.
+    Regressed = 4,
     /// Stopped by Ctrl-C; `msgbatch resume` continues.
     Interrupted = 130,
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand, and the session logic `run` and `resume` share.
 
 mod cancel;
+mod diff;
 mod estimate;
 mod export;
 mod grade;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Estimate(args) => estimate::estimate(&global, *args, shutdown).await,
         Command::Grade(args) => grade::grade(&global, &args, shutdown).await,
         Command::Report(args) => report::report(&global, &args).await,
+        Command::Diff(args) => diff::diff(&global, &args).await,
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,
         Command::Prices(args) => prices::prices(&global, &args),

@@ -97,7 +97,7 @@ fn target(args: &ReportArgs, name: &str, kind: &str, ext: &str) -> Option<std::p
 }
 
 #[expect(clippy::print_stderr, reason = "where the report went")]
-fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub(super) fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     match path {
         None => {
             use std::io::Write as _;

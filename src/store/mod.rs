@@ -5,6 +5,7 @@
 //! committed. Everything else (resume, status, export, reports) reads from here.
 
 mod batches;
+mod jobs_view;
 mod lock;
 mod models;
 mod report;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 pub use batches::{BatchRow, BatchWaiting};
+pub use jobs_view::{GradeView, JobView};
 pub use lock::{DbLock, LockError, is_held};
 pub use models::*;
 pub use report::{

@@ -4,6 +4,7 @@
 mod batches;
 mod budget;
 mod common;
+mod diff;
 mod files;
 mod grade;
 mod input;

@@ -1,0 +1,56 @@
+//! `msgbatch diff`: which answers changed between two runs, or between the models of one.
+
+use super::Global;
+use super::report::emit;
+use crate::ExitStatus;
+use crate::cli::{DiffArgs, ReportFormat};
+use crate::diff::{self, Comparison};
+
+pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus> {
+    let store = global.existing_store().await?;
+    let mut runs = Vec::new();
+    for key in &args.runs {
+        runs.push(store.find_run(key).await?);
+    }
+    let limit = args.limit.unwrap_or(diff::DEFAULT_LIMIT);
+    let (comparison, name) = match runs.as_slice() {
+        [before, after] => (
+            Comparison::Runs(diff::compare(&store, before, after, limit).await?),
+            format!("{}-vs-{}", before.name, after.name),
+        ),
+        [run] => {
+            let matrix = diff::matrix(&store, run).await?;
+            if matrix.models.len() < 2 {
+                anyhow::bail!(
+                    "run {} went to one model only: give two runs to compare, `msgbatch diff {} OTHER_RUN`",
+                    run.name,
+                    run.name
+                );
+            }
+            (Comparison::Models(matrix), run.name.clone())
+        }
+        _ => anyhow::bail!("diff takes one run or two"),
+    };
+    let target = |ext: &str| {
+        (args.out.as_os_str() != "-").then(|| args.out.join(format!("{name}-diff.{ext}")))
+    };
+    match args.format {
+        ReportFormat::Table => emit(&diff::table(&comparison), None)?,
+        ReportFormat::Md => emit(&diff::markdown(&comparison), target("md"))?,
+        ReportFormat::Csv => emit(&diff::csv(&comparison)?, target("csv"))?,
+        ReportFormat::Json => emit(
+            &(serde_json::to_string_pretty(&comparison)? + "\n"),
+            target("json"),
+        )?,
+        ReportFormat::Html => emit(&diff::html(&comparison), target("html"))?,
+    }
+    let regressed = match &comparison {
+        Comparison::Runs(diff) => diff.regressions() > 0,
+        Comparison::Models(_) => false,
+    };
+    Ok(if args.fail_on_regression && regressed {
+        ExitStatus::Regressed
+    } else {
+        ExitStatus::Success
+    })
+}

@@ -1,0 +1,690 @@
+//! A comparison as a terminal table, Markdown, CSV (every listed row, in full) and one
+//! self-contained HTML page with a job viewer: each job's prompt, answers and graders'
+//! verdicts, expandable in place and filterable by model, grader and outcome, with nothing
+//! loaded from elsewhere.
+
+use std::fmt::Write as _;
+
+use super::{Change, Comparison, Diff, DiffRow, JobSide, Matrix, MatrixRow};
+use crate::report::usd;
+
+/// Rows of a matrix the HTML page shows in full beyond its disagreements and failures.
+const HTML_AGREEING_ROWS: usize = 200;
+
+/// Most disagreements and failures the HTML page shows in full.
+const HTML_MAX_ROWS: usize = 5_000;
+
+fn signed_money(pico: Option<i64>) -> String {
+    match pico {
+        Some(p) if p > 0 => format!("+{}", usd(p)),
+        Some(p) => usd(p),
+        None => "-".to_owned(),
+    }
+}
+
+fn ms(value: Option<i64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn signed_ms(value: Option<i64>) -> String {
+    match value {
+        Some(v) if v > 0 => format!("+{v}"),
+        Some(v) => v.to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+/// `pass`, `fail (contains#0)`, `error`, or `-` for a job not in the run.
+fn outcome(side: Option<&JobSide>) -> String {
+    match side {
+        None => "-".to_owned(),
+        Some(s) if s.failed_graders.is_empty() => s.outcome.as_str().to_owned(),
+        Some(s) => format!("{} ({})", s.outcome.as_str(), s.failed_graders.join(", ")),
+    }
+}
+
+fn stop(side: Option<&JobSide>) -> String {
+    side.and_then(|s| s.stop_reason.clone())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn rate(passed: usize, graded: usize) -> String {
+    if graded == 0 {
+        "-".to_owned()
+    } else {
+        #[expect(clippy::cast_precision_loss, reason = "a share for display")]
+        let share = passed as f64 / graded as f64;
+        format!("{:.1}% ({passed}/{graded})", share * 100.0)
+    }
+}
+
+fn cut(text: &str, width: usize) -> String {
+    match text.char_indices().nth(width.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > width => format!("{}…", &text[..end]),
+        _ => text.to_owned(),
+    }
+}
+
+/// The comparison for a terminal.
+pub fn table(comparison: &Comparison) -> String {
+    match comparison {
+        Comparison::Runs(diff) => diff_table(diff),
+        Comparison::Models(matrix) => matrix_table(matrix),
+    }
+}
+
+fn diff_table(diff: &Diff) -> String {
+    let mut out = String::new();
+    let t = &diff.totals;
+    let _ = writeln!(
+        out,
+        "diff {} → {}: {} jobs matched by id{}",
+        diff.before,
+        diff.after,
+        t.matched,
+        if diff.by_model { " and model" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  pass rate  {} → {}",
+        rate(t.passed_before, t.graded_before),
+        rate(t.passed_after, t.graded_after)
+    );
+    let _ = writeln!(
+        out,
+        "  cost       {} → {}",
+        usd(t.cost_before_pico_usd),
+        usd(t.cost_after_pico_usd)
+    );
+    let _ = writeln!(
+        out,
+        "  p50 ms     {} → {}",
+        ms(t.latency_p50_before_ms),
+        ms(t.latency_p50_after_ms)
+    );
+    let counts: Vec<String> = t.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "  changes    {}",
+        if counts.is_empty() {
+            "none".to_owned()
+        } else {
+            counts.join(" · ")
+        }
+    );
+    if diff.rows.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<19} {:<30} {:<14} {:<14} {:>11} {:>7}",
+        "CHANGE", "JOB", "BEFORE", "AFTER", "COST Δ", "MS Δ"
+    );
+    for row in &diff.rows {
+        let job = if diff.by_model {
+            format!("{} {}", row.job_id, row.model)
+        } else {
+            row.job_id.clone()
+        };
+        let (before, after) = if matches!(
+            row.change,
+            Change::NewlyTruncated | Change::StopReasonChanged
+        ) {
+            (stop(row.before.as_ref()), stop(row.after.as_ref()))
+        } else {
+            (outcome(row.before.as_ref()), outcome(row.after.as_ref()))
+        };
+        let _ = writeln!(
+            out,
+            "{:<19} {:<30} {:<14} {:<14} {:>11} {:>7}",
+            row.change.as_str(),
+            cut(&job, 30),
+            cut(&before, 14),
+            cut(&after, 14),
+            signed_money(row.cost_delta()),
+            signed_ms(row.latency_delta()),
+        );
+    }
+    for (kind, n) in &diff.left_out {
+        let _ = writeln!(out, "… and {n} more {kind} (--limit to list more)");
+    }
+    out
+}
+
+fn matrix_table(matrix: &Matrix) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "run {}: {} jobs × {} models; the models disagree on {}, some model failed {}",
+        matrix.run,
+        matrix.jobs,
+        matrix.models.len(),
+        matrix.disagreements,
+        matrix.failures
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:>20} {:>9} {:>7} {:>12}",
+        "MODEL", "pass rate", "answered", "errors", "cost"
+    );
+    for m in &matrix.per_model {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>20} {:>9} {:>7} {:>12}",
+            cut(&m.model, 28),
+            rate(m.passed, m.graded),
+            m.answered,
+            m.errors,
+            usd(m.cost_pico_usd)
+        );
+    }
+    let listed: Vec<&MatrixRow> = matrix
+        .rows
+        .iter()
+        .filter(|r| r.disagree || r.failed)
+        .collect();
+    if listed.is_empty() {
+        return out;
+    }
+    let _ = write!(out, "\n{:<24}", "JOB");
+    for model in &matrix.models {
+        let _ = write!(out, " {:<20}", cut(model, 20));
+    }
+    out.push('\n');
+    for row in listed.iter().take(super::DEFAULT_LIMIT) {
+        let _ = write!(out, "{:<24}", cut(&row.job_id, 24));
+        for cell in &row.cells {
+            let _ = write!(out, " {:<20}", cut(&outcome(cell.as_ref()), 20));
+        }
+        out.push('\n');
+    }
+    if listed.len() > super::DEFAULT_LIMIT {
+        let _ = writeln!(
+            out,
+            "… and {} more jobs where the models disagree or fail (csv, json and html list all)",
+            listed.len() - super::DEFAULT_LIMIT
+        );
+    }
+    out
+}
+
+/// The comparison as Markdown.
+pub fn markdown(comparison: &Comparison) -> String {
+    let mut out = String::new();
+    match comparison {
+        Comparison::Runs(diff) => {
+            let t = &diff.totals;
+            let _ = writeln!(
+                out,
+                "# diff {} → {}\n\n{} jobs matched by id{}.\n\n| | {} | {} |\n|---|---:|---:|",
+                diff.before,
+                diff.after,
+                t.matched,
+                if diff.by_model { " and model" } else { "" },
+                diff.before,
+                diff.after
+            );
+            let _ = writeln!(
+                out,
+                "| pass rate | {} | {} |",
+                rate(t.passed_before, t.graded_before),
+                rate(t.passed_after, t.graded_after)
+            );
+            let _ = writeln!(
+                out,
+                "| cost | {} | {} |",
+                usd(t.cost_before_pico_usd),
+                usd(t.cost_after_pico_usd)
+            );
+            let _ = writeln!(
+                out,
+                "| p50 latency ms | {} | {} |\n",
+                ms(t.latency_p50_before_ms),
+                ms(t.latency_p50_after_ms)
+            );
+            for (kind, n) in &t.counts {
+                let _ = writeln!(out, "- {n} {kind}");
+            }
+            let _ = writeln!(
+                out,
+                "\n| change | job | model | before | after | cost Δ | ms Δ |\n|---|---|---|---|---|---:|---:|"
+            );
+            for row in &diff.rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    row.change.as_str(),
+                    md_cell(&row.job_id),
+                    md_cell(&row.model),
+                    md_cell(&side_summary(row.before.as_ref())),
+                    md_cell(&side_summary(row.after.as_ref())),
+                    signed_money(row.cost_delta()),
+                    signed_ms(row.latency_delta())
+                );
+            }
+            for (kind, n) in &diff.left_out {
+                let _ = writeln!(out, "\n… and {n} more {kind}.");
+            }
+        }
+        Comparison::Models(matrix) => {
+            let _ = writeln!(
+                out,
+                "# run {}: jobs × models\n\n{} jobs; the models disagree on {}, some model failed {}.\n",
+                matrix.run, matrix.jobs, matrix.disagreements, matrix.failures
+            );
+            let _ = write!(out, "| job |");
+            for model in &matrix.models {
+                let _ = write!(out, " {} |", md_cell(model));
+            }
+            let _ = write!(out, "\n|---|");
+            for _ in &matrix.models {
+                out.push_str("---|");
+            }
+            out.push('\n');
+            for row in matrix.rows.iter().filter(|r| r.disagree || r.failed) {
+                let _ = write!(out, "| {} |", md_cell(&row.job_id));
+                for cell in &row.cells {
+                    let _ = write!(out, " {} |", md_cell(&side_summary(cell.as_ref())));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn md_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `pass · end_turn · $0.000120 · 840 ms`.
+fn side_summary(side: Option<&JobSide>) -> String {
+    let Some(s) = side else {
+        return "-".to_owned();
+    };
+    let mut parts = vec![outcome(Some(s))];
+    if let Some(stop) = &s.stop_reason {
+        parts.push(stop.clone());
+    }
+    if let Some(cost) = s.cost_pico_usd {
+        parts.push(usd(cost));
+    }
+    if let Some(latency) = s.latency_ms {
+        parts.push(format!("{latency} ms"));
+    }
+    parts.join(" · ")
+}
+
+/// Every listed row in full, one line per job (and model).
+pub fn csv(comparison: &Comparison) -> anyhow::Result<String> {
+    let mut writer = ::csv::Writer::from_writer(Vec::new());
+    match comparison {
+        Comparison::Runs(diff) => {
+            writer.write_record([
+                "change",
+                "job_id",
+                "model",
+                "before_outcome",
+                "after_outcome",
+                "before_failed_graders",
+                "after_failed_graders",
+                "before_stop_reason",
+                "after_stop_reason",
+                "before_cost_usd",
+                "after_cost_usd",
+                "before_latency_ms",
+                "after_latency_ms",
+                "before_answer",
+                "after_answer",
+                "prompt",
+            ])?;
+            for row in &diff.rows {
+                let side = |s: Option<&JobSide>| -> [String; 5] {
+                    match s {
+                        None => Default::default(),
+                        Some(s) => [
+                            s.outcome.as_str().to_owned(),
+                            s.failed_graders.join(" "),
+                            s.stop_reason.clone().unwrap_or_default(),
+                            s.cost_pico_usd.map(usd).unwrap_or_default(),
+                            s.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
+                        ],
+                    }
+                };
+                let (a, b) = (side(row.before.as_ref()), side(row.after.as_ref()));
+                let answer = |s: Option<&JobSide>| s.and_then(|s| s.answer.clone());
+                writer.write_record([
+                    row.change.as_str(),
+                    &row.job_id,
+                    &row.model,
+                    &a[0],
+                    &b[0],
+                    &a[1],
+                    &b[1],
+                    &a[2],
+                    &b[2],
+                    &a[3],
+                    &b[3],
+                    &a[4],
+                    &b[4],
+                    &answer(row.before.as_ref()).unwrap_or_default(),
+                    &answer(row.after.as_ref()).unwrap_or_default(),
+                    row.prompt.as_deref().unwrap_or_default(),
+                ])?;
+            }
+        }
+        Comparison::Models(matrix) => {
+            writer.write_record([
+                "job_id",
+                "model",
+                "disagree",
+                "outcome",
+                "failed_graders",
+                "stop_reason",
+                "cost_usd",
+                "latency_ms",
+                "answer",
+                "error",
+            ])?;
+            for row in &matrix.rows {
+                for (model, cell) in matrix.models.iter().zip(&row.cells) {
+                    let Some(c) = cell else { continue };
+                    writer.write_record([
+                        row.job_id.as_str(),
+                        model,
+                        if row.disagree { "yes" } else { "no" },
+                        c.outcome.as_str(),
+                        &c.failed_graders.join(" "),
+                        c.stop_reason.as_deref().unwrap_or_default(),
+                        &c.cost_pico_usd.map(usd).unwrap_or_default(),
+                        &c.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
+                        c.answer.as_deref().unwrap_or_default(),
+                        c.error.as_deref().unwrap_or_default(),
+                    ])?;
+                }
+            }
+        }
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}\n\
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem;width:100%}\n\
+th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}\n\
+thead th{background:#f3f3f3;position:sticky;top:0}\n\
+.pass{color:#1a7f37}.fail,.error{color:#b42318}.answered{color:#555}\n\
+details summary{cursor:pointer}\n\
+pre{white-space:pre-wrap;margin:.3rem 0;font-size:.8rem;background:#f7f7f7;padding:.3rem}\n\
+.filters label{margin-right:1rem}\n";
+
+/// Filters rows by the `data-*` of each `tr.job`; the URL's fragment
+/// (`#model=…&grader=…&outcome=…&change=…`) sets them on load, so that a page can be opened
+/// already filtered.
+const SCRIPT: &str = r"
+const keys = ['model', 'grader', 'outcome', 'change'];
+function apply() {
+  const want = {};
+  for (const k of keys) { const s = document.getElementById('f-' + k); if (s) want[k] = s.value; }
+  let shown = 0, total = 0;
+  for (const row of document.querySelectorAll('tr.job')) {
+    total++;
+    const ok = keys.every(k => !want[k] || (row.dataset[k] || '').split(' ').includes(want[k]));
+    row.style.display = ok ? '' : 'none';
+    if (ok) shown++;
+  }
+  document.getElementById('shown').textContent = shown + ' of ' + total + ' jobs shown';
+}
+for (const pair of location.hash.slice(1).split('&')) {
+  const [k, v] = pair.split('=');
+  const s = document.getElementById('f-' + k);
+  if (s && v !== undefined) s.value = decodeURIComponent(v);
+}
+for (const k of keys) { const s = document.getElementById('f-' + k); if (s) s.addEventListener('change', apply); }
+apply();
+";
+
+fn select(out: &mut String, key: &str, label: &str, values: &std::collections::BTreeSet<String>) {
+    let _ = write!(
+        out,
+        "<label>{label} <select id=\"f-{key}\"><option value=\"\">any</option>"
+    );
+    for value in values {
+        let v = escape(value);
+        let _ = write!(out, "<option value=\"{v}\">{v}</option>");
+    }
+    out.push_str("</select></label>");
+}
+
+/// A job's side as an expandable cell: outcome, figures, answer, graders' verdicts.
+fn side_cell(side: Option<&JobSide>) -> String {
+    let Some(s) = side else {
+        return "<td>-</td>".to_owned();
+    };
+    let mut cell = format!(
+        "<td><details><summary class=\"{}\">{}</summary>",
+        s.outcome.as_str(),
+        escape(&side_summary(Some(s)))
+    );
+    if let Some(answer) = &s.answer {
+        let _ = write!(cell, "<pre>{}</pre>", escape(answer));
+    }
+    if let Some(error) = &s.error {
+        let _ = write!(cell, "<pre>{}</pre>", escape(error));
+    }
+    if !s.grades.is_empty() {
+        cell.push_str("<ul>");
+        for g in &s.grades {
+            let verdict = match g.passed {
+                Some(true) => "pass",
+                Some(false) => "fail",
+                None => "pending",
+            };
+            let _ = write!(
+                cell,
+                "<li class=\"{verdict}\">{}#{}: {verdict}{}</li>",
+                escape(&g.kind),
+                g.grader,
+                g.reason
+                    .as_deref()
+                    .map(|r| format!(": {}", escape(r)))
+                    .unwrap_or_default()
+            );
+        }
+        cell.push_str("</ul>");
+    }
+    cell.push_str("</details></td>");
+    cell
+}
+
+fn data_of(sides: &[Option<&JobSide>]) -> (String, String) {
+    let mut outcomes = std::collections::BTreeSet::new();
+    let mut graders = std::collections::BTreeSet::new();
+    for side in sides.iter().flatten() {
+        outcomes.insert(side.outcome.as_str().to_owned());
+        for g in &side.failed_graders {
+            graders.insert(g.split('#').next().unwrap_or(g).to_owned());
+        }
+    }
+    if sides.iter().any(Option::is_none) {
+        outcomes.insert("missing".to_owned());
+    }
+    (
+        outcomes.into_iter().collect::<Vec<_>>().join(" "),
+        graders.into_iter().collect::<Vec<_>>().join(" "),
+    )
+}
+
+/// The comparison as one self-contained page.
+pub fn html(comparison: &Comparison) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>msgbatch diff</title>\n<style>\n{STYLE}</style></head><body>\n"
+    );
+    let mut models = std::collections::BTreeSet::new();
+    let mut graders = std::collections::BTreeSet::new();
+    let mut changes = std::collections::BTreeSet::new();
+    let mut rows = String::new();
+    let mut note = String::new();
+    match comparison {
+        Comparison::Runs(diff) => {
+            let _ = writeln!(
+                out,
+                "<h1>diff {} → {}</h1>\n<pre>{}</pre>",
+                escape(&diff.before),
+                escape(&diff.after),
+                escape(diff_table(diff).split("\n\n").next().unwrap_or_default())
+            );
+            let _ = writeln!(
+                rows,
+                "<table><thead><tr><th>change</th><th>job</th><th>model</th><th>prompt</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+                escape(&diff.before),
+                escape(&diff.after)
+            );
+            for row in &diff.rows {
+                diff_row(&mut rows, row, &mut models, &mut graders);
+                changes.insert(row.change.as_str().to_owned());
+            }
+            rows.push_str("</tbody></table>\n");
+            for (kind, n) in &diff.left_out {
+                let _ = writeln!(
+                    note,
+                    "<p>{n} more {} left out (<code>--limit</code> lists more).</p>",
+                    escape(kind)
+                );
+            }
+        }
+        Comparison::Models(matrix) => {
+            let _ = writeln!(
+                out,
+                "<h1>run {}: jobs × models</h1>\n<pre>{}</pre>",
+                escape(&matrix.run),
+                escape(
+                    matrix_table(matrix)
+                        .split("\n\nJOB")
+                        .next()
+                        .unwrap_or_default()
+                )
+            );
+            let _ = writeln!(
+                rows,
+                "<table><thead><tr><th>job</th><th>prompt</th>{}</tr></thead><tbody>",
+                matrix
+                    .models
+                    .iter()
+                    .map(|m| format!("<th>{}</th>", escape(m)))
+                    .collect::<String>()
+            );
+            models.extend(matrix.models.iter().cloned());
+            // Disagreements and failures in full; of the rest, the first few, and a count.
+            let listed = matrix
+                .rows
+                .iter()
+                .filter(|r| r.disagree || r.failed)
+                .take(HTML_MAX_ROWS);
+            let agreeing = matrix
+                .rows
+                .iter()
+                .filter(|r| !r.disagree && !r.failed)
+                .take(HTML_AGREEING_ROWS);
+            let mut shown = 0;
+            for row in listed.chain(agreeing) {
+                matrix_row(&mut rows, row, &matrix.models, &mut graders);
+                shown += 1;
+            }
+            rows.push_str("</tbody></table>\n");
+            if shown < matrix.rows.len() {
+                let _ = writeln!(
+                    note,
+                    "<p>{} of {} jobs shown: every job where the models disagree or one fails (up to {HTML_MAX_ROWS}), and the first {HTML_AGREEING_ROWS} where all agree. The csv and json formats hold every job.</p>",
+                    shown,
+                    matrix.rows.len()
+                );
+            }
+        }
+    }
+    out.push_str("<div class=\"filters\">");
+    select(&mut out, "model", "model", &models);
+    select(&mut out, "grader", "failed grader", &graders);
+    let outcomes = [
+        "pass", "fail", "answered", "error", "pending", "rejected", "missing",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .collect();
+    select(&mut out, "outcome", "outcome", &outcomes);
+    if !changes.is_empty() {
+        select(&mut out, "change", "change", &changes);
+    }
+    out.push_str("</div>\n<p id=\"shown\"></p>\n");
+    out.push_str(&rows);
+    out.push_str(&note);
+    let _ = write!(out, "<script>{SCRIPT}</script>\n</body></html>\n");
+    out
+}
+
+fn diff_row(
+    out: &mut String,
+    row: &DiffRow,
+    models: &mut std::collections::BTreeSet<String>,
+    graders: &mut std::collections::BTreeSet<String>,
+) {
+    models.insert(row.model.clone());
+    let (outcomes, failed) = data_of(&[row.before.as_ref(), row.after.as_ref()]);
+    graders.extend(
+        failed
+            .split(' ')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned),
+    );
+    let change = row.change.as_str();
+    let _ = writeln!(
+        out,
+        "<tr class=\"job\" data-model=\"{}\" data-outcome=\"{outcomes}\" data-grader=\"{}\" data-change=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
+        escape(&row.model),
+        escape(&failed),
+        escape(change),
+        escape(change),
+        escape(&row.job_id),
+        escape(&row.model),
+        escape(row.prompt.as_deref().unwrap_or("")),
+        side_cell(row.before.as_ref()),
+        side_cell(row.after.as_ref()),
+    );
+}
+
+fn matrix_row(
+    out: &mut String,
+    row: &MatrixRow,
+    models: &[String],
+    graders: &mut std::collections::BTreeSet<String>,
+) {
+    let sides: Vec<Option<&JobSide>> = row.cells.iter().map(Option::as_ref).collect();
+    let (outcomes, failed) = data_of(&sides);
+    graders.extend(
+        failed
+            .split(' ')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned),
+    );
+    let present: Vec<&str> = models
+        .iter()
+        .zip(&row.cells)
+        .filter(|(_, c)| c.is_some())
+        .map(|(m, _)| m.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "<tr class=\"job\" data-model=\"{}\" data-outcome=\"{outcomes}\" data-grader=\"{}\"><td>{}</td><td>{}</td>{}</tr>",
+        escape(&present.join(" ")),
+        escape(&failed),
+        escape(&row.job_id),
+        escape(row.prompt.as_deref().unwrap_or("")),
+        sides.iter().map(|s| side_cell(*s)).collect::<String>(),
+    );
+}

@@ -1,0 +1,87 @@
+//! Each job of a run as a comparison needs it: its outcome, its graders' verdicts, what it
+//! cost and took, and the start of its prompt and answer.
+
+use std::collections::HashMap;
+
+use super::{Store, StoreError};
+
+/// Characters of a prompt or an answer kept for showing.
+pub const EXCERPT_CHARS: i64 = 400;
+
+/// One job of a run, with its result's figures when it has one.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobView {
+    pub id: i64,
+    pub job_id: String,
+    pub model: String,
+    /// `pending`, `succeeded`, `failed` or `rejected`.
+    pub state: String,
+    pub error: Option<String>,
+    pub stop_reason: Option<String>,
+    pub cost_pico_usd: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub output_tokens: Option<i64>,
+    /// The start of the last user turn's text (its text blocks, joined).
+    pub prompt: Option<String>,
+    /// The start of the answer's first text block.
+    pub answer: Option<String>,
+}
+
+/// One grader's verdict on a job (`passed` is `None` while a judge is pending).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct GradeView {
+    #[serde(skip)]
+    pub job: i64,
+    pub grader: i64,
+    pub kind: String,
+    pub passed: Option<bool>,
+    pub reason: Option<String>,
+}
+
+impl Store {
+    /// Every job of a run, in input order.
+    pub async fn job_views(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
+                    r.latency_ms, r.output_tokens,
+                    CASE WHEN json_valid(j.request) THEN substr(
+                        CASE json_type(j.request, '$.messages[#-1].content')
+                            WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
+                            WHEN 'array' THEN (
+                                SELECT group_concat(json_extract(e.value, '$.text'), ' ')
+                                FROM json_each(j.request, '$.messages[#-1].content') e
+                                WHERE json_extract(e.value, '$.type') = 'text')
+                        END, 1, ?2)
+                    END AS prompt,
+                    CASE WHEN json_valid(b.body)
+                         THEN substr(json_extract(b.body, '$.content[0].text'), 1, ?2)
+                    END AS answer
+             FROM jobs j LEFT JOIN results r ON r.job = j.id LEFT JOIN responses b ON b.job = j.id
+             WHERE j.run_id = ?1 ORDER BY j.id",
+        )
+        .bind(run_id)
+        .bind(EXCERPT_CHARS)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The graders' verdicts on every job of a run, by job row id.
+    pub async fn grade_views(
+        &self,
+        run_id: i64,
+    ) -> Result<HashMap<i64, Vec<GradeView>>, StoreError> {
+        let rows: Vec<GradeView> = sqlx::query_as(
+            "SELECT g.job, g.grader, g.kind, g.passed, g.reason
+             FROM grades g JOIN jobs j ON j.id = g.job
+             WHERE j.run_id = ?1 ORDER BY g.job, g.grader",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_job: HashMap<i64, Vec<GradeView>> = HashMap::new();
+        for row in rows {
+            by_job.entry(row.job).or_default().push(row);
+        }
+        Ok(by_job)
+    }
+}
