@@ -444,8 +444,8 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// Two runs (before, after) to compare job by job, or one run that fanned out over
-    /// models to compare its models side by side.
+    /// Two runs (before, after) to compare job by job, or one run to see its jobs against its
+    /// models (side by side when it fanned out over several).
     #[arg(required = true, num_args = 1..=2)]
     pub runs: Vec<String>,
 

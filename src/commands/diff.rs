@@ -18,17 +18,11 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
             Comparison::Runs(diff::compare(&store, before, after, limit).await?),
             format!("{}-vs-{}", before.name, after.name),
         ),
-        [run] => {
-            let matrix = diff::matrix(&store, run).await?;
-            if matrix.models.len() < 2 {
-                anyhow::bail!(
-                    "run {} went to one model only: give two runs to compare, `msgbatch diff {} OTHER_RUN`",
-                    run.name,
-                    run.name
-                );
-            }
-            (Comparison::Models(matrix), run.name.clone())
-        }
+        // One model makes a one-column matrix: the run's jobs, failures first, for the viewer.
+        [run] => (
+            Comparison::Models(diff::matrix(&store, run).await?),
+            run.name.clone(),
+        ),
         _ => anyhow::bail!("diff takes one run or two"),
     };
     let target = |ext: &str| {

@@ -1,5 +1,6 @@
-//! One self-contained HTML page: the report's tables and three SVG charts drawn with plotters
-//! (latency distribution, cost by component, stop reasons). Nothing is loaded from elsewhere.
+//! One self-contained HTML page: the report's tables and four SVG charts drawn with plotters
+//! (latency distribution, cost by component, stop reasons, spend over time). Nothing is loaded
+//! from elsewhere.
 
 use std::fmt::Write as _;
 
@@ -27,58 +28,125 @@ fn escape(text: &str) -> String {
 
 type Chart = Result<String, Box<dyn std::error::Error>>;
 
-/// Share of each group's results per latency bucket, one line per group.
+/// The latency distribution of each group as a CDF on a log scale, so that groups of very
+/// different speeds compare on one chart; a dot marks each group's p50 and p95.
 #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
 fn latency_chart(report: &Report) -> Chart {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (820, 360)).into_drawing_area();
         root.fill(&WHITE)?;
-        let width = report.histogram.bucket_ms as f64;
-        let max_bucket = report
-            .histogram
-            .counts
-            .values()
-            .flat_map(|c| c.keys().copied())
-            .max()
-            .unwrap_or(0);
+        let values = report.histogram.cdf.values().flatten().map(|(v, _)| *v);
+        let low = values.clone().min().unwrap_or(1).max(1) as f64;
+        let high = (values.max().unwrap_or(1).max(1) as f64).max(low * 2.0);
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "Latency distribution (share of results per bucket)",
+                "Latency: share of results at most this long (dots: p50, p95)",
                 ("sans-serif", 18),
             )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(52)
-            .build_cartesian_2d(0f64..((max_bucket + 1) as f64 * width), 0f64..1f64)?;
+            .build_cartesian_2d((low * 0.9..high * 1.1).log_scale(), 0f64..1f64)?;
         chart
             .configure_mesh()
-            .x_desc("latency (ms)")
+            .x_desc("latency (ms, log scale)")
             .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
             .draw()?;
-        for (i, ((run, key), counts)) in report.histogram.counts.iter().enumerate() {
-            let total: i64 = counts.values().sum();
+        for (i, ((run, key), points)) in report.histogram.cdf.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<(f64, f64)> = (0..=max_bucket)
-                .map(|b| {
-                    let n = counts.get(&b).copied().unwrap_or(0);
-                    ((b as f64 + 0.5) * width, n as f64 / total.max(1) as f64)
-                })
-                .collect();
+            // A step function: the share holds until the next latency.
+            let mut steps: Vec<(f64, f64)> = Vec::with_capacity(points.len() * 2);
+            let mut share = 0.0;
+            for (value, next) in points {
+                let x = (*value).max(1) as f64;
+                steps.push((x, share));
+                steps.push((x, *next));
+                share = *next;
+            }
             let label = if report.multi_run() {
                 format!("{run} / {key}")
             } else {
                 key.clone()
             };
             chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .draw_series(LineSeries::new(steps, color.stroke_width(2)))?
                 .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            let marks = report
+                .groups
+                .iter()
+                .chain(&report.totals)
+                .find(|g| &g.run == run && &g.key == key)
+                .and_then(|g| g.latency_ms.as_ref())
+                .map(|p| vec![(p.p50, 0.5), (p.p95, 0.95)])
+                .unwrap_or_default();
+            chart.draw_series(
+                marks
+                    .into_iter()
+                    .map(|(v, y)| Circle::new((v.max(1) as f64, y), 4, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// Each run's cumulative spend against the minutes since its first result.
+#[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+fn spend_chart(report: &Report) -> Chart {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 300)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let minutes = report
+            .spend_over_time
+            .values()
+            .flatten()
+            .map(|(m, _)| *m)
+            .fold(0.0_f64, f64::max)
+            .max(1.0 / 60.0);
+        let dollars = report
+            .spend_over_time
+            .values()
+            .filter_map(|line| line.last())
+            .map(|(_, spent)| *spent as f64 / 1e12)
+            .fold(0.0_f64, f64::max)
+            .max(1e-6);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Spend over time", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0f64..minutes * 1.02, 0f64..dollars * 1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes since the run's first result")
+            .y_label_formatter(&|y| format!("${y:.4}"))
+            .draw()?;
+        for (i, (run, line)) in report.spend_over_time.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
+                .chain(line.iter().map(|(m, s)| (*m, *s as f64 / 1e12)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(run.clone())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .draw()?;
@@ -234,6 +302,7 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         latency_chart(report),
         cost_chart(report),
         stop_chart(report),
+        spend_chart(report),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()

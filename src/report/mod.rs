@@ -41,9 +41,12 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Per run and pool of models with rate limits: how much of each was used.
     pub limits: Vec<PoolUse>,
-    /// Latency histogram per (run, group): bucket width and counts.
+    /// Latency distribution per (run, group).
     #[serde(skip)]
     pub histogram: Histogram,
+    /// Per run: minutes since its first result, and its spend up to then (pico-USD).
+    #[serde(skip)]
+    pub spend_over_time: BTreeMap<String, Vec<(f64, i64)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -392,9 +395,9 @@ pub struct Difference {
 
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
-    pub bucket_ms: i64,
-    /// (run, key) → counts per bucket index.
-    pub counts: BTreeMap<(String, String), BTreeMap<i64, i64>>,
+    /// (run, key) → the distribution function: (latency in ms, share of results at most that
+    /// long), thinned to points at least 2% apart in latency.
+    pub cdf: BTreeMap<(String, String), Vec<(i64, f64)>>,
 }
 
 pub struct Options {
@@ -605,6 +608,17 @@ impl Report {
         for run in runs {
             limits.extend(pool_uses(store, run).await?);
         }
+        let mut spend_over_time: BTreeMap<String, Vec<(f64, i64)>> = BTreeMap::new();
+        for point in store.spend_over_time(&ids).await? {
+            let name = runs
+                .iter()
+                .find(|r| r.id == point.run_id)
+                .map_or_else(String::new, |r| r.name.clone());
+            let line = spend_over_time.entry(name).or_default();
+            let spent = line.last().map_or(0, |(_, s)| *s) + point.cost_pico_usd;
+            #[expect(clippy::cast_precision_loss, reason = "minutes for a chart")]
+            line.push((point.at_ms as f64 / 60_000.0, spent));
+        }
         let differences = differences(&totals);
         Ok(Self {
             generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -632,6 +646,7 @@ impl Report {
             warnings,
             limits,
             histogram,
+            spend_over_time,
         })
     }
 
@@ -814,25 +829,33 @@ fn percentiles(counts: &BTreeMap<i64, i64>) -> Option<Percentiles> {
 }
 
 impl Histogram {
-    /// About twenty equal-width bins up to the largest value of any group.
+    /// Each group's distribution function, from its exact latencies.
     fn from_values(values: &Values) -> Self {
-        let max = values
-            .values()
-            .filter_map(|c| c.keys().next_back().copied())
-            .max()
-            .unwrap_or(0);
-        let bucket_ms = (max / 20 + 1).max(1);
-        let counts = values
+        let cdf = values
             .iter()
             .map(|(key, counts)| {
-                let mut bins: BTreeMap<i64, i64> = BTreeMap::new();
+                let total: i64 = counts.values().sum();
+                let mut points: Vec<(i64, f64)> = Vec::new();
+                let mut seen = 0;
+                let last = counts.keys().next_back().copied();
                 for (value, count) in counts {
-                    *bins.entry(value / bucket_ms).or_default() += count;
+                    seen += count;
+                    #[expect(clippy::cast_precision_loss, reason = "a share for a chart")]
+                    let share = seen as f64 / total.max(1) as f64;
+                    #[expect(clippy::cast_precision_loss, reason = "a latency for a chart")]
+                    let far = points
+                        .last()
+                        .is_none_or(|(v, _)| *value as f64 >= (*v).max(1) as f64 * 1.02);
+                    if far || Some(*value) == last {
+                        points.push((*value, share));
+                    } else if let Some(point) = points.last_mut() {
+                        point.1 = share;
+                    }
                 }
-                (key.clone(), bins)
+                (key.clone(), points)
             })
             .collect();
-        Self { bucket_ms, counts }
+        Self { cdf }
     }
 }
 

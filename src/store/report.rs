@@ -70,6 +70,15 @@ pub struct ReportRow {
     pub batch: bool,
 }
 
+/// What a run spent in one hundredth of the time from its first result to its last.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SpendPoint {
+    pub run_id: i64,
+    /// The end of the slice, in ms after the run's first result.
+    pub at_ms: i64,
+    pub cost_pico_usd: i64,
+}
+
 /// How many results of a (run, group) have one value of a measure.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ValueCount {
@@ -230,6 +239,31 @@ impl Store {
             }
         }
         b.push(" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Each run's spend over time: its results' costs in a hundred slices of the time from
+    /// its first result to its last, in order.
+    pub async fn spend_over_time(&self, runs: &[i64]) -> Result<Vec<SpendPoint>, StoreError> {
+        let mut b = QueryBuilder::new(
+            "WITH span AS (
+                SELECT j.run_id AS run_id, MIN(r.completed_at_ms) AS lo, MAX(r.completed_at_ms) AS hi
+                FROM results r JOIN jobs j ON j.id = r.job WHERE j.run_id IN (",
+        );
+        let mut list = b.separated(", ");
+        for id in runs {
+            list.push_bind(*id);
+        }
+        b.push(
+            ") GROUP BY j.run_id)
+             SELECT s.run_id AS run_id,
+                    ((r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1) + 1)
+                        * (s.hi - s.lo + 1) / 100 AS at_ms,
+                    COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd
+             FROM results r JOIN jobs j ON j.id = r.job JOIN span s ON s.run_id = j.run_id
+             GROUP BY s.run_id, (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1)
+             ORDER BY 1, 2",
+        );
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 

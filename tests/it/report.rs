@@ -345,7 +345,7 @@ async fn every_format_carries_the_figures_and_reads_back() {
         .await;
     assert_eq!(code(&output), 0);
     let html = std::fs::read_to_string(ws.path("reports/fx-model.html")).unwrap();
-    assert!(html.contains("$0.039210") && html.matches("<svg").count() == 3);
+    assert!(html.contains("$0.039210") && html.matches("<svg").count() == 4);
     for external in ["<script", "<link", "src=", "url(", "@import", "href="] {
         assert!(
             !html.contains(external),
@@ -402,12 +402,14 @@ async fn errors_are_counted_by_type_and_status_and_latency_is_binned() {
             ("rate_limit_error".into(), Some(429), 1)
         ]
     );
-    // Four latencies up to 400 ms in 21 ms bins: 100 → bin 4, 300 → bin 14 for Sonnet.
-    assert_eq!(report.histogram.bucket_ms, 21);
-    let sonnet = &report.histogram.counts[&("fx".to_owned(), "claude-sonnet-4-6".to_owned())];
+    // Sonnet's two results took 100 and 300 ms: half of them by 100 ms, all by 300.
+    let sonnet = &report.histogram.cdf[&("fx".to_owned(), "claude-sonnet-4-6".to_owned())];
+    assert_eq!(sonnet, &[(100, 0.5), (300, 1.0)]);
+    // Spend over time: every result at time 0 in the fixture, so one slice holds it all.
+    let spend = &report.spend_over_time["fx"];
     assert_eq!(
-        sonnet.iter().map(|(b, n)| (*b, *n)).collect::<Vec<_>>(),
-        [(4, 1), (14, 1)]
+        spend.last().unwrap().1,
+        report.totals[0].cost.stored_pico_usd
     );
 }
 
