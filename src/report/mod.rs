@@ -584,6 +584,20 @@ impl Report {
                 ));
             }
             if let Some(run) = runs.iter().find(|r| r.name == total.run) {
+                let unbilled = store.unbilled_batch_items(run.id).await?;
+                if !unbilled.is_empty() {
+                    let kinds: Vec<String> = unbilled
+                        .iter()
+                        .map(|(kind, n)| format!("{n} {kind}"))
+                        .collect();
+                    let n: i64 = unbilled.iter().map(|(_, n)| n).sum();
+                    warnings.push(format!(
+                        "run {}: {n} batch requests ended without an answer ({}); none of them was billed, and `msgbatch resume {} --include-failed` sends them again",
+                        total.run,
+                        kinds.join(", "),
+                        total.run
+                    ));
+                }
                 let (failed, reason) = store.judge_failures(run.id).await?;
                 if failed > 0 {
                     warnings.push(format!(

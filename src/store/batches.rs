@@ -199,6 +199,23 @@ impl Store {
         Ok(())
     }
 
+    /// Batch requests of a run that ended without an answer, by how: (`errored`-class error
+    /// type, or `canceled`, `expired`) and count. None of them is billed.
+    pub async fn unbilled_batch_items(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.error_type, COUNT(*) FROM attempts a INDEXED BY attempts_failed
+             JOIN jobs j ON j.id = a.job
+             WHERE a.error_type IS NOT NULL AND a.kind = 'batch' AND j.run_id = ?1
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every job of a run that is in a batch not yet recorded.
     pub async fn jobs_in_open_batches(&self, run_id: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(

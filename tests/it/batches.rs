@@ -222,6 +222,11 @@ async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_fail
     assert!(failed[1].1.contains("api_error") && failed[1].1.contains("worth sending again"));
     let report = ws.report_json("e").await;
     assert_eq!(report["totals"][0]["jobs"]["failed"], 2);
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("2 batch requests ended without an answer (1 api_error, 1 expired); none of them was billed"),
+        "{warnings}"
+    );
     // One in a new batch, as the run sends; the mock expires and errors each id only once.
     let mut args = vec!["resume", "e", "--include-failed"];
     args.extend_from_slice(FAST_POLL);
