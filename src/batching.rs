@@ -775,3 +775,133 @@ pub fn valid_custom_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, job_id: &str, model: &str) -> PendingJob {
+        PendingJob {
+            id,
+            job_id: job_id.to_owned(),
+            model: model.to_owned(),
+            request: serde_json::json!({"model": model, "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "hello there"}]})
+            .to_string(),
+            attempts: 0,
+            expect: None,
+        }
+    }
+
+    fn settings(max_requests: usize, max_bytes: usize) -> BatchSettings {
+        BatchSettings {
+            max_requests,
+            max_bytes,
+            ..BatchSettings::default()
+        }
+    }
+
+    fn requests(packed: &Packed) -> Vec<Value> {
+        let body: Value = serde_json::from_slice(&packed.body).expect("a batch body is JSON");
+        body["requests"].as_array().expect("requests").clone()
+    }
+
+    #[test]
+    fn batches_fill_up_to_the_request_bound_and_drop_stream() {
+        let prices = PriceTable::builtin();
+        let mut packer = Packer::new(settings(2, BATCH_BYTES), &prices, None);
+        let mut filled = Vec::new();
+        for i in 0..5 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("j{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+        }
+        filled.extend(packer.finish());
+        let sizes: Vec<usize> = filled.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let first = requests(&filled[0]);
+        assert_eq!(first[0]["custom_id"], "j0");
+        assert!(first[0]["params"].get("stream").is_none(), "{first:?}");
+        assert_eq!(first[0]["params"]["max_tokens"], 100);
+    }
+
+    const BATCH_BYTES: usize = crate::settings::BATCH_MAX_BYTES;
+
+    #[test]
+    fn batches_stay_under_the_byte_bound() {
+        let prices = PriceTable::builtin();
+        let one = job(1, "a", "claude-haiku-4-5");
+        let line = serde_json::json!({"custom_id": "a", "params": {}})
+            .to_string()
+            .len();
+        // Room for about two requests of this size, not three.
+        let bound = WRAPPER_BYTES + 2 * (one.request.len() + line + 1) + 10;
+        let mut packer = Packer::new(settings(100, bound), &prices, None);
+        let mut filled = Vec::new();
+        for i in 0..3 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("b{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+        }
+        filled.extend(packer.finish());
+        assert_eq!(filled.len(), 2);
+        assert!(filled.iter().all(|p| p.body.len() <= bound), "{bound}");
+    }
+
+    #[test]
+    fn custom_ids_the_api_refuses_or_repeats_are_replaced() {
+        let prices = PriceTable::builtin();
+        let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, None);
+        for (id, job_id, model) in [
+            (1, "same", "claude-haiku-4-5"),
+            (2, "same", "claude-sonnet-4-6"),
+            (3, "has space", "claude-haiku-4-5"),
+            (4, &"x".repeat(65), "claude-haiku-4-5"),
+            (5, "job-7", "claude-haiku-4-5"),
+            (6, "ok_id-1", "claude-haiku-4-5"),
+            (7, "bad id", "claude-haiku-4-5"),
+        ] {
+            assert!(packer.add(&job(id, job_id, model)).unwrap().is_none());
+        }
+        let packed = packer.finish().unwrap();
+        let ids: Vec<&str> = packed.items.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "same", "job-2", "job-3", "job-4", "job-7", "ok_id-1", "job-7-1"
+            ]
+        );
+        // `job-7` was a job's own id before job 7 needed one: made ids never clash.
+        let unique: HashSet<&&str> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| valid_custom_id(id)));
+    }
+
+    #[test]
+    fn a_budget_bounds_each_batch_and_stops_at_a_job_that_cannot_fit() {
+        let prices = PriceTable::builtin();
+        let one = job(1, "a", "claude-haiku-4-5");
+        let half = crate::runner::worst_case(&prices, &one)
+            .unwrap()
+            .div_ceil(2);
+        let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, Some(half * 5 / 2));
+        let mut filled = Vec::new();
+        for i in 0..5 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("c{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+            if packer.over_budget {
+                break;
+            }
+        }
+        assert!(packer.over_budget);
+        let sizes: Vec<usize> = filled.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [2], "two worst cases fit the room, a third does not");
+    }
+}
