@@ -188,7 +188,7 @@ impl Batcher<'_> {
     /// budget allows. Returns the batches created and why the budget stopped them, if it did.
     async fn submit_pending(&self) -> anyhow::Result<(usize, Option<String>)> {
         let mut made = 0;
-        let mut after = 0;
+        let mut after = self.store.before_first_job(self.run_id).await?;
         let room = match self.budget_pico_usd {
             Some(budget) => Some(budget.saturating_sub(self.held().await?)),
             None => None,

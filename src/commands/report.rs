@@ -55,6 +55,7 @@ pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitSt
             by,
             prices,
             reprice,
+            charts: args.format == ReportFormat::Html,
         },
     )
     .await?;

@@ -185,7 +185,7 @@ async fn load(
     options: LoadOptions,
     keep_rejected: bool,
 ) -> anyhow::Result<LoadSummary> {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(4);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
     let reader = tokio::task::spawn_blocking(move || {
         jobs::load(&options, keep_rejected, LOAD_CHUNK, |chunk| {
             sender

@@ -219,6 +219,7 @@ pub async fn send(
                 by: GroupBy::Model,
                 prices: prices_for(&settings.gateway)?,
                 reprice: None,
+                charts: false,
             },
         )
         .await?;

@@ -157,6 +157,10 @@ pub struct LoadSummary {
 /// Jobs handed over together while loading.
 pub type NewJobChunk = Vec<NewJob>;
 
+/// Request bytes a chunk holds at most (a chunk also ends at `chunk_size` jobs): a file of
+/// large requests is not held a whole chunk of thousands at a time.
+const CHUNK_BYTES: usize = 1 << 20;
+
 /// How many bad records are kept for display; the rest are only counted.
 const KEPT_ERRORS: usize = 1000;
 
@@ -188,6 +192,7 @@ pub fn load_from(
     let mut summary = LoadSummary::default();
     let mut expander = Expander::new(options, &display);
     let mut chunk = Vec::with_capacity(chunk_size);
+    let mut chunk_bytes = 0;
     {
         let (text, compression) = source::decompress(&mut hashing, &options.path)?;
         summary.format = match compression.name() {
@@ -212,6 +217,7 @@ pub fn load_from(
             match outcome {
                 Ok(jobs) => {
                     summary.jobs += jobs.len() as u64;
+                    chunk_bytes += jobs.iter().map(|j| j.request.len()).sum::<usize>();
                     chunk.extend(jobs);
                 }
                 Err((id, error)) => {
@@ -224,11 +230,9 @@ pub fn load_from(
                     }
                 }
             }
-            if chunk.len() >= chunk_size {
-                sink(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(chunk_size),
-                ))?;
+            if chunk.len() >= chunk_size || chunk_bytes >= CHUNK_BYTES {
+                sink(std::mem::take(&mut chunk))?;
+                chunk_bytes = 0;
             }
         }
     }

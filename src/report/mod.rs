@@ -404,6 +404,8 @@ pub struct Options {
     pub by: GroupBy,
     pub prices: PriceTable,
     pub reprice: Option<PriceTable>,
+    /// Also gather what only the charts show (spend over time): the html format.
+    pub charts: bool,
 }
 
 /// The latency cells of a group, as every rendering shows them: n, p50, p90, p95, p99, max,
@@ -623,7 +625,12 @@ impl Report {
             limits.extend(pool_uses(store, run).await?);
         }
         let mut spend_over_time: BTreeMap<String, Vec<(f64, i64)>> = BTreeMap::new();
-        for point in store.spend_over_time(&ids).await? {
+        let points = if options.charts {
+            store.spend_over_time(&ids).await?
+        } else {
+            Vec::new()
+        };
+        for point in points {
             let name = runs
                 .iter()
                 .find(|r| r.id == point.run_id)

@@ -270,7 +270,7 @@ async fn judge_with(
 }
 
 /// Jobs read from the store per page.
-const PAGE: i64 = 1024;
+const PAGE: i64 = 256;
 
 /// Jobs in hand per place in the run's concurrency: room for the jobs waiting to be tried
 /// again (under 15% failures with `retry-after: 1`, about one and a half per place) beside the
@@ -342,7 +342,7 @@ async fn dispatch(
     let mut warmers: HashMap<u64, Vec<CachePrefix>> = HashMap::new();
     let mut queue: VecDeque<Candidate> = VecDeque::new();
     let mut held: Vec<Candidate> = Vec::new();
-    let mut after = 0;
+    let mut after = store.before_first_job(run_id).await?;
     let mut exhausted = false;
     let mut budget_stop = None;
     loop {

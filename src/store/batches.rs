@@ -33,7 +33,7 @@ pub struct BatchWaiting {
 
 impl Store {
     /// Pending jobs of a run that are in no batch still to be recorded, with row id above
-    /// `after`, in row order.
+    /// `after` (at least [`Store::before_first_job`]), in row order.
     pub async fn unbatched_jobs(
         &self,
         run_id: i64,
@@ -42,8 +42,7 @@ impl Store {
     ) -> Result<Vec<PendingJob>, StoreError> {
         let jobs = sqlx::query_as(
             "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
-             WHERE id > max(?2, (SELECT min(id) - 1 FROM jobs WHERE run_id = ?1))
-               AND run_id = ?1 AND state = 'pending'
+             WHERE id > ?2 AND run_id = ?1 AND state = 'pending'
                AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.id = i.batch
                                WHERE i.job = jobs.id AND b.state != 'recorded')
              ORDER BY id LIMIT ?3",

@@ -85,9 +85,11 @@ impl Store {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(30))
-        // 16 MiB of page cache per connection (the default is 2 MiB): the job index of a
-        // million-job run stay in memory while loading and resuming.
-        .pragma("cache_size", "-16384")
+        // SQLite's default 2 MiB of page cache per connection. 16 MiB kept the job index of a
+        // million-job load in memory, but measured no faster (the OS caches the file anyway),
+        // made a report over a million results slower (3.4 s against 2.8 s) and cost up to
+        // 32 MiB more per run.
+        .pragma("cache_size", "-2048")
         // Checkpoint less often than every 1,000 pages: bulk loads rewrite the same index
         // pages many times, and each checkpoint copies them again.
         .pragma("wal_autocheckpoint", "8192");
@@ -233,7 +235,18 @@ impl Store {
         Ok(())
     }
 
-    /// Pending jobs of a run with row id above `after`, in row order.
+    /// The row id just before a run's first job: where a scan of its jobs by row id starts.
+    /// (The run's index is ordered by job id, so this reads it whole: ask once per scan.)
+    pub async fn before_first_job(&self, run_id: i64) -> Result<i64, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar("SELECT min(id) FROM jobs WHERE run_id = ?1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(first.map_or(i64::MAX - 1, |id| id - 1))
+    }
+
+    /// Pending jobs of a run with row id above `after` (at least
+    /// [`Store::before_first_job`]), in row order.
     pub async fn pending_jobs(
         &self,
         run_id: i64,
@@ -244,8 +257,7 @@ impl Store {
         // each of them once over all pages; an index on state would cost every insert more.
         let jobs = sqlx::query_as(
             "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
-             WHERE id > max(?2, (SELECT min(id) - 1 FROM jobs WHERE run_id = ?1))
-               AND run_id = ?1 AND state = 'pending'
+             WHERE id > ?2 AND run_id = ?1 AND state = 'pending'
              ORDER BY id LIMIT ?3",
         )
         .bind(run_id)

@@ -243,28 +243,38 @@ impl Store {
     }
 
     /// Each run's spend over time: its results' costs in a hundred slices of the time from
-    /// its first result to its last, in order.
+    /// its first result to its last, in order. A run's jobs are contiguous in row order, so its
+    /// results are a range of `results`' row ids: no join.
     pub async fn spend_over_time(&self, runs: &[i64]) -> Result<Vec<SpendPoint>, StoreError> {
-        let mut b = QueryBuilder::new(
-            "WITH span AS (
-                SELECT j.run_id AS run_id, MIN(r.completed_at_ms) AS lo, MAX(r.completed_at_ms) AS hi
-                FROM results r JOIN jobs j ON j.id = r.job WHERE j.run_id IN (",
-        );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
+        let mut points = Vec::new();
+        for run in runs {
+            let (first, last): (Option<i64>, Option<i64>) =
+                sqlx::query_as("SELECT min(id), max(id) FROM jobs WHERE run_id = ?1")
+                    .bind(run)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let (Some(first), Some(last)) = (first, last) else {
+                continue;
+            };
+            let rows: Vec<SpendPoint> = sqlx::query_as(
+                "WITH span AS (SELECT MIN(completed_at_ms) AS lo, MAX(completed_at_ms) AS hi
+                               FROM results WHERE job BETWEEN ?2 AND ?3)
+                 SELECT ?1 AS run_id,
+                        ((r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1) + 1)
+                            * (s.hi - s.lo + 1) / 100 AS at_ms,
+                        COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd
+                 FROM results r, span s WHERE r.job BETWEEN ?2 AND ?3
+                 GROUP BY (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1)
+                 ORDER BY 2",
+            )
+            .bind(run)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await?;
+            points.extend(rows);
         }
-        b.push(
-            ") GROUP BY j.run_id)
-             SELECT s.run_id AS run_id,
-                    ((r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1) + 1)
-                        * (s.hi - s.lo + 1) / 100 AS at_ms,
-                    COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd
-             FROM results r JOIN jobs j ON j.id = r.job JOIN span s ON s.run_id = j.run_id
-             GROUP BY s.run_id, (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1)
-             ORDER BY 1, 2",
-        );
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        Ok(points)
     }
 
     /// Failed attempts of jobs per (run, group, error type, HTTP status); judges' failed

@@ -183,6 +183,7 @@ async fn build(store: &Store, names: &[&str], by: GroupBy) -> Report {
             by,
             prices: PriceTable::builtin(),
             reprice: None,
+            charts: true,
         },
     )
     .await
