@@ -12,7 +12,7 @@ use crate::report::usd;
 const HTML_AGREEING_ROWS: usize = 200;
 
 /// Most disagreements and failures the HTML page shows in full.
-const HTML_MAX_ROWS: usize = 5_000;
+const HTML_MAX_ROWS: usize = 2_000;
 
 fn signed_money(pico: Option<i64>) -> String {
     match pico {
@@ -416,7 +416,7 @@ fn escape(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}\n\
-table{border-collapse:collapse;margin:1rem 0;font-size:.85rem;width:100%}\n\
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem;width:100%;table-layout:fixed}\n\
 th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}\n\
 thead th{background:#f3f3f3;position:sticky;top:0}\n\
 .pass{color:#1a7f37}.fail,.error{color:#b42318}.answered{color:#555}\n\
