@@ -440,7 +440,19 @@ impl Batcher<'_> {
                 })?;
             let mut lines = std::pin::pin!(lines);
             let mut pending = WriteBatch::default();
-            while let Some(line) = lines.next().await {
+            // A download that stalls fails like an idle stream, rather than hang the night.
+            let idle = self.client.stream_idle_timeout();
+            loop {
+                let Ok(next) = tokio::time::timeout(idle, lines.next()).await else {
+                    return Err(BatchError(format!(
+                        "reading the results of {} stalled for {idle:?}; `msgbatch resume` reads them again",
+                        batch.id
+                    ))
+                    .into());
+                };
+                let Some(line) = next else {
+                    break;
+                };
                 let line = line.map_err(|e| {
                     BatchError(format!("reading the results of {} failed: {e}", batch.id))
                 })?;

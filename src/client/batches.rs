@@ -61,6 +61,11 @@ pub struct BatchPage {
 }
 
 impl Client {
+    /// The longest silence allowed inside a streamed answer, or a results download.
+    pub fn stream_idle_timeout(&self) -> std::time::Duration {
+        self.timeouts.stream_idle
+    }
+
     fn batches_url(&self) -> String {
         format!("{}/batches", self.url.trim_end_matches('/'))
     }
