@@ -381,6 +381,9 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &
         if let Some(halt) = &session.halt {
             eprintln!("stopped: {halt}");
         }
+        if let Some(running) = &session.batches_running {
+            eprintln!("{running}");
+        }
         if status == RunStatus::BudgetExhausted {
             if let Some(reason) = &session.budget_stop {
                 eprintln!("stopped: {reason}");

@@ -340,3 +340,78 @@ async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
         0
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_leaves_the_batch_running_and_cancel_records_what_it_did() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            processing: Duration::from_secs(3600),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "c",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let child = ws
+        .command_on(&mock, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    mock.wait_for_requests(2).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("1 batch is still running on the server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("msgbatch cancel c"), "{stderr}");
+    let (status, _) = text(&ws.run(&["status"]).await);
+    assert!(status.contains("submitted (1)"), "{status}");
+
+    // Cancel before the batch processed anything: every request comes back canceled, unbilled.
+    let output = ws.run(&["cancel", "c"]).await;
+    assert_eq!(code(&output), 130, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM jobs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.starts_with("canceled with its batch")),
+        "{errors:?}"
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+
+    // Sent again in a new batch, which the mock now ends at once.
+    mock.finish_batches();
+    let mut args = vec!["resume", "c", "--include-failed"];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run(&args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 2);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        3
+    );
+}
