@@ -415,3 +415,57 @@ async fn ctrl_c_leaves_the_batch_running_and_cancel_records_what_it_did() {
         3
     );
 }
+
+#[tokio::test]
+async fn what_a_batch_left_can_be_sent_directly() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            expired: vec!["job-1".into()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "d",
+    ];
+    args.extend_from_slice(FAST_POLL);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 1, "one expired: {:?}", text(&output));
+    let output = ws
+        .run(&["resume", "d", "--include-failed", "--via", "direct"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 1, "no second batch");
+    let direct: Vec<String> = mock
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with("/v1/messages"))
+        .filter_map(|l| l.prompt())
+        .collect();
+    assert_eq!(direct, ["prompt-1"], "only the expired job went directly");
+    let pool = ws.pool().await;
+    let batched: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT j.job_id, r.batch FROM results r JOIN jobs j ON j.id = r.job ORDER BY j.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        batched,
+        [
+            ("job-0".into(), 1),
+            ("job-1".into(), 0),
+            ("job-2".into(), 1)
+        ],
+        "priced at the batch rate only where answered in a batch"
+    );
+}
