@@ -132,6 +132,7 @@ pub async fn estimate(
         counted_jobs,
         local_jobs,
         &args.jobs.file.display().to_string(),
+        settings.send.via == crate::settings::Via::Batches,
     );
     Ok(ExitStatus::Success)
 }
@@ -163,7 +164,7 @@ fn warn(message: &str) {
 }
 
 #[expect(clippy::print_stdout, reason = "the estimate is the command's output")]
-fn print(estimate: &Estimate, counted: u64, local: u64, file: &str) {
+fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: bool) {
     let source = match (counted, local) {
         (_, 0) => "input counted by the gateway's count_tokens".to_owned(),
         (0, _) => {
@@ -222,6 +223,13 @@ fn print(estimate: &Estimate, counted: u64, local: u64, file: &str) {
         println!("expected output of {}: {}", m.model, m.output_basis);
     }
     println!("worst case: every answer runs to max_tokens and nothing is read from the cache");
+    if batches {
+        println!(
+            "through the Message Batches API (--via batches), at half of every price: expected {}, worst case {}",
+            format_usd(estimate.expected_pico_usd / 2),
+            format_usd(estimate.worst_pico_usd.div_ceil(2)),
+        );
+    }
     if !estimate.unpriced.is_empty() {
         println!(
             "+ no price for {}: left out of the totals (give --prices)",

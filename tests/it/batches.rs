@@ -469,3 +469,35 @@ async fn what_a_batch_left_can_be_sent_directly() {
         "priced at the batch rate only where answered in a batch"
     );
 }
+
+#[tokio::test]
+async fn estimate_via_batches_gives_half_of_every_price() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 10);
+    let output = ws
+        .run_on(
+            &mock,
+            &["estimate", file.to_str().unwrap(), "--via", "batches"],
+        )
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    let dollars = |line: &str| -> Vec<f64> {
+        line.split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').strip_prefix('$'))
+            .map(|w| w.parse().unwrap())
+            .collect()
+    };
+    let total = dollars(stdout.lines().find(|l| l.starts_with("total")).unwrap());
+    let batch = dollars(
+        stdout
+            .lines()
+            .find(|l| l.starts_with("through the Message Batches API"))
+            .unwrap_or_else(|| panic!("{stdout}")),
+    );
+    assert_eq!(batch.len(), 2, "{stdout}");
+    for (direct, half) in total.iter().zip(&batch) {
+        assert!((direct / 2.0 - half).abs() < 2e-6, "{direct} → {half}");
+    }
+}
