@@ -97,12 +97,8 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         latency_ms: 0,
     }
     .text();
-    let body = eval::judge_request(&model, &rubric, &prompt, &answer);
-    let metered = match &body {
-        Value::Object(map) => Some(Metered::message(sender, &model, map, |_| false)),
-        _ => None,
-    };
-    let body = body.to_string();
+    let body = eval::judge_request(&model, &rubric, &prompt, &answer).to_string();
+    let metered = Some(Metered::message(sender, &model, &body, |_| false));
     let request = Request {
         kind: Kind::Judge,
         job: Some(pending.job),

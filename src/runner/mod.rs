@@ -456,12 +456,10 @@ async fn dispatch(
         // prefixes it will read from the cache, and the output the run has seen.
         let metered = {
             let warm_prefixes = matches!(decision, Decision::Go) && warm;
-            let body: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&candidate.job.request).unwrap_or_default();
             Some(sender::Metered::message(
                 sender,
                 &candidate.job.model,
-                &body,
+                &candidate.job.request,
                 |hash| warm_prefixes && candidate.prefixes.iter().any(|p| p.hash == hash),
             ))
         };

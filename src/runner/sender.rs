@@ -104,22 +104,25 @@ pub struct Metered {
 }
 
 impl Metered {
-    /// The metering of a Messages request `body` to `model`: charged with its input less the
-    /// cache prefixes `cached` says it will read, and the output the run expects of the model,
-    /// where the model's pool has token limits.
+    /// The metering of a Messages request (`body`, its JSON text) to `model`: charged with its
+    /// input less the cache prefixes `cached` says it will read, and the output the run
+    /// expects of the model, where the model's pool has token limits (the body is read only
+    /// then).
     pub fn message(
         sender: &RequestSender,
         model: &str,
-        body: &serde_json::Map<String, serde_json::Value>,
+        body: &str,
         cached: impl Fn(u64) -> bool,
     ) -> Self {
         let pool = sender.limiter.pool(model);
         let charge = sender.limiter.limits_tokens(pool).then(|| {
+            let body: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(body).unwrap_or_default();
             let max_tokens = body
                 .get("max_tokens")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
-            let (usage, _) = crate::tokens::input_usage_seen(body, cached);
+            let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
             Charge {
                 input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
                 output: sender.forecast.expect(model, max_tokens),
