@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use super::{AttemptError, Client, error, header_text};
+use super::{AttemptError, Client, header_text};
 
 /// A Message Batch as the API describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -64,6 +64,15 @@ impl Client {
     /// The longest silence allowed inside a streamed answer, or a results download.
     pub fn stream_idle_timeout(&self) -> std::time::Duration {
         self.timeouts.stream_idle
+    }
+
+    /// A batch endpoint's call: its answer is a JSON document of type `T`.
+    async fn batch_call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, AttemptError> {
+        self.json_call(request, "the batch endpoint answered with something else")
+            .await
     }
 
     fn batches_url(&self) -> String {
@@ -126,31 +135,6 @@ impl Client {
             .bytes_stream()
             .map(move |chunk| chunk.map_err(|e| client.transport_error(&e).to_string()));
         Ok(lines(chunks))
-    }
-
-    async fn batch_call<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, AttemptError> {
-        let response = request
-            .headers(self.headers.clone())
-            .timeout(self.timeouts.total)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        let request_id = header_text(response.headers(), "request-id");
-        if response.status().as_u16() != 200 {
-            return Err(self.http_error(response, request_id).await);
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
-            message: format!("the batch endpoint answered with something else: {e}"),
-            body: self.scrub(error::keep_body(&body)),
-            request_id,
-        })
     }
 }
 

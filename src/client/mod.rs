@@ -243,13 +243,30 @@ impl Client {
     /// Counts the input tokens of a request body with the gateway's `count_tokens` endpoint
     /// (the messages path with `/count_tokens` appended).
     pub async fn count_tokens(&self, body: Bytes) -> Result<u64, AttemptError> {
+        #[derive(serde::Deserialize)]
+        struct Counted {
+            input_tokens: u64,
+        }
         let url = format!("{}/count_tokens", self.url.trim_end_matches('/'));
-        let response = self
-            .http
-            .post(&url)
+        let counted: Counted = self
+            .json_call(
+                self.http.post(&url).body(body),
+                "count_tokens answered without input_tokens",
+            )
+            .await?;
+        Ok(counted.input_tokens)
+    }
+
+    /// One call whose 200 answer is a JSON document of type `T`, with the gateway's headers
+    /// and the attempt's time limit; `unexpected` says what a 200 that is not one means.
+    async fn json_call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        unexpected: &str,
+    ) -> Result<T, AttemptError> {
+        let response = request
             .headers(self.headers.clone())
             .timeout(self.timeouts.total)
-            .body(body)
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
@@ -257,21 +274,15 @@ impl Client {
         if response.status().as_u16() != 200 {
             return Err(self.http_error(response, request_id).await);
         }
-        #[derive(serde::Deserialize)]
-        struct Counted {
-            input_tokens: u64,
-        }
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(&e))?;
-        serde_json::from_slice::<Counted>(&body)
-            .map(|c| c.input_tokens)
-            .map_err(|e| AttemptError::InvalidResponse {
-                message: format!("count_tokens answered without input_tokens: {e}"),
-                body: self.scrub(error::keep_body(&body)),
-                request_id,
-            })
+        serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
+            message: format!("{unexpected}: {e}"),
+            body: self.scrub(error::keep_body(&body)),
+            request_id,
+        })
     }
 
     async fn read_body(
