@@ -269,7 +269,6 @@ async fn batches(
     submit: bool,
 ) -> anyhow::Result<Session> {
     let started = std::time::Instant::now();
-    let before = store.run_counts(run.id).await?;
     let collected = Batcher {
         store,
         client: &runner.client,
@@ -283,55 +282,41 @@ async fn batches(
     }
     .execute(submit)
     .await?;
-    let stopped = runner.shutdown.stop.is_cancelled();
-    if collected.left_running > 0 || stopped {
-        let counts = store.run_counts(run.id).await?;
-        return Ok(Session {
-            halt: None,
-            budget_stop: None,
-            interrupted: true,
-            finished: collected.recorded,
-            elapsed: started.elapsed(),
-            judged: None,
-            pool_limits: std::collections::BTreeMap::new(),
-            batches_running: (collected.left_running > 0).then(|| {
-                format!(
-                    "{} batch{} still running on the server: `msgbatch resume {}` collects {}, `msgbatch cancel {}` cancels {}",
-                    collected.left_running,
-                    if collected.left_running == 1 { " is" } else { "es are" },
-                    run.name,
-                    if collected.left_running == 1 { "it" } else { "them" },
-                    run.name,
-                    if collected.left_running == 1 { "it" } else { "them" },
-                )
-            }),
-            counts,
-        });
-    }
-    if !submit {
+    let left = collected.left_running;
+    let interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
+    if !submit && !interrupted {
         // Sending directly from here on: what the batches left pending goes now.
         let mut session = runner.execute(run.id).await?;
         session.finished += collected.recorded;
         session.elapsed = started.elapsed();
         return Ok(session);
     }
-    let judged = if collected.budget_stop.is_none() {
-        Some(runner.judge(run.id).await?)
-    } else {
+    let budget_stop = collected.budget_stop.filter(|_| !interrupted);
+    let judged = if interrupted || budget_stop.is_some() {
         None
+    } else {
+        Some(runner.judge(run.id).await?)
     };
-    let counts = store.run_counts(run.id).await?;
-    let done = |c: &crate::store::RunCounts| u64::try_from(c.succeeded + c.failed).unwrap_or(0);
+    let (them, are) = if left == 1 {
+        ("it", " is")
+    } else {
+        ("them", "es are")
+    };
     Ok(Session {
         halt: None,
-        budget_stop: collected.budget_stop,
-        interrupted: false,
-        finished: done(&counts).saturating_sub(done(&before)),
+        budget_stop,
+        interrupted,
+        finished: collected.recorded,
         elapsed: started.elapsed(),
         judged,
         pool_limits: std::collections::BTreeMap::new(),
-        batches_running: None,
-        counts,
+        batches_running: (left > 0).then(|| {
+            format!(
+                "{left} batch{are} still running on the server: `msgbatch resume {}` collects {them}, `msgbatch cancel {}` cancels {them}",
+                run.name, run.name,
+            )
+        }),
+        counts: store.run_counts(run.id).await?,
     })
 }
 
