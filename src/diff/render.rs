@@ -73,35 +73,42 @@ pub fn table(comparison: &Comparison) -> String {
     }
 }
 
+/// `matched by id`, or `matched by id and model` when either run fanned out.
+fn matched_by(diff: &Diff) -> &'static str {
+    if diff.by_model {
+        "matched by id and model"
+    } else {
+        "matched by id"
+    }
+}
+
+/// Pass rate, cost and median latency, before and after.
+fn measures(diff: &Diff) -> [(String, String); 3] {
+    let t = &diff.totals;
+    [
+        (
+            rate(t.passed_before, t.graded_before),
+            rate(t.passed_after, t.graded_after),
+        ),
+        (usd(t.cost_before_pico_usd), usd(t.cost_after_pico_usd)),
+        (ms(t.latency_p50_before_ms), ms(t.latency_p50_after_ms)),
+    ]
+}
+
 fn diff_table(diff: &Diff) -> String {
     let mut out = String::new();
     let t = &diff.totals;
     let _ = writeln!(
         out,
-        "diff {} → {}: {} jobs matched by id{}",
+        "diff {} → {}: {} jobs {}",
         diff.before,
         diff.after,
         t.matched,
-        if diff.by_model { " and model" } else { "" }
+        matched_by(diff)
     );
-    let _ = writeln!(
-        out,
-        "  pass rate  {} → {}",
-        rate(t.passed_before, t.graded_before),
-        rate(t.passed_after, t.graded_after)
-    );
-    let _ = writeln!(
-        out,
-        "  cost       {} → {}",
-        usd(t.cost_before_pico_usd),
-        usd(t.cost_after_pico_usd)
-    );
-    let _ = writeln!(
-        out,
-        "  p50 ms     {} → {}",
-        ms(t.latency_p50_before_ms),
-        ms(t.latency_p50_after_ms)
-    );
+    for (label, (before, after)) in ["pass rate", "cost", "p50 ms"].iter().zip(measures(diff)) {
+        let _ = writeln!(out, "  {label:<10} {before} → {after}");
+    }
     let counts: Vec<String> = t.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let _ = writeln!(
         out,
@@ -216,32 +223,19 @@ pub fn markdown(comparison: &Comparison) -> String {
             let t = &diff.totals;
             let _ = writeln!(
                 out,
-                "# diff {} → {}\n\n{} jobs matched by id{}.\n\n| | {} | {} |\n|---|---:|---:|",
+                "# diff {} → {}\n\n{} jobs {}.\n\n| | {} | {} |\n|---|---:|---:|",
                 diff.before,
                 diff.after,
                 t.matched,
-                if diff.by_model { " and model" } else { "" },
+                matched_by(diff),
                 diff.before,
                 diff.after
             );
-            let _ = writeln!(
-                out,
-                "| pass rate | {} | {} |",
-                rate(t.passed_before, t.graded_before),
-                rate(t.passed_after, t.graded_after)
-            );
-            let _ = writeln!(
-                out,
-                "| cost | {} | {} |",
-                usd(t.cost_before_pico_usd),
-                usd(t.cost_after_pico_usd)
-            );
-            let _ = writeln!(
-                out,
-                "| p50 latency ms | {} | {} |\n",
-                ms(t.latency_p50_before_ms),
-                ms(t.latency_p50_after_ms)
-            );
+            let labels = ["pass rate", "cost", "p50 latency ms"];
+            for (label, (before, after)) in labels.iter().zip(measures(diff)) {
+                let _ = writeln!(out, "| {label} | {before} | {after} |");
+            }
+            out.push('\n');
             for (kind, n) in &t.counts {
                 let _ = writeln!(out, "- {n} {kind}");
             }
