@@ -10,7 +10,21 @@ use serde_json::json;
 
 use crate::common::*;
 
-const FAST_POLL: &[&str] = &["--poll-interval", "10ms"];
+/// A command's arguments with a poll interval short enough for a test.
+fn polled<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--poll-interval", "10ms"]);
+    all
+}
+
+/// A mock whose Message Batches endpoints behave as `batches` says.
+async fn batch_mock(batches: BatchConfig) -> msgbatch::mock::MockServer {
+    mock(MockConfig {
+        batches,
+        ..MockConfig::default()
+    })
+    .await
+}
 
 /// Jobs over two models, one with an id the Batches API refuses (a space), so that ids are
 /// mapped both ways.
@@ -49,15 +63,14 @@ async fn a_run_through_batches_is_recorded_like_a_direct_run_at_half_the_price()
     let models = "claude-haiku-4-5,claude-sonnet-4-6";
     for (ws, via) in [(&direct, "direct"), (&batched, "batches")] {
         let file = fan_out_file(ws);
-        let mut args = vec![
+        let args = polled(&[
             "run",
             file.to_str().unwrap(),
             "--models",
             models,
             "--via",
             via,
-        ];
-        args.extend_from_slice(FAST_POLL);
+        ]);
         let output = ws.run_on(&mock, &args).await;
         assert_eq!(code(&output), 0, "{via}: {:?}", text(&output));
     }
@@ -91,25 +104,21 @@ async fn a_run_through_batches_is_recorded_like_a_direct_run_at_half_the_price()
 #[tokio::test]
 async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig {
-        batches: BatchConfig {
-            // The create call answers long after the batch exists: the run dies in between.
-            create_delay: Duration::from_secs(600),
-            ..BatchConfig::default()
-        },
-        ..MockConfig::default()
+    let mock = batch_mock(BatchConfig {
+        // The create call answers long after the batch exists: the run dies in between.
+        create_delay: Duration::from_secs(600),
+        ..BatchConfig::default()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 8);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--name",
         "b",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let mut child = ws.command_on(&mock, &args).spawn().unwrap();
     mock.wait_for_batches(1).await;
     child.start_kill().unwrap();
@@ -124,8 +133,7 @@ async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
         1,
         "the intent was committed, the id was not"
     );
-    let mut args = vec!["resume", "b"];
-    args.extend_from_slice(FAST_POLL);
+    let args = polled(&["resume", "b"]);
     let output = ws.run(&args).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(
@@ -148,24 +156,20 @@ async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
 #[tokio::test]
 async fn kill_9_while_polling_then_resume_reattaches_to_the_running_batch() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig {
-        batches: BatchConfig {
-            processing: Duration::from_secs(3600),
-            ..BatchConfig::default()
-        },
-        ..MockConfig::default()
+    let mock = batch_mock(BatchConfig {
+        processing: Duration::from_secs(3600),
+        ..BatchConfig::default()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 5);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--name",
         "p",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let mut child = ws.command_on(&mock, &args).spawn().unwrap();
     // The create call, then a look at the running batch: its id is committed by then.
     mock.wait_for_requests(2).await;
@@ -175,8 +179,7 @@ async fn kill_9_while_polling_then_resume_reattaches_to_the_running_batch() {
     let (stdout, _) = text(&status);
     assert!(stdout.contains("submitted"), "{stdout}");
     mock.finish_batches();
-    let mut args = vec!["resume", "p"];
-    args.extend_from_slice(FAST_POLL);
+    let args = polled(&["resume", "p"]);
     let output = ws.run(&args).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(mock.batches_created(), 1);
@@ -190,25 +193,21 @@ async fn kill_9_while_polling_then_resume_reattaches_to_the_running_batch() {
 #[tokio::test]
 async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_failed() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig {
-        batches: BatchConfig {
-            expired: vec!["job-1".into()],
-            errored: vec!["job-2".into()],
-            ..BatchConfig::default()
-        },
-        ..MockConfig::default()
+    let mock = batch_mock(BatchConfig {
+        expired: vec!["job-1".into()],
+        errored: vec!["job-2".into()],
+        ..BatchConfig::default()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 4);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--name",
         "e",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let output = ws.run_on(&mock, &args).await;
     assert_eq!(code(&output), 1, "jobs failed: {:?}", text(&output));
     let pool = ws.pool().await;
@@ -228,8 +227,7 @@ async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_fail
         "{warnings}"
     );
     // One in a new batch, as the run sends; the mock expires and errors each id only once.
-    let mut args = vec!["resume", "e", "--include-failed"];
-    args.extend_from_slice(FAST_POLL);
+    let args = polled(&["resume", "e", "--include-failed"]);
     let output = ws.run(&args).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(mock.batches_created(), 2);
@@ -248,12 +246,9 @@ async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_fail
 #[tokio::test]
 async fn a_gateway_without_batches_gets_one_sentence_and_nothing_is_submitted() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig {
-        batches: BatchConfig {
-            unsupported: true,
-            ..BatchConfig::default()
-        },
-        ..MockConfig::default()
+    let mock = batch_mock(BatchConfig {
+        unsupported: true,
+        ..BatchConfig::default()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 3);
@@ -280,7 +275,7 @@ async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
     // and what the first batch did not spend makes room for another.
     let ws = Workspace::new();
     let file = ws.jobs("jobs.jsonl", 6);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
@@ -289,8 +284,7 @@ async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
         "capped",
         "--max-cost",
         "0.0012",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let output = ws.run_on(&mock, &args).await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 3, "{stderr}");
@@ -319,15 +313,14 @@ async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
     // A budget below one job's worst case submits nothing.
     let ws = Workspace::new();
     let file = ws.jobs("jobs.jsonl", 2);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--max-cost",
         "0.0001",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let output = ws.run_on(&mock, &args).await;
     let (_, stderr) = text(&output);
     assert_eq!(code(&output), 3, "{stderr}");
@@ -344,24 +337,20 @@ async fn max_cost_sizes_batches_to_the_budget_and_refills_it_as_they_end() {
 #[tokio::test]
 async fn ctrl_c_leaves_the_batch_running_and_cancel_records_what_it_did() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig {
-        batches: BatchConfig {
-            processing: Duration::from_secs(3600),
-            ..BatchConfig::default()
-        },
-        ..MockConfig::default()
+    let mock = batch_mock(BatchConfig {
+        processing: Duration::from_secs(3600),
+        ..BatchConfig::default()
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 3);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--name",
         "c",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let child = ws
         .command_on(&mock, &args)
         .stderr(std::process::Stdio::piped())
@@ -405,8 +394,7 @@ async fn ctrl_c_leaves_the_batch_running_and_cancel_records_what_it_did() {
 
     // Sent again in a new batch, which the mock now ends at once.
     mock.finish_batches();
-    let mut args = vec!["resume", "c", "--include-failed"];
-    args.extend_from_slice(FAST_POLL);
+    let args = polled(&["resume", "c", "--include-failed"]);
     let output = ws.run(&args).await;
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     assert_eq!(mock.batches_created(), 2);
@@ -429,15 +417,14 @@ async fn what_a_batch_left_can_be_sent_directly() {
     })
     .await;
     let file = ws.jobs("jobs.jsonl", 3);
-    let mut args = vec![
+    let args = polled(&[
         "run",
         file.to_str().unwrap(),
         "--via",
         "batches",
         "--name",
         "d",
-    ];
-    args.extend_from_slice(FAST_POLL);
+    ]);
     let output = ws.run_on(&mock, &args).await;
     assert_eq!(code(&output), 1, "one expired: {:?}", text(&output));
     let output = ws
