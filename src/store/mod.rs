@@ -235,14 +235,24 @@ impl Store {
         Ok(())
     }
 
+    /// The row ids of a run's first and last jobs (its jobs are contiguous in row order), or
+    /// `None` for a run without jobs. The run's index is ordered by job id, so this reads it
+    /// whole: ask once per scan.
+    pub async fn job_rows(&self, run_id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(id), max(id) FROM jobs WHERE run_id = ?1")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(first.zip(last))
+    }
+
     /// The row id just before a run's first job: where a scan of its jobs by row id starts.
-    /// (The run's index is ordered by job id, so this reads it whole: ask once per scan.)
     pub async fn before_first_job(&self, run_id: i64) -> Result<i64, StoreError> {
-        let first: Option<i64> = sqlx::query_scalar("SELECT min(id) FROM jobs WHERE run_id = ?1")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(first.map_or(i64::MAX - 1, |id| id - 1))
+        Ok(self
+            .job_rows(run_id)
+            .await?
+            .map_or(i64::MAX - 1, |(first, _)| first - 1))
     }
 
     /// Pending jobs of a run with row id above `after` (at least

@@ -248,12 +248,7 @@ impl Store {
     pub async fn spend_over_time(&self, runs: &[i64]) -> Result<Vec<SpendPoint>, StoreError> {
         let mut points = Vec::new();
         for run in runs {
-            let (first, last): (Option<i64>, Option<i64>) =
-                sqlx::query_as("SELECT min(id), max(id) FROM jobs WHERE run_id = ?1")
-                    .bind(run)
-                    .fetch_one(&self.pool)
-                    .await?;
-            let (Some(first), Some(last)) = (first, last) else {
+            let Some((first, last)) = self.job_rows(*run).await? else {
                 continue;
             };
             let rows: Vec<SpendPoint> = sqlx::query_as(
