@@ -244,9 +244,16 @@ impl Batcher<'_> {
                 )));
             }
         }
+        let intent_at_ms = now_ms();
         let intent = self
             .store
-            .batch_intent(self.run_id, &packed.items, packed.body.len(), worst)
+            .batch_intent(
+                self.run_id,
+                &packed.items,
+                packed.body.len(),
+                worst,
+                intent_at_ms,
+            )
             .await?;
         let body = Bytes::from(packed.body);
         let created = self.client.create_batch(body.clone()).await;
@@ -257,7 +264,7 @@ impl Batcher<'_> {
             // Otherwise it may have been created before the answer was lost: look before
             // sending it again.
             Err(first) => {
-                if let Some(found) = self.recover_one(intent, packed.items.len()).await? {
+                if let Some(found) = self.recover_one(intent_at_ms, packed.items.len()).await? {
                     Ok(found)
                 } else if first.is_retryable() {
                     self.patiently(|| self.client.create_batch(body.clone()))
@@ -288,26 +295,19 @@ impl Batcher<'_> {
     }
 
     /// After a create call whose answer was lost: the batch it created, if the API lists one
-    /// made since the intent with as many requests.
+    /// made since the intent (written at `intent_at_ms`) with as many requests.
     async fn recover_one(
         &self,
-        intent: i64,
+        intent_at_ms: i64,
         requests: usize,
     ) -> anyhow::Result<Option<MessageBatch>> {
         let known = self.store.known_batch_ids().await?;
         let Ok(page) = self.patiently(|| self.client.list_batches(None, 100)).await else {
             return Ok(None);
         };
-        let since = self
-            .store
-            .open_batches(self.run_id)
-            .await?
-            .iter()
-            .find(|b| b.id == intent)
-            .map_or(0, |b| b.intent_at_ms);
         Ok(page.data.into_iter().find(|b| {
             !known.contains(&b.id)
-                && created_ms(b).is_none_or(|c| c >= since - window_ms())
+                && created_ms(b).is_none_or(|c| c >= intent_at_ms - window_ms())
                 && usize::try_from(b.request_counts.total()).ok() == Some(requests)
         }))
     }
@@ -430,7 +430,10 @@ impl Batcher<'_> {
         let mut recorded = 0;
         if !waiting.is_empty() {
             let url = batch.results_url.as_deref().ok_or_else(|| {
-                BatchError(format!("batch {} ended without a results_url", batch.id))
+                BatchError(format!(
+                    "batch {} ended, but the gateway gave no results_url to read its results from; `msgbatch resume` asks again",
+                    batch.id
+                ))
             })?;
             let lines = self
                 .patiently(|| self.client.batch_results(url))
@@ -480,7 +483,7 @@ impl Batcher<'_> {
         }
         if !waiting.is_empty() {
             // Items the results file did not have: their jobs stay pending for another batch.
-            tracing_missing(&batch.id, waiting.len());
+            warn_missing(&batch.id, waiting.len());
         }
         self.store
             .write_batch_results(row.id, &WriteBatch::default(), true)
@@ -610,7 +613,7 @@ impl Batcher<'_> {
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).
 #[expect(clippy::print_stderr, reason = "a warning the user must see")]
-fn tracing_missing(batch: &str, missing: usize) {
+fn warn_missing(batch: &str, missing: usize) {
     eprintln!(
         "warning: the results of batch {batch} lack {missing} of its requests; their jobs stay pending and go in the next batch"
     );

@@ -55,13 +55,15 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Writes the intent to create a batch of `items` (custom id, job), before the create call.
+    /// Writes the intent, made at `at_ms`, to create a batch of `items` (custom id, job),
+    /// before the create call.
     pub async fn batch_intent(
         &self,
         run_id: i64,
         items: &[(String, i64)],
         bytes: usize,
         reserved_pico_usd: u64,
+        at_ms: i64,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
@@ -72,7 +74,7 @@ impl Store {
         .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
         .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
         .bind(i64::try_from(reserved_pico_usd).unwrap_or(i64::MAX))
-        .bind(now_ms())
+        .bind(at_ms)
         .fetch_one(&mut *tx)
         .await?;
         for chunk in items.chunks(MAX_VARIABLES / 3) {
