@@ -1,17 +1,15 @@
 //! How many requests a run keeps in flight: `--concurrency` is the most, not a constant. The
-//! run starts gently (the API has acceleration limits as well as rate limits) and doubles its
-//! pace each round of clean answers until the first sign of overload; after that it adds one
-//! request per round. A 429 (a rate limit is reached) halves it at once, at most once per
-//! round. A 529 overloads one request: a round in which more than a fifth of the answers (and
+//! run starts at the most, as the user asked: the rate limits are kept by the limiter, and a
+//! slow start would leave the first round-trips of every session idle (four of them, from four
+//! requests, at concurrency 64). A 429 (a rate limit is reached, or the API's acceleration
+//! limit) halves the pace at once, at most once per round; clean rounds then add one request
+//! each. A 529 overloads one request: a round in which more than a fifth of the answers (and
 //! more than two) were 529s halves the pace, while a 529 here and there changes nothing.
 //! An overloaded gateway slows the run a little instead of pausing it for each answer.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Requests in flight when a run starts, at most.
-const START: usize = 4;
 
 /// The run's concurrency, additive increase and multiplicative decrease.
 #[derive(Debug)]
@@ -27,8 +25,6 @@ struct State {
     target: usize,
     /// Clean answers since the target last changed.
     clean: usize,
-    /// Still doubling: no overload seen yet.
-    slow_start: bool,
     /// Answers to wait for before the next decrease: the rest of the round in flight when the
     /// last one happened.
     hold_decrease: usize,
@@ -39,14 +35,13 @@ struct State {
 impl Pace {
     pub fn new(max: usize) -> Self {
         let max = max.max(1);
-        let target = START.min(max);
+        let target = max;
         Self {
             permits: Arc::new(Semaphore::new(target)),
             max,
             state: Mutex::new(State {
                 target,
                 clean: 0,
-                slow_start: true,
                 hold_decrease: 0,
                 overloads: 0,
             }),
@@ -67,8 +62,7 @@ impl Pace {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A clean answer: after a round of them (as many as the target), the pace rises: it
-    /// doubles in slow start, else grows by one.
+    /// A clean answer: after a round of them (as many as the target), the pace grows by one.
     pub fn answered(&self) {
         let mut state = self.lock();
         state.hold_decrease = state.hold_decrease.saturating_sub(1);
@@ -83,13 +77,8 @@ impl Pace {
         if state.target >= self.max {
             return;
         }
-        let grown = if state.slow_start {
-            (state.target * 2).min(self.max)
-        } else {
-            state.target + 1
-        };
-        self.permits.add_permits(grown - state.target);
-        state.target = grown;
+        self.permits.add_permits(1);
+        state.target += 1;
     }
 
     /// A 529: counted against the round; a round with more than a fifth of them halves the
@@ -112,7 +101,6 @@ impl Pace {
     }
 
     fn decrease(&self, state: &mut State) {
-        state.slow_start = false;
         state.clean = 0;
         if state.hold_decrease > 0 || state.target == 1 {
             return;
@@ -141,28 +129,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_pace_doubles_until_overload_then_halves_once_and_grows_by_one() {
+    async fn the_pace_starts_at_the_most_halves_once_per_round_and_grows_by_one() {
         let pace = Pace::new(64);
-        assert_eq!(pace.target(), 4);
-        for _ in 0..4 {
-            pace.answered();
-        }
-        assert_eq!(pace.target(), 8);
-        for _ in 0..8 {
-            pace.answered();
-        }
-        assert_eq!(pace.target(), 16);
+        assert_eq!(pace.target(), 64, "no slow start");
         // A burst of refusals from one round is one step down.
         pace.rate_limited();
         pace.rate_limited();
         pace.rate_limited();
-        assert_eq!(pace.target(), 8);
+        assert_eq!(pace.target(), 32);
         // After the round in flight has answered, clean rounds add one each.
-        for _ in 0..16 {
+        for _ in 0..64 {
             pace.answered();
         }
         let after = pace.target();
-        assert!((8..=9).contains(&after), "{after}");
+        assert!((32..=33).contains(&after), "{after}");
         for _ in 0..after {
             pace.answered();
         }
@@ -175,18 +155,22 @@ mod tests {
             }
         }
         assert!(pace.target() >= 1 && pace.target() <= 64);
+        for _ in 0..64 * 64 {
+            pace.answered();
+        }
+        assert_eq!(pace.target(), 64, "never above the most");
     }
 
     #[tokio::test]
     async fn permits_follow_the_target() {
-        let pace = Pace::new(8);
+        let pace = Pace::new(4);
         let mut held = Vec::new();
         for _ in 0..4 {
             held.push(pace.acquire().await.unwrap());
         }
         assert!(
             pace.permits.try_acquire().is_err(),
-            "four in flight at the start"
+            "four in flight, the most"
         );
         pace.rate_limited();
         drop(held);
@@ -201,20 +185,12 @@ mod tests {
     #[tokio::test]
     async fn a_529_here_and_there_holds_the_pace_and_a_storm_halves_it() {
         let pace = Pace::new(64);
-        for _ in 0..(4 + 8 + 16) {
-            pace.answered();
-        }
-        assert_eq!(pace.target(), 32);
-        // One 529 in a round of 32: no cut, and the doubling goes on.
+        // One 529 in a round of 64: no cut.
         pace.overloaded();
-        for _ in 0..31 {
+        for _ in 0..63 {
             pace.answered();
         }
         assert_eq!(pace.target(), 64);
-        for _ in 0..64 {
-            pace.answered();
-        }
-        assert_eq!(pace.target(), 64, "never above the most");
         // Thirteen in a round of 64 (more than a fifth): halved.
         for _ in 0..13 {
             pace.overloaded();
