@@ -511,6 +511,49 @@ pub struct RunSettings {
     pub mock: Option<MockSettings>,
     pub models: Vec<String>,
     pub defaults: crate::jobs::Defaults,
+    /// How the job file is read, for a run that must load the rest of it on `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSettings>,
+}
+
+/// How a run's job file is read: with the models and defaults above, enough to read it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputSettings {
+    /// The file's absolute path.
+    pub path: std::path::PathBuf,
+    pub format: crate::jobs::InputFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
+    /// `equals`, `contains` or `regex`.
+    pub expect_kind: String,
+}
+
+impl InputSettings {
+    /// How `options` read the file, with its path made absolute.
+    pub fn of(options: &crate::jobs::LoadOptions) -> anyhow::Result<Self> {
+        Ok(Self {
+            path: std::path::absolute(&options.path)?,
+            format: options.format,
+            prompt_template: options.prompt_template.clone(),
+            expect_kind: options.expect_kind.to_owned(),
+        })
+    }
+
+    /// The options that read the file again as the run first read it.
+    pub fn load_options(&self, run: &RunSettings) -> crate::jobs::LoadOptions {
+        crate::jobs::LoadOptions {
+            path: self.path.clone(),
+            format: self.format,
+            defaults: run.defaults.clone(),
+            models: run.models.clone(),
+            prompt_template: self.prompt_template.clone(),
+            expect_kind: match self.expect_kind.as_str() {
+                "contains" => "contains",
+                "regex" => "regex",
+                _ => "equals",
+            },
+        }
+    }
 }
 
 /// Converts USD to pico-USD; `None` for a negative or non-finite amount.

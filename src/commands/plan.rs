@@ -66,6 +66,7 @@ pub fn plan(
             temperature: jobs.temperature,
             stream: jobs.stream,
         },
+        input: None,
     };
     let options = LoadOptions {
         format: InputFormat::with_delimiter(&jobs.file, jobs.delimiter),

@@ -1,11 +1,13 @@
 //! `msgbatch resume`: send what a run is missing, from the database alone.
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
+use super::feed::Feed;
 use super::{Global, sending};
 use crate::cli::{ResumeArgs, SendArgs};
+use crate::jobs;
 use crate::settings::{ConfigFile, RunSettings, parse_header};
-use crate::store::{DbLock, RunRow};
+use crate::store::{DbLock, RunRow, Store};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn resume(
@@ -34,15 +36,70 @@ pub async fn resume(
             eprintln!("{reset} failed jobs set back to pending");
         }
     }
+    let feed = if run.loaded {
+        None
+    } else {
+        Some(load_the_rest(&store, &run, &settings).await?)
+    };
     let counts = store.run_counts(run.id).await?;
     #[expect(clippy::print_stderr, reason = "what resume is about to do")]
     {
+        let stored = if feed.is_some() {
+            format!(
+                " stored so far, of {} the file makes (the rest is being stored)",
+                run.input_jobs.unwrap_or(0)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "resuming run {} (id {}): {} pending of {} jobs",
+            "resuming run {} (id {}): {} pending of {} jobs{stored}",
             run.name, run.id, counts.pending, counts.total
         );
     }
-    sending::send(global, &store, &run, &settings, key, shutdown).await
+    sending::send(global, &store, &run, &settings, key, feed, shutdown).await
+}
+
+/// Goes on storing the rows of a run that stopped while loading its file, after the last one
+/// stored. The file must be as it was checked when the run started.
+async fn load_the_rest(
+    store: &Store,
+    run: &RunRow,
+    settings: &RunSettings,
+) -> anyhow::Result<Feed> {
+    let Some(input) = &settings.input else {
+        bail!(
+            "run {} stopped before its jobs were all stored, and it does not say how to read {} again",
+            run.name,
+            run.input_path
+        );
+    };
+    let options = input.load_options(settings);
+    let checked = {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || jobs::check(&options))
+            .await
+            .context("the job check panicked")?
+    }
+    .with_context(|| {
+        format!(
+            "run {} stopped before its jobs were all stored; the rest are read from {}",
+            run.name,
+            input.path.display()
+        )
+    })?;
+    if checked.summary.sha256 != run.input_sha256 {
+        let stored = store.run_counts(run.id).await?.total;
+        bail!(
+            "run {} stopped after storing {stored} of its jobs, and {} has changed since it started (its sha256 is not the one recorded), so the rest cannot be loaded; put the file back as it was and resume again",
+            run.name,
+            input.path.display()
+        );
+    }
+    let after_line = store.last_stored_line(run.id).await?;
+    // Bad records were let through only by --skip-invalid: record them again as rejected.
+    let keep_rejected = checked.summary.bad_records > 0;
+    Feed::start(store, run.id, options, checked, keep_rejected, after_line).await
 }
 
 /// A run's stored settings, with what the command line overrides and the header values

@@ -5,16 +5,15 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+use super::feed::{Feed, LOAD_CHUNK};
 use super::{Global, plan, sending};
 use crate::cli::RunArgs;
 use crate::jobs::{self, LoadOptions, LoadSummary};
 use crate::pricing::format_usd;
-use crate::settings::{RunSettings, usd_to_pico};
-use crate::store::{DbLock, NewJob, NewRun, Store};
+use crate::settings::{InputSettings, RunSettings, usd_to_pico};
+use crate::store::{CheckedInput, DbLock, NewJob, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
 
-/// Jobs per insert transaction while loading.
-const LOAD_CHUNK: usize = 5000;
 /// Bad records printed before the rest are only counted.
 const SHOWN_ERRORS: usize = 50;
 
@@ -28,8 +27,30 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         return Ok(ExitStatus::Error);
     }
 
+    // A file that can be read twice is checked whole first (nothing is stored or sent when
+    // it is bad), then stored while the run sends. Standard input and pipes are read once:
+    // stored whole, then sent.
+    let started = std::time::Instant::now();
+    let check = rereadable(&options.path).then(|| {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || jobs::check(&options))
+    });
     let store = Store::open(&global.db).await?;
     let _lock = DbLock::acquire(&global.db)?;
+    let checked = match check {
+        Some(check) => {
+            let checked = check.await.context("the job check panicked")??;
+            if checked.summary.bad_records > 0 && !args.skip_invalid {
+                report_bad_records(&checked.summary);
+                return Ok(ExitStatus::Error);
+            }
+            if checked.summary.jobs == 0 {
+                bail!("{} holds no jobs to send", args.jobs.file.display());
+            }
+            Some(checked)
+        }
+        None => None,
+    };
     let name = match args.name {
         Some(name) => {
             if store.run_name_taken(&name).await? {
@@ -41,38 +62,79 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         }
         None => unique_name(&store, &args.jobs.file).await?,
     };
+    let mut settings = settings;
+    if checked.is_some() {
+        settings.input = Some(InputSettings::of(&options)?);
+    }
     let run_id = store
         .create_run(&NewRun {
             name: name.clone(),
             input_path: args.jobs.file.display().to_string(),
-            input_sha256: String::new(),
             gateway_name: settings.gateway.name.clone(),
             base_url: settings.gateway.base_url.clone(),
             messages_path: settings.gateway.messages_path.clone(),
             settings: serde_json::to_string(&settings)?,
             via: settings.send.via.as_str(),
+            checked: checked.as_ref().map(|c| CheckedInput {
+                sha256: c.summary.sha256.clone(),
+                format: c.summary.format.clone(),
+                jobs: c.summary.jobs,
+            }),
         })
         .await?;
-    let loading = std::time::Instant::now();
-    let summary = match load(&store, run_id, options, args.skip_invalid).await {
-        Ok(summary) => summary,
-        Err(e) => {
+    let Some(checked) = checked else {
+        let summary = match load_once(&store, run_id, options, args.skip_invalid).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                store.delete_run(run_id).await?;
+                return Err(e);
+            }
+        };
+        if summary.bad_records > 0 && !args.skip_invalid {
             store.delete_run(run_id).await?;
-            return Err(e);
+            report_bad_records(&summary);
+            return Ok(ExitStatus::Error);
         }
+        if summary.jobs == 0 {
+            store.delete_run(run_id).await?;
+            bail!("{} holds no jobs to send", args.jobs.file.display());
+        }
+        store
+            .set_input(run_id, &summary.sha256, &summary.format)
+            .await?;
+        store.set_loaded(run_id).await?;
+        warn_skipped(&summary);
+        let run = store.find_run(&run_id.to_string()).await?;
+        announce(
+            &run.name,
+            run_id,
+            &summary,
+            "loaded",
+            &settings,
+            started.elapsed(),
+        );
+        return sending::send(global, &store, &run, &settings, key, None, shutdown).await;
     };
-    if summary.bad_records > 0 && !args.skip_invalid {
-        store.delete_run(run_id).await?;
-        report_bad_records(&summary);
-        return Ok(ExitStatus::Error);
-    }
-    if summary.jobs == 0 {
-        store.delete_run(run_id).await?;
-        bail!("{} holds no jobs to send", args.jobs.file.display());
-    }
-    store
-        .set_input(run_id, &summary.sha256, &summary.format)
-        .await?;
+    warn_skipped(&checked.summary);
+    let run = store.find_run(&run_id.to_string()).await?;
+    announce(
+        &run.name,
+        run_id,
+        &checked.summary,
+        "checked",
+        &settings,
+        started.elapsed(),
+    );
+    let feed = Feed::start(&store, run_id, options, checked, args.skip_invalid, 0).await?;
+    sending::send(global, &store, &run, &settings, key, Some(feed), shutdown).await
+}
+
+/// Whether the job file can be read a second time: a file, not standard input or a pipe.
+fn rereadable(path: &Path) -> bool {
+    path.as_os_str() != "-" && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+fn warn_skipped(summary: &LoadSummary) {
     if summary.bad_records > 0 {
         #[expect(clippy::print_stderr, reason = "a warning for the user")]
         {
@@ -82,9 +144,6 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             );
         }
     }
-    let run = store.find_run(&run_id.to_string()).await?;
-    announce(&run.name, run_id, &summary, &settings, loading.elapsed());
-    sending::send(global, &store, &run, &settings, key, shutdown).await
 }
 
 #[expect(clippy::print_stderr, reason = "what the run is about to do")]
@@ -92,6 +151,7 @@ fn announce(
     name: &str,
     id: i64,
     summary: &LoadSummary,
+    done: &str,
     settings: &RunSettings,
     took: std::time::Duration,
 ) {
@@ -112,7 +172,7 @@ fn announce(
         0.0
     };
     eprintln!(
-        "run {name} (id {id}): {} jobs loaded in {seconds:.2}s ({rate:.0}/s), sending to {target}",
+        "run {name} (id {id}): {} jobs {done} in {seconds:.2}s ({rate:.0}/s), sending to {target}",
         summary.jobs
     );
 }
@@ -177,9 +237,9 @@ async fn confirm(
     Ok(yes)
 }
 
-/// Reads the job file on a blocking thread while this task inserts its chunks, so parsing
-/// and SQLite overlap.
-async fn load(
+/// Reads the job file once, on a blocking thread, while this task inserts its chunks, so
+/// parsing and SQLite overlap.
+async fn load_once(
     store: &Store,
     run_id: i64,
     options: LoadOptions,

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use super::Global;
+use super::feed::Feed;
 use super::plan::{connect, prices_for};
 use crate::batching::Batcher;
 use crate::client::Client;
@@ -38,6 +39,7 @@ fn runner(
         show_progress,
         budget_pico_usd: settings.send.max_cost_pico_usd,
         warmup: settings.send.warmup,
+        loading: None,
     })
 }
 
@@ -86,14 +88,10 @@ fn print_judged(judged: &Judged) {
 
 /// The models of a run with jobs still to send and no price in `prices`, each named once in a
 /// warning before anything is sent, so that a night is not spent on answers no report can
-/// price.
-async fn unpriced_models(
-    store: &Store,
-    run_id: i64,
-    prices: &PriceTable,
-) -> anyhow::Result<Vec<String>> {
+/// price. `models` are the run's models with their jobs to send.
+fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<String> {
     let mut unpriced = Vec::new();
-    for (model, pending) in store.run_models(run_id).await? {
+    for (model, pending) in models {
         if prices.lookup(&model).is_some() {
             continue;
         }
@@ -109,7 +107,7 @@ async fn unpriced_models(
         }
         unpriced.push(model);
     }
-    Ok(unpriced)
+    unpriced
 }
 
 /// `a`, `` `a` and `b` ``, `` `a`, `b` and `c` ``.
@@ -121,17 +119,23 @@ fn quoted(models: &[String]) -> String {
     }
 }
 
-/// Sends every pending job of `run`, records how the session ended and prints a summary.
+/// Sends every pending job of `run`, records how the session ended and prints a summary. With
+/// `feed`, the run's rows are still being stored, and its jobs are sent as they are.
 pub async fn send(
     global: &Global,
     store: &Store,
     run: &RunRow,
     settings: &RunSettings,
     key: Option<ApiKey>,
+    mut feed: Option<Feed>,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
     let prices = prices_for(&settings.gateway)?;
-    let unpriced = unpriced_models(store, run.id, &prices).await?;
+    let models = match &feed {
+        Some(feed) => feed.models.clone(),
+        None => store.run_models(run.id).await?,
+    };
+    let unpriced = unpriced_models(models, &prices);
     if !unpriced.is_empty() && settings.send.max_cost_pico_usd.is_some() {
         anyhow::bail!(
             "no price for {}: --max-cost cannot bound what {} cost; give {} rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile",
@@ -151,6 +155,13 @@ pub async fn send(
             settings.gateway.name
         );
     }
+    let has_open_batches = !store.open_batches(run.id).await?.is_empty();
+    if (via_batches || has_open_batches)
+        && let Some(feed) = feed.take()
+    {
+        // Batches are packed from stored rows: every row is stored first.
+        feed.finish(false).await?;
+    }
     // Held until the session ends: a mock run's gateway lives as long as this session.
     let (_mock, client) = connect(settings, key).await?;
     let show_progress = progress::show_bar(
@@ -158,9 +169,11 @@ pub async fn send(
         std::env::var_os("CI").is_some(),
         global.quiet,
     );
+    let stop = shutdown.stop.clone();
     let runner = Runner {
         prices,
         shutdown,
+        loading: feed.as_ref().map(Feed::loading),
         ..runner(store, settings, client, show_progress)?
     };
     store
@@ -168,7 +181,6 @@ pub async fn send(
         .await?;
     // A run with batches still open collects them first, whichever way it now sends: their
     // jobs must not go twice.
-    let has_open_batches = !store.open_batches(run.id).await?.is_empty();
     let session = if via_batches || has_open_batches {
         match batches(store, run, settings, runner, via_batches).await {
             Ok(session) => session,
@@ -181,7 +193,22 @@ pub async fn send(
             }
         }
     } else {
-        runner.execute(run.id).await?
+        let session = runner.execute(run.id).await;
+        if let Some(feed) = feed {
+            // A session that stopped early stops the storing too: `resume` goes on from the
+            // rows it committed.
+            let stopped = session.as_ref().map_or(true, |s| {
+                s.halt.is_some() || s.budget_stop.is_some() || stop.is_cancelled()
+            });
+            if let Err(e) = feed.finish(stopped).await {
+                let reason = format!("storing the jobs of {} stopped: {e:#}", run.input_path);
+                store
+                    .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
+                    .await?;
+                return Err(e.context(format!("run {} stopped", run.name)));
+            }
+        }
+        session?
     };
     if !session.pool_limits.is_empty() {
         // Kept with the run, so that a report can say how much of each limit was used.

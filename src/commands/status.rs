@@ -53,6 +53,15 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     }
     if let [run] = runs.as_slice() {
         print_details(run);
+        if !run.loaded && run.status != "loading" {
+            let stored = store.run_counts(run.id).await?;
+            println!(
+                "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
+                stored.total - stored.rejected,
+                run.input_jobs.unwrap_or(0),
+                run.name
+            );
+        }
         let (failed, reason) = store.judge_failures(run.id).await?;
         if failed > 0 {
             println!(

@@ -11,7 +11,7 @@ mod source;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::BuildHasher as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +85,8 @@ pub enum ReadItem {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     Jsonl,
     Csv { delimiter: u8 },
@@ -164,7 +165,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// How many bad records are kept for display; the rest are only counted.
 const KEPT_ERRORS: usize = 1000;
 
-/// Reads a job file and hands its rows to `sink` in chunks.
+/// Reads a job file and hands its rows to `sink` in chunks, in one pass: duplicate ids are
+/// found as they are read.
 ///
 /// Bad records are returned in the summary; when `keep_rejected` is set they are also handed
 /// to `sink` as `rejected` jobs so that the run records them.
@@ -185,33 +187,197 @@ pub fn load_from(
     input: impl io::Read,
     keep_rejected: bool,
     chunk_size: usize,
-    mut sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
+    sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
 ) -> anyhow::Result<LoadSummary> {
+    let pass = LoadPass {
+        keep_rejected,
+        ids: Ids::track(),
+        after_line: 0,
+    };
+    pass.run(options, input, chunk_size, sink)
+}
+
+/// What [`check`] found in a whole job file, without keeping its records: enough to refuse
+/// a bad file before anything is stored or sent, and to load it afterwards in a second pass
+/// ([`load_checked`]) that needs no memory for ids.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub summary: LoadSummary,
+    /// The jobs of each model, bad records left out.
+    pub models: std::collections::BTreeMap<String, u64>,
+    /// Records whose id an earlier record took, in line order.
+    duplicates: Vec<Duplicate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Duplicate {
+    line: u64,
+    first: u64,
+}
+
+/// Reads a whole job file and validates every record as loading would, building no rows.
+pub fn check(options: &LoadOptions) -> anyhow::Result<Checked> {
+    let input = source::open(&options.path)?;
+    check_from(options, input)
+}
+
+/// [`check`] of the bytes of `input`.
+pub fn check_from(options: &LoadOptions, input: impl io::Read) -> anyhow::Result<Checked> {
     let display = options.path.display().to_string();
+    let expander = Expander::new(options, &display);
+    let mut ids = Ids::track();
+    let mut checked = Checked::default();
+    let summary = &mut checked.summary;
+    let (sha256, format) = read(options, &display, input, |item| {
+        let outcome = match item {
+            ReadItem::Record(record) => {
+                let first = ids.first_use(record.id.as_deref(), record.line);
+                if let Some(first) = first {
+                    checked.duplicates.push(Duplicate {
+                        line: record.line,
+                        first,
+                    });
+                }
+                expander
+                    .prepare(record, first)
+                    .and_then(|mut prepared| expander.requests(&mut prepared))
+            }
+            ReadItem::Bad { id, error } => Err((id, error)),
+        };
+        match outcome {
+            Ok(requests) => {
+                summary.jobs += requests.len() as u64;
+                for (model, _) in requests {
+                    *checked.models.entry(model).or_default() += 1;
+                }
+            }
+            Err((_, error)) => summary.bad(error),
+        }
+        Ok(())
+    })?;
+    checked.summary.sha256 = sha256;
+    checked.summary.format = format;
+    Ok(checked)
+}
+
+/// Loads a file that [`check`] has passed, skipping the records on lines up to `after_line`
+/// (those a partly loaded run has stored already). The file is read again: what differs from
+/// what was checked (its sha256, its jobs, its bad records) is an error, and the jobs stored
+/// before it are kept.
+pub fn load_checked(
+    options: &LoadOptions,
+    checked: &Checked,
+    keep_rejected: bool,
+    after_line: u64,
+    chunk_size: usize,
+    sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
+) -> anyhow::Result<LoadSummary> {
+    let input = source::open(&options.path)?;
+    let pass = LoadPass {
+        keep_rejected,
+        ids: Ids::Known {
+            duplicates: &checked.duplicates,
+            next: 0,
+        },
+        after_line,
+    };
+    let summary = pass.run(options, input, chunk_size, sink)?;
+    let path = options.path.display();
+    if summary.sha256 != checked.summary.sha256 {
+        anyhow::bail!(
+            "{path} changed while it was being loaded (its sha256 is not the one checked before sending)"
+        );
+    }
+    if after_line == 0
+        && (summary.jobs, summary.bad_records)
+            != (checked.summary.jobs, checked.summary.bad_records)
+    {
+        anyhow::bail!(
+            "{path} changed while it was being loaded: it now makes {} jobs and {} bad records, where the check before sending found {} and {}",
+            summary.jobs,
+            summary.bad_records,
+            checked.summary.jobs,
+            checked.summary.bad_records
+        );
+    }
+    Ok(summary)
+}
+
+impl LoadSummary {
+    fn bad(&mut self, error: InputError) {
+        self.bad_records += 1;
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push(error);
+        }
+    }
+}
+
+/// Reads the records of `input` in order and hands each to `each`; returns the sha256 of the
+/// bytes as given and the format and compression read.
+fn read(
+    options: &LoadOptions,
+    display: &str,
+    input: impl io::Read,
+    mut each: impl FnMut(ReadItem) -> anyhow::Result<()>,
+) -> anyhow::Result<(String, String)> {
     let mut hashing = source::HashingReader::new(input);
-    let mut summary = LoadSummary::default();
-    let mut expander = Expander::new(options, &display);
-    let mut chunk = Vec::with_capacity(chunk_size);
-    let mut chunk_bytes = 0;
+    let format;
     {
         let (text, compression) = source::decompress(&mut hashing, &options.path)?;
-        summary.format = match compression.name() {
+        format = match compression.name() {
             Some(name) => format!("{}, {name}", options.format.describe()),
             None => options.format.describe(),
         };
         let items: Box<dyn Iterator<Item = Result<ReadItem, LoadError>>> = match options.format {
-            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(text, &display)),
+            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(text, display)),
             InputFormat::Csv { delimiter } => Box::new(csv::CsvReader::new(
                 text,
-                &display,
+                display,
                 delimiter,
                 options.prompt_template.as_deref(),
                 options.expect_kind,
             )?),
         };
         for item in items {
-            let outcome = match item? {
-                ReadItem::Record(record) => expander.expand(record),
+            each(item?)?;
+        }
+    }
+    Ok((hashing.finish(), format))
+}
+
+/// A pass that builds the rows of a file.
+struct LoadPass<'a> {
+    keep_rejected: bool,
+    ids: Ids<'a>,
+    /// Records on lines up to this one are skipped.
+    after_line: u64,
+}
+
+impl LoadPass<'_> {
+    fn run(
+        mut self,
+        options: &LoadOptions,
+        input: impl io::Read,
+        chunk_size: usize,
+        mut sink: impl FnMut(Vec<NewJob>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<LoadSummary> {
+        let display = options.path.display().to_string();
+        let expander = Expander::new(options, &display);
+        let mut summary = LoadSummary::default();
+        let mut chunk = Vec::with_capacity(chunk_size);
+        let mut chunk_bytes = 0;
+        let (sha256, format) = read(options, &display, input, |item| {
+            let outcome = match item {
+                ReadItem::Record(record) => {
+                    let first = self.ids.first_use(record.id.as_deref(), record.line);
+                    if record.line <= self.after_line {
+                        return Ok(());
+                    }
+                    expander
+                        .prepare(record, first)
+                        .and_then(|prepared| expander.jobs(prepared))
+                }
+                ReadItem::Bad { error, .. } if error.line <= self.after_line => return Ok(()),
                 ReadItem::Bad { id, error } => Err((id, error)),
             };
             match outcome {
@@ -221,51 +387,108 @@ pub fn load_from(
                     chunk.extend(jobs);
                 }
                 Err((id, error)) => {
-                    summary.bad_records += 1;
-                    if keep_rejected {
+                    if self.keep_rejected {
                         chunk.push(expander.rejected(id, &error));
                     }
-                    if summary.errors.len() < KEPT_ERRORS {
-                        summary.errors.push(error);
-                    }
+                    summary.bad(error);
                 }
             }
+            // A chunk ends between records: a record's jobs are stored together or not at all.
             if chunk.len() >= chunk_size || chunk_bytes >= CHUNK_BYTES {
                 sink(std::mem::take(&mut chunk))?;
                 chunk_bytes = 0;
             }
+            Ok(())
+        })?;
+        if !chunk.is_empty() {
+            sink(chunk)?;
         }
+        summary.sha256 = sha256;
+        summary.format = format;
+        Ok(summary)
     }
-    if !chunk.is_empty() {
-        sink(chunk)?;
-    }
-    summary.sha256 = hashing.finish();
-    Ok(summary)
 }
 
-/// Applies defaults and fan-out to records, checks ids for uniqueness and validates bodies.
+/// Which earlier record, if any, took a record's id.
+enum Ids<'a> {
+    /// Ids seen so far, as 128-bit hashes with the line that used them, so that a million
+    /// ids cost tens of megabytes rather than hundreds.
+    Track {
+        seen: HashMap<u128, u64>,
+        keys: (
+            std::collections::hash_map::RandomState,
+            std::collections::hash_map::RandomState,
+        ),
+    },
+    /// The duplicates a check found, in line order, met in turn.
+    Known {
+        duplicates: &'a [Duplicate],
+        next: usize,
+    },
+}
+
+impl Ids<'_> {
+    fn track() -> Self {
+        Self::Track {
+            seen: HashMap::new(),
+            keys: Default::default(),
+        }
+    }
+
+    /// The line that first used the id of the record on `line` (a record without an id is
+    /// `line-<n>`), or `None` when the id is its own.
+    fn first_use(&mut self, id: Option<&str>, line: u64) -> Option<u64> {
+        match self {
+            Self::Track { seen, keys } => {
+                let hash = |id: &str| {
+                    (u128::from(keys.0.hash_one(id)) << 64) | u128::from(keys.1.hash_one(id))
+                };
+                let key = match id {
+                    Some(id) => hash(id),
+                    None => hash(&format!("line-{line}")),
+                };
+                match seen.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(line);
+                        None
+                    }
+                }
+            }
+            Self::Known { duplicates, next } => {
+                while duplicates.get(*next).is_some_and(|d| d.line < line) {
+                    *next += 1;
+                }
+                duplicates
+                    .get(*next)
+                    .filter(|d| d.line == line)
+                    .map(|d| d.first)
+            }
+        }
+    }
+}
+
+/// A record with defaults and fan-out applied, found valid, before its requests are written.
+struct Prepared {
+    id: String,
+    line: u64,
+    body: Map<String, Value>,
+    models: Vec<String>,
+    tags: Option<String>,
+    expect: Option<String>,
+}
+
+/// Applies defaults and fan-out to records and validates bodies.
 struct Expander<'a> {
     options: &'a LoadOptions,
     path: &'a str,
-    /// Ids seen so far, as 128-bit hashes with the line that used them, so that a million
-    /// ids cost tens of megabytes rather than hundreds.
-    seen: HashMap<u128, u64>,
-    hash_keys: (
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
-    ),
 }
 
 type Rejection = (Option<String>, InputError);
 
 impl<'a> Expander<'a> {
     fn new(options: &'a LoadOptions, path: &'a str) -> Self {
-        Self {
-            options,
-            path,
-            seen: HashMap::new(),
-            hash_keys: Default::default(),
-        }
+        Self { options, path }
     }
 
     fn error(&self, line: u64, field: Option<&str>, reason: impl Into<String>) -> InputError {
@@ -277,18 +500,10 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn id_hash(&self, id: &str) -> u128 {
-        (u128::from(self.hash_keys.0.hash_one(id)) << 64)
-            | u128::from(self.hash_keys.1.hash_one(id))
-    }
-
-    fn expand(&mut self, record: RawRecord) -> Result<Vec<NewJob>, Rejection> {
-        let id = record
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("line-{}", record.line));
-        let key = self.id_hash(&id);
-        if let Some(first) = self.seen.get(&key) {
+    /// Validates a record whose id was first used on line `first` (`None`: it is its own).
+    fn prepare(&self, record: RawRecord, first: Option<u64>) -> Result<Prepared, Rejection> {
+        let id = record.id.unwrap_or_else(|| format!("line-{}", record.line));
+        if let Some(first) = first {
             let error = self.error(
                 record.line,
                 Some("custom_id"),
@@ -296,7 +511,6 @@ impl<'a> Expander<'a> {
             );
             return Err((Some(format!("{id}@line-{}", record.line)), error));
         }
-        self.seen.insert(key, record.line);
 
         let mut body = record.body;
         let defaults = &self.options.defaults;
@@ -336,17 +550,30 @@ impl<'a> Expander<'a> {
         {
             return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
         }
-        let tags = record.tags.map(|t| Value::Object(t).to_string());
-        let expect = record.expect.map(|e| e.to_string());
-        let mut jobs = Vec::with_capacity(models.len());
-        for model in models {
-            body.insert("model".to_owned(), Value::String(model.clone()));
-            let request = serde_json::to_string(&body).expect("a JSON map always serializes");
+        Ok(Prepared {
+            id,
+            line: record.line,
+            body,
+            models,
+            tags: record.tags.map(|t| Value::Object(t).to_string()),
+            expect: record.expect.map(|e| e.to_string()),
+        })
+    }
+
+    /// The request body of each model a record fans out to, each within the API's size.
+    fn requests(&self, prepared: &mut Prepared) -> Result<Vec<(String, String)>, Rejection> {
+        let mut requests = Vec::with_capacity(prepared.models.len());
+        for model in &prepared.models {
+            prepared
+                .body
+                .insert("model".to_owned(), Value::String(model.clone()));
+            let request =
+                serde_json::to_string(&prepared.body).expect("a JSON map always serializes");
             if request.len() > request::MAX_BODY_BYTES {
                 return Err((
-                    Some(id),
+                    Some(prepared.id.clone()),
                     self.error(
-                        record.line,
+                        prepared.line,
                         None,
                         format!(
                             "request is {} bytes; the API accepts at most {}",
@@ -356,19 +583,28 @@ impl<'a> Expander<'a> {
                     ),
                 ));
             }
-            jobs.push(NewJob {
-                job_id: id.clone(),
+            requests.push((model.clone(), request));
+        }
+        Ok(requests)
+    }
+
+    /// The rows of a record: one per model.
+    fn jobs(&self, mut prepared: Prepared) -> Result<Vec<NewJob>, Rejection> {
+        let requests = self.requests(&mut prepared)?;
+        Ok(requests
+            .into_iter()
+            .map(|(model, request)| NewJob {
+                job_id: prepared.id.clone(),
                 model,
-                line: record.line,
+                line: prepared.line,
                 request_sha256: sha256_hex(request.as_bytes()),
                 request,
-                tags: tags.clone(),
-                expect: expect.clone(),
+                tags: prepared.tags.clone(),
+                expect: prepared.expect.clone(),
                 state: JobState::Pending,
                 error: None,
-            });
-        }
-        Ok(jobs)
+            })
+            .collect())
     }
 
     /// The row that records a bad line in a run started with `--skip-invalid`.
@@ -440,6 +676,98 @@ mod tests {
         })
         .unwrap();
         (summary, jobs)
+    }
+
+    #[test]
+    fn a_checked_file_loads_as_one_pass_would_and_a_changed_one_is_refused() {
+        let text = concat!(
+            r#"{"custom_id":"x","params":{"messages":[{"role":"user","content":"one"}]}}"#,
+            "\n",
+            r#"{"custom_id":"x","params":{"messages":[{"role":"user","content":"again"}]}}"#,
+            "\n",
+            "{not json\n",
+            r#"{"params":{"messages":[{"role":"user","content":"two"}]}}"#,
+            "\n",
+            r#"{"custom_id":"y","params":{"messages":[]}}"#,
+            "\n",
+            r#"{"custom_id":"z","params":{"messages":[{"role":"user","content":"three"}]}}"#,
+            "\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let options = LoadOptions {
+            format: InputFormat::Jsonl,
+            path: path.clone(),
+            defaults: Defaults {
+                max_tokens: Some(64),
+                ..Defaults::default()
+            },
+            models: vec!["m1".to_owned(), "m2".to_owned()],
+            prompt_template: None,
+            expect_kind: "equals",
+        };
+        let rows =
+            |jobs: &[NewJob]| -> Vec<(String, String, u64, String, JobState, Option<String>)> {
+                jobs.iter()
+                    .map(|j| {
+                        let j = j.clone();
+                        (j.job_id, j.model, j.line, j.request, j.state, j.error)
+                    })
+                    .collect()
+            };
+        let mut once = Vec::new();
+        let single = load(&options, true, 2, |chunk| {
+            once.extend(chunk);
+            Ok(())
+        })
+        .unwrap();
+
+        let checked = check(&options).unwrap();
+        assert_eq!(
+            (checked.summary.jobs, checked.summary.bad_records),
+            (single.jobs, single.bad_records)
+        );
+        assert_eq!((single.jobs, single.bad_records), (6, 3));
+        assert_eq!(checked.summary.errors, single.errors);
+        assert_eq!(checked.summary.sha256, single.sha256);
+        assert_eq!(
+            checked.models.into_iter().collect::<Vec<_>>(),
+            [("m1".to_owned(), 3), ("m2".to_owned(), 3)]
+        );
+        let checked = check(&options).unwrap();
+        let mut twice = Vec::new();
+        let second = load_checked(&options, &checked, true, 0, 2, |chunk| {
+            twice.extend(chunk);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(second.errors, single.errors);
+        assert_eq!(
+            rows(&twice),
+            rows(&once),
+            "the duplicate is rejected as in one pass"
+        );
+
+        // A partly loaded run goes on after its last stored line.
+        let mut rest = Vec::new();
+        load_checked(&options, &checked, true, 3, 2, |chunk| {
+            rest.extend(chunk);
+            Ok(())
+        })
+        .unwrap();
+        let after: Vec<NewJob> = once.into_iter().filter(|j| j.line > 3).collect();
+        assert_eq!(rows(&rest), rows(&after));
+
+        // A file that changed after its check is refused, naming it.
+        std::fs::write(&path, text.replace("three", "four")).unwrap();
+        let error = load_checked(&options, &checked, true, 0, 2, |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("jobs.jsonl changed while it was being loaded"),
+            "{error}"
+        );
     }
 
     #[test]

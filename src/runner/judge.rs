@@ -13,7 +13,7 @@ use super::writer::{Event, failure_message};
 use crate::eval::{self, Graded, Grader};
 use crate::message::last_user_text;
 use crate::pricing::PriceTable;
-use crate::store::{GradeRecord, PendingJudge, Store};
+use crate::store::{GradeRecord, PendingJudge};
 
 /// How a judging round went.
 #[derive(Debug, Default)]
@@ -37,12 +37,10 @@ enum Outcome {
 /// Sends every pending judge grade of a run; the writer commits the verdicts.
 pub async fn run(
     sender: &RequestSender,
-    store: &Store,
     prices: &PriceTable,
-    run_id: i64,
+    pending: Vec<PendingJudge>,
     concurrency: usize,
 ) -> anyhow::Result<Judged> {
-    let pending = store.pending_judges(run_id).await?;
     let mut outcomes = futures_util::stream::iter(pending)
         .map(|p| one(sender, prices, p))
         .buffer_unordered(concurrency.max(1));

@@ -64,6 +64,26 @@ pub struct Runner {
     pub budget_pico_usd: Option<u64>,
     /// Warm each shared cache prefix with one request before its group fans out.
     pub warmup: bool,
+    /// The run's rows are still being stored: send them as they come.
+    pub loading: Option<Loading>,
+}
+
+/// A run whose checked file is being stored while it sends: the dispatcher reads the rows as
+/// they are committed and waits for more until the last is in.
+#[derive(Debug)]
+pub struct Loading {
+    pub stored: tokio::sync::watch::Receiver<Stored>,
+    /// Jobs to send when every row is stored (the run's whole file, bad records left out).
+    pub jobs: u64,
+}
+
+/// How far the storing of a run's rows has got.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stored {
+    /// Chunks committed so far.
+    pub chunks: u64,
+    /// Every row is stored.
+    pub done: bool,
 }
 
 /// How a session of a run ended.
@@ -110,10 +130,12 @@ struct Pipeline {
 impl Pipeline {
     async fn start(parts: Parts, run_id: i64, progress: &Progress) -> anyhow::Result<Self> {
         // What earlier sessions spent counts against the budget: results and judges alike.
-        let spent_before = {
+        let spent_before = if parts.budget_pico_usd.is_some() {
             let counts = parts.store.run_counts(run_id).await?;
             let judges = parts.store.judge_spend(run_id).await?;
             u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0)
+        } else {
+            0
         };
         let ledger = Arc::new(Ledger::new(
             parts.budget_pico_usd,
@@ -179,7 +201,7 @@ impl Pipeline {
 }
 
 impl Runner {
-    fn split(self) -> (Parts, PriceTable, usize, bool, bool) {
+    fn split(self) -> (Parts, PriceTable, usize, bool, bool, Option<Loading>) {
         let parts = Parts {
             concurrency: Some(self.concurrency),
             store: self.store,
@@ -195,6 +217,7 @@ impl Runner {
             self.concurrency,
             self.show_progress,
             self.warmup,
+            self.loading,
         )
     }
 
@@ -202,12 +225,15 @@ impl Runner {
     /// judges, and waits for their outcomes to be committed.
     pub async fn execute(self, run_id: i64) -> anyhow::Result<Session> {
         let started = Instant::now();
-        let (parts, prices, concurrency, show_progress, warmup) = self.split();
+        let (parts, prices, concurrency, show_progress, warmup, loading) = self.split();
         let store = parts.store.clone();
         let stop = parts.shutdown.stop.clone();
         let prices = Arc::new(prices);
         let before = store.run_counts(run_id).await?;
-        let total = u64::try_from(before.total - before.rejected).unwrap_or(0);
+        let total = match &loading {
+            Some(loading) => loading.jobs,
+            None => u64::try_from(before.total - before.rejected).unwrap_or(0),
+        };
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
         let progress = Progress::new(total, done_before, show_progress);
         let pipeline = Pipeline::start(parts, run_id, &progress).await?;
@@ -218,6 +244,7 @@ impl Runner {
             &prices,
             concurrency,
             warmup,
+            loading.map(|l| l.stored),
         )
         .await;
         // Every job's outcome is committed before judging starts: judges read the answers.
@@ -249,7 +276,7 @@ impl Runner {
 
     /// Asks the judges of `run_id` whose verdicts are pending, and nothing else.
     pub async fn judge(self, run_id: i64) -> anyhow::Result<Judged> {
-        let (parts, prices, concurrency, _, _) = self.split();
+        let (parts, prices, concurrency, ..) = self.split();
         judge_with(parts, &prices, run_id, concurrency).await
     }
 }
@@ -262,9 +289,13 @@ async fn judge_with(
     concurrency: usize,
 ) -> anyhow::Result<Judged> {
     let store = parts.store.clone();
+    let pending = store.pending_judges(run_id).await?;
+    if pending.is_empty() {
+        return Ok(Judged::default());
+    }
     let progress = Progress::new(0, 0, false);
     let pipeline = Pipeline::start(parts, run_id, &progress).await?;
-    let judged = judge::run(&pipeline.sender, &store, prices, run_id, concurrency).await;
+    let judged = judge::run(&pipeline.sender, prices, pending, concurrency).await;
     pipeline.finish().await?;
     judged
 }
@@ -316,8 +347,9 @@ enum WarmSignal {
 /// Starts a worker for each pending job, at most `concurrency` at once, until none is left,
 /// the run is stopped, or the next job could pass the budget; then waits for the workers.
 /// With `warmup`, a job whose cache prefix another job is warming waits for that job's answer
-/// to begin ([`warmup`]), while the jobs behind it go on. Returns why the budget stopped
-/// dispatching, if it did.
+/// to begin ([`warmup`]), while the jobs behind it go on. With `stored`, the run's rows are
+/// still being stored: when the stored ones run out it waits for more until the last is in
+/// (or the storing stops). Returns why the budget stopped dispatching, if it did.
 async fn dispatch(
     store: &Store,
     run_id: i64,
@@ -325,6 +357,7 @@ async fn dispatch(
     prices: &Arc<PriceTable>,
     concurrency: usize,
     warm: bool,
+    mut stored: Option<tokio::sync::watch::Receiver<Stored>>,
 ) -> anyhow::Result<Option<String>> {
     let pace = sender
         .pace
@@ -362,10 +395,27 @@ async fn dispatch(
         }
         let Some(mut candidate) = queue.pop_front() else {
             if !exhausted && held.len() < MAX_HELD {
+                // Whether more rows may come, seen before the read: rows committed after it
+                // are news that wakes the wait below.
+                let more_coming = stored
+                    .as_mut()
+                    .is_some_and(|stored| !stored.borrow_and_update().done);
                 let page = store.pending_jobs(run_id, after, PAGE).await?;
-                match page.last() {
-                    Some(last) => after = last.id,
-                    None => exhausted = true,
+                match (page.last(), stored.as_mut()) {
+                    (Some(last), _) => after = last.id,
+                    (None, Some(news)) if more_coming => {
+                        let ended = tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break,
+                            changed = news.changed() => changed.is_err(),
+                        };
+                        // The storing ended without its last row (its error is the caller's
+                        // to report): what is stored is all there is.
+                        if ended {
+                            stored = None;
+                        }
+                    }
+                    (None, _) => exhausted = true,
                 }
                 queue.extend(page.into_iter().map(Candidate::new));
                 continue;
@@ -536,4 +586,139 @@ pub(crate) fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
     }
     let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
     prices.worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Timeouts;
+    use crate::mock::{MockConfig, MockServer};
+    use crate::settings::Gateway;
+    use crate::store::{JobState, NewJob, NewRun};
+    use tokio::sync::watch;
+
+    fn jobs(lines: std::ops::Range<u64>) -> Vec<NewJob> {
+        lines
+            .map(|line| {
+                let request = serde_json::json!({
+                    "model": "claude-haiku-4-5", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": format!("prompt-{line}")}]
+                })
+                .to_string();
+                NewJob {
+                    job_id: format!("job-{line}"),
+                    model: "claude-haiku-4-5".to_owned(),
+                    line,
+                    request_sha256: crate::jobs::sha256_hex(request.as_bytes()),
+                    request,
+                    tags: None,
+                    expect: None,
+                    state: JobState::Pending,
+                    error: None,
+                }
+            })
+            .collect()
+    }
+
+    async fn runner(store: &Store, mock: &MockServer, loading: Loading) -> Runner {
+        let gateway = Gateway::mock(mock.base_url());
+        let timeouts = Timeouts {
+            total: Duration::from_secs(30),
+            stream_idle: Duration::from_secs(30),
+        };
+        Runner {
+            store: store.clone(),
+            client: Client::new(gateway.endpoint(), None, timeouts, 4).unwrap(),
+            limiter: Limiter::new(None),
+            policy: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+            prices: PriceTable::builtin(),
+            concurrency: 4,
+            shutdown: Shutdown::default(),
+            show_progress: false,
+            budget_pico_usd: None,
+            warmup: false,
+            loading: Some(loading),
+        }
+    }
+
+    async fn new_run(store: &Store) -> i64 {
+        store
+            .create_run(&NewRun {
+                name: "feed".to_owned(),
+                input_path: "jobs.jsonl".to_owned(),
+                gateway_name: "mock".to_owned(),
+                base_url: "mock://".to_owned(),
+                messages_path: "/v1/messages".to_owned(),
+                settings: "{}".to_owned(),
+                via: "direct",
+                checked: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Fails a test that would otherwise wait forever.
+    async fn soon<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), future)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not happen"))
+    }
+
+    #[tokio::test]
+    async fn stored_jobs_are_sent_while_the_rest_of_the_file_is_being_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("runs.db")).await.unwrap();
+        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let run_id = new_run(&store).await;
+        store.insert_jobs(run_id, jobs(1..4)).await.unwrap();
+        let (progress, stored) = watch::channel(Stored {
+            chunks: 1,
+            done: false,
+        });
+        let runner = runner(&store, &mock, Loading { stored, jobs: 6 }).await;
+        let session = tokio::spawn(runner.execute(run_id));
+
+        // The three stored jobs go out while the file is not all stored; the run waits for
+        // the rest rather than ending.
+        soon("sending the stored jobs", mock.wait_for_requests(3)).await;
+        store.insert_jobs(run_id, jobs(4..6)).await.unwrap();
+        progress.send_modify(|s| s.chunks += 1);
+        soon("sending the next chunk", mock.wait_for_requests(5)).await;
+        assert!(!session.is_finished(), "the run ended before its last row");
+        store.insert_jobs(run_id, jobs(6..7)).await.unwrap();
+        progress.send_modify(|s| {
+            s.chunks += 1;
+            s.done = true;
+        });
+
+        let session = soon("the end of the run", session).await.unwrap().unwrap();
+        assert_eq!(session.counts.succeeded, 6);
+        assert_eq!(session.counts.pending, 0);
+        assert_eq!(mock.requests(), 6, "each job once");
+    }
+
+    #[tokio::test]
+    async fn storing_that_stops_midway_ends_the_run_with_what_was_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("runs.db")).await.unwrap();
+        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let run_id = new_run(&store).await;
+        store.insert_jobs(run_id, jobs(1..3)).await.unwrap();
+        let (progress, stored) = watch::channel(Stored {
+            chunks: 1,
+            done: false,
+        });
+        let runner = runner(&store, &mock, Loading { stored, jobs: 10 }).await;
+        let session = tokio::spawn(runner.execute(run_id));
+        soon("sending the stored jobs", mock.wait_for_requests(2)).await;
+        // The loader failed: its error is reported by whoever started it.
+        drop(progress);
+        let session = soon("the end of the run", session).await.unwrap().unwrap();
+        assert_eq!(session.counts.succeeded, 2);
+        assert_eq!(mock.requests(), 2);
+    }
 }

@@ -122,18 +122,25 @@ impl Store {
     pub async fn create_run(&self, run: &NewRun) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar(
             "INSERT INTO runs (name, created_at_ms, status, input_path, input_sha256,
-                               gateway_name, base_url, messages_path, settings, via)
-             VALUES (?1, ?2, 'loading', ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                               gateway_name, base_url, messages_path, settings, via, loaded,
+                               input_format, input_jobs)
+             VALUES (?1, ?2, 'loading', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11) RETURNING id",
         )
         .bind(&run.name)
         .bind(now_ms())
         .bind(&run.input_path)
-        .bind(&run.input_sha256)
+        .bind(run.checked.as_ref().map_or("", |c| c.sha256.as_str()))
         .bind(&run.gateway_name)
         .bind(&run.base_url)
         .bind(&run.messages_path)
         .bind(&run.settings)
         .bind(run.via)
+        .bind(run.checked.as_ref().map_or("", |c| c.format.as_str()))
+        .bind(
+            run.checked
+                .as_ref()
+                .map(|c| i64::try_from(c.jobs).unwrap_or(i64::MAX)),
+        )
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
@@ -193,6 +200,29 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records that every row of a run's input is stored.
+    pub async fn set_loaded(&self, run_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET loaded = 1 WHERE id = ?1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The input line of a run's last stored row (0 for a run without rows): a partly loaded
+    /// run goes on loading after it, its rows being stored in file order, whole records at a
+    /// time.
+    pub async fn last_stored_line(&self, run_id: i64) -> Result<u64, StoreError> {
+        let Some((_, last)) = self.job_rows(run_id).await? else {
+            return Ok(0);
+        };
+        let line: i64 = sqlx::query_scalar("SELECT line FROM jobs WHERE id = ?1")
+            .bind(last)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(line).unwrap_or(0))
     }
 
     pub async fn set_run_settings(&self, run_id: i64, settings: &str) -> Result<(), StoreError> {

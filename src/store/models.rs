@@ -49,13 +49,22 @@ impl RunStatus {
 pub struct NewRun {
     pub name: String,
     pub input_path: String,
-    pub input_sha256: String,
     pub gateway_name: String,
     pub base_url: String,
     pub messages_path: String,
     pub settings: String,
     /// `direct` or `batches`.
     pub via: &'static str,
+    /// Of a file checked before loading: its sha256, format and the jobs it makes.
+    pub checked: Option<CheckedInput>,
+}
+
+/// What a check of the whole input found, recorded with a run before its rows are stored.
+#[derive(Debug, Clone)]
+pub struct CheckedInput {
+    pub sha256: String,
+    pub format: String,
+    pub jobs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +218,10 @@ pub struct RunRow {
     pub settings: String,
     /// `direct`, or `batches` for a run sent through the Message Batches API.
     pub via: String,
+    /// Every row of its input is stored (a run stopped while loading has only part of them).
+    pub loaded: bool,
+    /// The jobs its whole input makes, bad records left out, when it was checked first.
+    pub input_jobs: Option<i64>,
 }
 
 /// Job counts by state, and spend, for one run.

@@ -64,12 +64,12 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
         .create_run(&NewRun {
             name: name.to_owned(),
             input_path: "fixture.jsonl".into(),
-            input_sha256: String::new(),
             gateway_name: "mock".into(),
             base_url: "mock://".into(),
             messages_path: "/v1/messages".into(),
             settings: "{}".into(),
             via: "direct",
+            checked: None,
         })
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use msgbatch::mock::MockConfig;
+use msgbatch::mock::{MockConfig, MockServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::*;
@@ -236,4 +236,84 @@ async fn status_tells_a_dead_run_and_include_failed_sends_failures_again() {
         "{stderr}"
     );
     assert_eq!(succeeded_ids(&ws).await.len(), 20);
+}
+
+/// A run of ten jobs made to look as a run stopped while loading leaves it: only the records
+/// of its first four lines stored (and sent), the rest of its file not.
+async fn stopped_while_loading(ws: &Workspace, mock: &MockServer) -> std::path::PathBuf {
+    let file = ws.jobs("jobs.jsonl", 10);
+    let output = ws
+        .run_on(mock, &["run", file.to_str().unwrap(), "--name", "part"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(ws.db())
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::query("DELETE FROM jobs WHERE line > 4")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET loaded = 0, status = 'interrupted'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    file
+}
+
+#[tokio::test]
+async fn a_run_stopped_while_loading_stores_the_rest_on_resume_and_sends_each_job_once() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    stopped_while_loading(&ws, &mock).await;
+    let output = ws.run(&["status", "part"]).await;
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains("loading  4 of the 10 jobs of its file stored"),
+        "{stdout}"
+    );
+
+    let before = mock.log().len();
+    let output = ws.run(&["resume", "part"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("run part (id 1): completed"), "{stdout}");
+    assert!(
+        stdout.contains("10 succeeded, 0 failed, 0 rejected, 0 pending (of 10)"),
+        "{stdout}"
+    );
+    let resent: BTreeSet<String> = mock.log()[before..]
+        .iter()
+        .map(|l| l.prompt().unwrap())
+        .collect();
+    let rest: BTreeSet<String> = (4..10).map(|i| format!("prompt-{i}")).collect();
+    assert_eq!(
+        resent, rest,
+        "the jobs of the lines never stored, once each"
+    );
+    assert_eq!(mock.log().len() - before, 6);
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT loaded FROM runs").await, 1);
+}
+
+#[tokio::test]
+async fn a_run_stopped_while_loading_refuses_to_resume_from_a_changed_file() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = stopped_while_loading(&ws, &mock).await;
+    let mut text_now = std::fs::read_to_string(&file).unwrap();
+    text_now = text_now.replace("prompt-7", "prompt-seven");
+    std::fs::write(&file, text_now).unwrap();
+
+    let before = mock.log().len();
+    let output = ws.run(&["resume", "part"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_ne!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("stopped after storing 4 of its jobs")
+            && stderr.contains("jobs.jsonl has changed since it started"),
+        "{stderr}"
+    );
+    assert_eq!(mock.log().len(), before, "nothing sent");
 }

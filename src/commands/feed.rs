@@ -1,0 +1,135 @@
+//! Storing a checked job file while its run sends: the rows go into the store chunk by chunk,
+//! and the dispatcher reads each chunk once it is committed ([`runner::Loading`]). A job is
+//! never sent before it is stored, and a run stopped while loading keeps what it stored for
+//! `resume` to go on from.
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::jobs::{self, Checked, LoadOptions, LoadSummary};
+use crate::runner::{self, Stored};
+use crate::store::{NewJob, Store};
+
+/// Jobs per insert transaction while loading.
+pub const LOAD_CHUNK: usize = 5000;
+
+/// A run's rows being stored in the background.
+pub struct Feed {
+    stored: watch::Receiver<Stored>,
+    /// Jobs to send once every row is stored.
+    jobs: u64,
+    /// Jobs of each model in the whole file, bad records left out.
+    pub models: Vec<(String, i64)>,
+    task: JoinHandle<anyhow::Result<LoadSummary>>,
+}
+
+impl Feed {
+    /// Starts storing the rows of `options`' file (which `checked` passed) after line
+    /// `after_line`, and returns once the first chunk is committed, so that the run has rows
+    /// to start from.
+    pub async fn start(
+        store: &Store,
+        run_id: i64,
+        options: LoadOptions,
+        checked: Checked,
+        keep_rejected: bool,
+        after_line: u64,
+    ) -> anyhow::Result<Self> {
+        let (progress, mut stored) = watch::channel(Stored::default());
+        let jobs = checked.summary.jobs;
+        let models = checked
+            .models
+            .iter()
+            .map(|(model, n)| (model.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .collect();
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let summary = store_rows(
+                &store,
+                run_id,
+                options,
+                checked,
+                keep_rejected,
+                after_line,
+                &progress,
+            )
+            .await?;
+            store.set_loaded(run_id).await?;
+            progress.send_modify(|stored| stored.done = true);
+            Ok(summary)
+        });
+        // Wait for the first rows (or the end of the storing, whichever way it ended).
+        let _ = stored.wait_for(|s| s.chunks > 0 || s.done).await;
+        Ok(Self {
+            stored,
+            jobs,
+            models,
+            task,
+        })
+    }
+
+    /// What the dispatcher follows.
+    pub fn loading(&self) -> runner::Loading {
+        runner::Loading {
+            stored: self.stored.clone(),
+            jobs: self.jobs,
+        }
+    }
+
+    /// Waits for every row to be stored; or, when the run `stopped`, stops storing at once
+    /// (what is committed stays, for `resume`). Returns whether every row is stored, or the
+    /// error that ended the storing.
+    pub async fn finish(self, stopped: bool) -> anyhow::Result<bool> {
+        if stopped {
+            self.task.abort();
+        }
+        match self.task.await {
+            Ok(summary) => summary.map(|_| true),
+            Err(e) if e.is_cancelled() => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("the job loader panicked: {e}")),
+        }
+    }
+}
+
+/// Reads the file on a blocking thread while this task inserts its chunks, so that parsing
+/// and SQLite overlap; `progress` counts the committed chunks.
+async fn store_rows(
+    store: &Store,
+    run_id: i64,
+    options: LoadOptions,
+    checked: Checked,
+    keep_rejected: bool,
+    after_line: u64,
+    progress: &watch::Sender<Stored>,
+) -> anyhow::Result<LoadSummary> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
+    let reader = tokio::task::spawn_blocking(move || {
+        jobs::load_checked(
+            &options,
+            &checked,
+            keep_rejected,
+            after_line,
+            LOAD_CHUNK,
+            |chunk| {
+                sender
+                    .blocking_send(chunk)
+                    .context("the job inserter stopped")
+            },
+        )
+    });
+    let mut insert_error = None;
+    while let Some(chunk) = receiver.recv().await {
+        if let Err(e) = store.insert_jobs(run_id, chunk).await {
+            insert_error = Some(e);
+            break;
+        }
+        progress.send_modify(|stored| stored.chunks += 1);
+    }
+    drop(receiver);
+    let summary = reader.await.context("the job reader panicked")?;
+    if let Some(e) = insert_error {
+        return Err(e.into());
+    }
+    summary
+}
