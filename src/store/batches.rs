@@ -85,7 +85,7 @@ impl Store {
                     .push_bind(custom_id.as_str())
                     .push_bind(*job);
             });
-            builder.build().execute(&mut *tx).await?;
+            builder.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(id)
