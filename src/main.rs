@@ -5,11 +5,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-// Loading and sending allocate many small short-lived values (JSON maps, bodies, rows);
-// mimalloc serves them markedly faster than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[expect(
     clippy::print_stderr,
     reason = "main reports the error that ended the program"

@@ -159,8 +159,10 @@ pub struct LoadSummary {
 pub type NewJobChunk = Vec<NewJob>;
 
 /// Request bytes a chunk holds at most (a chunk also ends at `chunk_size` jobs): a file of
-/// large requests is not held a whole chunk of thousands at a time.
-const CHUNK_BYTES: usize = 1 << 20;
+/// large requests is not held a whole chunk of thousands at a time. Three chunks are alive at
+/// once while loading (one read, one waiting, one being inserted), each of its requests with
+/// up to as much again of spare capacity.
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// How many bad records are kept for display; the rest are only counted.
 const KEPT_ERRORS: usize = 1000;
@@ -216,30 +218,27 @@ struct Duplicate {
 }
 
 /// Reads a whole job file and validates every record as loading would, building no rows.
+///
+/// Ids are kept only as 128-bit hashes with their lines, in a list sorted once at the end (24
+/// bytes an id, where a map would need three times as much while it grows); a file with
+/// duplicates is read a third time for what they replace.
 pub fn check(options: &LoadOptions) -> anyhow::Result<Checked> {
-    let input = source::open(&options.path)?;
-    check_from(options, input)
-}
-
-/// [`check`] of the bytes of `input`.
-pub fn check_from(options: &LoadOptions, input: impl io::Read) -> anyhow::Result<Checked> {
     let display = options.path.display().to_string();
     let expander = Expander::new(options, &display);
-    let mut ids = Ids::track();
+    let keys = IdKeys::default();
+    let mut uses = Vec::new();
     let mut checked = Checked::default();
     let summary = &mut checked.summary;
-    let (sha256, format) = read(options, &display, input, |item| {
+    let models = &mut checked.models;
+    let (sha256, format) = read(options, &display, source::open(&options.path)?, |item| {
         let outcome = match item {
             ReadItem::Record(record) => {
-                let first = ids.first_use(record.id.as_deref(), record.line);
-                if let Some(first) = first {
-                    checked.duplicates.push(Duplicate {
-                        line: record.line,
-                        first,
-                    });
-                }
+                uses.push(IdUse {
+                    hash: keys.hash(record.id.as_deref(), record.line),
+                    line: record.line,
+                });
                 expander
-                    .prepare(record, first)
+                    .prepare(record, None)
                     .and_then(|mut prepared| expander.requests(&mut prepared))
             }
             ReadItem::Bad { id, error } => Err((id, error)),
@@ -248,7 +247,7 @@ pub fn check_from(options: &LoadOptions, input: impl io::Read) -> anyhow::Result
             Ok(requests) => {
                 summary.jobs += requests.len() as u64;
                 for (model, _) in requests {
-                    *checked.models.entry(model).or_default() += 1;
+                    *models.entry(model).or_default() += 1;
                 }
             }
             Err((_, error)) => summary.bad(error),
@@ -257,7 +256,82 @@ pub fn check_from(options: &LoadOptions, input: impl io::Read) -> anyhow::Result
     })?;
     checked.summary.sha256 = sha256;
     checked.summary.format = format;
+    checked.duplicates = duplicates(uses);
+    if !checked.duplicates.is_empty() {
+        count_duplicates(options, &display, &expander, &mut checked)?;
+    }
     Ok(checked)
+}
+
+/// An id's hash and the line of the record that used it.
+struct IdUse {
+    hash: [u64; 2],
+    line: u64,
+}
+
+/// The records whose id an earlier record used, in line order.
+fn duplicates(mut uses: Vec<IdUse>) -> Vec<Duplicate> {
+    uses.sort_unstable_by_key(|u| (u.hash, u.line));
+    let mut found = Vec::new();
+    for group in uses.chunk_by(|a, b| a.hash == b.hash) {
+        let first = group[0].line;
+        found.extend(group[1..].iter().map(|u| Duplicate {
+            line: u.line,
+            first,
+        }));
+    }
+    found.sort_unstable_by_key(|d| d.line);
+    found
+}
+
+/// Reads the records of `checked`'s duplicates again: each is a bad record for its duplicate
+/// id, as one pass ([`load`]) reports it, whatever the first reading counted it as.
+fn count_duplicates(
+    options: &LoadOptions,
+    display: &str,
+    expander: &Expander<'_>,
+    checked: &mut Checked,
+) -> anyhow::Result<()> {
+    let mut duplicates = checked.duplicates.iter().peekable();
+    let summary = &mut checked.summary;
+    let models = &mut checked.models;
+    let mut errors = Vec::new();
+    read(options, display, source::open(&options.path)?, |item| {
+        let ReadItem::Record(record) = item else {
+            return Ok(());
+        };
+        while duplicates.next_if(|d| d.line < record.line).is_some() {}
+        let Some(duplicate) = duplicates.next_if(|d| d.line == record.line) else {
+            return Ok(());
+        };
+        let line = record.line;
+        let id = record.id.clone().unwrap_or_else(|| format!("line-{line}"));
+        match expander
+            .prepare(record, None)
+            .and_then(|mut prepared| expander.requests(&mut prepared))
+        {
+            Ok(requests) => {
+                summary.jobs -= requests.len() as u64;
+                for (model, _) in requests {
+                    if let Some(n) = models.get_mut(&model) {
+                        *n -= 1;
+                        if *n == 0 {
+                            models.remove(&model);
+                        }
+                    }
+                }
+                summary.bad_records += 1;
+            }
+            // Counted bad already: its duplicate id is what is reported.
+            Err(_) => summary.errors.retain(|e| e.line != line),
+        }
+        errors.push(expander.duplicate(&id, line, duplicate.first).1);
+        Ok(())
+    })?;
+    summary.errors.extend(errors);
+    summary.errors.sort_by_key(|e| e.line);
+    summary.errors.truncate(KEPT_ERRORS);
+    Ok(())
 }
 
 /// Loads a file that [`check`] has passed, skipping the records on lines up to `after_line`
@@ -409,16 +483,30 @@ impl LoadPass<'_> {
     }
 }
 
+/// The two keys of an id's 128-bit hash.
+#[derive(Default)]
+struct IdKeys(
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+);
+
+impl IdKeys {
+    /// The hash of a record's id (a record without one is `line-<n>`).
+    fn hash(&self, id: Option<&str>, line: u64) -> [u64; 2] {
+        let hash = |id: &str| [self.0.hash_one(id), self.1.hash_one(id)];
+        match id {
+            Some(id) => hash(id),
+            None => hash(&format!("line-{line}")),
+        }
+    }
+}
+
 /// Which earlier record, if any, took a record's id.
 enum Ids<'a> {
-    /// Ids seen so far, as 128-bit hashes with the line that used them, so that a million
-    /// ids cost tens of megabytes rather than hundreds.
+    /// Ids seen so far, as 128-bit hashes with the line that used them.
     Track {
-        seen: HashMap<u128, u64>,
-        keys: (
-            std::collections::hash_map::RandomState,
-            std::collections::hash_map::RandomState,
-        ),
+        seen: HashMap<[u64; 2], u64>,
+        keys: IdKeys,
     },
     /// The duplicates a check found, in line order, met in turn.
     Known {
@@ -431,30 +519,21 @@ impl Ids<'_> {
     fn track() -> Self {
         Self::Track {
             seen: HashMap::new(),
-            keys: Default::default(),
+            keys: IdKeys::default(),
         }
     }
 
-    /// The line that first used the id of the record on `line` (a record without an id is
-    /// `line-<n>`), or `None` when the id is its own.
+    /// The line that first used the id of the record on `line`, or `None` when the id is its
+    /// own.
     fn first_use(&mut self, id: Option<&str>, line: u64) -> Option<u64> {
         match self {
-            Self::Track { seen, keys } => {
-                let hash = |id: &str| {
-                    (u128::from(keys.0.hash_one(id)) << 64) | u128::from(keys.1.hash_one(id))
-                };
-                let key = match id {
-                    Some(id) => hash(id),
-                    None => hash(&format!("line-{line}")),
-                };
-                match seen.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(line);
-                        None
-                    }
+            Self::Track { seen, keys } => match seen.entry(keys.hash(id, line)) {
+                std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(line);
+                    None
                 }
-            }
+            },
             Self::Known { duplicates, next } => {
                 while duplicates.get(*next).is_some_and(|d| d.line < line) {
                     *next += 1;
@@ -500,16 +579,21 @@ impl<'a> Expander<'a> {
         }
     }
 
+    /// A record whose id the record on line `first` used, rejected under an id of its own.
+    fn duplicate(&self, id: &str, line: u64, first: u64) -> Rejection {
+        let error = self.error(
+            line,
+            Some("custom_id"),
+            format!("duplicate id `{id}` (first used on line {first})"),
+        );
+        (Some(format!("{id}@line-{line}")), error)
+    }
+
     /// Validates a record whose id was first used on line `first` (`None`: it is its own).
     fn prepare(&self, record: RawRecord, first: Option<u64>) -> Result<Prepared, Rejection> {
         let id = record.id.unwrap_or_else(|| format!("line-{}", record.line));
         if let Some(first) = first {
-            let error = self.error(
-                record.line,
-                Some("custom_id"),
-                format!("duplicate id `{id}` (first used on line {first})"),
-            );
-            return Err((Some(format!("{id}@line-{}", record.line)), error));
+            return Err(self.duplicate(&id, record.line, first));
         }
 
         let mut body = record.body;
@@ -692,6 +776,8 @@ mod tests {
             "\n",
             r#"{"custom_id":"z","params":{"messages":[{"role":"user","content":"three"}]}}"#,
             "\n",
+            r#"{"custom_id":"z","params":{"messages":[]}}"#,
+            "\n",
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.jsonl");
@@ -728,7 +814,7 @@ mod tests {
             (checked.summary.jobs, checked.summary.bad_records),
             (single.jobs, single.bad_records)
         );
-        assert_eq!((single.jobs, single.bad_records), (6, 3));
+        assert_eq!((single.jobs, single.bad_records), (6, 4));
         assert_eq!(checked.summary.errors, single.errors);
         assert_eq!(checked.summary.sha256, single.sha256);
         assert_eq!(
