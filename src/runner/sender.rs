@@ -101,6 +101,8 @@ pub struct Request {
 pub struct Metered {
     pub model: String,
     pub charge: Option<Charge>,
+    /// The request carries tokens to charge (a Messages request, not a token count).
+    tokens: bool,
 }
 
 impl Metered {
@@ -115,22 +117,14 @@ impl Metered {
         cached: impl Fn(u64) -> bool,
     ) -> Self {
         let pool = sender.limiter.pool(model);
-        let charge = sender.limiter.limits_tokens(pool).then(|| {
-            let body: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(body).unwrap_or_default();
-            let max_tokens = body
-                .get("max_tokens")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
-            let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
-            Charge {
-                input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
-                output: sender.forecast.expect(model, max_tokens),
-            }
-        });
+        let charge = sender
+            .limiter
+            .limits_tokens(pool)
+            .then(|| charge_of(sender, model, body.as_bytes(), cached));
         Self {
             model: model.to_owned(),
             charge,
+            tokens: true,
         }
     }
 
@@ -139,7 +133,46 @@ impl Metered {
         Self {
             model: model.to_owned(),
             charge: None,
+            tokens: false,
         }
+    }
+
+    /// What an attempt is charged: the charge made at dispatch, or, for a request dispatched
+    /// before its pool knew its token limits and sent (or sent again) since they were learnt,
+    /// a charge made now, reading none of its prefixes from the cache. Without it, retries of
+    /// the first requests would pass a learnt limit uncharged.
+    fn charge_now(&self, sender: &RequestSender, call: &Call) -> Option<Charge> {
+        if self.charge.is_some() || !self.tokens {
+            return self.charge;
+        }
+        let pool = sender.limiter.pool(&self.model);
+        match call {
+            Call::Message { body, .. } if sender.limiter.limits_tokens(pool) => {
+                Some(charge_of(sender, &self.model, body, |_| false))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The charge of a Messages request: its input less the prefixes `cached` says it reads, and
+/// the output the run expects of `model`.
+fn charge_of(
+    sender: &RequestSender,
+    model: &str,
+    body: &[u8],
+    cached: impl Fn(u64) -> bool,
+) -> Charge {
+    let body: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).unwrap_or_default();
+    let max_tokens = body
+        .get("max_tokens")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let (usage, _) = crate::tokens::input_usage_seen(&body, cached);
+    Charge {
+        input: usage.input_tokens + usage.cache_write_5m + usage.cache_write_1h,
+        output: sender.forecast.expect(model, max_tokens),
     }
 }
 
@@ -394,12 +427,16 @@ impl RequestSender {
     async fn attempt(&self, request: &Request, number: i64) -> Result<Reply, AttemptError> {
         let queued = Instant::now();
         self.limiter.until_unpaused().await;
+        let charge = request
+            .metered
+            .as_ref()
+            .and_then(|metered| metered.charge_now(self, &request.call));
         if let Some(metered) = &request.metered {
             let pool = self.limiter.pool(&metered.model);
-            if metered.charge.is_none() {
+            if charge.is_none() {
                 self.limiter.uncharged(pool, true);
             }
-            self.limiter.take(pool, metered.charge).await;
+            self.limiter.take(pool, charge).await;
             if let Some(binding) = self.limiter.binding(pool) {
                 *self
                     .counters
@@ -444,7 +481,7 @@ impl RequestSender {
         }
         if let Some(metered) = &request.metered {
             let pool = self.limiter.pool(&metered.model);
-            if metered.charge.is_none() {
+            if charge.is_none() {
                 self.limiter.uncharged(pool, false);
             }
             // What the answer used replaces the estimate; a refused or failed attempt used
@@ -463,7 +500,7 @@ impl RequestSender {
             // What the gateway says of its limits, where none were given.
             self.limiter.learn(pool, &hint.observed, used);
             let used = used.unwrap_or_default();
-            if let Some(charge) = metered.charge {
+            if let Some(charge) = charge {
                 self.limiter.settle(pool, charge, used);
             }
         }
