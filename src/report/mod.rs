@@ -456,24 +456,31 @@ impl Report {
         };
         let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
         let mut unpriced: BTreeSet<String> = BTreeSet::new();
-        // The two passes over every row are independent: run them side by side.
-        let (rows, latencies) = tokio::try_join!(
-            store.report_rows(&ids, &options.by, threshold),
-            store.report_values(&ids, &options.by, Measure::Latency),
-        )?;
+        // The passes over every row are independent: the longest (the sums) on one connection,
+        // the others one after another on the second.
+        let (rows, (latencies, ttfts, points)) =
+            tokio::try_join!(store.report_rows(&ids, &options.by, threshold), async {
+                let latencies = store
+                    .report_values(&ids, &options.by, Measure::Latency)
+                    .await?;
+                let ttfts = store
+                    .report_values(&ids, &options.by, Measure::Ttft)
+                    .await?;
+                let points = if options.charts {
+                    store.spend_over_time(&ids).await?
+                } else {
+                    Vec::new()
+                };
+                Ok((latencies, ttfts, points))
+            },)?;
         for row in rows {
             merge.create(row.run_id, &row.key);
             merge.each(row.run_id, &row.key, |group| {
                 add_row(group, &row, options, &mut unpriced);
             });
         }
-        let mut latencies = Some(latencies);
         let mut histogram = Histogram::default();
-        for (measure, is_ttft) in [(Measure::Latency, false), (Measure::Ttft, true)] {
-            let rows = match (measure, latencies.take()) {
-                (Measure::Latency, Some(rows)) => rows,
-                _ => store.report_values(&ids, &options.by, measure).await?,
-            };
+        for (rows, is_ttft) in [(latencies, false), (ttfts, true)] {
             let values = merge.values(rows, |group, counts| {
                 let p = percentiles(counts);
                 if is_ttft {
@@ -625,11 +632,6 @@ impl Report {
             limits.extend(pool_uses(store, run).await?);
         }
         let mut spend_over_time: BTreeMap<String, Vec<(f64, i64)>> = BTreeMap::new();
-        let points = if options.charts {
-            store.spend_over_time(&ids).await?
-        } else {
-            Vec::new()
-        };
         for point in points {
             let name = runs
                 .iter()

@@ -208,7 +208,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT a.error_type, COUNT(*) FROM attempts a INDEXED BY attempts_failed
-             JOIN jobs j ON j.id = a.job
+             CROSS JOIN jobs j ON j.id = a.job
              WHERE a.error_type IS NOT NULL AND a.kind = 'batch' AND j.run_id = ?1
              GROUP BY 1 ORDER BY 1",
         )

@@ -228,7 +228,7 @@ impl Store {
                 // Only streamed results have a TTFT; a partial index finds them.
                 b.push(
                     " AS key, r.ttft_ms AS value, COUNT(*) AS count
-                     FROM results r INDEXED BY results_streamed JOIN jobs j ON j.id = r.job
+                     FROM results r INDEXED BY results_streamed CROSS JOIN jobs j ON j.id = r.job
                      WHERE r.ttft_ms IS NOT NULL AND j.run_id IN (",
                 );
                 let mut list = b.separated(", ");
@@ -284,7 +284,7 @@ impl Store {
         // A partial index holds only the failed attempts.
         b.push(
             " AS key, a.error_type AS error_type, a.http_status AS http_status, COUNT(*) AS count
-             FROM attempts a INDEXED BY attempts_failed JOIN jobs j ON j.id = a.job
+             FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
              WHERE a.error_type IS NOT NULL AND a.kind IN ('job', 'batch') AND j.run_id IN (",
         );
         let mut list = b.separated(", ");
@@ -313,7 +313,7 @@ impl Store {
         b.push(
             " AS key, COUNT(*) AS graded, SUM(g.ok = g.n) AS passed,
                     SUM(g.waiting > 0) AS pending, SUM(g.judge_cost) AS judge_cost_pico_usd
-             FROM g JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
+             FROM g CROSS JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
         );
         let mut list = b.separated(", ");
         for id in runs {
@@ -324,7 +324,8 @@ impl Store {
     }
 
     /// Per (run, group, model): how answers used the prompt cache's prefixes. Distinct
-    /// prefixes include the model, so counts over models add up.
+    /// prefixes include the model, so counts over models add up. A partial index holds only
+    /// the results with a prefix.
     pub async fn report_cache(
         &self,
         runs: &[i64],
@@ -341,10 +342,14 @@ impl Store {
                   AS writes_avoided,
               COALESCE(SUM(CASE WHEN r.held_for_warmup THEN r.cache_read_input_tokens ELSE 0 END), 0)
                   AS warm_read_tokens
-             FROM jobs j NOT INDEXED JOIN results r ON r.job = j.id",
+             FROM results r INDEXED BY results_cached CROSS JOIN jobs j ON j.id = r.job
+             WHERE r.cache_prefix IS NOT NULL AND j.run_id IN (",
         );
-        restrict(&mut b, runs);
-        b.push(" AND r.cache_prefix IS NOT NULL GROUP BY 1, 2, 3");
+        let mut list = b.separated(", ");
+        for id in runs {
+            list.push_bind(*id);
+        }
+        b.push(") GROUP BY 1, 2, 3");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
 
@@ -397,7 +402,7 @@ impl Store {
         by.key(&mut b);
         b.push(
             " AS key, g.kind AS kind, COUNT(*) AS graded, SUM(g.passed = 1) AS passed
-             FROM grades g JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
+             FROM grades g CROSS JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
         );
         let mut list = b.separated(", ");
         for id in runs {
@@ -418,7 +423,7 @@ impl Store {
         b.push(
             " AS key, r.latency_ms AS value, COUNT(*) AS count
              FROM (SELECT job FROM grades GROUP BY job HAVING SUM(passed = 1) = COUNT(*)) p
-             JOIN jobs j ON j.id = p.job JOIN results r ON r.job = p.job
+             CROSS JOIN jobs j ON j.id = p.job CROSS JOIN results r ON r.job = p.job
              WHERE j.run_id IN (",
         );
         let mut list = b.separated(", ");
