@@ -593,6 +593,16 @@ impl Report {
                 ));
             }
             if let Some(run) = runs.iter().find(|r| r.name == total.run) {
+                if !run.loaded
+                    && let Some(expected) = run.input_jobs
+                {
+                    warnings.push(format!(
+                        "run {} stopped before all the jobs of its file were stored ({} of {expected}): `msgbatch resume {}` stores and sends the rest",
+                        total.run,
+                        total.jobs.total - total.jobs.rejected,
+                        total.run
+                    ));
+                }
                 let unbilled = store.unbilled_batch_items(run.id).await?;
                 if !unbilled.is_empty() {
                     let kinds: Vec<String> = unbilled

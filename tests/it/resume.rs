@@ -273,6 +273,13 @@ async fn a_run_stopped_while_loading_stores_the_rest_on_resume_and_sends_each_jo
         stdout.contains("loading  4 of the 10 jobs of its file stored"),
         "{stdout}"
     );
+    let report = ws.report_json("part").await;
+    let warned = report["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap()
+            .contains("stopped before all the jobs of its file were stored (4 of 10)")
+    });
+    assert!(warned, "{}", report["warnings"]);
 
     let before = mock.log().len();
     let output = ws.run(&["resume", "part"]).await;
