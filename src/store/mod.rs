@@ -271,16 +271,26 @@ impl Store {
         Ok(())
     }
 
-    /// The row ids of a run's first and last jobs (its jobs are contiguous in row order), or
-    /// `None` for a run without jobs. The run's index is ordered by job id, so this reads it
-    /// whole: ask once per scan.
+    /// The row ids of a run's first and last jobs, or `None` for a run without jobs. The run's
+    /// index is ordered by job id, so this reads it whole: ask once per scan.
     pub async fn job_rows(&self, run_id: i64) -> Result<Option<(i64, i64)>, StoreError> {
-        let (first, last): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT min(id), max(id) FROM jobs WHERE run_id = ?1")
+        Ok(self.job_span(run_id).await?.map(|s| (s.first, s.last)))
+    }
+
+    /// The row ids of a run's first and last jobs, and whether every row between them is one
+    /// of its jobs. A run's jobs are stored in one stretch of rows, unless its loading stopped
+    /// and was resumed after another run was made.
+    pub async fn job_span(&self, run_id: i64) -> Result<Option<JobSpan>, StoreError> {
+        let (first, last, count): (Option<i64>, Option<i64>, i64) =
+            sqlx::query_as("SELECT min(id), max(id), count(*) FROM jobs WHERE run_id = ?1")
                 .bind(run_id)
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(first.zip(last))
+        Ok(first.zip(last).map(|(first, last)| JobSpan {
+            first,
+            last,
+            contiguous: last - first + 1 == count,
+        }))
     }
 
     /// The row id just before a run's first job: where a scan of its jobs by row id starts.
@@ -299,7 +309,8 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<PendingJob>, StoreError> {
-        // A run's jobs are contiguous in row order, so a rowid range scan from `after` reads
+        // A run's jobs are (nearly always) one stretch of rows, so a rowid range scan from
+        // `after` reads each of them once over all pages, and few others;
         // each of them once over all pages; an index on state would cost every insert more.
         let jobs = sqlx::query_as(
             "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED

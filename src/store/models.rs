@@ -59,6 +59,15 @@ pub struct NewRun {
     pub checked: Option<CheckedInput>,
 }
 
+/// Where a run's job rows lie.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSpan {
+    pub first: i64,
+    pub last: i64,
+    /// Every row from `first` to `last` is a job of the run.
+    pub contiguous: bool,
+}
+
 /// What a check of the whole input found, recorded with a run before its rows are stored.
 #[derive(Debug, Clone)]
 pub struct CheckedInput {

@@ -243,30 +243,39 @@ impl Store {
     }
 
     /// Each run's spend over time: its results' costs in a hundred slices of the time from
-    /// its first result to its last, in order. A run's jobs are contiguous in row order, so its
-    /// results are a range of `results`' row ids: no join.
+    /// its first result to its last, in order. A run's jobs are nearly always one stretch of
+    /// rows, and then its results are a range of `results`' row ids: no join. A run whose
+    /// loading was resumed after another run was made has its rows in two stretches, and its
+    /// results are picked by run.
     pub async fn spend_over_time(&self, runs: &[i64]) -> Result<Vec<SpendPoint>, StoreError> {
         let mut points = Vec::new();
         for run in runs {
-            let Some((first, last)) = self.job_rows(*run).await? else {
+            let Some(span) = self.job_span(*run).await? else {
                 continue;
             };
-            let rows: Vec<SpendPoint> = sqlx::query_as(
-                "WITH span AS (SELECT MIN(completed_at_ms) AS lo, MAX(completed_at_ms) AS hi
-                               FROM results WHERE job BETWEEN ?2 AND ?3)
+            let of_run = if span.contiguous {
+                "r.job BETWEEN ?2 AND ?3"
+            } else {
+                "r.job BETWEEN ?2 AND ?3 AND r.job IN (SELECT id FROM jobs WHERE run_id = ?1)"
+            };
+            let sql = format!(
+                "WITH span AS (SELECT MIN(r.completed_at_ms) AS lo, MAX(r.completed_at_ms) AS hi
+                               FROM results r WHERE {of_run})
                  SELECT ?1 AS run_id,
                         ((r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1) + 1)
                             * (s.hi - s.lo + 1) / 100 AS at_ms,
                         COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd
-                 FROM results r, span s WHERE r.job BETWEEN ?2 AND ?3
+                 FROM results r, span s WHERE {of_run}
                  GROUP BY (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1)
-                 ORDER BY 2",
-            )
-            .bind(run)
-            .bind(first)
-            .bind(last)
-            .fetch_all(&self.pool)
-            .await?;
+                 ORDER BY 2"
+            );
+            // Built of the two fixed fragments above only.
+            let rows: Vec<SpendPoint> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(run)
+                .bind(span.first)
+                .bind(span.last)
+                .fetch_all(&self.pool)
+                .await?;
             points.extend(rows);
         }
         Ok(points)

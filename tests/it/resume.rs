@@ -281,6 +281,13 @@ async fn a_run_stopped_while_loading_stores_the_rest_on_resume_and_sends_each_jo
     });
     assert!(warned, "{}", report["warnings"]);
 
+    // Another run made meanwhile: the rest of `part` is stored after its rows.
+    let other = ws.jobs("other.jsonl", 3);
+    let output = ws
+        .run_on(&mock, &["run", other.to_str().unwrap(), "--name", "other"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+
     let before = mock.log().len();
     let output = ws.run(&["resume", "part"]).await;
     let (stdout, stderr) = text(&output);
@@ -301,7 +308,28 @@ async fn a_run_stopped_while_loading_stores_the_rest_on_resume_and_sends_each_jo
     );
     assert_eq!(mock.log().len() - before, 6);
     let pool = ws.pool().await;
-    assert_eq!(count(&pool, "SELECT loaded FROM runs").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT loaded FROM runs WHERE name = 'part'").await,
+        1
+    );
+    // Its rows are in two stretches now, around the other run's: its spend over time still
+    // adds up to its own results' costs, and no others.
+    let store = msgbatch::store::Store::open(&ws.db()).await.unwrap();
+    let span = store.job_span(1).await.unwrap().unwrap();
+    assert!(!span.contiguous);
+    let charted: i64 = store
+        .spend_over_time(&[1])
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.cost_pico_usd)
+        .sum();
+    let own = count(
+        &pool,
+        "SELECT SUM(r.cost_pico_usd) FROM results r JOIN jobs j ON j.id = r.job WHERE j.run_id = 1",
+    )
+    .await;
+    assert_eq!(charted, own);
 }
 
 #[tokio::test]
