@@ -456,23 +456,31 @@ impl Report {
         };
         let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
         let mut unpriced: BTreeSet<String> = BTreeSet::new();
+        // Where the runs' rows lie, read once for every scan below.
+        let spans = store.job_spans(&ids).await?;
+        let rows_span = (
+            spans.iter().map(|(_, s)| s.first).min().unwrap_or(1),
+            spans.iter().map(|(_, s)| s.last).max().unwrap_or(0),
+        );
         // The passes over every row are independent: the longest (the sums) on one connection,
         // the others one after another on the second.
-        let (rows, (latencies, ttfts, points)) =
-            tokio::try_join!(store.report_rows(&ids, &options.by, threshold), async {
+        let (rows, (latencies, ttfts, points)) = tokio::try_join!(
+            store.report_rows(&ids, rows_span, &options.by, threshold),
+            async {
                 let latencies = store
-                    .report_values(&ids, &options.by, Measure::Latency)
+                    .report_values(&ids, rows_span, &options.by, Measure::Latency)
                     .await?;
                 let ttfts = store
-                    .report_values(&ids, &options.by, Measure::Ttft)
+                    .report_values(&ids, rows_span, &options.by, Measure::Ttft)
                     .await?;
                 let points = if options.charts {
-                    store.spend_over_time(&ids).await?
+                    store.spend_over_time(&spans).await?
                 } else {
                     Vec::new()
                 };
                 Ok((latencies, ttfts, points))
-            },)?;
+            },
+        )?;
         for row in rows {
             merge.create(row.run_id, &row.key);
             merge.each(row.run_id, &row.key, |group| {

@@ -281,16 +281,39 @@ impl Store {
     /// of its jobs. A run's jobs are stored in one stretch of rows, unless its loading stopped
     /// and was resumed after another run was made.
     pub async fn job_span(&self, run_id: i64) -> Result<Option<JobSpan>, StoreError> {
-        let (first, last, count): (Option<i64>, Option<i64>, i64) =
-            sqlx::query_as("SELECT min(id), max(id), count(*) FROM jobs WHERE run_id = ?1")
-                .bind(run_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(first.zip(last).map(|(first, last)| JobSpan {
-            first,
-            last,
-            contiguous: last - first + 1 == count,
-        }))
+        Ok(self
+            .job_spans(&[run_id])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, span)| span))
+    }
+
+    /// [`Store::job_span`] of each of `runs` that has jobs, in one read of their index.
+    pub async fn job_spans(&self, runs: &[i64]) -> Result<Vec<(i64, JobSpan)>, StoreError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT run_id, min(id), max(id), count(*) FROM jobs WHERE run_id IN (",
+        );
+        let mut ids = b.separated(", ");
+        for id in runs {
+            ids.push_bind(*id);
+        }
+        b.push(") GROUP BY run_id ORDER BY run_id");
+        let rows: Vec<(i64, i64, i64, i64)> = b.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run, first, last, count)| {
+                let contiguous = last - first + 1 == count;
+                (
+                    run,
+                    JobSpan {
+                        first,
+                        last,
+                        contiguous,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// The row id just before a run's first job: where a scan of its jobs by row id starts.

@@ -5,7 +5,7 @@
 use sqlx::QueryBuilder;
 use sqlx::Sqlite;
 
-use super::{Store, StoreError};
+use super::{JobSpan, Store, StoreError};
 
 /// How results are grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +169,7 @@ impl Store {
     pub async fn report_rows(
         &self,
         runs: &[i64],
+        rows: (i64, i64),
         by: &GroupBy,
         long_context_above: i64,
     ) -> Result<Vec<ReportRow>, StoreError> {
@@ -201,7 +202,7 @@ impl Store {
               COALESCE(SUM(r.latency_ms - COALESCE(r.ttft_ms, 0)), 0) AS generation_ms
              FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
         );
-        restrict(&mut b, runs);
+        restrict(&mut b, runs, rows);
         b.push(" GROUP BY 1, 2, 3, 4, 5, 6");
         Ok(b.build_query_as().fetch_all(&self.pool).await?)
     }
@@ -211,6 +212,7 @@ impl Store {
     pub async fn report_values(
         &self,
         runs: &[i64],
+        rows: (i64, i64),
         by: &GroupBy,
         measure: Measure,
     ) -> Result<Vec<ValueCount>, StoreError> {
@@ -222,7 +224,7 @@ impl Store {
                     " AS key, r.latency_ms AS value, COUNT(*) AS count
                      FROM jobs j NOT INDEXED JOIN results r ON r.job = j.id",
                 );
-                restrict(&mut b, runs);
+                restrict(&mut b, runs, rows);
             }
             Measure::Ttft => {
                 // Only streamed results have a TTFT; a partial index finds them.
@@ -247,12 +249,12 @@ impl Store {
     /// rows, and then its results are a range of `results`' row ids: no join. A run whose
     /// loading was resumed after another run was made has its rows in two stretches, and its
     /// results are picked by run.
-    pub async fn spend_over_time(&self, runs: &[i64]) -> Result<Vec<SpendPoint>, StoreError> {
+    pub async fn spend_over_time(
+        &self,
+        spans: &[(i64, JobSpan)],
+    ) -> Result<Vec<SpendPoint>, StoreError> {
         let mut points = Vec::new();
-        for run in runs {
-            let Some(span) = self.job_span(*run).await? else {
-                continue;
-            };
+        for (run, span) in spans {
             let of_run = if span.contiguous {
                 "r.job BETWEEN ?2 AND ?3"
             } else {
@@ -475,19 +477,17 @@ impl Store {
     }
 }
 
-/// `WHERE` for `jobs j NOT INDEXED`: the runs' rowid span, then the runs themselves.
-fn restrict(b: &mut QueryBuilder<Sqlite>, runs: &[i64]) {
-    let list = |b: &mut QueryBuilder<Sqlite>| {
-        let mut ids = b.separated(", ");
-        for id in runs {
-            ids.push_bind(*id);
-        }
-    };
-    b.push(" WHERE j.id BETWEEN (SELECT min(id) FROM jobs WHERE run_id IN (");
-    list(b);
-    b.push(")) AND (SELECT max(id) FROM jobs WHERE run_id IN (");
-    list(b);
-    b.push(")) AND j.run_id IN (");
-    list(b);
+/// `WHERE` for `jobs j NOT INDEXED`: the runs' span of row ids (from [`Store::job_spans`]),
+/// then the runs themselves.
+fn restrict(b: &mut QueryBuilder<Sqlite>, runs: &[i64], (first, last): (i64, i64)) {
+    b.push(" WHERE j.id BETWEEN ");
+    b.push_bind(first);
+    b.push(" AND ");
+    b.push_bind(last);
+    b.push(" AND j.run_id IN (");
+    let mut ids = b.separated(", ");
+    for id in runs {
+        ids.push_bind(*id);
+    }
     b.push(")");
 }

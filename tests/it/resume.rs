@@ -318,7 +318,7 @@ async fn a_run_stopped_while_loading_stores_the_rest_on_resume_and_sends_each_jo
     let span = store.job_span(1).await.unwrap().unwrap();
     assert!(!span.contiguous);
     let charted: i64 = store
-        .spend_over_time(&[1])
+        .spend_over_time(&store.job_spans(&[1]).await.unwrap())
         .await
         .unwrap()
         .iter()
