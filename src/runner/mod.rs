@@ -404,10 +404,16 @@ async fn dispatch(
                 match (page.last(), stored.as_mut()) {
                     (Some(last), _) => after = last.id,
                     (None, Some(news)) if more_coming => {
+                        // Jobs held for a warmer go as soon as its news comes, rows or not.
                         let ended = tokio::select! {
                             biased;
                             () = stop.cancelled() => break,
                             changed = news.changed() => changed.is_err(),
+                            Some(message) = signals.recv(), if !held.is_empty() => {
+                                apply(&mut warmup, &mut warmers, message);
+                                queue.extend(held.drain(..));
+                                false
+                            }
                         };
                         // The storing ended without its last row (its error is the caller's
                         // to report): what is stored is all there is.
