@@ -16,14 +16,17 @@ use crate::settings::{ApiKey, RunSettings, Via};
 use crate::store::{GroupBy, RunRow, RunStatus, Store};
 use crate::{ExitStatus, progress};
 
-/// A runner for a run's settings, on `client`.
+/// A runner for a run's settings, on `client`, at `prices` (read once per command: from a
+/// file when the gateway names one).
 fn runner(
     store: &Store,
     settings: &RunSettings,
     client: Client,
+    prices: PriceTable,
+    shutdown: Shutdown,
     show_progress: bool,
-) -> anyhow::Result<Runner> {
-    Ok(Runner {
+) -> Runner {
+    Runner {
         store: store.clone(),
         client,
         limiter: Limiter::with_tokens(
@@ -33,14 +36,14 @@ fn runner(
             settings.gateway.pools.clone(),
         ),
         policy: settings.send.retry_policy(),
-        prices: prices_for(&settings.gateway)?,
+        prices,
         concurrency: settings.send.concurrency,
-        shutdown: Shutdown::default(),
+        shutdown,
         show_progress,
         budget_pico_usd: settings.send.max_cost_pico_usd,
         warmup: settings.send.warmup,
         loading: None,
-    })
+    }
 }
 
 /// Asks the judge model for every pending `judge` grade of a run (`msgbatch grade`).
@@ -51,10 +54,8 @@ pub async fn judge(
     client: Client,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let runner = Runner {
-        shutdown: shutdown.clone(),
-        ..runner(store, settings, client, false)?
-    };
+    let prices = prices_for(&settings.gateway)?;
+    let runner = runner(store, settings, client, prices, shutdown.clone(), false);
     let judged = runner.judge(run_id).await?;
     print_judged(&judged);
     Ok(())
@@ -171,10 +172,15 @@ pub async fn send(
     );
     let stop = shutdown.stop.clone();
     let runner = Runner {
-        prices,
-        shutdown,
         loading: feed.as_ref().map(Feed::loading),
-        ..runner(store, settings, client, show_progress)?
+        ..runner(
+            store,
+            settings,
+            client,
+            prices.clone(),
+            shutdown,
+            show_progress,
+        )
     };
     store
         .set_run_status(run.id, RunStatus::Running, None)
@@ -244,7 +250,7 @@ pub async fn send(
             std::slice::from_ref(&run),
             &report::Options {
                 by: GroupBy::Model,
-                prices: prices_for(&settings.gateway)?,
+                prices,
                 reprice: None,
                 charts: false,
             },
