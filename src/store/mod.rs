@@ -221,7 +221,7 @@ impl Store {
     /// run goes on loading after it, its rows being stored in file order, whole records at a
     /// time.
     pub async fn last_stored_line(&self, run_id: i64) -> Result<u64, StoreError> {
-        let Some((_, last)) = self.job_rows(run_id).await? else {
+        let Some(JobSpan { last, .. }) = self.job_span(run_id).await? else {
             return Ok(0);
         };
         let line: i64 = sqlx::query_scalar("SELECT line FROM jobs WHERE id = ?1")
@@ -271,15 +271,10 @@ impl Store {
         Ok(())
     }
 
-    /// The row ids of a run's first and last jobs, or `None` for a run without jobs. The run's
-    /// index is ordered by job id, so this reads it whole: ask once per scan.
-    pub async fn job_rows(&self, run_id: i64) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(self.job_span(run_id).await?.map(|s| (s.first, s.last)))
-    }
-
     /// The row ids of a run's first and last jobs, and whether every row between them is one
-    /// of its jobs. A run's jobs are stored in one stretch of rows, unless its loading stopped
-    /// and was resumed after another run was made.
+    /// of its jobs, or `None` for a run without jobs. A run's jobs are stored in one stretch
+    /// of rows, unless its loading stopped and was resumed after another run was made. The
+    /// run's index is ordered by job id, so this reads it whole: ask once per scan.
     pub async fn job_span(&self, run_id: i64) -> Result<Option<JobSpan>, StoreError> {
         Ok(self
             .job_spans(&[run_id])
@@ -319,9 +314,9 @@ impl Store {
     /// The row id just before a run's first job: where a scan of its jobs by row id starts.
     pub async fn before_first_job(&self, run_id: i64) -> Result<i64, StoreError> {
         Ok(self
-            .job_rows(run_id)
+            .job_span(run_id)
             .await?
-            .map_or(i64::MAX - 1, |(first, _)| first - 1))
+            .map_or(i64::MAX - 1, |span| span.first - 1))
     }
 
     /// Pending jobs of a run with row id above `after` (at least
