@@ -21,7 +21,7 @@ pub struct Feed {
     jobs: u64,
     /// Jobs of each model in the whole file, bad records left out.
     pub models: Vec<(String, i64)>,
-    task: JoinHandle<anyhow::Result<LoadSummary>>,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Feed {
@@ -37,7 +37,7 @@ impl Feed {
         after_line: u64,
     ) -> anyhow::Result<Self> {
         let (progress, mut stored) = watch::channel(Stored::default());
-        let jobs = checked.summary.jobs;
+        let to_send = checked.summary.jobs;
         let models = checked
             .models
             .iter()
@@ -45,25 +45,31 @@ impl Feed {
             .collect();
         let store = store.clone();
         let task = tokio::spawn(async move {
-            let summary = store_rows(
+            store_chunks(
                 &store,
                 run_id,
-                options,
-                checked,
-                keep_rejected,
-                after_line,
-                &progress,
+                move |sink| {
+                    jobs::load_checked(
+                        &options,
+                        &checked,
+                        keep_rejected,
+                        after_line,
+                        LOAD_CHUNK,
+                        sink,
+                    )
+                },
+                || progress.send_modify(|stored| stored.chunks += 1),
             )
             .await?;
             store.set_loaded(run_id).await?;
             progress.send_modify(|stored| stored.done = true);
-            Ok(summary)
+            Ok(())
         });
         // Wait for the first rows (or the end of the storing, whichever way it ended).
         let _ = stored.wait_for(|s| s.chunks > 0 || s.done).await;
         Ok(Self {
             stored,
-            jobs,
+            jobs: to_send,
             models,
             task,
         })
@@ -78,45 +84,42 @@ impl Feed {
     }
 
     /// Waits for every row to be stored; or, when the run `stopped`, stops storing at once
-    /// (what is committed stays, for `resume`). Returns whether every row is stored, or the
-    /// error that ended the storing.
-    pub async fn finish(self, stopped: bool) -> anyhow::Result<bool> {
+    /// (what is committed stays, for `resume`). Fails with the error that ended the storing.
+    pub async fn finish(self, stopped: bool) -> anyhow::Result<()> {
         if stopped {
             self.task.abort();
         }
         match self.task.await {
-            Ok(summary) => summary.map(|_| true),
-            Err(e) if e.is_cancelled() => Ok(false),
+            Ok(stored) => stored,
+            Err(e) if e.is_cancelled() => Ok(()),
             Err(e) => Err(anyhow::anyhow!("the job loader panicked: {e}")),
         }
     }
 }
 
-/// Reads the file on a blocking thread while this task inserts its chunks, so that parsing
-/// and SQLite overlap; `progress` counts the committed chunks.
-async fn store_rows(
+/// Starts checking a job file on a blocking thread ([`jobs::check`]): await the outcome.
+pub fn check(options: LoadOptions) -> impl Future<Output = anyhow::Result<Checked>> {
+    let task = tokio::task::spawn_blocking(move || jobs::check(&options));
+    async move { task.await.context("the job check panicked")? }
+}
+
+/// Runs `read` on a blocking thread and inserts each chunk it hands to its sink while it reads
+/// the next, so that parsing and SQLite overlap; `committed` hears of each stored chunk.
+pub async fn store_chunks(
     store: &Store,
     run_id: i64,
-    options: LoadOptions,
-    checked: Checked,
-    keep_rejected: bool,
-    after_line: u64,
-    progress: &watch::Sender<Stored>,
+    read: impl FnOnce(&mut dyn FnMut(Vec<NewJob>) -> anyhow::Result<()>) -> anyhow::Result<LoadSummary>
+    + Send
+    + 'static,
+    mut committed: impl FnMut(),
 ) -> anyhow::Result<LoadSummary> {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
     let reader = tokio::task::spawn_blocking(move || {
-        jobs::load_checked(
-            &options,
-            &checked,
-            keep_rejected,
-            after_line,
-            LOAD_CHUNK,
-            |chunk| {
-                sender
-                    .blocking_send(chunk)
-                    .context("the job inserter stopped")
-            },
-        )
+        read(&mut |chunk| {
+            sender
+                .blocking_send(chunk)
+                .context("the job inserter stopped")
+        })
     });
     let mut insert_error = None;
     while let Some(chunk) = receiver.recv().await {
@@ -124,7 +127,7 @@ async fn store_rows(
             insert_error = Some(e);
             break;
         }
-        progress.send_modify(|stored| stored.chunks += 1);
+        committed();
     }
     drop(receiver);
     let summary = reader.await.context("the job reader panicked")?;

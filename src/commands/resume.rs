@@ -2,10 +2,9 @@
 
 use anyhow::{Context as _, bail};
 
-use super::feed::Feed;
+use super::feed::{self, Feed};
 use super::{Global, sending};
 use crate::cli::{ResumeArgs, SendArgs};
-use crate::jobs;
 use crate::settings::{ConfigFile, RunSettings, parse_header};
 use crate::store::{DbLock, RunRow, Store};
 use crate::{ExitStatus, Shutdown};
@@ -69,19 +68,14 @@ async fn load_the_rest(
 ) -> anyhow::Result<Feed> {
     let Some(input) = &settings.input else {
         bail!(
-            "run {} stopped before its jobs were all stored, and it does not say how to read {} again",
+            "run {} stopped before its jobs were all stored, and it does not say how to read {} again; start it anew with `msgbatch run {}`",
             run.name,
+            run.input_path,
             run.input_path
         );
     };
     let options = input.load_options(settings);
-    let checked = {
-        let options = options.clone();
-        tokio::task::spawn_blocking(move || jobs::check(&options))
-            .await
-            .context("the job check panicked")?
-    }
-    .with_context(|| {
+    let checked = feed::check(options.clone()).await.with_context(|| {
         format!(
             "run {} stopped before its jobs were all stored; the rest are read from {}",
             run.name,
@@ -91,7 +85,7 @@ async fn load_the_rest(
     if checked.summary.sha256 != run.input_sha256 {
         let stored = store.run_counts(run.id).await?.total;
         bail!(
-            "run {} stopped after storing {stored} of its jobs, and {} has changed since it started (its sha256 is not the one recorded), so the rest cannot be loaded; put the file back as it was and resume again",
+            "run {} stopped after storing {stored} of its jobs, and {} has changed since it started (its sha256 is not the one recorded), so the rest cannot be loaded; put the file back as it was and resume again, or send the file as it is now in a new run with `msgbatch run`",
             run.name,
             input.path.display()
         );

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::feed::{Feed, LOAD_CHUNK};
+use super::feed::{self, Feed, LOAD_CHUNK};
 use super::{Global, plan, sending};
 use crate::cli::RunArgs;
 use crate::jobs::{self, LoadOptions, LoadSummary};
 use crate::pricing::format_usd;
 use crate::settings::{InputSettings, RunSettings, usd_to_pico};
-use crate::store::{CheckedInput, DbLock, NewJob, NewRun, Store};
+use crate::store::{CheckedInput, DbLock, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
 
 /// Bad records printed before the rest are only counted.
@@ -31,15 +31,12 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
     // it is bad), then stored while the run sends. Standard input and pipes are read once:
     // stored whole, then sent.
     let started = std::time::Instant::now();
-    let check = rereadable(&options.path).then(|| {
-        let options = options.clone();
-        tokio::task::spawn_blocking(move || jobs::check(&options))
-    });
+    let check = rereadable(&options.path).then(|| feed::check(options.clone()));
     let store = Store::open(&global.db).await?;
     let _lock = DbLock::acquire(&global.db)?;
     let checked = match check {
         Some(check) => {
-            let checked = check.await.context("the job check panicked")??;
+            let checked = check.await?;
             if checked.summary.bad_records > 0 && !args.skip_invalid {
                 report_bad_records(&checked.summary);
                 return Ok(ExitStatus::Error);
@@ -83,7 +80,14 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         })
         .await?;
     let Some(checked) = checked else {
-        let summary = match load_once(&store, run_id, options, args.skip_invalid).await {
+        let keep_rejected = args.skip_invalid;
+        let load = feed::store_chunks(
+            &store,
+            run_id,
+            move |sink| jobs::load(&options, keep_rejected, LOAD_CHUNK, sink),
+            || {},
+        );
+        let summary = match load.await {
             Ok(summary) => summary,
             Err(e) => {
                 store.delete_run(run_id).await?;
@@ -235,37 +239,6 @@ async fn confirm(
         }
     }
     Ok(yes)
-}
-
-/// Reads the job file once, on a blocking thread, while this task inserts its chunks, so
-/// parsing and SQLite overlap.
-async fn load_once(
-    store: &Store,
-    run_id: i64,
-    options: LoadOptions,
-    keep_rejected: bool,
-) -> anyhow::Result<LoadSummary> {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
-    let reader = tokio::task::spawn_blocking(move || {
-        jobs::load(&options, keep_rejected, LOAD_CHUNK, |chunk| {
-            sender
-                .blocking_send(chunk)
-                .context("the job inserter stopped")
-        })
-    });
-    let mut insert_error = None;
-    while let Some(chunk) = receiver.recv().await {
-        if let Err(e) = store.insert_jobs(run_id, chunk).await {
-            insert_error = Some(e);
-            break;
-        }
-    }
-    drop(receiver);
-    let summary = reader.await.context("the job reader panicked")?;
-    if let Some(e) = insert_error {
-        return Err(e.into());
-    }
-    summary
 }
 
 /// `<file stem>-<UTC date and time>`, with a suffix if that is taken. The stem leaves out a
