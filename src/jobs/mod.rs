@@ -237,9 +237,7 @@ pub fn check(options: &LoadOptions) -> anyhow::Result<Checked> {
                     hash: keys.hash(record.id.as_deref(), record.line),
                     line: record.line,
                 });
-                expander
-                    .prepare(record, None)
-                    .and_then(|mut prepared| expander.requests(&mut prepared))
+                expander.requests_of(record)
             }
             ReadItem::Bad { id, error } => Err((id, error)),
         };
@@ -305,11 +303,8 @@ fn count_duplicates(
             return Ok(());
         };
         let line = record.line;
-        let id = record.id.clone().unwrap_or_else(|| format!("line-{line}"));
-        match expander
-            .prepare(record, None)
-            .and_then(|mut prepared| expander.requests(&mut prepared))
-        {
+        let id = record.id.clone().unwrap_or_else(|| unnamed(line));
+        match expander.requests_of(record) {
             Ok(requests) => {
                 summary.jobs -= requests.len() as u64;
                 for (model, _) in requests {
@@ -496,7 +491,7 @@ impl IdKeys {
         let hash = |id: &str| [self.0.hash_one(id), self.1.hash_one(id)];
         match id {
             Some(id) => hash(id),
-            None => hash(&format!("line-{line}")),
+            None => hash(&unnamed(line)),
         }
     }
 }
@@ -591,7 +586,7 @@ impl<'a> Expander<'a> {
 
     /// Validates a record whose id was first used on line `first` (`None`: it is its own).
     fn prepare(&self, record: RawRecord, first: Option<u64>) -> Result<Prepared, Rejection> {
-        let id = record.id.unwrap_or_else(|| format!("line-{}", record.line));
+        let id = record.id.unwrap_or_else(|| unnamed(record.line));
         if let Some(first) = first {
             return Err(self.duplicate(&id, record.line, first));
         }
@@ -672,6 +667,12 @@ impl<'a> Expander<'a> {
         Ok(requests)
     }
 
+    /// The request bodies a record whose id is its own makes, or why it makes none.
+    fn requests_of(&self, record: RawRecord) -> Result<Vec<(String, String)>, Rejection> {
+        self.prepare(record, None)
+            .and_then(|mut prepared| self.requests(&mut prepared))
+    }
+
     /// The rows of a record: one per model.
     fn jobs(&self, mut prepared: Prepared) -> Result<Vec<NewJob>, Rejection> {
         let requests = self.requests(&mut prepared)?;
@@ -693,7 +694,7 @@ impl<'a> Expander<'a> {
 
     /// The row that records a bad line in a run started with `--skip-invalid`.
     fn rejected(&self, id: Option<String>, error: &InputError) -> NewJob {
-        let job_id = id.unwrap_or_else(|| format!("line-{}", error.line));
+        let job_id = id.unwrap_or_else(|| unnamed(error.line));
         let reason = match &error.field {
             Some(field) => format!("`{field}` {}", error.reason),
             None => error.reason.clone(),
@@ -710,6 +711,11 @@ impl<'a> Expander<'a> {
             error: Some(reason),
         }
     }
+}
+
+/// The id of a record that gives none: its line.
+fn unnamed(line: u64) -> String {
+    format!("line-{line}")
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
