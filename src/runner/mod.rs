@@ -394,6 +394,7 @@ async fn dispatch(
             }
         }
         let Some(mut candidate) = queue.pop_front() else {
+            let mut rows_coming = false;
             if !exhausted && held.len() < MAX_HELD {
                 // Whether more rows may come, seen before the read: rows committed after it
                 // are news that wakes the wait below.
@@ -401,40 +402,33 @@ async fn dispatch(
                     .as_mut()
                     .is_some_and(|stored| !stored.borrow_and_update().done);
                 let page = store.pending_jobs(run_id, after, PAGE).await?;
-                match (page.last(), stored.as_mut()) {
-                    (Some(last), _) => after = last.id,
-                    (None, Some(news)) if more_coming => {
-                        // Jobs held for a warmer go as soon as its news comes, rows or not.
-                        let ended = tokio::select! {
-                            biased;
-                            () = stop.cancelled() => break,
-                            changed = news.changed() => changed.is_err(),
-                            Some(message) = signals.recv(), if !held.is_empty() => {
-                                apply(&mut warmup, &mut warmers, message);
-                                queue.extend(held.drain(..));
-                                false
-                            }
-                        };
-                        // The storing ended without its last row (its error is the caller's
-                        // to report): what is stored is all there is.
-                        if ended {
-                            stored = None;
-                        }
+                match page.last() {
+                    Some(last) => {
+                        after = last.id;
+                        queue.extend(page.into_iter().map(Candidate::new));
+                        continue;
                     }
-                    (None, _) => exhausted = true,
+                    None if more_coming => rows_coming = true,
+                    None => exhausted = true,
                 }
-                queue.extend(page.into_iter().map(Candidate::new));
-                continue;
             }
-            if held.is_empty() {
+            if held.is_empty() && !rows_coming {
                 break;
             }
-            // Every job left waits for a warmer: wait for its news (a warmer tells it before
-            // its worker ends; a worker that panicked ends the run here).
+            // Wait for what lets a job go: a warmer's news for the jobs held for it (a warmer
+            // tells it before its worker ends; a worker that panicked ends the run here), or
+            // more stored rows.
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                message = signals.recv() => {
+                ended = rows_news(&mut stored), if rows_coming => {
+                    // The storing ended without its last row (its error is the caller's to
+                    // report): what is stored is all there is.
+                    if ended {
+                        stored = None;
+                    }
+                }
+                message = signals.recv(), if !held.is_empty() => {
                     if let Some(message) = message {
                         apply(&mut warmup, &mut warmers, message);
                     }
@@ -567,6 +561,15 @@ async fn dispatch(
         done.context("a worker panicked")?;
     }
     Ok(budget_stop)
+}
+
+/// Waits for news of more stored rows; `true` when the storing ended without saying it was
+/// done. Never ready without a storing to follow.
+async fn rows_news(stored: &mut Option<tokio::sync::watch::Receiver<Stored>>) -> bool {
+    match stored {
+        Some(stored) => stored.changed().await.is_err(),
+        None => std::future::pending().await,
+    }
 }
 
 fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, message: WarmSignal) {
