@@ -23,6 +23,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     // A run still marked running while no process holds the database died without a word
     // (kill -9, a crash, a reboot).
     let sending = crate::store::is_held(&global.db);
+    let mut counts = Vec::with_capacity(runs.len());
     for run in &runs {
         let c = store.run_counts(run.id).await?;
         // Batches left running on the server when no process is collecting them: the run is
@@ -50,11 +51,11 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
             "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
             run.id, run.name, status, c.total, c.succeeded, c.failed, c.rejected, c.pending, spend
         );
+        counts.push(c);
     }
-    if let [run] = runs.as_slice() {
+    if let ([run], [stored]) = (runs.as_slice(), counts.as_slice()) {
         print_details(run);
         if !run.loaded && run.status != "loading" {
-            let stored = store.run_counts(run.id).await?;
             println!(
                 "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
                 stored.total - stored.rejected,
