@@ -10,14 +10,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "msgbatch", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// The SQLite database holding runs.
+    /// The database holding runs: a SQLite file, or a `postgres://` URL for a database that
+    /// several machines share.
     #[arg(
         long,
         global = true,
         env = "MSGBATCH_DB",
-        default_value = "msgbatch.db"
+        default_value = "msgbatch.db",
+        hide_env_values = true
     )]
-    pub db: PathBuf,
+    pub db: crate::store::Location,
 
     /// Gateway profiles and defaults [default: ./msgbatch.toml when it exists].
     #[arg(long, global = true, env = "MSGBATCH_CONFIG")]

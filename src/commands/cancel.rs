@@ -8,7 +8,7 @@ use super::resume::run_settings;
 use super::{Global, sending};
 use crate::batching::Batcher;
 use crate::cli::{CancelArgs, SendArgs};
-use crate::store::{DbLock, RunStatus};
+use crate::store::RunStatus;
 use crate::{ExitStatus, Shutdown, progress};
 
 pub async fn cancel(
@@ -17,7 +17,7 @@ pub async fn cancel(
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
-    let _lock = DbLock::acquire(&global.db)?;
+    let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
     let settings = run_settings(global, &run, &SendArgs::default(), &args.headers)?;
     let open: Vec<String> = store

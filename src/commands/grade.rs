@@ -11,7 +11,7 @@ use super::{Global, plan, sending};
 use crate::cli::GradeArgs;
 use crate::eval;
 use crate::settings::RunSettings;
-use crate::store::{DbLock, GradeRecord};
+use crate::store::GradeRecord;
 use crate::{ExitStatus, Shutdown};
 
 pub async fn grade(
@@ -36,7 +36,7 @@ pub async fn grade(
         },
         None => Vec::new(),
     };
-    let _lock = DbLock::acquire(&global.db)?;
+    let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
     let replaced: HashMap<&str, &str> = expects
         .iter()

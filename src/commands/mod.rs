@@ -41,7 +41,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
 
 /// Options that apply to every command.
 pub struct Global {
-    pub db: std::path::PathBuf,
+    pub db: crate::store::Location,
     pub config: Option<std::path::PathBuf>,
     pub quiet: bool,
 }
@@ -51,10 +51,7 @@ impl Global {
     /// empty one where the user mistyped the path.
     pub async fn existing_store(&self) -> anyhow::Result<crate::store::Store> {
         if !self.db.exists() {
-            anyhow::bail!(
-                "no database at {} (give --db or set MSGBATCH_DB)",
-                self.db.display()
-            );
+            anyhow::bail!("no database at {} (give --db or set MSGBATCH_DB)", self.db);
         }
         Ok(crate::store::Store::open(&self.db).await?)
     }

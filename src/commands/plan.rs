@@ -132,7 +132,9 @@ pub async fn connect(
 }
 
 /// Mean output tokens per model over the earlier results in the database, if there is one.
-pub async fn mean_output(db: &std::path::Path) -> anyhow::Result<HashMap<String, (f64, i64)>> {
+pub async fn mean_output(
+    db: &crate::store::Location,
+) -> anyhow::Result<HashMap<String, (f64, i64)>> {
     if !db.exists() {
         return Ok(HashMap::new());
     }

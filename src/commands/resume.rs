@@ -6,7 +6,7 @@ use super::feed::{self, Feed};
 use super::{Global, sending};
 use crate::cli::{ResumeArgs, SendArgs};
 use crate::settings::{ConfigFile, RunSettings, parse_header};
-use crate::store::{DbLock, RunRow, Store};
+use crate::store::{RunRow, Store};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn resume(
@@ -15,7 +15,7 @@ pub async fn resume(
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
-    let _lock = DbLock::acquire(&global.db)?;
+    let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
     if run.status == "loading" {
         bail!(

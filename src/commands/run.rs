@@ -11,7 +11,7 @@ use crate::cli::RunArgs;
 use crate::jobs::{self, LoadOptions, LoadSummary};
 use crate::pricing::format_usd;
 use crate::settings::{InputSettings, RunSettings, usd_to_pico};
-use crate::store::{CheckedInput, DbLock, NewRun, Store};
+use crate::store::{CheckedInput, NewRun, Store};
 use crate::{ExitStatus, Shutdown};
 
 /// Bad records printed before the rest are only counted.
@@ -33,7 +33,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
     let started = std::time::Instant::now();
     let check = rereadable(&options.path).then(|| feed::check(options.clone()));
     let store = Store::open(&global.db).await?;
-    let _lock = DbLock::acquire(&global.db)?;
+    let _lock = store.lock().await?;
     let checked = match check {
         Some(check) => {
             let checked = check.await?;

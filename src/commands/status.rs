@@ -22,7 +22,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     );
     // A run still marked running while no process holds the database died without a word
     // (kill -9, a crash, a reboot).
-    let sending = crate::store::is_held(&global.db);
+    let sending = store.is_locked().await?;
     let mut counts = Vec::with_capacity(runs.len());
     for run in &runs {
         let c = store.run_counts(run.id).await?;

@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite};
-
+use super::sql::Sql;
 use super::{MAX_VARIABLES, PendingJob, Store, StoreError, WriteBatch, now_ms};
 
 /// A batch of a run as the store keeps it.
@@ -40,19 +39,19 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<PendingJob>, StoreError> {
-        let jobs = sqlx::query_as(
-            "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
-             WHERE id > ?2 AND run_id = ?1 AND state = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.id = i.batch
-                               WHERE i.job = jobs.id AND b.state != 'recorded')
-             ORDER BY id LIMIT ?3",
+        self.all(
+            Sql::new(
+                "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
+                 WHERE id > $2 AND run_id = $1 AND state = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.id = i.batch
+                                   WHERE i.job = jobs.id AND b.state != 'recorded')
+                 ORDER BY id LIMIT $3",
+            )
+            .bind(run_id)
+            .bind(after)
+            .bind(limit),
         )
-        .bind(run_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(jobs)
+        .await
     }
 
     /// Writes the intent, made at `at_ms`, to create a batch of `items` (custom id, job),
@@ -65,27 +64,27 @@ impl Store {
         reserved_pico_usd: u64,
         at_ms: i64,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO batches (run_id, state, requests, bytes, reserved_pico_usd, intent_at_ms)
-             VALUES (?1, 'creating', ?2, ?3, ?4, ?5) RETURNING id",
-        )
-        .bind(run_id)
-        .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
-        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-        .bind(i64::try_from(reserved_pico_usd).unwrap_or(i64::MAX))
-        .bind(at_ms)
-        .fetch_one(&mut *tx)
-        .await?;
+        let mut tx = self.begin().await?;
+        let (id,): (i64,) = tx
+            .one(
+                Sql::new(
+                    "INSERT INTO batches (run_id, state, requests, bytes, reserved_pico_usd,
+                                          intent_at_ms)
+                     VALUES ($1, 'creating', $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(run_id)
+                .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
+                .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+                .bind(i64::try_from(reserved_pico_usd).unwrap_or(i64::MAX))
+                .bind(at_ms),
+            )
+            .await?;
         for chunk in items.chunks(MAX_VARIABLES / 3) {
-            let mut builder: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO batch_items (batch, custom_id, job) ");
-            builder.push_values(chunk, |mut row, (custom_id, job)| {
-                row.push_bind(id)
-                    .push_bind(custom_id.as_str())
-                    .push_bind(*job);
+            let mut sql = Sql::new("INSERT INTO batch_items (batch, custom_id, job) ");
+            sql.push_values(chunk, |row, (custom_id, job)| {
+                row.bind(id).bind(custom_id.as_str()).bind(*job);
             });
-            builder.build().persistent(false).execute(&mut *tx).await?;
+            tx.execute(sql.once()).await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -98,46 +97,49 @@ impl Store {
         remote_id: &str,
         submitted_at_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE batches SET remote_id = ?2, state = 'submitted', submitted_at_ms = ?3
-             WHERE id = ?1",
+        self.execute(
+            Sql::new(
+                "UPDATE batches SET remote_id = $2, state = 'submitted', submitted_at_ms = $3
+                 WHERE id = $1",
+            )
+            .bind(batch)
+            .bind(remote_id)
+            .bind(submitted_at_ms),
         )
-        .bind(batch)
-        .bind(remote_id)
-        .bind(submitted_at_ms)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// The create call did not create the batch: the intent and its items go.
     pub async fn drop_batch_intent(&self, batch: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM batches WHERE id = ?1 AND state = 'creating'")
-            .bind(batch)
-            .execute(&self.pool)
-            .await?;
+        self.execute(
+            Sql::new("DELETE FROM batches WHERE id = $1 AND state = 'creating'").bind(batch),
+        )
+        .await?;
         Ok(())
     }
 
     /// The batches of a run that are not yet recorded, oldest first.
     pub async fn open_batches(&self, run_id: i64) -> Result<Vec<BatchRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, remote_id, state, requests, reserved_pico_usd, intent_at_ms,
-                    submitted_at_ms
-             FROM batches WHERE run_id = ?1 AND state != 'recorded' ORDER BY id",
+        self.all(
+            Sql::new(
+                "SELECT id, remote_id, state, requests, reserved_pico_usd, intent_at_ms,
+                        submitted_at_ms
+                 FROM batches WHERE run_id = $1 AND state != 'recorded' ORDER BY id",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// Keeps the counts the API last gave for a batch.
     pub async fn batch_counts(&self, batch: i64, counts: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE batches SET counts = ?2 WHERE id = ?1")
-            .bind(batch)
-            .bind(counts)
-            .execute(&self.pool)
-            .await?;
+        self.execute(
+            Sql::new("UPDATE batches SET counts = $2 WHERE id = $1")
+                .bind(batch)
+                .bind(counts),
+        )
+        .await?;
         Ok(())
     }
 
@@ -146,14 +148,16 @@ impl Store {
         &self,
         batch: i64,
     ) -> Result<HashMap<String, BatchWaiting>, StoreError> {
-        let rows: Vec<(String, i64, i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect
-             FROM batch_items i JOIN jobs j ON j.id = i.job
-             WHERE i.batch = ?1 AND j.state = 'pending'",
-        )
-        .bind(batch)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, i64, i64, String, Option<String>)> = self
+            .all(
+                Sql::new(
+                    "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect
+                     FROM batch_items i JOIN jobs j ON j.id = i.job
+                     WHERE i.batch = $1 AND j.state = 'pending'",
+                )
+                .bind(batch),
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(custom_id, job, attempts, model, expect)| {
@@ -172,11 +176,12 @@ impl Store {
 
     /// The API ids of every batch the store knows, of any run.
     pub async fn known_batch_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT remote_id FROM batches WHERE remote_id IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(ids.into_iter().collect())
+        let ids: Vec<(String,)> = self
+            .all(Sql::new(
+                "SELECT remote_id FROM batches WHERE remote_id IS NOT NULL",
+            ))
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
     /// Commits part of a batch's results; with `last`, the batch is recorded in the same
@@ -191,11 +196,12 @@ impl Store {
             self.write(results).await?;
         }
         if last {
-            sqlx::query("UPDATE batches SET state = 'recorded', ended_at_ms = ?2 WHERE id = ?1")
-                .bind(batch)
-                .bind(now_ms())
-                .execute(&self.pool)
-                .await?;
+            self.execute(
+                Sql::new("UPDATE batches SET state = 'recorded', ended_at_ms = $2 WHERE id = $1")
+                    .bind(batch)
+                    .bind(now_ms()),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -206,25 +212,27 @@ impl Store {
         &self,
         run_id: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT a.error_type, COUNT(*) FROM attempts a INDEXED BY attempts_failed
-             CROSS JOIN jobs j ON j.id = a.job
-             WHERE a.error_type IS NOT NULL AND a.kind = 'batch' AND j.run_id = ?1
-             GROUP BY 1 ORDER BY 1",
+        self.all(
+            Sql::new(
+                "SELECT a.error_type, COUNT(*) FROM attempts a INDEXED BY attempts_failed
+                 CROSS JOIN jobs j ON j.id = a.job
+                 WHERE a.error_type IS NOT NULL AND a.kind = 'batch' AND j.run_id = $1
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// Every job of a run that is in a batch not yet recorded.
     pub async fn jobs_in_open_batches(&self, run_id: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch
-             WHERE b.run_id = ?1 AND b.state != 'recorded'",
+        self.value(
+            Sql::new(
+                "SELECT COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch
+                 WHERE b.run_id = $1 AND b.state != 'recorded'",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?)
+        .await
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::sql::{Dialect, Sql};
 use super::{Store, StoreError};
 
 /// Characters of a prompt or an answer kept for showing.
@@ -41,47 +42,118 @@ pub struct GradeView {
 impl Store {
     /// Every job of a run, in input order.
     pub async fn job_views(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
-                    r.latency_ms, r.output_tokens,
-                    CASE WHEN json_valid(j.request) THEN substr(
-                        CASE json_type(j.request, '$.messages[#-1].content')
-                            WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
-                            WHEN 'array' THEN (
-                                SELECT group_concat(json_extract(e.value, '$.text'), ' ')
-                                FROM json_each(j.request, '$.messages[#-1].content') e
-                                WHERE json_extract(e.value, '$.type') = 'text')
-                        END, 1, ?2)
-                    END AS prompt,
-                    CASE WHEN json_valid(b.body)
-                         THEN substr(json_extract(b.body, '$.content[0].text'), 1, ?2)
-                    END AS answer
-             FROM jobs j LEFT JOIN results r ON r.job = j.id LEFT JOIN responses b ON b.job = j.id
-             WHERE j.run_id = ?1 ORDER BY j.id",
+        if self.dialect() == Dialect::Postgres {
+            return self.job_views_excerpted_here(run_id).await;
+        }
+        self.all(
+            Sql::new(
+                "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
+                        r.latency_ms, r.output_tokens,
+                        CASE WHEN json_valid(j.request) THEN substr(
+                            CASE json_type(j.request, '$.messages[#-1].content')
+                                WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
+                                WHEN 'array' THEN (
+                                    SELECT group_concat(json_extract(e.value, '$.text'), ' ')
+                                    FROM json_each(j.request, '$.messages[#-1].content') e
+                                    WHERE json_extract(e.value, '$.type') = 'text')
+                            END, 1, $2)
+                        END AS prompt,
+                        CASE WHEN json_valid(b.body)
+                             THEN substr(json_extract(b.body, '$.content[0].text'), 1, $2)
+                        END AS answer
+                 FROM jobs j LEFT JOIN results r ON r.job = j.id
+                 LEFT JOIN responses b ON b.job = j.id
+                 WHERE j.run_id = $1 ORDER BY j.id",
+            )
+            .bind(run_id)
+            .bind(EXCERPT_CHARS),
         )
-        .bind(run_id)
-        .bind(EXCERPT_CHARS)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
-    /// The graders' verdicts on every job of a run, by job row id.
+    /// [`Store::job_views`] on a database without SQLite's JSON functions: the excerpts are
+    /// cut here, one row at a time, as SQLite cuts them.
+    async fn job_views_excerpted_here(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
+        let mut views = Vec::new();
+        self.each(
+            Sql::new(
+                "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
+                        r.cost_pico_usd, r.latency_ms, r.output_tokens,
+                        j.request AS prompt, b.body AS answer
+                 FROM jobs j LEFT JOIN results r ON r.job = j.id
+                 LEFT JOIN responses b ON b.job = j.id
+                 WHERE j.run_id = $1 ORDER BY j.id",
+            )
+            .bind(run_id),
+            |mut view: JobView| {
+                view.prompt = view.prompt.as_deref().and_then(prompt_excerpt);
+                view.answer = view.answer.as_deref().and_then(answer_excerpt);
+                views.push(view);
+                Ok::<_, StoreError>(())
+            },
+        )
+        .await?;
+        Ok(views)
+    }
+
     pub async fn grade_views(
         &self,
         run_id: i64,
     ) -> Result<HashMap<i64, Vec<GradeView>>, StoreError> {
-        let rows: Vec<GradeView> = sqlx::query_as(
-            "SELECT g.job, g.grader, g.kind, g.passed, g.reason
-             FROM grades g JOIN jobs j ON j.id = g.job
-             WHERE j.run_id = ?1 ORDER BY g.job, g.grader",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<GradeView> = self
+            .all(
+                Sql::new(
+                    "SELECT g.job, g.grader, g.kind, g.passed, g.reason
+                     FROM grades g JOIN jobs j ON j.id = g.job
+                     WHERE j.run_id = $1 ORDER BY g.job, g.grader",
+                )
+                .bind(run_id),
+            )
+            .await?;
         let mut by_job: HashMap<i64, Vec<GradeView>> = HashMap::new();
         for row in rows {
             by_job.entry(row.job).or_default().push(row);
         }
         Ok(by_job)
     }
+}
+
+/// The text of a request's last message, its text blocks joined by spaces, cut to
+/// [`EXCERPT_CHARS`] characters.
+fn prompt_excerpt(request: &str) -> Option<String> {
+    let request: serde_json::Value = serde_json::from_str(request).ok()?;
+    let content = request
+        .get("messages")?
+        .as_array()?
+        .last()?
+        .get("content")?;
+    let text = match content {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks
+                .iter()
+                .filter(|b| b.get("type").and_then(|t| t.as_str()) == Some("text"))
+                .filter_map(|b| b.get("text").and_then(|t| t.as_str()))
+                .collect();
+            if texts.is_empty() {
+                return None;
+            }
+            texts.join(" ")
+        }
+        _ => return None,
+    };
+    Some(cut(&text))
+}
+
+/// The text of an answer's first content block, cut to [`EXCERPT_CHARS`] characters.
+fn answer_excerpt(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    let text = body.get("content")?.get(0)?.get("text")?.as_str()?;
+    Some(cut(text))
+}
+
+fn cut(text: &str) -> String {
+    text.chars()
+        .take(usize::try_from(EXCERPT_CHARS).unwrap_or(usize::MAX))
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! One sending process per database: `run` and `resume` hold an exclusive lock on
-//! `<db>.lock`, so two processes can never send the same pending jobs twice. Readers
-//! (`status`, `export`, reports) need no lock: WAL lets them read while a run writes.
+//! `<db>.lock` (on PostgreSQL, a session advisory lock), so two processes can never send the
+//! same pending jobs twice. Readers (`status`, `export`, reports) need no lock: WAL (or
+//! PostgreSQL's MVCC) lets them read while a run writes. The lock goes with the process that
+//! holds it, however it ends: the OS drops the file lock, the server the session's lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,18 +20,41 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to take the sending lock of database {db}")]
+    Database {
+        db: String,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
-/// Held for as long as a run sends; released on drop, and by the OS if the process dies.
+/// Held for as long as a run sends; released on drop, and by the OS (or the database server)
+/// if the process dies.
 #[derive(Debug)]
 pub struct DbLock {
-    _file: Option<File>,
+    _held: Held,
 }
+
+#[derive(Debug)]
+enum Held {
+    Nothing,
+    File(#[expect(dead_code, reason = "held for its lock")] File),
+    /// The session that holds the advisory lock, out of the pool: closing it releases the lock.
+    Postgres(#[expect(dead_code, reason = "held for its lock")] sqlx::PgConnection),
+}
+
+/// The advisory lock key of sending on a PostgreSQL store (`msgbatch` in ASCII), and its two
+/// halves as `pg_locks` shows them.
+const SENDING_KEY: i64 = 0x6d73_6762_6174_6368;
+const SENDING_KEY_HI: i64 = SENDING_KEY >> 32;
+const SENDING_KEY_LO: i64 = SENDING_KEY & 0xffff_ffff;
 
 impl DbLock {
     pub fn acquire(db: &Path) -> Result<Self, LockError> {
         if db.as_os_str() == ":memory:" {
-            return Ok(Self { _file: None });
+            return Ok(Self {
+                _held: Held::Nothing,
+            });
         }
         let mut path = PathBuf::from(db.as_os_str());
         path.as_mut_os_string().push(".lock");
@@ -63,8 +88,61 @@ impl DbLock {
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: Some(file) })
+        Ok(Self {
+            _held: Held::File(file),
+        })
     }
+
+    /// Takes the sending lock of a PostgreSQL store on a session of its own.
+    pub(super) async fn acquire_postgres(
+        pool: &sqlx::PgPool,
+        location: &super::Location,
+    ) -> Result<Self, LockError> {
+        let db = location.to_string();
+        let failed = |source| LockError::Database {
+            db: db.clone(),
+            source,
+        };
+        let mut session = pool.acquire().await.map_err(failed)?.detach();
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SENDING_KEY)
+            .fetch_one(&mut session)
+            .await
+            .map_err(failed)?;
+        if !taken {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT a.application_name FROM pg_locks l
+                 JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                   AND l.classid::bigint = $1 AND l.objid::bigint = $2
+                 LIMIT 1",
+            )
+            .bind(SENDING_KEY_HI)
+            .bind(SENDING_KEY_LO)
+            .fetch_optional(&mut session)
+            .await
+            .map_err(failed)?;
+            return Err(LockError::Busy {
+                db,
+                holder: holder.map(|h| format!(" ({h})")).unwrap_or_default(),
+            });
+        }
+        Ok(Self {
+            _held: Held::Postgres(session),
+        })
+    }
+}
+
+/// Whether a process holds the sending lock of a PostgreSQL store now.
+pub(super) async fn is_held_postgres(pool: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                        AND objsubid = 1 AND classid::bigint = $1 AND objid::bigint = $2)",
+    )
+    .bind(SENDING_KEY_HI)
+    .bind(SENDING_KEY_LO)
+    .fetch_one(pool)
+    .await
 }
 
 /// Whether a process is sending from the database now.

@@ -2,9 +2,7 @@
 //! passes over the rows as possible, so a report over a million results reads a few hundred
 //! rows back, not a million.
 
-use sqlx::QueryBuilder;
-use sqlx::Sqlite;
-
+use super::sql::{Dialect, Sql};
 use super::{JobSpan, Store, StoreError};
 
 /// How results are grouped.
@@ -18,19 +16,26 @@ pub enum GroupBy {
 impl GroupBy {
     /// The SQL expression of the group key over `jobs j`. Runs are grouped by `run_id`, which
     /// every query returns, so their key is empty here.
-    fn key(&self, builder: &mut QueryBuilder<Sqlite>) {
+    fn key(&self, sql: &mut Sql, dialect: Dialect) {
         match self {
             Self::Model => {
-                builder.push("CASE WHEN j.model = '' THEN '(rejected)' ELSE j.model END");
+                sql.push("CASE WHEN j.model = '' THEN '(rejected)' ELSE j.model END");
             }
             Self::Run => {
-                builder.push("''");
+                sql.push("''");
             }
-            Self::Tag(name) => {
-                builder.push("COALESCE(json_extract(j.tags, ");
-                builder.push_bind(format!("$.\"{}\"", name.replace('"', "")));
-                builder.push("), '(no tag)')");
-            }
+            Self::Tag(name) => match dialect {
+                Dialect::Sqlite => {
+                    sql.push("COALESCE(json_extract(j.tags, ");
+                    sql.push_bind(format!("$.\"{}\"", name.replace('"', "")));
+                    sql.push("), '(no tag)')");
+                }
+                Dialect::Postgres => {
+                    sql.push("COALESCE(CAST(j.tags AS jsonb) ->> ");
+                    sql.push_bind(name.replace('"', ""));
+                    sql.push(", '(no tag)')");
+                }
+            },
         }
     }
 }
@@ -173,8 +178,8 @@ impl Store {
         by: &GroupBy,
         long_context_above: i64,
     ) -> Result<Vec<ReportRow>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         b.push(
             " AS key, j.model AS model, r.stop_reason AS stop_reason,
               CASE WHEN r.input_tokens + r.cache_creation_input_tokens + r.cache_read_input_tokens > ",
@@ -183,28 +188,30 @@ impl Store {
         b.push(
             " THEN r.input_tokens + r.cache_creation_input_tokens + r.cache_read_input_tokens
                    ELSE 0 END AS long_total_input,
-              COALESCE(r.batch, 0) AS batch,
+              COALESCE(r.batch, FALSE) AS batch,
               COUNT(*) AS jobs,
-              SUM(j.state = 'succeeded') AS succeeded,
-              SUM(j.state = 'failed') AS failed,
-              SUM(j.state = 'rejected') AS rejected,
-              SUM(j.state = 'pending') AS pending,
-              SUM(j.attempts) AS attempts,
-              SUM(j.attempts > 0) AS sent_jobs,
+              COUNT(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+              COUNT(*) FILTER (WHERE j.state = 'failed') AS failed,
+              COUNT(*) FILTER (WHERE j.state = 'rejected') AS rejected,
+              COUNT(*) FILTER (WHERE j.state = 'pending') AS pending,
+              CAST(SUM(j.attempts) AS BIGINT) AS attempts,
+              COUNT(*) FILTER (WHERE j.attempts > 0) AS sent_jobs,
               COUNT(r.job) AS results,
-              COALESCE(SUM(r.input_tokens), 0) AS input_tokens,
-              COALESCE(SUM(r.cache_write_5m_tokens), 0) AS cache_write_5m,
-              COALESCE(SUM(r.cache_write_1h_tokens), 0) AS cache_write_1h,
-              COALESCE(SUM(r.cache_read_input_tokens), 0) AS cache_read,
-              COALESCE(SUM(r.output_tokens), 0) AS output_tokens,
-              COALESCE(SUM(r.cost_pico_usd), 0) AS stored_cost_pico_usd,
-              COALESCE(SUM(r.job IS NOT NULL AND r.cost_pico_usd IS NULL), 0) AS stored_unpriced,
-              COALESCE(SUM(r.latency_ms - COALESCE(r.ttft_ms, 0)), 0) AS generation_ms
+              CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens,
+              CAST(COALESCE(SUM(r.cache_write_5m_tokens), 0) AS BIGINT) AS cache_write_5m,
+              CAST(COALESCE(SUM(r.cache_write_1h_tokens), 0) AS BIGINT) AS cache_write_1h,
+              CAST(COALESCE(SUM(r.cache_read_input_tokens), 0) AS BIGINT) AS cache_read,
+              CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens,
+              CAST(COALESCE(SUM(r.cost_pico_usd), 0) AS BIGINT) AS stored_cost_pico_usd,
+              COUNT(*) FILTER (WHERE r.job IS NOT NULL AND r.cost_pico_usd IS NULL)
+                  AS stored_unpriced,
+              CAST(COALESCE(SUM(r.latency_ms - COALESCE(r.ttft_ms, 0)), 0) AS BIGINT)
+                  AS generation_ms
              FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
         );
         restrict(&mut b, runs, rows);
         b.push(" GROUP BY 1, 2, 3, 4, 5, 6");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Counts of each distinct value of a measure per (run, group), in value order: exact
@@ -216,8 +223,8 @@ impl Store {
         by: &GroupBy,
         measure: Measure,
     ) -> Result<Vec<ValueCount>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         match measure {
             Measure::Latency => {
                 b.push(
@@ -233,15 +240,12 @@ impl Store {
                      FROM results r INDEXED BY results_streamed CROSS JOIN jobs j ON j.id = r.job
                      WHERE r.ttft_ms IS NOT NULL AND j.run_id IN (",
                 );
-                let mut list = b.separated(", ");
-                for id in runs {
-                    list.push_bind(*id);
-                }
+                b.push_list(runs);
                 b.push(")");
             }
         }
         b.push(" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Each run's spend over time: its results' costs in a hundred slices of the time from
@@ -256,27 +260,24 @@ impl Store {
         let mut points = Vec::new();
         for (run, span) in spans {
             let of_run = if span.contiguous {
-                "r.job BETWEEN ?2 AND ?3"
+                "r.job BETWEEN $2 AND $3"
             } else {
-                "r.job BETWEEN ?2 AND ?3 AND r.job IN (SELECT id FROM jobs WHERE run_id = ?1)"
+                "r.job BETWEEN $2 AND $3 AND r.job IN (SELECT id FROM jobs WHERE run_id = $1)"
             };
             let sql = format!(
                 "WITH span AS (SELECT MIN(r.completed_at_ms) AS lo, MAX(r.completed_at_ms) AS hi
                                FROM results r WHERE {of_run})
-                 SELECT ?1 AS run_id,
+                 SELECT CAST($1 AS BIGINT) AS run_id,
                         ((r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1) + 1)
                             * (s.hi - s.lo + 1) / 100 AS at_ms,
-                        COALESCE(SUM(r.cost_pico_usd), 0) AS cost_pico_usd
+                        CAST(COALESCE(SUM(r.cost_pico_usd), 0) AS BIGINT) AS cost_pico_usd
                  FROM results r, span s WHERE {of_run}
-                 GROUP BY (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1)
+                 GROUP BY (r.completed_at_ms - s.lo) * 100 / (s.hi - s.lo + 1), s.lo, s.hi
                  ORDER BY 2"
             );
             // Built of the two fixed fragments above only.
-            let rows: Vec<SpendPoint> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(run)
-                .bind(span.first)
-                .bind(span.last)
-                .fetch_all(&self.pool)
+            let rows: Vec<SpendPoint> = self
+                .all(Sql::new(sql).bind(*run).bind(span.first).bind(span.last))
                 .await?;
             points.extend(rows);
         }
@@ -290,20 +291,17 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<ErrorRow>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         // A partial index holds only the failed attempts.
         b.push(
             " AS key, a.error_type AS error_type, a.http_status AS http_status, COUNT(*) AS count
              FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
              WHERE a.error_type IS NOT NULL AND a.kind IN ('job', 'batch') AND j.run_id IN (",
         );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5 DESC");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Grading per (run, group): jobs graded, jobs whose every grader passed, jobs with a judge
@@ -313,25 +311,24 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<GradingRow>, StoreError> {
-        let mut b = QueryBuilder::new(
-            "WITH g AS (SELECT job, COUNT(*) AS n, SUM(passed = 1) AS ok,
-                               SUM(passed IS NULL) AS waiting,
-                               SUM(COALESCE(judge_cost_pico_usd, 0)) AS judge_cost
+        let mut b = Sql::new(
+            "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
+                               COUNT(*) FILTER (WHERE passed IS NULL) AS waiting,
+                               CAST(SUM(COALESCE(judge_cost_pico_usd, 0)) AS BIGINT)
+                                   AS judge_cost
                         FROM grades GROUP BY job)
              SELECT j.run_id AS run_id, ",
         );
-        by.key(&mut b);
+        by.key(&mut b, self.dialect());
         b.push(
-            " AS key, COUNT(*) AS graded, SUM(g.ok = g.n) AS passed,
-                    SUM(g.waiting > 0) AS pending, SUM(g.judge_cost) AS judge_cost_pico_usd
+            " AS key, COUNT(*) AS graded, COUNT(*) FILTER (WHERE g.ok = g.n) AS passed,
+                    COUNT(*) FILTER (WHERE g.waiting > 0) AS pending,
+                    CAST(SUM(g.judge_cost) AS BIGINT) AS judge_cost_pico_usd
              FROM g CROSS JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
         );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") GROUP BY 1, 2");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Per (run, group, model): how answers used the prompt cache's prefixes. Distinct
@@ -342,47 +339,51 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<CacheRow>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         b.push(
             " AS key, j.model AS model,
               COUNT(DISTINCT r.cache_prefix) AS prefixes,
-              COALESCE(SUM(r.cache_prefix IS NOT NULL AND r.cache_creation_input_tokens > 0), 0)
-                  AS writes,
-              COALESCE(SUM(r.held_for_warmup AND r.cache_read_input_tokens > 0), 0)
+              COUNT(*) FILTER (WHERE r.cache_prefix IS NOT NULL
+                                     AND r.cache_creation_input_tokens > 0) AS writes,
+              COUNT(*) FILTER (WHERE r.held_for_warmup AND r.cache_read_input_tokens > 0)
                   AS writes_avoided,
-              COALESCE(SUM(CASE WHEN r.held_for_warmup THEN r.cache_read_input_tokens ELSE 0 END), 0)
-                  AS warm_read_tokens
+              CAST(COALESCE(SUM(CASE WHEN r.held_for_warmup THEN r.cache_read_input_tokens
+                                     ELSE 0 END), 0) AS BIGINT) AS warm_read_tokens
              FROM results r INDEXED BY results_cached CROSS JOIN jobs j ON j.id = r.job
              WHERE r.cache_prefix IS NOT NULL AND j.run_id IN (",
         );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") GROUP BY 1, 2, 3");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Per model of a run: tokens answered, attempts, 429s and the time they span.
     pub async fn report_limit_use(&self, run_id: i64) -> Result<Vec<LimitUse>, StoreError> {
-        let tokens: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT j.model, COALESCE(SUM(r.input_tokens + r.cache_creation_input_tokens), 0),
-                    COALESCE(SUM(r.output_tokens), 0)
-             FROM jobs j JOIN results r ON r.job = j.id WHERE j.run_id = ?1 GROUP BY j.model",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let attempts: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT j.model, COUNT(*), COALESCE(SUM(a.http_status = 429), 0),
-                    MIN(a.started_at_ms), MAX(a.started_at_ms + a.latency_ms)
-             FROM attempts a JOIN jobs j ON j.id = a.job
-             WHERE j.run_id = ?1 AND a.kind = 'job' GROUP BY j.model",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let tokens: Vec<(String, i64, i64)> = self
+            .all(
+                Sql::new(
+                    "SELECT j.model,
+                            CAST(COALESCE(SUM(r.input_tokens + r.cache_creation_input_tokens), 0)
+                                AS BIGINT),
+                            CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT)
+                     FROM jobs j JOIN results r ON r.job = j.id WHERE j.run_id = $1
+                     GROUP BY j.model",
+                )
+                .bind(run_id),
+            )
+            .await?;
+        let attempts: Vec<(String, i64, i64, i64, i64)> = self
+            .all(
+                Sql::new(
+                    "SELECT j.model, COUNT(*), COUNT(*) FILTER (WHERE a.http_status = 429),
+                            MIN(a.started_at_ms), MAX(a.started_at_ms + a.latency_ms)
+                     FROM attempts a JOIN jobs j ON j.id = a.job
+                     WHERE j.run_id = $1 AND a.kind = 'job' GROUP BY j.model",
+                )
+                .bind(run_id),
+            )
+            .await?;
         Ok(attempts
             .into_iter()
             .map(|(model, requests, refused, first_ms, last_ms)| {
@@ -409,18 +410,15 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<GraderRow>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         b.push(
-            " AS key, g.kind AS kind, COUNT(*) AS graded, SUM(g.passed = 1) AS passed
+            " AS key, g.kind AS kind, COUNT(*) AS graded, COUNT(*) FILTER (WHERE g.passed) AS passed
              FROM grades g CROSS JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
         );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Latency value counts of the answers that passed every grader.
@@ -429,65 +427,53 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<ValueCount>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT j.run_id AS run_id, ");
-        by.key(&mut b);
+        let mut b = Sql::new("SELECT j.run_id AS run_id, ");
+        by.key(&mut b, self.dialect());
         b.push(
             " AS key, r.latency_ms AS value, COUNT(*) AS count
-             FROM (SELECT job FROM grades GROUP BY job HAVING SUM(passed = 1) = COUNT(*)) p
+             FROM (SELECT job FROM grades GROUP BY job HAVING COUNT(*) FILTER (WHERE passed) = COUNT(*)) p
              CROSS JOIN jobs j ON j.id = p.job CROSS JOIN results r ON r.job = p.job
              WHERE j.run_id IN (",
         );
-        let mut list = b.separated(", ");
-        for id in runs {
-            list.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Every grade that failed, with its reason, for reading the failures.
     pub async fn report_failed_grades(&self, runs: &[i64]) -> Result<Vec<Failure>, StoreError> {
-        let mut b = QueryBuilder::new(
+        let mut b = Sql::new(
             "SELECT ru.name AS run, j.job_id, j.model, j.line, 'failed ' || g.kind AS state,
                     g.reason AS error
              FROM grades g JOIN jobs j ON j.id = g.job JOIN runs ru ON ru.id = j.run_id
-             WHERE g.passed = 0 AND j.run_id IN (",
+             WHERE NOT g.passed AND j.run_id IN (",
         );
-        let mut ids = b.separated(", ");
-        for id in runs {
-            ids.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") ORDER BY j.run_id, j.id, g.grader");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 
     /// Every job that did not succeed, for reading the failures.
     pub async fn report_failures(&self, runs: &[i64]) -> Result<Vec<Failure>, StoreError> {
-        let mut b = QueryBuilder::new(
+        let mut b = Sql::new(
             "SELECT ru.name AS run, j.job_id, j.model, j.line, j.state, j.error
              FROM jobs j JOIN runs ru ON ru.id = j.run_id
              WHERE j.state IN ('failed', 'rejected') AND j.run_id IN (",
         );
-        let mut ids = b.separated(", ");
-        for id in runs {
-            ids.push_bind(*id);
-        }
+        b.push_list(runs);
         b.push(") ORDER BY j.run_id, j.id");
-        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+        self.all(b).await
     }
 }
 
 /// `WHERE` for `jobs j NOT INDEXED`: the runs' span of row ids (from [`Store::job_spans`]),
 /// then the runs themselves.
-fn restrict(b: &mut QueryBuilder<Sqlite>, runs: &[i64], (first, last): (i64, i64)) {
+fn restrict(b: &mut Sql, runs: &[i64], (first, last): (i64, i64)) {
     b.push(" WHERE j.id BETWEEN ");
     b.push_bind(first);
     b.push(" AND ");
     b.push_bind(last);
     b.push(" AND j.run_id IN (");
-    let mut ids = b.separated(", ");
-    for id in runs {
-        ids.push_bind(*id);
-    }
+    b.push_list(runs);
     b.push(")");
 }

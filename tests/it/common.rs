@@ -15,12 +15,23 @@ pub const KEY_ENV: &str = "MSGBATCH_IT_KEY";
 
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// A `postgres://` store for the commands instead of the workspace's SQLite file.
+    pub database: Option<String>,
 }
 
 impl Workspace {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("a temporary directory"),
+            database: None,
+        }
+    }
+
+    /// A workspace whose commands use the PostgreSQL database at `url`.
+    pub fn on_postgres(url: &str) -> Self {
+        Self {
+            database: Some(url.to_owned()),
+            ..Self::new()
         }
     }
 
@@ -55,9 +66,12 @@ impl Workspace {
     /// A command for the real binary on this workspace's database, with the test key set.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_msgbatch"));
+        command.arg("--db");
+        match &self.database {
+            Some(url) => command.arg(url),
+            None => command.arg(self.db()),
+        };
         command
-            .arg("--db")
-            .arg(self.db())
             .args(args)
             .current_dir(self.dir.path())
             .env(KEY_ENV, TEST_KEY)

@@ -9,6 +9,7 @@ mod files;
 mod grade;
 mod input;
 mod limits;
+mod postgres;
 mod prices;
 mod report;
 mod resume;
