@@ -606,6 +606,7 @@ impl Batcher<'_> {
             state,
             attempts,
             error,
+            lease: None,
         });
         Ok(())
     }
@@ -805,6 +806,7 @@ mod tests {
             .to_string(),
             attempts: 0,
             expect: None,
+            lease: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Continue a run after Ctrl-C, a crash or a reboot: sends only what is missing.
     Resume(ResumeArgs),
+    /// Join a run on a PostgreSQL store as one more worker: any number of machines send one
+    /// run together, each claiming jobs under a lease, sharing its limits and budget.
+    Work(WorkArgs),
     /// Cancel the running batches of a run sent with `--via batches`, and record what they
     /// finished.
     Cancel(CancelArgs),
@@ -230,6 +233,20 @@ pub struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Run id or name (see `msgbatch status`).
+    pub run: String,
+
+    #[command(flatten)]
+    pub sending: SendArgs,
+
+    /// Extra header for every request, `NAME: VALUE` (header values are never stored, so
+    /// give them to every worker).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CancelArgs {
     /// Run id or name (see `msgbatch status`).
     pub run: String,
@@ -302,6 +319,12 @@ pub struct SendArgs {
     /// else direct].
     #[arg(long, value_enum)]
     pub via: Option<crate::settings::Via>,
+
+    /// On a PostgreSQL store, how long this worker's claim on its jobs lasts past its last
+    /// heartbeat (renewed every third of it): how soon other workers take over the jobs of
+    /// one that died [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lease: Option<std::time::Duration>,
 
     /// Most requests in one batch [default and most: 100000].
     #[arg(long, value_name = "N")]

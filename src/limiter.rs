@@ -63,7 +63,7 @@ impl TokenBucket {
     pub fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.level = (self.level + self.limit / 60.0 * elapsed).min(self.limit);
-        self.at = now;
+        self.at = self.at.max(now);
     }
 
     /// How long until the bucket holds `need` (at most a full bucket).
@@ -86,6 +86,8 @@ struct TokenBuckets {
     output: Option<TokenBucket>,
     /// Requests on the wire that were sent uncharged, before the pool had token limits.
     uncharged: u64,
+    /// The workers its limits were last divided among.
+    shared_by: u64,
 }
 
 /// A pool's per-minute limits as a run kept them: given, or learnt from the gateway.
@@ -108,6 +110,34 @@ pub struct Limiter {
     tokens: Mutex<HashMap<String, TokenBuckets>>,
     /// No request starts before this instant.
     paused_until: Mutex<Option<Instant>>,
+    /// How many workers share the limits (1 but for workers of a shared store).
+    share: std::sync::Arc<Share>,
+}
+
+/// The workers among which a run's limits are divided equally, each keeping a bucket of its
+/// share. Each worker's buckets refill at its share of the rate, so together they refill at
+/// the rate the gateway allows; a worker that joins starts with empty buckets, so that the
+/// levels of all never add up to more than the gateway's own bucket holds.
+#[derive(Debug)]
+pub struct Share {
+    /// The workers, and since when: buckets refill at the old share until then.
+    workers: Mutex<(u64, Instant)>,
+    start_empty: std::sync::atomic::AtomicBool,
+}
+
+impl Share {
+    /// Divides the limits among `workers` (at least 1) from now on.
+    pub fn set(&self, workers: i64) {
+        let workers = u64::try_from(workers).unwrap_or(1).max(1);
+        let mut current = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != workers {
+            *current = (workers, Instant::now());
+        }
+    }
+
+    fn get(&self) -> (u64, Instant) {
+        *self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Limiter {
@@ -130,6 +160,28 @@ impl Limiter {
             pools,
             tokens: Mutex::new(HashMap::new()),
             paused_until: Mutex::new(None),
+            share: std::sync::Arc::new(Share {
+                workers: Mutex::new((1, Instant::now())),
+                start_empty: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// How the limits are divided among workers, for the heartbeat that counts them.
+    pub fn share(&self) -> std::sync::Arc<Share> {
+        std::sync::Arc::clone(&self.share)
+    }
+
+    /// This worker sends with `workers - 1` others. The first of them starts with full
+    /// buckets of its share, as a lone sender would; one that joins others (`first` false)
+    /// starts with empty ones that fill at its share of the rate, so that the levels of all
+    /// never add up to more than the gateway's own bucket holds.
+    pub fn join(&self, workers: i64, first: bool) {
+        self.share.set(workers);
+        if !first {
+            self.share
+                .start_empty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -150,17 +202,21 @@ impl Limiter {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
-            reason = "a limit from a u32"
+            clippy::cast_precision_loss,
+            reason = "a limit from a u32, times a count of workers"
         )]
-        let limit = |b: &Option<TokenBucket>| b.as_ref().map(|b| b.limit as u64);
+        let limit = |b: &Option<TokenBucket>, shared_by: u64| {
+            b.as_ref()
+                .map(|b| (b.limit * shared_by as f64).round() as u64)
+        };
         map.iter()
             .map(|(pool, buckets)| {
                 (
                     pool.clone(),
                     PoolLimits {
-                        rpm: limit(&buckets.requests),
-                        itpm: limit(&buckets.input),
-                        otpm: limit(&buckets.output),
+                        rpm: limit(&buckets.requests, buckets.shared_by),
+                        itpm: limit(&buckets.input, buckets.shared_by),
+                        otpm: limit(&buckets.output, buckets.shared_by),
                     },
                 )
             })
@@ -173,17 +229,53 @@ impl Limiter {
         self.pools.get(model).map_or(model, String::as_str)
     }
 
+    /// A pool's buckets, made on first use, at this worker's share of the limits.
     fn buckets<'m>(
         &self,
         map: &'m mut HashMap<String, TokenBuckets>,
         pool: &str,
     ) -> &'m mut TokenBuckets {
-        map.entry(pool.to_owned()).or_insert_with(|| TokenBuckets {
-            requests: self.rpm.map(TokenBucket::new),
-            input: self.itpm.map(TokenBucket::new),
-            output: self.otpm.map(TokenBucket::new),
-            uncharged: 0,
-        })
+        let buckets = map.entry(pool.to_owned()).or_insert_with(|| {
+            let empty = self
+                .share
+                .start_empty
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let bucket = |limit: u32| {
+                let mut bucket = TokenBucket::new(limit);
+                if empty {
+                    bucket.level = 0.0;
+                }
+                bucket
+            };
+            TokenBuckets {
+                requests: self.rpm.map(bucket),
+                input: self.itpm.map(bucket),
+                output: self.otpm.map(bucket),
+                uncharged: 0,
+                shared_by: 1,
+            }
+        });
+        let (workers, since) = self.share.get();
+        if buckets.shared_by != workers {
+            #[expect(clippy::cast_precision_loss, reason = "a count of workers")]
+            let scale = buckets.shared_by as f64 / workers as f64;
+            for bucket in [
+                &mut buckets.requests,
+                &mut buckets.input,
+                &mut buckets.output,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // At the old rate until the share changed; at the new one from then on.
+                bucket.refill(since);
+                bucket.limit *= scale;
+                // A smaller share holds less at once; a larger one fills from where it is.
+                bucket.level = bucket.level.min(bucket.limit);
+            }
+            buckets.shared_by = workers;
+        }
+        buckets
     }
 
     /// Whether a pool has token limits (given, or learnt from the gateway), so that its
@@ -307,6 +399,9 @@ impl Limiter {
         let given = (self.rpm.is_some(), self.itpm.is_some(), self.otpm.is_some());
         let buckets = self.buckets(&mut map, pool);
         let now = Instant::now();
+        // The gateway speaks of the whole key; this worker holds its share of it.
+        #[expect(clippy::cast_precision_loss, reason = "a count of workers")]
+        let share = 1.0 / buckets.shared_by as f64;
         #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         let in_flight = buckets.uncharged as f64;
         for seen in observed {
@@ -322,15 +417,23 @@ impl Limiter {
                 continue;
             }
             #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
-            let remaining = seen.remaining as f64;
+            let remaining = seen.remaining as f64 * share;
             #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
             let each = typical.map(|t| match seen.kind {
                 LimitKind::Requests => 1.0,
                 LimitKind::InputTokens => t.input as f64,
                 LimitKind::OutputTokens => t.output as f64,
             });
+            let start_empty = self
+                .share
+                .start_empty
+                .load(std::sync::atomic::Ordering::Relaxed);
             let bucket = bucket.get_or_insert_with(|| {
                 let mut fresh = TokenBucket::new(limit);
+                fresh.limit *= share;
+                // A worker that joined others has no part of what remains yet: it fills at its
+                // share of the rate like theirs.
+                let remaining = if start_empty { 0.0 } else { remaining };
                 // Requests differ: each one still on the wire is taken at half as much again as
                 // this one, and the gateway's rounding to the thousand is allowed for.
                 fresh.level = match each {
@@ -340,8 +443,8 @@ impl Limiter {
                 fresh
             });
             bucket.refill(now);
-            bucket.limit = f64::from(limit);
-            if bucket.level > remaining + slack {
+            bucket.limit = f64::from(limit) * share;
+            if bucket.level > remaining + slack * share {
                 bucket.level = remaining;
             }
         }
@@ -401,6 +504,51 @@ mod tests {
 
     fn input(input: u64) -> Option<Charge> {
         Some(Charge { input, output: 0 })
+    }
+
+    /// Requests `limiter` lets through in `over` from now.
+    async fn taken_in(limiter: &Limiter, over: Duration) -> u32 {
+        let end = Instant::now() + over;
+        let mut taken = 0;
+        loop {
+            tokio::select! {
+                () = limiter.take("m", None) => taken += 1,
+                () = tokio::time::sleep_until(end) => return taken,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_sharing_a_limit_together_send_no_more_than_it() {
+        // The first worker starts with a full bucket; it sends it, then two more join.
+        let first = Limiter::new(Some(600));
+        first.join(1, true);
+        assert_eq!(taken_in(&first, Duration::from_secs(1)).await, 609);
+        first.share().set(3);
+        let joiners = [Limiter::new(Some(600)), Limiter::new(Some(600))];
+        for joiner in &joiners {
+            joiner.join(3, false);
+        }
+        // Each fills at a third of 10 a second, from empty: 200 a minute between them all,
+        // less the tenth of a second each keeps back.
+        let (a, b, c) = tokio::join!(
+            taken_in(&first, Duration::from_secs(60)),
+            taken_in(&joiners[0], Duration::from_secs(60)),
+            taken_in(&joiners[1], Duration::from_secs(60)),
+        );
+        assert!((199..=202).contains(&a), "{a}");
+        assert_eq!(b, c);
+        assert!(a + b + c <= 600 + 2, "{a} + {b} + {c}");
+        assert!(a + b + c >= 600 - 6, "{a} + {b} + {c}");
+        // One leaves: the others take its share from then on.
+        joiners[1].share().set(1);
+        first.share().set(2);
+        joiners[0].share().set(2);
+        let (a, b) = tokio::join!(
+            taken_in(&first, Duration::from_secs(60)),
+            taken_in(&joiners[0], Duration::from_secs(60)),
+        );
+        assert!(a + b <= 600 && a + b >= 594, "{a} + {b}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,6 +23,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a worker's claim on its jobs outlives its last heartbeat (PostgreSQL store).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The gateway name recorded for runs against the built-in mock.
 pub const MOCK_GATEWAY: &str = "mock";
 
@@ -361,6 +363,14 @@ pub struct SendSettings {
     pub via: Via,
     #[serde(default)]
     pub batches: BatchSettings,
+    /// How long a worker's claim on its jobs lasts past its last heartbeat, on a PostgreSQL
+    /// store: how soon the others take over the jobs of a worker that died.
+    #[serde(with = "duration_ms", default = "default_lease")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    DEFAULT_LEASE
 }
 
 fn warmup_by_default() -> bool {
@@ -442,6 +452,7 @@ impl SendSettings {
             pool_limits: BTreeMap::new(),
             via: Via::Direct,
             batches: BatchSettings::default(),
+            lease: DEFAULT_LEASE,
         }
         .overridden(args)
     }
@@ -474,6 +485,7 @@ impl SendSettings {
                     .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
             },
+            lease: args.lease.unwrap_or(self.lease),
         };
         if !(1..=BATCH_MAX_REQUESTS).contains(&settings.batches.max_requests) {
             bail!("--batch-max-requests must be between 1 and {BATCH_MAX_REQUESTS}");
@@ -483,6 +495,9 @@ impl SendSettings {
         }
         if settings.batches.poll_interval.is_zero() {
             bail!("--poll-interval must be longer than zero");
+        }
+        if settings.lease < Duration::from_secs(1) {
+            bail!("--lease must be at least 1s");
         }
         if settings.concurrency == 0 {
             bail!("--concurrency must be at least 1");

@@ -14,6 +14,7 @@ mod resume;
 mod run;
 mod sending;
 mod status;
+mod work;
 
 use crate::cli::{Cli, Command};
 use crate::{ExitStatus, Shutdown};
@@ -27,6 +28,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
     match cli.command {
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
+        Command::Work(args) => work::work(&global, args, shutdown).await,
         Command::Cancel(args) => cancel::cancel(&global, args, shutdown).await,
         Command::Status(args) => status::status(&global, &args).await,
         Command::Estimate(args) => estimate::estimate(&global, *args, shutdown).await,

@@ -3,6 +3,8 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context as _;
+
 use super::Global;
 use super::feed::Feed;
 use super::plan::{connect, prices_for};
@@ -11,9 +13,9 @@ use crate::client::Client;
 use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
-use crate::runner::{Judged, Runner, Session, Shutdown};
+use crate::runner::{Claims, Judged, Runner, Session, Shutdown};
 use crate::settings::{ApiKey, RunSettings, Via};
-use crate::store::{GroupBy, RunRow, RunStatus, Store};
+use crate::store::{Dialect, GroupBy, RunRow, RunStatus, RunTask, Store};
 use crate::{ExitStatus, progress};
 
 /// A runner for a run's settings, on `client`, at `prices` (read once per command: from a
@@ -43,6 +45,7 @@ fn runner(
         budget_pico_usd: settings.send.max_cost_pico_usd,
         warmup: settings.send.warmup,
         loading: None,
+        claims: None,
     }
 }
 
@@ -171,7 +174,7 @@ pub async fn send(
         global.quiet,
     );
     let stop = shutdown.stop.clone();
-    let runner = Runner {
+    let mut runner = Runner {
         loading: feed.as_ref().map(Feed::loading),
         ..runner(
             store,
@@ -182,12 +185,30 @@ pub async fn send(
             show_progress,
         )
     };
+    let batched = via_batches || has_open_batches;
+    // On a PostgreSQL store every direct sender is a worker: others may share the run. Batches
+    // are submitted and collected by one process at a time.
+    let _batches_lock = if batched {
+        let lock = store.lock_run(RunTask::Batches, run.id).await?;
+        Some(lock.with_context(|| {
+            format!(
+                "another process is sending the batches of run {}; wait for it to finish",
+                run.name
+            )
+        })?)
+    } else {
+        if store.dialect() == Dialect::Postgres {
+            runner.claims = Some(join(store, run, settings, &runner).await?);
+        }
+        None
+    };
+    let worker = runner.claims.as_ref().map(|claims| claims.worker);
     store
         .set_run_status(run.id, RunStatus::Running, None)
         .await?;
     // A run with batches still open collects them first, whichever way it now sends: their
     // jobs must not go twice.
-    let session = if via_batches || has_open_batches {
+    let session = if batched {
         match batches(store, run, settings, runner, via_batches).await {
             Ok(session) => session,
             Err(e) => {
@@ -200,6 +221,10 @@ pub async fn send(
         }
     } else {
         let session = runner.execute(run.id).await;
+        if let Some(worker) = worker {
+            // Whatever it still held goes back to the others at once.
+            store.stop_worker(worker).await?;
+        }
         if let Some(feed) = feed {
             // A session that stopped early stops the storing too: `resume` goes on from the
             // rows it committed.
@@ -215,6 +240,13 @@ pub async fn send(
             }
         }
         session?
+    };
+    // Jobs left pending in the hands of other workers are theirs to finish: the run goes on.
+    let others = match worker {
+        Some(worker) if session.counts.pending > 0 => {
+            store.other_live_workers(run.id, worker).await?
+        }
+        _ => 0,
     };
     if !session.pool_limits.is_empty() {
         // Kept with the run, so that a report can say how much of each limit was used.
@@ -233,6 +265,8 @@ pub async fn send(
         (RunStatus::Interrupted, Some(running.as_str()))
     } else if let (Some(budget), true) = (&session.budget_stop, session.counts.pending > 0) {
         (RunStatus::BudgetExhausted, Some(budget.as_str()))
+    } else if others > 0 {
+        (RunStatus::Running, None)
     } else if session.interrupted {
         (RunStatus::Interrupted, Some("stopped by Ctrl-C"))
     } else if session.counts.pending > 0 {
@@ -241,6 +275,26 @@ pub async fn send(
         (RunStatus::Completed, None)
     };
     store.set_run_status(run.id, status, reason).await?;
+    if others > 0 || session.outcomes_lost > 0 {
+        #[expect(clippy::print_stderr, reason = "what the other workers still do")]
+        {
+            if session.outcomes_lost > 0 {
+                eprintln!(
+                    "{} answers of this worker were not recorded: their jobs' leases had passed to another worker, which records its own",
+                    session.outcomes_lost
+                );
+            }
+            if others > 0 {
+                eprintln!(
+                    "{} jobs are still pending with {others} other worker{} of run {}; `msgbatch status {}` follows them",
+                    session.counts.pending,
+                    if others == 1 { "" } else { "s" },
+                    run.name,
+                    run.name
+                );
+            }
+        }
+    }
     print_summary(run, status, &session, &unpriced);
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
         // The run as it stands now, with the status just recorded.
@@ -272,6 +326,46 @@ pub async fn send(
     } else {
         ExitStatus::Success
     })
+}
+
+/// Registers this process as a worker of `run` on a PostgreSQL store. A worker that joins
+/// others starts with empty rate-limit buckets of its share, and waits until each of them has
+/// had a heartbeat that counted it (and so lowered its own share) before it sends, so that
+/// together they never send faster than the run's limits.
+async fn join(
+    store: &Store,
+    run: &RunRow,
+    settings: &RunSettings,
+    runner: &Runner,
+) -> anyhow::Result<std::sync::Arc<Claims>> {
+    let lease = settings.send.lease;
+    let (worker, joined_at) = store.register_worker(run.id, lease).await?;
+    let alive = store.heartbeat(worker).await?;
+    let first = store.first_live(worker).await?;
+    runner.limiter.join(alive, first);
+    if !first {
+        #[expect(clippy::print_stderr, reason = "what the worker waits for")]
+        {
+            eprintln!(
+                "joining {} other worker{} of run {}: sending at a {} share of its limits",
+                alive - 1,
+                if alive == 2 { "" } else { "s" },
+                run.name,
+                format_args!("1/{alive}")
+            );
+        }
+        // A worker whose heartbeats stop is no longer counted once its lease is over, so this
+        // ends within a lease, and sooner as each heartbeats.
+        while store.not_yet_counted(worker, joined_at).await? > 0 {
+            tokio::select! {
+                () = runner.shutdown.stop.cancelled() => break,
+                () = tokio::time::sleep(lease / 20) => {}
+            }
+        }
+        // Counted again at the start: others may have joined while this one waited.
+        runner.limiter.join(store.heartbeat(worker).await?, first);
+    }
+    Ok(std::sync::Arc::new(Claims::new(worker, lease)))
 }
 
 /// A run's job counts, as the summary's first lines.
@@ -343,6 +437,7 @@ async fn batches(
         elapsed: started.elapsed(),
         judged,
         pool_limits: std::collections::BTreeMap::new(),
+        outcomes_lost: 0,
         batches_running: (left > 0).then(|| {
             format!(
                 "{left} batch{are} still running on the server: `msgbatch resume {}` collects {them}, `msgbatch cancel {}` cancels {them}",

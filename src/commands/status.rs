@@ -3,7 +3,9 @@
 use super::Global;
 use crate::ExitStatus;
 use crate::pricing::format_usd;
-use crate::store::RunRow;
+use std::time::Duration;
+
+use crate::store::{RunRow, WorkerRow};
 
 #[expect(clippy::print_stdout, reason = "the status is the command's output")]
 pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
@@ -20,12 +22,15 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
         "id", "name", "status", "jobs", "succeeded", "failed", "rejected", "pending", "spend"
     );
-    // A run still marked running while no process holds the database died without a word
-    // (kill -9, a crash, a reboot).
-    let sending = store.is_locked().await?;
+    // A run still marked running while no process holds the database (or, on PostgreSQL,
+    // while none of its workers is alive) died without a word (kill -9, a crash, a reboot).
+    let locked = store.is_locked();
     let mut counts = Vec::with_capacity(runs.len());
+    let mut workers = Vec::new();
     for run in &runs {
         let c = store.run_counts(run.id).await?;
+        workers = store.workers(run.id).await?;
+        let sending = locked || workers.iter().any(|w| w.alive);
         // Batches left running on the server when no process is collecting them: the run is
         // submitted, whatever it was doing when its last session ended.
         let submitted = store
@@ -55,6 +60,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     }
     if let ([run], [stored]) = (runs.as_slice(), counts.as_slice()) {
         print_details(run);
+        print_workers(&workers);
         if !run.loaded && run.status != "loading" {
             println!(
                 "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
@@ -73,6 +79,41 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The workers of a run on a PostgreSQL store: where each runs, the jobs in its hand, what it
+/// has done, and when it was last heard from.
+#[expect(clippy::print_stdout, reason = "the status is the command's output")]
+fn print_workers(workers: &[WorkerRow]) {
+    if workers.is_empty() {
+        return;
+    }
+    let alive = workers.iter().filter(|w| w.alive).count();
+    println!("  workers  {alive} alive of {}", workers.len());
+    println!(
+        "    {:>4}  {:<24} {:>8} {:>8} {:>8} {:>12}  last heartbeat",
+        "id", "host", "pid", "in hand", "done", "spend"
+    );
+    for w in workers {
+        let heard = Duration::from_millis(u64::try_from(w.silent_ms).unwrap_or(0));
+        let state = match (w.stopped_at_ms, w.alive) {
+            (Some(_), _) => "stopped".to_owned(),
+            (None, true) => format!("{:.1}s ago", heard.as_secs_f64()),
+            (None, false) => format!(
+                "{:.0}s ago: gone, its jobs go to the others",
+                heard.as_secs_f64()
+            ),
+        };
+        println!(
+            "    {:>4}  {:<24} {:>8} {:>8} {:>8} {:>12}  {state}",
+            w.id,
+            w.host,
+            w.pid,
+            w.in_hand,
+            w.jobs_done,
+            format_usd(u64::try_from(w.spent_pico_usd).unwrap_or(0)),
+        );
+    }
 }
 
 #[expect(clippy::print_stdout, reason = "the status is the command's output")]

@@ -12,6 +12,7 @@
 //! `abort` (second Ctrl-C) abandons those too. Either way the writer commits what it has, and
 //! every unfinished job stays `pending` for `resume`.
 
+pub mod claims;
 mod halt;
 pub mod judge;
 mod pace;
@@ -29,6 +30,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use claims::Claims;
 pub use judge::Judged;
 pub use sender::{Call, Kind, Ledger, Request, RequestSender, SendError};
 
@@ -66,6 +68,9 @@ pub struct Runner {
     pub warmup: bool,
     /// The run's rows are still being stored: send them as they come.
     pub loading: Option<Loading>,
+    /// This process is one of the workers sharing the run through a PostgreSQL store: jobs
+    /// are claimed under leases rather than read.
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// A run whose checked file is being stored while it sends: the dispatcher reads the rows as
@@ -105,6 +110,8 @@ pub struct Session {
     pub pool_limits: std::collections::BTreeMap<String, crate::limiter::PoolLimits>,
     /// Batches left running on the server when the session stopped, in one sentence.
     pub batches_running: Option<String>,
+    /// Outcomes not recorded because another worker had claimed their jobs by then.
+    pub outcomes_lost: u64,
 }
 
 /// What a [`Pipeline`] is built from, and given back when it finishes.
@@ -118,6 +125,7 @@ struct Parts {
     policy: RetryPolicy,
     shutdown: Shutdown,
     budget_pico_usd: Option<u64>,
+    claims: Option<Arc<Claims>>,
 }
 
 /// The sender of a command and the writer behind it, running until every request is done.
@@ -125,6 +133,7 @@ struct Pipeline {
     sender: Arc<RequestSender>,
     store: Store,
     writer: JoinHandle<anyhow::Result<writer::Written>>,
+    claims: Option<Arc<Claims>>,
 }
 
 impl Pipeline {
@@ -151,6 +160,7 @@ impl Pipeline {
             Arc::clone(&ledger),
             halt,
             receiver,
+            parts.claims.clone(),
         ));
         let sender = Arc::new(RequestSender {
             client: parts.client,
@@ -167,6 +177,7 @@ impl Pipeline {
             sender,
             store: parts.store,
             writer,
+            claims: parts.claims,
         })
     }
 
@@ -195,6 +206,7 @@ impl Pipeline {
             policy,
             shutdown,
             budget_pico_usd,
+            claims: self.claims,
         };
         Ok((written, parts))
     }
@@ -210,6 +222,7 @@ impl Runner {
             policy: self.policy,
             shutdown: self.shutdown,
             budget_pico_usd: self.budget_pico_usd,
+            claims: self.claims,
         };
         (
             parts,
@@ -236,6 +249,18 @@ impl Runner {
         };
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
         let progress = Progress::new(total, done_before, show_progress);
+        // A worker says it is alive and renews its leases for the whole session, judging
+        // included.
+        let beating = CancellationToken::new();
+        let heartbeat = parts.claims.clone().map(|claims| {
+            tokio::spawn(claims.heartbeat(
+                store.clone(),
+                parts.limiter.share(),
+                stop.clone(),
+                beating.clone(),
+            ))
+        });
+        let claims = parts.claims.clone();
         let pipeline = Pipeline::start(parts, run_id, &progress).await?;
         let dispatched = dispatch(
             &store,
@@ -244,7 +269,10 @@ impl Runner {
             &prices,
             concurrency,
             warmup,
-            loading.map(|l| l.stored),
+            Source {
+                stored: loading.map(|l| l.stored),
+                claims: claims.as_deref(),
+            },
         )
         .await;
         // Every job's outcome is committed before judging starts: judges read the answers.
@@ -254,16 +282,28 @@ impl Runner {
         let (written, parts) = finished?;
         progress.finish();
         let pool_limits = parts.limiter.limits_in_force();
-        let judged = if written.halt.is_none() && budget_stop.is_none() && !stop.is_cancelled() {
-            Some(judge_with(parts, &prices, run_id, concurrency).await?)
+        let judging = if written.halt.is_none() && budget_stop.is_none() && !stop.is_cancelled() {
+            store
+                .lock_run(crate::store::RunTask::Judging, run_id)
+                .await?
         } else {
             None
+        };
+        let judged = match judging {
+            Some(_judging) => Some(judge_with(parts, &prices, run_id, concurrency).await?),
+            None => None,
+        };
+        beating.cancel();
+        let lost_leases = match heartbeat {
+            Some(heartbeat) => heartbeat.await.context("the heartbeat task failed")?,
+            None => None,
         };
         let counts = store.run_counts(run_id).await?;
         let done_after = u64::try_from(counts.succeeded + counts.failed).unwrap_or(0);
         Ok(Session {
-            interrupted: stop.is_cancelled() && written.halt.is_none(),
-            halt: written.halt,
+            interrupted: stop.is_cancelled() && written.halt.is_none() && lost_leases.is_none(),
+            halt: written.halt.or(lost_leases),
+            outcomes_lost: written.lost,
             budget_stop,
             counts,
             finished: done_after.saturating_sub(done_before),
@@ -350,6 +390,13 @@ enum WarmSignal {
 /// to begin ([`warmup`]), while the jobs behind it go on. With `stored`, the run's rows are
 /// still being stored: when the stored ones run out it waits for more until the last is in
 /// (or the storing stops). Returns why the budget stopped dispatching, if it did.
+/// Where the dispatcher finds jobs: the run's stored rows (news of more while they are still
+/// being stored), or, for a worker of a shared store, claims.
+struct Source<'a> {
+    stored: Option<tokio::sync::watch::Receiver<Stored>>,
+    claims: Option<&'a Claims>,
+}
+
 async fn dispatch(
     store: &Store,
     run_id: i64,
@@ -357,8 +404,9 @@ async fn dispatch(
     prices: &Arc<PriceTable>,
     concurrency: usize,
     warm: bool,
-    mut stored: Option<tokio::sync::watch::Receiver<Stored>>,
+    source: Source<'_>,
 ) -> anyhow::Result<Option<String>> {
+    let Source { mut stored, claims } = source;
     let pace = sender
         .pace
         .clone()
@@ -395,13 +443,19 @@ async fn dispatch(
         }
         let Some(mut candidate) = queue.pop_front() else {
             let mut rows_coming = false;
+            let mut leases_pending = false;
             if !exhausted && held.len() < MAX_HELD {
                 // Whether more rows may come, seen before the read: rows committed after it
                 // are news that wakes the wait below.
                 let more_coming = stored
                     .as_mut()
                     .is_some_and(|stored| !stored.borrow_and_update().done);
-                let page = store.pending_jobs(run_id, after, PAGE).await?;
+                let page = match claims {
+                    // A worker takes no more than it can send soon: what it holds, others
+                    // cannot.
+                    Some(claims) => claims.claim(store, run_id, concurrency.max(1)).await?,
+                    None => store.pending_jobs(run_id, after, PAGE).await?,
+                };
                 match page.last() {
                     Some(last) => {
                         after = last.id;
@@ -409,12 +463,27 @@ async fn dispatch(
                         continue;
                     }
                     None if more_coming => rows_coming = true,
+                    None if let Some(claims) = claims => {
+                        // Nothing to claim now. Jobs still pending are in other workers'
+                        // hands (or this one's) and come back if their leases end; rows may
+                        // still be stored by the worker that loads the run, while it lives.
+                        let left = store.unfinished(run_id).await?;
+                        let loading = !left.loaded
+                            && (stored.is_some()
+                                || store.other_live_workers(run_id, claims.worker).await? > 0);
+                        if left.pending > 0 || loading {
+                            leases_pending = true;
+                        } else {
+                            exhausted = true;
+                        }
+                    }
                     None => exhausted = true,
                 }
             }
-            if held.is_empty() && !rows_coming {
+            if held.is_empty() && !rows_coming && !leases_pending {
                 break;
             }
+            let poll = claims.map_or(Duration::MAX, Claims::poll);
             // Wait for what lets a job go: a warmer's news for the jobs held for it (a warmer
             // tells it before its worker ends; a worker that panicked ends the run here), or
             // more stored rows.
@@ -428,6 +497,7 @@ async fn dispatch(
                         stored = None;
                     }
                 }
+                () = tokio::time::sleep(poll), if leases_pending => {}
                 message = signals.recv(), if !held.is_empty() => {
                     if let Some(message) = message {
                         apply(&mut warmup, &mut warmers, message);
@@ -651,6 +721,7 @@ mod tests {
             budget_pico_usd: None,
             warmup: false,
             loading: Some(loading),
+            claims: None,
         }
     }
 

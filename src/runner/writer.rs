@@ -59,6 +59,8 @@ const MAX_BATCH_EVENTS: usize = 4096;
 pub struct Written {
     /// Why the writer halted the run, when it did.
     pub halt: Option<String>,
+    /// Outcomes dropped because their jobs' leases had passed to another worker.
+    pub lost: u64,
 }
 
 /// Commits events until every sender is gone. A final error that says the run cannot succeed
@@ -71,7 +73,9 @@ pub async fn run(
     ledger: Arc<Ledger>,
     mut halt: Halt,
     mut events: mpsc::Receiver<Event>,
+    claims: Option<Arc<super::Claims>>,
 ) -> anyhow::Result<Written> {
+    let mut lost: u64 = 0;
     let mut buffer = Vec::with_capacity(MAX_BATCH_EVENTS);
     let counters = &progress.counters;
     while events.recv_many(&mut buffer, MAX_BATCH_EVENTS).await > 0 {
@@ -101,6 +105,26 @@ pub async fn run(
                     reserved_pico_usd,
                     decided,
                 } => {
+                    // A worker records only the outcomes of jobs still in its hand; the copy
+                    // of a job it claimed again after its lease ran out answers once.
+                    let lease = match &claims {
+                        Some(claims) => match claims.take(job) {
+                            Some(token) => Some(token),
+                            None => {
+                                let cost = match &outcome {
+                                    Outcome::Succeeded(result) => result.cost_pico_usd,
+                                    _ => None,
+                                };
+                                settled.push((reserved_pico_usd, cost.unwrap_or(0)));
+                                lost += 1;
+                                if let Some(decided) = decided {
+                                    let _ = decided.send(());
+                                }
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let (state, error) = match outcome {
                         Outcome::Succeeded(result) => {
                             halt.reset();
@@ -130,17 +154,29 @@ pub async fn run(
                                 }
                                 Verdict::Pending { revert } => {
                                     // The earlier jobs of the streak were recorded as failed,
-                                    // in this batch or an earlier one: they go back to pending.
-                                    batch
-                                        .updates
-                                        .retain(|u| !revert.iter().any(|(j, _)| *j == u.job));
+                                    // in this batch or an earlier one: they go back to pending,
+                                    // under the lease their failure was to be recorded with (a
+                                    // job recorded failed before is in no one's hand).
+                                    let mut leases = Vec::new();
+                                    batch.updates.retain(|u| {
+                                        let reverted = revert.iter().any(|(j, _)| *j == u.job);
+                                        if reverted {
+                                            leases.push((u.job, u.lease));
+                                        }
+                                        !reverted
+                                    });
                                     for (job, attempts) in revert {
                                         failed -= 1;
+                                        let lease = leases
+                                            .iter()
+                                            .find(|(j, _)| *j == job)
+                                            .and_then(|(_, lease)| *lease);
                                         batch.updates.push(JobUpdate {
                                             job,
                                             state: JobState::Pending,
                                             attempts,
                                             error: None,
+                                            lease,
                                         });
                                     }
                                     (JobState::Pending, None)
@@ -157,6 +193,7 @@ pub async fn run(
                         state,
                         attempts,
                         error,
+                        lease,
                     });
                     if let Some(decided) = decided {
                         let _ = decided.send(());
@@ -164,7 +201,9 @@ pub async fn run(
                 }
             }
         }
-        store.write(&batch).await?;
+        batch.worker = claims.as_ref().map(|claims| claims.worker);
+        let dropped = store.write(&batch).await?;
+        lost += u64::try_from(dropped.len()).unwrap_or(u64::MAX);
         // Settled only now: until the commit, a request's cost is not spent and its
         // reservation still holds.
         for (held, cost) in settled {
@@ -181,6 +220,7 @@ pub async fn run(
     }
     Ok(Written {
         halt: halt.reason().map(str::to_owned),
+        lost,
     })
 }
 

@@ -1,8 +1,10 @@
-//! One sending process per database: `run` and `resume` hold an exclusive lock on
-//! `<db>.lock` (on PostgreSQL, a session advisory lock), so two processes can never send the
-//! same pending jobs twice. Readers (`status`, `export`, reports) need no lock: WAL (or
-//! PostgreSQL's MVCC) lets them read while a run writes. The lock goes with the process that
-//! holds it, however it ends: the OS drops the file lock, the server the session's lock.
+//! One sending process per SQLite database: `run` and `resume` hold an exclusive lock on
+//! `<db>.lock`, so two processes can never send the same pending jobs twice. Readers
+//! (`status`, `export`, reports) need no lock: WAL lets them read while a run writes. On a
+//! PostgreSQL store many workers send one run, claiming jobs under leases; what one of them
+//! does for all (judging, batches) holds a session advisory lock of that run. Every lock goes
+//! with the process that holds it, however it ends: the OS drops the file lock, the server
+//! the session's.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,12 +21,6 @@ pub enum LockError {
         path: String,
         #[source]
         source: std::io::Error,
-    },
-    #[error("failed to take the sending lock of database {db}")]
-    Database {
-        db: String,
-        #[source]
-        source: sqlx::Error,
     },
 }
 
@@ -43,13 +39,24 @@ enum Held {
     Postgres(#[expect(dead_code, reason = "held for its lock")] sqlx::PgConnection),
 }
 
-/// The advisory lock key of sending on a PostgreSQL store (`msgbatch` in ASCII), and its two
-/// halves as `pg_locks` shows them.
-const SENDING_KEY: i64 = 0x6d73_6762_6174_6368;
-const SENDING_KEY_HI: i64 = SENDING_KEY >> 32;
-const SENDING_KEY_LO: i64 = SENDING_KEY & 0xffff_ffff;
+/// The tasks of a run that one process of many does at a time; the value is the first key of
+/// the advisory lock (the second is the run's id).
+#[derive(Debug, Clone, Copy)]
+pub enum RunTask {
+    /// Asking the judges once every job is settled (`mj`).
+    Judging = 0x6d6a,
+    /// Submitting and collecting batches of the Message Batches API (`mb`).
+    Batches = 0x6d62,
+}
 
 impl DbLock {
+    /// A lock that holds nothing, where none is needed.
+    pub(super) fn none() -> Self {
+        Self {
+            _held: Held::Nothing,
+        }
+    }
+
     pub fn acquire(db: &Path) -> Result<Self, LockError> {
         if db.as_os_str() == ":memory:" {
             return Ok(Self {
@@ -92,57 +99,26 @@ impl DbLock {
             _held: Held::File(file),
         })
     }
-
-    /// Takes the sending lock of a PostgreSQL store on a session of its own.
-    pub(super) async fn acquire_postgres(
-        pool: &sqlx::PgPool,
-        location: &super::Location,
-    ) -> Result<Self, LockError> {
-        let db = location.to_string();
-        let failed = |source| LockError::Database {
-            db: db.clone(),
-            source,
-        };
-        let mut session = pool.acquire().await.map_err(failed)?.detach();
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SENDING_KEY)
-            .fetch_one(&mut session)
-            .await
-            .map_err(failed)?;
-        if !taken {
-            let holder: Option<String> = sqlx::query_scalar(
-                "SELECT a.application_name FROM pg_locks l
-                 JOIN pg_stat_activity a ON a.pid = l.pid
-                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                   AND l.classid::bigint = $1 AND l.objid::bigint = $2
-                 LIMIT 1",
-            )
-            .bind(SENDING_KEY_HI)
-            .bind(SENDING_KEY_LO)
-            .fetch_optional(&mut session)
-            .await
-            .map_err(failed)?;
-            return Err(LockError::Busy {
-                db,
-                holder: holder.map(|h| format!(" ({h})")).unwrap_or_default(),
-            });
-        }
-        Ok(Self {
-            _held: Held::Postgres(session),
-        })
-    }
 }
 
-/// Whether a process holds the sending lock of a PostgreSQL store now.
-pub(super) async fn is_held_postgres(pool: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                        AND objsubid = 1 AND classid::bigint = $1 AND objid::bigint = $2)",
-    )
-    .bind(SENDING_KEY_HI)
-    .bind(SENDING_KEY_LO)
-    .fetch_one(pool)
-    .await
+impl DbLock {
+    /// A lock on one task of one run of a PostgreSQL store (`what` names the task), when no
+    /// other process holds it.
+    pub(super) async fn of_run(
+        pool: &sqlx::PgPool,
+        what: RunTask,
+        run_id: i64,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        let mut session = pool.acquire().await?.detach();
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(what as i32)
+            .bind(i32::try_from(run_id).unwrap_or(i32::MAX))
+            .fetch_one(&mut session)
+            .await?;
+        Ok(taken.then_some(Self {
+            _held: Held::Postgres(session),
+        }))
+    }
 }
 
 /// Whether a process is sending from the database now.

@@ -15,6 +15,7 @@ mod lock;
 mod models;
 mod report;
 mod sql;
+mod workers;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 pub use batches::{BatchRow, BatchWaiting};
 pub use jobs_view::{GradeView, JobView};
 pub use location::Location;
-pub use lock::{DbLock, LockError};
+pub use lock::{DbLock, LockError, RunTask};
 pub use models::*;
 pub use report::{
     CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, LimitUse, Measure, ReportRow,
@@ -38,6 +39,7 @@ pub use report::{
 };
 pub use sql::Dialect;
 use sql::Sql;
+pub use workers::{Unfinished, WorkerRow};
 
 /// The most arguments one statement binds: SQLite accepts at most 32,766 (PostgreSQL
 /// 65,535); rows are inserted in chunks that stay well below it.
@@ -59,6 +61,10 @@ pub enum StoreError {
     },
     #[error("no run `{0}` in this database (see `msgbatch status`)")]
     NoSuchRun(String),
+    #[error(
+        "workers share a run through a PostgreSQL store: give --db postgres://… (or MSGBATCH_DB)"
+    )]
+    NeedsPostgres,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -133,6 +139,13 @@ impl Tx {
         })
     }
 
+    async fn all<T: Record>(&mut self, sql: Sql) -> Result<Vec<T>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => on_sqlite!(&mut **tx, sql, query_as_with, fetch_all)?,
+            Self::Postgres(tx) => on_postgres!(&mut **tx, sql, query_as_with, fetch_all)?,
+        })
+    }
+
     async fn one<T: Record>(&mut self, sql: Sql) -> Result<T, StoreError> {
         Ok(match self {
             Self::Sqlite(tx) => on_sqlite!(&mut **tx, sql, query_as_with, fetch_one)?,
@@ -178,8 +191,9 @@ impl Store {
                     .map_err(open)?;
                 sqlx::Connection::close(first).await.map_err(open)?;
                 let pool = PgPoolOptions::new()
-                    // The writer, the dispatcher, a report's second reader, and a heartbeat.
-                    .max_connections(4)
+                    // The writer, the dispatcher, the loader, a report's second reader, and a
+                    // heartbeat that must not wait behind them for long.
+                    .max_connections(6)
                     .acquire_timeout(Duration::from_secs(60))
                     .connect_with(options)
                     .await
@@ -216,25 +230,32 @@ impl Store {
         }
     }
 
-    /// Holds the store for one sending process; see [`DbLock`].
+    /// Holds a SQLite store for one sending process; see [`DbLock`]. A PostgreSQL store is
+    /// shared by workers, which claim jobs under leases instead (and take [`Store::lock_run`]
+    /// for what one of them does for all).
     pub async fn lock(&self) -> Result<DbLock, LockError> {
-        match &self.pool {
-            Pool::Sqlite(_) => match &self.location {
-                Location::File(path) => DbLock::acquire(path),
-                Location::Postgres(_) => unreachable!("a SQLite pool opens a file"),
-            },
-            Pool::Postgres(pool) => DbLock::acquire_postgres(pool, &self.location).await,
+        match &self.location {
+            Location::File(path) => DbLock::acquire(path),
+            Location::Postgres(_) => Ok(DbLock::none()),
         }
     }
 
-    /// Whether a process holds [`Store::lock`] now.
-    pub async fn is_locked(&self) -> Result<bool, StoreError> {
+    /// Whether a process is sending from a SQLite store now (see [`Store::workers`] for a
+    /// PostgreSQL one).
+    pub fn is_locked(&self) -> bool {
+        match &self.location {
+            Location::File(path) => lock::is_held(path),
+            Location::Postgres(_) => false,
+        }
+    }
+
+    /// On a PostgreSQL store, the lock on one task of a run that one worker does for all, or
+    /// `None` while another process holds it. A SQLite store has one sender, holding
+    /// [`Store::lock`], and needs no other.
+    pub async fn lock_run(&self, what: RunTask, run_id: i64) -> Result<Option<DbLock>, StoreError> {
         match &self.pool {
-            Pool::Sqlite(_) => Ok(match &self.location {
-                Location::File(path) => lock::is_held(path),
-                Location::Postgres(_) => false,
-            }),
-            Pool::Postgres(pool) => Ok(lock::is_held_postgres(pool).await?),
+            Pool::Sqlite(_) => Ok(Some(DbLock::none())),
+            Pool::Postgres(pool) => Ok(DbLock::of_run(pool, what, run_id).await?),
         }
     }
 
@@ -533,9 +554,49 @@ impl Store {
         .await
     }
 
-    /// Commits one writer batch in a single transaction.
-    pub async fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    /// Commits one writer batch in a single transaction. A job claimed under a lease is
+    /// updated, and its result recorded, only while the lease is still the one it was
+    /// claimed with; returns the jobs whose outcome was dropped because another worker holds
+    /// them now. Attempts are always recorded: they were sent, and may have been billed.
+    pub async fn write(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin().await?;
+        let fenced = batch.updates.iter().any(|u| u.lease.is_some());
+        let mut lost = Vec::new();
+        const UPDATE_COLUMNS: usize = 5;
+        for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
+            let mut sql = Sql::new("WITH u (id, state, attempts, error, lease) AS (");
+            sql.push_values(chunk, |row, u| {
+                row.bind(u.job)
+                    .bind(u.state.as_str())
+                    .bind(u.attempts)
+                    .bind(u.error.clone())
+                    .bind(u.lease);
+            });
+            if fenced {
+                // Rows are locked in id order, as every writer locks them, so that two
+                // workers' writers finishing the same jobs wait for each other, not deadlock.
+                sql.push(
+                    "), locked AS (SELECT j.id FROM jobs j JOIN u ON u.id = j.id
+                                   ORDER BY j.id FOR UPDATE OF j)
+                     UPDATE jobs SET state = u.state, attempts = u.attempts, error = u.error,
+                           lease_worker = NULL, lease_token = NULL, lease_until_ms = NULL
+                       FROM u, locked WHERE jobs.id = u.id AND locked.id = u.id
+                         AND (u.lease IS NULL OR jobs.lease_token = u.lease)
+                       RETURNING jobs.id",
+                );
+                let kept: Vec<(i64,)> = tx.all(sql.once()).await?;
+                let kept: std::collections::HashSet<i64> =
+                    kept.into_iter().map(|(id,)| id).collect();
+                lost.extend(chunk.iter().map(|u| u.job).filter(|id| !kept.contains(id)));
+            } else {
+                sql.push(
+                    ") UPDATE jobs SET state = u.state, attempts = u.attempts, error = u.error
+                       FROM u WHERE jobs.id = u.id",
+                );
+                tx.execute(sql.once()).await?;
+            }
+        }
+        let kept = |job: i64| !lost.contains(&job);
         const ATTEMPT_COLUMNS: usize = 13;
         for chunk in batch.attempts.chunks(MAX_VARIABLES / ATTEMPT_COLUMNS) {
             let mut sql = Sql::new(
@@ -560,8 +621,9 @@ impl Store {
             });
             tx.execute(sql.once()).await?;
         }
+        let results: Vec<&ResultRecord> = batch.results.iter().filter(|r| kept(r.job)).collect();
         const RESULT_COLUMNS: usize = 20;
-        for chunk in batch.results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
+        for chunk in results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
             let mut sql = Sql::new(
                 "INSERT INTO results (job, message_id, response_model, stop_reason,
                     stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
@@ -570,23 +632,22 @@ impl Store {
                     completed_at_ms, cache_prefix, held_for_warmup, batch) ",
             );
             sql.push_values(chunk, |row, r| {
-                let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 row.bind(r.job)
                     .bind(r.message_id.clone())
                     .bind(r.response_model.clone())
                     .bind(r.stop_reason.clone())
                     .bind(r.stop_sequence.clone())
-                    .bind(tokens(r.usage.input_tokens))
-                    .bind(tokens(r.usage.output_tokens))
-                    .bind(tokens(r.usage.cache_creation_input_tokens))
-                    .bind(tokens(r.usage.cache_write_5m_tokens))
-                    .bind(tokens(r.usage.cache_write_1h_tokens))
-                    .bind(tokens(r.usage.cache_read_input_tokens))
+                    .bind(saturating(r.usage.input_tokens))
+                    .bind(saturating(r.usage.output_tokens))
+                    .bind(saturating(r.usage.cache_creation_input_tokens))
+                    .bind(saturating(r.usage.cache_write_5m_tokens))
+                    .bind(saturating(r.usage.cache_write_1h_tokens))
+                    .bind(saturating(r.usage.cache_read_input_tokens))
                     .bind(r.service_tier.clone())
                     .bind(r.latency_ms)
                     .bind(r.ttft_ms)
                     .bind(r.streamed)
-                    .bind(r.cost_pico_usd.map(tokens))
+                    .bind(r.cost_pico_usd.map(saturating))
                     .bind(r.completed_at_ms)
                     .bind(r.cache_prefix)
                     .bind(r.held_for_warmup)
@@ -601,30 +662,36 @@ impl Store {
             });
             tx.execute(sql.once()).await?;
         }
-        let grades: Vec<&GradeRecord> = batch
-            .results
+        let grades: Vec<&GradeRecord> = results
             .iter()
             .flat_map(|r| &r.grades)
             .chain(&batch.grades)
             .collect();
         insert_grades(&mut tx, &grades).await?;
-        const UPDATE_COLUMNS: usize = 4;
-        for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
-            let mut sql = Sql::new("WITH u (id, state, attempts, error) AS (");
-            sql.push_values(chunk, |row, u| {
-                row.bind(u.job)
-                    .bind(u.state.as_str())
-                    .bind(u.attempts)
-                    .bind(u.error.clone());
-            });
-            sql.push(
-                ") UPDATE jobs SET state = u.state, attempts = u.attempts, error = u.error
-                   FROM u WHERE jobs.id = u.id",
-            );
-            tx.execute(sql.once()).await?;
+        if let Some(worker) = batch.worker {
+            let done = batch
+                .updates
+                .iter()
+                .filter(|u| u.state != JobState::Pending && kept(u.job));
+            let spent = results
+                .iter()
+                .filter_map(|r| r.cost_pico_usd.map(saturating))
+                .chain(batch.grades.iter().filter_map(|g| g.judge_cost_pico_usd))
+                .sum::<i64>();
+            tx.execute(
+                Sql::new(
+                    "UPDATE workers SET jobs_done = jobs_done + $2,
+                                        spent_pico_usd = spent_pico_usd + $3
+                     WHERE id = $1",
+                )
+                .bind(worker)
+                .bind(i64::try_from(done.count()).unwrap_or(i64::MAX))
+                .bind(spent),
+            )
+            .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(lost)
     }
 
     /// What the judge requests of a run cost, in pico-USD.
@@ -818,6 +885,16 @@ impl Store {
         )
         .await
     }
+}
+
+/// A count or cost as the store keeps it (as i64).
+fn saturating(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A duration in whole ms, as the store keeps them.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// This machine's name, for telling the processes that share a store apart.

@@ -98,6 +98,9 @@ pub struct PendingJob {
     pub request: String,
     pub attempts: i64,
     pub expect: Option<String>,
+    /// The fencing token of the lease it was claimed under, by a worker of a PostgreSQL store.
+    #[sqlx(default)]
+    pub lease: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,11 +191,16 @@ pub struct JobUpdate {
     pub state: JobState,
     pub attempts: i64,
     pub error: Option<String>,
+    /// The fencing token the job was claimed with: the update (and the job's result) is
+    /// committed only while the job's lease is still this one.
+    pub lease: Option<i64>,
 }
 
 /// Everything one writer transaction commits.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
+    /// The worker committing it, whose counts of jobs done and spend it adds to.
+    pub worker: Option<i64>,
     pub attempts: Vec<AttemptRecord>,
     pub results: Vec<ResultRecord>,
     pub updates: Vec<JobUpdate>,

@@ -231,3 +231,165 @@ async fn a_password_in_the_database_url_is_never_shown() {
         "{stderr}"
     );
 }
+
+/// A `msgbatch` process whose standard error is read line by line.
+struct Worker {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl Worker {
+    fn spawn(mut command: tokio::process::Command) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        Self {
+            child,
+            lines: tokio::io::BufReader::new(stderr).lines(),
+        }
+    }
+
+    /// Reads standard error until a line contains `what`.
+    async fn said(&mut self, what: &str) {
+        let mut seen = Vec::new();
+        while let Some(line) = self.lines.next_line().await.expect("stderr reads") {
+            if line.contains(what) {
+                return;
+            }
+            seen.push(line);
+        }
+        panic!("the process ended without saying {what:?}: {seen:?}");
+    }
+
+    /// Waits for the process to end; its exit code and the rest of what it said.
+    async fn finish(mut self) -> (Option<i32>, String) {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            rest.push(line);
+        }
+        let status = self.child.wait().await.expect("the process ends");
+        (status.code(), rest.join("\n"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    // The gateway's bucket starts full, and the first worker sends from a full bucket of its
+    // own until the others join and it keeps only its share: the last couple of hundred jobs go
+    // at 20 a second, shared by the workers.
+    const JOBS: u64 = 1_000;
+    const RPM: u32 = 1_200;
+    let mock = mock(MockConfig {
+        latency: std::time::Duration::from_millis(1),
+        limits: msgbatch::mock::limits::Limits {
+            rpm: Some(RPM),
+            ..Default::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let ws = Workspace::on_postgres(&db.url);
+    ws.jobs("jobs.jsonl", usize::try_from(JOBS).unwrap());
+    let rpm = RPM.to_string();
+    let worker_args = [
+        "--concurrency",
+        "4",
+        "--lease",
+        "2s",
+        "--rpm",
+        rpm.as_str(),
+        "-q",
+    ];
+    let mut first = {
+        let mut args = vec!["run", "jobs.jsonl", "--name", "night"];
+        args.extend(worker_args);
+        Worker::spawn(ws.command_on(&mock, &args))
+    };
+    first.said("sending to").await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut args = vec!["work", "night"];
+        args.extend(worker_args);
+        let mut worker = Worker::spawn(ws.command(&args));
+        worker.said("worker for run").await;
+        others.push(worker);
+    }
+
+    // Mid-run, under the limit, one joined worker dies without a word, jobs in its hand.
+    let mut conn = db.connect().await;
+    let mut victim = others.remove(0);
+    let pid = i64::from(victim.child.id().expect("running"));
+    let in_hand = || async {
+        let mut conn = db.connect().await;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT j.id FROM jobs j JOIN workers w ON w.id = j.lease_worker
+             WHERE w.pid = $1 AND j.state = 'pending' ORDER BY j.id",
+        )
+        .bind(pid)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    };
+    for seen in JOBS - 150.. {
+        mock.wait_for_requests(seen).await;
+        if !in_hand().await.is_empty() {
+            break;
+        }
+    }
+    victim.child.start_kill().expect("kill -9");
+    victim.child.wait().await.expect("the worker dies");
+    let orphaned = in_hand().await;
+    assert!(!orphaned.is_empty(), "the killed worker held jobs");
+
+    for worker in std::iter::once(first).chain(others) {
+        let (code, said) = worker.finish().await;
+        assert_eq!(code, Some(0), "{said}");
+    }
+
+    // Every job is recorded exactly once, the dead worker's jobs by the others.
+    let (jobs, succeeded, results, distinct): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'),
+                (SELECT COUNT(*) FROM results), (SELECT COUNT(DISTINCT job) FROM results)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let all = i64::try_from(JOBS).unwrap();
+    assert_eq!((jobs, succeeded, results, distinct), (all, all, all, all));
+    let finished: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = ANY($1) AND state = 'succeeded'")
+            .bind(&orphaned)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(finished, i64::try_from(orphaned.len()).unwrap());
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM runs WHERE name = 'night'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "completed");
+    let done_by_workers: i64 =
+        sqlx::query_scalar("SELECT CAST(SUM(jobs_done) AS BIGINT) FROM workers")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        done_by_workers, all,
+        "each outcome is counted by the worker that recorded it"
+    );
+
+    // Together they kept under the gateway's limit: it never had to refuse one of them.
+    let refused = mock.log().iter().filter(|l| l.status == 429).count();
+    assert_eq!(refused, 0, "the mock answered 429 {refused} times");
+    // The dead worker shows as such.
+    let status = ws.run(&["status", "night"]).await;
+    let (out, _) = text(&status);
+    assert!(out.contains("workers  0 alive of 4"), "{out}");
+}

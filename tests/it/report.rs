@@ -141,6 +141,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             state: JobState::Succeeded,
             attempts: 1,
             error: None,
+            lease: None,
         });
     }
     let failed = first_id + 4;
@@ -162,6 +163,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
         state: JobState::Failed,
         attempts: 2,
         error: Some("request failed after 2 attempts".into()),
+        lease: None,
     });
     store.write(&batch).await.unwrap();
     store
