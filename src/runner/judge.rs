@@ -82,7 +82,8 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
     };
     let reserved = match sender
         .ledger
-        .reserve(worst_case(prices, &model, &pending), "judge request")
+        .reserve_shared(worst_case(prices, &model, &pending), "judge request")
+        .await
     {
         Ok(held) => held,
         Err(_) => return Outcome::OverBudget,

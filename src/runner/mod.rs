@@ -146,11 +146,20 @@ impl Pipeline {
         } else {
             0
         };
-        let ledger = Arc::new(Ledger::new(
-            parts.budget_pico_usd,
-            spent_before,
-            Arc::clone(&progress.counters),
-        ));
+        let ledger = Arc::new(match &parts.claims {
+            // A worker's spend is granted by the store, which counts every worker's.
+            Some(claims) => Ledger::shared(
+                parts.budget_pico_usd,
+                Arc::clone(&progress.counters),
+                parts.store.clone(),
+                claims.worker,
+            ),
+            None => Ledger::new(
+                parts.budget_pico_usd,
+                spent_before,
+                Arc::clone(&progress.counters),
+            ),
+        });
         // Room for a few writer batches; more would only hold memory while the writer commits.
         let (events, receiver) = mpsc::channel(2048);
         let halt = halt::Halt::new(parts.shutdown.stop.clone(), progress.clone());
@@ -547,7 +556,7 @@ async fn dispatch(
             let mut settlements = sender.ledger.settlements();
             loop {
                 settlements.borrow_and_update();
-                match sender.ledger.reserve(worst, "job") {
+                match sender.ledger.reserve_shared(worst, "job").await {
                     Ok(held) => break Some(held),
                     Err(_) if sender.ledger.held() > 0 => {
                         tokio::select! {

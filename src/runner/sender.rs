@@ -565,6 +565,16 @@ pub struct Ledger {
     reserving: Mutex<()>,
     /// Counts settlements, for a dispatcher waiting for a reservation to be released.
     settled: tokio::sync::watch::Sender<u64>,
+    /// A worker of a run shared through a PostgreSQL store holds only what it was granted of
+    /// the run's budget, and asks the store for more as it goes.
+    shared: Option<SharedBudget>,
+}
+
+/// A worker's part of a shared run's budget: its grant so far, over this session.
+struct SharedBudget {
+    store: crate::store::Store,
+    worker: i64,
+    granted: std::sync::atomic::AtomicU64,
 }
 
 /// A request that the budget cannot take.
@@ -579,6 +589,68 @@ impl Ledger {
             counters,
             reserving: Mutex::new(()),
             settled: tokio::sync::watch::Sender::new(0),
+            shared: None,
+        }
+    }
+
+    /// The ledger of one worker of a shared run: it may spend what the store grants it of
+    /// `limit`, which the store shares out among the run's workers (see
+    /// [`crate::store::Store::grant_budget`]).
+    pub fn shared(
+        limit: Option<u64>,
+        counters: Arc<Counters>,
+        store: crate::store::Store,
+        worker: i64,
+    ) -> Self {
+        Self {
+            shared: limit.map(|_| SharedBudget {
+                store,
+                worker,
+                granted: std::sync::atomic::AtomicU64::new(0),
+            }),
+            ..Self::new(limit, 0, counters)
+        }
+    }
+
+    /// [`Ledger::reserve`], asking the store for a larger grant of a shared run's budget when
+    /// this worker's is spent or held.
+    pub async fn reserve_shared(&self, worst: Option<u64>, what: &str) -> Result<u64, OverBudget> {
+        let refused = match self.reserve(worst, what) {
+            Ok(held) => return Ok(held),
+            Err(refused) => refused,
+        };
+        let (Some(shared), Some(limit), Some(worst)) = (&self.shared, self.limit, worst) else {
+            return Err(refused);
+        };
+        let granted = shared.granted.load(std::sync::atomic::Ordering::Relaxed);
+        let spent = Counters::get(&self.counters.spend_pico_usd);
+        let held = Counters::get(&self.counters.reserved_pico_usd);
+        let need = (spent + held + worst).saturating_sub(granted);
+        // A fiftieth of the budget at a time, so that few grants are asked for, and little is
+        // left in one worker's hand when the others run short.
+        let want = need.max(limit / 50);
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        match shared
+            .store
+            .grant_budget(shared.worker, as_i64(limit), as_i64(need), as_i64(want))
+            .await
+        {
+            Ok(Some(added)) => {
+                shared.granted.fetch_add(
+                    u64::try_from(added).unwrap_or(0),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.reserve(Some(worst), what)
+            }
+            Ok(None) => Err(OverBudget(format!(
+                "the next {what} could pass the --max-cost budget of {} shared by the run's workers (the others hold or spent the rest; this one spent {} and holds {} for requests in flight)",
+                format_usd(limit),
+                format_usd(spent),
+                format_usd(held)
+            ))),
+            Err(e) => Err(OverBudget(format!(
+                "the run's budget could not be shared out ({e}); stopping rather than risk passing --max-cost"
+            ))),
         }
     }
 
@@ -610,6 +682,10 @@ impl Ledger {
         let _guard = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
         let spent = self.spent_before + Counters::get(&self.counters.spend_pico_usd);
         let held = Counters::get(&self.counters.reserved_pico_usd);
+        // A worker of a shared run may use what it was granted; the rest is the others'.
+        let limit = self.shared.as_ref().map_or(limit, |shared| {
+            shared.granted.load(std::sync::atomic::Ordering::Relaxed)
+        });
         if spent + held + worst > limit {
             return Err(OverBudget(format!(
                 "the next {what} could pass the --max-cost budget of {} (spent {}, {} held for requests in flight, up to {} for the next)",

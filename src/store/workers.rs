@@ -271,10 +271,10 @@ impl Store {
         .await
     }
 
-    /// Takes up to `want` more of a run's budget (`limit`) for a worker, and at least `need`,
-    /// or nothing when `need` does not fit. What the run has committed is, per worker, what it
-    /// was granted while it lives and what it spent once it has stopped or gone silent.
-    /// Returns what the worker may now hold in all (its grant).
+    /// Grants a worker up to `want` more of its run's budget (`limit`), and at least `need`,
+    /// or nothing when `need` does not fit; returns what was added. What the run has
+    /// committed is what its results and judges cost, and what each live worker was granted
+    /// and has not spent; a worker that stopped or went silent holds nothing more.
     pub async fn grant_budget(
         &self,
         worker: i64,
@@ -294,20 +294,21 @@ impl Store {
                 .bind(worker),
             )
             .await?;
-        let (committed, mine): (i64, i64) = tx
+        let (committed,): (i64,) = tx
             .one(
                 Sql::new(concat!(
-                    "SELECT CAST(COALESCE(SUM(CASE
-                                WHEN stopped_at_ms IS NULL AND heartbeat_at_ms + lease_ms > ",
+                    "SELECT CAST(
+                        COALESCE((SELECT SUM(r.cost_pico_usd) FROM results r
+                                  JOIN jobs j ON j.id = r.job WHERE j.run_id = $1), 0)
+                      + COALESCE((SELECT SUM(g.judge_cost_pico_usd) FROM grades g
+                                  JOIN jobs j ON j.id = g.job WHERE j.run_id = $1), 0)
+                      + COALESCE((SELECT SUM(GREATEST(granted_pico_usd - spent_pico_usd, 0))
+                                  FROM workers WHERE run_id = $1 AND stopped_at_ms IS NULL
+                                    AND heartbeat_at_ms + lease_ms > ",
                     db_now!(),
-                    "           THEN GREATEST(granted_pico_usd, spent_pico_usd)
-                                ELSE spent_pico_usd END), 0) AS BIGINT),
-                            CAST(COALESCE(SUM(granted_pico_usd) FILTER (WHERE id = $2), 0)
-                                AS BIGINT)
-                     FROM workers WHERE run_id = $1"
+                    "), 0) AS BIGINT)"
                 ))
-                .bind(run_id)
-                .bind(worker),
+                .bind(run_id),
             )
             .await?;
         let free = limit.saturating_sub(committed);
@@ -315,14 +316,17 @@ impl Store {
             tx.commit().await?;
             return Ok(None);
         }
-        let granted = mine + want.clamp(need, free.max(need));
+        let added = want.min(free).max(need);
         tx.execute(
-            Sql::new("UPDATE workers SET granted_pico_usd = $2 WHERE id = $1")
-                .bind(worker)
-                .bind(granted),
+            Sql::new(
+                "UPDATE workers SET granted_pico_usd = GREATEST(granted_pico_usd, spent_pico_usd) + $2
+                 WHERE id = $1",
+            )
+            .bind(worker)
+            .bind(added),
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(granted))
+        Ok(Some(added))
     }
 }

@@ -393,3 +393,69 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
     let (out, _) = text(&status);
     assert!(out.contains("workers  0 alive of 4"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_one_budget_and_spend_it_without_passing_it() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    // Slow enough answers that both workers send most of what the budget buys.
+    let mock = mock(MockConfig {
+        latency: std::time::Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let ws = Workspace::on_postgres(&db.url);
+    ws.jobs("jobs.jsonl", 300);
+    // About half of what the 300 answers cost.
+    let budget = 0.025;
+    let worker_args = [
+        "--concurrency",
+        "2",
+        "--lease",
+        "2s",
+        "--max-cost",
+        "0.025",
+        "-q",
+    ];
+    let mut first = {
+        let mut args = vec!["run", "jobs.jsonl", "--name", "capped"];
+        args.extend(worker_args);
+        Worker::spawn(ws.command_on(&mock, &args))
+    };
+    first.said("sending to").await;
+    let mut args = vec!["work", "capped"];
+    args.extend(worker_args);
+    let second = Worker::spawn(ws.command(&args));
+    for worker in [first, second] {
+        let (code, said) = worker.finish().await;
+        assert!(matches!(code, Some(0 | 3)), "{code:?}: {said}");
+    }
+    let mut conn = db.connect().await;
+    let (spent, pending, workers_spent): (i64, i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(r.cost_pico_usd), 0) AS BIGINT),
+                (SELECT COUNT(*) FROM jobs WHERE state = 'pending'),
+                (SELECT CAST(SUM(spent_pico_usd) AS BIGINT) FROM workers)
+         FROM results r",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let spent_usd = spent as f64 / 1e12;
+    assert!(spent_usd <= budget, "spent {spent_usd} of {budget}");
+    assert!(
+        spent_usd >= budget * 0.6,
+        "spent only {spent_usd} of {budget}"
+    );
+    assert!(pending > 0, "the budget stopped the run before its end");
+    assert_eq!(
+        workers_spent, spent,
+        "each answer's cost counted by its worker"
+    );
+    let status = ws.run(&["status", "capped"]).await;
+    assert!(
+        text(&status).0.contains("budget_exhausted"),
+        "{:?}",
+        text(&status)
+    );
+}
