@@ -179,6 +179,11 @@ impl Store {
                 // The application name says which process holds a lock or a session.
                 let options = PgConnectOptions::from_str(url)
                     .map_err(open)?
+                    // As SQLite's `synchronous = NORMAL` in WAL mode: a commit survives
+                    // msgbatch dying at once, and the server's crash may lose the last
+                    // fraction of a second of commits (whose jobs are then sent again),
+                    // without every commit waiting for a disk flush.
+                    .options([("synchronous_commit", "off")])
                     .application_name(&format!(
                         "msgbatch pid {} on {}",
                         std::process::id(),
