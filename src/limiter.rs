@@ -523,7 +523,9 @@ mod tests {
         // The first worker starts with a full bucket; it sends it, then two more join.
         let first = Limiter::new(Some(600));
         first.join(1, true);
-        assert_eq!(taken_in(&first, Duration::from_secs(1)).await, 609);
+        // Its full 600, and a second of refill less the tenth it keeps back.
+        let burst = taken_in(&first, Duration::from_secs(1)).await;
+        assert!((607..=609).contains(&burst), "{burst}");
         first.share().set(3);
         let joiners = [Limiter::new(Some(600)), Limiter::new(Some(600))];
         for joiner in &joiners {
@@ -536,8 +538,8 @@ mod tests {
             taken_in(&joiners[0], Duration::from_secs(60)),
             taken_in(&joiners[1], Duration::from_secs(60)),
         );
-        assert!((199..=202).contains(&a), "{a}");
-        assert_eq!(b, c);
+        assert!((198..=202).contains(&a), "{a}");
+        assert!(b.abs_diff(c) <= 1, "{b} and {c}");
         assert!(a + b + c <= 600 + 2, "{a} + {b} + {c}");
         assert!(a + b + c >= 600 - 6, "{a} + {b} + {c}");
         // One leaves: the others take its share from then on.
