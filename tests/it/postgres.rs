@@ -282,9 +282,9 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
         return;
     };
     // The gateway's bucket starts full, and the first worker sends from a full bucket of its
-    // own until the others join and it keeps only its share: the last couple of hundred jobs go
-    // at 20 a second, shared by the workers.
-    const JOBS: u64 = 1_000;
+    // own until it counts the others and keeps only its share: the last few hundred jobs go at
+    // 20 a second, shared by the workers.
+    const JOBS: u64 = 1_300;
     const RPM: u32 = 1_200;
     let mock = mock(MockConfig {
         latency: std::time::Duration::from_millis(1),
@@ -302,7 +302,7 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
         "--concurrency",
         "4",
         "--lease",
-        "4s",
+        "3s",
         "--rpm",
         rpm.as_str(),
         "-q",
@@ -322,30 +322,43 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
         others.push(worker);
     }
 
-    // Mid-run, under the limit, one joined worker dies without a word, jobs in its hand.
+    // Mid-run, under the limit, a joined worker dies without a word, jobs in its hand: the
+    // first seen holding some as the last jobs are sent.
     let mut conn = db.connect().await;
-    let mut victim = others.remove(0);
-    let pid = i64::from(victim.child.id().expect("running"));
-    let in_hand = || async {
-        let mut conn = db.connect().await;
-        sqlx::query_scalar::<_, i64>(
-            "SELECT j.id FROM jobs j JOIN workers w ON w.id = j.lease_worker
-             WHERE w.pid = $1 AND j.state = 'pending' ORDER BY j.id",
-        )
-        .bind(pid)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
+    let in_hand = |pid: i64| {
+        let url = db.url.clone();
+        async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(
+                "SELECT j.id FROM jobs j JOIN workers w ON w.id = j.lease_worker
+                 WHERE w.pid = $1 AND j.state = 'pending' ORDER BY j.id",
+            )
+            .bind(pid)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
     };
-    for seen in JOBS - 150.. {
+    let pids: Vec<i64> = others
+        .iter()
+        .map(|w| i64::from(w.child.id().expect("running")))
+        .collect();
+    let mut victim = None;
+    'watch: for seen in JOBS - 150..JOBS {
         mock.wait_for_requests(seen).await;
-        if !in_hand().await.is_empty() {
-            break;
+        for (i, pid) in pids.iter().enumerate() {
+            if !in_hand(*pid).await.is_empty() {
+                victim = Some(i);
+                break 'watch;
+            }
         }
     }
+    let victim = victim.expect("a joined worker held jobs before the last were sent");
+    let pid = pids[victim];
+    let mut victim = others.remove(victim);
     victim.child.start_kill().expect("kill -9");
     victim.child.wait().await.expect("the worker dies");
-    let orphaned = in_hand().await;
+    let orphaned = in_hand(pid).await;
     assert!(!orphaned.is_empty(), "the killed worker held jobs");
 
     for worker in std::iter::once(first).chain(others) {
