@@ -99,23 +99,13 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs one [`Sql`] on a SQLite or PostgreSQL executor (a pool or a transaction), as
-/// `$run(query)` on the query built from it.
-macro_rules! on_sqlite {
-    ($executor:expr, $sql:expr, $query:ident, $run:ident) => {{
+/// `$run(query)` on the query built from it: `$dialect` is [`Sql::sqlite`] or
+/// [`Sql::postgres`], which give the text and arguments for that database.
+macro_rules! on {
+    ($dialect:ident, $executor:expr, $sql:expr, $query:ident, $run:ident) => {{
         let sql: Sql = $sql;
         let persistent = sql.persistent();
-        let (text, args) = sql.sqlite()?;
-        sqlx::$query(AssertSqlSafe(text), args)
-            .persistent(persistent)
-            .$run($executor)
-            .await
-    }};
-}
-macro_rules! on_postgres {
-    ($executor:expr, $sql:expr, $query:ident, $run:ident) => {{
-        let sql: Sql = $sql;
-        let persistent = sql.persistent();
-        let (text, args) = sql.postgres()?;
+        let (text, args) = sql.$dialect()?;
         sqlx::$query(AssertSqlSafe(text), args)
             .persistent(persistent)
             .$run($executor)
@@ -132,24 +122,24 @@ enum Tx {
 impl Tx {
     async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
         Ok(match self {
-            Self::Sqlite(tx) => on_sqlite!(&mut **tx, sql, query_with, execute)?.rows_affected(),
+            Self::Sqlite(tx) => on!(sqlite, &mut **tx, sql, query_with, execute)?.rows_affected(),
             Self::Postgres(tx) => {
-                on_postgres!(&mut **tx, sql, query_with, execute)?.rows_affected()
+                on!(postgres, &mut **tx, sql, query_with, execute)?.rows_affected()
             }
         })
     }
 
     async fn all<T: Record>(&mut self, sql: Sql) -> Result<Vec<T>, StoreError> {
         Ok(match self {
-            Self::Sqlite(tx) => on_sqlite!(&mut **tx, sql, query_as_with, fetch_all)?,
-            Self::Postgres(tx) => on_postgres!(&mut **tx, sql, query_as_with, fetch_all)?,
+            Self::Sqlite(tx) => on!(sqlite, &mut **tx, sql, query_as_with, fetch_all)?,
+            Self::Postgres(tx) => on!(postgres, &mut **tx, sql, query_as_with, fetch_all)?,
         })
     }
 
     async fn one<T: Record>(&mut self, sql: Sql) -> Result<T, StoreError> {
         Ok(match self {
-            Self::Sqlite(tx) => on_sqlite!(&mut **tx, sql, query_as_with, fetch_one)?,
-            Self::Postgres(tx) => on_postgres!(&mut **tx, sql, query_as_with, fetch_one)?,
+            Self::Sqlite(tx) => on!(sqlite, &mut **tx, sql, query_as_with, fetch_one)?,
+            Self::Postgres(tx) => on!(postgres, &mut **tx, sql, query_as_with, fetch_one)?,
         })
     }
 
@@ -273,29 +263,29 @@ impl Store {
 
     async fn execute(&self, sql: Sql) -> Result<u64, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => on_sqlite!(pool, sql, query_with, execute)?.rows_affected(),
-            Pool::Postgres(pool) => on_postgres!(pool, sql, query_with, execute)?.rows_affected(),
+            Pool::Sqlite(pool) => on!(sqlite, pool, sql, query_with, execute)?.rows_affected(),
+            Pool::Postgres(pool) => on!(postgres, pool, sql, query_with, execute)?.rows_affected(),
         })
     }
 
     async fn all<T: Record>(&self, sql: Sql) -> Result<Vec<T>, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => on_sqlite!(pool, sql, query_as_with, fetch_all)?,
-            Pool::Postgres(pool) => on_postgres!(pool, sql, query_as_with, fetch_all)?,
+            Pool::Sqlite(pool) => on!(sqlite, pool, sql, query_as_with, fetch_all)?,
+            Pool::Postgres(pool) => on!(postgres, pool, sql, query_as_with, fetch_all)?,
         })
     }
 
     async fn one<T: Record>(&self, sql: Sql) -> Result<T, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => on_sqlite!(pool, sql, query_as_with, fetch_one)?,
-            Pool::Postgres(pool) => on_postgres!(pool, sql, query_as_with, fetch_one)?,
+            Pool::Sqlite(pool) => on!(sqlite, pool, sql, query_as_with, fetch_one)?,
+            Pool::Postgres(pool) => on!(postgres, pool, sql, query_as_with, fetch_one)?,
         })
     }
 
     async fn optional<T: Record>(&self, sql: Sql) -> Result<Option<T>, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => on_sqlite!(pool, sql, query_as_with, fetch_optional)?,
-            Pool::Postgres(pool) => on_postgres!(pool, sql, query_as_with, fetch_optional)?,
+            Pool::Sqlite(pool) => on!(sqlite, pool, sql, query_as_with, fetch_optional)?,
+            Pool::Postgres(pool) => on!(postgres, pool, sql, query_as_with, fetch_optional)?,
         })
     }
 
