@@ -138,27 +138,31 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(parts: Parts, run_id: i64, progress: &Progress) -> anyhow::Result<Self> {
-        // What earlier sessions spent counts against the budget: results and judges alike.
-        let spent_before = if parts.budget_pico_usd.is_some() {
-            let counts = parts.store.run_counts(run_id).await?;
-            let judges = parts.store.judge_spend(run_id).await?;
-            u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0)
-        } else {
-            0
-        };
         let ledger = Arc::new(match &parts.claims {
-            // A worker's spend is granted by the store, which counts every worker's.
+            // A worker's spend is granted by the store, which counts every worker's (and what
+            // earlier sessions spent) when it grants.
             Some(claims) => Ledger::shared(
                 parts.budget_pico_usd,
                 Arc::clone(&progress.counters),
                 parts.store.clone(),
                 claims.worker,
             ),
-            None => Ledger::new(
-                parts.budget_pico_usd,
-                spent_before,
-                Arc::clone(&progress.counters),
-            ),
+            None => {
+                // What earlier sessions spent counts against the budget: results and judges
+                // alike.
+                let spent_before = if parts.budget_pico_usd.is_some() {
+                    let counts = parts.store.run_counts(run_id).await?;
+                    let judges = parts.store.judge_spend(run_id).await?;
+                    u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0)
+                } else {
+                    0
+                };
+                Ledger::new(
+                    parts.budget_pico_usd,
+                    spent_before,
+                    Arc::clone(&progress.counters),
+                )
+            }
         });
         // Room for a few writer batches; more would only hold memory while the writer commits.
         let (events, receiver) = mpsc::channel(2048);
