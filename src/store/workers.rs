@@ -15,6 +15,38 @@ macro_rules! db_now {
     };
 }
 
+/// The condition that the worker row prefixed `$w` (`"o."`, or `""` for unaliased) is alive:
+/// not stopped, and heard from within its lease by the database's clock (or by `$now`). One
+/// definition for every count of live workers: shares, budget grants and status agree.
+macro_rules! alive {
+    ($w:literal) => {
+        concat!(
+            "(",
+            $w,
+            "stopped_at_ms IS NULL AND ",
+            $w,
+            "heartbeat_at_ms + ",
+            $w,
+            "lease_ms > ",
+            db_now!(),
+            ")"
+        )
+    };
+    ($w:literal, $now:literal) => {
+        concat!(
+            "(",
+            $w,
+            "stopped_at_ms IS NULL AND ",
+            $w,
+            "heartbeat_at_ms + ",
+            $w,
+            "lease_ms > ",
+            $now,
+            ")"
+        )
+    };
+}
+
 /// A worker of a run as `status` shows it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct WorkerRow {
@@ -86,9 +118,8 @@ impl Store {
             .value(
                 Sql::new(concat!(
                     "SELECT COUNT(*) FROM workers o JOIN workers w ON w.run_id = o.run_id
-                     WHERE w.id = $1 AND o.id < $1 AND o.stopped_at_ms IS NULL
-                       AND o.heartbeat_at_ms + o.lease_ms > ",
-                    db_now!()
+                     WHERE w.id = $1 AND o.id < $1 AND ",
+                    alive!("o.")
                 ))
                 .bind(worker),
             )
@@ -102,9 +133,8 @@ impl Store {
         self.value(
             Sql::new(concat!(
                 "SELECT COUNT(*) FROM workers o JOIN workers w ON w.run_id = o.run_id
-                 WHERE w.id = $1 AND o.id != $1 AND o.stopped_at_ms IS NULL
-                   AND o.heartbeat_at_ms + o.lease_ms > ",
-                db_now!(),
+                 WHERE w.id = $1 AND o.id != $1 AND ",
+                alive!("o."),
                 " AND o.heartbeat_at_ms <= $2"
             ))
             .bind(worker)
@@ -145,9 +175,8 @@ impl Store {
         let (alive,): (i64,) = tx
             .one(
                 Sql::new(concat!(
-                    "SELECT COUNT(*) FROM workers WHERE run_id = $1 AND stopped_at_ms IS NULL
-                       AND heartbeat_at_ms + lease_ms > ",
-                    db_now!()
+                    "SELECT COUNT(*) FROM workers WHERE run_id = $1 AND ",
+                    alive!("")
                 ))
                 .bind(run_id),
             )
@@ -235,9 +264,8 @@ impl Store {
     pub async fn other_live_workers(&self, run_id: i64, worker: i64) -> Result<i64, StoreError> {
         self.value(
             Sql::new(concat!(
-                "SELECT COUNT(*) FROM workers WHERE run_id = $1 AND id != $2
-                   AND stopped_at_ms IS NULL AND heartbeat_at_ms + lease_ms > ",
-                db_now!()
+                "SELECT COUNT(*) FROM workers WHERE run_id = $1 AND id != $2 AND ",
+                alive!("")
             ))
             .bind(run_id)
             .bind(worker),
@@ -260,8 +288,9 @@ impl Store {
                         w.jobs_done, w.spent_pico_usd,
                         (SELECT COUNT(*) FROM jobs j WHERE j.lease_worker = w.id
                            AND j.state = 'pending' AND j.lease_until_ms >= now.ms) AS in_hand,
-                        (w.stopped_at_ms IS NULL AND w.heartbeat_at_ms + w.lease_ms > now.ms)
-                            AS alive,
+                        ",
+                alive!("w.", "now.ms"),
+                " AS alive,
                         now.ms - w.heartbeat_at_ms AS silent_ms
                  FROM workers w, now WHERE w.run_id = $1
                  ORDER BY 10 DESC, w.started_at_ms"
@@ -303,9 +332,8 @@ impl Store {
                       + COALESCE((SELECT SUM(g.judge_cost_pico_usd) FROM grades g
                                   JOIN jobs j ON j.id = g.job WHERE j.run_id = $1), 0)
                       + COALESCE((SELECT SUM(GREATEST(granted_pico_usd - spent_pico_usd, 0))
-                                  FROM workers WHERE run_id = $1 AND stopped_at_ms IS NULL
-                                    AND heartbeat_at_ms + lease_ms > ",
-                    db_now!(),
+                                  FROM workers WHERE run_id = $1 AND ",
+                    alive!(""),
                     "), 0) AS BIGINT)"
                 ))
                 .bind(run_id),
