@@ -22,6 +22,7 @@ pub mod report;
 pub mod request;
 pub mod runner;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod tokens;
 
