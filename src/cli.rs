@@ -489,6 +489,21 @@ pub struct DiffArgs {
     /// second (for CI pipelines).
     #[arg(long)]
     pub fail_on_regression: bool,
+
+    /// Exit with 4 when the mean score of the second run (or of a model, against the
+    /// baseline) is significantly lower, at 95%.
+    #[arg(long)]
+    pub fail_on_significant_drop: bool,
+
+    /// In a one-run diff, the model every other model is compared with [default: the first
+    /// of the run's models].
+    #[arg(long, value_name = "MODEL")]
+    pub baseline: Option<String>,
+
+    /// Cluster the standard errors on a tag (`tag:NAME`), for jobs that share a passage or a
+    /// source and so are not independent.
+    #[arg(long, value_name = "tag:NAME")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

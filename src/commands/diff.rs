@@ -13,14 +13,30 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
         runs.push(store.find_run(key).await?);
     }
     let limit = args.limit.unwrap_or(diff::DEFAULT_LIMIT);
+    let cluster_tag = match args.cluster.as_deref() {
+        None => None,
+        Some(text) => match text.strip_prefix("tag:") {
+            Some(tag) if !tag.is_empty() => Some(tag.to_owned()),
+            _ => anyhow::bail!("--cluster {text}: give a tag as `tag:NAME`"),
+        },
+    };
+    if args.baseline.is_some() && runs.len() != 1 {
+        anyhow::bail!(
+            "--baseline is for the models of one run; a diff of two runs compares the second with the first"
+        );
+    }
+    let options = diff::Options {
+        cluster_tag,
+        baseline: args.baseline.clone(),
+    };
     let (comparison, name) = match runs.as_slice() {
         [before, after] => (
-            Comparison::Runs(diff::compare(&store, before, after, limit).await?),
+            Comparison::Runs(diff::compare(&store, before, after, limit, &options).await?),
             format!("{}-vs-{}", before.name, after.name),
         ),
         // One model makes a one-column matrix: the run's jobs, failures first, for the viewer.
         [run] => (
-            Comparison::Models(diff::matrix(&store, run).await?),
+            Comparison::Models(diff::matrix(&store, run, &options).await?),
             run.name.clone(),
         ),
         _ => anyhow::bail!("diff takes one run or two"),
@@ -42,9 +58,15 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
         Comparison::Runs(diff) => diff.regressions() > 0,
         Comparison::Models(_) => false,
     };
-    Ok(if args.fail_on_regression && regressed {
-        ExitStatus::Regressed
-    } else {
-        ExitStatus::Success
-    })
+    let dropped = match &comparison {
+        Comparison::Runs(diff) => diff.significant_drop(),
+        Comparison::Models(matrix) => matrix.significant_drop(),
+    };
+    Ok(
+        if (args.fail_on_regression && regressed) || (args.fail_on_significant_drop && dropped) {
+            ExitStatus::Regressed
+        } else {
+            ExitStatus::Success
+        },
+    )
 }

@@ -5,6 +5,7 @@
 //! A job's outcome is what a reader checks first: passed or failed its graders, answered
 //! without graders, failed to get an answer, or still pending.
 
+mod paired;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,7 +14,28 @@ use serde::Serialize;
 
 use crate::store::{GradeView, JobView, RunRow, Store};
 
+pub use paired::{Measures, Metric, Pair, PairedComparison};
 pub use render::{csv, html, markdown, table};
+
+/// How the paired comparisons of a diff are made.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Cluster the standard errors on this tag's values (jobs that share a source).
+    pub cluster_tag: Option<String>,
+    /// The model each other model of a run is compared with [default: the first listed].
+    pub baseline: Option<String>,
+}
+
+/// The job's value of the clustering tag, if it has one.
+fn cluster_of(view: &JobView, tag: Option<&str>) -> Option<String> {
+    let tag = tag?;
+    let tags: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(view.tags.as_deref()?).ok()?;
+    match tags.get(tag)? {
+        serde_json::Value::String(value) => Some(value.clone()),
+        other => Some(other.to_string()),
+    }
+}
 
 /// What `msgbatch diff` shows: two runs job by job, or one run's models side by side.
 #[derive(Debug, Clone, Serialize)]
@@ -196,9 +218,18 @@ pub struct Diff {
     pub rows: Vec<DiffRow>,
     /// Jobs of each kind left out by the limit.
     pub left_out: BTreeMap<String, usize>,
+    /// The second run against the first over the jobs both answered: score, cost, latency.
+    pub comparisons: Vec<PairedComparison>,
 }
 
 impl Diff {
+    /// Whether some comparison shows a significant drop of the mean score.
+    pub fn significant_drop(&self) -> bool {
+        self.comparisons
+            .iter()
+            .any(PairedComparison::significant_drop)
+    }
+
     pub fn regressions(&self) -> usize {
         self.totals
             .counts
@@ -227,6 +258,7 @@ pub async fn compare(
     before: &RunRow,
     after: &RunRow,
     limit: usize,
+    options: &Options,
 ) -> anyhow::Result<Diff> {
     let a = load(store, before).await?;
     let b = load(store, after).await?;
@@ -256,8 +288,10 @@ pub async fn compare(
     let mut totals = Totals::default();
     let mut latencies = (Vec::new(), Vec::new());
     let mut changed: Vec<DiffRow> = Vec::new();
+    let mut pairs: Vec<Pair> = Vec::new();
     for (view, grades) in a {
         let k = key(&view);
+        let cluster = cluster_of(&view, options.cluster_tag.as_deref());
         let prompt = view.prompt.as_deref().map(excerpt);
         let model = view.model.clone();
         let before_side = JobSide::new(view, grades);
@@ -276,6 +310,11 @@ pub async fn compare(
         };
         totals.matched += 1;
         tally(&mut totals, &before_side, &after_side, &mut latencies);
+        pairs.push(Pair {
+            a: Measures::of(&before_side),
+            b: Measures::of(&after_side),
+            cluster,
+        });
         let (x, y) = (before_side.outcome, after_side.outcome);
         let change = if x == Outcome::Pass && y == Outcome::Fail {
             Some(Change::Regression)
@@ -354,6 +393,12 @@ pub async fn compare(
     totals.latency_p50_before_ms = median(&mut latencies.0);
     totals.latency_p50_after_ms = median(&mut latencies.1);
     Ok(Diff {
+        comparisons: paired::compare(
+            &before.name,
+            &after.name,
+            &pairs,
+            options.cluster_tag.as_deref(),
+        ),
         before: before.name.clone(),
         after: after.name.clone(),
         by_model,
@@ -435,6 +480,8 @@ pub struct MatrixRow {
 pub struct Matrix {
     pub run: String,
     pub models: Vec<String>,
+    /// The model each other one is compared with.
+    pub baseline: Option<String>,
     pub jobs: usize,
     pub disagreements: usize,
     pub failures: usize,
@@ -442,6 +489,17 @@ pub struct Matrix {
     pub per_model: Vec<ModelTotals>,
     /// Disagreements first, then failures, then the rest, each in input order.
     pub rows: Vec<MatrixRow>,
+    /// Each model against the baseline over the jobs both answered: score, cost, latency.
+    pub comparisons: Vec<PairedComparison>,
+}
+
+impl Matrix {
+    /// Whether some model scores significantly below the baseline.
+    pub fn significant_drop(&self) -> bool {
+        self.comparisons
+            .iter()
+            .any(PairedComparison::significant_drop)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -454,9 +512,26 @@ pub struct ModelTotals {
     pub cost_pico_usd: i64,
 }
 
-/// The jobs × models matrix of one run.
-pub async fn matrix(store: &Store, run: &RunRow) -> anyhow::Result<Matrix> {
+/// The jobs × models matrix of one run, each model compared with the baseline.
+pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
     let jobs = load(store, run).await?;
+    // The models in the order the run lists them: the order of a job's fan-out.
+    let mut listed: Vec<String> = Vec::new();
+    for (view, _) in &jobs {
+        if !listed.contains(&view.model) {
+            listed.push(view.model.clone());
+        }
+    }
+    let baseline = match &options.baseline {
+        Some(model) if listed.contains(model) => Some(model.clone()),
+        Some(model) => anyhow::bail!(
+            "--baseline {model}: run {} has no jobs of that model (its models: {})",
+            run.name,
+            listed.join(", ")
+        ),
+        None => listed.first().cloned(),
+    };
+    let mut clusters: HashMap<String, Option<String>> = HashMap::new();
     let models: Vec<String> = jobs
         .iter()
         .map(|(v, _)| v.model.clone())
@@ -479,6 +554,10 @@ pub async fn matrix(store: &Store, run: &RunRow) -> anyhow::Result<Matrix> {
     let mut by_job: HashMap<String, MatrixRow> = HashMap::new();
     for (view, grades) in jobs {
         let i = column[view.model.as_str()];
+        if !clusters.contains_key(&view.job_id) {
+            let cluster = cluster_of(&view, options.cluster_tag.as_deref());
+            clusters.insert(view.job_id.clone(), cluster);
+        }
         let prompt = view.prompt.as_deref().map(excerpt);
         let job_id = view.job_id.clone();
         let side = JobSide::new(view, grades);
@@ -511,8 +590,38 @@ pub async fn matrix(store: &Store, run: &RunRow) -> anyhow::Result<Matrix> {
             row
         })
         .collect();
+    let mut comparisons = Vec::new();
+    if let Some(base) = baseline.as_deref().map(|m| column[m]) {
+        for other in listed
+            .iter()
+            .map(|m| column[m.as_str()])
+            .filter(|&i| i != base)
+        {
+            let pairs: Vec<Pair> = rows
+                .iter()
+                .filter_map(|row| {
+                    let (Some(a), Some(b)) = (&row.cells[base], &row.cells[other]) else {
+                        return None;
+                    };
+                    Some(Pair {
+                        a: Measures::of(a),
+                        b: Measures::of(b),
+                        cluster: clusters.get(&row.job_id).cloned().flatten(),
+                    })
+                })
+                .collect();
+            comparisons.extend(paired::compare(
+                &models[base],
+                &models[other],
+                &pairs,
+                options.cluster_tag.as_deref(),
+            ));
+        }
+    }
     rows.sort_by_key(|r| (!r.disagree, !r.failed));
     Ok(Matrix {
+        baseline,
+        comparisons,
         run: run.name.clone(),
         jobs: rows.len(),
         disagreements: rows.iter().filter(|r| r.disagree).count(),

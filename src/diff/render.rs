@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Change, Comparison, Diff, DiffRow, JobSide, Matrix, MatrixRow};
+use super::{
+    Change, Comparison, Diff, DiffRow, JobSide, Matrix, MatrixRow, Metric, PairedComparison,
+};
 use crate::report::usd;
 
 /// Rows of a matrix the HTML page shows in full beyond its disagreements and failures.
@@ -119,6 +121,7 @@ fn diff_table(diff: &Diff) -> String {
             counts.join(" · ")
         }
     );
+    out.push_str(&verdicts(&diff.comparisons));
     if diff.rows.is_empty() {
         return out;
     }
@@ -185,6 +188,10 @@ fn matrix_table(matrix: &Matrix) -> String {
             usd(m.cost_pico_usd)
         );
     }
+    if !matrix.comparisons.is_empty() {
+        out.push('\n');
+        out.push_str(&verdicts(&matrix.comparisons));
+    }
     let listed: Vec<&MatrixRow> = matrix
         .rows
         .iter()
@@ -211,6 +218,164 @@ fn matrix_table(matrix: &Matrix) -> String {
             "… and {} more jobs where the models disagree or fail (csv, json and html list all)",
             listed.len() - super::DEFAULT_LIMIT
         );
+    }
+    out
+}
+
+/// The paired comparisons, one sentence each.
+fn verdicts(comparisons: &[PairedComparison]) -> String {
+    let mut out = String::new();
+    if comparisons.is_empty() {
+        return out;
+    }
+    out.push_str("  paired comparison over the jobs both answered:\n");
+    for c in comparisons {
+        out.push_str(&wrap(&c.verdict, 4, 100));
+    }
+    out
+}
+
+/// Words wrapped to `width` columns, each line indented by `indent` and the lines after the
+/// first by two more.
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = " ".repeat(indent);
+    let mut empty = true;
+    for word in text.split(' ') {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent + 2);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+fn markdown_verdicts(out: &mut String, comparisons: &[PairedComparison]) {
+    if comparisons.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\n## Paired comparison\n\nOver the jobs both sides answered (95% intervals).\n\n",
+    );
+    for c in comparisons {
+        let _ = writeln!(out, "- {}", md_cell(&c.verdict));
+    }
+}
+
+/// A comparison's difference and interval in the units its forest plot draws: points of
+/// score, or per cent of A's mean for cost and latency.
+fn plotted(c: &PairedComparison) -> Option<(f64, Option<[f64; 2]>)> {
+    let scale = match c.metric {
+        Metric::Score => 100.0,
+        Metric::CostUsd | Metric::LatencyMs if c.figures.mean_a > 0.0 => 100.0 / c.figures.mean_a,
+        Metric::CostUsd | Metric::LatencyMs => return None,
+    };
+    Some((
+        c.figures.diff * scale,
+        c.figures.ci95.map(|[lo, hi]| [lo * scale, hi * scale]),
+    ))
+}
+
+/// The comparisons as forest plots, one per metric: each comparison's difference and its 95%
+/// interval against zero.
+fn forest_plots(comparisons: &[PairedComparison]) -> String {
+    const WIDTH: f64 = 720.0;
+    const LABEL: f64 = 300.0;
+    const ROW: f64 = 26.0;
+    let mut out = String::new();
+    for (metric, unit) in [
+        (Metric::Score, "difference of mean score, points"),
+        (
+            Metric::CostUsd,
+            "difference of cost per job, % of the first",
+        ),
+        (Metric::LatencyMs, "difference of latency, % of the first"),
+    ] {
+        let rows: Vec<(&PairedComparison, f64, Option<[f64; 2]>)> = comparisons
+            .iter()
+            .filter(|c| c.metric == metric)
+            .filter_map(|c| plotted(c).map(|(d, ci)| (c, d, ci)))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let reach = rows
+            .iter()
+            .flat_map(|(_, d, ci)| [d.abs(), ci.map_or(0.0, |[lo, hi]| lo.abs().max(hi.abs()))])
+            .fold(1.0_f64, f64::max)
+            * 1.1;
+        let plot = WIDTH - LABEL - 20.0;
+        let x = |v: f64| LABEL + plot / 2.0 + v / reach * plot / 2.0;
+        #[expect(clippy::cast_precision_loss, reason = "a row count for drawing")]
+        let height = ROW * rows.len() as f64 + 40.0;
+        let _ = write!(
+            out,
+            "<figure><svg width=\"{WIDTH}\" height=\"{height}\" role=\"img\" aria-label=\"{unit}\" font-family=\"system-ui,sans-serif\" font-size=\"12\">"
+        );
+        let zero = x(0.0);
+        let bottom = height - 28.0;
+        let _ = write!(
+            out,
+            "<line x1=\"{zero:.1}\" y1=\"4\" x2=\"{zero:.1}\" y2=\"{bottom:.1}\" stroke=\"#999\" stroke-dasharray=\"3 3\"/>"
+        );
+        for (i, (c, d, ci)) in rows.iter().enumerate() {
+            #[expect(clippy::cast_precision_loss, reason = "a row index for drawing")]
+            let y = ROW * i as f64 + ROW / 2.0 + 4.0;
+            let colour = if c.figures.significant() {
+                "#b42318"
+            } else {
+                "#444"
+            };
+            let label = cut(&format!("{} − {}", c.b, c.a), 44);
+            let _ = write!(
+                out,
+                "<text x=\"4\" y=\"{:.1}\">{}</text>",
+                y + 4.0,
+                escape(&label)
+            );
+            if let Some([lo, hi]) = ci {
+                let _ = write!(
+                    out,
+                    "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+                    x(*lo),
+                    x(*hi)
+                );
+            }
+            let _ = write!(
+                out,
+                "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{colour}\"><title>{}</title></circle>",
+                x(*d),
+                escape(&c.verdict)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">0</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">−{reach:.1}</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">+{reach:.1}</text></svg><figcaption>{unit}; a line is the 95% interval, red where it excludes zero</figcaption></figure>",
+            zero,
+            bottom + 16.0,
+            x(-reach),
+            bottom + 16.0,
+            x(reach),
+            bottom + 16.0,
+        );
+    }
+    if !out.is_empty() {
+        out.insert_str(0, "<h2>Paired comparison</h2>\n<ul>");
+        let list: String = comparisons
+            .iter()
+            .map(|c| format!("<li>{}</li>", escape(&c.verdict)))
+            .collect();
+        let at = "<h2>Paired comparison</h2>\n<ul>".len();
+        out.insert_str(at, &format!("{list}</ul>\n"));
     }
     out
 }
@@ -259,6 +424,7 @@ pub fn markdown(comparison: &Comparison) -> String {
             for (kind, n) in &diff.left_out {
                 let _ = writeln!(out, "\n… and {n} more {kind}.");
             }
+            markdown_verdicts(&mut out, &diff.comparisons);
         }
         Comparison::Models(matrix) => {
             let _ = writeln!(
@@ -282,6 +448,7 @@ pub fn markdown(comparison: &Comparison) -> String {
                 }
                 out.push('\n');
             }
+            markdown_verdicts(&mut out, &matrix.comparisons);
         }
     }
     out
@@ -515,6 +682,18 @@ fn data_of(sides: &[Option<&JobSide>]) -> (String, String) {
     )
 }
 
+/// The head of a terminal table up to `end`, without its comparison sentences (the page
+/// lists and draws those apart).
+fn summary_block<'a>(table: &'a str, end: &str) -> &'a str {
+    let head = table.split(end).next().unwrap_or_default();
+    head.split("\n\n  paired comparison")
+        .next()
+        .unwrap_or_default()
+        .split("  paired comparison")
+        .next()
+        .unwrap_or_default()
+}
+
 /// The comparison as one self-contained page.
 pub fn html(comparison: &Comparison) -> String {
     let mut out = format!(
@@ -532,8 +711,9 @@ pub fn html(comparison: &Comparison) -> String {
                 "<h1>diff {} → {}</h1>\n<pre>{}</pre>",
                 escape(&diff.before),
                 escape(&diff.after),
-                escape(diff_table(diff).split("\n\n").next().unwrap_or_default())
+                escape(summary_block(&diff_table(diff), "\n\n"))
             );
+            out.push_str(&forest_plots(&diff.comparisons));
             let _ = writeln!(
                 rows,
                 "<table><thead><tr><th>change</th><th>job</th><th>model</th><th>prompt</th><th>{}</th><th>{}</th></tr></thead><tbody>",
@@ -558,13 +738,9 @@ pub fn html(comparison: &Comparison) -> String {
                 out,
                 "<h1>run {}: jobs × models</h1>\n<pre>{}</pre>",
                 escape(&matrix.run),
-                escape(
-                    matrix_table(matrix)
-                        .split("\n\nJOB")
-                        .next()
-                        .unwrap_or_default()
-                )
+                escape(summary_block(&matrix_table(matrix), "\n\nJOB"))
             );
+            out.push_str(&forest_plots(&matrix.comparisons));
             let _ = writeln!(
                 rows,
                 "<table><thead><tr><th>job</th><th>prompt</th>{}</tr></thead><tbody>",

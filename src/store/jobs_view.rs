@@ -22,6 +22,8 @@ pub struct JobView {
     pub cost_pico_usd: Option<i64>,
     pub latency_ms: Option<i64>,
     pub output_tokens: Option<i64>,
+    /// The job's tags, as the JSON object stored.
+    pub tags: Option<String>,
     /// The start of the last user turn's text (its text blocks, joined).
     pub prompt: Option<String>,
     /// The start of the answer's first text block.
@@ -48,7 +50,7 @@ impl Store {
         self.all(
             Sql::new(
                 "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
-                        r.latency_ms, r.output_tokens,
+                        r.latency_ms, r.output_tokens, j.tags,
                         CASE WHEN json_valid(j.request) THEN substr(
                             CASE json_type(j.request, '$.messages[#-1].content')
                                 WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
@@ -78,7 +80,7 @@ impl Store {
         self.each(
             Sql::new(
                 "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
-                        r.cost_pico_usd, r.latency_ms, r.output_tokens,
+                        r.cost_pico_usd, r.latency_ms, r.output_tokens, j.tags,
                         j.request AS prompt, b.body AS answer
                  FROM jobs j LEFT JOIN results r ON r.job = j.id
                  LEFT JOIN responses b ON b.job = j.id

@@ -269,3 +269,169 @@ async fn the_html_job_viewer_filters_its_rows_in_a_real_browser() {
         );
     }
 }
+
+/// Two runs of 40 graded jobs in passages of four: all pass in `a`; in `b` the first 30 fail.
+async fn a_clear_drop(ws: &Workspace) {
+    let mock = mock(MockConfig::default()).await;
+    for (name, failing) in [("a", 0), ("b", 30)] {
+        let lines: Vec<String> = (0..40)
+            .map(|i| {
+                let prompt = if i < failing {
+                    "say nothing"
+                } else {
+                    "say alpha"
+                };
+                let mut line: Value =
+                    serde_json::from_str(&job(&format!("q{i}"), prompt, 200, Some("alpha")))
+                        .unwrap();
+                line["tags"] = json!({"passage": format!("p{}", i / 4)});
+                line.to_string()
+            })
+            .collect();
+        let file = ws.write(&format!("{name}.jsonl"), &(lines.join("\n") + "\n"));
+        let output = ws
+            .run_on(&mock, &["run", file.to_str().unwrap(), "--name", name])
+            .await;
+        assert_eq!(code(&output), 0, "{name}: {:?}", text(&output));
+    }
+}
+
+#[tokio::test]
+async fn a_diff_says_whether_the_difference_is_real_with_its_error_bars() {
+    let ws = Workspace::new();
+    a_clear_drop(&ws).await;
+
+    let output = ws
+        .run(&["diff", "a", "b", "--format", "json", "--out", "-"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let diff: Value = serde_json::from_str(&text(&output).0).unwrap();
+    let score = &diff["comparisons"][0];
+    assert_eq!(score["metric"], "score");
+    assert_eq!(
+        (score["a"].as_str(), score["b"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    assert_eq!(score["n"], 40);
+    assert_eq!(score["mean_a"], 1.0);
+    assert_eq!(score["mean_b"], 0.25);
+    assert_eq!(score["diff"], -0.75);
+    // 30 differences of −1 and 10 of 0: s² = (30·0.25² + 10·0.75²) / 39; SE = √(s² / 40).
+    let se = ((30.0 * 0.0625 + 10.0 * 0.5625) / 39.0_f64 / 40.0).sqrt();
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    assert!(close(&score["se"], se), "{score}");
+    assert!(close(&score["ci95"][0], -0.75 - 1.959_963_984_540_054 * se));
+    assert!(close(&score["ci95"][1], -0.75 + 1.959_963_984_540_054 * se));
+    assert!(score["p_value"].as_f64().unwrap() < 1e-6);
+    assert!(close(
+        &score["mde80"],
+        (1.959_963_984_540_054 + 0.841_621_233_572_914_3) * se
+    ));
+    assert_eq!(score["clusters"], Value::Null);
+    assert_eq!(score["method"], "paired");
+    let metrics: Vec<&str> = diff["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["score", "cost_usd", "latency_ms"]);
+    assert!(!text(&output).0.contains("NaN"));
+
+    // Clustered on the passage: the cluster sums of d − d̄ are −1 (seven all-failing
+    // passages), +1 (the mixed one) and +3 (two all-passing ones): SE = √26 / 40.
+    let output = ws
+        .run(&[
+            "diff",
+            "a",
+            "b",
+            "--format",
+            "json",
+            "--out",
+            "-",
+            "--cluster",
+            "tag:passage",
+        ])
+        .await;
+    let diff: Value = serde_json::from_str(&text(&output).0).unwrap();
+    let score = &diff["comparisons"][0];
+    assert!(close(&score["se"], 26.0_f64.sqrt() / 40.0), "{score}");
+    assert_eq!(score["clusters"], 10);
+    assert_eq!(score["method"], "paired_clustered");
+
+    // The terminal says it in one sentence, and a CI gate can fail on it.
+    let output = ws.run(&["diff", "a", "b"]).await;
+    assert_eq!(code(&output), 0);
+    assert!(
+        text(&output)
+            .0
+            .contains("b − a: −75.0 pts (95% CI −88.6 to −61.4, p < 0.001)"),
+        "{}",
+        text(&output).0
+    );
+    let output = ws
+        .run(&["diff", "a", "b", "--fail-on-significant-drop"])
+        .await;
+    assert_eq!(code(&output), 4, "{:?}", text(&output));
+    let output = ws
+        .run(&["diff", "b", "a", "--fail-on-significant-drop"])
+        .await;
+    assert_eq!(code(&output), 0, "a rise is no drop: {:?}", text(&output));
+    let output = ws.run(&["diff", "a", "b", "--cluster", "passage"]).await;
+    assert_eq!(code(&output), 2);
+    assert!(text(&output).1.contains("tag:NAME"), "{:?}", text(&output));
+}
+
+#[tokio::test]
+async fn the_models_of_one_run_are_compared_with_the_first_or_the_baseline() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let lines: Vec<String> = (0..30)
+        .map(|i| job(&format!("q{i}"), "say alpha", 200, Some("alpha")))
+        .collect();
+    let file = ws.write("fan.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "fan",
+                "--models",
+                "claude-sonnet-4-6,claude-haiku-4-5",
+            ],
+        )
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let comparisons = |extra: &'static [&'static str]| {
+        let ws = &ws;
+        async move {
+            let mut args = vec!["diff", "fan", "--format", "json", "--out", "-"];
+            args.extend(extra);
+            let output = ws.run(&args).await;
+            assert_eq!(code(&output), 0, "{:?}", text(&output));
+            let matrix: Value = serde_json::from_str(&text(&output).0).unwrap();
+            matrix["comparisons"].as_array().unwrap().clone()
+        }
+    };
+    // The first listed model is the baseline, not the first in alphabetical order.
+    let by_default = comparisons(&[]).await;
+    assert_eq!(by_default[0]["a"], "claude-sonnet-4-6");
+    assert_eq!(by_default[0]["b"], "claude-haiku-4-5");
+    // Every job passes under both: all ties, said in words, with null figures.
+    assert_eq!(by_default[0]["n"], 30);
+    assert_eq!(by_default[0]["se"], Value::Null);
+    assert_eq!(by_default[0]["reason"], "all_ties");
+    let swapped = comparisons(&["--baseline", "claude-haiku-4-5"]).await;
+    assert_eq!(swapped[0]["a"], "claude-haiku-4-5");
+    let output = ws
+        .run(&["diff", "fan", "--baseline", "claude-opus-4-6"])
+        .await;
+    assert_eq!(code(&output), 2);
+    assert!(
+        text(&output).1.contains("no jobs of that model"),
+        "{:?}",
+        text(&output)
+    );
+}
