@@ -24,12 +24,11 @@ pub async fn grade(
         Some(path) => match read_expects(path)? {
             Ok(expects) => expects,
             Err(errors) => {
-                #[expect(clippy::print_stderr, reason = "the reasons nothing was graded")]
                 {
                     for error in &errors {
-                        eprintln!("{error}");
+                        crate::errln!("{error}");
                     }
-                    eprintln!("error: {} bad records; nothing was graded", errors.len());
+                    crate::errln!("error: {} bad records; nothing was graded", errors.len());
                 }
                 return Ok(ExitStatus::Error);
             }
@@ -76,18 +75,14 @@ pub async fn grade(
         let (_mock, client) = plan::connect(&settings, key).await?;
         sending::judge(&store, run.id, &settings, client, &shutdown).await?;
     }
-    #[expect(
-        clippy::print_stdout,
-        reason = "the grading summary is the command's output"
-    )]
     {
         let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
-        println!(
+        crate::outln!(
             "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
             run.name,
             grades.len(),
             run.name
-        );
+        )?;
     }
     Ok(ExitStatus::Success)
 }

@@ -60,9 +60,11 @@ pub fn prices(global: &Global, args: &PricesArgs) -> anyhow::Result<ExitStatus> 
             text
         }
     };
-    #[expect(clippy::print_stdout, reason = "the table is the command's output")]
     {
-        print!("{out}");
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
     }
     Ok(ExitStatus::Success)
 }
