@@ -505,13 +505,17 @@ async fn credentials_in_the_base_url_are_stored_printed_and_reported_nowhere() {
     }
 }
 
-/// Runs the binary with its standard output a pipe whose reader is already gone.
-async fn into_closed_pipe(ws: &Workspace, args: &[&str]) -> std::process::Output {
+/// Runs `command` with its standard output a pipe whose reader is already gone. (`output()`
+/// would replace that pipe with its own.)
+async fn into_closed_pipe(mut command: tokio::process::Command) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    ws.command(args)
+    command
         .stdout(std::process::Stdio::from(writer))
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
         .await
         .unwrap()
 }
@@ -534,20 +538,17 @@ async fn output_into_a_closed_pipe_ends_quietly() {
         &["export", "piped", "--out", "-"][..],
         &["prices"][..],
     ] {
-        let output = into_closed_pipe(&ws, args).await;
+        let output = into_closed_pipe(ws.command(args)).await;
         let (_, stderr) = text(&output);
         assert_eq!(code(&output), 0, "{args:?}: {stderr}");
         assert_eq!(stderr, "", "{args:?}");
     }
     // A run whose summary meets a closed pipe has still recorded everything.
-    let mut run = ws.command_on(&mock, &["run", file.to_str().unwrap(), "--name", "piped-2"]);
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let run = run
-        .stdout(std::process::Stdio::from(writer))
-        .output()
-        .await
-        .unwrap();
+    let run = into_closed_pipe(ws.command_on(
+        &mock,
+        &["run", file.to_str().unwrap(), "--name", "piped-2"],
+    ))
+    .await;
     assert_eq!(code(&run), 0, "{:?}", text(&run));
     let pool = ws.pool().await;
     assert_eq!(
