@@ -27,9 +27,7 @@ pub async fn cancel(
         .filter_map(|b| b.remote_id)
         .collect();
     if open.is_empty() {
-        {
-            crate::errln!("run {} has no batch running: nothing to cancel", run.name);
-        }
+        crate::errln!("run {} has no batch running: nothing to cancel", run.name);
         return Ok(ExitStatus::Success);
     }
     let key = settings.gateway.api_key()?;
@@ -40,16 +38,14 @@ pub async fn cancel(
             .await
             .map_err(|e| anyhow::anyhow!("canceling batch {id} failed: {e}"))?;
     }
-    {
-        crate::errln!(
-            "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
-            open.len(),
-            if open.len() == 1 { "" } else { "es" },
-            run.name,
-            if open.len() == 1 { "it" } else { "they" },
-            run.name
-        );
-    }
+    crate::errln!(
+        "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
+        open.len(),
+        if open.len() == 1 { "" } else { "es" },
+        run.name,
+        if open.len() == 1 { "it" } else { "they" },
+        run.name
+    );
     let prices = prices_for(&settings.gateway)?;
     let collected = Batcher {
         store: &store,
@@ -84,8 +80,6 @@ pub async fn cancel(
         .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
         .await?;
     sending::print_counts(&run, &counts)?;
-    {
-        crate::errln!("{reason}");
-    }
+    crate::errln!("{reason}");
     Ok(ExitStatus::Interrupted)
 }

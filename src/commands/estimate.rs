@@ -71,11 +71,9 @@ pub async fn estimate(
                 .collect()
                 .await;
             if shutdown.stop.is_cancelled() {
-                {
-                    crate::errln!(
-                        "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
-                    );
-                }
+                crate::errln!(
+                    "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
+                );
                 return Ok(ExitStatus::Interrupted);
             }
             if let Some(Err(SendError::Failed(error))) = results.iter().find(|r| r.is_err())

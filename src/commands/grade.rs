@@ -24,12 +24,10 @@ pub async fn grade(
         Some(path) => match read_expects(path)? {
             Ok(expects) => expects,
             Err(errors) => {
-                {
-                    for error in &errors {
-                        crate::errln!("{error}");
-                    }
-                    crate::errln!("error: {} bad records; nothing was graded", errors.len());
+                for error in &errors {
+                    crate::errln!("{error}");
                 }
+                crate::errln!("error: {} bad records; nothing was graded", errors.len());
                 return Ok(ExitStatus::Error);
             }
         },
@@ -75,15 +73,13 @@ pub async fn grade(
         let (_mock, client) = plan::connect(&settings, key).await?;
         sending::judge(&store, run.id, &settings, client, &shutdown).await?;
     }
-    {
-        let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
-        crate::outln!(
-            "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
-            run.name,
-            grades.len(),
-            run.name
-        )?;
-    }
+    let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
+    crate::outln!(
+        "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
+        run.name,
+        grades.len(),
+        run.name
+    )?;
     Ok(ExitStatus::Success)
 }
 

@@ -60,12 +60,7 @@ pub fn prices(global: &Global, args: &PricesArgs) -> anyhow::Result<ExitStatus> 
             text
         }
     };
-    {
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(out.as_bytes())?;
-        stdout.flush()?;
-    }
+    super::report::emit(&out, None)?;
     Ok(ExitStatus::Success)
 }
 

@@ -45,23 +45,21 @@ pub async fn resume(
         Some(load_the_rest(&store, &run, &settings).await?)
     };
     let counts = store.run_counts(run.id).await?;
-    {
-        let stored = if feed.is_some() {
-            format!(
-                " stored so far, of {} the file makes (the rest is being stored)",
-                run.input_jobs.unwrap_or(0)
-            )
-        } else {
-            String::new()
-        };
-        crate::errln!(
-            "resuming run {} (id {}): {} pending of {} jobs{stored}",
-            run.name,
-            run.id,
-            counts.pending,
-            counts.total
-        );
-    }
+    let stored = if feed.is_some() {
+        format!(
+            " stored so far, of {} the file makes (the rest is being stored)",
+            run.input_jobs.unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    crate::errln!(
+        "resuming run {} (id {}): {} pending of {} jobs{stored}",
+        run.name,
+        run.id,
+        counts.pending,
+        counts.total
+    );
     sending::send(global, &store, &run, &settings, key, feed, shutdown).await
 }
 

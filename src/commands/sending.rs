@@ -99,13 +99,11 @@ fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<Strin
             continue;
         }
         if pending > 0 {
-            {
-                crate::errln!(
-                    "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
-                    if pending == 1 { "" } else { "s" },
-                    prices.describe()
-                );
-            }
+            crate::errln!(
+                "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
+                if pending == 1 { "" } else { "s" },
+                prices.describe()
+            );
         }
         unpriced.push(model);
     }
@@ -274,22 +272,20 @@ pub async fn send(
     };
     store.set_run_status(run.id, status, reason).await?;
     if others > 0 || session.outcomes_lost > 0 {
-        {
-            if session.outcomes_lost > 0 {
-                crate::errln!(
-                    "{} answers of this worker were not recorded: their jobs' leases had passed to another worker, which records its own",
-                    session.outcomes_lost
-                );
-            }
-            if others > 0 {
-                crate::errln!(
-                    "{} jobs are still pending with {others} other worker{} of run {}; `msgbatch status {}` follows them",
-                    session.counts.pending,
-                    if others == 1 { "" } else { "s" },
-                    run.name,
-                    run.name
-                );
-            }
+        if session.outcomes_lost > 0 {
+            crate::errln!(
+                "{} answers of this worker were not recorded: their jobs' leases had passed to another worker, which records its own",
+                session.outcomes_lost
+            );
+        }
+        if others > 0 {
+            crate::errln!(
+                "{} jobs are still pending with {others} other worker{} of run {}; `msgbatch status {}` follows them",
+                session.counts.pending,
+                if others == 1 { "" } else { "s" },
+                run.name,
+                run.name
+            );
         }
     }
     print_summary(run, status, &session, &unpriced)?;
@@ -307,9 +303,7 @@ pub async fn send(
             },
         )
         .await?;
-        {
-            crate::outln!("\n{}", report::table(&report))?;
-        }
+        crate::outln!("\n{}", report::table(&report))?;
     }
     Ok(if session.halt.is_some() {
         ExitStatus::Error
@@ -340,15 +334,13 @@ async fn join(
     let first = store.first_live(worker).await?;
     runner.limiter.join(alive, first);
     if !first {
-        {
-            crate::errln!(
-                "joining {} other worker{} of run {}: sending at a {} share of its limits",
-                alive - 1,
-                if alive == 2 { "" } else { "s" },
-                run.name,
-                format_args!("1/{alive}")
-            );
-        }
+        crate::errln!(
+            "joining {} other worker{} of run {}: sending at a {} share of its limits",
+            alive - 1,
+            if alive == 2 { "" } else { "s" },
+            run.name,
+            format_args!("1/{alive}")
+        );
         // A worker whose heartbeats stop is no longer counted once its lease is over, so this
         // ends within a lease, and sooner as each heartbeats.
         while store.not_yet_counted(worker, joined_at).await? > 0 {
@@ -365,9 +357,7 @@ async fn join(
 
 /// A run's job counts, as the summary's first lines.
 pub fn print_counts(run: &RunRow, counts: &crate::store::RunCounts) -> std::io::Result<()> {
-    {
-        crate::outln!("run {} (id {})", run.name, run.id)?;
-    }
+    crate::outln!("run {} (id {})", run.name, run.id)?;
     print_jobs(counts)
 }
 

@@ -38,23 +38,19 @@ pub async fn work(
     let key = settings.gateway.api_key()?;
     let left = store.unfinished(run.id).await?;
     if left.pending == 0 && left.loaded {
-        {
-            crate::errln!("run {} has no pending jobs: nothing to do", run.name);
-        }
+        crate::errln!("run {} has no pending jobs: nothing to do", run.name);
         return Ok(ExitStatus::Success);
     }
-    {
-        crate::errln!(
-            "worker for run {} (id {}): {} jobs pending{}",
-            run.name,
-            run.id,
-            left.pending,
-            if left.loaded {
-                ""
-            } else {
-                " so far (the rest are still being stored)"
-            }
-        );
-    }
+    crate::errln!(
+        "worker for run {} (id {}): {} jobs pending{}",
+        run.name,
+        run.id,
+        left.pending,
+        if left.loaded {
+            ""
+        } else {
+            " so far (the rest are still being stored)"
+        }
+    );
     sending::send(global, &store, &run, &settings, key, None, shutdown).await
 }

@@ -544,10 +544,9 @@ async fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(stderr, "", "{args:?}");
     }
     // A run whose summary meets a closed pipe has still recorded everything.
-    let run = into_closed_pipe(ws.command_on(
-        &mock,
-        &["run", file.to_str().unwrap(), "--name", "piped-2"],
-    ))
+    let run = into_closed_pipe(
+        ws.command_on(&mock, &["run", file.to_str().unwrap(), "--name", "piped-2"]),
+    )
     .await;
     assert_eq!(code(&run), 0, "{:?}", text(&run));
     let pool = ws.pool().await;
