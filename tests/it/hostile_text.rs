@@ -484,6 +484,30 @@ async fn credentials_in_the_base_url_are_stored_printed_and_reported_nowhere() {
     let resume = ws.run(&["resume", "creds", "--base-url", &base]).await;
     assert_eq!(code(&resume), 0, "{:?}", text(&resume));
     outputs.push(resume);
+    // Nor do the errors of a gateway that cannot be reached, printed or recorded.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = format!("http://ops:{SECRET}@{closed}");
+    let run = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--name",
+            "creds-down",
+            "--base-url",
+            &down,
+            "--api-key-env",
+            KEY_ENV,
+            "--max-attempts",
+            "1",
+            "--concurrency",
+            "1",
+        ])
+        .await;
+    assert_ne!(code(&run), 0, "{:?}", text(&run));
+    outputs.push(run);
     for output in &outputs {
         let (stdout, stderr) = text(output);
         assert!(
