@@ -613,9 +613,8 @@ impl Batcher<'_> {
 }
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).
-#[expect(clippy::print_stderr, reason = "a warning the user must see")]
 fn warn_missing(batch: &str, missing: usize) {
-    eprintln!(
+    crate::errln!(
         "warning: the results of batch {batch} lack {missing} of its requests; their jobs stay pending and go in the next batch"
     );
 }

@@ -230,6 +230,11 @@ pub struct ResumeArgs {
     /// give them again when resuming).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// The run's base URL again, when it carried credentials (`https://user:password@…`):
+    /// they are never stored, so give them again when resuming.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +249,11 @@ pub struct WorkArgs {
     /// give them to every worker).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// The run's base URL again, when it carried credentials (`https://user:password@…`):
+    /// they are never stored, so give them again when resuming.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod limiter;
 pub mod message;
 pub mod mock;
+pub mod output;
 pub mod pricing;
 pub mod progress;
 pub mod report;

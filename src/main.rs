@@ -36,7 +36,11 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {error:#}");
+            // Errors quote job files and gateways: their control characters are escaped.
+            eprintln!(
+                "error: {}",
+                msgbatch::output::terminal_lines(&format!("{error:#}"))
+            );
             msgbatch::ExitStatus::Error.into()
         }
     }

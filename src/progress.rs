@@ -132,13 +132,12 @@ impl Progress {
         }
     }
 
-    /// Prints a line above the bar (or plainly when there is none).
+    /// Prints a line above the bar (or plainly when there is none). Messages quote gateways
+    /// (a halt's reason): their control characters are escaped.
     pub fn println(&self, line: &str) {
+        let line = crate::output::terminal_lines(line);
         if self.bar.is_hidden() {
-            #[expect(clippy::print_stderr, reason = "progress messages go to stderr")]
-            {
-                eprintln!("{line}");
-            }
+            crate::errln!("{line}");
         } else {
             self.bar.println(line);
         }

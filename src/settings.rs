@@ -89,6 +89,9 @@ impl ConfigFile {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Gateway {
     pub name: String,
+    /// Stored without the credentials it may carry (`user:password@`), as header values are;
+    /// `resume` takes the URL again from the profile or `--base-url`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub base_url: String,
     pub messages_path: String,
     pub auth: AuthStyle,
@@ -109,6 +112,13 @@ pub struct Gateway {
     /// Whether the gateway serves the Message Batches endpoints.
     #[serde(default = "batches_by_default")]
     pub batches: bool,
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::output::redacted_url(url))
 }
 
 fn batches_by_default() -> bool {

@@ -19,7 +19,7 @@ pub async fn cancel(
     let store = global.existing_store().await?;
     let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
-    let settings = run_settings(global, &run, &SendArgs::default(), &args.headers)?;
+    let settings = run_settings(global, &run, &SendArgs::default(), &args.headers, None)?;
     let open: Vec<String> = store
         .open_batches(run.id)
         .await?
@@ -27,10 +27,7 @@ pub async fn cancel(
         .filter_map(|b| b.remote_id)
         .collect();
     if open.is_empty() {
-        #[expect(clippy::print_stderr, reason = "why nothing was done")]
-        {
-            eprintln!("run {} has no batch running: nothing to cancel", run.name);
-        }
+        crate::errln!("run {} has no batch running: nothing to cancel", run.name);
         return Ok(ExitStatus::Success);
     }
     let key = settings.gateway.api_key()?;
@@ -41,17 +38,14 @@ pub async fn cancel(
             .await
             .map_err(|e| anyhow::anyhow!("canceling batch {id} failed: {e}"))?;
     }
-    #[expect(clippy::print_stderr, reason = "what cancel did")]
-    {
-        eprintln!(
-            "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
-            open.len(),
-            if open.len() == 1 { "" } else { "es" },
-            run.name,
-            if open.len() == 1 { "it" } else { "they" },
-            run.name
-        );
-    }
+    crate::errln!(
+        "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
+        open.len(),
+        if open.len() == 1 { "" } else { "es" },
+        run.name,
+        if open.len() == 1 { "it" } else { "they" },
+        run.name
+    );
     let prices = prices_for(&settings.gateway)?;
     let collected = Batcher {
         store: &store,
@@ -85,10 +79,7 @@ pub async fn cancel(
     store
         .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
         .await?;
-    sending::print_counts(&run, &counts);
-    #[expect(clippy::print_stderr, reason = "what cancel did")]
-    {
-        eprintln!("{reason}");
-    }
+    sending::print_counts(&run, &counts)?;
+    crate::errln!("{reason}");
     Ok(ExitStatus::Interrupted)
 }

@@ -5,6 +5,7 @@ use super::report::emit;
 use crate::ExitStatus;
 use crate::cli::{DiffArgs, ReportFormat};
 use crate::diff::{self, Comparison};
+use crate::output;
 
 pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
@@ -41,11 +42,15 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
         ),
         _ => anyhow::bail!("diff takes one run or two"),
     };
+    // Run names come from outside: the file name is their plain form, inside `--out`.
     let target = |ext: &str| {
-        (args.out.as_os_str() != "-").then(|| args.out.join(format!("{name}-diff.{ext}")))
+        (args.out.as_os_str() != "-").then(|| {
+            args.out
+                .join(output::file_name(&format!("{name}-diff.{ext}")))
+        })
     };
     match args.format {
-        ReportFormat::Table => emit(&diff::table(&comparison), None)?,
+        ReportFormat::Table => emit(&output::terminal_lines(&diff::table(&comparison)), None)?,
         ReportFormat::Md => emit(&diff::markdown(&comparison), target("md"))?,
         ReportFormat::Csv => emit(&diff::csv(&comparison)?, target("csv"))?,
         ReportFormat::Json => emit(

@@ -12,6 +12,7 @@ use crate::cli::EstimateArgs;
 use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
+use crate::output::Terminal;
 use crate::pricing::format_usd;
 use crate::runner::sender::{Metered, Reply};
 use crate::runner::{Call, Kind, Ledger, Request, RequestSender, SendError};
@@ -70,12 +71,9 @@ pub async fn estimate(
                 .collect()
                 .await;
             if shutdown.stop.is_cancelled() {
-                #[expect(clippy::print_stderr, reason = "why the estimate stopped")]
-                {
-                    eprintln!(
-                        "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
-                    );
-                }
+                crate::errln!(
+                    "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
+                );
                 return Ok(ExitStatus::Interrupted);
             }
             if let Some(Err(SendError::Failed(error))) = results.iter().find(|r| r.is_err())
@@ -133,7 +131,7 @@ pub async fn estimate(
         local_jobs,
         &args.jobs.file.display().to_string(),
         settings.send.via == crate::settings::Via::Batches,
-    );
+    )?;
     Ok(ExitStatus::Success)
 }
 
@@ -158,13 +156,17 @@ async fn count(
     }
 }
 
-#[expect(clippy::print_stderr, reason = "warnings go to stderr")]
 fn warn(message: &str) {
-    eprintln!("warning: {message}");
+    crate::errln!("warning: {message}");
 }
 
-#[expect(clippy::print_stdout, reason = "the estimate is the command's output")]
-fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: bool) {
+fn print(
+    estimate: &Estimate,
+    counted: u64,
+    local: u64,
+    file: &str,
+    batches: bool,
+) -> std::io::Result<()> {
     let source = match (counted, local) {
         (_, 0) => "input counted by the gateway's count_tokens".to_owned(),
         (0, _) => {
@@ -173,8 +175,8 @@ fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: boo
         }
         (c, l) => format!("input counted by count_tokens for {c} jobs, estimated locally for {l}"),
     };
-    println!("estimate for {file}: {source}");
-    println!(
+    crate::outln!("estimate for {file}: {source}")?;
+    crate::outln!(
         "\n{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
         "model",
         "jobs",
@@ -185,12 +187,12 @@ fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: boo
         "out max",
         "expected",
         "worst case"
-    );
+    )?;
     let money = |pico: Option<u64>| pico.map_or_else(|| "unpriced".to_owned(), format_usd);
     for m in &estimate.models {
-        println!(
+        crate::outln!(
             "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
-            m.model,
+            Terminal(&m.model),
             m.jobs,
             m.input_tokens,
             m.cache_write_5m + m.cache_write_1h,
@@ -199,14 +201,14 @@ fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: boo
             m.max_output_tokens,
             money(m.expected_pico_usd),
             money(m.worst_pico_usd),
-        );
+        )?;
     }
     let incomplete = if estimate.unpriced.is_empty() {
         ""
     } else {
         "+"
     };
-    println!(
+    crate::outln!(
         "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
         "total",
         estimate.models.iter().map(|m| m.jobs).sum::<u64>(),
@@ -217,23 +219,26 @@ fn print(estimate: &Estimate, counted: u64, local: u64, file: &str, batches: boo
         "",
         format!("{}{incomplete}", format_usd(estimate.expected_pico_usd)),
         format!("{}{incomplete}", format_usd(estimate.worst_pico_usd)),
-    );
-    println!();
+    )?;
+    crate::outln!()?;
     for m in &estimate.models {
-        println!("expected output of {}: {}", m.model, m.output_basis);
+        crate::outln!("expected output of {}: {}", m.model, m.output_basis)?;
     }
-    println!("worst case: every answer runs to max_tokens and nothing is read from the cache");
+    crate::outln!(
+        "worst case: every answer runs to max_tokens and nothing is read from the cache"
+    )?;
     if batches {
-        println!(
+        crate::outln!(
             "through the Message Batches API (--via batches), at half of every price: expected {}, worst case {}",
             format_usd(estimate.expected_pico_usd / 2),
             format_usd(estimate.worst_pico_usd.div_ceil(2)),
-        );
+        )?;
     }
     if !estimate.unpriced.is_empty() {
-        println!(
+        crate::outln!(
             "+ no price for {}: left out of the totals (give --prices)",
             estimate.unpriced.join(", ")
-        );
+        )?;
     }
+    Ok(())
 }

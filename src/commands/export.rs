@@ -10,36 +10,37 @@ use serde_json::{Value, json};
 
 use super::Global;
 use crate::ExitStatus;
-use crate::store::ExportRow;
+use crate::output::AtomicFile;
+use crate::store::{ExportRow, Store};
 
 pub async fn export(global: &Global, args: &crate::cli::ExportArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
     let run = store.find_run(&args.run).await?;
     let to_stdout = args.out.as_os_str() == "-";
-    let sink: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
-    } else {
-        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs_err::create_dir_all(parent)?;
-        }
-        Box::new(fs_err::File::create(&args.out)?)
-    };
-    let mut out = BufWriter::new(sink);
-    let count = store
-        .export_rows(run.id, |row| {
+    if to_stdout {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        write_rows(&store, run.id, &mut out).await?;
+        out.flush()?;
+        return Ok(ExitStatus::Success);
+    }
+    // Written under a temporary name and renamed into place once whole: an export stopped
+    // half-way leaves no truncated file that looks complete.
+    let mut out = AtomicFile::create(&args.out)?;
+    let count = write_rows(&store, run.id, &mut out).await?;
+    out.commit()?;
+    crate::errln!("wrote {count} lines to {}", args.out.display());
+    Ok(ExitStatus::Success)
+}
+
+/// Writes every row of `run` as a line to `out`, returning how many.
+async fn write_rows(store: &Store, run: i64, out: &mut impl Write) -> anyhow::Result<u64> {
+    store
+        .export_rows(run, |row| {
             out.write_all(line(&row).as_bytes())?;
             out.write_all(b"\n")?;
             Ok(())
         })
-        .await?;
-    out.flush()?;
-    if !to_stdout {
-        #[expect(clippy::print_stderr, reason = "where the export went")]
-        {
-            eprintln!("wrote {count} lines to {}", args.out.display());
-        }
-    }
-    Ok(ExitStatus::Success)
+        .await
 }
 
 fn line(row: &ExportRow) -> String {

@@ -24,13 +24,10 @@ pub async fn grade(
         Some(path) => match read_expects(path)? {
             Ok(expects) => expects,
             Err(errors) => {
-                #[expect(clippy::print_stderr, reason = "the reasons nothing was graded")]
-                {
-                    for error in &errors {
-                        eprintln!("{error}");
-                    }
-                    eprintln!("error: {} bad records; nothing was graded", errors.len());
+                for error in &errors {
+                    crate::errln!("{error}");
                 }
+                crate::errln!("error: {} bad records; nothing was graded", errors.len());
                 return Ok(ExitStatus::Error);
             }
         },
@@ -76,19 +73,13 @@ pub async fn grade(
         let (_mock, client) = plan::connect(&settings, key).await?;
         sending::judge(&store, run.id, &settings, client, &shutdown).await?;
     }
-    #[expect(
-        clippy::print_stdout,
-        reason = "the grading summary is the command's output"
-    )]
-    {
-        let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
-        println!(
-            "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
-            run.name,
-            grades.len(),
-            run.name
-        );
-    }
+    let passed = grades.iter().filter(|g| g.passed == Some(true)).count();
+    crate::outln!(
+        "graded run {}: {} grades, {passed} passed before judging; see `msgbatch report {}`",
+        run.name,
+        grades.len(),
+        run.name
+    )?;
     Ok(ExitStatus::Success)
 }
 

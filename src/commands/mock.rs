@@ -17,10 +17,7 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
         .await
         .with_context(|| format!("failed to listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
-    #[expect(clippy::print_stderr, reason = "where the mock listens")]
-    {
-        eprintln!("mock gateway listening on http://{addr} (Ctrl-C to stop)");
-    }
+    crate::errln!("mock gateway listening on http://{addr} (Ctrl-C to stop)");
     let config = MockConfig {
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,

@@ -60,10 +60,7 @@ pub fn prices(global: &Global, args: &PricesArgs) -> anyhow::Result<ExitStatus> 
             text
         }
     };
-    #[expect(clippy::print_stdout, reason = "the table is the command's output")]
-    {
-        print!("{out}");
-    }
+    super::report::emit(&out, None)?;
     Ok(ExitStatus::Success)
 }
 

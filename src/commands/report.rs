@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use super::Global;
 use crate::ExitStatus;
 use crate::cli::{ReportArgs, ReportFormat};
+use crate::output;
 use crate::pricing::PriceTable;
 use crate::report::{self, Report};
 use crate::settings::RunSettings;
@@ -66,7 +67,7 @@ pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitSt
         .join("-vs-");
     let kind = args.by.replace(':', "-");
     match args.format {
-        ReportFormat::Table => emit(&report::table(&report), None)?,
+        ReportFormat::Table => emit(&output::terminal_lines(&report::table(&report)), None)?,
         ReportFormat::Md => emit(&report::markdown(&report), target(args, &name, &kind, "md"))?,
         ReportFormat::Json => emit(
             &(serde_json::to_string_pretty(&report)? + "\n"),
@@ -92,12 +93,19 @@ pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitSt
     Ok(ExitStatus::Success)
 }
 
-/// `<out>/<runs>-<kind>.<ext>`, or `None` for standard output.
+/// `<out>/<runs>-<kind>.<ext>`, or `None` for standard output. Run names and tag names come
+/// from outside: the file name is built from their [`output::file_name`] form, so that it
+/// stays inside `--out`.
 fn target(args: &ReportArgs, name: &str, kind: &str, ext: &str) -> Option<std::path::PathBuf> {
-    (args.out.as_os_str() != "-").then(|| args.out.join(format!("{name}-{kind}.{ext}")))
+    (args.out.as_os_str() != "-").then(|| {
+        args.out
+            .join(output::file_name(&format!("{name}-{kind}.{ext}")))
+    })
 }
 
-#[expect(clippy::print_stderr, reason = "where the report went")]
+/// Writes a rendered report to standard output, or to `path` whole: under a temporary name
+/// renamed into place once written, so that an interrupted command never leaves a truncated
+/// file that looks complete.
 pub(super) fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     match path {
         None => {
@@ -107,12 +115,9 @@ pub(super) fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Resu
             stdout.flush()?;
         }
         Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs_err::create_dir_all(dir)?;
-            }
-            fs_err::write(&path, text)
+            output::AtomicFile::write(&path, text)
                 .with_context(|| format!("failed to write {}", path.display()))?;
-            eprintln!("wrote {}", Path::new(&path).display());
+            crate::errln!("wrote {}", Path::new(&path).display());
         }
     }
     Ok(())

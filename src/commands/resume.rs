@@ -5,6 +5,7 @@ use anyhow::{Context as _, bail};
 use super::feed::{self, Feed};
 use super::{Global, sending};
 use crate::cli::{ResumeArgs, SendArgs};
+use crate::output;
 use crate::settings::{ConfigFile, RunSettings, parse_header};
 use crate::store::{RunRow, Store};
 use crate::{ExitStatus, Shutdown};
@@ -23,17 +24,20 @@ pub async fn resume(
             run.name
         );
     }
-    let settings = run_settings(global, &run, &args.sending, &args.headers)?;
+    let settings = run_settings(
+        global,
+        &run,
+        &args.sending,
+        &args.headers,
+        args.base_url.as_deref(),
+    )?;
     let key = settings.gateway.api_key()?;
     store
         .set_run_settings(run.id, &serde_json::to_string(&settings)?)
         .await?;
     if args.include_failed {
         let reset = store.reset_failed(run.id).await?;
-        #[expect(clippy::print_stderr, reason = "what resume is about to do")]
-        {
-            eprintln!("{reset} failed jobs set back to pending");
-        }
+        crate::errln!("{reset} failed jobs set back to pending");
     }
     let feed = if run.loaded {
         None
@@ -41,21 +45,21 @@ pub async fn resume(
         Some(load_the_rest(&store, &run, &settings).await?)
     };
     let counts = store.run_counts(run.id).await?;
-    #[expect(clippy::print_stderr, reason = "what resume is about to do")]
-    {
-        let stored = if feed.is_some() {
-            format!(
-                " stored so far, of {} the file makes (the rest is being stored)",
-                run.input_jobs.unwrap_or(0)
-            )
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "resuming run {} (id {}): {} pending of {} jobs{stored}",
-            run.name, run.id, counts.pending, counts.total
-        );
-    }
+    let stored = if feed.is_some() {
+        format!(
+            " stored so far, of {} the file makes (the rest is being stored)",
+            run.input_jobs.unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    crate::errln!(
+        "resuming run {} (id {}): {} pending of {} jobs{stored}",
+        run.name,
+        run.id,
+        counts.pending,
+        counts.total
+    );
     sending::send(global, &store, &run, &settings, key, feed, shutdown).await
 }
 
@@ -96,6 +100,46 @@ async fn load_the_rest(
     Feed::start(store, run.id, options, checked, keep_rejected, after_line).await
 }
 
+/// Puts back the credentials of a base URL stored without them (`https://***@host`): from
+/// `--base-url`, else from the gateway's profile, either only when it is the same URL.
+fn restore_base_url(
+    global: &Global,
+    run: &RunRow,
+    settings: &mut RunSettings,
+    given: Option<&str>,
+) -> anyhow::Result<()> {
+    let stored = settings.gateway.base_url.clone();
+    if let Some(url) = given {
+        if output::redacted_url(url) != stored {
+            bail!(
+                "--base-url must be run {}'s own base URL ({stored}), with its credentials",
+                run.name
+            );
+        }
+        settings.gateway.base_url = url.to_owned();
+        return Ok(());
+    }
+    if settings.mock.is_some() || !output::has_hidden_credentials(&stored) {
+        return Ok(());
+    }
+    let (config, _) = ConfigFile::load(global.config.as_deref())?;
+    let from_profile = config
+        .gateways
+        .get(&settings.gateway.name)
+        .and_then(|profile| profile.base_url.clone())
+        .filter(|url| output::redacted_url(url) == stored);
+    match from_profile {
+        Some(url) => {
+            settings.gateway.base_url = url;
+            Ok(())
+        }
+        None => bail!(
+            "run {} sent to a base URL with credentials ({stored}), which are never stored; give it again with --base-url",
+            run.name
+        ),
+    }
+}
+
 /// A run's stored settings, with what the command line overrides and the header values
 /// (never stored) taken again from the gateway's profile and the command line.
 pub(super) fn run_settings(
@@ -103,10 +147,12 @@ pub(super) fn run_settings(
     run: &RunRow,
     sending: &SendArgs,
     headers: &[String],
+    base_url: Option<&str>,
 ) -> anyhow::Result<RunSettings> {
     let mut settings: RunSettings = serde_json::from_str(&run.settings)
         .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
     settings.send = settings.send.overridden(sending)?;
+    restore_base_url(global, run, &mut settings, base_url)?;
     // Header values are never stored: take them from the gateway's profile again, then from
     // the command line.
     if settings.mock.is_none() && !settings.gateway.header_names.is_empty() {

@@ -68,7 +68,8 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             name: name.clone(),
             input_path: args.jobs.file.display().to_string(),
             gateway_name: settings.gateway.name.clone(),
-            base_url: settings.gateway.base_url.clone(),
+            // Credentials in the URL are never stored, as a key is not.
+            base_url: crate::output::redacted_url(&settings.gateway.base_url).into_owned(),
             messages_path: settings.gateway.messages_path.clone(),
             settings: serde_json::to_string(&settings)?,
             via: settings.send.via.as_str(),
@@ -140,17 +141,14 @@ fn rereadable(path: &Path) -> bool {
 
 fn warn_skipped(summary: &LoadSummary) {
     if summary.bad_records > 0 {
-        #[expect(clippy::print_stderr, reason = "a warning for the user")]
-        {
-            eprintln!(
-                "warning: {} bad records recorded as rejected (--skip-invalid); the first: {}",
-                summary.bad_records, summary.errors[0]
-            );
-        }
+        crate::errln!(
+            "warning: {} bad records recorded as rejected (--skip-invalid); the first: {}",
+            summary.bad_records,
+            summary.errors[0]
+        );
     }
 }
 
-#[expect(clippy::print_stderr, reason = "what the run is about to do")]
 fn announce(
     name: &str,
     id: i64,
@@ -165,7 +163,7 @@ fn announce(
         format!(
             "{} ({})",
             settings.gateway.name,
-            settings.gateway.messages_url()
+            crate::output::redacted_url(&settings.gateway.messages_url())
         )
     };
     let seconds = took.as_secs_f64();
@@ -175,21 +173,20 @@ fn announce(
     } else {
         0.0
     };
-    eprintln!(
+    crate::errln!(
         "run {name} (id {id}): {} jobs {done} in {seconds:.2}s ({rate:.0}/s), sending to {target}",
         summary.jobs
     );
 }
 
-#[expect(clippy::print_stderr, reason = "the reason the run did not start")]
 fn report_bad_records(summary: &LoadSummary) {
     for error in summary.errors.iter().take(SHOWN_ERRORS) {
-        eprintln!("{error}");
+        crate::errln!("{error}");
     }
     if summary.bad_records > SHOWN_ERRORS as u64 {
-        eprintln!("… and {} more", summary.bad_records - SHOWN_ERRORS as u64);
+        crate::errln!("… and {} more", summary.bad_records - SHOWN_ERRORS as u64);
     }
-    eprintln!(
+    crate::errln!(
         "error: {} bad records; nothing was sent. Fix them, or pass --skip-invalid to record them as rejected and run the rest",
         summary.bad_records
     );
@@ -233,10 +230,7 @@ async fn confirm(
     std::io::stdin().read_line(&mut answer)?;
     let yes = matches!(answer.trim(), "y" | "Y" | "yes");
     if !yes {
-        #[expect(clippy::print_stderr, reason = "the outcome is for the user")]
-        {
-            eprintln!("nothing sent");
-        }
+        crate::errln!("nothing sent");
     }
     Ok(yes)
 }

@@ -64,7 +64,6 @@ pub async fn judge(
     Ok(())
 }
 
-#[expect(clippy::print_stderr, reason = "what judging did")]
 fn print_judged(judged: &Judged) {
     let asked = judged.verdicts + judged.unanswered + judged.over_budget;
     if asked == 0 {
@@ -87,7 +86,7 @@ fn print_judged(judged: &Judged) {
             judged.over_budget
         ));
     }
-    eprintln!("{line}");
+    crate::errln!("{line}");
 }
 
 /// The models of a run with jobs still to send and no price in `prices`, each named once in a
@@ -100,14 +99,11 @@ fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<Strin
             continue;
         }
         if pending > 0 {
-            #[expect(clippy::print_stderr, reason = "a warning before sending")]
-            {
-                eprintln!(
-                    "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
-                    if pending == 1 { "" } else { "s" },
-                    prices.describe()
-                );
-            }
+            crate::errln!(
+                "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
+                if pending == 1 { "" } else { "s" },
+                prices.describe()
+            );
         }
         unpriced.push(model);
     }
@@ -276,26 +272,23 @@ pub async fn send(
     };
     store.set_run_status(run.id, status, reason).await?;
     if others > 0 || session.outcomes_lost > 0 {
-        #[expect(clippy::print_stderr, reason = "what the other workers still do")]
-        {
-            if session.outcomes_lost > 0 {
-                eprintln!(
-                    "{} answers of this worker were not recorded: their jobs' leases had passed to another worker, which records its own",
-                    session.outcomes_lost
-                );
-            }
-            if others > 0 {
-                eprintln!(
-                    "{} jobs are still pending with {others} other worker{} of run {}; `msgbatch status {}` follows them",
-                    session.counts.pending,
-                    if others == 1 { "" } else { "s" },
-                    run.name,
-                    run.name
-                );
-            }
+        if session.outcomes_lost > 0 {
+            crate::errln!(
+                "{} answers of this worker were not recorded: their jobs' leases had passed to another worker, which records its own",
+                session.outcomes_lost
+            );
+        }
+        if others > 0 {
+            crate::errln!(
+                "{} jobs are still pending with {others} other worker{} of run {}; `msgbatch status {}` follows them",
+                session.counts.pending,
+                if others == 1 { "" } else { "s" },
+                run.name,
+                run.name
+            );
         }
     }
-    print_summary(run, status, &session, &unpriced);
+    print_summary(run, status, &session, &unpriced)?;
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
         // The run as it stands now, with the status just recorded.
         let run = store.find_run(&run.id.to_string()).await?;
@@ -310,10 +303,7 @@ pub async fn send(
             },
         )
         .await?;
-        #[expect(clippy::print_stdout, reason = "the report is the command's output")]
-        {
-            println!("\n{}", report::table(&report));
-        }
+        crate::outln!("\n{}", report::table(&report))?;
     }
     Ok(if session.halt.is_some() {
         ExitStatus::Error
@@ -344,16 +334,13 @@ async fn join(
     let first = store.first_live(worker).await?;
     runner.limiter.join(alive, first);
     if !first {
-        #[expect(clippy::print_stderr, reason = "what the worker waits for")]
-        {
-            eprintln!(
-                "joining {} other worker{} of run {}: sending at a {} share of its limits",
-                alive - 1,
-                if alive == 2 { "" } else { "s" },
-                run.name,
-                format_args!("1/{alive}")
-            );
-        }
+        crate::errln!(
+            "joining {} other worker{} of run {}: sending at a {} share of its limits",
+            alive - 1,
+            if alive == 2 { "" } else { "s" },
+            run.name,
+            format_args!("1/{alive}")
+        );
         // A worker whose heartbeats stop is no longer counted once its lease is over, so this
         // ends within a lease, and sooner as each heartbeats.
         while store.not_yet_counted(worker, joined_at).await? > 0 {
@@ -369,20 +356,20 @@ async fn join(
 }
 
 /// A run's job counts, as the summary's first lines.
-pub fn print_counts(run: &RunRow, counts: &crate::store::RunCounts) {
-    #[expect(clippy::print_stdout, reason = "the counts are the command's output")]
-    {
-        println!("run {} (id {})", run.name, run.id);
-    }
-    print_jobs(counts);
+pub fn print_counts(run: &RunRow, counts: &crate::store::RunCounts) -> std::io::Result<()> {
+    crate::outln!("run {} (id {})", run.name, run.id)?;
+    print_jobs(counts)
 }
 
-#[expect(clippy::print_stdout, reason = "the counts are the command's output")]
-fn print_jobs(c: &crate::store::RunCounts) {
-    println!(
+fn print_jobs(c: &crate::store::RunCounts) -> std::io::Result<()> {
+    crate::outln!(
         "  jobs    {} succeeded, {} failed, {} rejected, {} pending (of {})",
-        c.succeeded, c.failed, c.rejected, c.pending, c.total
-    );
+        c.succeeded,
+        c.failed,
+        c.rejected,
+        c.pending,
+        c.total
+    )
 }
 
 /// A session through the Message Batches API: open batches collected, then (with `submit`)
@@ -448,22 +435,22 @@ async fn batches(
     })
 }
 
-#[expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the summary is the command's output"
-)]
-fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &[String]) {
+fn print_summary(
+    run: &RunRow,
+    status: RunStatus,
+    session: &Session,
+    unpriced: &[String],
+) -> std::io::Result<()> {
     let c = &session.counts;
-    println!("run {} (id {}): {}", run.name, run.id, status.as_str());
-    print_jobs(c);
-    println!(
+    crate::outln!("run {} (id {}): {}", run.name, run.id, status.as_str())?;
+    print_jobs(c)?;
+    crate::outln!(
         "  tokens  input {} · cache write {} · cache read {} · output {}",
         report::count(c.input_tokens),
         report::count(c.cache_creation_input_tokens),
         report::count(c.cache_read_input_tokens),
         report::count(c.output_tokens)
-    );
+    )?;
     let unpriced = if c.unpriced > 0 {
         format!(
             " (incomplete: {} result{} of {} left out; give a price with --prices FILE or `prices` in the gateway profile)",
@@ -478,10 +465,10 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &
     } else {
         String::new()
     };
-    println!(
+    crate::outln!(
         "  cost    {}{unpriced}",
         format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0))
-    );
+    )?;
     let seconds = session.elapsed.as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
     let rate = if seconds > 0.0 {
@@ -489,24 +476,25 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &
     } else {
         0.0
     };
-    println!("  time    {seconds:.1}s this session, {rate:.1} jobs/s");
+    crate::outln!("  time    {seconds:.1}s this session, {rate:.1} jobs/s")?;
     if status != RunStatus::Completed {
         if let Some(halt) = &session.halt {
-            eprintln!("stopped: {halt}");
+            crate::errln!("stopped: {halt}");
         }
         if let Some(running) = &session.batches_running {
-            eprintln!("{running}");
+            crate::errln!("{running}");
         }
         if status == RunStatus::BudgetExhausted {
             if let Some(reason) = &session.budget_stop {
-                eprintln!("stopped: {reason}");
+                crate::errln!("stopped: {reason}");
             }
-            eprintln!(
+            crate::errln!(
                 "resume with a higher budget: msgbatch resume {} --max-cost USD",
                 run.name
             );
         } else {
-            eprintln!("resume with: msgbatch resume {}", run.name);
+            crate::errln!("resume with: msgbatch resume {}", run.name);
         }
     }
+    Ok(())
 }

@@ -2,12 +2,12 @@
 
 use super::Global;
 use crate::ExitStatus;
+use crate::output::{self, Terminal};
 use crate::pricing::format_usd;
 use std::time::Duration;
 
 use crate::store::{RunRow, WorkerRow};
 
-#[expect(clippy::print_stdout, reason = "the status is the command's output")]
 pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
     let runs = match &args.run {
@@ -15,13 +15,21 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         None => store.runs().await?,
     };
     if runs.is_empty() {
-        println!("no runs yet");
+        crate::outln!("no runs yet")?;
         return Ok(ExitStatus::Success);
     }
-    println!(
+    crate::outln!(
         "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
-        "id", "name", "status", "jobs", "succeeded", "failed", "rejected", "pending", "spend"
-    );
+        "id",
+        "name",
+        "status",
+        "jobs",
+        "succeeded",
+        "failed",
+        "rejected",
+        "pending",
+        "spend"
+    )?;
     // A run still marked running while no process holds the database (or, on PostgreSQL,
     // while none of its workers is alive) died without a word (kill -9, a crash, a reboot).
     let locked = store.is_locked();
@@ -52,30 +60,38 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         } else {
             spend
         };
-        println!(
+        crate::outln!(
             "{:>4}  {:<32} {:<16} {:>8} {:>9} {:>7} {:>8} {:>8} {:>12}",
-            run.id, run.name, status, c.total, c.succeeded, c.failed, c.rejected, c.pending, spend
-        );
+            run.id,
+            Terminal(&run.name),
+            Terminal(&status),
+            c.total,
+            c.succeeded,
+            c.failed,
+            c.rejected,
+            c.pending,
+            spend
+        )?;
         counts.push(c);
     }
     if let ([run], [stored]) = (runs.as_slice(), counts.as_slice()) {
-        print_details(run);
-        print_workers(&workers);
+        print_details(run)?;
+        print_workers(&workers)?;
         if !run.loaded && run.status != "loading" {
-            println!(
+            crate::outln!(
                 "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
                 stored.total - stored.rejected,
                 run.input_jobs.unwrap_or(0),
                 run.name
-            );
+            )?;
         }
         let (failed, reason) = store.judge_failures(run.id).await?;
         if failed > 0 {
-            println!(
+            crate::outln!(
                 "  judges   {failed} verdicts pending after failed requests (latest: {}); `msgbatch grade {}` asks again",
                 reason.as_deref().unwrap_or("no reason recorded"),
                 run.name
-            );
+            )?;
         }
     }
     Ok(ExitStatus::Success)
@@ -83,17 +99,21 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
 
 /// The workers of a run on a PostgreSQL store: where each runs, the jobs in its hand, what it
 /// has done, and when it was last heard from.
-#[expect(clippy::print_stdout, reason = "the status is the command's output")]
-fn print_workers(workers: &[WorkerRow]) {
+fn print_workers(workers: &[WorkerRow]) -> std::io::Result<()> {
     if workers.is_empty() {
-        return;
+        return Ok(());
     }
     let alive = workers.iter().filter(|w| w.alive).count();
-    println!("  workers  {alive} alive of {}", workers.len());
-    println!(
+    crate::outln!("  workers  {alive} alive of {}", workers.len())?;
+    crate::outln!(
         "    {:>4}  {:<24} {:>8} {:>8} {:>8} {:>12}  last heartbeat",
-        "id", "host", "pid", "in hand", "done", "spend"
-    );
+        "id",
+        "host",
+        "pid",
+        "in hand",
+        "done",
+        "spend"
+    )?;
     for w in workers {
         let heard = Duration::from_millis(u64::try_from(w.silent_ms).unwrap_or(0));
         let state = match (w.stopped_at_ms, w.alive) {
@@ -104,47 +124,51 @@ fn print_workers(workers: &[WorkerRow]) {
                 heard.as_secs_f64()
             ),
         };
-        println!(
+        crate::outln!(
             "    {:>4}  {:<24} {:>8} {:>8} {:>8} {:>12}  {state}",
             w.id,
-            w.host,
+            Terminal(&w.host),
             w.pid,
             w.in_hand,
             w.jobs_done,
             format_usd(u64::try_from(w.spent_pico_usd).unwrap_or(0)),
-        );
+        )?;
     }
+    Ok(())
 }
 
-#[expect(clippy::print_stdout, reason = "the status is the command's output")]
-fn print_details(run: &RunRow) {
+fn print_details(run: &RunRow) -> std::io::Result<()> {
     let when = |ms: i64| {
         let at = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         humantime::format_rfc3339_seconds(at).to_string()
     };
-    println!();
+    crate::outln!()?;
     let format = if run.input_format.is_empty() {
         String::new()
     } else {
         format!(", {}", run.input_format)
     };
-    println!(
+    crate::outln!(
         "  input    {}{format} (sha256 {})",
-        run.input_path, run.input_sha256
-    );
-    println!(
+        run.input_path,
+        run.input_sha256
+    )?;
+    crate::outln!(
         "  gateway  {} {}{}",
-        run.gateway_name, run.base_url, run.messages_path
-    );
-    println!("  started  {}", when(run.created_at_ms));
+        run.gateway_name,
+        output::redacted_url(&run.base_url),
+        run.messages_path
+    )?;
+    crate::outln!("  started  {}", when(run.created_at_ms))?;
     if let Some(finished) = run.finished_at_ms {
-        println!("  ended    {}", when(finished));
+        crate::outln!("  ended    {}", when(finished))?;
     }
     if let Some(reason) = &run.stop_reason {
-        println!("  stopped  {reason}");
+        crate::outln!("  stopped  {reason}")?;
     }
     if run.status != "completed" && run.status != "loading" {
-        println!("  resume   msgbatch resume {}", run.name);
+        crate::outln!("  resume   msgbatch resume {}", run.name)?;
     }
+    Ok(())
 }

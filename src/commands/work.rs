@@ -21,7 +21,13 @@ pub async fn work(
         return Err(StoreError::NeedsPostgres.into());
     }
     let run = store.find_run(&args.run).await?;
-    let settings = run_settings(global, &run, &args.sending, &args.headers)?;
+    let settings = run_settings(
+        global,
+        &run,
+        &args.sending,
+        &args.headers,
+        args.base_url.as_deref(),
+    )?;
     if settings.send.via == Via::Batches || !store.open_batches(run.id).await?.is_empty() {
         bail!(
             "run {} is sent through the Message Batches API, by one process at a time: `msgbatch resume {}` collects it",
@@ -32,25 +38,19 @@ pub async fn work(
     let key = settings.gateway.api_key()?;
     let left = store.unfinished(run.id).await?;
     if left.pending == 0 && left.loaded {
-        #[expect(clippy::print_stderr, reason = "why the worker has nothing to do")]
-        {
-            eprintln!("run {} has no pending jobs: nothing to do", run.name);
-        }
+        crate::errln!("run {} has no pending jobs: nothing to do", run.name);
         return Ok(ExitStatus::Success);
     }
-    #[expect(clippy::print_stderr, reason = "what the worker is about to do")]
-    {
-        eprintln!(
-            "worker for run {} (id {}): {} jobs pending{}",
-            run.name,
-            run.id,
-            left.pending,
-            if left.loaded {
-                ""
-            } else {
-                " so far (the rest are still being stored)"
-            }
-        );
-    }
+    crate::errln!(
+        "worker for run {} (id {}): {} jobs pending{}",
+        run.name,
+        run.id,
+        left.pending,
+        if left.loaded {
+            ""
+        } else {
+            " so far (the rest are still being stored)"
+        }
+    );
     sending::send(global, &store, &run, &settings, key, None, shutdown).await
 }

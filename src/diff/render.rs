@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use super::{
     Change, Comparison, Diff, DiffRow, JobSide, Matrix, MatrixRow, Metric, PairedComparison,
 };
+use crate::output::{self, csv_text};
 use crate::report::usd;
 
 /// Rows of a matrix the HTML page shows in full beyond its disagreements and failures.
@@ -60,7 +61,9 @@ fn rate(passed: usize, graded: usize) -> String {
     }
 }
 
+/// A terminal cell: control characters escaped (see [`output::terminal`]), then cut to `width`.
 fn cut(text: &str, width: usize) -> String {
+    let text = &*output::terminal(text);
     match text.char_indices().nth(width.saturating_sub(1)) {
         Some((end, _)) if text.chars().count() > width => format!("{}…", &text[..end]),
         _ => text.to_owned(),
@@ -230,7 +233,7 @@ fn verdicts(comparisons: &[PairedComparison]) -> String {
     }
     out.push_str("  paired comparison over the jobs both answered:\n");
     for c in comparisons {
-        out.push_str(&wrap(&c.verdict, 4, 100));
+        out.push_str(&wrap(&output::terminal(&c.verdict), 4, 100));
     }
     out
 }
@@ -389,12 +392,12 @@ pub fn markdown(comparison: &Comparison) -> String {
             let _ = writeln!(
                 out,
                 "# diff {} → {}\n\n{} jobs {}.\n\n| | {} | {} |\n|---|---:|---:|",
-                diff.before,
-                diff.after,
+                md_cell(&diff.before),
+                md_cell(&diff.after),
                 t.matched,
                 matched_by(diff),
-                diff.before,
-                diff.after
+                md_cell(&diff.before),
+                md_cell(&diff.after)
             );
             let labels = ["pass rate", "cost", "p50 latency ms"];
             for (label, (before, after)) in labels.iter().zip(measures(diff)) {
@@ -430,7 +433,10 @@ pub fn markdown(comparison: &Comparison) -> String {
             let _ = writeln!(
                 out,
                 "# run {}: jobs × models\n\n{} jobs; the models disagree on {}, some model failed {}.\n",
-                matrix.run, matrix.jobs, matrix.disagreements, matrix.failures
+                md_cell(&matrix.run),
+                matrix.jobs,
+                matrix.disagreements,
+                matrix.failures
             );
             let _ = write!(out, "| job |");
             for model in &matrix.models {
@@ -454,8 +460,9 @@ pub fn markdown(comparison: &Comparison) -> String {
     out
 }
 
+/// A Markdown cell: text from outside cannot end the cell, break the row or open raw HTML.
 fn md_cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    output::markdown(text)
 }
 
 /// `pass · end_turn · $0.000120 · 840 ms`.
@@ -505,19 +512,22 @@ pub fn csv(comparison: &Comparison) -> anyhow::Result<String> {
                         None => Default::default(),
                         Some(s) => [
                             s.outcome.as_str().to_owned(),
-                            s.failed_graders.join(" "),
-                            s.stop_reason.clone().unwrap_or_default(),
+                            csv_text(&s.failed_graders.join(" ")).into_owned(),
+                            csv_text(s.stop_reason.as_deref().unwrap_or_default()).into_owned(),
                             s.cost_pico_usd.map(usd).unwrap_or_default(),
                             s.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
                         ],
                     }
                 };
                 let (a, b) = (side(row.before.as_ref()), side(row.after.as_ref()));
-                let answer = |s: Option<&JobSide>| s.and_then(|s| s.answer.clone());
+                let answer = |s: Option<&JobSide>| {
+                    s.and_then(|s| s.answer.as_deref())
+                        .map(|a| csv_text(a).into_owned())
+                };
                 writer.write_record([
                     row.change.as_str(),
-                    &row.job_id,
-                    &row.model,
+                    &csv_text(&row.job_id),
+                    &csv_text(&row.model),
                     &a[0],
                     &b[0],
                     &a[1],
@@ -530,7 +540,7 @@ pub fn csv(comparison: &Comparison) -> anyhow::Result<String> {
                     &b[4],
                     &answer(row.before.as_ref()).unwrap_or_default(),
                     &answer(row.after.as_ref()).unwrap_or_default(),
-                    row.prompt.as_deref().unwrap_or_default(),
+                    &csv_text(row.prompt.as_deref().unwrap_or_default()),
                 ])?;
             }
         }
@@ -551,16 +561,16 @@ pub fn csv(comparison: &Comparison) -> anyhow::Result<String> {
                 for (model, cell) in matrix.models.iter().zip(&row.cells) {
                     let Some(c) = cell else { continue };
                     writer.write_record([
-                        row.job_id.as_str(),
-                        model,
+                        &*csv_text(&row.job_id),
+                        &*csv_text(model),
                         if row.disagree { "yes" } else { "no" },
                         c.outcome.as_str(),
-                        &c.failed_graders.join(" "),
-                        c.stop_reason.as_deref().unwrap_or_default(),
+                        &csv_text(&c.failed_graders.join(" ")),
+                        &csv_text(c.stop_reason.as_deref().unwrap_or_default()),
                         &c.cost_pico_usd.map(usd).unwrap_or_default(),
                         &c.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
-                        c.answer.as_deref().unwrap_or_default(),
-                        c.error.as_deref().unwrap_or_default(),
+                        &csv_text(c.answer.as_deref().unwrap_or_default()),
+                        &csv_text(c.error.as_deref().unwrap_or_default()),
                     ])?;
                 }
             }

@@ -17,17 +17,20 @@ const WORDS: [&str; 24] = [
     "must", "add", "up",
 ];
 
-/// A request to judge an answer against a rubric (its last user turn holds `<rubric>` and
-/// `<answer>` sections, as judge requests are written) gets a verdict in strict JSON: it fails
-/// an answer that contains `FAIL` and passes any other.
+/// A request to judge an answer against a rubric (its last user turn holds `<rubric-N>` and
+/// `<answer-N>` sections, `N` a nonce, as judge requests are written) gets a verdict in strict
+/// JSON: it fails an answer that contains `FAIL` and passes any other.
 fn judge_verdict(body: &Map<String, Value>) -> Option<String> {
     let text = last_user_text(body.get("messages"));
-    if !(text.contains("<rubric>") && text.contains("<answer>")) {
+    if !text.contains("<rubric") {
         return None;
     }
-    let answer = text
-        .split_once("<answer>")
-        .map_or("", |(_, rest)| rest.split("</answer>").next().unwrap_or(""));
+    let (_, rest) = text.split_once("<answer-")?;
+    let (nonce, rest) = rest.split_once('>')?;
+    let answer = rest
+        .split(&format!("</answer-{nonce}>"))
+        .next()
+        .unwrap_or("");
     let verdict = if answer.contains("FAIL") {
         json!({"pass": false, "reason": "the answer contains FAIL"})
     } else {

@@ -1,6 +1,10 @@
 //! CSV renderings: one row per group, and one row per job that did not succeed.
+//!
+//! Text cells from outside (run names, groups, job ids, models, reasons) go through
+//! [`csv_text`] so that none starts a formula; the figures are written as numbers.
 
 use super::Report;
+use crate::output::csv_text;
 use crate::store::Failure;
 
 /// One row per (run, group) and per run total, every figure in its own column.
@@ -61,8 +65,8 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
     let groups = report.groups.iter().map(|g| (g, g.key.clone()));
     for (g, key) in groups.chain(totals) {
         writer.write_record([
-            g.run.clone(),
-            key,
+            csv_text(&g.run).into_owned(),
+            csv_text(&key).into_owned(),
             g.jobs.total.to_string(),
             g.jobs.succeeded.to_string(),
             g.jobs.failed.to_string(),
@@ -120,12 +124,15 @@ pub fn groups_csv(report: &Report) -> anyhow::Result<String> {
                 .map(|x| usd(x.judge_cost_pico_usd))
                 .unwrap_or_default(),
             // `model>THRESHOLD:RESULTS`, `;`-separated: results billed above the base tier.
-            g.cost
-                .above_base
-                .iter()
-                .map(|t| format!("{}>{}:{}", t.model, t.above_input_tokens, t.results))
-                .collect::<Vec<_>>()
-                .join(";"),
+            csv_text(
+                &g.cost
+                    .above_base
+                    .iter()
+                    .map(|t| format!("{}>{}:{}", t.model, t.above_input_tokens, t.results))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            )
+            .into_owned(),
             opt(g.cache.as_ref().map(|c| c.prefixes)),
             opt(g.cache.as_ref().map(|c| c.writes)),
             opt(g.cache.as_ref().map(|c| c.writes_avoided)),
@@ -144,12 +151,12 @@ pub fn failures_csv(failures: &[Failure]) -> anyhow::Result<String> {
     writer.write_record(["run", "job_id", "model", "line", "state", "reason"])?;
     for f in failures {
         writer.write_record([
-            f.run.as_str(),
-            &f.job_id,
-            &f.model,
+            &*csv_text(&f.run),
+            &*csv_text(&f.job_id),
+            &*csv_text(&f.model),
             &f.line.to_string(),
-            &f.state,
-            f.error.as_deref().unwrap_or(""),
+            &*csv_text(&f.state),
+            &*csv_text(f.error.as_deref().unwrap_or("")),
         ])?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)

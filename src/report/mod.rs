@@ -678,7 +678,12 @@ impl Report {
                     name: r.name.clone(),
                     status: r.status.clone(),
                     input_path: r.input_path.clone(),
-                    gateway: format!("{} {}{}", r.gateway_name, r.base_url, r.messages_path),
+                    gateway: format!(
+                        "{} {}{}",
+                        r.gateway_name,
+                        crate::output::redacted_url(&r.base_url),
+                        r.messages_path
+                    ),
                 })
                 .collect(),
             groups,

@@ -3,6 +3,12 @@
 use std::fmt::Write as _;
 
 use super::{Group, Percentiles, Report, latency_cells, usd};
+use crate::output;
+
+/// Text from outside in Markdown (see [`output::markdown`]).
+fn md(text: &str) -> String {
+    output::markdown(text)
+}
 
 /// An integer with thousands separators.
 pub fn count(n: i64) -> String {
@@ -17,7 +23,9 @@ pub fn count(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// A terminal cell: control characters escaped (see [`output::terminal`]), then cut to `width`.
 fn cut(text: &str, width: usize) -> String {
+    let text = &*output::terminal(text);
     if text.chars().count() <= width {
         return text.to_owned();
     }
@@ -280,7 +288,12 @@ fn differences(report: &Report, out: &mut String, markdown: bool) {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.4} | {:.4} | {:+.4}{pct} |",
-                d.run, d.against, d.metric, d.base, d.value, d.change
+                md(&d.run),
+                md(&d.against),
+                d.metric,
+                d.base,
+                d.value,
+                d.change
             );
         } else {
             let _ = writeln!(
@@ -302,8 +315,12 @@ pub fn markdown(report: &Report) -> String {
     for run in &report.runs {
         let _ = writeln!(
             out,
-            "- run **{}** (id {}, {}), input `{}`, gateway `{}`",
-            run.name, run.id, run.status, run.input_path, run.gateway
+            "- run **{}** (id {}, {}), input {}, gateway {}",
+            md(&run.name),
+            run.id,
+            run.status,
+            md(&run.input_path),
+            md(&run.gateway)
         );
     }
     let _ = writeln!(
@@ -319,7 +336,8 @@ pub fn markdown(report: &Report) -> String {
     for (label, g) in &rows {
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            md(label),
             g.jobs.succeeded,
             g.jobs.failed,
             g.tokens.input,
@@ -340,7 +358,7 @@ pub fn markdown(report: &Report) -> String {
             "\n## Rate limits\n\nHow much of each limit the run used:\n"
         );
         for pool in &report.limits {
-            let _ = writeln!(out, "- {}", pool.describe());
+            let _ = writeln!(out, "- {}", md(&pool.describe()));
         }
     }
     let cache = report.cache_lines();
@@ -350,7 +368,7 @@ pub fn markdown(report: &Report) -> String {
             "\n## Cache prefixes\n\nAnswers that wrote a shared prefix, and what warm-up saved:\n"
         );
         for line in &cache {
-            let _ = writeln!(out, "- {line}");
+            let _ = writeln!(out, "- {}", md(line));
         }
     }
     let tiers = report.tier_lines();
@@ -360,7 +378,7 @@ pub fn markdown(report: &Report) -> String {
             "\n## Price tiers\n\nResults billed above their model's base rate:\n"
         );
         for line in &tiers {
-            let _ = writeln!(out, "- {line}");
+            let _ = writeln!(out, "- {}", md(line));
         }
     }
     let _ = writeln!(
@@ -368,7 +386,7 @@ pub fn markdown(report: &Report) -> String {
         "\n## Latency (ms)\n\n| group | n | p50 | p90 | p95 | p99 | max | TTFT p50 | TTFT p95 | output tok/s | attempts/job |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (label, g) in &rows {
-        let _ = writeln!(out, "| {label} | {} |", latency_cells(g).join(" | "));
+        let _ = writeln!(out, "| {} | {} |", md(label), latency_cells(g).join(" | "));
     }
     if rows.iter().any(|(_, g)| g.grading.is_some()) {
         let _ = writeln!(
@@ -377,10 +395,11 @@ pub fn markdown(report: &Report) -> String {
         );
         for (label, g) in &rows {
             let Some(grading) = &g.grading else { continue };
-            let by_grader = grading.by_grader_line(", ");
+            let by_grader = md(&grading.by_grader_line(", "));
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {by_grader} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {by_grader} |",
+                md(label),
                 grading.graded,
                 grading.passed,
                 pct(grading.pass_rate),
@@ -398,13 +417,19 @@ pub fn markdown(report: &Report) -> String {
         "\n## Stop reasons and errors\n\n| group | stop reasons | errors (failed attempts) |\n|---|---|---|"
     );
     for (label, g) in &rows {
-        let _ = writeln!(out, "| {label} | {} | {} |", stop_line(g), error_line(g));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            md(label),
+            md(&stop_line(g)),
+            md(&error_line(g))
+        );
     }
     differences(report, &mut out, true);
     if !report.warnings.is_empty() {
         let _ = writeln!(out, "\n## Warnings\n");
         for warning in &report.warnings {
-            let _ = writeln!(out, "- {warning}");
+            let _ = writeln!(out, "- {}", md(warning));
         }
     }
     out

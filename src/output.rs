@@ -1,0 +1,400 @@
+//! Text msgbatch writes out, made safe for where it goes.
+//!
+//! Run names, job ids, tags, model names, stop reasons and error messages come from job files
+//! and gateways, and a job file or a gateway may be hostile. Before such text reaches a
+//! terminal its control characters are escaped ([`Terminal`], [`outln!`](crate::outln),
+//! [`errln!`](crate::errln)), so that `ESC]0;…` cannot retitle a window nor `ESC[2J` clear it;
+//! in a CSV cell it cannot start a formula ([`csv_text`]); in Markdown it cannot break a table
+//! or open raw HTML ([`markdown`]); in a file name it cannot leave the output directory
+//! ([`file_name`]). Files are written whole or not at all ([`AtomicFile`]). Printing to a
+//! closed pipe returns the `BrokenPipe` error, which `main` turns into a quiet exit, instead
+//! of the panic `println!` gives.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Whether a character must not reach a terminal as it is: C0 and C1 controls, DEL, and the
+/// bidirectional overrides and isolates that make text read differently from what it holds.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn escape_into(out: &mut impl fmt::Write, text: &str, keep_newlines: bool) -> fmt::Result {
+    for c in text.chars() {
+        match c {
+            '\n' if keep_newlines => out.write_char('\n')?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            c if is_unsafe(c) => write!(out, "\\u{{{:x}}}", u32::from(c))?,
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Text from outside, shown on a terminal: every control character (newlines too) written as
+/// an escape (`\u{1b}`, `\n`), so that it stays one visible line of inert text.
+#[derive(Debug, Clone, Copy)]
+pub struct Terminal<'a>(pub &'a str);
+
+impl fmt::Display for Terminal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.chars().any(is_unsafe) {
+            let mut escaped = String::with_capacity(self.0.len() + 8);
+            escape_into(&mut escaped, self.0, false)?;
+            f.pad(&escaped)
+        } else {
+            f.pad(self.0)
+        }
+    }
+}
+
+/// [`Terminal`] as a string.
+pub fn terminal(text: &str) -> Cow<'_, str> {
+    if text.chars().any(is_unsafe) {
+        Cow::Owned(Terminal(text).to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Lines for a terminal: as [`terminal`], but newlines stay newlines.
+pub fn terminal_lines(text: &str) -> Cow<'_, str> {
+    if text.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        let mut escaped = String::with_capacity(text.len() + 8);
+        // Writing to a String cannot fail.
+        let _ = escape_into(&mut escaped, text, true);
+        Cow::Owned(escaped)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Writes one line to standard output with [`terminal_lines`]' escaping. A closed pipe comes
+/// back as the `BrokenPipe` error for the caller to return: `main` exits quietly on it.
+pub fn print_line(args: fmt::Arguments<'_>) -> io::Result<()> {
+    let line = args.to_string();
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(terminal_lines(&line).as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+/// Writes one line to standard error with [`terminal_lines`]' escaping. Errors are dropped:
+/// a message that cannot be shown must not end the command that wanted to show it.
+pub fn eprint_line(args: fmt::Arguments<'_>) {
+    let line = args.to_string();
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_all(terminal_lines(&line).as_bytes());
+    let _ = stderr.write_all(b"\n");
+}
+
+/// `println!` for command output: control characters escaped, and an `io::Result` in place of
+/// the panic on a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print_line(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` for messages: control characters escaped, and never a panic.
+#[macro_export]
+macro_rules! errln {
+    () => {
+        $crate::output::eprint_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::eprint_line(format_args!($($arg)*))
+    };
+}
+
+/// A text cell for a CSV file: one that a spreadsheet would read as a formula (it begins with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return, OWASP's list) gets a leading `'`. Only text
+/// from outside goes through here; the numbers msgbatch writes stay numbers.
+pub fn csv_text(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Text for Markdown, in a table cell or a line: `|` escaped, line breaks made spaces, `<`,
+/// `>` and `&` written as entities (so no raw HTML reaches the page), and other control
+/// characters escaped as on a terminal.
+pub fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A URL with the credentials of its authority (`user:password@`) shown as `***@`, the rest
+/// as it was. A base URL may carry a gateway's credentials: this is the form stored with a
+/// run, printed and put in reports.
+pub fn redacted_url(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => Cow::Owned(format!("{scheme}://***{}", &rest[at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// Whether [`redacted_url`] hid credentials in `url`: a run's stored base URL that did cannot
+/// be sent to as it is.
+pub fn has_hidden_credentials(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with("***@"))
+}
+
+/// Longest name part [`file_name`] keeps, in characters.
+const FILE_NAME_CHARS: usize = 120;
+
+/// A run name (or several joined) as part of a file name: letters, digits, `-`, `_` and `.`
+/// kept, anything else (a `/`, a `\`, a control character) made `_`, leading dots dropped,
+/// at most 120 characters. The result is one plain path component, never `..`.
+pub fn file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let kept: String = cleaned
+        .trim_start_matches('.')
+        .chars()
+        .take(FILE_NAME_CHARS)
+        .collect();
+    if kept.is_empty() {
+        "run".to_owned()
+    } else {
+        kept
+    }
+}
+
+/// A file written under a temporary name in its directory and renamed into place by
+/// [`AtomicFile::commit`]: a command stopped half-way (an error, Ctrl-C, `kill`) leaves the
+/// file as it was before, never a truncated one that looks complete. Dropped uncommitted, the
+/// temporary file is removed.
+pub struct AtomicFile {
+    path: PathBuf,
+    temporary: PathBuf,
+    file: Option<io::BufWriter<fs_err::File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path`, creating its directory when missing.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs_err::create_dir_all(dir)?;
+        let name = path
+            .file_name()
+            .map_or_else(|| Cow::Borrowed("output"), |n| n.to_string_lossy());
+        loop {
+            let temporary = dir.join(format!(".{name}.{:08x}.tmp", fastrand::u32(..)));
+            match fs_err::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)
+            {
+                Ok(file) => {
+                    return Ok(Self {
+                        path: path.to_owned(),
+                        temporary,
+                        file: Some(io::BufWriter::new(file)),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Flushes the file to disk and renames it into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+            file.sync_all()?;
+        }
+        fs_err::rename(&self.temporary, &self.path)
+    }
+
+    /// Writes `text` to `path` whole, or leaves `path` as it was.
+    pub fn write(path: &Path, text: &str) -> io::Result<()> {
+        let mut file = Self::create(path)?;
+        file.write_all(text.as_bytes())?;
+        file.commit()
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => Err(io::Error::other("the file is committed already")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            self.file = None;
+            // Best effort: a leftover hidden temporary file is harmless, a truncated report
+            // under the real name is not.
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_reach_a_terminal_as_inert_text() {
+        let hostile = "job\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}x\u{202e}cba\u{7f}";
+        let shown = Terminal(hostile).to_string();
+        assert!(!shown.chars().any(is_unsafe), "{shown:?}");
+        assert_eq!(
+            shown,
+            "job\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}x\\u{202e}cba\\u{7f}"
+        );
+        assert_eq!(Terminal("a\nb\tc").to_string(), "a\\nb\\tc");
+        assert_eq!(terminal_lines("a\nb\u{1b}c"), "a\nb\\u{1b}c");
+        assert!(matches!(terminal("plain ünïcode"), Cow::Borrowed(_)));
+        // Padding applies to the escaped text, so tables stay aligned.
+        assert_eq!(format!("[{:<6}]", Terminal("a\u{7}")), "[a\\u{7}]");
+        assert_eq!(format!("[{:<4}]", Terminal("ab")), "[ab  ]");
+    }
+
+    #[test]
+    fn csv_text_cells_cannot_start_a_formula() {
+        for cell in ["=cmd|' /C calc'!A0", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(csv_text(cell), format!("'{cell}"));
+        }
+        for cell in ["job-1", "", "a=b", "claude-haiku-4-5"] {
+            assert_eq!(csv_text(cell), cell);
+        }
+    }
+
+    #[test]
+    fn markdown_cells_hold_their_text_and_nothing_more() {
+        assert_eq!(
+            markdown("a|b\nc<script>&\u{1b}"),
+            "a\\|b c&lt;script&gt;&amp;\\u{1b}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_hidden() {
+        for (url, want) in [
+            (
+                "https://user:hunter2@gw.example/v1",
+                "https://***@gw.example/v1",
+            ),
+            (
+                "http://sk-ant-secret@127.0.0.1:8080",
+                "http://***@127.0.0.1:8080",
+            ),
+            (
+                "https://a:b@c@gw.example?x=@y",
+                "https://***@gw.example?x=@y",
+            ),
+            ("https://api.anthropic.com", "https://api.anthropic.com"),
+            ("https://gw.example/path@v1", "https://gw.example/path@v1"),
+        ] {
+            assert_eq!(redacted_url(url), want, "{url}");
+        }
+        assert!(has_hidden_credentials("https://***@gw.example"));
+        assert!(!has_hidden_credentials("https://gw.example/***@"));
+    }
+
+    #[test]
+    fn file_names_stay_one_plain_component() {
+        for (name, want) in [
+            ("../../x", "_.._x"),
+            ("night-1.jsonl", "night-1.jsonl"),
+            ("..", "run"),
+            ("", "run"),
+            ("a/b\\c\u{1b}d", "a_b_c_d"),
+            ("/etc/passwd", "_etc_passwd"),
+        ] {
+            let got = file_name(name);
+            assert_eq!(got, want, "{name:?}");
+            let mut parts = Path::new(&got).components();
+            assert!(matches!(
+                parts.next(),
+                Some(std::path::Component::Normal(_))
+            ));
+            assert!(parts.next().is_none());
+        }
+        assert_eq!(file_name(&"x".repeat(500)).len(), FILE_NAME_CHARS);
+    }
+
+    #[test]
+    fn an_atomic_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("report.csv");
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write_all(b"half").unwrap();
+        assert!(!path.exists(), "nothing under the real name before commit");
+        drop(file);
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            0
+        );
+
+        std::fs::write(&path, "old").unwrap();
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write_all(b"new, half").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        AtomicFile::write(&path, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+}
