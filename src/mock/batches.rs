@@ -42,9 +42,12 @@ pub struct MockBatch {
 }
 
 /// Every batch created, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batches {
     held: Vec<MockBatch>,
+    /// Part of every id this mock gives, different in each mock (and so in each process):
+    /// a store keeps the batches of every mock run, and batch ids are unique per gateway.
+    instance: String,
     /// Custom ids whose error or expiry a batch has already had.
     spent: std::collections::HashSet<String>,
     /// Every batch ends now, whatever its processing time.
@@ -77,6 +80,39 @@ pub fn route(method: &hyper::Method, path: &str) -> Option<Route> {
 
 /// Why a create call is refused: (status, error type, message).
 pub type Refusal = (u16, &'static str, String);
+
+impl Default for Batches {
+    fn default() -> Self {
+        // Only the ids vary between mocks; answers stay deterministic.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| {
+                d.as_secs()
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(u64::from(d.subsec_nanos()))
+            });
+        let mut rng = fastrand::Rng::new();
+        let mut instance = String::with_capacity(INSTANCE_CHARS);
+        let mut mixed = nanos ^ u64::from(std::process::id()).rotate_left(32);
+        for _ in 0..INSTANCE_CHARS {
+            let digit = (mixed ^ rng.u64(..)) % 62;
+            instance.push(char::from(BASE62[usize::try_from(digit).unwrap_or(0)]));
+            mixed /= 62;
+        }
+        Self {
+            held: Vec::new(),
+            instance,
+            spent: std::collections::HashSet::new(),
+            finished: false,
+        }
+    }
+}
+
+/// The characters of the API's ids.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// An id is `msgbatch_` and 24 characters, as the API's are: these, then a six-digit count.
+const INSTANCE_CHARS: usize = 18;
 
 impl Batches {
     /// Creates a batch from a create call's body.
@@ -123,7 +159,7 @@ impl Batches {
             }
             held.push((custom_id.to_owned(), params.clone()));
         }
-        let id = format!("msgbatch_mock_{:06}", self.held.len() + 1);
+        let id = format!("msgbatch_{}{:06}", self.instance, self.held.len() + 1);
         let mut marked = |ids: &[String]| -> Vec<String> {
             held.iter()
                 .map(|(custom_id, _)| custom_id)
