@@ -25,8 +25,15 @@ pub async fn estimate(
     if !(0.0..=1.0).contains(&args.output_fraction) {
         anyhow::bail!("--output-fraction must be between 0 and 1");
     }
-    let (settings, options, key) =
-        plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+    // Without token counts an estimate sends nothing, and so needs no key.
+    let (settings, options, key) = plan::plan(
+        global,
+        &args.jobs,
+        &args.gateway,
+        &args.mock,
+        &args.sending,
+        !args.no_count_tokens,
+    )?;
     // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
     let (_mock, client) = plan::connect(&settings, key).await?;
     let prices = plan::prices_for(&settings.gateway)?;

@@ -20,14 +20,15 @@ use crate::settings::{
 use crate::store::Store;
 
 /// Resolves what a run (or an estimate) of a job file would use, checking everything that can
-/// be checked before the database is touched: the gateway and its key, prices, sending
-/// options, the template and the file.
+/// be checked before the database is touched: the gateway and its key (only when `sends`: a
+/// command that sends nothing needs none), prices, sending options, the template and the file.
 pub fn plan(
     global: &Global,
     jobs: &JobArgs,
     gateway: &GatewayArgs,
     mock: &MockArgs,
     sending: &SendArgs,
+    sends: bool,
 ) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
     let mock = MockSettings::from_args(mock);
     let gateway = if mock.is_some() {
@@ -40,7 +41,7 @@ pub fn plan(
         let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
         resolve_gateway(gateway, &config, config_path.as_deref())?
     };
-    let key = gateway.api_key()?;
+    let key = if sends { gateway.api_key()? } else { None };
     prices_for(&gateway)?;
     let mut send = SendSettings::from_args(sending)?;
     send.rpm = send.rpm.or(gateway.limits.rpm);
