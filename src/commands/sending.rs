@@ -295,7 +295,18 @@ pub async fn send(
             }
         }
     }
+    let failures = if session.counts.failed > 0 {
+        Some(Failures {
+            kinds: store.failure_kinds(run.id, FAILURE_KINDS_SHOWN).await?,
+            jobs: store.failed_job_ids(run.id, FAILED_JOBS_SHOWN).await?,
+        })
+    } else {
+        None
+    };
     print_summary(run, status, &session, &unpriced);
+    if let Some(failures) = &failures {
+        print_failures(run, session.counts.failed, failures);
+    }
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
         // The run as it stands now, with the status just recorded.
         let run = store.find_run(&run.id.to_string()).await?;
@@ -446,6 +457,81 @@ async fn batches(
         }),
         counts: store.run_counts(run.id).await?,
     })
+}
+
+/// How many error kinds and failed job ids the closing summary names.
+const FAILURE_KINDS_SHOWN: i64 = 3;
+const FAILED_JOBS_SHOWN: i64 = 5;
+
+/// What a session's failures came to, read once it has ended.
+struct Failures {
+    kinds: Vec<crate::store::FailureKind>,
+    /// (job id, model) of the first failed jobs.
+    jobs: Vec<(String, String)>,
+}
+
+/// Text from a job file or a gateway, fit for a terminal line: no control characters, at most
+/// `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// A run name as a shell word, quoted when it must be.
+fn shell_word(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'))
+    {
+        name.to_owned()
+    } else {
+        format!("'{}'", printable(name, 200).replace('\'', r"'\''"))
+    }
+}
+
+/// The closing lines of a session with failed jobs: what failed most, which jobs, and the
+/// commands that send them again and list every failure with its reason.
+#[expect(clippy::print_stdout, reason = "the summary is the command's output")]
+fn print_failures(run: &RunRow, failed: i64, failures: &Failures) {
+    let mut kinds: Vec<String> = failures
+        .kinds
+        .iter()
+        .map(|k| {
+            let kind = printable(&k.error_type, 64);
+            match k.http_status {
+                Some(status) if status > 0 => format!("{} × {kind} ({status})", k.count),
+                _ => format!("{} × {kind}", k.count),
+            }
+        })
+        .collect();
+    let named: i64 = failures.kinds.iter().map(|k| k.count).sum();
+    if named < failed {
+        kinds.push(format!("{} other", failed - named));
+    }
+    println!("  failed  {}", kinds.join(", "));
+    let mut jobs: Vec<String> = failures
+        .jobs
+        .iter()
+        .map(|(job, model)| format!("{} ({})", printable(job, 64), printable(model, 64)))
+        .collect();
+    if usize::try_from(failed).unwrap_or(usize::MAX) > jobs.len() {
+        jobs.push("…".to_owned());
+    }
+    println!("          e.g. {}", jobs.join(", "));
+    let name = shell_word(&run.name);
+    println!("send the failed jobs again: msgbatch resume {name} --include-failed");
+    println!(
+        "every failure with its reason: msgbatch report {name} --format csv (writes reports/{}-failures.csv)",
+        printable(&run.name, 200)
+    );
 }
 
 #[expect(
