@@ -109,6 +109,7 @@ pub async fn connect(
                 },
                 first_token_delay: Duration::from_millis(mock.first_token_ms),
                 token_delay: Duration::from_millis(mock.token_ms),
+                reject: mock.reject.as_deref().map(str::parse).transpose()?,
                 ..MockConfig::default()
             })
             .await

@@ -51,6 +51,47 @@ pub enum Fault {
     Truncated,
 }
 
+/// Every request answered with one error status and type, as a gateway does that refuses
+/// every request (LiteLLM answers a key it cannot check with `400 no_db_connection`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    /// The error body's `error.type`; the API's type for the status when `None`.
+    pub error_type: Option<String>,
+}
+
+/// Why a `STATUS[:TYPE]` rejection does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "expected STATUS[:TYPE] with a 4xx or 5xx status and a type of letters, digits and `_`, not `{0}`"
+)]
+pub struct RejectionError(String);
+
+impl std::str::FromStr for Rejection {
+    type Err = RejectionError;
+
+    /// `400` or `400:no_db_connection`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || RejectionError(text.chars().take(64).collect());
+        let (status, error_type) = match text.split_once(':') {
+            Some((status, kind)) => (status, Some(kind)),
+            None => (text, None),
+        };
+        let status: u16 = status.trim().parse().map_err(|_| bad())?;
+        let valid_type = |kind: &str| {
+            (1..=64).contains(&kind.len())
+                && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if !(400..600).contains(&status) || error_type.is_some_and(|k| !valid_type(k)) {
+            return Err(bad());
+        }
+        Ok(Self {
+            status,
+            error_type: error_type.map(str::to_owned),
+        })
+    }
+}
+
 /// How the mock behaves.
 #[derive(Debug, Clone, Default)]
 pub struct MockConfig {
@@ -81,6 +122,8 @@ pub struct MockConfig {
     pub no_count_tokens: bool,
     /// How the Message Batches endpoints behave.
     pub batches: batches::BatchConfig,
+    /// Answer every request with this error, whatever it asks.
+    pub reject: Option<Rejection>,
 }
 
 /// One request as the mock saw it.
@@ -459,6 +502,17 @@ async fn respond(
             "authentication_error",
             "invalid x-api-key",
         ));
+    }
+    if let Some(rejection) = &state.config.reject {
+        let mut response = status_error(rejection.status);
+        if let Some(kind) = &rejection.error_type {
+            response = error_response(
+                rejection.status,
+                kind,
+                "the gateway refuses this request (rejected by the mock)",
+            );
+        }
+        return Ok(response);
     }
     if let Some(route) = batch_route {
         return batch_response(state, request, route).await;

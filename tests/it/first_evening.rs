@@ -15,7 +15,14 @@ async fn two_batches_runs_on_the_mock_share_a_store_and_resume_goes_on() {
     for name in ["first", "second"] {
         let output = ws
             .run(&[
-                "run", file, "--mock", "--via", "batches", "--name", name, "--poll-interval",
+                "run",
+                file,
+                "--mock",
+                "--via",
+                "batches",
+                "--name",
+                name,
+                "--poll-interval",
                 "10ms",
             ])
             .await;
@@ -27,14 +34,28 @@ async fn two_batches_runs_on_the_mock_share_a_store_and_resume_goes_on() {
     // in-process mock.
     let output = ws
         .run(&[
-            "run", file, "--mock", "--via", "batches", "--name", "third", "--poll-interval",
-            "10ms", "--max-cost", "0.0006",
+            "run",
+            file,
+            "--mock",
+            "--via",
+            "batches",
+            "--name",
+            "third",
+            "--poll-interval",
+            "10ms",
+            "--max-cost",
+            "0.0006",
         ])
         .await;
     assert_eq!(code(&output), 3, "{:?}", text(&output));
     let output = ws
         .run(&[
-            "resume", "third", "--poll-interval", "10ms", "--max-cost", "1",
+            "resume",
+            "third",
+            "--poll-interval",
+            "10ms",
+            "--max-cost",
+            "1",
         ])
         .await;
     let (stdout, stderr) = text(&output);
@@ -68,4 +89,88 @@ async fn estimate_without_count_tokens_needs_no_key() {
     assert_eq!(code(&output), 0, "{stdout}{stderr}");
     assert!(!stderr.contains("no API key"), "{stderr}");
     assert!(stdout.contains("claude-haiku-4-5"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_run_with_failures_ends_with_what_failed_and_the_command_that_sends_them_again() {
+    use msgbatch::mock::Fault;
+    let mock = mock(MockConfig {
+        // The first job is answered, so that the 400s after it are about their own jobs.
+        script_from: 1,
+        script: vec![Fault::Status(400), Fault::Status(529), Fault::Status(400)],
+        ..MockConfig::default()
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 6);
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "night",
+                "--concurrency",
+                "1",
+                "--max-attempts",
+                "1",
+            ],
+        )
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("3 failed"),
+        "the counts still come first: {stdout}"
+    );
+    assert!(
+        stdout.contains("failed  2 × invalid_request_error (400), 1 × overloaded_error (529)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "e.g. job-1 (claude-haiku-4-5), job-2 (claude-haiku-4-5), job-3 (claude-haiku-4-5)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("msgbatch resume night --include-failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("msgbatch report night --format csv (writes reports/night-failures.csv)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_that_answers_every_job_with_the_same_400_stops_the_run_early() {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 100);
+    let output = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--mock",
+            "--mock-reject",
+            "400:no_db_connection",
+            "--name",
+            "wrong-key",
+        ])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the gateway answered 400 no_db_connection to the first 3 jobs"),
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        100,
+        "every job stays pending for resume"
+    );
+    let sent = count(&pool, "SELECT COUNT(*) FROM attempts").await;
+    assert!(sent < 40, "{sent} requests sent before stopping");
 }
