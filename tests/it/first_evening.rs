@@ -174,3 +174,52 @@ async fn a_gateway_that_answers_every_job_with_the_same_400_stops_the_run_early(
     let sent = count(&pool, "SELECT COUNT(*) FROM attempts").await;
     assert!(sent < 40, "{sent} requests sent before stopping");
 }
+
+#[tokio::test]
+async fn files_in_another_tools_shape_get_one_sentence_on_how_to_convert_them() {
+    let ws = Workspace::new();
+    let openai = json!({"custom_id": "q-1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}});
+    let file = ws.write("openai.jsonl", &format!("{openai}\n"));
+    let output = ws.run(&["run", file.to_str().unwrap(), "--mock"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("openai.jsonl:1: `body`"), "{stderr}");
+    assert!(stderr.contains("OpenAI's batch shape"), "{stderr}");
+    assert!(
+        stderr.contains("jq -c '{custom_id, params: (.body | del(.model))}'"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("is missing"),
+        "one sentence, not three: {stderr}"
+    );
+
+    let system = json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]});
+    let file = ws.write("system.jsonl", &format!("{system}\n"));
+    let output = ws.run(&["run", file.to_str().unwrap(), "--mock"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("the system prompt goes in the top-level `system` field"),
+        "{stderr}"
+    );
+
+    let record = json!({"model": "claude-haiku-4-5", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let one_line = format!("[{record}, {record}]\n");
+    let pretty = serde_json::to_string_pretty(&json!([record, record])).unwrap();
+    for (name, content) in [("array.json", one_line), ("pretty.jsonl", pretty)] {
+        let file = ws.write(name, &content);
+        let output = ws.run(&["run", file.to_str().unwrap(), "--mock"]).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("{name}:1: this file is a JSON array"))
+                && stderr.contains("one JSON object per line")
+                && stderr.contains("jq -c '.[]'"),
+            "{name}: {stderr}"
+        );
+    }
+}
