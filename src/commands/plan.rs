@@ -84,6 +84,38 @@ pub fn plan(
     Ok((settings, options, key))
 }
 
+/// The model of `prices` (by id or alias) nearest to `model` by edit distance, when it is near
+/// enough to be what was meant: a typo such as `claude-sonet-4-6`, not another model.
+pub fn closest_model(prices: &PriceTable, model: &str) -> Option<String> {
+    let limit = (model.chars().count() / 4).clamp(1, 3);
+    prices
+        .entries()
+        .iter()
+        .flat_map(|entry| std::iter::once(&entry.model).chain(&entry.aliases))
+        .map(|known| (edit_distance(model, known), known))
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, known)| known.clone())
+}
+
+/// Levenshtein distance in characters: insertions, deletions and substitutions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
     Ok(match &gateway.prices {
         Some(path) => PriceTable::from_file(path)?,
@@ -110,6 +142,15 @@ pub async fn connect(
                 first_token_delay: Duration::from_millis(mock.first_token_ms),
                 token_delay: Duration::from_millis(mock.token_ms),
                 reject: mock.reject.as_deref().map(str::parse).transpose()?,
+                // A price file given with --mock names the models of the gateway it stands for.
+                models: match &settings.gateway.prices {
+                    Some(path) => PriceTable::from_file(path)?
+                        .entries()
+                        .iter()
+                        .flat_map(|e| std::iter::once(e.model.clone()).chain(e.aliases.clone()))
+                        .collect(),
+                    None => Vec::new(),
+                },
                 ..MockConfig::default()
             })
             .await
@@ -147,4 +188,26 @@ pub async fn mean_output(
         .into_iter()
         .map(|(model, mean, n)| (model, (mean, n)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_in_a_model_name_finds_the_model_and_another_name_finds_none() {
+        let prices = PriceTable::builtin();
+        assert_eq!(edit_distance("claude-sonet-4-6", "claude-sonnet-4-6"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            closest_model(&prices, "claude-sonet-4-6").as_deref(),
+            Some("claude-sonnet-4-6")
+        );
+        assert_eq!(
+            closest_model(&prices, "claude-haiku-4.5").as_deref(),
+            Some("claude-haiku-4-5")
+        );
+        assert_eq!(closest_model(&prices, "claude-nova-9"), None);
+        assert_eq!(closest_model(&prices, "gpt-4o-mini"), None);
+    }
 }

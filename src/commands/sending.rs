@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::Global;
 use super::feed::Feed;
-use super::plan::{connect, prices_for};
+use super::plan::{closest_model, connect, prices_for};
 use crate::batching::Batcher;
 use crate::client::Client;
 use crate::limiter::Limiter;
@@ -102,6 +102,11 @@ fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<Strin
         if pending > 0 {
             #[expect(clippy::print_stderr, reason = "a warning before sending")]
             {
+                if let Some(known) = closest_model(prices, &model) {
+                    eprintln!(
+                        "warning: unknown model `{model}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
+                    );
+                }
                 eprintln!(
                     "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
                     if pending == 1 { "" } else { "s" },

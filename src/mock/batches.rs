@@ -36,6 +36,8 @@ pub struct MockBatch {
     created_wall: SystemTime,
     canceled: Option<Instant>,
     requests: Vec<(String, Map<String, Value>)>,
+    /// Why the API refuses each request, in the order of `requests`: `None` for a valid one.
+    refused: Vec<Option<String>>,
     /// Custom ids that error or expire in this batch.
     errored: Vec<String>,
     expired: Vec<String>,
@@ -115,8 +117,14 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 const INSTANCE_CHARS: usize = 18;
 
 impl Batches {
-    /// Creates a batch from a create call's body.
-    pub fn create(&mut self, body: &Value, config: &BatchConfig) -> Result<&MockBatch, Refusal> {
+    /// Creates a batch from a create call's body; `refusal` says why the API would refuse a
+    /// request's params (its item then errors with an `invalid_request_error`).
+    pub fn create(
+        &mut self,
+        body: &Value,
+        config: &BatchConfig,
+        refusal: &dyn Fn(&Map<String, Value>) -> Option<String>,
+    ) -> Result<&MockBatch, Refusal> {
         let invalid = |message: String| (400, "invalid_request_error", message);
         let requests = body
             .get("requests")
@@ -169,12 +177,14 @@ impl Batches {
         };
         let errored = marked(&config.errored);
         let expired = marked(&config.expired);
+        let refused = held.iter().map(|(_, params)| refusal(params)).collect();
         self.held.push(MockBatch {
             id,
             created: Instant::now(),
             created_wall: SystemTime::now(),
             canceled: None,
             requests: held,
+            refused,
             errored,
             expired,
         });
@@ -217,9 +227,14 @@ impl MockBatch {
         finished || self.canceled.is_some() || self.created.elapsed() >= config.processing
     }
 
-    /// What one request of the batch came to.
-    fn outcome(&self, custom_id: &str, config: &BatchConfig) -> &'static str {
-        if self.errored.iter().any(|id| id == custom_id) {
+    /// What one request of the batch came to; `refused`, why the API refuses it.
+    fn outcome(
+        &self,
+        custom_id: &str,
+        refused: Option<&String>,
+        config: &BatchConfig,
+    ) -> &'static str {
+        if refused.is_some() || self.errored.iter().any(|id| id == custom_id) {
             "errored"
         } else if self.expired.iter().any(|id| id == custom_id) {
             "expired"
@@ -236,8 +251,8 @@ impl MockBatch {
         let mut counts =
             json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
         if ended {
-            for (custom_id, _) in &self.requests {
-                let kind = self.outcome(custom_id, config);
+            for ((custom_id, _), refused) in self.requests.iter().zip(&self.refused) {
+                let kind = self.outcome(custom_id, refused.as_ref(), config);
                 counts[kind] = json!(counts[kind].as_u64().unwrap_or(0) + 1);
             }
         } else {
@@ -272,9 +287,15 @@ impl MockBatch {
         let lines = self
             .requests
             .iter()
+            .zip(&self.refused)
             .rev()
-            .map(|(custom_id, params)| {
-                let result = match self.outcome(custom_id, config) {
+            .map(|((custom_id, params), refused)| {
+                let result = match self.outcome(custom_id, refused.as_ref(), config) {
+                    "errored" if refused.is_some() => {
+                        json!({"type": "errored", "error": {"type": "error",
+                            "error": {"type": "invalid_request_error", "message": refused},
+                            "request_id": "req_mock"}})
+                    }
                     "succeeded" => {
                         let model = params.get("model").and_then(Value::as_str).unwrap_or("");
                         let seed = answer::request_seed(params);
@@ -328,7 +349,9 @@ mod tests {
     fn a_create_call_with_a_bad_custom_id_is_refused_as_the_api_refuses_it() {
         let mut batches = Batches::default();
         let body = json!({"requests": [{"custom_id": "has space", "params": {}}]});
-        let (status, kind, message) = batches.create(&body, &BatchConfig::default()).unwrap_err();
+        let (status, kind, message) = batches
+            .create(&body, &BatchConfig::default(), &|_| None)
+            .unwrap_err();
         assert_eq!((status, kind), (400, "invalid_request_error"));
         assert!(message.starts_with("requests.0.custom_id"), "{message}");
     }

@@ -124,6 +124,42 @@ pub struct MockConfig {
     pub batches: batches::BatchConfig,
     /// Answer every request with this error, whatever it asks.
     pub reject: Option<Rejection>,
+    /// Models served besides those of the built-in price table (any of their ids, dated or
+    /// alias); any other model is answered 404 `not_found_error`, as the API answers it.
+    pub models: Vec<String>,
+}
+
+/// The models the mock serves.
+#[derive(Debug)]
+struct Models {
+    table: crate::pricing::PriceTable,
+    extra: HashSet<String>,
+}
+
+impl Models {
+    fn new(extra: &[String]) -> Self {
+        Self {
+            table: crate::pricing::PriceTable::builtin(),
+            extra: extra.iter().cloned().collect(),
+        }
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.table.lookup(model).is_some() || self.extra.contains(model)
+    }
+
+    /// Why the API would refuse a request's body, as (error type, message): its fields, or a
+    /// model it does not serve.
+    fn refusal(&self, body: &serde_json::Map<String, Value>) -> Option<(&'static str, String)> {
+        if let Err(e) = crate::request::validate(body) {
+            return Some((
+                "invalid_request_error",
+                format!("{}: {}", e.field, e.reason),
+            ));
+        }
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+        (!self.serves(model)).then(|| ("not_found_error", format!("model: {model}")))
+    }
 }
 
 /// One request as the mock saw it.
@@ -173,6 +209,7 @@ struct State {
     /// Batches created; tests can wait on it.
     batches_made: tokio::sync::watch::Sender<usize>,
     log: Mutex<Vec<Logged>>,
+    models: Models,
 }
 
 /// A running mock gateway.
@@ -304,6 +341,7 @@ impl std::error::Error for Dropped {}
 
 impl State {
     fn new(config: MockConfig) -> Self {
+        let models = Models::new(&config.models);
         Self {
             script: Mutex::new(config.script.iter().copied().collect()),
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
@@ -317,6 +355,7 @@ impl State {
             batches: Mutex::default(),
             batches_made: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
+            models,
         }
     }
 
@@ -549,12 +588,9 @@ async fn respond(
             &json!({"input_tokens": usage.total_input()}),
         ));
     }
-    if let Err(e) = crate::request::validate(&body) {
-        return Ok(error_response(
-            400,
-            "invalid_request_error",
-            &format!("{}: {}", e.field, e.reason),
-        ));
+    if let Some((kind, message)) = state.models.refusal(&body) {
+        let status = if kind == "not_found_error" { 404 } else { 400 };
+        return Ok(error_response(status, kind, &message));
     }
     // What the cache holds is what was readable when the request arrived.
     let (usage, written) = {
@@ -776,7 +812,11 @@ async fn batch_response(
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let created = {
             let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
-            held.create(&body, config)
+            // A request the API would refuse errors in the batch, as it does there.
+            let refusal = |params: &serde_json::Map<String, Value>| {
+                state.models.refusal(params).map(|(_, message)| message)
+            };
+            held.create(&body, config, &refusal)
                 .map(|batch| batch.describe(config, &url_of(&batch.id), false))
         };
         return Ok(match created {

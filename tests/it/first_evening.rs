@@ -3,7 +3,7 @@
 //! model name with a typo.
 
 use msgbatch::mock::MockConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -222,4 +222,159 @@ async fn files_in_another_tools_shape_get_one_sentence_on_how_to_convert_them() 
             "{name}: {stderr}"
         );
     }
+}
+
+/// A record without a model, for `--model` to fill.
+fn modelless(id: &str) -> String {
+    json!({"custom_id": id, "params": {"max_tokens": 100,
+        "messages": [{"role": "user", "content": format!("question {id}")}]}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_typo_in_the_model_is_named_with_the_model_meant_and_the_mock_refuses_it() {
+    let ws = Workspace::new();
+    let lines: Vec<String> = (0..50).map(|i| modelless(&format!("q-{i}"))).collect();
+    let file = ws.write("jobs.jsonl", &lines.join("\n"));
+    let output = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--mock",
+            "--model",
+            "claude-sonet-4-6",
+        ])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}{stderr}");
+    let warned = stderr
+        .find("warning: unknown model `claude-sonet-4-6`: did you mean `claude-sonnet-4-6`?")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let stopped = stderr
+        .find("404 not_found_error to 3 jobs in a row (model: claude-sonet-4-6)")
+        .unwrap_or_else(|| panic!("the mock refuses the model as the API does: {stderr}"));
+    assert!(warned < stopped, "warned before sending: {stderr}");
+    let pool = ws.pool().await;
+    let sent = count(&pool, "SELECT COUNT(*) FROM attempts").await;
+    assert!(sent < 40, "{sent} of 50 jobs sent");
+
+    // Through batches, the items of an unknown model error as the API errors them.
+    let output = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--mock",
+            "--via",
+            "batches",
+            "--poll-interval",
+            "10ms",
+            "--model",
+            "claude-sonet-4-6",
+            "--name",
+            "batched",
+        ])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stdout}{stderr}");
+    assert!(stdout.contains("50 × invalid_request_error"), "{stdout}");
+    let errored = count(
+        &pool,
+        "SELECT COUNT(*) FROM attempts WHERE kind = 'batch'
+           AND error_type = 'invalid_request_error' AND error_message = 'model: claude-sonet-4-6'",
+    )
+    .await;
+    assert_eq!(errored, 50);
+}
+
+#[tokio::test]
+async fn the_mock_calls_a_forced_tool_and_thinks_when_asked_streamed_or_not() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let schema = json!({"type": "object", "required": ["city", "units", "days", "when"],
+        "properties": {"city": {"type": "string"}, "units": {"enum": ["c", "f"]},
+            "days": {"type": "integer", "minimum": 1}, "optional": {"type": "string"},
+            "when": {"type": "object", "required": ["hour"],
+                "properties": {"hour": {"type": ["integer", "null"]}}}}});
+    let tools = json!([{"name": "lookup", "input_schema": {"type": "object"}},
+        {"name": "weather", "description": "the weather", "input_schema": schema}]);
+    let body = |choice: Value, stream: bool| {
+        json!({"model": "claude-sonnet-4-6", "max_tokens": 200, "stream": stream,
+            "tools": tools, "tool_choice": choice,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    };
+    let thinking = |stream: bool| {
+        json!({"model": "claude-sonnet-4-6", "max_tokens": 2048, "stream": stream,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "Think first"}]})
+    };
+    let records = [
+        (
+            "tool",
+            body(json!({"type": "tool", "name": "weather"}), false),
+        ),
+        (
+            "tool-streamed",
+            body(json!({"type": "tool", "name": "weather"}), true),
+        ),
+        ("any", body(json!({"type": "any"}), false)),
+        ("think", thinking(false)),
+        ("think-streamed", thinking(true)),
+    ];
+    let lines: Vec<String> = records
+        .iter()
+        .map(|(id, params)| json!({"custom_id": id, "params": params}).to_string())
+        .collect();
+    let file = ws.write("jobs.jsonl", &lines.join("\n"));
+    let output = ws.run_on(&mock, &["run", file.to_str().unwrap()]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT j.job_id, r.stop_reason, b.body FROM jobs j JOIN results r ON r.job = j.id
+         JOIN responses b ON b.job = j.id ORDER BY j.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let body_of = |id: &str| -> (String, Value) {
+        let (_, stop, body) = rows.iter().find(|r| r.0 == id).unwrap();
+        (stop.clone(), serde_json::from_str(body).unwrap())
+    };
+
+    let (stop, tool) = body_of("tool");
+    assert_eq!(stop, "tool_use");
+    let content = tool["content"].as_array().unwrap();
+    assert_eq!(content.len(), 1, "{tool}");
+    assert_eq!(content[0]["type"], "tool_use");
+    assert_eq!(content[0]["name"], "weather");
+    assert!(content[0]["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(
+        content[0]["input"],
+        json!({"city": "", "units": "c", "days": 1, "when": {"hour": 0}}),
+        "the least input the schema allows"
+    );
+    let (_, streamed) = body_of("tool-streamed");
+    assert_eq!(streamed["content"], tool["content"], "streamed alike");
+    assert_eq!(
+        streamed["usage"]["output_tokens"],
+        tool["usage"]["output_tokens"]
+    );
+    let (stop, any) = body_of("any");
+    assert_eq!(stop, "tool_use");
+    assert_eq!(any["content"][0]["name"], "lookup", "the first tool");
+    assert_eq!(any["content"][0]["input"], json!({}));
+
+    let (stop, think) = body_of("think");
+    assert_eq!(stop, "end_turn");
+    let content = think["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "thinking", "{think}");
+    assert!(!content[0]["thinking"].as_str().unwrap().is_empty());
+    assert!(!content[0]["signature"].as_str().unwrap().is_empty());
+    assert_eq!(content[1]["type"], "text");
+    let (_, streamed) = body_of("think-streamed");
+    assert_eq!(streamed["content"], think["content"], "streamed alike");
+    assert_eq!(
+        mock.log().iter().filter(|l| l.stream).count(),
+        2,
+        "two of them were streamed"
+    );
 }
