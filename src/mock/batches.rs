@@ -26,6 +26,9 @@ pub struct BatchConfig {
     pub create_delay: Duration,
     /// Answer 404 on every batch endpoint, like gateways that do not offer them.
     pub unsupported: bool,
+    /// The part of every id drawn per mock, given instead (18 characters of `[0-9A-Za-z]`):
+    /// two mocks given the same one number their batches alike, as two gateways may.
+    pub ids: Option<String>,
 }
 
 /// One batch the mock holds.
@@ -167,7 +170,8 @@ impl Batches {
             }
             held.push((custom_id.to_owned(), params.clone()));
         }
-        let id = format!("msgbatch_{}{:06}", self.instance, self.held.len() + 1);
+        let instance = config.ids.as_deref().unwrap_or(&self.instance);
+        let id = format!("msgbatch_{instance}{:06}", self.held.len() + 1);
         let mut marked = |ids: &[String]| -> Vec<String> {
             held.iter()
                 .map(|(custom_id, _)| custom_id)

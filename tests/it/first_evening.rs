@@ -378,3 +378,50 @@ async fn the_mock_calls_a_forced_tool_and_thinks_when_asked_streamed_or_not() {
         "two of them were streamed"
     );
 }
+
+#[tokio::test]
+async fn two_gateways_may_give_the_same_batch_id_in_one_store() {
+    use msgbatch::mock::batches::BatchConfig;
+    let same = || BatchConfig {
+        ids: Some("SameIdsFromTwoGws0".to_owned()),
+        ..BatchConfig::default()
+    };
+    let first = mock(MockConfig {
+        batches: same(),
+        ..MockConfig::default()
+    })
+    .await;
+    let second = mock(MockConfig {
+        batches: same(),
+        ..MockConfig::default()
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 3);
+    for (name, gateway) in [("one", &first), ("two", &second)] {
+        let output = ws
+            .run_on(
+                gateway,
+                &[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--via",
+                    "batches",
+                    "--name",
+                    name,
+                    "--poll-interval",
+                    "10ms",
+                ],
+            )
+            .await;
+        assert_eq!(code(&output), 0, "{name}: {:?}", text(&output));
+    }
+    let ids: Vec<String> = sqlx::query_scalar("SELECT remote_id FROM batches ORDER BY id")
+        .fetch_all(&ws.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids, ["msgbatch_SameIdsFromTwoGws0000001"; 2],
+        "one id, from two gateways"
+    );
+}
