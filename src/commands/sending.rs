@@ -100,15 +100,17 @@ fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<Strin
             continue;
         }
         if pending > 0 {
+            // The name comes from a job file: shown without control characters.
+            let shown = printable(&model, 100);
             #[expect(clippy::print_stderr, reason = "a warning before sending")]
             {
                 if let Some(known) = closest_model(prices, &model) {
                     eprintln!(
-                        "warning: unknown model `{model}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
+                        "warning: unknown model `{shown}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
                     );
                 }
                 eprintln!(
-                    "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
+                    "warning: no price for model `{shown}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
                     if pending == 1 { "" } else { "s" },
                     prices.describe()
                 );
