@@ -548,7 +548,7 @@ async fn respond(
             response = error_response(
                 rejection.status,
                 kind,
-                "the gateway refuses this request (rejected by the mock)",
+                "the mock gateway rejects every request",
             );
         }
         return Ok(response);
