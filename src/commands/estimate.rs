@@ -129,6 +129,11 @@ pub async fn estimate(
     };
     let estimate = estimator.finish(source, &mean_output, args.output_fraction);
     for model in &estimate.unpriced {
+        if let Some(known) = plan::closest_model(&prices, model) {
+            warn(&format!(
+                "unknown model `{model}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
+            ));
+        }
         warn(&format!(
             "no price for model `{model}` in {}: it is left out of the totals, and a run would report it as unpriced; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile",
             prices.describe()

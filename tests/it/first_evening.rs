@@ -89,6 +89,24 @@ async fn estimate_without_count_tokens_needs_no_key() {
     assert_eq!(code(&output), 0, "{stdout}{stderr}");
     assert!(!stderr.contains("no API key"), "{stderr}");
     assert!(stdout.contains("claude-haiku-4-5"), "{stdout}");
+
+    // A typo in the model is named with the model meant, as a run names it.
+    let file = ws.write("typo.jsonl", &modelless("q-1"));
+    let output = ws
+        .run(&[
+            "estimate",
+            file.to_str().unwrap(),
+            "--no-count-tokens",
+            "--model",
+            "claude-sonet-4-6",
+        ])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("unknown model `claude-sonet-4-6`: did you mean `claude-sonnet-4-6`?"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
