@@ -429,6 +429,18 @@ pub struct MockArgs {
     /// Mock: delay between the chunks of a streamed answer, in milliseconds.
     #[arg(long, requires = "mock")]
     pub mock_token_ms: Option<u64>,
+
+    /// Mock: answer every request with this error status and type, e.g.
+    /// `400:no_db_connection` (as a gateway refusing a key does).
+    #[arg(long, requires = "mock", value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
+    pub mock_reject: Option<String>,
+}
+
+/// A `STATUS[:TYPE]` the mock can answer with, kept as given.
+fn parse_rejection(text: &str) -> Result<String, String> {
+    text.parse::<crate::mock::Rejection>()
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +569,11 @@ pub struct MockServeArgs {
     /// How long a Message Batch processes before it ends, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub batch_ms: u64,
+
+    /// Answer every request with this error status and type, e.g. `400:no_db_connection`
+    /// (as a gateway refusing a key does).
+    #[arg(long, value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
+    pub reject: Option<String>,
 
     /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
     /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).

@@ -135,6 +135,13 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), FieldError> {
         };
         match message.get("role").and_then(Value::as_str) {
             Some("user" | "assistant") => {}
+            Some("system") => {
+                return Err(FieldError::new(
+                    format!("messages[{i}].role"),
+                    "`system` is not a message role: the system prompt goes in the top-level \
+                     `system` field of the request (or --system)",
+                ));
+            }
             Some(other) => {
                 return Err(FieldError::new(
                     format!("messages[{i}].role"),

@@ -322,6 +322,9 @@ pub struct MockSettings {
     pub first_token_ms: u64,
     #[serde(default)]
     pub token_ms: u64,
+    /// Every request answered with this error (`STATUS[:TYPE]`).
+    #[serde(default)]
+    pub reject: Option<String>,
 }
 
 impl MockSettings {
@@ -334,6 +337,7 @@ impl MockSettings {
             rate_limit_otpm: args.mock_rate_limit_otpm,
             first_token_ms: args.mock_first_token_ms.unwrap_or(0),
             token_ms: args.mock_token_ms.unwrap_or(0),
+            reject: args.mock_reject.clone(),
         })
     }
 }

@@ -26,8 +26,15 @@ pub async fn estimate(
     if !(0.0..=1.0).contains(&args.output_fraction) {
         anyhow::bail!("--output-fraction must be between 0 and 1");
     }
-    let (settings, options, key) =
-        plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+    // Without token counts an estimate sends nothing, and so needs no key.
+    let (settings, options, key) = plan::plan(
+        global,
+        &args.jobs,
+        &args.gateway,
+        &args.mock,
+        &args.sending,
+        !args.no_count_tokens,
+    )?;
     // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
     let (_mock, client) = plan::connect(&settings, key).await?;
     let prices = plan::prices_for(&settings.gateway)?;
@@ -120,6 +127,11 @@ pub async fn estimate(
     };
     let estimate = estimator.finish(source, &mean_output, args.output_fraction);
     for model in &estimate.unpriced {
+        if let Some(known) = plan::closest_model(&prices, model) {
+            warn(&format!(
+                "unknown model `{model}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
+            ));
+        }
         warn(&format!(
             "no price for model `{model}` in {}: it is left out of the totals, and a run would report it as unpriced; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile",
             prices.describe()

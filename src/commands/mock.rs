@@ -35,6 +35,7 @@ pub async fn mock(args: MockServeArgs, shutdown: Shutdown) -> anyhow::Result<Exi
         token_delay: Duration::from_millis(args.token_ms),
         require_key: args.require_key,
         seed: args.seed,
+        reject: args.reject.as_deref().map(str::parse).transpose()?,
         ..MockConfig::default()
     };
     serve_until(listener, config, shutdown.stop).await;

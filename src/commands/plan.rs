@@ -20,14 +20,15 @@ use crate::settings::{
 use crate::store::Store;
 
 /// Resolves what a run (or an estimate) of a job file would use, checking everything that can
-/// be checked before the database is touched: the gateway and its key, prices, sending
-/// options, the template and the file.
+/// be checked before the database is touched: the gateway and its key (only when `sends`: a
+/// command that sends nothing needs none), prices, sending options, the template and the file.
 pub fn plan(
     global: &Global,
     jobs: &JobArgs,
     gateway: &GatewayArgs,
     mock: &MockArgs,
     sending: &SendArgs,
+    sends: bool,
 ) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
     let mock = MockSettings::from_args(mock);
     let gateway = if mock.is_some() {
@@ -40,7 +41,7 @@ pub fn plan(
         let (config, config_path) = ConfigFile::load(global.config.as_deref())?;
         resolve_gateway(gateway, &config, config_path.as_deref())?
     };
-    let key = gateway.api_key()?;
+    let key = if sends { gateway.api_key()? } else { None };
     prices_for(&gateway)?;
     let mut send = SendSettings::from_args(sending)?;
     send.rpm = send.rpm.or(gateway.limits.rpm);
@@ -83,6 +84,38 @@ pub fn plan(
     Ok((settings, options, key))
 }
 
+/// The model of `prices` (by id or alias) nearest to `model` by edit distance, when it is near
+/// enough to be what was meant: a typo such as `claude-sonet-4-6`, not another model.
+pub fn closest_model(prices: &PriceTable, model: &str) -> Option<String> {
+    let limit = (model.chars().count() / 4).clamp(1, 3);
+    prices
+        .entries()
+        .iter()
+        .flat_map(|entry| std::iter::once(&entry.model).chain(&entry.aliases))
+        .map(|known| (edit_distance(model, known), known))
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, known)| known.clone())
+}
+
+/// Levenshtein distance in characters: insertions, deletions and substitutions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {
     Ok(match &gateway.prices {
         Some(path) => PriceTable::from_file(path)?,
@@ -108,6 +141,16 @@ pub async fn connect(
                 },
                 first_token_delay: Duration::from_millis(mock.first_token_ms),
                 token_delay: Duration::from_millis(mock.token_ms),
+                reject: mock.reject.as_deref().map(str::parse).transpose()?,
+                // A price file given with --mock names the models of the gateway it stands for.
+                models: match &settings.gateway.prices {
+                    Some(path) => PriceTable::from_file(path)?
+                        .entries()
+                        .iter()
+                        .flat_map(|e| std::iter::once(e.model.clone()).chain(e.aliases.clone()))
+                        .collect(),
+                    None => Vec::new(),
+                },
                 ..MockConfig::default()
             })
             .await
@@ -145,4 +188,26 @@ pub async fn mean_output(
         .into_iter()
         .map(|(model, mean, n)| (model, (mean, n)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_in_a_model_name_finds_the_model_and_another_name_finds_none() {
+        let prices = PriceTable::builtin();
+        assert_eq!(edit_distance("claude-sonet-4-6", "claude-sonnet-4-6"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            closest_model(&prices, "claude-sonet-4-6").as_deref(),
+            Some("claude-sonnet-4-6")
+        );
+        assert_eq!(
+            closest_model(&prices, "claude-haiku-4.5").as_deref(),
+            Some("claude-haiku-4-5")
+        );
+        assert_eq!(closest_model(&prices, "claude-nova-9"), None);
+        assert_eq!(closest_model(&prices, "gpt-4o-mini"), None);
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::Global;
 use super::feed::Feed;
-use super::plan::{connect, prices_for};
+use super::plan::{closest_model, connect, prices_for};
 use crate::batching::Batcher;
 use crate::client::Client;
 use crate::limiter::Limiter;
@@ -99,8 +99,15 @@ fn unpriced_models(models: Vec<(String, i64)>, prices: &PriceTable) -> Vec<Strin
             continue;
         }
         if pending > 0 {
+            // The name comes from a job file: shown without control characters.
+            let shown = printable(&model, 100);
+            if let Some(known) = closest_model(prices, &model) {
+                crate::errln!(
+                    "warning: unknown model `{shown}`: did you mean `{known}`? (a gateway answers a model it does not serve with 404 not_found_error)"
+                );
+            }
             crate::errln!(
-                "warning: no price for model `{model}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
+                "warning: no price for model `{shown}` ({pending} job{} to send) in {}: its cost will be reported as unpriced, never as $0; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile (`msgbatch prices` shows the table in force)",
                 if pending == 1 { "" } else { "s" },
                 prices.describe()
             );
@@ -288,7 +295,18 @@ pub async fn send(
             );
         }
     }
+    let failures = if session.counts.failed > 0 {
+        Some(Failures {
+            kinds: store.failure_kinds(run.id, FAILURE_KINDS_SHOWN).await?,
+            jobs: store.failed_job_ids(run.id, FAILED_JOBS_SHOWN).await?,
+        })
+    } else {
+        None
+    };
     print_summary(run, status, &session, &unpriced)?;
+    if let Some(failures) = &failures {
+        print_failures(run, session.counts.failed, failures)?;
+    }
     if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
         // The run as it stands now, with the status just recorded.
         let run = store.find_run(&run.id.to_string()).await?;
@@ -433,6 +451,77 @@ async fn batches(
         }),
         counts: store.run_counts(run.id).await?,
     })
+}
+
+/// How many error kinds and failed job ids the closing summary names.
+const FAILURE_KINDS_SHOWN: i64 = 3;
+const FAILED_JOBS_SHOWN: i64 = 5;
+
+/// What a session's failures came to, read once it has ended.
+struct Failures {
+    kinds: Vec<crate::store::FailureKind>,
+    /// (job id, model) of the first failed jobs.
+    jobs: Vec<(String, String)>,
+}
+
+/// Text from a job file or a gateway, fit for a terminal line: no control characters, at most
+/// `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let escaped = crate::output::terminal(text);
+    let mut out: String = escaped.chars().take(max).collect();
+    if escaped.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// A run name as a shell word, quoted when it must be.
+fn shell_word(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'))
+    {
+        name.to_owned()
+    } else {
+        format!("'{}'", printable(name, 200).replace('\'', r"'\''"))
+    }
+}
+
+/// The closing lines of a session with failed jobs: what failed most, which jobs, and the
+/// commands that send them again and list every failure with its reason.
+fn print_failures(run: &RunRow, failed: i64, failures: &Failures) -> std::io::Result<()> {
+    let mut kinds: Vec<String> = failures
+        .kinds
+        .iter()
+        .map(|k| {
+            let kind = printable(&k.error_type, 64);
+            match k.http_status {
+                Some(status) if status > 0 => format!("{} × {kind} ({status})", k.count),
+                _ => format!("{} × {kind}", k.count),
+            }
+        })
+        .collect();
+    let named: i64 = failures.kinds.iter().map(|k| k.count).sum();
+    if named < failed {
+        kinds.push(format!("{} other", failed - named));
+    }
+    crate::outln!("  failed  {}", kinds.join(", "))?;
+    let mut jobs: Vec<String> = failures
+        .jobs
+        .iter()
+        .map(|(job, model)| format!("{} ({})", printable(job, 64), printable(model, 64)))
+        .collect();
+    if usize::try_from(failed).unwrap_or(usize::MAX) > jobs.len() {
+        jobs.push("…".to_owned());
+    }
+    crate::outln!("          e.g. {}", jobs.join(", "))?;
+    let name = shell_word(&run.name);
+    crate::outln!("send the failed jobs again: msgbatch resume {name} --include-failed")?;
+    crate::outln!(
+        "every failure with its reason: msgbatch report {name} --format csv (writes reports/{}-failures.csv)",
+        crate::output::file_name(&run.name)
+    )
 }
 
 fn print_summary(

@@ -11,6 +11,17 @@ use super::{InputError, LoadError, RawRecord, ReadItem, parse_tags};
 /// Keys of a bare-body record that belong to msgbatch, not to the request.
 const OWN_KEYS: [&str; 3] = ["custom_id", "tags", "expect"];
 
+/// Why a file holding a JSON array is not read, and how to make it JSONL.
+const ARRAY_HINT: &str = "this file is a JSON array, and a JSONL file holds one JSON object per \
+     line: convert it with `jq -c '.[]' FILE.json > FILE.jsonl`";
+
+/// Why a record in OpenAI's batch shape is not read, and how to convert it.
+const OPENAI_HINT: &str = "this record is in OpenAI's batch shape (`custom_id`, `method`, \
+     `url`, `body`), and msgbatch reads Anthropic's `{\"custom_id\", \"params\"}` with a \
+     Messages body as `params`: convert it with `jq -c '{custom_id, params: (.body | \
+     del(.model))}' FILE.jsonl > converted.jsonl` and give --model and --max-tokens (a system \
+     message goes in the top-level `system` field)";
+
 /// Lines end at `\n`, `\r\n` or a lone `\r`: JSON has no raw line breaks inside a record.
 pub struct JsonlReader<'a, R> {
     reader: LineReader<BufReader<R>>,
@@ -44,7 +55,12 @@ impl<'a, R: Read> JsonlReader<'a, R> {
     fn parse(&self, text: &str) -> ReadItem {
         let object = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => object,
+            Ok(Value::Array(_)) => return self.bad(None, None, ARRAY_HINT),
             Ok(_) => return self.bad(None, None, "a record must be a JSON object"),
+            // A JSON array written over many lines opens with a line of its own.
+            Err(_) if self.line == 1 && text.starts_with('[') => {
+                return self.bad(None, None, ARRAY_HINT);
+            }
             Err(e) => return self.bad(None, None, format!("invalid JSON: {e}")),
         };
         match self.split(object) {
@@ -74,6 +90,12 @@ impl<'a, R: Read> JsonlReader<'a, R> {
             Some(value) => Some(parse_tags(value).map_err(|(f, r)| (id.clone(), f, r))?),
         };
         let expect = object.remove("expect").filter(|e| !e.is_null());
+        if !object.contains_key("params")
+            && object.get("body").is_some_and(Value::is_object)
+            && (object.contains_key("url") || object.contains_key("method"))
+        {
+            return Err((id, "body".into(), OPENAI_HINT.into()));
+        }
         let body = if let Some(params) = object.remove("params") {
             if let Some(other) = object.keys().next() {
                 return Err((

@@ -26,6 +26,9 @@ pub struct BatchConfig {
     pub create_delay: Duration,
     /// Answer 404 on every batch endpoint, like gateways that do not offer them.
     pub unsupported: bool,
+    /// The part of every id drawn per mock, given instead (18 characters of `[0-9A-Za-z]`):
+    /// two mocks given the same one number their batches alike, as two gateways may.
+    pub ids: Option<String>,
 }
 
 /// One batch the mock holds.
@@ -36,15 +39,20 @@ pub struct MockBatch {
     created_wall: SystemTime,
     canceled: Option<Instant>,
     requests: Vec<(String, Map<String, Value>)>,
+    /// Why the API refuses each request, in the order of `requests`: `None` for a valid one.
+    refused: Vec<Option<String>>,
     /// Custom ids that error or expire in this batch.
     errored: Vec<String>,
     expired: Vec<String>,
 }
 
 /// Every batch created, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batches {
     held: Vec<MockBatch>,
+    /// Part of every id this mock gives, different in each mock (and so in each process):
+    /// a store keeps the batches of every mock run, and batch ids are unique per gateway.
+    instance: String,
     /// Custom ids whose error or expiry a batch has already had.
     spent: std::collections::HashSet<String>,
     /// Every batch ends now, whatever its processing time.
@@ -78,9 +86,48 @@ pub fn route(method: &hyper::Method, path: &str) -> Option<Route> {
 /// Why a create call is refused: (status, error type, message).
 pub type Refusal = (u16, &'static str, String);
 
+impl Default for Batches {
+    fn default() -> Self {
+        // Only the ids vary between mocks; answers stay deterministic.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| {
+                d.as_secs()
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(u64::from(d.subsec_nanos()))
+            });
+        let mut rng = fastrand::Rng::new();
+        let mut instance = String::with_capacity(INSTANCE_CHARS);
+        let mut mixed = nanos ^ u64::from(std::process::id()).rotate_left(32);
+        for _ in 0..INSTANCE_CHARS {
+            let digit = (mixed ^ rng.u64(..)) % 62;
+            instance.push(char::from(BASE62[usize::try_from(digit).unwrap_or(0)]));
+            mixed /= 62;
+        }
+        Self {
+            held: Vec::new(),
+            instance,
+            spent: std::collections::HashSet::new(),
+            finished: false,
+        }
+    }
+}
+
+/// The characters of the API's ids.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// An id is `msgbatch_` and 24 characters, as the API's are: these, then a six-digit count.
+const INSTANCE_CHARS: usize = 18;
+
 impl Batches {
-    /// Creates a batch from a create call's body.
-    pub fn create(&mut self, body: &Value, config: &BatchConfig) -> Result<&MockBatch, Refusal> {
+    /// Creates a batch from a create call's body; `refusal` says why the API would refuse a
+    /// request's params (its item then errors with an `invalid_request_error`).
+    pub fn create(
+        &mut self,
+        body: &Value,
+        config: &BatchConfig,
+        refusal: &dyn Fn(&Map<String, Value>) -> Option<String>,
+    ) -> Result<&MockBatch, Refusal> {
         let invalid = |message: String| (400, "invalid_request_error", message);
         let requests = body
             .get("requests")
@@ -123,7 +170,8 @@ impl Batches {
             }
             held.push((custom_id.to_owned(), params.clone()));
         }
-        let id = format!("msgbatch_mock_{:06}", self.held.len() + 1);
+        let instance = config.ids.as_deref().unwrap_or(&self.instance);
+        let id = format!("msgbatch_{instance}{:06}", self.held.len() + 1);
         let mut marked = |ids: &[String]| -> Vec<String> {
             held.iter()
                 .map(|(custom_id, _)| custom_id)
@@ -133,12 +181,14 @@ impl Batches {
         };
         let errored = marked(&config.errored);
         let expired = marked(&config.expired);
+        let refused = held.iter().map(|(_, params)| refusal(params)).collect();
         self.held.push(MockBatch {
             id,
             created: Instant::now(),
             created_wall: SystemTime::now(),
             canceled: None,
             requests: held,
+            refused,
             errored,
             expired,
         });
@@ -181,9 +231,14 @@ impl MockBatch {
         finished || self.canceled.is_some() || self.created.elapsed() >= config.processing
     }
 
-    /// What one request of the batch came to.
-    fn outcome(&self, custom_id: &str, config: &BatchConfig) -> &'static str {
-        if self.errored.iter().any(|id| id == custom_id) {
+    /// What one request of the batch came to; `refused`, why the API refuses it.
+    fn outcome(
+        &self,
+        custom_id: &str,
+        refused: Option<&String>,
+        config: &BatchConfig,
+    ) -> &'static str {
+        if refused.is_some() || self.errored.iter().any(|id| id == custom_id) {
             "errored"
         } else if self.expired.iter().any(|id| id == custom_id) {
             "expired"
@@ -200,8 +255,8 @@ impl MockBatch {
         let mut counts =
             json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
         if ended {
-            for (custom_id, _) in &self.requests {
-                let kind = self.outcome(custom_id, config);
+            for ((custom_id, _), refused) in self.requests.iter().zip(&self.refused) {
+                let kind = self.outcome(custom_id, refused.as_ref(), config);
                 counts[kind] = json!(counts[kind].as_u64().unwrap_or(0) + 1);
             }
         } else {
@@ -236,9 +291,15 @@ impl MockBatch {
         let lines = self
             .requests
             .iter()
+            .zip(&self.refused)
             .rev()
-            .map(|(custom_id, params)| {
-                let result = match self.outcome(custom_id, config) {
+            .map(|((custom_id, params), refused)| {
+                let result = match self.outcome(custom_id, refused.as_ref(), config) {
+                    "errored" if refused.is_some() => {
+                        json!({"type": "errored", "error": {"type": "error",
+                            "error": {"type": "invalid_request_error", "message": refused},
+                            "request_id": "req_mock"}})
+                    }
                     "succeeded" => {
                         let model = params.get("model").and_then(Value::as_str).unwrap_or("");
                         let seed = answer::request_seed(params);
@@ -292,7 +353,9 @@ mod tests {
     fn a_create_call_with_a_bad_custom_id_is_refused_as_the_api_refuses_it() {
         let mut batches = Batches::default();
         let body = json!({"requests": [{"custom_id": "has space", "params": {}}]});
-        let (status, kind, message) = batches.create(&body, &BatchConfig::default()).unwrap_err();
+        let (status, kind, message) = batches
+            .create(&body, &BatchConfig::default(), &|_| None)
+            .unwrap_err();
         assert_eq!((status, kind), (400, "invalid_request_error"));
         assert!(message.starts_with("requests.0.custom_id"), "{message}");
     }

@@ -51,6 +51,47 @@ pub enum Fault {
     Truncated,
 }
 
+/// Every request answered with one error status and type, as a gateway does that refuses
+/// every request (LiteLLM answers a key it cannot check with `400 no_db_connection`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    /// The error body's `error.type`; the API's type for the status when `None`.
+    pub error_type: Option<String>,
+}
+
+/// Why a `STATUS[:TYPE]` rejection does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "expected STATUS[:TYPE] with a 4xx or 5xx status and a type of letters, digits and `_`, not `{0}`"
+)]
+pub struct RejectionError(String);
+
+impl std::str::FromStr for Rejection {
+    type Err = RejectionError;
+
+    /// `400` or `400:no_db_connection`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || RejectionError(text.chars().take(64).collect());
+        let (status, error_type) = match text.split_once(':') {
+            Some((status, kind)) => (status, Some(kind)),
+            None => (text, None),
+        };
+        let status: u16 = status.trim().parse().map_err(|_| bad())?;
+        let valid_type = |kind: &str| {
+            (1..=64).contains(&kind.len())
+                && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if !(400..600).contains(&status) || error_type.is_some_and(|k| !valid_type(k)) {
+            return Err(bad());
+        }
+        Ok(Self {
+            status,
+            error_type: error_type.map(str::to_owned),
+        })
+    }
+}
+
 /// How the mock behaves.
 #[derive(Debug, Clone, Default)]
 pub struct MockConfig {
@@ -81,6 +122,44 @@ pub struct MockConfig {
     pub no_count_tokens: bool,
     /// How the Message Batches endpoints behave.
     pub batches: batches::BatchConfig,
+    /// Answer every request with this error, whatever it asks.
+    pub reject: Option<Rejection>,
+    /// Models served besides those of the built-in price table (any of their ids, dated or
+    /// alias); any other model is answered 404 `not_found_error`, as the API answers it.
+    pub models: Vec<String>,
+}
+
+/// The models the mock serves.
+#[derive(Debug)]
+struct Models {
+    table: crate::pricing::PriceTable,
+    extra: HashSet<String>,
+}
+
+impl Models {
+    fn new(extra: &[String]) -> Self {
+        Self {
+            table: crate::pricing::PriceTable::builtin(),
+            extra: extra.iter().cloned().collect(),
+        }
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.table.lookup(model).is_some() || self.extra.contains(model)
+    }
+
+    /// Why the API would refuse a request's body, as (error type, message): its fields, or a
+    /// model it does not serve.
+    fn refusal(&self, body: &serde_json::Map<String, Value>) -> Option<(&'static str, String)> {
+        if let Err(e) = crate::request::validate(body) {
+            return Some((
+                "invalid_request_error",
+                format!("{}: {}", e.field, e.reason),
+            ));
+        }
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+        (!self.serves(model)).then(|| ("not_found_error", format!("model: {model}")))
+    }
 }
 
 /// One request as the mock saw it.
@@ -130,6 +209,7 @@ struct State {
     /// Batches created; tests can wait on it.
     batches_made: tokio::sync::watch::Sender<usize>,
     log: Mutex<Vec<Logged>>,
+    models: Models,
 }
 
 /// A running mock gateway.
@@ -261,6 +341,7 @@ impl std::error::Error for Dropped {}
 
 impl State {
     fn new(config: MockConfig) -> Self {
+        let models = Models::new(&config.models);
         Self {
             script: Mutex::new(config.script.iter().copied().collect()),
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
@@ -274,6 +355,7 @@ impl State {
             batches: Mutex::default(),
             batches_made: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
+            models,
         }
     }
 
@@ -460,6 +542,17 @@ async fn respond(
             "invalid x-api-key",
         ));
     }
+    if let Some(rejection) = &state.config.reject {
+        let mut response = status_error(rejection.status);
+        if let Some(kind) = &rejection.error_type {
+            response = error_response(
+                rejection.status,
+                kind,
+                "the mock gateway rejects every request",
+            );
+        }
+        return Ok(response);
+    }
     if let Some(route) = batch_route {
         return batch_response(state, request, route).await;
     }
@@ -495,12 +588,9 @@ async fn respond(
             &json!({"input_tokens": usage.total_input()}),
         ));
     }
-    if let Err(e) = crate::request::validate(&body) {
-        return Ok(error_response(
-            400,
-            "invalid_request_error",
-            &format!("{}: {}", e.field, e.reason),
-        ));
+    if let Some((kind, message)) = state.models.refusal(&body) {
+        let status = if kind == "not_found_error" { 404 } else { 400 };
+        return Ok(error_response(status, kind, &message));
     }
     // What the cache holds is what was readable when the request arrived.
     let (usage, written) = {
@@ -722,7 +812,11 @@ async fn batch_response(
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let created = {
             let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
-            held.create(&body, config)
+            // A request the API would refuse errors in the batch, as it does there.
+            let refusal = |params: &serde_json::Map<String, Value>| {
+                state.models.refusal(params).map(|(_, message)| message)
+            };
+            held.create(&body, config, &refusal)
                 .map(|batch| batch.describe(config, &url_of(&batch.id), false))
         };
         return Ok(match created {

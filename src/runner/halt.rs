@@ -1,9 +1,12 @@
 //! Deciding that a run cannot succeed. A spend-cap 429 stops it at once; the same 401, 403 or
 //! 404, or a gateway that cannot be reached, on [`HALT_STREAK`] jobs in a row stops it too,
-//! since the key, the gateway or the model is wrong rather than those jobs. Either way the
-//! jobs that hit it go back to pending, so a `resume` after the fix sends them, and nothing is
-//! recorded as a million failures. The writer alone owns a [`Halt`], and observes outcomes in
-//! the order it commits them.
+//! since the key, the gateway or the model is wrong rather than those jobs. Any other 4xx that
+//! is not worth retrying stops it only when the same one (status and error type) answers the
+//! first [`HALT_STREAK`] jobs of the session, before anything else: a gateway that answers a
+//! wrong key with a 400 (LiteLLM's `no_db_connection`) refuses every job, while a 400 after
+//! answers is about its own job. Either way the jobs that hit it go back to pending, so a
+//! `resume` after the fix sends them, and nothing is recorded as a million failures. The
+//! writer alone owns a [`Halt`], and observes outcomes in the order it commits them.
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +14,7 @@ use crate::client::{AttemptError, SPEND_LIMIT_CODE};
 use crate::progress::Progress;
 
 /// The same final 401, 403 or 404, or connection failure, on this many jobs in a row stops
-/// the run.
+/// the run; so does the same other 4xx on the session's first this many jobs.
 pub const HALT_STREAK: usize = 3;
 
 /// A final error that says something about the run rather than the job: (status, type), with
@@ -37,13 +40,22 @@ pub struct Halt {
     streak_class: Option<ErrorClass>,
     halted_on: Option<ErrorClass>,
     reason: Option<String>,
+    /// No outcome but the current streak has been seen: a streak of any 4xx may still stop
+    /// the run.
+    opening: bool,
 }
 
 /// Whether an error may stop the run (and so must go through [`Halt::observe`]).
 pub fn is_run_level(error: &AttemptError) -> bool {
     error.is_spend_limit()
         || matches!(error, AttemptError::Connection(_))
-        || matches!(error.http_status(), Some(401 | 403 | 404))
+        || matches!(error, AttemptError::Http { status, .. }
+            if (400..500).contains(status) && !error.is_retryable())
+}
+
+/// Whether a status stops the run from any streak, not only from the opening one.
+fn halts_anywhere(status: u16) -> bool {
+    matches!(status, 0 | 401 | 403 | 404)
 }
 
 impl Halt {
@@ -55,13 +67,15 @@ impl Halt {
             streak_class: None,
             halted_on: None,
             reason: None,
+            opening: true,
         }
     }
 
-    /// Any other outcome breaks a streak.
+    /// Any other outcome breaks a streak, and ends the session's opening.
     pub fn reset(&mut self) {
         self.streak.clear();
         self.streak_class = None;
+        self.opening = false;
     }
 
     /// Observes a job's final, run-level error.
@@ -88,8 +102,16 @@ impl Halt {
             return Verdict::Pending { revert: Vec::new() };
         }
         if self.streak_class.as_ref() != Some(&class) {
+            if !self.streak.is_empty() {
+                // Another error broke the streak the session opened with.
+                self.opening = false;
+            }
             self.streak.clear();
             self.streak_class = Some(class.clone());
+        }
+        if !halts_anywhere(status) && !self.opening {
+            self.reset();
+            return Verdict::Fail;
         }
         self.streak.push((job, attempts));
         if self.streak.len() < HALT_STREAK {
@@ -103,7 +125,7 @@ impl Halt {
                  the base URL and the network",
                 error.message()
             ),
-            _ => {
+            401 | 403 | 404 => {
                 let hint = match status {
                     401 => "check the API key and the gateway's auth style (--auth)",
                     403 => "the key lacks access to this model or feature",
@@ -115,6 +137,13 @@ impl Halt {
                     error.message()
                 )
             }
+            _ => format!(
+                "the gateway answered {status} {} to the first {HALT_STREAK} jobs ({}): it \
+                 refuses every request rather than these jobs; check the API key, the gateway's \
+                 auth style (--auth) and what its message says",
+                class.1,
+                error.message()
+            ),
         };
         self.stop_with(reason);
         self.halted_on = Some(class);
@@ -190,6 +219,45 @@ mod tests {
         assert_eq!(halt.observe(3, 1, &not_found), Verdict::Fail);
         halt.observe(4, 1, &http(403, "permission_error"));
         assert_eq!(halt.observe(5, 1, &not_found), Verdict::Fail);
+        assert!(!halt.stop.is_cancelled());
+    }
+
+    #[test]
+    fn the_same_other_4xx_stops_the_run_only_on_the_first_jobs() {
+        let no_db = http(400, "no_db_connection");
+        assert!(is_run_level(&no_db));
+        assert!(!is_run_level(&http(429, "rate_limit_error")));
+        let mut halt = halt();
+        assert_eq!(halt.observe(1, 1, &no_db), Verdict::Fail);
+        assert_eq!(halt.observe(2, 1, &no_db), Verdict::Fail);
+        assert_eq!(
+            halt.observe(3, 1, &no_db),
+            Verdict::Pending {
+                revert: vec![(1, 1), (2, 1)]
+            }
+        );
+        assert!(
+            halt.reason()
+                .unwrap()
+                .starts_with("the gateway answered 400 no_db_connection to the first 3 jobs"),
+            "{:?}",
+            halt.reason()
+        );
+
+        // After an answer, a 400 is about its own job.
+        let mut halt = self::halt();
+        halt.reset();
+        let invalid = http(400, "invalid_request_error");
+        for job in 1..=5 {
+            assert_eq!(halt.observe(job, 1, &invalid), Verdict::Fail);
+        }
+        assert!(!halt.stop.is_cancelled());
+        // ... and so after another error first.
+        let mut halt = self::halt();
+        halt.observe(1, 1, &http(413, "request_too_large"));
+        for job in 2..=5 {
+            assert_eq!(halt.observe(job, 1, &invalid), Verdict::Fail);
+        }
         assert!(!halt.stop.is_cancelled());
     }
 }

@@ -69,8 +69,9 @@ impl Store {
             .one(
                 Sql::new(
                     "INSERT INTO batches (run_id, state, requests, bytes, reserved_pico_usd,
-                                          intent_at_ms)
-                     VALUES ($1, 'creating', $2, $3, $4, $5) RETURNING id",
+                                          intent_at_ms, gateway)
+                     VALUES ($1, 'creating', $2, $3, $4, $5,
+                             (SELECT base_url FROM runs WHERE id = $1)) RETURNING id",
                 )
                 .bind(run_id)
                 .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))

@@ -9,6 +9,7 @@
 //! `migrations/` (SQLite) and `migrations/postgres/`.
 
 mod batches;
+mod failures;
 mod jobs_view;
 mod location;
 mod lock;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
 pub use batches::{BatchRow, BatchWaiting};
+pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobView};
 pub use location::Location;
 pub use lock::{DbLock, LockError, RunTask};

@@ -150,7 +150,8 @@ async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(remote, ["msgbatch_mock_000001"]);
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    assert!(remote[0].starts_with("msgbatch_"), "{remote:?}");
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ async fn a_malformed_file_is_refused_with_every_bad_line_and_nothing_sent() {
         "bad.jsonl:2: invalid JSON: key must be a string at line 1 column 16",
         "bad.jsonl:3: `messages` is empty",
         "bad.jsonl:4: `max_tokens` must be an integer of at least 1 (got 0)",
-        "bad.jsonl:5: `messages[0].role` unknown role `system` (expected `user` or `assistant`)",
+        "bad.jsonl:5: `messages[0].role` `system` is not a message role: the system prompt goes in the top-level `system` field of the request (or --system)",
         "bad.jsonl:7: `custom_id` duplicate id `twice` (first used on line 6)",
         "bad.jsonl:8: `temperature` must be a number from 0 to 1 (got 3)",
         "bad.jsonl:9: `messages[0].content[0].text` text content blocks must be non-empty",
@@ -56,7 +56,11 @@ async fn a_malformed_file_is_refused_with_every_bad_line_and_nothing_sent() {
 #[tokio::test]
 async fn skip_invalid_records_bad_lines_as_rejected_and_runs_the_rest() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig::default()).await;
+    let mock = mock(MockConfig {
+        models: vec!["m".to_owned()],
+        ..MockConfig::default()
+    })
+    .await;
     ws.write("bad.jsonl", &bad_file());
     let output = ws
         .run_on(&mock, &["run", "bad.jsonl", "--skip-invalid"])

@@ -6,6 +6,7 @@ mod budget;
 mod common;
 mod diff;
 mod files;
+mod first_evening;
 mod grade;
 mod hostile_text;
 mod input;

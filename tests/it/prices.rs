@@ -99,7 +99,12 @@ async fn current_models_are_priced_and_a_long_haiku_5_5_prompt_is_billed_at_its_
 #[tokio::test]
 async fn a_model_without_a_price_is_named_before_sending_and_its_tokens_still_show() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig::default()).await;
+    // A gateway serving a model the price table does not know.
+    let mock = mock(MockConfig {
+        models: vec!["claude-nova-9".to_owned()],
+        ..MockConfig::default()
+    })
+    .await;
     let file = ws.write(
         "mixed.jsonl",
         &[
