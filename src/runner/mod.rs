@@ -168,6 +168,7 @@ impl Pipeline {
         let (events, receiver) = mpsc::channel(2048);
         let halt = halt::Halt::new(parts.shutdown.stop.clone(), progress.clone());
         let writer = tokio::spawn(writer::run(
+            parts.shutdown.stop.clone(),
             parts.store.clone(),
             progress.clone(),
             Arc::clone(&ledger),

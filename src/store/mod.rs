@@ -902,6 +902,9 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown host".to_owned())
 }
 
+/// Hidden, for tests: the most pages a SQLite store may grow to, set on every connection.
+pub const MAX_PAGE_COUNT_ENV: &str = "MSGBATCH_TEST_MAX_PAGE_COUNT";
+
 /// Opens a SQLite file (or `:memory:`) tuned for the run's one writer and one reader.
 async fn open_sqlite(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> {
     let in_memory = path.as_os_str() == ":memory:";
@@ -927,6 +930,14 @@ async fn open_sqlite(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> 
     // Large sorts (a report's GROUP BY over a million results) may use a second thread:
     // the sums over a million rows take 1.4 s instead of 2.1 s.
     .pragma("threads", "2");
+    // For tests only: a ceiling on the database's pages makes SQLite answer SQLITE_FULL
+    // ("database or disk is full") exactly as a full disk does, part-way through a run.
+    let options = match std::env::var(MAX_PAGE_COUNT_ENV) {
+        Ok(pages) if !in_memory && pages.parse::<u32>().is_ok() => {
+            options.pragma("max_page_count", pages)
+        }
+        _ => options,
+    };
     SqlitePoolOptions::new()
         // An in-memory database lives in one connection. A file has the writer and one
         // reader (the dispatcher), which WAL lets proceed side by side; more connections
