@@ -174,6 +174,7 @@ pub async fn send(
         global.quiet,
     );
     let stop = shutdown.stop.clone();
+    let cause = shutdown.clone();
     let mut runner = Runner {
         loading: feed.as_ref().map(Feed::loading),
         ..runner(
@@ -266,7 +267,7 @@ pub async fn send(
     } else if others > 0 {
         (RunStatus::Running, None)
     } else if session.interrupted {
-        (RunStatus::Interrupted, Some("stopped by Ctrl-C"))
+        (RunStatus::Interrupted, Some(cause.stopped_by()))
     } else if session.counts.pending > 0 {
         (RunStatus::Interrupted, Some("jobs are still pending"))
     } else {

@@ -218,9 +218,29 @@ impl Store {
         }
     }
 
+    /// Closes the store for every clone. A SQLite file is checkpointed first, so that the
+    /// database file alone holds every committed run (a copy of it without its `-wal` is
+    /// whole) and the write-ahead log is left empty; SQLite does this itself only when the
+    /// last connection of any process closes, which another process reading the store
+    /// prevents. A checkpoint that cannot finish at once (a reader in the middle of a long
+    /// query) is left to the next command: the committed data is safe in the log meanwhile.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pool) => {
+                if !pool.is_closed()
+                    && let Ok(mut connection) = pool.acquire().await
+                {
+                    let _ = sqlx::query("PRAGMA busy_timeout = 2000")
+                        .execute(&mut *connection)
+                        .await;
+                    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(&mut *connection)
+                        .await;
+                    // The connection goes back to the pool, which closes it.
+                    drop(connection);
+                }
+                pool.close().await;
+            }
             Pool::Postgres(pool) => pool.close().await,
         }
     }

@@ -37,6 +37,45 @@ async fn committed(db: &Path) -> i64 {
     n
 }
 
+/// Polls the store until at least `n` results are committed (the run is slow enough that it
+/// is still sending then).
+async fn wait_for_results(db: &Path, n: i64) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while committed(db).await < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("results were committed");
+}
+
+/// The binary on the store at `db` (another spelling of the workspace's), with the test key.
+async fn run_with_db(ws: &Workspace, db: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_msgbatch"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .current_dir(ws.dir.path())
+        .env(KEY_ENV, TEST_KEY)
+        .env("CI", "1")
+        .env_remove("MSGBATCH_DB")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn a_full_store_stops_sending_at_once_and_resume_buys_again_only_what_was_in_flight() {
     const JOBS: usize = 600;
@@ -124,4 +163,178 @@ async fn a_full_store_stops_sending_at_once_and_resume_buys_again_only_what_was_
         total <= JOBS as u64 + 2 * CONCURRENCY,
         "{total} answers bought over run and resume for {JOBS} jobs"
     );
+}
+
+/// Runs 60 slow jobs, sends `name` once some are committed, and checks that the run stops as
+/// on Ctrl-C with exit `code`, and that resume then sends each job exactly once in all.
+async fn a_signal_stops_the_run_as_ctrl_c_does(name: &str, exit: i32) {
+    const JOBS: u64 = 60;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", JOBS as usize);
+    let child = ws
+        .command_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "4",
+                "--name",
+                "night",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_results(&ws.db(), 8).await;
+    signal(&child, name);
+    let output = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), exit, "{stdout}\n{stderr}");
+    assert!(stdout.contains("run night (id 1): interrupted"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("stopping: SIG{name} received")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("resume with: msgbatch resume night"),
+        "{stderr}"
+    );
+    // Every request that left was answered and committed before the process ended.
+    let sent = mock.requests();
+    assert!(sent < JOBS, "{sent}");
+    assert_eq!(committed(&ws.db()).await as u64, sent);
+    let status = ws.run(&["status", "night"]).await;
+    assert!(
+        text(&status).0.contains(&format!("stopped by SIG{name}")),
+        "{:?}",
+        text(&status)
+    );
+
+    let output = ws.run(&["resume", "night"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(
+        mock.requests(),
+        JOBS,
+        "each job bought once over both sessions"
+    );
+    assert_eq!(committed(&ws.db()).await as u64, JOBS);
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_run_as_ctrl_c_does_and_nothing_is_bought_twice() {
+    a_signal_stops_the_run_as_ctrl_c_does("TERM", 143).await;
+}
+
+#[tokio::test]
+async fn sighup_stops_a_run_as_ctrl_c_does_and_nothing_is_bought_twice() {
+    a_signal_stops_the_run_as_ctrl_c_does("HUP", 129).await;
+}
+
+#[tokio::test]
+async fn a_store_reached_through_a_symlink_is_the_same_store_and_its_lock_holds() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(200),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 40);
+    let mut child = ws
+        .command_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "2",
+                "--name",
+                "live",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    wait_for_results(&ws.db(), 2).await;
+    // Another spelling of the same file: a symlink in another directory.
+    let elsewhere = ws.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = elsewhere.join("link.db");
+    std::os::unix::fs::symlink(ws.db(), &link).unwrap();
+    let before = mock.requests();
+    let output = run_with_db(&ws, &link, &["resume", "live"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("in use by another msgbatch run"),
+        "{stderr}"
+    );
+    // The directory holding the store, reached through a symlink, too.
+    let dir_link = ws.path("dirlink");
+    std::os::unix::fs::symlink(ws.dir.path(), &dir_link).unwrap();
+    let through_dir = dir_link.join("runs.db");
+    let output = run_with_db(
+        &ws,
+        &through_dir,
+        &["run", file.to_str().unwrap(), "--mock"],
+    )
+    .await;
+    assert_eq!(code(&output), 2, "{:?}", text(&output));
+    assert!(
+        text(&output).1.contains("in use by another msgbatch run"),
+        "{:?}",
+        text(&output)
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(
+        mock.requests() - before <= 2,
+        "only the live run's requests in flight went out meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn the_store_file_alone_holds_every_committed_run() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 12);
+    // Another process has the store open meanwhile (a `status` watcher, say): the run's
+    // connections are then not the last, and closing them alone checkpoints nothing.
+    msgbatch::store::Store::open(&ws.db())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let reader = open(&ws.db(), true).await;
+    let mut held = reader.acquire().await.unwrap();
+    sqlx::query("SELECT COUNT(*) FROM runs")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "small"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let wal = ws.path("runs.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the write-ahead log was checkpointed into the store"
+    );
+
+    // The `.db` copied alone, as a user copies "the database".
+    let copy = Workspace::new();
+    std::fs::copy(ws.db(), copy.db()).unwrap();
+    let output = copy.run(&["status"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("small"), "{stdout}");
+    let report = copy.report_json("small").await;
+    assert_eq!(report["totals"][0]["jobs"]["succeeded"], 12, "{report}");
+    drop(held);
+    reader.close().await;
 }
