@@ -165,6 +165,72 @@ async fn a_full_store_stops_sending_at_once_and_resume_buys_again_only_what_was_
     );
 }
 
+#[tokio::test]
+async fn a_full_store_while_batch_results_are_recorded_stops_the_run_and_resume_buys_nothing_again()
+{
+    // Batch results are committed 2,000 at a time: the first commit fits, the second not.
+    const JOBS: usize = 3000;
+    let calibration = Workspace::new();
+    let file = calibration.jobs("jobs.jsonl", JOBS);
+    let free = mock(MockConfig::default()).await;
+    let batches = ["--via", "batches", "--poll-interval", "10ms", "--quiet"];
+    let mut args = vec!["run", file.to_str().unwrap()];
+    args.extend(batches);
+    let output = calibration.run_on(&free, &args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = open(&calibration.db(), false).await;
+    let full = page_count(&pool).await;
+    for table in ["grades", "responses", "results", "attempts"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("VACUUM").execute(&pool).await.unwrap();
+    let loaded = page_count(&pool).await;
+    pool.close().await;
+
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", JOBS);
+    let mock = mock(MockConfig::default()).await;
+    let mut args = vec!["run", file.to_str().unwrap(), "--name", "full"];
+    args.extend(batches);
+    let limit = loaded + (full - loaded) * 4 / 5;
+    let output = ws
+        .command_on(&mock, &args)
+        .env(msgbatch::store::MAX_PAGE_COUNT_ENV, limit.to_string())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("database or disk is full"), "{stderr}");
+    assert!(stderr.contains("msgbatch resume full"), "{stderr}");
+    let recorded = committed(&ws.db()).await;
+    assert!(
+        recorded > 0 && recorded < JOBS as i64,
+        "{recorded} recorded before the store filled up"
+    );
+    let status = ws.run(&["status", "full"]).await;
+    assert!(
+        text(&status).0.contains("database or disk is full"),
+        "{:?}",
+        text(&status)
+    );
+
+    // Resume reads the rest of the same batch's results: nothing is bought twice.
+    let output = ws.run(&["resume", "full", "--poll-interval", "10ms"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(committed(&ws.db()).await, JOBS as i64);
+    assert_eq!(mock.batches_created(), 1, "one batch, submitted once");
+    let direct = mock
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with("/v1/messages"))
+        .count();
+    assert_eq!(direct, 0, "no job sent directly");
+}
+
 /// Runs 60 slow jobs, sends `name` once some are committed, and checks that the run stops as
 /// on Ctrl-C with exit `code`, and that resume then sends each job exactly once in all.
 async fn a_signal_stops_the_run_as_ctrl_c_does(name: &str, exit: i32) {
