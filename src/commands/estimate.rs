@@ -120,7 +120,7 @@ pub async fn estimate(
     } else {
         TokenSource::Local
     };
-    let estimate = estimator.finish(source, &mean_output, args.output_fraction);
+    let estimate = estimator.finish(source, &mean_output, args.output_fraction)?;
     for model in &estimate.unpriced {
         warn(&format!(
             "no price for model `{model}` in {}: it is left out of the totals, and a run would report it as unpriced; give its rates with --prices FILE or `prices` in the gateway's msgbatch.toml profile",

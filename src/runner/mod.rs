@@ -613,7 +613,16 @@ async fn dispatch(
             // Near the budget, fewer jobs run at once: while jobs in flight hold worst cases
             // that their real costs will mostly release, wait for them rather than stop, so
             // that the run spends its budget rather than the sum of worst cases.
-            let worst = worst_case(prices, &candidate.job);
+            let worst = match worst_case(prices, &candidate.job) {
+                Ok(worst) => worst,
+                Err(overflow) => {
+                    budget_stop = Some(format!(
+                        "job {} cannot be bounded by --max-cost: its worst case is {overflow}",
+                        candidate.job.job_id
+                    ));
+                    break;
+                }
+            };
             let mut settlements = sender.ledger.settlements();
             loop {
                 settlements.borrow_and_update();
@@ -727,14 +736,19 @@ fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, mess
 }
 
 /// The most a job can cost, or `None` when its model has no price.
-pub(crate) fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
+pub(crate) fn worst_case(
+    prices: &PriceTable,
+    job: &PendingJob,
+) -> Result<Option<u64>, crate::pricing::CostOverflow> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(default)]
         max_tokens: u64,
     }
     let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
-    prices.worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
+    prices
+        .worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
+        .transpose()
 }
 
 #[cfg(test)]

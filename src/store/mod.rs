@@ -65,8 +65,36 @@ pub enum StoreError {
         "workers share a run through a PostgreSQL store: give --db postgres://… (or MSGBATCH_DB)"
     )]
     NeedsPostgres,
+    /// A sum over results that does not fit a 64-bit integer: some result holds usage (or a
+    /// cost) no request could produce. Said for the figures that hold it, never saturated.
+    #[error(
+        "figures beyond what msgbatch can add up (over $9.2M or 2^63 tokens): a result holds \
+         usage no request could produce"
+    )]
+    Overflow(#[source] sqlx::Error),
     #[error(transparent)]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_overflow(&error) {
+            Self::Overflow(error)
+        } else {
+            Self::Sql(error)
+        }
+    }
+}
+
+/// Whether the database refused a sum too large for its integers: SQLite's `integer
+/// overflow`, PostgreSQL's `numeric_value_out_of_range` (a `CAST(SUM(..) AS BIGINT)`).
+fn is_overflow(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            e.code().as_deref() == Some("22003") || e.message().contains("integer overflow")
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -404,3 +404,174 @@ async fn the_store_file_alone_holds_every_committed_run() {
     drop(held);
     reader.close().await;
 }
+
+/// A gateway of the test's own on `127.0.0.1:0` that answers every Messages request with a
+/// well-formed answer carrying `usage`, whatever it asked.
+async fn gateway_answering(usage: serde_json::Value) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let usage = usage.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0_u8; 8192];
+                loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                let body = serde_json::json!({
+                    "id": "msg_hostile", "type": "message", "role": "assistant",
+                    "model": "claude-opus-4-1-20250805",
+                    "content": [{"type": "text", "text": "fine"}],
+                    "stop_reason": "end_turn", "stop_sequence": null, "usage": usage
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `count` jobs to Opus 4.1 ($15 per million input tokens, one tier).
+fn opus_jobs(ws: &Workspace, count: usize) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("job-{i}"), "params": {
+                "model": "claude-opus-4-1-20250805", "max_tokens": 100,
+                "messages": [{"role": "user", "content": format!("prompt-{i}")}]}})
+            .to_string()
+        })
+        .collect();
+    ws.write("opus.jsonl", &(lines.join("\n") + "\n"))
+}
+
+async fn run_on_gateway(
+    ws: &Workspace,
+    url: &str,
+    file: &Path,
+    name: &str,
+) -> std::process::Output {
+    ws.run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--name",
+        name,
+        "--base-url",
+        url,
+        "--api-key-env",
+        KEY_ENV,
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn a_usage_whose_cost_cannot_be_counted_is_refused_not_priced() {
+    // 2^52 input tokens pass a bound of 2^53 on usage, but at $15 per million they cost
+    // $67 billion: more than a pico-USD count holds.
+    let ws = Workspace::new();
+    let url = gateway_answering(serde_json::json!({
+        "input_tokens": 1_u64 << 52, "output_tokens": 1
+    }))
+    .await;
+    let file = opus_jobs(&ws, 2);
+    let output = run_on_gateway(&ws, &url, &file, "hostile").await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "the jobs failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("2 failed"), "{stdout}");
+    assert!(stdout.contains("cost    $0.000000"), "{stdout}");
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+    let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("the answer's usage is refused")),
+        "{errors:?}"
+    );
+    let report = ws.report_json("hostile").await;
+    assert_eq!(report["totals"][0]["cost"]["total_pico_usd"], 0, "{report}");
+    assert_eq!(report["totals"][0]["jobs"]["failed"], 2, "{report}");
+}
+
+#[tokio::test]
+async fn a_run_whose_sums_overflow_breaks_neither_status_nor_the_other_runs() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "fine"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let fine = ws.report_json("fine").await["totals"][0]["cost"]["total_pico_usd"].clone();
+
+    // Each answer's cost fits ($9.0M at $15 per million), their sum does not.
+    let url = gateway_answering(serde_json::json!({
+        "input_tokens": 600_000_000_000_u64, "output_tokens": 1
+    }))
+    .await;
+    let output = run_on_gateway(&ws, &url, &opus_jobs(&ws, 2), "huge").await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !stderr.contains("panicked") && stderr.contains("beyond what msgbatch can add up"),
+        "{stdout}\n{stderr}"
+    );
+
+    let output = ws.run(&["status"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("fine") && l.contains("completed") && l.contains(" 3 ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("huge") && l.contains("beyond what msgbatch can add up")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("$9223372"),
+        "no saturated figure: {stdout}"
+    );
+    assert_eq!(
+        ws.report_json("fine").await["totals"][0]["cost"]["total_pico_usd"],
+        fine
+    );
+    let output = ws
+        .run(&["report", "huge", "--format", "json", "--out", "-"])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("beyond what msgbatch can add up") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
