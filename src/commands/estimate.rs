@@ -73,7 +73,8 @@ pub async fn estimate(
                 #[expect(clippy::print_stderr, reason = "why the estimate stopped")]
                 {
                     eprintln!(
-                        "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
+                        "{} after counting {counted_jobs} jobs: no estimate was made",
+                        shutdown.stopped_by()
                     );
                 }
                 return Ok(ExitStatus::Interrupted);
