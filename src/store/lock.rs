@@ -2,7 +2,8 @@
 //! `<db>.lock`, so two processes can never send the same pending jobs twice. The lock file
 //! sits beside the database as it is on disk, symlinks resolved, so that every spelling of
 //! its path (a symlink to it or to a directory above it, `..`, a relative path) takes the
-//! same lock. Readers
+//! same lock. A database file with several names (hard links) is refused: SQLite keeps a
+//! write-ahead log per name, so two processes writing through two names would corrupt it. Readers
 //! (`status`, `export`, reports) need no lock: WAL lets them read while a run writes. On a
 //! PostgreSQL store many workers send one run, claiming jobs under leases; what one of them
 //! does for all (judging, batches) holds a session advisory lock of that run. Every lock goes
@@ -19,6 +20,10 @@ pub enum LockError {
         "the database {db} is in use by another msgbatch run{holder}; wait for it to finish, or use another --db"
     )]
     Busy { db: String, holder: String },
+    #[error(
+        "the database {db} has {links} names (hard links), and SQLite keeps a write-ahead log per name: two processes writing through two of them would corrupt it; use one path (or a symlink)"
+    )]
+    HardLinked { db: String, links: u64 },
     #[error("failed to create the lock file {path}")]
     Io {
         path: String,
@@ -64,6 +69,16 @@ impl DbLock {
         if db.as_os_str() == ":memory:" {
             return Ok(Self {
                 _held: Held::Nothing,
+            });
+        }
+        let real = resolved(db);
+        if let Ok(links) =
+            std::fs::metadata(&real).map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+            && links > 1
+        {
+            return Err(LockError::HardLinked {
+                db: db.display().to_string(),
+                links,
             });
         }
         let path = lock_path(db);
@@ -216,5 +231,19 @@ mod tests {
         let held = DbLock::acquire(&spellings[0]).unwrap();
         assert!(DbLock::acquire(&db).is_err());
         drop(held);
+    }
+
+    #[test]
+    fn a_database_with_two_names_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("runs.db");
+        std::fs::write(&db, "").unwrap();
+        std::fs::hard_link(&db, dir.path().join("other.db")).unwrap();
+        for name in [db.clone(), dir.path().join("other.db")] {
+            let err = DbLock::acquire(&name).unwrap_err().to_string();
+            assert!(err.contains("has 2 names (hard links)"), "{err}");
+        }
+        std::fs::remove_file(dir.path().join("other.db")).unwrap();
+        DbLock::acquire(&db).unwrap();
     }
 }
