@@ -526,20 +526,33 @@ impl Batcher<'_> {
                             streamed: false,
                             note: None,
                         };
-                        let mut result = result_record(
+                        match result_record(
                             self.prices,
                             job,
                             &waiting.model,
                             waiting.expect.as_deref(),
                             answer,
                             CacheUse::default(),
-                        );
-                        // Every token of a batch is billed at half the standard price.
-                        result.cost_pico_usd = result.cost_pico_usd.map(|c| c / 2);
-                        result.batch = true;
-                        pending.results.push(result);
-                        attempt.http_status = Some(200);
-                        (JobState::Succeeded, None)
+                        ) {
+                            Ok(mut result) => {
+                                // Every token of a batch is billed at half the standard price.
+                                result.cost_pico_usd = result.cost_pico_usd.map(|c| c / 2);
+                                result.batch = true;
+                                pending.results.push(result);
+                                attempt.http_status = Some(200);
+                                (JobState::Succeeded, None)
+                            }
+                            // Usage no request could produce: a bad answer, not a figure.
+                            Err(overflow) => {
+                                let message = format!(
+                                    "the answer's usage is refused: its cost is {overflow}"
+                                );
+                                attempt.http_status = Some(200);
+                                attempt.error_type = Some("invalid_response".to_owned());
+                                attempt.error_message = Some(message.clone());
+                                (JobState::Failed, Some(format!("batch: {message}")))
+                            }
+                        }
                     }
                     Err(message) => {
                         attempt.error_type = Some("invalid_response".to_owned());
@@ -720,7 +733,14 @@ impl<'a> Packer<'a> {
             ))
             .into());
         }
-        let worst = crate::runner::worst_case(self.prices, job).unwrap_or(0);
+        let worst = crate::runner::worst_case(self.prices, job)
+            .map_err(|overflow| {
+                BatchError(format!(
+                    "job {} cannot be bounded by --max-cost: its worst case is {overflow}",
+                    job.job_id
+                ))
+            })?
+            .unwrap_or(0);
         let worst_half = worst.div_ceil(2);
         let over_room = self
             .room
@@ -902,6 +922,7 @@ mod tests {
         let prices = PriceTable::builtin();
         let one = job(1, "a", "claude-haiku-4-5");
         let half = crate::runner::worst_case(&prices, &one)
+            .unwrap()
             .unwrap()
             .div_ceil(2);
         let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, Some(half * 5 / 2));

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::message::Usage;
-use crate::pricing::PriceTable;
+use crate::pricing::{CostOverflow, PriceTable, add_cost};
 use crate::tokens::{self, PromptUsage};
 
 /// Where the input token counts came from.
@@ -138,7 +138,7 @@ impl Estimator {
         source: TokenSource,
         mean_output: &HashMap<String, (f64, i64)>,
         output_fraction: f64,
-    ) -> Estimate {
+    ) -> Result<Estimate, CostOverflow> {
         let mut estimate = Estimate {
             source,
             models: Vec::new(),
@@ -187,21 +187,21 @@ impl Estimator {
                     cache_read_input_tokens: 0,
                     ..sums.usage
                 };
-                let expected = rates.cost_pico_usd(&expected);
-                expected_cost += expected;
-                worst_cost += rates.cost_pico_usd(&worst).max(expected);
+                let expected = rates.cost_pico_usd(&expected)?;
+                expected_cost = add_cost(expected_cost, expected)?;
+                worst_cost = add_cost(worst_cost, rates.cost_pico_usd(&worst)?.max(expected))?;
             }
             if price.is_some() {
                 entry.expected_pico_usd = Some(expected_cost);
                 entry.worst_pico_usd = Some(worst_cost);
-                estimate.expected_pico_usd += expected_cost;
-                estimate.worst_pico_usd += worst_cost;
+                estimate.expected_pico_usd = add_cost(estimate.expected_pico_usd, expected_cost)?;
+                estimate.worst_pico_usd = add_cost(estimate.worst_pico_usd, worst_cost)?;
             } else {
                 estimate.unpriced.push(model.clone());
             }
             estimate.models.push(entry);
         }
-        estimate
+        Ok(estimate)
     }
 }
 
@@ -230,7 +230,7 @@ pub fn local_estimate(
         }
         Ok(())
     })?;
-    Ok(estimator.finish(TokenSource::Local, mean_output, output_fraction))
+    Ok(estimator.finish(TokenSource::Local, mean_output, output_fraction)?)
 }
 
 /// The body `count_tokens` takes: the Messages body without the fields it refuses.
@@ -267,7 +267,9 @@ mod tests {
             let input = estimator.local(body.as_object().unwrap());
             estimator.add("claude-haiku-4-5", input, None);
         }
-        let estimate = estimator.finish(TokenSource::Local, &HashMap::new(), 0.5);
+        let estimate = estimator
+            .finish(TokenSource::Local, &HashMap::new(), 0.5)
+            .unwrap();
         let haiku = &estimate.models[0];
         assert_eq!((haiku.cache_write_5m, haiku.cache_read), (5000, 10_000));
         assert_eq!(
@@ -293,7 +295,9 @@ mod tests {
             let input = estimator.local(body.as_object().unwrap());
             estimator.add("claude-haiku-5-5", input, None);
         }
-        let estimate = estimator.finish(TokenSource::Local, &HashMap::new(), 1.0);
+        let estimate = estimator
+            .finish(TokenSource::Local, &HashMap::new(), 1.0)
+            .unwrap();
         let haiku = &estimate.models[0];
         // The newer tokenizer: 4,000 bytes are 1,300 tokens, 400,000 bytes 130,000.
         assert_eq!(haiku.input_tokens, 1_300 + 1_300 + 130_000);

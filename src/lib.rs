@@ -29,7 +29,7 @@ pub mod tokens;
 
 use std::process::ExitCode;
 
-pub use runner::Shutdown;
+pub use runner::{Shutdown, Signal};
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,13 @@ pub enum ExitStatus {
     BudgetExhausted = 3,
     /// `diff --fail-on-regression` found a job that passed before and fails now.
     Regressed = 4,
+    /// Stopped by SIGHUP (a closed terminal) as by Ctrl-C; `msgbatch resume` continues.
+    HungUp = 129,
     /// Stopped by Ctrl-C; `msgbatch resume` continues.
     Interrupted = 130,
+    /// Stopped by SIGTERM (`docker stop`, systemd, `timeout`) as by Ctrl-C; `msgbatch resume`
+    /// continues.
+    Terminated = 143,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -54,14 +59,22 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
-/// Runs one command, stopping on Ctrl-C: the first stops sending and lets requests on the
-/// wire finish, the second abandons them, the third exits at once.
+/// Runs one command. A command that sends stops on Ctrl-C, SIGTERM or SIGHUP alike: the
+/// first stops sending and lets requests on the wire finish, the second abandons them, the
+/// third exits at once; it then exits with the first signal's status (130, 143 or 129).
+/// Commands that only read or print keep each signal's default, which ends them at once.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     let shutdown = Shutdown::default();
-    let signals = tokio::spawn(watch_ctrl_c(shutdown.clone()));
-    let status = run_with_shutdown(cli, shutdown).await;
-    signals.abort();
-    status
+    let signals = commands::stops_gracefully(&cli.command)
+        .then(|| tokio::spawn(watch_signals(shutdown.clone())));
+    let status = run_with_shutdown(cli, shutdown.clone()).await;
+    if let Some(signals) = signals {
+        signals.abort();
+    }
+    match (status, shutdown.signal()) {
+        (Ok(ExitStatus::Interrupted), Some(signal)) => Ok(signal.exit_status()),
+        (status, _) => status,
+    }
 }
 
 /// [`run`] with the shutdown tokens given by the caller (tests cancel them directly).
@@ -69,15 +82,40 @@ pub async fn run_with_shutdown(cli: cli::Cli, shutdown: Shutdown) -> anyhow::Res
     commands::dispatch(cli, shutdown).await
 }
 
-async fn watch_ctrl_c(shutdown: Shutdown) {
-    let mut presses = 0;
-    while tokio::signal::ctrl_c().await.is_ok() {
-        presses += 1;
-        #[expect(clippy::print_stderr, reason = "the user must know what Ctrl-C did")]
-        match presses {
+/// Folds Ctrl-C, SIGTERM and SIGHUP into the shutdown tokens, counting them together.
+async fn watch_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Without a handler (which only a broken runtime refuses) a signal keeps its default.
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut hang_up = signal(SignalKind::hangup()).ok();
+    let mut received = 0;
+    loop {
+        let signal = tokio::select! {
+            pressed = tokio::signal::ctrl_c() => match pressed {
+                Ok(()) => Signal::Interrupt,
+                Err(_) => return,
+            },
+            Some(()) = next(&mut terminate) => Signal::Terminate,
+            Some(()) = next(&mut hang_up) => Signal::HangUp,
+        };
+        received += 1;
+        shutdown.signalled_by(signal);
+        let again = match signal {
+            Signal::Interrupt => "Ctrl-C again".to_owned(),
+            other => format!("a second {}", other.name()),
+        };
+        let name = match signal {
+            Signal::Interrupt => String::new(),
+            other => format!("{} received; ", other.name()),
+        };
+        #[expect(
+            clippy::print_stderr,
+            reason = "the user must know what the signal did"
+        )]
+        match received {
             1 => {
                 eprintln!(
-                    "\nstopping: no new requests; waiting for those in flight (Ctrl-C again to abandon them)"
+                    "\nstopping: {name}no new requests; waiting for those in flight ({again} to abandon them)"
                 );
                 shutdown.stop.cancel();
             }
@@ -88,9 +126,18 @@ async fn watch_ctrl_c(shutdown: Shutdown) {
                 shutdown.abort.cancel();
             }
             _ => {
-                #[expect(clippy::exit, reason = "a third Ctrl-C means now")]
-                std::process::exit(ExitStatus::Interrupted as i32);
+                let code = shutdown.signal().unwrap_or(signal).exit_status();
+                #[expect(clippy::exit, reason = "a third signal means now")]
+                std::process::exit(code as i32);
             }
         }
+    }
+}
+
+/// The next delivery of a signal, or never when its handler could not be installed.
+async fn next(stream: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
     }
 }

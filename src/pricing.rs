@@ -2,7 +2,9 @@
 //!
 //! Money is never a float here: prices are held as integer micro-USD per million tokens, so
 //! `tokens × price` is an exact count of pico-USD (1e-12 USD) in a `u64`/`i64`. Dollars appear
-//! only when a figure is displayed.
+//! only when a figure is displayed. Every product and sum is checked: a cost that would not
+//! fit the store's `i64` (above about $9.2M) is a [`CostOverflow`], never a saturated or
+//! wrapped figure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -36,6 +38,35 @@ pub enum PriceError {
     Invalid { path: String, message: String },
 }
 
+/// The most pico-USD one figure may hold: what the store's `i64` columns hold (about $9.2M).
+pub const MAX_PICO_USD: u64 = i64::MAX as u64;
+
+/// A cost that cannot be counted: the tokens it prices are more than any request could use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a cost above $9.2M, beyond what msgbatch counts: usage no request could produce")]
+pub struct CostOverflow;
+
+/// `Σ tokens × rate`, exactly, or [`CostOverflow`] past [`MAX_PICO_USD`].
+pub fn checked_cost(terms: &[(u64, u64)]) -> Result<u64, CostOverflow> {
+    let mut total: u128 = 0;
+    for &(tokens, rate) in terms {
+        // A u64 by a u64 always fits a u128; five of them may not.
+        let term = u128::from(tokens) * u128::from(rate);
+        total = total.checked_add(term).ok_or(CostOverflow)?;
+    }
+    u64::try_from(total)
+        .ok()
+        .filter(|total| *total <= MAX_PICO_USD)
+        .ok_or(CostOverflow)
+}
+
+/// `a + b` as a cost, or [`CostOverflow`] past [`MAX_PICO_USD`].
+pub fn add_cost(a: u64, b: u64) -> Result<u64, CostOverflow> {
+    a.checked_add(b)
+        .filter(|total| *total <= MAX_PICO_USD)
+        .ok_or(CostOverflow)
+}
+
 /// Five prices in micro-USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rates {
@@ -48,12 +79,14 @@ pub struct Rates {
 
 impl Rates {
     /// Exact cost of `usage` at these rates, in pico-USD.
-    pub fn cost_pico_usd(&self, usage: &Usage) -> u64 {
-        usage.input_tokens * self.input
-            + usage.cache_write_5m_tokens * self.cache_write_5m
-            + usage.cache_write_1h_tokens * self.cache_write_1h
-            + usage.cache_read_input_tokens * self.cache_read
-            + usage.output_tokens * self.output
+    pub fn cost_pico_usd(&self, usage: &Usage) -> Result<u64, CostOverflow> {
+        checked_cost(&[
+            (usage.input_tokens, self.input),
+            (usage.cache_write_5m_tokens, self.cache_write_5m),
+            (usage.cache_write_1h_tokens, self.cache_write_1h),
+            (usage.cache_read_input_tokens, self.cache_read),
+            (usage.output_tokens, self.output),
+        ])
     }
 }
 
@@ -80,14 +113,18 @@ impl ModelPrice {
         self.tier(usage.total_input_tokens()).1
     }
 
-    pub fn cost_pico_usd(&self, usage: &Usage) -> u64 {
+    pub fn cost_pico_usd(&self, usage: &Usage) -> Result<u64, CostOverflow> {
         self.rates_for(usage).cost_pico_usd(usage)
     }
 
     /// An upper bound on the cost of a request of at most `input_tokens` input tokens answered
     /// with `max_tokens` tokens: every input token at the dearest input-side rate of any tier
     /// (a 1-hour cache write), and the output at the dearest output rate.
-    pub fn worst_case_pico_usd(&self, input_tokens: u64, max_tokens: u64) -> u64 {
+    pub fn worst_case_pico_usd(
+        &self,
+        input_tokens: u64,
+        max_tokens: u64,
+    ) -> Result<u64, CostOverflow> {
         let tiers = std::iter::once(&self.rates).chain(self.long_context.as_ref().map(|(_, r)| r));
         let input = tiers
             .clone()
@@ -95,7 +132,7 @@ impl ModelPrice {
             .max()
             .unwrap_or(0);
         let output = tiers.map(|r| r.output).max().unwrap_or(0);
-        input_tokens * input + max_tokens * output
+        checked_cost(&[(input_tokens, input), (max_tokens, output)])
     }
 }
 
@@ -266,7 +303,7 @@ impl PriceTable {
         model: &str,
         request_bytes: u64,
         max_tokens: u64,
-    ) -> Option<u64> {
+    ) -> Option<Result<u64, CostOverflow>> {
         let input = Tokenizer::of(model).most_tokens_in(request_bytes);
         self.lookup(model)
             .map(|price| price.worst_case_pico_usd(input, max_tokens))
@@ -298,7 +335,7 @@ impl PriceTable {
     }
 
     /// Cost of a result in pico-USD, or `None` for a model without a price.
-    pub fn cost_pico_usd(&self, model: &str, usage: &Usage) -> Option<u64> {
+    pub fn cost_pico_usd(&self, model: &str, usage: &Usage) -> Option<Result<u64, CostOverflow>> {
         self.lookup(model).map(|price| price.cost_pico_usd(usage))
     }
 }
@@ -344,6 +381,48 @@ pub fn format_usd(pico: u64) -> String {
 mod tests {
     use super::*;
 
+    /// The table's figures, every one of which fits in these tests.
+    trait Counted {
+        fn cost_ok(&self, model: &str, usage: &Usage) -> Option<u64>;
+        fn worst_ok(&self, model: &str, bytes: u64, max_tokens: u64) -> Option<u64>;
+    }
+
+    impl Counted for PriceTable {
+        fn cost_ok(&self, model: &str, usage: &Usage) -> Option<u64> {
+            self.cost_pico_usd(model, usage).map(Result::unwrap)
+        }
+        fn worst_ok(&self, model: &str, bytes: u64, max_tokens: u64) -> Option<u64> {
+            self.worst_case_pico_usd(model, bytes, max_tokens)
+                .map(Result::unwrap)
+        }
+    }
+
+    #[test]
+    fn a_cost_beyond_what_the_store_holds_is_an_error_never_a_saturated_figure() {
+        let table = PriceTable::builtin();
+        // 2^52 input tokens at $15 per million: $67 billion.
+        let huge = usage(1 << 52, 0, 0, 0, 0);
+        assert_eq!(
+            table.cost_pico_usd("claude-opus-4-1-20250805", &huge),
+            Some(Err(CostOverflow))
+        );
+        // Each term fits a u64, their sum does not.
+        let rates = table.lookup("claude-opus-4-1-20250805").unwrap().rates;
+        let wide = usage(1 << 40, 1 << 40, 1 << 40, 1 << 40, 1 << 40);
+        assert_eq!(rates.cost_pico_usd(&wide), Err(CostOverflow));
+        // Just below the bound is exact; one more pico-USD is not held.
+        assert_eq!(checked_cost(&[(MAX_PICO_USD, 1)]), Ok(MAX_PICO_USD));
+        assert_eq!(
+            checked_cost(&[(MAX_PICO_USD, 1), (1, 1)]),
+            Err(CostOverflow)
+        );
+        assert_eq!(add_cost(MAX_PICO_USD, 1), Err(CostOverflow));
+        assert_eq!(
+            table.worst_case_pico_usd("claude-opus-4-1-20250805", u64::MAX, u64::MAX),
+            Some(Err(CostOverflow))
+        );
+    }
+
     fn usage(input: u64, w5: u64, w1: u64, read: u64, output: u64) -> Usage {
         Usage {
             input_tokens: input,
@@ -362,7 +441,7 @@ mod tests {
         // 1000·3 + 2000·3.75 + 3000·6 + 4000·0.30 + 500·15 = 3000+7500+18000+1200+7500 = 37200 µUSD·MTok⁻¹·tok
         // = $0.0372.
         let cost = table
-            .cost_pico_usd("claude-sonnet-4-6", &usage(1000, 2000, 3000, 4000, 500))
+            .cost_ok("claude-sonnet-4-6", &usage(1000, 2000, 3000, 4000, 500))
             .unwrap();
         assert_eq!(cost, 37_200_000_000);
         assert_eq!(format_usd(cost), "$0.037200");
@@ -381,11 +460,7 @@ mod tests {
                 .input,
             5_000_000
         );
-        assert!(
-            table
-                .cost_pico_usd("gpt-unknown", &Usage::default())
-                .is_none()
-        );
+        assert!(table.cost_ok("gpt-unknown", &Usage::default()).is_none());
     }
 
     #[test]
@@ -394,13 +469,10 @@ mod tests {
         let big = usage(150_000, 0, 0, 60_000, 1_000);
         // 210K input in total: every token at 6.00 / 0.60 / 22.50.
         let expected = 150_000 * 6_000_000 + 60_000 * 600_000 + 1_000 * 22_500_000;
-        assert_eq!(
-            table.cost_pico_usd("claude-sonnet-4-5", &big),
-            Some(expected)
-        );
+        assert_eq!(table.cost_ok("claude-sonnet-4-5", &big), Some(expected));
         // Sonnet 4.6 has no premium.
         let plain = 150_000 * 3_000_000 + 60_000 * 300_000 + 1_000 * 15_000_000;
-        assert_eq!(table.cost_pico_usd("claude-sonnet-4-6", &big), Some(plain));
+        assert_eq!(table.cost_ok("claude-sonnet-4-6", &big), Some(plain));
     }
 
     /// Hand-computed from the published rates, in pico-USD: tokens × micro-USD per MTok.
@@ -493,13 +565,13 @@ mod tests {
         for (model, input, w5, w1, read, output) in cases {
             // Plain input and output.
             assert_eq!(
-                table.cost_pico_usd(model, &usage(1_000, 0, 0, 0, 200)),
+                table.cost_ok(model, &usage(1_000, 0, 0, 0, 200)),
                 Some(1_000 * input + 200 * output),
                 "{model} plain"
             );
             // 5-minute and 1-hour writes, and reads at the model's own read rate.
             assert_eq!(
-                table.cost_pico_usd(model, &usage(10, 3_000, 2_000, 40_000, 7)),
+                table.cost_ok(model, &usage(10, 3_000, 2_000, 40_000, 7)),
                 Some(10 * input + 3_000 * w5 + 2_000 * w1 + 40_000 * read + 7 * output),
                 "{model} cached"
             );
@@ -508,19 +580,11 @@ mod tests {
         // $0.20 and $0.25.
         let million_read = usage(0, 0, 0, 1_000_000, 0);
         assert_eq!(
-            format_usd(
-                table
-                    .cost_pico_usd("claude-opus-5-5", &million_read)
-                    .unwrap()
-            ),
+            format_usd(table.cost_ok("claude-opus-5-5", &million_read).unwrap()),
             "$0.200000"
         );
         assert_eq!(
-            format_usd(
-                table
-                    .cost_pico_usd("claude-fable-5-1", &million_read)
-                    .unwrap()
-            ),
+            format_usd(table.cost_ok("claude-fable-5-1", &million_read).unwrap()),
             "$0.250000"
         );
     }
@@ -531,18 +595,18 @@ mod tests {
         // 100,000 tokens of prompt exactly: the base tier.
         let at = usage(40_000, 10_000, 0, 50_000, 1_000);
         assert_eq!(
-            table.cost_pico_usd("claude-haiku-5-5", &at),
+            table.cost_ok("claude-haiku-5-5", &at),
             Some(40_000 * 100_000 + 10_000 * 125_000 + 50_000 * 10_000 + 1_000 * 500_000)
         );
         // One token more: every token, output included, at 0.50 / 0.625 / 1.00 / 0.05 / 2.50.
         let over = usage(40_001, 10_000, 0, 50_000, 1_000);
         assert_eq!(
-            table.cost_pico_usd("claude-haiku-5-5", &over),
+            table.cost_ok("claude-haiku-5-5", &over),
             Some(40_001 * 500_000 + 10_000 * 625_000 + 50_000 * 50_000 + 1_000 * 2_500_000)
         );
         let over_1h = usage(60_000, 0, 50_000, 0, 0);
         assert_eq!(
-            table.cost_pico_usd("claude-haiku-5-5", &over_1h),
+            table.cost_ok("claude-haiku-5-5", &over_1h),
             Some(60_000 * 500_000 + 50_000 * 1_000_000)
         );
         let price = table.lookup("claude-haiku-5-5").unwrap();
@@ -636,14 +700,14 @@ mod tests {
         let table = PriceTable::builtin();
         // Haiku 4.5: 3,000 bytes are at most 1,000 tokens at the 1h write rate ($2), 10 out ($5).
         assert_eq!(
-            table.worst_case_pico_usd("claude-haiku-4-5", 3_000, 10),
+            table.worst_ok("claude-haiku-4-5", 3_000, 10),
             Some(1_000 * 2_000_000 + 10 * 5_000_000)
         );
         // Haiku 5.5: 1,300 tokens, at its dearest tier (1h write $1.00, output $2.50).
         assert_eq!(
-            table.worst_case_pico_usd("claude-haiku-5-5", 3_000, 10),
+            table.worst_ok("claude-haiku-5-5", 3_000, 10),
             Some(1_300 * 1_000_000 + 10 * 2_500_000)
         );
-        assert_eq!(table.worst_case_pico_usd("nobody-knows", 3_000, 10), None);
+        assert_eq!(table.worst_ok("nobody-knows", 3_000, 10), None);
     }
 }

@@ -79,7 +79,8 @@ pub async fn estimate(
                 .await;
             if shutdown.stop.is_cancelled() {
                 crate::errln!(
-                    "stopped by Ctrl-C after counting {counted_jobs} jobs: no estimate was made"
+                    "{} after counting {counted_jobs} jobs: no estimate was made",
+                    shutdown.stopped_by()
                 );
                 return Ok(ExitStatus::Interrupted);
             }
@@ -125,7 +126,7 @@ pub async fn estimate(
     } else {
         TokenSource::Local
     };
-    let estimate = estimator.finish(source, &mean_output, args.output_fraction);
+    let estimate = estimator.finish(source, &mean_output, args.output_fraction)?;
     for model in &estimate.unpriced {
         if let Some(known) = plan::closest_model(&prices, model) {
             warn(&format!(

@@ -24,8 +24,9 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         db: cli.db,
         config: cli.config,
         quiet: cli.quiet,
+        opened: std::sync::Mutex::default(),
     };
-    match cli.command {
+    let status = match cli.command {
         Command::Run(args) => run::run(&global, *args, shutdown).await,
         Command::Resume(args) => resume::resume(&global, args, shutdown).await,
         Command::Work(args) => work::work(&global, args, shutdown).await,
@@ -38,6 +39,27 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,
         Command::Prices(args) => prices::prices(&global, &args),
+    };
+    global.close().await;
+    status
+}
+
+/// Whether a command hears the shutdown tokens (it sends, or serves) and so stops gracefully
+/// on a signal; the others only read or print, and a signal ends them at once.
+pub fn stops_gracefully(command: &Command) -> bool {
+    match command {
+        Command::Run(_)
+        | Command::Resume(_)
+        | Command::Work(_)
+        | Command::Cancel(_)
+        | Command::Estimate(_)
+        | Command::Grade(_)
+        | Command::Mock(_) => true,
+        Command::Status(_)
+        | Command::Report(_)
+        | Command::Diff(_)
+        | Command::Export(_)
+        | Command::Prices(_) => false,
     }
 }
 
@@ -46,6 +68,8 @@ pub struct Global {
     pub db: crate::store::Location,
     pub config: Option<std::path::PathBuf>,
     pub quiet: bool,
+    /// Every store the command opened, closed (and checkpointed) when it ends, however.
+    opened: std::sync::Mutex<Vec<crate::store::Store>>,
 }
 
 impl Global {
@@ -55,6 +79,28 @@ impl Global {
         if !self.db.exists() {
             anyhow::bail!("no database at {} (give --db or set MSGBATCH_DB)", self.db);
         }
-        Ok(crate::store::Store::open(&self.db).await?)
+        self.store().await
+    }
+
+    /// Opens (or creates) the database, to be closed when the command ends.
+    pub async fn store(&self) -> anyhow::Result<crate::store::Store> {
+        let store = crate::store::Store::open(&self.db).await?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push(store.clone());
+        }
+        Ok(store)
+    }
+
+    /// Closes every store the command opened: a SQLite file is left whole without its
+    /// write-ahead log. Bounded, so that a connection a stuck task still holds cannot keep
+    /// the command from ending.
+    async fn close(&self) {
+        let opened = match self.opened.lock() {
+            Ok(mut opened) => std::mem::take(&mut *opened),
+            Err(_) => return,
+        };
+        for store in opened {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), store.close()).await;
+        }
     }
 }

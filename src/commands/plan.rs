@@ -182,9 +182,9 @@ pub async fn mean_output(
         return Ok(HashMap::new());
     }
     let store = Store::open(db).await?;
-    Ok(store
-        .mean_output_by_model()
-        .await?
+    let means = store.mean_output_by_model().await;
+    store.close().await;
+    Ok(means?
         .into_iter()
         .map(|(model, mean, n)| (model, (mean, n)))
         .collect())

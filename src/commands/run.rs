@@ -38,7 +38,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
     // stored whole, then sent.
     let started = std::time::Instant::now();
     let check = rereadable(&options.path).then(|| feed::check(options.clone()));
-    let store = Store::open(&global.db).await?;
+    let store = global.store().await?;
     let _lock = store.lock().await?;
     let checked = match check {
         Some(check) => {

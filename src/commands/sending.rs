@@ -177,6 +177,7 @@ pub async fn send(
         global.quiet,
     );
     let stop = shutdown.stop.clone();
+    let cause = shutdown.clone();
     let mut runner = Runner {
         loading: feed.as_ref().map(Feed::loading),
         ..runner(
@@ -214,19 +215,16 @@ pub async fn send(
     let session = if batched {
         match batches(store, run, settings, runner, via_batches).await {
             Ok(session) => session,
-            Err(e) => {
-                let reason = e.to_string();
-                store
-                    .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
-                    .await?;
-                return Err(e);
-            }
+            Err(e) => return Err(stopped_by(store, run, e).await),
         }
     } else {
         let session = runner.execute(run.id).await;
         if let Some(worker) = worker {
             // Whatever it still held goes back to the others at once.
-            store.stop_worker(worker).await?;
+            let stopped = store.stop_worker(worker).await;
+            if session.is_ok() {
+                stopped?;
+            }
         }
         if let Some(feed) = feed {
             // A session that stopped early stops the storing too: `resume` goes on from the
@@ -234,15 +232,16 @@ pub async fn send(
             let stopped = session.as_ref().map_or(true, |s| {
                 s.halt.is_some() || s.budget_stop.is_some() || stop.is_cancelled()
             });
-            if let Err(e) = feed.finish(stopped).await {
-                let reason = format!("storing the jobs of {} stopped: {e:#}", run.input_path);
-                store
-                    .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
-                    .await?;
-                return Err(e.context(format!("run {} stopped", run.name)));
+            let finished = feed.finish(stopped).await;
+            if let (Ok(_), Err(e)) = (&session, finished) {
+                let e = e.context(format!("storing the jobs of {} stopped", run.input_path));
+                return Err(stopped_by(store, run, e).await);
             }
         }
-        session?
+        match session {
+            Ok(session) => session,
+            Err(e) => return Err(stopped_by(store, run, e).await),
+        }
     };
     // Jobs left pending in the hands of other workers are theirs to finish: the run goes on.
     let others = match worker {
@@ -271,7 +270,7 @@ pub async fn send(
     } else if others > 0 {
         (RunStatus::Running, None)
     } else if session.interrupted {
-        (RunStatus::Interrupted, Some("stopped by Ctrl-C"))
+        (RunStatus::Interrupted, Some(cause.stopped_by()))
     } else if session.counts.pending > 0 {
         (RunStatus::Interrupted, Some("jobs are still pending"))
     } else {
@@ -334,6 +333,19 @@ pub async fn send(
     } else {
         ExitStatus::Success
     })
+}
+
+/// Records that `run` stopped on `error` and gives the error back. The store may be what
+/// failed (a full disk), so recording is a best effort that never hides the cause.
+async fn stopped_by(store: &Store, run: &RunRow, error: anyhow::Error) -> anyhow::Error {
+    let reason = format!("{error:#}");
+    let _ = store
+        .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
+        .await;
+    error.context(format!(
+        "run {} stopped; `msgbatch resume {}` goes on from what was recorded",
+        run.name, run.name
+    ))
 }
 
 /// Registers this process as a worker of `run` on a PostgreSQL store. A worker that joins

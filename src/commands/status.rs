@@ -36,7 +36,15 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     let mut counts = Vec::with_capacity(runs.len());
     let mut workers = Vec::new();
     for run in &runs {
-        let c = store.run_counts(run.id).await?;
+        // One run whose figures cannot be added up is said so on its line; the others show.
+        let c = match store.run_counts(run.id).await {
+            Ok(c) => c,
+            Err(e @ crate::store::StoreError::Overflow(_)) => {
+                crate::outln!("{:>4}  {:<32} {}: {e}", run.id, run.name, run.status)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         workers = store.workers(run.id).await?;
         let sending = locked || workers.iter().any(|w| w.alive);
         // Batches left running on the server when no process is collecting them: the run is

@@ -59,10 +59,16 @@ pub async fn run(
 }
 
 /// The most one judge request can cost, or `None` for a judge model without a price.
-fn worst_case(prices: &PriceTable, model: &str, pending: &PendingJudge) -> Option<u64> {
+fn worst_case(
+    prices: &PriceTable,
+    model: &str,
+    pending: &PendingJudge,
+) -> Result<Option<u64>, crate::pricing::CostOverflow> {
     // The request carries the prompt and the answer, plus the rubric and instructions.
     let bytes = (pending.request.len() + pending.response.len() + 2048) as u64;
-    prices.worst_case_pico_usd(model, bytes, eval::JUDGE_MAX_TOKENS)
+    prices
+        .worst_case_pico_usd(model, bytes, eval::JUDGE_MAX_TOKENS)
+        .transpose()
 }
 
 /// Asks for one verdict and hands the grade (or why it has none) to the writer.
@@ -80,11 +86,13 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         report(sender, failed(&pending, None, reason), 0).await;
         return Outcome::Unanswered;
     };
-    let reserved = match sender
-        .ledger
-        .reserve_shared(worst_case(prices, &model, &pending), "judge request")
-        .await
-    {
+    let worst = match worst_case(prices, &model, &pending) {
+        Ok(worst) => worst,
+        // No budget can hold it: it stays pending, as one over the budget does.
+        Err(_) if sender.ledger.limit().is_some() => return Outcome::OverBudget,
+        Err(_) => None,
+    };
+    let reserved = match sender.ledger.reserve_shared(worst, "judge request").await {
         Ok(held) => held,
         Err(_) => return Outcome::OverBudget,
     };
@@ -141,7 +149,14 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         Err(e) => (false, e),
     };
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let cost = prices.cost_pico_usd(&model, &usage);
+    let cost = match prices.cost_pico_usd(&model, &usage).transpose() {
+        Ok(cost) => cost,
+        Err(overflow) => {
+            let reason = format!("the judge's answer is refused: its cost is {overflow}");
+            report(sender, failed(&pending, Some(&model), reason), reserved).await;
+            return Outcome::Unanswered;
+        }
+    };
     let grade = GradeRecord {
         job: pending.job,
         grader: pending.grader,

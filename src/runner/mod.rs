@@ -50,6 +50,62 @@ pub struct Shutdown {
     pub stop: CancellationToken,
     /// Abandon requests on the wire.
     pub abort: CancellationToken,
+    /// The first signal that stopped the command, when one did.
+    signal: Arc<std::sync::OnceLock<Signal>>,
+}
+
+impl Shutdown {
+    /// Records the first signal received (later ones do not replace it).
+    pub fn signalled_by(&self, signal: Signal) {
+        let _ = self.signal.set(signal);
+    }
+
+    /// The first signal that stopped the command, if a signal did.
+    pub fn signal(&self) -> Option<Signal> {
+        self.signal.get().copied()
+    }
+
+    /// Why the command stopped, as recorded with the run: the signal's name, or Ctrl-C when
+    /// no signal was recorded (the stop token was cancelled directly).
+    pub fn stopped_by(&self) -> &'static str {
+        match self.signal() {
+            Some(Signal::Terminate) => "stopped by SIGTERM",
+            Some(Signal::HangUp) => "stopped by SIGHUP",
+            Some(Signal::Interrupt) | None => "stopped by Ctrl-C",
+        }
+    }
+}
+
+/// The signals that stop a command as Ctrl-C does: Ctrl-C itself, and what `docker stop`,
+/// systemd, `timeout` and a closed terminal send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT, Ctrl-C.
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+    /// SIGHUP.
+    HangUp,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "Ctrl-C",
+            Self::Terminate => "SIGTERM",
+            Self::HangUp => "SIGHUP",
+        }
+    }
+
+    /// The exit status of a command it stopped: 128 plus its number, as a shell reports a
+    /// process it ended.
+    pub fn exit_status(self) -> crate::ExitStatus {
+        match self {
+            Self::Interrupt => crate::ExitStatus::Interrupted,
+            Self::Terminate => crate::ExitStatus::Terminated,
+            Self::HangUp => crate::ExitStatus::HungUp,
+        }
+    }
 }
 
 /// Everything a run needs to send its jobs and judges.
@@ -168,6 +224,7 @@ impl Pipeline {
         let (events, receiver) = mpsc::channel(2048);
         let halt = halt::Halt::new(parts.shutdown.stop.clone(), progress.clone());
         let writer = tokio::spawn(writer::run(
+            parts.shutdown.stop.clone(),
             parts.store.clone(),
             progress.clone(),
             Arc::clone(&ledger),
@@ -556,7 +613,16 @@ async fn dispatch(
             // Near the budget, fewer jobs run at once: while jobs in flight hold worst cases
             // that their real costs will mostly release, wait for them rather than stop, so
             // that the run spends its budget rather than the sum of worst cases.
-            let worst = worst_case(prices, &candidate.job);
+            let worst = match worst_case(prices, &candidate.job) {
+                Ok(worst) => worst,
+                Err(overflow) => {
+                    budget_stop = Some(format!(
+                        "job {} cannot be bounded by --max-cost: its worst case is {overflow}",
+                        candidate.job.job_id
+                    ));
+                    break;
+                }
+            };
             let mut settlements = sender.ledger.settlements();
             loop {
                 settlements.borrow_and_update();
@@ -670,14 +736,19 @@ fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, mess
 }
 
 /// The most a job can cost, or `None` when its model has no price.
-pub(crate) fn worst_case(prices: &PriceTable, job: &PendingJob) -> Option<u64> {
+pub(crate) fn worst_case(
+    prices: &PriceTable,
+    job: &PendingJob,
+) -> Result<Option<u64>, crate::pricing::CostOverflow> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(default)]
         max_tokens: u64,
     }
     let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
-    prices.worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
+    prices
+        .worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
+        .transpose()
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use super::sender::{
 };
 use super::writer::{Event, Outcome};
 use crate::client::Answer;
-use crate::pricing::PriceTable;
+use crate::client::AttemptError;
+use crate::pricing::{CostOverflow, PriceTable};
 use crate::store::{PendingJob, ResultRecord, now_ms};
 
 /// Whether a request body asks for a streamed answer.
@@ -83,14 +84,29 @@ pub async fn run_job(sender: &RequestSender, prices: &PriceTable, dispatched: Di
     let attempts = job.attempts + i64::from(sent.attempts);
     let (attempts_this_session, elapsed) = (sent.attempts, sent.elapsed);
     let outcome = match sent.into_answer() {
-        Ok(answer) => Outcome::Succeeded(Box::new(result_record(
-            prices,
-            job.id,
-            &job.model,
-            job.expect.as_deref(),
-            answer,
-            cache,
-        ))),
+        Ok(answer) => {
+            let request_id = answer.request_id.clone();
+            match result_record(
+                prices,
+                job.id,
+                &job.model,
+                job.expect.as_deref(),
+                answer,
+                cache,
+            ) {
+                Ok(result) => Outcome::Succeeded(Box::new(result)),
+                // Its usage is none a request could produce: a bad answer, not a figure.
+                Err(overflow) => Outcome::Failed {
+                    error: AttemptError::InvalidResponse {
+                        message: format!("the answer's usage is refused: its cost is {overflow}"),
+                        body: None,
+                        request_id,
+                    },
+                    attempts_this_session,
+                    elapsed,
+                },
+            }
+        }
         Err(SendError::Stopped) => Outcome::Unfinished,
         Err(SendError::Failed(error)) => Outcome::Failed {
             error: *error,
@@ -129,6 +145,8 @@ pub async fn run_job(sender: &RequestSender, prices: &PriceTable, dispatched: Di
     answered
 }
 
+/// The result row of an answer, or [`CostOverflow`] when its usage prices beyond what can be
+/// counted (and so summed): such an answer is refused rather than recorded with a wrong cost.
 pub(crate) fn result_record(
     prices: &PriceTable,
     job: i64,
@@ -136,7 +154,7 @@ pub(crate) fn result_record(
     expect: Option<&str>,
     answer: Answer,
     cache: CacheUse,
-) -> ResultRecord {
+) -> Result<ResultRecord, CostOverflow> {
     let response = String::from_utf8_lossy(&answer.body).into_owned();
     let grades = match expect {
         Some(expect) => crate::eval::grade_job(job, expect, &response, millis(answer.latency)),
@@ -144,14 +162,17 @@ pub(crate) fn result_record(
     };
     let usage = answer.summary.usage();
     // Price by the model asked for; a gateway may answer with a dated id of the same model.
-    let cost = prices.cost_pico_usd(model, &usage).or_else(|| {
-        answer
-            .summary
-            .model
-            .as_deref()
-            .and_then(|m| prices.cost_pico_usd(m, &usage))
-    });
-    ResultRecord {
+    let cost = prices
+        .cost_pico_usd(model, &usage)
+        .or_else(|| {
+            answer
+                .summary
+                .model
+                .as_deref()
+                .and_then(|m| prices.cost_pico_usd(m, &usage))
+        })
+        .transpose()?;
+    Ok(ResultRecord {
         job,
         response,
         note: answer.note,
@@ -172,5 +193,5 @@ pub(crate) fn result_record(
             .map(|hash| i64::from_ne_bytes(hash.to_ne_bytes())),
         held_for_warmup: cache.held,
         batch: false,
-    }
+    })
 }

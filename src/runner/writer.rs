@@ -1,12 +1,15 @@
 //! The single writer: it alone commits what requests learn, in short batched transactions,
 //! and it alone owns the run's state, the decision to halt it included. A job counts as done
 //! only once the transaction holding its result has committed, and a reservation on the
-//! budget is released only then.
+//! budget is released only then. A write that fails (a full disk) stops sending at once:
+//! every answer bought after it would be lost, and bought again by `resume`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::halt::{self, Halt, Verdict};
 use super::sender::Ledger;
@@ -66,8 +69,10 @@ pub struct Written {
 /// Commits events until every sender is gone. A final error that says the run cannot succeed
 /// (the spend cap, or the same 401/403/404 or unreachable gateway on several jobs in a row)
 /// halts the run here: the stop token is cancelled, and the jobs of the streak go back to
-/// pending in the same place that recorded them.
+/// pending in the same place that recorded them. A failed commit cancels `stop` before the
+/// writer ends with its error, so that no request starts after it.
 pub async fn run(
+    stop: CancellationToken,
     store: Store,
     progress: Progress,
     ledger: Arc<Ledger>,
@@ -202,7 +207,16 @@ pub async fn run(
             }
         }
         batch.worker = claims.as_ref().map(|claims| claims.worker);
-        let dropped = store.write(&batch).await?;
+        let dropped = match store.write(&batch).await {
+            Ok(dropped) => dropped,
+            Err(e) => {
+                stop.cancel();
+                return Err(e).context(
+                    "failed to record answers in the store, so sending stopped; what was not \
+                     recorded stays pending for `msgbatch resume`",
+                );
+            }
+        };
         lost += u64::try_from(dropped.len()).unwrap_or(u64::MAX);
         // Settled only now: until the commit, a request's cost is not spent and its
         // reservation still holds.

@@ -1,5 +1,9 @@
 //! One sending process per SQLite database: `run` and `resume` hold an exclusive lock on
-//! `<db>.lock`, so two processes can never send the same pending jobs twice. Readers
+//! `<db>.lock`, so two processes can never send the same pending jobs twice. The lock file
+//! sits beside the database as it is on disk, symlinks resolved, so that every spelling of
+//! its path (a symlink to it or to a directory above it, `..`, a relative path) takes the
+//! same lock. A database file with several names (hard links) is refused: SQLite keeps a
+//! write-ahead log per name, so two processes writing through two names would corrupt it. Readers
 //! (`status`, `export`, reports) need no lock: WAL lets them read while a run writes. On a
 //! PostgreSQL store many workers send one run, claiming jobs under leases; what one of them
 //! does for all (judging, batches) holds a session advisory lock of that run. Every lock goes
@@ -16,6 +20,10 @@ pub enum LockError {
         "the database {db} is in use by another msgbatch run{holder}; wait for it to finish, or use another --db"
     )]
     Busy { db: String, holder: String },
+    #[error(
+        "the database {db} has {links} names (hard links), and SQLite keeps a write-ahead log per name: two processes writing through two of them would corrupt it; use one path (or a symlink)"
+    )]
+    HardLinked { db: String, links: u64 },
     #[error("failed to create the lock file {path}")]
     Io {
         path: String,
@@ -63,8 +71,17 @@ impl DbLock {
                 _held: Held::Nothing,
             });
         }
-        let mut path = PathBuf::from(db.as_os_str());
-        path.as_mut_os_string().push(".lock");
+        let real = resolved(db);
+        if let Ok(links) =
+            std::fs::metadata(&real).map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+            && links > 1
+        {
+            return Err(LockError::HardLinked {
+                db: db.display().to_string(),
+                links,
+            });
+        }
+        let path = lock_path(db);
         let io = |source| LockError::Io {
             path: path.display().to_string(),
             source,
@@ -126,15 +143,48 @@ pub fn is_held(db: &Path) -> bool {
     if db.as_os_str() == ":memory:" {
         return false;
     }
-    let mut path = PathBuf::from(db.as_os_str());
-    path.as_mut_os_string().push(".lock");
-    let Ok(file) = File::open(&path) else {
+    let Ok(file) = File::open(lock_path(db)) else {
         return false;
     };
     matches!(
         file.try_lock_shared(),
         Err(std::fs::TryLockError::WouldBlock)
     )
+}
+
+/// The lock file of the database at `db`: `<db>.lock` beside the file it names once every
+/// symlink on the way is resolved. A database not made yet is resolved through its directory
+/// (and a symlink that points where it will be made, through its target's).
+fn lock_path(db: &Path) -> PathBuf {
+    let mut path = resolved(db);
+    path.as_mut_os_string().push(".lock");
+    path
+}
+
+/// `db` with every symlink resolved, as far as what exists allows.
+fn resolved(db: &Path) -> PathBuf {
+    let mut at = db.to_path_buf();
+    // A bound on links to links, as the OS has (40 on Linux), against a loop.
+    for _ in 0..40 {
+        if let Ok(real) = std::fs::canonicalize(&at) {
+            return real;
+        }
+        let dir = match at.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::read_link(&at) {
+            // A symlink to a file not made yet: follow it, relative to its own directory.
+            Ok(target) => at = dir.join(target),
+            Err(_) => {
+                let (Ok(dir), Some(name)) = (std::fs::canonicalize(&dir), at.file_name()) else {
+                    break;
+                };
+                return dir.join(name);
+            }
+        }
+    }
+    db.to_path_buf()
 }
 
 #[cfg(test)]
@@ -153,6 +203,47 @@ mod tests {
             "{err}"
         );
         drop(first);
+        DbLock::acquire(&db).unwrap();
+    }
+
+    #[test]
+    fn every_spelling_of_a_database_takes_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("data");
+        std::fs::create_dir(&real).unwrap();
+        let db = real.join("runs.db");
+        // Not made yet: a symlink to where it will be, and one to its directory.
+        std::os::unix::fs::symlink(&db, dir.path().join("link.db")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("dir")).unwrap();
+        let spellings = [
+            dir.path().join("link.db"),
+            dir.path().join("dir/runs.db"),
+            dir.path().join("data/../data/runs.db"),
+        ];
+        let held = DbLock::acquire(&db).unwrap();
+        for spelling in &spellings {
+            assert!(is_held(spelling), "{}", spelling.display());
+            let err = DbLock::acquire(spelling).unwrap_err().to_string();
+            assert!(err.contains("in use by another msgbatch run"), "{err}");
+        }
+        drop(held);
+        std::fs::write(&db, "").unwrap();
+        let held = DbLock::acquire(&spellings[0]).unwrap();
+        assert!(DbLock::acquire(&db).is_err());
+        drop(held);
+    }
+
+    #[test]
+    fn a_database_with_two_names_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("runs.db");
+        std::fs::write(&db, "").unwrap();
+        std::fs::hard_link(&db, dir.path().join("other.db")).unwrap();
+        for name in [db.clone(), dir.path().join("other.db")] {
+            let err = DbLock::acquire(&name).unwrap_err().to_string();
+            assert!(err.contains("has 2 names (hard links)"), "{err}");
+        }
+        std::fs::remove_file(dir.path().join("other.db")).unwrap();
         DbLock::acquire(&db).unwrap();
     }
 }

@@ -67,8 +67,36 @@ pub enum StoreError {
         "workers share a run through a PostgreSQL store: give --db postgres://… (or MSGBATCH_DB)"
     )]
     NeedsPostgres,
+    /// A sum over results that does not fit a 64-bit integer: some result holds usage (or a
+    /// cost) no request could produce. Said for the figures that hold it, never saturated.
+    #[error(
+        "figures beyond what msgbatch can add up (over $9.2M or 2^63 tokens): a result holds \
+         usage no request could produce"
+    )]
+    Overflow(#[source] sqlx::Error),
     #[error(transparent)]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_overflow(&error) {
+            Self::Overflow(error)
+        } else {
+            Self::Sql(error)
+        }
+    }
+}
+
+/// Whether the database refused a sum too large for its integers: SQLite's `integer
+/// overflow`, PostgreSQL's `numeric_value_out_of_range` (a `CAST(SUM(..) AS BIGINT)`).
+fn is_overflow(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            e.code().as_deref() == Some("22003") || e.message().contains("integer overflow")
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -220,9 +248,29 @@ impl Store {
         }
     }
 
+    /// Closes the store for every clone. A SQLite file is checkpointed first, so that the
+    /// database file alone holds every committed run (a copy of it without its `-wal` is
+    /// whole) and the write-ahead log is left empty; SQLite does this itself only when the
+    /// last connection of any process closes, which another process reading the store
+    /// prevents. A checkpoint that cannot finish at once (a reader in the middle of a long
+    /// query) is left to the next command: the committed data is safe in the log meanwhile.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pool) => {
+                if !pool.is_closed()
+                    && let Ok(mut connection) = pool.acquire().await
+                {
+                    let _ = sqlx::query("PRAGMA busy_timeout = 2000")
+                        .execute(&mut *connection)
+                        .await;
+                    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(&mut *connection)
+                        .await;
+                    // The connection goes back to the pool, which closes it.
+                    drop(connection);
+                }
+                pool.close().await;
+            }
             Pool::Postgres(pool) => pool.close().await,
         }
     }
@@ -904,6 +952,9 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown host".to_owned())
 }
 
+/// Hidden, for tests: the most pages a SQLite store may grow to, set on every connection.
+pub const MAX_PAGE_COUNT_ENV: &str = "MSGBATCH_TEST_MAX_PAGE_COUNT";
+
 /// Opens a SQLite file (or `:memory:`) tuned for the run's one writer and one reader.
 async fn open_sqlite(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> {
     let in_memory = path.as_os_str() == ":memory:";
@@ -929,6 +980,14 @@ async fn open_sqlite(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> 
     // Large sorts (a report's GROUP BY over a million results) may use a second thread:
     // the sums over a million rows take 1.4 s instead of 2.1 s.
     .pragma("threads", "2");
+    // For tests only: a ceiling on the database's pages makes SQLite answer SQLITE_FULL
+    // ("database or disk is full") exactly as a full disk does, part-way through a run.
+    let options = match std::env::var(MAX_PAGE_COUNT_ENV) {
+        Ok(pages) if !in_memory && pages.parse::<u32>().is_ok() => {
+            options.pragma("max_page_count", pages)
+        }
+        _ => options,
+    };
     SqlitePoolOptions::new()
         // An in-memory database lives in one connection. A file has the writer and one
         // reader (the dispatcher), which WAL lets proceed side by side; more connections

@@ -5,6 +5,7 @@ mod batches;
 mod budget;
 mod common;
 mod diff;
+mod durable;
 mod files;
 mod first_evening;
 mod grade;

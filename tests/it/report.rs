@@ -132,7 +132,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             latency_ms: f.latency_ms,
             ttft_ms: f.ttft_ms,
             streamed: f.ttft_ms.is_some(),
-            cost_pico_usd: prices.cost_pico_usd(f.model, &usage),
+            cost_pico_usd: prices.cost_pico_usd(f.model, &usage).map(Result::unwrap),
             completed_at_ms: 0,
             grades: Vec::new(),
         });
