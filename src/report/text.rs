@@ -36,6 +36,32 @@ fn ci(interval: Option<(f64, f64)>) -> String {
     )
 }
 
+/// A table whose columns are as wide as their widest cell (so that no group name is cut):
+/// the first column left-aligned, the figures right-aligned, two spaces between columns.
+fn aligned(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&head).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == 0 {
+                let _ = write!(line, "{cell:<width$}");
+            } else {
+                let _ = write!(line, "  {cell:>width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Wraps text at `width` columns on spaces, indenting continuation lines.
 fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
@@ -103,25 +129,28 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     header(report, &mut out);
     let rows = report.rows();
-    let _ = writeln!(
-        out,
-        "\n{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
-        "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost"
-    );
-    for (label, g) in &rows {
-        let _ = writeln!(
-            out,
-            "{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
-            cut(label, 22),
-            count(g.jobs.succeeded),
-            count(g.jobs.failed),
-            count(g.tokens.input),
-            count(g.tokens.cache_write_5m + g.tokens.cache_write_1h),
-            count(g.tokens.cache_read),
-            count(g.tokens.output),
-            cost_cell(g)
-        );
-    }
+    let cost_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(label, g)| {
+            vec![
+                label.clone(),
+                count(g.jobs.succeeded),
+                count(g.jobs.failed),
+                count(g.tokens.input),
+                count(g.tokens.cache_write_5m + g.tokens.cache_write_1h),
+                count(g.tokens.cache_read),
+                count(g.tokens.output),
+                cost_cell(g),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&aligned(
+        &[
+            "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost",
+        ],
+        &cost_rows,
+    ));
     if !report.limits.is_empty() {
         let _ = writeln!(out, "\nRATE LIMITS (how much of each limit the run used)");
         for pool in &report.limits {

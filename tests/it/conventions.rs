@@ -255,3 +255,106 @@ async fn fail_under_gates_the_exit_code_on_the_pass_rate() {
         text(&output)
     );
 }
+
+/// The README as the repository holds it.
+fn readme() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    std::fs::read_to_string(path).expect("the README is readable")
+}
+
+/// Run names carry their start time, and the time line the session's: both change each run.
+fn steady(line: &str) -> String {
+    let stamp = regex::Regex::new(r"example-\d{8}-\d{6}").expect("a valid pattern");
+    let line = stamp.replace_all(line, "example-[STAMP]");
+    if line.starts_with("  time    ") {
+        "  time    [TIME]".to_owned()
+    } else {
+        line.into_owned()
+    }
+}
+
+#[tokio::test]
+async fn the_readme_sample_is_what_its_first_command_prints() {
+    let readme = readme();
+    let mut lines = readme.lines();
+    lines
+        .by_ref()
+        .find(|line| *line == "```sh")
+        .expect("the README has a shell block");
+    let command = lines.next().expect("a first command");
+    let (cargo, args) = command
+        .split_once(" -- ")
+        .expect("the first command is `cargo run … -- ARGS`");
+    assert!(cargo.starts_with("cargo run"), "{command}");
+    let args: Vec<&str> = args
+        .split('#')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    // The end of the shell block, then the start of the sample's.
+    lines
+        .by_ref()
+        .find(|line| *line == "```")
+        .expect("the shell block ends");
+    lines
+        .by_ref()
+        .find(|line| *line == "```")
+        .expect("a sample output block after the command");
+    let sample: Vec<String> = lines
+        .take_while(|line| *line != "```")
+        .take_while(|line| *line != "…")
+        .map(steady)
+        .collect();
+    assert!(sample.len() > 10, "the sample is too short: {sample:?}");
+
+    let ws = Workspace::new();
+    let output = ws
+        .command(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("the binary runs");
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}\n{stderr}");
+    let printed: Vec<String> = stdout.lines().take(sample.len()).map(steady).collect();
+    assert_eq!(
+        printed, sample,
+        "the README's sample output is stale: it should read\n{stdout}"
+    );
+}
+
+#[test]
+fn the_readme_states_the_toolchain_cargo_toml_needs() {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .expect("Cargo.toml is readable");
+    let field = |name: &str| {
+        manifest
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once('=')?;
+                (key.trim() == name).then(|| value.trim().trim_matches('"').to_owned())
+            })
+            .unwrap_or_else(|| panic!("Cargo.toml has no {name}"))
+    };
+    let readme = readme();
+    let version = field("rust-version");
+    assert!(
+        readme.contains(&format!("Rust {version} or later")),
+        "the README does not say the crate needs Rust {version}"
+    );
+    assert!(
+        readme.contains(&format!("edition {}", field("edition"))),
+        "the README does not name the edition"
+    );
+    assert!(
+        readme.contains("C compiler"),
+        "the README does not say a C compiler is needed"
+    );
+    assert!(
+        !readme.contains("Rust (stable)"),
+        "the README still says any stable Rust will do"
+    );
+}
