@@ -230,6 +230,14 @@ pub fn table(report: &Report) -> String {
             c[8],
         );
     }
+    let _ = writeln!(
+        out,
+        "{}",
+        wrap(
+            "tok/s: output tokens over generation time (for a streamed answer, the time after its first token when that is 50 ms or more, else its whole latency)",
+            100
+        )
+    );
     if rows.iter().any(|(_, g)| g.grading.is_some()) {
         let _ = writeln!(
             out,
@@ -289,6 +297,20 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// A compared figure as its metric reads: token counts and milliseconds as whole numbers with
+/// separators, dollars to the micro-dollar, ratios to four places.
+fn figure(metric: &str, value: f64) -> String {
+    if metric.ends_with("_tokens") || metric.ends_with("_ms") {
+        #[expect(clippy::cast_possible_truncation, reason = "whole counts for display")]
+        let whole = value.round() as i64;
+        count(whole)
+    } else if metric.ends_with("_usd") {
+        format!("{value:.6}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
 fn differences(report: &Report, out: &mut String, markdown: bool) {
     if report.differences.is_empty() {
         return;
@@ -305,21 +327,25 @@ fn differences(report: &Report, out: &mut String, markdown: bool) {
         let pct = d
             .change_pct
             .map_or_else(String::new, |p| format!(" ({p:+.1}%)"));
+        let (base, value) = (figure(&d.metric, d.base), figure(&d.metric, d.value));
+        let change = figure(&d.metric, d.change);
+        let change = if d.change > 0.0 {
+            format!("+{change}")
+        } else {
+            change
+        };
         if markdown {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.4} | {:.4} | {:+.4}{pct} |",
-                d.run, d.against, d.metric, d.base, d.value, d.change
+                "| {} | {} | {} | {base} | {value} | {change}{pct} |",
+                d.run, d.against, d.metric
             );
         } else {
             let _ = writeln!(
                 out,
-                "{:<26} {:<18} {:>12.4} → {:>12.4}  {:+.4}{pct}",
+                "{:<26} {:<18} {base:>12} → {value:>12}  {change}{pct}",
                 cut(&d.run, 26),
                 d.metric,
-                d.base,
-                d.value,
-                d.change
             );
         }
     }

@@ -358,3 +358,165 @@ fn the_readme_states_the_toolchain_cargo_toml_needs() {
         "the README still says any stable Rust will do"
     );
 }
+
+/// A job of the mock's (which echoes the prompt), optionally tagged and graded.
+fn echo_job(id: &str, prompt: &str, max_tokens: u64, tag: &str, expect: Option<Value>) -> String {
+    let mut line = json!({"custom_id": id, "params": {"model": "claude-haiku-4-5",
+        "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]},
+        "tags": {"set": tag}});
+    if let Some(expect) = expect {
+        line["expect"] = expect;
+    }
+    line.to_string()
+}
+
+async fn run_file(ws: &Workspace, mock: &msgbatch::mock::MockServer, name: &str, lines: &[String]) {
+    let file = ws.write(&format!("{name}.jsonl"), &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(
+            &mock,
+            &["run", file.to_str().unwrap(), "--name", name, "--quiet"],
+        )
+        .await;
+    assert!(
+        [0, 1].contains(&code(&output)),
+        "{name}: {:?}",
+        text(&output)
+    );
+}
+
+#[tokio::test]
+async fn the_report_table_names_groups_in_full_counts_whole_and_warns_once_per_run() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let long_tag = "customer-support-escalations-2026";
+    // Every answer is cut at 3 tokens, in both runs: one warning each, naming its run.
+    let lines: Vec<String> = (0..4)
+        .map(|i| echo_job(&format!("j{i}"), "tell me everything", 3, long_tag, None))
+        .collect();
+    run_file(&ws, &mock, "first", &lines).await;
+    let more: Vec<String> = (0..6)
+        .map(|i| echo_job(&format!("j{i}"), "tell me everything", 3, long_tag, None))
+        .collect();
+    run_file(&ws, &mock, "second", &more).await;
+
+    let output = ws
+        .run(&[
+            "report", "first", "second", "--by", "tag:set", "--format", "table",
+        ])
+        .await;
+    let (table, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{table}\n{stderr}");
+    let cost: Vec<&str> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("COST"))
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(
+        cost.iter().any(|line| line.contains(long_tag)),
+        "the COST table cuts the group name:\n{table}"
+    );
+    // Output tokens compared between runs read as counts, not as 12.0000.
+    let compared = table
+        .lines()
+        .find(|line| line.contains("output_tokens"))
+        .unwrap_or_else(|| panic!("no output_tokens difference:\n{table}"));
+    assert!(
+        compared.contains(" 12 → ") && compared.contains("18") && !compared.contains(".0000"),
+        "{compared}"
+    );
+
+    let output = ws
+        .run(&[
+            "report", "first", "second", "--format", "json", "--out", "-",
+        ])
+        .await;
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|w| w.contains("stopped at max_tokens"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("run first"), "{warnings:?}");
+    assert!(warnings[1].contains("run second"), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn diff_json_spells_each_change_once_and_a_grade_flip_outranks_its_stop_reason() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let stop = json!({"stop_reason": "end_turn"});
+    // `flip` is cut at 3 tokens and fails before, answers in full and passes after: its stop
+    // reason changed too, but what matters is that it now passes. `cut` is newly truncated.
+    let before = [
+        echo_job("flip", "say it all", 3, "a", Some(stop.clone())),
+        echo_job(
+            "cut",
+            "a long prompt that the answer repeats",
+            200,
+            "a",
+            None,
+        ),
+    ];
+    let after = [
+        echo_job("flip", "say it all", 200, "a", Some(stop)),
+        echo_job("cut", "a long prompt that the answer repeats", 3, "a", None),
+    ];
+    run_file(&ws, &mock, "before", &before).await;
+    run_file(&ws, &mock, "after", &after).await;
+
+    let output = ws
+        .run(&["diff", "before", "after", "--format", "json", "--out", "-"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let diff: Value = serde_json::from_slice(&output.stdout).expect("a JSON diff");
+    let change = |id: &str| {
+        diff["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["job_id"] == id)
+            .map(|r| r["change"].clone())
+            .unwrap_or_else(|| panic!("{id} not listed: {diff}"))
+    };
+    assert_eq!(change("flip"), "improvement", "{diff}");
+    assert_eq!(change("cut"), "newly_truncated", "{diff}");
+    let counts = diff["totals"]["counts"].as_object().expect("counts");
+    assert_eq!(counts.get("improvement"), Some(&json!(1)), "{diff}");
+    assert_eq!(counts.get("newly_truncated"), Some(&json!(1)), "{diff}");
+    assert!(
+        counts.keys().all(|k| !k.contains(' ')),
+        "counts are keyed in another spelling than the rows: {diff}"
+    );
+}
+
+#[tokio::test]
+async fn streams_that_arrive_at_once_do_not_make_millions_of_tokens_a_second() {
+    let ws = Workspace::new();
+    // Every answer waits 100 ms and then streams in one go.
+    let mock = mock(MockConfig {
+        latency: std::time::Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            json!({"custom_id": format!("s{i}"), "params": {"model": "claude-haiku-4-5",
+                "max_tokens": 400, "stream": true,
+                "messages": [{"role": "user", "content": format!("stream number {i} please")}]}})
+            .to_string()
+        })
+        .collect();
+    run_file(&ws, &mock, "streamed", &lines).await;
+    let report = ws.report_json("streamed").await;
+    let total = &report["totals"][0];
+    assert!(total["ttft_ms"]["count"].as_u64().unwrap() > 0, "{total}");
+    let rate = total["output_tokens_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no rate: {total}"));
+    // Answers of tens of tokens, each taking 100 ms or more: a few hundred a second at most.
+    assert!(rate < 5_000.0, "{rate} output tokens/s: {total}");
+}
