@@ -126,6 +126,10 @@ fn quoted(models: &[String]) -> String {
 
 /// Sends every pending job of `run`, records how the session ended and prints a summary. With
 /// `feed`, the run's rows are still being stored, and its jobs are sent as they are.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what run, resume and work each resolved, handed over once"
+)]
 pub async fn send(
     global: &Global,
     store: &Store,

@@ -374,7 +374,7 @@ async fn run_file(ws: &Workspace, mock: &msgbatch::mock::MockServer, name: &str,
     let file = ws.write(&format!("{name}.jsonl"), &(lines.join("\n") + "\n"));
     let output = ws
         .run_on(
-            &mock,
+            mock,
             &["run", file.to_str().unwrap(), "--name", name, "--quiet"],
         )
         .await;
