@@ -520,3 +520,60 @@ async fn streams_that_arrive_at_once_do_not_make_millions_of_tokens_a_second() {
     // Answers of tens of tokens, each taking 100 ms or more: a few hundred a second at most.
     assert!(rate < 5_000.0, "{rate} output tokens/s: {total}");
 }
+
+#[tokio::test]
+async fn html_charts_keep_legends_off_the_data_and_labels_apart() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // Eight groups with names too long to sit side by side under their bars.
+    let lines: Vec<String> = (0..16)
+        .map(|i| {
+            let max_tokens = if i % 3 == 0 { 400 } else { 20 };
+            echo_job(
+                &format!("j{i}"),
+                &format!("prompt {i}"),
+                max_tokens,
+                &format!("support-escalations-{}", i % 8),
+                None,
+            )
+        })
+        .collect();
+    run_file(&ws, &mock, "eight", &lines).await;
+    let output = ws
+        .run(&[
+            "report", "eight", "--by", "tag:set", "--format", "html", "--out", "-",
+        ])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let page = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text_at = |content: &str| -> Vec<(i64, String)> {
+        let pattern = regex::Regex::new(&format!(
+            r#"<text x="-?\d+" y="(-?\d+)"([^>]*)>\s*{}\s*</text>"#,
+            regex::escape(content)
+        ))
+        .expect("a valid pattern");
+        pattern
+            .captures_iter(&page)
+            .map(|c| (c[1].parse().expect("a number"), c[2].to_owned()))
+            .collect()
+    };
+    // The cost chart's legend ("cache write") sits under its 380-pixel plot, not inside it.
+    let legend = text_at("cache write");
+    assert!(!legend.is_empty(), "no cost legend");
+    assert!(
+        legend.iter().all(|(y, _)| *y >= 380),
+        "the legend is drawn over the plot: {legend:?}"
+    );
+    // Each bar's label runs downwards, so that eight of them do not run into each other.
+    let labels = text_at("support-escalations-3");
+    let turned = labels
+        .iter()
+        .filter(|(_, attributes)| attributes.contains("rotate(90"))
+        .count();
+    assert!(turned >= 2, "bar labels are not turned: {labels:?}");
+    // A run of a second or so is drawn over seconds, not squashed into a minute.
+    assert!(
+        page.contains("seconds since the run"),
+        "the spend chart is not scaled to the run"
+    );
+}
