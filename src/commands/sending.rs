@@ -318,6 +318,7 @@ pub async fn send(
     };
     if ending.format == OutputFormat::Json {
         print_summary_json(run, status, &session, &unpriced, &grading, ending, exit)?;
+        print_stopped(run, status, &session);
     } else {
         print_summary(run, status, &session, &unpriced);
     }
@@ -585,11 +586,7 @@ async fn batches(
     })
 }
 
-#[expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the summary is the command's output"
-)]
+#[expect(clippy::print_stdout, reason = "the summary is the command's output")]
 fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &[String]) {
     let c = &session.counts;
     println!("run {} (id {}): {}", run.name, run.id, status.as_str());
@@ -627,6 +624,13 @@ fn print_summary(run: &RunRow, status: RunStatus, session: &Session, unpriced: &
         0.0
     };
     println!("  time    {seconds:.1}s this session, {rate:.1} jobs/s");
+    print_stopped(run, status, session);
+}
+
+/// Why a session that did not complete stopped, and how to go on, on standard error (in
+/// either format of the summary).
+#[expect(clippy::print_stderr, reason = "how to go on is for the user")]
+fn print_stopped(run: &RunRow, status: RunStatus, session: &Session) {
     if status != RunStatus::Completed {
         if let Some(halt) = &session.halt {
             eprintln!("stopped: {halt}");

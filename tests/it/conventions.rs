@@ -577,3 +577,35 @@ async fn html_charts_keep_legends_off_the_data_and_labels_apart() {
         "the spend chart is not scaled to the run"
     );
 }
+
+#[tokio::test]
+async fn a_json_summary_of_a_stopped_run_still_says_how_to_go_on() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "tight",
+                "--max-cost",
+                "0.0000001",
+                "--format",
+                "json",
+            ],
+        )
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 3, "{:?}", text(&output));
+    let summary = json_stdout(&output);
+    assert_eq!(summary["status"], "budget_exhausted", "{summary}");
+    assert_eq!(summary["exit_code"], 3);
+    assert_eq!(summary["resume"], "msgbatch resume tight");
+    assert!(
+        stderr.contains("resume with a higher budget: msgbatch resume tight --max-cost USD"),
+        "{stderr}"
+    );
+}
