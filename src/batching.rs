@@ -18,7 +18,7 @@ use anyhow::Context;
 use backon::Retryable;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -413,10 +413,7 @@ impl Batcher<'_> {
             .map(|b| b.requests)
             .sum();
         let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
-        bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        bar.set_style(crate::progress::batches_style());
         bar.enable_steady_tick(Duration::from_secs(1));
         Ok(bar)
     }

@@ -78,37 +78,30 @@ pub struct PricesArgs {
     pub models: Vec<String>,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = PricesFormat::Table)]
-    pub format: PricesFormat,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PricesFormat {
+/// What a command that prints one summary prints: text for a person, or one JSON value on
+/// standard output for a script (warnings and progress stay on standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
     Table,
     Json,
 }
+
+/// The name `prices` has always used for [`OutputFormat`].
+pub type PricesFormat = OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub jobs: JobArgs,
 
-    /// Name for the run [default: file name and start time].
-    #[arg(long)]
-    pub name: Option<String>,
-
     /// Record bad lines as rejected jobs and run the rest, instead of refusing to start.
-    #[arg(long)]
+    #[arg(long, help_heading = "Input")]
     pub skip_invalid: bool,
-
-    /// Ask before sending when the estimated cost is above this many USD (never asks when
-    /// standard input is not a terminal: the run is refused instead, unless --yes).
-    #[arg(long, value_name = "USD")]
-    pub confirm_above: Option<f64>,
-
-    /// Do not ask for confirmation.
-    #[arg(long, short)]
-    pub yes: bool,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -116,8 +109,58 @@ pub struct RunArgs {
     #[command(flatten)]
     pub sending: SendArgs,
 
+    /// Ask before sending when the estimated cost is above this many USD (never asks when
+    /// standard input is not a terminal: the run is refused instead, unless --yes).
+    #[arg(long, value_name = "USD", help_heading = "Budget")]
+    pub confirm_above: Option<f64>,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short, help_heading = "Budget")]
+    pub yes: bool,
+
     #[command(flatten)]
     pub mock: MockArgs,
+
+    /// Name for the run [default: file name and start time].
+    #[arg(long, help_heading = "Output")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+}
+
+/// How a run or resume ends: what it prints and when it fails a pipeline.
+#[derive(Debug, Args, Clone, Copy, Default)]
+#[command(next_help_heading = "Output")]
+pub struct SummaryArgs {
+    /// The summary as text (then the report table) or as one JSON object on standard output.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+
+    /// Exit with 5 when the share of graded jobs whose every grader passed is below this
+    /// rate: a fraction (`0.9`) or a percentage (`90%`). Jobs with a judge verdict still
+    /// pending are left out; a run with no graded job fails the gate.
+    #[arg(long, value_name = "RATE", value_parser = parse_pass_rate)]
+    pub fail_under: Option<f64>,
+}
+
+/// A pass rate as a fraction from 0 to 1 (`0.9`) or a percentage (`90%`). A bare number above
+/// 1 is refused rather than guessed at: `90` could be meant as either.
+fn parse_pass_rate(text: &str) -> Result<f64, String> {
+    let refuse = || {
+        format!(
+            "`{text}` is not a pass rate: give a fraction from 0 to 1 (`0.9`) or a percentage (`90%`)"
+        )
+    };
+    let rate = match text.trim().strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map_err(|_| refuse())? / 100.0,
+        None => text.trim().parse::<f64>().map_err(|_| refuse())?,
+    };
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(refuse())
+    }
 }
 
 /// One ASCII character, or `\t` / `tab` for a tab.
@@ -137,6 +180,7 @@ fn parse_delimiter(text: &str) -> Result<u8, String> {
 
 /// The job file and what fills in its records.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Input")]
 pub struct JobArgs {
     /// Job file: `.jsonl` (Messages bodies or `{"custom_id","params"}` records), `.csv` or
     /// `.tsv`, each plain or compressed (`.gz`, `.zst`); `-` reads JSONL from standard input.
@@ -151,8 +195,9 @@ pub struct JobArgs {
     #[arg(long)]
     pub model: Option<String>,
 
-    /// Send every job to each of these models (comma-separated), overriding the record's own.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    /// Send every job to each of these models, overriding the record's own: one value per
+    /// flag, comma-separated (`--models a,b`) or repeated (`--models a --models b`).
+    #[arg(long, value_name = "MODEL,…", value_delimiter = ',')]
     pub models: Vec<String>,
 
     /// `max_tokens` for records that give none.
@@ -192,26 +237,118 @@ pub enum ExpectMode {
 }
 
 #[derive(Debug, Args)]
+// Streaming and grading change nothing an estimate counts: still accepted, so that a run's
+// command line can be estimated as it is, but not listed.
+#[command(
+    mut_arg("stream", |arg| arg.hide(true)),
+    mut_arg("expect_mode", |arg| arg.hide(true))
+)]
 pub struct EstimateArgs {
     #[command(flatten)]
     pub jobs: JobArgs,
 
     /// Estimate input tokens locally instead of asking the gateway's count_tokens endpoint.
-    #[arg(long)]
+    #[arg(long, help_heading = "Input")]
     pub no_count_tokens: bool,
 
     /// Expected output as a share of max_tokens, for models without earlier results.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, help_heading = "Input")]
     pub output_fraction: f64,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
 
     #[command(flatten)]
-    pub sending: SendArgs,
+    pub sending: EstimateSendArgs,
 
     #[command(flatten)]
-    pub mock: MockArgs,
+    pub mock: EstimateMockArgs,
+
+    /// The estimate as a table or as one JSON object on standard output.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, help_heading = "Output")]
+    pub format: OutputFormat,
+}
+
+/// What of [`SendArgs`] an estimate reads: its `count_tokens` requests go through the same
+/// sender as a run's (concurrency, the request limit, retries, the time limit of an attempt),
+/// and `--via` prices it. Budgets, token limits, warm-up and batch packing do nothing for it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EstimateSendArgs {
+    /// `count_tokens` requests in flight at once [default: 16].
+    #[arg(long, help_heading = "Limits")]
+    pub concurrency: Option<usize>,
+
+    /// `count_tokens` requests per minute [default: the gateway profile's, else no limit].
+    #[arg(long, help_heading = "Limits")]
+    pub rpm: Option<u32>,
+
+    /// Attempts per request before it counts as failed, the first included [default: 8].
+    #[arg(long, help_heading = "Limits")]
+    pub max_attempts: Option<u32>,
+
+    /// Time limit of one attempt, e.g. `90s` or `10m` [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Limits")]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Ceiling of the first backoff; each retry doubles it [default: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Limits")]
+    pub retry_base_delay: Option<std::time::Duration>,
+
+    /// Largest backoff ceiling [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Limits")]
+    pub retry_max_delay: Option<std::time::Duration>,
+
+    /// Also price the file at the Message Batches rates (`batches`) [default: direct].
+    #[arg(long, value_enum, help_heading = "Batches")]
+    pub via: Option<crate::settings::Via>,
+}
+
+impl From<&EstimateSendArgs> for SendArgs {
+    fn from(args: &EstimateSendArgs) -> Self {
+        Self {
+            concurrency: args.concurrency,
+            rpm: args.rpm,
+            max_attempts: args.max_attempts,
+            timeout: args.timeout,
+            retry_base_delay: args.retry_base_delay,
+            retry_max_delay: args.retry_max_delay,
+            via: args.via,
+            ..Self::default()
+        }
+    }
+}
+
+/// What of [`MockArgs`] an estimate's mock uses: it only counts tokens, so nothing streams.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Mock")]
+pub struct EstimateMockArgs {
+    /// Count tokens on an in-process mock gateway (no key, no network).
+    #[arg(long)]
+    pub mock: bool,
+
+    /// Mock: delay before each answer, in milliseconds.
+    #[arg(long, requires = "mock")]
+    pub mock_latency_ms: Option<u64>,
+
+    /// Mock: share of requests that fail with 500, 529 or a dropped connection.
+    #[arg(long, requires = "mock")]
+    pub mock_fail_rate: Option<f64>,
+
+    /// Mock: requests per minute, enforced as the API does (429 with `retry-after`).
+    #[arg(long, requires = "mock")]
+    pub mock_rate_limit_rpm: Option<u32>,
+}
+
+impl From<&EstimateMockArgs> for MockArgs {
+    fn from(args: &EstimateMockArgs) -> Self {
+        Self {
+            mock: args.mock,
+            mock_latency_ms: args.mock_latency_ms,
+            mock_fail_rate: args.mock_fail_rate,
+            mock_rate_limit_rpm: args.mock_rate_limit_rpm,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -228,13 +365,16 @@ pub struct ResumeArgs {
 
     /// Extra header for every request, `NAME: VALUE` (header values are never stored, so
     /// give them again when resuming).
-    #[arg(long = "header", value_name = "NAME: VALUE")]
+    #[arg(long = "header", value_name = "NAME: VALUE", help_heading = "Gateway")]
     pub headers: Vec<String>,
 
     /// The run's base URL again, when it carried credentials (`https://user:password@…`):
     /// they are never stored, so give them again when resuming.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +408,7 @@ pub struct CancelArgs {
 
 /// How requests are sent; on `resume` these override the run's own settings.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Limits")]
 pub struct SendArgs {
     /// Requests in flight at once [default: 16].
     #[arg(long)]
@@ -316,7 +457,7 @@ pub struct SendArgs {
 
     /// Budget for the whole run in USD: no job starts once the committed spend plus the worst
     /// case of every job in flight would pass it.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", help_heading = "Budget")]
     pub max_cost: Option<f64>,
 
     /// Longest silence inside a streamed answer before the attempt fails and is retried
@@ -327,7 +468,7 @@ pub struct SendArgs {
     /// How jobs go: `direct` (one Messages call each) or `batches` (through the Message
     /// Batches API, at half the price, answered within 24 hours) [default: the run's own,
     /// else direct].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = "Batches")]
     pub via: Option<crate::settings::Via>,
 
     /// On a PostgreSQL store, how long this worker's claim on its jobs lasts past its last
@@ -337,20 +478,21 @@ pub struct SendArgs {
     pub lease: Option<std::time::Duration>,
 
     /// Most requests in one batch [default and most: 100000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Batches")]
     pub batch_max_requests: Option<usize>,
 
     /// Most bytes of requests in one batch, in MB [default and most: 256].
-    #[arg(long, value_name = "MB")]
+    #[arg(long, value_name = "MB", help_heading = "Batches")]
     pub batch_max_mb: Option<usize>,
 
     /// First wait between two looks at a running batch; each look doubles it, up to a
     /// minute [default: 5s].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "Batches")]
     pub poll_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Gateway")]
 pub struct GatewayArgs {
     /// Gateway profile from msgbatch.toml [default: anthropic].
     #[arg(long)]
@@ -397,6 +539,7 @@ pub enum AuthArg {
 
 /// `run --mock`: answer from the built-in mock gateway instead of a real one.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Mock")]
 pub struct MockArgs {
     /// Send to an in-process mock gateway (no key, no network).
     #[arg(long)]
@@ -447,6 +590,10 @@ fn parse_rejection(text: &str) -> Result<String, String> {
 pub struct StatusArgs {
     /// Run id or name [default: every run].
     pub run: Option<String>,
+
+    /// A table, or one JSON object on standard output.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,8 @@ pub enum ExitStatus {
     BudgetExhausted = 3,
     /// `diff --fail-on-regression` found a job that passed before and fails now.
     Regressed = 4,
+    /// `run --fail-under` (or `resume --fail-under`): fewer graded jobs passed than asked.
+    BelowPassRate = 5,
     /// Stopped by SIGHUP (a closed terminal) as by Ctrl-C; `msgbatch resume` continues.
     HungUp = 129,
     /// Stopped by Ctrl-C; `msgbatch resume` continues.

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::{Global, plan};
-use crate::cli::EstimateArgs;
+use crate::cli::{EstimateArgs, OutputFormat};
 use crate::estimate::{Estimate, Estimator, TokenSource, count_tokens_body};
 use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
@@ -31,8 +31,8 @@ pub async fn estimate(
         global,
         &args.jobs,
         &args.gateway,
-        &args.mock,
-        &args.sending,
+        &(&args.mock).into(),
+        &(&args.sending).into(),
         !args.no_count_tokens,
     )?;
     // Held until the estimate ends: a mock estimate's gateway lives as long as this command.
@@ -138,13 +138,12 @@ pub async fn estimate(
             prices.describe()
         ));
     }
-    print(
-        &estimate,
-        counted_jobs,
-        local_jobs,
-        &args.jobs.file.display().to_string(),
-        settings.send.via == crate::settings::Via::Batches,
-    )?;
+    let file = args.jobs.file.display().to_string();
+    let batches = settings.send.via == crate::settings::Via::Batches;
+    match args.format {
+        OutputFormat::Table => print(&estimate, counted_jobs, local_jobs, &file, batches)?,
+        OutputFormat::Json => print_json(&estimate, counted_jobs, local_jobs, &file, batches)?,
+    }
     Ok(ExitStatus::Success)
 }
 
@@ -171,6 +170,45 @@ async fn count(
 
 fn warn(message: &str) {
     crate::errln!("warning: {message}");
+}
+
+/// The estimate as one JSON object, money in pico-USD as in the JSON report. Its keys are
+/// stable: `file`, `input_source` (`count_tokens`, `local` or `mixed`), `counted_jobs`,
+/// `local_jobs`, `models` [{`model`, `jobs`, `input_tokens`, `cache_write_5m`,
+/// `cache_write_1h`, `cache_read`, `expected_output_tokens`, `max_output_tokens`,
+/// `expected_pico_usd`, `worst_pico_usd` (null when unpriced), `output_basis`}],
+/// `expected_pico_usd`, `worst_pico_usd`, `complete`, `unpriced_models`, and `batches`
+/// {`expected_pico_usd`, `worst_pico_usd`} with `--via batches`.
+fn print_json(
+    estimate: &Estimate,
+    counted: u64,
+    local: u64,
+    file: &str,
+    batches: bool,
+) -> anyhow::Result<()> {
+    let source = match (counted, local) {
+        (_, 0) => "count_tokens",
+        (0, _) => "local",
+        _ => "mixed",
+    };
+    let value = serde_json::json!({
+        "file": file,
+        "input_source": source,
+        "counted_jobs": counted,
+        "local_jobs": local,
+        "models": estimate.models,
+        "expected_pico_usd": estimate.expected_pico_usd,
+        "worst_pico_usd": estimate.worst_pico_usd,
+        "complete": estimate.unpriced.is_empty(),
+        "unpriced_models": estimate.unpriced,
+        "batches": batches.then(|| serde_json::json!({
+            "expected_pico_usd": estimate.expected_pico_usd / 2,
+            "worst_pico_usd": estimate.worst_pico_usd.div_ceil(2),
+        })),
+    });
+    // JSON escapes its own strings: it is printed as it is, never terminal-escaped.
+    super::report::emit(&(serde_json::to_string_pretty(&value)? + "\n"), None)?;
+    Ok(())
 }
 
 fn print(

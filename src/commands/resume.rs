@@ -60,7 +60,17 @@ pub async fn resume(
         counts.pending,
         counts.total
     );
-    sending::send(global, &store, &run, &settings, key, feed, shutdown).await
+    sending::send(
+        global,
+        &store,
+        &run,
+        &settings,
+        key,
+        feed,
+        shutdown,
+        args.summary,
+    )
+    .await
 }
 
 /// Goes on storing the rows of a run that stopped while loading its file, after the last one

@@ -124,7 +124,17 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             &settings,
             started.elapsed(),
         );
-        return sending::send(global, &store, &run, &settings, key, None, shutdown).await;
+        return sending::send(
+            global,
+            &store,
+            &run,
+            &settings,
+            key,
+            None,
+            shutdown,
+            args.summary,
+        )
+        .await;
     };
     warn_skipped(&checked.summary);
     let run = store.find_run(&run_id.to_string()).await?;
@@ -137,7 +147,17 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         started.elapsed(),
     );
     let feed = Feed::start(&store, run_id, options, checked, args.skip_invalid, 0).await?;
-    sending::send(global, &store, &run, &settings, key, Some(feed), shutdown).await
+    sending::send(
+        global,
+        &store,
+        &run,
+        &settings,
+        key,
+        Some(feed),
+        shutdown,
+        args.summary,
+    )
+    .await
 }
 
 /// Whether the job file can be read a second time: a file, not standard input or a pipe.

@@ -9,6 +9,7 @@ use super::Global;
 use super::feed::Feed;
 use super::plan::{closest_model, connect, prices_for};
 use crate::batching::Batcher;
+use crate::cli::{OutputFormat, SummaryArgs};
 use crate::client::Client;
 use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
@@ -128,6 +129,10 @@ fn quoted(models: &[String]) -> String {
 
 /// Sends every pending job of `run`, records how the session ended and prints a summary. With
 /// `feed`, the run's rows are still being stored, and its jobs are sent as they are.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what run, resume and work each resolved, handed over once"
+)]
 pub async fn send(
     global: &Global,
     store: &Store,
@@ -136,6 +141,7 @@ pub async fn send(
     key: Option<ApiKey>,
     mut feed: Option<Feed>,
     shutdown: Shutdown,
+    ending: SummaryArgs,
 ) -> anyhow::Result<ExitStatus> {
     let prices = prices_for(&settings.gateway)?;
     let models = match &feed {
@@ -294,19 +300,47 @@ pub async fn send(
             );
         }
     }
-    let failures = if session.counts.failed > 0 {
-        Some(Failures {
-            kinds: store.failure_kinds(run.id, FAILURE_KINDS_SHOWN).await?,
-            jobs: store.failed_job_ids(run.id, FAILED_JOBS_SHOWN).await?,
-        })
+    let grading = pass_rate(store, run.id).await?;
+    let exit = if session.halt.is_some() {
+        ExitStatus::Error
+    } else if status == RunStatus::BudgetExhausted {
+        ExitStatus::BudgetExhausted
+    } else if status == RunStatus::Interrupted {
+        ExitStatus::Interrupted
+    } else if below_gate(&grading, ending.fail_under) {
+        // A gate the user set outranks failed jobs: it is what the pipeline asked about.
+        ExitStatus::BelowPassRate
+    } else if session.counts.failed > 0 {
+        ExitStatus::JobsFailed
     } else {
-        None
+        ExitStatus::Success
     };
-    print_summary(run, status, &session, &unpriced)?;
-    if let Some(failures) = &failures {
-        print_failures(run, session.counts.failed, failures)?;
+    if ending.format == OutputFormat::Json {
+        print_summary_json(run, status, &session, &unpriced, &grading, ending, exit)?;
+        print_stopped(run, status, &session);
+    } else {
+        let failures = if session.counts.failed > 0 {
+            Some(Failures {
+                kinds: store.failure_kinds(run.id, FAILURE_KINDS_SHOWN).await?,
+                jobs: store.failed_job_ids(run.id, FAILED_JOBS_SHOWN).await?,
+            })
+        } else {
+            None
+        };
+        print_summary(run, status, &session, &unpriced)?;
+        if let Some(failures) = &failures {
+            print_failures(run, session.counts.failed, failures)?;
+        }
     }
-    if !global.quiet && session.counts.succeeded + session.counts.failed > 0 {
+    if exit == ExitStatus::BelowPassRate
+        && let Some(gate) = ending.fail_under
+    {
+        crate::errln!("{}", gate_failure(&grading, gate));
+    }
+    if ending.format == OutputFormat::Table
+        && !global.quiet
+        && session.counts.succeeded + session.counts.failed > 0
+    {
         // The run as it stands now, with the status just recorded.
         let run = store.find_run(&run.id.to_string()).await?;
         let report = Report::build(
@@ -322,17 +356,118 @@ pub async fn send(
         .await?;
         crate::outln!("\n{}", report::table(&report))?;
     }
-    Ok(if session.halt.is_some() {
-        ExitStatus::Error
-    } else if status == RunStatus::BudgetExhausted {
-        ExitStatus::BudgetExhausted
-    } else if status == RunStatus::Interrupted {
-        ExitStatus::Interrupted
-    } else if session.counts.failed > 0 {
-        ExitStatus::JobsFailed
-    } else {
-        ExitStatus::Success
-    })
+    Ok(exit)
+}
+
+/// A run's jobs graded, passed (every grader), and still waiting for a judge, over all its
+/// sessions.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassRate {
+    graded: i64,
+    passed: i64,
+    pending: i64,
+}
+
+impl PassRate {
+    /// Passed over the graded jobs whose verdict is in, as the report computes it.
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    fn rate(self) -> Option<f64> {
+        let decided = self.graded - self.pending;
+        (decided > 0).then(|| self.passed as f64 / decided as f64)
+    }
+}
+
+async fn pass_rate(store: &Store, run_id: i64) -> anyhow::Result<PassRate> {
+    let rows = store.report_grading(&[run_id], &GroupBy::Run).await?;
+    Ok(rows.iter().fold(PassRate::default(), |sum, row| PassRate {
+        graded: sum.graded + row.graded,
+        passed: sum.passed + row.passed,
+        pending: sum.pending + row.pending,
+    }))
+}
+
+/// Whether `--fail-under` fails the run: a pass rate below it, or none at all (a gate that
+/// cannot be measured must not pass a pipeline).
+fn below_gate(grading: &PassRate, gate: Option<f64>) -> bool {
+    gate.is_some_and(|gate| grading.rate().is_none_or(|rate| rate < gate))
+}
+
+fn gate_failure(grading: &PassRate, gate: f64) -> String {
+    match grading.rate() {
+        Some(rate) => format!(
+            "pass rate {:.1}% ({} of {} graded) is below --fail-under {:.1}%",
+            rate * 100.0,
+            grading.passed,
+            grading.graded - grading.pending,
+            gate * 100.0
+        ),
+        None => format!(
+            "no job has a verdict from its graders, so the pass rate --fail-under {:.1}% asks for is unknown",
+            gate * 100.0
+        ),
+    }
+}
+
+/// The summary as one JSON object on standard output, with stable keys: `run` {`id`,
+/// `name`}, `status`, `stop_reason`, `jobs` {`total`, `succeeded`, `failed`, `rejected`,
+/// `pending`}, `tokens` {`input`, `cache_write`, `cache_read`, `output`}, `cost`
+/// {`total_pico_usd`, `complete`, `unpriced_results`, `unpriced_models`}, `elapsed_ms` and
+/// `finished` (this session), `grading` {`graded`, `passed`, `pending`, `pass_rate`} (null
+/// when nothing was graded), `fail_under`, `exit_code` and `resume` (the command that
+/// continues the run, or null).
+fn print_summary_json(
+    run: &RunRow,
+    status: RunStatus,
+    session: &Session,
+    unpriced: &[String],
+    grading: &PassRate,
+    ending: SummaryArgs,
+    exit: ExitStatus,
+) -> anyhow::Result<()> {
+    let c = &session.counts;
+    let stop_reason = session
+        .halt
+        .as_deref()
+        .or(session.batches_running.as_deref())
+        .or(session.budget_stop.as_deref());
+    let value = serde_json::json!({
+        "run": {"id": run.id, "name": run.name},
+        "status": status.as_str(),
+        "stop_reason": stop_reason,
+        "jobs": {
+            "total": c.total,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "rejected": c.rejected,
+            "pending": c.pending,
+        },
+        "tokens": {
+            "input": c.input_tokens,
+            "cache_write": c.cache_creation_input_tokens,
+            "cache_read": c.cache_read_input_tokens,
+            "output": c.output_tokens,
+        },
+        "cost": {
+            "total_pico_usd": c.cost_pico_usd,
+            "complete": c.unpriced == 0,
+            "unpriced_results": c.unpriced,
+            "unpriced_models": unpriced,
+        },
+        "elapsed_ms": u64::try_from(session.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "finished": session.finished,
+        "grading": (grading.graded > 0).then(|| serde_json::json!({
+            "graded": grading.graded,
+            "passed": grading.passed,
+            "pending": grading.pending,
+            "pass_rate": grading.rate(),
+        })),
+        "fail_under": ending.fail_under,
+        "exit_code": exit as u8,
+        "resume": (status != RunStatus::Completed).then(|| format!("msgbatch resume {}", run.name)),
+    });
+    // JSON escapes its own strings: it is printed as it is, never terminal-escaped.
+    super::report::emit(&(serde_json::to_string_pretty(&value)? + "\n"), None)?;
+    Ok(())
 }
 
 /// Records that `run` stopped on `error` and gives the error back. The store may be what
@@ -578,6 +713,13 @@ fn print_summary(
         0.0
     };
     crate::outln!("  time    {seconds:.1}s this session, {rate:.1} jobs/s")?;
+    print_stopped(run, status, session);
+    Ok(())
+}
+
+/// Why a session that did not complete stopped, and how to go on, on standard error (in
+/// either format of the summary).
+fn print_stopped(run: &RunRow, status: RunStatus, session: &Session) {
     if status != RunStatus::Completed {
         if let Some(halt) = &session.halt {
             crate::errln!("stopped: {halt}");
@@ -597,5 +739,4 @@ fn print_summary(
             crate::errln!("resume with: msgbatch resume {}", run.name);
         }
     }
-    Ok(())
 }

@@ -6,7 +6,8 @@ use crate::output::{self, Terminal};
 use crate::pricing::format_usd;
 use std::time::Duration;
 
-use crate::store::{RunRow, WorkerRow};
+use crate::cli::OutputFormat;
+use crate::store::{RunRow, Store, WorkerRow};
 
 pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
@@ -14,6 +15,9 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         Some(key) => vec![store.find_run(key).await?],
         None => store.runs().await?,
     };
+    if args.format == OutputFormat::Json {
+        return print_json(&store, &runs, args.run.is_some()).await;
+    }
     if runs.is_empty() {
         crate::outln!("no runs yet")?;
         return Ok(ExitStatus::Success);
@@ -46,22 +50,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
             Err(e) => return Err(e.into()),
         };
         workers = store.workers(run.id).await?;
-        let sending = locked || workers.iter().any(|w| w.alive);
-        // Batches left running on the server when no process is collecting them: the run is
-        // submitted, whatever it was doing when its last session ended.
-        let submitted = store
-            .open_batches(run.id)
-            .await?
-            .iter()
-            .filter(|b| b.remote_id.is_some())
-            .count();
-        let status = if submitted > 0 && !(run.status == "running" && sending) {
-            format!("submitted ({submitted})")
-        } else if run.status == "running" && !sending {
-            "died".to_owned()
-        } else {
-            run.status.clone()
-        };
+        let status = shown_status(&store, run, locked, &workers).await?;
         let spend = format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0));
         let spend = if c.unpriced > 0 {
             format!("{spend}+")
@@ -102,6 +91,113 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
             )?;
         }
     }
+    Ok(ExitStatus::Success)
+}
+
+/// A run's status as `status` shows it: a run still marked running while no process sends
+/// it has died, and one with batches left on the server is submitted.
+async fn shown_status(
+    store: &Store,
+    run: &RunRow,
+    locked: bool,
+    workers: &[WorkerRow],
+) -> anyhow::Result<String> {
+    let sending = locked || workers.iter().any(|w| w.alive);
+    // Batches left running on the server when no process is collecting them: the run is
+    // submitted, whatever it was doing when its last session ended.
+    let submitted = store
+        .open_batches(run.id)
+        .await?
+        .iter()
+        .filter(|b| b.remote_id.is_some())
+        .count();
+    Ok(if submitted > 0 && !(run.status == "running" && sending) {
+        format!("submitted ({submitted})")
+    } else if run.status == "running" && !sending {
+        "died".to_owned()
+    } else {
+        run.status.clone()
+    })
+}
+
+/// Every run as one JSON object, `{"runs": [...]}`, with stable keys: `id`, `name`,
+/// `status` (as the table shows it), `stored_status`, `stop_reason`, `via`, `created_at`,
+/// `finished_at` (RFC 3339), `input` {`path`, `format`, `sha256`, `jobs`, `loaded`},
+/// `gateway` {`name`, `url`}, `jobs` {`total`, `succeeded`, `failed`, `rejected`,
+/// `pending`}, `tokens` {`input`, `cache_write`, `cache_read`, `output`}, `spend_pico_usd`,
+/// `unpriced_results`, and `workers` [{`id`, `host`, `pid`, `in_hand`, `done`,
+/// `spend_pico_usd`, `alive`, `stopped`, `silent_ms`}]. With one run named, also
+/// `judges_failed` and `judge_failure`.
+async fn print_json(store: &Store, runs: &[RunRow], one: bool) -> anyhow::Result<ExitStatus> {
+    let when = |ms: i64| {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let locked = store.is_locked();
+    let mut shown = Vec::with_capacity(runs.len());
+    for run in runs {
+        let c = store.run_counts(run.id).await?;
+        let workers = store.workers(run.id).await?;
+        let status = shown_status(store, run, locked, &workers).await?;
+        let mut value = serde_json::json!({
+            "id": run.id,
+            "name": run.name,
+            "status": status,
+            "stored_status": run.status,
+            "stop_reason": run.stop_reason,
+            "via": run.via,
+            "created_at": when(run.created_at_ms),
+            "finished_at": run.finished_at_ms.map(when),
+            "input": {
+                "path": run.input_path,
+                "format": run.input_format,
+                "sha256": run.input_sha256,
+                "jobs": run.input_jobs,
+                "loaded": run.loaded,
+            },
+            "gateway": {
+                "name": run.gateway_name,
+                "url": format!("{}{}", run.base_url, run.messages_path),
+            },
+            "jobs": {
+                "total": c.total,
+                "succeeded": c.succeeded,
+                "failed": c.failed,
+                "rejected": c.rejected,
+                "pending": c.pending,
+            },
+            "tokens": {
+                "input": c.input_tokens,
+                "cache_write": c.cache_creation_input_tokens,
+                "cache_read": c.cache_read_input_tokens,
+                "output": c.output_tokens,
+            },
+            "spend_pico_usd": c.cost_pico_usd,
+            "unpriced_results": c.unpriced,
+            "workers": workers.iter().map(|w| serde_json::json!({
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "in_hand": w.in_hand,
+                "done": w.jobs_done,
+                "spend_pico_usd": w.spent_pico_usd,
+                "alive": w.alive,
+                "stopped": w.stopped_at_ms.is_some(),
+                "silent_ms": w.silent_ms,
+            })).collect::<Vec<_>>(),
+        });
+        if one {
+            let (failed, reason) = store.judge_failures(run.id).await?;
+            value["judges_failed"] = failed.into();
+            value["judge_failure"] = reason.into();
+        }
+        shown.push(value);
+    }
+    // JSON escapes its own strings: it is printed as it is, never terminal-escaped.
+    super::report::emit(
+        &(serde_json::to_string_pretty(&serde_json::json!({ "runs": shown }))? + "\n"),
+        None,
+    )?;
     Ok(ExitStatus::Success)
 }
 

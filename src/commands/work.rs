@@ -52,5 +52,15 @@ pub async fn work(
             " so far (the rest are still being stored)"
         }
     );
-    sending::send(global, &store, &run, &settings, key, None, shutdown).await
+    sending::send(
+        global,
+        &store,
+        &run,
+        &settings,
+        key,
+        None,
+        shutdown,
+        crate::cli::SummaryArgs::default(),
+    )
+    .await
 }

@@ -195,7 +195,9 @@ impl DiffRow {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
     pub matched: usize,
-    pub counts: BTreeMap<String, usize>,
+    /// Jobs of each kind of change, keyed (in JSON) by the same snake_case name as each row's
+    /// `change`.
+    pub counts: BTreeMap<Change, usize>,
     pub passed_before: usize,
     pub passed_after: usize,
     pub graded_before: usize,
@@ -217,7 +219,7 @@ pub struct Diff {
     /// The listed jobs, most important change first; each kind cut at the limit.
     pub rows: Vec<DiffRow>,
     /// Jobs of each kind left out by the limit.
-    pub left_out: BTreeMap<String, usize>,
+    pub left_out: BTreeMap<Change, usize>,
     /// The second run against the first over the jobs both answered: score, cost, latency.
     pub comparisons: Vec<PairedComparison>,
 }
@@ -233,7 +235,7 @@ impl Diff {
     pub fn regressions(&self) -> usize {
         self.totals
             .counts
-            .get(Change::Regression.as_str())
+            .get(&Change::Regression)
             .copied()
             .unwrap_or(0)
     }
@@ -320,6 +322,10 @@ pub async fn compare(
             Some(Change::Regression)
         } else if x.answered() && y == Outcome::Error {
             Some(Change::NewlyFailed)
+        } else if x == Outcome::Fail && y == Outcome::Pass {
+            // A grade flip says more than the stop reason that came with it, as a regression
+            // does.
+            Some(Change::Improvement)
         } else if x.answered() && y.answered() && before_side.stop_reason != after_side.stop_reason
         {
             if after_side.stop_reason.as_deref() == Some("max_tokens") {
@@ -327,8 +333,6 @@ pub async fn compare(
             } else {
                 Some(Change::StopReasonChanged)
             }
-        } else if x == Outcome::Fail && y == Outcome::Pass {
-            Some(Change::Improvement)
         } else if x == Outcome::Error && y.answered() {
             Some(Change::Fixed)
         } else {
@@ -374,10 +378,7 @@ pub async fn compare(
         let n = seen.entry(row.change).or_default();
         *n += 1;
         if !matches!(row.change, Change::Cost | Change::Latency) {
-            *totals
-                .counts
-                .entry(row.change.as_str().to_owned())
-                .or_default() += 1;
+            *totals.counts.entry(row.change).or_default() += 1;
         }
         let most = if matches!(row.change, Change::Cost | Change::Latency) {
             limit.min(LARGEST_CHANGES)
@@ -387,7 +388,7 @@ pub async fn compare(
         if *n <= most {
             kept.push(row);
         } else if most == limit {
-            *left_out.entry(row.change.as_str().to_owned()).or_default() += 1;
+            *left_out.entry(row.change).or_default() += 1;
         }
     }
     totals.latency_p50_before_ms = median(&mut latencies.0);

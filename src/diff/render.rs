@@ -114,7 +114,11 @@ fn diff_table(diff: &Diff) -> String {
     for (label, (before, after)) in ["pass rate", "cost", "p50 ms"].iter().zip(measures(diff)) {
         let _ = writeln!(out, "  {label:<10} {before} → {after}");
     }
-    let counts: Vec<String> = t.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let counts: Vec<String> = t
+        .counts
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.as_str()))
+        .collect();
     let _ = writeln!(
         out,
         "  changes    {}",
@@ -159,7 +163,11 @@ fn diff_table(diff: &Diff) -> String {
         );
     }
     for (kind, n) in &diff.left_out {
-        let _ = writeln!(out, "… and {n} more {kind} (--limit to list more)");
+        let _ = writeln!(
+            out,
+            "… and {n} more {} (--limit to list more)",
+            kind.as_str()
+        );
     }
     out
 }
@@ -405,7 +413,7 @@ pub fn markdown(comparison: &Comparison) -> String {
             }
             out.push('\n');
             for (kind, n) in &t.counts {
-                let _ = writeln!(out, "- {n} {kind}");
+                let _ = writeln!(out, "- {n} {}", kind.as_str());
             }
             let _ = writeln!(
                 out,
@@ -425,7 +433,7 @@ pub fn markdown(comparison: &Comparison) -> String {
                 );
             }
             for (kind, n) in &diff.left_out {
-                let _ = writeln!(out, "\n… and {n} more {kind}.");
+                let _ = writeln!(out, "\n… and {n} more {}.", kind.as_str());
             }
             markdown_verdicts(&mut out, &diff.comparisons);
         }
@@ -739,7 +747,7 @@ pub fn html(comparison: &Comparison) -> String {
                 let _ = writeln!(
                     note,
                     "<p>{n} more {} left out (<code>--limit</code> lists more).</p>",
-                    escape(kind)
+                    escape(kind.as_str())
                 );
             }
         }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Report, latency_cells, usd};
 
@@ -28,14 +29,61 @@ fn escape(text: &str) -> String {
 
 type Chart = Result<String, Box<dyn std::error::Error>>;
 
+/// Width of every chart, in pixels.
+const WIDTH: u32 = 820;
+/// Room for one legend entry (swatch and label) and for one row of entries.
+const LEGEND_ENTRY: u32 = 200;
+const LEGEND_ROW: u32 = 20;
+
+/// The height of the band under a plot that holds `entries` legend entries: legends sit
+/// outside the plot, where they cannot cover its data.
+fn legend_band(entries: usize) -> u32 {
+    let per_row = (WIDTH - 24) / LEGEND_ENTRY;
+    let rows = u32::try_from(entries)
+        .unwrap_or(u32::MAX)
+        .div_ceil(per_row)
+        .max(1);
+    rows * LEGEND_ROW + 8
+}
+
+/// Draws legend entries (a swatch and a name each) in rows across `area`.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    entries: &[(String, RGBColor)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let per_row = ((WIDTH - 24) / LEGEND_ENTRY).max(1) as usize;
+    for (i, (name, color)) in entries.iter().enumerate() {
+        let x = 24 + i32::try_from((i % per_row) as u32 * LEGEND_ENTRY)?;
+        let y = 4 + i32::try_from((i / per_row) as u32 * LEGEND_ROW)? + 10;
+        area.draw(&Rectangle::new(
+            [(x, y - 5), (x + 12, y + 5)],
+            color.filled(),
+        ))?;
+        let name: String = if name.chars().count() > 28 {
+            name.chars().take(27).chain(std::iter::once('…')).collect()
+        } else {
+            name.clone()
+        };
+        area.draw(&Text::new(
+            name,
+            (x + 18, y - 7),
+            ("sans-serif", 13).into_font(),
+        ))?;
+    }
+    Ok(())
+}
+
 /// The latency distribution of each group as a CDF on a log scale, so that groups of very
 /// different speeds compare on one chart; a dot marks each group's p50 and p95.
 #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
 fn latency_chart(report: &Report) -> Chart {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (820, 360)).into_drawing_area();
+        let mut legend = Vec::new();
+        let band = legend_band(report.histogram.cdf.len());
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 360 + band)).into_drawing_area();
         root.fill(&WHITE)?;
+        let (root, legend_area) = root.split_vertically(360);
         let values = report.histogram.cdf.values().flatten().map(|(v, _)| *v);
         let low = values.clone().min().unwrap_or(1).max(1) as f64;
         let high = (values.max().unwrap_or(1).max(1) as f64).max(low * 2.0);
@@ -69,12 +117,8 @@ fn latency_chart(report: &Report) -> Chart {
             } else {
                 key.clone()
             };
-            chart
-                .draw_series(LineSeries::new(steps, color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(steps, color.stroke_width(2)))?;
+            legend.push((label, color));
             let marks = report
                 .groups
                 .iter()
@@ -89,31 +133,36 @@ fn latency_chart(report: &Report) -> Chart {
                     .map(|(v, y)| Circle::new((v.max(1) as f64, y), 4, color.filled())),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
+        draw_legend(&legend_area, &legend)?;
         root.present()?;
     }
     Ok(svg)
 }
 
-/// Each run's cumulative spend against the minutes since its first result.
+/// Each run's cumulative spend against the time since its first result, in minutes, or in
+/// seconds for runs shorter than two minutes; the axis spans the longest run, so that a short
+/// run is not squashed into the start of a fixed axis.
 #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
 fn spend_chart(report: &Report) -> Chart {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (820, 300)).into_drawing_area();
+        let band = legend_band(report.spend_over_time.len());
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 300 + band)).into_drawing_area();
         root.fill(&WHITE)?;
-        let minutes = report
+        let (root, legend_area) = root.split_vertically(300);
+        let span_minutes = report
             .spend_over_time
             .values()
             .flatten()
             .map(|(m, _)| *m)
-            .fold(0.0_f64, f64::max)
-            .max(1.0 / 60.0);
+            .fold(0.0_f64, f64::max);
+        let (scale, unit) = if span_minutes < 2.0 {
+            (60.0, "seconds")
+        } else {
+            (1.0, "minutes")
+        };
+        // At least a millisecond, so that a run answered at once still has an axis.
+        let span = (span_minutes * scale).max(0.001 * scale / 60.0);
         let dollars = report
             .spend_over_time
             .values()
@@ -126,30 +175,22 @@ fn spend_chart(report: &Report) -> Chart {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(72)
-            .build_cartesian_2d(0f64..minutes * 1.02, 0f64..dollars * 1.05)?;
+            .build_cartesian_2d(0f64..span * 1.02, 0f64..dollars * 1.05)?;
         chart
             .configure_mesh()
-            .x_desc("minutes since the run's first result")
+            .x_desc(format!("{unit} since the run's first result"))
             .y_label_formatter(&|y| format!("${y:.4}"))
             .draw()?;
+        let mut legend = Vec::new();
         for (i, (run, line)) in report.spend_over_time.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
-                .chain(line.iter().map(|(m, s)| (*m, *s as f64 / 1e12)))
+                .chain(line.iter().map(|(m, s)| (*m * scale, *s as f64 / 1e12)))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(run.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
+            legend.push((run.clone(), color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
+        draw_legend(&legend_area, &legend)?;
         root.present()?;
     }
     Ok(svg)
@@ -167,37 +208,66 @@ fn stacked_chart(
     let mut svg = String::new();
     {
         let height = 380;
-        let root = SVGBackend::with_string(&mut svg, (820, height)).into_drawing_area();
+        let band = legend_band(names.len());
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height + band)).into_drawing_area();
         root.fill(&WHITE)?;
+        let (root, legend_area) = root.split_vertically(height);
         let top = bars
             .iter()
             .map(|(_, parts)| parts.iter().sum::<f64>())
             .fold(0.0, f64::max)
             .max(f64::MIN_POSITIVE)
             * 1.1;
-        let labels: Vec<String> = bars.iter().map(|(label, _)| label.clone()).collect();
+        let labels: Vec<String> = bars
+            .iter()
+            .map(|(label, _)| {
+                if label.chars().count() > 24 {
+                    label.chars().take(23).chain(std::iter::once('…')).collect()
+                } else {
+                    label.clone()
+                }
+            })
+            .collect();
+        // Labels wider than their bar's share of the axis would run into each other: they
+        // are turned to run downwards, with room made for the longest.
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        let per_bar = (WIDTH - 96) as usize / bars.len().max(1);
+        let turned = longest * 7 > per_bar;
+        let label_area = if turned {
+            u32::try_from(longest * 6 + 16).unwrap_or(180).min(180)
+        } else {
+            40
+        };
+        // Drawn by hand under each bar: plotters centres a turned axis label on its tick,
+        // which would put half of it over the bars.
+        let label_style = if turned {
+            TextStyle::from(
+                ("sans-serif", 12)
+                    .into_font()
+                    .transform(FontTransform::Rotate90),
+            )
+            .pos(Pos::new(HPos::Left, VPos::Center))
+        } else {
+            TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top))
+        };
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(40)
+            .x_label_area_size(label_area)
             .y_label_area_size(72)
             .build_cartesian_2d(0f64..bars.len().max(1) as f64, 0f64..top)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(bars.len().max(1) * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor();
-                if (x - i - 0.5).abs() < 0.01 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|_| String::new())
             .y_desc(y_desc)
             .y_label_formatter(y_format)
             .draw()?;
-        for (part, name) in names.iter().enumerate() {
+        for (i, label) in labels.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            root.draw(&Text::new(label.clone(), (x, y + 6), label_style.clone()))?;
+        }
+        for part in 0..names.len() {
             let color = PALETTE[part % PALETTE.len()];
             let rects = bars.iter().enumerate().map(|(i, (_, parts))| {
                 let bottom: f64 = parts[..part].iter().sum();
@@ -207,19 +277,14 @@ fn stacked_chart(
                     color.filled(),
                 )
             });
-            chart
-                .draw_series(rects)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
+            chart.draw_series(rects)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
+        let legend: Vec<(String, RGBColor)> = names
+            .iter()
+            .enumerate()
+            .map(|(part, name)| (name.clone(), PALETTE[part % PALETTE.len()]))
+            .collect();
+        draw_legend(&legend_area, &legend)?;
         root.present()?;
     }
     Ok(svg)

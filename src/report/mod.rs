@@ -277,7 +277,8 @@ pub struct Group {
     pub latency_ms: Option<Percentiles>,
     /// Streamed results only.
     pub ttft_ms: Option<Percentiles>,
-    /// Output tokens over generation time (latency less TTFT where streamed).
+    /// Output tokens over generation time: latency less TTFT for streamed answers whose
+    /// tokens after the first took 50 ms or more, else the whole latency.
     pub output_tokens_per_second: Option<f64>,
     /// Attempts per job sent at least once.
     pub attempts_per_job: Option<f64>,
@@ -581,9 +582,14 @@ impl Report {
         for group in &mut groups {
             group.finish();
             if let Some(share) = group.truncated_share().filter(|s| *s >= MAX_TOKENS_WARNING) {
+                // Named by its run: side by side, several runs have a group of this name.
+                let group_name = if group.key.is_empty() || group.key == group.run {
+                    format!("run {}", group.run)
+                } else {
+                    format!("run {}, {}", group.run, group.key)
+                };
                 warnings.push(format!(
-                    "{}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
-                    group.key,
+                    "{group_name}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
                     share * 100.0
                 ));
             }
@@ -661,6 +667,9 @@ impl Report {
             line.push((point.at_ms as f64 / 60_000.0, spent));
         }
         let differences = differences(&totals);
+        // A warning said twice (a model unpriced in each run) says nothing more.
+        let mut said = std::collections::HashSet::new();
+        warnings.retain(|warning| said.insert(warning.clone()));
         Ok(Self {
             generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),

@@ -44,6 +44,32 @@ fn ci(interval: Option<(f64, f64)>) -> String {
     )
 }
 
+/// A table whose columns are as wide as their widest cell (so that no group name is cut):
+/// the first column left-aligned, the figures right-aligned, two spaces between columns.
+fn aligned(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&head).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == 0 {
+                let _ = write!(line, "{cell:<width$}");
+            } else {
+                let _ = write!(line, "  {cell:>width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Wraps text at `width` columns on spaces, indenting continuation lines.
 fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
@@ -111,25 +137,28 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     header(report, &mut out);
     let rows = report.rows();
-    let _ = writeln!(
-        out,
-        "\n{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
-        "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost"
-    );
-    for (label, g) in &rows {
-        let _ = writeln!(
-            out,
-            "{:<22} {:>9} {:>6} {:>11} {:>10} {:>10} {:>11} {:>13}",
-            cut(label, 22),
-            count(g.jobs.succeeded),
-            count(g.jobs.failed),
-            count(g.tokens.input),
-            count(g.tokens.cache_write_5m + g.tokens.cache_write_1h),
-            count(g.tokens.cache_read),
-            count(g.tokens.output),
-            cost_cell(g)
-        );
-    }
+    let cost_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(label, g)| {
+            vec![
+                label.clone(),
+                count(g.jobs.succeeded),
+                count(g.jobs.failed),
+                count(g.tokens.input),
+                count(g.tokens.cache_write_5m + g.tokens.cache_write_1h),
+                count(g.tokens.cache_read),
+                count(g.tokens.output),
+                cost_cell(g),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&aligned(
+        &[
+            "COST", "ok", "failed", "input", "cache wr", "cache rd", "output", "cost",
+        ],
+        &cost_rows,
+    ));
     if !report.limits.is_empty() {
         let _ = writeln!(out, "\nRATE LIMITS (how much of each limit the run used)");
         for pool in &report.limits {
@@ -209,6 +238,14 @@ pub fn table(report: &Report) -> String {
             c[8],
         );
     }
+    let _ = writeln!(
+        out,
+        "{}",
+        wrap(
+            "tok/s: output tokens over generation time (for a streamed answer, the time after its first token when that is 50 ms or more, else its whole latency)",
+            100
+        )
+    );
     if rows.iter().any(|(_, g)| g.grading.is_some()) {
         let _ = writeln!(
             out,
@@ -268,6 +305,20 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// A compared figure as its metric reads: token counts and milliseconds as whole numbers with
+/// separators, dollars to the micro-dollar, ratios to four places.
+fn figure(metric: &str, value: f64) -> String {
+    if metric.ends_with("_tokens") || metric.ends_with("_ms") {
+        #[expect(clippy::cast_possible_truncation, reason = "whole counts for display")]
+        let whole = value.round() as i64;
+        count(whole)
+    } else if metric.ends_with("_usd") {
+        format!("{value:.6}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
 fn differences(report: &Report, out: &mut String, markdown: bool) {
     if report.differences.is_empty() {
         return;
@@ -284,26 +335,27 @@ fn differences(report: &Report, out: &mut String, markdown: bool) {
         let pct = d
             .change_pct
             .map_or_else(String::new, |p| format!(" ({p:+.1}%)"));
+        let (base, value) = (figure(&d.metric, d.base), figure(&d.metric, d.value));
+        let change = figure(&d.metric, d.change);
+        let change = if d.change > 0.0 {
+            format!("+{change}")
+        } else {
+            change
+        };
         if markdown {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.4} | {:.4} | {:+.4}{pct} |",
+                "| {} | {} | {} | {base} | {value} | {change}{pct} |",
                 md(&d.run),
                 md(&d.against),
-                d.metric,
-                d.base,
-                d.value,
-                d.change
+                d.metric
             );
         } else {
             let _ = writeln!(
                 out,
-                "{:<26} {:<18} {:>12.4} → {:>12.4}  {:+.4}{pct}",
+                "{:<26} {:<18} {base:>12} → {value:>12}  {change}{pct}",
                 cut(&d.run, 26),
                 d.metric,
-                d.base,
-                d.value,
-                d.change
             );
         }
     }

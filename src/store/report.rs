@@ -69,7 +69,9 @@ pub struct ReportRow {
     /// Sum of the costs stored with the results (pico-USD), priced ones only.
     pub stored_cost_pico_usd: i64,
     pub stored_unpriced: i64,
-    /// Generation time: latency less TTFT where streamed (ms).
+    /// Generation time (ms): latency less TTFT where streamed and the tokens after the first
+    /// took 50 ms or more to come, else the whole latency (a stream that arrives at once has
+    /// no span to divide by, and would show millions of tokens a second).
     pub generation_ms: i64,
     /// The results were answered through a batch (billed at half price).
     pub batch: bool,
@@ -205,7 +207,9 @@ impl Store {
               CAST(COALESCE(SUM(r.cost_pico_usd), 0) AS BIGINT) AS stored_cost_pico_usd,
               COUNT(*) FILTER (WHERE r.job IS NOT NULL AND r.cost_pico_usd IS NULL)
                   AS stored_unpriced,
-              CAST(COALESCE(SUM(r.latency_ms - COALESCE(r.ttft_ms, 0)), 0) AS BIGINT)
+              CAST(COALESCE(SUM(CASE WHEN r.latency_ms - r.ttft_ms >= 50
+                                     THEN r.latency_ms - r.ttft_ms
+                                     ELSE r.latency_ms END), 0) AS BIGINT)
                   AS generation_ms
              FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
         );

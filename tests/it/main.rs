@@ -4,6 +4,7 @@
 mod batches;
 mod budget;
 mod common;
+mod conventions;
 mod diff;
 mod durable;
 mod files;
