@@ -17,6 +17,32 @@ pub struct RetryPolicy {
     /// The first backoff ceiling; it doubles per retry.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// The longest wait a server may ask for (`retry-after`, `retry-after-ms`, a rate-limit
+    /// reset). A longer one is not slept: the request fails with
+    /// [`super::AttemptError::WaitTooLong`].
+    pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The error to end with instead of `error` when the wait it asks for (its
+    /// `retry-after`, or `reset`, a rate-limit reset from the same answer) is longer than
+    /// the policy allows; `None` when it may be waited for, or is not retried anyway.
+    pub fn refuse_wait(
+        &self,
+        error: &super::AttemptError,
+        reset: Option<Duration>,
+    ) -> Option<super::AttemptError> {
+        if !error.is_retryable() {
+            return None;
+        }
+        let asked = error.retry_after().max(reset)?;
+        (asked > self.max_retry_after).then(|| super::AttemptError::WaitTooLong {
+            asked,
+            limit: self.max_retry_after,
+            status: error.http_status(),
+            request_id: error.request_id().map(str::to_owned),
+        })
+    }
 }
 
 impl BackoffBuilder for RetryPolicy {
@@ -99,6 +125,7 @@ mod tests {
             max_attempts: 6,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(60),
         };
         let delays: Vec<Duration> = policy.build().collect();
         assert_eq!(delays.len(), 5, "six attempts means five waits");

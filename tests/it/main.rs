@@ -7,6 +7,7 @@ mod common;
 mod diff;
 mod files;
 mod grade;
+mod hostile_gateway;
 mod input;
 mod limits;
 mod postgres;
