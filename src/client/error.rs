@@ -44,13 +44,13 @@ pub enum AttemptError {
     },
     /// An answer past its size bound. Reading stopped there, and asking again would most
     /// likely bring the same: it is not retried.
-    #[error("{what} larger than {} (see {flag})", megabytes(*limit))]
+    #[error("{what} larger than {}{hint}", megabytes(*limit))]
     TooLarge {
         /// What was read: `answer`, `streamed answer`, `batch results line`.
         what: &'static str,
         limit: u64,
-        /// The setting that raises the bound.
-        flag: &'static str,
+        /// Where the bound is set, as ` (see --flag)`, or nothing for a fixed one.
+        hint: &'static str,
         request_id: Option<String>,
     },
     /// The gateway asks to wait (`retry-after`, `retry-after-ms` or a rate-limit reset) longer
@@ -233,12 +233,12 @@ impl AttemptError {
             Self::TooLarge {
                 what,
                 limit,
-                flag,
+                hint,
                 request_id,
             } => Self::TooLarge {
                 what,
                 limit,
-                flag,
+                hint,
                 request_id: scrub_opt(request_id),
             },
             Self::WaitTooLong {

@@ -343,9 +343,9 @@ impl Client {
             Ok(Bounded::Whole(body)) => body,
             Ok(Bounded::Over) => {
                 return Err(AttemptError::TooLarge {
-                    what: "the answer of a token count or batch call",
+                    what: "token count or batch answer",
                     limit: JSON_ANSWER_BYTES,
-                    flag: "the gateway",
+                    hint: "",
                     request_id,
                 });
             }
@@ -369,7 +369,7 @@ impl Client {
                 return Err(AttemptError::TooLarge {
                     what: "answer",
                     limit: self.max_answer_bytes,
-                    flag: "--max-answer-mb",
+                    hint: " (see --max-answer-mb)",
                     request_id,
                 });
             }
@@ -462,7 +462,7 @@ impl Client {
                 return Err(AttemptError::TooLarge {
                     what: "streamed answer",
                     limit: self.max_answer_bytes,
-                    flag: "--max-answer-mb",
+                    hint: " (see --max-answer-mb)",
                     request_id,
                 });
             }

@@ -144,6 +144,43 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_past_the_cap_is_refused_whoever_asks_for_it() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            max_retry_after: Duration::from_secs(60),
+        };
+        let http = |status: u16, retry_after: Option<u64>| super::super::AttemptError::Http {
+            status,
+            error_type: None,
+            message: String::new(),
+            error_code: None,
+            body: None,
+            retry_after: retry_after.map(Duration::from_secs),
+            should_retry: None,
+            request_id: None,
+        };
+        assert!(policy.refuse_wait(&http(429, Some(60)), None).is_none());
+        let refused = policy
+            .refuse_wait(&http(429, Some(999_999_999)), None)
+            .unwrap();
+        assert!(!refused.is_retryable());
+        assert_eq!(refused.error_type(), "wait_too_long");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("the gateway asks to wait 31years 8months"),
+            "{refused}"
+        );
+        // A rate-limit reset far away asks the same, even without a retry-after.
+        let reset = Some(Duration::from_secs(3600));
+        assert!(policy.refuse_wait(&http(529, None), reset).is_some());
+        // A failure that is not retried waits for nothing.
+        assert!(policy.refuse_wait(&http(400, Some(999)), reset).is_none());
+    }
+
+    #[test]
     fn retry_after_forms() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("2"));

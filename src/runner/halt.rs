@@ -77,7 +77,7 @@ impl Halt {
         }
         if let AttemptError::WaitTooLong { .. } = error {
             // The gateway's own state, not the job's: every request would be told the same.
-            self.stop_with(format!("{error} (`msgbatch resume`)"));
+            self.stop_with(error.to_string());
             return Verdict::Pending { revert: Vec::new() };
         }
         let status = match error {
