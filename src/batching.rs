@@ -117,13 +117,19 @@ impl Batcher<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
+        // A gateway asking to wait longer than --max-retry-after is not slept on.
         call.retry(self.policy)
             .sleep(tokio::time::sleep)
-            .when(|e: &AttemptError| e.is_retryable() && !self.stop.is_cancelled())
+            .when(|e: &AttemptError| {
+                e.is_retryable()
+                    && !self.stop.is_cancelled()
+                    && self.policy.refuse_wait(e, None).is_none()
+            })
             .adjust(|e: &AttemptError, delay| {
                 delay.map(|d| e.retry_after().map_or(d, |floor| d.max(floor)))
             })
             .await
+            .map_err(|e| self.policy.refuse_wait(&e, None).unwrap_or(e))
     }
 
     /// Intents left without an id: adopts the batch each one created, if the API lists one,
@@ -432,13 +438,16 @@ impl Batcher<'_> {
                     batch.id
                 ))
             })?;
-            let lines = self
+            let results = self
                 .patiently(|| self.client.batch_results(url))
                 .await
                 .map_err(|e| {
                     BatchError(format!("reading the results of {} failed: {e}", batch.id))
                 })?;
-            let mut lines = std::pin::pin!(lines);
+            if let Some(note) = &results.note {
+                warn(note);
+            }
+            let mut lines = results.lines;
             let mut pending = WriteBatch::default();
             // A download that stalls fails like an idle stream, rather than hang the night.
             let idle = self.client.stream_idle_timeout();
@@ -620,6 +629,11 @@ impl Batcher<'_> {
         });
         Ok(())
     }
+}
+
+/// A warning about what a gateway did, escaped for the terminal.
+fn warn(note: &str) {
+    crate::errln!("warning: {note}");
 }
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).

@@ -451,9 +451,21 @@ pub struct SendArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_base_delay: Option<std::time::Duration>,
 
-    /// Largest backoff ceiling [default: 60s]. A server's `retry-after` may ask for longer.
+    /// Largest backoff ceiling [default: 60s]. A server's `retry-after` may ask for longer,
+    /// up to --max-retry-after.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_max_delay: Option<std::time::Duration>,
+
+    /// Longest wait a gateway may ask for (`retry-after`, `retry-after-ms`, a rate-limit
+    /// reset) before a retry; asked for longer, the run stops to be resumed later
+    /// [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_retry_after: Option<std::time::Duration>,
+
+    /// Largest answer read, in MB, streamed or not (and largest line of batch results);
+    /// past it the attempt fails and is not retried [default: 64].
+    #[arg(long, value_name = "MB")]
+    pub max_answer_mb: Option<u64>,
 
     /// Budget for the whole run in USD: no job starts once the committed spend plus the worst
     /// case of every job in flight would pass it.

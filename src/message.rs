@@ -20,7 +20,9 @@ pub struct Usage {
 impl Usage {
     /// Total input tokens, cached or not.
     pub fn total_input_tokens(&self) -> u64 {
-        self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        self.input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
     }
 }
 
@@ -49,7 +51,109 @@ pub struct CacheCreation {
     pub ephemeral_1h_input_tokens: Option<u64>,
 }
 
+/// No token count can reach this: 2^53, past which counts stop being exact in the JSON
+/// numbers of most readers, and sums of them overflow the store's 64-bit integers.
+pub const MAX_TOKEN_COUNT: u64 = 1 << 53;
+
+/// No input (uncached, cache writes and reads, alone or together) can pass this: ten times
+/// the largest context window the API offers (1M tokens, `API_NOTES.md`), so that no real
+/// answer is ever refused.
+pub const MAX_INPUT_TOKENS: u64 = 10_000_000;
+
+/// Output a request may get past its `max_tokens`: a tenth of it, and at least 100 tokens, for
+/// gateways that count a few tokens more than they stop at.
+pub const OUTPUT_MARGIN: (u64, u64) = (10, 100);
+
+/// What a request allows its answer to use, read from the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestBounds {
+    pub max_tokens: Option<u64>,
+    /// `thinking.budget_tokens`: thinking counts inside `max_tokens`, except that with the
+    /// interleaved-thinking beta the budget may exceed it, so it is allowed on top.
+    pub thinking_budget: Option<u64>,
+}
+
+impl RequestBounds {
+    /// The bounds of a request's JSON body; none when it cannot be read.
+    pub fn of(body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Request {
+            #[serde(default)]
+            max_tokens: Option<u64>,
+            #[serde(default)]
+            thinking: Option<Thinking>,
+        }
+        #[derive(Deserialize)]
+        struct Thinking {
+            #[serde(default)]
+            budget_tokens: Option<u64>,
+        }
+        serde_json::from_slice::<Request>(body).map_or_else(
+            |_| Self::default(),
+            |request| Self {
+                max_tokens: request.max_tokens,
+                thinking_budget: request.thinking.and_then(|t| t.budget_tokens),
+            },
+        )
+    }
+
+    /// The most output an answer to this request can report, if the request says.
+    pub fn allowed_output(&self) -> Option<u64> {
+        let max_tokens = self.max_tokens?;
+        let (fraction, floor) = OUTPUT_MARGIN;
+        let margin = (max_tokens / fraction).max(floor);
+        Some(
+            max_tokens
+                .saturating_add(self.thinking_budget.unwrap_or(0))
+                .saturating_add(margin),
+        )
+    }
+}
+
 impl WireUsage {
+    /// Says why no request could have produced this usage, if none could: a count above
+    /// [`MAX_TOKEN_COUNT`], or input above [`MAX_INPUT_TOKENS`]. Such figures would be
+    /// billed, summed and reported as they are, so the answer is refused instead.
+    pub fn impossible(&self) -> Option<String> {
+        let split = self.cache_creation.unwrap_or_default();
+        let counts = [
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+            (
+                "cache_creation_input_tokens",
+                self.cache_creation_input_tokens,
+            ),
+            ("cache_read_input_tokens", self.cache_read_input_tokens),
+            (
+                "cache_creation.ephemeral_5m_input_tokens",
+                split.ephemeral_5m_input_tokens,
+            ),
+            (
+                "cache_creation.ephemeral_1h_input_tokens",
+                split.ephemeral_1h_input_tokens,
+            ),
+        ];
+        for (name, count) in counts {
+            let Some(count) = count else { continue };
+            if count > MAX_TOKEN_COUNT {
+                return Some(format!(
+                    "impossible usage: {name} {count} is above any count (2^53)"
+                ));
+            }
+            if name != "output_tokens" && count > MAX_INPUT_TOKENS {
+                return Some(format!(
+                    "impossible usage: {name} {count} is above any context window ({MAX_INPUT_TOKENS} tokens)"
+                ));
+            }
+        }
+        let total = self.resolve().total_input_tokens();
+        (total > MAX_INPUT_TOKENS).then(|| {
+            format!(
+                "impossible usage: {total} input tokens in all is above any context window ({MAX_INPUT_TOKENS} tokens)"
+            )
+        })
+    }
+
     /// Resolves the optional wire fields into [`Usage`].
     ///
     /// When `cache_creation` is absent every cache write is priced as a 5-minute write. When
@@ -66,7 +170,7 @@ impl WireUsage {
             .unwrap_or(0);
         let creation = self
             .cache_creation_input_tokens
-            .unwrap_or(split_5m + cache_1h);
+            .unwrap_or(split_5m.saturating_add(cache_1h));
         let cache_1h = cache_1h.min(creation);
         Usage {
             input_tokens: self.input_tokens.unwrap_or(0),
@@ -119,10 +223,31 @@ impl MessageSummary {
             Some(other) => return Err(format!("response type is `{other}`, not `message`")),
             None => return Err("response has no `type` field".to_owned()),
         }
-        if summary.usage.is_none() {
+        let Some(usage) = &summary.usage else {
             return Err("response has no `usage`".to_owned());
+        };
+        if let Some(impossible) = usage.impossible() {
+            return Err(impossible);
         }
         Ok(summary)
+    }
+
+    /// Says why this answer's usage is one that `request` could not have produced, if it is:
+    /// more output than its `max_tokens` allows (with [`OUTPUT_MARGIN`]), on top of the
+    /// bounds every usage must keep ([`WireUsage::impossible`]).
+    pub fn impossible_usage(&self, request: &RequestBounds) -> Option<String> {
+        let usage = self.usage.as_ref()?;
+        if let Some(impossible) = usage.impossible() {
+            return Some(impossible);
+        }
+        let output = usage.output_tokens?;
+        let allowed = request.allowed_output()?;
+        (output > allowed).then(|| {
+            format!(
+                "impossible usage: output_tokens {output} for a request with max_tokens {}",
+                request.max_tokens.unwrap_or(0)
+            )
+        })
     }
 
     pub fn usage(&self) -> Usage {
@@ -186,6 +311,50 @@ mod tests {
             (usage.cache_write_5m_tokens, usage.cache_write_1h_tokens),
             (100, 200)
         );
+    }
+
+    #[test]
+    fn usage_no_request_could_produce_is_refused() {
+        let parse = |usage: &str| {
+            MessageSummary::parse(format!(r#"{{"type":"message","usage":{usage}}}"#).as_bytes())
+        };
+        let err = parse(r#"{"input_tokens":5,"output_tokens":9007199254740993}"#).unwrap_err();
+        assert!(
+            err.contains("output_tokens 9007199254740993 is above any count"),
+            "{err}"
+        );
+        let err = parse(r#"{"input_tokens":10000001,"output_tokens":1}"#).unwrap_err();
+        assert!(
+            err.contains("input_tokens 10000001 is above any context window"),
+            "{err}"
+        );
+        let err =
+            parse(r#"{"input_tokens":6000000,"cache_read_input_tokens":6000000}"#).unwrap_err();
+        assert!(err.contains("12000000 input tokens in all"), "{err}");
+        let err = parse(r#"{"cache_creation":{"ephemeral_1h_input_tokens":18446744073709551615}}"#)
+            .unwrap_err();
+        assert!(err.contains("ephemeral_1h_input_tokens"), "{err}");
+        // A 1M-token context filled is real.
+        parse(r#"{"input_tokens":1000000,"output_tokens":64000}"#).unwrap();
+
+        let summary = parse(r#"{"input_tokens":5,"output_tokens":11000000000000}"#).unwrap();
+        let bounds = RequestBounds::of(br#"{"model":"m","max_tokens":16,"messages":[]}"#);
+        let err = summary.impossible_usage(&bounds).unwrap();
+        assert_eq!(
+            err,
+            "impossible usage: output_tokens 11000000000000 for a request with max_tokens 16"
+        );
+        // A few tokens past max_tokens, and a thinking budget above it, are allowed.
+        let summary = parse(r#"{"input_tokens":5,"output_tokens":116}"#).unwrap();
+        assert_eq!(summary.impossible_usage(&bounds), None);
+        let summary = parse(r#"{"input_tokens":5,"output_tokens":5000}"#).unwrap();
+        assert!(summary.impossible_usage(&bounds).is_some());
+        let thinking = RequestBounds::of(
+            br#"{"max_tokens":16,"thinking":{"type":"enabled","budget_tokens":8000}}"#,
+        );
+        assert_eq!(summary.impossible_usage(&thinking), None);
+        // A request that does not say bounds nothing more.
+        assert_eq!(summary.impossible_usage(&RequestBounds::of(b"{")), None);
     }
 
     #[test]

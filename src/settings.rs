@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
+/// Five minutes: the API's own `retry-after` stays within a minute or so, and an overnight run
+/// can afford a few minutes' pause, but not a gateway's "come back in a year".
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a worker's claim on its jobs outlives its last heartbeat (PostgreSQL store).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -360,6 +363,13 @@ pub struct SendSettings {
     pub retry_base_delay: Duration,
     #[serde(with = "duration_ms")]
     pub retry_max_delay: Duration,
+    /// The longest `retry-after` (or rate-limit reset) a request waits for; a gateway asking
+    /// for longer stops the run, to be resumed later.
+    #[serde(with = "duration_ms", default = "default_max_retry_after")]
+    pub max_retry_after: Duration,
+    /// The bound of one answer, streamed or not, and of one line of batch results.
+    #[serde(default = "default_max_answer_bytes")]
+    pub max_answer_bytes: u64,
     #[serde(with = "duration_ms", default = "default_stream_idle")]
     pub stream_idle_timeout: Duration,
     /// The run's budget in pico-USD.
@@ -381,6 +391,14 @@ pub struct SendSettings {
     /// store: how soon the others take over the jobs of a worker that died.
     #[serde(with = "duration_ms", default = "default_lease")]
     pub lease: Duration,
+}
+
+fn default_max_retry_after() -> Duration {
+    DEFAULT_MAX_RETRY_AFTER
+}
+
+fn default_max_answer_bytes() -> u64 {
+    crate::client::DEFAULT_MAX_ANSWER_BYTES
 }
 
 fn default_lease() -> Duration {
@@ -441,6 +459,7 @@ impl SendSettings {
             max_attempts: self.max_attempts,
             base_delay: self.retry_base_delay,
             max_delay: self.retry_max_delay,
+            max_retry_after: self.max_retry_after,
         }
     }
 }
@@ -460,6 +479,8 @@ impl SendSettings {
             timeout: DEFAULT_TIMEOUT,
             retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            max_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_cost_pico_usd: None,
             warmup: true,
@@ -482,6 +503,10 @@ impl SendSettings {
             timeout: args.timeout.unwrap_or(self.timeout),
             retry_base_delay: args.retry_base_delay.unwrap_or(self.retry_base_delay),
             retry_max_delay: args.retry_max_delay.unwrap_or(self.retry_max_delay),
+            max_retry_after: args.max_retry_after.unwrap_or(self.max_retry_after),
+            max_answer_bytes: args
+                .max_answer_mb
+                .map_or(self.max_answer_bytes, |mb| mb.saturating_mul(1024 * 1024)),
             stream_idle_timeout: args.stream_idle_timeout.unwrap_or(self.stream_idle_timeout),
             max_cost_pico_usd: match args.max_cost {
                 Some(usd) => {
@@ -524,6 +549,9 @@ impl SendSettings {
         }
         if settings.rpm == Some(0) {
             bail!("--rpm must be at least 1");
+        }
+        if settings.max_answer_bytes == 0 {
+            bail!("--max-answer-mb must be at least 1");
         }
         if settings.timeout.is_zero() {
             bail!("--timeout must be longer than zero");

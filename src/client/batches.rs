@@ -6,6 +6,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
+use std::sync::atomic::Ordering;
+
 use super::{AttemptError, Client, header_text};
 
 /// A Message Batch as the API describes it.
@@ -114,41 +116,109 @@ impl Client {
     }
 
     /// The results file of an ended batch, line by line (each a JSON object), as it arrives;
-    /// a connection that fails halfway ends the stream with what went wrong.
-    pub async fn batch_results(
-        &self,
-        results_url: &str,
-    ) -> Result<impl Stream<Item = Result<Bytes, String>> + use<>, AttemptError> {
+    /// a connection that fails halfway, or a line longer than the bound of an answer, ends
+    /// the stream with what went wrong.
+    ///
+    /// The file is always read from the base URL's origin: a `results_url` elsewhere is read
+    /// there with the same path and query, and [`ResultsFile::note`] says so the first time,
+    /// so that the key and the extra headers go nowhere else.
+    pub async fn batch_results(&self, results_url: &str) -> Result<ResultsFile, AttemptError> {
+        let (url, note) =
+            self.on_base_origin(results_url)
+                .map_err(|message| AttemptError::InvalidResponse {
+                    message,
+                    body: None,
+                    request_id: None,
+                })?;
         let response = self
             .http
-            .get(results_url)
+            .get(url)
             .headers(self.headers.clone())
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.scrub_error(self.transport_error(&e)))?;
         if response.status().as_u16() != 200 {
             let request_id = header_text(response.headers(), "request-id");
-            return Err(self.http_error(response, request_id).await);
+            let error = self.http_error(response, request_id).await;
+            return Err(self.scrub_error(error));
         }
         let client = self.clone();
-        let chunks = response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| client.transport_error(&e).to_string()));
-        Ok(lines(chunks))
+        let chunks = response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| client.scrub_error(client.transport_error(&e)).to_string())
+        });
+        // A line holds one result, whose message is bounded like a direct answer, and the
+        // few fields around it.
+        let max_line =
+            usize::try_from(self.max_answer_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+        Ok(ResultsFile {
+            note,
+            lines: Box::pin(lines(chunks, max_line)),
+        })
+    }
+
+    /// `url` (absolute, or relative to the messages URL) moved to the base URL's origin, and
+    /// a note for the user the first time one had to be moved.
+    fn on_base_origin(&self, url: &str) -> Result<(String, Option<String>), String> {
+        let base = reqwest::Url::parse(&self.url)
+            .map_err(|e| format!("the messages URL is not a URL: {e}"))?;
+        let target = base
+            .join(url)
+            .map_err(|e| format!("the batch's results_url is not a URL: {e}"))?;
+        if target.origin() == base.origin() {
+            return Ok((target.to_string(), None));
+        }
+        let mut moved = base.clone();
+        moved.set_path(target.path());
+        moved.set_query(target.query());
+        moved.set_fragment(None);
+        let first = !self.results_origin_noted.swap(true, Ordering::Relaxed);
+        let note = first.then(|| {
+            let origin = target.origin();
+            let origin = if origin.is_tuple() {
+                origin.ascii_serialization()
+            } else {
+                format!("{}:", target.scheme())
+            };
+            let origin: String = origin.chars().filter(|c| !c.is_control()).take(200).collect();
+            format!(
+                "the gateway gave a results_url on another origin ({origin}); batch results are read from the base URL's origin with the same path instead, so that the key goes nowhere else"
+            )
+        });
+        Ok((moved.to_string(), note))
     }
 }
 
-/// Splits a stream of chunks into its non-empty lines (without their `\n` or `\r\n`).
-pub fn lines<S, E>(chunks: S) -> impl Stream<Item = Result<Bytes, E>>
+/// A batch's results file as it arrives.
+pub struct ResultsFile {
+    /// Something the user should be told once (a `results_url` moved to the base origin).
+    pub note: Option<String>,
+    pub lines: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+}
+
+/// Splits a stream of chunks into its non-empty lines (without their `\n` or `\r\n`); a line
+/// longer than `max_line` bytes ends the stream with an error, so memory stays bounded.
+pub fn lines<S, E>(chunks: S, max_line: usize) -> impl Stream<Item = Result<Bytes, String>>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
 {
+    // `scanned` bytes of `pending` are known to hold no `\n`: each byte is looked at once.
     futures_util::stream::unfold(
-        (chunks, Vec::<u8>::new(), false),
-        |(mut chunks, mut pending, mut done)| async move {
+        (chunks, Vec::<u8>::new(), 0usize, false),
+        move |(mut chunks, mut pending, mut scanned, mut done)| async move {
             loop {
-                if let Some(end) = memchr::memchr(b'\n', &pending) {
+                let found = memchr::memchr(b'\n', &pending[scanned..]).map(|at| scanned + at);
+                if found.unwrap_or(pending.len()) > max_line {
+                    return Some((
+                        Err(format!(
+                            "a line of the results is longer than {max_line} bytes"
+                        )),
+                        (chunks, Vec::new(), 0, true),
+                    ));
+                }
+                if let Some(end) = found {
                     let mut line: Vec<u8> = pending.drain(..=end).collect();
+                    scanned = 0;
                     line.pop();
                     if line.last() == Some(&b'\r') {
                         line.pop();
@@ -156,18 +226,21 @@ where
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return Some((Ok(Bytes::from(line)), (chunks, pending, done)));
+                    return Some((Ok(Bytes::from(line)), (chunks, pending, scanned, done)));
                 }
+                scanned = pending.len();
                 if done {
                     if pending.iter().all(u8::is_ascii_whitespace) {
                         return None;
                     }
                     let line = Bytes::from(std::mem::take(&mut pending));
-                    return Some((Ok(line), (chunks, pending, done)));
+                    return Some((Ok(line), (chunks, pending, 0, done)));
                 }
                 match chunks.next().await {
                     Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Some((Err(e), (chunks, pending, true))),
+                    Some(Err(e)) => {
+                        return Some((Err(e.to_string()), (chunks, pending, scanned, true)));
+                    }
                     None => done = true,
                 }
             }
@@ -185,7 +258,29 @@ mod tests {
             ["{\"a\":1}\n{\"b\"", ":2}\r\n\n", "{\"c\":3}"]
                 .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))),
         );
-        let got: Vec<Bytes> = lines(chunks).map(Result::unwrap).collect().await;
+        let got: Vec<Bytes> = lines(chunks, 100).map(Result::unwrap).collect().await;
         assert_eq!(got, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[tokio::test]
+    async fn a_line_past_the_bound_ends_the_stream_with_an_error() {
+        let chunks = futures_util::stream::iter(
+            [
+                "{\"a\":1}\n",
+                "0123456789",
+                "0123456789",
+                "0123456789\n{}\n",
+            ]
+            .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))),
+        );
+        let got: Vec<Result<Bytes, String>> = lines(chunks, 25).collect().await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].as_deref(), Ok(&b"{\"a\":1}"[..]));
+        assert!(
+            got[1]
+                .as_ref()
+                .unwrap_err()
+                .contains("longer than 25 bytes")
+        );
     }
 }

@@ -42,6 +42,48 @@ pub enum AttemptError {
         message: String,
         request_id: Option<String>,
     },
+    /// An answer past its size bound. Reading stopped there, and asking again would most
+    /// likely bring the same: it is not retried.
+    #[error("{what} larger than {}{hint}", megabytes(*limit))]
+    TooLarge {
+        /// What was read: `answer`, `streamed answer`, `batch results line`.
+        what: &'static str,
+        limit: u64,
+        /// Where the bound is set, as ` (see --flag)`, or nothing for a fixed one.
+        hint: &'static str,
+        request_id: Option<String>,
+    },
+    /// The gateway asks to wait (`retry-after`, `retry-after-ms` or a rate-limit reset) longer
+    /// than `--max-retry-after`: the request is not slept on, and the run stops so that it
+    /// can be resumed once the gateway is ready.
+    #[error(
+        "the gateway asks to wait {} before trying again, more than --max-retry-after {}; resume later",
+        humantime::format_duration(whole_seconds(*asked)),
+        humantime::format_duration(*limit)
+    )]
+    WaitTooLong {
+        asked: Duration,
+        limit: Duration,
+        /// The status of the answer that asked.
+        status: Option<u16>,
+        request_id: Option<String>,
+    },
+}
+
+/// `67108864` as `64 MB`, and sizes that are no whole number of megabytes in bytes.
+fn megabytes(bytes: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if bytes.is_multiple_of(MB) {
+        format!("{} MB", bytes / MB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A wait rounded up to whole seconds, so that a message says `31years 8months …` rather
+/// than nanoseconds.
+fn whole_seconds(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
 }
 
 /// `error.details.error_code` of the monthly spend-cap 429: retrying cannot succeed.
@@ -61,7 +103,9 @@ impl AttemptError {
                 should_retry,
                 ..
             } => {
-                if self.is_spend_limit() {
+                // A redirect is never followed (the key goes only to the base URL's origin), so
+                // asking again would only be redirected again, whatever the server hints.
+                if self.is_spend_limit() || (300..400).contains(status) {
                     return false;
                 }
                 should_retry.unwrap_or(matches!(status, 408 | 409 | 429) || *status >= 500)
@@ -70,6 +114,7 @@ impl AttemptError {
             | Self::Timeout(_)
             | Self::InvalidResponse { .. }
             | Self::Stream { .. } => true,
+            Self::TooLarge { .. } | Self::WaitTooLong { .. } => false,
         }
     }
 
@@ -91,7 +136,8 @@ impl AttemptError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Self::Http { status, .. } => Some(*status),
-            Self::InvalidResponse { .. } | Self::Stream { .. } => Some(200),
+            Self::InvalidResponse { .. } | Self::Stream { .. } | Self::TooLarge { .. } => Some(200),
+            Self::WaitTooLong { status, .. } => *status,
             Self::Connection(_) | Self::Timeout(_) => None,
         }
     }
@@ -108,6 +154,8 @@ impl AttemptError {
             Self::Timeout(_) => "timeout".to_owned(),
             Self::InvalidResponse { .. } => "invalid_response".to_owned(),
             Self::Stream { error_type, .. } => error_type.clone(),
+            Self::TooLarge { .. } => "answer_too_large".to_owned(),
+            Self::WaitTooLong { .. } => "wait_too_long".to_owned(),
         }
     }
 
@@ -131,8 +179,80 @@ impl AttemptError {
         match self {
             Self::Http { request_id, .. }
             | Self::InvalidResponse { request_id, .. }
-            | Self::Stream { request_id, .. } => request_id.as_deref(),
+            | Self::Stream { request_id, .. }
+            | Self::TooLarge { request_id, .. }
+            | Self::WaitTooLong { request_id, .. } => request_id.as_deref(),
             _ => None,
+        }
+    }
+}
+
+impl AttemptError {
+    /// The error with `scrub` applied to every text a gateway could have put in it.
+    pub(crate) fn scrubbed(self, scrub: impl Fn(String) -> String) -> Self {
+        let scrub_opt = |text: Option<String>| text.map(&scrub);
+        match self {
+            Self::Http {
+                status,
+                error_type,
+                message,
+                error_code,
+                body,
+                retry_after,
+                should_retry,
+                request_id,
+            } => Self::Http {
+                status,
+                error_type: scrub_opt(error_type),
+                message: scrub(message),
+                error_code: scrub_opt(error_code),
+                body: scrub_opt(body),
+                retry_after,
+                should_retry,
+                request_id: scrub_opt(request_id),
+            },
+            Self::Connection(message) => Self::Connection(scrub(message)),
+            Self::InvalidResponse {
+                message,
+                body,
+                request_id,
+            } => Self::InvalidResponse {
+                message: scrub(message),
+                body: scrub_opt(body),
+                request_id: scrub_opt(request_id),
+            },
+            Self::Stream {
+                error_type,
+                message,
+                request_id,
+            } => Self::Stream {
+                error_type: scrub(error_type),
+                message: scrub(message),
+                request_id: scrub_opt(request_id),
+            },
+            Self::TooLarge {
+                what,
+                limit,
+                hint,
+                request_id,
+            } => Self::TooLarge {
+                what,
+                limit,
+                hint,
+                request_id: scrub_opt(request_id),
+            },
+            Self::WaitTooLong {
+                asked,
+                limit,
+                status,
+                request_id,
+            } => Self::WaitTooLong {
+                asked,
+                limit,
+                status,
+                request_id: scrub_opt(request_id),
+            },
+            timeout @ Self::Timeout(_) => timeout,
         }
     }
 }
@@ -167,6 +287,45 @@ pub fn describe_error_body(body: &[u8]) -> (Option<String>, String, Option<Strin
             (None, truncate(&text, 200), None)
         }
     }
+}
+
+/// Locations longer than this are cut before they are shown.
+const SHOWN_LOCATION_CHARS: usize = 200;
+
+/// Says where a 3xx answer pointed, safe to store and print: control characters removed,
+/// credentials in the URL redacted, cut to [`SHOWN_LOCATION_CHARS`].
+pub fn describe_redirect(location: Option<&[u8]>) -> String {
+    let Some(location) = location else {
+        return "the gateway answered with a redirect and no location; msgbatch does not follow redirects".to_owned();
+    };
+    let text: String = String::from_utf8_lossy(location)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let shown = match reqwest::Url::parse(text.trim()) {
+        Ok(mut url) => {
+            if !url.username().is_empty() || url.password().is_some() {
+                // Either may fail on a URL that cannot carry credentials; then it has none.
+                let _ = url.set_username("****");
+                let _ = url.set_password(None);
+            }
+            url.to_string()
+        }
+        // A relative location (`/v2/messages`) has no credentials to hide.
+        Err(_) => text.trim().to_owned(),
+    };
+    let kind = if shown.starts_with("file:") {
+        " (a local file)"
+    } else {
+        ""
+    };
+    let mut cut: String = shown.chars().take(SHOWN_LOCATION_CHARS).collect();
+    if cut.len() < shown.len() {
+        cut.push('…');
+    }
+    format!(
+        "the gateway redirected to {cut}{kind}; msgbatch does not follow redirects, so that the key goes only to the base URL's origin (point --base-url at the right place)"
+    )
 }
 
 /// Keeps at most [`KEPT_BODY_BYTES`] of a body, cut on a character boundary.

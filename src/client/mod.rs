@@ -8,10 +8,11 @@ pub mod partial_json;
 mod retry;
 pub mod sse;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use error::{AttemptError, SPEND_LIMIT_CODE};
@@ -133,14 +134,35 @@ pub struct Exchange {
     pub rate_limit: RateLimitHint,
 }
 
+/// The default bound of one answer, streamed or not (`--max-answer-mb`).
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What is read of an error answer: enough for any API error object and the start of a
+/// proxy's HTML page. Past it the body is dropped unread, and the connection with it.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The bound of the small JSON answers: token counts and batch objects (a page of 100
+/// batches is some 50 KB).
+const JSON_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Header values shorter than this are not scrubbed from what a gateway says: they cannot be
+/// secrets worth the name (`1`, `on`), and scrubbing them would garble every message.
+const MIN_SCRUBBED_CHARS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     url: String,
     headers: HeaderMap,
-    /// Kept only to scrub it from anything a gateway echoes back.
-    key: Option<ApiKey>,
+    /// The key and the extra header values, longest first, kept only to scrub them from
+    /// anything a gateway echoes back.
+    secrets: Arc<[String]>,
     timeouts: Timeouts,
+    /// The bound of one answer, streamed or not, and of one line of a batch's results.
+    max_answer_bytes: u64,
+    /// Set once the user has been told that a `results_url` on another origin was read from
+    /// the base URL's origin, so that they are told once.
+    results_origin_noted: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -177,7 +199,21 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let mut secrets: Vec<String> = gateway
+            .headers
+            .iter()
+            .map(|(_, value)| value.trim().to_owned())
+            .filter(|value| value.chars().count() >= MIN_SCRUBBED_CHARS)
+            .chain(key.iter().map(|key| key.expose().to_owned()))
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        // Longest first, so that a secret holding another is replaced whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         let http = reqwest::Client::builder()
+            // Never follow a redirect: reqwest would send `x-api-key` and every extra header
+            // to wherever a gateway points (it strips only `Authorization`), and turn a POST
+            // into a GET still carrying the key. A 3xx is an error that says where it points.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(pool_size)
             .tcp_nodelay(true)
@@ -188,9 +224,18 @@ impl Client {
             http,
             url: gateway.url,
             headers,
-            key,
+            secrets: secrets.into(),
             timeouts,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            results_origin_noted: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The client with another bound on one answer (`--max-answer-mb`).
+    #[must_use]
+    pub fn with_max_answer_bytes(mut self, bytes: u64) -> Self {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     /// Sends one request body and reads the answer, streamed when `stream` is set.
@@ -212,7 +257,7 @@ impl Client {
             .post(&self.url)
             .headers(self.headers.clone())
             .timeout(self.timeouts.total)
-            .body(body)
+            .body(body.clone())
             .send()
             .await;
         let response = match response {
@@ -237,7 +282,17 @@ impl Client {
         } else {
             self.read_body(response, request_id).await
         };
-        Exchange { result, rate_limit }
+        let result = match result {
+            Ok(answer) => match impossible(&answer, &body) {
+                Some(error) => Err(error),
+                None => Ok(answer),
+            },
+            Err(e) => Err(e),
+        };
+        Exchange {
+            result: result.map_err(|e| self.scrub_error(e)),
+            rate_limit,
+        }
     }
 
     /// Counts the input tokens of a request body with the gateway's `count_tokens` endpoint
@@ -264,7 +319,17 @@ impl Client {
         request: reqwest::RequestBuilder,
         unexpected: &str,
     ) -> Result<T, AttemptError> {
-        let response = request
+        self.json_call_unscrubbed(request, unexpected)
+            .await
+            .map_err(|e| self.scrub_error(e))
+    }
+
+    async fn json_call_unscrubbed<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        unexpected: &str,
+    ) -> Result<T, AttemptError> {
+        let mut response = request
             .headers(self.headers.clone())
             .timeout(self.timeouts.total)
             .send()
@@ -274,26 +339,54 @@ impl Client {
         if response.status().as_u16() != 200 {
             return Err(self.http_error(response, request_id).await);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let body = match read_up_to(&mut response, JSON_ANSWER_BYTES).await {
+            Ok(Bounded::Whole(body)) => body,
+            Ok(Bounded::Over) => {
+                return Err(AttemptError::TooLarge {
+                    what: "token count or batch answer",
+                    limit: JSON_ANSWER_BYTES,
+                    hint: "",
+                    request_id,
+                });
+            }
+            Err(e) => return Err(self.transport_error(&e)),
+        };
         serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
             message: format!("{unexpected}: {e}"),
-            body: self.scrub(error::keep_body(&body)),
+            body: error::keep_body(&body),
             request_id,
         })
     }
 
     async fn read_body(
         &self,
-        response: reqwest::Response,
+        mut response: reqwest::Response,
         request_id: Option<String>,
     ) -> Result<Answer, AttemptError> {
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let body = match read_up_to(&mut response, self.max_answer_bytes).await {
+            Ok(Bounded::Whole(body)) => body,
+            Ok(Bounded::Over) => {
+                return Err(AttemptError::TooLarge {
+                    what: "answer",
+                    limit: self.max_answer_bytes,
+                    hint: " (see --max-answer-mb)",
+                    request_id,
+                });
+            }
+            Err(e) => return Err(self.transport_error(&e)),
+        };
+        // JSON is UTF-8 (RFC 8259), and the answer is kept exactly as received: bytes that
+        // are not UTF-8 could be neither read back as JSON nor exported unchanged.
+        if let Err(e) = std::str::from_utf8(&body) {
+            return Err(AttemptError::InvalidResponse {
+                message: format!(
+                    "the answer is not UTF-8 text (invalid byte at offset {}), so it is not JSON",
+                    e.valid_up_to()
+                ),
+                body: error::keep_body(&body),
+                request_id,
+            });
+        }
         match MessageSummary::parse(&body) {
             Ok(summary) => Ok(Answer {
                 body,
@@ -307,7 +400,7 @@ impl Client {
             }),
             Err(message) => Err(AttemptError::InvalidResponse {
                 message,
-                body: self.scrub(error::keep_body(&body)),
+                body: error::keep_body(&body),
                 request_id,
             }),
         }
@@ -315,7 +408,7 @@ impl Client {
 
     async fn read_stream(
         &self,
-        response: reqwest::Response,
+        mut response: reqwest::Response,
         request_id: Option<String>,
         started: Instant,
         first_token: Option<&(dyn Fn() + Send + Sync)>,
@@ -334,9 +427,11 @@ impl Client {
         let mut decoder = sse::Decoder::default();
         let mut accumulator = sse::Accumulator::default();
         let mut ttft = None;
-        let mut chunks = response.bytes_stream();
+        // Every byte of the stream counts against the answer's bound, which so bounds each
+        // line and event too: memory stays under it whatever the gateway sends.
+        let mut received: u64 = 0;
         loop {
-            let next = tokio::time::timeout(self.timeouts.stream_idle, chunks.next()).await;
+            let next = tokio::time::timeout(self.timeouts.stream_idle, response.chunk()).await;
             let chunk = match next {
                 Err(_) => {
                     return Err(AttemptError::Stream {
@@ -348,8 +443,8 @@ impl Client {
                         request_id,
                     });
                 }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
                     let message = match self.transport_error(&e) {
                         AttemptError::Timeout(d) => format!("no complete answer within {d:?}"),
                         other => other.message(),
@@ -360,9 +455,26 @@ impl Client {
                         request_id,
                     });
                 }
-                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Ok(Some(chunk))) => chunk,
             };
-            for event in decoder.feed(&chunk) {
+            received = received.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            if received > self.max_answer_bytes {
+                return Err(AttemptError::TooLarge {
+                    what: "streamed answer",
+                    limit: self.max_answer_bytes,
+                    hint: " (see --max-answer-mb)",
+                    request_id,
+                });
+            }
+            let events = decoder.feed(&chunk);
+            if decoder.invalid_utf8() {
+                return Err(AttemptError::InvalidResponse {
+                    message: "the stream is not UTF-8 text, so its events are not JSON".to_owned(),
+                    body: None,
+                    request_id,
+                });
+            }
+            for event in events {
                 match accumulator.apply(&event) {
                     Ok(sse::Step::Delta) if ttft.is_none() => {
                         ttft = Some(started.elapsed());
@@ -402,19 +514,33 @@ impl Client {
 
     async fn http_error(
         &self,
-        response: reqwest::Response,
+        mut response: reqwest::Response,
         request_id: Option<String>,
     ) -> AttemptError {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_default();
+        if (300..400).contains(&status) {
+            return AttemptError::Http {
+                status,
+                error_type: Some("redirect".to_owned()),
+                message: error::describe_redirect(
+                    headers.get("location").map(HeaderValue::as_bytes),
+                ),
+                error_code: None,
+                body: None,
+                retry_after: None,
+                should_retry: Some(false),
+                request_id,
+            };
+        }
+        let body = read_prefix(&mut response, ERROR_BODY_BYTES).await;
         let (error_type, message, error_code) = error::describe_error_body(&body);
         AttemptError::Http {
             status,
             error_type,
-            message: self.scrub(Some(message)).unwrap_or_default(),
+            message,
             error_code,
-            body: self.scrub(error::keep_body(&body)),
+            body: error::keep_body(&body),
             retry_after: retry::parse_retry_after(&headers),
             should_retry: retry::parse_should_retry(&headers),
             request_id,
@@ -440,18 +566,81 @@ impl Client {
             source = e.source();
         }
         let message = message.replace(&self.url, "the gateway");
-        AttemptError::Connection(self.scrub(Some(message)).unwrap_or_default())
+        AttemptError::Connection(self.scrub(message))
     }
 
-    /// Removes the key from text a gateway sent back, should it ever echo it.
-    fn scrub(&self, text: Option<String>) -> Option<String> {
-        match (&self.key, text) {
-            (Some(key), Some(text)) if !key.expose().is_empty() && text.contains(key.expose()) => {
-                Some(text.replace(key.expose(), "****"))
+    /// Removes the key and the extra header values from text a gateway sent back, should it
+    /// ever echo them.
+    fn scrub(&self, text: String) -> String {
+        let mut text = text;
+        for secret in self.secrets.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "****");
             }
-            (_, text) => text,
+        }
+        text
+    }
+
+    /// [`Client::scrub`] over every text of an error, before anything stores or prints it.
+    fn scrub_error(&self, error: AttemptError) -> AttemptError {
+        error.scrubbed(|text| self.scrub(text))
+    }
+}
+
+/// A body read whole, or found past its bound.
+enum Bounded {
+    Whole(Bytes),
+    Over,
+}
+
+/// Reads a body frame by frame, stopping as soon as it passes `limit` bytes (at once when its
+/// length says so), so that no answer holds more memory than its bound.
+async fn read_up_to(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> Result<Bounded, reqwest::Error> {
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit) {
+        return Ok(Bounded::Over);
+    }
+    let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await? {
+        let length = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
+        if length > limit {
+            return Ok(Bounded::Over);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bounded::Whole(Bytes::from(body)))
+}
+
+/// The first `limit` bytes of a body (or what arrived before it failed); the rest is left
+/// unread and the connection dropped with the response.
+async fn read_prefix(response: &mut reqwest::Response, limit: usize) -> Bytes {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
         }
     }
+    Bytes::from(body)
+}
+
+/// The error of an answer whose usage `request` (the JSON body sent) could not have produced,
+/// if it is one: such figures would be billed and summed as they are.
+fn impossible(answer: &Answer, request: &[u8]) -> Option<AttemptError> {
+    let bounds = crate::message::RequestBounds::of(request);
+    let message = answer.summary.impossible_usage(&bounds)?;
+    Some(AttemptError::InvalidResponse {
+        message,
+        body: error::keep_body(&answer.body),
+        request_id: answer.request_id.clone(),
+    })
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {

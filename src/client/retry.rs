@@ -17,6 +17,32 @@ pub struct RetryPolicy {
     /// The first backoff ceiling; it doubles per retry.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// The longest wait a server may ask for (`retry-after`, `retry-after-ms`, a rate-limit
+    /// reset). A longer one is not slept: the request fails with
+    /// [`super::AttemptError::WaitTooLong`].
+    pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The error to end with instead of `error` when the wait it asks for (its
+    /// `retry-after`, or `reset`, a rate-limit reset from the same answer) is longer than
+    /// the policy allows; `None` when it may be waited for, or is not retried anyway.
+    pub fn refuse_wait(
+        &self,
+        error: &super::AttemptError,
+        reset: Option<Duration>,
+    ) -> Option<super::AttemptError> {
+        if !error.is_retryable() {
+            return None;
+        }
+        let asked = error.retry_after().max(reset)?;
+        (asked > self.max_retry_after).then(|| super::AttemptError::WaitTooLong {
+            asked,
+            limit: self.max_retry_after,
+            status: error.http_status(),
+            request_id: error.request_id().map(str::to_owned),
+        })
+    }
 }
 
 impl BackoffBuilder for RetryPolicy {
@@ -99,6 +125,7 @@ mod tests {
             max_attempts: 6,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(60),
         };
         let delays: Vec<Duration> = policy.build().collect();
         assert_eq!(delays.len(), 5, "six attempts means five waits");
@@ -114,6 +141,43 @@ mod tests {
             ..policy
         };
         assert_eq!(single.build().next(), None);
+    }
+
+    #[test]
+    fn a_wait_past_the_cap_is_refused_whoever_asks_for_it() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            max_retry_after: Duration::from_secs(60),
+        };
+        let http = |status: u16, retry_after: Option<u64>| super::super::AttemptError::Http {
+            status,
+            error_type: None,
+            message: String::new(),
+            error_code: None,
+            body: None,
+            retry_after: retry_after.map(Duration::from_secs),
+            should_retry: None,
+            request_id: None,
+        };
+        assert!(policy.refuse_wait(&http(429, Some(60)), None).is_none());
+        let refused = policy
+            .refuse_wait(&http(429, Some(999_999_999)), None)
+            .unwrap();
+        assert!(!refused.is_retryable());
+        assert_eq!(refused.error_type(), "wait_too_long");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("the gateway asks to wait 31years 8months"),
+            "{refused}"
+        );
+        // A rate-limit reset far away asks the same, even without a retry-after.
+        let reset = Some(Duration::from_secs(3600));
+        assert!(policy.refuse_wait(&http(529, None), reset).is_some());
+        // A failure that is not retried waits for nothing.
+        assert!(policy.refuse_wait(&http(400, Some(999)), reset).is_none());
     }
 
     #[test]

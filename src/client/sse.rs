@@ -21,11 +21,19 @@ pub struct Event {
 pub struct Decoder {
     /// Bytes of an unfinished line.
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no line end: each byte is looked at once, so
+    /// decoding is linear in the stream even when one line comes in many chunks.
+    scanned: usize,
     name: String,
     data: String,
     has_data: bool,
     /// The previous chunk ended in `\r`, so a leading `\n` belongs to that line end.
     skip_newline: bool,
+    /// A line was not UTF-8: the stream is not text, and its events are not JSON.
+    invalid_utf8: bool,
+    /// Bytes looked at for line ends, for the test that decoding is linear.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl Decoder {
@@ -39,31 +47,48 @@ impl Decoder {
         self.skip_newline = false;
         self.buffer.extend_from_slice(chunk);
         let mut start = 0;
-        let mut i = 0;
-        while i < self.buffer.len() {
+        let mut i = self.scanned;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &self.buffer[i..]) {
+            #[cfg(test)]
+            {
+                self.examined += at + 1;
+            }
+            i += at;
             let byte = self.buffer[i];
-            if byte == b'\n' || byte == b'\r' {
-                let line = String::from_utf8_lossy(&self.buffer[start..i]).into_owned();
-                if byte == b'\r' {
-                    if i + 1 < self.buffer.len() {
-                        if self.buffer[i + 1] == b'\n' {
-                            i += 1;
-                        }
-                    } else {
-                        self.skip_newline = true;
+            let line = match std::str::from_utf8(&self.buffer[start..i]) {
+                Ok(line) => line.to_owned(),
+                Err(_) => {
+                    self.invalid_utf8 = true;
+                    String::from_utf8_lossy(&self.buffer[start..i]).into_owned()
+                }
+            };
+            if byte == b'\r' {
+                if i + 1 < self.buffer.len() {
+                    if self.buffer[i + 1] == b'\n' {
+                        i += 1;
                     }
+                } else {
+                    self.skip_newline = true;
                 }
-                i += 1;
-                start = i;
-                if let Some(event) = self.line(&line) {
-                    events.push(event);
-                }
-            } else {
-                i += 1;
+            }
+            i += 1;
+            start = i;
+            if let Some(event) = self.line(&line) {
+                events.push(event);
             }
         }
+        #[cfg(test)]
+        {
+            self.examined += self.buffer.len() - i;
+        }
         self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
         events
+    }
+
+    /// Whether a line so far was not UTF-8 (it was decoded with U+FFFD in its place).
+    pub fn invalid_utf8(&self) -> bool {
+        self.invalid_utf8
     }
 
     fn line(&mut self, line: &str) -> Option<Event> {
@@ -537,6 +562,28 @@ pub(crate) mod tests {
         }
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(rebuild(&singles).unwrap(), expected());
+    }
+
+    #[test]
+    fn one_long_line_in_small_chunks_is_scanned_once() {
+        let mut decoder = Decoder::default();
+        let line = format!("data: {}\n\n", "x".repeat(1_000_000));
+        let mut events = Vec::new();
+        for chunk in line.as_bytes().chunks(100) {
+            events.extend(decoder.feed(chunk));
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.len(), 1_000_000);
+        // Each byte is looked at once (the blank line's end included), not once per chunk.
+        assert!(
+            decoder.examined <= line.len(),
+            "{} bytes examined for {}",
+            decoder.examined,
+            line.len()
+        );
+        assert!(!decoder.invalid_utf8());
+        decoder.feed(b"data: \xff\xfe\n\n");
+        assert!(decoder.invalid_utf8());
     }
 
     #[test]

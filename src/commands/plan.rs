@@ -170,7 +170,8 @@ pub async fn connect(
             stream_idle: settings.send.stream_idle_timeout,
         },
         settings.send.concurrency,
-    )?;
+    )?
+    .with_max_answer_bytes(settings.send.max_answer_bytes);
     Ok((mock, client))
 }
 

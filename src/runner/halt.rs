@@ -1,4 +1,5 @@
-//! Deciding that a run cannot succeed. A spend-cap 429 stops it at once; the same 401, 403 or
+//! Deciding that a run cannot succeed. A spend-cap 429, or a gateway asking to wait longer than
+//! `--max-retry-after`, stops it at once; the same 401, 403 or
 //! 404, or a gateway that cannot be reached, on [`HALT_STREAK`] jobs in a row stops it too,
 //! since the key, the gateway or the model is wrong rather than those jobs. Any other 4xx that
 //! is not worth retrying stops it only when the same one (status and error type) answers the
@@ -48,6 +49,7 @@ pub struct Halt {
 /// Whether an error may stop the run (and so must go through [`Halt::observe`]).
 pub fn is_run_level(error: &AttemptError) -> bool {
     error.is_spend_limit()
+        || matches!(error, AttemptError::WaitTooLong { .. })
         || matches!(error, AttemptError::Connection(_))
         || matches!(error, AttemptError::Http { status, .. }
             if (400..500).contains(status) && !error.is_retryable())
@@ -85,6 +87,11 @@ impl Halt {
                 "the gateway says the spend limit is reached ({SPEND_LIMIT_CODE}); no request can \
                  succeed until the limit is raised or the month turns"
             ));
+            return Verdict::Pending { revert: Vec::new() };
+        }
+        if let AttemptError::WaitTooLong { .. } = error {
+            // The gateway's own state, not the job's: every request would be told the same.
+            self.stop_with(error.to_string());
             return Verdict::Pending { revert: Vec::new() };
         }
         let status = match error {

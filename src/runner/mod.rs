@@ -797,6 +797,7 @@ mod tests {
                 max_attempts: 2,
                 base_delay: Duration::from_millis(1),
                 max_delay: Duration::from_millis(1),
+                max_retry_after: Duration::from_secs(60),
             },
             prices: PriceTable::builtin(),
             concurrency: 4,

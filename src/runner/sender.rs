@@ -476,6 +476,9 @@ impl RequestSender {
         };
         Counters::sub(&self.counters.in_flight, 1);
         let latency = sent.elapsed();
+        let reset = hint
+            .exhausted_until
+            .and_then(|until| until.duration_since(std::time::SystemTime::now()).ok());
         if let Some(until) = hint.exhausted_until {
             self.limiter.pause_until(until);
         }
@@ -534,6 +537,10 @@ impl RequestSender {
             // the run ends with the writer's error.
             let _ = sink.send(Event::Attempt(record)).await;
         }
+        // The attempt is recorded as it was; what the request ends with is the refusal to
+        // wait as long as the gateway asks, which is never slept on.
+        let result =
+            result.map_err(|error| self.policy.refuse_wait(&error, reset).unwrap_or(error));
         result.map(|reply| match reply {
             Reply::Message(mut answer) => {
                 answer.ttft = answer.ttft.filter(|_| answer.streamed);

@@ -10,6 +10,7 @@ mod durable;
 mod files;
 mod first_evening;
 mod grade;
+mod hostile_gateway;
 mod hostile_text;
 mod input;
 mod limits;

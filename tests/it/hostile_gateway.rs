@@ -1,0 +1,764 @@
+//! Gateways that misbehave on purpose, each a small server of the test's own on
+//! `127.0.0.1:0` that logs every request and its headers: redirects elsewhere, results files
+//! on another origin, echoed secrets, answers without end, impossible usage, absurd waits and
+//! bytes that are not UTF-8. The key and the extra headers must reach no one but the base
+//! URL's origin, every read must stop at its bound, and nothing impossible may be stored.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::HeaderMap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use msgbatch::client::{ApiKey, AuthStyle, Client, Endpoint, Timeouts};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::common::*;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A request as a hostile server received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query.
+    target: String,
+    headers: HeaderMap,
+}
+
+type Handler = Arc<dyn Fn(&Seen, usize) -> Response<Body> + Send + Sync>;
+
+/// A server that answers every request with what its handler says (given the request and
+/// how many came before it) and logs them all.
+struct Hostile {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hostile {
+    async fn start(
+        handler: impl Fn(&Seen, usize) -> Response<Body> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handler: Handler = Arc::new(handler);
+        let task = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let log = Arc::clone(&log);
+                    let handler = Arc::clone(&handler);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                            let log = Arc::clone(&log);
+                            let handler = Arc::clone(&handler);
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                // Read whole, as a server does before it answers.
+                                let _ = body.collect().await;
+                                let seen = Seen {
+                                    method: parts.method.to_string(),
+                                    target: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(ToString::to_string)
+                                        .unwrap_or_default(),
+                                    headers: parts.headers,
+                                };
+                                let before = {
+                                    let mut log = log.lock().unwrap();
+                                    log.push(seen.clone());
+                                    log.len() - 1
+                                };
+                                Ok::<_, Infallible>(handler(&seen, before))
+                            }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Self { addr, log, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    for (name, value) in headers {
+        response.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            hyper::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    response
+}
+
+fn json_response(value: &Value) -> Response<Body> {
+    respond(
+        200,
+        &[("content-type", "application/json")],
+        value.to_string(),
+    )
+}
+
+/// A body of `first`, then `filler` repeated until `total` bytes have gone (or for ever when
+/// the client keeps reading, up to `total`), then `last`; `produced` counts what the client
+/// pulled. hyper asks for the next frame only once the previous one is written, so a client
+/// that stops reading stops the count at what fits in the socket buffers.
+fn pulled_body(
+    first: &'static [u8],
+    filler: &'static [u8],
+    last: &'static [u8],
+    total: u64,
+    produced: Arc<AtomicU64>,
+) -> Body {
+    let chunk: Bytes = Bytes::from(filler.repeat((64 * 1024 / filler.len()).max(1)));
+    let stream = futures_util::stream::unfold(0u8, move |stage| {
+        let chunk = chunk.clone();
+        let produced = Arc::clone(&produced);
+        async move {
+            let (bytes, next) = match stage {
+                0 => (Bytes::from_static(first), 1),
+                1 if produced.load(Ordering::Relaxed) < total => (chunk, 1),
+                1 => (Bytes::from_static(last), 2),
+                _ => return None,
+            };
+            produced.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Some((Ok::<_, Infallible>(Frame::data(bytes)), next))
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+/// A Message with `usage`.
+fn message(text: &str, usage: &Value) -> Value {
+    json!({"id": "msg_h", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+        "stop_sequence": null, "usage": usage})
+}
+
+/// Arguments that point a command at `server` with the test key.
+fn on(server: &Hostile, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(
+        [
+            "--base-url",
+            &server.url(),
+            "--api-key-env",
+            KEY_ENV,
+            "--retry-base-delay",
+            "1ms",
+            "--retry-max-delay",
+            "5ms",
+        ]
+        .map(str::to_owned),
+    );
+    all
+}
+
+/// Runs the binary; a run that would hang (sleeping on an absurd wait, reading for ever)
+/// fails the test rather than holding it for the night.
+async fn run(ws: &Workspace, args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = tokio::time::timeout(Duration::from_secs(180), ws.command(&args).output()).await;
+    output
+        .expect("the command ends instead of waiting for ever")
+        .expect("the binary runs")
+}
+
+/// (error type, error message, error body) of every attempt, in order.
+async fn attempts(ws: &Workspace) -> Vec<(Option<String>, Option<String>, Option<String>)> {
+    sqlx::query_as("SELECT error_type, error_message, error_body FROM attempts ORDER BY id")
+        .fetch_all(&ws.pool().await)
+        .await
+        .unwrap()
+}
+
+/// Whether `needle` is anywhere in the database files, the WAL included.
+async fn in_database(ws: &Workspace, needle: &str) -> bool {
+    drop(ws.pool().await);
+    ["", "-wal", "-shm"].iter().any(|suffix| {
+        let mut path = ws.db().into_os_string();
+        path.push(suffix);
+        file_bytes(std::path::Path::new(&path))
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    })
+}
+
+/// The header a test sends that must be treated like the key.
+const HEADER_SECRET: &str = "hv-gateway-token-77e1f";
+
+#[tokio::test]
+async fn a_redirect_is_refused_and_the_key_reaches_no_other_origin() {
+    let elsewhere = Hostile::start(|_, _| json_response(&message("stolen", &json!({})))).await;
+    let target = format!("{}/v1/messages", elsewhere.url());
+    let with_credentials = format!("http://user:pa55word@{}/v1/\tmessages", elsewhere.addr);
+    let gateway = {
+        let target = target.clone();
+        Hostile::start(move |_, before| match before {
+            0 => respond(307, &[("location", &target)], ""),
+            1 => respond(308, &[("location", &with_credentials)], ""),
+            2 => respond(
+                302,
+                &[("location", &target), ("x-should-retry", "true")],
+                "",
+            ),
+            _ => respond(307, &[("location", "file:///etc/passwd")], ""),
+        })
+        .await
+    };
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 4);
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "1",
+                "--header",
+                &header,
+            ],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stderr}");
+    assert!(elsewhere.log().is_empty(), "{:?}", elsewhere.log());
+    // Not retried: a redirect would only be redirected again.
+    assert_eq!(gateway.log().len(), 4);
+    let attempts = attempts(&ws).await;
+    let messages: Vec<String> = attempts
+        .iter()
+        .map(|(kind, message, _)| {
+            assert_eq!(kind.as_deref(), Some("redirect"));
+            message.clone().unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        messages[0].starts_with(&format!("the gateway redirected to {target};")),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("http://****@127.0.0.1") && !messages[1].contains("pa55word"),
+        "{messages:?}"
+    );
+    assert!(!messages[1].contains('\t'), "{messages:?}");
+    assert!(
+        messages[3].contains("file:///etc/passwd (a local file)"),
+        "{messages:?}"
+    );
+    assert!(!stderr.contains(TEST_KEY) && !stderr.contains(HEADER_SECRET));
+}
+
+#[tokio::test]
+async fn a_token_count_is_not_redirected_either() {
+    let elsewhere = Hostile::start(|_, _| json_response(&json!({"input_tokens": 3}))).await;
+    let target = format!("{}/v1/messages/count_tokens", elsewhere.url());
+    let gateway = Hostile::start(move |_, _| respond(301, &[("location", &target)], "")).await;
+    let client = client(&gateway, &[]);
+    let counted = client.count_tokens(Bytes::from_static(b"{}")).await;
+    assert!(counted.is_err(), "{counted:?}");
+    assert!(elsewhere.log().is_empty(), "{:?}", elsewhere.log());
+}
+
+/// A client on `server`'s messages URL with the test key and `headers`.
+fn client(server: &Hostile, headers: &'static [(String, String)]) -> Client {
+    Client::new(
+        Endpoint {
+            url: format!("{}/v1/messages", server.url()),
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers,
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+        },
+        4,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
+    let results: String = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "result": {"type": "succeeded",
+                "message": message("from a batch", &json!({"input_tokens": 5, "output_tokens": 2}))}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let results = Bytes::from(results);
+    let elsewhere = {
+        let results = results.clone();
+        Hostile::start(move |_, _| respond(200, &[], results.clone())).await
+    };
+    let results_url = format!(
+        "{}/v1/messages/batches/msgbatch_h/results?part=1",
+        elsewhere.url()
+    );
+    let batch = json!({"id": "msgbatch_h", "type": "message_batch", "processing_status": "ended",
+        "request_counts": {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 0, "expired": 0},
+        "created_at": "2030-01-01T00:00:00Z", "results_url": results_url});
+    let gateway = Hostile::start(move |seen, _| {
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            json_response(&batch)
+        }
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 3);
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--via",
+                "batches",
+                "--poll-interval",
+                "10ms",
+                "--header",
+                &header,
+            ],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(elsewhere.log().is_empty(), "{:?}", elsewhere.log());
+    let read = gateway
+        .log()
+        .into_iter()
+        .find(|seen| seen.target.contains("/results"))
+        .expect("the results were read from the base URL's origin");
+    assert_eq!(read.method, "GET");
+    assert_eq!(
+        read.target,
+        "/v1/messages/batches/msgbatch_h/results?part=1"
+    );
+    assert_eq!(
+        stderr.matches("results_url on another origin").count(),
+        1,
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn header_values_a_gateway_echoes_are_stored_nowhere() {
+    let gateway = Hostile::start(|seen, _| {
+        let token = seen.headers["x-gateway-token"].to_str().unwrap().to_owned();
+        let key = seen.headers["x-api-key"].to_str().unwrap().to_owned();
+        let error = json!({"type": "error", "error": {"type": "invalid_request_error",
+            "message": format!("header x-gateway-token={token} is not valid for key {key}")}});
+        respond(
+            400,
+            &[("content-type", "application/json")],
+            error.to_string(),
+        )
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 2);
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &["run", file.to_str().unwrap(), "--header", &header],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stderr}");
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("header x-gateway-token=**** is not valid for key ****"),
+        "{attempts:?}"
+    );
+    let export = ws.run(&["export", "1", "--out", "-"]).await;
+    for output in [&output, &export] {
+        let (stdout, stderr) = text(output);
+        assert!(!stdout.contains(HEADER_SECRET) && !stderr.contains(HEADER_SECRET));
+    }
+    assert!(!in_database(&ws, HEADER_SECRET).await);
+    assert!(!in_database(&ws, TEST_KEY).await);
+}
+
+#[tokio::test]
+async fn an_answer_past_its_bound_fails_once_and_stops_the_download() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let gateway = {
+        let produced = Arc::clone(&produced);
+        Hostile::start(move |_, _| {
+            // A valid Message of 40 MB: the text runs on until the end.
+            let mut response = Response::new(pulled_body(
+                br#"{"type":"message","usage":{"input_tokens":1,"output_tokens":1},"content":[{"type":"text","text":""#,
+                b"lorem ipsum ",
+                br#""}]}"#,
+                40 * 1024 * 1024,
+                Arc::clone(&produced),
+            ));
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        })
+        .await
+    };
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &["run", file.to_str().unwrap(), "--max-answer-mb", "1"],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stderr}");
+    assert_eq!(
+        gateway.log().len(),
+        1,
+        "a too-large answer is not asked for again"
+    );
+    let attempts = attempts(&ws).await;
+    assert_eq!(
+        attempts[0].0.as_deref(),
+        Some("answer_too_large"),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        attempts[0].1.as_deref(),
+        Some("answer larger than 1 MB (see --max-answer-mb)")
+    );
+    // Reading stopped near the bound: the rest of the 40 MB was never pulled.
+    let pulled = produced.load(Ordering::Relaxed);
+    assert!(pulled < 20 * 1024 * 1024, "{pulled} bytes pulled");
+}
+
+#[tokio::test]
+async fn an_endless_stream_fails_at_the_bound() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let gateway = {
+        let produced = Arc::clone(&produced);
+        Hostile::start(move |_, before| {
+            // Pings without end, then one line without end.
+            let body = if before == 0 {
+                pulled_body(
+                    b"",
+                    b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
+                    b"",
+                    200 * 1024 * 1024,
+                    Arc::clone(&produced),
+                )
+            } else {
+                pulled_body(
+                    b"data: ",
+                    b"xxxxxxxx",
+                    b"",
+                    200 * 1024 * 1024,
+                    Arc::clone(&produced),
+                )
+            };
+            let mut response = Response::new(body);
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        })
+        .await
+    };
+    let ws = Workspace::new();
+    let lines: Vec<String> = (0..2)
+        .map(|i| {
+            json!({"custom_id": format!("s-{i}"), "params": {"model": "claude-haiku-4-5",
+                "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--max-answer-mb",
+                "2",
+                "--concurrency",
+                "1",
+            ],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stderr}");
+    assert_eq!(gateway.log().len(), 2);
+    for (kind, message, _) in attempts(&ws).await {
+        assert_eq!(kind.as_deref(), Some("answer_too_large"));
+        assert_eq!(
+            message.as_deref(),
+            Some("streamed answer larger than 2 MB (see --max-answer-mb)")
+        );
+    }
+    let pulled = produced.load(Ordering::Relaxed);
+    assert!(pulled < 40 * 1024 * 1024, "{pulled} bytes pulled");
+}
+
+#[tokio::test]
+async fn an_endless_error_body_is_cut_and_not_read_to_its_end() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let gateway = {
+        let produced = Arc::clone(&produced);
+        Hostile::start(move |_, _| {
+            let mut response = Response::new(pulled_body(
+                b"<html>",
+                b"<p>upstream unavailable</p>",
+                b"</html>",
+                100 * 1024 * 1024,
+                Arc::clone(&produced),
+            ));
+            *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+            response
+        })
+        .await
+    };
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &["run", file.to_str().unwrap(), "--max-attempts", "1"],
+        ),
+    )
+    .await;
+    assert_eq!(code(&output), 1, "{:?}", text(&output));
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts[0].0.as_deref(), Some("http_502"), "{attempts:?}");
+    assert!(
+        attempts[0]
+            .2
+            .as_deref()
+            .unwrap()
+            .starts_with("<html><p>upstream")
+    );
+    let pulled = produced.load(Ordering::Relaxed);
+    assert!(pulled < 20 * 1024 * 1024, "{pulled} bytes pulled");
+}
+
+#[tokio::test]
+async fn a_token_count_answer_is_bounded() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let gateway = {
+        let produced = Arc::clone(&produced);
+        Hostile::start(move |_, _| {
+            Response::new(pulled_body(
+                br#"{"input_tokens":3,"padding":""#,
+                b"padding ",
+                br#""}"#,
+                64 * 1024 * 1024,
+                Arc::clone(&produced),
+            ))
+        })
+        .await
+    };
+    let counted = client(&gateway, &[])
+        .count_tokens(Bytes::from_static(b"{}"))
+        .await;
+    let error = counted.expect_err("a 64 MB token count is no token count");
+    assert!(error.to_string().contains("larger than 4 MB"), "{error}");
+    let pulled = produced.load(Ordering::Relaxed);
+    assert!(pulled < 40 * 1024 * 1024, "{pulled} bytes pulled");
+}
+
+#[tokio::test]
+async fn usage_no_request_could_produce_is_never_stored() {
+    let gateway = Hostile::start(|_, _| {
+        json_response(&message(
+            "hi",
+            &json!({"input_tokens": 5, "output_tokens": 11_000_000_000_000_u64}),
+        ))
+    })
+    .await;
+    let ws = Workspace::new();
+    let line = json!({"custom_id": "q", "params": {"model": "claude-haiku-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}]}});
+    let file = ws.write("jobs.jsonl", &format!("{line}\n"));
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--max-cost",
+                "0.01",
+                "--max-attempts",
+                "2",
+            ],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 1, "{stderr}");
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts.len(), 2, "retried only within --max-attempts");
+    assert_eq!(
+        attempts[1].1.as_deref(),
+        Some("impossible usage: output_tokens 11000000000000 for a request with max_tokens 16")
+    );
+    // The store stays readable for every command.
+    let status = ws.run(&["status", "1"]).await;
+    assert_eq!(code(&status), 0, "{:?}", text(&status));
+    let report = ws.report_json("1").await;
+    assert!(report["totals"].is_array() || report["totals"].is_object());
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
+    let gateway = Hostile::start(|_, _| {
+        let error =
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "later"}});
+        respond(
+            429,
+            &[
+                ("retry-after", "999999999"),
+                ("content-type", "application/json"),
+            ],
+            error.to_string(),
+        )
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--max-attempts",
+                "2",
+                "--concurrency",
+                "1",
+                "--name",
+                "patient",
+            ],
+        ),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("the gateway asks to wait 31years 8months"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resume later"), "{stderr}");
+    assert!(stderr.contains("msgbatch resume patient"), "{stderr}");
+    assert_eq!(gateway.log().len(), 1);
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_utf8_is_refused() {
+    let gateway = Hostile::start(|_, _| {
+        let text =
+            message("caf\u{e9}", &json!({"input_tokens": 5, "output_tokens": 2})).to_string();
+        // é as Latin-1: one byte that is no UTF-8.
+        let bytes = text.replace('\u{e9}', "\u{1}").into_bytes();
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .map(|b| if b == 1 { 0xE9 } else { b })
+            .collect();
+        respond(200, &[("content-type", "application/json")], bytes)
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let output = run(
+        &ws,
+        &on(
+            &gateway,
+            &["run", file.to_str().unwrap(), "--max-attempts", "1"],
+        ),
+    )
+    .await;
+    assert_eq!(code(&output), 1, "{:?}", text(&output));
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts[0].0.as_deref(), Some("invalid_response"));
+    assert!(
+        attempts[0].1.as_deref().unwrap().contains("not UTF-8"),
+        "{attempts:?}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+}
