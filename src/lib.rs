@@ -23,6 +23,7 @@ pub mod request;
 pub mod runner;
 pub mod settings;
 pub mod store;
+pub mod textfile;
 pub mod tokens;
 
 use std::process::ExitCode;

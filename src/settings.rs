@@ -77,7 +77,8 @@ impl ConfigFile {
                 default
             }
         };
-        let text = fs_err::read_to_string(&path)?;
+        let text = crate::textfile::read(&path, crate::textfile::MAX_CONFIG_BYTES)
+            .with_context(|| format!("failed to read {}", path.display()))?;
         let config: Self =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         Ok((config, Some(path)))
@@ -541,6 +542,9 @@ pub struct InputSettings {
     pub prompt_template: Option<String>,
     /// `equals`, `contains` or `regex`.
     pub expect_kind: String,
+    /// Records over the size bound are recorded as rejected and reading goes on.
+    #[serde(default)]
+    pub skip_invalid: bool,
 }
 
 impl InputSettings {
@@ -551,6 +555,7 @@ impl InputSettings {
             format: options.format,
             prompt_template: options.prompt_template.clone(),
             expect_kind: options.expect_kind.to_owned(),
+            skip_invalid: options.skip_invalid,
         })
     }
 
@@ -567,6 +572,7 @@ impl InputSettings {
                 "regex" => "regex",
                 _ => "equals",
             },
+            skip_invalid: self.skip_invalid,
         }
     }
 }

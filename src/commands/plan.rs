@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::Global;
 use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
@@ -49,11 +49,12 @@ pub fn plan(
     let prompt_template = jobs
         .prompt_template
         .as_deref()
-        .map(fs_err::read_to_string)
+        .map(|path| {
+            crate::textfile::read(path, crate::textfile::MAX_TEMPLATE_BYTES)
+                .with_context(|| format!("failed to read the prompt template {}", path.display()))
+        })
         .transpose()?;
-    if jobs.file.as_os_str() != "-" && !jobs.file.is_file() {
-        bail!("cannot read job file {}: no such file", jobs.file.display());
-    }
+    crate::jobs::check_readable(&jobs.file)?;
     let settings = RunSettings {
         gateway,
         send,
@@ -79,6 +80,7 @@ pub fn plan(
             crate::cli::ExpectMode::Contains => "contains",
             crate::cli::ExpectMode::Regex => "regex",
         },
+        skip_invalid: false,
     };
     Ok((settings, options, key))
 }

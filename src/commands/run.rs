@@ -18,8 +18,9 @@ use crate::{ExitStatus, Shutdown};
 const SHOWN_ERRORS: usize = 50;
 
 pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
-    let (settings, options, key) =
+    let (settings, mut options, key) =
         plan::plan(global, &args.jobs, &args.gateway, &args.mock, &args.sending)?;
+    options.skip_invalid = args.skip_invalid;
     if let Some(threshold) = args.confirm_above
         && !args.yes
         && !confirm(global, &options, &settings, threshold).await?
