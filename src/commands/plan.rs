@@ -41,6 +41,7 @@ pub fn plan(
         resolve_gateway(gateway, &config, config_path.as_deref())?
     };
     let key = gateway.api_key()?;
+    check_gateway(&gateway, key.as_ref())?;
     prices_for(&gateway)?;
     let mut send = SendSettings::from_args(sending)?;
     send.rpm = send.rpm.or(gateway.limits.rpm);
@@ -83,6 +84,25 @@ pub fn plan(
         skip_invalid: false,
     };
     Ok((settings, options, key))
+}
+
+/// Checks that requests to `gateway` can be made (its URL, its header names and values, the
+/// key's characters) before a run is created or changed: found only when sending starts, a
+/// bad one would leave a run that cannot send.
+pub fn check_gateway(gateway: &Gateway, key: Option<&ApiKey>) -> anyhow::Result<()> {
+    let url = gateway.messages_url();
+    reqwest::Url::parse(&url)
+        .with_context(|| format!("the gateway's messages URL `{url}` is not a valid URL"))?;
+    Client::new(
+        gateway.endpoint(),
+        key.cloned(),
+        Timeouts {
+            total: Duration::from_secs(1),
+            stream_idle: Duration::from_secs(1),
+        },
+        1,
+    )?;
+    Ok(())
 }
 
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {

@@ -25,6 +25,9 @@ pub async fn resume(
     }
     let settings = run_settings(global, &run, &args.sending, &args.headers)?;
     let key = settings.gateway.api_key()?;
+    if settings.mock.is_none() {
+        super::plan::check_gateway(&settings.gateway, key.as_ref())?;
+    }
     store
         .set_run_settings(run.id, &serde_json::to_string(&settings)?)
         .await?;
