@@ -542,9 +542,6 @@ pub struct InputSettings {
     pub prompt_template: Option<String>,
     /// `equals`, `contains` or `regex`.
     pub expect_kind: String,
-    /// Records over the size bound are recorded as rejected and reading goes on.
-    #[serde(default)]
-    pub skip_invalid: bool,
 }
 
 impl InputSettings {
@@ -555,7 +552,6 @@ impl InputSettings {
             format: options.format,
             prompt_template: options.prompt_template.clone(),
             expect_kind: options.expect_kind.to_owned(),
-            skip_invalid: options.skip_invalid,
         })
     }
 
@@ -572,7 +568,7 @@ impl InputSettings {
                 "regex" => "regex",
                 _ => "equals",
             },
-            skip_invalid: self.skip_invalid,
+            skip_invalid: false,
         }
     }
 }

@@ -77,7 +77,11 @@ async fn load_the_rest(
             run.input_path
         );
     };
-    let options = input.load_options(settings);
+    let mut options = input.load_options(settings);
+    // The file passed its check when the run started (or its bad records were let through by
+    // --skip-invalid, and are to be recorded again): a record past the size bound is one more
+    // bad record here, not a reason to stop; a changed file is caught by its sha256.
+    options.skip_invalid = true;
     let checked = feed::check(options.clone()).await.with_context(|| {
         format!(
             "run {} stopped before its jobs were all stored; the rest are read from {}",

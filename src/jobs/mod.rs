@@ -19,6 +19,7 @@ use crate::request;
 use crate::store::{JobState, NewJob};
 use serde_json::{Map, Value};
 
+pub use lines::{Line, LineReader};
 pub use source::{Compression, check_readable};
 
 /// Fatal problems with a job file as a whole.
@@ -779,9 +780,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Whether a NUL character appears in `value`, in a key or a string anywhere within. Every
+/// record is looked at this way; only one that has a NUL is walked again for its field.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(object) => object
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
 /// The field of `object` (named under `prefix`) where a NUL character first appears, in a
 /// key or in a string anywhere within.
 fn nul_in_object(object: &Map<String, Value>, prefix: &str) -> Option<String> {
+    if !object
+        .iter()
+        .any(|(key, value)| key.contains('\0') || has_nul(value))
+    {
+        return None;
+    }
     object.iter().find_map(|(key, value)| {
         let field = if prefix.is_empty() {
             key.clone()
@@ -798,6 +818,9 @@ fn nul_in_object(object: &Map<String, Value>, prefix: &str) -> Option<String> {
 
 /// The field within `value` (which stands at `field`) where a NUL character first appears.
 fn nul_at(value: &Value, field: String) -> Option<String> {
+    if !has_nul(value) {
+        return None;
+    }
     match value {
         Value::String(text) => text.contains('\0').then_some(field),
         Value::Array(items) => items
