@@ -142,7 +142,7 @@ impl<R: Read> RowReader<R> {
                 self.bytes.resize(grown, 0);
             }
             if ended == self.ends.len() && ended < max_columns {
-                let grown = (self.ends.len() * 2).clamp(16, max_columns);
+                let grown = (self.ends.len() * 2).max(16).min(max_columns);
                 self.ends.resize(grown, 0);
             }
             let output = if too_large {

@@ -413,3 +413,29 @@ async fn a_nul_in_a_prompt_or_tag_is_refused_the_same_on_both_stores() {
         nul_is_refused_at_validation(&Workspace::on_postgres(&db.url)).await;
     }
 }
+
+#[tokio::test]
+async fn confirm_above_refuses_a_stream_it_would_use_up() {
+    use tokio::io::AsyncWriteExt as _;
+    let ws = Workspace::new();
+    let mut child = ws
+        .command(&["run", "-", "--mock", "--confirm-above", "100"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().expect("a pipe");
+    // The binary may refuse before reading: a write to a closed pipe is no failure here.
+    let _ = stdin.write_all(job("a", "one").as_bytes()).await;
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("the binary ends");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr
+            .contains("--confirm-above reads - before sending, and a stream can be read only once"),
+        "{stderr}"
+    );
+    assert_eq!(runs(&ws).await, 0);
+}
