@@ -439,3 +439,31 @@ async fn confirm_above_refuses_a_stream_it_would_use_up() {
     );
     assert_eq!(runs(&ws).await, 0);
 }
+
+#[tokio::test]
+async fn a_run_an_older_version_named_with_a_number_is_still_found_by_it() {
+    let ws = Workspace::new();
+    ws.write("jobs.jsonl", &job("a", "one"));
+    let output = ws
+        .run(&["run", "jobs.jsonl", "--mock", "--name", "first"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    // As an older msgbatch could name it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .expect("the database opens");
+    sqlx::query("UPDATE runs SET name = '7'")
+        .execute(&pool)
+        .await
+        .expect("renamed");
+    pool.close().await;
+    let output = ws.run(&["status", "7"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|line| line.contains("completed"))
+        .map(|line| line.split_whitespace().take(3).collect())
+        .unwrap_or_default();
+    assert_eq!(row, ["1", "7", "completed"], "{stdout}");
+}
