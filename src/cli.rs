@@ -121,8 +121,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub mock: MockArgs,
 
-    /// Name for the run [default: file name and start time].
-    #[arg(long, help_heading = "Output")]
+    /// Name for the run [default: file name and start time]: not empty, not a number (a
+    /// number names a run by its id), no control characters.
+    #[arg(long, help_heading = "Output", value_parser = parse_run_name)]
     pub name: Option<String>,
 
     #[command(flatten)]
@@ -161,6 +162,22 @@ fn parse_pass_rate(text: &str) -> Result<f64, String> {
     } else {
         Err(refuse())
     }
+}
+
+/// A run name that `resume`, `report` and the others can find the run by.
+fn parse_run_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a run name must not be empty".to_owned());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("a run name must not hold control characters".to_owned());
+    }
+    if text.parse::<i64>().is_ok() {
+        return Err(format!(
+            "`{text}` is a number, and a number names a run by its id: give a name with a letter in it"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// One ASCII character, or `\t` / `tab` for a tab.

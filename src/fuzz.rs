@@ -43,6 +43,7 @@ fn load(name: &str, format: InputFormat, template: Option<String>, data: &[u8]) 
         models: Vec::new(),
         prompt_template: template,
         expect_kind: "contains",
+        skip_invalid: true,
     };
     // A record starts on a line that exists: one more than the line breaks in the text.
     let lines = 1 + data.iter().filter(|b| matches!(b, b'\n' | b'\r')).count() as u64;

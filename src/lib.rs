@@ -25,6 +25,7 @@ pub mod runner;
 pub mod settings;
 pub mod stats;
 pub mod store;
+pub mod textfile;
 pub mod tokens;
 
 use std::process::ExitCode;

@@ -205,10 +205,13 @@ impl PriceTable {
 
     pub fn from_file(path: &Path) -> Result<Self, PriceError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PriceError::Read {
-            path: display.clone(),
-            source,
-        })?;
+        let text =
+            crate::textfile::read(path, crate::textfile::MAX_PRICES_BYTES).map_err(|source| {
+                PriceError::Read {
+                    path: display.clone(),
+                    source,
+                }
+            })?;
         Self::parse(&text, &display)
     }
 

@@ -80,7 +80,8 @@ impl ConfigFile {
                 default
             }
         };
-        let text = fs_err::read_to_string(&path)?;
+        let text = crate::textfile::read(&path, crate::textfile::MAX_CONFIG_BYTES)
+            .with_context(|| format!("failed to read {}", path.display()))?;
         let config: Self =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         Ok((config, Some(path)))
@@ -609,6 +610,7 @@ impl InputSettings {
                 "regex" => "regex",
                 _ => "equals",
             },
+            skip_invalid: false,
         }
     }
 }

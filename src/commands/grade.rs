@@ -2,7 +2,6 @@
 //! regex, say), and send the judge requests that are still owed. No job is sent again.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -10,6 +9,7 @@ use serde_json::Value;
 use super::{Global, plan, sending};
 use crate::cli::GradeArgs;
 use crate::eval;
+use crate::jobs::{Line, LineReader, MAX_RECORD_BYTES};
 use crate::settings::RunSettings;
 use crate::store::GradeRecord;
 use crate::{ExitStatus, Shutdown};
@@ -92,13 +92,33 @@ fn read_expects(path: &std::path::Path) -> anyhow::Result<ExpectFile> {
     let display = path.display();
     let mut expects = Vec::new();
     let mut errors = Vec::new();
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("failed to read {display}"))?;
-        let number = index + 1;
+    // Lines are read within the bound of a job file's records: a longer one is refused
+    // without being held.
+    let mut reader = LineReader::new(std::io::BufReader::new(file));
+    let mut buffer = Vec::new();
+    loop {
+        let read = reader
+            .read_line(&mut buffer, MAX_RECORD_BYTES)
+            .with_context(|| format!("failed to read {display}"))?;
+        let number = reader.line;
+        match read {
+            Line::End => break,
+            Line::Read => {}
+            Line::TooLong => {
+                anyhow::bail!(
+                    "{display}: line {number}: larger than {} MB",
+                    MAX_RECORD_BYTES >> 20
+                );
+            }
+        }
+        let Ok(line) = std::str::from_utf8(&buffer) else {
+            errors.push(format!("{display}:{number}: not UTF-8"));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let record: Value = match serde_json::from_str(&line) {
+        let record: Value = match serde_json::from_str(line) {
             Ok(record) => record,
             Err(e) => {
                 errors.push(format!("{display}:{number}: invalid JSON: {e}"));

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::Global;
 use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
@@ -42,6 +42,7 @@ pub fn plan(
         resolve_gateway(gateway, &config, config_path.as_deref())?
     };
     let key = if sends { gateway.api_key()? } else { None };
+    check_gateway(&gateway, key.as_ref())?;
     prices_for(&gateway)?;
     let mut send = SendSettings::from_args(sending)?;
     send.rpm = send.rpm.or(gateway.limits.rpm);
@@ -50,11 +51,12 @@ pub fn plan(
     let prompt_template = jobs
         .prompt_template
         .as_deref()
-        .map(fs_err::read_to_string)
+        .map(|path| {
+            crate::textfile::read(path, crate::textfile::MAX_TEMPLATE_BYTES)
+                .with_context(|| format!("failed to read the prompt template {}", path.display()))
+        })
         .transpose()?;
-    if jobs.file.as_os_str() != "-" && !jobs.file.is_file() {
-        bail!("cannot read job file {}: no such file", jobs.file.display());
-    }
+    crate::jobs::check_readable(&jobs.file)?;
     let settings = RunSettings {
         gateway,
         send,
@@ -80,6 +82,7 @@ pub fn plan(
             crate::cli::ExpectMode::Contains => "contains",
             crate::cli::ExpectMode::Regex => "regex",
         },
+        skip_invalid: false,
     };
     Ok((settings, options, key))
 }
@@ -114,6 +117,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Checks that requests to `gateway` can be made (its URL, its header names and values, the
+/// key's characters) before a run is created or changed: found only when sending starts, a
+/// bad one would leave a run that cannot send.
+pub fn check_gateway(gateway: &Gateway, key: Option<&ApiKey>) -> anyhow::Result<()> {
+    let url = gateway.messages_url();
+    reqwest::Url::parse(&url)
+        .with_context(|| format!("the gateway's messages URL `{url}` is not a valid URL"))?;
+    Client::new(
+        gateway.endpoint(),
+        key.cloned(),
+        Timeouts {
+            total: Duration::from_secs(1),
+            stream_idle: Duration::from_secs(1),
+        },
+        1,
+    )?;
+    Ok(())
 }
 
 pub fn prices_for(gateway: &Gateway) -> anyhow::Result<PriceTable> {

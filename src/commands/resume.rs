@@ -32,6 +32,9 @@ pub async fn resume(
         args.base_url.as_deref(),
     )?;
     let key = settings.gateway.api_key()?;
+    if settings.mock.is_none() {
+        super::plan::check_gateway(&settings.gateway, key.as_ref())?;
+    }
     store
         .set_run_settings(run.id, &serde_json::to_string(&settings)?)
         .await?;
@@ -88,7 +91,11 @@ async fn load_the_rest(
             run.input_path
         );
     };
-    let options = input.load_options(settings);
+    let mut options = input.load_options(settings);
+    // The file passed its check when the run started (or its bad records were let through by
+    // --skip-invalid, and are to be recorded again): a record past the size bound is one more
+    // bad record here, not a reason to stop; a changed file is caught by its sha256.
+    options.skip_invalid = true;
     let checked = feed::check(options.clone()).await.with_context(|| {
         format!(
             "run {} stopped before its jobs were all stored; the rest are read from {}",

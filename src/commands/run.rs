@@ -18,7 +18,7 @@ use crate::{ExitStatus, Shutdown};
 const SHOWN_ERRORS: usize = 50;
 
 pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::Result<ExitStatus> {
-    let (settings, options, key) = plan::plan(
+    let (settings, mut options, key) = plan::plan(
         global,
         &args.jobs,
         &args.gateway,
@@ -26,11 +26,21 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
         &args.sending,
         true,
     )?;
+    options.skip_invalid = args.skip_invalid;
     if let Some(threshold) = args.confirm_above
         && !args.yes
-        && !confirm(global, &options, &settings, threshold).await?
     {
-        return Ok(ExitStatus::Error);
+        // The estimate reads the file once before the run reads it again: a stream would be
+        // used up (or a FIFO wait for a writer that is gone).
+        if !rereadable(&options.path) {
+            bail!(
+                "--confirm-above reads {} before sending, and a stream can be read only once; give a file, or pass --yes",
+                args.jobs.file.display()
+            );
+        }
+        if !confirm(global, &options, &settings, threshold).await? {
+            return Ok(ExitStatus::Error);
+        }
     }
 
     // A file that can be read twice is checked whole first (nothing is stored or sent when

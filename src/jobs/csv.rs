@@ -5,18 +5,20 @@
 //! With a prompt template, `{{column}}` placeholders are filled from the row instead of
 //! reading `prompt`. Other columns are kept only as template inputs.
 
-use std::cell::RefCell;
-use std::io::Read;
-use std::rc::Rc;
+use std::io::{BufRead, BufReader, Read};
 
 use serde_json::{Map, Value, json};
 
-use super::lines::{LineCounting, LineStarts};
-use super::{InputError, LoadError, RawRecord, ReadItem};
+use super::lines::LineCount;
+use super::{InputError, LoadError, MAX_RECORD_BYTES, RawRecord, ReadItem, too_large};
+use crate::request::MAX_BODY_BYTES;
 
 /// Separators a table is often saved with, tried when the header does not split on the one
 /// given.
 const LIKELY_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The most columns a header may name (their ends are held for every row).
+const MAX_COLUMNS: usize = 100_000;
 
 /// Where each known column sits in the header.
 #[derive(Default)]
@@ -38,16 +40,182 @@ enum Piece {
     Column(usize),
 }
 
+/// One row's fields: the text of all of them, and where each ends.
+#[derive(Default)]
+struct Row {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Row {
+    fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[index - 1],
+        };
+        self.text.get(start..end)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// What reading the next row's fields found.
+enum Fields {
+    End,
+    /// A row (or the header) of `columns` fields starting on `line`; only the fields the
+    /// header has room for are kept.
+    Row {
+        line: u64,
+        columns: usize,
+    },
+    /// A row longer than [`MAX_RECORD_BYTES`], of which nothing is kept.
+    TooLarge {
+        line: u64,
+    },
+    /// A row whose field `column` (0-based) is not UTF-8.
+    NotUtf8 {
+        line: u64,
+        column: usize,
+    },
+}
+
+/// Reads rows with `csv_core`, holding at most [`MAX_RECORD_BYTES`] of a row: past the bound
+/// its fields are parsed into a scratch buffer and dropped, so that a row of any length (or
+/// an endless one, when the caller stops there) costs no more than the bound.
+struct RowReader<R> {
+    input: BufReader<R>,
+    parser: csv_core::Reader,
+    lines: LineCount,
+    /// The parsed bytes of the row being read, and where its fields end.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    scratch: Vec<u8>,
+    scratch_ends: Vec<usize>,
+}
+
+impl<R: Read> RowReader<R> {
+    fn new(input: R, delimiter: u8) -> Self {
+        Self {
+            input: BufReader::with_capacity(64 * 1024, input),
+            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            lines: LineCount::default(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            scratch: vec![0; 64 * 1024],
+            scratch_ends: vec![0; 1024],
+        }
+    }
+
+    /// Reads the next row into `row`, keeping at most `max_columns` field ends. A row over the
+    /// bound is read to its end when `skip_too_large`, else left where it passed the bound.
+    fn read(
+        &mut self,
+        row: &mut Row,
+        max_columns: usize,
+        skip_too_large: bool,
+    ) -> std::io::Result<Fields> {
+        // Line endings between rows (blank lines) are consumed here rather than by the parser,
+        // which skips them too, so that a row's line is the one it starts on.
+        loop {
+            let available = self.input.fill_buf()?;
+            if available.is_empty() {
+                return Ok(Fields::End);
+            }
+            let blank = available.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+            let consumed = blank.unwrap_or(available.len());
+            self.lines.observe(&available[..consumed]);
+            self.input.consume(consumed);
+            if blank.is_some() {
+                break;
+            }
+        }
+        let line = self.lines.line();
+        let (mut kept, mut ended, mut columns, mut read) = (0, 0, 0, 0);
+        let mut too_large = false;
+        loop {
+            let available = self.input.fill_buf()?;
+            if !too_large && kept == self.bytes.len() {
+                let grown = (self.bytes.len() * 2).clamp(4096, MAX_RECORD_BYTES);
+                self.bytes.resize(grown, 0);
+            }
+            if ended == self.ends.len() && ended < max_columns {
+                let grown = (self.ends.len() * 2).max(16).min(max_columns);
+                self.ends.resize(grown, 0);
+            }
+            let output = if too_large {
+                &mut self.scratch[..]
+            } else {
+                &mut self.bytes[kept..]
+            };
+            // Past the columns kept, field ends are only counted.
+            let ends = if ended < max_columns {
+                &mut self.ends[ended..]
+            } else {
+                &mut self.scratch_ends[..]
+            };
+            let (result, nin, nout, nend) = self.parser.read_record(available, output, ends);
+            self.lines.observe(&available[..nin]);
+            self.input.consume(nin);
+            read += nin;
+            if !too_large {
+                kept += nout;
+            }
+            if ended < max_columns {
+                ended += nend;
+            }
+            columns += nend;
+            let full = matches!(result, csv_core::ReadRecordResult::OutputFull)
+                && self.bytes.len() >= MAX_RECORD_BYTES;
+            if !too_large && (read > MAX_RECORD_BYTES || full) {
+                too_large = true;
+                if !skip_too_large {
+                    return Ok(Fields::TooLarge { line });
+                }
+            }
+            if matches!(
+                result,
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End
+            ) {
+                break;
+            }
+        }
+        if too_large {
+            return Ok(Fields::TooLarge { line });
+        }
+        let kept_columns = ended.min(max_columns);
+        let mut start = 0;
+        for (column, end) in self.ends[..kept_columns].iter().enumerate() {
+            if std::str::from_utf8(&self.bytes[start..*end]).is_err() {
+                return Ok(Fields::NotUtf8 { line, column });
+            }
+            start = *end;
+        }
+        row.text.clear();
+        // Checked field by field above, so the whole is UTF-8 too.
+        row.text
+            .push_str(std::str::from_utf8(&self.bytes[..start]).unwrap_or_default());
+        row.ends.clear();
+        row.ends.extend_from_slice(&self.ends[..kept_columns]);
+        Ok(Fields::Row { line, columns })
+    }
+}
+
 pub struct CsvReader<'a, R> {
-    reader: csv::Reader<LineCounting<R>>,
-    /// Where lines start: the parser counts only `\n`, so a record's line comes from its
-    /// byte offset instead, whatever the line endings.
-    lines: Rc<RefCell<LineStarts>>,
+    rows: RowReader<R>,
     path: &'a str,
+    /// Columns in the header: a row with another count is a bad row.
+    width: usize,
     columns: Columns,
     template: Option<Vec<Piece>>,
-    record: csv::StringRecord,
+    record: Row,
     expect_kind: &'static str,
+    /// A row over the bound is a bad record and reading goes on; otherwise it is an error.
+    skip_too_large: bool,
+    /// An error ended the reading.
+    done: bool,
 }
 
 impl<'a, R: Read> CsvReader<'a, R> {
@@ -57,21 +225,42 @@ impl<'a, R: Read> CsvReader<'a, R> {
         delimiter: u8,
         template: Option<&str>,
         expect_kind: &'static str,
+        skip_too_large: bool,
     ) -> Result<Self, LoadError> {
         let format = |message: String| LoadError::Format {
             path: path.to_owned(),
             message,
         };
-        let (reader, lines) = LineCounting::new(reader);
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(reader);
-        let headers = reader
-            .headers()
-            .map_err(|e| format(format!("cannot read the header row: {e}")))?
-            .clone();
+        let mut rows = RowReader::new(reader, delimiter);
+        let mut header = Row::default();
+        let io = |source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        // The header is read whole or not at all: every row is checked against it.
+        match rows.read(&mut header, MAX_COLUMNS, false).map_err(io)? {
+            Fields::Row { columns, .. } if columns > MAX_COLUMNS => {
+                return Err(format(format!(
+                    "the header has {columns} columns; msgbatch reads at most {MAX_COLUMNS}"
+                )));
+            }
+            Fields::End | Fields::Row { .. } => {}
+            Fields::TooLarge { line } => {
+                return Err(LoadError::TooLarge {
+                    path: path.to_owned(),
+                    line,
+                });
+            }
+            Fields::NotUtf8 { line, column } => {
+                return Err(format(format!(
+                    "cannot read the header row: line {line}, column {}: not UTF-8",
+                    column + 1
+                )));
+            }
+        }
+        let headers: Vec<String> = (0..header.len())
+            .map(|i| header.get(i).unwrap_or_default().to_owned())
+            .collect();
         let mut columns = Columns::default();
         for (index, name) in headers.iter().enumerate() {
             let name = name.trim().trim_start_matches('\u{feff}');
@@ -115,16 +304,17 @@ impl<'a, R: Read> CsvReader<'a, R> {
             return Err(format(message));
         }
         Ok(Self {
-            reader,
-            lines,
+            rows,
             path,
+            width: headers.len(),
             columns,
             template,
-            record: csv::StringRecord::new(),
+            record: Row::default(),
             expect_kind,
+            skip_too_large,
+            done: false,
         })
     }
-
     fn bad(&self, line: u64, id: Option<String>, field: Option<&str>, reason: String) -> ReadItem {
         ReadItem::Bad {
             id,
@@ -154,7 +344,18 @@ impl<'a, R: Read> CsvReader<'a, R> {
             }
         } else {
             let prompt = match &self.template {
-                Some(pieces) => Some(self.fill(pieces)),
+                Some(pieces) => match self.fill(pieces) {
+                    Some(prompt) => Some(prompt),
+                    None => {
+                        return bad(
+                            "prompt",
+                            format!(
+                                "the prompt template makes a user turn larger than {} MB",
+                                MAX_BODY_BYTES >> 20
+                            ),
+                        );
+                    }
+                },
                 None => self.cell(self.columns.prompt).map(str::to_owned),
             };
             let Some(prompt) = prompt.filter(|p| !p.trim().is_empty()) else {
@@ -223,20 +424,21 @@ impl<'a, R: Read> CsvReader<'a, R> {
         })
     }
 
-    /// The line where a record starts.
-    fn line_of(&self, position: Option<&csv::Position>) -> u64 {
-        position.map_or(0, |p| self.lines.borrow_mut().line_of(p.byte()))
-    }
-
-    fn fill(&self, pieces: &[Piece]) -> String {
+    /// The user turn the template makes of the row, or `None` when it would be larger than
+    /// the API takes (a template may use a long column many times).
+    fn fill(&self, pieces: &[Piece]) -> Option<String> {
         let mut out = String::new();
         for piece in pieces {
-            match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Column(index) => out.push_str(self.record.get(*index).unwrap_or("")),
+            let text = match piece {
+                Piece::Text(text) => text.as_str(),
+                Piece::Column(index) => self.record.get(*index).unwrap_or(""),
+            };
+            if out.len() + text.len() > MAX_BODY_BYTES {
+                return None;
             }
+            out.push_str(text);
         }
-        out
+        Some(out)
     }
 }
 
@@ -244,46 +446,55 @@ impl<R: Read> Iterator for CsvReader<'_, R> {
     type Item = Result<ReadItem, LoadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => None,
-            Ok(true) => {
-                let line = self.line_of(self.record.position());
-                Some(Ok(self.build(line)))
-            }
-            Err(error) => {
-                let line = self.line_of(error.position());
-                match error.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => Some(Ok(self.bad(
-                        line,
-                        None,
-                        None,
-                        format!("row has {len} columns; the header has {expected_len}"),
-                    ))),
-                    csv::ErrorKind::Utf8 { .. } => Some(Ok(self.bad(
-                        line,
-                        None,
-                        None,
-                        format!("not UTF-8: {error}"),
-                    ))),
-                    _ => Some(Err(LoadError::Format {
-                        path: self.path.to_owned(),
-                        message: format!("line {line}: {error}"),
-                    })),
-                }
-            }
+        if self.done {
+            return None;
         }
+        let fields = match self
+            .rows
+            .read(&mut self.record, self.width, self.skip_too_large)
+        {
+            Ok(fields) => fields,
+            Err(source) => {
+                self.done = true;
+                return Some(Err(LoadError::Io {
+                    path: self.path.to_owned(),
+                    source,
+                }));
+            }
+        };
+        Some(Ok(match fields {
+            Fields::End => return None,
+            Fields::Row { line, columns } if columns == self.width => self.build(line),
+            Fields::Row { line, columns } => self.bad(
+                line,
+                None,
+                None,
+                format!("row has {columns} columns; the header has {}", self.width),
+            ),
+            Fields::NotUtf8 { line, column } => self.bad(
+                line,
+                None,
+                None,
+                format!("not UTF-8 (column {})", column + 1),
+            ),
+            Fields::TooLarge { line } if self.skip_too_large => {
+                self.bad(line, None, None, too_large())
+            }
+            Fields::TooLarge { line } => {
+                self.done = true;
+                return Some(Err(LoadError::TooLarge {
+                    path: self.path.to_owned(),
+                    line,
+                }));
+            }
+        }))
     }
 }
 
 /// The first likely separator other than `delimiter` that splits the header into names with a
 /// `prompt` or `request` column among them.
-fn other_delimiter(headers: &csv::StringRecord, delimiter: u8) -> Option<(u8, Vec<String>)> {
-    let line = headers
-        .iter()
-        .collect::<Vec<_>>()
-        .join(&char::from(delimiter).to_string());
+fn other_delimiter(headers: &[String], delimiter: u8) -> Option<(u8, Vec<String>)> {
+    let line = headers.join(&char::from(delimiter).to_string());
     LIKELY_DELIMITERS
         .into_iter()
         .filter(|d| *d != delimiter)
@@ -307,7 +518,7 @@ fn shown(delimiter: u8) -> String {
     }
 }
 
-fn parse_template(template: &str, headers: &csv::StringRecord) -> Result<Vec<Piece>, String> {
+fn parse_template(template: &str, headers: &[String]) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {

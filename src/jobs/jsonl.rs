@@ -1,12 +1,13 @@
 //! JSONL job files: one record per line, either a bare Messages body or the Message Batches
-//! shape `{"custom_id", "params"}`. Blank lines are skipped.
+//! shape `{"custom_id", "params"}`. Blank lines are skipped. A line longer than
+//! [`MAX_RECORD_BYTES`] is never held whole: it is refused, or skipped as a bad record.
 
 use std::io::{BufReader, Read};
 
 use serde_json::{Map, Value};
 
-use super::lines::LineReader;
-use super::{InputError, LoadError, RawRecord, ReadItem, parse_tags};
+use super::lines::{Line, LineReader};
+use super::{InputError, LoadError, MAX_RECORD_BYTES, RawRecord, ReadItem, parse_tags, too_large};
 
 /// Keys of a bare-body record that belong to msgbatch, not to the request.
 const OWN_KEYS: [&str; 3] = ["custom_id", "tags", "expect"];
@@ -28,15 +29,19 @@ pub struct JsonlReader<'a, R> {
     path: &'a str,
     line: u64,
     buffer: Vec<u8>,
+    /// A record over the bound is a bad record and reading goes on (`--skip-invalid`);
+    /// otherwise it ends the reading with an error.
+    skip_too_large: bool,
 }
 
 impl<'a, R: Read> JsonlReader<'a, R> {
-    pub fn new(reader: R, path: &'a str) -> Self {
+    pub fn new(reader: R, path: &'a str, skip_too_large: bool) -> Self {
         Self {
             reader: LineReader::new(BufReader::with_capacity(256 * 1024, reader)),
             path,
             line: 0,
             buffer: Vec::with_capacity(4096),
+            skip_too_large,
         }
     }
 
@@ -127,9 +132,20 @@ impl<R: Read> Iterator for JsonlReader<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            match self.reader.read_line(&mut self.buffer) {
-                Ok(false) => return None,
-                Ok(true) => {}
+            match self.reader.read_line(&mut self.buffer, MAX_RECORD_BYTES) {
+                Ok(Line::End) => return None,
+                Ok(Line::Read) => {}
+                Ok(Line::TooLong) => {
+                    self.line = self.reader.line;
+                    return Some(if self.skip_too_large {
+                        Ok(self.bad(None, None, too_large()))
+                    } else {
+                        Err(LoadError::TooLarge {
+                            path: self.path.to_owned(),
+                            line: self.line,
+                        })
+                    });
+                }
                 Err(source) => {
                     return Some(Err(LoadError::Io {
                         path: self.path.to_owned(),

@@ -19,7 +19,8 @@ use crate::request;
 use crate::store::{JobState, NewJob};
 use serde_json::{Map, Value};
 
-pub use source::Compression;
+pub use lines::{Line, LineReader};
+pub use source::{Compression, check_readable};
 
 /// Fatal problems with a job file as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,23 @@ pub enum LoadError {
     },
     #[error("{path}: {message}")]
     Format { path: String, message: String },
+    #[error("cannot read job file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error(
+        "{path}: line {line}: {}; nothing after it was read (pass --skip-invalid to record it as rejected and read on)",
+        too_large()
+    )]
+    TooLarge { path: String, line: u64 },
+}
+
+/// The most bytes one record of a job file may take: the API's request size and a margin
+/// for what msgbatch takes out of a record (`custom_id`, `tags`, `expect`) or a CSV row's
+/// quoting. A longer record is never held whole, however long it is.
+pub const MAX_RECORD_BYTES: usize = request::MAX_BODY_BYTES + (1 << 20);
+
+/// Why a record over [`MAX_RECORD_BYTES`] is refused.
+fn too_large() -> String {
+    format!("record larger than {} MB", MAX_RECORD_BYTES >> 20)
 }
 
 /// One bad record: where it is and what is wrong with it.
@@ -139,6 +157,10 @@ pub struct LoadOptions {
     pub prompt_template: Option<String>,
     /// The grader the CSV `expected` column becomes: `equals`, `contains` or `regex`.
     pub expect_kind: &'static str,
+    /// A record larger than [`MAX_RECORD_BYTES`] is a bad record and reading goes on
+    /// (`--skip-invalid`); otherwise it stops the reading at once, so that an endless line
+    /// (`/dev/zero`, a decompression bomb) costs no more than the bound.
+    pub skip_invalid: bool,
 }
 
 /// What loading a file produced.
@@ -398,13 +420,16 @@ fn read(
             None => options.format.describe(),
         };
         let items: Box<dyn Iterator<Item = Result<ReadItem, LoadError>>> = match options.format {
-            InputFormat::Jsonl => Box::new(jsonl::JsonlReader::new(text, display)),
+            InputFormat::Jsonl => {
+                Box::new(jsonl::JsonlReader::new(text, display, options.skip_invalid))
+            }
             InputFormat::Csv { delimiter } => Box::new(csv::CsvReader::new(
                 text,
                 display,
                 delimiter,
                 options.prompt_template.as_deref(),
                 options.expect_kind,
+                options.skip_invalid,
             )?),
         };
         for item in items {
@@ -629,6 +654,33 @@ impl<'a> Expander<'a> {
         {
             return Err((Some(id), self.error(record.line, Some(&e.field), e.reason)));
         }
+        // PostgreSQL keeps no NUL in text (nor `\u0000` in JSON): refused here, on both
+        // stores alike, rather than by the database halfway through storing the run.
+        let nul = if id.contains('\0') {
+            Some("custom_id".to_owned())
+        } else {
+            let tags = record
+                .tags
+                .as_ref()
+                .and_then(|tags| nul_in_object(tags, "tags"));
+            nul_in_object(&body, "").or(tags).or_else(|| {
+                record
+                    .expect
+                    .as_ref()
+                    .and_then(|e| nul_at(e, "expect".to_owned()))
+            })
+        };
+        if let Some(field) = nul {
+            let id = (!id.contains('\0')).then_some(id);
+            return Err((
+                id,
+                self.error(
+                    record.line,
+                    Some(&field),
+                    "contains a NUL character (\\u0000), which the store cannot keep",
+                ),
+            ));
+        }
         Ok(Prepared {
             id,
             line: record.line,
@@ -694,11 +746,16 @@ impl<'a> Expander<'a> {
 
     /// The row that records a bad line in a run started with `--skip-invalid`.
     fn rejected(&self, id: Option<String>, error: &InputError) -> NewJob {
-        let job_id = id.unwrap_or_else(|| unnamed(error.line));
+        // What the record held is quoted in the reason, and may hold a NUL, which a
+        // PostgreSQL store cannot keep.
+        let job_id = id
+            .filter(|id| !id.contains('\0'))
+            .unwrap_or_else(|| unnamed(error.line));
         let reason = match &error.field {
             Some(field) => format!("`{field}` {}", error.reason),
             None => error.reason.clone(),
-        };
+        }
+        .replace('\0', "\\u0000");
         NewJob {
             job_id,
             model: String::new(),
@@ -721,6 +778,58 @@ fn unnamed(line: u64) -> String {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Whether a NUL character appears in `value`, in a key or a string anywhere within. Every
+/// record is looked at this way; only one that has a NUL is walked again for its field.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(object) => object
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
+/// The field of `object` (named under `prefix`) where a NUL character first appears, in a
+/// key or in a string anywhere within.
+fn nul_in_object(object: &Map<String, Value>, prefix: &str) -> Option<String> {
+    if !object
+        .iter()
+        .any(|(key, value)| key.contains('\0') || has_nul(value))
+    {
+        return None;
+    }
+    object.iter().find_map(|(key, value)| {
+        let field = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if key.contains('\0') {
+            Some(field.replace('\0', "\\u0000"))
+        } else {
+            nul_at(value, field)
+        }
+    })
+}
+
+/// The field within `value` (which stands at `field`) where a NUL character first appears.
+fn nul_at(value: &Value, field: String) -> Option<String> {
+    if !has_nul(value) {
+        return None;
+    }
+    match value {
+        Value::String(text) => text.contains('\0').then_some(field),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, format!("{field}[{i}]"))),
+        Value::Object(object) => nul_in_object(object, &field),
+        _ => None,
+    }
 }
 
 /// Reads the optional `tags` object, whose values must be strings.
@@ -758,6 +867,7 @@ mod tests {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             prompt_template: None,
             expect_kind: "equals",
+            skip_invalid: true,
         };
         let mut jobs = Vec::new();
         let summary = load(&options, true, 3, |chunk| {
@@ -798,6 +908,7 @@ mod tests {
             models: vec!["m1".to_owned(), "m2".to_owned()],
             prompt_template: None,
             expect_kind: "equals",
+            skip_invalid: true,
         };
         let rows =
             |jobs: &[NewJob]| -> Vec<(String, String, u64, String, JobState, Option<String>)> {

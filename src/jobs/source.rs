@@ -92,6 +92,38 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The error number of a loop of symbolic links (`ELOOP`): 40 on Linux, 62 on the BSDs and
+/// macOS.
+const ELOOP: i32 = if cfg!(target_os = "linux") { 40 } else { 62 };
+
+/// Checks that `path` names something a job file can be read from: standard input (`-`), a
+/// file, or any other stream (a FIFO, a `<(…)` substitution, a device), which is read once.
+/// What cannot be read says why: missing, a directory, a loop of symbolic links.
+pub fn check_readable(path: &Path) -> Result<(), LoadError> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let unreadable = |reason: &str| LoadError::Unreadable {
+        path: path.display().to_string(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            Err(unreadable("it is a directory; give a job file in it"))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(unreadable("no such file")),
+        // `io::ErrorKind` names a loop only on nightly.
+        Err(e) if cfg!(unix) && e.raw_os_error() == Some(ELOOP) => Err(unreadable(
+            "its symbolic links make a loop (too many levels of symbolic links)",
+        )),
+        Err(source) => Err(LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Opens the job file (`-` for standard input).
 pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, LoadError> {
     let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {

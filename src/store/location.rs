@@ -27,6 +27,19 @@ impl Location {
             Self::Postgres(_) => true,
         }
     }
+
+    /// The directory a SQLite file would be created in, when it does not exist (SQLite
+    /// itself says only that it is "unable to open database file").
+    pub fn missing_directory(&self) -> Option<PathBuf> {
+        let Self::File(path) = self else {
+            return None;
+        };
+        if path.as_os_str() == ":memory:" {
+            return None;
+        }
+        let directory = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+        (!directory.is_dir()).then(|| directory.to_owned())
+    }
 }
 
 impl From<&std::path::Path> for Location {
@@ -47,10 +60,20 @@ impl From<&Location> for Location {
     }
 }
 
+/// A `--db` that names no database.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    #[error("the database path is empty: give a file such as msgbatch.db, or a postgres:// URL")]
+    Empty,
+}
+
 impl FromStr for Location {
-    type Err = std::convert::Infallible;
+    type Err = LocationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(LocationError::Empty);
+        }
         Ok(
             if s.starts_with("postgres://") || s.starts_with("postgresql://") {
                 Self::Postgres(s.to_owned())
@@ -113,6 +136,21 @@ mod tests {
             .parse()
             .unwrap();
         assert!(!at.to_string().contains("hunter2"), "{at}");
+    }
+
+    #[test]
+    fn an_empty_location_and_a_missing_directory_are_named() {
+        let error = "".parse::<Location>().unwrap_err().to_string();
+        assert!(error.contains("the database path is empty"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let nowhere = Location::File(dir.path().join("no/such/dir/runs.db"));
+        assert_eq!(
+            nowhere.missing_directory(),
+            Some(dir.path().join("no/such/dir"))
+        );
+        let here = Location::File(dir.path().join("runs.db"));
+        assert_eq!(here.missing_directory(), None);
+        assert_eq!(Location::File("runs.db".into()).missing_directory(), None);
     }
 
     #[test]

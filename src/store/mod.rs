@@ -53,7 +53,12 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: sqlx::Error,
+        source: DbError,
+    },
+    #[error("failed to open database {path}: the directory {} does not exist", directory.display())]
+    NoDirectory {
+        path: String,
+        directory: std::path::PathBuf,
     },
     #[error("failed to prepare database {path}")]
     Migrate {
@@ -73,17 +78,17 @@ pub enum StoreError {
         "figures beyond what msgbatch can add up (over $9.2M or 2^63 tokens): a result holds \
          usage no request could produce"
     )]
-    Overflow(#[source] sqlx::Error),
+    Overflow(#[source] DbError),
     #[error(transparent)]
-    Sql(sqlx::Error),
+    Sql(DbError),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         if is_overflow(&error) {
-            Self::Overflow(error)
+            Self::Overflow(DbError(error))
         } else {
-            Self::Sql(error)
+            Self::Sql(DbError(error))
         }
     }
 }
@@ -96,6 +101,23 @@ fn is_overflow(error: &sqlx::Error) -> bool {
             e.code().as_deref() == Some("22003") || e.message().contains("integer overflow")
         }
         _ => false,
+    }
+}
+
+/// A database error shown once: sqlx writes its cause into its message and also gives it as
+/// its source, which `{:#}` would print twice. This one's source is the cause's own.
+#[derive(Debug)]
+pub struct DbError(pub sqlx::Error);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0).and_then(std::error::Error::source)
     }
 }
 
@@ -191,8 +213,14 @@ impl Store {
         let shown = location.to_string();
         let open = |source| StoreError::Open {
             path: shown.clone(),
-            source,
+            source: DbError(source),
         };
+        if let Some(directory) = location.missing_directory() {
+            return Err(StoreError::NoDirectory {
+                path: shown,
+                directory,
+            });
+        }
         let pool = match &location {
             Location::File(path) => Pool::Sqlite(open_sqlite(path).await.map_err(open)?),
             Location::Postgres(url) => {
@@ -848,13 +876,23 @@ impl Store {
 
     /// Finds a run by numeric id or by name.
     pub async fn find_run(&self, key: &str) -> Result<RunRow, StoreError> {
-        let sql = match key.parse::<i64>() {
-            Ok(id) => Sql::new("SELECT * FROM runs WHERE id = $1").bind(id),
-            Err(_) => Sql::new("SELECT * FROM runs WHERE name = $1").bind(key),
+        let by_id = match key.parse::<i64>() {
+            Ok(id) => {
+                self.optional(Sql::new("SELECT * FROM runs WHERE id = $1").bind(id))
+                    .await?
+            }
+            Err(_) => None,
         };
-        self.optional(sql)
-            .await?
-            .ok_or_else(|| StoreError::NoSuchRun(key.to_owned()))
+        // A run an older msgbatch let be named with a number is found by it when no run has
+        // that id.
+        let found = match by_id {
+            Some(run) => Some(run),
+            None => {
+                self.optional(Sql::new("SELECT * FROM runs WHERE name = $1").bind(key))
+                    .await?
+            }
+        };
+        found.ok_or_else(|| StoreError::NoSuchRun(key.to_owned()))
     }
 
     pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {

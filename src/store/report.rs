@@ -24,16 +24,19 @@ impl GroupBy {
             Self::Run => {
                 sql.push("''");
             }
+            // The tag's name is bound as it is, whatever characters it holds, and compared
+            // with the stored keys as text on both databases: a JSON path would need it quoted,
+            // and SQLite and PostgreSQL read quotes and backslashes in paths differently.
             Self::Tag(name) => match dialect {
                 Dialect::Sqlite => {
-                    sql.push("COALESCE(json_extract(j.tags, ");
-                    sql.push_bind(format!("$.\"{}\"", name.replace('"', "")));
+                    sql.push("COALESCE((SELECT t.value FROM json_each(j.tags) t WHERE t.key = ");
+                    sql.push_bind(name.clone());
                     sql.push("), '(no tag)')");
                 }
                 Dialect::Postgres => {
-                    sql.push("COALESCE(CAST(j.tags AS jsonb) ->> ");
-                    sql.push_bind(name.replace('"', ""));
-                    sql.push(", '(no tag)')");
+                    sql.push("COALESCE(CAST(j.tags AS jsonb) ->> CAST(");
+                    sql.push_bind(name.clone());
+                    sql.push(" AS TEXT), '(no tag)')");
                 }
             },
         }

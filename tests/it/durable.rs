@@ -480,25 +480,6 @@ fn opus_jobs(ws: &Workspace, count: usize) -> std::path::PathBuf {
     ws.write("opus.jsonl", &(lines.join("\n") + "\n"))
 }
 
-async fn run_on_gateway(
-    ws: &Workspace,
-    url: &str,
-    file: &Path,
-    name: &str,
-) -> std::process::Output {
-    ws.run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--name",
-        name,
-        "--base-url",
-        url,
-        "--api-key-env",
-        KEY_ENV,
-    ])
-    .await
-}
-
 #[tokio::test]
 async fn a_usage_whose_cost_cannot_be_counted_is_refused_not_priced() {
     // 2^52 input tokens pass a bound of 2^53 on usage, but at $15 per million they cost

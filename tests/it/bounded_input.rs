@@ -1,0 +1,469 @@
+//! Input that would take unbounded memory or time, or that breaks a store halfway: a record
+//! past the size bound (plain, in a CSV row, from a decompression bomb or an endless stream),
+//! an endless template, job files that are streams, directories or loops; and the errors for
+//! `--db`, names, headers, tags and NUL characters, which must say the real cause before any
+//! run is made.
+
+use std::io::Write as _;
+
+use msgbatch::mock::MockConfig;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::postgres::TestDb;
+
+/// Past the bound: the 33 MB a record may take, and a little more.
+const PAST_THE_BOUND: usize = 34 << 20;
+
+fn job(id: &str, prompt: &str) -> String {
+    json!({"custom_id": id, "params": {"model": "claude-haiku-4-5", "max_tokens": 20,
+        "messages": [{"role": "user", "content": prompt}]}})
+    .to_string()
+}
+
+/// (line, error) of the rejected jobs of the workspace's run.
+async fn rejected(ws: &Workspace) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT line, error FROM jobs WHERE state = 'rejected' ORDER BY line")
+        .fetch_all(&ws.pool().await)
+        .await
+        .expect("jobs are readable")
+}
+
+async fn runs(ws: &Workspace) -> i64 {
+    if !ws.db().exists() {
+        return 0;
+    }
+    count(&ws.pool().await, "SELECT COUNT(*) FROM runs").await
+}
+
+#[tokio::test]
+async fn a_jsonl_line_past_the_bound_is_refused_by_its_line_or_skipped() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    ws.write(
+        "big.jsonl",
+        &[
+            job("a", "one"),
+            job("big", &"x".repeat(PAST_THE_BOUND)),
+            job("b", "two"),
+            String::new(),
+        ]
+        .join("\n"),
+    );
+
+    let output = ws.run_on(&mock, &["run", "big.jsonl"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("big.jsonl: line 2: record larger than 33 MB"),
+        "{stderr}"
+    );
+    assert_eq!((mock.requests(), runs(&ws).await), (0, 0));
+
+    let output = ws
+        .run_on(&mock, &["run", "big.jsonl", "--skip-invalid"])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stdout.contains("2 succeeded, 0 failed, 1 rejected"),
+        "{stdout}"
+    );
+    assert_eq!(
+        rejected(&ws).await,
+        [(2, "record larger than 33 MB".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_csv_row_past_the_bound_is_skipped_to_its_end_and_the_lines_go_on() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // The long field is quoted and spans lines: the rows after it keep their own lines.
+    let mut table = String::from("id,prompt,model,max_tokens\na,one,claude-haiku-4-5,20\nbig,\"");
+    let chunk = "y".repeat(1 << 20);
+    for _ in 0..(PAST_THE_BOUND >> 20) {
+        table.push_str(&chunk);
+        table.push('\n');
+    }
+    table.push_str(
+        "\",claude-haiku-4-5,20\nc,three,claude-haiku-4-5,lots\nd,four,claude-haiku-4-5,20\n",
+    );
+    ws.write("big.csv", &table);
+    let after = 4 + i64::try_from(PAST_THE_BOUND >> 20).expect("a small count");
+    drop(table);
+
+    let output = ws.run_on(&mock, &["run", "big.csv"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("big.csv: line 3: record larger than 33 MB"),
+        "{stderr}"
+    );
+    assert_eq!(runs(&ws).await, 0);
+
+    let output = ws
+        .run_on(&mock, &["run", "big.csv", "--skip-invalid"])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stdout.contains("2 succeeded, 0 failed, 2 rejected"),
+        "{stdout}"
+    );
+    let found = rejected(&ws).await;
+    assert_eq!(found[0], (3, "record larger than 33 MB".to_owned()));
+    assert_eq!(found[1].0, after, "{found:?}");
+    assert!(found[1].1.contains("max_tokens"), "{found:?}");
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_and_an_endless_stream_stop_at_the_bound() {
+    let ws = Workspace::new();
+    // 64 MB of one line, a few dozen KB compressed, written as a stream.
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(ws.path("bomb.jsonl.gz")).expect("a temp file"),
+        flate2::Compression::best(),
+    );
+    let zeros = vec![b'0'; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).expect("written");
+    }
+    encoder.finish().expect("written");
+    assert!(std::fs::metadata(ws.path("bomb.jsonl.gz")).unwrap().len() < 1 << 20);
+
+    let output = ws.run(&["run", "bomb.jsonl.gz", "--mock"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("bomb.jsonl.gz: line 1: record larger than 33 MB"),
+        "{stderr}"
+    );
+    assert_eq!(runs(&ws).await, 0);
+
+    if std::path::Path::new("/dev/zero").exists() {
+        let output = ws.run(&["run", "/dev/zero", "--mock"]).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(
+            stderr.contains("/dev/zero: line 1: record larger than 33 MB"),
+            "{stderr}"
+        );
+        assert_eq!(runs(&ws).await, 0);
+    }
+}
+
+#[tokio::test]
+async fn an_endless_template_and_one_that_multiplies_a_column_are_refused() {
+    let ws = Workspace::new();
+    ws.write(
+        "rows.csv",
+        &format!("id,text\na,{}\nb,short\n", "z".repeat(300)),
+    );
+    if std::path::Path::new("/dev/zero").exists() {
+        let output = ws
+            .run(&[
+                "run",
+                "rows.csv",
+                "--prompt-template",
+                "/dev/zero",
+                "--mock",
+            ])
+            .await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(
+            stderr.contains("failed to read the prompt template /dev/zero: larger than 1 MB"),
+            "{stderr}"
+        );
+    }
+    // 120,000 uses of a 300-byte column would make a 36 MB user turn.
+    ws.write("many.txt", &"{{text}}".repeat(120_000));
+    let output = ws
+        .run(&[
+            "run",
+            "rows.csv",
+            "--prompt-template",
+            "many.txt",
+            "--model",
+            "claude-haiku-4-5",
+            "--max-tokens",
+            "20",
+            "--mock",
+        ])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "rows.csv:2: `prompt` the prompt template makes a user turn larger than 32 MB"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_fifo_is_read_once_and_a_directory_or_a_loop_is_named() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    ws.write(
+        "jobs.jsonl",
+        &[job("a", "one"), job("b", "two"), String::new()].join("\n"),
+    );
+    let fifo = ws.path("jobs.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // A writer that blocks until msgbatch opens the FIFO; killed if the test ends first.
+    let mut writer = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("cat jobs.jsonl > jobs.fifo")
+        .current_dir(ws.dir.path())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sh runs");
+    let output = ws.run_on(&mock, &["run", "jobs.fifo"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stdout.contains("2 succeeded"), "{stdout}");
+    assert!(writer.wait().await.expect("the writer ends").success());
+
+    std::fs::create_dir(ws.path("folder")).expect("a directory");
+    let output = ws.run_on(&mock, &["run", "folder"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot read job file folder: it is a directory"),
+        "{stderr}"
+    );
+
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("loop-b", ws.path("loop-a")).expect("a link");
+        std::os::unix::fs::symlink("loop-a", ws.path("loop-b")).expect("a link");
+        let output = ws.run_on(&mock, &["run", "loop-a"]).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(
+            stderr.contains("cannot read job file loop-a: its symbolic links make a loop"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(mock.requests(), 2);
+}
+
+#[tokio::test]
+async fn database_locations_that_cannot_work_say_why_once() {
+    let ws = Workspace::new();
+    ws.write("jobs.jsonl", &job("a", "one"));
+    let run = |db: String| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_msgbatch"));
+        command
+            .args(["--db", &db, "run", "jobs.jsonl", "--mock"])
+            .current_dir(ws.dir.path())
+            .env_remove("MSGBATCH_DB")
+            .kill_on_drop(true);
+        async move { command.output().await.expect("the binary runs") }
+    };
+    let output = run(String::new()).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("the database path is empty"), "{stderr}");
+
+    let output = run("no/such/dir/runs.db".to_owned()).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "failed to open database no/such/dir/runs.db: the directory no/such/dir does not exist"
+        ),
+        "{stderr}"
+    );
+
+    // A port that nothing listens on any more.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("an address").port()
+    };
+    let output = run(format!("postgres://postgres@127.0.0.1:{port}/none")).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "the cause is printed once: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bad_headers_keys_and_names_are_refused_before_a_run_is_made() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    ws.write("jobs.jsonl", &job("a", "one"));
+    let output = ws
+        .run_on(&mock, &["run", "jobs.jsonl", "--header", "x-team: a\u{1}b"])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("invalid header `x-team`"), "{stderr}");
+    assert_eq!(runs(&ws).await, 0, "no run is left loading");
+
+    let output = ws
+        .command_on(&mock, &["run", "jobs.jsonl"])
+        .env(KEY_ENV, "sk-ant-two\nlines")
+        .output()
+        .await
+        .expect("the binary runs");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("the key has invalid characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-ant-two"), "{stderr}");
+    assert_eq!(runs(&ws).await, 0, "no run is left loading");
+
+    for (name, why) in [
+        ("", "a run name must not be empty"),
+        ("3", "`3` is a number, and a number names a run by its id"),
+        ("a\tb", "a run name must not hold control characters"),
+    ] {
+        let output = ws
+            .run_on(&mock, &["run", "jobs.jsonl", "--name", name])
+            .await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stderr}");
+        assert!(stderr.contains(why), "{name:?}: {stderr}");
+    }
+    assert_eq!((mock.requests(), runs(&ws).await), (0, 0));
+}
+
+/// Tag names with a quote and a backslash, and one nobody gave.
+const TAGGED: &str = r#"{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":20,"messages":[{"role":"user","content":"one"}]},"tags":{"a\"b":"quoted","a\\b":"slashed"}}
+"#;
+
+async fn tag_keys(ws: &Workspace, tag: &str) -> Vec<Value> {
+    let by = format!("tag:{tag}");
+    let output = ws
+        .run(&["report", "1", "--by", &by, "--format", "json", "--out", "-"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["key"].clone())
+        .collect()
+}
+
+async fn tags_group_by_any_name(ws: &Workspace) {
+    ws.write("tagged.jsonl", TAGGED);
+    let output = ws.run(&["run", "tagged.jsonl", "--mock"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(tag_keys(ws, "a\"b").await, [json!("quoted")]);
+    assert_eq!(tag_keys(ws, "a\\b").await, [json!("slashed")]);
+    assert_eq!(tag_keys(ws, "other").await, [json!("(no tag)")]);
+}
+
+#[tokio::test]
+async fn tag_names_with_quotes_and_backslashes_group_the_same_on_both_stores() {
+    tags_group_by_any_name(&Workspace::new()).await;
+    if let Some(db) = TestDb::create().await {
+        tags_group_by_any_name(&Workspace::on_postgres(&db.url)).await;
+    }
+}
+
+/// A NUL in a prompt and in a tag, then a good record.
+const WITH_NUL: &str = r#"{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":20,"messages":[{"role":"user","content":"one\u0000two"}]}}
+{"custom_id":"b","params":{"model":"claude-haiku-4-5","max_tokens":20,"messages":[{"role":"user","content":"two"}]},"tags":{"t":"x\u0000"}}
+{"custom_id":"c","params":{"model":"claude-haiku-4-5","max_tokens":20,"messages":[{"role":"user","content":"three"}]}}
+"#;
+
+async fn nul_is_refused_at_validation(ws: &Workspace) {
+    ws.write("nul.jsonl", WITH_NUL);
+    let output = ws.run(&["run", "nul.jsonl", "--mock"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr.contains("nul.jsonl:1: `messages[0].content` contains a NUL character"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nul.jsonl:2: `tags.t` contains a NUL character"),
+        "{stderr}"
+    );
+    let output = ws
+        .run(&["run", "nul.jsonl", "--mock", "--skip-invalid"])
+        .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stdout.contains("1 succeeded, 0 failed, 2 rejected"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_nul_in_a_prompt_or_tag_is_refused_the_same_on_both_stores() {
+    nul_is_refused_at_validation(&Workspace::new()).await;
+    if let Some(db) = TestDb::create().await {
+        nul_is_refused_at_validation(&Workspace::on_postgres(&db.url)).await;
+    }
+}
+
+#[tokio::test]
+async fn confirm_above_refuses_a_stream_it_would_use_up() {
+    use tokio::io::AsyncWriteExt as _;
+    let ws = Workspace::new();
+    let mut child = ws
+        .command(&["run", "-", "--mock", "--confirm-above", "100"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().expect("a pipe");
+    // The binary may refuse before reading: a write to a closed pipe is no failure here.
+    let _ = stdin.write_all(job("a", "one").as_bytes()).await;
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("the binary ends");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(
+        stderr
+            .contains("--confirm-above reads - before sending, and a stream can be read only once"),
+        "{stderr}"
+    );
+    assert_eq!(runs(&ws).await, 0);
+}
+
+#[tokio::test]
+async fn a_run_an_older_version_named_with_a_number_is_still_found_by_it() {
+    let ws = Workspace::new();
+    ws.write("jobs.jsonl", &job("a", "one"));
+    let output = ws
+        .run(&["run", "jobs.jsonl", "--mock", "--name", "first"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    // As an older msgbatch could name it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .expect("the database opens");
+    sqlx::query("UPDATE runs SET name = '7'")
+        .execute(&pool)
+        .await
+        .expect("renamed");
+    pool.close().await;
+    let output = ws.run(&["status", "7"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|line| line.contains("completed"))
+        .map(|line| line.split_whitespace().take(3).collect())
+        .unwrap_or_default();
+    assert_eq!(row, ["1", "7", "completed"], "{stdout}");
+}
