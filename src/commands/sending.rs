@@ -434,19 +434,8 @@ fn print_summary_json(
         "run": {"id": run.id, "name": run.name},
         "status": status.as_str(),
         "stop_reason": stop_reason,
-        "jobs": {
-            "total": c.total,
-            "succeeded": c.succeeded,
-            "failed": c.failed,
-            "rejected": c.rejected,
-            "pending": c.pending,
-        },
-        "tokens": {
-            "input": c.input_tokens,
-            "cache_write": c.cache_creation_input_tokens,
-            "cache_read": c.cache_read_input_tokens,
-            "output": c.output_tokens,
-        },
+        "jobs": jobs_json(c),
+        "tokens": tokens_json(c),
         "cost": {
             "total_pico_usd": c.cost_pico_usd,
             "complete": c.unpriced == 0,
@@ -521,6 +510,27 @@ async fn join(
 }
 
 /// A run's job counts, as the summary's first lines.
+/// A run's jobs by state, as the JSON of the summary and of `status` give them.
+pub fn jobs_json(c: &crate::store::RunCounts) -> serde_json::Value {
+    serde_json::json!({
+        "total": c.total,
+        "succeeded": c.succeeded,
+        "failed": c.failed,
+        "rejected": c.rejected,
+        "pending": c.pending,
+    })
+}
+
+/// A run's tokens, as the JSON of the summary and of `status` give them.
+pub fn tokens_json(c: &crate::store::RunCounts) -> serde_json::Value {
+    serde_json::json!({
+        "input": c.input_tokens,
+        "cache_write": c.cache_creation_input_tokens,
+        "cache_read": c.cache_read_input_tokens,
+        "output": c.output_tokens,
+    })
+}
+
 pub fn print_counts(run: &RunRow, counts: &crate::store::RunCounts) -> std::io::Result<()> {
     crate::outln!("run {} (id {})", run.name, run.id)?;
     print_jobs(counts)

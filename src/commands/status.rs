@@ -159,19 +159,8 @@ async fn print_json(store: &Store, runs: &[RunRow], one: bool) -> anyhow::Result
                 "name": run.gateway_name,
                 "url": format!("{}{}", run.base_url, run.messages_path),
             },
-            "jobs": {
-                "total": c.total,
-                "succeeded": c.succeeded,
-                "failed": c.failed,
-                "rejected": c.rejected,
-                "pending": c.pending,
-            },
-            "tokens": {
-                "input": c.input_tokens,
-                "cache_write": c.cache_creation_input_tokens,
-                "cache_read": c.cache_read_input_tokens,
-                "output": c.output_tokens,
-            },
+            "jobs": super::sending::jobs_json(&c),
+            "tokens": super::sending::tokens_json(&c),
             "spend_pico_usd": c.cost_pico_usd,
             "unpriced_results": c.unpriced,
             "workers": workers.iter().map(|w| serde_json::json!({
