@@ -24,4 +24,5 @@ mod run;
 mod sdk;
 mod security;
 mod stream;
+mod test_command;
 mod warmup;

@@ -1,13 +1,12 @@
 //! The store on a real PostgreSQL server: every command as on SQLite, and the same figures
 //! from the same jobs. The server is the one `MSGBATCH_TEST_POSTGRES` names (a URL to an
-//! existing database, such as `postgres://postgres@127.0.0.1:5432/test`); each test makes a
-//! database of its own there and drops it after. Without the variable the tests are skipped
-//! with one line, unless `MSGBATCH_REQUIRE_POSTGRES` is set (as `.ci/run` sets it), which
-//! fails them.
+//! existing database), by default `postgres://postgres:postgres@127.0.0.1:5432/test`; each test
+//! makes a database of its own there and drops it after. The tests are marked ignored, so that
+//! `cargo test` lists them as such where no server runs; `cargo test -- --include-ignored`
+//! runs them, and then a server that cannot be reached fails them, never skips them.
 
-use std::io::Write as _;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{LazyLock, Once};
 
 use msgbatch::mock::MockConfig;
 use serde_json::Value;
@@ -22,39 +21,37 @@ pub struct TestDb {
     admin: String,
 }
 
-/// The server's URL, or `None` (said once) when the tests are to be skipped.
-fn server() -> Option<&'static str> {
-    static URL: LazyLock<Option<String>> =
-        LazyLock::new(|| std::env::var("MSGBATCH_TEST_POSTGRES").ok());
-    static SKIPPED: Once = Once::new();
-    if URL.is_none() {
-        assert!(
-            std::env::var_os("MSGBATCH_REQUIRE_POSTGRES").is_none(),
-            "MSGBATCH_REQUIRE_POSTGRES is set but MSGBATCH_TEST_POSTGRES is not"
-        );
-        // Written to the process's stderr, past the test harness's capture, so that it shows.
-        SKIPPED.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: the PostgreSQL tests need MSGBATCH_TEST_POSTGRES=postgres://user@host/db"
-            );
-        });
-    }
-    URL.as_deref()
+/// The server the tests run on when `MSGBATCH_TEST_POSTGRES` does not name one.
+pub const DEFAULT_SERVER: &str = "postgres://postgres:postgres@127.0.0.1:5432/test";
+
+/// The server's URL: `MSGBATCH_TEST_POSTGRES`, or the local default.
+fn server() -> &'static str {
+    static URL: LazyLock<String> = LazyLock::new(|| {
+        std::env::var("MSGBATCH_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.to_owned())
+    });
+    &URL
 }
 
 impl TestDb {
+    /// Makes the database, or fails the test with what to provide: a test that needs the
+    /// server and runs without one has checked nothing, so it must not pass. Always `Some`;
+    /// the `Option` keeps the `let Some(db) = TestDb::create().await else` callers compiling.
     pub async fn create() -> Option<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let admin = server()?.to_owned();
+        let admin = server().to_owned();
         let name = format!(
             "msgbatch_it_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .expect("the test PostgreSQL server accepts connections");
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "this test needs PostgreSQL, and the server at {} cannot be reached ({e}): \
+                 start one on 127.0.0.1:5432 (trust auth, database `test`) or set \
+                 MSGBATCH_TEST_POSTGRES=postgres://user@host/db",
+                without_password(&admin)
+            )
+        });
         for statement in [
             format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             format!("CREATE DATABASE {name}"),
@@ -77,6 +74,19 @@ impl TestDb {
         PgConnection::connect(&self.url)
             .await
             .expect("the test database opens")
+    }
+}
+
+/// `url` with any password replaced, for messages.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(MSGBATCH_TEST_POSTGRES, not a URL)".to_owned(),
     }
 }
 
@@ -128,6 +138,7 @@ not json at all
 "#;
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn every_command_works_on_postgres_and_reports_what_sqlite_reports() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -214,6 +225,7 @@ async fn every_command_works_on_postgres_and_reports_what_sqlite_reports() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn a_password_in_the_database_url_is_never_shown() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -277,6 +289,7 @@ impl Worker {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -408,6 +421,7 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn workers_share_one_budget_and_spend_it_without_passing_it() {
     let Some(db) = TestDb::create().await else {
         return;

@@ -35,10 +35,14 @@ fn file(ws: &Workspace, groups: usize, per_group: usize, plain: usize) -> std::p
     ws.write("cached.jsonl", &(lines.join("\n") + "\n"))
 }
 
+/// A gateway slow to begin its answers. What the tests count (writes, reads, jobs held, the
+/// first requests) is settled by the order of two events: the run reading and sending its
+/// first jobs, and the warmer's first token. Half a second to that token keeps the first event
+/// ahead on a loaded machine, where 100 ms was a narrow margin; the counts are unchanged.
 fn slow_mock() -> MockConfig {
     MockConfig {
-        latency: Duration::from_millis(60),
-        first_token_delay: Duration::from_millis(40),
+        latency: Duration::from_millis(250),
+        first_token_delay: Duration::from_millis(250),
         ..MockConfig::default()
     }
 }
