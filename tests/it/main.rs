@@ -13,6 +13,7 @@ mod grade;
 mod hostile_text;
 mod input;
 mod limits;
+mod limits_key;
 mod postgres;
 mod prices;
 mod report;
