@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 use crate::client::{LimitKind, Observed};
 use tokio::time::Instant;
 
+/// The pool's name when the gateway limits the key: reports show the limits under it.
+pub const KEY_POOL: &str = "(key)";
+
 /// Longest pause a gateway's hint may impose at once; a reset time further out than this is
 /// more likely a clock problem than a real limit.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -106,6 +109,8 @@ pub struct Limiter {
     otpm: Option<u32>,
     /// Models that share their limits: model → pool (by default each model is its own).
     pools: BTreeMap<String, String>,
+    /// The one pool of every model, when the gateway limits the key rather than each model.
+    one_pool: Option<String>,
     /// Buckets per pool, charged with each request's estimate and settled with its usage.
     tokens: Mutex<HashMap<String, TokenBuckets>>,
     /// No request starts before this instant.
@@ -158,6 +163,7 @@ impl Limiter {
             itpm: itpm.filter(|n| *n > 0),
             otpm: otpm.filter(|n| *n > 0),
             pools,
+            one_pool: None,
             tokens: Mutex::new(HashMap::new()),
             paused_until: Mutex::new(None),
             share: std::sync::Arc::new(Share {
@@ -165,6 +171,14 @@ impl Limiter {
                 start_empty: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Every model counts against one pool: the gateway limits the key, not each model, so
+    /// the given limits and those learnt from any answer hold for all models together.
+    #[must_use]
+    pub fn per_key(mut self) -> Self {
+        self.one_pool = Some(KEY_POOL.to_owned());
+        self
     }
 
     /// How the limits are divided among workers, for the heartbeat that counts them.
@@ -226,6 +240,9 @@ impl Limiter {
 
     /// The pool whose limits a model's requests count against.
     pub fn pool<'a>(&'a self, model: &'a str) -> &'a str {
+        if let Some(pool) = &self.one_pool {
+            return pool;
+        }
         self.pools.get(model).map_or(model, String::as_str)
     }
 
@@ -626,6 +643,28 @@ mod tests {
         limiter.take("m", Some(Charge::default())).await;
         // 500 below empty, plus the one token it needs and the headroom, at 10 a second.
         about(before.elapsed(), Duration::from_millis(50_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_per_key_puts_every_model_in_one_pool_whatever_the_profile_pools() {
+        let pools = BTreeMap::from([("claude-opus-4-7".to_owned(), "opus".to_owned())]);
+        let limiter = Limiter::with_tokens(Some(60), None, None, pools).per_key();
+        assert_eq!(limiter.pool("claude-opus-4-7"), KEY_POOL);
+        assert_eq!(limiter.pool("claude-haiku-4-5"), KEY_POOL);
+        // One bucket of 60 for both models (less a tenth of a second kept back): the 61st
+        // request waits a second more, whichever model.
+        let before = Instant::now();
+        for i in 0..60 {
+            let model = if i % 2 == 0 {
+                "claude-opus-4-7"
+            } else {
+                "claude-haiku-4-5"
+            };
+            limiter.take(limiter.pool(model), None).await;
+        }
+        assert!(before.elapsed() <= Duration::from_millis(100));
+        limiter.take(limiter.pool("claude-haiku-4-5"), None).await;
+        assert!(before.elapsed() >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

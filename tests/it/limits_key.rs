@@ -59,3 +59,61 @@ async fn a_retry_waits_what_retry_after_says_not_a_longer_backoff() {
         );
     }
 }
+
+#[tokio::test]
+async fn two_models_on_a_gateway_that_limits_the_key_share_one_pool_and_get_no_429() {
+    let ws = Workspace::new();
+    // The mock keeps one set of buckets for every model, as a gateway limiting the key does.
+    let rpm = 300;
+    let mock = mock(MockConfig {
+        limits: msgbatch::mock::limits::Limits {
+            rpm: Some(rpm),
+            ..Default::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    // 170 jobs to each of two models: 340 requests against a bucket of 300. Two pools of
+    // 300 each would send them all at once and 40 would be refused.
+    let file = ws.jobs("jobs.jsonl", 170);
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--models",
+                "claude-haiku-4-5,claude-sonnet-4-6",
+                "--rpm",
+                &rpm.to_string(),
+                "--limits",
+                "key",
+                "--concurrency",
+                "64",
+                "--no-warmup",
+            ],
+        )
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        340
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE http_status = 429"
+        )
+        .await,
+        0,
+        "a per-key gateway refused requests"
+    );
+    // The report shows the key's limit once, for both models together.
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains("(key): RPM 300/min"),
+        "no per-key pool in the report: {stdout}"
+    );
+    assert!(!stdout.contains("claude-haiku-4-5: RPM"), "{stdout}");
+}
