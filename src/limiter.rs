@@ -89,6 +89,10 @@ struct TokenBuckets {
     output: Option<TokenBucket>,
     /// Requests on the wire that were sent uncharged, before the pool had token limits.
     uncharged: u64,
+    /// Output tokens charged to requests on the wire and not settled yet. The gateway counts
+    /// output once it is produced, so what its headers say remains does not yet hold these:
+    /// a bucket set from those headers has to keep them back.
+    reserved_output: f64,
     /// The workers its limits were last divided among.
     shared_by: u64,
 }
@@ -269,6 +273,7 @@ impl Limiter {
                 input: self.itpm.map(bucket),
                 output: self.otpm.map(bucket),
                 uncharged: 0,
+                reserved_output: 0.0,
                 shared_by: 1,
             }
         });
@@ -341,6 +346,9 @@ impl Limiter {
                             b.level -= take.min(b.limit);
                         }
                     }
+                    if tokens {
+                        buckets.reserved_output += output;
+                    }
                     return;
                 }
                 wait
@@ -388,6 +396,9 @@ impl Limiter {
         if let Some(b) = &mut buckets.output {
             adjust(b, charged.output, used.output);
         }
+        #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+        let charged_output = charged.output as f64;
+        buckets.reserved_output = (buckets.reserved_output - charged_output).max(0.0);
     }
 
     /// A request of the pool goes out uncharged (the pool has no limits yet), or its answer
@@ -421,6 +432,7 @@ impl Limiter {
         let share = 1.0 / buckets.shared_by as f64;
         #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         let in_flight = buckets.uncharged as f64;
+        let reserved_output = buckets.reserved_output;
         for seen in observed {
             let (bucket, given, slack) = match seen.kind {
                 LimitKind::Requests => (&mut buckets.requests, given.0, 0.0),
@@ -461,6 +473,14 @@ impl Limiter {
             });
             bucket.refill(now);
             bucket.limit = f64::from(limit) * share;
+            // Output still being produced has not reached the gateway's count: what remains
+            // for new requests is what it says less what those on the wire were charged.
+            // Forgetting them let the bucket fill again under answers still to be counted,
+            // and the gateway's went into debt (429s).
+            let remaining = match seen.kind {
+                LimitKind::OutputTokens => remaining - reserved_output,
+                LimitKind::Requests | LimitKind::InputTokens => remaining,
+            };
             if bucket.level > remaining + slack * share {
                 bucket.level = remaining;
             }
@@ -643,6 +663,48 @@ mod tests {
         limiter.take("m", Some(Charge::default())).await;
         // 500 below empty, plus the one token it needs and the headroom, at 10 a second.
         about(before.elapsed(), Duration::from_millis(50_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_learnt_otpm_keeps_back_the_output_of_requests_still_on_the_wire() {
+        let limiter = Limiter::with_tokens(None, None, None, BTreeMap::new());
+        let output = |remaining: u64| Observed {
+            kind: LimitKind::OutputTokens,
+            limit: 60_000,
+            remaining,
+        };
+        let charge = |output: u64| Some(Charge { input: 0, output });
+        limiter.learn("m", &[output(60_000)], Some(Charge::default()));
+        // Three requests go out, charged 10,000 each.
+        for _ in 0..3 {
+            limiter.take("m", charge(10_000)).await;
+        }
+        // Another answer says 20,000 remain: the gateway has not counted the 30,000 the three
+        // will produce, so its bucket is headed for 10,000 of debt, and nothing may go out
+        // before 10,000 and more have come back (ten seconds and more, at 1,000 a second).
+        limiter.learn("m", &[output(20_000)], Some(Charge::default()));
+        let before = Instant::now();
+        limiter.take("m", charge(100)).await;
+        assert!(
+            before.elapsed() >= Duration::from_secs(10),
+            "sent after {:?}, into the gateway's debt",
+            before.elapsed()
+        );
+        // Once they are answered (and settled) the bucket no longer keeps them back.
+        for _ in 0..3 {
+            limiter.settle(
+                "m",
+                Charge {
+                    input: 0,
+                    output: 10_000,
+                },
+                Charge::default(),
+            );
+        }
+        limiter.learn("m", &[output(20_000)], Some(Charge::default()));
+        let before = Instant::now();
+        limiter.take("m", charge(100)).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
