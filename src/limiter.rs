@@ -484,6 +484,18 @@ impl Limiter {
             if bucket.level > remaining + slack * share {
                 bucket.level = remaining;
             }
+            // A bucket started with the uncharged requests taken at half as much again as
+            // they produce stays that far under the gateway's for good, and the gateway's
+            // refills past its top unused: once the gateway says clearly more remains for new
+            // output (beyond its rounding) than the bucket holds, the bucket comes up to it.
+            if seen.kind == LimitKind::OutputTokens
+                && let Some(each) = each
+            {
+                let free = remaining - in_flight * each * 1.5 - slack / 2.0;
+                if bucket.level < free - slack * share {
+                    bucket.level = free.min(bucket.limit);
+                }
+            }
         }
     }
 
@@ -704,6 +716,34 @@ mod tests {
         limiter.learn("m", &[output(20_000)], Some(Charge::default()));
         let before = Instant::now();
         limiter.take("m", charge(100)).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_learnt_otpm_comes_up_to_what_the_gateway_says_once_the_first_answers_are_in() {
+        let limiter = Limiter::with_tokens(None, None, None, BTreeMap::new());
+        let output = |remaining: u64| Observed {
+            kind: LimitKind::OutputTokens,
+            limit: 60_000,
+            remaining,
+        };
+        let answer = |output: u64| Some(Charge { input: 0, output });
+        // Three requests go out before any limit is known; the first answer (10,000 tokens)
+        // says 50,000 remain, and the two still on the wire are kept back at 15,000 each.
+        for _ in 0..3 {
+            limiter.uncharged("m", true);
+        }
+        limiter.uncharged("m", false);
+        limiter.learn("m", &[output(50_000)], answer(10_000));
+        // They produce 10,000 each: the gateway says 30,000 remain, 10,000 more than the
+        // bucket kept. Without coming up to it, the bucket would stay 10,000 under the gateway's
+        // for the whole run, and the gateway's would refill past its top unused.
+        for _ in 0..2 {
+            limiter.uncharged("m", false);
+        }
+        limiter.learn("m", &[output(30_000)], answer(10_000));
+        let before = Instant::now();
+        limiter.take("m", answer(28_000)).await;
         assert_eq!(before.elapsed(), Duration::ZERO);
     }
 
