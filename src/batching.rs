@@ -126,7 +126,7 @@ impl Batcher<'_> {
                     && self.policy.refuse_wait(e, None).is_none()
             })
             .adjust(|e: &AttemptError, delay| {
-                delay.map(|d| e.retry_after().map_or(d, |floor| d.max(floor)))
+                delay.map(|d| crate::client::retry_delay(d, e.retry_after()))
             })
             .await
             .map_err(|e| self.policy.refuse_wait(&e, None).unwrap_or(e))

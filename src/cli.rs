@@ -555,6 +555,12 @@ pub struct GatewayArgs {
     /// [default: the profile's `prices`, else the built-in table].
     #[arg(long)]
     pub prices: Option<PathBuf>,
+
+    /// Whether the gateway's rate limits are each model's (each pool of models keeps the
+    /// limits given and learns its own, as Anthropic's API does) or the whole key's (every
+    /// model shares them, as many gateways do) [default: the profile's `limits`, else model].
+    #[arg(long, value_enum)]
+    pub limits: Option<crate::settings::LimitsPer>,
 }
 
 /// How the key is sent, as typed; [`crate::client::AuthStyle`] is what the client uses.

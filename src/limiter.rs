@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 use crate::client::{LimitKind, Observed};
 use tokio::time::Instant;
 
+/// The pool's name when the gateway limits the key: reports show the limits under it.
+pub const KEY_POOL: &str = "(key)";
+
 /// Longest pause a gateway's hint may impose at once; a reset time further out than this is
 /// more likely a clock problem than a real limit.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -86,6 +89,10 @@ struct TokenBuckets {
     output: Option<TokenBucket>,
     /// Requests on the wire that were sent uncharged, before the pool had token limits.
     uncharged: u64,
+    /// Output tokens charged to requests on the wire and not settled yet. The gateway counts
+    /// output once it is produced, so what its headers say remains does not yet hold these:
+    /// a bucket set from those headers has to keep them back.
+    reserved_output: f64,
     /// The workers its limits were last divided among.
     shared_by: u64,
 }
@@ -106,6 +113,8 @@ pub struct Limiter {
     otpm: Option<u32>,
     /// Models that share their limits: model → pool (by default each model is its own).
     pools: BTreeMap<String, String>,
+    /// The one pool of every model, when the gateway limits the key rather than each model.
+    one_pool: Option<String>,
     /// Buckets per pool, charged with each request's estimate and settled with its usage.
     tokens: Mutex<HashMap<String, TokenBuckets>>,
     /// No request starts before this instant.
@@ -158,6 +167,7 @@ impl Limiter {
             itpm: itpm.filter(|n| *n > 0),
             otpm: otpm.filter(|n| *n > 0),
             pools,
+            one_pool: None,
             tokens: Mutex::new(HashMap::new()),
             paused_until: Mutex::new(None),
             share: std::sync::Arc::new(Share {
@@ -165,6 +175,14 @@ impl Limiter {
                 start_empty: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Every model counts against one pool: the gateway limits the key, not each model, so
+    /// the given limits and those learnt from any answer hold for all models together.
+    #[must_use]
+    pub fn per_key(mut self) -> Self {
+        self.one_pool = Some(KEY_POOL.to_owned());
+        self
     }
 
     /// How the limits are divided among workers, for the heartbeat that counts them.
@@ -226,6 +244,9 @@ impl Limiter {
 
     /// The pool whose limits a model's requests count against.
     pub fn pool<'a>(&'a self, model: &'a str) -> &'a str {
+        if let Some(pool) = &self.one_pool {
+            return pool;
+        }
         self.pools.get(model).map_or(model, String::as_str)
     }
 
@@ -252,6 +273,7 @@ impl Limiter {
                 input: self.itpm.map(bucket),
                 output: self.otpm.map(bucket),
                 uncharged: 0,
+                reserved_output: 0.0,
                 shared_by: 1,
             }
         });
@@ -324,6 +346,9 @@ impl Limiter {
                             b.level -= take.min(b.limit);
                         }
                     }
+                    if tokens {
+                        buckets.reserved_output += output;
+                    }
                     return;
                 }
                 wait
@@ -371,6 +396,9 @@ impl Limiter {
         if let Some(b) = &mut buckets.output {
             adjust(b, charged.output, used.output);
         }
+        #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+        let charged_output = charged.output as f64;
+        buckets.reserved_output = (buckets.reserved_output - charged_output).max(0.0);
     }
 
     /// A request of the pool goes out uncharged (the pool has no limits yet), or its answer
@@ -404,6 +432,7 @@ impl Limiter {
         let share = 1.0 / buckets.shared_by as f64;
         #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         let in_flight = buckets.uncharged as f64;
+        let reserved_output = buckets.reserved_output;
         for seen in observed {
             let (bucket, given, slack) = match seen.kind {
                 LimitKind::Requests => (&mut buckets.requests, given.0, 0.0),
@@ -444,8 +473,28 @@ impl Limiter {
             });
             bucket.refill(now);
             bucket.limit = f64::from(limit) * share;
+            // Output still being produced has not reached the gateway's count: what remains
+            // for new requests is what it says less what those on the wire were charged.
+            // Forgetting them let the bucket fill again under answers still to be counted,
+            // and the gateway's went into debt (429s).
+            let remaining = match seen.kind {
+                LimitKind::OutputTokens => remaining - reserved_output,
+                LimitKind::Requests | LimitKind::InputTokens => remaining,
+            };
             if bucket.level > remaining + slack * share {
                 bucket.level = remaining;
+            }
+            // A bucket started with the uncharged requests taken at half as much again as
+            // they produce stays that far under the gateway's for good, and the gateway's
+            // refills past its top unused: once the gateway says clearly more remains for new
+            // output (beyond its rounding) than the bucket holds, the bucket comes up to it.
+            if seen.kind == LimitKind::OutputTokens
+                && let Some(each) = each
+            {
+                let free = remaining - in_flight * each * 1.5 - slack / 2.0;
+                if bucket.level < free - slack * share {
+                    bucket.level = free.min(bucket.limit);
+                }
             }
         }
     }
@@ -626,6 +675,98 @@ mod tests {
         limiter.take("m", Some(Charge::default())).await;
         // 500 below empty, plus the one token it needs and the headroom, at 10 a second.
         about(before.elapsed(), Duration::from_millis(50_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_learnt_otpm_keeps_back_the_output_of_requests_still_on_the_wire() {
+        let limiter = Limiter::with_tokens(None, None, None, BTreeMap::new());
+        let output = |remaining: u64| Observed {
+            kind: LimitKind::OutputTokens,
+            limit: 60_000,
+            remaining,
+        };
+        let charge = |output: u64| Some(Charge { input: 0, output });
+        limiter.learn("m", &[output(60_000)], Some(Charge::default()));
+        // Three requests go out, charged 10,000 each.
+        for _ in 0..3 {
+            limiter.take("m", charge(10_000)).await;
+        }
+        // Another answer says 20,000 remain: the gateway has not counted the 30,000 the three
+        // will produce, so its bucket is headed for 10,000 of debt, and nothing may go out
+        // before 10,000 and more have come back (ten seconds and more, at 1,000 a second).
+        limiter.learn("m", &[output(20_000)], Some(Charge::default()));
+        let before = Instant::now();
+        limiter.take("m", charge(100)).await;
+        assert!(
+            before.elapsed() >= Duration::from_secs(10),
+            "sent after {:?}, into the gateway's debt",
+            before.elapsed()
+        );
+        // Once they are answered (and settled) the bucket no longer keeps them back.
+        for _ in 0..3 {
+            limiter.settle(
+                "m",
+                Charge {
+                    input: 0,
+                    output: 10_000,
+                },
+                Charge::default(),
+            );
+        }
+        limiter.learn("m", &[output(20_000)], Some(Charge::default()));
+        let before = Instant::now();
+        limiter.take("m", charge(100)).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_learnt_otpm_comes_up_to_what_the_gateway_says_once_the_first_answers_are_in() {
+        let limiter = Limiter::with_tokens(None, None, None, BTreeMap::new());
+        let output = |remaining: u64| Observed {
+            kind: LimitKind::OutputTokens,
+            limit: 60_000,
+            remaining,
+        };
+        let answer = |output: u64| Some(Charge { input: 0, output });
+        // Three requests go out before any limit is known; the first answer (10,000 tokens)
+        // says 50,000 remain, and the two still on the wire are kept back at 15,000 each.
+        for _ in 0..3 {
+            limiter.uncharged("m", true);
+        }
+        limiter.uncharged("m", false);
+        limiter.learn("m", &[output(50_000)], answer(10_000));
+        // They produce 10,000 each: the gateway says 30,000 remain, 10,000 more than the
+        // bucket kept. Without coming up to it, the bucket would stay 10,000 under the gateway's
+        // for the whole run, and the gateway's would refill past its top unused.
+        for _ in 0..2 {
+            limiter.uncharged("m", false);
+        }
+        limiter.learn("m", &[output(30_000)], answer(10_000));
+        let before = Instant::now();
+        limiter.take("m", answer(28_000)).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_per_key_puts_every_model_in_one_pool_whatever_the_profile_pools() {
+        let pools = BTreeMap::from([("claude-opus-4-7".to_owned(), "opus".to_owned())]);
+        let limiter = Limiter::with_tokens(Some(60), None, None, pools).per_key();
+        assert_eq!(limiter.pool("claude-opus-4-7"), KEY_POOL);
+        assert_eq!(limiter.pool("claude-haiku-4-5"), KEY_POOL);
+        // One bucket of 60 for both models (less a tenth of a second kept back): the 61st
+        // request waits a second more, whichever model.
+        let before = Instant::now();
+        for i in 0..60 {
+            let model = if i % 2 == 0 {
+                "claude-opus-4-7"
+            } else {
+                "claude-haiku-4-5"
+            };
+            limiter.take(limiter.pool(model), None).await;
+        }
+        assert!(before.elapsed() <= Duration::from_millis(100));
+        limiter.take(limiter.pool("claude-haiku-4-5"), None).await;
+        assert!(before.elapsed() >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -62,6 +62,9 @@ pub struct GatewayProfile {
     /// pool of its own), as the gateway shares them.
     #[serde(default)]
     pub pools: BTreeMap<String, String>,
+    /// Whether the gateway limits each model (pool) or the whole key [default: model].
+    #[serde(default)]
+    pub limits: Option<LimitsPer>,
     /// Whether the gateway serves the Message Batches endpoints [default: true].
     #[serde(default)]
     pub batches: Option<bool>,
@@ -113,6 +116,9 @@ pub struct Gateway {
     /// Models that share their limits: model → pool.
     #[serde(default)]
     pub pools: BTreeMap<String, String>,
+    /// Whether the limits are the key's or each pool's.
+    #[serde(default)]
+    pub limits_per: LimitsPer,
     /// Whether the gateway serves the Message Batches endpoints.
     #[serde(default = "batches_by_default")]
     pub batches: bool,
@@ -158,6 +164,7 @@ impl Gateway {
             prices: None,
             limits: RateLimits::default(),
             pools: BTreeMap::new(),
+            limits_per: LimitsPer::default(),
             batches: true,
         }
     }
@@ -300,8 +307,22 @@ pub fn resolve_gateway(
             otpm: profile.otpm,
         },
         pools: profile.pools,
+        limits_per: args.limits.or(profile.limits).unwrap_or_default(),
         batches: profile.batches.unwrap_or(true),
     })
+}
+
+/// What a gateway's rate limits apply to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsPer {
+    /// Each pool of models has limits of its own, as Anthropic's API keeps them (per model
+    /// class and organisation): the given limits apply to each pool, and each learns its own.
+    #[default]
+    Model,
+    /// One set of limits for the whole key, whatever the model, as many gateways keep them:
+    /// every model shares one pool.
+    Key,
 }
 
 /// Per-minute rate limits: requests, input tokens, output tokens.
@@ -647,6 +668,37 @@ mod tests {
     fn the_key_never_prints() {
         let key = ApiKey::new("sk-ant-secret".to_owned());
         assert!(!format!("{key:?} {key}").contains("secret"));
+    }
+
+    #[test]
+    fn limits_are_per_model_unless_the_profile_or_the_flag_says_key() {
+        let config: ConfigFile = toml::from_str(
+            r#"
+            [gateways.proxy]
+            base_url = "https://proxy.example"
+            limits = "key"
+            "#,
+        )
+        .unwrap();
+        let resolve = |gateway: Option<&str>, limits: Option<LimitsPer>| {
+            let args = GatewayArgs {
+                gateway: gateway.map(str::to_owned),
+                limits,
+                ..GatewayArgs::default()
+            };
+            resolve_gateway(&args, &config, None).unwrap().limits_per
+        };
+        assert_eq!(resolve(None, None), LimitsPer::Model);
+        assert_eq!(resolve(Some("proxy"), None), LimitsPer::Key);
+        assert_eq!(
+            resolve(Some("proxy"), Some(LimitsPer::Model)),
+            LimitsPer::Model
+        );
+        assert_eq!(resolve(None, Some(LimitsPer::Key)), LimitsPer::Key);
+        assert!(
+            toml::from_str::<ConfigFile>("[gateways.x]\nlimits = \"org\"\n").is_err(),
+            "an unknown scope is refused"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
 use crate::runner::{Claims, Judged, Runner, Session, Shutdown};
-use crate::settings::{ApiKey, RunSettings, Via};
+use crate::settings::{ApiKey, LimitsPer, RunSettings, Via};
 use crate::store::{Dialect, GroupBy, RunRow, RunStatus, RunTask, Store};
 use crate::{ExitStatus, progress};
 
@@ -32,12 +32,18 @@ fn runner(
     Runner {
         store: store.clone(),
         client,
-        limiter: Limiter::with_tokens(
-            settings.send.rpm,
-            settings.send.itpm,
-            settings.send.otpm,
-            settings.gateway.pools.clone(),
-        ),
+        limiter: {
+            let limiter = Limiter::with_tokens(
+                settings.send.rpm,
+                settings.send.itpm,
+                settings.send.otpm,
+                settings.gateway.pools.clone(),
+            );
+            match settings.gateway.limits_per {
+                LimitsPer::Model => limiter,
+                LimitsPer::Key => limiter.per_key(),
+            }
+        },
         policy: settings.send.retry_policy(),
         prices,
         concurrency: settings.send.concurrency,

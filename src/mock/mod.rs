@@ -106,7 +106,8 @@ pub struct MockConfig {
     pub fail_rate: f64,
     /// `retry-after` sent with the error statuses of `fail_rate`'s faults.
     pub fault_retry_after: Option<Duration>,
-    /// Rate limits enforced as token buckets, as the API enforces them ([`limits`]).
+    /// Rate limits enforced as token buckets, as the API enforces them ([`limits`]), with
+    /// one set of buckets for every model, as a gateway that limits the key keeps them.
     pub limits: limits::Limits,
     /// Accept only this key.
     pub require_key: Option<String>,

@@ -168,6 +168,9 @@ async fn pool_uses(store: &Store, run: &RunRow) -> anyhow::Result<Vec<PoolUse>> 
         return Ok(Vec::new());
     }
     let pool_of = |model: &str| {
+        if settings.gateway.limits_per == crate::settings::LimitsPer::Key {
+            return crate::limiter::KEY_POOL.to_owned();
+        }
         settings
             .gateway
             .pools

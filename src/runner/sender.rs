@@ -369,8 +369,8 @@ impl RequestSender {
             .sleep(StopAwareSleeper(stop.clone()))
             .when(|e: &AttemptOutcome| e.is_retryable() && !stop.is_cancelled())
             .adjust(|e: &AttemptOutcome, delay| {
-                // Never earlier than the server asked.
-                delay.map(|d| e.retry_after().map_or(d, |floor| d.max(floor)))
+                // What the server asked, as the SDKs wait; the backoff only without it.
+                delay.map(|d| crate::client::retry_delay(d, e.retry_after()))
             })
             .notify(|e: &AttemptOutcome, delay| {
                 Counters::add(&self.counters.retrying, 1);

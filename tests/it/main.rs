@@ -15,6 +15,7 @@ mod hostile_gateway;
 mod hostile_text;
 mod input;
 mod limits;
+mod limits_key;
 mod postgres;
 mod prices;
 mod report;
