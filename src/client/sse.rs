@@ -236,7 +236,14 @@ impl Accumulator {
                 };
                 let mut message = message.clone();
                 let blocks = match message.get("content") {
-                    Some(Value::Array(content)) => content.len(),
+                    Some(Value::Array(content)) if content.iter().all(Value::is_object) => {
+                        content.len()
+                    }
+                    Some(Value::Array(_)) => {
+                        return Err(StreamFailure::protocol(
+                            "message_start's content holds something that is not a block",
+                        ));
+                    }
                     _ => {
                         message.insert("content".to_owned(), Value::Array(Vec::new()));
                         0
