@@ -376,7 +376,7 @@ async fn tag_names_with_quotes_and_backslashes_group_by_their_tag() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn tag_names_with_quotes_and_backslashes_group_the_same_on_postgres() {
-    let db = TestDb::create().await.expect("a PostgreSQL server");
+    let db = TestDb::create().await;
     tags_group_by_any_name(&Workspace::on_postgres(&db.url)).await;
 }
 
@@ -418,7 +418,7 @@ async fn a_nul_in_a_prompt_or_tag_is_refused_at_validation() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn a_nul_in_a_prompt_or_tag_is_refused_the_same_on_postgres() {
-    let db = TestDb::create().await.expect("a PostgreSQL server");
+    let db = TestDb::create().await;
     nul_is_refused_at_validation(&Workspace::on_postgres(&db.url)).await;
 }
 

@@ -34,9 +34,8 @@ fn server() -> &'static str {
 
 impl TestDb {
     /// Makes the database, or fails the test with what to provide: a test that needs the
-    /// server and runs without one has checked nothing, so it must not pass. Always `Some`;
-    /// the `Option` keeps the `let Some(db) = TestDb::create().await else` callers compiling.
-    pub async fn create() -> Option<Self> {
+    /// server and runs without one has checked nothing, so it must not pass.
+    pub async fn create() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let admin = server().to_owned();
         let name = format!(
@@ -63,11 +62,11 @@ impl TestDb {
         }
         let mut url = reqwest::Url::parse(&admin).expect("MSGBATCH_TEST_POSTGRES is a URL");
         url.set_path(&name);
-        Some(Self {
+        Self {
             url: url.to_string(),
             name,
             admin,
-        })
+        }
     }
 
     pub async fn connect(&self) -> PgConnection {
@@ -140,9 +139,7 @@ not json at all
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn every_command_works_on_postgres_and_reports_what_sqlite_reports() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let mock = mock(MockConfig::default()).await;
     let on_sqlite = Workspace::new();
     let on_postgres = Workspace::on_postgres(&db.url);
@@ -227,9 +224,7 @@ async fn every_command_works_on_postgres_and_reports_what_sqlite_reports() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn a_password_in_the_database_url_is_never_shown() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let mut url = reqwest::Url::parse(&db.url).unwrap();
     url.set_port(Some(1)).unwrap();
     url.set_password(Some("hunter2-secret")).unwrap();
@@ -291,9 +286,7 @@ impl Worker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     // The gateway's bucket starts full, and the first worker sends from a full bucket of its
     // own until it counts the others and keeps only its share: the last few hundred jobs go at
     // 20 a second, shared by the workers.
@@ -423,9 +416,7 @@ async fn four_workers_share_a_run_and_lose_nothing_when_one_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn workers_share_one_budget_and_spend_it_without_passing_it() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     // Slow enough answers that both workers send most of what the budget buys.
     let mock = mock(MockConfig {
         latency: std::time::Duration::from_millis(100),
