@@ -7,44 +7,25 @@
 #   scripts/bench-otpm.sh [JOBS] [CONCURRENCY]     default: 3000 jobs, concurrency 64
 #
 # Prints the share of the limit used (the ideal time, (output - bucket) / (limit per second),
-# over the run's time) and the share of requests answered 429. Uses the release binary if it
-# is built (no release build is started), else the debug one; the output says which.
+# over the run's time) and the share of requests answered 429. Builds and measures the release
+# binary (BENCH_BIN=PATH measures another; the output says which).
 # MOCK_ARGS adds arguments to the mock (e.g. "--latency-ms 1000"); KEEP=FILE keeps the database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=${1:-3000}
 concurrency=${2:-64}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-if [ -x "$target/release/msgbatch" ]; then
-    bin=$target/release/msgbatch
-    build=release
-else
-    cargo build --locked --quiet
-    bin=$target/debug/msgbatch
-    build=debug
-fi
-
-work=$(mktemp -d)
-mock_pid=""
-cleanup() {
-    [ -n "$mock_pid" ] && kill "$mock_pid" 2> /dev/null || true
-    [ -n "${KEEP:-}" ] && cp "$work/run.db" "$KEEP"
-    rm -rf "$work"
+. scripts/mock-harness.sh
+keep_then_cleanup() {
+    if [ -n "${KEEP:-}" ]; then cp "$work/run.db" "$KEEP"; fi
+    cleanup
 }
-trap cleanup EXIT
+trap keep_then_cleanup EXIT
 
 # About three quarters of what the file needs: the run is bound for about 20 s.
 otpm=$((jobs * 50))
-"$bin" mock --addr 127.0.0.1:0 --rate-limit-otpm "$otpm" ${MOCK_ARGS:-} 2> "$work/mock.log" &
-mock_pid=$!
-addr=""
-for _ in $(seq 200); do
-    addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "the mock did not start"; cat "$work/mock.log"; exit 1; }
+# shellcheck disable=SC2086 # MOCK_ARGS is a list of words.
+start_mock --rate-limit-otpm "$otpm" ${MOCK_ARGS:-}
 
 # The same file as scripts/bench-limits.sh: 100 to 900 tokens of input, up to 200 of output.
 awk -v n="$jobs" 'BEGIN {

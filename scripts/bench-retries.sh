@@ -11,41 +11,21 @@
 # waiting what `retry-after` says (as the SDKs do) keeps it near 1; waiting the larger of
 # `retry-after` and a doubling backoff stretched it to about 2.
 #
-# Uses the release binary if it is built (no release build is started), else the debug one;
-# the output says which. FAIL_RATE=0 gives the clean run; KEEP=FILE keeps the run's database.
+# Builds and measures the release binary (BENCH_BIN=PATH measures another; the output says
+# which). FAIL_RATE=0 gives the clean run; KEEP=FILE keeps the run's database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=${1:-2000}
 concurrency=${2:-64}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-if [ -x "$target/release/msgbatch" ]; then
-    bin=$target/release/msgbatch
-    build=release
-else
-    cargo build --locked --quiet
-    bin=$target/debug/msgbatch
-    build=debug
-fi
-
-work=$(mktemp -d)
-mock_pid=""
-cleanup() {
-    [ -n "$mock_pid" ] && kill "$mock_pid" 2> /dev/null || true
-    [ -n "${KEEP:-}" ] && cp "$work/run.db" "$KEEP"; rm -rf "$work"
+. scripts/mock-harness.sh
+keep_then_cleanup() {
+    if [ -n "${KEEP:-}" ]; then cp "$work/run.db" "$KEEP"; fi
+    cleanup
 }
-trap cleanup EXIT
+trap keep_then_cleanup EXIT
 
-"$bin" mock --addr 127.0.0.1:0 --latency-ms 50 --fail-rate "${FAIL_RATE:-0.15}" --fault-retry-after 1 \
-    2> "$work/mock.log" &
-mock_pid=$!
-addr=""
-for _ in $(seq 200); do
-    addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "the mock did not start"; cat "$work/mock.log"; exit 1; }
+start_mock --latency-ms 50 --fail-rate "${FAIL_RATE:-0.15}" --fault-retry-after 1
 
 awk -v n="$jobs" 'BEGIN {
     for (i = 0; i < n; i++)

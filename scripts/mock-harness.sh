@@ -3,10 +3,18 @@
 #
 #   start_mock [MOCK ARGS…]    sets $addr to the new mock's base URL
 #
-# Sets $bin (the binary), $work (the scratch folder) and $pids (the mocks started).
+# Sets $bin (the binary), $build (what it is), $work (the scratch folder) and $pids (the
+# mocks started). BENCH_BIN=PATH measures that binary instead of building the release one
+# (say a debug build: the output names it, and its figures are not the release's).
 
-cargo build --release --locked --quiet
-bin=$PWD/target/release/msgbatch
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+    build="given binary $BENCH_BIN"
+else
+    cargo build --release --locked --quiet
+    bin=$PWD/target/release/msgbatch
+    build=release
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
