@@ -3,7 +3,6 @@
 //! [`run`] is the whole program behind a parsed [`cli::Cli`]; `main.rs` only builds the
 //! runtime and maps the result to an exit code, and tests call [`run`] in-process.
 
-pub mod batching;
 pub mod cli;
 pub mod client;
 mod commands;
@@ -18,10 +17,9 @@ pub mod message;
 pub mod mock;
 pub mod output;
 pub mod pricing;
-pub mod progress;
 pub mod report;
 pub mod request;
-pub mod runner;
+pub mod send;
 pub mod settings;
 pub mod stats;
 pub mod store;
@@ -30,7 +28,7 @@ pub mod tokens;
 
 use std::process::ExitCode;
 
-pub use runner::{Shutdown, Signal};
+pub use send::{Shutdown, Signal};
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,11 @@ use std::io::IsTerminal;
 use super::plan::{connect, prices_for};
 use super::resume::run_settings;
 use super::{Global, sending};
-use crate::batching::Batcher;
 use crate::cli::{CancelArgs, SendArgs};
+use crate::send::batches::Batcher;
+use crate::send::progress;
 use crate::store::RunStatus;
-use crate::{ExitStatus, Shutdown, progress};
+use crate::{ExitStatus, Shutdown};
 
 pub async fn cancel(
     global: &Global,

@@ -14,8 +14,9 @@ use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
 use crate::output::Terminal;
 use crate::pricing::format_usd;
-use crate::runner::sender::{Metered, Reply};
-use crate::runner::{Call, Kind, Ledger, Request, RequestSender, SendError};
+use crate::send::budget::Ledger;
+use crate::send::direct::sender::{Metered, Reply};
+use crate::send::direct::{Call, Kind, Request, RequestSender, SendError};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn estimate(

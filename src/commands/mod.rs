@@ -4,7 +4,7 @@ mod cancel;
 mod diff;
 mod estimate;
 mod export;
-mod feed;
+
 mod grade;
 mod mock;
 mod plan;

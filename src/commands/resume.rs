@@ -2,10 +2,10 @@
 
 use anyhow::{Context as _, bail};
 
-use super::feed::{self, Feed};
 use super::{Global, sending};
 use crate::cli::{ResumeArgs, SendArgs};
 use crate::output;
+use crate::send::feed::{self, Feed};
 use crate::settings::{ConfigFile, RunSettings, parse_header};
 use crate::store::{RunRow, Store};
 use crate::{ExitStatus, Shutdown};

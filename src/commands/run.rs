@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::feed::{self, Feed, LOAD_CHUNK};
 use super::{Global, plan, sending};
 use crate::cli::RunArgs;
 use crate::jobs::{self, LoadOptions, LoadSummary};
 use crate::pricing::format_usd;
+use crate::send::feed::{self, Feed, LOAD_CHUNK};
 use crate::settings::{InputSettings, RunSettings, usd_to_pico};
 use crate::store::{CheckedInput, NewRun, Store};
 use crate::{ExitStatus, Shutdown};

@@ -1,60 +1,22 @@
-//! Sending a run's pending jobs and its judges, and the summary that ends a session: shared
-//! by `run` and `resume`, so that a resumed run behaves exactly like a fresh one.
+//! The summary that ends a session of `run`, `resume` and `work`: what the session decided
+//! ([`crate::send::session`]), printed, so that a resumed run reads exactly like a fresh one.
 
 use std::io::IsTerminal;
 
-use anyhow::Context as _;
-
 use super::Global;
-use super::feed::Feed;
 use super::plan::{closest_model, connect, prices_for};
-use crate::batching::Batcher;
+use crate::ExitStatus;
 use crate::cli::{OutputFormat, SummaryArgs};
 use crate::client::Client;
-use crate::limiter::Limiter;
 use crate::pricing::{PriceTable, format_usd};
 use crate::report::{self, Report};
-use crate::runner::{Claims, Judged, Runner, Session, Shutdown};
-use crate::settings::{ApiKey, LimitsPer, RunSettings, Via};
-use crate::store::{Dialect, GroupBy, RunRow, RunStatus, RunTask, Store};
-use crate::{ExitStatus, progress};
-
-/// A runner for a run's settings, on `client`, at `prices` (read once per command: from a
-/// file when the gateway names one).
-fn runner(
-    store: &Store,
-    settings: &RunSettings,
-    client: Client,
-    prices: PriceTable,
-    shutdown: Shutdown,
-    show_progress: bool,
-) -> Runner {
-    Runner {
-        store: store.clone(),
-        client,
-        limiter: {
-            let limiter = Limiter::with_tokens(
-                settings.send.rpm,
-                settings.send.itpm,
-                settings.send.otpm,
-                settings.gateway.pools.clone(),
-            );
-            match settings.gateway.limits_per {
-                LimitsPer::Model => limiter,
-                LimitsPer::Key => limiter.per_key(),
-            }
-        },
-        policy: settings.send.retry_policy(),
-        prices,
-        concurrency: settings.send.concurrency,
-        shutdown,
-        show_progress,
-        budget_pico_usd: settings.send.max_cost_pico_usd,
-        warmup: settings.send.warmup,
-        loading: None,
-        claims: None,
-    }
-}
+use crate::send::Shutdown;
+use crate::send::direct::{Judged, Session};
+use crate::send::feed::Feed;
+use crate::send::progress;
+use crate::send::session::{self, Ended, Sending};
+use crate::settings::{ApiKey, RunSettings};
+use crate::store::{GroupBy, RunRow, RunStatus, Store};
 
 /// Asks the judge model for every pending `judge` grade of a run (`msgbatch grade`).
 pub async fn judge(
@@ -65,8 +27,7 @@ pub async fn judge(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let prices = prices_for(&settings.gateway)?;
-    let runner = runner(store, settings, client, prices, shutdown.clone(), false);
-    let judged = runner.judge(run_id).await?;
+    let judged = session::judge(store, run_id, settings, client, prices, shutdown).await?;
     print_judged(&judged);
     Ok(())
 }
@@ -145,7 +106,7 @@ pub async fn send(
     run: &RunRow,
     settings: &RunSettings,
     key: Option<ApiKey>,
-    mut feed: Option<Feed>,
+    feed: Option<Feed>,
     shutdown: Shutdown,
     ending: SummaryArgs,
 ) -> anyhow::Result<ExitStatus> {
@@ -167,20 +128,6 @@ pub async fn send(
             if unpriced.len() == 1 { "its" } else { "their" },
         );
     }
-    let via_batches = settings.send.via == Via::Batches;
-    if via_batches && !settings.gateway.batches {
-        anyhow::bail!(
-            "gateway `{}` has no Message Batches endpoints (its profile says `batches = false`); send with `--via direct`",
-            settings.gateway.name
-        );
-    }
-    let has_open_batches = !store.open_batches(run.id).await?.is_empty();
-    if (via_batches || has_open_batches)
-        && let Some(feed) = feed.take()
-    {
-        // Batches are packed from stored rows: every row is stored first.
-        feed.finish(false).await?;
-    }
     // Held until the session ends: a mock run's gateway lives as long as this session.
     let (_mock, client) = connect(settings, key).await?;
     let show_progress = progress::show_bar(
@@ -188,107 +135,25 @@ pub async fn send(
         std::env::var_os("CI").is_some(),
         global.quiet,
     );
-    let stop = shutdown.stop.clone();
-    let cause = shutdown.clone();
-    let mut runner = Runner {
-        loading: feed.as_ref().map(Feed::loading),
-        ..runner(
-            store,
-            settings,
-            client,
-            prices.clone(),
-            shutdown,
-            show_progress,
-        )
-    };
-    let batched = via_batches || has_open_batches;
-    // On a PostgreSQL store every direct sender is a worker: others may share the run. Batches
-    // are submitted and collected by one process at a time.
-    let _batches_lock = if batched {
-        let lock = store.lock_run(RunTask::Batches, run.id).await?;
-        Some(lock.with_context(|| {
-            format!(
-                "another process is sending the batches of run {}; wait for it to finish",
-                run.name
-            )
-        })?)
-    } else {
-        if store.dialect() == Dialect::Postgres {
-            runner.claims = Some(join(store, run, settings, &runner).await?);
-        }
-        None
-    };
-    let worker = runner.claims.as_ref().map(|claims| claims.worker);
-    store
-        .set_run_status(run.id, RunStatus::Running, None)
-        .await?;
-    // A run with batches still open collects them first, whichever way it now sends: their
-    // jobs must not go twice.
-    let session = if batched {
-        match batches(store, run, settings, runner, via_batches).await {
-            Ok(session) => session,
-            Err(e) => return Err(stopped_by(store, run, e).await),
-        }
-    } else {
-        let session = runner.execute(run.id).await;
-        if let Some(worker) = worker {
-            // Whatever it still held goes back to the others at once.
-            let stopped = store.stop_worker(worker).await;
-            if session.is_ok() {
-                stopped?;
-            }
-        }
-        if let Some(feed) = feed {
-            // A session that stopped early stops the storing too: `resume` goes on from the
-            // rows it committed.
-            let stopped = session.as_ref().map_or(true, |s| {
-                s.halt.is_some() || s.budget_stop.is_some() || stop.is_cancelled()
-            });
-            let finished = feed.finish(stopped).await;
-            if let (Ok(_), Err(e)) = (&session, finished) {
-                let e = e.context(format!("storing the jobs of {} stopped", run.input_path));
-                return Err(stopped_by(store, run, e).await);
-            }
-        }
-        match session {
-            Ok(session) => session,
-            Err(e) => return Err(stopped_by(store, run, e).await),
-        }
-    };
-    // Jobs left pending in the hands of other workers are theirs to finish: the run goes on.
-    let others = match worker {
-        Some(worker) if session.counts.pending > 0 => {
-            store.other_live_workers(run.id, worker).await?
-        }
-        _ => 0,
-    };
-    if !session.pool_limits.is_empty() {
-        // Kept with the run, so that a report can say how much of each limit was used.
-        let mut kept = settings.clone();
-        kept.send.pool_limits.extend(session.pool_limits.clone());
-        store
-            .set_run_settings(run.id, &serde_json::to_string(&kept)?)
-            .await?;
+    let Ended {
+        session,
+        status,
+        others,
+    } = Sending {
+        store,
+        run,
+        settings,
+        client,
+        prices: prices.clone(),
+        feed,
+        shutdown,
+        show_progress,
     }
+    .run()
+    .await?;
     if let Some(judged) = &session.judged {
         print_judged(judged);
     }
-    let (status, reason) = if let Some(halt) = &session.halt {
-        (RunStatus::Interrupted, Some(halt.as_str()))
-    } else if let Some(running) = &session.batches_running {
-        (RunStatus::Interrupted, Some(running.as_str()))
-    } else if let (Some(budget), true) = (&session.budget_stop, session.counts.pending > 0) {
-        (RunStatus::BudgetExhausted, Some(budget.as_str()))
-    } else if others > 0 {
-        (RunStatus::Running, None)
-    } else if session.interrupted {
-        (RunStatus::Interrupted, Some(cause.stopped_by()))
-    } else if session.counts.pending > 0 {
-        (RunStatus::Interrupted, Some("jobs are still pending"))
-    } else {
-        (RunStatus::Completed, None)
-    };
-    store.set_run_status(run.id, status, reason).await?;
     if others > 0 || session.outcomes_lost > 0 {
         if session.outcomes_lost > 0 {
             crate::errln!(
@@ -465,56 +330,6 @@ fn print_summary_json(
     Ok(())
 }
 
-/// Records that `run` stopped on `error` and gives the error back. The store may be what
-/// failed (a full disk), so recording is a best effort that never hides the cause.
-async fn stopped_by(store: &Store, run: &RunRow, error: anyhow::Error) -> anyhow::Error {
-    let reason = format!("{error:#}");
-    let _ = store
-        .set_run_status(run.id, RunStatus::Interrupted, Some(&reason))
-        .await;
-    error.context(format!(
-        "run {} stopped; `msgbatch resume {}` goes on from what was recorded",
-        run.name, run.name
-    ))
-}
-
-/// Registers this process as a worker of `run` on a PostgreSQL store. A worker that joins
-/// others starts with empty rate-limit buckets of its share, and waits until each of them has
-/// had a heartbeat that counted it (and so lowered its own share) before it sends, so that
-/// together they never send faster than the run's limits.
-async fn join(
-    store: &Store,
-    run: &RunRow,
-    settings: &RunSettings,
-    runner: &Runner,
-) -> anyhow::Result<std::sync::Arc<Claims>> {
-    let lease = settings.send.lease;
-    let (worker, joined_at) = store.register_worker(run.id, lease).await?;
-    let alive = store.heartbeat(worker).await?;
-    let first = store.first_live(worker).await?;
-    runner.limiter.join(alive, first);
-    if !first {
-        crate::errln!(
-            "joining {} other worker{} of run {}: sending at a {} share of its limits",
-            alive - 1,
-            if alive == 2 { "" } else { "s" },
-            run.name,
-            format_args!("1/{alive}")
-        );
-        // A worker whose heartbeats stop is no longer counted once its lease is over, so this
-        // ends within a lease, and sooner as each heartbeats.
-        while store.not_yet_counted(worker, joined_at).await? > 0 {
-            tokio::select! {
-                () = runner.shutdown.stop.cancelled() => break,
-                () = tokio::time::sleep(lease / 20) => {}
-            }
-        }
-        // Counted again at the start: others may have joined while this one waited.
-        runner.limiter.join(store.heartbeat(worker).await?, first);
-    }
-    Ok(std::sync::Arc::new(Claims::new(worker, lease)))
-}
-
 /// A run's job counts, as the summary's first lines.
 /// A run's jobs by state, as the JSON of the summary and of `status` give them.
 pub fn jobs_json(c: &crate::store::RunCounts) -> serde_json::Value {
@@ -551,69 +366,6 @@ fn print_jobs(c: &crate::store::RunCounts) -> std::io::Result<()> {
         c.pending,
         c.total
     )
-}
-
-/// A session through the Message Batches API: open batches collected, then (with `submit`)
-/// the pending jobs sent in new batches; a run that now sends directly goes on directly once
-/// its batches are in. Judges are asked directly once every job is settled.
-async fn batches(
-    store: &Store,
-    run: &RunRow,
-    settings: &RunSettings,
-    runner: Runner,
-    submit: bool,
-) -> anyhow::Result<Session> {
-    let started = std::time::Instant::now();
-    let collected = Batcher {
-        store,
-        client: &runner.client,
-        prices: &runner.prices,
-        run_id: run.id,
-        settings: settings.send.batches,
-        policy: runner.policy,
-        stop: runner.shutdown.stop.clone(),
-        show_progress: runner.show_progress,
-        budget_pico_usd: runner.budget_pico_usd,
-    }
-    .execute(submit)
-    .await?;
-    let left = collected.left_running;
-    let interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
-    if !submit && !interrupted {
-        // Sending directly from here on: what the batches left pending goes now.
-        let mut session = runner.execute(run.id).await?;
-        session.finished += collected.recorded;
-        session.elapsed = started.elapsed();
-        return Ok(session);
-    }
-    let budget_stop = collected.budget_stop.filter(|_| !interrupted);
-    let judged = if interrupted || budget_stop.is_some() {
-        None
-    } else {
-        Some(runner.judge(run.id).await?)
-    };
-    let (them, are) = if left == 1 {
-        ("it", " is")
-    } else {
-        ("them", "es are")
-    };
-    Ok(Session {
-        halt: None,
-        budget_stop,
-        interrupted,
-        finished: collected.recorded,
-        elapsed: started.elapsed(),
-        judged,
-        pool_limits: std::collections::BTreeMap::new(),
-        outcomes_lost: 0,
-        batches_running: (left > 0).then(|| {
-            format!(
-                "{left} batch{are} still running on the server: `msgbatch resume {}` collects {them}, `msgbatch cancel {}` cancels {them}",
-                run.name, run.name,
-            )
-        }),
-        counts: store.run_counts(run.id).await?,
-    })
 }
 
 /// How many error kinds and failed job ids the closing summary names.

@@ -1,6 +1,6 @@
 //! `msgbatch work`: one more worker for a run on a PostgreSQL store. It sends the run with the
 //! settings it was started with (what the command line gives overrides them for this worker
-//! only), claiming jobs under leases beside the other workers; see [`crate::runner::Claims`].
+//! only), claiming jobs under leases beside the other workers; see [`crate::send::direct::Claims`].
 
 use anyhow::bail;
 

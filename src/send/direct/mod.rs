@@ -30,83 +30,21 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::send::Shutdown;
 pub use claims::Claims;
 pub use judge::Judged;
-pub use sender::{Call, Kind, Ledger, Request, RequestSender, SendError};
+pub use sender::{Call, Kind, Request, RequestSender, SendError};
 
 use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
 use crate::pricing::PriceTable;
-use crate::progress::Progress;
+use crate::send::budget::Ledger;
+use crate::send::outcome::{CacheUse, worst_case};
+use crate::send::progress::Progress;
 use crate::store::{PendingJob, RunCounts, Store};
 use crate::tokens::CachePrefix;
 use pace::Pace;
 use warmup::{Decision, Warmup};
-
-/// The two shutdown stages.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    /// Start nothing new; let requests on the wire finish.
-    pub stop: CancellationToken,
-    /// Abandon requests on the wire.
-    pub abort: CancellationToken,
-    /// The first signal that stopped the command, when one did.
-    signal: Arc<std::sync::OnceLock<Signal>>,
-}
-
-impl Shutdown {
-    /// Records the first signal received (later ones do not replace it).
-    pub fn signalled_by(&self, signal: Signal) {
-        let _ = self.signal.set(signal);
-    }
-
-    /// The first signal that stopped the command, if a signal did.
-    pub fn signal(&self) -> Option<Signal> {
-        self.signal.get().copied()
-    }
-
-    /// Why the command stopped, as recorded with the run: the signal's name, or Ctrl-C when
-    /// no signal was recorded (the stop token was cancelled directly).
-    pub fn stopped_by(&self) -> &'static str {
-        match self.signal() {
-            Some(Signal::Terminate) => "stopped by SIGTERM",
-            Some(Signal::HangUp) => "stopped by SIGHUP",
-            Some(Signal::Interrupt) | None => "stopped by Ctrl-C",
-        }
-    }
-}
-
-/// The signals that stop a command as Ctrl-C does: Ctrl-C itself, and what `docker stop`,
-/// systemd, `timeout` and a closed terminal send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGINT, Ctrl-C.
-    Interrupt,
-    /// SIGTERM.
-    Terminate,
-    /// SIGHUP.
-    HangUp,
-}
-
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Interrupt => "Ctrl-C",
-            Self::Terminate => "SIGTERM",
-            Self::HangUp => "SIGHUP",
-        }
-    }
-
-    /// The exit status of a command it stopped: 128 plus its number, as a shell reports a
-    /// process it ended.
-    pub fn exit_status(self) -> crate::ExitStatus {
-        match self {
-            Self::Interrupt => crate::ExitStatus::Interrupted,
-            Self::Terminate => crate::ExitStatus::Terminated,
-            Self::HangUp => crate::ExitStatus::HungUp,
-        }
-    }
-}
 
 /// Everything a run needs to send its jobs and judges.
 pub struct Runner {
@@ -668,7 +606,7 @@ async fn dispatch(
         let mut job = worker::Dispatched {
             job: candidate.job,
             reserved_pico_usd: reserved,
-            cache: worker::CacheUse {
+            cache: CacheUse {
                 prefix: candidate.prefixes.last().map(|p| p.hash),
                 held: candidate.held,
             },
@@ -733,22 +671,6 @@ fn apply(warmup: &mut Warmup, warmers: &mut HashMap<u64, Vec<CachePrefix>>, mess
             warmup.failed(id);
         }
     }
-}
-
-/// The most a job can cost, or `None` when its model has no price.
-pub(crate) fn worst_case(
-    prices: &PriceTable,
-    job: &PendingJob,
-) -> Result<Option<u64>, crate::pricing::CostOverflow> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        max_tokens: u64,
-    }
-    let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
-    prices
-        .worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
-        .transpose()
 }
 
 #[cfg(test)]

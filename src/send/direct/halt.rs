@@ -12,7 +12,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{AttemptError, SPEND_LIMIT_CODE};
-use crate::progress::Progress;
+use crate::send::progress::Progress;
 
 /// The same final 401, 403 or 404, or connection failure, on this many jobs in a row stops
 /// the run; so does the same other 4xx on the session's first this many jobs.

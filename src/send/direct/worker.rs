@@ -5,14 +5,12 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::halt::is_run_level;
-use super::sender::{
-    Call, FirstToken, Kind, Metered, Place, Request, RequestSender, SendError, millis,
-};
+use super::sender::{Call, FirstToken, Kind, Metered, Place, Request, RequestSender, SendError};
 use super::writer::{Event, Outcome};
-use crate::client::Answer;
 use crate::client::AttemptError;
-use crate::pricing::{CostOverflow, PriceTable};
-use crate::store::{PendingJob, ResultRecord, now_ms};
+use crate::pricing::PriceTable;
+use crate::send::outcome::{CacheUse, result_record};
+use crate::store::PendingJob;
 
 /// Whether a request body asks for a streamed answer.
 fn wants_stream(request: &str) -> bool {
@@ -22,15 +20,6 @@ fn wants_stream(request: &str) -> bool {
         stream: bool,
     }
     serde_json::from_str::<Probe>(request).is_ok_and(|p| p.stream)
-}
-
-/// How a job stands to the prompt cache, for its result.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CacheUse {
-    /// The longest prefix it would write, when it has one.
-    pub prefix: Option<u64>,
-    /// It waited for another job to warm that prefix.
-    pub held: bool,
 }
 
 /// A job as the dispatcher hands it to a worker.
@@ -143,55 +132,4 @@ pub async fn run_job(sender: &RequestSender, prices: &PriceTable, dispatched: Di
     }
     drop(place);
     answered
-}
-
-/// The result row of an answer, or [`CostOverflow`] when its usage prices beyond what can be
-/// counted (and so summed): such an answer is refused rather than recorded with a wrong cost.
-pub(crate) fn result_record(
-    prices: &PriceTable,
-    job: i64,
-    model: &str,
-    expect: Option<&str>,
-    answer: Answer,
-    cache: CacheUse,
-) -> Result<ResultRecord, CostOverflow> {
-    let response = String::from_utf8_lossy(&answer.body).into_owned();
-    let grades = match expect {
-        Some(expect) => crate::eval::grade_job(job, expect, &response, millis(answer.latency)),
-        None => Vec::new(),
-    };
-    let usage = answer.summary.usage();
-    // Price by the model asked for; a gateway may answer with a dated id of the same model.
-    let cost = prices
-        .cost_pico_usd(model, &usage)
-        .or_else(|| {
-            answer
-                .summary
-                .model
-                .as_deref()
-                .and_then(|m| prices.cost_pico_usd(m, &usage))
-        })
-        .transpose()?;
-    Ok(ResultRecord {
-        job,
-        response,
-        note: answer.note,
-        message_id: answer.summary.id,
-        response_model: answer.summary.model,
-        stop_reason: answer.summary.stop_reason,
-        stop_sequence: answer.summary.stop_sequence,
-        service_tier: answer.summary.usage.and_then(|u| u.service_tier),
-        usage,
-        latency_ms: millis(answer.latency),
-        ttft_ms: answer.ttft.map(millis),
-        streamed: answer.streamed,
-        cost_pico_usd: cost,
-        completed_at_ms: now_ms(),
-        grades,
-        cache_prefix: cache
-            .prefix
-            .map(|hash| i64::from_ne_bytes(hash.to_ne_bytes())),
-        held_for_warmup: cache.held,
-        batch: false,
-    })
 }

@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::halt::{self, Halt, Verdict};
-use super::sender::Ledger;
 use crate::client::AttemptError;
-use crate::progress::{Counters, Progress};
+use crate::send::budget::Ledger;
+use crate::send::progress::{Counters, Progress};
 use crate::store::{
     AttemptRecord, GradeRecord, JobState, JobUpdate, ResultRecord, Store, WriteBatch,
 };

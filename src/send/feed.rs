@@ -1,5 +1,5 @@
 //! Storing a checked job file while its run sends: the rows go into the store chunk by chunk,
-//! and the dispatcher reads each chunk once it is committed ([`runner::Loading`]). A job is
+//! and the dispatcher reads each chunk once it is committed ([`direct::Loading`]). A job is
 //! never sent before it is stored, and a run stopped while loading keeps what it stored for
 //! `resume` to go on from.
 
@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::jobs::{self, Checked, LoadOptions, LoadSummary};
-use crate::runner::{self, Stored};
+use crate::send::direct::{self, Stored};
 use crate::store::{NewJob, Store};
 
 /// Jobs per insert transaction while loading.
@@ -76,8 +76,8 @@ impl Feed {
     }
 
     /// What the dispatcher follows.
-    pub fn loading(&self) -> runner::Loading {
-        runner::Loading {
+    pub fn loading(&self) -> direct::Loading {
+        direct::Loading {
             stored: self.stored.clone(),
             jobs: self.jobs,
         }

@@ -1,0 +1,288 @@
+//! Packing pending jobs into batches: up to the request and byte bounds, and to what is left
+//! of the budget, with custom ids the API accepts.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use serde_json::{Map, Value};
+
+use super::BatchError;
+use crate::pricing::PriceTable;
+use crate::settings::BatchSettings;
+use crate::store::PendingJob;
+
+/// A batch ready to create: its body, and which job each request is.
+pub(super) struct Packed {
+    pub(super) body: Vec<u8>,
+    pub(super) items: Vec<(String, i64)>,
+    /// Each request's worst case at the standard rates.
+    pub(super) worst_cases: Vec<u64>,
+}
+
+/// Fills batches up to the request and byte bounds, and to what is left of the budget.
+pub(super) struct Packer<'a> {
+    settings: BatchSettings,
+    prices: &'a PriceTable,
+    current: Packed,
+    ids: HashSet<String>,
+    /// What is left of the budget for worst cases at the batch rates, when there is one.
+    room: Option<u64>,
+    /// The worst case of the current batch at the batch rates.
+    current_worst: u64,
+    /// The last job offered did not fit what is left of the budget, even alone.
+    pub(super) over_budget: bool,
+}
+
+/// The wrapper around a batch's requests: `{"requests":[` … `]}`.
+const WRAPPER_BYTES: usize = 15;
+
+impl<'a> Packer<'a> {
+    pub(super) fn new(settings: BatchSettings, prices: &'a PriceTable, room: Option<u64>) -> Self {
+        Self {
+            settings,
+            prices,
+            current: Self::empty(),
+            ids: HashSet::new(),
+            room,
+            current_worst: 0,
+            over_budget: false,
+        }
+    }
+
+    pub(super) fn empty() -> Packed {
+        Packed {
+            body: b"{\"requests\":[".to_vec(),
+            items: Vec::new(),
+            worst_cases: Vec::new(),
+        }
+    }
+
+    /// Adds a job; returns the batch it filled, if adding it would have passed a bound (the
+    /// job then starts the next batch).
+    pub(super) fn add(&mut self, job: &PendingJob) -> anyhow::Result<Option<Packed>> {
+        let mut params: Map<String, Value> = serde_json::from_str(&job.request)
+            .with_context(|| format!("job {} is not a JSON object", job.job_id))?;
+        // A batch answers whole Messages; a streamed request goes without `stream`.
+        params.remove("stream");
+        let request = |custom_id: &str| {
+            serde_json::json!({"custom_id": custom_id, "params": params}).to_string()
+        };
+        let probe = request(&job.job_id);
+        if probe.len() + WRAPPER_BYTES + 1 > self.settings.max_bytes {
+            return Err(BatchError(format!(
+                "job {} is {} bytes, more than a batch may hold ({} bytes)",
+                job.job_id,
+                probe.len(),
+                self.settings.max_bytes
+            ))
+            .into());
+        }
+        let worst = crate::send::outcome::worst_case(self.prices, job)
+            .map_err(|overflow| {
+                BatchError(format!(
+                    "job {} cannot be bounded by --max-cost: its worst case is {overflow}",
+                    job.job_id
+                ))
+            })?
+            .unwrap_or(0);
+        let worst_half = worst.div_ceil(2);
+        let over_room = self
+            .room
+            .is_some_and(|room| self.current_worst + worst_half > room);
+        let full = self.current.items.len() >= self.settings.max_requests
+            || self.current.body.len() + probe.len() + 2 > self.settings.max_bytes
+            || over_room;
+        let filled = if full { self.take() } else { None };
+        if self.room.is_some_and(|room| worst_half > room) {
+            self.over_budget = true;
+            return Ok(filled);
+        }
+        self.current_worst += worst_half;
+        let custom_id = self.custom_id(job);
+        let line = if custom_id == job.job_id {
+            probe
+        } else {
+            request(&custom_id)
+        };
+        if !self.current.items.is_empty() {
+            self.current.body.push(b',');
+        }
+        self.current.body.extend_from_slice(line.as_bytes());
+        self.current.items.push((custom_id, job.id));
+        self.current.worst_cases.push(worst);
+        Ok(filled)
+    }
+
+    /// The job's own id where the API accepts it and it is not taken in this batch (a run
+    /// over several models has one id per model), else one made from its row id.
+    fn custom_id(&mut self, job: &PendingJob) -> String {
+        if valid_custom_id(&job.job_id) && self.ids.insert(job.job_id.clone()) {
+            return job.job_id.clone();
+        }
+        let mut made = format!("job-{}", job.id);
+        let mut n = 0;
+        while !self.ids.insert(made.clone()) {
+            n += 1;
+            made = format!("job-{}-{n}", job.id);
+        }
+        made
+    }
+
+    pub(super) fn take(&mut self) -> Option<Packed> {
+        if self.current.items.is_empty() {
+            return None;
+        }
+        self.ids.clear();
+        if let Some(room) = &mut self.room {
+            *room = room.saturating_sub(self.current_worst);
+        }
+        self.current_worst = 0;
+        let mut packed = std::mem::replace(&mut self.current, Self::empty());
+        packed.body.extend_from_slice(b"]}");
+        Some(packed)
+    }
+
+    pub(super) fn finish(mut self) -> Option<Packed> {
+        self.take()
+    }
+}
+
+/// Whether the API accepts `id` as a batch's `custom_id`: `^[a-zA-Z0-9_-]{1,64}$`.
+pub fn valid_custom_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, job_id: &str, model: &str) -> PendingJob {
+        PendingJob {
+            id,
+            job_id: job_id.to_owned(),
+            model: model.to_owned(),
+            request: serde_json::json!({"model": model, "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "hello there"}]})
+            .to_string(),
+            attempts: 0,
+            expect: None,
+            lease: None,
+        }
+    }
+
+    fn settings(max_requests: usize, max_bytes: usize) -> BatchSettings {
+        BatchSettings {
+            max_requests,
+            max_bytes,
+            ..BatchSettings::default()
+        }
+    }
+
+    fn requests(packed: &Packed) -> Vec<Value> {
+        let body: Value = serde_json::from_slice(&packed.body).expect("a batch body is JSON");
+        body["requests"].as_array().expect("requests").clone()
+    }
+
+    #[test]
+    fn batches_fill_up_to_the_request_bound_and_drop_stream() {
+        let prices = PriceTable::builtin();
+        let mut packer = Packer::new(settings(2, BATCH_BYTES), &prices, None);
+        let mut filled = Vec::new();
+        for i in 0..5 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("j{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+        }
+        filled.extend(packer.finish());
+        let sizes: Vec<usize> = filled.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let first = requests(&filled[0]);
+        assert_eq!(first[0]["custom_id"], "j0");
+        assert!(first[0]["params"].get("stream").is_none(), "{first:?}");
+        assert_eq!(first[0]["params"]["max_tokens"], 100);
+    }
+
+    const BATCH_BYTES: usize = crate::settings::BATCH_MAX_BYTES;
+
+    #[test]
+    fn batches_stay_under_the_byte_bound() {
+        let prices = PriceTable::builtin();
+        let one = job(1, "a", "claude-haiku-4-5");
+        let line = serde_json::json!({"custom_id": "a", "params": {}})
+            .to_string()
+            .len();
+        // Room for about two requests of this size, not three.
+        let bound = WRAPPER_BYTES + 2 * (one.request.len() + line + 1) + 10;
+        let mut packer = Packer::new(settings(100, bound), &prices, None);
+        let mut filled = Vec::new();
+        for i in 0..3 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("b{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+        }
+        filled.extend(packer.finish());
+        assert_eq!(filled.len(), 2);
+        assert!(filled.iter().all(|p| p.body.len() <= bound), "{bound}");
+    }
+
+    #[test]
+    fn custom_ids_the_api_refuses_or_repeats_are_replaced() {
+        let prices = PriceTable::builtin();
+        let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, None);
+        for (id, job_id, model) in [
+            (1, "same", "claude-haiku-4-5"),
+            (2, "same", "claude-sonnet-4-6"),
+            (3, "has space", "claude-haiku-4-5"),
+            (4, &"x".repeat(65), "claude-haiku-4-5"),
+            (5, "job-7", "claude-haiku-4-5"),
+            (6, "ok_id-1", "claude-haiku-4-5"),
+            (7, "bad id", "claude-haiku-4-5"),
+        ] {
+            assert!(packer.add(&job(id, job_id, model)).unwrap().is_none());
+        }
+        let packed = packer.finish().unwrap();
+        let ids: Vec<&str> = packed.items.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "same", "job-2", "job-3", "job-4", "job-7", "ok_id-1", "job-7-1"
+            ]
+        );
+        // `job-7` was a job's own id before job 7 needed one: made ids never clash.
+        let unique: HashSet<&&str> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| valid_custom_id(id)));
+    }
+
+    #[test]
+    fn a_budget_bounds_each_batch_and_stops_at_a_job_that_cannot_fit() {
+        let prices = PriceTable::builtin();
+        let one = job(1, "a", "claude-haiku-4-5");
+        let half = crate::send::outcome::worst_case(&prices, &one)
+            .unwrap()
+            .unwrap()
+            .div_ceil(2);
+        let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, Some(half * 5 / 2));
+        let mut filled = Vec::new();
+        for i in 0..5 {
+            filled.extend(
+                packer
+                    .add(&job(i, &format!("c{i}"), "claude-haiku-4-5"))
+                    .unwrap(),
+            );
+            if packer.over_budget {
+                break;
+            }
+        }
+        assert!(packer.over_budget);
+        let sizes: Vec<usize> = filled.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [2], "two worst cases fit the room, a third does not");
+    }
+}

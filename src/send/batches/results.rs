@@ -1,0 +1,339 @@
+//! Reading a finished batch's results into the store as they stream in: each line priced at
+//! the batch rates and committed in groups, with bounded memory whatever the batch's size.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{BatchError, Batcher, MAX_POLL, warn};
+use crate::client::Answer;
+use crate::client::batches::{MessageBatch, RequestCounts};
+use crate::message::MessageSummary;
+use crate::send::outcome::{CacheUse, result_record};
+use crate::store::{
+    AttemptRecord, BatchRow, BatchWaiting, JobState, JobUpdate, WriteBatch, now_ms,
+};
+
+/// Results committed per transaction while a batch's results are read.
+const RESULTS_PER_COMMIT: usize = 2_000;
+
+impl Batcher<'_> {
+    /// Polls every submitted batch, with a wait that doubles up to a minute, and records the
+    /// results of each as it ends, until none is open or the user stops. Returns the jobs
+    /// recorded.
+    pub(super) async fn collect(&self) -> anyhow::Result<u64> {
+        let mut recorded = 0;
+        let mut wait = self.settings.poll_interval;
+        let bar = self.progress_bar().await?;
+        loop {
+            let open: Vec<BatchRow> = self
+                .store
+                .open_batches(self.run_id)
+                .await?
+                .into_iter()
+                .filter(|b| b.remote_id.is_some())
+                .collect();
+            if open.is_empty() || self.stop.is_cancelled() {
+                break;
+            }
+            let mut counts = RequestCounts::default();
+            let mut ended_any = false;
+            for row in &open {
+                let id = row.remote_id.as_deref().unwrap_or_default();
+                let batch = self
+                    .patiently(|| self.client.retrieve_batch(id))
+                    .await
+                    .map_err(|e| BatchError(format!("looking at batch {id} failed: {e}")))?;
+                self.store
+                    .batch_counts(row.id, &serde_json::to_string(&batch.request_counts)?)
+                    .await?;
+                add(&mut counts, batch.request_counts);
+                if batch.ended() {
+                    recorded += self.record(row, &batch).await?;
+                    ended_any = true;
+                    bar.inc(u64::try_from(row.requests).unwrap_or(0));
+                }
+            }
+            bar.set_message(format!(
+                "{} batch{} running · {} processing · {} succeeded · {} errored · {} canceled · {} expired",
+                open.len(),
+                if open.len() == 1 { "" } else { "es" },
+                counts.processing,
+                counts.succeeded,
+                counts.errored,
+                counts.canceled,
+                counts.expired
+            ));
+            if ended_any {
+                wait = self.settings.poll_interval;
+                continue;
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(MAX_POLL.max(self.settings.poll_interval));
+        }
+        bar.finish_and_clear();
+        Ok(recorded)
+    }
+
+    async fn progress_bar(&self) -> anyhow::Result<ProgressBar> {
+        if !self.show_progress {
+            return Ok(ProgressBar::hidden());
+        }
+        let total: i64 = self
+            .store
+            .open_batches(self.run_id)
+            .await?
+            .iter()
+            .map(|b| b.requests)
+            .sum();
+        let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
+        bar.set_style(crate::send::progress::batches_style());
+        bar.enable_steady_tick(Duration::from_secs(1));
+        Ok(bar)
+    }
+
+    /// Reads an ended batch's results as a stream and records each item whose job still
+    /// waits for it, committing as it goes; then marks the batch recorded. Returns the jobs
+    /// recorded.
+    async fn record(&self, row: &BatchRow, batch: &MessageBatch) -> anyhow::Result<u64> {
+        let mut waiting = self.store.batch_waiting(row.id).await?;
+        let submitted_at = row.submitted_at_ms.unwrap_or(row.intent_at_ms);
+        let mut recorded = 0;
+        if !waiting.is_empty() {
+            let url = batch.results_url.as_deref().ok_or_else(|| {
+                BatchError(format!(
+                    "batch {} ended, but the gateway gave no results_url to read its results from; `msgbatch resume` asks again",
+                    batch.id
+                ))
+            })?;
+            let results = self
+                .patiently(|| self.client.batch_results(url))
+                .await
+                .map_err(|e| {
+                    BatchError(format!("reading the results of {} failed: {e}", batch.id))
+                })?;
+            if let Some(note) = &results.note {
+                warn(note);
+            }
+            let mut lines = results.lines;
+            let mut pending = WriteBatch::default();
+            // A download that stalls fails like an idle stream, rather than hang the night.
+            let idle = self.client.stream_idle_timeout();
+            loop {
+                let Ok(next) = tokio::time::timeout(idle, lines.next()).await else {
+                    return Err(BatchError(format!(
+                        "reading the results of {} stalled for {idle:?}; `msgbatch resume` reads them again",
+                        batch.id
+                    ))
+                    .into());
+                };
+                let Some(line) = next else {
+                    break;
+                };
+                let line = line.map_err(|e| {
+                    BatchError(format!("reading the results of {} failed: {e}", batch.id))
+                })?;
+                let item: Item = serde_json::from_slice(&line).with_context(|| {
+                    format!(
+                        "a line of batch {}'s results is not a result: {}",
+                        batch.id,
+                        String::from_utf8_lossy(&line[..line.len().min(200)])
+                    )
+                })?;
+                let Some(job) = waiting.remove(&item.custom_id) else {
+                    continue;
+                };
+                self.item(&mut pending, &job, item, submitted_at)?;
+                recorded += 1;
+                if pending.updates.len() >= RESULTS_PER_COMMIT {
+                    self.store
+                        .write_batch_results(row.id, &std::mem::take(&mut pending), false)
+                        .await?;
+                }
+            }
+            self.store
+                .write_batch_results(row.id, &pending, false)
+                .await?;
+        }
+        if !waiting.is_empty() {
+            // Items the results file did not have: their jobs stay pending for another batch.
+            warn_missing(&batch.id, waiting.len());
+        }
+        self.store
+            .write_batch_results(row.id, &WriteBatch::default(), true)
+            .await?;
+        Ok(recorded)
+    }
+
+    /// One result item into the writer batch: a result, or why the job has none.
+    fn item(
+        &self,
+        pending: &mut WriteBatch,
+        waiting: &BatchWaiting,
+        item: Item,
+        submitted_at_ms: i64,
+    ) -> anyhow::Result<()> {
+        let job = waiting.job;
+        let attempts = waiting.attempts + 1;
+        let completed = now_ms();
+        let turnaround = completed - submitted_at_ms;
+        let mut attempt = AttemptRecord {
+            job,
+            kind: "batch",
+            attempt: attempts,
+            started_at_ms: submitted_at_ms,
+            latency_ms: turnaround,
+            ..AttemptRecord::default()
+        };
+        let (state, error) = match item.result {
+            ItemResult::Succeeded { message } => {
+                let body = Bytes::from(serde_json::to_vec(&message)?);
+                match MessageSummary::parse(&body) {
+                    Ok(summary) => {
+                        let answer = Answer {
+                            body,
+                            summary,
+                            status: 200,
+                            request_id: None,
+                            ttft: None,
+                            latency: Duration::from_millis(u64::try_from(turnaround).unwrap_or(0)),
+                            streamed: false,
+                            note: None,
+                        };
+                        match result_record(
+                            self.prices,
+                            job,
+                            &waiting.model,
+                            waiting.expect.as_deref(),
+                            answer,
+                            CacheUse::default(),
+                        ) {
+                            Ok(mut result) => {
+                                // Every token of a batch is billed at half the standard price.
+                                result.cost_pico_usd = result.cost_pico_usd.map(|c| c / 2);
+                                result.batch = true;
+                                pending.results.push(result);
+                                attempt.http_status = Some(200);
+                                (JobState::Succeeded, None)
+                            }
+                            // Usage no request could produce: a bad answer, not a figure.
+                            Err(overflow) => {
+                                let message = format!(
+                                    "the answer's usage is refused: its cost is {overflow}"
+                                );
+                                attempt.http_status = Some(200);
+                                attempt.error_type = Some("invalid_response".to_owned());
+                                attempt.error_message = Some(message.clone());
+                                (JobState::Failed, Some(format!("batch: {message}")))
+                            }
+                        }
+                    }
+                    Err(message) => {
+                        attempt.error_type = Some("invalid_response".to_owned());
+                        attempt.error_message = Some(message.clone());
+                        (JobState::Failed, Some(format!("batch: {message}")))
+                    }
+                }
+            }
+            ItemResult::Errored { error } => {
+                let inner = error.get("error").unwrap_or(&error);
+                let kind = inner
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned();
+                let message = inner
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let again = if kind == "invalid_request_error" {
+                    "the request itself was refused: fix it before sending it again"
+                } else {
+                    "worth sending again: `msgbatch resume RUN --include-failed`"
+                };
+                attempt.error_type = Some(kind.clone());
+                attempt.error_message = Some(message.clone());
+                attempt.error_body = Some(error.to_string());
+                attempt.request_id = error
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (
+                    JobState::Failed,
+                    Some(format!(
+                        "errored in the batch: {kind}: {message} (not billed; {again})"
+                    )),
+                )
+            }
+            ItemResult::Canceled => {
+                attempt.error_type = Some("canceled".to_owned());
+                (
+                    JobState::Failed,
+                    Some(
+                        "canceled with its batch before it was processed (not billed; `msgbatch resume RUN --include-failed` sends it again)"
+                            .to_owned(),
+                    ),
+                )
+            }
+            ItemResult::Expired => {
+                attempt.error_type = Some("expired".to_owned());
+                (
+                    JobState::Failed,
+                    Some(
+                        "expired: its batch ended (24 hours) before it was processed (not billed; `msgbatch resume RUN --include-failed` sends it again)"
+                            .to_owned(),
+                    ),
+                )
+            }
+        };
+        pending.attempts.push(attempt);
+        pending.updates.push(JobUpdate {
+            job,
+            state,
+            attempts,
+            error,
+            lease: None,
+        });
+        Ok(())
+    }
+}
+
+/// One line of a batch's results.
+#[derive(Debug, Deserialize)]
+pub(super) struct Item {
+    custom_id: String,
+    result: ItemResult,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum ItemResult {
+    Succeeded { message: Value },
+    Errored { error: Value },
+    Canceled,
+    Expired,
+}
+
+/// Says that a batch's results lacked some of its requests (their jobs stay pending).
+fn warn_missing(batch: &str, missing: usize) {
+    crate::errln!(
+        "warning: the results of batch {batch} lack {missing} of its requests; their jobs stay pending and go in the next batch"
+    );
+}
+
+fn add(total: &mut RequestCounts, counts: RequestCounts) {
+    total.processing += counts.processing;
+    total.succeeded += counts.succeeded;
+    total.errored += counts.errored;
+    total.canceled += counts.canceled;
+    total.expired += counts.expired;
+}
