@@ -14,7 +14,7 @@ use crate::jobs::{self, NewJobChunk};
 use crate::limiter::Limiter;
 use crate::output::Terminal;
 use crate::pricing::format_usd;
-use crate::send::budget::Ledger;
+use crate::send::budget::Budget;
 use crate::send::direct::sender::{Metered, Reply};
 use crate::send::direct::{Call, Kind, Request, RequestSender, SendError};
 use crate::{ExitStatus, Shutdown};
@@ -45,7 +45,7 @@ pub async fn estimate(
         client,
         limiter: Limiter::new(settings.send.rpm),
         policy: settings.send.retry_policy(),
-        ledger: Arc::new(Ledger::new(None, 0, Arc::default())),
+        budget: Arc::new(Budget::new(None, 0)),
         shutdown: shutdown.clone(),
         counters: Arc::default(),
         attempts: None,

@@ -1,6 +1,7 @@
 //! The progress bar and the live counters behind it.
 //!
-//! Workers and the writer update [`Counters`]; the bar reads them when it redraws. Whether a
+//! Workers and the writer update [`Counters`]; the bar reads them, and what the session's
+//! [`Budget`] spent, when it redraws. Whether a
 //! bar is drawn at all is decided once, by [`show_bar`]. A line never runs past the terminal's
 //! width (100 columns when it cannot be told): a wrapped bar redraws as a new line each time.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use super::budget::Budget;
 use crate::pricing::PICO_PER_USD;
 
 /// Live figures of a run in progress.
@@ -23,11 +25,6 @@ pub struct Counters {
     pub succeeded: AtomicU64,
     /// Jobs that failed after all their attempts (committed).
     pub failed: AtomicU64,
-    /// Spend of committed results, in pico-USD.
-    pub spend_pico_usd: AtomicU64,
-    /// Worst-case cost of the jobs in flight, held against a budget until their outcome is
-    /// committed, in pico-USD.
-    pub reserved_pico_usd: AtomicU64,
     /// The rate limit that binds now and how much of it is in use (`ITPM 97%`), when the run
     /// has token limits.
     pub binding: std::sync::Mutex<String>,
@@ -62,13 +59,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: u64, already_done: u64, visible: bool) -> Self {
+    pub fn new(total: u64, already_done: u64, visible: bool, budget: Arc<Budget>) -> Self {
         let target = if visible {
             ProgressDrawTarget::stderr_with_hz(5)
         } else {
             ProgressDrawTarget::hidden()
         };
-        Self::drawn_on(total, already_done, target, line_width())
+        Self::drawn_on(total, already_done, target, line_width(), budget)
     }
 
     /// A bar drawn on `target`, whose lines are at most `width` columns.
@@ -77,6 +74,7 @@ impl Progress {
         already_done: u64,
         target: ProgressDrawTarget,
         width: usize,
+        budget: Arc<Budget>,
     ) -> Self {
         let counters = Arc::new(Counters::default());
         let bar = ProgressBar::with_draw_target(Some(total), target);
@@ -85,7 +83,7 @@ impl Progress {
             .with_key("line", {
                 let counters = Arc::clone(&counters);
                 move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = w.write_str(&line(width, &figures(state, &counters)));
+                    let _ = w.write_str(&line(width, &figures(state, &counters, &budget)));
                 }
             });
         bar.set_style(style);
@@ -146,8 +144,8 @@ struct Figures {
     eta: String,
 }
 
-fn figures(state: &ProgressState, counters: &Counters) -> Figures {
-    let pico = Counters::get(&counters.spend_pico_usd);
+fn figures(state: &ProgressState, counters: &Counters, budget: &Budget) -> Figures {
+    let pico = budget.spent_this_session();
     let finished = Counters::get(&counters.succeeded) + Counters::get(&counters.failed);
     #[expect(clippy::cast_precision_loss, reason = "display only")]
     let usd = pico as f64 / PICO_PER_USD as f64;
@@ -350,18 +348,20 @@ mod tests {
     fn the_run_line_fits_the_terminal_and_keeps_what_matters() {
         for width in [60_u16, 80, 100, 120, 200] {
             let screen = Screen::new(width);
+            let budget = Arc::new(super::Budget::new(None, 0));
+            budget.settle(0, 1_234_567_890_000_000);
             let progress = Progress::drawn_on(
                 1_000_000,
                 0,
                 ProgressDrawTarget::term_like(Box::new(screen.clone())),
                 usize::from(width),
+                Arc::clone(&budget),
             );
             let c = &progress.counters;
             Counters::add(&c.succeeded, 123_456);
             Counters::add(&c.failed, 7_890);
             Counters::add(&c.retrying, 321);
             Counters::add(&c.in_flight, 256);
-            Counters::add(&c.spend_pico_usd, 1_234_567_890_000_000);
             *c.binding.lock().expect("unpoisoned") = "ITPM 97%".to_owned();
             progress.bar.set_position(131_346);
             // Drawn now, where it stands (a tick may fall within the draw rate's interval).

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::batches::MessageBatch;
 use crate::client::{AttemptError, Client, RetryPolicy};
 use crate::pricing::PriceTable;
+use crate::send::budget;
 use crate::settings::BatchSettings;
 use crate::store::{BatchRow, Store, now_ms};
 
@@ -182,7 +183,9 @@ impl Batcher<'_> {
         let mut made = 0;
         let mut after = self.store.before_first_job(self.run_id).await?;
         let room = match self.budget_pico_usd {
-            Some(budget) => Some(budget.saturating_sub(self.held().await?)),
+            Some(budget) => {
+                Some(budget.saturating_sub(budget::held_by_batches(self.store, self.run_id).await?))
+            }
             None => None,
         };
         let mut packer = Packer::new(self.settings, self.prices, room);
@@ -203,7 +206,9 @@ impl Batcher<'_> {
                     made += 1;
                 }
                 if packer.over_budget {
-                    return Ok((made, Some(self.over_budget().await?)));
+                    let held = budget::held_by_batches(self.store, self.run_id).await?;
+                    let limit = self.budget_pico_usd.unwrap_or(0);
+                    return Ok((made, Some(budget::batch_over_budget(limit, held))));
                 }
             }
         }
@@ -225,7 +230,7 @@ impl Batcher<'_> {
             .map(|w| w.div_ceil(2))
             .sum::<u64>();
         if let Some(budget) = self.budget_pico_usd {
-            let held = self.held().await?;
+            let held = budget::held_by_batches(self.store, self.run_id).await?;
             if held.saturating_add(worst) > budget {
                 return Ok(Some(format!(
                     "the next batch of {} requests could cost up to {} at the batch rates, over what is left of --max-cost {} ({} spent or held by batches already submitted)",
@@ -302,35 +307,6 @@ impl Batcher<'_> {
                 && created_ms(b).is_none_or(|c| c >= intent_at_ms - window_ms())
                 && usize::try_from(b.request_counts.total()).ok() == Some(requests)
         }))
-    }
-
-    /// What the run spent, and the worst cases its open batches hold.
-    async fn held(&self) -> anyhow::Result<u64> {
-        let open: i64 = self
-            .store
-            .open_batches(self.run_id)
-            .await?
-            .iter()
-            .map(|b| b.reserved_pico_usd)
-            .sum();
-        Ok(self.committed_spend().await? + u64::try_from(open).unwrap_or(0))
-    }
-
-    /// Why the next job is not submitted: its worst case does not fit what is left.
-    async fn over_budget(&self) -> anyhow::Result<String> {
-        let budget = self.budget_pico_usd.unwrap_or(0);
-        Ok(format!(
-            "the next job could pass the --max-cost budget of {} at the batch rates ({} spent or held by batches still open)",
-            crate::pricing::format_usd(budget),
-            crate::pricing::format_usd(self.held().await?),
-        ))
-    }
-
-    /// Spend committed by the run: its results and its judges.
-    async fn committed_spend(&self) -> anyhow::Result<u64> {
-        let counts = self.store.run_counts(self.run_id).await?;
-        let judges = self.store.judge_spend(self.run_id).await?;
-        Ok(u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0))
     }
 }
 

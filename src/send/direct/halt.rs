@@ -188,7 +188,8 @@ mod tests {
     }
 
     fn halt() -> Halt {
-        Halt::new(CancellationToken::new(), Progress::new(0, 0, false))
+        let budget = std::sync::Arc::new(crate::send::budget::Budget::new(None, 0));
+        Halt::new(CancellationToken::new(), Progress::new(0, 0, false, budget))
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Judge graders: each pending `judge` grade becomes a Messages request to the grader model,
 //! sent through the run's [`RequestSender`] like any job (the same limiter, retries, budget
-//! ledger and shutdown, its attempts recorded with kind `judge`). A verdict is committed by
+//! budget and shutdown, its attempts recorded with kind `judge`). A verdict is committed by
 //! the writer as soon as it arrives, so an interrupted judging round resumes where it stopped;
 //! a judge that fails after its attempts stays pending with the reason, for `msgbatch grade`.
 
@@ -89,10 +89,10 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
     let worst = match worst_case(prices, &model, &pending) {
         Ok(worst) => worst,
         // No budget can hold it: it stays pending, as one over the budget does.
-        Err(_) if sender.ledger.limit().is_some() => return Outcome::OverBudget,
+        Err(_) if sender.budget.limit().is_some() => return Outcome::OverBudget,
         Err(_) => None,
     };
-    let reserved = match sender.ledger.reserve_shared(worst, "judge request").await {
+    let reserved = match sender.budget.reserve_shared(worst, "judge request").await {
         Ok(held) => held,
         Err(_) => return Outcome::OverBudget,
     };
@@ -122,7 +122,7 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
     let answered = match sent.into_answer() {
         Ok(answered) => answered,
         Err(SendError::Stopped) => {
-            sender.ledger.settle(reserved, 0);
+            sender.budget.settle(reserved, 0);
             return Outcome::Unanswered;
         }
         Err(SendError::Failed(error)) => {

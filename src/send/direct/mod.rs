@@ -38,7 +38,7 @@ pub use sender::{Call, Kind, Request, RequestSender, SendError};
 use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
 use crate::pricing::PriceTable;
-use crate::send::budget::Ledger;
+use crate::send::budget::Budget;
 use crate::send::outcome::{CacheUse, worst_case};
 use crate::send::progress::Progress;
 use crate::store::{PendingJob, RunCounts, Store};
@@ -122,6 +122,14 @@ struct Parts {
     claims: Option<Arc<Claims>>,
 }
 
+impl Parts {
+    /// The budget of a pipeline of `run_id` (see [`Budget::for_run`]).
+    async fn budget(&self, run_id: i64) -> anyhow::Result<Budget> {
+        let worker = self.claims.as_ref().map(|claims| claims.worker);
+        Budget::for_run(self.budget_pico_usd, &self.store, run_id, worker).await
+    }
+}
+
 /// The sender of a command and the writer behind it, running until every request is done.
 struct Pipeline {
     sender: Arc<RequestSender>,
@@ -131,33 +139,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(parts: Parts, run_id: i64, progress: &Progress) -> anyhow::Result<Self> {
-        let ledger = Arc::new(match &parts.claims {
-            // A worker's spend is granted by the store, which counts every worker's (and what
-            // earlier sessions spent) when it grants.
-            Some(claims) => Ledger::shared(
-                parts.budget_pico_usd,
-                Arc::clone(&progress.counters),
-                parts.store.clone(),
-                claims.worker,
-            ),
-            None => {
-                // What earlier sessions spent counts against the budget: results and judges
-                // alike.
-                let spent_before = if parts.budget_pico_usd.is_some() {
-                    let counts = parts.store.run_counts(run_id).await?;
-                    let judges = parts.store.judge_spend(run_id).await?;
-                    u64::try_from(counts.cost_pico_usd + judges).unwrap_or(0)
-                } else {
-                    0
-                };
-                Ledger::new(
-                    parts.budget_pico_usd,
-                    spent_before,
-                    Arc::clone(&progress.counters),
-                )
-            }
-        });
+    fn start(parts: Parts, progress: &Progress, budget: Arc<Budget>) -> Self {
         // Room for a few writer batches; more would only hold memory while the writer commits.
         let (events, receiver) = mpsc::channel(2048);
         let halt = halt::Halt::new(parts.shutdown.stop.clone(), progress.clone());
@@ -165,7 +147,7 @@ impl Pipeline {
             parts.shutdown.stop.clone(),
             parts.store.clone(),
             progress.clone(),
-            Arc::clone(&ledger),
+            Arc::clone(&budget),
             halt,
             receiver,
             parts.claims.clone(),
@@ -174,19 +156,19 @@ impl Pipeline {
             client: parts.client,
             limiter: parts.limiter,
             policy: parts.policy,
-            ledger,
+            budget,
             shutdown: parts.shutdown,
             counters: Arc::clone(&progress.counters),
             attempts: Some(events),
             pace: parts.concurrency.map(|most| Arc::new(Pace::new(most))),
             forecast: sender::OutputForecast::default(),
         });
-        Ok(Self {
+        Self {
             sender,
             store: parts.store,
             writer,
             claims: parts.claims,
-        })
+        }
     }
 
     /// Waits for the writer to commit everything, once every request is done, and gives the
@@ -194,7 +176,7 @@ impl Pipeline {
     async fn finish(self) -> anyhow::Result<(writer::Written, Parts)> {
         let sender = Arc::into_inner(self.sender)
             .context("a request was still holding the sender when its pipeline finished")?;
-        let budget_pico_usd = sender.ledger.limit();
+        let budget_pico_usd = sender.budget.limit();
         let RequestSender {
             client,
             limiter,
@@ -256,7 +238,8 @@ impl Runner {
             None => u64::try_from(before.total - before.rejected).unwrap_or(0),
         };
         let done_before = u64::try_from(before.succeeded + before.failed).unwrap_or(0);
-        let progress = Progress::new(total, done_before, show_progress);
+        let budget = Arc::new(parts.budget(run_id).await?);
+        let progress = Progress::new(total, done_before, show_progress, Arc::clone(&budget));
         // A worker says it is alive and renews its leases for the whole session, judging
         // included.
         let beating = CancellationToken::new();
@@ -269,7 +252,7 @@ impl Runner {
             ))
         });
         let claims = parts.claims.clone();
-        let pipeline = Pipeline::start(parts, run_id, &progress).await?;
+        let pipeline = Pipeline::start(parts, &progress, budget);
         let dispatched = dispatch(
             &store,
             run_id,
@@ -341,8 +324,9 @@ async fn judge_with(
     if pending.is_empty() {
         return Ok(Judged::default());
     }
-    let progress = Progress::new(0, 0, false);
-    let pipeline = Pipeline::start(parts, run_id, &progress).await?;
+    let budget = Arc::new(parts.budget(run_id).await?);
+    let progress = Progress::new(0, 0, false, Arc::clone(&budget));
+    let pipeline = Pipeline::start(parts, &progress, budget);
     let judged = judge::run(&pipeline.sender, prices, pending, concurrency).await;
     pipeline.finish().await?;
     judged
@@ -547,7 +531,7 @@ async fn dispatch(
                 sender::Place::held(Arc::clone(&pace), permit.context("the pace closed")?)
             }
         };
-        let reserved = if sender.ledger.limit().is_some() {
+        let reserved = if sender.budget.limit().is_some() {
             // Near the budget, fewer jobs run at once: while jobs in flight hold worst cases
             // that their real costs will mostly release, wait for them rather than stop, so
             // that the run spends its budget rather than the sum of worst cases.
@@ -561,12 +545,12 @@ async fn dispatch(
                     break;
                 }
             };
-            let mut settlements = sender.ledger.settlements();
+            let mut settlements = sender.budget.settlements();
             loop {
                 settlements.borrow_and_update();
-                match sender.ledger.reserve_shared(worst, "job").await {
+                match sender.budget.reserve_shared(worst, "job").await {
                     Ok(held) => break Some(held),
-                    Err(_) if sender.ledger.held() > 0 => {
+                    Err(_) if sender.budget.held() > 0 => {
                         tokio::select! {
                             biased;
                             () = stop.cancelled() => break None,

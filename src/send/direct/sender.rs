@@ -1,6 +1,6 @@
 //! The one path every request takes: a job, a judge, a token count (and the batch calls to
 //! come). [`RequestSender`] owns the client, the limiter, the retry policy, the budget
-//! [`Ledger`] and the shutdown tokens; each kind of request states only what differs: its
+//! [`Budget`] and the shutdown tokens; each kind of request states only what differs: its
 //! body, how its answer is read ([`Call`]), and which job its attempts belong to.
 //!
 //! Every attempt waits on the limiter, is timed, and is reported to the writer as a row of
@@ -25,7 +25,7 @@ use super::writer::Event;
 use crate::client::{Answer, AttemptError, Client, RetryPolicy};
 use crate::limiter::{Charge, Limiter};
 use crate::send::Shutdown;
-use crate::send::budget::Ledger;
+use crate::send::budget::Budget;
 use crate::send::outcome::millis;
 use crate::send::progress::Counters;
 use crate::store::{AttemptRecord, now_ms};
@@ -288,7 +288,7 @@ pub struct RequestSender {
     pub client: Client,
     pub limiter: Limiter,
     pub policy: RetryPolicy,
-    pub ledger: Arc<Ledger>,
+    pub budget: Arc<Budget>,
     pub shutdown: Shutdown,
     pub counters: Arc<Counters>,
     /// Where attempt rows go: the writer of the run; `None` where no run exists.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::halt::{self, Halt, Verdict};
 use crate::client::AttemptError;
-use crate::send::budget::Ledger;
+use crate::send::budget::Budget;
 use crate::send::progress::{Counters, Progress};
 use crate::store::{
     AttemptRecord, GradeRecord, JobState, JobUpdate, ResultRecord, Store, WriteBatch,
@@ -75,7 +75,7 @@ pub async fn run(
     stop: CancellationToken,
     store: Store,
     progress: Progress,
-    ledger: Arc<Ledger>,
+    budget: Arc<Budget>,
     mut halt: Halt,
     mut events: mpsc::Receiver<Event>,
     claims: Option<Arc<super::Claims>>,
@@ -221,7 +221,7 @@ pub async fn run(
         // Settled only now: until the commit, a request's cost is not spent and its
         // reservation still holds.
         for (held, cost) in settled {
-            ledger.settle(held, cost);
+            budget.settle(held, cost);
         }
         Counters::add(&counters.succeeded, succeeded);
         let failed_total = Counters::get(&counters.failed).saturating_add_signed(failed);
