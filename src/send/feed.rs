@@ -1,5 +1,5 @@
 //! Storing a checked job file while its run sends: the rows go into the store chunk by chunk,
-//! and the dispatcher reads each chunk once it is committed ([`direct::Loading`]). A job is
+//! and the dispatcher reads each chunk once it is committed ([`Loading`]). A job is
 //! never sent before it is stored, and a run stopped while loading keeps what it stored for
 //! `resume` to go on from.
 
@@ -8,7 +8,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::jobs::{self, Checked, LoadOptions, LoadSummary};
-use crate::send::direct::{self, Stored};
 use crate::store::{NewJob, Store};
 
 /// Jobs per insert transaction while loading.
@@ -76,8 +75,8 @@ impl Feed {
     }
 
     /// What the dispatcher follows.
-    pub fn loading(&self) -> direct::Loading {
-        direct::Loading {
+    pub fn loading(&self) -> Loading {
+        Loading {
             stored: self.stored.clone(),
             jobs: self.jobs,
         }
@@ -135,4 +134,22 @@ pub async fn store_chunks(
         return Err(e.into());
     }
     summary
+}
+
+/// A run whose checked file is being stored while it sends: the dispatcher reads the rows as
+/// they are committed and waits for more until the last is in.
+#[derive(Debug)]
+pub struct Loading {
+    pub stored: tokio::sync::watch::Receiver<Stored>,
+    /// Jobs to send when every row is stored (the run's whole file, bad records left out).
+    pub jobs: u64,
+}
+
+/// How far the storing of a run's rows has got.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stored {
+    /// Chunks committed so far.
+    pub chunks: u64,
+    /// Every row is stored.
+    pub done: bool,
 }

@@ -39,6 +39,7 @@ use crate::client::{Client, RetryPolicy};
 use crate::limiter::Limiter;
 use crate::pricing::PriceTable;
 use crate::send::budget::Budget;
+use crate::send::feed::{Loading, Stored};
 use crate::send::outcome::{CacheUse, worst_case};
 use crate::send::progress::Progress;
 use crate::store::{PendingJob, RunCounts, Store};
@@ -65,24 +66,6 @@ pub struct Runner {
     /// This process is one of the workers sharing the run through a PostgreSQL store: jobs
     /// are claimed under leases rather than read.
     pub claims: Option<Arc<Claims>>,
-}
-
-/// A run whose checked file is being stored while it sends: the dispatcher reads the rows as
-/// they are committed and waits for more until the last is in.
-#[derive(Debug)]
-pub struct Loading {
-    pub stored: tokio::sync::watch::Receiver<Stored>,
-    /// Jobs to send when every row is stored (the run's whole file, bad records left out).
-    pub jobs: u64,
-}
-
-/// How far the storing of a run's rows has got.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stored {
-    /// Chunks committed so far.
-    pub chunks: u64,
-    /// Every row is stored.
-    pub done: bool,
 }
 
 /// How a session of a run ended.
