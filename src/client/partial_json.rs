@@ -68,14 +68,14 @@ fn depth(value: &JsonValue<'_>) -> usize {
 /// The error for input nested deeper than [`MAX_DEPTH`], at the bracket that opens the first
 /// level too many.
 fn too_deep(text: &str) -> PartialJsonError {
-    let (mut level, mut in_string, mut escaped) = (0, false, false);
+    let (mut level, mut in_string, mut escaped) = (0_usize, false, false);
     let at = text.bytes().position(|byte| {
         match byte {
             _ if escaped => escaped = false,
             b'\\' if in_string => escaped = true,
             b'"' => in_string = !in_string,
             b'[' | b'{' if !in_string => level += 1,
-            b']' | b'}' if !in_string => level -= 1,
+            b']' | b'}' if !in_string => level = level.saturating_sub(1),
             _ => {}
         }
         level > MAX_DEPTH
