@@ -2,7 +2,7 @@
 //!
 //! The Python SDK parses the accumulated `input_json_delta` text with jiter in partial mode
 //! after every delta, so a tool call cut by `max_tokens` keeps everything the model produced
-//! that is whole. This follows jiter's partial mode:
+//! that is whole. This reads it with the same parser, the `jiter` crate, in the same mode:
 //! - an object or array that the input ends inside is closed and kept, with the members that
 //!   were complete;
 //! - a string, a literal (`tru`) or a number (`1.`, `-`) that the input ends inside is dropped,
@@ -12,8 +12,10 @@
 //!   if it were cut (`[1 2]` reads as `[1]`), and after a complete top-level value the rest of
 //!   the input is ignored.
 //!
-//! Anything else that is not JSON is an error, and so is input that ends before any value.
+//! Anything else that is not JSON is an error, and so is input that ends before any value, a
+//! number too large for a float (`1e400`), and input nested deeper than `MAX_DEPTH`.
 
+use jiter::{JsonErrorType, JsonValue, PartialMode};
 use serde_json::{Map, Number, Value};
 
 /// Why the text is not JSON, even cut short.
@@ -24,264 +26,126 @@ pub struct PartialJsonError {
     pub at: usize,
 }
 
-/// Parses `text` as JSON that may be cut off anywhere.
-pub fn parse(text: &str) -> Result<Value, PartialJsonError> {
-    let mut parser = Parser {
-        bytes: text.as_bytes(),
-        text,
-        at: 0,
-        depth: 0,
-    };
-    match parser.value()? {
-        Parsed::Whole(value) | Parsed::Cut(Some(value)) => Ok(value),
-        Parsed::Cut(None) => Err(parser.error("the input ends before a value")),
-    }
-}
-
-/// Nesting beyond this is refused. jiter refuses past 201 levels, but serde_json reads at most
+/// Nesting beyond this is refused. jiter refuses past 200 levels, but serde_json reads at most
 /// 128, and the input sits three levels down in the stored Message, which msgbatch reads
 /// back for grading: deeper input is kept as text in a note instead, so that every stored
 /// message can be read again.
 const MAX_DEPTH: usize = 120;
 
-enum Parsed {
-    /// A complete value, with input after it.
-    Whole(Value),
-    /// The input ended inside or right after this value: what of it can be kept.
-    Cut(Option<Value>),
+/// Parses `text` as JSON that may be cut off anywhere.
+pub fn parse(text: &str) -> Result<Value, PartialJsonError> {
+    let parsed = JsonValue::parse_with_config(text.as_bytes(), false, PartialMode::On);
+    let value = match parsed {
+        Ok(value) => value,
+        Err(e) if e.error_type == JsonErrorType::RecursionLimitExceeded => {
+            return Err(too_deep(text));
+        }
+        Err(e) => {
+            return Err(PartialJsonError {
+                message: e.error_type.to_string(),
+                at: e.index,
+            });
+        }
+    };
+    if depth(&value) > MAX_DEPTH {
+        return Err(too_deep(text));
+    }
+    to_serde(value).ok_or_else(|| PartialJsonError {
+        message: "a number is too large for a float".to_owned(),
+        at: first_infinite_number(text).unwrap_or(0),
+    })
 }
 
-struct Parser<'a> {
-    bytes: &'a [u8],
-    text: &'a str,
-    at: usize,
-    depth: usize,
+/// The levels of arrays and objects in `value`, counting itself.
+fn depth(value: &JsonValue<'_>) -> usize {
+    match value {
+        JsonValue::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        JsonValue::Object(members) => 1 + members.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
-impl Parser<'_> {
-    fn error(&self, message: &str) -> PartialJsonError {
-        PartialJsonError {
-            message: message.to_owned(),
-            at: self.at,
+/// The error for input nested deeper than [`MAX_DEPTH`], at the bracket that opens the first
+/// level too many.
+fn too_deep(text: &str) -> PartialJsonError {
+    let (mut level, mut in_string, mut escaped) = (0_usize, false, false);
+    let at = text.bytes().position(|byte| {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => level += 1,
+            b']' | b'}' if !in_string => level = level.saturating_sub(1),
+            _ => {}
         }
+        level > MAX_DEPTH
+    });
+    PartialJsonError {
+        message: "nested too deeply".to_owned(),
+        at: at.unwrap_or(0),
     }
+}
 
-    fn skip_whitespace(&mut self) {
-        while self
-            .bytes
-            .get(self.at)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            self.at += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn value(&mut self) -> Result<Parsed, PartialJsonError> {
-        self.skip_whitespace();
-        match self.peek() {
-            None => Ok(Parsed::Cut(None)),
-            Some(b'{') => self.nested(Self::object),
-            Some(b'[') => self.nested(Self::array),
-            Some(b'"') => Ok(match self.string()? {
-                Some(s) => Parsed::Whole(Value::String(s)),
-                None => Parsed::Cut(None),
-            }),
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
-            Some(b'n') => self.literal("null", Value::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(self.error("expected a value")),
-        }
-    }
-
-    fn nested(
-        &mut self,
-        parse: fn(&mut Self) -> Result<Parsed, PartialJsonError>,
-    ) -> Result<Parsed, PartialJsonError> {
-        if self.depth >= MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
-        }
-        self.depth += 1;
-        let parsed = parse(self);
-        self.depth -= 1;
-        parsed
-    }
-
-    fn object(&mut self) -> Result<Parsed, PartialJsonError> {
-        self.at += 1;
-        let mut map = Map::new();
-        let cut = |map| Ok(Parsed::Cut(Some(Value::Object(map))));
-        self.skip_whitespace();
-        match self.peek() {
-            None => return cut(map),
-            Some(b'}') => {
-                self.at += 1;
-                return Ok(Parsed::Whole(Value::Object(map)));
+/// Where the first number outside strings that no float holds (`1e400`) starts.
+fn first_infinite_number(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut at, mut in_string, mut escaped) = (0, false, false);
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'-' | b'0'..=b'9' if !in_string => {
+                let end = bytes[at..]
+                    .iter()
+                    .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(bytes.len(), |len| at + len);
+                if text[at..end].parse::<f64>().is_ok_and(f64::is_infinite) {
+                    return Some(at);
+                }
+                at = end;
+                continue;
             }
             _ => {}
         }
-        loop {
-            self.skip_whitespace();
-            match self.peek() {
-                None => return cut(map),
-                Some(b'"') => {}
-                Some(_) => return Err(self.error("expected a string key")),
-            }
-            let Some(key) = self.string()? else {
-                return cut(map);
-            };
-            self.skip_whitespace();
-            match self.peek() {
-                None => return cut(map),
-                Some(b':') => self.at += 1,
-                Some(_) => return Err(self.error("expected `:` after a key")),
-            }
-            match self.value()? {
-                Parsed::Whole(value) => {
-                    map.insert(key, value);
-                }
-                Parsed::Cut(value) => {
-                    if let Some(value) = value {
-                        map.insert(key, value);
-                    }
-                    return cut(map);
-                }
-            }
-            self.skip_whitespace();
-            match self.peek() {
-                None => return cut(map),
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(Parsed::Whole(Value::Object(map)));
-                }
-                Some(_) => return cut(map),
-            }
-        }
+        at += 1;
     }
-
-    fn array(&mut self) -> Result<Parsed, PartialJsonError> {
-        self.at += 1;
-        let mut items = Vec::new();
-        let cut = |items| Ok(Parsed::Cut(Some(Value::Array(items))));
-        self.skip_whitespace();
-        match self.peek() {
-            None => return cut(items),
-            Some(b']') => {
-                self.at += 1;
-                return Ok(Parsed::Whole(Value::Array(items)));
-            }
-            _ => {}
-        }
-        loop {
-            match self.value()? {
-                Parsed::Whole(value) => items.push(value),
-                Parsed::Cut(value) => {
-                    items.extend(value);
-                    return cut(items);
-                }
-            }
-            self.skip_whitespace();
-            match self.peek() {
-                None => return cut(items),
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(Parsed::Whole(Value::Array(items)));
-                }
-                Some(_) => return cut(items),
-            }
-        }
-    }
-
-    /// A string, or `None` when the input ends inside it.
-    fn string(&mut self) -> Result<Option<String>, PartialJsonError> {
-        let start = self.at;
-        self.at += 1;
-        let mut escaped = false;
-        while let Some(byte) = self.peek() {
-            self.at += 1;
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => {
-                    // serde_json checks the escapes and the control characters.
-                    return serde_json::from_str(&self.text[start..self.at])
-                        .map(Some)
-                        .map_err(|e| PartialJsonError {
-                            message: format!("invalid string: {e}"),
-                            at: start,
-                        });
-                }
-                _ => {}
-            }
-        }
-        Ok(None)
-    }
-
-    fn literal(&mut self, word: &str, value: Value) -> Result<Parsed, PartialJsonError> {
-        let rest = &self.bytes[self.at..];
-        if rest.starts_with(word.as_bytes()) {
-            self.at += word.len();
-            return Ok(Parsed::Whole(value));
-        }
-        if word.as_bytes().starts_with(rest) {
-            self.at = self.bytes.len();
-            return Ok(Parsed::Cut(None));
-        }
-        Err(self.error("expected a value"))
-    }
-
-    fn number(&mut self) -> Result<Parsed, PartialJsonError> {
-        let start = self.at;
-        while self
-            .peek()
-            .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
-        {
-            self.at += 1;
-        }
-        let text = &self.text[start..self.at];
-        let ended = self.at == self.bytes.len();
-        match serde_json::from_str::<Number>(text) {
-            Ok(number) if ended => Ok(Parsed::Cut(Some(Value::Number(number)))),
-            Ok(number) => Ok(Parsed::Whole(Value::Number(number))),
-            // `1.`, `-` or `1e+` at the end of the input: a number not finished.
-            Err(_) if ended && is_number_prefix(text) => Ok(Parsed::Cut(None)),
-            Err(e) => Err(PartialJsonError {
-                message: format!("invalid number: {e}"),
-                at: start,
-            }),
-        }
-    }
+    None
 }
 
-/// Whether `text` can begin a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][+-]?[0-9]*)?`.
-fn is_number_prefix(text: &str) -> bool {
-    let mut rest = text.strip_prefix('-').unwrap_or(text);
-    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
-    let int = digits(rest);
-    if int > 1 && rest.starts_with('0') {
-        return false;
-    }
-    rest = &rest[int..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        if int == 0 {
-            return false;
+/// jiter's value as serde_json's, or `None` when it holds a number that serde_json cannot:
+/// one past the floats (`1e400`, which jiter reads as infinity).
+fn to_serde(value: JsonValue<'_>) -> Option<Value> {
+    Some(match value {
+        JsonValue::Null => Value::Null,
+        JsonValue::Bool(b) => Value::Bool(b),
+        JsonValue::Int(i) => Value::Number(i.into()),
+        // Past i64: serde_json holds up to u64 exactly and larger integers as floats, as it
+        // reads them itself.
+        JsonValue::BigInt(big) => Value::Number(serde_json::from_str(&big.to_string()).ok()?),
+        JsonValue::Float(f) => Value::Number(Number::from_f64(f)?),
+        JsonValue::Str(s) => Value::String(s.into_owned()),
+        JsonValue::Array(items) => Value::Array(
+            unwrap_shared(items)
+                .into_iter()
+                .map(to_serde)
+                .collect::<Option<_>>()?,
+        ),
+        JsonValue::Object(members) => {
+            let mut map = Map::new();
+            // A key given twice keeps its first place and its last value, as in a Python dict.
+            for (key, value) in unwrap_shared(members) {
+                map.insert(key.into_owned(), to_serde(value)?);
+            }
+            Value::Object(map)
         }
-        rest = &fraction[digits(fraction)..];
-    }
-    if let Some(exponent) = rest.strip_prefix(['e', 'E']) {
-        if int == 0 {
-            return false;
-        }
-        let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
-        rest = &exponent[digits(exponent)..];
-    }
-    rest.is_empty()
+    })
+}
+
+/// The items of a container jiter built, without copying them when nothing else holds it.
+fn unwrap_shared<T: Clone>(items: std::sync::Arc<Vec<T>>) -> Vec<T> {
+    std::sync::Arc::unwrap_or_clone(items)
 }
 
 #[cfg(test)]
@@ -331,6 +195,21 @@ mod tests {
             (r#"{"a": 1 "b": 2}"#, json!({"a": 1})),
             (r#"{"a": [1 2]}"#, json!({"a": [1]})),
             ("[1,2]x", json!([1, 2])),
+            // A number ends where jiter's grammar ends it; what follows is read as after a value.
+            ("0-", json!(0)),
+            ("[7-8]", json!([7])),
+            (r#"{"a": 2+"#, json!({"a": 2})),
+            ("[1e5.", json!([100000.0])),
+            ("[1.5e3x", json!([1500.0])),
+            ("-0", json!(0)),
+            (r#"{"a":1,"a":2,"b":3}"#, json!({"a": 2, "b": 3})),
+            (r#"["\u00e9", "\ud83d\ude00"]"#, json!(["é", "😀"])),
+            (r#"["\ud83d"#, json!([])),
+            (
+                "18446744073709551615",
+                json!(18_446_744_073_709_551_615_u64),
+            ),
+            ("[0.1, -2.5E-3]", json!([0.1, -0.0025])),
         ];
         for (text, expected) in cases {
             assert_eq!(parse(text), Ok(expected), "{text}");
@@ -350,13 +229,17 @@ mod tests {
             "[1,]",
             r#"{"a":1,}"#,
             "[1,,2]",
+            "[1e400]",
+            r#"["\ud800"]"#,
+            "[\"a\u{1}\"]",
         ] {
             assert!(parse(text).is_err(), "{text}");
         }
         // 120 levels parse, 121 do not (serde_json reads a stored message to 128 levels).
         let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         assert!(parse(&nested(120)).is_ok());
-        assert!(parse(&nested(121)).is_err());
+        assert_eq!(parse(&nested(121)).map_err(|e| e.at), Err(120));
+        assert_eq!(parse("[1, 1e400]").map_err(|e| e.at), Err(4));
         assert!(parse(&"[".repeat(100_000)).is_err());
     }
 }

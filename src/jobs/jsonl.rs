@@ -7,7 +7,7 @@ use std::io::{BufReader, Read};
 use serde_json::{Map, Value};
 
 use super::lines::{Line, LineReader};
-use super::{InputError, LoadError, MAX_RECORD_BYTES, RawRecord, ReadItem, parse_tags, too_large};
+use super::{InputError, LoadError, MAX_RECORD_BYTES, RawRecord, ReadItem, too_large};
 
 /// Keys of a bare-body record that belong to msgbatch, not to the request.
 const OWN_KEYS: [&str; 3] = ["custom_id", "tags", "expect"];
@@ -166,4 +166,17 @@ impl<R: Read> Iterator for JsonlReader<'_, R> {
             return Some(Ok(self.parse(text)));
         }
     }
+}
+
+/// Reads the optional `tags` object, whose values must be strings.
+fn parse_tags(value: Value) -> Result<Map<String, Value>, (String, String)> {
+    let Value::Object(tags) = value else {
+        return Err(("tags".to_owned(), "must be an object of strings".to_owned()));
+    };
+    for (key, value) in &tags {
+        if !value.is_string() {
+            return Err((format!("tags.{key}"), "must be a string".to_owned()));
+        }
+    }
+    Ok(tags)
 }
