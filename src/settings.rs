@@ -595,6 +595,21 @@ pub struct RunSettings {
     pub input: Option<InputSettings>,
 }
 
+impl RunSettings {
+    /// The settings `run` was made with (as its last session kept them): the one place a
+    /// run's stored settings are read.
+    pub fn of(run: &crate::store::RunRow) -> anyhow::Result<Self> {
+        serde_json::from_str(&run.settings_json)
+            .with_context(|| format!("run {} has unreadable settings", run.name))
+    }
+
+    /// These settings as a run keeps them (`RunRow::settings_json`): the one place they
+    /// are written from.
+    pub fn stored(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("failed to write a run's settings as JSON")
+    }
+}
+
 /// How a run's job file is read: with the models and defaults above, enough to read it again.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct InputSettings {
@@ -739,6 +754,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("known: anthropic, aisa"), "{err}");
+    }
+
+    #[test]
+    fn a_runs_settings_read_back_as_written_and_unreadable_ones_name_the_run() {
+        let settings = RunSettings {
+            gateway: Gateway::mock("http://127.0.0.1:1".into()),
+            send: SendSettings::from_args(&SendArgs::default()).unwrap(),
+            mock: Some(MockSettings::default()),
+            models: vec!["claude-haiku-4-5".into()],
+            defaults: crate::jobs::Defaults::default(),
+            input: None,
+        };
+        let mut run = crate::store::RunRow {
+            id: 7,
+            name: "evals".into(),
+            created_at_ms: 0,
+            finished_at_ms: None,
+            status: crate::store::RunStatus::Completed,
+            stop_reason: None,
+            input_path: "jobs.jsonl".into(),
+            input_sha256: String::new(),
+            input_format: String::new(),
+            gateway_name: MOCK_GATEWAY.into(),
+            base_url: "http://127.0.0.1:1".into(),
+            messages_path: DEFAULT_MESSAGES_PATH.into(),
+            settings_json: settings.stored().unwrap(),
+            via: "direct".into(),
+            loaded: true,
+            input_jobs: None,
+        };
+        assert_eq!(RunSettings::of(&run).unwrap(), settings);
+        run.settings_json = "{\"gateway\": 1}".into();
+        let err = format!("{:#}", RunSettings::of(&run).unwrap_err());
+        assert!(
+            err.starts_with("run evals has unreadable settings: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -422,7 +422,7 @@ impl Store {
             .bind(run.gateway_name.as_str())
             .bind(run.base_url.as_str())
             .bind(run.messages_path.as_str())
-            .bind(run.settings.as_str())
+            .bind(run.settings_json.as_str())
             .bind(run.via)
             .bind(run.checked.as_ref().map_or("", |c| c.format.as_str()))
             .bind(
@@ -454,11 +454,7 @@ impl Store {
         status: RunStatus,
         stop_reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let finished = matches!(
-            status,
-            RunStatus::Completed | RunStatus::Interrupted | RunStatus::BudgetExhausted
-        )
-        .then(now_ms);
+        let finished = status.is_finished().then(now_ms);
         self.execute(
             Sql::new(
                 "UPDATE runs SET status = $2, stop_reason = $3, finished_at_ms = $4 WHERE id = $1",
@@ -509,11 +505,16 @@ impl Store {
         Ok(u64::try_from(line).unwrap_or(0))
     }
 
-    pub async fn set_run_settings(&self, run_id: i64, settings: &str) -> Result<(), StoreError> {
+    /// Replaces a run's settings with `settings_json` (see [`RunRow::settings_json`]).
+    pub async fn set_run_settings(
+        &self,
+        run_id: i64,
+        settings_json: &str,
+    ) -> Result<(), StoreError> {
         self.execute(
             Sql::new("UPDATE runs SET settings = $2 WHERE id = $1")
                 .bind(run_id)
-                .bind(settings),
+                .bind(settings_json),
         )
         .await?;
         Ok(())
@@ -897,6 +898,26 @@ impl Store {
 
     pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
         self.all(Sql::new("SELECT * FROM runs ORDER BY id")).await
+    }
+
+    /// Where `run` stands now: see [`RunState`]. Every command that shows a run's status
+    /// shows this.
+    pub async fn run_state(&self, run: &RunRow) -> Result<RunState, StoreError> {
+        let sending = self.is_locked() || self.workers(run.id).await?.iter().any(|w| w.alive);
+        let running = run.status == RunStatus::Running;
+        let submitted = self
+            .open_batches(run.id)
+            .await?
+            .iter()
+            .filter(|b| b.remote_id.is_some())
+            .count();
+        Ok(if submitted > 0 && !(running && sending) {
+            RunState::Submitted(submitted)
+        } else if running && !sending {
+            RunState::Died
+        } else {
+            RunState::Stored(run.status)
+        })
     }
 
     pub async fn run_counts(&self, run_id: i64) -> Result<RunCounts, StoreError> {
