@@ -165,6 +165,10 @@ pub(super) fn run_settings(
     base_url: Option<&str>,
 ) -> anyhow::Result<RunSettings> {
     let mut settings = RunSettings::of(run)?;
+    if let Some(mock) = &settings.mock {
+        mock.config(crate::cli::MOCK_FLAGS)
+            .with_context(|| format!("run {} was made with a mock out of range", run.name))?;
+    }
     settings.send = settings.send.overridden(sending)?;
     restore_base_url(global, run, &mut settings, base_url)?;
     // Header values are never stored: take them from the gateway's profile again, then from
