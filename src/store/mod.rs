@@ -8,6 +8,17 @@
 //! machines share. Each statement is written once for both (see [`sql`]); the schemas are
 //! `migrations/` (SQLite) and `migrations/postgres/`.
 
+/// The condition that the attempt row prefixed `$a` (`"a."`, or `""` for unaliased) tried to
+/// answer its job: a Messages call (`job`) or an item of a Message Batch (`batch`), and not a
+/// judge's request or a token count recorded against the job. Every query about a job's own
+/// attempts (its last error, the errors a report counts, what `export` writes) picks them with
+/// this, so that a run reads the same whichever way it was sent.
+macro_rules! answering {
+    ($a:literal) => {
+        concat!("(", $a, "kind IN ('job', 'batch'))")
+    };
+}
+
 mod batches;
 mod failures;
 mod jobs_view;
@@ -973,17 +984,20 @@ impl Store {
         F: FnMut(ExportRow) -> anyhow::Result<()>,
     {
         self.each(
-            Sql::new(
+            Sql::new(concat!(
                 "SELECT j.job_id, j.model, j.state, j.error, b.body AS response, b.note AS note,
                         a.error_type AS last_error_type, a.error_message AS last_error_message,
-                        a.error_body AS last_error_body, a.http_status AS last_http_status
+                        a.error_body AS last_error_body, a.http_status AS last_http_status,
+                        a.kind AS last_kind
                  FROM jobs j
                  LEFT JOIN responses b ON b.job = j.id
                  LEFT JOIN attempts a ON a.id =
-                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND kind = 'job')
+                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND ",
+                answering!(""),
+                ")
                  WHERE j.run_id = $1
-                 ORDER BY j.id",
-            )
+                 ORDER BY j.id"
+            ))
             .bind(run_id),
             sink,
         )

@@ -341,4 +341,6 @@ pub struct ExportRow {
     pub last_error_message: Option<String>,
     pub last_error_body: Option<String>,
     pub last_http_status: Option<i64>,
+    /// What the last attempt was: `job` (a Messages call) or `batch` (a batch item).
+    pub last_kind: Option<String>,
 }
