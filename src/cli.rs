@@ -610,16 +610,29 @@ pub struct MockArgs {
 
     /// Mock: answer every request with this error status and type, e.g.
     /// `400:no_db_connection` (as a gateway refusing a key does).
-    #[arg(long, requires = "mock", value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
+    #[arg(long, requires = "mock", value_name = "STATUS[:TYPE]", value_parser = crate::mock::parse_rejection)]
     pub mock_reject: Option<String>,
 }
 
-/// A `STATUS[:TYPE]` the mock can answer with, kept as given.
-fn parse_rejection(text: &str) -> Result<String, String> {
-    text.parse::<crate::mock::Rejection>()
-        .map(|_| text.to_owned())
-        .map_err(|e| e.to_string())
+impl MockArgs {
+    /// The mock's options these flags give, for a run with `--mock`.
+    pub fn options(&self) -> Option<crate::mock::MockOptions> {
+        self.mock.then(|| crate::mock::MockOptions {
+            latency_ms: self.mock_latency_ms.unwrap_or(0),
+            fail_rate: self.mock_fail_rate.unwrap_or(0.0),
+            rate_limit_rpm: self.mock_rate_limit_rpm,
+            rate_limit_itpm: self.mock_rate_limit_itpm,
+            rate_limit_otpm: self.mock_rate_limit_otpm,
+            first_token_ms: self.mock_first_token_ms.unwrap_or(0),
+            token_ms: self.mock_token_ms.unwrap_or(0),
+            reject: self.mock_reject.clone(),
+            ..crate::mock::MockOptions::default()
+        })
+    }
 }
+
+/// The flags of [`MockArgs`] are the mock's own, with this before their names.
+pub const MOCK_FLAGS: &str = "--mock-";
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -735,48 +748,8 @@ pub struct MockServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
 
-    /// Delay before each answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-
-    /// Share of requests (0 to 1) that fail: 500, 502, 503 or 529, a dropped connection, or
-    /// an answer cut halfway, in equal parts.
-    #[arg(long, default_value_t = 0.0)]
-    pub fail_rate: f64,
-
-    /// `retry-after` (whole seconds) on the error statuses of --fail-rate.
-    #[arg(long, value_name = "SECONDS")]
-    pub fault_retry_after: Option<u64>,
-
-    /// How long a Message Batch processes before it ends, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub batch_ms: u64,
-
-    /// Answer every request with this error status and type, e.g. `400:no_db_connection`
-    /// (as a gateway refusing a key does).
-    #[arg(long, value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
-    pub reject: Option<String>,
-
-    /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
-    /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).
-    #[arg(long)]
-    pub rate_limit_rpm: Option<u32>,
-
-    /// Input tokens per minute (uncached input and cache writes), enforced likewise.
-    #[arg(long)]
-    pub rate_limit_itpm: Option<u32>,
-
-    /// Output tokens per minute (as produced), enforced likewise.
-    #[arg(long)]
-    pub rate_limit_otpm: Option<u32>,
-
-    /// Delay before the first token of a streamed answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub first_token_ms: u64,
-
-    /// Delay between the chunks of a streamed answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub token_ms: u64,
+    #[command(flatten)]
+    pub options: crate::mock::MockOptions,
 
     /// Accept only this key (as `x-api-key` or a Bearer token) [default: any].
     #[arg(long, env = "MSGBATCH_MOCK_KEY")]

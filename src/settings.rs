@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{AuthArg, GatewayArgs, MockArgs, SendArgs};
+use crate::cli::{AuthArg, GatewayArgs, SendArgs};
 pub use crate::client::ApiKey;
 use crate::client::{AuthStyle, Endpoint};
 
@@ -333,40 +333,6 @@ pub struct RateLimits {
     pub otpm: Option<u32>,
 }
 
-/// Mock gateway options for `run --mock`, stored so that `resume` uses the same mock.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct MockSettings {
-    pub latency_ms: u64,
-    pub fail_rate: f64,
-    pub rate_limit_rpm: Option<u32>,
-    #[serde(default)]
-    pub rate_limit_itpm: Option<u32>,
-    #[serde(default)]
-    pub rate_limit_otpm: Option<u32>,
-    #[serde(default)]
-    pub first_token_ms: u64,
-    #[serde(default)]
-    pub token_ms: u64,
-    /// Every request answered with this error (`STATUS[:TYPE]`).
-    #[serde(default)]
-    pub reject: Option<String>,
-}
-
-impl MockSettings {
-    pub fn from_args(args: &MockArgs) -> Option<Self> {
-        args.mock.then(|| Self {
-            latency_ms: args.mock_latency_ms.unwrap_or(0),
-            fail_rate: args.mock_fail_rate.unwrap_or(0.0),
-            rate_limit_rpm: args.mock_rate_limit_rpm,
-            rate_limit_itpm: args.mock_rate_limit_itpm,
-            rate_limit_otpm: args.mock_rate_limit_otpm,
-            first_token_ms: args.mock_first_token_ms.unwrap_or(0),
-            token_ms: args.mock_token_ms.unwrap_or(0),
-            reject: args.mock_reject.clone(),
-        })
-    }
-}
-
 /// How a run sends its requests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SendSettings {
@@ -587,12 +553,28 @@ impl SendSettings {
 pub struct RunSettings {
     pub gateway: Gateway,
     pub send: SendSettings,
-    pub mock: Option<MockSettings>,
+    /// The options of the in-process mock a `run --mock` sends to.
+    pub mock: Option<crate::mock::MockOptions>,
     pub models: Vec<String>,
     pub defaults: crate::jobs::Defaults,
     /// How the job file is read, for a run that must load the rest of it on `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputSettings>,
+}
+
+impl RunSettings {
+    /// The settings `run` was made with (as its last session kept them): the one place a
+    /// run's stored settings are read.
+    pub fn of(run: &crate::store::RunRow) -> anyhow::Result<Self> {
+        serde_json::from_str(&run.settings_json)
+            .with_context(|| format!("run {} has unreadable settings", run.name))
+    }
+
+    /// These settings as a run keeps them (`RunRow::settings_json`): the one place they
+    /// are written from.
+    pub fn stored(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("failed to write a run's settings as JSON")
+    }
 }
 
 /// How a run's job file is read: with the models and defaults above, enough to read it again.
@@ -739,6 +721,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("known: anthropic, aisa"), "{err}");
+    }
+
+    #[test]
+    fn a_runs_settings_read_back_as_written_and_unreadable_ones_name_the_run() {
+        let settings = RunSettings {
+            gateway: Gateway::mock("http://127.0.0.1:1".into()),
+            send: SendSettings::from_args(&SendArgs::default()).unwrap(),
+            mock: Some(crate::mock::MockOptions::default()),
+            models: vec!["claude-haiku-4-5".into()],
+            defaults: crate::jobs::Defaults::default(),
+            input: None,
+        };
+        let mut run = crate::store::RunRow {
+            id: 7,
+            name: "evals".into(),
+            created_at_ms: 0,
+            finished_at_ms: None,
+            status: crate::store::RunStatus::Completed,
+            stop_reason: None,
+            input_path: "jobs.jsonl".into(),
+            input_sha256: String::new(),
+            input_format: String::new(),
+            gateway_name: MOCK_GATEWAY.into(),
+            base_url: "http://127.0.0.1:1".into(),
+            messages_path: DEFAULT_MESSAGES_PATH.into(),
+            settings_json: settings.stored().unwrap(),
+            via: "direct".into(),
+            loaded: true,
+            input_jobs: None,
+        };
+        assert_eq!(RunSettings::of(&run).unwrap(), settings);
+        run.settings_json = "{\"gateway\": 1}".into();
+        let err = format!("{:#}", RunSettings::of(&run).unwrap_err());
+        assert!(
+            err.starts_with("run evals has unreadable settings: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `msgbatch export`: one JSON line per (job, model) in the Message Batches results shape.
 //!
 //! Succeeded jobs carry the Message exactly as stored. Failed jobs carry the API's error body
-//! when the gateway sent one, else an error of the same shape. Rejected jobs are `errored`
+//! when the gateway sent one, else an error of the same shape; a batch item its batch ended
+//! without processing is `canceled` or `expired`, as the API says. Rejected jobs are `errored`
 //! with an `invalid_request_error`; jobs never finished are `canceled`.
 
 use std::io::{BufWriter, Write};
@@ -59,6 +60,13 @@ fn line(row: &ExportRow) -> String {
                 Value::String(note.clone())
             ),
         },
+        // A batch item the batch ended without processing, as the Batches API says it.
+        ("failed", _)
+            if row.last_kind.as_deref() == Some("batch")
+                && matches!(row.last_error_type.as_deref(), Some("canceled" | "expired")) =>
+        {
+            json!({ "type": row.last_error_type }).to_string()
+        }
         ("failed", _) => {
             let error = row
                 .last_error_body

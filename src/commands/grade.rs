@@ -61,8 +61,7 @@ pub async fn grade(
     store.replace_grades(run.id, &expects, &grades).await?;
     let pending = store.pending_judges(run.id).await?.len();
     if pending > 0 {
-        let mut settings: RunSettings = serde_json::from_str(&run.settings)
-            .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
+        let mut settings = RunSettings::of(&run)?;
         if let Some(usd) = args.max_cost {
             settings.send.max_cost_pico_usd = Some(
                 crate::settings::usd_to_pico(usd)

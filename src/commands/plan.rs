@@ -11,12 +11,9 @@ use super::Global;
 use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
 use crate::client::{Client, Timeouts};
 use crate::jobs::{Defaults, InputFormat, LoadOptions};
-use crate::mock::limits::Limits;
 use crate::mock::{MockConfig, MockServer};
 use crate::pricing::PriceTable;
-use crate::settings::{
-    ApiKey, ConfigFile, Gateway, MockSettings, RunSettings, SendSettings, resolve_gateway,
-};
+use crate::settings::{ApiKey, ConfigFile, Gateway, RunSettings, SendSettings, resolve_gateway};
 use crate::store::Store;
 
 /// Resolves what a run (or an estimate) of a job file would use, checking everything that can
@@ -30,7 +27,10 @@ pub fn plan(
     sending: &SendArgs,
     sends: bool,
 ) -> anyhow::Result<(RunSettings, LoadOptions, Option<ApiKey>)> {
-    let mock = MockSettings::from_args(mock);
+    let mock = mock.options();
+    if let Some(options) = &mock {
+        options.config(crate::cli::MOCK_FLAGS)?;
+    }
     let gateway = if mock.is_some() {
         // The address is the session's own; what is stored is only that it was the mock.
         Gateway {
@@ -136,16 +136,6 @@ pub async fn connect(
     let mock = match &settings.mock {
         Some(mock) => Some(
             MockServer::start(MockConfig {
-                latency: Duration::from_millis(mock.latency_ms),
-                fail_rate: mock.fail_rate,
-                limits: Limits {
-                    rpm: mock.rate_limit_rpm,
-                    itpm: mock.rate_limit_itpm,
-                    otpm: mock.rate_limit_otpm,
-                },
-                first_token_delay: Duration::from_millis(mock.first_token_ms),
-                token_delay: Duration::from_millis(mock.token_ms),
-                reject: mock.reject.as_deref().map(str::parse).transpose()?,
                 // A price file given with --mock names the models of the gateway it stands for.
                 models: match &settings.gateway.prices {
                     Some(path) => PriceTable::from_file(path)?
@@ -155,7 +145,7 @@ pub async fn connect(
                         .collect(),
                     None => Vec::new(),
                 },
-                ..MockConfig::default()
+                ..mock.config(crate::cli::MOCK_FLAGS)?
             })
             .await
             .context("failed to start the mock gateway")?,

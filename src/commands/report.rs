@@ -26,8 +26,7 @@ pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
 
 /// The price table a run was costed with: its gateway's file, else the built-in table.
 pub fn run_prices(run: &RunRow) -> anyhow::Result<PriceTable> {
-    let settings: Option<RunSettings> = serde_json::from_str(&run.settings).ok();
-    match settings.and_then(|s| s.gateway.prices) {
+    match RunSettings::of(run)?.gateway.prices {
         Some(path) => Ok(PriceTable::from_file(&path)?),
         None => Ok(PriceTable::builtin()),
     }

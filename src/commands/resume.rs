@@ -7,7 +7,7 @@ use crate::cli::{ResumeArgs, SendArgs};
 use crate::output;
 use crate::send::feed::{self, Feed};
 use crate::settings::{ConfigFile, RunSettings, parse_header};
-use crate::store::{RunRow, Store};
+use crate::store::{RunRow, RunStatus, Store};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn resume(
@@ -18,7 +18,7 @@ pub async fn resume(
     let store = global.existing_store().await?;
     let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
-    if run.status == "loading" {
+    if run.status == RunStatus::Loading {
         bail!(
             "run {} never finished loading its jobs, so nothing was sent; start it again with `msgbatch run`",
             run.name
@@ -35,9 +35,7 @@ pub async fn resume(
     if settings.mock.is_none() {
         super::plan::check_gateway(&settings.gateway, key.as_ref())?;
     }
-    store
-        .set_run_settings(run.id, &serde_json::to_string(&settings)?)
-        .await?;
+    store.set_run_settings(run.id, &settings.stored()?).await?;
     if args.include_failed {
         let reset = store.reset_failed(run.id).await?;
         crate::errln!("{reset} failed jobs set back to pending");
@@ -166,8 +164,11 @@ pub(super) fn run_settings(
     headers: &[String],
     base_url: Option<&str>,
 ) -> anyhow::Result<RunSettings> {
-    let mut settings: RunSettings = serde_json::from_str(&run.settings)
-        .map_err(|e| anyhow::anyhow!("run {} has unreadable settings: {e}", run.name))?;
+    let mut settings = RunSettings::of(run)?;
+    if let Some(mock) = &settings.mock {
+        mock.config(crate::cli::MOCK_FLAGS)
+            .with_context(|| format!("run {} was made with a mock out of range", run.name))?;
+    }
     settings.send = settings.send.overridden(sending)?;
     restore_base_url(global, run, &mut settings, base_url)?;
     // Header values are never stored: take them from the gateway's profile again, then from

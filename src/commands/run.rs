@@ -87,7 +87,7 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             // Credentials in the URL are never stored, as a key is not.
             base_url: crate::output::redacted_url(&settings.gateway.base_url).into_owned(),
             messages_path: settings.gateway.messages_path.clone(),
-            settings: serde_json::to_string(&settings)?,
+            settings_json: settings.stored()?,
             via: settings.send.via.as_str(),
             checked: checked.as_ref().map(|c| CheckedInput {
                 sha256: c.summary.sha256.clone(),

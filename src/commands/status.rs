@@ -7,7 +7,7 @@ use crate::pricing::format_usd;
 use std::time::Duration;
 
 use crate::cli::OutputFormat;
-use crate::store::{RunRow, Store, WorkerRow};
+use crate::store::{RunRow, RunStatus, Store, WorkerRow};
 
 pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
@@ -34,9 +34,6 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         "pending",
         "spend"
     )?;
-    // A run still marked running while no process holds the database (or, on PostgreSQL,
-    // while none of its workers is alive) died without a word (kill -9, a crash, a reboot).
-    let locked = store.is_locked();
     let mut counts = Vec::with_capacity(runs.len());
     let mut workers = Vec::new();
     for run in &runs {
@@ -50,7 +47,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
             Err(e) => return Err(e.into()),
         };
         workers = store.workers(run.id).await?;
-        let status = shown_status(&store, run, locked, &workers).await?;
+        let status = store.run_state(run).await?.to_string();
         let spend = format_usd(u64::try_from(c.cost_pico_usd).unwrap_or(0));
         let spend = if c.unpriced > 0 {
             format!("{spend}+")
@@ -74,7 +71,7 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     if let ([run], [stored]) = (runs.as_slice(), counts.as_slice()) {
         print_details(run)?;
         print_workers(&workers)?;
-        if !run.loaded && run.status != "loading" {
+        if !run.loaded && run.status != RunStatus::Loading {
             crate::outln!(
                 "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
                 stored.total - stored.rejected,
@@ -94,32 +91,6 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     Ok(ExitStatus::Success)
 }
 
-/// A run's status as `status` shows it: a run still marked running while no process sends
-/// it has died, and one with batches left on the server is submitted.
-async fn shown_status(
-    store: &Store,
-    run: &RunRow,
-    locked: bool,
-    workers: &[WorkerRow],
-) -> anyhow::Result<String> {
-    let sending = locked || workers.iter().any(|w| w.alive);
-    // Batches left running on the server when no process is collecting them: the run is
-    // submitted, whatever it was doing when its last session ended.
-    let submitted = store
-        .open_batches(run.id)
-        .await?
-        .iter()
-        .filter(|b| b.remote_id.is_some())
-        .count();
-    Ok(if submitted > 0 && !(run.status == "running" && sending) {
-        format!("submitted ({submitted})")
-    } else if run.status == "running" && !sending {
-        "died".to_owned()
-    } else {
-        run.status.clone()
-    })
-}
-
 /// Every run as one JSON object, `{"runs": [...]}`, with stable keys: `id`, `name`,
 /// `status` (as the table shows it), `stored_status`, `stop_reason`, `via`, `created_at`,
 /// `finished_at` (RFC 3339), `input` {`path`, `format`, `sha256`, `jobs`, `loaded`},
@@ -133,12 +104,11 @@ async fn print_json(store: &Store, runs: &[RunRow], one: bool) -> anyhow::Result
         let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         humantime::format_rfc3339_seconds(at).to_string()
     };
-    let locked = store.is_locked();
     let mut shown = Vec::with_capacity(runs.len());
     for run in runs {
         let c = store.run_counts(run.id).await?;
         let workers = store.workers(run.id).await?;
-        let status = shown_status(store, run, locked, &workers).await?;
+        let status = store.run_state(run).await?;
         let mut value = serde_json::json!({
             "id": run.id,
             "name": run.name,
@@ -260,7 +230,7 @@ fn print_details(run: &RunRow) -> std::io::Result<()> {
     if let Some(reason) = &run.stop_reason {
         crate::outln!("  stopped  {reason}")?;
     }
-    if run.status != "completed" && run.status != "loading" {
+    if !matches!(run.status, RunStatus::Completed | RunStatus::Loading) {
         crate::outln!("  resume   msgbatch resume {}", run.name)?;
     }
     Ok(())

@@ -92,6 +92,137 @@ impl std::str::FromStr for Rejection {
     }
 }
 
+/// The mock's options as a user gives them: to `msgbatch mock` as flags (these), to `run
+/// --mock` as the same flags prefixed `--mock-` (see `cli::MockArgs`), and kept in a run's
+/// settings so that `resume` starts the same mock. [`MockOptions::config`] checks them and is
+/// the one way from them to a [`MockConfig`].
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MockOptions {
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Share of requests (0 to 1) that fail: 500, 502, 503 or 529, a dropped connection, or
+    /// an answer cut halfway, in equal parts.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+
+    /// `retry-after` (whole seconds) on the error statuses of --fail-rate.
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_retry_after: Option<u64>,
+
+    /// How long a Message Batch processes before it ends, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batch_ms: u64,
+
+    /// Answer every request with this error status and type, e.g. `400:no_db_connection`
+    /// (as a gateway refusing a key does).
+    #[arg(long, value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
+    pub reject: Option<String>,
+
+    /// Requests per minute, enforced as the API does (a bucket refilled continuously; 429
+    /// with `retry-after` when it is empty; `anthropic-ratelimit-*` headers on every answer).
+    #[arg(long = "rate-limit-rpm")]
+    pub rate_limit_rpm: Option<u32>,
+
+    /// Input tokens per minute (uncached input and cache writes), enforced likewise.
+    #[arg(long = "rate-limit-itpm")]
+    pub rate_limit_itpm: Option<u32>,
+
+    /// Output tokens per minute (as produced), enforced likewise.
+    #[arg(long = "rate-limit-otpm")]
+    pub rate_limit_otpm: Option<u32>,
+
+    /// Delay before the first token of a streamed answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub first_token_ms: u64,
+
+    /// Delay between the chunks of a streamed answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub token_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A `STATUS[:TYPE]` the mock can answer with, kept as given.
+pub fn parse_rejection(text: &str) -> Result<String, String> {
+    text.parse::<Rejection>()
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A mock option out of its range, named by its flag.
+#[derive(Debug, thiserror::Error)]
+pub enum MockOptionError {
+    #[error("{flag} must be {range}")]
+    OutOfRange { flag: String, range: &'static str },
+    #[error("{flag}: {source}")]
+    Rejection {
+        flag: String,
+        #[source]
+        source: RejectionError,
+    },
+}
+
+impl MockOptions {
+    /// The mock these options describe, once checked. `flags` is how the options were given:
+    /// `--` for `msgbatch mock`'s own flags, `--mock-` for `run --mock`'s (and for a run's
+    /// stored options); an option out of range is named by its flag.
+    pub fn config(&self, flags: &str) -> Result<MockConfig, MockOptionError> {
+        let flag = |name: &str| format!("{flags}{name}");
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(MockOptionError::OutOfRange {
+                flag: flag("fail-rate"),
+                range: "between 0 and 1",
+            });
+        }
+        for (name, limit) in [
+            ("rate-limit-rpm", self.rate_limit_rpm),
+            ("rate-limit-itpm", self.rate_limit_itpm),
+            ("rate-limit-otpm", self.rate_limit_otpm),
+        ] {
+            if limit == Some(0) {
+                return Err(MockOptionError::OutOfRange {
+                    flag: flag(name),
+                    range: "at least 1",
+                });
+            }
+        }
+        let reject = self
+            .reject
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|source| MockOptionError::Rejection {
+                flag: flag("reject"),
+                source,
+            })?;
+        Ok(MockConfig {
+            latency: Duration::from_millis(self.latency_ms),
+            fail_rate: self.fail_rate,
+            fault_retry_after: self.fault_retry_after.map(Duration::from_secs),
+            batches: batches::BatchConfig {
+                processing: Duration::from_millis(self.batch_ms),
+                ..batches::BatchConfig::default()
+            },
+            limits: limits::Limits {
+                rpm: self.rate_limit_rpm,
+                itpm: self.rate_limit_itpm,
+                otpm: self.rate_limit_otpm,
+            },
+            first_token_delay: Duration::from_millis(self.first_token_ms),
+            token_delay: Duration::from_millis(self.token_ms),
+            reject,
+            ..MockConfig::default()
+        })
+    }
+}
+
 /// How the mock behaves.
 #[derive(Debug, Clone, Default)]
 pub struct MockConfig {
@@ -910,4 +1041,45 @@ fn set_stream_headers(response: &mut Response<Body>) {
         "request-id",
         hyper::header::HeaderValue::from_static("req_mock"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_kept_by_older_runs_read_back_and_out_of_range_ones_name_their_flag() {
+        let stored: MockOptions =
+            serde_json::from_str(r#"{"latency_ms": 5, "fail_rate": 0.25, "rate_limit_rpm": null}"#)
+                .unwrap();
+        assert_eq!(
+            stored,
+            MockOptions {
+                latency_ms: 5,
+                fail_rate: 0.25,
+                ..MockOptions::default()
+            }
+        );
+        let config = stored.config("--mock-").unwrap();
+        assert_eq!(config.latency, Duration::from_millis(5));
+
+        let refused = |options: MockOptions| options.config("--").unwrap_err().to_string();
+        for rate in [1.5, -0.1, f64::NAN] {
+            let options = MockOptions {
+                fail_rate: rate,
+                ..MockOptions::default()
+            };
+            assert_eq!(refused(options), "--fail-rate must be between 0 and 1");
+        }
+        let options = MockOptions {
+            rate_limit_otpm: Some(0),
+            ..MockOptions::default()
+        };
+        assert_eq!(refused(options), "--rate-limit-otpm must be at least 1");
+        let options = MockOptions {
+            reject: Some("200".into()),
+            ..MockOptions::default()
+        };
+        assert!(refused(options).starts_with("--reject: expected STATUS[:TYPE]"));
+    }
 }

@@ -161,9 +161,7 @@ impl PoolUse {
 /// What each pool of a run used of the limits it was sent under (given or learnt, as the run
 /// recorded them in its settings).
 async fn pool_uses(store: &Store, run: &RunRow) -> anyhow::Result<Vec<PoolUse>> {
-    let Ok(settings) = serde_json::from_str::<crate::settings::RunSettings>(&run.settings) else {
-        return Ok(Vec::new());
-    };
+    let settings = crate::settings::RunSettings::of(run)?;
     if settings.send.pool_limits.is_empty() {
         return Ok(Vec::new());
     }
@@ -670,6 +668,10 @@ impl Report {
             line.push((point.at_ms as f64 / 60_000.0, spent));
         }
         let differences = differences(&totals);
+        let mut states = Vec::with_capacity(runs.len());
+        for run in runs {
+            states.push(store.run_state(run).await?);
+        }
         // A warning said twice (a model unpriced in each run) says nothing more.
         let mut said = std::collections::HashSet::new();
         warnings.retain(|warning| said.insert(warning.clone()));
@@ -685,10 +687,11 @@ impl Report {
             reprice: options.reprice.as_ref().map(PriceTable::describe),
             runs: runs
                 .iter()
-                .map(|r| RunInfo {
+                .zip(states)
+                .map(|(r, state)| RunInfo {
                     id: r.id,
                     name: r.name.clone(),
-                    status: r.status.clone(),
+                    status: state.to_string(),
                     input_path: r.input_path.clone(),
                     gateway: format!(
                         "{} {}{}",

@@ -134,9 +134,7 @@ impl Sending<'_> {
             // Kept with the run, so that a report can say how much of each limit was used.
             let mut kept = settings.clone();
             kept.send.pool_limits.extend(session.pool_limits.clone());
-            store
-                .set_run_settings(run.id, &serde_json::to_string(&kept)?)
-                .await?;
+            store.set_run_settings(run.id, &kept.stored()?).await?;
         }
         let (status, reason) = if let Some(halt) = &session.halt {
             (RunStatus::Interrupted, Some(halt.as_str()))

@@ -22,15 +22,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<FailureKind>, StoreError> {
         self.all(
-            Sql::new(
+            Sql::new(concat!(
                 "SELECT COALESCE(a.error_type, 'unknown') AS error_type, a.http_status,
                         COUNT(*) AS count
                  FROM jobs j
                  LEFT JOIN attempts a ON a.id =
-                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND kind IN ('job', 'batch'))
+                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND ",
+                answering!(""),
+                ")
                  WHERE j.run_id = $1 AND j.state = 'failed'
-                 GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $2",
-            )
+                 GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $2"
+            ))
             .bind(run_id)
             .bind(limit),
         )

@@ -8,6 +8,17 @@
 //! machines share. Each statement is written once for both (see [`sql`]); the schemas are
 //! `migrations/` (SQLite) and `migrations/postgres/`.
 
+/// The condition that the attempt row prefixed `$a` (`"a."`, or `""` for unaliased) tried to
+/// answer its job: a Messages call (`job`) or an item of a Message Batch (`batch`), and not a
+/// judge's request or a token count recorded against the job. Every query about a job's own
+/// attempts (its last error, the errors a report counts, what `export` writes) picks them with
+/// this, so that a run reads the same whichever way it was sent.
+macro_rules! answering {
+    ($a:literal) => {
+        concat!("(", $a, "kind IN ('job', 'batch'))")
+    };
+}
+
 mod batches;
 mod failures;
 mod jobs_view;
@@ -422,7 +433,7 @@ impl Store {
             .bind(run.gateway_name.as_str())
             .bind(run.base_url.as_str())
             .bind(run.messages_path.as_str())
-            .bind(run.settings.as_str())
+            .bind(run.settings_json.as_str())
             .bind(run.via)
             .bind(run.checked.as_ref().map_or("", |c| c.format.as_str()))
             .bind(
@@ -454,11 +465,7 @@ impl Store {
         status: RunStatus,
         stop_reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let finished = matches!(
-            status,
-            RunStatus::Completed | RunStatus::Interrupted | RunStatus::BudgetExhausted
-        )
-        .then(now_ms);
+        let finished = status.is_finished().then(now_ms);
         self.execute(
             Sql::new(
                 "UPDATE runs SET status = $2, stop_reason = $3, finished_at_ms = $4 WHERE id = $1",
@@ -509,11 +516,16 @@ impl Store {
         Ok(u64::try_from(line).unwrap_or(0))
     }
 
-    pub async fn set_run_settings(&self, run_id: i64, settings: &str) -> Result<(), StoreError> {
+    /// Replaces a run's settings with `settings_json` (see [`RunRow::settings_json`]).
+    pub async fn set_run_settings(
+        &self,
+        run_id: i64,
+        settings_json: &str,
+    ) -> Result<(), StoreError> {
         self.execute(
             Sql::new("UPDATE runs SET settings = $2 WHERE id = $1")
                 .bind(run_id)
-                .bind(settings),
+                .bind(settings_json),
         )
         .await?;
         Ok(())
@@ -899,6 +911,26 @@ impl Store {
         self.all(Sql::new("SELECT * FROM runs ORDER BY id")).await
     }
 
+    /// Where `run` stands now: see [`RunState`]. Every command that shows a run's status
+    /// shows this.
+    pub async fn run_state(&self, run: &RunRow) -> Result<RunState, StoreError> {
+        let sending = self.is_locked() || self.workers(run.id).await?.iter().any(|w| w.alive);
+        let running = run.status == RunStatus::Running;
+        let submitted = self
+            .open_batches(run.id)
+            .await?
+            .iter()
+            .filter(|b| b.remote_id.is_some())
+            .count();
+        Ok(if submitted > 0 && !(running && sending) {
+            RunState::Submitted(submitted)
+        } else if running && !sending {
+            RunState::Died
+        } else {
+            RunState::Stored(run.status)
+        })
+    }
+
     pub async fn run_counts(&self, run_id: i64) -> Result<RunCounts, StoreError> {
         self.one(
             Sql::new(
@@ -952,17 +984,20 @@ impl Store {
         F: FnMut(ExportRow) -> anyhow::Result<()>,
     {
         self.each(
-            Sql::new(
+            Sql::new(concat!(
                 "SELECT j.job_id, j.model, j.state, j.error, b.body AS response, b.note AS note,
                         a.error_type AS last_error_type, a.error_message AS last_error_message,
-                        a.error_body AS last_error_body, a.http_status AS last_http_status
+                        a.error_body AS last_error_body, a.http_status AS last_http_status,
+                        a.kind AS last_kind
                  FROM jobs j
                  LEFT JOIN responses b ON b.job = j.id
                  LEFT JOIN attempts a ON a.id =
-                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND kind = 'job')
+                     (SELECT MAX(id) FROM attempts WHERE job = j.id AND ",
+                answering!(""),
+                ")
                  WHERE j.run_id = $1
-                 ORDER BY j.id",
-            )
+                 ORDER BY j.id"
+            ))
             .bind(run_id),
             sink,
         )

@@ -43,6 +43,67 @@ impl RunStatus {
             Self::BudgetExhausted => "budget_exhausted",
         }
     }
+
+    /// Whether a run with this status has ended its session (it may be resumed).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Interrupted | Self::BudgetExhausted
+        )
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+
+    /// The status as the `runs` table keeps it (its CHECK constraint allows only these).
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        [
+            Self::Loading,
+            Self::Running,
+            Self::Interrupted,
+            Self::Completed,
+            Self::BudgetExhausted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+        .ok_or_else(|| format!("unknown run status `{text}`"))
+    }
+}
+
+/// Where a run stands, as `status` and `report` show it: its stored status, unless the
+/// store's other rows say more. A run still marked running while no process sends it (no
+/// process holds a SQLite store, none of its workers is alive on a PostgreSQL one) died
+/// without a word (kill -9, a crash, a reboot); a run with batches left on the server while
+/// no process collects them is submitted, whatever it was doing when its last session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Stored(RunStatus),
+    Died,
+    /// Batches submitted and not yet collected: how many.
+    Submitted(usize),
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stored(status) => f.write_str(status.as_str()),
+            Self::Died => f.write_str("died"),
+            Self::Submitted(batches) => write!(f, "submitted ({batches})"),
+        }
+    }
+}
+
+impl Serialize for RunState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +113,8 @@ pub struct NewRun {
     pub gateway_name: String,
     pub base_url: String,
     pub messages_path: String,
-    pub settings: String,
+    /// The run's settings as JSON, written by `RunSettings::stored`.
+    pub settings_json: String,
     /// `direct` or `batches`.
     pub via: &'static str,
     /// Of a file checked before loading: its sha256, format and the jobs it makes.
@@ -223,7 +285,9 @@ pub struct RunRow {
     pub name: String,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
-    pub status: String,
+    /// As last written; [`crate::store::Store::run_state`] tells where the run stands now.
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
     pub stop_reason: Option<String>,
     pub input_path: String,
     pub input_sha256: String,
@@ -232,7 +296,11 @@ pub struct RunRow {
     pub gateway_name: String,
     pub base_url: String,
     pub messages_path: String,
-    pub settings: String,
+    /// The run's settings as JSON, read only through `RunSettings::of` (the store keeps them
+    /// without knowing their shape).
+    #[sqlx(rename = "settings")]
+    #[serde(skip)]
+    pub settings_json: String,
     /// `direct`, or `batches` for a run sent through the Message Batches API.
     pub via: String,
     /// Every row of its input is stored (a run stopped while loading has only part of them).
@@ -273,4 +341,6 @@ pub struct ExportRow {
     pub last_error_message: Option<String>,
     pub last_error_body: Option<String>,
     pub last_http_status: Option<i64>,
+    /// What the last attempt was: `job` (a Messages call) or `batch` (a batch item).
+    pub last_kind: Option<String>,
 }

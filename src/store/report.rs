@@ -306,11 +306,13 @@ impl Store {
         let mut b = Sql::new("SELECT j.run_id AS run_id, ");
         by.key(&mut b, self.dialect());
         // A partial index holds only the failed attempts.
-        b.push(
+        b.push(concat!(
             " AS key, a.error_type AS error_type, a.http_status AS http_status, COUNT(*) AS count
              FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
-             WHERE a.error_type IS NOT NULL AND a.kind IN ('job', 'batch') AND j.run_id IN (",
-        );
+             WHERE a.error_type IS NOT NULL AND ",
+            answering!("a."),
+            " AND j.run_id IN ("
+        ));
         b.push_list(runs);
         b.push(") GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 5 DESC");
         self.all(b).await
@@ -387,6 +389,8 @@ impl Store {
             .await?;
         let attempts: Vec<(String, i64, i64, i64, i64)> = self
             .all(
+                // Messages calls only, not those `answering!` picks: a batch's items are not
+                // held to the per-minute limits.
                 Sql::new(
                     "SELECT j.model, COUNT(*), COUNT(*) FILTER (WHERE a.http_status = 429),
                             MIN(a.started_at_ms), MAX(a.started_at_ms + a.latency_ms)

@@ -244,6 +244,51 @@ async fn expired_and_errored_items_are_not_billed_and_go_again_with_include_fail
     );
 }
 
+/// `export` of a run sent through batches writes each errored item's error as the API gave
+/// it (its type, message and request id), as it does for a job sent directly, and an item
+/// that expired as `expired`.
+#[tokio::test]
+async fn export_keeps_the_apis_error_of_an_errored_batch_item() {
+    let ws = Workspace::new();
+    let mock = batch_mock(BatchConfig {
+        errored: vec!["job-1".into()],
+        expired: vec!["job-2".into()],
+        ..BatchConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "b",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 1, "two jobs failed: {:?}", text(&output));
+    let out = ws.path("results.jsonl");
+    let output = ws
+        .run(&["export", "b", "--out", out.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["custom_id"], "job-1");
+    assert_eq!(
+        lines[1]["result"],
+        json!({"type": "errored", "error": {"type": "error",
+            "error": {"type": "api_error", "message": "Internal server error"},
+            "request_id": "req_mock"}})
+    );
+    assert_eq!(lines[2]["result"], json!({"type": "expired"}));
+    assert_eq!(lines[0]["result"]["type"], "succeeded");
+}
+
 #[tokio::test]
 async fn a_gateway_without_batches_gets_one_sentence_and_nothing_is_submitted() {
     let ws = Workspace::new();

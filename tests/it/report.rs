@@ -1,9 +1,12 @@
 //! Reports from a fixture database with known usage: costs checked against hand-computed
 //! figures, percentiles against their definition, and every format produced and read back.
 
+use msgbatch::cli::SendArgs;
+use msgbatch::jobs::Defaults;
 use msgbatch::message::Usage;
 use msgbatch::pricing::PriceTable;
 use msgbatch::report::{Options, Report};
+use msgbatch::settings::{Gateway, RunSettings, SendSettings};
 use msgbatch::store::{
     AttemptRecord, GroupBy, JobState, JobUpdate, NewJob, NewRun, ResultRecord, RunStatus, Store,
     WriteBatch,
@@ -67,7 +70,16 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
             gateway_name: "mock".into(),
             base_url: "mock://".into(),
             messages_path: "/v1/messages".into(),
-            settings: "{}".into(),
+            settings_json: RunSettings {
+                gateway: Gateway::mock("mock://".into()),
+                send: SendSettings::from_args(&SendArgs::default()).unwrap(),
+                mock: None,
+                models: Vec::new(),
+                defaults: Defaults::default(),
+                input: None,
+            }
+            .stored()
+            .unwrap(),
             via: "direct",
             checked: None,
         })
@@ -477,4 +489,38 @@ async fn a_gateways_own_prices_cost_the_run_and_reprice_compares_another_table()
         repriced > 0 && repriced < tokens * 1_000_000_000 / 100,
         "{repriced}"
     );
+}
+
+/// A run whose process died (its row still says `running`, and no process holds the store)
+/// is `died` in `report`, as `status` says, in text and in JSON.
+#[tokio::test]
+async fn a_run_whose_process_died_is_died_in_report_as_in_status() {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 3);
+    let output = ws
+        .run(&["run", file.to_str().unwrap(), "--mock", "--name", "gone"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    // What a kill -9 in the middle of sending leaves behind.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(ws.db());
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::query("UPDATE runs SET status = 'running', finished_at_ms = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let (status, _) = text(&ws.run(&["status"]).await);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("gone") && l.contains(" died ")),
+        "{status}"
+    );
+    let report = ws.run(&["report", "gone"]).await;
+    let (table, stderr) = text(&report);
+    assert_eq!(code(&report), 0, "{stderr}");
+    assert!(table.contains("runs: gone (died)"), "{table}");
+    let json = ws.report_json("gone").await;
+    assert_eq!(json["runs"][0]["status"], "died", "{json}");
 }

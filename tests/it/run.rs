@@ -227,3 +227,46 @@ async fn export_writes_batch_results_lines_for_every_outcome() {
     assert_eq!(lines[1]["result"]["message"]["type"], "message");
     assert_eq!(lines[1]["model"], "claude-haiku-4-5");
 }
+
+/// The mock's options are checked wherever they are given: on `run --mock` before a run is
+/// made, and on `resume` of a run whose stored options are out of range.
+#[tokio::test]
+async fn mock_options_out_of_range_are_refused_naming_the_flag() {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 2);
+    let file = file.to_str().unwrap();
+    for (flag, value) in [
+        ("--mock-fail-rate", "5"),
+        ("--mock-fail-rate", "-0.5"),
+        ("--mock-rate-limit-rpm", "0"),
+    ] {
+        let given = format!("{flag}={value}");
+        let output = ws.run(&["run", file, "--mock", &given]).await;
+        let (stdout, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{flag} {value}: {stdout}\n{stderr}");
+        assert!(stderr.contains(&format!("{flag} must be")), "{stderr}");
+    }
+    assert!(!ws.db().exists(), "no run is made");
+
+    let output = ws.run(&["run", file, "--mock", "--name", "m"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(ws.db()))
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE runs SET status = 'interrupted',
+                settings = json_set(settings, '$.mock.fail_rate', 5.0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let output = ws.run(&["resume", "m"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("--mock-fail-rate must be between 0 and 1"),
+        "{stderr}"
+    );
+}

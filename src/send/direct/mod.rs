@@ -707,7 +707,7 @@ mod tests {
                 gateway_name: "mock".to_owned(),
                 base_url: "mock://".to_owned(),
                 messages_path: "/v1/messages".to_owned(),
-                settings: "{}".to_owned(),
+                settings_json: "{}".to_owned(),
                 via: "direct",
                 checked: None,
             })
