@@ -660,6 +660,16 @@ mod duration_ms {
     }
 }
 
+/// The price table a run was costed with, from its stored settings: its gateway's file, else
+/// the built-in table.
+pub fn run_prices(settings: &str) -> anyhow::Result<crate::pricing::PriceTable> {
+    let settings: Option<RunSettings> = serde_json::from_str(settings).ok();
+    match settings.and_then(|s| s.gateway.prices) {
+        Some(path) => Ok(crate::pricing::PriceTable::from_file(&path)?),
+        None => Ok(crate::pricing::PriceTable::builtin()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

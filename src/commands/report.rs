@@ -10,7 +10,6 @@ use crate::cli::{ReportArgs, ReportFormat};
 use crate::output;
 use crate::pricing::PriceTable;
 use crate::report::{self, Report};
-use crate::settings::RunSettings;
 use crate::store::{GroupBy, RunRow};
 
 pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
@@ -26,11 +25,7 @@ pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
 
 /// The price table a run was costed with: its gateway's file, else the built-in table.
 pub fn run_prices(run: &RunRow) -> anyhow::Result<PriceTable> {
-    let settings: Option<RunSettings> = serde_json::from_str(&run.settings).ok();
-    match settings.and_then(|s| s.gateway.prices) {
-        Some(path) => Ok(PriceTable::from_file(&path)?),
-        None => Ok(PriceTable::builtin()),
-    }
+    crate::settings::run_prices(&run.settings)
 }
 
 pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitStatus> {

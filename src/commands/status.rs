@@ -94,30 +94,14 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
     Ok(ExitStatus::Success)
 }
 
-/// A run's status as `status` shows it: a run still marked running while no process sends
-/// it has died, and one with batches left on the server is submitted.
+/// A run's status as `status` shows it (see [`Store::shown_status`]).
 async fn shown_status(
     store: &Store,
     run: &RunRow,
     locked: bool,
     workers: &[WorkerRow],
 ) -> anyhow::Result<String> {
-    let sending = locked || workers.iter().any(|w| w.alive);
-    // Batches left running on the server when no process is collecting them: the run is
-    // submitted, whatever it was doing when its last session ended.
-    let submitted = store
-        .open_batches(run.id)
-        .await?
-        .iter()
-        .filter(|b| b.remote_id.is_some())
-        .count();
-    Ok(if submitted > 0 && !(run.status == "running" && sending) {
-        format!("submitted ({submitted})")
-    } else if run.status == "running" && !sending {
-        "died".to_owned()
-    } else {
-        run.status.clone()
-    })
+    Ok(store.shown_status(run, locked, workers).await?)
 }
 
 /// Every run as one JSON object, `{"runs": [...]}`, with stable keys: `id`, `name`,
