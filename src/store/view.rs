@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::jobs_view::{EXCERPT_CHARS, answer_excerpt, prompt_excerpt};
 use super::sql::{Dialect, Sql};
-use super::{GradeView, RunRow, Store, StoreError, WorkerRow};
+use super::{GradeView, JobSpan, RunRow, Store, StoreError, WorkerRow};
 
 /// The most jobs one page lists.
 pub const MAX_PAGE: i64 = 200;
@@ -391,10 +391,12 @@ impl Store {
     }
 
     /// One page of a run's jobs under `filter`: at most `limit` (up to [`MAX_PAGE`]) jobs
-    /// after the first `offset`.
+    /// after the first `offset`. `span` is the run's [`Store::job_span`]: the rows are read
+    /// in row order over that stretch, and a page in input order stops reading once full.
     pub async fn job_page(
         &self,
         run_id: i64,
+        span: &JobSpan,
         filter: &JobFilter,
         offset: i64,
         limit: i64,
@@ -429,11 +431,13 @@ impl Store {
                         AS passed,
                     (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = FALSE)
                         AS failed
-             FROM jobs j LEFT JOIN results r ON r.job = j.id
-             WHERE j.run_id = $1"
+             FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+             WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
         ))
         .bind(run_id)
-        .bind(EXCERPT_CHARS);
+        .bind(EXCERPT_CHARS)
+        .bind(span.first)
+        .bind(span.last);
         filter.push_conditions(&mut sql, dialect);
         sql.push(" ORDER BY ")
             .push(filter.sort.order_by())
@@ -451,18 +455,23 @@ impl Store {
         Ok(rows)
     }
 
-    /// How many of a run's jobs `filter` matches, counting no further than `cap`.
+    /// How many of a run's jobs `filter` matches, counting no further than `cap`; `span` as
+    /// for [`Store::job_page`].
     pub async fn job_count(
         &self,
         run_id: i64,
+        span: &JobSpan,
         filter: &JobFilter,
         cap: i64,
     ) -> Result<i64, StoreError> {
         let mut sql = Sql::new(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j LEFT JOIN results r ON r.job = j.id
-             WHERE j.run_id = $1",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j NOT INDEXED
+             LEFT JOIN results r ON r.job = j.id
+             WHERE j.run_id = $1 AND j.id BETWEEN $2 AND $3",
         )
-        .bind(run_id);
+        .bind(run_id)
+        .bind(span.first)
+        .bind(span.last);
         filter.push_conditions(&mut sql, self.dialect());
         sql.push(" LIMIT ")
             .push_bind(cap.max(0))

@@ -14,10 +14,15 @@ use crate::output::redacted_url;
 use crate::pricing::format_usd;
 use crate::report::{self, Report};
 use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome};
-use crate::store::{GradeView, GroupBy, RunCounts, RunRow, Store, StoreError};
+use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, Store, StoreError};
 
-/// Jobs a filtered list counts before it says "more than".
-pub const COUNT_CAP: i64 = 10_000;
+/// Jobs a filtered list counts before it says "more than": a count reads every row up to
+/// there, and a page only as many as it shows.
+pub const COUNT_CAP: i64 = 1_000;
+
+/// Rows one text search reads per request: a search is paged by stretches of the run's rows
+/// rather than by matches, so that no request reads them all.
+pub const SEARCH_WINDOW: i64 = 20_000;
 
 /// Jobs per page unless asked otherwise.
 pub const PAGE: i64 = 50;
@@ -45,8 +50,20 @@ impl From<StoreError> for ViewError {
 /// The server's one store and what it keeps of finished runs.
 pub struct Data {
     pub store: Store,
-    counts: Mutex<HashMap<i64, (Stamp, RunCounts)>>,
+    figures: Mutex<HashMap<i64, (Stamp, Figures)>>,
     reports: Mutex<HashMap<i64, (Stamp, Arc<Report>)>>,
+    /// Held while a finished run's figures or report are computed: a request that comes
+    /// meanwhile (or the warm-up) waits for them rather than reading the run a second time.
+    building_figures: tokio::sync::Mutex<()>,
+    building_reports: tokio::sync::Mutex<()>,
+}
+
+/// What the pages of a run read first: its counts, models and stretch of rows.
+#[derive(Debug, Clone)]
+struct Figures {
+    counts: RunCounts,
+    models: Vec<String>,
+    span: Option<JobSpan>,
 }
 
 /// What a kept figure of a run was computed for: it holds while the run is the same finished
@@ -131,14 +148,29 @@ pub struct JobsPage {
     pub filter: JobFilter,
     pub page: i64,
     pub per_page: i64,
-    /// Jobs the filter matches, counted up to `matched_cap`.
-    pub matched: i64,
+    /// Jobs the filter matches, counted up to `matched_cap` (not counted for a text search).
+    pub matched: Option<i64>,
     pub matched_cap: i64,
     pub has_next: bool,
+    /// A text search: the stretch of rows this page read, and where the next one starts.
+    pub search: Option<SearchWindow>,
     pub jobs: Vec<JobItem>,
     pub models: Vec<String>,
     pub graders: Vec<String>,
     pub stop_reasons: Vec<String>,
+}
+
+/// The rows a text search read for one page, as positions in the run (1 is its first job).
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchWindow {
+    /// The row id this page started from (`from=` in the query).
+    pub from: i64,
+    /// Positions of the first and last rows read, and of the run's last row.
+    pub first_read: i64,
+    pub last_read: i64,
+    pub rows: i64,
+    /// The `from=` of the next page, when rows are left to read.
+    pub next_from: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,8 +209,10 @@ impl Data {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            counts: Mutex::default(),
+            figures: Mutex::default(),
             reports: Mutex::default(),
+            building_figures: tokio::sync::Mutex::default(),
+            building_reports: tokio::sync::Mutex::default(),
         }
     }
 
@@ -186,33 +220,61 @@ impl Data {
         Ok(self.store.find_run(key).await?)
     }
 
-    async fn counts(&self, run: &RunRow) -> Result<RunCounts, ViewError> {
+    fn kept_figures(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Figures> {
+        let kept = self.figures.lock().ok()?;
+        let (at, figures) = kept.get(&run.id)?;
+        (Some(at) == stamp).then(|| figures.clone())
+    }
+
+    fn kept_report(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Arc<Report>> {
+        let kept = self.reports.lock().ok()?;
+        let (at, report) = kept.get(&run.id)?;
+        (Some(at) == stamp).then(|| report.clone())
+    }
+
+    async fn figures(&self, run: &RunRow) -> Result<Figures, ViewError> {
         let stamp = stamp(run);
-        if let Some(stamp) = &stamp
-            && let Ok(kept) = self.counts.lock()
-            && let Some((at, counts)) = kept.get(&run.id)
-            && at == stamp
-        {
-            return Ok(counts.clone());
+        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
+            return Ok(figures);
         }
-        let counts = self.store.run_counts(run.id).await?;
+        let _building = match stamp {
+            Some(_) => Some(self.building_figures.lock().await),
+            None => None,
+        };
+        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
+            return Ok(figures);
+        }
+        let figures = Figures {
+            counts: self.store.run_counts(run.id).await?,
+            models: self
+                .store
+                .run_models(run.id)
+                .await?
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect(),
+            span: self.store.job_span(run.id).await?,
+        };
         if let Some(stamp) = stamp
-            && let Ok(mut kept) = self.counts.lock()
+            && let Ok(mut kept) = self.figures.lock()
         {
-            kept.insert(run.id, (stamp, counts.clone()));
+            kept.insert(run.id, (stamp, figures.clone()));
         }
-        Ok(counts)
+        Ok(figures)
     }
 
     /// A run's report, grouped by model, with its charts' data.
     pub async fn report(&self, run: &RunRow) -> Result<Arc<Report>, ViewError> {
         let stamp = stamp(run);
-        if let Some(stamp) = &stamp
-            && let Ok(kept) = self.reports.lock()
-            && let Some((at, report)) = kept.get(&run.id)
-            && at == stamp
-        {
-            return Ok(report.clone());
+        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
+            return Ok(report);
+        }
+        let _building = match stamp {
+            Some(_) => Some(self.building_reports.lock().await),
+            None => None,
+        };
+        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
+            return Ok(report);
         }
         let report = Arc::new(
             Report::build(
@@ -240,25 +302,19 @@ impl Data {
         let Ok(runs) = self.store.runs().await else {
             return;
         };
-        for run in runs.iter().rev() {
-            if stamp(run).is_some() {
-                let _ = self.counts(run).await;
-                let _ = self.report(run).await;
-            }
+        let settled: Vec<&RunRow> = runs.iter().rev().filter(|r| stamp(r).is_some()).collect();
+        for run in &settled {
+            let _ = self.figures(run).await;
+        }
+        for run in &settled {
+            let _ = self.report(run).await;
         }
     }
 
     async fn summary(&self, run: &RunRow, locked: bool) -> Result<RunSummary, ViewError> {
-        let counts = self.counts(run).await?;
+        let Figures { counts, models, .. } = self.figures(run).await?;
         let workers = self.store.workers(run.id).await?;
         let status = self.store.shown_status(run, locked, &workers).await?;
-        let models = self
-            .store
-            .run_models(run.id)
-            .await?
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
         let budget_pico_usd = serde_json::from_str::<serde_json::Value>(&run.settings)
             .ok()
             .and_then(|s| s["send"]["max_cost_pico_usd"].as_u64());
@@ -336,27 +392,82 @@ impl Data {
         })
     }
 
+    /// One page of a run's jobs. A text search reads [`SEARCH_WINDOW`] rows at most from
+    /// row id `from` (the run's first by default), in input order.
     pub async fn jobs_page(
         &self,
         key: &str,
-        filter: JobFilter,
+        mut filter: JobFilter,
         page: i64,
         per_page: i64,
+        from: Option<i64>,
     ) -> Result<JobsPage, ViewError> {
         let run = self.find_run(key).await?;
         let per_page = per_page.clamp(1, MAX_PAGE);
         let page = page.max(1);
+        let figures = self.figures(&run).await?;
+        let span = figures.span.unwrap_or(JobSpan {
+            first: 0,
+            last: -1,
+            contiguous: true,
+        });
+        let window = filter.text.is_some().then(|| {
+            let start = from
+                .unwrap_or(span.first)
+                .clamp(span.first, span.last.max(span.first));
+            JobSpan {
+                first: start,
+                last: span.last.min(start.saturating_add(SEARCH_WINDOW - 1)),
+                contiguous: span.contiguous,
+            }
+        });
+        if window.is_some() {
+            filter.sort = crate::store::view::JobSort::Input;
+        }
         // One row more than the page says whether there is a next one.
+        let (read, offset) = match &window {
+            Some(window) => (window, 0),
+            None => (&span, (page - 1) * per_page),
+        };
         let mut rows = self
             .store
-            .job_page(run.id, &filter, (page - 1) * per_page, per_page + 1)
+            .job_page(run.id, read, &filter, offset, per_page + 1)
             .await?;
-        let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > per_page;
+        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) > per_page;
         rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+        let search = window.map(|window| {
+            let next_from = if full {
+                rows.last().map(|r| r.id + 1)
+            } else {
+                (window.last < span.last).then_some(window.last + 1)
+            };
+            SearchWindow {
+                from: window.first,
+                first_read: window.first - span.first + 1,
+                last_read: if full {
+                    rows.last().map_or(window.last, |r| r.id) - span.first + 1
+                } else {
+                    window.last - span.first + 1
+                },
+                rows: span.last - span.first + 1,
+                next_from,
+            }
+        });
+        let has_next = match &search {
+            Some(search) => search.next_from.is_some(),
+            None => full,
+        };
+        // A text search reads every request and answer it passes: it is not counted too.
         let matched = if filter.is_empty() {
-            self.counts(&run).await?.total
+            Some(figures.counts.total)
+        } else if filter.text.is_some() {
+            None
         } else {
-            self.store.job_count(run.id, &filter, COUNT_CAP + 1).await?
+            Some(
+                self.store
+                    .job_count(run.id, &span, &filter, COUNT_CAP + 1)
+                    .await?,
+            )
         };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let mut grades = self.store.grades_of(&ids).await?;
@@ -368,13 +479,7 @@ impl Data {
                 row,
             })
             .collect();
-        let models = self
-            .store
-            .run_models(run.id)
-            .await?
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
+        let models = figures.models;
         // What a finished run can be filtered on comes with its kept report; a running run's
         // list offers what it has so far without a report's scan.
         let (graders, stop_reasons) = if stamp(&run).is_some() {
@@ -390,6 +495,7 @@ impl Data {
             matched,
             matched_cap: COUNT_CAP,
             has_next,
+            search,
             jobs,
             models,
             graders,

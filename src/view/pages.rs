@@ -296,7 +296,10 @@ fn filter_pairs(filter: &JobFilter) -> Vec<(&'static str, String)> {
 
 fn page_link(page: &JobsPage, to: i64) -> String {
     let mut pairs = filter_pairs(&page.filter);
-    pairs.push(("page", to.to_string()));
+    match &page.search {
+        Some(search) => pairs.push(("from", search.next_from.unwrap_or(0).to_string())),
+        None => pairs.push(("page", to.to_string())),
+    }
     if page.per_page != super::data::PAGE {
         pairs.push(("per_page", page.per_page.to_string()));
     }
@@ -307,13 +310,14 @@ fn page_link(page: &JobsPage, to: i64) -> String {
 /// `/runs/{run}/jobs`: one page of the jobs, the filters in a form.
 pub fn jobs(page: &JobsPage) -> Markup {
     let f = &page.filter;
-    let matched = if page.matched > page.matched_cap {
-        format!("more than {}", page.matched_cap)
-    } else {
-        page.matched.to_string()
-    };
     let first = (page.page - 1) * page.per_page + 1;
     let shown = i64::try_from(page.jobs.len()).unwrap_or(0);
+    let matched = match page.matched {
+        Some(n) if n > page.matched_cap => format!("more than {}", page.matched_cap),
+        Some(n) => n.to_string(),
+        None if page.has_next => "more".to_owned(),
+        None => (first - 1 + shown).to_string(),
+    };
     layout(
         &format!("{} jobs", page.run.name),
         html! {
@@ -348,7 +352,10 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 " " a href=(jobs_link(page.run.id, &[])) { "clear" }
             }
             p #matched {
-                @if shown == 0 { "no jobs match" }
+                @if let Some(search) = &page.search {
+                    (shown) " matching among jobs " (search.first_read) "–" (search.last_read)
+                    " of " (search.rows) " searched"
+                } @else if shown == 0 { "no jobs match" }
                 @else { "jobs " (first) "–" (first + shown - 1) " of " (matched) " matching" }
             }
             table.jobs {
@@ -380,9 +387,13 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 }
             }
             p.pages {
-                @if page.page > 1 { a rel="prev" href=(page_link(page, page.page - 1)) { "← previous" } " " }
-                "page " (page.page)
-                @if page.has_next { " " a rel="next" href=(page_link(page, page.page + 1)) { "next →" } }
+                @if page.search.is_some() {
+                    @if page.has_next { a rel="next" href=(page_link(page, 0)) { "search further →" } }
+                } @else {
+                    @if page.page > 1 { a rel="prev" href=(page_link(page, page.page - 1)) { "← previous" } " " }
+                    "page " (page.page)
+                    @if page.has_next { " " a rel="next" href=(page_link(page, page.page + 1)) { "next →" } }
+                }
             }
         },
     )

@@ -173,7 +173,9 @@ async fn chart(
 }
 
 /// The job list's query: every field optional, an empty one (as a form sends it) unset.
-fn job_query(query: &HashMap<String, String>) -> Result<(JobFilter, i64, i64), ViewError> {
+fn job_query(
+    query: &HashMap<String, String>,
+) -> Result<(JobFilter, i64, i64, Option<i64>), ViewError> {
     let get = |name: &str| {
         query
             .get(name)
@@ -221,7 +223,8 @@ fn job_query(query: &HashMap<String, String>) -> Result<(JobFilter, i64, i64), V
         job_id: get("job_id"),
         sort,
     };
-    Ok((filter, number("page", 1)?, number("per_page", PAGE)?))
+    let from = get("from").map(|_| number("from", 0)).transpose()?;
+    Ok((filter, number("page", 1)?, number("per_page", PAGE)?, from))
 }
 
 async fn jobs_page(
@@ -229,9 +232,9 @@ async fn jobs_page(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
-    let (filter, page, per_page) = job_query(&query)?;
+    let (filter, page, per_page, from) = job_query(&query)?;
     Ok(pages::jobs(
-        &data.jobs_page(&run, filter, page, per_page).await?,
+        &data.jobs_page(&run, filter, page, per_page, from).await?,
     ))
 }
 
@@ -240,8 +243,10 @@ async fn jobs_api(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Api<super::data::JobsPage> {
-    let (filter, page, per_page) = job_query(&query)?;
-    Ok(Json(data.jobs_page(&run, filter, page, per_page).await?))
+    let (filter, page, per_page, from) = job_query(&query)?;
+    Ok(Json(
+        data.jobs_page(&run, filter, page, per_page, from).await?,
+    ))
 }
 
 fn job_id(job: &str) -> Result<i64, ViewError> {

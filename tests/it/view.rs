@@ -193,8 +193,35 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert_eq!(tagged["matched"], 6);
     let text = get_json(&format!("{base}/api/runs/{id}/jobs?q=PLAIN%20PROMPT%201")).await;
     assert_eq!(job_ids(&text), ["j1", "j10", "j11"]);
+    assert_eq!(text["search"]["rows"], 12, "a search says what it read");
+    assert_eq!(text["search"]["last_read"], 12);
+    assert_eq!(text["search"]["next_from"], Value::Null);
+    let two = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?q=plain+prompt+1&per_page=2"
+    ))
+    .await;
+    assert_eq!(job_ids(&two), ["j1", "j10"]);
+    let from = two["search"]["next_from"].as_i64().expect("more to search");
+    let rest = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?q=plain+prompt+1&per_page=2&from={from}"
+    ))
+    .await;
+    assert_eq!(
+        job_ids(&rest),
+        ["j11"],
+        "searching further goes on after the last"
+    );
     let literal = get_json(&format!("{base}/api/runs/{id}/jobs?q=%25")).await;
-    assert_eq!(literal["matched"], 0, "a % is searched for, not a wildcard");
+    assert_eq!(
+        literal["jobs"].as_array().unwrap().len(),
+        0,
+        "a % is searched for, not a wildcard"
+    );
+    assert_eq!(
+        literal["matched"],
+        Value::Null,
+        "a text search is not counted"
+    );
     let stop = get_json(&format!("{base}/api/runs/{id}/jobs?stop_reason=end_turn")).await;
     assert_eq!(stop["matched"], 12);
     let costly = get_json(&format!("{base}/api/runs/{id}/jobs?sort=cost_desc")).await;
