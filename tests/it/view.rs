@@ -50,18 +50,30 @@ impl View {
         Self { _child: child, url }
     }
 
-    /// A view of a store that a run is still creating: started once the store exists.
-    async fn start_when_stored(ws: &Workspace) -> Self {
-        tokio::time::timeout(Duration::from_secs(60), async {
+    /// A view of a store that a run is still creating: started once the run is stored.
+    /// `log` is the run's standard error, shown if it never is.
+    async fn start_when_stored(ws: &Workspace, log: &std::path::Path) -> Self {
+        let stored = tokio::time::timeout(Duration::from_secs(180), async {
             loop {
-                if ws.db().exists() && ws.run(&["status"]).await.stdout.starts_with(b"  id") {
-                    break;
+                if ws.db().exists() {
+                    let pool = ws.pool().await;
+                    let runs: Result<(i64,), _> = sqlx::query_as("SELECT COUNT(*) FROM runs")
+                        .fetch_one(&pool)
+                        .await;
+                    pool.close().await;
+                    if matches!(runs, Ok((1,))) {
+                        break;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
-        .await
-        .expect("the run creates its store");
+        .await;
+        assert!(
+            stored.is_ok(),
+            "the run did not store itself: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         Self::start(ws, &[]).await
     }
 
@@ -618,12 +630,13 @@ async fn in_a_browser_a_running_run_s_counter_moves_without_reload() {
             ],
         )
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ws.path("run.log")).unwrap())
         .spawn()
         .unwrap();
-    let view = View::start_when_stored(&ws).await;
+    let view = View::start_when_stored(&ws, &ws.path("run.log")).await;
     let base = view.base();
     // Wait for the run to be under way: running, and some jobs done but not all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let runs = get_json(&format!("{base}/api/runs")).await;
         let run = &runs["runs"][0];
@@ -633,6 +646,11 @@ async fn in_a_browser_a_running_run_s_counter_moves_without_reload() {
         assert!(
             run["done"].as_i64().unwrap_or(0) < 3_000,
             "finished too soon"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run is not under way: {run}; {}",
+            std::fs::read_to_string(ws.path("run.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
