@@ -1,5 +1,6 @@
 // msgbatch view: the one script, served from the binary. On the runs page it refreshes each
-// run's counters from /api/runs every 2 seconds; values are set as text, never as markup.
+// run's counters from /api/runs 2 seconds after the last refresh ended (so that a slow answer
+// never has requests pile up behind it); values are set as text, never as markup.
 "use strict";
 (function () {
   const table = document.querySelector('table[data-live="runs"]');
@@ -59,5 +60,10 @@
     }
     table.dataset.refreshed = String(Number(table.dataset.refreshed || 0) + 1);
   }
-  setInterval(refresh, 2000);
+  function again() {
+    setTimeout(function () {
+      refresh().finally(again);
+    }, 2000);
+  }
+  again();
 })();
