@@ -61,6 +61,26 @@ pub enum Command {
     Mock(MockServeArgs),
     /// The price table a gateway's reports use: every model's five rates and tiers.
     Prices(PricesArgs),
+    /// Serve the store in a browser: runs (live while they run), reports, jobs, answers,
+    /// grades and diffs, each page also as JSON under `/api/`. Read-only.
+    View(ViewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// Port to listen on; 0 takes a free one (the URL printed says which).
+    #[arg(long, default_value_t = 8640)]
+    pub port: u16,
+
+    /// Address to listen on. Anything but loopback needs a token: given with --token, or
+    /// made up and printed in the URL.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+
+    /// The token a browser or script must show (`?token=` once, then a cookie, or an
+    /// `Authorization: Bearer` header).
+    #[arg(long, env = "MSGBATCH_VIEW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

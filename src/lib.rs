@@ -25,6 +25,7 @@ pub mod stats;
 pub mod store;
 pub mod textfile;
 pub mod tokens;
+pub mod view;
 
 use std::process::ExitCode;
 

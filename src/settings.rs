@@ -642,6 +642,14 @@ mod duration_ms {
     }
 }
 
+/// The price table a run was costed with: its gateway's file, else the built-in table.
+pub fn run_prices(run: &crate::store::RunRow) -> anyhow::Result<crate::pricing::PriceTable> {
+    match RunSettings::of(run)?.gateway.prices {
+        Some(path) => Ok(crate::pricing::PriceTable::from_file(&path)?),
+        None => Ok(crate::pricing::PriceTable::builtin()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ mod resume;
 mod run;
 mod sending;
 mod status;
+mod view;
 mod work;
 
 use crate::cli::{Cli, Command};
@@ -39,6 +40,7 @@ pub async fn dispatch(cli: Cli, shutdown: Shutdown) -> anyhow::Result<ExitStatus
         Command::Export(args) => export::export(&global, &args).await,
         Command::Mock(args) => mock::mock(args, shutdown).await,
         Command::Prices(args) => prices::prices(&global, &args),
+        Command::View(args) => view::view(&global, &args, shutdown).await,
     };
     global.close().await;
     status
@@ -54,7 +56,8 @@ pub fn stops_gracefully(command: &Command) -> bool {
         | Command::Cancel(_)
         | Command::Estimate(_)
         | Command::Grade(_)
-        | Command::Mock(_) => true,
+        | Command::Mock(_)
+        | Command::View(_) => true,
         Command::Status(_)
         | Command::Report(_)
         | Command::Diff(_)

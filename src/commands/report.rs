@@ -10,7 +10,6 @@ use crate::cli::{ReportArgs, ReportFormat};
 use crate::output;
 use crate::pricing::PriceTable;
 use crate::report::{self, Report};
-use crate::settings::RunSettings;
 use crate::store::{GroupBy, RunRow};
 
 pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
@@ -26,10 +25,7 @@ pub fn parse_group_by(text: &str) -> anyhow::Result<GroupBy> {
 
 /// The price table a run was costed with: its gateway's file, else the built-in table.
 pub fn run_prices(run: &RunRow) -> anyhow::Result<PriceTable> {
-    match RunSettings::of(run)?.gateway.prices {
-        Some(path) => Ok(PriceTable::from_file(&path)?),
-        None => Ok(PriceTable::builtin()),
-    }
+    crate::settings::run_prices(run)
 }
 
 pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitStatus> {

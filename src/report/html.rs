@@ -361,9 +361,10 @@ fn row(cells: &[String]) -> String {
     out
 }
 
-/// The whole page.
-pub fn html(report: &Report) -> anyhow::Result<String> {
-    let charts = [
+/// The report's four charts as SVG documents, in the page's order: latency, cost, stop
+/// reasons, spend over time.
+pub fn charts(report: &Report) -> anyhow::Result<Vec<String>> {
+    [
         latency_chart(report),
         cost_chart(report),
         stop_chart(report),
@@ -371,7 +372,12 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| anyhow::anyhow!("failed to draw a chart: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("failed to draw a chart: {e}"))
+}
+
+/// The whole page.
+pub fn html(report: &Report) -> anyhow::Result<String> {
+    let charts = charts(report)?;
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>msgbatch report</title>\n<style>\n\
          body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}\n\

@@ -17,7 +17,7 @@ use crate::pricing::{ModelPrice, PriceTable, Rates};
 use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
 
 pub use csv::{failures_csv, groups_csv};
-pub use html::html;
+pub use html::{charts, html};
 pub use text::{count, markdown, table};
 
 /// The percentiles every latency figure reports.

@@ -122,7 +122,7 @@ impl Store {
 
 /// The text of a request's last message, its text blocks joined by spaces, cut to
 /// [`EXCERPT_CHARS`] characters.
-fn prompt_excerpt(request: &str) -> Option<String> {
+pub(super) fn prompt_excerpt(request: &str) -> Option<String> {
     let request: serde_json::Value = serde_json::from_str(request).ok()?;
     let content = request
         .get("messages")?
@@ -148,7 +148,7 @@ fn prompt_excerpt(request: &str) -> Option<String> {
 }
 
 /// The text of an answer's first content block, cut to [`EXCERPT_CHARS`] characters.
-fn answer_excerpt(body: &str) -> Option<String> {
+pub(super) fn answer_excerpt(body: &str) -> Option<String> {
     let body: serde_json::Value = serde_json::from_str(body).ok()?;
     let text = body.get("content")?.get(0)?.get("text")?.as_str()?;
     Some(cut(text))

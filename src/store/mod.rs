@@ -27,6 +27,7 @@ mod lock;
 mod models;
 mod report;
 mod sql;
+pub mod view;
 mod workers;
 
 use std::str::FromStr;

@@ -26,4 +26,5 @@ mod sdk;
 mod security;
 mod stream;
 mod test_command;
+mod view;
 mod warmup;

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# `msgbatch view` on a large store: RESULTS results (default 1,000,000) in one run, made by
+# copying the rows of a small real run on the mock straight into SQLite (a real run of a
+# million jobs takes far longer and measures the runner, not the view). Starts the view, times
+# its pages with curl (the job list's first page, filtered and sorted pages, the run page
+# before and after its report is kept, one job, the runs), and prints the server's peak RSS.
+#
+#   scripts/bench-view.sh [RESULTS]
+#
+# BENCH_BIN=target/debug/msgbatch measures a debug build instead of building the release one
+# (its figures are a debug build's, and say so). BENCH_VIEW_DB=PATH keeps the store made at
+# PATH and, when it exists already, measures it again without making it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+results=${1:-1000000}
+. scripts/mock-harness.sh
+
+db=${BENCH_VIEW_DB:-$work/view.db}
+if [ -e "$db" ]; then
+    echo "store: $db as it is"
+else
+# A small real run: its rows are the templates of the large one.
+awk 'BEGIN {
+    for (i = 0; i < 4; i++)
+        printf "{\"custom_id\":\"seed-%d\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"say alpha %d\"}]},\"expect\":{\"contains\":\"alpha\"},\"tags\":{\"suite\":\"seed\"}}\n", i, i;
+}' > "$work/seed.jsonl"
+"$bin" --db "$db" --quiet run "$work/seed.jsonl" --name seed --mock > /dev/null
+
+started=$(date +%s.%N)
+python3 - "$db" "$results" << 'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+n = int(sys.argv[2])
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("PRAGMA synchronous = OFF")
+seed = db.execute("SELECT id FROM runs WHERE name = 'seed'").fetchone()[0]
+db.execute("""INSERT INTO runs (name, created_at_ms, finished_at_ms, status, input_path,
+              input_sha256, gateway_name, base_url, messages_path, settings, input_format, via,
+              loaded, input_jobs)
+              SELECT 'large', created_at_ms, finished_at_ms, 'completed', input_path,
+                     input_sha256, gateway_name, base_url, messages_path, settings,
+                     input_format, via, 1, ? FROM runs WHERE id = ?""", (n, seed))
+run = db.execute("SELECT id FROM runs WHERE name = 'large'").fetchone()[0]
+# Jobs on two models; every tenth fails its grader, every hundredth has no answer.
+db.execute("""WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ? - 1)
+              INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256, tags,
+                                expect, state, attempts)
+              SELECT ?, 'job-' || i,
+                     CASE i % 2 WHEN 0 THEN 'claude-haiku-4-5' ELSE 'claude-sonnet-4-6' END,
+                     i + 1,
+                     json_object('model', CASE i % 2 WHEN 0 THEN 'claude-haiku-4-5'
+                                                     ELSE 'claude-sonnet-4-6' END,
+                                 'max_tokens', 64,
+                                 'messages', json_array(json_object('role', 'user',
+                                     'content', 'question ' || i || ': what is ' || i
+                                                || ' plus ' || i || '?'))),
+                     hex(randomblob(32)),
+                     json_object('suite', 's' || (i % 7)),
+                     '{"contains":"' || i * 2 || '"}',
+                     CASE WHEN i % 100 = 99 THEN 'failed' ELSE 'succeeded' END, 1
+              FROM k""", (n, run))
+first, last = db.execute("SELECT MIN(id), MAX(id) FROM jobs WHERE run_id = ?", (run,)).fetchone()
+db.execute("""INSERT INTO results (job, message_id, response_model, stop_reason, input_tokens,
+                                   output_tokens, cache_creation_input_tokens,
+                                   cache_write_5m_tokens, cache_write_1h_tokens,
+                                   cache_read_input_tokens, latency_ms, streamed,
+                                   cost_pico_usd, completed_at_ms)
+              SELECT id, 'msg_' || id, model,
+                     CASE WHEN id % 13 = 0 THEN 'max_tokens' ELSE 'end_turn' END,
+                     20 + id % 50, 10 + id % 40, 0, 0, 0, 0, 150 + (id * 7919) % 4000, 0,
+                     (20 + id % 50) * 1000000 + (10 + id % 40) * 5000000,
+                     1700000000000 + id * 10
+              FROM jobs WHERE run_id = ? AND state = 'succeeded'""", (run,))
+db.execute("""INSERT INTO responses (job, body)
+              SELECT j.id, json_object('id', 'msg_' || j.id, 'type', 'message', 'role',
+                                       'assistant', 'model', j.model,
+                                       'content', json_array(json_object('type', 'text',
+                                           'text', 'The answer is ' || (j.line - 1) * 2 || '.')),
+                                       'stop_reason', r.stop_reason, 'stop_sequence', NULL,
+                                       'usage', json_object('input_tokens', r.input_tokens,
+                                                            'output_tokens', r.output_tokens))
+              FROM jobs j JOIN results r ON r.job = j.id WHERE j.run_id = ?""", (run,))
+db.execute("""INSERT INTO attempts (job, attempt, started_at_ms, queue_wait_ms, latency_ms,
+                                    http_status, error_type, error_message, kind)
+              SELECT id, 1, 1700000000000 + id * 10, 0, 150 + (id * 7919) % 4000,
+                     CASE state WHEN 'failed' THEN 529 ELSE 200 END,
+                     CASE state WHEN 'failed' THEN 'overloaded_error' END,
+                     CASE state WHEN 'failed' THEN 'Overloaded' END, 'job'
+              FROM jobs WHERE run_id = ?""", (run,))
+db.execute("""INSERT INTO grades (job, grader, kind, passed, reason, spec, graded_at_ms)
+              SELECT id, 0, 'contains', id % 10 != 0,
+                     CASE WHEN id % 10 = 0 THEN 'the answer does not contain it' END,
+                     expect, 1700000000000
+              FROM jobs WHERE run_id = ? AND state = 'succeeded'""", (run,))
+db.commit()
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+count = db.execute("SELECT COUNT(*) FROM results r JOIN jobs j ON j.id = r.job "
+                   "WHERE j.run_id = ?", (run,)).fetchone()[0]
+print(f"store: {n} jobs, {count} results in run `large` (id {run})")
+PY
+echo "filled in $(echo "$(date +%s.%N) - $started" | bc) s; database $(du -m "$db" | cut -f1) MB"
+fi
+
+/usr/bin/time -v -o "$work/time.txt" "$bin" --db "$db" view --port 0 \
+    > "$work/view.out" 2> "$work/view.err" &
+pids+=($!)
+url=""
+for _ in $(seq 200); do
+    url=$(sed -n 's/^msgbatch view: //p' "$work/view.out")
+    [ -n "$url" ] && break
+    sleep 0.05
+done
+[ -n "$url" ] || { echo "the view did not start"; cat "$work/view.err"; exit 1; }
+# The first requests find nothing kept: the runs' counts, then the run's report (as long as
+# `msgbatch report` takes), are computed once, while the server warms them in the background.
+first_runs=$(curl -s -o "$work/runs.json" -w '%{time_total}' "${url}api/runs")
+run=$(python3 -c 'import json,sys; print([r["id"] for r in json.load(open(sys.argv[1]))["runs"] if r["name"] == "large"][0])' "$work/runs.json")
+first_run=$(curl -s -o /dev/null -w '%{time_total}' "${url}runs/$run")
+job=$(curl -s "${url}api/runs/$run/jobs?per_page=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+further=$(curl -s "${url}api/runs/$run/jobs?q=question+999999%3A" | python3 -c 'import json,sys; print(json.load(sys.stdin)["search"]["next_from"])')
+
+# Each page three times: the figure is the median; a page that does not answer 200 says so.
+time_page() {
+    local name=$1 path=$2 figures
+    figures=$(for _ in 1 2 3; do
+        curl -s -o /dev/null -w '%{time_total} %{http_code}\n' "${url}${path#/}"
+    done | sort -n | sed -n 2p)
+    printf '  %-48s %7.0f ms  %s\n' "$name" "$(echo "${figures% *} * 1000" | bc)" \
+        "$([ "${figures#* }" = 200 ] || echo "HTTP ${figures#* }")"
+}
+echo "pages ($build, median of 3):"
+printf '  %-48s %7.0f ms\n' "runs, first request (counts computed)" "$(echo "$first_runs * 1000" | bc)"
+printf '  %-48s %7.0f ms\n' "run page, first request (report computed)" "$(echo "$first_run * 1000" | bc)"
+time_page "run page (report kept)" "/runs/$run"
+time_page "run page (JSON)" "/api/runs/$run"
+time_page "job list, first page" "/runs/$run/jobs"
+time_page "job list, first page (JSON)" "/api/runs/$run/jobs"
+time_page "job list, page 100" "/runs/$run/jobs?page=100"
+time_page "job list, outcome=failed (10%)" "/runs/$run/jobs?outcome=failed"
+time_page "job list, no answer (1%)" "/runs/$run/jobs?outcome=no_answer"
+time_page "job list, model + stop reason" "/runs/$run/jobs?model=claude-sonnet-4-6&stop_reason=max_tokens"
+time_page "job list, tag suite=s3" "/runs/$run/jobs?tag=suite%3Ds3"
+time_page "job list, text search (one window)" "/runs/$run/jobs?q=question+999999%3A"
+time_page "job list, text search, searching further" "/runs/$run/jobs?q=question+999999%3A&from=$further"
+time_page "job list, sorted by cost" "/runs/$run/jobs?sort=cost_desc"
+time_page "job list, sorted by latency" "/runs/$run/jobs?sort=latency_desc"
+time_page "one job" "/runs/$run/jobs/$job"
+time_page "runs" "/"
+time_page "runs (JSON, as the page polls it)" "/api/runs"
+
+# SIGTERM to the server itself (time passes no signal on), which stops as on Ctrl-C.
+pkill -TERM -P "${pids[-1]}"
+wait "${pids[-1]}" || true
+rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.txt")
+echo "view server peak RSS: $((rss / 1024)) MB"

@@ -1,0 +1,53 @@
+//! `msgbatch view`: serves the store in a browser until Ctrl-C.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use super::Global;
+use crate::cli::ViewArgs;
+use crate::view::Access;
+use crate::{ExitStatus, Shutdown};
+
+pub async fn view(
+    global: &Global,
+    args: &ViewArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitStatus> {
+    let store = global.existing_store().await?;
+    let address = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address}"))?;
+    let address = listener.local_addr()?;
+    // Beyond loopback the pages are open to the network: a token guards them, made up here
+    // when none is given (and shown only in the URL printed below).
+    let token = match (&args.token, address.ip().is_loopback()) {
+        (Some(token), _) if token.trim().is_empty() => anyhow::bail!("--token is empty"),
+        (Some(token), _) => Some(token.clone()),
+        (None, true) => None,
+        (None, false) => Some(crate::view::new_token().context("failed to make a token")?),
+    };
+    let shown_host = match address {
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => crate::store::host_name(),
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+    };
+    let url = match &token {
+        Some(token) if args.token.is_none() => {
+            format!("http://{shown_host}:{}/?token={token}", address.port())
+        }
+        _ => format!("http://{shown_host}:{}/", address.port()),
+    };
+    let (router, data) = crate::view::router(store, Access::for_address(address, token));
+    crate::outln!("msgbatch view: {url}")?;
+    crate::errln!("serving {} read-only (Ctrl-C to stop)", global.db);
+    // Finished runs' reports are computed once, in the background, so that their pages open
+    // at once.
+    let warm = tokio::spawn(async move { data.warm().await });
+    crate::view::serve(listener, router, shutdown.stop.clone())
+        .await
+        .context("the server failed")?;
+    warm.abort();
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,554 @@
+//! What `msgbatch view` reads: one page of a run's jobs under filters, one job whole (its
+//! request, answer, grades and attempts), and a run's status as `status` says it.
+//!
+//! Every read here is bounded: a page of jobs is at most [`MAX_PAGE`] rows, a count of the
+//! jobs a filter matches stops at a cap, and one job's attempts are at most
+//! [`MAX_ATTEMPTS`]. Nothing here writes.
+
+use serde::Serialize;
+
+use super::jobs_view::{EXCERPT_CHARS, answer_excerpt, prompt_excerpt};
+use super::sql::{Dialect, Sql};
+use super::{GradeView, JobSpan, Store, StoreError};
+
+/// The most jobs one page lists.
+pub const MAX_PAGE: i64 = 200;
+
+/// The most attempts one job's page lists (a job is retried a handful of times; a judge's
+/// attempts are recorded against the job too).
+pub const MAX_ATTEMPTS: i64 = 100;
+
+/// How a job came out, as the job list filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answered, and every grader with a verdict passed it (at least one has).
+    Passed,
+    /// Answered, and a grader failed it.
+    Failed,
+    /// Answered, with no verdict (no graders, or a judge still to answer).
+    Answered,
+    /// No answer after all its attempts.
+    NoAnswer,
+    /// Refused before sending (a bad record).
+    Rejected,
+    /// Not sent yet.
+    Pending,
+}
+
+impl Outcome {
+    pub const ALL: [Self; 6] = [
+        Self::Passed,
+        Self::Failed,
+        Self::Answered,
+        Self::NoAnswer,
+        Self::Rejected,
+        Self::Pending,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Answered => "answered",
+            Self::NoAnswer => "no_answer",
+            Self::Rejected => "rejected",
+            Self::Pending => "pending",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// The outcome of a job in `state` with this many passed and failed verdicts.
+    pub fn of(state: &str, passed: i64, failed: i64) -> Self {
+        match state {
+            "succeeded" if failed > 0 => Self::Failed,
+            "succeeded" if passed > 0 => Self::Passed,
+            "succeeded" => Self::Answered,
+            "failed" => Self::NoAnswer,
+            "rejected" => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// The order of a job list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSort {
+    /// Input order.
+    #[default]
+    Input,
+    CostDesc,
+    CostAsc,
+    LatencyDesc,
+    LatencyAsc,
+}
+
+impl JobSort {
+    pub const ALL: [Self; 5] = [
+        Self::Input,
+        Self::CostDesc,
+        Self::CostAsc,
+        Self::LatencyDesc,
+        Self::LatencyAsc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::CostDesc => "cost_desc",
+            Self::CostAsc => "cost_asc",
+            Self::LatencyDesc => "latency_desc",
+            Self::LatencyAsc => "latency_asc",
+        }
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            Self::Input => "j.id",
+            Self::CostDesc => "r.cost_pico_usd DESC NULLS LAST, j.id",
+            Self::CostAsc => "r.cost_pico_usd ASC NULLS LAST, j.id",
+            Self::LatencyDesc => "r.latency_ms DESC NULLS LAST, j.id",
+            Self::LatencyAsc => "r.latency_ms ASC NULLS LAST, j.id",
+        }
+    }
+}
+
+/// Which jobs of a run a list shows. Empty fields do not filter.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobFilter {
+    pub model: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// A grader kind (`contains`, `judge`, …): jobs it graded, or with `outcome = failed`,
+    /// jobs it failed.
+    pub grader: Option<String>,
+    pub stop_reason: Option<String>,
+    /// `name` (the job has the tag) or `name=value`.
+    pub tag: Option<String>,
+    /// Text in the request or the answer (case-insensitive for ASCII letters).
+    pub text: Option<String>,
+    /// One job by its `custom_id`.
+    pub job_id: Option<String>,
+    pub sort: JobSort,
+}
+
+impl JobFilter {
+    /// Whether the filter narrows the list at all (its order aside).
+    pub fn is_empty(&self) -> bool {
+        self.model.is_none()
+            && self.outcome.is_none()
+            && self.grader.is_none()
+            && self.stop_reason.is_none()
+            && self.tag.is_none()
+            && self.text.is_none()
+            && self.job_id.is_none()
+    }
+
+    /// Appends ` AND …` for each condition to a statement over `jobs j LEFT JOIN results r`.
+    fn push_conditions(&self, sql: &mut Sql, dialect: Dialect) {
+        if let Some(model) = &self.model {
+            sql.push(" AND j.model = ").push_bind(model);
+        }
+        if let Some(job_id) = &self.job_id {
+            sql.push(" AND j.job_id = ").push_bind(job_id);
+        }
+        if let Some(reason) = &self.stop_reason {
+            sql.push(" AND r.stop_reason = ").push_bind(reason);
+        }
+        let verdict = |sql: &mut Sql, passed: bool, kind: Option<&String>| {
+            sql.push(" EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = ")
+                .push(if passed { "TRUE" } else { "FALSE" });
+            if let Some(kind) = kind {
+                sql.push(" AND g.kind = ").push_bind(kind);
+            }
+            sql.push(")");
+        };
+        match self.outcome {
+            Some(Outcome::Passed) => {
+                sql.push(" AND j.state = 'succeeded' AND");
+                verdict(sql, true, self.grader.as_ref());
+                sql.push(" AND NOT");
+                verdict(sql, false, None);
+            }
+            Some(Outcome::Failed) => {
+                sql.push(" AND j.state = 'succeeded' AND");
+                verdict(sql, false, self.grader.as_ref());
+            }
+            Some(Outcome::Answered) => {
+                sql.push(
+                    " AND j.state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM grades g \
+                     WHERE g.job = j.id AND g.passed IS NOT NULL)",
+                );
+            }
+            Some(Outcome::NoAnswer) => {
+                sql.push(" AND j.state = 'failed'");
+            }
+            Some(Outcome::Rejected) => {
+                sql.push(" AND j.state = 'rejected'");
+            }
+            Some(Outcome::Pending) => {
+                sql.push(" AND j.state = 'pending'");
+            }
+            None => {}
+        }
+        if let Some(kind) = &self.grader
+            && !matches!(self.outcome, Some(Outcome::Passed | Outcome::Failed))
+        {
+            sql.push(" AND EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.kind = ")
+                .push_bind(kind)
+                .push(")");
+        }
+        if let Some(tag) = &self.tag {
+            let (name, value) = match tag.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (tag.as_str(), None),
+            };
+            let value_of = match dialect {
+                // A quoted label: the name is data, whatever characters it holds.
+                Dialect::Sqlite => "json_extract(j.tags, '$.' || json_quote(",
+                Dialect::Postgres => "(j.tags::jsonb ->> (",
+            };
+            sql.push(" AND ").push(value_of).push_bind(name).push("))");
+            match value {
+                Some(value) => {
+                    // A number or a flag is matched by its text, as the page shows it.
+                    sql.push(" IS NOT NULL AND CAST(")
+                        .push(value_of)
+                        .push_bind(name)
+                        .push(")) AS TEXT) = ")
+                        .push_bind(value);
+                }
+                None => {
+                    sql.push(" IS NOT NULL");
+                }
+            }
+        }
+        if let Some(text) = &self.text {
+            let pattern = format!("%{}%", like_escaped(text));
+            let like = match dialect {
+                Dialect::Sqlite => "LIKE",
+                Dialect::Postgres => "ILIKE",
+            };
+            sql.push(" AND (j.request ")
+                .push(like)
+                .push(" ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR EXISTS (SELECT 1 FROM responses b2 WHERE b2.job = j.id AND b2.body ")
+                .push(like)
+                .push(" ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\'))");
+        }
+    }
+}
+
+/// `text` with LIKE's wildcards (and its escape character) taken literally.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One job as a list shows it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct JobListRow {
+    /// The job's row id: its page is `/runs/{run}/jobs/{id}`.
+    pub id: i64,
+    pub job_id: String,
+    pub model: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub stop_reason: Option<String>,
+    pub cost_pico_usd: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub tags: Option<String>,
+    /// The start of the last user turn's text.
+    pub prompt: Option<String>,
+    /// The start of the answer's first text block.
+    pub answer: Option<String>,
+    pub passed: i64,
+    pub failed: i64,
+}
+
+impl JobListRow {
+    pub fn outcome(&self) -> Outcome {
+        Outcome::of(&self.state, self.passed, self.failed)
+    }
+}
+
+/// One job whole: its stored row, result, answer, grades and attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub job: JobRow,
+    pub result: Option<ResultRow>,
+    /// The answer as received (or as rebuilt from its stream), and what rebuilding it could not
+    /// apply cleanly.
+    pub response: Option<String>,
+    pub response_note: Option<String>,
+    pub grades: Vec<GradeRow>,
+    pub attempts: Vec<AttemptRow>,
+    /// Attempts beyond those listed.
+    pub more_attempts: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub job_id: String,
+    pub model: String,
+    pub line: i64,
+    pub request: String,
+    pub tags: Option<String>,
+    pub expect: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ResultRow {
+    pub message_id: Option<String>,
+    pub response_model: Option<String>,
+    pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_creation_input_tokens: i64,
+    pub cache_read_input_tokens: i64,
+    pub service_tier: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub streamed: bool,
+    pub cost_pico_usd: Option<i64>,
+    pub completed_at_ms: i64,
+    pub batch: bool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct GradeRow {
+    pub grader: i64,
+    pub kind: String,
+    pub passed: Option<bool>,
+    pub reason: Option<String>,
+    pub spec: String,
+    pub judge_model: Option<String>,
+    pub judge_cost_pico_usd: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    /// `job`, `judge` or `count_tokens`.
+    pub kind: String,
+    pub started_at_ms: i64,
+    pub queue_wait_ms: i64,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub http_status: Option<i64>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub error_body: Option<String>,
+    pub retry_after_ms: Option<i64>,
+    pub request_id: Option<String>,
+}
+
+impl Store {
+    /// One page of a run's jobs under `filter`: at most `limit` (up to [`MAX_PAGE`]) jobs
+    /// after the first `offset`. `span` is the run's [`Store::job_span`]: the rows are read
+    /// in row order over that stretch, and a page in input order stops reading once full.
+    pub async fn job_page(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<JobListRow>, StoreError> {
+        let dialect = self.dialect();
+        // SQLite cuts the excerpts in SQL; PostgreSQL has no SQLite JSON functions, so they
+        // are cut here from the page's rows.
+        let excerpts = match dialect {
+            Dialect::Sqlite => {
+                "CASE WHEN json_valid(j.request) THEN substr(
+                    CASE json_type(j.request, '$.messages[#-1].content')
+                        WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
+                        WHEN 'array' THEN (
+                            SELECT group_concat(json_extract(e.value, '$.text'), ' ')
+                            FROM json_each(j.request, '$.messages[#-1].content') e
+                            WHERE json_extract(e.value, '$.type') = 'text')
+                    END, 1, $2)
+                 END AS prompt,
+                 (SELECT CASE WHEN json_valid(b.body)
+                              THEN substr(json_extract(b.body, '$.content[0].text'), 1, $2) END
+                  FROM responses b WHERE b.job = j.id) AS answer"
+            }
+            Dialect::Postgres => {
+                "CASE WHEN $2 > 0 THEN j.request END AS prompt,
+                 (SELECT b.body FROM responses b WHERE b.job = j.id) AS answer"
+            }
+        };
+        let mut sql = Sql::new(format!(
+            "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
+                    r.latency_ms, r.output_tokens, j.tags, {excerpts},
+                    (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = TRUE)
+                        AS passed,
+                    (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = FALSE)
+                        AS failed
+             FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+             WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
+        ))
+        .bind(run_id)
+        .bind(EXCERPT_CHARS)
+        .bind(span.first)
+        .bind(span.last);
+        filter.push_conditions(&mut sql, dialect);
+        sql.push(" ORDER BY ")
+            .push(filter.sort.order_by())
+            .push(" LIMIT ")
+            .push_bind(limit.clamp(1, MAX_PAGE))
+            .push(" OFFSET ")
+            .push_bind(offset.max(0));
+        let mut rows: Vec<JobListRow> = self.all(sql.once()).await?;
+        if dialect == Dialect::Postgres {
+            for row in &mut rows {
+                row.prompt = row.prompt.as_deref().and_then(prompt_excerpt);
+                row.answer = row.answer.as_deref().and_then(answer_excerpt);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// How many of a run's jobs `filter` matches, counting no further than `cap`; `span` as
+    /// for [`Store::job_page`].
+    pub async fn job_count(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        cap: i64,
+    ) -> Result<i64, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j NOT INDEXED
+             LEFT JOIN results r ON r.job = j.id
+             WHERE j.run_id = $1 AND j.id BETWEEN $2 AND $3",
+        )
+        .bind(run_id)
+        .bind(span.first)
+        .bind(span.last);
+        filter.push_conditions(&mut sql, self.dialect());
+        sql.push(" LIMIT ")
+            .push_bind(cap.max(0))
+            .push(") AS matched");
+        self.value(sql.once()).await
+    }
+
+    /// One job of a run by its row id, whole; `None` when the run has no such job.
+    pub async fn job_detail(&self, run_id: i64, id: i64) -> Result<Option<JobDetail>, StoreError> {
+        let Some(job) = self
+            .optional::<JobRow>(
+                Sql::new(
+                    "SELECT id, run_id, job_id, model, line, request, tags, expect, state,
+                            attempts, error
+                     FROM jobs WHERE id = $1 AND run_id = $2",
+                )
+                .bind(id)
+                .bind(run_id),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let result = self
+            .optional::<ResultRow>(
+                Sql::new(
+                    "SELECT message_id, response_model, stop_reason, stop_sequence, input_tokens,
+                            output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+                            service_tier, latency_ms, ttft_ms, streamed, cost_pico_usd,
+                            completed_at_ms, batch
+                     FROM results WHERE job = $1",
+                )
+                .bind(id),
+            )
+            .await?;
+        let response: Option<(String, Option<String>)> = self
+            .optional(Sql::new("SELECT body, note FROM responses WHERE job = $1").bind(id))
+            .await?;
+        let grades = self
+            .all(
+                Sql::new(
+                    "SELECT grader, kind, passed, reason, spec, judge_model, judge_cost_pico_usd
+                     FROM grades WHERE job = $1 ORDER BY grader",
+                )
+                .bind(id),
+            )
+            .await?;
+        let attempts = self
+            .all(
+                Sql::new(
+                    "SELECT attempt, kind, started_at_ms, queue_wait_ms, latency_ms, ttft_ms,
+                            http_status, error_type, error_message, error_body, retry_after_ms,
+                            request_id
+                     FROM attempts WHERE job = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(id)
+                .bind(MAX_ATTEMPTS),
+            )
+            .await?;
+        let total: i64 = self
+            .value(Sql::new("SELECT COUNT(*) FROM attempts WHERE job = $1").bind(id))
+            .await?;
+        let (response, response_note) = response.map_or((None, None), |(b, n)| (Some(b), n));
+        Ok(Some(JobDetail {
+            more_attempts: (total - i64::try_from(attempts.len()).unwrap_or(0)).max(0),
+            job,
+            result,
+            response,
+            response_note,
+            grades,
+            attempts,
+        }))
+    }
+
+    /// The grader kinds of a run's jobs, for the job list's filter.
+    pub async fn grader_kinds(&self, run_id: i64) -> Result<Vec<String>, StoreError> {
+        let kinds: Vec<(String,)> = self
+            .all(
+                Sql::new(
+                    "SELECT DISTINCT g.kind FROM grades g JOIN jobs j ON j.id = g.job
+                     WHERE j.run_id = $1 ORDER BY g.kind",
+                )
+                .bind(run_id),
+            )
+            .await?;
+        Ok(kinds.into_iter().map(|(k,)| k).collect())
+    }
+
+    /// The grades of the listed jobs, for the job list's grade column.
+    pub async fn grades_of(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<GradeView>>, StoreError> {
+        let mut by_job: std::collections::HashMap<i64, Vec<GradeView>> =
+            std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_job);
+        }
+        let mut sql =
+            Sql::new("SELECT job, grader, kind, passed, reason FROM grades WHERE job IN (");
+        sql.push_list(ids).push(") ORDER BY job, grader");
+        for row in self.all::<GradeView>(sql.once()).await? {
+            by_job.entry(row.job).or_default().push(row);
+        }
+        Ok(by_job)
+    }
+}

@@ -1,0 +1,566 @@
+//! The data behind each page, as the JSON API serves it and the templates show it.
+//!
+//! What a finished run shows does not change, so its counts and its report are computed once
+//! and kept (a report over a million results takes seconds); a run that may still move is
+//! read afresh on every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::output::redacted_url;
+use crate::pricing::format_usd;
+use crate::report::{self, Report};
+use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome};
+use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, RunStatus, Store, StoreError};
+
+/// Jobs a filtered list counts before it says "more than": a count reads every row up to
+/// there, and a page only as many as it shows.
+pub const COUNT_CAP: i64 = 1_000;
+
+/// Rows one text search reads per request: a search is paged by stretches of the run's rows
+/// rather than by matches, so that no request reads them all.
+pub const SEARCH_WINDOW: i64 = 20_000;
+
+/// Jobs per page unless asked otherwise.
+pub const PAGE: i64 = 50;
+
+/// What a request may fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ViewError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NoSuchRun(key) => Self::NotFound(format!("no run `{key}` in this store")),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// The server's one store and what it keeps of finished runs.
+pub struct Data {
+    pub store: Store,
+    figures: Mutex<HashMap<i64, (Stamp, Figures)>>,
+    reports: Mutex<HashMap<i64, (Stamp, Arc<Report>)>>,
+    /// Held while a finished run's figures or report are computed: a request that comes
+    /// meanwhile (or the warm-up) waits for them rather than reading the run a second time.
+    building_figures: tokio::sync::Mutex<()>,
+    building_reports: tokio::sync::Mutex<()>,
+}
+
+/// What the pages of a run read first: its counts, models and stretch of rows.
+#[derive(Debug, Clone)]
+struct Figures {
+    counts: RunCounts,
+    models: Vec<String>,
+    span: Option<JobSpan>,
+}
+
+/// What a kept figure of a run was computed for: it holds while the run is the same finished
+/// run (a resumed run is running again, and finishes later).
+type Stamp = (RunStatus, Option<i64>);
+
+fn stamp(run: &RunRow) -> Option<Stamp> {
+    let settled = matches!(
+        run.status,
+        RunStatus::Completed | RunStatus::Interrupted | RunStatus::BudgetExhausted
+    ) && run.loaded;
+    settled.then_some((run.status, run.finished_at_ms))
+}
+
+fn when(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Spend as pages show it, `+` when some results had no price.
+fn spend(pico: i64, unpriced: i64) -> String {
+    let shown = format_usd(u64::try_from(pico).unwrap_or(0));
+    if unpriced > 0 { shown + "+" } else { shown }
+}
+
+/// One run as the runs page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub name: String,
+    /// As `msgbatch status` says it.
+    pub status: String,
+    pub stored_status: String,
+    pub stop_reason: Option<String>,
+    pub via: String,
+    pub jobs: RunCounts,
+    /// Jobs with an end: succeeded, failed or rejected.
+    pub done: i64,
+    pub spend: String,
+    pub budget_pico_usd: Option<u64>,
+    pub budget: Option<String>,
+    pub models: Vec<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub input: String,
+    /// The gateway's URL, credentials hidden.
+    pub gateway: String,
+    pub workers: Vec<WorkerShare>,
+}
+
+/// One worker's part of a run on a PostgreSQL store.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerShare {
+    pub id: i64,
+    pub host: String,
+    pub pid: i64,
+    pub in_hand: i64,
+    pub done: i64,
+    /// Its share of the jobs the workers did.
+    pub share: f64,
+    pub spend_pico_usd: i64,
+    pub alive: bool,
+    pub stopped: bool,
+}
+
+/// A run's page: its summary and report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPage {
+    pub run: RunSummary,
+    pub report: Arc<Report>,
+    /// Grader kinds, stop reasons: what the job list can be filtered on.
+    pub graders: Vec<String>,
+    pub stop_reasons: Vec<String>,
+    /// The other runs of the store, to compare with.
+    pub others: Vec<(i64, String)>,
+}
+
+/// One page of a run's jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobsPage {
+    pub run: RunRef,
+    pub filter: JobFilter,
+    pub page: i64,
+    pub per_page: i64,
+    /// Jobs the filter matches, counted up to `matched_cap` (not counted for a text search).
+    pub matched: Option<i64>,
+    pub matched_cap: i64,
+    pub has_next: bool,
+    /// A text search: the stretch of rows this page read, and where the next one starts.
+    pub search: Option<SearchWindow>,
+    pub jobs: Vec<JobItem>,
+    pub models: Vec<String>,
+    pub graders: Vec<String>,
+    pub stop_reasons: Vec<String>,
+}
+
+/// The rows a text search read for one page, as positions in the run (1 is its first job).
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchWindow {
+    /// The row id this page started from (`from=` in the query).
+    pub from: i64,
+    /// Positions of the first and last rows read, and of the run's last row.
+    pub first_read: i64,
+    pub last_read: i64,
+    pub rows: i64,
+    /// The `from=` of the next page, when rows are left to read.
+    pub next_from: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRef {
+    pub id: i64,
+    pub name: String,
+}
+
+impl From<&RunRow> for RunRef {
+    fn from(run: &RunRow) -> Self {
+        Self {
+            id: run.id,
+            name: run.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobItem {
+    #[serde(flatten)]
+    pub row: JobListRow,
+    pub outcome: Outcome,
+    pub grades: Vec<GradeView>,
+}
+
+/// One job's page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    pub run: RunRef,
+    pub outcome: Outcome,
+    #[serde(flatten)]
+    pub detail: JobDetail,
+}
+
+impl Data {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            figures: Mutex::default(),
+            reports: Mutex::default(),
+            building_figures: tokio::sync::Mutex::default(),
+            building_reports: tokio::sync::Mutex::default(),
+        }
+    }
+
+    pub async fn find_run(&self, key: &str) -> Result<RunRow, ViewError> {
+        Ok(self.store.find_run(key).await?)
+    }
+
+    fn kept_figures(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Figures> {
+        let kept = self.figures.lock().ok()?;
+        let (at, figures) = kept.get(&run.id)?;
+        (Some(at) == stamp).then(|| figures.clone())
+    }
+
+    fn kept_report(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Arc<Report>> {
+        let kept = self.reports.lock().ok()?;
+        let (at, report) = kept.get(&run.id)?;
+        (Some(at) == stamp).then(|| report.clone())
+    }
+
+    async fn figures(&self, run: &RunRow) -> Result<Figures, ViewError> {
+        let stamp = stamp(run);
+        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
+            return Ok(figures);
+        }
+        let _building = match stamp {
+            Some(_) => Some(self.building_figures.lock().await),
+            None => None,
+        };
+        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
+            return Ok(figures);
+        }
+        let figures = Figures {
+            counts: self.store.run_counts(run.id).await?,
+            models: self
+                .store
+                .run_models(run.id)
+                .await?
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect(),
+            span: self.store.job_span(run.id).await?,
+        };
+        if let Some(stamp) = stamp
+            && let Ok(mut kept) = self.figures.lock()
+        {
+            kept.insert(run.id, (stamp, figures.clone()));
+        }
+        Ok(figures)
+    }
+
+    /// A run's report, grouped by model, with its charts' data.
+    pub async fn report(&self, run: &RunRow) -> Result<Arc<Report>, ViewError> {
+        let stamp = stamp(run);
+        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
+            return Ok(report);
+        }
+        let _building = match stamp {
+            Some(_) => Some(self.building_reports.lock().await),
+            None => None,
+        };
+        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
+            return Ok(report);
+        }
+        let report = Arc::new(
+            Report::build(
+                &self.store,
+                std::slice::from_ref(run),
+                &report::Options {
+                    by: GroupBy::Model,
+                    prices: crate::settings::run_prices(run)?,
+                    reprice: None,
+                    charts: true,
+                },
+            )
+            .await?,
+        );
+        if let Some(stamp) = stamp
+            && let Ok(mut kept) = self.reports.lock()
+        {
+            kept.insert(run.id, (stamp, report.clone()));
+        }
+        Ok(report)
+    }
+
+    /// Computes what finished runs keep, so that the first look at them is quick too.
+    pub async fn warm(&self) {
+        let Ok(runs) = self.store.runs().await else {
+            return;
+        };
+        let settled: Vec<&RunRow> = runs.iter().rev().filter(|r| stamp(r).is_some()).collect();
+        for run in &settled {
+            let _ = self.figures(run).await;
+        }
+        for run in &settled {
+            let _ = self.report(run).await;
+        }
+    }
+
+    async fn summary(&self, run: &RunRow) -> Result<RunSummary, ViewError> {
+        let Figures { counts, models, .. } = self.figures(run).await?;
+        let workers = self.store.workers(run.id).await?;
+        let status = self.store.run_state(run).await?.to_string();
+        let budget_pico_usd = crate::settings::RunSettings::of(run)?
+            .send
+            .max_cost_pico_usd;
+        let worked: i64 = workers.iter().map(|w| w.jobs_done).sum();
+        #[expect(clippy::cast_precision_loss, reason = "a share for display")]
+        let workers = workers
+            .iter()
+            .map(|w| WorkerShare {
+                id: w.id,
+                host: w.host.clone(),
+                pid: w.pid,
+                in_hand: w.in_hand,
+                done: w.jobs_done,
+                share: if worked > 0 {
+                    w.jobs_done as f64 / worked as f64
+                } else {
+                    0.0
+                },
+                spend_pico_usd: w.spent_pico_usd,
+                alive: w.alive,
+                stopped: w.stopped_at_ms.is_some(),
+            })
+            .collect();
+        Ok(RunSummary {
+            id: run.id,
+            name: run.name.clone(),
+            status,
+            stored_status: run.status.as_str().to_owned(),
+            stop_reason: run.stop_reason.clone(),
+            via: run.via.clone(),
+            done: counts.succeeded + counts.failed + counts.rejected,
+            spend: spend(counts.cost_pico_usd, counts.unpriced),
+            jobs: counts,
+            budget_pico_usd,
+            budget: budget_pico_usd.map(format_usd),
+            models,
+            created_at: when(run.created_at_ms),
+            finished_at: run.finished_at_ms.map(when),
+            input: run.input_path.clone(),
+            gateway: redacted_url(&format!("{}{}", run.base_url, run.messages_path)).into_owned(),
+            workers,
+        })
+    }
+
+    /// Every run, newest first.
+    pub async fn runs(&self) -> Result<Vec<RunSummary>, ViewError> {
+        let mut runs = Vec::new();
+        for run in self.store.runs().await?.iter().rev() {
+            runs.push(self.summary(run).await?);
+        }
+        Ok(runs)
+    }
+
+    pub async fn run_page(&self, key: &str) -> Result<RunPage, ViewError> {
+        let run = self.find_run(key).await?;
+        let summary = self.summary(&run).await?;
+        let report = self.report(&run).await?;
+        let (graders, stop_reasons) = filter_values(&report);
+        let others = self
+            .store
+            .runs()
+            .await?
+            .into_iter()
+            .filter(|r| r.id != run.id)
+            .rev()
+            .map(|r| (r.id, r.name))
+            .collect();
+        Ok(RunPage {
+            run: summary,
+            report,
+            graders,
+            stop_reasons,
+            others,
+        })
+    }
+
+    /// One page of a run's jobs. A text search reads [`SEARCH_WINDOW`] rows at most from
+    /// row id `from` (the run's first by default), in input order.
+    pub async fn jobs_page(
+        &self,
+        key: &str,
+        mut filter: JobFilter,
+        page: i64,
+        per_page: i64,
+        from: Option<i64>,
+    ) -> Result<JobsPage, ViewError> {
+        let run = self.find_run(key).await?;
+        let per_page = per_page.clamp(1, MAX_PAGE);
+        let page = page.max(1);
+        let figures = self.figures(&run).await?;
+        let span = figures.span.unwrap_or(JobSpan {
+            first: 0,
+            last: -1,
+            contiguous: true,
+        });
+        let window = filter.text.is_some().then(|| {
+            let start = from
+                .unwrap_or(span.first)
+                .clamp(span.first, span.last.max(span.first));
+            JobSpan {
+                first: start,
+                last: span.last.min(start.saturating_add(SEARCH_WINDOW - 1)),
+                contiguous: span.contiguous,
+            }
+        });
+        if window.is_some() {
+            filter.sort = crate::store::view::JobSort::Input;
+        }
+        // One row more than the page says whether there is a next one.
+        let (read, offset) = match &window {
+            Some(window) => (window, 0),
+            None => (&span, (page - 1) * per_page),
+        };
+        let mut rows = self
+            .store
+            .job_page(run.id, read, &filter, offset, per_page + 1)
+            .await?;
+        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) > per_page;
+        rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+        let search = window.map(|window| {
+            let next_from = if full {
+                rows.last().map(|r| r.id + 1)
+            } else {
+                (window.last < span.last).then_some(window.last + 1)
+            };
+            SearchWindow {
+                from: window.first,
+                first_read: window.first - span.first + 1,
+                last_read: if full {
+                    rows.last().map_or(window.last, |r| r.id) - span.first + 1
+                } else {
+                    window.last - span.first + 1
+                },
+                rows: span.last - span.first + 1,
+                next_from,
+            }
+        });
+        let has_next = match &search {
+            Some(search) => search.next_from.is_some(),
+            None => full,
+        };
+        // A text search reads every request and answer it passes: it is not counted too.
+        let matched = if filter.is_empty() {
+            Some(figures.counts.total)
+        } else if filter.text.is_some() {
+            None
+        } else {
+            Some(
+                self.store
+                    .job_count(run.id, &span, &filter, COUNT_CAP + 1)
+                    .await?,
+            )
+        };
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut grades = self.store.grades_of(&ids).await?;
+        let jobs = rows
+            .into_iter()
+            .map(|row| JobItem {
+                outcome: row.outcome(),
+                grades: grades.remove(&row.id).unwrap_or_default(),
+                row,
+            })
+            .collect();
+        let models = figures.models;
+        // What a finished run can be filtered on comes with its kept report; a running run's
+        // list offers what it has so far without a report's scan.
+        let (graders, stop_reasons) = if stamp(&run).is_some() {
+            filter_values(&*self.report(&run).await?)
+        } else {
+            (self.store.grader_kinds(run.id).await?, Vec::new())
+        };
+        Ok(JobsPage {
+            run: RunRef::from(&run),
+            filter,
+            page,
+            per_page,
+            matched,
+            matched_cap: COUNT_CAP,
+            has_next,
+            search,
+            jobs,
+            models,
+            graders,
+            stop_reasons,
+        })
+    }
+
+    pub async fn job_page(&self, key: &str, id: i64) -> Result<JobPage, ViewError> {
+        let run = self.find_run(key).await?;
+        let detail = self
+            .store
+            .job_detail(run.id, id)
+            .await?
+            .ok_or_else(|| ViewError::NotFound(format!("run {} has no job {id}", run.name)))?;
+        let passed = detail.grades.iter().filter(|g| g.passed == Some(true));
+        let failed = detail.grades.iter().filter(|g| g.passed == Some(false));
+        let outcome = Outcome::of(
+            &detail.job.state,
+            i64::try_from(passed.count()).unwrap_or(0),
+            i64::try_from(failed.count()).unwrap_or(0),
+        );
+        Ok(JobPage {
+            run: RunRef::from(&run),
+            outcome,
+            detail,
+        })
+    }
+
+    pub async fn diff(&self, a: &str, b: &str) -> Result<crate::diff::Diff, ViewError> {
+        let before = self.find_run(a).await?;
+        let after = self.find_run(b).await?;
+        Ok(crate::diff::compare(
+            &self.store,
+            &before,
+            &after,
+            crate::diff::DEFAULT_LIMIT,
+            &crate::diff::Options::default(),
+        )
+        .await?)
+    }
+
+    pub async fn models(&self, key: &str) -> Result<crate::diff::Matrix, ViewError> {
+        let run = self.find_run(key).await?;
+        Ok(crate::diff::matrix(&self.store, &run, &crate::diff::Options::default()).await?)
+    }
+}
+
+/// The grader kinds and stop reasons a run's report saw.
+fn filter_values(report: &Report) -> (Vec<String>, Vec<String>) {
+    let mut graders: Vec<String> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for group in &report.groups {
+        for (reason, _) in &group.stop_reasons {
+            if !reasons.contains(reason) {
+                reasons.push(reason.clone());
+            }
+        }
+        if let Some(grading) = &group.grading {
+            for (kind, _, _) in &grading.by_grader {
+                if !graders.contains(kind) {
+                    graders.push(kind.clone());
+                }
+            }
+        }
+    }
+    graders.sort();
+    reasons.sort();
+    (graders, reasons)
+}

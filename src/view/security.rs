@@ -1,0 +1,220 @@
+//! Who may ask, and what every answer says about itself: the token a server bound beyond
+//! loopback asks for, the host names a loopback server answers to, and the security headers
+//! of every response.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+/// The policy of every response: nothing inline, nothing from another origin.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The cookie a browser keeps the token in once it has shown it.
+const COOKIE: &str = "msgbatch_view_token";
+
+/// Who may ask the server.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The token every request must show, for a server reachable beyond this machine.
+    pub token: Option<String>,
+    /// The `Host` names a loopback server answers to (anything else is a page of another
+    /// site that had its name point here); `None` beyond loopback, where the token guards.
+    pub hosts: Option<Vec<String>>,
+}
+
+impl Access {
+    /// The access of a server bound to `address`: loopback answers only to its own names;
+    /// anything else needs `token`.
+    pub fn for_address(address: SocketAddr, token: Option<String>) -> Self {
+        let hosts = address.ip().is_loopback().then(|| {
+            let port = address.port();
+            let mut names = vec![
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ];
+            if port == 80 {
+                names.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
+            }
+            if let IpAddr::V6(ip) = address.ip() {
+                names.push(format!("[{ip}]:{port}"));
+            } else {
+                names.push(format!("{}:{port}", address.ip()));
+            }
+            names
+        });
+        Self { token, hosts }
+    }
+}
+
+/// A token of 128 random bits, as hex.
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0_u8; 16];
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token a request shows: a bearer header, or the cookie.
+fn shown_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(bearer.trim());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE).then_some(value)
+        })
+}
+
+/// The `token` parameter of a query, and the query without it.
+fn query_token(query: &str) -> (Option<String>, String) {
+    let mut token = None;
+    let rest: Vec<(String, String)> = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, value)| {
+            if name == "token" {
+                token = Some(value.clone());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (token, serde_urlencoded::to_string(rest).unwrap_or_default())
+}
+
+fn refused(status: StatusCode, why: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        why,
+    )
+        .into_response()
+}
+
+/// Refuses a request for another host name (on loopback) or without the token (beyond it).
+/// A token given as `?token=` is kept in a cookie, and the browser sent on without it in the
+/// address.
+pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    if let Some(hosts) = &access.hosts {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "this server answers only to localhost and 127.0.0.1\n",
+            );
+        }
+    }
+    let Some(token) = &access.token else {
+        return next.run(request).await;
+    };
+    if shown_token(request.headers()).is_some_and(|shown| same(shown.as_bytes(), token.as_bytes()))
+    {
+        return next.run(request).await;
+    }
+    let query = request.uri().query().unwrap_or("");
+    if let (Some(given), rest) = query_token(query)
+        && same(given.as_bytes(), token.as_bytes())
+    {
+        let path = request.uri().path();
+        let to = if rest.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{rest}")
+        };
+        let mut response = Redirect::to(&to).into_response();
+        if let Ok(cookie) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        )) {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+        return response;
+    }
+    refused(
+        StatusCode::UNAUTHORIZED,
+        "a token is needed: open the URL `msgbatch view` printed, or send `Authorization: Bearer TOKEN`\n",
+    )
+}
+
+/// Adds the security headers to every response.
+pub async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_token_is_taken_out_of_the_query() {
+        let (token, rest) = query_token("model=a%20b&token=xyz&page=2");
+        assert_eq!(token.as_deref(), Some("xyz"));
+        assert_eq!(rest, "model=a+b&page=2");
+    }
+
+    #[test]
+    fn the_token_is_read_from_a_bearer_header_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; msgbatch_view_token=t1"),
+        );
+        assert_eq!(shown_token(&headers), Some("t1"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t2"));
+        assert_eq!(shown_token(&headers), Some("t2"));
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn loopback_answers_to_its_own_names_only() {
+        let access = Access::for_address("127.0.0.1:8640".parse().unwrap(), None);
+        let hosts = access.hosts.unwrap();
+        assert!(hosts.contains(&"localhost:8640".to_owned()));
+        assert!(!hosts.iter().any(|h| h.contains("evil")));
+        let open = Access::for_address("0.0.0.0:8640".parse().unwrap(), Some("t".into()));
+        assert!(open.hosts.is_none());
+    }
+}

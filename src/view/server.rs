@@ -1,0 +1,340 @@
+//! The routes: each page at its own URL and its data as JSON under `/api/`, both from one
+//! data function; the assets built into the binary; the guard and headers around them all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use maud::Markup;
+use tokio_util::sync::CancellationToken;
+
+use super::data::{Data, PAGE, ViewError};
+use super::pages;
+use super::security::{self, Access};
+use crate::store::Store;
+use crate::store::view::{JobFilter, JobSort, Outcome};
+
+type Shared = State<Arc<Data>>;
+
+impl IntoResponse for ViewError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Internal(e) => {
+                crate::errln!("view: {e:#}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, pages::error(status, &format!("{:#}", self))).into_response()
+    }
+}
+
+/// A JSON error, for the API's routes.
+struct ApiError(ViewError);
+
+impl From<ViewError> for ApiError {
+    fn from(error: ViewError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            ViewError::NotFound(_) => StatusCode::NOT_FOUND,
+            ViewError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ViewError::Internal(e) => {
+                crate::errln!("view: {e:#}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": format!("{:#}", self.0) })),
+        )
+            .into_response()
+    }
+}
+
+type Page = Result<Markup, ViewError>;
+type Api<T> = Result<Json<T>, ApiError>;
+
+/// The app over `store`, guarded by `access`.
+pub fn router(store: Store, access: Access) -> (Router, Arc<DataHandle>) {
+    let data = Arc::new(Data::new(store));
+    let router = Router::new()
+        .route("/", get(runs_page))
+        .route("/runs/{run}", get(run_page))
+        .route("/runs/{run}/jobs", get(jobs_page))
+        .route("/runs/{run}/jobs/{job}", get(job_page))
+        .route("/runs/{run}/models", get(models_page))
+        .route("/runs/{run}/charts/{chart}", get(chart))
+        .route("/diff/{a}/{b}", get(diff_page))
+        .route("/api/runs", get(runs_api))
+        .route("/api/runs/{run}", get(run_api))
+        .route("/api/runs/{run}/jobs", get(jobs_api))
+        .route("/api/runs/{run}/jobs/{job}", get(job_api))
+        .route("/api/runs/{run}/models", get(models_api))
+        .route("/api/diff/{a}/{b}", get(diff_api))
+        .route("/assets/view.css", get(css))
+        .route("/assets/view.js", get(js))
+        .fallback(not_found)
+        .with_state(data.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            security::guard,
+        ))
+        .layer(axum::middleware::from_fn(security::headers));
+    (router, Arc::new(DataHandle(data)))
+}
+
+/// What the command keeps of the app: a way to warm its figures of finished runs.
+pub struct DataHandle(Arc<Data>);
+
+impl DataHandle {
+    pub async fn warm(&self) {
+        self.0.warm().await;
+    }
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled; requests under way finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn not_found() -> ViewError {
+    ViewError::NotFound("no such page".to_owned())
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("assets/view.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("assets/view.js"),
+    )
+}
+
+async fn runs_page(State(data): Shared) -> Page {
+    Ok(pages::runs(&data.runs().await?))
+}
+
+async fn runs_api(State(data): Shared) -> Api<serde_json::Value> {
+    Ok(Json(serde_json::json!({ "runs": data.runs().await? })))
+}
+
+async fn run_page(State(data): Shared, Path(run): Path<String>) -> Page {
+    Ok(pages::run(&data.run_page(&run).await?))
+}
+
+async fn run_api(State(data): Shared, Path(run): Path<String>) -> Api<super::data::RunPage> {
+    Ok(Json(data.run_page(&run).await?))
+}
+
+/// One of a run's report charts, as an SVG image (an image runs no script).
+async fn chart(
+    State(data): Shared,
+    Path((run, chart)): Path<(String, String)>,
+) -> Result<Response, ViewError> {
+    let index = match chart.as_str() {
+        "latency.svg" => 0,
+        "cost.svg" => 1,
+        "stop.svg" => 2,
+        "spend.svg" => 3,
+        _ => return Err(ViewError::NotFound("no such chart".to_owned())),
+    };
+    let run = data.find_run(&run).await?;
+    let report = data.report(&run).await?;
+    let mut charts = crate::report::charts(&report)?;
+    let svg = charts.swap_remove(index);
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+/// The job list's query: every field optional, an empty one (as a form sends it) unset.
+fn job_query(
+    query: &HashMap<String, String>,
+) -> Result<(JobFilter, i64, i64, Option<i64>), ViewError> {
+    let get = |name: &str| {
+        query
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let number = |name: &str, default: i64| -> Result<i64, ViewError> {
+        get(name).map_or(Ok(default), |v| {
+            v.parse::<i64>()
+                .map_err(|_| ViewError::BadRequest(format!("{name}: `{v}` is not a number")))
+        })
+    };
+    let outcome = get("outcome")
+        .map(|v| {
+            Outcome::parse(&v).ok_or_else(|| {
+                ViewError::BadRequest(format!(
+                    "outcome: `{v}` is not one of {}",
+                    Outcome::ALL.map(Outcome::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let sort = get("sort")
+        .map(|v| {
+            JobSort::ALL
+                .into_iter()
+                .find(|s| s.as_str() == v)
+                .ok_or_else(|| {
+                    ViewError::BadRequest(format!(
+                        "sort: `{v}` is not one of {}",
+                        JobSort::ALL.map(JobSort::as_str).join(", ")
+                    ))
+                })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let filter = JobFilter {
+        model: get("model"),
+        outcome,
+        grader: get("grader"),
+        stop_reason: get("stop_reason"),
+        tag: get("tag"),
+        text: get("q"),
+        job_id: get("job_id"),
+        sort,
+    };
+    let from = get("from").map(|_| number("from", 0)).transpose()?;
+    Ok((filter, number("page", 1)?, number("per_page", PAGE)?, from))
+}
+
+async fn jobs_page(
+    State(data): Shared,
+    Path(run): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Page {
+    let (filter, page, per_page, from) = job_query(&query)?;
+    Ok(pages::jobs(
+        &data.jobs_page(&run, filter, page, per_page, from).await?,
+    ))
+}
+
+async fn jobs_api(
+    State(data): Shared,
+    Path(run): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Api<super::data::JobsPage> {
+    let (filter, page, per_page, from) = job_query(&query)?;
+    Ok(Json(
+        data.jobs_page(&run, filter, page, per_page, from).await?,
+    ))
+}
+
+fn job_id(job: &str) -> Result<i64, ViewError> {
+    job.parse()
+        .map_err(|_| ViewError::NotFound(format!("no job `{job}`")))
+}
+
+async fn job_page(State(data): Shared, Path((run, job)): Path<(String, String)>) -> Page {
+    Ok(pages::job(&data.job_page(&run, job_id(&job)?).await?))
+}
+
+async fn job_api(
+    State(data): Shared,
+    Path((run, job)): Path<(String, String)>,
+) -> Api<super::data::JobPage> {
+    Ok(Json(data.job_page(&run, job_id(&job)?).await?))
+}
+
+/// The rows of a diff a query keeps: by change, model and outcome (either side's).
+fn keep_row(query: &HashMap<String, String>, row: &crate::diff::DiffRow) -> bool {
+    let get = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    get("change").is_none_or(|c| serde_json::to_value(row.change).ok() == Some(c.into()))
+        && get("model").is_none_or(|m| row.model == m)
+        && get("outcome").is_none_or(|o| {
+            [&row.before, &row.after]
+                .iter()
+                .any(|side| side.as_ref().is_some_and(|s| s.outcome.as_str() == o))
+        })
+}
+
+async fn diff_page(
+    State(data): Shared,
+    Path((a, b)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Page {
+    let mut diff = data.diff(&a, &b).await?;
+    diff.rows.retain(|row| keep_row(&query, row));
+    let before = data.find_run(&a).await?;
+    let after = data.find_run(&b).await?;
+    Ok(pages::diff(&diff, &before, &after, &query))
+}
+
+async fn diff_api(
+    State(data): Shared,
+    Path((a, b)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Api<crate::diff::Diff> {
+    let mut diff = data.diff(&a, &b).await?;
+    diff.rows.retain(|row| keep_row(&query, row));
+    Ok(Json(diff))
+}
+
+/// The cells of a model comparison a query keeps: jobs where a model's cell has the outcome,
+/// or disagreeing jobs only.
+fn keep_matrix_row(query: &HashMap<String, String>, row: &crate::diff::MatrixRow) -> bool {
+    let get = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    get("disagree").is_none_or(|_| row.disagree)
+        && get("outcome")
+            .is_none_or(|o| row.cells.iter().flatten().any(|c| c.outcome.as_str() == o))
+}
+
+async fn models_page(
+    State(data): Shared,
+    Path(run): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Page {
+    let mut matrix = data.models(&run).await?;
+    matrix.rows.retain(|row| keep_matrix_row(&query, row));
+    let run = data.find_run(&run).await?;
+    Ok(pages::models(&matrix, &run))
+}
+
+async fn models_api(
+    State(data): Shared,
+    Path(run): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Api<crate::diff::Matrix> {
+    let mut matrix = data.models(&run).await?;
+    matrix.rows.retain(|row| keep_matrix_row(&query, row));
+    Ok(Json(matrix))
+}

@@ -1,0 +1,677 @@
+//! `msgbatch view`: the real binary serving a store made by real runs on the mock. Routes
+//! answer with the right status, JSON and headers; filters and pages narrow the job list on
+//! the server; hostile prompts and answers come back as text; beyond loopback a token is
+//! needed. The browser tests drive headless Chromium against the server.
+
+use std::time::Duration;
+
+use msgbatch::mock::MockConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::common::*;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' \
+                   data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
+/// Markup a job file smuggles into prompts (and so into the mock's echoed answers).
+const HOSTILE: &str = "say alpha <script>document.title='pwned'</script> \
+                       <img src=x onerror=\"document.title='img'\"> </details><b>bold</b>";
+
+/// A running `msgbatch view` and the URL it printed.
+struct View {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl View {
+    async fn start(ws: &Workspace, extra: &[&str]) -> Self {
+        let mut args = vec!["view", "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut child = ws
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("view prints its URL")
+            .expect("stdout reads")
+            .expect("a line");
+        let url = line
+            .strip_prefix("msgbatch view: ")
+            .unwrap_or_else(|| panic!("not a URL line: {line}"))
+            .to_owned();
+        Self { _child: child, url }
+    }
+
+    /// A view of a store that a run is still creating: started once the run is stored.
+    /// `log` is the run's standard error, shown if it never is.
+    async fn start_when_stored(ws: &Workspace, log: &std::path::Path) -> Self {
+        let stored = tokio::time::timeout(Duration::from_secs(180), async {
+            loop {
+                if ws.db().exists() {
+                    let pool = ws.pool().await;
+                    let runs: Result<(i64,), _> = sqlx::query_as("SELECT COUNT(*) FROM runs")
+                        .fetch_one(&pool)
+                        .await;
+                    pool.close().await;
+                    if matches!(runs, Ok((1,))) {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(
+            stored.is_ok(),
+            "the run did not store itself: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        Self::start(ws, &[]).await
+    }
+
+    /// The server's address without path or token: `http://host:port`.
+    fn base(&self) -> String {
+        let rest = self.url.strip_prefix("http://").expect("an http URL");
+        format!("http://{}", &rest[..rest.find('/').expect("a path")])
+    }
+
+    /// The base on 127.0.0.1, for a server bound to every address.
+    fn loopback_base(&self) -> String {
+        let port = self.base().rsplit(':').next().unwrap().to_owned();
+        format!("http://127.0.0.1:{port}")
+    }
+}
+
+fn http() -> reqwest::Client {
+    // The TLS backend needs a provider even for plain HTTP, as the client itself installs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(url: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let response = http().get(url).send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+async fn get_json(url: &str) -> Value {
+    let (status, _, body) = get(url).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+/// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
+/// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
+/// `even`.
+async fn hostile_run(ws: &Workspace) {
+    let mock = mock(MockConfig::default()).await;
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            let prompt = if i % 3 == 0 {
+                HOSTILE.to_owned()
+            } else {
+                format!("plain prompt {i}")
+            };
+            json!({"custom_id": format!("j{i}"), "params": {
+                "model": if i % 2 == 0 { "claude-haiku-4-5" } else { "claude-sonnet-4-6" },
+                "max_tokens": 300, "messages": [{"role": "user", "content": prompt}]},
+                "expect": {"contains": "alpha"},
+                "tags": {"parity": if i % 2 == 0 { "even" } else { "odd" }}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "hostile"])
+        .await;
+    assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+}
+
+fn job_ids(page: &Value) -> Vec<String> {
+    page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    assert!(view.url.starts_with("http://127.0.0.1:"), "{}", view.url);
+    let base = view.base();
+
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    let run = &runs["runs"][0];
+    assert_eq!(run["name"], "hostile");
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["jobs"]["total"], 12);
+    assert_eq!(run["done"], 12);
+    assert_eq!(
+        run["models"],
+        json!(["claude-haiku-4-5", "claude-sonnet-4-6"])
+    );
+    let id = run["id"].as_i64().unwrap();
+
+    let report = get_json(&format!("{base}/api/runs/hostile")).await;
+    assert_eq!(report["run"]["id"], id);
+    assert_eq!(report["report"]["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(report["graders"], json!(["contains"]));
+
+    // Pages of five: the first two are full, the third holds the last two.
+    let mut seen = Vec::new();
+    for (page, len, next) in [(1, 5, true), (2, 5, true), (3, 2, false)] {
+        let list = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=5&page={page}")).await;
+        assert_eq!(list["matched"], 12);
+        assert_eq!(list["has_next"], next, "page {page}");
+        assert_eq!(list["jobs"].as_array().unwrap().len(), len, "page {page}");
+        seen.extend(job_ids(&list));
+    }
+    let all: Vec<String> = (0..12).map(|i| format!("j{i}")).collect();
+    assert_eq!(seen, all, "every job once, in input order");
+
+    // Filters narrow on the server.
+    let passed = get_json(&format!("{base}/api/runs/{id}/jobs?outcome=passed")).await;
+    assert_eq!(job_ids(&passed), ["j0", "j3", "j6", "j9"]);
+    assert_eq!(passed["matched"], 4);
+    assert!(
+        passed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["outcome"] == "passed")
+    );
+    let failed = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?outcome=failed&grader=contains&model=claude-haiku-4-5"
+    ))
+    .await;
+    assert_eq!(job_ids(&failed), ["j2", "j4", "j8", "j10"]);
+    let tagged = get_json(&format!("{base}/api/runs/{id}/jobs?tag=parity%3Dodd")).await;
+    assert_eq!(tagged["matched"], 6);
+    let text = get_json(&format!("{base}/api/runs/{id}/jobs?q=PLAIN%20PROMPT%201")).await;
+    assert_eq!(job_ids(&text), ["j1", "j10", "j11"]);
+    assert_eq!(text["search"]["rows"], 12, "a search says what it read");
+    assert_eq!(text["search"]["last_read"], 12);
+    assert_eq!(text["search"]["next_from"], Value::Null);
+    let two = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?q=plain+prompt+1&per_page=2"
+    ))
+    .await;
+    assert_eq!(job_ids(&two), ["j1", "j10"]);
+    let from = two["search"]["next_from"].as_i64().expect("more to search");
+    let rest = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?q=plain+prompt+1&per_page=2&from={from}"
+    ))
+    .await;
+    assert_eq!(
+        job_ids(&rest),
+        ["j11"],
+        "searching further goes on after the last"
+    );
+    let literal = get_json(&format!("{base}/api/runs/{id}/jobs?q=%25")).await;
+    assert_eq!(
+        literal["jobs"].as_array().unwrap().len(),
+        0,
+        "a % is searched for, not a wildcard"
+    );
+    assert_eq!(
+        literal["matched"],
+        Value::Null,
+        "a text search is not counted"
+    );
+    let stop = get_json(&format!("{base}/api/runs/{id}/jobs?stop_reason=end_turn")).await;
+    assert_eq!(stop["matched"], 12);
+    let costly = get_json(&format!("{base}/api/runs/{id}/jobs?sort=cost_desc")).await;
+    let costs: Vec<i64> = costly["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["cost_pico_usd"].as_i64().unwrap())
+        .collect();
+    assert!(costs.windows(2).all(|w| w[0] >= w[1]), "{costs:?}");
+
+    // One job whole.
+    let job_row = passed["jobs"][0]["id"].as_i64().unwrap();
+    let job = get_json(&format!("{base}/api/runs/{id}/jobs/{job_row}")).await;
+    assert_eq!(job["job"]["job_id"], "j0");
+    assert_eq!(job["outcome"], "passed");
+    assert_eq!(job["grades"][0]["passed"], true);
+    assert_eq!(job["attempts"][0]["attempt"], 1);
+    assert!(job["result"]["input_tokens"].as_i64().unwrap() > 0);
+    assert!(job["response"].as_str().unwrap().contains("<script>"));
+
+    // Every page: 200, the headers, and no script but the one asset.
+    let pages = [
+        "/".to_owned(),
+        format!("/runs/{id}"),
+        "/runs/hostile".to_owned(),
+        format!("/runs/{id}/jobs"),
+        format!("/runs/{id}/jobs?outcome=failed&sort=latency_desc"),
+        format!("/runs/{id}/jobs/{job_row}"),
+        format!("/runs/{id}/models"),
+        format!("/diff/{id}/{id}"),
+    ];
+    for page in &pages {
+        let (status, headers, body) = get(&format!("{base}{page}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {body}");
+        assert_eq!(headers["content-security-policy"], CSP, "{page}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(
+            body.matches("<script").count(),
+            1,
+            "{page}: one script, the asset"
+        );
+        assert!(body.contains("<script src=\"/assets/view.js\"></script>"));
+        assert!(!body.contains("style="), "{page}: no inline style");
+        assert!(!body.contains(TEST_KEY));
+        for hostile in ["<script>document", "<img src=x", "<b>bold"] {
+            assert!(!body.contains(hostile), "{page} holds {hostile} as markup");
+        }
+        assert_eq!(
+            body.matches("<details").count(),
+            body.matches("</details>").count(),
+            "{page}: a </details> in the data closes nothing"
+        );
+    }
+    let (_, _, job_page) = get(&format!("{base}/runs/{id}/jobs/{job_row}")).await;
+    assert!(
+        job_page.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;")
+            || job_page.contains("&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;"),
+        "the prompt shows as text"
+    );
+    assert!(job_page.contains("&lt;/details&gt;"));
+    assert!(job_page.contains("Answer to: "), "the answer is shown");
+
+    // Charts are images, assets come from the binary, unknowns are refused.
+    for chart in ["latency", "cost", "stop", "spend"] {
+        let (status, headers, body) = get(&format!("{base}/runs/{id}/charts/{chart}.svg")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "image/svg+xml");
+        assert!(body.contains("<svg"));
+    }
+    let (status, headers, _) = get(&format!("{base}/assets/view.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    for (path, expected) in [
+        ("/runs/nope", StatusCode::NOT_FOUND),
+        ("/api/runs/nope", StatusCode::NOT_FOUND),
+        (
+            &format!("/runs/{id}/jobs/999999") as &str,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &format!("/runs/{id}/jobs?outcome=bogus"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &format!("/api/runs/{id}/jobs?page=x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/nowhere", StatusCode::NOT_FOUND),
+    ] {
+        let (status, headers, _) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, expected, "{path}");
+        assert_eq!(headers["content-security-policy"], CSP, "{path}");
+    }
+    let (status, _, body) = get(&format!("{base}/api/runs/{id}/jobs?outcome=bogus")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("outcome"), "the field is named: {body}");
+}
+
+#[tokio::test]
+async fn a_loopback_view_refuses_other_host_names() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let port = view.base().rsplit(':').next().unwrap().to_owned();
+    for (host, expected) in [
+        (format!("localhost:{port}"), StatusCode::OK),
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+        (format!("attacker.example:{port}"), StatusCode::FORBIDDEN),
+        ("attacker.example".to_owned(), StatusCode::FORBIDDEN),
+    ] {
+        let response = http()
+            .get(format!("{}/api/runs", view.base()))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn beyond_loopback_every_request_needs_the_token() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &["--host", "0.0.0.0"]).await;
+    let token = view
+        .url
+        .split_once("?token=")
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_else(|| panic!("a made-up token is printed in the URL: {}", view.url));
+    assert!(token.len() >= 32, "{token}");
+    let base = view.loopback_base();
+    for path in ["/", "/api/runs", "/runs/hostile", "/assets/view.js"] {
+        let (status, headers, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(headers["content-security-policy"], CSP);
+        assert!(!body.contains("hostile"));
+    }
+    let wrong = http()
+        .get(format!("{base}/api/runs"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let bearer = http()
+        .get(format!("{base}/api/runs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), StatusCode::OK);
+
+    // The token in the URL once: a cookie, and the address without it.
+    let (status, headers, _) = get(&format!("{base}/runs/hostile?token={token}&x=1")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/runs/hostile?x=1");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    let with_cookie = http()
+        .get(format!("{base}/runs/hostile"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+
+    // A token given is used, and not printed.
+    let given = View::start(&ws, &["--host", "0.0.0.0", "--token", "s3cret-token"]).await;
+    assert!(!given.url.contains("s3cret"), "{}", given.url);
+    let ok = http()
+        .get(format!("{}/api/runs", given.loopback_base()))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_diff_and_model_pages_carry_diff_s_figures_and_filters() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    for (name, prompt) in [("before", "say alpha"), ("after", "say nothing")] {
+        let lines: Vec<String> = (0..4)
+            .map(|i| {
+                json!({"custom_id": format!("q{i}"), "params": {"model": "claude-haiku-4-5",
+                    "max_tokens": 200, "messages": [{"role": "user",
+                    "content": if i == 0 { prompt } else { "say alpha" }}]},
+                    "expect": {"contains": "alpha"}})
+                .to_string()
+            })
+            .collect();
+        let file = ws.write(&format!("{name}.jsonl"), &(lines.join("\n") + "\n"));
+        let output = ws
+            .run_on(&mock, &["run", file.to_str().unwrap(), "--name", name])
+            .await;
+        assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    }
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let diff = get_json(&format!("{base}/api/diff/before/after")).await;
+    assert_eq!(diff["totals"]["matched"], 4);
+    assert_eq!(diff["totals"]["counts"]["regression"], 1);
+    assert_eq!(diff["comparisons"][0]["metric"], "score");
+    let regressions = get_json(&format!("{base}/api/diff/before/after?change=regression")).await;
+    assert_eq!(regressions["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(regressions["rows"][0]["job_id"], "q0");
+    let (status, _, page) = get(&format!("{base}/diff/before/after?change=regression")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("regression"));
+    assert!(page.contains("job_id=q0"), "links into the job list");
+    let matrix = get_json(&format!("{base}/api/runs/before/models")).await;
+    assert_eq!(matrix["models"], json!(["claude-haiku-4-5"]));
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    assert_eq!(runs["runs"][0]["status"], "completed");
+    assert_eq!(runs["runs"][0]["done"], 12);
+    let id = runs["runs"][0]["id"].as_i64().unwrap();
+    let passed = get_json(&format!("{base}/api/runs/{id}/jobs?outcome=passed")).await;
+    assert_eq!(job_ids(&passed), ["j0", "j3", "j6", "j9"]);
+    assert!(
+        passed["jobs"][0]["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("say alpha <script>")
+    );
+    let tagged = get_json(&format!("{base}/api/runs/{id}/jobs?tag=parity%3Dodd")).await;
+    assert_eq!(tagged["matched"], 6);
+    let text = get_json(&format!("{base}/api/runs/{id}/jobs?q=PLAIN%20PROMPT%201")).await;
+    assert_eq!(job_ids(&text), ["j1", "j10", "j11"]);
+    let job_row = passed["jobs"][0]["id"].as_i64().unwrap();
+    let (status, _, page) = get(&format!("{base}/runs/{id}/jobs/{job_row}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("<script>document"));
+    let (status, _, _) = get(&format!("{base}/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Headless Chromium, or a failure naming what to install: the browser tests are marked
+/// ignored, and once asked for they must not pass having opened nothing.
+fn chromium() -> std::path::PathBuf {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|path| path.is_file())
+            })
+        })
+        .expect("this test needs headless Chromium on the PATH: `apt-get install chromium`")
+}
+
+/// The DOM of `url` after its script ran for `budget_ms` of the page's (virtual) time.
+async fn rendered(url: &str, budget_ms: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The text of the first element holding `marker` in its start tag.
+fn cell<'a>(dom: &'a str, marker: &str) -> &'a str {
+    let start = dom.find(marker).unwrap_or_else(|| panic!("no {marker}"));
+    let rest = &dom[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest[open..].find('<').unwrap();
+    &rest[open..open + close]
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium: Debian's `chromium` package on the PATH"]
+async fn in_a_browser_hostile_prompts_and_answers_render_as_text_and_run_nothing() {
+    chromium();
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let passed = get_json(&format!("{base}/api/runs/hostile/jobs?outcome=passed")).await;
+    let job_row = passed["jobs"][0]["id"].as_i64().unwrap();
+    for page in [
+        format!("/runs/hostile/jobs/{job_row}"),
+        "/runs/hostile/jobs".to_owned(),
+        "/runs/hostile/models".to_owned(),
+    ] {
+        let dom = rendered(&format!("{base}{page}"), 3_000).await;
+        assert!(dom.contains("</html>"), "{page}: the page loaded");
+        let title = cell(&dom, "<title");
+        assert!(
+            title.ends_with("· msgbatch view") && !title.contains("pwned"),
+            "{page}: the injected script ran: {title}"
+        );
+        assert!(!title.contains("img"), "{page}: the injected handler ran");
+        assert!(
+            !dom.contains("<img src=\"x\""),
+            "{page}: an injected element"
+        );
+        assert!(!dom.contains("<b>bold</b>"), "{page}: injected markup");
+        assert!(dom.contains("&lt;script&gt;"), "{page}: the prompt as text");
+        assert!(dom.contains("&lt;/details&gt;"), "{page}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium: Debian's `chromium` package on the PATH"]
+async fn in_a_browser_filters_narrow_the_job_list() {
+    chromium();
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    for (query, shown) in [
+        ("", 12),
+        ("?outcome=passed", 4),
+        ("?outcome=failed&model=claude-haiku-4-5", 4),
+        ("?tag=parity%3Dodd", 6),
+        ("?q=plain+prompt+1", 3),
+        ("?per_page=5&page=3", 2),
+    ] {
+        let dom = rendered(&format!("{base}/runs/hostile/jobs{query}"), 1_000).await;
+        assert_eq!(dom.matches("<tr class=\"job\"").count(), shown, "{query}");
+        if query.starts_with("?outcome=passed") {
+            assert_eq!(
+                dom.matches("data-outcome=\"passed\"").count(),
+                4,
+                "only passed jobs"
+            );
+            assert!(
+                dom.contains("<option value=\"passed\" selected"),
+                "the form shows the filter"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium: Debian's `chromium` package on the PATH"]
+async fn in_a_browser_a_running_run_s_counter_moves_without_reload() {
+    chromium();
+    let ws = Workspace::new();
+    // Answers slow enough that the run lasts a while, fast enough to move between polls.
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("many.jsonl", 3_000);
+    let _run = ws
+        .command_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "live",
+                "--concurrency",
+                "2",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ws.path("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let view = View::start_when_stored(&ws, &ws.path("run.log")).await;
+    let base = view.base();
+    // Wait for the run to be under way: running, and some jobs done but not all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let runs = get_json(&format!("{base}/api/runs")).await;
+        let run = &runs["runs"][0];
+        if run["status"] == "running" && run["done"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            run["done"].as_i64().unwrap_or(0) < 3_000,
+            "finished too soon"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run is not under way: {run}; {}",
+            std::fs::read_to_string(ws.path("run.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dom = rendered(&format!("{base}/"), 60_000).await;
+    assert_eq!(cell(&dom, "data-field=\"status\""), "running");
+    let first: i64 = {
+        let at = dom.find("data-first=\"").unwrap() + "data-first=\"".len();
+        dom[at..at + dom[at..].find('"').unwrap()].parse().unwrap()
+    };
+    let now: i64 = cell(&dom, "data-field=\"done\"")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        now > first,
+        "the counter moved from {first} to {now} without a reload"
+    );
+    assert!(
+        dom.contains("data-refreshed="),
+        "the script refreshed the table"
+    );
+}
