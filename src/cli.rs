@@ -337,7 +337,7 @@ pub struct EstimateSendArgs {
 
     /// Also price the file at the Message Batches rates (`batches`) [default: direct].
     #[arg(long, value_enum, help_heading = "Batches")]
-    pub via: Option<crate::settings::Via>,
+    pub via: Option<Via>,
 }
 
 impl From<&EstimateSendArgs> for SendArgs {
@@ -518,7 +518,7 @@ pub struct SendArgs {
     /// Batches API, at half the price, answered within 24 hours) [default: the run's own,
     /// else direct].
     #[arg(long, value_enum, help_heading = "Batches")]
-    pub via: Option<crate::settings::Via>,
+    pub via: Option<Via>,
 
     /// On a PostgreSQL store, how long this worker's claim on its jobs lasts past its last
     /// heartbeat (renewed every third of it): how soon other workers take over the jobs of
@@ -580,7 +580,7 @@ pub struct GatewayArgs {
     /// limits given and learns its own, as Anthropic's API does) or the whole key's (every
     /// model shares them, as many gateways do) [default: the profile's `limits`, else model].
     #[arg(long, value_enum)]
-    pub limits: Option<crate::settings::LimitsPer>,
+    pub limits: Option<LimitsPer>,
 }
 
 /// How the key is sent, as typed; [`crate::client::AuthStyle`] is what the client uses.
@@ -778,4 +778,41 @@ pub struct MockServeArgs {
     /// Seed for the fault injection.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// What a gateway's rate limits apply to.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsPer {
+    /// Each pool of models has limits of its own, as Anthropic's API keeps them (per model
+    /// class and organisation): the given limits apply to each pool, and each learns its own.
+    #[default]
+    Model,
+    /// One set of limits for the whole key, whatever the model, as many gateways keep them:
+    /// every model shares one pool.
+    Key,
+}
+
+/// How a run's jobs go to the gateway.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// One Messages call per job.
+    #[default]
+    Direct,
+    /// Through the Message Batches API.
+    Batches,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Batches => "batches",
+        }
+    }
 }

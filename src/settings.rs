@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{AuthArg, GatewayArgs, SendArgs};
+pub use crate::cli::{LimitsPer, Via};
 pub use crate::client::ApiKey;
 use crate::client::{AuthStyle, Endpoint};
 
@@ -312,19 +313,6 @@ pub fn resolve_gateway(
     })
 }
 
-/// What a gateway's rate limits apply to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LimitsPer {
-    /// Each pool of models has limits of its own, as Anthropic's API keeps them (per model
-    /// class and organisation): the given limits apply to each pool, and each learns its own.
-    #[default]
-    Model,
-    /// One set of limits for the whole key, whatever the model, as many gateways keep them:
-    /// every model shares one pool.
-    Key,
-}
-
 /// Per-minute rate limits: requests, input tokens, output tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimits {
@@ -395,26 +383,6 @@ fn default_lease() -> Duration {
 
 fn warmup_by_default() -> bool {
     true
-}
-
-/// How a run's jobs go to the gateway.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Via {
-    /// One Messages call per job.
-    #[default]
-    Direct,
-    /// Through the Message Batches API.
-    Batches,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Batches => "batches",
-        }
-    }
 }
 
 /// The API's own bounds on one batch.
