@@ -55,6 +55,18 @@ pub enum ExitStatus {
     Terminated = 143,
 }
 
+/// The exit status of a command a signal stopped: 128 plus its number, as a shell reports a
+/// process it ended.
+impl From<Signal> for ExitStatus {
+    fn from(signal: Signal) -> Self {
+        match signal {
+            Signal::Interrupt => Self::Interrupted,
+            Signal::Terminate => Self::Terminated,
+            Signal::HangUp => Self::HungUp,
+        }
+    }
+}
+
 impl From<ExitStatus> for ExitCode {
     fn from(status: ExitStatus) -> Self {
         Self::from(status as u8)
@@ -74,7 +86,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         signals.abort();
     }
     match (status, shutdown.signal()) {
-        (Ok(ExitStatus::Interrupted), Some(signal)) => Ok(signal.exit_status()),
+        (Ok(ExitStatus::Interrupted), Some(signal)) => Ok(signal.into()),
         (status, _) => status,
     }
 }
@@ -128,7 +140,7 @@ async fn watch_signals(shutdown: Shutdown) {
                 shutdown.abort.cancel();
             }
             _ => {
-                let code = shutdown.signal().unwrap_or(signal).exit_status();
+                let code = ExitStatus::from(shutdown.signal().unwrap_or(signal));
                 #[expect(clippy::exit, reason = "a third signal means now")]
                 std::process::exit(code as i32);
             }

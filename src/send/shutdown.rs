@@ -57,14 +57,4 @@ impl Signal {
             Self::HangUp => "SIGHUP",
         }
     }
-
-    /// The exit status of a command it stopped: 128 plus its number, as a shell reports a
-    /// process it ended.
-    pub fn exit_status(self) -> crate::ExitStatus {
-        match self {
-            Self::Interrupt => crate::ExitStatus::Interrupted,
-            Self::Terminate => crate::ExitStatus::Terminated,
-            Self::HangUp => crate::ExitStatus::HungUp,
-        }
-    }
 }
