@@ -10,15 +10,15 @@
 //! requests, and adopted. Only when none is found is the intent dropped and its jobs sent
 //! again.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use backon::Retryable;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::batches::MessageBatch;
-use crate::client::{AttemptError, Client, RetryPolicy};
+use crate::client::{AttemptError, Client, RetryPolicy, Unanswered, retried};
 use crate::pricing::PriceTable;
 use crate::settings::BatchSettings;
 use crate::store::{BatchRow, Store, now_ms};
@@ -60,6 +60,25 @@ pub struct Batcher<'a> {
     pub budget_pico_usd: Option<u64>,
 }
 
+/// How the creation of a batch ended.
+enum Creation {
+    /// Created (or found in the API's list after its answer was lost); its id is committed.
+    Created,
+    /// Not submitted: it could pass the budget, for the reason given.
+    OverBudget(String),
+    /// The user stopped the run before the create call was answered. Its intent stays, for
+    /// the next session to look for the batch before sending anything again.
+    Stopped,
+}
+
+/// What one create call came to, when it did not fail.
+enum Attempted {
+    Created(MessageBatch),
+    /// The call failed in a way that may have created the batch, and the API's list could
+    /// not be read to tell.
+    Unknown(Unanswered),
+}
+
 /// Why a batch session cannot go on, in one sentence for the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -97,25 +116,14 @@ impl Batcher<'_> {
         Ok(collected)
     }
 
-    /// A call retried as the run's policy says, never earlier than `retry-after`.
-    async fn patiently<T, F, Fut>(&self, call: F) -> Result<T, AttemptError>
+    /// A call to a batch endpoint, retried as every call of the run is ([`retried`]): it
+    /// ends early, [`Unanswered::Stopped`], when the user stops the run.
+    async fn patiently<T, F, Fut>(&self, call: F) -> Result<T, Unanswered>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        // A gateway asking to wait longer than --max-retry-after is not slept on.
-        call.retry(self.policy)
-            .sleep(tokio::time::sleep)
-            .when(|e: &AttemptError| {
-                e.is_retryable()
-                    && !self.stop.is_cancelled()
-                    && self.policy.refuse_wait(e, None).is_none()
-            })
-            .adjust(|e: &AttemptError, delay| {
-                delay.map(|d| crate::client::retry_delay(d, e.retry_after()))
-            })
-            .await
-            .map_err(|e| self.policy.refuse_wait(&e, None).unwrap_or(e))
+        retried(self.policy, &self.stop, call).await
     }
 
     /// Intents left without an id: adopts the batch each one created, if the API lists one,
@@ -137,10 +145,19 @@ impl Batcher<'_> {
         let mut after: Option<String> = None;
         // Newest first: page until the batches are older than the earliest intent's window.
         loop {
-            let page = self
+            let page = match self
                 .patiently(|| self.client.list_batches(after.as_deref(), 100))
                 .await
-                .map_err(|e| BatchError(format!("listing the gateway's batches failed: {e}")))?;
+            {
+                Ok(page) => page,
+                // The intents stay for the next session to resolve.
+                Err(Unanswered::Stopped) => return Ok(0),
+                Err(Unanswered::Failed(e)) => {
+                    return Err(
+                        BatchError(format!("listing the gateway's batches failed: {e}")).into(),
+                    );
+                }
+            };
             let mut older = false;
             for batch in page.data {
                 let created = created_ms(&batch);
@@ -197,10 +214,11 @@ impl Batcher<'_> {
             after = last.id;
             for job in page {
                 if let Some(full) = packer.add(&job)? {
-                    if let Some(stop) = self.create(full).await? {
-                        return Ok((made, Some(stop)));
+                    match self.create(full).await? {
+                        Creation::Created => made += 1,
+                        Creation::OverBudget(why) => return Ok((made, Some(why))),
+                        Creation::Stopped => return Ok((made, None)),
                     }
-                    made += 1;
                 }
                 if packer.over_budget {
                     return Ok((made, Some(self.over_budget().await?)));
@@ -208,17 +226,17 @@ impl Batcher<'_> {
             }
         }
         if let Some(rest) = packer.finish() {
-            if let Some(stop) = self.create(rest).await? {
-                return Ok((made, Some(stop)));
+            match self.create(rest).await? {
+                Creation::Created => made += 1,
+                Creation::OverBudget(why) => return Ok((made, Some(why))),
+                Creation::Stopped => {}
             }
-            made += 1;
         }
         Ok((made, None))
     }
 
-    /// Creates one batch: the intent first, then the call, then its id. Returns why the
-    /// budget refused it, if it did.
-    async fn create(&self, packed: Packed) -> anyhow::Result<Option<String>> {
+    /// Creates one batch: the intent first, then the call, then its id.
+    async fn create(&self, packed: Packed) -> anyhow::Result<Creation> {
         let worst: u64 = packed
             .worst_cases
             .iter()
@@ -227,7 +245,7 @@ impl Batcher<'_> {
         if let Some(budget) = self.budget_pico_usd {
             let held = self.held().await?;
             if held.saturating_add(worst) > budget {
-                return Ok(Some(format!(
+                return Ok(Creation::OverBudget(format!(
                     "the next batch of {} requests could cost up to {} at the batch rates, over what is left of --max-cost {} ({} spent or held by batches already submitted)",
                     packed.items.len(),
                     crate::pricing::format_usd(worst),
@@ -248,32 +266,29 @@ impl Batcher<'_> {
             )
             .await?;
         let body = Bytes::from(packed.body);
-        let created = self.client.create_batch(body.clone()).await;
-        let created = match created {
-            Ok(batch) => Ok(batch),
-            // A refusal with a status other than a server error never created the batch.
-            Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
-            // Otherwise it may have been created before the answer was lost: look before
-            // sending it again.
-            Err(first) => {
-                if let Some(found) = self.recover_one(intent_at_ms, packed.items.len()).await? {
-                    Ok(found)
-                } else if first.is_retryable() {
-                    self.patiently(|| self.client.create_batch(body.clone()))
-                        .await
-                } else {
-                    Err(first)
-                }
-            }
-        };
-        match created {
-            Ok(batch) => {
+        let requests = packed.items.len();
+        // The batches of the store, which a batch found in the list after a lost answer is
+        // none of.
+        let known = self.store.known_batch_ids().await?;
+        let attempted = self
+            .patiently(|| self.create_once(body.clone(), &known, intent_at_ms, requests))
+            .await;
+        match attempted {
+            Ok(Attempted::Created(batch)) => {
                 self.store
                     .batch_submitted(intent, &batch.id, now_ms())
                     .await?;
-                Ok(None)
+                Ok(Creation::Created)
             }
-            Err(error) => {
+            // The intent stays: the next session looks for its batch before sending again.
+            Ok(Attempted::Unknown(Unanswered::Stopped)) | Err(Unanswered::Stopped) => {
+                Ok(Creation::Stopped)
+            }
+            Ok(Attempted::Unknown(Unanswered::Failed(error))) => Err(BatchError(format!(
+                "a create call failed and whether it created the batch cannot be told (listing the gateway's batches failed: {error}); `msgbatch resume` looks for it again before sending anything"
+            ))
+            .into()),
+            Err(Unanswered::Failed(error)) => {
                 self.store.drop_batch_intent(intent).await?;
                 if error.http_status() == Some(404) {
                     return Err(BatchError(format!(
@@ -286,17 +301,39 @@ impl Batcher<'_> {
         }
     }
 
+    /// One create call. A failure that may have come after the batch was created (a server
+    /// error, a lost connection) is followed by a look for it in the API's list, so that a
+    /// retry never creates a batch twice.
+    async fn create_once(
+        &self,
+        body: Bytes,
+        known: &HashSet<String>,
+        intent_at_ms: i64,
+        requests: usize,
+    ) -> Result<Attempted, AttemptError> {
+        match self.client.create_batch(body).await {
+            Ok(batch) => Ok(Attempted::Created(batch)),
+            // A refusal with a status other than a server error never created the batch.
+            Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
+            Err(lost) => match self.recover_one(known, intent_at_ms, requests).await {
+                Ok(Some(found)) => Ok(Attempted::Created(found)),
+                Ok(None) => Err(lost),
+                Err(unknown) => Ok(Attempted::Unknown(unknown)),
+            },
+        }
+    }
+
     /// After a create call whose answer was lost: the batch it created, if the API lists one
     /// made since the intent (written at `intent_at_ms`) with as many requests.
     async fn recover_one(
         &self,
+        known: &HashSet<String>,
         intent_at_ms: i64,
         requests: usize,
-    ) -> anyhow::Result<Option<MessageBatch>> {
-        let known = self.store.known_batch_ids().await?;
-        let Ok(page) = self.patiently(|| self.client.list_batches(None, 100)).await else {
-            return Ok(None);
-        };
+    ) -> Result<Option<MessageBatch>, Unanswered> {
+        let page = self
+            .patiently(|| self.client.list_batches(None, 100))
+            .await?;
         Ok(page.data.into_iter().find(|b| {
             !known.contains(&b.id)
                 && created_ms(b).is_none_or(|c| c >= intent_at_ms - window_ms())
