@@ -167,6 +167,7 @@ impl Models {
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub at: Instant,
+    pub method: hyper::Method,
     pub path: String,
     pub status: u16,
     pub fault: Option<Fault>,
@@ -494,6 +495,7 @@ async fn handle(
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
     let mut entry = Logged {
         at: Instant::now(),
+        method: request.method().clone(),
         path: request.uri().path().to_owned(),
         status: 200,
         fault: None,

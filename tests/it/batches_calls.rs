@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use msgbatch::mock::batches::{BatchConfig, Call};
+use msgbatch::mock::batches::{BatchConfig, Call, Oversized};
 use msgbatch::mock::{Fault, MockConfig};
 
 use crate::common::*;
@@ -25,12 +25,13 @@ fn interrupt(child: &tokio::process::Child) {
     assert!(sent.success());
 }
 
-/// The paths of the batch calls the mock saw, with when each came and its status.
+/// The batch calls the mock saw, as `METHOD path`, with when each came and its status (0:
+/// closed without an answer).
 fn batch_calls(mock: &msgbatch::mock::MockServer) -> Vec<(String, tokio::time::Instant, u16)> {
     mock.log()
         .into_iter()
         .filter(|l| l.path.contains("/messages/batches"))
-        .map(|l| (l.path, l.at, l.status))
+        .map(|l| (format!("{} {}", l.method, l.path), l.at, l.status))
         .collect()
 }
 
@@ -147,4 +148,121 @@ async fn ctrl_c_during_the_wait_before_a_batch_call_is_retried_ends_the_run_at_o
     assert_eq!(calls.len(), 2, "no call after Ctrl-C: {calls:?}");
     let (status, _) = text(&ws.run(&["status"]).await);
     assert!(status.contains("submitted (1)"), "{status}");
+}
+
+/// Runs 30 jobs through batches on a mock whose create bodies are bounded as `oversized`
+/// says, and checks that every job went in exactly one batch under the bound and was
+/// answered once.
+async fn halves_until_the_gateway_takes_it(oversized: Oversized) {
+    const BOUND: usize = 2_500;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            max_body: Some(BOUND),
+            oversized,
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 30);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "h",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("the gateway refused a batch of 30 requests"),
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    let batches: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT requests, bytes FROM batches ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(batches.len() >= 3, "{batches:?}");
+    assert_eq!(mock.batches_created(), batches.len(), "{batches:?}");
+    assert!(
+        batches.iter().all(|(_, bytes)| *bytes <= BOUND as i64),
+        "{batches:?}"
+    );
+    assert_eq!(batches.iter().map(|(n, _)| n).sum::<i64>(), 30);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(DISTINCT job) FROM batch_items").await,
+        30,
+        "each job in one batch"
+    );
+    let states = job_states(&pool).await;
+    assert!(
+        states.iter().all(|(_, s, n)| s == "succeeded" && *n == 1),
+        "{states:?}"
+    );
+    // The bound learned from the first refusal holds for the rest of the run: the later
+    // batches are not refused.
+    let creates: Vec<u16> = batch_calls(&mock)
+        .into_iter()
+        .filter(|(call, _, _)| call.starts_with("POST") && call.ends_with("/messages/batches"))
+        .map(|(_, _, status)| status)
+        .collect();
+    let refused = creates.iter().take_while(|s| **s != 200).count();
+    assert!(refused >= 1, "{creates:?}");
+    assert!(creates[refused..].iter().all(|s| *s == 200), "{creates:?}");
+    if oversized == Oversized::Close {
+        // A create whose connection closed is looked for in the list before it is packed
+        // again.
+        let calls = batch_calls(&mock);
+        let first_list = calls
+            .iter()
+            .position(|(call, _, _)| call.starts_with("GET") && call.ends_with("/batches"));
+        assert_eq!(first_list, Some(1), "{calls:?}");
+        assert_eq!(calls[0].2, 0, "the mock closed it: {calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_413_on_create_halves_the_batch_until_the_gateway_takes_it() {
+    halves_until_the_gateway_takes_it(Oversized::Answer).await;
+}
+
+#[tokio::test]
+async fn a_create_whose_connection_closes_while_its_body_is_sent_is_halved_too() {
+    halves_until_the_gateway_takes_it(Oversized::Close).await;
+}
+
+#[tokio::test]
+async fn a_single_request_the_gateway_refuses_stops_the_run_and_nothing_is_left_open() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            max_body: Some(100),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 4);
+    let args = polled(&["run", file.to_str().unwrap(), "--via", "batches"]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_ne!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("refuses a batch of the single request"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--via direct"), "{stderr}");
+    assert_eq!(mock.batches_created(), 0);
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM batches").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'pending'").await,
+        4
+    );
 }

@@ -12,9 +12,12 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::batches::MessageBatch;
@@ -69,6 +72,8 @@ enum Creation {
     /// The user stopped the run before the create call was answered. Its intent stays, for
     /// the next session to look for the batch before sending anything again.
     Stopped,
+    /// The gateway refused the body as too large, for the reason given; nothing was created.
+    TooLarge(String),
 }
 
 /// What one create call came to, when it did not fail.
@@ -77,6 +82,49 @@ enum Attempted {
     /// The call failed in a way that may have created the batch, and the API's list could
     /// not be read to tell.
     Unknown(Unanswered),
+    /// The gateway refused the body as too large (a 413, or a connection closed while the
+    /// body was being sent, after which no batch was found), for the reason given.
+    TooLarge(String),
+}
+
+/// The bound of the next batches once the gateway refused `refused` as too large (`why`):
+/// half its bytes, yet room for its largest request, which then goes alone. A batch of one
+/// request refused cannot be made smaller: the run stops with why.
+fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
+    let bytes = refused.body.len();
+    if refused.items.len() <= 1 {
+        let job = refused
+            .items
+            .first()
+            .map_or("", |(custom_id, _)| custom_id.as_str());
+        return Err(BatchError(format!(
+            "the gateway refuses a batch of the single request {job} ({bytes} bytes) as too large: {why}; send it directly with `--via direct`"
+        ))
+        .into());
+    }
+    let bound = (bytes / 2).max(refused.largest + pack::WRAPPER_BYTES + 1);
+    warn(&format!(
+        "the gateway refused a batch of {} requests ({bytes} bytes) as too large: {why}; the requests are packed again in batches of at most {bound} bytes for the rest of the run",
+        refused.items.len()
+    ));
+    Ok(bound)
+}
+
+/// A create body as the chunks it is sent in, counting in `sent` the bytes handed to the
+/// connection.
+fn chunks(
+    body: Bytes,
+    sent: Arc<AtomicU64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    const CHUNK: usize = 256 * 1024;
+    let pieces: Vec<Bytes> = (0..body.len())
+        .step_by(CHUNK)
+        .map(|at| body.slice(at..body.len().min(at + CHUNK)))
+        .collect();
+    futures_util::stream::iter(pieces).map(move |piece| {
+        sent.fetch_add(u64::try_from(piece.len()).unwrap_or(0), Ordering::Relaxed);
+        Ok(piece)
+    })
 }
 
 /// Why a batch session cannot go on, in one sentence for the user.
@@ -92,9 +140,11 @@ impl Batcher<'_> {
             submitted: self.recover().await?,
             ..Collected::default()
         };
+        // The most bytes the gateway takes in one create body, once it refused more.
+        let mut max_bytes = self.settings.max_bytes;
         loop {
             if submit {
-                let (made, budget_stop) = self.submit_pending().await?;
+                let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
                 collected.submitted += made;
                 collected.budget_stop = budget_stop;
             }
@@ -193,50 +243,84 @@ impl Batcher<'_> {
         Ok(adopted)
     }
 
-    /// Packs the run's unbatched pending jobs into batches and creates them, as long as the
-    /// budget allows. Returns the batches created and why the budget stopped them, if it did.
-    async fn submit_pending(&self) -> anyhow::Result<(usize, Option<String>)> {
+    /// Packs the run's unbatched pending jobs into batches of at most `max_bytes` and creates
+    /// them, as long as the budget allows. A batch the gateway refuses as too large lowers
+    /// `max_bytes` to half its size, and the jobs not yet submitted are packed again. Returns
+    /// the batches created and why the budget stopped them, if it did.
+    async fn submit_pending(
+        &self,
+        max_bytes: &mut usize,
+    ) -> anyhow::Result<(usize, Option<String>)> {
         let mut made = 0;
-        let mut after = self.store.before_first_job(self.run_id).await?;
-        let room = match self.budget_pico_usd {
-            Some(budget) => Some(budget.saturating_sub(self.held().await?)),
-            None => None,
-        };
-        let mut packer = Packer::new(self.settings, self.prices, room);
-        loop {
-            if self.stop.is_cancelled() {
-                return Ok((made, None));
-            }
-            let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
-            let Some(last) = page.last() else {
-                break;
+        'packing: loop {
+            let mut after = self.store.before_first_job(self.run_id).await?;
+            let room = match self.budget_pico_usd {
+                Some(budget) => Some(budget.saturating_sub(self.held().await?)),
+                None => None,
             };
-            after = last.id;
-            for job in page {
-                if let Some(full) = packer.add(&job)? {
-                    match self.create(full).await? {
-                        Creation::Created => made += 1,
-                        Creation::OverBudget(why) => return Ok((made, Some(why))),
-                        Creation::Stopped => return Ok((made, None)),
+            let settings = BatchSettings {
+                max_bytes: *max_bytes,
+                ..self.settings
+            };
+            let mut packer = Packer::new(settings, self.prices, room);
+            loop {
+                if self.stop.is_cancelled() {
+                    return Ok((made, None));
+                }
+                let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = last.id;
+                for job in page {
+                    let filled = packer
+                        .add(&job)
+                        .map_err(|e| self.refused_before(e, *max_bytes))?;
+                    if let Some(full) = filled {
+                        match self.create(&full).await? {
+                            Creation::Created => made += 1,
+                            Creation::OverBudget(why) => return Ok((made, Some(why))),
+                            Creation::Stopped => return Ok((made, None)),
+                            Creation::TooLarge(why) => {
+                                *max_bytes = smaller(&full, &why)?;
+                                continue 'packing;
+                            }
+                        }
+                    }
+                    if packer.over_budget {
+                        return Ok((made, Some(self.over_budget().await?)));
                     }
                 }
-                if packer.over_budget {
-                    return Ok((made, Some(self.over_budget().await?)));
+            }
+            if let Some(rest) = packer.finish() {
+                match self.create(&rest).await? {
+                    Creation::Created => made += 1,
+                    Creation::OverBudget(why) => return Ok((made, Some(why))),
+                    Creation::Stopped => {}
+                    Creation::TooLarge(why) => {
+                        *max_bytes = smaller(&rest, &why)?;
+                        continue 'packing;
+                    }
                 }
             }
+            return Ok((made, None));
         }
-        if let Some(rest) = packer.finish() {
-            match self.create(rest).await? {
-                Creation::Created => made += 1,
-                Creation::OverBudget(why) => return Ok((made, Some(why))),
-                Creation::Stopped => {}
-            }
+    }
+
+    /// A job too large for a batch, said with why batches are smaller than --batch-max-mb
+    /// when the gateway made them so.
+    fn refused_before(&self, error: anyhow::Error, max_bytes: usize) -> anyhow::Error {
+        if max_bytes < self.settings.max_bytes {
+            error.context(format!(
+                "the gateway refused larger batches in this run; batches are at most {max_bytes} bytes"
+            ))
+        } else {
+            error
         }
-        Ok((made, None))
     }
 
     /// Creates one batch: the intent first, then the call, then its id.
-    async fn create(&self, packed: Packed) -> anyhow::Result<Creation> {
+    async fn create(&self, packed: &Packed) -> anyhow::Result<Creation> {
         let worst: u64 = packed
             .worst_cases
             .iter()
@@ -265,7 +349,7 @@ impl Batcher<'_> {
                 intent_at_ms,
             )
             .await?;
-        let body = Bytes::from(packed.body);
+        let body = Bytes::copy_from_slice(&packed.body);
         let requests = packed.items.len();
         // The batches of the store, which a batch found in the list after a lost answer is
         // none of.
@@ -279,6 +363,10 @@ impl Batcher<'_> {
                     .batch_submitted(intent, &batch.id, now_ms())
                     .await?;
                 Ok(Creation::Created)
+            }
+            Ok(Attempted::TooLarge(why)) => {
+                self.store.drop_batch_intent(intent).await?;
+                Ok(Creation::TooLarge(why))
             }
             // The intent stays: the next session looks for its batch before sending again.
             Ok(Attempted::Unknown(Unanswered::Stopped)) | Err(Unanswered::Stopped) => {
@@ -311,12 +399,31 @@ impl Batcher<'_> {
         intent_at_ms: i64,
         requests: usize,
     ) -> Result<Attempted, AttemptError> {
-        match self.client.create_batch(body).await {
+        let sent = Arc::new(AtomicU64::new(0));
+        let length = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        match self
+            .client
+            .create_batch(length, chunks(body, Arc::clone(&sent)))
+            .await
+        {
             Ok(batch) => Ok(Attempted::Created(batch)),
+            Err(e @ AttemptError::Http { status: 413, .. }) => {
+                Ok(Attempted::TooLarge(format!("it answered {e}")))
+            }
             // A refusal with a status other than a server error never created the batch.
             Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
             Err(lost) => match self.recover_one(known, intent_at_ms, requests).await {
                 Ok(Some(found)) => Ok(Attempted::Created(found)),
+                // A connection that broke once the body was on its way, with no batch made:
+                // what proxies do with a body over their limit, closing before it is read.
+                Ok(None)
+                    if matches!(lost, AttemptError::Connection(_))
+                        && sent.load(Ordering::Relaxed) > 0 =>
+                {
+                    Ok(Attempted::TooLarge(format!(
+                        "the connection closed while the body was being sent ({lost})"
+                    )))
+                }
                 Ok(None) => Err(lost),
                 Err(unknown) => Ok(Attempted::Unknown(unknown)),
             },

@@ -17,6 +17,8 @@ pub(super) struct Packed {
     pub(super) items: Vec<(String, i64)>,
     /// Each request's worst case at the standard rates.
     pub(super) worst_cases: Vec<u64>,
+    /// The bytes of its largest request.
+    pub(super) largest: usize,
 }
 
 /// Fills batches up to the request and byte bounds, and to what is left of the budget.
@@ -34,7 +36,7 @@ pub(super) struct Packer<'a> {
 }
 
 /// The wrapper around a batch's requests: `{"requests":[` … `]}`.
-const WRAPPER_BYTES: usize = 15;
+pub(super) const WRAPPER_BYTES: usize = 15;
 
 impl<'a> Packer<'a> {
     pub(super) fn new(settings: BatchSettings, prices: &'a PriceTable, room: Option<u64>) -> Self {
@@ -54,6 +56,7 @@ impl<'a> Packer<'a> {
             body: b"{\"requests\":[".to_vec(),
             items: Vec::new(),
             worst_cases: Vec::new(),
+            largest: 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl<'a> Packer<'a> {
             self.current.body.push(b',');
         }
         self.current.body.extend_from_slice(line.as_bytes());
+        self.current.largest = self.current.largest.max(line.len());
         self.current.items.push((custom_id, job.id));
         self.current.worst_cases.push(worst);
         Ok(filled)
