@@ -266,3 +266,60 @@ async fn a_single_request_the_gateway_refuses_stops_the_run_and_nothing_is_left_
         4
     );
 }
+
+/// The peak resident memory of a running process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a live process");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+#[tokio::test]
+async fn a_large_batch_is_sent_without_its_body_in_memory() {
+    const JOBS: usize = 8_000;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            processing: Duration::from_secs(3600),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    // 8,000 requests of 6 KB: a 48 MB create body.
+    let filler = "lorem ipsum ".repeat(500);
+    let lines: Vec<String> = (0..JOBS)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("m-{i}"), "params": {
+                "model": "claude-haiku-4-5", "max_tokens": 16,
+                "messages": [{"role": "user", "content": format!("{i} {filler}")}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let args = polled(&["run", file.to_str().unwrap(), "--via", "batches"]);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    // Created: the whole body was sent, and the run now polls.
+    mock.wait_for_batches(1).await;
+    let peak = peak_rss(child.id().unwrap());
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let pool = ws.pool().await;
+    let bytes: i64 = sqlx::query_scalar("SELECT bytes FROM batches")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(bytes > 48_000_000, "{bytes}");
+    // About 60 MB on this machine's debug build, the loading of the file included; a body
+    // built whole in memory adds its 46 MB to that.
+    assert!(
+        peak < 80 * 1024 * 1024,
+        "peak RSS {} MB while sending a {} MB body",
+        peak / 1024 / 1024,
+        bytes / 1024 / 1024
+    );
+}

@@ -13,11 +13,9 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::batches::MessageBatch;
@@ -26,8 +24,9 @@ use crate::pricing::PriceTable;
 use crate::settings::BatchSettings;
 use crate::store::{BatchRow, Store, now_ms};
 
-/// Jobs read from the store per page while batches are packed.
-const PAGE: i64 = 4_096;
+/// Jobs read from the store per page while batches are packed: a page's requests are in
+/// memory at once, and long ones are hundreds of kilobytes.
+const PAGE: i64 = 256;
 
 /// How long before and after its intent a batch found in the API's list may have been
 /// created and still be the one a crash left without an id.
@@ -85,13 +84,15 @@ enum Attempted {
     /// The gateway refused the body as too large (a 413, or a connection closed while the
     /// body was being sent, after which no batch was found), for the reason given.
     TooLarge(String),
+    /// The body could not be made as packed, for the reason given; nothing was sent whole.
+    Broken(String),
 }
 
 /// The bound of the next batches once the gateway refused `refused` as too large (`why`):
 /// half its bytes, yet room for its largest request, which then goes alone. A batch of one
 /// request refused cannot be made smaller: the run stops with why.
 fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
-    let bytes = refused.body.len();
+    let bytes = refused.bytes;
     if refused.items.len() <= 1 {
         let job = refused
             .items
@@ -102,29 +103,12 @@ fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
         ))
         .into());
     }
-    let bound = (bytes / 2).max(refused.largest + pack::WRAPPER_BYTES + 1);
+    let bound = (bytes / 2).max(refused.largest + pack::WRAPPER_BYTES);
     warn(&format!(
         "the gateway refused a batch of {} requests ({bytes} bytes) as too large: {why}; the requests are packed again in batches of at most {bound} bytes for the rest of the run",
         refused.items.len()
     ));
     Ok(bound)
-}
-
-/// A create body as the chunks it is sent in, counting in `sent` the bytes handed to the
-/// connection.
-fn chunks(
-    body: Bytes,
-    sent: Arc<AtomicU64>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    const CHUNK: usize = 256 * 1024;
-    let pieces: Vec<Bytes> = (0..body.len())
-        .step_by(CHUNK)
-        .map(|at| body.slice(at..body.len().min(at + CHUNK)))
-        .collect();
-    futures_util::stream::iter(pieces).map(move |piece| {
-        sent.fetch_add(u64::try_from(piece.len()).unwrap_or(0), Ordering::Relaxed);
-        Ok(piece)
-    })
 }
 
 /// Why a batch session cannot go on, in one sentence for the user.
@@ -344,18 +328,17 @@ impl Batcher<'_> {
             .batch_intent(
                 self.run_id,
                 &packed.items,
-                packed.body.len(),
+                packed.bytes,
                 worst,
                 intent_at_ms,
             )
             .await?;
-        let body = Bytes::copy_from_slice(&packed.body);
-        let requests = packed.items.len();
+        let items = Arc::new(packed.items.clone());
         // The batches of the store, which a batch found in the list after a lost answer is
         // none of.
         let known = self.store.known_batch_ids().await?;
         let attempted = self
-            .patiently(|| self.create_once(body.clone(), &known, intent_at_ms, requests))
+            .patiently(|| self.create_once(&items, packed.bytes, &known, intent_at_ms))
             .await;
         match attempted {
             Ok(Attempted::Created(batch)) => {
@@ -367,6 +350,15 @@ impl Batcher<'_> {
             Ok(Attempted::TooLarge(why)) => {
                 self.store.drop_batch_intent(intent).await?;
                 Ok(Creation::TooLarge(why))
+            }
+            // The body was cut short of what was packed, and its declared length with it:
+            // the gateway cannot have taken it as a batch.
+            Ok(Attempted::Broken(why)) => {
+                self.store.drop_batch_intent(intent).await?;
+                Err(BatchError(format!(
+                    "creating a batch failed: {why}; nothing was submitted"
+                ))
+                .into())
             }
             // The intent stays: the next session looks for its batch before sending again.
             Ok(Attempted::Unknown(Unanswered::Stopped)) | Err(Unanswered::Stopped) => {
@@ -394,18 +386,25 @@ impl Batcher<'_> {
     /// retry never creates a batch twice.
     async fn create_once(
         &self,
-        body: Bytes,
+        items: &Arc<Vec<(String, i64)>>,
+        bytes: usize,
         known: &HashSet<String>,
         intent_at_ms: i64,
-        requests: usize,
     ) -> Result<Attempted, AttemptError> {
-        let sent = Arc::new(AtomicU64::new(0));
-        let length = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        match self
-            .client
-            .create_batch(length, chunks(body, Arc::clone(&sent)))
-            .await
-        {
+        let sent = Arc::new(body::Sent::default());
+        let body = body::stream(
+            self.store.clone(),
+            Arc::clone(items),
+            bytes,
+            Arc::clone(&sent),
+        );
+        let length = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let created = self.client.create_batch(length, body).await;
+        if let (Err(_), Some(why)) = (&created, sent.broken()) {
+            return Ok(Attempted::Broken(why));
+        }
+        let requests = items.len();
+        match created {
             Ok(batch) => Ok(Attempted::Created(batch)),
             Err(e @ AttemptError::Http { status: 413, .. }) => {
                 Ok(Attempted::TooLarge(format!("it answered {e}")))
@@ -418,7 +417,7 @@ impl Batcher<'_> {
                 // what proxies do with a body over their limit, closing before it is read.
                 Ok(None)
                     if matches!(lost, AttemptError::Connection(_))
-                        && sent.load(Ordering::Relaxed) > 0 =>
+                        && sent.bytes.load(Ordering::Relaxed) > 0 =>
                 {
                     Ok(Attempted::TooLarge(format!(
                         "the connection closed while the body was being sent ({lost})"
@@ -494,6 +493,7 @@ fn created_ms(batch: &MessageBatch) -> Option<i64> {
     i64::try_from(ms).ok()
 }
 
+mod body;
 mod pack;
 mod results;
 
