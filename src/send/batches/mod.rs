@@ -1,8 +1,10 @@
 //! Sending a run through the Message Batches API (`run --via batches`): the run's pending jobs
-//! packed into batches of at most 100,000 requests and 256 MB, each batch's intent committed
-//! before its create call and its id right after, the batches polled with a growing interval,
-//! and their results read as a stream into the store, priced at the batch rates (half of
-//! every price).
+//! packed into batches of at most 100,000 requests and 256 MB (less once the gateway refused
+//! a body as too large: the refused batch is halved), each batch's intent committed before
+//! its create call and its id right after, its body streamed from the store as it is sent,
+//! the batches polled with a growing interval, and their results read as a stream into the
+//! store, priced at the batch rates (half of every price). Every call is retried as the run's
+//! calls are, and the user's Ctrl-C ends any wait.
 //!
 //! Creating a batch is the one call that is not idempotent. A crash between the create call
 //! and the commit of its id leaves an intent without an id; before anything is submitted
