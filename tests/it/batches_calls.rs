@@ -323,3 +323,34 @@ async fn a_large_batch_is_sent_without_its_body_in_memory() {
         bytes / 1024 / 1024
     );
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn on_postgres_bodies_are_streamed_from_the_store_and_halved_alike() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            max_body: Some(2_500),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 30);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "pg",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("the gateway refused a batch"), "{stderr}");
+    assert!(mock.batches_created() >= 3);
+    let report = ws.report_json("pg").await;
+    assert_eq!(report["totals"][0]["jobs"]["succeeded"], 30, "{report}");
+}
