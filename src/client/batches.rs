@@ -81,9 +81,23 @@ impl Client {
         format!("{}/batches", self.url.trim_end_matches('/'))
     }
 
-    /// `POST …/batches` with a create body (`{"requests": […]}`).
-    pub async fn create_batch(&self, body: Bytes) -> Result<MessageBatch, AttemptError> {
-        let request = self.http.post(self.batches_url()).body(body);
+    /// `POST …/batches` with a create body (`{"requests": […]}`) of exactly `length` bytes,
+    /// sent as `chunks` yields it: the body never has to be in memory whole. Its length is
+    /// declared, so a stream that yields fewer or more bytes fails the call rather than send
+    /// another body.
+    pub async fn create_batch<S>(
+        &self,
+        length: u64,
+        chunks: S,
+    ) -> Result<MessageBatch, AttemptError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let request = self
+            .http
+            .post(self.batches_url())
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(chunks));
         self.batch_call(request).await
     }
 

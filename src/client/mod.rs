@@ -16,7 +16,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use error::{AttemptError, SPEND_LIMIT_CODE};
-pub use retry::{FullJitter, RetryPolicy, parse_retry_after, retry_delay};
+pub use retry::{FullJitter, RetryPolicy, Unanswered, parse_retry_after, retried, retry_delay};
 
 use crate::message::MessageSummary;
 use std::fmt;

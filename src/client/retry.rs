@@ -3,11 +3,17 @@
 //! Which failures are retried is [`super::AttemptError::is_retryable`]; `backon` runs the
 //! loop with the [`FullJitter`] backoff built here, and the caller replaces each delay with the
 //! server's `retry-after` when it gave one ([`retry_delay`]), as the official SDKs do.
+//! [`retried`] is that loop for a call made on its own (the Message Batches endpoints): each
+//! wait ends when the run stops, and no attempt starts after that.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use backon::BackoffBuilder;
+use backon::{BackoffBuilder, Retryable};
 use reqwest::header::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+use super::AttemptError;
 
 /// Retry settings, as data; `backon` is built from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +100,81 @@ pub fn retry_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration
         Some(wait) if !wait.is_zero() => wait,
         _ => backoff,
     }
+}
+
+/// Why a call made through [`retried`] has no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unanswered {
+    /// The run stopped (Ctrl-C) before the call was answered or had all its attempts.
+    #[error("stopped before the gateway answered")]
+    Stopped,
+    /// The call failed for good, ran out of attempts, or the gateway asked to wait longer
+    /// than `--max-retry-after`.
+    #[error(transparent)]
+    Failed(AttemptError),
+}
+
+impl Unanswered {
+    /// The failure, unless the run stopped first.
+    pub fn failure(&self) -> Option<&AttemptError> {
+        match self {
+            Self::Stopped => None,
+            Self::Failed(error) => Some(error),
+        }
+    }
+}
+
+/// Makes `call` until it is answered, fails for good, runs out of the policy's attempts, or
+/// `stop` is cancelled: between attempts it waits exactly the server's `retry-after` when it
+/// gave one, the backoff otherwise ([`retry_delay`]), and a wait longer than
+/// `--max-retry-after` is refused rather than slept on. A wait ends as soon as `stop` is
+/// cancelled, and no attempt starts after that.
+pub async fn retried<T, F, Fut>(
+    policy: RetryPolicy,
+    stop: &CancellationToken,
+    mut call: F,
+) -> Result<T, Unanswered>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AttemptError>>,
+{
+    let attempt = || {
+        let started = (!stop.is_cancelled()).then(&mut call);
+        async move {
+            match started {
+                Some(answer) => answer.await.map_err(Unanswered::Failed),
+                None => Err(Unanswered::Stopped),
+            }
+        }
+    };
+    let waits_for = stop.clone();
+    let sleep = move |wait: Duration| {
+        let stop = waits_for.clone();
+        async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    };
+    let result = attempt
+        .retry(policy)
+        .sleep(sleep)
+        .when(|e: &Unanswered| {
+            e.failure()
+                .is_some_and(|e| e.is_retryable() && policy.refuse_wait(e, None).is_none())
+        })
+        .adjust(|e: &Unanswered, delay| {
+            let asked = e.failure().and_then(AttemptError::retry_after);
+            delay.map(|d| retry_delay(d, asked))
+        })
+        .await;
+    result.map_err(|e| match e {
+        // Stopped before the attempts ran out: not a failure of the call.
+        Unanswered::Failed(e) if stop.is_cancelled() && e.is_retryable() => Unanswered::Stopped,
+        Unanswered::Failed(e) => Unanswered::Failed(policy.refuse_wait(&e, None).unwrap_or(e)),
+        stopped @ Unanswered::Stopped => stopped,
+    })
 }
 
 /// Reads the server's retry hint: `retry-after-ms`, then `retry-after` as seconds, then as an
@@ -213,6 +294,74 @@ mod tests {
             retry_delay(Duration::from_millis(300), Some(Duration::ZERO)),
             Duration::from_millis(300)
         );
+    }
+
+    fn overloaded(retry_after: Option<Duration>) -> AttemptError {
+        AttemptError::Http {
+            status: 529,
+            error_type: Some("overloaded_error".into()),
+            message: String::new(),
+            error_code: None,
+            body: None,
+            retry_after,
+            should_retry: None,
+            request_id: None,
+        }
+    }
+
+    fn patient() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_secs(100),
+            max_delay: Duration::from_secs(100),
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_exactly_the_retry_after_it_is_given_then_is_answered() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let answer = retried(patient(), &stop, || async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 => Err(overloaded(Some(Duration::from_secs(7)))),
+                _ => Ok("answered"),
+            }
+        })
+        .await;
+        assert_eq!(answer.unwrap(), "answered");
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        // A wait past --max-retry-after is refused, not slept on.
+        let refused = retried(patient(), &stop, || async {
+            Err::<(), _>(overloaded(Some(Duration::from_secs(7200))))
+        })
+        .await;
+        let Err(Unanswered::Failed(error)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(error.error_type(), "wait_too_long");
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_and_no_attempt_starts_after_it() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let waiting = retried(patient(), &stop, || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err::<(), _>(overloaded(Some(Duration::from_secs(3000))))
+        });
+        let stopper = async {
+            // The first attempt has failed once the call waits; then the stop comes.
+            tokio::task::yield_now().await;
+            stop.cancel();
+        };
+        let started = tokio::time::Instant::now();
+        let (result, ()) = tokio::join!(waiting, stopper);
+        assert!(matches!(result, Err(Unanswered::Stopped)), "{result:?}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(started.elapsed() < Duration::from_secs(3000));
     }
 
     #[test]

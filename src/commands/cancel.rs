@@ -7,6 +7,7 @@ use super::plan::{connect, prices_for};
 use super::resume::run_settings;
 use super::{Global, sending};
 use crate::cli::{CancelArgs, SendArgs};
+use crate::client::{Unanswered, retried};
 use crate::send::batches::Batcher;
 use crate::send::progress;
 use crate::store::RunStatus;
@@ -33,11 +34,24 @@ pub async fn cancel(
     }
     let key = settings.gateway.api_key()?;
     let (_mock, client) = connect(&settings, key).await?;
-    for id in &open {
-        client
-            .cancel_batch(id)
-            .await
-            .map_err(|e| anyhow::anyhow!("canceling batch {id} failed: {e}"))?;
+    let policy = settings.send.retry_policy();
+    for (done, id) in open.iter().enumerate() {
+        match retried(policy, &shutdown.stop, || client.cancel_batch(id)).await {
+            Ok(_) => {}
+            Err(Unanswered::Failed(e)) => {
+                anyhow::bail!("canceling batch {id} failed: {e}");
+            }
+            Err(Unanswered::Stopped) => {
+                crate::errln!(
+                    "stopped before batch {id} was canceled ({done} of {} canceled); `msgbatch cancel {}` cancels the rest",
+                    open.len(),
+                    run.name
+                );
+                return Ok(shutdown
+                    .signal()
+                    .map_or(ExitStatus::Interrupted, ExitStatus::from));
+            }
+        }
     }
     crate::errln!(
         "canceling {} batch{} of run {}; recording what {} finished (Ctrl-C leaves the rest to `msgbatch resume {}`)",
@@ -54,7 +68,7 @@ pub async fn cancel(
         prices: &prices,
         run_id: run.id,
         settings: settings.send.batches,
-        policy: settings.send.retry_policy(),
+        policy,
         stop: shutdown.stop.clone(),
         show_progress: progress::show_bar(
             std::io::stderr().is_terminal(),

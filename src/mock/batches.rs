@@ -6,10 +6,16 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Request, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::answer;
+use super::{
+    Body, Dropped, Fault, Logged, State, answer, error_response, fault_response, full,
+    json_response,
+};
 
 /// How the mock's batches behave.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +35,36 @@ pub struct BatchConfig {
     /// The part of every id drawn per mock, given instead (18 characters of `[0-9A-Za-z]`):
     /// two mocks given the same one number their batches alike, as two gateways may.
     pub ids: Option<String>,
+    /// Faults for the first calls of each kind, in order: each call takes the first fault of
+    /// its kind not yet given, and is answered with it (its `retry-after` is the mock's
+    /// `fault_retry_after`) instead of being served.
+    pub faults: Vec<(Call, Fault)>,
+    /// The largest create body accepted, in bytes, as a proxy in front of a gateway bounds
+    /// them; a larger one is refused as `oversized` says, and no batch is created.
+    pub max_body: Option<usize>,
+    pub oversized: Oversized,
+}
+
+/// The kind of a batch endpoint's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Create,
+    List,
+    Retrieve,
+    Cancel,
+    Results,
+}
+
+/// How a create body past [`BatchConfig::max_body`] is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Oversized {
+    /// Read whole, then answered 413 `request_too_large`, as the API answers it.
+    #[default]
+    Answer,
+    /// The connection closed, without an answer, once the body passes the bound (at once
+    /// when its `content-length` says it will), as many proxies do: the client sees its
+    /// write fail, not the 413.
+    Close,
 }
 
 /// One batch the mock holds.
@@ -57,6 +93,8 @@ pub struct Batches {
     spent: std::collections::HashSet<String>,
     /// Every batch ends now, whatever its processing time.
     pub finished: bool,
+    /// How many of [`BatchConfig::faults`] have been given.
+    faults_given: std::collections::HashSet<usize>,
 }
 
 /// What a call to a batch endpoint asks for.
@@ -67,6 +105,18 @@ pub enum Route {
     Retrieve(String),
     Cancel(String),
     Results(String),
+}
+
+impl Route {
+    pub fn call(&self) -> Call {
+        match self {
+            Self::Create => Call::Create,
+            Self::List => Call::List,
+            Self::Retrieve(_) => Call::Retrieve,
+            Self::Cancel(_) => Call::Cancel,
+            Self::Results(_) => Call::Results,
+        }
+    }
 }
 
 /// The batch route of a method and path, if the path is under `…/messages/batches`.
@@ -109,6 +159,7 @@ impl Default for Batches {
             instance,
             spent: std::collections::HashSet::new(),
             finished: false,
+            faults_given: std::collections::HashSet::new(),
         }
     }
 }
@@ -120,6 +171,17 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 const INSTANCE_CHARS: usize = 18;
 
 impl Batches {
+    /// The fault scripted for the next call of kind `call`, if one is left.
+    fn fault(&mut self, call: Call, config: &BatchConfig) -> Option<Fault> {
+        let (at, (_, fault)) = config
+            .faults
+            .iter()
+            .enumerate()
+            .find(|(at, (kind, _))| *kind == call && !self.faults_given.contains(at))?;
+        self.faults_given.insert(at);
+        Some(*fault)
+    }
+
     /// Creates a batch from a create call's body; `refusal` says why the API would refuse a
     /// request's params (its item then errors with an `invalid_request_error`).
     pub fn create(
@@ -322,6 +384,172 @@ impl MockBatch {
             .collect();
         Some(lines)
     }
+}
+
+/// The answer of a Message Batches endpoint; `entry` learns the fault injected, if one was.
+pub(super) async fn respond(
+    state: &State,
+    request: Request<hyper::body::Incoming>,
+    route: Route,
+    entry: &mut Logged,
+) -> Result<Response<Body>, Dropped> {
+    let config = &state.config.batches;
+    let path = request.uri().path().to_owned();
+    if config.unsupported {
+        return Ok(error_response(
+            404,
+            "not_found_error",
+            &format!("no route for {path}"),
+        ));
+    }
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let limit = config.max_body.filter(|_| route == Route::Create);
+    let bytes = match read_body(request, limit, config.oversized).await? {
+        Some(bytes) => bytes,
+        None => {
+            return Ok(error_response(
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ));
+        }
+    };
+    let fault = state
+        .batches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .fault(route.call(), config);
+    if fault.is_some() {
+        entry.fault = fault;
+        if let Some(response) = fault_response(fault, state.config.fault_retry_after)? {
+            return Ok(response);
+        }
+    }
+    let not_found = |id: &str| {
+        error_response(
+            404,
+            "not_found_error",
+            &format!("no message batch with id {id}"),
+        )
+    };
+    let url_of = |id: &str| {
+        let base = path.split("/messages/batches").next().unwrap_or("");
+        format!("http://{host}{base}/messages/batches/{id}")
+    };
+    if route == Route::Create {
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let created = {
+            let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
+            // A request the API would refuse errors in the batch, as it does there.
+            let refusal = |params: &serde_json::Map<String, Value>| {
+                state.models.refusal(params).map(|(_, message)| message)
+            };
+            held.create(&body, config, &refusal)
+                .map(|batch| batch.describe(config, &url_of(&batch.id), false))
+        };
+        return Ok(match created {
+            Ok(batch) => {
+                state.batches_made.send_modify(|n| *n += 1);
+                if !config.create_delay.is_zero() {
+                    tokio::time::sleep(config.create_delay).await;
+                }
+                json_response(200, &batch)
+            }
+            Err((status, kind, message)) => error_response(status, kind, &message),
+        });
+    }
+    let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
+    let finished = held.finished;
+    Ok(match route {
+        Route::Create => unreachable!("answered above"),
+        Route::List => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let limit = param("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(20_usize)
+                .clamp(1, 1000);
+            json_response(200, &held.list(param("after_id").as_deref(), limit, config))
+        }
+        Route::Retrieve(id) => match held.get(&id) {
+            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
+            None => not_found(&id),
+        },
+        Route::Cancel(id) => match held.cancel(&id) {
+            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
+            None => not_found(&id),
+        },
+        Route::Results(id) => match held.get(&id).map(|b| b.results(config, finished)) {
+            Some(Some(lines)) => {
+                drop(held);
+                let mut body = lines.join("\n");
+                body.push('\n');
+                let mut response = Response::new(full(body));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/binary"),
+                );
+                response
+            }
+            Some(None) => error_response(
+                400,
+                "invalid_request_error",
+                &format!("message batch {id} has not ended: no results yet"),
+            ),
+            None => not_found(&id),
+        },
+    })
+}
+
+/// A call's body, read whole; `None` when it passes `limit` and is refused with a 413 once
+/// read; a dropped connection when it passes it and the mock closes instead.
+async fn read_body(
+    request: Request<hyper::body::Incoming>,
+    limit: Option<usize>,
+    oversized: Oversized,
+) -> Result<Option<Bytes>, Dropped> {
+    let Some(limit) = limit else {
+        return match request.into_body().collect().await {
+            Ok(collected) => Ok(Some(collected.to_bytes())),
+            Err(_) => Err(Dropped),
+        };
+    };
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if oversized == Oversized::Close
+        && declared.is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(Dropped);
+    }
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    let mut over = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| Dropped)?.into_data() else {
+            continue;
+        };
+        over = over || bytes.len() + data.len() > limit;
+        match (over, oversized) {
+            (false, _) => bytes.extend_from_slice(&data),
+            (true, Oversized::Close) => return Err(Dropped),
+            // Read to its end, and forgotten.
+            (true, Oversized::Answer) => bytes = Vec::new(),
+        }
+    }
+    Ok((!over).then(|| Bytes::from(bytes)))
 }
 
 #[cfg(test)]

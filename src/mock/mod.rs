@@ -298,6 +298,7 @@ impl Models {
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub at: Instant,
+    pub method: hyper::Method,
     pub path: String,
     pub status: u16,
     pub fault: Option<Fault>,
@@ -625,6 +626,7 @@ async fn handle(
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
     let mut entry = Logged {
         at: Instant::now(),
+        method: request.method().clone(),
         path: request.uri().path().to_owned(),
         status: 200,
         fault: None,
@@ -686,7 +688,7 @@ async fn respond(
         return Ok(response);
     }
     if let Some(route) = batch_route {
-        return batch_response(state, request, route).await;
+        return batches::respond(state, request, route, entry).await;
     }
     let bytes = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -901,112 +903,6 @@ fn stream_response(
     let mut response = Response::new(StreamBody::new(frames).boxed());
     set_stream_headers(&mut response);
     response
-}
-
-/// The answer of a Message Batches endpoint.
-async fn batch_response(
-    state: &State,
-    request: Request<hyper::body::Incoming>,
-    route: batches::Route,
-) -> Result<Response<Body>, Dropped> {
-    let config = &state.config.batches;
-    let path = request.uri().path().to_owned();
-    if config.unsupported {
-        return Ok(error_response(
-            404,
-            "not_found_error",
-            &format!("no route for {path}"),
-        ));
-    }
-    let host = request
-        .headers()
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_owned();
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let bytes = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(Dropped),
-    };
-    let not_found = |id: &str| {
-        error_response(
-            404,
-            "not_found_error",
-            &format!("no message batch with id {id}"),
-        )
-    };
-    let url_of = |id: &str| {
-        let base = path.split("/messages/batches").next().unwrap_or("");
-        format!("http://{host}{base}/messages/batches/{id}")
-    };
-    if route == batches::Route::Create {
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let created = {
-            let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
-            // A request the API would refuse errors in the batch, as it does there.
-            let refusal = |params: &serde_json::Map<String, Value>| {
-                state.models.refusal(params).map(|(_, message)| message)
-            };
-            held.create(&body, config, &refusal)
-                .map(|batch| batch.describe(config, &url_of(&batch.id), false))
-        };
-        return Ok(match created {
-            Ok(batch) => {
-                state.batches_made.send_modify(|n| *n += 1);
-                if !config.create_delay.is_zero() {
-                    tokio::time::sleep(config.create_delay).await;
-                }
-                json_response(200, &batch)
-            }
-            Err((status, kind, message)) => error_response(status, kind, &message),
-        });
-    }
-    let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
-    let finished = held.finished;
-    Ok(match route {
-        batches::Route::Create => unreachable!("answered above"),
-        batches::Route::List => {
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                    .map(str::to_owned)
-            };
-            let limit = param("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(20_usize)
-                .clamp(1, 1000);
-            json_response(200, &held.list(param("after_id").as_deref(), limit, config))
-        }
-        batches::Route::Retrieve(id) => match held.get(&id) {
-            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
-            None => not_found(&id),
-        },
-        batches::Route::Cancel(id) => match held.cancel(&id) {
-            Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
-            None => not_found(&id),
-        },
-        batches::Route::Results(id) => match held.get(&id).map(|b| b.results(config, finished)) {
-            Some(Some(lines)) => {
-                drop(held);
-                let mut body = lines.join("\n");
-                body.push('\n');
-                let mut response = Response::new(full(body));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/binary"),
-                );
-                response
-            }
-            Some(None) => error_response(
-                400,
-                "invalid_request_error",
-                &format!("message batch {id} has not ended: no results yet"),
-            ),
-            None => not_found(&id),
-        },
-    })
 }
 
 fn add_headers(response: &mut Response<Body>, headers: limits::Headers) {

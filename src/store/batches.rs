@@ -91,6 +91,14 @@ impl Store {
         Ok(id)
     }
 
+    /// The requests of jobs by row id (at most a few thousand), in row order: what a batch's
+    /// create body is made of as it is sent.
+    pub async fn job_requests(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut sql = Sql::new("SELECT id, request FROM jobs WHERE id IN (").once();
+        sql.push_list(ids).push(") ORDER BY id");
+        self.all(sql).await
+    }
+
     /// The API created the batch: its id is kept, and from now on it is polled.
     pub async fn batch_submitted(
         &self,

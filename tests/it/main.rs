@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, with a real SQLite file in a temporary directory.
 
 mod batches;
+mod batches_calls;
 mod bounded_input;
 mod budget;
 mod common;

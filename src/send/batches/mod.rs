@@ -1,8 +1,10 @@
 //! Sending a run through the Message Batches API (`run --via batches`): the run's pending jobs
-//! packed into batches of at most 100,000 requests and 256 MB, each batch's intent committed
-//! before its create call and its id right after, the batches polled with a growing interval,
-//! and their results read as a stream into the store, priced at the batch rates (half of
-//! every price).
+//! packed into batches of at most 100,000 requests and 256 MB (less once the gateway refused
+//! a body as too large: the refused batch is halved), each batch's intent committed before
+//! its create call and its id right after, its body streamed from the store as it is sent,
+//! the batches polled with a growing interval, and their results read as a stream into the
+//! store, priced at the batch rates (half of every price). Every call is retried as the run's
+//! calls are, and the user's Ctrl-C ends any wait.
 //!
 //! Creating a batch is the one call that is not idempotent. A crash between the create call
 //! and the commit of its id leaves an intent without an id; before anything is submitted
@@ -10,22 +12,24 @@
 //! requests, and adopted. Only when none is found is the intent dropped and its jobs sent
 //! again.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use backon::Retryable;
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::batches::MessageBatch;
-use crate::client::{AttemptError, Client, RetryPolicy};
+use crate::client::{AttemptError, Client, RetryPolicy, Unanswered, retried};
 use crate::pricing::PriceTable;
 use crate::send::budget;
 use crate::settings::BatchSettings;
 use crate::store::{BatchRow, Store, now_ms};
 
-/// Jobs read from the store per page while batches are packed.
-const PAGE: i64 = 4_096;
+/// Jobs read from the store per page while batches are packed: a page's requests are in
+/// memory at once, and long ones are hundreds of kilobytes.
+const PAGE: i64 = 256;
 
 /// How long before and after its intent a batch found in the API's list may have been
 /// created and still be the one a crash left without an id.
@@ -61,6 +65,55 @@ pub struct Batcher<'a> {
     pub budget_pico_usd: Option<u64>,
 }
 
+/// How the creation of a batch ended.
+enum Creation {
+    /// Created (or found in the API's list after its answer was lost); its id is committed.
+    Created,
+    /// Not submitted: it could pass the budget, for the reason given.
+    OverBudget(String),
+    /// The user stopped the run before the create call was answered. Its intent stays, for
+    /// the next session to look for the batch before sending anything again.
+    Stopped,
+    /// The gateway refused the body as too large, for the reason given; nothing was created.
+    TooLarge(String),
+}
+
+/// What one create call came to, when it did not fail.
+enum Attempted {
+    Created(MessageBatch),
+    /// The call failed in a way that may have created the batch, and the API's list could
+    /// not be read to tell.
+    Unknown(Unanswered),
+    /// The gateway refused the body as too large (a 413, or a connection closed while the
+    /// body was being sent, after which no batch was found), for the reason given.
+    TooLarge(String),
+    /// The body could not be made as packed, for the reason given; nothing was sent whole.
+    Broken(String),
+}
+
+/// The bound of the next batches once the gateway refused `refused` as too large (`why`):
+/// half its bytes, yet room for its largest request, which then goes alone. A batch of one
+/// request refused cannot be made smaller: the run stops with why.
+fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
+    let bytes = refused.bytes;
+    if refused.items.len() <= 1 {
+        let job = refused
+            .items
+            .first()
+            .map_or("", |(custom_id, _)| custom_id.as_str());
+        return Err(BatchError(format!(
+            "the gateway refuses a batch of the single request {job} ({bytes} bytes) as too large: {why}; send it directly with `--via direct`"
+        ))
+        .into());
+    }
+    let bound = (bytes / 2).max(refused.largest + pack::WRAPPER_BYTES);
+    warn(&format!(
+        "the gateway refused a batch of {} requests ({bytes} bytes) as too large: {why}; the requests are packed again in batches of at most {bound} bytes for the rest of the run",
+        refused.items.len()
+    ));
+    Ok(bound)
+}
+
 /// Why a batch session cannot go on, in one sentence for the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -74,9 +127,11 @@ impl Batcher<'_> {
             submitted: self.recover().await?,
             ..Collected::default()
         };
+        // The most bytes the gateway takes in one create body, once it refused more.
+        let mut max_bytes = self.settings.max_bytes;
         loop {
             if submit {
-                let (made, budget_stop) = self.submit_pending().await?;
+                let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
                 collected.submitted += made;
                 collected.budget_stop = budget_stop;
             }
@@ -98,25 +153,14 @@ impl Batcher<'_> {
         Ok(collected)
     }
 
-    /// A call retried as the run's policy says, never earlier than `retry-after`.
-    async fn patiently<T, F, Fut>(&self, call: F) -> Result<T, AttemptError>
+    /// A call to a batch endpoint, retried as every call of the run is ([`retried`]): it
+    /// ends early, [`Unanswered::Stopped`], when the user stops the run.
+    async fn patiently<T, F, Fut>(&self, call: F) -> Result<T, Unanswered>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        // A gateway asking to wait longer than --max-retry-after is not slept on.
-        call.retry(self.policy)
-            .sleep(tokio::time::sleep)
-            .when(|e: &AttemptError| {
-                e.is_retryable()
-                    && !self.stop.is_cancelled()
-                    && self.policy.refuse_wait(e, None).is_none()
-            })
-            .adjust(|e: &AttemptError, delay| {
-                delay.map(|d| crate::client::retry_delay(d, e.retry_after()))
-            })
-            .await
-            .map_err(|e| self.policy.refuse_wait(&e, None).unwrap_or(e))
+        retried(self.policy, &self.stop, call).await
     }
 
     /// Intents left without an id: adopts the batch each one created, if the API lists one,
@@ -138,10 +182,19 @@ impl Batcher<'_> {
         let mut after: Option<String> = None;
         // Newest first: page until the batches are older than the earliest intent's window.
         loop {
-            let page = self
+            let page = match self
                 .patiently(|| self.client.list_batches(after.as_deref(), 100))
                 .await
-                .map_err(|e| BatchError(format!("listing the gateway's batches failed: {e}")))?;
+            {
+                Ok(page) => page,
+                // The intents stay for the next session to resolve.
+                Err(Unanswered::Stopped) => return Ok(0),
+                Err(Unanswered::Failed(e)) => {
+                    return Err(
+                        BatchError(format!("listing the gateway's batches failed: {e}")).into(),
+                    );
+                }
+            };
             let mut older = false;
             for batch in page.data {
                 let created = created_ms(&batch);
@@ -177,53 +230,88 @@ impl Batcher<'_> {
         Ok(adopted)
     }
 
-    /// Packs the run's unbatched pending jobs into batches and creates them, as long as the
-    /// budget allows. Returns the batches created and why the budget stopped them, if it did.
-    async fn submit_pending(&self) -> anyhow::Result<(usize, Option<String>)> {
+    /// Packs the run's unbatched pending jobs into batches of at most `max_bytes` and creates
+    /// them, as long as the budget allows. A batch the gateway refuses as too large lowers
+    /// `max_bytes` to half its size, and the jobs not yet submitted are packed again. Returns
+    /// the batches created and why the budget stopped them, if it did.
+    async fn submit_pending(
+        &self,
+        max_bytes: &mut usize,
+    ) -> anyhow::Result<(usize, Option<String>)> {
         let mut made = 0;
-        let mut after = self.store.before_first_job(self.run_id).await?;
-        let room = match self.budget_pico_usd {
-            Some(budget) => {
-                Some(budget.saturating_sub(budget::held_by_batches(self.store, self.run_id).await?))
-            }
-            None => None,
-        };
-        let mut packer = Packer::new(self.settings, self.prices, room);
-        loop {
-            if self.stop.is_cancelled() {
-                return Ok((made, None));
-            }
-            let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
-            let Some(last) = page.last() else {
-                break;
+        'packing: loop {
+            let mut after = self.store.before_first_job(self.run_id).await?;
+            let room = match self.budget_pico_usd {
+                Some(budget) => Some(
+                    budget.saturating_sub(budget::held_by_batches(self.store, self.run_id).await?),
+                ),
+                None => None,
             };
-            after = last.id;
-            for job in page {
-                if let Some(full) = packer.add(&job)? {
-                    if let Some(stop) = self.create(full).await? {
-                        return Ok((made, Some(stop)));
+            let settings = BatchSettings {
+                max_bytes: *max_bytes,
+                ..self.settings
+            };
+            let mut packer = Packer::new(settings, self.prices, room);
+            loop {
+                if self.stop.is_cancelled() {
+                    return Ok((made, None));
+                }
+                let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = last.id;
+                for job in page {
+                    let filled = packer
+                        .add(&job)
+                        .map_err(|e| self.refused_before(e, *max_bytes))?;
+                    if let Some(full) = filled {
+                        match self.create(&full).await? {
+                            Creation::Created => made += 1,
+                            Creation::OverBudget(why) => return Ok((made, Some(why))),
+                            Creation::Stopped => return Ok((made, None)),
+                            Creation::TooLarge(why) => {
+                                *max_bytes = smaller(&full, &why)?;
+                                continue 'packing;
+                            }
+                        }
                     }
-                    made += 1;
-                }
-                if packer.over_budget {
-                    let held = budget::held_by_batches(self.store, self.run_id).await?;
-                    let limit = self.budget_pico_usd.unwrap_or(0);
-                    return Ok((made, Some(budget::batch_over_budget(limit, held))));
+                    if packer.over_budget {
+                        let held = budget::held_by_batches(self.store, self.run_id).await?;
+                        let limit = self.budget_pico_usd.unwrap_or(0);
+                        return Ok((made, Some(budget::batch_over_budget(limit, held))));
+                    }
                 }
             }
-        }
-        if let Some(rest) = packer.finish() {
-            if let Some(stop) = self.create(rest).await? {
-                return Ok((made, Some(stop)));
+            if let Some(rest) = packer.finish() {
+                match self.create(&rest).await? {
+                    Creation::Created => made += 1,
+                    Creation::OverBudget(why) => return Ok((made, Some(why))),
+                    Creation::Stopped => {}
+                    Creation::TooLarge(why) => {
+                        *max_bytes = smaller(&rest, &why)?;
+                        continue 'packing;
+                    }
+                }
             }
-            made += 1;
+            return Ok((made, None));
         }
-        Ok((made, None))
     }
 
-    /// Creates one batch: the intent first, then the call, then its id. Returns why the
-    /// budget refused it, if it did.
-    async fn create(&self, packed: Packed) -> anyhow::Result<Option<String>> {
+    /// A job too large for a batch, said with why batches are smaller than --batch-max-mb
+    /// when the gateway made them so.
+    fn refused_before(&self, error: anyhow::Error, max_bytes: usize) -> anyhow::Error {
+        if max_bytes < self.settings.max_bytes {
+            error.context(format!(
+                "the gateway refused larger batches in this run; batches are at most {max_bytes} bytes"
+            ))
+        } else {
+            error
+        }
+    }
+
+    /// Creates one batch: the intent first, then the call, then its id.
+    async fn create(&self, packed: &Packed) -> anyhow::Result<Creation> {
         let worst: u64 = packed
             .worst_cases
             .iter()
@@ -232,7 +320,7 @@ impl Batcher<'_> {
         if let Some(budget) = self.budget_pico_usd {
             let held = budget::held_by_batches(self.store, self.run_id).await?;
             if held.saturating_add(worst) > budget {
-                return Ok(Some(format!(
+                return Ok(Creation::OverBudget(format!(
                     "the next batch of {} requests could cost up to {} at the batch rates, over what is left of --max-cost {} ({} spent or held by batches already submitted)",
                     packed.items.len(),
                     crate::pricing::format_usd(worst),
@@ -247,38 +335,47 @@ impl Batcher<'_> {
             .batch_intent(
                 self.run_id,
                 &packed.items,
-                packed.body.len(),
+                packed.bytes,
                 worst,
                 intent_at_ms,
             )
             .await?;
-        let body = Bytes::from(packed.body);
-        let created = self.client.create_batch(body.clone()).await;
-        let created = match created {
-            Ok(batch) => Ok(batch),
-            // A refusal with a status other than a server error never created the batch.
-            Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
-            // Otherwise it may have been created before the answer was lost: look before
-            // sending it again.
-            Err(first) => {
-                if let Some(found) = self.recover_one(intent_at_ms, packed.items.len()).await? {
-                    Ok(found)
-                } else if first.is_retryable() {
-                    self.patiently(|| self.client.create_batch(body.clone()))
-                        .await
-                } else {
-                    Err(first)
-                }
-            }
-        };
-        match created {
-            Ok(batch) => {
+        let items = Arc::new(packed.items.clone());
+        // The batches of the store, which a batch found in the list after a lost answer is
+        // none of.
+        let known = self.store.known_batch_ids().await?;
+        let attempted = self
+            .patiently(|| self.create_once(&items, packed.bytes, &known, intent_at_ms))
+            .await;
+        match attempted {
+            Ok(Attempted::Created(batch)) => {
                 self.store
                     .batch_submitted(intent, &batch.id, now_ms())
                     .await?;
-                Ok(None)
+                Ok(Creation::Created)
             }
-            Err(error) => {
+            Ok(Attempted::TooLarge(why)) => {
+                self.store.drop_batch_intent(intent).await?;
+                Ok(Creation::TooLarge(why))
+            }
+            // The body was cut short of what was packed, and its declared length with it:
+            // the gateway cannot have taken it as a batch.
+            Ok(Attempted::Broken(why)) => {
+                self.store.drop_batch_intent(intent).await?;
+                Err(BatchError(format!(
+                    "creating a batch failed: {why}; nothing was submitted"
+                ))
+                .into())
+            }
+            // The intent stays: the next session looks for its batch before sending again.
+            Ok(Attempted::Unknown(Unanswered::Stopped)) | Err(Unanswered::Stopped) => {
+                Ok(Creation::Stopped)
+            }
+            Ok(Attempted::Unknown(Unanswered::Failed(error))) => Err(BatchError(format!(
+                "a create call failed and whether it created the batch cannot be told (listing the gateway's batches failed: {error}); `msgbatch resume` looks for it again before sending anything"
+            ))
+            .into()),
+            Err(Unanswered::Failed(error)) => {
                 self.store.drop_batch_intent(intent).await?;
                 if error.http_status() == Some(404) {
                     return Err(BatchError(format!(
@@ -291,17 +388,65 @@ impl Batcher<'_> {
         }
     }
 
+    /// One create call. A failure that may have come after the batch was created (a server
+    /// error, a lost connection) is followed by a look for it in the API's list, so that a
+    /// retry never creates a batch twice.
+    async fn create_once(
+        &self,
+        items: &Arc<Vec<(String, i64)>>,
+        bytes: usize,
+        known: &HashSet<String>,
+        intent_at_ms: i64,
+    ) -> Result<Attempted, AttemptError> {
+        let sent = Arc::new(body::Sent::default());
+        let body = body::stream(
+            self.store.clone(),
+            Arc::clone(items),
+            bytes,
+            Arc::clone(&sent),
+        );
+        let length = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let created = self.client.create_batch(length, body).await;
+        if let (Err(_), Some(why)) = (&created, sent.broken()) {
+            return Ok(Attempted::Broken(why));
+        }
+        let requests = items.len();
+        match created {
+            Ok(batch) => Ok(Attempted::Created(batch)),
+            Err(e @ AttemptError::Http { status: 413, .. }) => {
+                Ok(Attempted::TooLarge(format!("it answered {e}")))
+            }
+            // A refusal with a status other than a server error never created the batch.
+            Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
+            Err(lost) => match self.recover_one(known, intent_at_ms, requests).await {
+                Ok(Some(found)) => Ok(Attempted::Created(found)),
+                // A connection that broke once the body was on its way, with no batch made:
+                // what proxies do with a body over their limit, closing before it is read.
+                Ok(None)
+                    if matches!(lost, AttemptError::Connection(_))
+                        && sent.bytes.load(Ordering::Relaxed) > 0 =>
+                {
+                    Ok(Attempted::TooLarge(format!(
+                        "the connection closed while the body was being sent ({lost})"
+                    )))
+                }
+                Ok(None) => Err(lost),
+                Err(unknown) => Ok(Attempted::Unknown(unknown)),
+            },
+        }
+    }
+
     /// After a create call whose answer was lost: the batch it created, if the API lists one
     /// made since the intent (written at `intent_at_ms`) with as many requests.
     async fn recover_one(
         &self,
+        known: &HashSet<String>,
         intent_at_ms: i64,
         requests: usize,
-    ) -> anyhow::Result<Option<MessageBatch>> {
-        let known = self.store.known_batch_ids().await?;
-        let Ok(page) = self.patiently(|| self.client.list_batches(None, 100)).await else {
-            return Ok(None);
-        };
+    ) -> Result<Option<MessageBatch>, Unanswered> {
+        let page = self
+            .patiently(|| self.client.list_batches(None, 100))
+            .await?;
         Ok(page.data.into_iter().find(|b| {
             !known.contains(&b.id)
                 && created_ms(b).is_none_or(|c| c >= intent_at_ms - window_ms())
@@ -326,6 +471,7 @@ fn created_ms(batch: &MessageBatch) -> Option<i64> {
     i64::try_from(ms).ok()
 }
 
+mod body;
 mod pack;
 mod results;
 

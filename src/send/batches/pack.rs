@@ -11,12 +11,16 @@ use crate::pricing::PriceTable;
 use crate::settings::BatchSettings;
 use crate::store::PendingJob;
 
-/// A batch ready to create: its body, and which job each request is.
+/// A batch ready to create: which job each request is, and the exact size of its body,
+/// which is produced from the store only as it is sent ([`super::body`]).
 pub(super) struct Packed {
-    pub(super) body: Vec<u8>,
+    /// The bytes of its create body, `{"requests":[…]}`.
+    pub(super) bytes: usize,
     pub(super) items: Vec<(String, i64)>,
     /// Each request's worst case at the standard rates.
     pub(super) worst_cases: Vec<u64>,
+    /// The bytes of its largest request.
+    pub(super) largest: usize,
 }
 
 /// Fills batches up to the request and byte bounds, and to what is left of the budget.
@@ -34,7 +38,24 @@ pub(super) struct Packer<'a> {
 }
 
 /// The wrapper around a batch's requests: `{"requests":[` … `]}`.
-const WRAPPER_BYTES: usize = 15;
+pub(super) const WRAPPER_BYTES: usize = OPEN.len() + CLOSE.len();
+pub(super) const OPEN: &[u8] = b"{\"requests\":[";
+pub(super) const CLOSE: &[u8] = b"]}";
+
+/// A job's request as the params of a batch request: a batch answers whole Messages, so a
+/// streamed request goes without `stream`.
+pub(super) fn params(request: &str, job_id: &str) -> anyhow::Result<Map<String, Value>> {
+    let mut params: Map<String, Value> = serde_json::from_str(request)
+        .with_context(|| format!("job {job_id} is not a JSON object"))?;
+    params.remove("stream");
+    Ok(params)
+}
+
+/// One request of a create body, `{"custom_id":…,"params":…}`: the same bytes whenever it is
+/// made from the same request, as packing counts them and the body sends them.
+pub(super) fn request_line(params: &Map<String, Value>, custom_id: &str) -> String {
+    serde_json::json!({"custom_id": custom_id, "params": params}).to_string()
+}
 
 impl<'a> Packer<'a> {
     pub(super) fn new(settings: BatchSettings, prices: &'a PriceTable, room: Option<u64>) -> Self {
@@ -51,24 +72,19 @@ impl<'a> Packer<'a> {
 
     pub(super) fn empty() -> Packed {
         Packed {
-            body: b"{\"requests\":[".to_vec(),
+            bytes: WRAPPER_BYTES,
             items: Vec::new(),
             worst_cases: Vec::new(),
+            largest: 0,
         }
     }
 
     /// Adds a job; returns the batch it filled, if adding it would have passed a bound (the
     /// job then starts the next batch).
     pub(super) fn add(&mut self, job: &PendingJob) -> anyhow::Result<Option<Packed>> {
-        let mut params: Map<String, Value> = serde_json::from_str(&job.request)
-            .with_context(|| format!("job {} is not a JSON object", job.job_id))?;
-        // A batch answers whole Messages; a streamed request goes without `stream`.
-        params.remove("stream");
-        let request = |custom_id: &str| {
-            serde_json::json!({"custom_id": custom_id, "params": params}).to_string()
-        };
-        let probe = request(&job.job_id);
-        if probe.len() + WRAPPER_BYTES + 1 > self.settings.max_bytes {
+        let params = params(&job.request, &job.job_id)?;
+        let probe = request_line(&params, &job.job_id);
+        if probe.len() + WRAPPER_BYTES > self.settings.max_bytes {
             return Err(BatchError(format!(
                 "job {} is {} bytes, more than a batch may hold ({} bytes)",
                 job.job_id,
@@ -89,8 +105,9 @@ impl<'a> Packer<'a> {
         let over_room = self
             .room
             .is_some_and(|room| self.current_worst + worst_half > room);
+        let separator = usize::from(!self.current.items.is_empty());
         let full = self.current.items.len() >= self.settings.max_requests
-            || self.current.body.len() + probe.len() + 2 > self.settings.max_bytes
+            || self.current.bytes + separator + probe.len() > self.settings.max_bytes
             || over_room;
         let filled = if full { self.take() } else { None };
         if self.room.is_some_and(|room| worst_half > room) {
@@ -100,14 +117,12 @@ impl<'a> Packer<'a> {
         self.current_worst += worst_half;
         let custom_id = self.custom_id(job);
         let line = if custom_id == job.job_id {
-            probe
+            probe.len()
         } else {
-            request(&custom_id)
+            request_line(&params, &custom_id).len()
         };
-        if !self.current.items.is_empty() {
-            self.current.body.push(b',');
-        }
-        self.current.body.extend_from_slice(line.as_bytes());
+        self.current.bytes += usize::from(!self.current.items.is_empty()) + line;
+        self.current.largest = self.current.largest.max(line);
         self.current.items.push((custom_id, job.id));
         self.current.worst_cases.push(worst);
         Ok(filled)
@@ -137,9 +152,7 @@ impl<'a> Packer<'a> {
             *room = room.saturating_sub(self.current_worst);
         }
         self.current_worst = 0;
-        let mut packed = std::mem::replace(&mut self.current, Self::empty());
-        packed.body.extend_from_slice(b"]}");
-        Some(packed)
+        Some(std::mem::replace(&mut self.current, Self::empty()))
     }
 
     pub(super) fn finish(mut self) -> Option<Packed> {
@@ -181,8 +194,25 @@ mod tests {
         }
     }
 
-    fn requests(packed: &Packed) -> Vec<Value> {
-        let body: Value = serde_json::from_slice(&packed.body).expect("a batch body is JSON");
+    /// The create body of `packed` over `jobs`, made as the body is made when it is sent.
+    fn body(packed: &Packed, jobs: &[PendingJob]) -> Vec<u8> {
+        let mut body = OPEN.to_vec();
+        for (at, (custom_id, row)) in packed.items.iter().enumerate() {
+            let job = jobs.iter().find(|j| j.id == *row).expect("a packed job");
+            if at > 0 {
+                body.push(b',');
+            }
+            let params = params(&job.request, &job.job_id).unwrap();
+            body.extend_from_slice(request_line(&params, custom_id).as_bytes());
+        }
+        body.extend_from_slice(CLOSE);
+        assert_eq!(body.len(), packed.bytes, "packed sizes are exact");
+        body
+    }
+
+    fn requests(packed: &Packed, jobs: &[PendingJob]) -> Vec<Value> {
+        let body: Value =
+            serde_json::from_slice(&body(packed, jobs)).expect("a batch body is JSON");
         body["requests"].as_array().expect("requests").clone()
     }
 
@@ -190,18 +220,17 @@ mod tests {
     fn batches_fill_up_to_the_request_bound_and_drop_stream() {
         let prices = PriceTable::builtin();
         let mut packer = Packer::new(settings(2, BATCH_BYTES), &prices, None);
+        let jobs: Vec<PendingJob> = (0..5)
+            .map(|i| job(i, &format!("j{i}"), "claude-haiku-4-5"))
+            .collect();
         let mut filled = Vec::new();
-        for i in 0..5 {
-            filled.extend(
-                packer
-                    .add(&job(i, &format!("j{i}"), "claude-haiku-4-5"))
-                    .unwrap(),
-            );
+        for job in &jobs {
+            filled.extend(packer.add(job).unwrap());
         }
         filled.extend(packer.finish());
         let sizes: Vec<usize> = filled.iter().map(|p| p.items.len()).collect();
         assert_eq!(sizes, [2, 2, 1]);
-        let first = requests(&filled[0]);
+        let first = requests(&filled[0], &jobs);
         assert_eq!(first[0]["custom_id"], "j0");
         assert!(first[0]["params"].get("stream").is_none(), "{first:?}");
         assert_eq!(first[0]["params"]["max_tokens"], 100);
@@ -219,17 +248,30 @@ mod tests {
         // Room for about two requests of this size, not three.
         let bound = WRAPPER_BYTES + 2 * (one.request.len() + line + 1) + 10;
         let mut packer = Packer::new(settings(100, bound), &prices, None);
+        let jobs: Vec<PendingJob> = (0..3)
+            .map(|i| job(i, &format!("b{i}"), "claude-haiku-4-5"))
+            .collect();
         let mut filled = Vec::new();
-        for i in 0..3 {
-            filled.extend(
-                packer
-                    .add(&job(i, &format!("b{i}"), "claude-haiku-4-5"))
-                    .unwrap(),
-            );
+        for job in &jobs {
+            filled.extend(packer.add(job).unwrap());
         }
         filled.extend(packer.finish());
         assert_eq!(filled.len(), 2);
-        assert!(filled.iter().all(|p| p.body.len() <= bound), "{bound}");
+        assert!(
+            filled.iter().all(|p| body(p, &jobs).len() <= bound),
+            "{bound}"
+        );
+        // A bound met to the byte is not passed: exactly two requests fit.
+        let exact = filled[0].bytes;
+        let mut packer = Packer::new(settings(100, exact), &prices, None);
+        let mut refilled = Vec::new();
+        for job in &jobs {
+            refilled.extend(packer.add(job).unwrap());
+        }
+        refilled.extend(packer.finish());
+        let sizes: Vec<usize> = refilled.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [2, 1]);
+        assert_eq!(refilled[0].bytes, exact);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{BatchError, Batcher, MAX_POLL, warn};
-use crate::client::Answer;
 use crate::client::batches::{MessageBatch, RequestCounts};
+use crate::client::{Answer, Unanswered};
 use crate::message::MessageSummary;
 use crate::send::outcome::{CacheUse, result_record};
 use crate::store::{
@@ -30,7 +30,7 @@ impl Batcher<'_> {
         let mut recorded = 0;
         let mut wait = self.settings.poll_interval;
         let bar = self.progress_bar().await?;
-        loop {
+        'polls: loop {
             let open: Vec<BatchRow> = self
                 .store
                 .open_batches(self.run_id)
@@ -45,16 +45,22 @@ impl Batcher<'_> {
             let mut ended_any = false;
             for row in &open {
                 let id = row.remote_id.as_deref().unwrap_or_default();
-                let batch = self
-                    .patiently(|| self.client.retrieve_batch(id))
-                    .await
-                    .map_err(|e| BatchError(format!("looking at batch {id} failed: {e}")))?;
+                let batch = match self.patiently(|| self.client.retrieve_batch(id)).await {
+                    Ok(batch) => batch,
+                    Err(Unanswered::Stopped) => break 'polls,
+                    Err(Unanswered::Failed(e)) => {
+                        return Err(BatchError(format!("looking at batch {id} failed: {e}")).into());
+                    }
+                };
                 self.store
                     .batch_counts(row.id, &serde_json::to_string(&batch.request_counts)?)
                     .await?;
                 add(&mut counts, batch.request_counts);
                 if batch.ended() {
-                    recorded += self.record(row, &batch).await?;
+                    let Some(done) = self.record(row, &batch).await? else {
+                        break 'polls;
+                    };
+                    recorded += done;
                     ended_any = true;
                     bar.inc(u64::try_from(row.requests).unwrap_or(0));
                 }
@@ -102,8 +108,9 @@ impl Batcher<'_> {
 
     /// Reads an ended batch's results as a stream and records each item whose job still
     /// waits for it, committing as it goes; then marks the batch recorded. Returns the jobs
-    /// recorded.
-    async fn record(&self, row: &BatchRow, batch: &MessageBatch) -> anyhow::Result<u64> {
+    /// recorded, or `None` when the user stopped the run before the results could be read
+    /// (the batch stays open for the next session).
+    async fn record(&self, row: &BatchRow, batch: &MessageBatch) -> anyhow::Result<Option<u64>> {
         let mut waiting = self.store.batch_waiting(row.id).await?;
         let submitted_at = row.submitted_at_ms.unwrap_or(row.intent_at_ms);
         let mut recorded = 0;
@@ -114,12 +121,17 @@ impl Batcher<'_> {
                     batch.id
                 ))
             })?;
-            let results = self
-                .patiently(|| self.client.batch_results(url))
-                .await
-                .map_err(|e| {
-                    BatchError(format!("reading the results of {} failed: {e}", batch.id))
-                })?;
+            let results = match self.patiently(|| self.client.batch_results(url)).await {
+                Ok(results) => results,
+                Err(Unanswered::Stopped) => return Ok(None),
+                Err(Unanswered::Failed(e)) => {
+                    return Err(BatchError(format!(
+                        "reading the results of {} failed: {e}",
+                        batch.id
+                    ))
+                    .into());
+                }
+            };
             if let Some(note) = &results.note {
                 warn(note);
             }
@@ -170,7 +182,7 @@ impl Batcher<'_> {
         self.store
             .write_batch_results(row.id, &WriteBatch::default(), true)
             .await?;
-        Ok(recorded)
+        Ok(Some(recorded))
     }
 
     /// One result item into the writer batch: a result, or why the job has none.
