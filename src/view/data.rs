@@ -217,6 +217,12 @@ impl Data {
     }
 
     pub async fn find_run(&self, key: &str) -> Result<RunRow, ViewError> {
+        // No run is named with a NUL, and PostgreSQL refuses one in a parameter.
+        if key.contains('\0') {
+            return Err(ViewError::NotFound(
+                "no run of that name in this store".to_owned(),
+            ));
+        }
         Ok(self.store.find_run(key).await?)
     }
 

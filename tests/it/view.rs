@@ -340,6 +340,45 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
 }
 
 #[tokio::test]
+async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let long = "a".repeat(1_001);
+    for (query, field) in [
+        (format!("page={}", i64::MAX), "page"),
+        ("page=4611686018427387904&per_page=200".to_owned(), "page"),
+        (format!("q={long}"), "q"),
+        (format!("tag={long}"), "tag"),
+        ("model=a%00b".to_owned(), "model"),
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/hostile/jobs?{query}");
+            let response = http().get(&url).send().await;
+            let response = response.unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
+            let body = response.text().await.unwrap();
+            assert!(body.contains(&format!("{field}:")), "{url}: {body}");
+        }
+    }
+    // The longest search taken, and pages far but in range, still answer.
+    let (status, _, _) = get(&format!("{base}/api/runs/hostile/jobs?q={}", &long[1..])).await;
+    assert_eq!(status, StatusCode::OK);
+    let far = get_json(&format!("{base}/api/runs/hostile/jobs?page=1000000000")).await;
+    assert_eq!(far["jobs"].as_array().unwrap().len(), 0);
+    let (status, _, _) = get(&format!(
+        "{base}/runs/hostile/jobs?page=1000000000&per_page=200"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        get_json(&format!("{base}/api/runs")).await["runs"][0]["name"],
+        "hostile"
+    );
+}
+
+#[tokio::test]
 async fn a_loopback_view_refuses_other_host_names() {
     let ws = Workspace::new();
     hostile_run(&ws).await;
@@ -489,6 +528,21 @@ async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
     assert!(!page.contains("<script>document"));
     let (status, _, _) = get(&format!("{base}/runs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
+    // PostgreSQL refuses a NUL in a parameter: the view refuses it first, as the client's.
+    for (path, expected) in [
+        ("/api/runs/a%00b".to_owned(), StatusCode::NOT_FOUND),
+        (
+            format!("/api/runs/{id}/jobs?q=a%00b"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/runs/{id}/jobs?model=%00"),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, _, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, expected, "{path}: {body}");
+    }
 }
 
 /// Headless Chromium, or a failure naming what to install: the browser tests are marked
