@@ -104,6 +104,12 @@ fn query_token(query: &str) -> (Option<String>, String) {
     (token, serde_urlencoded::to_string(rest).unwrap_or_default())
 }
 
+/// `path` as a place on this server: leading slashes and backslashes made one `/`, since a
+/// browser reads `//host/…` (and `/\\host/…`) in a `Location` as another host.
+fn own_path(path: &str) -> String {
+    format!("/{}", path.trim_start_matches(['/', '\\']))
+}
+
 fn refused(status: StatusCode, why: &'static str) -> Response {
     (
         status,
@@ -141,7 +147,7 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
     if let (Some(given), rest) = query_token(query)
         && same(given.as_bytes(), token.as_bytes())
     {
-        let path = request.uri().path();
+        let path = own_path(request.uri().path());
         let to = if rest.is_empty() {
             path.to_owned()
         } else {
@@ -206,6 +212,15 @@ mod tests {
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t2"));
         assert_eq!(shown_token(&headers), Some("t2"));
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn a_redirect_stays_on_this_server() {
+        assert_eq!(own_path("/runs/1"), "/runs/1");
+        assert_eq!(own_path("//evil.example/x"), "/evil.example/x");
+        assert_eq!(own_path("/\\evil.example"), "/evil.example");
+        assert_eq!(own_path("/\\/\\evil.example"), "/evil.example");
+        assert_eq!(own_path(""), "/");
     }
 
     #[test]

@@ -112,6 +112,25 @@ async fn get_json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
+/// The status line and headers a server answers `request` (sent as written) with.
+async fn raw(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.strip_prefix("http://").expect("an http URL");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
 /// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
 /// `even`.
@@ -448,6 +467,27 @@ async fn beyond_loopback_every_request_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(with_cookie.status(), StatusCode::OK);
+
+    // The address it sends the browser on to is on this server, whatever the path.
+    for path in [
+        "//attacker.example/x",
+        "/\\attacker.example",
+        "/\\/attacker.example",
+    ] {
+        let head = raw(
+            &base,
+            &format!("GET {path}?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        let location = head
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("{path}: no location: {head}"));
+        assert!(
+            location.starts_with('/') && !location.starts_with("//") && !location.contains('\\'),
+            "{path}: sent on to {location}"
+        );
+    }
 
     // A token given is used, and not printed.
     let given = View::start(&ws, &["--host", "0.0.0.0", "--token", "s3cret-token"]).await;
