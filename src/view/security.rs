@@ -110,6 +110,17 @@ fn own_path(path: &str) -> String {
     format!("/{}", path.trim_start_matches(['/', '\\']))
 }
 
+/// The host a request names: the authority of an absolute-form target (which a server must
+/// use in place of `Host`), else its one `Host` header. `None` when it names none, or several.
+fn named_host(request: &Request) -> Option<String> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?.to_str().ok()?;
+    hosts.next().is_none().then(|| host.to_owned())
+}
+
 fn refused(status: StatusCode, why: &'static str) -> Response {
     (
         status,
@@ -124,12 +135,8 @@ fn refused(status: StatusCode, why: &'static str) -> Response {
 /// address.
 pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
     if let Some(hosts) = &access.hosts {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        let host = named_host(&request).unwrap_or_default();
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
             return refused(
                 StatusCode::FORBIDDEN,
                 "this server answers only to localhost and 127.0.0.1\n",

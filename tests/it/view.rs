@@ -417,6 +417,29 @@ async fn a_loopback_view_refuses_other_host_names() {
             .unwrap();
         assert_eq!(response.status(), expected, "{host}");
     }
+    // An absolute-form target names the host in place of `Host`; two `Host`s name none.
+    let base = view.base();
+    for (request, expected) in [
+        (
+            format!("GET http://attacker.example/api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+            "403",
+        ),
+        (
+            format!("GET http://127.0.0.1:{port}/api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+            "200",
+        ),
+        (
+            format!(
+                "GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.example\r\n"
+            ),
+            "403",
+        ),
+        ("GET /api/runs HTTP/1.0\r\n".to_owned(), "403"),
+    ] {
+        let head = raw(&base, &format!("{request}Connection: close\r\n\r\n")).await;
+        let status = head.split(' ').nth(1).unwrap_or_default();
+        assert_eq!(status, expected, "{request:?}: {head}");
+    }
 }
 
 #[tokio::test]
