@@ -398,6 +398,82 @@ async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
 }
 
 #[tokio::test]
+async fn another_site_s_page_can_open_a_page_but_not_fetch_or_embed_one() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    for (site, mode, dest, path, expected) in [
+        (
+            "cross-site",
+            "no-cors",
+            "image",
+            "/api/runs/hostile/jobs?q=alpha",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "no-cors",
+            "script",
+            "/api/runs",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "cors",
+            "empty",
+            "/api/runs",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "same-site",
+            "no-cors",
+            "image",
+            "/runs/hostile/charts/cost.svg",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "navigate",
+            "iframe",
+            "/runs/hostile",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "navigate",
+            "document",
+            "/runs/hostile",
+            StatusCode::OK,
+        ),
+        ("same-origin", "cors", "empty", "/api/runs", StatusCode::OK),
+        (
+            "same-origin",
+            "no-cors",
+            "image",
+            "/runs/hostile/charts/cost.svg",
+            StatusCode::OK,
+        ),
+        ("none", "navigate", "document", "/", StatusCode::OK),
+    ] {
+        let response = http()
+            .get(format!("{base}{path}"))
+            .header("sec-fetch-site", site)
+            .header("sec-fetch-mode", mode)
+            .header("sec-fetch-dest", dest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{site} {mode} {dest} {path}");
+        assert_eq!(
+            response.headers()["cross-origin-resource-policy"],
+            "same-origin"
+        );
+        assert_eq!(response.headers()["content-security-policy"], CSP);
+    }
+}
+
+#[tokio::test]
 async fn a_loopback_view_refuses_other_host_names() {
     let ws = Workspace::new();
     hostile_run(&ws).await;
