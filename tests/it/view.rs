@@ -474,6 +474,35 @@ async fn another_site_s_page_can_open_a_page_but_not_fetch_or_embed_one() {
 }
 
 #[tokio::test]
+async fn a_store_s_impossible_times_show_and_fail_no_page() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    // A doctored store: times past the year 9999.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET created_at_ms = ?, finished_at_ms = ?")
+        .bind(i64::MAX)
+        .bind(253_402_300_800_000_i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    for path in ["/api/runs", "/", "/api/runs/hostile", "/runs/hostile"] {
+        let response = http().get(format!("{base}{path}")).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    assert_eq!(
+        runs["runs"][0]["created_at"],
+        format!("{} ms after 1970", i64::MAX)
+    );
+}
+
+#[tokio::test]
 async fn a_loopback_view_refuses_other_host_names() {
     let ws = Workspace::new();
     hostile_run(&ws).await;
