@@ -617,6 +617,23 @@ async fn beyond_loopback_every_request_needs_the_token() {
         );
     }
 
+    // A token a cookie or a query would cut or change is refused up front.
+    for bad in ["a;b", "two words", "a+b", "naïve"] {
+        let run = ws
+            .command(&["view", "--port", "0", "--host", "0.0.0.0", "--token", bad])
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("{bad}: the server started"))
+            .unwrap();
+        assert_eq!(code(&output), 2, "{bad}: {:?}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--token"),
+            "{bad}: {:?}",
+            text(&output)
+        );
+    }
+
     // A token given is used, and not printed.
     let given = View::start(&ws, &["--host", "0.0.0.0", "--token", "s3cret-token"]).await;
     assert!(!given.url.contains("s3cret"), "{}", given.url);
