@@ -78,7 +78,7 @@ pub struct ViewArgs {
     pub host: std::net::IpAddr,
 
     /// The token a browser or script must show (`?token=` once, then a cookie, or an
-    /// `Authorization: Bearer` header).
+    /// `Authorization: Bearer` header): letters, digits and `- . _ ~ / =`.
     #[arg(long, env = "MSGBATCH_VIEW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }

@@ -24,6 +24,18 @@ pub async fn view(
     // when none is given (and shown only in the URL printed below).
     let token = match (&args.token, address.ip().is_loopback()) {
         (Some(token), _) if token.trim().is_empty() => anyhow::bail!("--token is empty"),
+        // It goes into a cookie and a query as it is: a `;`, a space or a `+` there would
+        // make a browser (or the query's decoding) keep something else.
+        (Some(token), _)
+            if !token.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '/' | '=')
+            }) =>
+        {
+            anyhow::bail!(
+                "--token: use only letters, digits and `- . _ ~ / =` (it goes into a cookie \
+                 and a URL as it is)"
+            )
+        }
         (Some(token), _) => Some(token.clone()),
         (None, true) => None,
         (None, false) => Some(crate::view::new_token().context("failed to make a token")?),

@@ -78,9 +78,16 @@ fn stamp(run: &RunRow) -> Option<Stamp> {
     settled.then_some((run.status, run.finished_at_ms))
 }
 
+/// A stored time as RFC 3339; one RFC 3339 cannot write (past the year 9999, which only a
+/// damaged or doctored store holds) as its milliseconds, rather than failing the page.
 fn when(ms: i64) -> String {
+    use std::fmt::Write as _;
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    let mut out = String::new();
+    match write!(out, "{}", humantime::format_rfc3339_seconds(at)) {
+        Ok(()) => out,
+        Err(_) => format!("{ms} ms after 1970"),
+    }
 }
 
 /// Spend as pages show it, `+` when some results had no price.
@@ -217,6 +224,12 @@ impl Data {
     }
 
     pub async fn find_run(&self, key: &str) -> Result<RunRow, ViewError> {
+        // No run is named with a NUL, and PostgreSQL refuses one in a parameter.
+        if key.contains('\0') {
+            return Err(ViewError::NotFound(
+                "no run of that name in this store".to_owned(),
+            ));
+        }
         Ok(self.store.find_run(key).await?)
     }
 
@@ -563,4 +576,13 @@ fn filter_values(report: &Report) -> (Vec<String>, Vec<String>) {
     graders.sort();
     reasons.sort();
     (graders, reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_time_past_the_year_9999_is_shown_not_a_failure() {
+        assert_eq!(super::when(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::when(i64::MAX), format!("{} ms after 1970", i64::MAX));
+    }
 }

@@ -104,6 +104,38 @@ fn query_token(query: &str) -> (Option<String>, String) {
     (token, serde_urlencoded::to_string(rest).unwrap_or_default())
 }
 
+/// `path` as a place on this server: leading slashes and backslashes made one `/`, since a
+/// browser reads `//host/…` (and `/\\host/…`) in a `Location` as another host.
+fn own_path(path: &str) -> String {
+    format!("/{}", path.trim_start_matches(['/', '\\']))
+}
+
+/// The host a request names: the authority of an absolute-form target (which a server must
+/// use in place of `Host`), else its one `Host` header. `None` when it names none, or several.
+fn named_host(request: &Request) -> Option<String> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?.to_str().ok()?;
+    hosts.next().is_none().then(|| host.to_owned())
+}
+
+/// Whether a browser says the request comes from another site's page and does not open a
+/// page of this one in a tab: an image, script, fetch or frame that page asked for. A page
+/// cannot read what it gets back, but it could time it (how long a search takes says what
+/// the store holds). A request without `Sec-Fetch-Site` (not from a browser, or an old one)
+/// is let through; `none` is a bookmark or a typed address.
+fn from_another_site(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !matches!(value("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return false;
+    }
+    let opens_a_page =
+        value("sec-fetch-mode") == Some("navigate") && value("sec-fetch-dest") == Some("document");
+    !opens_a_page
+}
+
 fn refused(status: StatusCode, why: &'static str) -> Response {
     (
         status,
@@ -118,17 +150,19 @@ fn refused(status: StatusCode, why: &'static str) -> Response {
 /// address.
 pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
     if let Some(hosts) = &access.hosts {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        let host = named_host(&request).unwrap_or_default();
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
             return refused(
                 StatusCode::FORBIDDEN,
                 "this server answers only to localhost and 127.0.0.1\n",
             );
         }
+    }
+    if from_another_site(request.headers()) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "this server answers another site's page only by opening it in a tab\n",
+        );
     }
     let Some(token) = &access.token else {
         return next.run(request).await;
@@ -141,7 +175,7 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
     if let (Some(given), rest) = query_token(query)
         && same(given.as_bytes(), token.as_bytes())
     {
-        let path = request.uri().path();
+        let path = own_path(request.uri().path());
         let to = if rest.is_empty() {
             path.to_owned()
         } else {
@@ -178,6 +212,10 @@ pub async fn headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -206,6 +244,37 @@ mod tests {
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t2"));
         assert_eq!(shown_token(&headers), Some("t2"));
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn another_site_s_page_may_open_a_page_and_nothing_else() {
+        let ask = |site: &str, mode: &str, dest: &str| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [
+                ("sec-fetch-site", site),
+                ("sec-fetch-mode", mode),
+                ("sec-fetch-dest", dest),
+            ] {
+                headers.insert(name, HeaderValue::from_str(value).unwrap());
+            }
+            from_another_site(&headers)
+        };
+        assert!(ask("cross-site", "no-cors", "image"));
+        assert!(ask("same-site", "cors", "empty"));
+        assert!(ask("cross-site", "navigate", "iframe"));
+        assert!(!ask("cross-site", "navigate", "document"));
+        assert!(!ask("same-origin", "cors", "empty"));
+        assert!(!ask("none", "navigate", "document"));
+        assert!(!from_another_site(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_redirect_stays_on_this_server() {
+        assert_eq!(own_path("/runs/1"), "/runs/1");
+        assert_eq!(own_path("//evil.example/x"), "/evil.example/x");
+        assert_eq!(own_path("/\\evil.example"), "/evil.example");
+        assert_eq!(own_path("/\\/\\evil.example"), "/evil.example");
+        assert_eq!(own_path(""), "/");
     }
 
     #[test]

@@ -172,10 +172,32 @@ async fn chart(
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
 
+/// The longest value, in characters, a filter of the job list takes: a text search reads
+/// every request and answer of its stretch of rows, and a longer pattern only costs more.
+pub const MAX_FILTER_CHARS: usize = 1_000;
+
+/// The last page the job list goes to: its offset stays far inside an `i64` (a page that far
+/// holds no jobs anyway).
+pub const MAX_PAGE_NUMBER: i64 = 1_000_000_000;
+
 /// The job list's query: every field optional, an empty one (as a form sends it) unset.
+/// A value longer than [`MAX_FILTER_CHARS`] or holding a NUL, or a page past
+/// [`MAX_PAGE_NUMBER`], is refused naming its field.
 fn job_query(
     query: &HashMap<String, String>,
 ) -> Result<(JobFilter, i64, i64, Option<i64>), ViewError> {
+    for (name, value) in query {
+        if value.chars().count() > MAX_FILTER_CHARS {
+            return Err(ViewError::BadRequest(format!(
+                "{name}: longer than {MAX_FILTER_CHARS} characters"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(ViewError::BadRequest(format!(
+                "{name}: holds a NUL character"
+            )));
+        }
+    }
     let get = |name: &str| {
         query
             .get(name)
@@ -189,6 +211,12 @@ fn job_query(
                 .map_err(|_| ViewError::BadRequest(format!("{name}: `{v}` is not a number")))
         })
     };
+    let page = number("page", 1)?;
+    if page > MAX_PAGE_NUMBER {
+        return Err(ViewError::BadRequest(format!(
+            "page: `{page}` is past the last page there can be ({MAX_PAGE_NUMBER})"
+        )));
+    }
     let outcome = get("outcome")
         .map(|v| {
             Outcome::parse(&v).ok_or_else(|| {
@@ -224,7 +252,7 @@ fn job_query(
         sort,
     };
     let from = get("from").map(|_| number("from", 0)).transpose()?;
-    Ok((filter, number("page", 1)?, number("per_page", PAGE)?, from))
+    Ok((filter, page, number("per_page", PAGE)?, from))
 }
 
 async fn jobs_page(

@@ -112,6 +112,25 @@ async fn get_json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
+/// The status line and headers a server answers `request` (sent as written) with.
+async fn raw(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.strip_prefix("http://").expect("an http URL");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
 /// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
 /// `even`.
@@ -340,6 +359,150 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
 }
 
 #[tokio::test]
+async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let long = "a".repeat(1_001);
+    for (query, field) in [
+        (format!("page={}", i64::MAX), "page"),
+        ("page=4611686018427387904&per_page=200".to_owned(), "page"),
+        (format!("q={long}"), "q"),
+        (format!("tag={long}"), "tag"),
+        ("model=a%00b".to_owned(), "model"),
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/hostile/jobs?{query}");
+            let response = http().get(&url).send().await;
+            let response = response.unwrap_or_else(|e| panic!("{url}: no answer: {e}"));
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
+            let body = response.text().await.unwrap();
+            assert!(body.contains(&format!("{field}:")), "{url}: {body}");
+        }
+    }
+    // The longest search taken, and pages far but in range, still answer.
+    let (status, _, _) = get(&format!("{base}/api/runs/hostile/jobs?q={}", &long[1..])).await;
+    assert_eq!(status, StatusCode::OK);
+    let far = get_json(&format!("{base}/api/runs/hostile/jobs?page=1000000000")).await;
+    assert_eq!(far["jobs"].as_array().unwrap().len(), 0);
+    let (status, _, _) = get(&format!(
+        "{base}/runs/hostile/jobs?page=1000000000&per_page=200"
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        get_json(&format!("{base}/api/runs")).await["runs"][0]["name"],
+        "hostile"
+    );
+}
+
+#[tokio::test]
+async fn another_site_s_page_can_open_a_page_but_not_fetch_or_embed_one() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    for (site, mode, dest, path, expected) in [
+        (
+            "cross-site",
+            "no-cors",
+            "image",
+            "/api/runs/hostile/jobs?q=alpha",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "no-cors",
+            "script",
+            "/api/runs",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "cors",
+            "empty",
+            "/api/runs",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "same-site",
+            "no-cors",
+            "image",
+            "/runs/hostile/charts/cost.svg",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "navigate",
+            "iframe",
+            "/runs/hostile",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site",
+            "navigate",
+            "document",
+            "/runs/hostile",
+            StatusCode::OK,
+        ),
+        ("same-origin", "cors", "empty", "/api/runs", StatusCode::OK),
+        (
+            "same-origin",
+            "no-cors",
+            "image",
+            "/runs/hostile/charts/cost.svg",
+            StatusCode::OK,
+        ),
+        ("none", "navigate", "document", "/", StatusCode::OK),
+    ] {
+        let response = http()
+            .get(format!("{base}{path}"))
+            .header("sec-fetch-site", site)
+            .header("sec-fetch-mode", mode)
+            .header("sec-fetch-dest", dest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{site} {mode} {dest} {path}");
+        assert_eq!(
+            response.headers()["cross-origin-resource-policy"],
+            "same-origin"
+        );
+        assert_eq!(response.headers()["content-security-policy"], CSP);
+    }
+}
+
+#[tokio::test]
+async fn a_store_s_impossible_times_show_and_fail_no_page() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    // A doctored store: times past the year 9999.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET created_at_ms = ?, finished_at_ms = ?")
+        .bind(i64::MAX)
+        .bind(253_402_300_800_000_i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    for path in ["/api/runs", "/", "/api/runs/hostile", "/runs/hostile"] {
+        let response = http().get(format!("{base}{path}")).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    assert_eq!(
+        runs["runs"][0]["created_at"],
+        format!("{} ms after 1970", i64::MAX)
+    );
+}
+
+#[tokio::test]
 async fn a_loopback_view_refuses_other_host_names() {
     let ws = Workspace::new();
     hostile_run(&ws).await;
@@ -358,6 +521,29 @@ async fn a_loopback_view_refuses_other_host_names() {
             .await
             .unwrap();
         assert_eq!(response.status(), expected, "{host}");
+    }
+    // An absolute-form target names the host in place of `Host`; two `Host`s name none.
+    let base = view.base();
+    for (request, expected) in [
+        (
+            format!("GET http://attacker.example/api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+            "403",
+        ),
+        (
+            format!("GET http://127.0.0.1:{port}/api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+            "200",
+        ),
+        (
+            format!(
+                "GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.example\r\n"
+            ),
+            "403",
+        ),
+        ("GET /api/runs HTTP/1.0\r\n".to_owned(), "403"),
+    ] {
+        let head = raw(&base, &format!("{request}Connection: close\r\n\r\n")).await;
+        let status = head.split(' ').nth(1).unwrap_or_default();
+        assert_eq!(status, expected, "{request:?}: {head}");
     }
 }
 
@@ -409,6 +595,44 @@ async fn beyond_loopback_every_request_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(with_cookie.status(), StatusCode::OK);
+
+    // The address it sends the browser on to is on this server, whatever the path.
+    for path in [
+        "//attacker.example/x",
+        "/\\attacker.example",
+        "/\\/attacker.example",
+    ] {
+        let head = raw(
+            &base,
+            &format!("GET {path}?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        let location = head
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("{path}: no location: {head}"));
+        assert!(
+            location.starts_with('/') && !location.starts_with("//") && !location.contains('\\'),
+            "{path}: sent on to {location}"
+        );
+    }
+
+    // A token a cookie or a query would cut or change is refused up front.
+    for bad in ["a;b", "two words", "a+b", "naïve"] {
+        let run = ws
+            .command(&["view", "--port", "0", "--host", "0.0.0.0", "--token", bad])
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("{bad}: the server started"))
+            .unwrap();
+        assert_eq!(code(&output), 2, "{bad}: {:?}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--token"),
+            "{bad}: {:?}",
+            text(&output)
+        );
+    }
 
     // A token given is used, and not printed.
     let given = View::start(&ws, &["--host", "0.0.0.0", "--token", "s3cret-token"]).await;
@@ -489,6 +713,21 @@ async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
     assert!(!page.contains("<script>document"));
     let (status, _, _) = get(&format!("{base}/runs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
+    // PostgreSQL refuses a NUL in a parameter: the view refuses it first, as the client's.
+    for (path, expected) in [
+        ("/api/runs/a%00b".to_owned(), StatusCode::NOT_FOUND),
+        (
+            format!("/api/runs/{id}/jobs?q=a%00b"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/runs/{id}/jobs?model=%00"),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, _, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, expected, "{path}: {body}");
+    }
 }
 
 /// Headless Chromium, or a failure naming what to install: the browser tests are marked
