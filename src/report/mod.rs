@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::pricing::{ModelPrice, PriceTable, Rates};
+use crate::message::Usage;
+use crate::pricing::{CostOverflow, ModelPrice, PriceTable, Rates};
 use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
 
 pub use csv::{failures_csv, groups_csv};
@@ -487,9 +488,13 @@ impl Report {
         )?;
         for row in rows {
             merge.create(row.run_id, &row.key);
+            let mut priced = Ok(());
             merge.each(row.run_id, &row.key, |group| {
-                add_row(group, &row, options, &mut unpriced);
+                if priced.is_ok() {
+                    priced = add_row(group, &row, options, &mut unpriced);
+                }
             });
+            priced?;
         }
         let mut histogram = Histogram::default();
         for (rows, is_ttft) in [(latencies, false), (ttfts, true)] {
@@ -551,12 +556,12 @@ impl Report {
             });
         }
         for row in store.report_cache(&ids, &options.by).await? {
-            let rates = options.prices.lookup(&row.model).map(|p| p.rates);
-            let saved = rates.map_or(0, |r| {
-                let per_token = i64::try_from(r.cache_write_5m).unwrap_or(0)
-                    - i64::try_from(r.cache_read).unwrap_or(0);
-                row.warm_read_tokens * per_token
-            });
+            let saved = match options.prices.lookup(&row.model) {
+                Some(price) => price
+                    .rates
+                    .warmup_saved_pico_usd(u64::try_from(row.warm_read_tokens).unwrap_or(0))?,
+                None => 0,
+            };
             merge.each(row.run_id, &row.key, |group| {
                 let cache = group.cache.get_or_insert_with(CacheUse::default);
                 cache.prefixes += row.prefixes;
@@ -970,7 +975,7 @@ fn add_row(
     slice: &ReportRow,
     options: &Options,
     unpriced: &mut BTreeSet<String>,
-) {
+) -> Result<(), CostOverflow> {
     let jobs = &mut group.jobs;
     jobs.total += slice.jobs;
     jobs.succeeded += slice.succeeded;
@@ -981,7 +986,7 @@ fn add_row(
     group.sums.sent_jobs += slice.sent_jobs;
     group.sums.generation_ms += slice.generation_ms;
     if slice.results == 0 {
-        return;
+        return Ok(());
     }
     let reason = slice
         .stop_reason
@@ -999,37 +1004,36 @@ fn add_row(
     t.output += slice.output_tokens;
     let cost = &mut group.cost;
     cost.stored_pico_usd += slice.stored_cost_pico_usd;
-    let pico = |tokens: i64, rate: u64| tokens * i64::try_from(rate).unwrap_or(i64::MAX);
     let Some(price) = options.prices.lookup(&slice.model) else {
         cost.unpriced_results += slice.results;
         if !cost.unpriced_models.contains(&slice.model) {
             cost.unpriced_models.push(slice.model.clone());
         }
         unpriced.insert(slice.model.clone());
-        return;
+        return Ok(());
     };
-    let (tier, rates) = tier_of(price, slice);
-    // A batch bills every token at half the standard price.
-    let billed = |full: i64| if slice.batch { full / 2 } else { full };
-    let input = billed(pico(slice.input_tokens, rates.input));
-    let write = billed(
-        pico(slice.cache_write_5m, rates.cache_write_5m)
-            + pico(slice.cache_write_1h, rates.cache_write_1h),
-    );
-    let read = billed(pico(slice.cache_read, rates.cache_read));
-    let output = billed(pico(slice.output_tokens, rates.output));
-    let total = input + write + read + output;
-    let direct = if slice.batch { total * 2 } else { total };
-    cost.direct_pico_usd += direct;
+    let usage = slice_usage(slice);
+    let (tier, standard) = tier_of(price, slice);
+    let batch = standard.batch();
+    let direct = standard.cost_parts(&usage)?;
+    let through_batches = batch.cost_parts(&usage)?;
+    let (rates, billed) = if slice.batch {
+        (&batch, through_batches)
+    } else {
+        (standard, direct)
+    };
+    let signed = |pico: u64| i64::try_from(pico).unwrap_or(i64::MAX);
+    let total = signed(billed.total);
+    cost.direct_pico_usd += signed(direct.total);
+    cost.batch_api_pico_usd += signed(through_batches.total);
     if slice.batch {
         cost.batch_results += slice.results;
     }
-    cost.input_pico_usd += input;
-    cost.cache_write_pico_usd += write;
-    cost.cache_read_pico_usd += read;
-    cost.output_pico_usd += output;
+    cost.input_pico_usd += signed(billed.input);
+    cost.cache_write_pico_usd += signed(billed.cache_write);
+    cost.cache_read_pico_usd += signed(billed.cache_read);
+    cost.output_pico_usd += signed(billed.output);
     cost.total_pico_usd += total;
-    cost.batch_api_pico_usd += direct / 2;
     if let Some(above) = tier {
         match cost
             .above_base
@@ -1048,20 +1052,28 @@ fn add_row(
             }),
         }
     }
-    let cached = slice.cache_write_5m + slice.cache_write_1h + slice.cache_read;
-    cost.caching_saved_pico_usd += billed(pico(cached, rates.input)) - write - read;
-    if let Some(reprice) = &options.reprice {
-        let other = reprice.lookup(&slice.model).map(|p| {
-            let r = tier_of(p, slice).1;
-            pico(slice.input_tokens, r.input)
-                + pico(slice.cache_write_5m, r.cache_write_5m)
-                + pico(slice.cache_write_1h, r.cache_write_1h)
-                + pico(slice.cache_read, r.cache_read)
-                + pico(slice.output_tokens, r.output)
-        });
-        if let Some(other) = other {
-            *cost.reprice_pico_usd.get_or_insert(0) += other;
-        }
+    cost.caching_saved_pico_usd += rates.caching_saved_pico_usd(&usage)?;
+    if let Some(reprice) = &options.reprice
+        && let Some(other) = reprice.lookup(&slice.model)
+    {
+        let other = tier_of(other, slice).1.cost_pico_usd(&usage)?;
+        *cost.reprice_pico_usd.get_or_insert(0) += signed(other);
+    }
+    Ok(())
+}
+
+/// The tokens of a slice as one usage, to price.
+fn slice_usage(slice: &ReportRow) -> Usage {
+    let tokens = |n: i64| u64::try_from(n).unwrap_or(0);
+    let cache_write_5m_tokens = tokens(slice.cache_write_5m);
+    let cache_write_1h_tokens = tokens(slice.cache_write_1h);
+    Usage {
+        input_tokens: tokens(slice.input_tokens),
+        output_tokens: tokens(slice.output_tokens),
+        cache_creation_input_tokens: cache_write_5m_tokens + cache_write_1h_tokens,
+        cache_write_5m_tokens,
+        cache_write_1h_tokens,
+        cache_read_input_tokens: tokens(slice.cache_read),
     }
 }
 

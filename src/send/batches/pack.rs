@@ -15,7 +15,7 @@ use crate::store::PendingJob;
 pub(super) struct Packed {
     pub(super) body: Vec<u8>,
     pub(super) items: Vec<(String, i64)>,
-    /// Each request's worst case at the standard rates.
+    /// Each request's worst case at the batch rates.
     pub(super) worst_cases: Vec<u64>,
 }
 
@@ -85,19 +85,18 @@ impl<'a> Packer<'a> {
                 ))
             })?
             .unwrap_or(0);
-        let worst_half = worst.div_ceil(2);
         let over_room = self
             .room
-            .is_some_and(|room| self.current_worst + worst_half > room);
+            .is_some_and(|room| self.current_worst + worst > room);
         let full = self.current.items.len() >= self.settings.max_requests
             || self.current.body.len() + probe.len() + 2 > self.settings.max_bytes
             || over_room;
         let filled = if full { self.take() } else { None };
-        if self.room.is_some_and(|room| worst_half > room) {
+        if self.room.is_some_and(|room| worst > room) {
             self.over_budget = true;
             return Ok(filled);
         }
-        self.current_worst += worst_half;
+        self.current_worst += worst;
         let custom_id = self.custom_id(job);
         let line = if custom_id == job.job_id {
             probe
@@ -263,12 +262,11 @@ mod tests {
 
     #[test]
     fn a_budget_bounds_each_batch_and_stops_at_a_job_that_cannot_fit() {
-        let prices = PriceTable::builtin();
+        let prices = PriceTable::builtin().batch();
         let one = job(1, "a", "claude-haiku-4-5");
         let half = crate::send::outcome::worst_case(&prices, &one)
             .unwrap()
-            .unwrap()
-            .div_ceil(2);
+            .unwrap();
         let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, Some(half * 5 / 2));
         let mut filled = Vec::new();
         for i in 0..5 {
