@@ -52,25 +52,33 @@ impl Report {
             spans.iter().map(|(_, s)| s.first).min().unwrap_or(1),
             spans.iter().map(|(_, s)| s.last).max().unwrap_or(0),
         );
-        // The passes over every row are independent: the longest (the sums) on one connection,
-        // the others one after another on the second.
-        let (rows, (latencies, ttfts, points)) = tokio::try_join!(
-            store.report_rows(&ids, rows_span, &options.by, threshold),
-            async {
+        // The passes over every row are independent, and each is mostly SQLite sorting rows
+        // to group them: each half of the rows goes through all of them on its own connection,
+        // so that both cores sort at once, and the halves' figures are added up as they merge.
+        let middle = rows_span.0 + (rows_span.1 - rows_span.0) / 2;
+        let half = |rows: (i64, i64)| {
+            let ids = &ids;
+            async move {
+                let sums = store.report_rows(ids, rows, &options.by, threshold).await?;
                 let latencies = store
-                    .report_values(&ids, rows_span, &options.by, Measure::Latency)
+                    .report_values(ids, rows, &options.by, Measure::Latency)
                     .await?;
                 let ttfts = store
-                    .report_values(&ids, rows_span, &options.by, Measure::Ttft)
+                    .report_values(ids, rows, &options.by, Measure::Ttft)
                     .await?;
-                let points = if options.charts {
-                    store.spend_over_time(&spans).await?
-                } else {
-                    Vec::new()
-                };
-                Ok((latencies, ttfts, points))
-            },
-        )?;
+                Ok::<_, crate::store::StoreError>((sums, latencies, ttfts))
+            }
+        };
+        let ((mut rows, mut latencies, mut ttfts), (more_rows, more_latencies, more_ttfts)) =
+            tokio::try_join!(half((rows_span.0, middle)), half((middle + 1, rows_span.1)))?;
+        rows.extend(more_rows);
+        latencies.extend(more_latencies);
+        ttfts.extend(more_ttfts);
+        let points = if options.charts {
+            store.spend_over_time(&spans).await?
+        } else {
+            Vec::new()
+        };
         for row in rows {
             merge.create(row.run_id, &row.key);
             let mut priced = Ok(());
