@@ -8,6 +8,28 @@ use crate::message::Usage;
 use crate::pricing::{CostOverflow, ModelPrice, PriceTable, Rates};
 use crate::store::ReportRow;
 
+/// A sum of a report's figures that an `i64` does not hold: said, never saturated or wrapped.
+/// The same words as the store's when the database's own sum overflows, for the halves of
+/// the rows are summed in SQL and added up here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "figures beyond what msgbatch can add up (over $9.2M or 2^63 tokens): a result holds \
+     usage no request could produce"
+)]
+pub(super) struct SumOverflow;
+
+impl From<CostOverflow> for SumOverflow {
+    fn from(_: CostOverflow) -> Self {
+        Self
+    }
+}
+
+/// `*sum += more`, or [`SumOverflow`].
+pub(super) fn add(sum: &mut i64, more: i64) -> Result<(), SumOverflow> {
+    *sum = sum.checked_add(more).ok_or(SumOverflow)?;
+    Ok(())
+}
+
 /// The smallest long-context threshold of either table: requests above it are priced one by
 /// one. `i64::MAX` when no model has a premium.
 pub(super) fn long_context_threshold(prices: &PriceTable, reprice: Option<&PriceTable>) -> i64 {
@@ -33,8 +55,8 @@ pub(super) fn add_slice(
     slice: &ReportRow,
     options: &Options,
     unpriced: &mut BTreeSet<String>,
-) -> Result<(), CostOverflow> {
-    cost.stored_pico_usd += slice.stored_cost_pico_usd;
+) -> Result<(), SumOverflow> {
+    add(&mut cost.stored_pico_usd, slice.stored_cost_pico_usd)?;
     let Some(price) = options.prices.lookup(&slice.model) else {
         cost.unpriced_results += slice.results;
         if !cost.unpriced_models.contains(&slice.model) {
@@ -55,16 +77,16 @@ pub(super) fn add_slice(
     };
     let signed = |pico: u64| i64::try_from(pico).unwrap_or(i64::MAX);
     let total = signed(billed.total);
-    cost.direct_pico_usd += signed(direct.total);
-    cost.batch_api_pico_usd += signed(through_batches.total);
+    add(&mut cost.direct_pico_usd, signed(direct.total))?;
+    add(&mut cost.batch_api_pico_usd, signed(through_batches.total))?;
     if slice.batch {
         cost.batch_results += slice.results;
     }
-    cost.input_pico_usd += signed(billed.input);
-    cost.cache_write_pico_usd += signed(billed.cache_write);
-    cost.cache_read_pico_usd += signed(billed.cache_read);
-    cost.output_pico_usd += signed(billed.output);
-    cost.total_pico_usd += total;
+    add(&mut cost.input_pico_usd, signed(billed.input))?;
+    add(&mut cost.cache_write_pico_usd, signed(billed.cache_write))?;
+    add(&mut cost.cache_read_pico_usd, signed(billed.cache_read))?;
+    add(&mut cost.output_pico_usd, signed(billed.output))?;
+    add(&mut cost.total_pico_usd, total)?;
     if let Some(above) = tier {
         match cost
             .above_base
@@ -73,7 +95,7 @@ pub(super) fn add_slice(
         {
             Some(use_) => {
                 use_.results += slice.results;
-                use_.cost_pico_usd += total;
+                add(&mut use_.cost_pico_usd, total)?;
             }
             None => cost.above_base.push(TierUse {
                 model: slice.model.clone(),
@@ -83,12 +105,15 @@ pub(super) fn add_slice(
             }),
         }
     }
-    cost.caching_saved_pico_usd += rates.caching_saved_pico_usd(&usage)?;
+    add(
+        &mut cost.caching_saved_pico_usd,
+        rates.caching_saved_pico_usd(&usage)?,
+    )?;
     if let Some(reprice) = &options.reprice
         && let Some(other) = reprice.lookup(&slice.model)
     {
         let other = tier_of(other, slice).1.cost_pico_usd(&usage)?;
-        *cost.reprice_pico_usd.get_or_insert(0) += signed(other);
+        add(cost.reprice_pico_usd.get_or_insert(0), signed(other))?;
     }
     Ok(())
 }

@@ -19,8 +19,9 @@ mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::pricing::{CostOverflow, PriceTable};
+use crate::pricing::PriceTable;
 use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
+use cost::SumOverflow;
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::html;
@@ -421,7 +422,7 @@ fn add_row(
     slice: &ReportRow,
     options: &Options,
     unpriced: &mut BTreeSet<String>,
-) -> Result<(), CostOverflow> {
+) -> Result<(), SumOverflow> {
     let jobs = &mut group.jobs;
     jobs.total += slice.jobs;
     jobs.succeeded += slice.succeeded;
@@ -443,11 +444,11 @@ fn add_row(
         None => group.stop_reasons.push((reason, slice.results)),
     }
     let t = &mut group.tokens;
-    t.input += slice.input_tokens;
-    t.cache_write_5m += slice.cache_write_5m;
-    t.cache_write_1h += slice.cache_write_1h;
-    t.cache_read += slice.cache_read;
-    t.output += slice.output_tokens;
+    cost::add(&mut t.input, slice.input_tokens)?;
+    cost::add(&mut t.cache_write_5m, slice.cache_write_5m)?;
+    cost::add(&mut t.cache_write_1h, slice.cache_write_1h)?;
+    cost::add(&mut t.cache_read, slice.cache_read)?;
+    cost::add(&mut t.output, slice.output_tokens)?;
     cost::add_slice(&mut group.cost, slice, options, unpriced)
 }
 
