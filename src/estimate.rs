@@ -48,6 +48,11 @@ pub struct Estimate {
     pub models: Vec<ModelEstimate>,
     pub expected_pico_usd: u64,
     pub worst_pico_usd: u64,
+    /// The same two through the Message Batches API, at its rates ([`Rates::batch`]).
+    ///
+    /// [`Rates::batch`]: crate::pricing::Rates::batch
+    pub batch_expected_pico_usd: u64,
+    pub batch_worst_pico_usd: u64,
     /// Models whose cost is unknown: the totals leave them out.
     pub unpriced: Vec<String>,
 }
@@ -144,6 +149,8 @@ impl Estimator {
             models: Vec::new(),
             expected_pico_usd: 0,
             worst_pico_usd: 0,
+            batch_expected_pico_usd: 0,
+            batch_worst_pico_usd: 0,
             unpriced: Vec::new(),
         };
         for (model, (mut entry, tiers)) in self.models {
@@ -165,6 +172,7 @@ impl Estimator {
             };
             let price = self.prices.lookup(&model);
             let (mut expected_cost, mut worst_cost) = (0, 0);
+            let (mut batch_expected, mut batch_worst) = (0, 0);
             for (tier, sums) in tiers {
                 let output = expected_output(&sums.max_tokens);
                 entry.expected_output_tokens += output;
@@ -187,15 +195,24 @@ impl Estimator {
                     cache_read_input_tokens: 0,
                     ..sums.usage
                 };
-                let expected = rates.cost_pico_usd(&expected)?;
-                expected_cost = add_cost(expected_cost, expected)?;
-                worst_cost = add_cost(worst_cost, rates.cost_pico_usd(&worst)?.max(expected))?;
+                for (rates, expected_sum, worst_sum) in [
+                    (*rates, &mut expected_cost, &mut worst_cost),
+                    (rates.batch(), &mut batch_expected, &mut batch_worst),
+                ] {
+                    let expected = rates.cost_pico_usd(&expected)?;
+                    *expected_sum = add_cost(*expected_sum, expected)?;
+                    *worst_sum = add_cost(*worst_sum, rates.cost_pico_usd(&worst)?.max(expected))?;
+                }
             }
             if price.is_some() {
                 entry.expected_pico_usd = Some(expected_cost);
                 entry.worst_pico_usd = Some(worst_cost);
                 estimate.expected_pico_usd = add_cost(estimate.expected_pico_usd, expected_cost)?;
                 estimate.worst_pico_usd = add_cost(estimate.worst_pico_usd, worst_cost)?;
+                estimate.batch_expected_pico_usd =
+                    add_cost(estimate.batch_expected_pico_usd, batch_expected)?;
+                estimate.batch_worst_pico_usd =
+                    add_cost(estimate.batch_worst_pico_usd, batch_worst)?;
             } else {
                 estimate.unpriced.push(model.clone());
             }

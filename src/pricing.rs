@@ -77,20 +77,97 @@ pub struct Rates {
     pub output: u64,
 }
 
+/// What one usage costs, by kind of token, in pico-USD: the parts add up to `total` exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CostParts {
+    pub input: u64,
+    /// 5-minute and 1-hour cache writes.
+    pub cache_write: u64,
+    pub cache_read: u64,
+    pub output: u64,
+    pub total: u64,
+}
+
 impl Rates {
-    /// Exact cost of `usage` at these rates, in pico-USD.
-    pub fn cost_pico_usd(&self, usage: &Usage) -> Result<u64, CostOverflow> {
-        checked_cost(&[
-            (usage.input_tokens, self.input),
+    /// The rates of the Message Batches API: half of every rate, input and output, cache
+    /// writes and reads, base and long-context tier alike ("every token is billed at 50% of the
+    /// standard price"), rounded up to a whole micro-USD per million tokens.
+    ///
+    /// This is the one place a batch is discounted, and its one rounding rule:
+    /// - The rate is halved, not each cost. The API publishes the batch price as a rate (Opus
+    ///   4.1 in batch is $7.50 input, $37.50 output per million tokens) and bills tokens at it,
+    ///   so a cost stays `tokens × rate`: exact, and linear, so the costs stored with each
+    ///   result add up to what the report gives for their summed tokens. Halving each cost
+    ///   would round once per result but once per slice in a report, and the two would differ.
+    /// - Every published rate is a whole number of micro-USD per million tokens that is even,
+    ///   so its half is exact and nothing is rounded. Only a price file with a sixth decimal
+    ///   that is odd (say $0.000003) has a half-micro rate; it is rounded up, so a batch figure
+    ///   is never below what the API bills, and a worst case at these rates still bounds what a
+    ///   request can cost against `--max-cost`.
+    #[must_use]
+    pub fn batch(&self) -> Self {
+        Self {
+            input: self.input.div_ceil(2),
+            cache_write_5m: self.cache_write_5m.div_ceil(2),
+            cache_write_1h: self.cache_write_1h.div_ceil(2),
+            cache_read: self.cache_read.div_ceil(2),
+            output: self.output.div_ceil(2),
+        }
+    }
+
+    /// Exact cost of `usage` at these rates, in pico-USD, by kind of token: each token count
+    /// times its rate (micro-USD per million tokens, so the product is pico-USD).
+    pub fn cost_parts(&self, usage: &Usage) -> Result<CostParts, CostOverflow> {
+        let input = checked_cost(&[(usage.input_tokens, self.input)])?;
+        let cache_write = checked_cost(&[
             (usage.cache_write_5m_tokens, self.cache_write_5m),
             (usage.cache_write_1h_tokens, self.cache_write_1h),
-            (usage.cache_read_input_tokens, self.cache_read),
-            (usage.output_tokens, self.output),
-        ])
+        ])?;
+        let cache_read = checked_cost(&[(usage.cache_read_input_tokens, self.cache_read)])?;
+        let output = checked_cost(&[(usage.output_tokens, self.output)])?;
+        let total = add_cost(add_cost(add_cost(input, cache_write)?, cache_read)?, output)?;
+        Ok(CostParts {
+            input,
+            cache_write,
+            cache_read,
+            output,
+            total,
+        })
+    }
+
+    /// Exact cost of `usage` at these rates, in pico-USD.
+    pub fn cost_pico_usd(&self, usage: &Usage) -> Result<u64, CostOverflow> {
+        self.cost_parts(usage).map(|parts| parts.total)
+    }
+
+    /// What the prompt cache saved on `usage`: its cache writes and reads at the plain input
+    /// rate, less what they cost as writes and reads. Negative when the writes cost more than
+    /// the reads saved.
+    pub fn caching_saved_pico_usd(&self, usage: &Usage) -> Result<i64, CostOverflow> {
+        let parts = self.cost_parts(usage)?;
+        let cached = checked_cost(&[
+            (usage.cache_write_5m_tokens, self.input),
+            (usage.cache_write_1h_tokens, self.input),
+            (usage.cache_read_input_tokens, self.input),
+        ])?;
+        Ok(signed(cached) - signed(parts.cache_write) - signed(parts.cache_read))
+    }
+
+    /// What reading `read_tokens` from the cache saved over writing them again: those tokens
+    /// at the 5-minute write rate, less what they cost as reads.
+    pub fn warmup_saved_pico_usd(&self, read_tokens: u64) -> Result<i64, CostOverflow> {
+        let as_writes = checked_cost(&[(read_tokens, self.cache_write_5m)])?;
+        let as_reads = checked_cost(&[(read_tokens, self.cache_read)])?;
+        Ok(signed(as_writes) - signed(as_reads))
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A figure of at most [`MAX_PICO_USD`] as the store's signed type, which holds every one.
+fn signed(pico: u64) -> i64 {
+    i64::try_from(pico).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelPrice {
     pub rates: Rates,
     /// Rates for every token of a request whose total input (uncached input, cache writes and
@@ -115,6 +192,18 @@ impl ModelPrice {
 
     pub fn cost_pico_usd(&self, usage: &Usage) -> Result<u64, CostOverflow> {
         self.rates_for(usage).cost_pico_usd(usage)
+    }
+
+    /// The same model through the Message Batches API: every tier at [`Rates::batch`], with
+    /// the same thresholds.
+    #[must_use]
+    pub fn batch(&self) -> Self {
+        Self {
+            rates: self.rates.batch(),
+            long_context: self
+                .long_context
+                .map(|(above, rates)| (above, rates.batch())),
+        }
     }
 
     /// An upper bound on the cost of a request of at most `input_tokens` input tokens answered
@@ -284,6 +373,30 @@ impl PriceTable {
             prices,
             entries,
         })
+    }
+
+    /// The same table at the rates of the Message Batches API ([`Rates::batch`]): what a
+    /// batch session prices its results and worst cases with.
+    #[must_use]
+    pub fn batch(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            read_on: self.read_on.clone(),
+            index: self.index.clone(),
+            prices: self.prices.iter().map(ModelPrice::batch).collect(),
+            entries: self
+                .entries
+                .iter()
+                .map(|entry| PriceEntry {
+                    rates: entry.rates.batch(),
+                    above: entry.above.as_ref().map(|tier| TierRates {
+                        above_input_tokens: tier.above_input_tokens,
+                        rates: tier.rates.batch(),
+                    }),
+                    ..entry.clone()
+                })
+                .collect(),
+        }
     }
 
     /// Every model of the table with its aliases, in model-id order.
@@ -671,6 +784,114 @@ mod tests {
         assert_eq!(
             table.describe(),
             "https://platform.claude.com/docs/en/about-claude/pricing, read 2026-11-28"
+        );
+    }
+
+    #[test]
+    fn a_batch_bills_exactly_half_of_every_published_rate() {
+        let table = PriceTable::builtin();
+        let batch = table.batch();
+        let usage = usage(1_234, 567, 89, 10_111, 213);
+        for entry in table.entries() {
+            let m = &entry.model;
+            let half = batch.entry(m).unwrap();
+            let tiers = std::iter::once((entry.rates, half.rates)).chain(
+                entry
+                    .above
+                    .as_ref()
+                    .zip(half.above.as_ref())
+                    .map(|(full, half)| (full.rates, half.rates)),
+            );
+            for (full, half) in tiers {
+                // Every published rate is even in micro-USD: its half is exact.
+                for (f, h) in [
+                    (full.input, half.input),
+                    (full.cache_write_5m, half.cache_write_5m),
+                    (full.cache_write_1h, half.cache_write_1h),
+                    (full.cache_read, half.cache_read),
+                    (full.output, half.output),
+                ] {
+                    assert_eq!(h * 2, f, "{m}");
+                }
+                assert_eq!(
+                    half.cost_pico_usd(&usage).unwrap() * 2,
+                    full.cost_pico_usd(&usage).unwrap(),
+                    "{m}"
+                );
+            }
+            // Aliases and dated ids find the batch rates too.
+            for id in entry.aliases.iter().chain([&format!("{m}-20990101")]) {
+                assert_eq!(batch.entry(id).unwrap().rates, half.rates, "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_odd_micro_usd_rate_is_halved_up_and_batch_costs_stay_linear_in_tokens() {
+        let text = r#"
+            [models.odd]
+            input = 0.000003
+            cache_write_5m = 0.000005
+            cache_write_1h = 0.000007
+            cache_read = 0.000001
+            output = 0.000009
+        "#;
+        let table = PriceTable::parse(text, "odd.toml").unwrap();
+        let batch = table.batch();
+        let rates = batch.lookup("odd").unwrap().rates;
+        assert_eq!(
+            rates,
+            Rates {
+                input: 2,
+                cache_write_5m: 3,
+                cache_write_1h: 4,
+                cache_read: 1,
+                output: 5,
+            }
+        );
+        // Two results priced one by one add up to their summed tokens priced at once, which
+        // is what a report does.
+        let (a, b) = (usage(3, 1, 0, 5, 7), usage(1, 0, 1, 2, 1));
+        let sum = usage(4, 1, 1, 7, 8);
+        let cost = |u: &Usage| batch.cost_ok("odd", u).unwrap();
+        assert_eq!(cost(&a) + cost(&b), cost(&sum));
+        assert_eq!(cost(&a), 3 * 2 + 3 + 5 + 7 * 5);
+        // Never below the exact half, and a worst case at these rates still bounds one.
+        for u in [a, b, sum] {
+            assert!(cost(&u) * 2 >= table.cost_ok("odd", &u).unwrap());
+        }
+        assert!(
+            batch.worst_ok("odd", 300, 10).unwrap() * 2 >= table.worst_ok("odd", 300, 10).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_parts_of_a_cost_add_up_and_savings_are_priced_from_the_same_rates() {
+        let rates = PriceTable::builtin()
+            .lookup("claude-sonnet-4-6")
+            .unwrap()
+            .rates;
+        let u = usage(1000, 2000, 3000, 4000, 500);
+        let parts = rates.cost_parts(&u).unwrap();
+        assert_eq!(
+            parts,
+            CostParts {
+                input: 3_000_000_000,
+                cache_write: 25_500_000_000,
+                cache_read: 1_200_000_000,
+                output: 7_500_000_000,
+                total: 37_200_000_000,
+            }
+        );
+        // 9,000 cached tokens at $3 input, less $0.0255 of writes and $0.0012 of reads.
+        assert_eq!(
+            rates.caching_saved_pico_usd(&u),
+            Ok(27_000_000_000 - 25_500_000_000 - 1_200_000_000)
+        );
+        // 4,000 tokens read rather than written: at $3.75 less $0.30.
+        assert_eq!(
+            rates.warmup_saved_pico_usd(4000),
+            Ok(4000 * (3_750_000 - 300_000))
         );
     }
 

@@ -61,7 +61,7 @@ pub async fn cancel(
         if open.len() == 1 { "it" } else { "they" },
         run.name
     );
-    let prices = prices_for(&settings.gateway)?;
+    let prices = prices_for(&settings.gateway)?.batch();
     let collected = Batcher {
         store: &store,
         client: &client,

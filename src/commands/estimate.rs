@@ -203,8 +203,8 @@ fn print_json(
         "complete": estimate.unpriced.is_empty(),
         "unpriced_models": estimate.unpriced,
         "batches": batches.then(|| serde_json::json!({
-            "expected_pico_usd": estimate.expected_pico_usd / 2,
-            "worst_pico_usd": estimate.worst_pico_usd.div_ceil(2),
+            "expected_pico_usd": estimate.batch_expected_pico_usd,
+            "worst_pico_usd": estimate.batch_worst_pico_usd,
         })),
     });
     // JSON escapes its own strings: it is printed as it is, never terminal-escaped.
@@ -282,8 +282,8 @@ fn print(
     if batches {
         crate::outln!(
             "through the Message Batches API (--via batches), at half of every price: expected {}, worst case {}",
-            format_usd(estimate.expected_pico_usd / 2),
-            format_usd(estimate.worst_pico_usd.div_ceil(2)),
+            format_usd(estimate.batch_expected_pico_usd),
+            format_usd(estimate.batch_worst_pico_usd),
         )?;
     }
     if !estimate.unpriced.is_empty() {

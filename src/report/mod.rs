@@ -4,448 +4,37 @@
 //! token counts are sums of the `results` columns; costs are those sums times the price table
 //! (integer pico-USD, exact); percentiles are nearest-rank order statistics of the stored
 //! latencies (the value at 1-based rank `ceil(p/100 · n)` of the `n` sorted values).
+//!
+//! This file gathers the figures into groups; `model` holds what a report is, `cost` prices
+//! its slices, `warnings` says what it leaves out, `limits` how runs used their rate limits,
+//! and `text`, `html` and `csv` render it.
 
+mod cost;
 mod csv;
 mod html;
+mod limits;
+mod model;
 mod text;
+mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
-
-use crate::pricing::{ModelPrice, PriceTable, Rates};
+use crate::pricing::PriceTable;
 use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
+use cost::SumOverflow;
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::{charts, html};
+pub use model::{
+    CacheUse, Cost, Difference, ErrorCount, Grading, Group, Histogram, Jobs, Options, Percentiles,
+    PoolUse, Report, RunInfo, TierUse, Tokens, latency_cells, usd,
+};
 pub use text::{count, markdown, table};
+
+use model::ratio;
 
 /// The percentiles every latency figure reports.
 const PERCENTILES: [i64; 4] = [50, 90, 95, 99];
-/// A share of `max_tokens` stops at or above this is worth a warning.
-const MAX_TOKENS_WARNING: f64 = 0.10;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub generated_at: String,
-    pub group_by: String,
-    pub prices: String,
-    pub reprice: Option<String>,
-    pub runs: Vec<RunInfo>,
-    /// One per (run, group).
-    pub groups: Vec<Group>,
-    /// One per run, over all its jobs.
-    pub totals: Vec<Group>,
-    /// Each run after the first against the first.
-    pub differences: Vec<Difference>,
-    pub warnings: Vec<String>,
-    /// Per run and pool of models with rate limits: how much of each was used.
-    pub limits: Vec<PoolUse>,
-    /// Latency distribution per (run, group).
-    #[serde(skip)]
-    pub histogram: Histogram,
-    /// Per run: minutes since its first result, and its spend up to then (pico-USD).
-    #[serde(skip)]
-    pub spend_over_time: BTreeMap<String, Vec<(f64, i64)>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunInfo {
-    pub id: i64,
-    pub name: String,
-    pub status: String,
-    pub input_path: String,
-    pub gateway: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Jobs {
-    pub total: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub rejected: i64,
-    pub pending: i64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Tokens {
-    pub input: i64,
-    pub cache_write_5m: i64,
-    pub cache_write_1h: i64,
-    pub cache_read: i64,
-    pub output: i64,
-}
-
-/// Money in pico-USD (1e-12 USD), exact.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Cost {
-    /// Priced results only; see `complete`.
-    pub total_pico_usd: i64,
-    pub input_pico_usd: i64,
-    pub cache_write_pico_usd: i64,
-    pub cache_read_pico_usd: i64,
-    pub output_pico_usd: i64,
-    /// The same tokens through the Message Batches API, at half of every price.
-    pub batch_api_pico_usd: i64,
-    /// The same tokens sent directly, at the standard prices.
-    pub direct_pico_usd: i64,
-    /// Results answered through a batch, priced at half.
-    pub batch_results: i64,
-    /// Cache reads and writes at the plain input price, less what they cost (negative when
-    /// writes cost more than reads saved).
-    pub caching_saved_pico_usd: i64,
-    /// At the `--reprice` table, when given.
-    pub reprice_pico_usd: Option<i64>,
-    /// Results of models without a price, left out of the figures above.
-    pub unpriced_results: i64,
-    pub unpriced_models: Vec<String>,
-    pub complete: bool,
-    /// The sum of the costs stored with each result when it was written.
-    pub stored_pico_usd: i64,
-    /// Results billed above their model's base tier (a long-context premium, or a price set
-    /// by prompt length), per model and threshold; empty when every result is at the base.
-    pub above_base: Vec<TierUse>,
-}
-
-impl Cost {
-    /// The cost in dollars, marked when some results are unpriced, and `unpriced` when no
-    /// result is priced: a model without a price never reads as $0.
-    pub fn display(&self, incomplete: &str) -> String {
-        if !self.complete && self.total_pico_usd == 0 {
-            return "unpriced".to_owned();
-        }
-        let mut cell = usd(self.total_pico_usd);
-        if !self.complete {
-            cell.push_str(incomplete);
-        }
-        cell
-    }
-}
-
-/// How much of one rate limit a pool of models used over a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolUse {
-    pub run: String,
-    pub pool: String,
-    /// `RPM`, `ITPM` or `OTPM`.
-    pub limit: String,
-    pub per_minute: u64,
-    /// Requests, or tokens as the limit counts them, over the run.
-    pub used: i64,
-    pub minutes: f64,
-    /// The share of the limit used: what was sent beyond the first full bucket (which goes
-    /// at once), over what the limit refills in the run's time. Near 1 for a run the limit
-    /// bound; 0 for one that never emptied the bucket.
-    pub share: f64,
-    /// Job attempts of the pool, and those answered 429.
-    pub requests: i64,
-    pub refused: i64,
-}
-
-impl PoolUse {
-    pub fn describe(&self) -> String {
-        format!(
-            "{} · {}: {} {}/min, {:.0}% of it used over {:.1} min (beyond the first full bucket); {} of {} requests answered 429",
-            self.run,
-            self.pool,
-            self.limit,
-            text::count(i64::try_from(self.per_minute).unwrap_or(i64::MAX)),
-            self.share * 100.0,
-            self.minutes,
-            self.refused,
-            self.requests
-        )
-    }
-}
-
-/// What each pool of a run used of the limits it was sent under (given or learnt, as the run
-/// recorded them in its settings).
-async fn pool_uses(store: &Store, run: &RunRow) -> anyhow::Result<Vec<PoolUse>> {
-    let settings = crate::settings::RunSettings::of(run)?;
-    if settings.send.pool_limits.is_empty() {
-        return Ok(Vec::new());
-    }
-    let pool_of = |model: &str| {
-        if settings.gateway.limits_per == crate::settings::LimitsPer::Key {
-            return crate::limiter::KEY_POOL.to_owned();
-        }
-        settings
-            .gateway
-            .pools
-            .get(model)
-            .cloned()
-            .unwrap_or_else(|| model.to_owned())
-    };
-    let mut pools: BTreeMap<String, crate::store::LimitUse> = BTreeMap::new();
-    for row in store.report_limit_use(run.id).await? {
-        let pool = pools
-            .entry(pool_of(&row.model))
-            .or_insert(crate::store::LimitUse {
-                first_ms: i64::MAX,
-                ..Default::default()
-            });
-        pool.input_tokens += row.input_tokens;
-        pool.output_tokens += row.output_tokens;
-        pool.requests += row.requests;
-        pool.refused += row.refused;
-        pool.first_ms = pool.first_ms.min(row.first_ms);
-        pool.last_ms = pool.last_ms.max(row.last_ms);
-    }
-    let mut uses = Vec::new();
-    for (pool, sums) in pools {
-        let Some(limits) = settings.send.pool_limits.get(&pool) else {
-            continue;
-        };
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "a duration and rates for display"
-        )]
-        let minutes = (sums.last_ms - sums.first_ms).max(1) as f64 / 60_000.0;
-        for (name, per_minute, used) in [
-            ("RPM", limits.rpm, sums.requests),
-            ("ITPM", limits.itpm, sums.input_tokens),
-            ("OTPM", limits.otpm, sums.output_tokens),
-        ] {
-            let Some(per_minute) = per_minute.filter(|l| *l > 0) else {
-                continue;
-            };
-            #[expect(clippy::cast_precision_loss, reason = "rates for display")]
-            let share = (used as f64 - per_minute as f64).max(0.0) / (per_minute as f64 * minutes);
-            uses.push(PoolUse {
-                run: run.name.clone(),
-                pool: pool.clone(),
-                limit: name.to_owned(),
-                per_minute,
-                used,
-                minutes,
-                share,
-                requests: sums.requests,
-                refused: sums.refused,
-            });
-        }
-    }
-    Ok(uses)
-}
-
-/// Results of one model billed at the tier for prompts over a number of input tokens.
-#[derive(Debug, Clone, Serialize)]
-pub struct TierUse {
-    pub model: String,
-    pub above_input_tokens: u64,
-    pub results: i64,
-    pub cost_pico_usd: i64,
-}
-
-impl TierUse {
-    /// `3 results billed at the rate for prompts over 100,000 input tokens ($0.210000)`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} result{} billed at the rate for prompts over {} input tokens ({})",
-            self.results,
-            if self.results == 1 { "" } else { "s" },
-            text::count(i64::try_from(self.above_input_tokens).unwrap_or(i64::MAX)),
-            usd(self.cost_pico_usd)
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Percentiles {
-    pub count: i64,
-    pub p50: i64,
-    pub p90: i64,
-    pub p95: i64,
-    pub p99: i64,
-    pub max: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorCount {
-    pub error_type: String,
-    pub http_status: Option<i64>,
-    pub attempts: i64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Group {
-    pub run: String,
-    pub key: String,
-    pub jobs: Jobs,
-    pub tokens: Tokens,
-    pub cost: Cost,
-    /// Cache reads over all input tokens.
-    pub cache_hit_ratio: Option<f64>,
-    pub latency_ms: Option<Percentiles>,
-    /// Streamed results only.
-    pub ttft_ms: Option<Percentiles>,
-    /// Output tokens over generation time: latency less TTFT for streamed answers whose
-    /// tokens after the first took 50 ms or more, else the whole latency.
-    pub output_tokens_per_second: Option<f64>,
-    /// Attempts per job sent at least once.
-    pub attempts_per_job: Option<f64>,
-    pub retries: i64,
-    pub errors: Vec<ErrorCount>,
-    pub stop_reasons: Vec<(String, i64)>,
-    /// Present when the group's answers had cache prefixes.
-    pub cache: Option<CacheUse>,
-    /// Present when the group's jobs have graders.
-    pub grading: Option<Grading>,
-    #[serde(skip)]
-    sums: Sums,
-}
-
-/// How a group's answers used the prompt cache's prefixes, and what warming them saved.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CacheUse {
-    /// Distinct prefixes (a shared system prompt, tool list or document, with its model).
-    pub prefixes: i64,
-    /// Answers that wrote their prefix; 1.0 per prefix is the least possible.
-    pub writes: i64,
-    /// Answers that waited for another job to warm their prefix and read it instead of
-    /// writing it again.
-    pub writes_avoided: i64,
-    /// Those reads at the 5-minute write price, less what they cost as reads (pico-USD).
-    pub warmup_saved_pico_usd: i64,
-}
-
-impl CacheUse {
-    /// `40 answers over 1 prefix: 1.0 write per prefix; warm-up avoided 15 writes ($0.10)`.
-    pub fn describe(&self) -> String {
-        #[expect(clippy::cast_precision_loss, reason = "a ratio for display")]
-        let per_prefix = self.writes as f64 / self.prefixes.max(1) as f64;
-        let mut line = format!(
-            "{} writes over {} prefix{}: {per_prefix:.1} per prefix",
-            self.writes,
-            self.prefixes,
-            if self.prefixes == 1 { "" } else { "es" }
-        );
-        if self.writes_avoided > 0 {
-            line.push_str(&format!(
-                "; warm-up avoided {} writes, saving {}",
-                self.writes_avoided,
-                usd(self.warmup_saved_pico_usd)
-            ));
-        }
-        line
-    }
-}
-
-/// How a group's answers fared against their graders.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Grading {
-    /// Jobs with at least one grade.
-    pub graded: i64,
-    /// Jobs whose every grader passed.
-    pub passed: i64,
-    /// Jobs with a judge verdict still to come.
-    pub pending: i64,
-    pub pass_rate: Option<f64>,
-    /// Wilson score interval at 95%.
-    pub pass_rate_ci95: Option<(f64, f64)>,
-    /// The group's cost over its passing answers.
-    pub cost_per_pass_pico_usd: Option<i64>,
-    /// What the judge requests cost, apart from the jobs' own cost.
-    pub judge_cost_pico_usd: i64,
-    pub passing_latency_ms: Option<Percentiles>,
-    /// Per grader kind: (kind, graded, passed).
-    pub by_grader: Vec<(String, i64, i64)>,
-}
-
-impl Grading {
-    /// Each grader kind's passes, as `kind passed/graded`, joined by `separator`.
-    pub fn by_grader_line(&self, separator: &str) -> String {
-        self.by_grader
-            .iter()
-            .map(|(kind, graded, passed)| format!("{kind} {passed}/{graded}"))
-            .collect::<Vec<_>>()
-            .join(separator)
-    }
-}
-
-/// Sums that become ratios in [`Group::finish`].
-#[derive(Debug, Clone, Default)]
-struct Sums {
-    attempts: i64,
-    sent_jobs: i64,
-    generation_ms: i64,
-}
-
-impl Group {
-    /// Share of results that stopped at `max_tokens` or the context window.
-    pub fn truncated_share(&self) -> Option<f64> {
-        let total: i64 = self.stop_reasons.iter().map(|(_, n)| n).sum();
-        let truncated: i64 = self
-            .stop_reasons
-            .iter()
-            .filter(|(r, _)| r == "max_tokens" || r == "model_context_window_exceeded")
-            .map(|(_, n)| n)
-            .sum();
-        ratio(truncated, total)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Difference {
-    pub run: String,
-    pub against: String,
-    pub metric: String,
-    pub base: f64,
-    pub value: f64,
-    pub change: f64,
-    pub change_pct: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Histogram {
-    /// (run, key) → the distribution function: (latency in ms, share of results at most that
-    /// long), thinned to points at least 2% apart in latency.
-    pub cdf: BTreeMap<(String, String), Vec<(i64, f64)>>,
-}
-
-pub struct Options {
-    pub by: GroupBy,
-    pub prices: PriceTable,
-    pub reprice: Option<PriceTable>,
-    /// Also gather what only the charts show (spend over time): the html format.
-    pub charts: bool,
-}
-
-/// The latency cells of a group, as every rendering shows them: n, p50, p90, p95, p99, max,
-/// TTFT p50, TTFT p95, output tokens per second, attempts per job.
-pub fn latency_cells(g: &Group) -> [String; 10] {
-    let ms = |p: Option<Percentiles>, pick: fn(&Percentiles) -> i64| {
-        p.map_or_else(|| "-".to_owned(), |p| text::count(pick(&p)))
-    };
-    [
-        g.latency_ms.map_or(0, |l| l.count).to_string(),
-        ms(g.latency_ms, |p| p.p50),
-        ms(g.latency_ms, |p| p.p90),
-        ms(g.latency_ms, |p| p.p95),
-        ms(g.latency_ms, |p| p.p99),
-        ms(g.latency_ms, |p| p.max),
-        ms(g.ttft_ms, |p| p.p50),
-        ms(g.ttft_ms, |p| p.p95),
-        g.output_tokens_per_second
-            .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
-        g.attempts_per_job
-            .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
-    ]
-}
-
-/// Signed pico-USD as dollars.
-pub fn usd(pico: i64) -> String {
-    let amount = crate::pricing::format_usd(pico.unsigned_abs());
-    if pico < 0 {
-        format!("-{amount}")
-    } else {
-        amount
-    }
-}
-
-#[expect(clippy::cast_precision_loss, reason = "ratios for display")]
-fn ratio(part: i64, whole: i64) -> Option<f64> {
-    (whole > 0).then(|| part as f64 / whole as f64)
-}
 
 impl Report {
     pub async fn build(store: &Store, runs: &[RunRow], options: &Options) -> anyhow::Result<Self> {
@@ -456,7 +45,7 @@ impl Report {
             groups: BTreeMap::new(),
             totals: BTreeMap::new(),
         };
-        let threshold = long_context_threshold(&options.prices, options.reprice.as_ref());
+        let threshold = cost::long_context_threshold(&options.prices, options.reprice.as_ref());
         let mut unpriced: BTreeSet<String> = BTreeSet::new();
         // Where the runs' rows lie, read once for every scan below.
         let spans = store.job_spans(&ids).await?;
@@ -464,30 +53,42 @@ impl Report {
             spans.iter().map(|(_, s)| s.first).min().unwrap_or(1),
             spans.iter().map(|(_, s)| s.last).max().unwrap_or(0),
         );
-        // The passes over every row are independent: the longest (the sums) on one connection,
-        // the others one after another on the second.
-        let (rows, (latencies, ttfts, points)) = tokio::try_join!(
-            store.report_rows(&ids, rows_span, &options.by, threshold),
-            async {
+        // The passes over every row are independent, and each is mostly SQLite sorting rows
+        // to group them: each half of the rows goes through all of them on its own connection,
+        // so that both cores sort at once, and the halves' figures are added up as they merge.
+        let middle = rows_span.0 + (rows_span.1 - rows_span.0) / 2;
+        let half = |rows: (i64, i64)| {
+            let ids = &ids;
+            async move {
+                let sums = store.report_rows(ids, rows, &options.by, threshold).await?;
                 let latencies = store
-                    .report_values(&ids, rows_span, &options.by, Measure::Latency)
+                    .report_values(ids, rows, &options.by, Measure::Latency)
                     .await?;
                 let ttfts = store
-                    .report_values(&ids, rows_span, &options.by, Measure::Ttft)
+                    .report_values(ids, rows, &options.by, Measure::Ttft)
                     .await?;
-                let points = if options.charts {
-                    store.spend_over_time(&spans).await?
-                } else {
-                    Vec::new()
-                };
-                Ok((latencies, ttfts, points))
-            },
-        )?;
+                Ok::<_, crate::store::StoreError>((sums, latencies, ttfts))
+            }
+        };
+        let ((mut rows, mut latencies, mut ttfts), (more_rows, more_latencies, more_ttfts)) =
+            tokio::try_join!(half((rows_span.0, middle)), half((middle + 1, rows_span.1)))?;
+        rows.extend(more_rows);
+        latencies.extend(more_latencies);
+        ttfts.extend(more_ttfts);
+        let points = if options.charts {
+            store.spend_over_time(&spans).await?
+        } else {
+            Vec::new()
+        };
         for row in rows {
             merge.create(row.run_id, &row.key);
+            let mut priced = Ok(());
             merge.each(row.run_id, &row.key, |group| {
-                add_row(group, &row, options, &mut unpriced);
+                if priced.is_ok() {
+                    priced = add_row(group, &row, options, &mut unpriced);
+                }
             });
+            priced?;
         }
         let mut histogram = Histogram::default();
         for (rows, is_ttft) in [(latencies, false), (ttfts, true)] {
@@ -549,12 +150,12 @@ impl Report {
             });
         }
         for row in store.report_cache(&ids, &options.by).await? {
-            let rates = options.prices.lookup(&row.model).map(|p| p.rates);
-            let saved = rates.map_or(0, |r| {
-                let per_token = i64::try_from(r.cache_write_5m).unwrap_or(0)
-                    - i64::try_from(r.cache_read).unwrap_or(0);
-                row.warm_read_tokens * per_token
-            });
+            let saved = match options.prices.lookup(&row.model) {
+                Some(price) => price
+                    .rates
+                    .warmup_saved_pico_usd(u64::try_from(row.warm_read_tokens).unwrap_or(0))?,
+                None => 0,
+            };
             merge.each(row.run_id, &row.key, |group| {
                 let cache = group.cache.get_or_insert_with(CacheUse::default);
                 cache.prefixes += row.prefixes;
@@ -573,27 +174,11 @@ impl Report {
             groups, mut totals, ..
         } = merge;
 
-        let mut warnings = Vec::new();
-        for model in &unpriced {
-            warnings.push(format!(
-                "no price for model `{model}`: its results are left out of the costs, which are incomplete (give --prices)"
-            ));
-        }
+        let mut warnings = warnings::unpriced(&unpriced);
         let mut groups: Vec<Group> = groups.into_values().collect();
         for group in &mut groups {
             group.finish();
-            if let Some(share) = group.truncated_share().filter(|s| *s >= MAX_TOKENS_WARNING) {
-                // Named by its run: side by side, several runs have a group of this name.
-                let group_name = if group.key.is_empty() || group.key == group.run {
-                    format!("run {}", group.run)
-                } else {
-                    format!("run {}, {}", group.run, group.key)
-                };
-                warnings.push(format!(
-                    "{group_name}: {:.0}% of answers stopped at max_tokens and are truncated; raise max_tokens if that was not intended",
-                    share * 100.0
-                ));
-            }
+            warnings.extend(warnings::truncated(group));
         }
         let mut totals: Vec<Group> = runs
             .iter()
@@ -601,60 +186,11 @@ impl Report {
             .collect();
         for total in &mut totals {
             total.finish();
-            if total.jobs.pending > 0 {
-                warnings.push(format!(
-                    "run {} has {} pending jobs: this report covers what was finished",
-                    total.run, total.jobs.pending
-                ));
-            }
-            if let Some(run) = runs.iter().find(|r| r.name == total.run) {
-                if !run.loaded
-                    && let Some(expected) = run.input_jobs
-                {
-                    warnings.push(format!(
-                        "run {} stopped before all the jobs of its file were stored ({} of {expected}): `msgbatch resume {}` stores and sends the rest",
-                        total.run,
-                        total.jobs.total - total.jobs.rejected,
-                        total.run
-                    ));
-                }
-                let unbilled = store.unbilled_batch_items(run.id).await?;
-                if !unbilled.is_empty() {
-                    let kinds: Vec<String> = unbilled
-                        .iter()
-                        .map(|(kind, n)| format!("{n} {kind}"))
-                        .collect();
-                    let n: i64 = unbilled.iter().map(|(_, n)| n).sum();
-                    warnings.push(format!(
-                        "run {}: {n} batch requests ended without an answer ({}); none of them was billed, and `msgbatch resume {} --include-failed` sends them again",
-                        total.run,
-                        kinds.join(", "),
-                        total.run
-                    ));
-                }
-                let (failed, reason) = store.judge_failures(run.id).await?;
-                if failed > 0 {
-                    warnings.push(format!(
-                        "run {}: {failed} judge verdicts are pending because their requests failed (the latest: {}); `msgbatch grade {}` asks again",
-                        total.run,
-                        reason.as_deref().unwrap_or("no reason recorded"),
-                        total.run
-                    ));
-                }
-            }
-            let stored = total.cost.stored_pico_usd;
-            if options.reprice.is_none() && stored != total.cost.total_pico_usd {
-                warnings.push(format!(
-                    "run {}: the costs stored with its results add up to {}, the price table gives {}; prices changed since the run or --prices differs, and this report uses the table",
-                    total.run,
-                    usd(stored),
-                    usd(total.cost.total_pico_usd),
-                ));
-            }
+            warnings.extend(warnings::of_run(store, runs, total, options).await?);
         }
         let mut limits = Vec::new();
         for run in runs {
-            limits.extend(pool_uses(store, run).await?);
+            limits.extend(limits::pool_uses(store, run).await?);
         }
         let mut spend_over_time: BTreeMap<String, Vec<(f64, i64)>> = BTreeMap::new();
         for point in points {
@@ -672,9 +208,7 @@ impl Report {
         for run in runs {
             states.push(store.run_state(run).await?);
         }
-        // A warning said twice (a model unpriced in each run) says nothing more.
-        let mut said = std::collections::HashSet::new();
-        warnings.retain(|warning| said.insert(warning.clone()));
+        warnings::said_once(&mut warnings);
         Ok(Self {
             generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
@@ -709,69 +243,6 @@ impl Report {
             histogram,
             spend_over_time,
         })
-    }
-
-    /// Whether several runs are side by side.
-    pub fn multi_run(&self) -> bool {
-        self.runs.len() > 1
-    }
-
-    /// The rows a rendering shows: every group, then each run's total (unless the groups are
-    /// the runs themselves).
-    pub fn rows(&self) -> Vec<(String, &Group)> {
-        let mut rows: Vec<(String, &Group)> =
-            self.groups.iter().map(|g| (self.label(g), g)).collect();
-        if self.group_by != "run" {
-            rows.extend(self.totals.iter().map(|t| {
-                let label = if self.multi_run() {
-                    format!("{} (all)", t.run)
-                } else {
-                    "all".to_owned()
-                };
-                (label, t)
-            }));
-        }
-        rows
-    }
-
-    /// One line per group whose answers had cache prefixes: writes per prefix and what warming
-    /// them saved.
-    pub fn cache_lines(&self) -> Vec<String> {
-        self.groups
-            .iter()
-            .filter_map(|g| {
-                g.cache
-                    .as_ref()
-                    .map(|c| format!("{}: {}", self.label(g), c.describe()))
-            })
-            .collect()
-    }
-
-    /// One line per group and tier for the results billed above their model's base tier:
-    /// `claude-haiku-5-5: 3 results billed at the rate for prompts over 100,000 …`.
-    pub fn tier_lines(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        for group in &self.groups {
-            let label = self.label(group);
-            for tier in &group.cost.above_base {
-                let who = if tier.model == group.key {
-                    label.clone()
-                } else {
-                    format!("{label} · {}", tier.model)
-                };
-                lines.push(format!("{who}: {}", tier.describe()));
-            }
-        }
-        lines
-    }
-
-    /// The label of a group: its key, prefixed by its run when several runs are shown.
-    pub fn label(&self, group: &Group) -> String {
-        if self.multi_run() && self.group_by != "run" {
-            format!("{} / {}", group.run, group.key)
-        } else {
-            group.key.clone()
-        }
     }
 }
 
@@ -950,30 +421,13 @@ impl Group {
     }
 }
 
-/// The smallest long-context threshold of either table: requests above it are priced one by
-/// one. `i64::MAX` when no model has a premium.
-fn long_context_threshold(prices: &PriceTable, reprice: Option<&PriceTable>) -> i64 {
-    [Some(prices), reprice]
-        .into_iter()
-        .flatten()
-        .flat_map(PriceTable::long_context_thresholds)
-        .min()
-        .and_then(|t| i64::try_from(t).ok())
-        .unwrap_or(i64::MAX)
-}
-
-/// The tier a slice is billed at: each slice holds requests of one total input when that is
-/// above the smallest threshold of the tables, else requests at every model's base tier.
-fn tier_of<'a>(price: &'a ModelPrice, slice: &ReportRow) -> (Option<u64>, &'a Rates) {
-    price.tier(u64::try_from(slice.long_total_input).unwrap_or(0))
-}
-
+/// Adds a slice of rows to a group: its jobs, tokens and cost.
 fn add_row(
     group: &mut Group,
     slice: &ReportRow,
     options: &Options,
     unpriced: &mut BTreeSet<String>,
-) {
+) -> Result<(), SumOverflow> {
     let jobs = &mut group.jobs;
     jobs.total += slice.jobs;
     jobs.succeeded += slice.succeeded;
@@ -984,7 +438,7 @@ fn add_row(
     group.sums.sent_jobs += slice.sent_jobs;
     group.sums.generation_ms += slice.generation_ms;
     if slice.results == 0 {
-        return;
+        return Ok(());
     }
     let reason = slice
         .stop_reason
@@ -995,77 +449,12 @@ fn add_row(
         None => group.stop_reasons.push((reason, slice.results)),
     }
     let t = &mut group.tokens;
-    t.input += slice.input_tokens;
-    t.cache_write_5m += slice.cache_write_5m;
-    t.cache_write_1h += slice.cache_write_1h;
-    t.cache_read += slice.cache_read;
-    t.output += slice.output_tokens;
-    let cost = &mut group.cost;
-    cost.stored_pico_usd += slice.stored_cost_pico_usd;
-    let pico = |tokens: i64, rate: u64| tokens * i64::try_from(rate).unwrap_or(i64::MAX);
-    let Some(price) = options.prices.lookup(&slice.model) else {
-        cost.unpriced_results += slice.results;
-        if !cost.unpriced_models.contains(&slice.model) {
-            cost.unpriced_models.push(slice.model.clone());
-        }
-        unpriced.insert(slice.model.clone());
-        return;
-    };
-    let (tier, rates) = tier_of(price, slice);
-    // A batch bills every token at half the standard price.
-    let billed = |full: i64| if slice.batch { full / 2 } else { full };
-    let input = billed(pico(slice.input_tokens, rates.input));
-    let write = billed(
-        pico(slice.cache_write_5m, rates.cache_write_5m)
-            + pico(slice.cache_write_1h, rates.cache_write_1h),
-    );
-    let read = billed(pico(slice.cache_read, rates.cache_read));
-    let output = billed(pico(slice.output_tokens, rates.output));
-    let total = input + write + read + output;
-    let direct = if slice.batch { total * 2 } else { total };
-    cost.direct_pico_usd += direct;
-    if slice.batch {
-        cost.batch_results += slice.results;
-    }
-    cost.input_pico_usd += input;
-    cost.cache_write_pico_usd += write;
-    cost.cache_read_pico_usd += read;
-    cost.output_pico_usd += output;
-    cost.total_pico_usd += total;
-    cost.batch_api_pico_usd += direct / 2;
-    if let Some(above) = tier {
-        match cost
-            .above_base
-            .iter_mut()
-            .find(|t| t.model == slice.model && t.above_input_tokens == above)
-        {
-            Some(use_) => {
-                use_.results += slice.results;
-                use_.cost_pico_usd += total;
-            }
-            None => cost.above_base.push(TierUse {
-                model: slice.model.clone(),
-                above_input_tokens: above,
-                results: slice.results,
-                cost_pico_usd: total,
-            }),
-        }
-    }
-    let cached = slice.cache_write_5m + slice.cache_write_1h + slice.cache_read;
-    cost.caching_saved_pico_usd += billed(pico(cached, rates.input)) - write - read;
-    if let Some(reprice) = &options.reprice {
-        let other = reprice.lookup(&slice.model).map(|p| {
-            let r = tier_of(p, slice).1;
-            pico(slice.input_tokens, r.input)
-                + pico(slice.cache_write_5m, r.cache_write_5m)
-                + pico(slice.cache_write_1h, r.cache_write_1h)
-                + pico(slice.cache_read, r.cache_read)
-                + pico(slice.output_tokens, r.output)
-        });
-        if let Some(other) = other {
-            *cost.reprice_pico_usd.get_or_insert(0) += other;
-        }
-    }
+    cost::add(&mut t.input, slice.input_tokens)?;
+    cost::add(&mut t.cache_write_5m, slice.cache_write_5m)?;
+    cost::add(&mut t.cache_write_1h, slice.cache_write_1h)?;
+    cost::add(&mut t.cache_read, slice.cache_read)?;
+    cost::add(&mut t.output, slice.output_tokens)?;
+    cost::add_slice(&mut group.cost, slice, options, unpriced)
 }
 
 #[expect(clippy::cast_precision_loss, reason = "comparisons for display")]

@@ -271,10 +271,11 @@ async fn batches(
     submit: bool,
 ) -> anyhow::Result<Session> {
     let started = std::time::Instant::now();
+    let batch_prices = runner.prices.batch();
     let collected = Batcher {
         store,
         client: &runner.client,
-        prices: &runner.prices,
+        prices: &batch_prices,
         run_id: run.id,
         settings: settings.send.batches,
         policy: runner.policy,

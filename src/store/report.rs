@@ -14,6 +14,18 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    /// What a query grouped by its rows' key groups by: the key's own SQL (column 2) only for
+    /// a tag. A model's key is a function of the model, so grouping by `j.model` groups by the
+    /// key without working out a string for each of a million rows and sorting them on it
+    /// beside the model; a run's key is the same for every row (runs are grouped by `run_id`).
+    fn key_term(&self) -> Option<&'static str> {
+        match self {
+            Self::Model => Some("j.model"),
+            Self::Run => None,
+            Self::Tag(_) => Some("2"),
+        }
+    }
+
     /// The SQL expression of the group key over `jobs j`. Runs are grouped by `run_id`, which
     /// every query returns, so their key is empty here.
     fn key(&self, sql: &mut Sql, dialect: Dialect) {
@@ -217,7 +229,11 @@ impl Store {
              FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
         );
         restrict(&mut b, runs, rows);
-        b.push(" GROUP BY 1, 2, 3, 4, 5, 6");
+        // Column 3 is the model, which holds a model's key (see `key_term`).
+        b.push(match by {
+            GroupBy::Tag(_) => " GROUP BY 1, 2, 3, 4, 5, 6",
+            GroupBy::Model | GroupBy::Run => " GROUP BY 1, 3, 4, 5, 6",
+        });
         self.all(b).await
     }
 
@@ -245,13 +261,21 @@ impl Store {
                 b.push(
                     " AS key, r.ttft_ms AS value, COUNT(*) AS count
                      FROM results r INDEXED BY results_streamed CROSS JOIN jobs j ON j.id = r.job
-                     WHERE r.ttft_ms IS NOT NULL AND j.run_id IN (",
+                     WHERE r.ttft_ms IS NOT NULL AND r.job BETWEEN ",
                 );
+                b.push_bind(rows.0);
+                b.push(" AND ");
+                b.push_bind(rows.1);
+                b.push(" AND j.run_id IN (");
                 b.push_list(runs);
                 b.push(")");
             }
         }
-        b.push(" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+        b.push(" GROUP BY 1, ");
+        if let Some(key) = by.key_term() {
+            b.push(key).push(", ");
+        }
+        b.push("3 ORDER BY 1, 2, 3");
         self.all(b).await
     }
 

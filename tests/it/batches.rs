@@ -101,6 +101,92 @@ async fn a_run_through_batches_is_recorded_like_a_direct_run_at_half_the_price()
     );
 }
 
+/// A price file whose rates are odd in micro-USD per million tokens, so that half of them is
+/// not a whole micro-USD: the one case where the batch discount rounds.
+#[tokio::test]
+async fn a_batch_at_odd_rates_bills_each_token_its_half_rate_rounded_up_and_the_report_agrees() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // $0.000003 input and $0.000005 output per million tokens: 3 and 5 pico-USD a token, at
+    // the batch rates 2 and 3 (1.5 and 2.5 rounded up).
+    ws.write(
+        "odd-prices.toml",
+        "source = \"odd\"\n[models.claude-haiku-4-5]\ninput = 0.000003\ncache_write_5m = 0.000005\ncache_write_1h = 0.000007\ncache_read = 0.000001\noutput = 0.000005\n",
+    );
+    // Answers cut at odd and even max_tokens.
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "params": {"max_tokens": 7 + i,
+                "messages": [{"role": "user", "content": "word ".repeat(i + 1)}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--name",
+        "odd",
+        "--models",
+        "claude-haiku-4-5",
+        "--via",
+        "batches",
+        "--prices",
+        "odd-prices.toml",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let results = results(&ws).await;
+    assert_eq!(results.len(), 6);
+    for (job, _, input, output, cost, batch, _) in &results {
+        assert_eq!(*batch, 1);
+        assert_eq!(
+            *cost,
+            input * 2 + output * 3,
+            "{job}: {input} in, {output} out"
+        );
+    }
+    // Some result has an odd direct cost, whose half a per-result rounding would round.
+    assert!(
+        results.iter().any(|r| (r.2 * 3 + r.3 * 5) % 2 == 1),
+        "{results:?}"
+    );
+    let stored: i64 = results.iter().map(|r| r.4).sum();
+
+    let output = ws
+        .run(&[
+            "report",
+            "odd",
+            "--format",
+            "json",
+            "--out",
+            "-",
+            "--prices",
+            "odd-prices.toml",
+        ])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cost = &report["totals"][0]["cost"];
+    assert_eq!(cost["total_pico_usd"], stored, "{cost}");
+    assert_eq!(cost["stored_pico_usd"], stored, "{cost}");
+    let (input, out): (i64, i64) = results.iter().fold((0, 0), |(i, o), r| (i + r.2, o + r.3));
+    assert_eq!(cost["direct_pico_usd"], input * 3 + out * 5, "{cost}");
+    assert_eq!(cost["batch_api_pico_usd"], stored, "{cost}");
+    assert_eq!(
+        cost["input_pico_usd"].as_i64().unwrap() + cost["output_pico_usd"].as_i64().unwrap(),
+        stored
+    );
+    // The costs stored with the results and the table's figure agree: no warning of a change.
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.as_str().unwrap().contains("costs stored")),
+        "{warnings:?}"
+    );
+}
+
 #[tokio::test]
 async fn kill_9_between_the_create_call_and_its_commit_never_submits_twice() {
     let ws = Workspace::new();

@@ -55,6 +55,7 @@ pub struct Collected {
 pub struct Batcher<'a> {
     pub store: &'a Store,
     pub client: &'a Client,
+    /// The table at the batch rates ([`PriceTable::batch`]): results and worst cases alike.
     pub prices: &'a PriceTable,
     pub run_id: i64,
     pub settings: BatchSettings,
@@ -312,11 +313,7 @@ impl Batcher<'_> {
 
     /// Creates one batch: the intent first, then the call, then its id.
     async fn create(&self, packed: &Packed) -> anyhow::Result<Creation> {
-        let worst: u64 = packed
-            .worst_cases
-            .iter()
-            .map(|w| w.div_ceil(2))
-            .sum::<u64>();
+        let worst: u64 = packed.worst_cases.iter().sum::<u64>();
         if let Some(budget) = self.budget_pico_usd {
             let held = budget::held_by_batches(self.store, self.run_id).await?;
             if held.saturating_add(worst) > budget {

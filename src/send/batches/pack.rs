@@ -17,7 +17,7 @@ pub(super) struct Packed {
     /// The bytes of its create body, `{"requests":[…]}`.
     pub(super) bytes: usize,
     pub(super) items: Vec<(String, i64)>,
-    /// Each request's worst case at the standard rates.
+    /// Each request's worst case at the batch rates.
     pub(super) worst_cases: Vec<u64>,
     /// The bytes of its largest request.
     pub(super) largest: usize,
@@ -101,20 +101,19 @@ impl<'a> Packer<'a> {
                 ))
             })?
             .unwrap_or(0);
-        let worst_half = worst.div_ceil(2);
         let over_room = self
             .room
-            .is_some_and(|room| self.current_worst + worst_half > room);
+            .is_some_and(|room| self.current_worst + worst > room);
         let separator = usize::from(!self.current.items.is_empty());
         let full = self.current.items.len() >= self.settings.max_requests
             || self.current.bytes + separator + probe.len() > self.settings.max_bytes
             || over_room;
         let filled = if full { self.take() } else { None };
-        if self.room.is_some_and(|room| worst_half > room) {
+        if self.room.is_some_and(|room| worst > room) {
             self.over_budget = true;
             return Ok(filled);
         }
-        self.current_worst += worst_half;
+        self.current_worst += worst;
         let custom_id = self.custom_id(job);
         let line = if custom_id == job.job_id {
             probe.len()
@@ -305,12 +304,11 @@ mod tests {
 
     #[test]
     fn a_budget_bounds_each_batch_and_stops_at_a_job_that_cannot_fit() {
-        let prices = PriceTable::builtin();
+        let prices = PriceTable::builtin().batch();
         let one = job(1, "a", "claude-haiku-4-5");
         let half = crate::send::outcome::worst_case(&prices, &one)
             .unwrap()
-            .unwrap()
-            .div_ceil(2);
+            .unwrap();
         let mut packer = Packer::new(settings(100, BATCH_BYTES), &prices, Some(half * 5 / 2));
         let mut filled = Vec::new();
         for i in 0..5 {

@@ -229,8 +229,7 @@ impl Batcher<'_> {
                             CacheUse::default(),
                         ) {
                             Ok(mut result) => {
-                                // Every token of a batch is billed at half the standard price.
-                                result.cost_pico_usd = result.cost_pico_usd.map(|c| c / 2);
+                                // Priced at the batch rates of `self.prices`.
                                 result.batch = true;
                                 pending.results.push(result);
                                 attempt.http_status = Some(200);
