@@ -17,6 +17,14 @@ use crate::store::Store;
 /// Jobs read from the store per chunk of a body.
 const JOBS_PER_CHUNK: usize = 512;
 
+/// A packed batch's requests, as its body is made from them: which job each is (custom id,
+/// job row), and whether it is sent as stored ([`super::pack::Packed::verbatim`]).
+#[derive(Debug, Clone)]
+pub(super) struct Requests {
+    pub(super) items: Arc<Vec<(String, i64)>>,
+    pub(super) verbatim: Arc<Vec<bool>>,
+}
+
 /// What became of a body as it was sent.
 #[derive(Debug, Default)]
 pub(super) struct Sent {
@@ -35,17 +43,18 @@ impl Sent {
     }
 }
 
-/// The create body of the batch whose requests are `items` (custom id, job row), `length`
-/// bytes as packed, read from `store` as the connection takes it.
+/// The create body of the batch of `requests`, `length` bytes as packed, read from `store`
+/// as the connection takes it.
 pub(super) fn stream(
     store: Store,
-    items: Arc<Vec<(String, i64)>>,
+    Requests { items, verbatim }: Requests,
     length: usize,
     sent: Arc<Sent>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let maker = Maker {
         store,
         items,
+        verbatim,
         length,
         next: 0,
         made: 0,
@@ -74,6 +83,8 @@ pub(super) fn stream(
 struct Maker {
     store: Store,
     items: Arc<Vec<(String, i64)>>,
+    /// Which requests are sent as stored ([`super::pack::Packed::verbatim`]).
+    verbatim: Arc<Vec<bool>>,
     length: usize,
     /// The first item not yet written.
     next: usize,
@@ -104,11 +115,16 @@ impl Maker {
             let request = requests
                 .remove(job)
                 .ok_or_else(|| format!("the job of request {custom_id} is gone from the store"))?;
-            let params = params(&request, custom_id).map_err(|e| format!("{e:#}"))?;
+            let line = if self.verbatim.get(self.next + at) == Some(&true) {
+                request_line(&request, custom_id)
+            } else {
+                let params = params(&request, custom_id).map_err(|e| format!("{e:#}"))?;
+                request_line(&params, custom_id)
+            };
             if self.next + at > 0 {
                 chunk.push(b',');
             }
-            chunk.extend_from_slice(request_line(&params, custom_id).as_bytes());
+            chunk.extend_from_slice(line.as_bytes());
         }
         self.next += page.len();
         if self.next == self.items.len() {
@@ -158,11 +174,14 @@ mod tests {
             .unwrap();
         let jobs = (0..count)
             .map(|line| {
-                let request = serde_json::json!({
-                    "model": "claude-haiku-4-5", "max_tokens": 16, "stream": line % 2 == 0,
+                let mut request = serde_json::json!({
+                    "model": "claude-haiku-4-5", "max_tokens": 16,
                     "messages": [{"role": "user", "content": format!("prompt \"{line}\" é")}]
-                })
-                .to_string();
+                });
+                if line % 2 == 0 {
+                    request["stream"] = Value::Bool(true);
+                }
+                let request = request.to_string();
                 NewJob {
                     // Some ids the API refuses, which go under ids made for them.
                     job_id: if line % 3 == 0 {
@@ -198,12 +217,16 @@ mod tests {
     async fn collect(
         store: &Store,
         items: &[(String, i64)],
+        verbatim: &[bool],
         length: usize,
     ) -> (Vec<Result<Bytes, std::io::Error>>, Arc<Sent>) {
         let sent = Arc::new(Sent::default());
         let chunks = stream(
             store.clone(),
-            Arc::new(items.to_vec()),
+            Requests {
+                items: Arc::new(items.to_vec()),
+                verbatim: Arc::new(verbatim.to_vec()),
+            },
             length,
             Arc::clone(&sent),
         )
@@ -217,7 +240,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, run_id) = store_with_jobs(dir.path(), 1_200).await;
         let packed = packed(&store, run_id).await;
-        let (chunks, sent) = collect(&store, &packed.items, packed.bytes).await;
+        // Half the requests are stored with `stream`, which the body drops; the others are
+        // sent as stored.
+        assert_eq!(packed.verbatim.iter().filter(|v| **v).count(), 600);
+        let (chunks, sent) = collect(&store, &packed.items, &packed.verbatim, packed.bytes).await;
         assert_eq!(chunks.len(), 3, "512 jobs a chunk");
         let body: Vec<u8> = chunks
             .into_iter()
@@ -244,7 +270,7 @@ mod tests {
         let (store, run_id) = store_with_jobs(dir.path(), 600).await;
         let packed = packed(&store, run_id).await;
         for length in [packed.bytes - 1, packed.bytes + 1, 100] {
-            let (chunks, sent) = collect(&store, &packed.items, length).await;
+            let (chunks, sent) = collect(&store, &packed.items, &packed.verbatim, length).await;
             let last = chunks.last().unwrap();
             assert!(last.is_err(), "{length}");
             let made: usize = chunks
@@ -262,7 +288,7 @@ mod tests {
         // A job gone from the store between packing and sending is no body either.
         let mut items = packed.items.clone();
         items.push(("gone".to_owned(), i64::MAX));
-        let (chunks, sent) = collect(&store, &items, packed.bytes).await;
+        let (chunks, sent) = collect(&store, &items, &packed.verbatim, packed.bytes).await;
         assert!(chunks.last().unwrap().is_err());
         assert!(sent.broken().unwrap().contains("gone from the store"));
     }

@@ -337,12 +337,15 @@ impl Batcher<'_> {
                 intent_at_ms,
             )
             .await?;
-        let items = Arc::new(packed.items.clone());
+        let requests = body::Requests {
+            items: Arc::new(packed.items.clone()),
+            verbatim: Arc::new(packed.verbatim.clone()),
+        };
         // The batches of the store, which a batch found in the list after a lost answer is
         // none of.
         let known = self.store.known_batch_ids().await?;
         let attempted = self
-            .patiently(|| self.create_once(&items, packed.bytes, &known, intent_at_ms))
+            .patiently(|| self.create_once(&requests, packed.bytes, &known, intent_at_ms))
             .await;
         match attempted {
             Ok(Attempted::Created(batch)) => {
@@ -390,7 +393,7 @@ impl Batcher<'_> {
     /// retry never creates a batch twice.
     async fn create_once(
         &self,
-        items: &Arc<Vec<(String, i64)>>,
+        requests: &body::Requests,
         bytes: usize,
         known: &HashSet<String>,
         intent_at_ms: i64,
@@ -398,7 +401,7 @@ impl Batcher<'_> {
         let sent = Arc::new(body::Sent::default());
         let body = body::stream(
             self.store.clone(),
-            Arc::clone(items),
+            requests.clone(),
             bytes,
             Arc::clone(&sent),
         );
@@ -407,7 +410,7 @@ impl Batcher<'_> {
         if let (Err(_), Some(why)) = (&created, sent.broken()) {
             return Ok(Attempted::Broken(why));
         }
-        let requests = items.len();
+        let count = requests.items.len();
         match created {
             Ok(batch) => Ok(Attempted::Created(batch)),
             Err(e @ AttemptError::Http { status: 413, .. }) => {
@@ -415,7 +418,7 @@ impl Batcher<'_> {
             }
             // A refusal with a status other than a server error never created the batch.
             Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
-            Err(lost) => match self.recover_one(known, intent_at_ms, requests).await {
+            Err(lost) => match self.recover_one(known, intent_at_ms, count).await {
                 Ok(Some(found)) => Ok(Attempted::Created(found)),
                 // A connection that broke once the body was on its way, with no batch made:
                 // what proxies do with a body over their limit, closing before it is read.

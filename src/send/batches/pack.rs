@@ -21,6 +21,10 @@ pub(super) struct Packed {
     pub(super) worst_cases: Vec<u64>,
     /// The bytes of its largest request.
     pub(super) largest: usize,
+    /// For each request, whether its job's stored request is its params as sent, byte for
+    /// byte (no `stream` to drop, and written as they are written): its body line is then
+    /// made without reading the request again.
+    pub(super) verbatim: Vec<bool>,
 }
 
 /// Fills batches up to the request and byte bounds, and to what is left of the budget.
@@ -42,19 +46,27 @@ pub(super) const WRAPPER_BYTES: usize = OPEN.len() + CLOSE.len();
 pub(super) const OPEN: &[u8] = b"{\"requests\":[";
 pub(super) const CLOSE: &[u8] = b"]}";
 
-/// A job's request as the params of a batch request: a batch answers whole Messages, so a
-/// streamed request goes without `stream`.
-pub(super) fn params(request: &str, job_id: &str) -> anyhow::Result<Map<String, Value>> {
+/// A job's request as the params of a batch request, as JSON text: a batch answers whole
+/// Messages, so a streamed request goes without `stream`.
+pub(super) fn params(request: &str, job_id: &str) -> anyhow::Result<String> {
     let mut params: Map<String, Value> = serde_json::from_str(request)
         .with_context(|| format!("job {job_id} is not a JSON object"))?;
     params.remove("stream");
-    Ok(params)
+    Ok(Value::Object(params).to_string())
 }
 
-/// One request of a create body, `{"custom_id":…,"params":…}`: the same bytes whenever it is
-/// made from the same request, as packing counts them and the body sends them.
-pub(super) fn request_line(params: &Map<String, Value>, custom_id: &str) -> String {
-    serde_json::json!({"custom_id": custom_id, "params": params}).to_string()
+/// One request of a create body, `{"custom_id":…,"params":…}`, from its params as JSON text:
+/// the same bytes whenever it is made from the same request, as packing counts them and the
+/// body sends them.
+pub(super) fn request_line(params: &str, custom_id: &str) -> String {
+    let id = Value::from(custom_id).to_string();
+    let mut line = String::with_capacity(params.len() + id.len() + 24);
+    line.push_str("{\"custom_id\":");
+    line.push_str(&id);
+    line.push_str(",\"params\":");
+    line.push_str(params);
+    line.push('}');
+    line
 }
 
 impl<'a> Packer<'a> {
@@ -76,6 +88,7 @@ impl<'a> Packer<'a> {
             items: Vec::new(),
             worst_cases: Vec::new(),
             largest: 0,
+            verbatim: Vec::new(),
         }
     }
 
@@ -122,6 +135,7 @@ impl<'a> Packer<'a> {
         };
         self.current.bytes += usize::from(!self.current.items.is_empty()) + line;
         self.current.largest = self.current.largest.max(line);
+        self.current.verbatim.push(params == job.request);
         self.current.items.push((custom_id, job.id));
         self.current.worst_cases.push(worst);
         Ok(filled)
