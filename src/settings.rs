@@ -556,6 +556,9 @@ pub struct RunSettings {
     /// The options of the in-process mock a `run --mock` sends to.
     pub mock: Option<crate::mock::MockOptions>,
     pub models: Vec<String>,
+    /// Samples of each job and model (`--repeat`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: u32,
     pub defaults: crate::jobs::Defaults,
     /// How the job file is read, for a run that must load the rest of it on `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -575,6 +578,18 @@ impl RunSettings {
     pub fn stored(&self) -> anyhow::Result<String> {
         serde_json::to_string(self).context("failed to write a run's settings as JSON")
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if"
+)]
+fn is_one(repeat: &u32) -> bool {
+    *repeat == 1
 }
 
 /// How a run's job file is read: with the models and defaults above, enough to read it again.
@@ -607,6 +622,7 @@ impl InputSettings {
             format: self.format,
             defaults: run.defaults.clone(),
             models: run.models.clone(),
+            repeat: run.repeat,
             prompt_template: self.prompt_template.clone(),
             expect_kind: match self.expect_kind.as_str() {
                 "contains" => "contains",

@@ -26,6 +26,8 @@ mod location;
 mod lock;
 mod models;
 mod report;
+#[cfg(test)]
+mod samples_migration_test;
 mod sql;
 pub mod view;
 mod workers;
@@ -534,18 +536,19 @@ impl Store {
 
     /// Inserts jobs in one transaction.
     pub async fn insert_jobs(&self, run_id: i64, jobs: Vec<NewJob>) -> Result<(), StoreError> {
-        const COLUMNS: usize = 10;
+        const COLUMNS: usize = 11;
         let mut tx = self.begin().await?;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let mut sql = Sql::new(
-                "INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256,
-                                   tags, expect, state, error) ",
+                "INSERT INTO jobs (run_id, job_id, model, sample, line, request,
+                                   request_sha256, tags, expect, state, error) ",
             );
             sql.push_values(jobs.by_ref().take(MAX_VARIABLES / COLUMNS), |row, job| {
                 row.bind(run_id)
                     .bind(job.job_id)
                     .bind(job.model)
+                    .bind(i64::from(job.sample))
                     .bind(i64::try_from(job.line).unwrap_or(i64::MAX))
                     .bind(job.request)
                     .bind(job.request_sha256)

@@ -142,6 +142,8 @@ pub struct CheckedInput {
 pub struct NewJob {
     pub job_id: String,
     pub model: String,
+    /// Which of the job's repeated samples (`--repeat`) this row is, from 0.
+    pub sample: u32,
     pub line: u64,
     pub request: String,
     pub request_sha256: String,

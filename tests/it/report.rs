@@ -88,6 +88,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
     let new_job = |job_id: &str, model: &str, line: u64| NewJob {
         job_id: job_id.to_owned(),
         model: model.to_owned(),
+        sample: 0,
         line,
         request: "{}".into(),
         request_sha256: String::new(),
