@@ -989,7 +989,14 @@ impl Store {
     {
         self.each(
             Sql::new(concat!(
-                "SELECT j.job_id, j.model, j.state, j.error, b.body AS response, b.note AS note,
+                "SELECT j.job_id, j.model, j.sample, j.state, j.error,
+                        (SELECT CASE WHEN COUNT(*) FILTER (WHERE NOT g.passed) > 0 THEN FALSE
+                                     WHEN COUNT(*) = 0
+                                          OR COUNT(*) FILTER (WHERE g.passed IS NULL) > 0
+                                         THEN NULL
+                                     ELSE TRUE END
+                         FROM grades g WHERE g.job = j.id) AS passed,
+                        b.body AS response, b.note AS note,
                         a.error_type AS last_error_type, a.error_message AS last_error_message,
                         a.error_body AS last_error_body, a.http_status AS last_http_status,
                         a.kind AS last_kind
