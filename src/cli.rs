@@ -654,6 +654,12 @@ pub struct MockArgs {
     /// `400:no_db_connection` (as a gateway refusing a key does).
     #[arg(long, requires = "mock", value_name = "STATUS[:TYPE]", value_parser = crate::mock::parse_rejection)]
     pub mock_reject: Option<String>,
+
+    /// Mock: per model, the probability that an answer passes a grader looking for the
+    /// prompt's text (the answer repeats the prompt; otherwise it does not), e.g.
+    /// `claude-haiku-4-5=0.7,claude-sonnet-4-6=0.8`. Each request draws on its own.
+    #[arg(long, requires = "mock", value_name = "MODEL=P,…", value_delimiter = ',', value_parser = crate::mock::parse_pass)]
+    pub mock_pass: Vec<(String, f64)>,
 }
 
 impl MockArgs {
@@ -668,6 +674,7 @@ impl MockArgs {
             first_token_ms: self.mock_first_token_ms.unwrap_or(0),
             token_ms: self.mock_token_ms.unwrap_or(0),
             reject: self.mock_reject.clone(),
+            pass: self.mock_pass.clone(),
             ..crate::mock::MockOptions::default()
         })
     }

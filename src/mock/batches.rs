@@ -284,7 +284,14 @@ impl MockBatch {
 
     /// The results file, one JSON line per request, last request first; `None` while the
     /// batch is still processing.
-    pub fn results(&self, config: &BatchConfig, finished: bool) -> Option<Vec<String>> {
+    /// `pass` as [`super::MockConfig::pass`]: each request's draw is fixed by its custom id,
+    /// so the results read twice are the same.
+    pub fn results(
+        &self,
+        config: &BatchConfig,
+        finished: bool,
+        pass: &[(String, f64)],
+    ) -> Option<Vec<String>> {
         if !self.ended(config, finished) {
             return None;
         }
@@ -303,7 +310,10 @@ impl MockBatch {
                     "succeeded" => {
                         let model = params.get("model").and_then(Value::as_str).unwrap_or("");
                         let seed = answer::request_seed(params);
-                        let reply = answer::reply(params, seed);
+                        let mut reply = answer::reply(params, seed);
+                        if let Some(p) = answer::pass_probability(pass, model) {
+                            answer::maybe_miss(&mut reply, params, p, draw(custom_id, seed));
+                        }
                         let usage = crate::tokens::input_usage(
                             params,
                             &mut std::collections::HashSet::new(),
@@ -359,4 +369,15 @@ mod tests {
         assert_eq!((status, kind), (400, "invalid_request_error"));
         assert!(message.starts_with("requests.0.custom_id"), "{message}");
     }
+}
+
+/// A draw in [0, 1) fixed by a request's custom id and seed.
+fn draw(custom_id: &str, seed: u64) -> f64 {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    custom_id.hash(&mut hasher);
+    seed.hash(&mut hasher);
+    #[expect(clippy::cast_precision_loss, reason = "53 bits of a hash")]
+    let draw = (hasher.finish() >> 11) as f64 / (1_u64 << 53) as f64;
+    draw
 }
