@@ -731,6 +731,11 @@ pub struct ReportArgs {
     /// Also price the run at this table, e.g. another gateway's rates.
     #[arg(long)]
     pub reprice: Option<PathBuf>,
+
+    /// Cluster the standard errors of the mean scores on a tag (`tag:NAME`), for jobs that
+    /// share a passage or a source and so are not independent.
+    #[arg(long, value_name = "tag:NAME")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

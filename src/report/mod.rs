@@ -7,6 +7,7 @@
 
 mod csv;
 mod html;
+mod scores;
 mod text;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -18,6 +19,7 @@ use crate::store::{GroupBy, Measure, ReportRow, RunRow, Store, ValueCount};
 
 pub use csv::{failures_csv, groups_csv};
 pub use html::{charts, html};
+pub use scores::{JobScore, Score};
 pub use text::{count, markdown, table};
 
 /// The percentiles every latency figure reports.
@@ -349,6 +351,13 @@ pub struct Grading {
     pub passing_latency_ms: Option<Percentiles>,
     /// Per grader kind: (kind, graded, passed).
     pub by_grader: Vec<(String, i64, i64)>,
+    /// The mean over jobs of each job's score (the share of its samples passing every
+    /// grader), with its standard error, and pass@k and pass^k with repeated samples.
+    pub score: Option<Score>,
+    #[serde(skip)]
+    jobs: Vec<JobScore>,
+    #[serde(skip)]
+    clustered: bool,
 }
 
 impl Grading {
@@ -408,6 +417,8 @@ pub struct Options {
     pub reprice: Option<PriceTable>,
     /// Also gather what only the charts show (spend over time): the html format.
     pub charts: bool,
+    /// Cluster the standard errors of the scores on this tag's values.
+    pub cluster_tag: Option<String>,
 }
 
 /// The latency cells of a group, as every rendering shows them: n, p50, p90, p95, p99, max,
@@ -526,6 +537,22 @@ impl Report {
                 g.passed += row.passed;
                 g.pending += row.pending;
                 g.judge_cost_pico_usd += row.judge_cost_pico_usd;
+            });
+        }
+        let clustered = options.cluster_tag.is_some();
+        for row in store
+            .report_job_scores(&ids, &options.by, options.cluster_tag.as_deref())
+            .await?
+        {
+            let job = JobScore {
+                cluster: row.cluster,
+                samples: u64::try_from(row.samples).unwrap_or(0),
+                passed: u64::try_from(row.passed).unwrap_or(0),
+            };
+            merge.each(row.run_id, &row.key, |group| {
+                let g = group.grading.get_or_insert_with(Grading::default);
+                g.clustered = clustered;
+                g.jobs.push(job.clone());
             });
         }
         for row in store.report_graders(&ids, &options.by).await? {
@@ -939,7 +966,13 @@ impl Group {
             // Pending judges are left out of the rate until their verdict is in.
             let decided = g.graded - g.pending;
             g.pass_rate = ratio(g.passed, decided);
-            g.pass_rate_ci95 = crate::eval::wilson(g.passed, decided);
+            g.score = Score::of(&std::mem::take(&mut g.jobs), g.clustered);
+            // Wilson's interval holds for independent answers: one sample of each job.
+            g.pass_rate_ci95 = if g.score.as_ref().is_some_and(|s| s.samples_per_job > 1) {
+                None
+            } else {
+                crate::eval::wilson(g.passed, decided)
+            };
             g.cost_per_pass_pico_usd = (g.passed > 0).then(|| cost / g.passed);
         }
         self.errors.sort_by(|a, b| {

@@ -50,8 +50,8 @@ pub use location::Location;
 pub use lock::{DbLock, LockError, RunTask};
 pub use models::*;
 pub use report::{
-    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, LimitUse, Measure, ReportRow,
-    ValueCount,
+    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, JobScoreRow, LimitUse, Measure,
+    ReportRow, ValueCount,
 };
 pub use sql::Dialect;
 use sql::Sql;
