@@ -199,6 +199,7 @@ async fn build(store: &Store, names: &[&str], by: GroupBy) -> Report {
             prices: PriceTable::builtin(),
             reprice: None,
             charts: true,
+            cluster_tag: None,
         },
     )
     .await
