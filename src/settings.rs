@@ -754,6 +754,7 @@ mod tests {
             send: SendSettings::from_args(&SendArgs::default()).unwrap(),
             mock: Some(crate::mock::MockOptions::default()),
             models: vec!["claude-haiku-4-5".into()],
+            repeat: 1,
             defaults: crate::jobs::Defaults::default(),
             input: None,
         };

@@ -75,6 +75,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
                 send: SendSettings::from_args(&SendArgs::default()).unwrap(),
                 mock: None,
                 models: Vec::new(),
+                repeat: 1,
                 defaults: Defaults::default(),
                 input: None,
             }
