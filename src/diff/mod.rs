@@ -274,29 +274,33 @@ fn samples_of(jobs: &[Loaded]) -> usize {
 }
 
 /// The jobs of a run in input order, the samples (`--repeat`) of each (job, model) made one.
+/// A record's rows are stored together, a model's samples next to each other, so the samples
+/// of a job are consecutive rows.
 async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
     let mut grades = store.grade_views(run.id).await?;
     let mut jobs: Vec<Loaded> = Vec::new();
-    let mut sums: Vec<paired::MeanMeasures> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut sum = paired::MeanMeasures::default();
     for view in store.job_views(run.id).await? {
         let g = grades.remove(&view.id).unwrap_or_default();
-        let key = (view.job_id.clone(), view.model.clone());
         let outcome = Outcome::of(&view.state, &g);
         let measures = Measures::new(outcome, view.cost_pico_usd, view.latency_ms);
-        if let Some(&i) = index.get(&key) {
-            sums[i].add(&measures);
-            jobs[i].rest.push(Sample {
+        if let Some(last) = jobs.last_mut()
+            && last.view.job_id == view.job_id
+            && last.view.model == view.model
+        {
+            sum.add(&measures);
+            last.rest.push(Sample {
                 outcome,
                 cost_pico_usd: view.cost_pico_usd,
                 latency_ms: view.latency_ms,
             });
             continue;
         }
-        index.insert(key, jobs.len());
-        let mut sum = paired::MeanMeasures::default();
+        if let Some(last) = jobs.last_mut() {
+            last.measures = sum.mean();
+        }
+        sum = paired::MeanMeasures::default();
         sum.add(&measures);
-        sums.push(sum);
         jobs.push(Loaded {
             view,
             grades: g,
@@ -304,8 +308,8 @@ async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
             rest: Vec::new(),
         });
     }
-    for (job, sum) in jobs.iter_mut().zip(sums) {
-        job.measures = sum.mean();
+    if let Some(last) = jobs.last_mut() {
+        last.measures = sum.mean();
     }
     Ok(jobs)
 }
