@@ -334,6 +334,17 @@ impl MockBatch {
     }
 }
 
+/// A draw in [0, 1) fixed by a request's custom id and seed.
+fn draw(custom_id: &str, seed: u64) -> f64 {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    custom_id.hash(&mut hasher);
+    seed.hash(&mut hasher);
+    #[expect(clippy::cast_precision_loss, reason = "53 bits of a hash")]
+    let draw = (hasher.finish() >> 11) as f64 / (1_u64 << 53) as f64;
+    draw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,15 +380,4 @@ mod tests {
         assert_eq!((status, kind), (400, "invalid_request_error"));
         assert!(message.starts_with("requests.0.custom_id"), "{message}");
     }
-}
-
-/// A draw in [0, 1) fixed by a request's custom id and seed.
-fn draw(custom_id: &str, seed: u64) -> f64 {
-    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
-    let mut hasher = DefaultHasher::new();
-    custom_id.hash(&mut hasher);
-    seed.hash(&mut hasher);
-    #[expect(clippy::cast_precision_loss, reason = "53 bits of a hash")]
-    let draw = (hasher.finish() >> 11) as f64 / (1_u64 << 53) as f64;
-    draw
 }
