@@ -200,6 +200,19 @@ fn parse_run_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// The most samples `--repeat` takes of each job: more is a typo, not an evaluation.
+pub const MAX_REPEAT: u32 = 1000;
+
+/// A count of samples from 1 to [`MAX_REPEAT`].
+pub fn parse_repeat(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (1 sends each job once)".to_owned()),
+        Ok(k) if k <= u64::from(MAX_REPEAT) => Ok(u32::try_from(k).unwrap_or(MAX_REPEAT)),
+        Ok(_) => Err(format!("at most {MAX_REPEAT} samples of each job")),
+        Err(_) => Err(format!("`{text}` is not a whole number of samples")),
+    }
+}
+
 /// One ASCII character, or `\t` / `tab` for a tab.
 fn parse_delimiter(text: &str) -> Result<u8, String> {
     match text {
@@ -236,6 +249,11 @@ pub struct JobArgs {
     /// flag, comma-separated (`--models a,b`) or repeated (`--models a --models b`).
     #[arg(long, value_name = "MODEL,…", value_delimiter = ',')]
     pub models: Vec<String>,
+
+    /// Send every job (to each model) K times, as independent samples, each its own result
+    /// graded on its own.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = parse_repeat)]
+    pub repeat: u32,
 
     /// `max_tokens` for records that give none.
     #[arg(long)]
@@ -396,6 +414,10 @@ pub struct ResumeArgs {
     /// Also send again the jobs that failed after all their attempts.
     #[arg(long)]
     pub include_failed: bool,
+
+    /// The run's samples of each job, when given: must be the K it was started with.
+    #[arg(long, value_name = "K", value_parser = parse_repeat)]
+    pub repeat: Option<u32>,
 
     #[command(flatten)]
     pub sending: SendArgs,
@@ -632,6 +654,12 @@ pub struct MockArgs {
     /// `400:no_db_connection` (as a gateway refusing a key does).
     #[arg(long, requires = "mock", value_name = "STATUS[:TYPE]", value_parser = crate::mock::parse_rejection)]
     pub mock_reject: Option<String>,
+
+    /// Mock: per model, the probability that an answer passes a grader looking for the
+    /// prompt's text (the answer repeats the prompt; otherwise it does not), e.g.
+    /// `claude-haiku-4-5=0.7,claude-sonnet-4-6=0.8`. Each request draws on its own.
+    #[arg(long, requires = "mock", value_name = "MODEL=P,…", value_delimiter = ',', value_parser = crate::mock::parse_pass)]
+    pub mock_pass: Vec<(String, f64)>,
 }
 
 impl MockArgs {
@@ -646,6 +674,7 @@ impl MockArgs {
             first_token_ms: self.mock_first_token_ms.unwrap_or(0),
             token_ms: self.mock_token_ms.unwrap_or(0),
             reject: self.mock_reject.clone(),
+            pass: self.mock_pass.clone(),
             ..crate::mock::MockOptions::default()
         })
     }
@@ -702,6 +731,11 @@ pub struct ReportArgs {
     /// Also price the run at this table, e.g. another gateway's rates.
     #[arg(long)]
     pub reprice: Option<PathBuf>,
+
+    /// Cluster the standard errors of the mean scores on a tag (`tag:NAME`), for jobs that
+    /// share a passage or a source and so are not independent.
+    #[arg(long, value_name = "tag:NAME")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

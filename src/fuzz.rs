@@ -41,6 +41,7 @@ fn load(name: &str, format: InputFormat, template: Option<String>, data: &[u8]) 
             ..Defaults::default()
         },
         models: Vec::new(),
+        repeat: 1,
         prompt_template: template,
         expect_kind: "contains",
         skip_invalid: true,

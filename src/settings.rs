@@ -524,6 +524,9 @@ pub struct RunSettings {
     /// The options of the in-process mock a `run --mock` sends to.
     pub mock: Option<crate::mock::MockOptions>,
     pub models: Vec<String>,
+    /// Samples of each job and model (`--repeat`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: u32,
     pub defaults: crate::jobs::Defaults,
     /// How the job file is read, for a run that must load the rest of it on `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -543,6 +546,18 @@ impl RunSettings {
     pub fn stored(&self) -> anyhow::Result<String> {
         serde_json::to_string(self).context("failed to write a run's settings as JSON")
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if"
+)]
+fn is_one(repeat: &u32) -> bool {
+    *repeat == 1
 }
 
 /// How a run's job file is read: with the models and defaults above, enough to read it again.
@@ -575,6 +590,7 @@ impl InputSettings {
             format: self.format,
             defaults: run.defaults.clone(),
             models: run.models.clone(),
+            repeat: run.repeat,
             prompt_template: self.prompt_template.clone(),
             expect_kind: match self.expect_kind.as_str() {
                 "contains" => "contains",
@@ -706,6 +722,7 @@ mod tests {
             send: SendSettings::from_args(&SendArgs::default()).unwrap(),
             mock: Some(crate::mock::MockOptions::default()),
             models: vec!["claude-haiku-4-5".into()],
+            repeat: 1,
             defaults: crate::jobs::Defaults::default(),
             input: None,
         };

@@ -14,13 +14,7 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
         runs.push(store.find_run(key).await?);
     }
     let limit = args.limit.unwrap_or(diff::DEFAULT_LIMIT);
-    let cluster_tag = match args.cluster.as_deref() {
-        None => None,
-        Some(text) => match text.strip_prefix("tag:") {
-            Some(tag) if !tag.is_empty() => Some(tag.to_owned()),
-            _ => anyhow::bail!("--cluster {text}: give a tag as `tag:NAME`"),
-        },
-    };
+    let cluster_tag = cluster_tag(args.cluster.as_deref())?;
     if args.baseline.is_some() && runs.len() != 1 {
         anyhow::bail!(
             "--baseline is for the models of one run; a diff of two runs compares the second with the first"
@@ -74,4 +68,15 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
             ExitStatus::Success
         },
     )
+}
+
+/// The tag NAME of `--cluster tag:NAME`.
+pub(super) fn cluster_tag(cluster: Option<&str>) -> anyhow::Result<Option<String>> {
+    match cluster {
+        None => Ok(None),
+        Some(text) => match text.strip_prefix("tag:") {
+            Some(tag) if !tag.is_empty() => Ok(Some(tag.to_owned())),
+            _ => anyhow::bail!("--cluster {text}: give a tag as `tag:NAME`"),
+        },
+    }
 }

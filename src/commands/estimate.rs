@@ -63,6 +63,8 @@ pub async fn estimate(
     let mut counting = !args.no_count_tokens;
     let mut counted_jobs = 0_u64;
     let mut local_jobs = 0_u64;
+    // The count of the last sample 0, which the samples after it share.
+    let mut last_count = None;
     while let Some(chunk) = receiver.recv().await {
         let mut parsed = Vec::with_capacity(chunk.len());
         for job in chunk {
@@ -70,11 +72,14 @@ pub async fn estimate(
                 serde_json::from_str(&job.request).context("a loaded job is not JSON")?;
             // The local view must see jobs in file order for the cache replay.
             let input = estimator.local(&body);
-            parsed.push((job.model, body, input));
+            parsed.push((job.model, body, input, job.sample));
         }
         let counts: Vec<Option<u64>> = if counting {
-            let results: Vec<Result<u64, SendError>> = futures_util::stream::iter(parsed.iter())
-                .map(|(model, body, _)| count(&sender, model, body))
+            // A repeated sample (`--repeat`) sends the request of its sample 0, just before it:
+            // counted once.
+            let firsts = parsed.iter().filter(|(.., sample)| *sample == 0);
+            let results: Vec<Result<u64, SendError>> = futures_util::stream::iter(firsts)
+                .map(|(model, body, ..)| count(&sender, model, body))
                 .buffered(settings.send.concurrency)
                 .collect()
                 .await;
@@ -95,14 +100,23 @@ pub async fn estimate(
                 counting = false;
             }
             if counting {
-                results.into_iter().map(Result::ok).collect()
+                let mut results = results.into_iter().map(Result::ok);
+                parsed
+                    .iter()
+                    .map(|(.., sample)| {
+                        if *sample == 0 {
+                            last_count = results.next().flatten();
+                        }
+                        last_count
+                    })
+                    .collect()
             } else {
                 vec![None; parsed.len()]
             }
         } else {
             vec![None; parsed.len()]
         };
-        for ((model, _, input), count) in parsed.into_iter().zip(counts) {
+        for ((model, _, input, _), count) in parsed.into_iter().zip(counts) {
             if count.is_some() {
                 counted_jobs += 1;
             } else {

@@ -1,4 +1,6 @@
-//! `msgbatch export`: one JSON line per (job, model) in the Message Batches results shape.
+//! `msgbatch export`: one JSON line per (job, model, sample) in the Message Batches results
+//! shape, with the sample's number (from 0) and whether every grader passed (`null` when
+//! ungraded) beside `custom_id` and `model`.
 //!
 //! Succeeded jobs carry the Message exactly as stored. Failed jobs carry the API's error body
 //! when the gateway sent one, else an error of the same shape; a batch item its batch ended
@@ -45,10 +47,16 @@ async fn write_rows(store: &Store, run: i64, out: &mut impl Write) -> anyhow::Re
 }
 
 fn line(row: &ExportRow) -> String {
+    let passed = match row.passed {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "null",
+    };
     let head = format!(
-        "{{\"custom_id\":{},\"model\":{},\"result\":",
+        "{{\"custom_id\":{},\"model\":{},\"sample\":{},\"passed\":{passed},\"result\":",
         Value::String(row.job_id.clone()),
-        Value::String(row.model.clone())
+        Value::String(row.model.clone()),
+        row.sample
     );
     let result = match (row.state.as_str(), &row.response) {
         // The stored body is the gateway's JSON, byte for byte.

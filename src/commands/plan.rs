@@ -62,6 +62,7 @@ pub fn plan(
         send,
         mock,
         models: jobs.models.clone(),
+        repeat: jobs.repeat,
         defaults: Defaults {
             model: jobs.model.clone(),
             max_tokens: jobs.max_tokens,
@@ -76,6 +77,7 @@ pub fn plan(
         path: jobs.file.clone(),
         defaults: settings.defaults.clone(),
         models: settings.models.clone(),
+        repeat: settings.repeat,
         prompt_template,
         expect_kind: match jobs.expect_mode {
             crate::cli::ExpectMode::Equals => "equals",

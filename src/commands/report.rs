@@ -52,6 +52,7 @@ pub async fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitSt
             prices,
             reprice,
             charts: args.format == ReportFormat::Html,
+            cluster_tag: super::diff::cluster_tag(args.cluster.as_deref())?,
         },
     )
     .await?;

@@ -31,6 +31,16 @@ pub async fn resume(
         &args.headers,
         args.base_url.as_deref(),
     )?;
+    if let Some(repeat) = args.repeat
+        && repeat != settings.repeat
+    {
+        bail!(
+            "run {} takes {} of each job; resume it without --repeat (or with --repeat {}), or start a new run for {repeat}",
+            run.name,
+            samples(settings.repeat),
+            settings.repeat
+        );
+    }
     let key = settings.gateway.api_key()?;
     if settings.mock.is_none() {
         super::plan::check_gateway(&settings.gateway, key.as_ref())?;
@@ -54,8 +64,13 @@ pub async fn resume(
     } else {
         String::new()
     };
+    let samples = if settings.repeat > 1 {
+        format!(" ({} samples of each job)", settings.repeat)
+    } else {
+        String::new()
+    };
     crate::errln!(
-        "resuming run {} (id {}): {} pending of {} jobs{stored}",
+        "resuming run {} (id {}): {} pending of {} jobs{stored}{samples}",
         run.name,
         run.id,
         counts.pending,
@@ -211,4 +226,13 @@ pub(super) fn run_settings(
         );
     }
     Ok(settings)
+}
+
+/// `1 sample` or `3 samples`.
+fn samples(k: u32) -> String {
+    if k == 1 {
+        "1 sample".to_owned()
+    } else {
+        format!("{k} samples")
+    }
 }

@@ -210,9 +210,22 @@ fn announce(
         0.0
     };
     crate::errln!(
-        "run {name} (id {id}): {} jobs {done} in {seconds:.2}s ({rate:.0}/s), sending to {target}",
-        summary.jobs
+        "run {name} (id {id}): {} {done} in {seconds:.2}s ({rate:.0}/s), sending to {target}",
+        jobs_and_samples(summary.jobs, settings.repeat)
     );
+}
+
+/// `400 jobs`, or with repeated samples `400 jobs × 3 samples (1200 requests)`: `rows` counts
+/// every sample.
+pub(super) fn jobs_and_samples(rows: u64, repeat: u32) -> String {
+    if repeat > 1 {
+        format!(
+            "{} jobs × {repeat} samples ({rows} requests)",
+            rows / u64::from(repeat)
+        )
+    } else {
+        format!("{rows} jobs")
+    }
 }
 
 fn report_bad_records(summary: &LoadSummary) {

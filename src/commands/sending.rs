@@ -222,6 +222,7 @@ pub async fn send(
                 prices,
                 reprice: None,
                 charts: false,
+                cluster_tag: None,
             },
         )
         .await?;

@@ -79,6 +79,18 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a job in `state` with these verdicts.
+    fn of(state: &str, grades: &[GradeView]) -> Self {
+        match state {
+            "succeeded" if grades.iter().any(|g| g.passed == Some(false)) => Self::Fail,
+            "succeeded" if grades.iter().any(|g| g.passed == Some(true)) => Self::Pass,
+            "succeeded" => Self::Answered,
+            "failed" => Self::Error,
+            "rejected" => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
+
     fn answered(self) -> bool {
         matches!(self, Self::Pass | Self::Fail | Self::Answered)
     }
@@ -106,14 +118,7 @@ impl JobSide {
             .filter(|g| g.passed == Some(false))
             .map(|g| format!("{}#{}", g.kind, g.grader))
             .collect();
-        let outcome = match view.state.as_str() {
-            "succeeded" if !failed_graders.is_empty() => Outcome::Fail,
-            "succeeded" if grades.iter().any(|g| g.passed == Some(true)) => Outcome::Pass,
-            "succeeded" => Outcome::Answered,
-            "failed" => Outcome::Error,
-            "rejected" => Outcome::Rejected,
-            _ => Outcome::Pending,
-        };
+        let outcome = Outcome::of(&view.state, &grades);
         Self {
             outcome,
             failed_graders,
@@ -215,6 +220,10 @@ pub struct Diff {
     pub after: String,
     /// Jobs matched by model as well as id.
     pub by_model: bool,
+    /// Samples of each job (`--repeat`), the most of either run: the totals count every
+    /// sample, the listed rows show each job's first, and a job's score is the mean over its
+    /// samples.
+    pub samples: usize,
     pub totals: Totals,
     /// The listed jobs, most important change first; each kind cut at the limit.
     pub rows: Vec<DiffRow>,
@@ -241,17 +250,68 @@ impl Diff {
     }
 }
 
-async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<(JobView, Vec<GradeView>)>> {
+/// A job of a run (one model of it): its first sample as listed, and the measures of every
+/// sample averaged (a job's score is the mean over its samples of "every grader passed").
+struct Loaded {
+    view: JobView,
+    grades: Vec<GradeView>,
+    measures: Measures,
+    /// The samples after the first: outcome, cost and latency, for the totals.
+    rest: Vec<Sample>,
+}
+
+/// What the totals count of a sample after a job's first.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    outcome: Outcome,
+    cost_pico_usd: Option<i64>,
+    latency_ms: Option<i64>,
+}
+
+/// The most samples of one job and model among `jobs`: 1 without `--repeat`.
+fn samples_of(jobs: &[Loaded]) -> usize {
+    jobs.iter().map(|j| 1 + j.rest.len()).max().unwrap_or(1)
+}
+
+/// The jobs of a run in input order, the samples (`--repeat`) of each (job, model) made one.
+/// A record's rows are stored together, a model's samples next to each other, so the samples
+/// of a job are consecutive rows.
+async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
     let mut grades = store.grade_views(run.id).await?;
-    Ok(store
-        .job_views(run.id)
-        .await?
-        .into_iter()
-        .map(|view| {
-            let g = grades.remove(&view.id).unwrap_or_default();
-            (view, g)
-        })
-        .collect())
+    let mut jobs: Vec<Loaded> = Vec::new();
+    let mut sum = paired::MeanMeasures::default();
+    for view in store.job_views(run.id).await? {
+        let g = grades.remove(&view.id).unwrap_or_default();
+        let outcome = Outcome::of(&view.state, &g);
+        let measures = Measures::new(outcome, view.cost_pico_usd, view.latency_ms);
+        if let Some(last) = jobs.last_mut()
+            && last.view.job_id == view.job_id
+            && last.view.model == view.model
+        {
+            sum.add(&measures);
+            last.rest.push(Sample {
+                outcome,
+                cost_pico_usd: view.cost_pico_usd,
+                latency_ms: view.latency_ms,
+            });
+            continue;
+        }
+        if let Some(last) = jobs.last_mut() {
+            last.measures = sum.mean();
+        }
+        sum = paired::MeanMeasures::default();
+        sum.add(&measures);
+        jobs.push(Loaded {
+            view,
+            grades: g,
+            measures,
+            rest: Vec::new(),
+        });
+    }
+    if let Some(last) = jobs.last_mut() {
+        last.measures = sum.mean();
+    }
+    Ok(jobs)
 }
 
 /// Compares two runs job by job, listing at most `limit` jobs of each kind of change.
@@ -264,12 +324,13 @@ pub async fn compare(
 ) -> anyhow::Result<Diff> {
     let a = load(store, before).await?;
     let b = load(store, after).await?;
-    let models = |jobs: &[(JobView, Vec<GradeView>)]| {
+    let models = |jobs: &[Loaded]| {
         jobs.iter()
-            .map(|(v, _)| v.model.clone())
+            .map(|j| j.view.model.clone())
             .collect::<BTreeSet<_>>()
     };
     let by_model = models(&a).len() > 1 || models(&b).len() > 1;
+    let samples = samples_of(&a).max(samples_of(&b));
     let key = |v: &JobView| {
         if by_model {
             (v.job_id.clone(), v.model.clone())
@@ -278,20 +339,33 @@ pub async fn compare(
         }
     };
     let mut prompts: HashMap<(String, String), Option<String>> = HashMap::new();
-    let mut after_jobs: HashMap<(String, String), JobSide> = HashMap::new();
+    let mut after_jobs: HashMap<(String, String), (JobSide, Measures, Vec<Sample>)> =
+        HashMap::new();
     let mut after_order: Vec<((String, String), String)> = Vec::new();
-    for (view, grades) in b {
+    for Loaded {
+        view,
+        grades,
+        measures,
+        rest,
+    } in b
+    {
         let k = key(&view);
         prompts.insert(k.clone(), view.prompt.as_deref().map(excerpt));
         after_order.push((k.clone(), view.model.clone()));
-        after_jobs.insert(k, JobSide::new(view, grades));
+        after_jobs.insert(k, (JobSide::new(view, grades), measures, rest));
     }
     let mut rows: Vec<DiffRow> = Vec::new();
     let mut totals = Totals::default();
     let mut latencies = (Vec::new(), Vec::new());
     let mut changed: Vec<DiffRow> = Vec::new();
     let mut pairs: Vec<Pair> = Vec::new();
-    for (view, grades) in a {
+    for Loaded {
+        view,
+        grades,
+        measures,
+        rest,
+    } in a
+    {
         let k = key(&view);
         let cluster = cluster_of(&view, options.cluster_tag.as_deref());
         let prompt = view.prompt.as_deref().map(excerpt);
@@ -306,15 +380,16 @@ pub async fn compare(
             before: Some(before_side.clone()),
             after,
         };
-        let Some(after_side) = after_side else {
+        let Some((after_side, after_measures, after_rest)) = after_side else {
             rows.push(row(Change::Missing, None));
             continue;
         };
         totals.matched += 1;
         tally(&mut totals, &before_side, &after_side, &mut latencies);
+        tally_rest(&mut totals, &rest, &after_rest, &mut latencies);
         pairs.push(Pair {
-            a: Measures::of(&before_side),
-            b: Measures::of(&after_side),
+            a: measures,
+            b: after_measures,
             cluster,
         });
         let (x, y) = (before_side.outcome, after_side.outcome);
@@ -344,7 +419,7 @@ pub async fn compare(
         }
     }
     for (k, model) in after_order {
-        if let Some(after_side) = after_jobs.remove(&k) {
+        if let Some((after_side, ..)) = after_jobs.remove(&k) {
             rows.push(DiffRow {
                 change: Change::New,
                 job_id: k.0.clone(),
@@ -403,6 +478,7 @@ pub async fn compare(
         before: before.name.clone(),
         after: after.name.clone(),
         by_model,
+        samples,
         totals,
         rows: kept,
         left_out,
@@ -439,6 +515,38 @@ fn tally(
         }
         *cost += side.cost_pico_usd.unwrap_or(0);
         latency.extend(side.latency_ms);
+    }
+}
+
+/// [`tally`] for the samples after each side's first.
+fn tally_rest(
+    totals: &mut Totals,
+    before: &[Sample],
+    after: &[Sample],
+    latencies: &mut (Vec<i64>, Vec<i64>),
+) {
+    for (samples, passed, graded, cost, latency) in [
+        (
+            before,
+            &mut totals.passed_before,
+            &mut totals.graded_before,
+            &mut totals.cost_before_pico_usd,
+            &mut latencies.0,
+        ),
+        (
+            after,
+            &mut totals.passed_after,
+            &mut totals.graded_after,
+            &mut totals.cost_after_pico_usd,
+            &mut latencies.1,
+        ),
+    ] {
+        for sample in samples {
+            *graded += usize::from(matches!(sample.outcome, Outcome::Pass | Outcome::Fail));
+            *passed += usize::from(sample.outcome == Outcome::Pass);
+            *cost += sample.cost_pico_usd.unwrap_or(0);
+            latency.extend(sample.latency_ms);
+        }
     }
 }
 
@@ -484,6 +592,9 @@ pub struct Matrix {
     /// The model each other one is compared with.
     pub baseline: Option<String>,
     pub jobs: usize,
+    /// Samples of each job and model (`--repeat`): the per-model totals count every sample,
+    /// the rows show each job's first, and a job's score is the mean over its samples.
+    pub samples: usize,
     pub disagreements: usize,
     pub failures: usize,
     /// Per model: passed, graded, answered, errors, cost.
@@ -516,11 +627,12 @@ pub struct ModelTotals {
 /// The jobs × models matrix of one run, each model compared with the baseline.
 pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
     let jobs = load(store, run).await?;
+    let samples = samples_of(&jobs);
     // The models in the order the run lists them: the order of a job's fan-out.
     let mut listed: Vec<String> = Vec::new();
-    for (view, _) in &jobs {
-        if !listed.contains(&view.model) {
-            listed.push(view.model.clone());
+    for job in &jobs {
+        if !listed.contains(&job.view.model) {
+            listed.push(job.view.model.clone());
         }
     }
     let baseline = match &options.baseline {
@@ -535,7 +647,7 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
     let mut clusters: HashMap<String, Option<String>> = HashMap::new();
     let models: Vec<String> = jobs
         .iter()
-        .map(|(v, _)| v.model.clone())
+        .map(|j| j.view.model.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -553,7 +665,15 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         .collect();
     let mut order: Vec<String> = Vec::new();
     let mut by_job: HashMap<String, MatrixRow> = HashMap::new();
-    for (view, grades) in jobs {
+    // Per job, each model's measures over its samples.
+    let mut measures: HashMap<String, Vec<Option<Measures>>> = HashMap::new();
+    for Loaded {
+        view,
+        grades,
+        measures: mean,
+        rest,
+    } in jobs
+    {
         let i = column[view.model.as_str()];
         if !clusters.contains_key(&view.job_id) {
             let cluster = cluster_of(&view, options.cluster_tag.as_deref());
@@ -561,6 +681,9 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         }
         let prompt = view.prompt.as_deref().map(excerpt);
         let job_id = view.job_id.clone();
+        measures
+            .entry(job_id.clone())
+            .or_insert_with(|| vec![None; models.len()])[i] = Some(mean);
         let side = JobSide::new(view, grades);
         let totals = &mut per_model[i];
         totals.passed += usize::from(side.outcome == Outcome::Pass);
@@ -568,6 +691,13 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         totals.answered += usize::from(side.outcome.answered());
         totals.errors += usize::from(side.outcome == Outcome::Error);
         totals.cost_pico_usd += side.cost_pico_usd.unwrap_or(0);
+        for sample in rest {
+            totals.passed += usize::from(sample.outcome == Outcome::Pass);
+            totals.graded += usize::from(matches!(sample.outcome, Outcome::Pass | Outcome::Fail));
+            totals.answered += usize::from(sample.outcome.answered());
+            totals.errors += usize::from(sample.outcome == Outcome::Error);
+            totals.cost_pico_usd += sample.cost_pico_usd.unwrap_or(0);
+        }
         let row = by_job.entry(job_id.clone()).or_insert_with(|| {
             order.push(job_id.clone());
             MatrixRow {
@@ -601,12 +731,13 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
             let pairs: Vec<Pair> = rows
                 .iter()
                 .filter_map(|row| {
-                    let (Some(a), Some(b)) = (&row.cells[base], &row.cells[other]) else {
+                    let cells = measures.get(&row.job_id)?;
+                    let (Some(a), Some(b)) = (cells[base], cells[other]) else {
                         return None;
                     };
                     Some(Pair {
-                        a: Measures::of(a),
-                        b: Measures::of(b),
+                        a,
+                        b,
                         cluster: clusters.get(&row.job_id).cloned().flatten(),
                     })
                 })
@@ -625,6 +756,7 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         comparisons,
         run: run.name.clone(),
         jobs: rows.len(),
+        samples,
         disagreements: rows.iter().filter(|r| r.disagree).count(),
         failures: rows.iter().filter(|r| r.failed).count(),
         models,

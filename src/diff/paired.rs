@@ -2,9 +2,11 @@
 //! against its baseline, the difference of mean score, cost per job and latency over the jobs
 //! that both sides answered, with the figures of [`crate::stats`] and one plain sentence.
 //!
-//! A job's score is 1 when every grader with a verdict passed it and 0 when one failed it;
-//! a job without a verdict on either side (ungraded, no answer, pending) is left out of the
-//! score comparison, as it says nothing about the models' quality.
+//! A sample's score is 1 when every grader with a verdict passed it and 0 when one failed it,
+//! and a job's score is the mean over its samples (`--repeat`) that have a verdict; a job
+//! without a verdict on either side (ungraded, no answer, pending) is left out of the score
+//! comparison, as it says nothing about the models' quality. Cost and latency are a job's
+//! means over its answered samples likewise.
 
 use std::fmt::Write as _;
 
@@ -65,16 +67,20 @@ pub struct Measures {
 }
 
 impl Measures {
-    #[expect(clippy::cast_precision_loss, reason = "figures for statistics")]
     pub fn of(side: &JobSide) -> Self {
+        Self::new(side.outcome, side.cost_pico_usd, side.latency_ms)
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "figures for statistics")]
+    pub fn new(outcome: Outcome, cost_pico_usd: Option<i64>, latency_ms: Option<i64>) -> Self {
         Self {
-            score: match side.outcome {
+            score: match outcome {
                 Outcome::Pass => Some(1.0),
                 Outcome::Fail => Some(0.0),
                 _ => None,
             },
-            cost_usd: side.cost_pico_usd.map(|p| p as f64 / 1e12),
-            latency_ms: side.latency_ms.map(|ms| ms as f64),
+            cost_usd: cost_pico_usd.map(|p| p as f64 / 1e12),
+            latency_ms: latency_ms.map(|ms| ms as f64),
         }
     }
 
@@ -83,6 +89,39 @@ impl Measures {
             Metric::Score => self.score,
             Metric::CostUsd => self.cost_usd,
             Metric::LatencyMs => self.latency_ms,
+        }
+    }
+}
+
+/// Sums of the measures of a job's samples, for their means.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeanMeasures {
+    score: (f64, u32),
+    cost_usd: (f64, u32),
+    latency_ms: (f64, u32),
+}
+
+impl MeanMeasures {
+    pub fn add(&mut self, sample: &Measures) {
+        for (sum, value) in [
+            (&mut self.score, sample.score),
+            (&mut self.cost_usd, sample.cost_usd),
+            (&mut self.latency_ms, sample.latency_ms),
+        ] {
+            if let Some(value) = value {
+                sum.0 += value;
+                sum.1 += 1;
+            }
+        }
+    }
+
+    /// The mean of each measure over the samples that have it; `None` where none has.
+    pub fn mean(&self) -> Measures {
+        let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
+        Measures {
+            score: mean(self.score),
+            cost_usd: mean(self.cost_usd),
+            latency_ms: mean(self.latency_ms),
         }
     }
 }

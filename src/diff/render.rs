@@ -78,6 +78,15 @@ pub fn table(comparison: &Comparison) -> String {
     }
 }
 
+/// ` × 3 samples` for jobs sent several times (`--repeat`), else nothing.
+fn times_samples(samples: usize) -> String {
+    if samples > 1 {
+        format!(" × {samples} samples")
+    } else {
+        String::new()
+    }
+}
+
 /// `matched by id`, or `matched by id and model` when either run fanned out.
 fn matched_by(diff: &Diff) -> &'static str {
     if diff.by_model {
@@ -105,10 +114,11 @@ fn diff_table(diff: &Diff) -> String {
     let t = &diff.totals;
     let _ = writeln!(
         out,
-        "diff {} → {}: {} jobs {}",
+        "diff {} → {}: {} jobs{} {}",
         diff.before,
         diff.after,
         t.matched,
+        times_samples(diff.samples),
         matched_by(diff)
     );
     for (label, (before, after)) in ["pass rate", "cost", "p50 ms"].iter().zip(measures(diff)) {
@@ -176,9 +186,10 @@ fn matrix_table(matrix: &Matrix) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "run {}: {} jobs × {} models; the models disagree on {}, some model failed {}",
+        "run {}: {} jobs{} × {} models; the models disagree on {}, some model failed {}",
         matrix.run,
         matrix.jobs,
+        times_samples(matrix.samples),
         matrix.models.len(),
         matrix.disagreements,
         matrix.failures

@@ -172,23 +172,30 @@ impl<'a> Expander<'a> {
             .and_then(|mut prepared| self.requests(&mut prepared))
     }
 
-    /// The rows of a record: one per model.
+    /// The rows of a record: one per model and sample (`--repeat`), a model's samples
+    /// together.
     pub(super) fn jobs(&self, mut prepared: Prepared) -> Result<Vec<NewJob>, Rejection> {
         let requests = self.requests(&mut prepared)?;
-        Ok(requests
-            .into_iter()
-            .map(|(model, request)| NewJob {
-                job_id: prepared.id.clone(),
-                model,
-                line: prepared.line,
-                request_sha256: sha256_hex(request.as_bytes()),
-                request,
-                tags: prepared.tags.clone(),
-                expect: prepared.expect.clone(),
-                state: JobState::Pending,
-                error: None,
-            })
-            .collect())
+        let repeat = self.options.repeat.max(1);
+        let mut jobs = Vec::with_capacity(requests.len() * repeat as usize);
+        for (model, request) in requests {
+            let request_sha256 = sha256_hex(request.as_bytes());
+            for sample in 0..repeat {
+                jobs.push(NewJob {
+                    job_id: prepared.id.clone(),
+                    model: model.clone(),
+                    sample,
+                    line: prepared.line,
+                    request_sha256: request_sha256.clone(),
+                    request: request.clone(),
+                    tags: prepared.tags.clone(),
+                    expect: prepared.expect.clone(),
+                    state: JobState::Pending,
+                    error: None,
+                });
+            }
+        }
+        Ok(jobs)
     }
 
     /// The row that records a bad line in a run started with `--skip-invalid`.
@@ -206,6 +213,7 @@ impl<'a> Expander<'a> {
         NewJob {
             job_id,
             model: String::new(),
+            sample: 0,
             line: error.line,
             request: String::new(),
             request_sha256: String::new(),

@@ -71,6 +71,7 @@ pub fn check(options: &LoadOptions) -> anyhow::Result<Checked> {
     let display = options.path.display().to_string();
     let expander = Expander::new(options, &display);
     let keys = IdKeys::default();
+    let repeat = u64::from(options.repeat.max(1));
     let mut uses = Vec::new();
     let mut checked = Checked::default();
     let summary = &mut checked.summary;
@@ -88,9 +89,9 @@ pub fn check(options: &LoadOptions) -> anyhow::Result<Checked> {
         };
         match outcome {
             Ok(requests) => {
-                summary.jobs += requests.len() as u64;
+                summary.jobs += requests.len() as u64 * repeat;
                 for (model, _) in requests {
-                    *models.entry(model).or_default() += 1;
+                    *models.entry(model).or_default() += repeat;
                 }
             }
             Err((_, error)) => summary.bad(error),
@@ -114,6 +115,7 @@ fn count_duplicates(
     expander: &Expander<'_>,
     checked: &mut Checked,
 ) -> anyhow::Result<()> {
+    let repeat = u64::from(options.repeat.max(1));
     let mut duplicates = checked.duplicates.iter().peekable();
     let summary = &mut checked.summary;
     let models = &mut checked.models;
@@ -130,10 +132,10 @@ fn count_duplicates(
         let id = record.id.clone().unwrap_or_else(|| unnamed(line));
         match expander.requests_of(record) {
             Ok(requests) => {
-                summary.jobs -= requests.len() as u64;
+                summary.jobs -= requests.len() as u64 * repeat;
                 for (model, _) in requests {
                     if let Some(n) = models.get_mut(&model) {
-                        *n -= 1;
+                        *n -= repeat;
                         if *n == 0 {
                             models.remove(&model);
                         }

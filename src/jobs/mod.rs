@@ -161,6 +161,8 @@ pub struct LoadOptions {
     pub defaults: Defaults,
     /// Fan every job out to each of these models (overriding the record's own model).
     pub models: Vec<String>,
+    /// Samples of each job and model (`--repeat`), each its own row: at least 1.
+    pub repeat: u32,
     /// Template for the user turn of CSV rows, with `{{column}}` placeholders.
     pub prompt_template: Option<String>,
     /// The grader the CSV `expected` column becomes: `equals`, `contains` or `regex`.
@@ -174,7 +176,7 @@ pub struct LoadOptions {
 /// What loading a file produced.
 #[derive(Debug, Default)]
 pub struct LoadSummary {
-    /// Jobs ready to send (one per record and model).
+    /// Jobs ready to send (one per record, model and sample).
     pub jobs: u64,
     /// Records that were bad, first ones kept in `errors`.
     pub bad_records: u64,
@@ -214,6 +216,7 @@ mod tests {
                 ..Defaults::default()
             },
             models: models.iter().map(|m| (*m).to_owned()).collect(),
+            repeat: 1,
             prompt_template: None,
             expect_kind: "equals",
             skip_invalid: true,
@@ -255,6 +258,7 @@ mod tests {
                 ..Defaults::default()
             },
             models: vec!["m1".to_owned(), "m2".to_owned()],
+            repeat: 1,
             prompt_template: None,
             expect_kind: "equals",
             skip_invalid: true,

@@ -275,6 +275,36 @@ pub fn reply(body: &Map<String, Value>, seed: u64) -> Reply {
     }
 }
 
+/// The pass probability `pass` gives `model`, if any: by its id as the request names it.
+pub fn pass_probability(pass: &[(String, f64)], model: &str) -> Option<f64> {
+    pass.iter().find(|(m, _)| m == model).map(|(_, p)| *p)
+}
+
+/// A text answer that misses: it does not repeat the prompt (whose text an answer that passes
+/// repeats), so a grader that looks for the prompt's expected text fails it. A drawn `roll` in
+/// [0, 1) at or above `probability` turns `reply` into one.
+pub fn maybe_miss(reply: &mut Reply, body: &Map<String, Value>, probability: f64, roll: f64) {
+    if roll < probability || reply.tool.is_some() || judge_verdict(body).is_some() {
+        return;
+    }
+    let tokenizer = Tokenizer::of(body.get("model").and_then(Value::as_str).unwrap_or(""));
+    let mut text = "I cannot tell.".to_owned();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a seed"
+    )]
+    text.push_str(&words((roll * 1e9) as u64, 6));
+    let before = tokenizer.count(&reply.text);
+    reply.output_tokens =
+        (reply.output_tokens - before.min(reply.output_tokens) + tokenizer.count(&text)).max(1);
+    reply.text = text;
+    if reply.stop_reason != "tool_use" {
+        reply.stop_reason = "end_turn";
+        reply.stop_sequence = None;
+    }
+}
+
 /// The signature of a thinking block: opaque, as the API's are, and the same for the same
 /// request.
 fn signature(seed: u64) -> String {

@@ -346,7 +346,14 @@ impl MockBatch {
 
     /// The results file, one JSON line per request, last request first; `None` while the
     /// batch is still processing.
-    pub fn results(&self, config: &BatchConfig, finished: bool) -> Option<Vec<String>> {
+    /// `pass` as [`super::MockConfig::pass`]: each request's draw is fixed by its custom id,
+    /// so the results read twice are the same.
+    pub fn results(
+        &self,
+        config: &BatchConfig,
+        finished: bool,
+        pass: &[(String, f64)],
+    ) -> Option<Vec<String>> {
         if !self.ended(config, finished) {
             return None;
         }
@@ -365,7 +372,10 @@ impl MockBatch {
                     "succeeded" => {
                         let model = params.get("model").and_then(Value::as_str).unwrap_or("");
                         let seed = answer::request_seed(params);
-                        let reply = answer::reply(params, seed);
+                        let mut reply = answer::reply(params, seed);
+                        if let Some(p) = answer::pass_probability(pass, model) {
+                            answer::maybe_miss(&mut reply, params, p, draw(custom_id, seed));
+                        }
                         let usage = crate::tokens::input_usage(
                             params,
                             &mut std::collections::HashSet::new(),
@@ -489,7 +499,10 @@ pub(super) async fn respond(
             Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
             None => not_found(&id),
         },
-        Route::Results(id) => match held.get(&id).map(|b| b.results(config, finished)) {
+        Route::Results(id) => match held
+            .get(&id)
+            .map(|b| b.results(config, finished, &state.config.pass))
+        {
             Some(Some(lines)) => {
                 drop(held);
                 let mut body = lines.join("\n");
@@ -550,6 +563,17 @@ async fn read_body(
         }
     }
     Ok((!over).then(|| Bytes::from(bytes)))
+}
+
+/// A draw in [0, 1) fixed by a request's custom id and seed.
+fn draw(custom_id: &str, seed: u64) -> f64 {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    custom_id.hash(&mut hasher);
+    seed.hash(&mut hasher);
+    #[expect(clippy::cast_precision_loss, reason = "53 bits of a hash")]
+    let draw = (hasher.finish() >> 11) as f64 / (1_u64 << 53) as f64;
+    draw
 }
 
 #[cfg(test)]

@@ -143,6 +143,30 @@ pub struct MockOptions {
     /// Delay between the chunks of a streamed answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub token_ms: u64,
+
+    /// Per model, the probability that an answer passes a grader looking for the prompt's
+    /// text (the answer repeats the prompt; otherwise it does not), e.g.
+    /// `claude-haiku-4-5=0.7,claude-sonnet-4-6=0.8`. Each request draws on its own.
+    #[arg(long, value_name = "MODEL=P,…", value_delimiter = ',', value_parser = parse_pass)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass: Vec<(String, f64)>,
+}
+
+/// `MODEL=P`, P a probability.
+pub fn parse_pass(text: &str) -> Result<(String, f64), String> {
+    let Some((model, p)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}` is not MODEL=P, e.g. claude-haiku-4-5=0.7"
+        ));
+    };
+    match p.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) && !model.trim().is_empty() => {
+            Ok((model.trim().to_owned(), p))
+        }
+        _ => Err(format!(
+            "`{text}`: give a model and a probability from 0 to 1, e.g. claude-haiku-4-5=0.7"
+        )),
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -218,6 +242,7 @@ impl MockOptions {
             first_token_delay: Duration::from_millis(self.first_token_ms),
             token_delay: Duration::from_millis(self.token_ms),
             reject,
+            pass: self.pass.clone(),
             ..MockConfig::default()
         })
     }
@@ -256,6 +281,10 @@ pub struct MockConfig {
     pub batches: batches::BatchConfig,
     /// Answer every request with this error, whatever it asks.
     pub reject: Option<Rejection>,
+    /// Per model (as requests name it), the probability that an answer repeats its prompt,
+    /// and so passes a grader that looks for the prompt's expected text; the rest miss. Each
+    /// request draws on its own, so repeated samples of one job differ.
+    pub pass: Vec<(String, f64)>,
     /// Models served besides those of the built-in price table (any of their ids, dated or
     /// alias); any other model is answered 404 `not_found_error`, as the API answers it.
     pub models: Vec<String>,
@@ -757,7 +786,10 @@ async fn respond(
         .unwrap_or("")
         .to_owned();
     let seed = answer::request_seed(&body);
-    let reply = answer::reply(&body, seed);
+    let mut reply = answer::reply(&body, seed);
+    if let Some(p) = answer::pass_probability(&state.config.pass, &model) {
+        answer::maybe_miss(&mut reply, &body, p, fastrand::f64());
+    }
     let limit_headers = state.produced(reply.output_tokens);
     if !entry.stream {
         make_readable(&state.cache, written);

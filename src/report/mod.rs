@@ -14,6 +14,7 @@ mod csv;
 mod html;
 mod limits;
 mod model;
+mod scores;
 mod text;
 mod warnings;
 
@@ -29,6 +30,7 @@ pub use model::{
     CacheUse, Cost, Difference, ErrorCount, Grading, Group, Histogram, Jobs, Options, Percentiles,
     PoolUse, Report, RunInfo, TierUse, Tokens, latency_cells, usd,
 };
+pub use scores::{JobScore, Score};
 pub use text::{count, markdown, table};
 
 use model::ratio;
@@ -127,6 +129,22 @@ impl Report {
                 g.passed += row.passed;
                 g.pending += row.pending;
                 g.judge_cost_pico_usd += row.judge_cost_pico_usd;
+            });
+        }
+        let clustered = options.cluster_tag.is_some();
+        for row in store
+            .report_job_scores(&ids, &options.by, options.cluster_tag.as_deref())
+            .await?
+        {
+            let job = JobScore {
+                cluster: row.cluster,
+                samples: u64::try_from(row.samples).unwrap_or(0),
+                passed: u64::try_from(row.passed).unwrap_or(0),
+            };
+            merge.each(row.run_id, &row.key, |group| {
+                let g = group.grading.get_or_insert_with(Grading::default);
+                g.clustered = clustered;
+                g.jobs.push(job.clone());
             });
         }
         for row in store.report_graders(&ids, &options.by).await? {
@@ -410,7 +428,13 @@ impl Group {
             // Pending judges are left out of the rate until their verdict is in.
             let decided = g.graded - g.pending;
             g.pass_rate = ratio(g.passed, decided);
-            g.pass_rate_ci95 = crate::eval::wilson(g.passed, decided);
+            g.score = Score::of(&std::mem::take(&mut g.jobs), g.clustered);
+            // Wilson's interval holds for independent answers: one sample of each job.
+            g.pass_rate_ci95 = if g.score.as_ref().is_some_and(|s| s.samples_per_job > 1) {
+                None
+            } else {
+                crate::eval::wilson(g.passed, decided)
+            };
             g.cost_per_pass_pico_usd = (g.passed > 0).then(|| cost / g.passed);
         }
         self.errors.sort_by(|a, b| {

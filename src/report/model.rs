@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::scores::{JobScore, Score};
 use super::text;
 use crate::pricing::PriceTable;
 use crate::store::GroupBy;
@@ -264,6 +265,13 @@ pub struct Grading {
     pub passing_latency_ms: Option<Percentiles>,
     /// Per grader kind: (kind, graded, passed).
     pub by_grader: Vec<(String, i64, i64)>,
+    /// The mean over jobs of each job's score (the share of its samples passing every
+    /// grader), with its standard error, and pass@k and pass^k with repeated samples.
+    pub score: Option<Score>,
+    #[serde(skip)]
+    pub(super) jobs: Vec<JobScore>,
+    #[serde(skip)]
+    pub(super) clustered: bool,
 }
 
 impl Grading {
@@ -323,6 +331,8 @@ pub struct Options {
     pub reprice: Option<PriceTable>,
     /// Also gather what only the charts show (spend over time): the html format.
     pub charts: bool,
+    /// Cluster the standard errors of the scores on this tag's values.
+    pub cluster_tag: Option<String>,
 }
 
 /// The latency cells of a group, as every rendering shows them: n, p50, p90, p95, p99, max,

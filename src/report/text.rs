@@ -281,6 +281,21 @@ pub fn table(report: &Report) -> String {
             };
             let _ = writeln!(out, "{:<26} {line}{pending}", cut(label, 26));
         }
+        if rows
+            .iter()
+            .any(|(_, g)| g.grading.as_ref().is_some_and(repeated_or_clustered))
+        {
+            let _ = writeln!(
+                out,
+                "\nSCORE (mean over jobs of each job's share of passing samples)"
+            );
+            for (label, g) in &rows {
+                let Some(score) = g.grading.as_ref().and_then(|g| g.score.as_ref()) else {
+                    continue;
+                };
+                let _ = writeln!(out, "{:<26} {}", cut(label, 26), score.describe());
+            }
+        }
     }
     let _ = writeln!(out, "\nSTOP REASONS");
     for (label, g) in &rows {
@@ -494,4 +509,13 @@ pub fn batch_saved(g: &Group) -> String {
     } else {
         usd(g.cost.direct_pico_usd - g.cost.total_pico_usd)
     }
+}
+
+/// Whether a group's score says more than its pass rate: its jobs have repeated samples, or
+/// its error is clustered.
+fn repeated_or_clustered(grading: &crate::report::Grading) -> bool {
+    grading
+        .score
+        .as_ref()
+        .is_some_and(|s| s.samples_per_job > 1 || s.clusters.is_some())
 }

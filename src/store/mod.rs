@@ -26,6 +26,8 @@ mod location;
 mod lock;
 mod models;
 mod report;
+#[cfg(test)]
+mod samples_migration_test;
 mod sql;
 pub mod view;
 mod workers;
@@ -48,8 +50,8 @@ pub use location::Location;
 pub use lock::{DbLock, LockError, RunTask};
 pub use models::*;
 pub use report::{
-    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, LimitUse, Measure, ReportRow,
-    ValueCount,
+    CacheRow, ErrorRow, Failure, GraderRow, GradingRow, GroupBy, JobScoreRow, LimitUse, Measure,
+    ReportRow, ValueCount,
 };
 pub use sql::Dialect;
 use sql::Sql;
@@ -534,18 +536,19 @@ impl Store {
 
     /// Inserts jobs in one transaction.
     pub async fn insert_jobs(&self, run_id: i64, jobs: Vec<NewJob>) -> Result<(), StoreError> {
-        const COLUMNS: usize = 10;
+        const COLUMNS: usize = 11;
         let mut tx = self.begin().await?;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let mut sql = Sql::new(
-                "INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256,
-                                   tags, expect, state, error) ",
+                "INSERT INTO jobs (run_id, job_id, model, sample, line, request,
+                                   request_sha256, tags, expect, state, error) ",
             );
             sql.push_values(jobs.by_ref().take(MAX_VARIABLES / COLUMNS), |row, job| {
                 row.bind(run_id)
                     .bind(job.job_id)
                     .bind(job.model)
+                    .bind(i64::from(job.sample))
                     .bind(i64::try_from(job.line).unwrap_or(i64::MAX))
                     .bind(job.request)
                     .bind(job.request_sha256)
@@ -986,7 +989,14 @@ impl Store {
     {
         self.each(
             Sql::new(concat!(
-                "SELECT j.job_id, j.model, j.state, j.error, b.body AS response, b.note AS note,
+                "SELECT j.job_id, j.model, j.sample, j.state, j.error,
+                        (SELECT CASE WHEN COUNT(*) FILTER (WHERE NOT g.passed) > 0 THEN FALSE
+                                     WHEN COUNT(*) = 0
+                                          OR COUNT(*) FILTER (WHERE g.passed IS NULL) > 0
+                                         THEN NULL
+                                     ELSE TRUE END
+                         FROM grades g WHERE g.job = j.id) AS passed,
+                        b.body AS response, b.note AS note,
                         a.error_type AS last_error_type, a.error_message AS last_error_message,
                         a.error_body AS last_error_body, a.http_status AS last_http_status,
                         a.kind AS last_kind

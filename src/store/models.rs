@@ -142,6 +142,8 @@ pub struct CheckedInput {
 pub struct NewJob {
     pub job_id: String,
     pub model: String,
+    /// Which of the job's repeated samples (`--repeat`) this row is, from 0.
+    pub sample: u32,
     pub line: u64,
     pub request: String,
     pub request_sha256: String,
@@ -327,11 +329,15 @@ pub struct RunCounts {
     pub cache_read_input_tokens: i64,
 }
 
-/// One (job, model) as `export` writes it.
+/// One (job, model, sample) as `export` writes it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExportRow {
     pub job_id: String,
     pub model: String,
+    /// Which of the job's repeated samples, from 0.
+    pub sample: i64,
+    /// Every grader passed; `None` when ungraded (no graders, no answer, a verdict pending).
+    pub passed: Option<bool>,
     pub state: String,
     pub error: Option<String>,
     pub response: Option<String>,

@@ -129,6 +129,17 @@ pub struct GradingRow {
     pub judge_cost_pico_usd: i64,
 }
 
+/// One job (one model of it) of a run's group: its samples with a verdict, how many passed
+/// every grader, and its value of the clustering tag.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobScoreRow {
+    pub run_id: i64,
+    pub key: String,
+    pub cluster: Option<String>,
+    pub samples: i64,
+    pub passed: i64,
+}
+
 /// What one model of a run sent against its rate limits.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct LimitUse {
@@ -366,6 +377,47 @@ impl Store {
         );
         b.push_list(runs);
         b.push(") GROUP BY 1, 2");
+        self.all(b).await
+    }
+
+    /// Per (run, group, job, model): the samples (`--repeat`) with every verdict in and those
+    /// that passed every grader, and the job's value of tag `cluster` when given.
+    pub async fn report_job_scores(
+        &self,
+        runs: &[i64],
+        by: &GroupBy,
+        cluster: Option<&str>,
+    ) -> Result<Vec<JobScoreRow>, StoreError> {
+        let mut b = Sql::new(
+            "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
+                               COUNT(*) FILTER (WHERE passed IS NULL) AS waiting
+                        FROM grades GROUP BY job)
+             SELECT j.run_id AS run_id, ",
+        );
+        by.key(&mut b, self.dialect());
+        b.push(" AS key, ");
+        match (cluster, self.dialect()) {
+            (None, _) => {
+                b.push("CAST(NULL AS TEXT)");
+            }
+            (Some(name), Dialect::Sqlite) => {
+                b.push("(SELECT CAST(t.value AS TEXT) FROM json_each(j.tags) t WHERE t.key = ");
+                b.push_bind(name);
+                b.push(")");
+            }
+            (Some(name), Dialect::Postgres) => {
+                b.push("CAST(j.tags AS jsonb) ->> CAST(");
+                b.push_bind(name);
+                b.push(" AS TEXT)");
+            }
+        }
+        b.push(
+            " AS cluster, COUNT(*) AS samples, COUNT(*) FILTER (WHERE g.ok = g.n) AS passed
+             FROM g CROSS JOIN jobs j ON j.id = g.job
+             WHERE g.waiting = 0 AND j.run_id IN (",
+        );
+        b.push_list(runs);
+        b.push(") GROUP BY 1, 2, 3, j.job_id, j.model");
         self.all(b).await
     }
 

@@ -298,6 +298,7 @@ impl Data {
                     prices: crate::settings::run_prices(run)?,
                     reprice: None,
                     charts: true,
+                    cluster_tag: None,
                 },
             )
             .await?,

@@ -19,6 +19,7 @@ mod limits;
 mod limits_key;
 mod postgres;
 mod prices;
+mod repeat;
 mod report;
 mod resume;
 mod retry;

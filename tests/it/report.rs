@@ -75,6 +75,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
                 send: SendSettings::from_args(&SendArgs::default()).unwrap(),
                 mock: None,
                 models: Vec::new(),
+                repeat: 1,
                 defaults: Defaults::default(),
                 input: None,
             }
@@ -88,6 +89,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
     let new_job = |job_id: &str, model: &str, line: u64| NewJob {
         job_id: job_id.to_owned(),
         model: model.to_owned(),
+        sample: 0,
         line,
         request: "{}".into(),
         request_sha256: String::new(),
@@ -198,6 +200,7 @@ async fn build(store: &Store, names: &[&str], by: GroupBy) -> Report {
             prices: PriceTable::builtin(),
             reprice: None,
             charts: true,
+            cluster_tag: None,
         },
     )
     .await

@@ -190,6 +190,7 @@ mod tests {
                         format!("j-{line}")
                     },
                     model: "claude-haiku-4-5".to_owned(),
+                    sample: 0,
                     line,
                     request_sha256: crate::jobs::sha256_hex(request.as_bytes()),
                     request,

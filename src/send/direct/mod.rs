@@ -660,6 +660,7 @@ mod tests {
                 NewJob {
                     job_id: format!("job-{line}"),
                     model: "claude-haiku-4-5".to_owned(),
+                    sample: 0,
                     line,
                     request_sha256: crate::jobs::sha256_hex(request.as_bytes()),
                     request,
