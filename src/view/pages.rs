@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::data::{JobPage, JobsPage, RunPage, RunSummary};
 use crate::diff::{Diff, JobSide, Matrix, PairedComparison};
 use crate::pricing::format_usd;
-use crate::report::{latency_cells, usd};
+use crate::report::{Group, Report, latency_cells, usd};
 use crate::store::RunRow;
 use crate::store::view::{JobFilter, JobSort, Outcome};
 
@@ -126,6 +126,16 @@ pub fn runs(runs: &[RunSummary]) -> Markup {
     )
 }
 
+/// The job-list filter of a row of a run's page: its model, or none for the run's total row
+/// (whose key is the run's name, not a model).
+fn group_filter<'a>(report: &Report, group: &'a Group) -> Vec<(&'static str, &'a str)> {
+    if report.groups.iter().any(|g| std::ptr::eq(g, group)) {
+        vec![("model", group.key.as_str())]
+    } else {
+        Vec::new()
+    }
+}
+
 fn jobs_link(run: i64, pairs: &[(&str, &str)]) -> String {
     let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
     if query.is_empty() {
@@ -182,7 +192,7 @@ pub fn run(page: &RunPage) -> Markup {
                 tbody {
                     @for (label, g) in &rows {
                         tr {
-                            td { a href=(jobs_link(run.id, &[("model", g.key.as_str())])) { (label) } }
+                            td { a href=(jobs_link(run.id, &group_filter(report, g))) { (label) } }
                             td { (g.jobs.succeeded) }
                             td { (g.jobs.failed) }
                             td { (g.tokens.input) }
@@ -216,11 +226,11 @@ pub fn run(page: &RunPage) -> Markup {
                                 tr {
                                     td { (label) }
                                     td { (grading.graded) }
-                                    td { a href=(jobs_link(run.id, &[("model", g.key.as_str()), ("outcome", "passed")])) { (grading.passed) } }
+                                    td { a href=(jobs_link(run.id, &[group_filter(report, g), vec![("outcome", "passed")]].concat())) { (grading.passed) } }
                                     td { (grading.pass_rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))) }
                                     td {
                                         @for (kind, graded, passed) in &grading.by_grader {
-                                            a href=(jobs_link(run.id, &[("model", g.key.as_str()), ("grader", kind.as_str()), ("outcome", "failed")])) {
+                                            a href=(jobs_link(run.id, &[group_filter(report, g), vec![("grader", kind.as_str()), ("outcome", "failed")]].concat())) {
                                                 (kind) " " (passed) "/" (graded)
                                             } " "
                                         }
@@ -241,7 +251,7 @@ pub fn run(page: &RunPage) -> Markup {
                             td { (label) }
                             td {
                                 @for (reason, n) in &g.stop_reasons {
-                                    a href=(jobs_link(run.id, &[("model", g.key.as_str()), ("stop_reason", reason.as_str())])) { (reason) " " (n) } " "
+                                    a href=(jobs_link(run.id, &[group_filter(report, g), vec![("stop_reason", reason.as_str())]].concat())) { (reason) " " (n) } " "
                                 }
                             }
                             td {

@@ -274,6 +274,14 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert!(job["result"]["input_tokens"].as_i64().unwrap() > 0);
     assert!(job["response"].as_str().unwrap().contains("<script>"));
 
+    // The run's total row links to all its jobs, not to a model named after the run.
+    let (_, _, page) = get(&format!("{base}/runs/{id}")).await;
+    assert!(!page.contains("model=hostile"), "{page}");
+    assert!(
+        page.contains(&format!("<a href=\"/runs/{id}/jobs\">all</a>")),
+        "{page}"
+    );
+
     // Every page: 200, the headers, and no script but the one asset.
     let pages = [
         "/".to_owned(),
