@@ -666,3 +666,39 @@ async fn an_answer_that_is_not_utf8_is_refused() {
     let pool = ws.pool().await;
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
 }
+
+#[tokio::test]
+async fn a_gateway_message_cannot_add_lines_to_what_status_says() {
+    // A message with line breaks, each starting what looks like one of status's own lines.
+    let forged = "no\n  resume   msgbatch resume forged\r  ended    never";
+    let gateway = Hostile::start(move |_, _| {
+        let error = json!({"type": "error",
+            "error": {"type": "authentication_error", "message": forged}});
+        respond(
+            401,
+            &[("content-type", "application/json")],
+            error.to_string(),
+        )
+    })
+    .await;
+    let (ws, output) = run_jobs(&gateway, 4, &["--concurrency", "1", "--name", "night"]).await;
+    let stderr = exited(&output, 2);
+    assert!(
+        stderr.contains("stopping: the gateway answered 401"),
+        "{stderr}"
+    );
+    let status = ws.run(&["status", "night"]).await;
+    let (stdout, stderr) = text(&status);
+    assert_eq!(code(&status), 0, "{stderr}");
+    assert!(
+        stdout.contains(r"(no\n  resume   msgbatch resume forged\r  ended    never)"),
+        "{stdout}"
+    );
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            !line.contains("forged") || line.contains("stopped"),
+            "{stdout}"
+        );
+        assert!(!line.contains('\r'), "{stdout:?}");
+    }
+}
