@@ -806,7 +806,7 @@ pub struct MockServeArgs {
     pub options: crate::mock::MockOptions,
 
     /// Accept only this key (as `x-api-key` or a Bearer token) [default: any].
-    #[arg(long, env = "MSGBATCH_MOCK_KEY")]
+    #[arg(long, env = "MSGBATCH_MOCK_KEY", hide_env_values = true)]
     pub require_key: Option<String>,
 
     /// Seed for the fault injection.

@@ -198,22 +198,18 @@ pub fn join_url(base: &str, path: &str) -> String {
     }
 }
 
-/// Parses `NAME: VALUE` (or `NAME=VALUE`).
+/// Parses `NAME: VALUE` (or `NAME=VALUE`). The name ends at the first `:` or `=`, which no
+/// header name holds, so a value may hold either (`x-token=a:b`, `x-url: http://…`). A value
+/// may be a secret: no error here quotes it.
 pub fn parse_header(text: &str) -> anyhow::Result<(String, String)> {
-    let (name, value) = text
-        .split_once(':')
-        .or_else(|| text.split_once('='))
-        .with_context(|| format!("header `{}` is not `NAME: VALUE`", header_name_only(text)))?;
+    let Some((name, value)) = text.split_once([':', '=']) else {
+        bail!("a header is not `NAME: VALUE` (it has no `:` or `=`)");
+    };
     let name = name.trim();
     if name.is_empty() {
-        bail!("header `{text}` has no name");
+        bail!("a header has no name before its `:`: give `NAME: VALUE`");
     }
     Ok((name.to_owned(), value.trim().to_owned()))
-}
-
-/// The part of a header argument that is safe to print.
-fn header_name_only(text: &str) -> &str {
-    text.split([':', '=']).next().unwrap_or("").trim()
 }
 
 /// Resolves the gateway from the command line, the config file and the built-in default.
@@ -263,7 +259,10 @@ pub fn resolve_gateway(
         .or(profile.base_url)
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        bail!("base URL `{base_url}` must start with http:// or https://");
+        bail!(
+            "base URL `{}` must start with http:// or https://",
+            crate::output::redacted_url(&base_url)
+        );
     }
     let prices = args.prices.clone().or_else(|| {
         profile
@@ -751,6 +750,40 @@ mod tests {
             err.starts_with("run evals has unreadable settings: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_header_is_cut_at_its_first_separator_and_no_error_quotes_its_value() {
+        for (text, name, value) in [
+            ("x-team: evals", "x-team", "evals"),
+            ("x-token=a:b", "x-token", "a:b"),
+            (
+                "x-url: http://gw.example/a=b",
+                "x-url",
+                "http://gw.example/a=b",
+            ),
+            ("Authorization:Bearer k=", "Authorization", "Bearer k="),
+        ] {
+            let parsed = parse_header(text).unwrap();
+            assert_eq!(parsed, (name.to_owned(), value.to_owned()), "{text}");
+        }
+        for text in ["sk-secret-77", ": sk-secret-77", " =sk-secret-77"] {
+            let error = parse_header(text).unwrap_err().to_string();
+            assert!(!error.contains("sk-secret-77"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_base_url_shows_no_credentials() {
+        let args = GatewayArgs {
+            base_url: Some("ftp://user:sk-secret-77@gw.example".to_owned()),
+            ..GatewayArgs::default()
+        };
+        let error = resolve_gateway(&args, &ConfigFile::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must start with http://"), "{error}");
+        assert!(!error.contains("sk-secret-77"), "{error}");
     }
 
     #[test]

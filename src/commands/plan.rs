@@ -108,8 +108,12 @@ pub fn closest_model(prices: &PriceTable, model: &str) -> Option<String> {
 /// bad one would leave a run that cannot send.
 pub fn check_gateway(gateway: &Gateway, key: Option<&ApiKey>) -> anyhow::Result<()> {
     let url = gateway.messages_url();
-    reqwest::Url::parse(&url)
-        .with_context(|| format!("the gateway's messages URL `{url}` is not a valid URL"))?;
+    reqwest::Url::parse(&url).with_context(|| {
+        format!(
+            "the gateway's messages URL `{}` is not a valid URL",
+            crate::output::redacted_url(&url)
+        )
+    })?;
     Client::new(
         gateway.endpoint(),
         key.cloned(),
@@ -204,5 +208,15 @@ mod tests {
         );
         assert_eq!(closest_model(&prices, "claude-nova-9"), None);
         assert_eq!(closest_model(&prices, "gpt-4o-mini"), None);
+    }
+
+    #[test]
+    fn a_messages_url_that_cannot_be_parsed_is_shown_without_its_credentials() {
+        let mut gateway = Gateway::mock("https://user:sk-secret-0451@gw example".to_owned());
+        gateway.name = "custom".to_owned();
+        let error = format!("{:#}", check_gateway(&gateway, None).unwrap_err());
+        assert!(error.contains("is not a valid URL"), "{error}");
+        assert!(error.contains("https://***@gw example"), "{error}");
+        assert!(!error.contains("sk-secret-0451"), "{error}");
     }
 }

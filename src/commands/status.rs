@@ -41,7 +41,12 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
         let c = match store.run_counts(run.id).await {
             Ok(c) => c,
             Err(e @ crate::store::StoreError::Overflow(_)) => {
-                crate::outln!("{:>4}  {:<32} {}: {e}", run.id, run.name, run.status)?;
+                crate::outln!(
+                    "{:>4}  {:<32} {}: {e}",
+                    run.id,
+                    Terminal(&run.name),
+                    run.status
+                )?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -76,15 +81,15 @@ pub async fn status(global: &Global, args: &crate::cli::StatusArgs) -> anyhow::R
                 "  loading  {} of the {} jobs of its file stored; `msgbatch resume {}` stores the rest as it sends",
                 stored.total - stored.rejected,
                 run.input_jobs.unwrap_or(0),
-                run.name
+                Terminal(&run.name)
             )?;
         }
         let (failed, reason) = store.judge_failures(run.id).await?;
         if failed > 0 {
             crate::outln!(
                 "  judges   {failed} verdicts pending after failed requests (latest: {}); `msgbatch grade {}` asks again",
-                reason.as_deref().unwrap_or("no reason recorded"),
-                run.name
+                Terminal(reason.as_deref().unwrap_or("no reason recorded")),
+                Terminal(&run.name)
             )?;
         }
     }
@@ -200,6 +205,9 @@ fn print_workers(workers: &[WorkerRow]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A run's own lines. Each field is one line of text, even where a job file's path, a
+/// profile or a gateway's message holds line breaks: those are shown escaped, so that they
+/// cannot add a line that reads as one of these.
 fn print_details(run: &RunRow) -> std::io::Result<()> {
     let when = |ms: i64| {
         let at = std::time::UNIX_EPOCH
@@ -214,24 +222,24 @@ fn print_details(run: &RunRow) -> std::io::Result<()> {
     };
     crate::outln!(
         "  input    {}{format} (sha256 {})",
-        run.input_path,
+        Terminal(&run.input_path),
         run.input_sha256
     )?;
     crate::outln!(
         "  gateway  {} {}{}",
-        run.gateway_name,
-        output::redacted_url(&run.base_url),
-        run.messages_path
+        Terminal(&run.gateway_name),
+        Terminal(&output::redacted_url(&run.base_url)),
+        Terminal(&run.messages_path)
     )?;
     crate::outln!("  started  {}", when(run.created_at_ms))?;
     if let Some(finished) = run.finished_at_ms {
         crate::outln!("  ended    {}", when(finished))?;
     }
     if let Some(reason) = &run.stop_reason {
-        crate::outln!("  stopped  {reason}")?;
+        crate::outln!("  stopped  {}", Terminal(reason))?;
     }
     if !matches!(run.status, RunStatus::Completed | RunStatus::Loading) {
-        crate::outln!("  resume   msgbatch resume {}", run.name)?;
+        crate::outln!("  resume   msgbatch resume {}", Terminal(&run.name))?;
     }
     Ok(())
 }

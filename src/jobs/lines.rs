@@ -47,11 +47,7 @@ impl<R: BufRead> LineReader<R> {
             self.skip_rest()?;
         }
         loop {
-            let available = match self.inner.fill_buf() {
-                Ok(available) => available,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let available = fill(&mut self.inner)?;
             if available.is_empty() {
                 if buf.is_empty() {
                     return Ok(Line::End);
@@ -87,11 +83,7 @@ impl<R: BufRead> LineReader<R> {
     /// Consumes the input up to and including the end of the current line.
     fn skip_rest(&mut self) -> io::Result<()> {
         loop {
-            let available = match self.inner.fill_buf() {
-                Ok(available) => available,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let available = fill(&mut self.inner)?;
             if available.is_empty() {
                 return Ok(());
             }
@@ -108,6 +100,23 @@ impl<R: BufRead> LineReader<R> {
             }
         }
     }
+}
+
+/// The bytes `inner` has buffered, reading more when it holds none (empty at the end of the
+/// input); a read interrupted by a signal is tried again.
+fn fill<R: BufRead>(inner: &mut R) -> io::Result<&[u8]> {
+    loop {
+        match inner.fill_buf() {
+            // At the end: not asked again, as a terminal would wait for a second end.
+            Ok([]) => return Ok(&[]),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The buffer holds bytes, so this hands them back without reading. (Returning them from
+    // inside the loop is what the borrow checker cannot yet follow.)
+    inner.fill_buf()
 }
 
 /// Appends `bytes` to `buf`, growing it no further than `limit` (or what it must hold) so

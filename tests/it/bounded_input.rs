@@ -5,6 +5,7 @@
 //! run is made.
 
 use std::io::Write as _;
+use std::process::Output;
 
 use msgbatch::mock::MockConfig;
 use serde_json::{Value, json};
@@ -27,6 +28,15 @@ async fn rejected(ws: &Workspace) -> Vec<(i64, String)> {
         .fetch_all(&ws.pool().await)
         .await
         .expect("jobs are readable")
+}
+
+/// The standard error of a command refused before it did anything (exit 2), which must say
+/// `why`.
+fn refused(output: &Output, why: &str) -> String {
+    let (_, stderr) = text(output);
+    assert_eq!(code(output), 2, "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
+    stderr
 }
 
 async fn runs(ws: &Workspace) -> i64 {
@@ -52,12 +62,7 @@ async fn a_jsonl_line_past_the_bound_is_refused_by_its_line_or_skipped() {
     );
 
     let output = ws.run_on(&mock, &["run", "big.jsonl"]).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("big.jsonl: line 2: record larger than 33 MB"),
-        "{stderr}"
-    );
+    refused(&output, "big.jsonl: line 2: record larger than 33 MB");
     assert_eq!((mock.requests(), runs(&ws).await), (0, 0));
 
     let output = ws
@@ -94,12 +99,7 @@ async fn a_csv_row_past_the_bound_is_skipped_to_its_end_and_the_lines_go_on() {
     drop(table);
 
     let output = ws.run_on(&mock, &["run", "big.csv"]).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("big.csv: line 3: record larger than 33 MB"),
-        "{stderr}"
-    );
+    refused(&output, "big.csv: line 3: record larger than 33 MB");
     assert_eq!(runs(&ws).await, 0);
 
     let output = ws
@@ -133,22 +133,12 @@ async fn a_gzip_bomb_and_an_endless_stream_stop_at_the_bound() {
     assert!(std::fs::metadata(ws.path("bomb.jsonl.gz")).unwrap().len() < 1 << 20);
 
     let output = ws.run(&["run", "bomb.jsonl.gz", "--mock"]).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("bomb.jsonl.gz: line 1: record larger than 33 MB"),
-        "{stderr}"
-    );
+    refused(&output, "bomb.jsonl.gz: line 1: record larger than 33 MB");
     assert_eq!(runs(&ws).await, 0);
 
     if std::path::Path::new("/dev/zero").exists() {
         let output = ws.run(&["run", "/dev/zero", "--mock"]).await;
-        let (_, stderr) = text(&output);
-        assert_eq!(code(&output), 2, "{stderr}");
-        assert!(
-            stderr.contains("/dev/zero: line 1: record larger than 33 MB"),
-            "{stderr}"
-        );
+        refused(&output, "/dev/zero: line 1: record larger than 33 MB");
         assert_eq!(runs(&ws).await, 0);
     }
 }
@@ -170,11 +160,9 @@ async fn an_endless_template_and_one_that_multiplies_a_column_are_refused() {
                 "--mock",
             ])
             .await;
-        let (_, stderr) = text(&output);
-        assert_eq!(code(&output), 2, "{stderr}");
-        assert!(
-            stderr.contains("failed to read the prompt template /dev/zero: larger than 1 MB"),
-            "{stderr}"
+        refused(
+            &output,
+            "failed to read the prompt template /dev/zero: larger than 1 MB",
         );
     }
     // 120,000 uses of a 300-byte column would make a 36 MB user turn.
@@ -192,13 +180,9 @@ async fn an_endless_template_and_one_that_multiplies_a_column_are_refused() {
             "--mock",
         ])
         .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains(
-            "rows.csv:2: `prompt` the prompt template makes a user turn larger than 32 MB"
-        ),
-        "{stderr}"
+    refused(
+        &output,
+        "rows.csv:2: `prompt` the prompt template makes a user turn larger than 32 MB",
     );
 }
 
@@ -232,23 +216,16 @@ async fn a_fifo_is_read_once_and_a_directory_or_a_loop_is_named() {
 
     std::fs::create_dir(ws.path("folder")).expect("a directory");
     let output = ws.run_on(&mock, &["run", "folder"]).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("cannot read job file folder: it is a directory"),
-        "{stderr}"
-    );
+    refused(&output, "cannot read job file folder: it is a directory");
 
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("loop-b", ws.path("loop-a")).expect("a link");
         std::os::unix::fs::symlink("loop-a", ws.path("loop-b")).expect("a link");
         let output = ws.run_on(&mock, &["run", "loop-a"]).await;
-        let (_, stderr) = text(&output);
-        assert_eq!(code(&output), 2, "{stderr}");
-        assert!(
-            stderr.contains("cannot read job file loop-a: its symbolic links make a loop"),
-            "{stderr}"
+        refused(
+            &output,
+            "cannot read job file loop-a: its symbolic links make a loop",
         );
     }
     assert_eq!(mock.requests(), 2);
@@ -268,18 +245,12 @@ async fn database_locations_that_cannot_work_say_why_once() {
         async move { command.output().await.expect("the binary runs") }
     };
     let output = run(String::new()).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(stderr.contains("the database path is empty"), "{stderr}");
+    refused(&output, "the database path is empty");
 
     let output = run("no/such/dir/runs.db".to_owned()).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains(
-            "failed to open database no/such/dir/runs.db: the directory no/such/dir does not exist"
-        ),
-        "{stderr}"
+    refused(
+        &output,
+        "failed to open database no/such/dir/runs.db: the directory no/such/dir does not exist",
     );
 
     // A port that nothing listens on any more.
@@ -305,9 +276,7 @@ async fn bad_headers_keys_and_names_are_refused_before_a_run_is_made() {
     let output = ws
         .run_on(&mock, &["run", "jobs.jsonl", "--header", "x-team: a\u{1}b"])
         .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(stderr.contains("invalid header `x-team`"), "{stderr}");
+    refused(&output, "invalid header `x-team`");
     assert_eq!(runs(&ws).await, 0, "no run is left loading");
 
     let output = ws
@@ -316,12 +285,7 @@ async fn bad_headers_keys_and_names_are_refused_before_a_run_is_made() {
         .output()
         .await
         .expect("the binary runs");
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("the key has invalid characters"),
-        "{stderr}"
-    );
+    let stderr = refused(&output, "the key has invalid characters");
     assert!(!stderr.contains("sk-ant-two"), "{stderr}");
     assert_eq!(runs(&ws).await, 0, "no run is left loading");
 
@@ -389,11 +353,9 @@ const WITH_NUL: &str = r#"{"custom_id":"a","params":{"model":"claude-haiku-4-5",
 async fn nul_is_refused_at_validation(ws: &Workspace) {
     ws.write("nul.jsonl", WITH_NUL);
     let output = ws.run(&["run", "nul.jsonl", "--mock"]).await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr.contains("nul.jsonl:1: `messages[0].content` contains a NUL character"),
-        "{stderr}"
+    let stderr = refused(
+        &output,
+        "nul.jsonl:1: `messages[0].content` contains a NUL character",
     );
     assert!(
         stderr.contains("nul.jsonl:2: `tags.t` contains a NUL character"),
@@ -438,12 +400,9 @@ async fn confirm_above_refuses_a_stream_it_would_use_up() {
     let _ = stdin.write_all(job("a", "one").as_bytes()).await;
     drop(stdin);
     let output = child.wait_with_output().await.expect("the binary ends");
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
-    assert!(
-        stderr
-            .contains("--confirm-above reads - before sending, and a stream can be read only once"),
-        "{stderr}"
+    refused(
+        &output,
+        "--confirm-above reads - before sending, and a stream can be read only once",
     );
     assert_eq!(runs(&ws).await, 0);
 }

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,6 +164,27 @@ fn pulled_body(
     StreamBody::new(stream).boxed()
 }
 
+/// A server whose every answer `answer` makes (given how many requests came before) around
+/// [`pulled_body`]s that share one count, and that count of the bytes the client pulled.
+async fn pulling(
+    answer: impl Fn(Arc<AtomicU64>, usize) -> Response<Body> + Send + Sync + 'static,
+) -> (Hostile, Arc<AtomicU64>) {
+    let produced = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&produced);
+    let server = Hostile::start(move |_, before| answer(Arc::clone(&counted), before)).await;
+    (server, produced)
+}
+
+/// `body` as a 200 answer with this `content-type`.
+fn typed(content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 /// A Message with `usage`.
 fn message(text: &str, usage: &Value) -> Value {
     json!({"id": "msg_h", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
@@ -170,33 +192,42 @@ fn message(text: &str, usage: &Value) -> Value {
         "stop_sequence": null, "usage": usage})
 }
 
-/// Arguments that point a command at `server` with the test key.
-fn on(server: &Hostile, args: &[&str]) -> Vec<String> {
-    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    all.extend(
-        [
-            "--base-url",
-            &server.url(),
-            "--api-key-env",
-            KEY_ENV,
-            "--retry-base-delay",
-            "1ms",
-            "--retry-max-delay",
-            "5ms",
-        ]
-        .map(str::to_owned),
-    );
-    all
-}
-
-/// Runs the binary; a run that would hang (sleeping on an absurd wait, reading for ever)
-/// fails the test rather than holding it for the night.
-async fn run(ws: &Workspace, args: &[String]) -> Output {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = tokio::time::timeout(Duration::from_secs(180), ws.command(&args).output()).await;
+/// Runs `msgbatch run FILE ARGS…` on `server` with the test key. A run that would hang
+/// (sleeping on an absurd wait, reading for ever) fails the test rather than holding it for
+/// the night.
+async fn run_file(ws: &Workspace, server: &Hostile, file: &Path, args: &[&str]) -> Output {
+    let url = server.url();
+    let mut all = vec!["run", file.to_str().expect("a UTF-8 temp path")];
+    all.extend_from_slice(args);
+    all.extend([
+        "--base-url",
+        &url,
+        "--api-key-env",
+        KEY_ENV,
+        "--retry-base-delay",
+        "1ms",
+        "--retry-max-delay",
+        "5ms",
+    ]);
+    let output = tokio::time::timeout(Duration::from_secs(180), ws.command(&all).output()).await;
     output
         .expect("the command ends instead of waiting for ever")
         .expect("the binary runs")
+}
+
+/// [`run_file`] on `count` jobs in a new workspace.
+async fn run_jobs(server: &Hostile, count: usize, args: &[&str]) -> (Workspace, Output) {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", count);
+    let output = run_file(&ws, server, &file, args).await;
+    (ws, output)
+}
+
+/// The standard error of a command that must have exited with `expected`.
+fn exited(output: &Output, expected: i32) -> String {
+    let (_, stderr) = text(output);
+    assert_eq!(code(output), expected, "{stderr}");
+    stderr
 }
 
 /// (error type, error message, error body) of every attempt, in order.
@@ -241,26 +272,9 @@ async fn a_redirect_is_refused_and_the_key_reaches_no_other_origin() {
         })
         .await
     };
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 4);
     let header = format!("x-gateway-token: {HEADER_SECRET}");
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &[
-                "run",
-                file.to_str().unwrap(),
-                "--concurrency",
-                "1",
-                "--header",
-                &header,
-            ],
-        ),
-    )
-    .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 1, "{stderr}");
+    let (ws, output) = run_jobs(&gateway, 4, &["--concurrency", "1", "--header", &header]).await;
+    let stderr = exited(&output, 1);
     assert!(elsewhere.log().is_empty(), "{:?}", elsewhere.log());
     // Not retried: a redirect would only be redirected again.
     assert_eq!(gateway.log().len(), 4);
@@ -350,28 +364,17 @@ async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
         }
     })
     .await;
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 3);
     let header = format!("x-gateway-token: {HEADER_SECRET}");
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &[
-                "run",
-                file.to_str().unwrap(),
-                "--via",
-                "batches",
-                "--poll-interval",
-                "10ms",
-                "--header",
-                &header,
-            ],
-        ),
-    )
-    .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 0, "{stderr}");
+    let args = [
+        "--via",
+        "batches",
+        "--poll-interval",
+        "10ms",
+        "--header",
+        &header,
+    ];
+    let (ws, output) = run_jobs(&gateway, 3, &args).await;
+    let stderr = exited(&output, 0);
     assert!(elsewhere.log().is_empty(), "{:?}", elsewhere.log());
     let read = gateway
         .log()
@@ -409,19 +412,9 @@ async fn header_values_a_gateway_echoes_are_stored_nowhere() {
         )
     })
     .await;
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 2);
     let header = format!("x-gateway-token: {HEADER_SECRET}");
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &["run", file.to_str().unwrap(), "--header", &header],
-        ),
-    )
-    .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 1, "{stderr}");
+    let (ws, output) = run_jobs(&gateway, 2, &["--header", &header]).await;
+    exited(&output, 1);
     let attempts = attempts(&ws).await;
     assert_eq!(attempts.len(), 2);
     assert!(
@@ -443,38 +436,22 @@ async fn header_values_a_gateway_echoes_are_stored_nowhere() {
 
 #[tokio::test]
 async fn an_answer_past_its_bound_fails_once_and_stops_the_download() {
-    let produced = Arc::new(AtomicU64::new(0));
-    let gateway = {
-        let produced = Arc::clone(&produced);
-        Hostile::start(move |_, _| {
-            // A valid Message of 40 MB: the text runs on until the end.
-            let mut response = Response::new(pulled_body(
+    let (gateway, produced) = pulling(|produced, _| {
+        // A valid Message of 40 MB: the text runs on until the end.
+        typed(
+            "application/json",
+            pulled_body(
                 br#"{"type":"message","usage":{"input_tokens":1,"output_tokens":1},"content":[{"type":"text","text":""#,
                 b"lorem ipsum ",
                 br#""}]}"#,
                 40 * 1024 * 1024,
-                Arc::clone(&produced),
-            ));
-            response.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            response
-        })
-        .await
-    };
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 1);
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &["run", file.to_str().unwrap(), "--max-answer-mb", "1"],
-        ),
-    )
+                produced,
+            ),
+        )
+    })
     .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 1, "{stderr}");
+    let (ws, output) = run_jobs(&gateway, 1, &["--max-answer-mb", "1"]).await;
+    exited(&output, 1);
     assert_eq!(
         gateway.log().len(),
         1,
@@ -497,37 +474,19 @@ async fn an_answer_past_its_bound_fails_once_and_stops_the_download() {
 
 #[tokio::test]
 async fn an_endless_stream_fails_at_the_bound() {
-    let produced = Arc::new(AtomicU64::new(0));
-    let gateway = {
-        let produced = Arc::clone(&produced);
-        Hostile::start(move |_, before| {
-            // Pings without end, then one line without end.
-            let body = if before == 0 {
-                pulled_body(
-                    b"",
-                    b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
-                    b"",
-                    200 * 1024 * 1024,
-                    Arc::clone(&produced),
-                )
-            } else {
-                pulled_body(
-                    b"data: ",
-                    b"xxxxxxxx",
-                    b"",
-                    200 * 1024 * 1024,
-                    Arc::clone(&produced),
-                )
-            };
-            let mut response = Response::new(body);
-            response.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("text/event-stream"),
-            );
-            response
-        })
-        .await
-    };
+    let (gateway, produced) = pulling(|produced, before| {
+        // Pings without end, then one line without end.
+        let (first, filler): (&[u8], &[u8]) = if before == 0 {
+            (b"", b"event: ping\ndata: {\"type\":\"ping\"}\n\n")
+        } else {
+            (b"data: ", b"xxxxxxxx")
+        };
+        typed(
+            "text/event-stream",
+            pulled_body(first, filler, b"", 200 * 1024 * 1024, produced),
+        )
+    })
+    .await;
     let ws = Workspace::new();
     let lines: Vec<String> = (0..2)
         .map(|i| {
@@ -537,23 +496,14 @@ async fn an_endless_stream_fails_at_the_bound() {
         })
         .collect();
     let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
-    let output = run(
+    let output = run_file(
         &ws,
-        &on(
-            &gateway,
-            &[
-                "run",
-                file.to_str().unwrap(),
-                "--max-answer-mb",
-                "2",
-                "--concurrency",
-                "1",
-            ],
-        ),
+        &gateway,
+        &file,
+        &["--max-answer-mb", "2", "--concurrency", "1"],
     )
     .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 1, "{stderr}");
+    exited(&output, 1);
     assert_eq!(gateway.log().len(), 2);
     for (kind, message, _) in attempts(&ws).await {
         assert_eq!(kind.as_deref(), Some("answer_too_large"));
@@ -568,33 +518,20 @@ async fn an_endless_stream_fails_at_the_bound() {
 
 #[tokio::test]
 async fn an_endless_error_body_is_cut_and_not_read_to_its_end() {
-    let produced = Arc::new(AtomicU64::new(0));
-    let gateway = {
-        let produced = Arc::clone(&produced);
-        Hostile::start(move |_, _| {
-            let mut response = Response::new(pulled_body(
-                b"<html>",
-                b"<p>upstream unavailable</p>",
-                b"</html>",
-                100 * 1024 * 1024,
-                Arc::clone(&produced),
-            ));
-            *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-            response
-        })
-        .await
-    };
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 1);
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &["run", file.to_str().unwrap(), "--max-attempts", "1"],
-        ),
-    )
+    let (gateway, produced) = pulling(|produced, _| {
+        let mut response = Response::new(pulled_body(
+            b"<html>",
+            b"<p>upstream unavailable</p>",
+            b"</html>",
+            100 * 1024 * 1024,
+            produced,
+        ));
+        *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+        response
+    })
     .await;
-    assert_eq!(code(&output), 1, "{:?}", text(&output));
+    let (ws, output) = run_jobs(&gateway, 1, &["--max-attempts", "1"]).await;
+    exited(&output, 1);
     let attempts = attempts(&ws).await;
     assert_eq!(attempts[0].0.as_deref(), Some("http_502"), "{attempts:?}");
     assert!(
@@ -610,20 +547,16 @@ async fn an_endless_error_body_is_cut_and_not_read_to_its_end() {
 
 #[tokio::test]
 async fn a_token_count_answer_is_bounded() {
-    let produced = Arc::new(AtomicU64::new(0));
-    let gateway = {
-        let produced = Arc::clone(&produced);
-        Hostile::start(move |_, _| {
-            Response::new(pulled_body(
-                br#"{"input_tokens":3,"padding":""#,
-                b"padding ",
-                br#""}"#,
-                64 * 1024 * 1024,
-                Arc::clone(&produced),
-            ))
-        })
-        .await
-    };
+    let (gateway, produced) = pulling(|produced, _| {
+        Response::new(pulled_body(
+            br#"{"input_tokens":3,"padding":""#,
+            b"padding ",
+            br#""}"#,
+            64 * 1024 * 1024,
+            produced,
+        ))
+    })
+    .await;
     let counted = client(&gateway, &[])
         .count_tokens(Bytes::from_static(b"{}"))
         .await;
@@ -646,23 +579,14 @@ async fn usage_no_request_could_produce_is_never_stored() {
     let line = json!({"custom_id": "q", "params": {"model": "claude-haiku-4-5", "max_tokens": 16,
         "messages": [{"role": "user", "content": "hi"}]}});
     let file = ws.write("jobs.jsonl", &format!("{line}\n"));
-    let output = run(
+    let output = run_file(
         &ws,
-        &on(
-            &gateway,
-            &[
-                "run",
-                file.to_str().unwrap(),
-                "--max-cost",
-                "0.01",
-                "--max-attempts",
-                "2",
-            ],
-        ),
+        &gateway,
+        &file,
+        &["--max-cost", "0.01", "--max-attempts", "2"],
     )
     .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 1, "{stderr}");
+    exited(&output, 1);
     let pool = ws.pool().await;
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
     let attempts = attempts(&ws).await;
@@ -693,27 +617,16 @@ async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
         )
     })
     .await;
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 3);
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &[
-                "run",
-                file.to_str().unwrap(),
-                "--max-attempts",
-                "2",
-                "--concurrency",
-                "1",
-                "--name",
-                "patient",
-            ],
-        ),
-    )
-    .await;
-    let (_, stderr) = text(&output);
-    assert_eq!(code(&output), 2, "{stderr}");
+    let args = [
+        "--max-attempts",
+        "2",
+        "--concurrency",
+        "1",
+        "--name",
+        "patient",
+    ];
+    let (ws, output) = run_jobs(&gateway, 3, &args).await;
+    let stderr = exited(&output, 2);
     assert!(
         stderr.contains("the gateway asks to wait 31years 8months"),
         "{stderr}"
@@ -742,17 +655,8 @@ async fn an_answer_that_is_not_utf8_is_refused() {
         respond(200, &[("content-type", "application/json")], bytes)
     })
     .await;
-    let ws = Workspace::new();
-    let file = ws.jobs("jobs.jsonl", 1);
-    let output = run(
-        &ws,
-        &on(
-            &gateway,
-            &["run", file.to_str().unwrap(), "--max-attempts", "1"],
-        ),
-    )
-    .await;
-    assert_eq!(code(&output), 1, "{:?}", text(&output));
+    let (ws, output) = run_jobs(&gateway, 1, &["--max-attempts", "1"]).await;
+    exited(&output, 1);
     let attempts = attempts(&ws).await;
     assert_eq!(attempts[0].0.as_deref(), Some("invalid_response"));
     assert!(
@@ -761,4 +665,40 @@ async fn an_answer_that_is_not_utf8_is_refused() {
     );
     let pool = ws.pool().await;
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 0);
+}
+
+#[tokio::test]
+async fn a_gateway_message_cannot_add_lines_to_what_status_says() {
+    // A message with line breaks, each starting what looks like one of status's own lines.
+    let forged = "no\n  resume   msgbatch resume forged\r  ended    never";
+    let gateway = Hostile::start(move |_, _| {
+        let error = json!({"type": "error",
+            "error": {"type": "authentication_error", "message": forged}});
+        respond(
+            401,
+            &[("content-type", "application/json")],
+            error.to_string(),
+        )
+    })
+    .await;
+    let (ws, output) = run_jobs(&gateway, 4, &["--concurrency", "1", "--name", "night"]).await;
+    let stderr = exited(&output, 2);
+    assert!(
+        stderr.contains("stopping: the gateway answered 401"),
+        "{stderr}"
+    );
+    let status = ws.run(&["status", "night"]).await;
+    let (stdout, stderr) = text(&status);
+    assert_eq!(code(&status), 0, "{stderr}");
+    assert!(
+        stdout.contains(r"(no\n  resume   msgbatch resume forged\r  ended    never)"),
+        "{stdout}"
+    );
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            !line.contains("forged") || line.contains("stopped"),
+            "{stdout}"
+        );
+        assert!(!line.contains('\r'), "{stdout:?}");
+    }
 }

@@ -138,3 +138,28 @@ async fn an_unreachable_gateway_stops_the_run_instead_of_failing_every_job() {
         "two attempts on three jobs"
     );
 }
+
+#[tokio::test]
+async fn help_shows_no_key_or_token_set_in_the_environment() {
+    let ws = Workspace::new();
+    for (command, variable) in [
+        ("mock", "MSGBATCH_MOCK_KEY"),
+        ("view", "MSGBATCH_VIEW_TOKEN"),
+        ("status", "MSGBATCH_DB"),
+    ] {
+        let secret = "sk-help-secret-0451";
+        let output = ws
+            .command(&[command, "--help"])
+            .env(variable, secret)
+            .output()
+            .await
+            .expect("the binary runs");
+        let (stdout, stderr) = text(&output);
+        assert_eq!(code(&output), 0, "{stderr}");
+        assert!(stdout.contains(variable), "{command}: {stdout}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{command} --help shows ${variable}: {stdout}"
+        );
+    }
+}
