@@ -99,37 +99,67 @@ impl Paired {
 /// Compares paired scores `(a, b)`: `None` when there are none.
 pub fn paired(pairs: &[(f64, f64)]) -> Option<Paired> {
     let base = Base::new(pairs)?;
-    let diffs: Vec<f64> = pairs.iter().map(|(a, b)| b - a).collect();
-    let (se, reason) = if base.n < 2 {
-        (None, Some(NoError::OneJob))
-    } else {
-        let squares: f64 = diffs.iter().map(|d| (d - base.diff).powi(2)).sum();
-        let sd = (squares / (base.n - 1) as f64).sqrt();
-        (Some(sd / (base.n as f64).sqrt()), None)
-    };
+    let se = standard_error(&differences(pairs));
+    let reason = se.is_none().then_some(NoError::OneJob);
     Some(base.finish(se, reason, None, Method::Paired))
 }
 
 /// Compares paired scores `(a, b)` whose jobs fall in clusters (`clusters[i]` is the cluster of
-/// `pairs[i]`), with the cluster-robust standard error
-/// √(Σ_c (Σ_{i∈c} (d_i − d̄))²) / n.
+/// `pairs[i]`), with the cluster-robust standard error of [`clustered_standard_error`].
 pub fn paired_clustered<K: Hash + Eq>(pairs: &[(f64, f64)], clusters: &[K]) -> Option<Paired> {
-    assert_eq!(pairs.len(), clusters.len(), "one cluster per pair");
     let base = Base::new(pairs)?;
-    let mut sums: HashMap<&K, f64> = HashMap::new();
-    for ((a, b), cluster) in pairs.iter().zip(clusters) {
-        *sums.entry(cluster).or_default() += (b - a) - base.diff;
-    }
-    let count = sums.len();
-    let (se, reason) = if base.n < 2 {
-        (None, Some(NoError::OneJob))
-    } else if count < 2 {
-        (None, Some(NoError::OneCluster))
+    let (se, count) = clustered_standard_error(&differences(pairs), clusters);
+    let reason = if base.n < 2 {
+        Some(NoError::OneJob)
     } else {
-        let squares: f64 = sums.values().map(|s| s * s).sum();
-        (Some(squares.sqrt() / base.n as f64), None)
+        se.is_none().then_some(NoError::OneCluster)
     };
     Some(base.finish(se, reason, Some(count), Method::PairedClustered))
+}
+
+/// Each pair's `b − a`.
+fn differences(pairs: &[(f64, f64)]) -> Vec<f64> {
+    pairs.iter().map(|(a, b)| b - a).collect()
+}
+
+/// The mean of `values` (NaN when there are none).
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// The standard error of the mean of `values`: their sample standard deviation over √n.
+/// `None` with fewer than two values; it may be zero, or not finite when they are not.
+pub fn standard_error(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = mean(values);
+    let squares: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+    let sd = (squares / (n - 1) as f64).sqrt();
+    Some(sd / (n as f64).sqrt())
+}
+
+/// The cluster-robust standard error of the mean of `values` (`clusters[i]` is the cluster of
+/// `values[i]`), √(Σ_c (Σ_{i∈c} (x_i − x̄))²) / n, and the number of clusters. `None` with
+/// fewer than two clusters.
+pub fn clustered_standard_error<K: Hash + Eq>(
+    values: &[f64],
+    clusters: &[K],
+) -> (Option<f64>, usize) {
+    assert_eq!(values.len(), clusters.len(), "one cluster per value");
+    if values.is_empty() {
+        return (None, 0);
+    }
+    let mean = mean(values);
+    let mut sums: HashMap<&K, f64> = HashMap::new();
+    for (value, cluster) in values.iter().zip(clusters) {
+        *sums.entry(cluster).or_default() += value - mean;
+    }
+    let count = sums.len();
+    let se = (count >= 2)
+        .then(|| sums.values().map(|s| s * s).sum::<f64>().sqrt() / values.len() as f64);
+    (se, count)
 }
 
 /// The means every comparison starts from.

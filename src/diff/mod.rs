@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use crate::pricing::CostOverflow;
 use crate::store::{GradeView, JobView, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
@@ -93,6 +94,11 @@ impl Outcome {
 
     fn answered(self) -> bool {
         matches!(self, Self::Pass | Self::Fail | Self::Answered)
+    }
+
+    /// A grader has a verdict on it.
+    fn graded(self) -> bool {
+        matches!(self, Self::Pass | Self::Fail)
     }
 }
 
@@ -256,11 +262,11 @@ struct Loaded {
     view: JobView,
     grades: Vec<GradeView>,
     measures: Measures,
-    /// The samples after the first: outcome, cost and latency, for the totals.
-    rest: Vec<Sample>,
+    /// Every sample, the first included: outcome, cost and latency, for the totals.
+    samples: Vec<Sample>,
 }
 
-/// What the totals count of a sample after a job's first.
+/// What the totals count of a sample.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     outcome: Outcome,
@@ -270,7 +276,7 @@ struct Sample {
 
 /// The most samples of one job and model among `jobs`: 1 without `--repeat`.
 fn samples_of(jobs: &[Loaded]) -> usize {
-    jobs.iter().map(|j| 1 + j.rest.len()).max().unwrap_or(1)
+    jobs.iter().map(|j| j.samples.len()).max().unwrap_or(1)
 }
 
 /// The jobs of a run in input order, the samples (`--repeat`) of each (job, model) made one.
@@ -284,16 +290,17 @@ async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
         let g = grades.remove(&view.id).unwrap_or_default();
         let outcome = Outcome::of(&view.state, &g);
         let measures = Measures::new(outcome, view.cost_pico_usd, view.latency_ms);
+        let sample = Sample {
+            outcome,
+            cost_pico_usd: view.cost_pico_usd,
+            latency_ms: view.latency_ms,
+        };
         if let Some(last) = jobs.last_mut()
             && last.view.job_id == view.job_id
             && last.view.model == view.model
         {
             sum.add(&measures);
-            last.rest.push(Sample {
-                outcome,
-                cost_pico_usd: view.cost_pico_usd,
-                latency_ms: view.latency_ms,
-            });
+            last.samples.push(sample);
             continue;
         }
         if let Some(last) = jobs.last_mut() {
@@ -305,7 +312,7 @@ async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
             view,
             grades: g,
             measures,
-            rest: Vec::new(),
+            samples: vec![sample],
         });
     }
     if let Some(last) = jobs.last_mut() {
@@ -346,13 +353,13 @@ pub async fn compare(
         view,
         grades,
         measures,
-        rest,
+        samples,
     } in b
     {
         let k = key(&view);
         prompts.insert(k.clone(), view.prompt.as_deref().map(excerpt));
         after_order.push((k.clone(), view.model.clone()));
-        after_jobs.insert(k, (JobSide::new(view, grades), measures, rest));
+        after_jobs.insert(k, (JobSide::new(view, grades), measures, samples));
     }
     let mut rows: Vec<DiffRow> = Vec::new();
     let mut totals = Totals::default();
@@ -363,7 +370,7 @@ pub async fn compare(
         view,
         grades,
         measures,
-        rest,
+        samples,
     } in a
     {
         let k = key(&view);
@@ -380,13 +387,12 @@ pub async fn compare(
             before: Some(before_side.clone()),
             after,
         };
-        let Some((after_side, after_measures, after_rest)) = after_side else {
+        let Some((after_side, after_measures, after_samples)) = after_side else {
             rows.push(row(Change::Missing, None));
             continue;
         };
         totals.matched += 1;
-        tally(&mut totals, &before_side, &after_side, &mut latencies);
-        tally_rest(&mut totals, &rest, &after_rest, &mut latencies);
+        tally(&mut totals, &samples, &after_samples, &mut latencies)?;
         pairs.push(Pair {
             a: measures,
             b: after_measures,
@@ -485,46 +491,13 @@ pub async fn compare(
     })
 }
 
+/// Counts every sample of a matched job into the totals, and its latency into the latencies.
 fn tally(
-    totals: &mut Totals,
-    before: &JobSide,
-    after: &JobSide,
-    latencies: &mut (Vec<i64>, Vec<i64>),
-) {
-    for (side, passed, graded, cost, latency) in [
-        (
-            before,
-            &mut totals.passed_before,
-            &mut totals.graded_before,
-            &mut totals.cost_before_pico_usd,
-            &mut latencies.0,
-        ),
-        (
-            after,
-            &mut totals.passed_after,
-            &mut totals.graded_after,
-            &mut totals.cost_after_pico_usd,
-            &mut latencies.1,
-        ),
-    ] {
-        if matches!(side.outcome, Outcome::Pass | Outcome::Fail) {
-            *graded += 1;
-        }
-        if side.outcome == Outcome::Pass {
-            *passed += 1;
-        }
-        *cost += side.cost_pico_usd.unwrap_or(0);
-        latency.extend(side.latency_ms);
-    }
-}
-
-/// [`tally`] for the samples after each side's first.
-fn tally_rest(
     totals: &mut Totals,
     before: &[Sample],
     after: &[Sample],
     latencies: &mut (Vec<i64>, Vec<i64>),
-) {
+) -> Result<(), CostOverflow> {
     for (samples, passed, graded, cost, latency) in [
         (
             before,
@@ -542,12 +515,19 @@ fn tally_rest(
         ),
     ] {
         for sample in samples {
-            *graded += usize::from(matches!(sample.outcome, Outcome::Pass | Outcome::Fail));
+            *graded += usize::from(sample.outcome.graded());
             *passed += usize::from(sample.outcome == Outcome::Pass);
-            *cost += sample.cost_pico_usd.unwrap_or(0);
+            add_cost(cost, sample.cost_pico_usd)?;
             latency.extend(sample.latency_ms);
         }
     }
+    Ok(())
+}
+
+/// `*sum += cost`, or [`CostOverflow`]: a sum of stored costs is never wrapped or saturated.
+fn add_cost(sum: &mut i64, cost: Option<i64>) -> Result<(), CostOverflow> {
+    *sum = sum.checked_add(cost.unwrap_or(0)).ok_or(CostOverflow)?;
+    Ok(())
 }
 
 fn median(values: &mut [i64]) -> Option<i64> {
@@ -671,7 +651,7 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         view,
         grades,
         measures: mean,
-        rest,
+        samples,
     } in jobs
     {
         let i = column[view.model.as_str()];
@@ -686,17 +666,12 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
             .or_insert_with(|| vec![None; models.len()])[i] = Some(mean);
         let side = JobSide::new(view, grades);
         let totals = &mut per_model[i];
-        totals.passed += usize::from(side.outcome == Outcome::Pass);
-        totals.graded += usize::from(matches!(side.outcome, Outcome::Pass | Outcome::Fail));
-        totals.answered += usize::from(side.outcome.answered());
-        totals.errors += usize::from(side.outcome == Outcome::Error);
-        totals.cost_pico_usd += side.cost_pico_usd.unwrap_or(0);
-        for sample in rest {
+        for sample in samples {
             totals.passed += usize::from(sample.outcome == Outcome::Pass);
-            totals.graded += usize::from(matches!(sample.outcome, Outcome::Pass | Outcome::Fail));
+            totals.graded += usize::from(sample.outcome.graded());
             totals.answered += usize::from(sample.outcome.answered());
             totals.errors += usize::from(sample.outcome == Outcome::Error);
-            totals.cost_pico_usd += sample.cost_pico_usd.unwrap_or(0);
+            add_cost(&mut totals.cost_pico_usd, sample.cost_pico_usd)?;
         }
         let row = by_job.entry(job_id.clone()).or_insert_with(|| {
             order.push(job_id.clone());

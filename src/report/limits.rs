@@ -31,8 +31,8 @@ pub(super) async fn pool_uses(store: &Store, run: &RunRow) -> anyhow::Result<Vec
                 first_ms: i64::MAX,
                 ..Default::default()
             });
-        pool.input_tokens += row.input_tokens;
-        pool.output_tokens += row.output_tokens;
+        super::cost::add(&mut pool.input_tokens, row.input_tokens)?;
+        super::cost::add(&mut pool.output_tokens, row.output_tokens)?;
         pool.requests += row.requests;
         pool.refused += row.refused;
         pool.first_ms = pool.first_ms.min(row.first_ms);

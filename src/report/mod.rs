@@ -84,13 +84,9 @@ impl Report {
         };
         for row in rows {
             merge.create(row.run_id, &row.key);
-            let mut priced = Ok(());
-            merge.each(row.run_id, &row.key, |group| {
-                if priced.is_ok() {
-                    priced = add_row(group, &row, options, &mut unpriced);
-                }
-            });
-            priced?;
+            merge.try_each(row.run_id, &row.key, |group| {
+                add_row(group, &row, options, &mut unpriced)
+            })?;
         }
         let mut histogram = Histogram::default();
         for (rows, is_ttft) in [(latencies, false), (ttfts, true)] {
@@ -123,13 +119,13 @@ impl Report {
             });
         }
         for row in store.report_grading(&ids, &options.by).await? {
-            merge.each(row.run_id, &row.key, |group| {
+            merge.try_each(row.run_id, &row.key, |group| {
                 let g = group.grading.get_or_insert_with(Grading::default);
                 g.graded += row.graded;
                 g.passed += row.passed;
                 g.pending += row.pending;
-                g.judge_cost_pico_usd += row.judge_cost_pico_usd;
-            });
+                cost::add(&mut g.judge_cost_pico_usd, row.judge_cost_pico_usd)
+            })?;
         }
         let clustered = options.cluster_tag.is_some();
         for row in store
@@ -174,13 +170,13 @@ impl Report {
                     .warmup_saved_pico_usd(u64::try_from(row.warm_read_tokens).unwrap_or(0))?,
                 None => 0,
             };
-            merge.each(row.run_id, &row.key, |group| {
+            merge.try_each(row.run_id, &row.key, |group| {
                 let cache = group.cache.get_or_insert_with(CacheUse::default);
                 cache.prefixes += row.prefixes;
                 cache.writes += row.writes;
                 cache.writes_avoided += row.writes_avoided;
-                cache.warmup_saved_pico_usd += saved;
-            });
+                cost::add(&mut cache.warmup_saved_pico_usd, saved)
+            })?;
         }
         let passing = store.report_passing_latency(&ids, &options.by).await?;
         merge.values(passing, |group, counts| {
@@ -306,6 +302,23 @@ impl Merge<'_> {
         }
     }
 
+    /// Adds a row's figures to its group and to its run's total with `f`, which stops at a
+    /// sum beyond an `i64`: the two are summed apart, and either may overflow.
+    fn try_each(
+        &mut self,
+        run_id: i64,
+        key: &str,
+        mut f: impl FnMut(&mut Group) -> Result<(), SumOverflow>,
+    ) -> Result<(), SumOverflow> {
+        let mut result = Ok(());
+        self.each(run_id, key, |group| {
+            if result.is_ok() {
+                result = f(group);
+            }
+        });
+        result
+    }
+
     /// Applies `f` to a row's group and to its run's total.
     fn each(&mut self, run_id: i64, key: &str, mut f: impl FnMut(&mut Group)) {
         let [group, total] = self.keys(run_id, key);
@@ -420,7 +433,11 @@ impl Group {
         self.cost.complete = self.cost.unpriced_results == 0;
         self.attempts_per_job = ratio(self.sums.attempts, self.sums.sent_jobs);
         self.retries = self.sums.attempts - self.sums.sent_jobs;
-        self.output_tokens_per_second = ratio(self.tokens.output * 1000, self.sums.generation_ms);
+        self.output_tokens_per_second = match self.tokens.output.checked_mul(1000) {
+            Some(output) => ratio(output, self.sums.generation_ms),
+            // Past an `i64` only in a store written by hand: the same rate, in floating point.
+            None => ratio(self.tokens.output, self.sums.generation_ms).map(|r| r * 1000.0),
+        };
         self.stop_reasons
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let cost = self.cost.total_pico_usd;

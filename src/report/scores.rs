@@ -3,8 +3,6 @@
 //! every grader, and the group's score is the mean over jobs with its standard error, plain or
 //! clustered on a tag. With repeated samples (`--repeat K`), also pass@K and pass^K.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::stats;
@@ -47,28 +45,21 @@ impl Score {
         if scored.is_empty() {
             return None;
         }
-        let n = scored.len() as f64;
-        let value = |j: &JobScore| j.passed as f64 / j.samples as f64;
-        let mean = scored.iter().map(|j| value(j)).sum::<f64>() / n;
+        let values: Vec<f64> = scored
+            .iter()
+            .map(|j| j.passed as f64 / j.samples as f64)
+            .collect();
+        let mean = stats::mean(&values);
         let (se, clusters) = if clustered {
-            let mut sums: HashMap<Result<&str, usize>, f64> = HashMap::new();
-            for (i, job) in scored.iter().enumerate() {
-                let key = job.cluster.as_deref().ok_or(i);
-                *sums.entry(key).or_default() += value(job) - mean;
-            }
-            let se =
-                (sums.len() >= 2).then(|| sums.values().map(|s| s * s).sum::<f64>().sqrt() / n);
-            (se, Some(sums.len()))
+            let keys: Vec<Result<&str, usize>> = scored
+                .iter()
+                .enumerate()
+                .map(|(i, job)| job.cluster.as_deref().ok_or(i))
+                .collect();
+            let (se, clusters) = stats::clustered_standard_error(&values, &keys);
+            (se, Some(clusters))
         } else {
-            let se = (scored.len() >= 2).then(|| {
-                let variance = scored
-                    .iter()
-                    .map(|j| (value(j) - mean).powi(2))
-                    .sum::<f64>()
-                    / (n - 1.0);
-                (variance / n).sqrt()
-            });
-            (se, None)
+            (stats::standard_error(&values), None)
         };
         let k = scored.iter().map(|j| j.samples).max().unwrap_or(1);
         let over_jobs = |estimate: fn(u64, u64, u64) -> Option<f64>| {

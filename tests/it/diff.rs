@@ -422,3 +422,61 @@ async fn the_models_of_one_run_are_compared_with_the_first_or_the_baseline() {
         text(&output)
     );
 }
+
+/// Each answer's stored cost fits an `i64`, a run's sum of them does not (a store written by
+/// hand; no answer can hold such usage): `diff` says so, for two runs and for one run's
+/// models, and does not panic or show a wrapped figure.
+#[tokio::test]
+async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let lines: Vec<String> = (0..2)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "params": {"max_tokens": 50,
+                "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    for name in ["before", "after"] {
+        let output = ws
+            .run_on(
+                &mock,
+                &[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--models",
+                    "claude-haiku-4-5,claude-sonnet-4-6",
+                    "--name",
+                    name,
+                ],
+            )
+            .await;
+        assert_eq!(code(&output), 0, "{:?}", text(&output));
+    }
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE results SET cost_pico_usd = 5000000000000000000
+         WHERE job IN (SELECT j.id FROM jobs j JOIN runs r ON r.id = j.run_id
+                       WHERE r.name = 'after' AND j.model = 'claude-haiku-4-5')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    for args in [
+        ["diff", "before", "after", "--format", "json", "--out", "-"].as_slice(),
+        &["diff", "after", "--format", "json", "--out", "-"],
+    ] {
+        let output = ws.run(args).await;
+        let (stdout, stderr) = text(&output);
+        assert_ne!(code(&output), 0, "{args:?}\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("beyond what msgbatch counts") && !stderr.contains("panicked"),
+            "{args:?}\n{stderr}"
+        );
+    }
+}

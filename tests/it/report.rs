@@ -527,3 +527,47 @@ async fn a_run_whose_process_died_is_died_in_report_as_in_status() {
     let json = ws.report_json("gone").await;
     assert_eq!(json["runs"][0]["status"], "died", "{json}");
 }
+
+/// Each model's judging cost fits an `i64`, the run's sum of them does not (a store written by
+/// hand; no judge answer can hold such usage): the report says so, and does not panic or
+/// show a wrapped figure.
+#[tokio::test]
+async fn a_judging_cost_that_only_overflows_over_the_models_is_said_not_wrapped() {
+    let ws = Workspace::new();
+    let lines: Vec<String> = ["claude-haiku-4-5", "claude-sonnet-4-6"]
+        .iter()
+        .map(|model| {
+            serde_json::json!({"custom_id": format!("for-{model}"), "params": {
+                "model": model, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "say alpha"}]},
+                "expect": {"contains": "alpha"}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run(&["run", file.to_str().unwrap(), "--mock", "--name", "judged"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(ws.db());
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let graded = sqlx::query("UPDATE grades SET judge_cost_pico_usd = 5000000000000000000")
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(graded, 2);
+    pool.close().await;
+
+    for format in ["table", "json"] {
+        let output = ws
+            .run(&["report", "judged", "--format", format, "--out", "-"])
+            .await;
+        let (stdout, stderr) = text(&output);
+        assert_eq!(code(&output), 2, "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("beyond what msgbatch can add up") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
