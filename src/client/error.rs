@@ -277,16 +277,46 @@ pub fn describe_error_body(body: &[u8]) -> (Option<String>, String, Option<Strin
     }
     match serde_json::from_slice::<Envelope>(body) {
         Ok(envelope) => (
-            envelope.error.kind,
-            envelope.error.message.unwrap_or_default(),
-            envelope.error.details.and_then(|d| d.error_code),
+            envelope
+                .error
+                .kind
+                .map(|kind| one_line(&kind, SHOWN_FIELD_BYTES)),
+            one_line(
+                &envelope.error.message.unwrap_or_default(),
+                SHOWN_MESSAGE_BYTES,
+            ),
+            envelope
+                .error
+                .details
+                .and_then(|d| d.error_code)
+                .map(|code| one_line(&code, SHOWN_FIELD_BYTES)),
         ),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            (None, truncate(&text, 200), None)
-        }
+        Err(_) => (
+            None,
+            one_line(&String::from_utf8_lossy(body), SHOWN_TEXT_BYTES),
+            None,
+        ),
     }
+}
+
+/// Longest error message kept from a JSON error body, in bytes (the body itself is kept
+/// apart, whole up to its own bound).
+const SHOWN_MESSAGE_BYTES: usize = 1000;
+/// Longest error type or code kept.
+const SHOWN_FIELD_BYTES: usize = 100;
+/// Longest excerpt kept of an error body that is not JSON.
+const SHOWN_TEXT_BYTES: usize = 200;
+
+/// A gateway's words as one line of at most `max` bytes: every run of whitespace and control
+/// characters becomes one space. The line is printed after `stopping:` and stored as the
+/// reason a run stopped, so a message with line breaks cannot add lines that read as the
+/// program's own.
+fn one_line(text: &str, max: usize) -> String {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect();
+    truncate(&words.join(" "), max)
 }
 
 /// Locations longer than this are cut before they are shown.
@@ -396,5 +426,18 @@ mod tests {
         let (kind, message, _) = describe_error_body(b"<html>\n<h1>502 Bad Gateway</h1></html>");
         assert_eq!(kind, None);
         assert_eq!(message, "<html> <h1>502 Bad Gateway</h1></html>");
+    }
+
+    #[test]
+    fn a_message_with_line_breaks_and_escapes_becomes_one_line() {
+        let (kind, message, code) = describe_error_body(
+            br#"{"error":{"type":"api_error\nx","message":"no\n  stopped: forged\r\u001b[2Kdone\t.","details":{"error_code":"a\u0000b"}}}"#,
+        );
+        assert_eq!(kind.as_deref(), Some("api_error x"));
+        assert_eq!(message, "no stopped: forged [2Kdone .");
+        assert_eq!(code.as_deref(), Some("a b"));
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "é".repeat(5000));
+        let (_, message, _) = describe_error_body(long.as_bytes());
+        assert!(message.len() <= SHOWN_MESSAGE_BYTES + '…'.len_utf8());
     }
 }
