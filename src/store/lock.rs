@@ -14,6 +14,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Most bytes read of a lock file when naming its holder: a pid is at most 20 digits.
+const PID_BYTES: u64 = 24;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
@@ -96,11 +99,15 @@ impl DbLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder wrote its pid: read no more than a pid can be, and name it only
+                // if it is one.
                 let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
+                let _ = (&mut file).take(PID_BYTES).read_to_string(&mut pid);
                 let holder = match pid.trim() {
-                    "" => String::new(),
-                    pid => format!(" (pid {pid})"),
+                    pid if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!(" (pid {pid})")
+                    }
+                    _ => String::new(),
                 };
                 return Err(LockError::Busy {
                     db: db.display().to_string(),
@@ -204,6 +211,19 @@ mod tests {
         );
         drop(first);
         DbLock::acquire(&db).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_that_holds_no_pid_is_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("runs.db");
+        let _first = DbLock::acquire(&db).unwrap();
+        let forged = format!("1\nstopped: forged{}", "x".repeat(1 << 20));
+        std::fs::write(lock_path(&db), forged).unwrap();
+        let err = DbLock::acquire(&db).unwrap_err().to_string();
+        assert!(err.contains("in use by another msgbatch run"), "{err}");
+        assert!(!err.contains("pid") && !err.contains("forged"), "{err}");
+        assert!(err.len() < 1000, "{}", err.len());
     }
 
     #[test]
