@@ -151,18 +151,68 @@ pub fn markdown(text: &str) -> String {
     out
 }
 
-/// A URL with the credentials of its authority (`user:password@`) shown as `***@`, the rest
-/// as it was. A base URL may carry a gateway's credentials: this is the form stored with a
-/// run, printed and put in reports.
+/// A URL with the credentials of its authority (`user:password@`) shown as `***@`, and the
+/// value of every query parameter whose name says it is a credential (`key`, `token`,
+/// `secret`, `sig`, `pass`, `auth`, `cred`, in any case) shown as `***`; the rest as it was.
+/// A gateway's URL may carry its credentials: this is the form stored with a run, printed and
+/// put in reports.
 pub fn redacted_url(url: &str) -> Cow<'_, str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Cow::Borrowed(url);
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => Cow::Owned(format!("{scheme}://***{}", &rest[at..])),
-        None => Cow::Borrowed(url),
+    let (authority, rest) = match rest[..authority_end].rfind('@') {
+        Some(at) => (
+            Cow::Owned(format!("***{}", &rest[at..authority_end])),
+            &rest[authority_end..],
+        ),
+        None => (
+            Cow::Borrowed(&rest[..authority_end]),
+            &rest[authority_end..],
+        ),
+    };
+    let query = redacted_query(rest);
+    if matches!((&authority, &query), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+        return Cow::Borrowed(url);
     }
+    Cow::Owned(format!("{scheme}://{authority}{query}"))
+}
+
+/// Names of query parameters whose values [`redacted_url`] hides, matched as parts of the
+/// lower-cased name (`api_key`, `X-Api-Key`, `access_token`, `sig`, `password`, …).
+const CREDENTIAL_NAMES: [&str; 7] = ["key", "token", "secret", "sig", "pass", "auth", "cred"];
+
+fn is_credential_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    CREDENTIAL_NAMES.iter().any(|part| name.contains(part))
+}
+
+/// The path, query and fragment of a URL with credential values in its query hidden.
+fn redacted_query(tail: &str) -> Cow<'_, str> {
+    let Some(start) = tail.find('?') else {
+        return Cow::Borrowed(tail);
+    };
+    let end = tail[start..].find('#').map_or(tail.len(), |at| start + at);
+    let mut hid = false;
+    let pairs: Vec<String> = tail[start + 1..end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() && is_credential_name(name) => {
+                hid = true;
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    if !hid {
+        return Cow::Borrowed(tail);
+    }
+    Cow::Owned(format!(
+        "{}?{}{}",
+        &tail[..start],
+        pairs.join("&"),
+        &tail[end..]
+    ))
 }
 
 /// Whether [`redacted_url`] hid credentials in `url`: a run's stored base URL that did cannot
@@ -342,6 +392,14 @@ mod tests {
             ),
             ("https://api.anthropic.com", "https://api.anthropic.com"),
             ("https://gw.example/path@v1", "https://gw.example/path@v1"),
+            (
+                "https://gw.example/v1/messages?api-version=1&API_KEY=sk-ant-x&sig=&a=b#key=c",
+                "https://gw.example/v1/messages?api-version=1&API_KEY=***&sig=&a=b#key=c",
+            ),
+            (
+                "https://u:p@gw.example?access_token=t",
+                "https://***@gw.example?access_token=***",
+            ),
         ] {
             assert_eq!(redacted_url(url), want, "{url}");
         }

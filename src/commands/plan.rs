@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use super::Global;
 use crate::cli::{GatewayArgs, JobArgs, MockArgs, SendArgs};
@@ -107,6 +107,16 @@ pub fn closest_model(prices: &PriceTable, model: &str) -> Option<String> {
 /// key's characters) before a run is created or changed: found only when sending starts, a
 /// bad one would leave a run that cannot send.
 pub fn check_gateway(gateway: &Gateway, key: Option<&ApiKey>) -> anyhow::Result<()> {
+    let base = &gateway.base_url;
+    if let Some(cut) = base.find(['?', '#']) {
+        // What follows the cut may be a key: it is not shown.
+        bail!(
+            "the gateway's base URL `{}…` has a query or a fragment, which the messages path \
+             would be appended to; give the gateway's credentials as a header (--header, or \
+             `headers` in its profile) and the path with --messages-path",
+            crate::output::redacted_url(&base[..cut])
+        );
+    }
     let url = gateway.messages_url();
     reqwest::Url::parse(&url).with_context(|| {
         format!(
@@ -218,5 +228,19 @@ mod tests {
         assert!(error.contains("is not a valid URL"), "{error}");
         assert!(error.contains("https://***@gw example"), "{error}");
         assert!(!error.contains("sk-secret-0451"), "{error}");
+    }
+
+    #[test]
+    fn a_base_url_with_a_query_is_refused_without_showing_its_key() {
+        for base in [
+            "https://gw.example/?api_key=sk-secret-0451",
+            "https://gw.example/v1#token=sk-secret-0451",
+        ] {
+            let mut gateway = Gateway::mock(base.to_owned());
+            gateway.name = "custom".to_owned();
+            let error = format!("{:#}", check_gateway(&gateway, None).unwrap_err());
+            assert!(error.contains("has a query or a fragment"), "{error}");
+            assert!(!error.contains("sk-secret-0451"), "{error}");
+        }
     }
 }

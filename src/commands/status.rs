@@ -226,10 +226,12 @@ fn print_details(run: &RunRow) -> std::io::Result<()> {
         run.input_sha256
     )?;
     crate::outln!(
-        "  gateway  {} {}{}",
+        "  gateway  {} {}",
         Terminal(&run.gateway_name),
-        Terminal(&output::redacted_url(&run.base_url)),
-        Terminal(&run.messages_path)
+        Terminal(&output::redacted_url(&format!(
+            "{}{}",
+            run.base_url, run.messages_path
+        )))
     )?;
     crate::outln!("  started  {}", when(run.created_at_ms))?;
     if let Some(finished) = run.finished_at_ms {
