@@ -7,7 +7,6 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -524,18 +523,21 @@ pub(super) async fn respond(
     })
 }
 
-/// A call's body, read whole; `None` when it passes `limit` and is refused with a 413 once
-/// read; a dropped connection when it passes it and the mock closes instead.
+/// A call's body; `None` when it passes its limit (the create's, set by the test, or the
+/// API's own 256 MB for every batch call) and is refused with a 413 once read; a dropped
+/// connection when it passes a test's limit and the mock is told to close instead.
 async fn read_body(
     request: Request<hyper::body::Incoming>,
     limit: Option<usize>,
     oversized: Oversized,
 ) -> Result<Option<Bytes>, Dropped> {
     let Some(limit) = limit else {
-        return match request.into_body().collect().await {
-            Ok(collected) => Ok(Some(collected.to_bytes())),
-            Err(_) => Err(Dropped),
-        };
+        return super::read_bounded(
+            request.into_body(),
+            super::BATCH_BODY_BYTES,
+            Oversized::Answer,
+        )
+        .await;
     };
     let declared = request
         .headers()
@@ -547,22 +549,7 @@ async fn read_body(
     {
         return Err(Dropped);
     }
-    let mut body = request.into_body();
-    let mut bytes = Vec::new();
-    let mut over = false;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| Dropped)?.into_data() else {
-            continue;
-        };
-        over = over || bytes.len() + data.len() > limit;
-        match (over, oversized) {
-            (false, _) => bytes.extend_from_slice(&data),
-            (true, Oversized::Close) => return Err(Dropped),
-            // Read to its end, and forgotten.
-            (true, Oversized::Answer) => bytes = Vec::new(),
-        }
-    }
-    Ok((!over).then(|| Bytes::from(bytes)))
+    super::read_bounded(request.into_body(), limit, oversized).await
 }
 
 /// A draw in [0, 1) fixed by a request's custom id and seed.

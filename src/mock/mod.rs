@@ -607,6 +607,39 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
 }
 
 /// An error in the API's shape.
+/// The API's body limit for Messages and token counts: 32 MB.
+const MESSAGES_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The API's body limit for a batch create: 256 MB.
+const BATCH_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// A request's body, read frame by frame and kept up to `limit` bytes. Past it, `oversized`
+/// decides: the connection is dropped there, or the rest is read and forgotten and the body
+/// is `None`, to be answered 413 as the API does. The mock is a gateway others can send to
+/// (`msgbatch mock`): no body grows its memory past the limit.
+async fn read_bounded(
+    mut body: hyper::body::Incoming,
+    limit: usize,
+    oversized: batches::Oversized,
+) -> Result<Option<Bytes>, Dropped> {
+    let mut bytes = Vec::new();
+    let mut over = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| Dropped)?.into_data() else {
+            continue;
+        };
+        over = over || bytes.len() + data.len() > limit;
+        if over {
+            if oversized == batches::Oversized::Close {
+                return Err(Dropped);
+            }
+            bytes = Vec::new();
+        } else {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok((!over).then(|| Bytes::from(bytes)))
+}
+
 fn error_response(status: u16, kind: &str, message: &str) -> Response<Body> {
     json_response(
         status,
@@ -719,9 +752,18 @@ async fn respond(
     if let Some(route) = batch_route {
         return batches::respond(state, request, route, entry).await;
     }
-    let bytes = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(Dropped),
+    let Some(bytes) = read_bounded(
+        request.into_body(),
+        MESSAGES_BODY_BYTES,
+        batches::Oversized::Answer,
+    )
+    .await?
+    else {
+        return Ok(error_response(
+            413,
+            "request_too_large",
+            "Request exceeds the maximum allowed number of bytes.",
+        ));
     };
     let body: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&bytes).ok();
     entry.body = body.clone().map(Value::Object);

@@ -434,3 +434,28 @@ async fn a_run_an_older_version_named_with_a_number_is_still_found_by_it() {
         .unwrap_or_default();
     assert_eq!(row, ["1", "7", "completed"], "{stdout}");
 }
+
+/// The mock is a gateway others can send to (`msgbatch mock`): a body past the API's 32 MB
+/// is answered 413 `request_too_large`, as the API answers it, and is not kept.
+#[tokio::test]
+async fn the_mock_answers_a_body_past_the_api_limit_with_413() {
+    let mock = mock(MockConfig::default()).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let send = |prompt: String| {
+        let body = json!({"model": "claude-haiku-4-5", "max_tokens": 20,
+            "messages": [{"role": "user", "content": prompt}]});
+        http.post(format!("{}/v1/messages", mock.base_url()))
+            .header("x-api-key", "k")
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let small = send("w".repeat(1 << 20)).await.unwrap();
+    assert_eq!(small.status().as_u16(), 200);
+    let large = send("w".repeat(PAST_THE_BOUND)).await.unwrap();
+    assert_eq!(large.status().as_u16(), 413);
+    let error: Value = serde_json::from_slice(&large.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["type"], "request_too_large", "{error}");
+}
