@@ -353,6 +353,19 @@ async fn on_postgres_bodies_are_streamed_from_the_store_and_halved_alike() {
     assert!(mock.batches_created() >= 3);
     let report = ws.report_json("pg").await;
     assert_eq!(report["totals"][0]["jobs"]["succeeded"], 30, "{report}");
+    // Every batch call is a row on PostgreSQL too, the refused creates with their 413.
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT call, http_status FROM batch_calls ORDER BY id")
+            .fetch_all(&mut db.connect().await)
+            .await
+            .unwrap();
+    let kept: Vec<(&str, Option<i64>)> = rows.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    let seen: Vec<(&str, Option<i64>)> = batch_calls(&mock)
+        .iter()
+        .map(|c| (call_of(&c.0), Some(i64::from(c.2))))
+        .collect();
+    assert!(kept.contains(&("create", Some(413))), "{kept:?}");
+    assert_eq!(kept, seen, "one row per call");
 }
 
 /// The calls to the batch endpoints a run recorded, in order: (call, attempt, status, retry
