@@ -560,6 +560,12 @@ pub struct SendArgs {
     /// minute [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration, help_heading = "Batches")]
     pub poll_interval: Option<std::time::Duration>,
+
+    /// Most calls a minute to the Message Batches endpoints, all together (create, look,
+    /// list, results, cancel) [default: 1000, the Start tier's, or what the gateway's
+    /// rate-limit headers say].
+    #[arg(long, value_name = "N", help_heading = "Batches")]
+    pub batch_rpm: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -499,6 +499,33 @@ impl Limiter {
         }
     }
 
+    /// Starts a pool with a request limit the gateway's headers may replace: a default from
+    /// the docs, where none was given and none is known yet.
+    pub fn assume_rpm(&self, pool: &str, rpm: u32) {
+        if self.rpm.is_some() || rpm == 0 {
+            return;
+        }
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = self.buckets(&mut map, pool);
+        buckets
+            .requests
+            .get_or_insert_with(|| TokenBucket::new(rpm));
+    }
+
+    /// A 429 the pool's request limit did not foresee: the limit in force is halved (to no
+    /// less than one request a minute), until the gateway's headers say what it is. What the
+    /// bucket holds is kept under the new limit but not emptied: the refused request waits
+    /// the gateway's `retry-after`, and no longer.
+    pub fn slow_down(&self, pool: &str) {
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = self.buckets(&mut map, pool);
+        if let Some(bucket) = &mut buckets.requests {
+            bucket.refill(Instant::now());
+            bucket.limit = (bucket.limit / 2.0).max(1.0);
+            bucket.level = bucket.level.min(bucket.limit);
+        }
+    }
+
     /// Holds every worker back for `duration` from now (extending, never shortening, a pause
     /// already in force).
     pub fn pause_for(&self, duration: Duration) {

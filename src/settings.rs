@@ -395,7 +395,18 @@ pub struct BatchSettings {
     pub max_bytes: usize,
     #[serde(with = "duration_ms")]
     pub poll_interval: Duration,
+    /// Requests a minute to the Message Batches endpoints, all of them together (`--batch-rpm`);
+    /// `None`: [`BATCH_DEFAULT_RPM`] until the gateway's headers say otherwise.
+    #[serde(default)]
+    pub rpm: Option<u32>,
 }
+
+/// Requests a minute to the Message Batches endpoints when none is given and the gateway's
+/// headers have not said: the Batches API has a request limit of its own, shared by all its
+/// endpoints, 1,000 a minute at the lowest standard tier (Start; 2,000 for Build, 4,000 for
+/// Scale), besides its limit on requests waiting in the processing queue (docs' rate-limits
+/// page, "Message Batches API").
+pub const BATCH_DEFAULT_RPM: u32 = 1_000;
 
 impl Default for BatchSettings {
     fn default() -> Self {
@@ -403,6 +414,7 @@ impl Default for BatchSettings {
             max_requests: BATCH_MAX_REQUESTS,
             max_bytes: BATCH_MAX_BYTES,
             poll_interval: Duration::from_secs(5),
+            rpm: None,
         }
     }
 }
@@ -478,6 +490,7 @@ impl SendSettings {
                     .batch_max_mb
                     .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
+                rpm: args.batch_rpm.or(self.batches.rpm),
             },
             lease: args.lease.unwrap_or(self.lease),
         };
@@ -486,6 +499,9 @@ impl SendSettings {
         }
         if !(1..=BATCH_MAX_BYTES).contains(&settings.batches.max_bytes) {
             bail!("--batch-max-mb must be between 1 and 256");
+        }
+        if settings.batches.rpm == Some(0) {
+            bail!("--batch-rpm must be at least 1");
         }
         if settings.batches.poll_interval.is_zero() {
             bail!("--poll-interval must be longer than zero");

@@ -1,6 +1,7 @@
 //! The Message Batches endpoints (`{messages URL}/batches`): create, retrieve, list, cancel,
 //! and the results file, read as a stream of lines so that a 100,000-request batch never sits
-//! in memory whole. Each call is one attempt; retrying is the caller's business.
+//! in memory whole. Each call is one attempt, given back with what its answer's headers said
+//! ([`Called`]); pacing, retrying and recording it are the caller's business.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -8,7 +9,7 @@ use serde::Deserialize;
 
 use std::sync::atomic::Ordering;
 
-use super::{AttemptError, Client, header_text};
+use super::{AttemptError, Called, Client, header_text, rate_limit_hint};
 
 /// A Message Batch as the API describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -72,8 +73,8 @@ impl Client {
     async fn batch_call<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<T, AttemptError> {
-        self.json_call(request, "the batch endpoint answered with something else")
+    ) -> Called<T> {
+        self.json_exchange(request, "the batch endpoint answered with something else")
             .await
     }
 
@@ -85,11 +86,7 @@ impl Client {
     /// sent as `chunks` yields it: the body never has to be in memory whole. Its length is
     /// declared, so a stream that yields fewer or more bytes fails the call rather than send
     /// another body.
-    pub async fn create_batch<S>(
-        &self,
-        length: u64,
-        chunks: S,
-    ) -> Result<MessageBatch, AttemptError>
+    pub async fn create_batch<S>(&self, length: u64, chunks: S) -> Called<MessageBatch>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
@@ -102,13 +99,13 @@ impl Client {
     }
 
     /// `GET …/batches/{id}`.
-    pub async fn retrieve_batch(&self, id: &str) -> Result<MessageBatch, AttemptError> {
+    pub async fn retrieve_batch(&self, id: &str) -> Called<MessageBatch> {
         let request = self.http.get(format!("{}/{id}", self.batches_url()));
         self.batch_call(request).await
     }
 
     /// `POST …/batches/{id}/cancel`.
-    pub async fn cancel_batch(&self, id: &str) -> Result<MessageBatch, AttemptError> {
+    pub async fn cancel_batch(&self, id: &str) -> Called<MessageBatch> {
         let request = self
             .http
             .post(format!("{}/{id}/cancel", self.batches_url()));
@@ -116,11 +113,7 @@ impl Client {
     }
 
     /// `GET …/batches?limit=…&after_id=…`: a page of the workspace's batches, newest first.
-    pub async fn list_batches(
-        &self,
-        after_id: Option<&str>,
-        limit: u32,
-    ) -> Result<BatchPage, AttemptError> {
+    pub async fn list_batches(&self, after_id: Option<&str>, limit: u32) -> Called<BatchPage> {
         let mut url = format!("{}?limit={limit}", self.batches_url());
         if let Some(after) = after_id {
             url.push_str("&after_id=");
@@ -136,25 +129,36 @@ impl Client {
     /// The file is always read from the base URL's origin: a `results_url` elsewhere is read
     /// there with the same path and query, and [`ResultsFile::note`] says so the first time,
     /// so that the key and the extra headers go nowhere else.
-    pub async fn batch_results(&self, results_url: &str) -> Result<ResultsFile, AttemptError> {
-        let (url, note) =
-            self.on_base_origin(results_url)
-                .map_err(|message| AttemptError::InvalidResponse {
+    pub async fn batch_results(&self, results_url: &str) -> Called<ResultsFile> {
+        let (url, note) = match self.on_base_origin(results_url) {
+            Ok(moved) => moved,
+            Err(message) => {
+                return Called::unanswered(AttemptError::InvalidResponse {
                     message,
                     body: None,
                     request_id: None,
-                })?;
-        let response = self
+                });
+            }
+        };
+        let response = match self
             .http
             .get(url)
             .headers(self.headers.clone())
             .send()
             .await
-            .map_err(|e| self.scrub_error(self.transport_error(&e)))?;
+        {
+            Ok(response) => response,
+            Err(e) => return Called::unanswered(self.scrub_error(self.transport_error(&e))),
+        };
+        let request_id = header_text(response.headers(), "request-id");
+        let rate_limit = rate_limit_hint(response.headers());
         if response.status().as_u16() != 200 {
-            let request_id = header_text(response.headers(), "request-id");
-            let error = self.http_error(response, request_id).await;
-            return Err(self.scrub_error(error));
+            let error = self.http_error(response, request_id.clone()).await;
+            return Called {
+                result: Err(self.scrub_error(error)),
+                rate_limit,
+                request_id,
+            };
         }
         let client = self.clone();
         let chunks = response.bytes_stream().map(move |chunk| {
@@ -164,10 +168,14 @@ impl Client {
         // few fields around it.
         let max_line =
             usize::try_from(self.max_answer_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
-        Ok(ResultsFile {
-            note,
-            lines: Box::pin(lines(chunks, max_line)),
-        })
+        Called {
+            result: Ok(ResultsFile {
+                note,
+                lines: Box::pin(lines(chunks, max_line)),
+            }),
+            rate_limit,
+            request_id,
+        }
     }
 
     /// `url` (absolute, or relative to the messages URL) moved to the base URL's origin, and

@@ -134,6 +134,27 @@ pub struct Exchange {
     pub rate_limit: RateLimitHint,
 }
 
+/// The outcome of one call to an endpoint other than Messages (a batch endpoint), with what
+/// its answer's headers said, whether or not it succeeded.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub result: Result<T, AttemptError>,
+    pub rate_limit: RateLimitHint,
+    /// The answer's `request-id`, when one came (an error carries its own as well).
+    pub request_id: Option<String>,
+}
+
+impl<T> Called<T> {
+    /// A call that failed before any answer came.
+    pub fn unanswered(error: AttemptError) -> Self {
+        Self {
+            result: Err(error),
+            rate_limit: RateLimitHint::default(),
+            request_id: None,
+        }
+    }
+}
+
 /// The default bound of one answer, streamed or not (`--max-answer-mb`).
 pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -319,15 +340,36 @@ impl Client {
         request: reqwest::RequestBuilder,
         unexpected: &str,
     ) -> Result<T, AttemptError> {
-        self.json_call_unscrubbed(request, unexpected)
-            .await
-            .map_err(|e| self.scrub_error(e))
+        self.json_exchange(request, unexpected).await.result
     }
 
+    /// [`Client::json_call`], with what the answer's headers said: its rate limits and its
+    /// request id.
+    async fn json_exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        unexpected: &str,
+    ) -> Called<T> {
+        let mut rate_limit = RateLimitHint::default();
+        let mut request_id = None;
+        let result = self
+            .json_call_unscrubbed(request, unexpected, &mut rate_limit, &mut request_id)
+            .await
+            .map_err(|e| self.scrub_error(e));
+        Called {
+            result,
+            rate_limit,
+            request_id,
+        }
+    }
+
+    /// One JSON call; `rate_limit` and `answer_id` learn what the answer's headers said.
     async fn json_call_unscrubbed<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         unexpected: &str,
+        rate_limit: &mut RateLimitHint,
+        answer_id: &mut Option<String>,
     ) -> Result<T, AttemptError> {
         let mut response = request
             .headers(self.headers.clone())
@@ -336,6 +378,8 @@ impl Client {
             .await
             .map_err(|e| self.transport_error(&e))?;
         let request_id = header_text(response.headers(), "request-id");
+        *rate_limit = rate_limit_hint(response.headers());
+        answer_id.clone_from(&request_id);
         if response.status().as_u16() != 200 {
             return Err(self.http_error(response, request_id).await);
         }

@@ -7,10 +7,10 @@ use super::plan::{connect, prices_for};
 use super::resume::run_settings;
 use super::{Global, sending};
 use crate::cli::{CancelArgs, SendArgs};
-use crate::client::{Unanswered, retried};
-use crate::send::batches::Batcher;
+use crate::client::Unanswered;
+use crate::send::batches::{BatchCalls, Batcher};
 use crate::send::progress;
-use crate::store::RunStatus;
+use crate::store::{BatchRow, RunStatus};
 use crate::{ExitStatus, Shutdown};
 
 pub async fn cancel(
@@ -22,11 +22,11 @@ pub async fn cancel(
     let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
     let settings = run_settings(global, &run, &SendArgs::default(), &args.headers, None)?;
-    let open: Vec<String> = store
+    let open: Vec<BatchRow> = store
         .open_batches(run.id)
         .await?
         .into_iter()
-        .filter_map(|b| b.remote_id)
+        .filter(|b| b.remote_id.is_some())
         .collect();
     if open.is_empty() {
         crate::errln!("run {} has no batch running: nothing to cancel", run.name);
@@ -34,9 +34,26 @@ pub async fn cancel(
     }
     let key = settings.gateway.api_key()?;
     let (_mock, client) = connect(&settings, key).await?;
-    let policy = settings.send.retry_policy();
-    for (done, id) in open.iter().enumerate() {
-        match retried(policy, &shutdown.stop, || client.cancel_batch(id)).await {
+    let prices = prices_for(&settings.gateway)?.batch();
+    let batcher = Batcher {
+        store: &store,
+        client: &client,
+        prices: &prices,
+        run_id: run.id,
+        settings: settings.send.batches,
+        policy: settings.send.retry_policy(),
+        stop: shutdown.stop.clone(),
+        show_progress: progress::show_bar(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("CI").is_some(),
+            global.quiet,
+        ),
+        budget_pico_usd: settings.send.max_cost_pico_usd,
+        calls: BatchCalls::new(settings.send.batches.rpm),
+    };
+    for (done, row) in open.iter().enumerate() {
+        let id = row.remote_id.as_deref().unwrap_or_default();
+        match batcher.cancel(row).await? {
             Ok(_) => {}
             Err(Unanswered::Failed(e)) => {
                 anyhow::bail!("canceling batch {id} failed: {e}");
@@ -61,24 +78,7 @@ pub async fn cancel(
         if open.len() == 1 { "it" } else { "they" },
         run.name
     );
-    let prices = prices_for(&settings.gateway)?.batch();
-    let collected = Batcher {
-        store: &store,
-        client: &client,
-        prices: &prices,
-        run_id: run.id,
-        settings: settings.send.batches,
-        policy,
-        stop: shutdown.stop.clone(),
-        show_progress: progress::show_bar(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("CI").is_some(),
-            global.quiet,
-        ),
-        budget_pico_usd: settings.send.max_cost_pico_usd,
-    }
-    .execute(false)
-    .await?;
+    let collected = batcher.execute(false).await?;
     let counts = store.run_counts(run.id).await?;
     let reason = if collected.left_running > 0 {
         format!(

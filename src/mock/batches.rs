@@ -11,8 +11,9 @@ use hyper::{Request, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::limits::Headers;
 use super::{
-    Body, Dropped, Fault, Logged, State, answer, error_response, fault_response, full,
+    Body, Dropped, Fault, Logged, State, add_headers, answer, error_response, fault_response, full,
     json_response,
 };
 
@@ -42,6 +43,14 @@ pub struct BatchConfig {
     /// them; a larger one is refused as `oversized` says, and no batch is created.
     pub max_body: Option<usize>,
     pub oversized: Oversized,
+    /// Calls a minute to all the batch endpoints together, enforced as a token bucket as the
+    /// Batches API enforces its own request limit: a call that finds it empty is answered
+    /// 429 `rate_limit_error` with `retry-after`, and every answer carries the
+    /// `anthropic-ratelimit-requests-*` headers.
+    pub rpm: Option<u32>,
+    /// What the bucket of `rpm` holds at the first call, as when another client of the key
+    /// has just spent the rest [default: full].
+    pub rpm_left: Option<u32>,
 }
 
 /// The kind of a batch endpoint's call.
@@ -94,6 +103,8 @@ pub struct Batches {
     pub finished: bool,
     /// How many of [`BatchConfig::faults`] have been given.
     faults_given: std::collections::HashSet<usize>,
+    /// The request bucket of [`BatchConfig::rpm`], made at the first call.
+    limit: Option<super::limits::Buckets>,
 }
 
 /// What a call to a batch endpoint asks for.
@@ -159,6 +170,7 @@ impl Default for Batches {
             spent: std::collections::HashSet::new(),
             finished: false,
             faults_given: std::collections::HashSet::new(),
+            limit: None,
         }
     }
 }
@@ -170,6 +182,29 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 const INSTANCE_CHARS: usize = 18;
 
 impl Batches {
+    /// Takes a call from the request bucket of `rpm`, with the headers to answer with; or
+    /// how long until the bucket holds one.
+    fn admit(&mut self, rpm: u32, left: Option<u32>) -> Result<Headers, (Duration, Headers)> {
+        let now = Instant::now();
+        let bucket = self.limit.get_or_insert_with(|| {
+            let mut bucket = super::limits::Buckets::new(
+                super::limits::Limits {
+                    rpm: Some(rpm),
+                    ..super::limits::Limits::default()
+                },
+                now,
+            );
+            if let Some(left) = left {
+                bucket.requests_left(left);
+            }
+            bucket
+        });
+        match bucket.admit(0, now) {
+            Ok(()) => Ok(bucket.headers(now)),
+            Err(wait) => Err((wait, bucket.headers(now))),
+        }
+    }
+
     /// The fault scripted for the next call of kind `call`, if one is left.
     fn fault(&mut self, call: Call, config: &BatchConfig) -> Option<Fault> {
         let (at, (_, fault)) = config
@@ -395,8 +430,48 @@ impl MockBatch {
     }
 }
 
-/// The answer of a Message Batches endpoint; `entry` learns the fault injected, if one was.
+/// The answer of a Message Batches endpoint, within the endpoints' request limit when they
+/// have one; `entry` learns the fault injected, if one was.
 pub(super) async fn respond(
+    state: &State,
+    request: Request<hyper::body::Incoming>,
+    route: Route,
+    entry: &mut Logged,
+) -> Result<Response<Body>, Dropped> {
+    let Some(rpm) = state.config.batches.rpm else {
+        return serve(state, request, route, entry).await;
+    };
+    let admitted = state
+        .batches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(rpm, state.config.batches.rpm_left);
+    match admitted {
+        Ok(headers) => {
+            let mut response = serve(state, request, route, entry).await?;
+            add_headers(&mut response, headers);
+            Ok(response)
+        }
+        Err((wait, headers)) => {
+            // Read whole first, so that the client reads the refusal rather than a write
+            // that failed.
+            super::read_bounded(
+                request.into_body(),
+                super::BATCH_BODY_BYTES,
+                Oversized::Answer,
+            )
+            .await?;
+            let fault = Fault::RateLimited(wait);
+            entry.fault = Some(fault);
+            let mut response = fault_response(Some(fault), None)?.ok_or(Dropped)?;
+            add_headers(&mut response, headers);
+            Ok(response)
+        }
+    }
+}
+
+/// The answer of a Message Batches endpoint, its limit aside.
+async fn serve(
     state: &State,
     request: Request<hyper::body::Incoming>,
     route: Route,

@@ -63,6 +63,14 @@ impl Buckets {
         }
     }
 
+    /// The request bucket holds only `left` now, as when another client of the key has just
+    /// spent the rest.
+    pub fn requests_left(&mut self, left: u32) {
+        if let Some(bucket) = &mut self.requests {
+            bucket.level = bucket.level.min(f64::from(left));
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.requests.is_some() || self.input.is_some() || self.output.is_some()
     }

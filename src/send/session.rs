@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 
 use super::Shutdown;
-use super::batches::Batcher;
+use super::batches::{BatchCalls, Batcher};
 use super::direct::{Claims, Judged, Runner, Session};
 use super::feed::Feed;
 use crate::client::Client;
@@ -282,6 +282,7 @@ async fn batches(
         stop: runner.shutdown.stop.clone(),
         show_progress: runner.show_progress,
         budget_pico_usd: runner.budget_pico_usd,
+        calls: BatchCalls::new(settings.send.batches.rpm),
     }
     .execute(submit)
     .await?;

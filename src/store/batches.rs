@@ -20,6 +20,28 @@ pub struct BatchRow {
     pub submitted_at_ms: Option<i64>,
 }
 
+/// One HTTP call to a Message Batches endpoint, as `batch_calls` keeps it: never an attempt
+/// at a job's answer, so nothing that counts a job's attempts sees it.
+#[derive(Debug, Clone, Default)]
+pub struct BatchCallRecord {
+    pub run_id: i64,
+    /// The batch row the call was about (`None` for a list call).
+    pub batch: Option<i64>,
+    pub remote_id: Option<String>,
+    /// `create`, `retrieve`, `list`, `results` or `cancel`.
+    pub call: &'static str,
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    pub queue_wait_ms: i64,
+    pub latency_ms: i64,
+    pub http_status: Option<i64>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub error_body: Option<String>,
+    pub retry_after_ms: Option<i64>,
+    pub request_id: Option<String>,
+}
+
 /// A job of a batch that waits for its result.
 #[derive(Debug, Clone)]
 pub struct BatchWaiting {
@@ -114,6 +136,34 @@ impl Store {
             .bind(batch)
             .bind(remote_id)
             .bind(submitted_at_ms),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records one call to a batch endpoint.
+    pub async fn record_batch_call(&self, call: &BatchCallRecord) -> Result<(), StoreError> {
+        self.execute(
+            Sql::new(
+                "INSERT INTO batch_calls (run_id, batch, remote_id, call, attempt, started_at_ms,
+                    queue_wait_ms, latency_ms, http_status, error_type, error_message,
+                    error_body, retry_after_ms, request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(call.run_id)
+            .bind(call.batch)
+            .bind(call.remote_id.clone())
+            .bind(call.call)
+            .bind(call.attempt)
+            .bind(call.started_at_ms)
+            .bind(call.queue_wait_ms)
+            .bind(call.latency_ms)
+            .bind(call.http_status)
+            .bind(call.error_type.clone())
+            .bind(call.error_message.clone())
+            .bind(call.error_body.clone())
+            .bind(call.retry_after_ms)
+            .bind(call.request_id.clone()),
         )
         .await?;
         Ok(())

@@ -43,7 +43,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
-pub use batches::{BatchRow, BatchWaiting};
+pub use batches::{BatchCallRecord, BatchRow, BatchWaiting};
 pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobView};
 pub use location::Location;

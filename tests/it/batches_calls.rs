@@ -353,4 +353,202 @@ async fn on_postgres_bodies_are_streamed_from_the_store_and_halved_alike() {
     assert!(mock.batches_created() >= 3);
     let report = ws.report_json("pg").await;
     assert_eq!(report["totals"][0]["jobs"]["succeeded"], 30, "{report}");
+    // Every batch call is a row on PostgreSQL too, the refused creates with their 413.
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT call, http_status FROM batch_calls ORDER BY id")
+            .fetch_all(&mut db.connect().await)
+            .await
+            .unwrap();
+    let kept: Vec<(&str, Option<i64>)> = rows.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    let seen: Vec<(&str, Option<i64>)> = batch_calls(&mock)
+        .iter()
+        .map(|c| (call_of(&c.0), Some(i64::from(c.2))))
+        .collect();
+    assert!(kept.contains(&("create", Some(413))), "{kept:?}");
+    assert_eq!(kept, seen, "one row per call");
+}
+
+/// The calls to the batch endpoints a run recorded, in order: (call, attempt, status, retry
+/// wait asked in ms).
+async fn recorded_calls(ws: &Workspace) -> Vec<(String, i64, Option<i64>, Option<i64>)> {
+    sqlx::query_as("SELECT call, attempt, http_status, retry_after_ms FROM batch_calls ORDER BY id")
+        .fetch_all(&ws.pool().await)
+        .await
+        .unwrap()
+}
+
+/// What a batch endpoint's path and method are, as `batch_calls` names the call.
+fn call_of(logged: &str) -> &'static str {
+    match logged.split_once(' ') {
+        Some(("POST", path)) if path.ends_with("/cancel") => "cancel",
+        Some(("POST", _)) => "create",
+        Some(("GET", path)) if path.ends_with("/results") => "results",
+        Some(("GET", path)) if path.ends_with("/batches") => "list",
+        _ => "retrieve",
+    }
+}
+
+/// A key whose batch request bucket another client has just emptied: the first create is
+/// refused with a 429, retried after exactly its retry-after, and from then on the run keeps
+/// to what the gateway's headers say remains of 600 calls a minute, however many batches it
+/// creates, looks at and reads: never another 429. Every call is a row of `batch_calls`.
+#[tokio::test]
+async fn batch_calls_keep_to_the_request_limit_the_gateway_says_remains() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        batches: BatchConfig {
+            rpm: Some(600),
+            rpm_left: Some(0),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", 8);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--batch-max-requests",
+        "1",
+        "--name",
+        "r",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let calls = batch_calls(&mock);
+    assert!(
+        calls.len() > 8 * 3,
+        "a refusal, eight creates, looks and reads: {calls:?}"
+    );
+    // The bucket was empty: one call a tenth of a second from then on. A create refused
+    // with a 429 is looked for in the list before it is made again.
+    assert_eq!(calls[0].2, 429, "{calls:?}");
+    assert_eq!(call_of(&calls[1].0), "list", "{calls:?}");
+    assert_eq!(calls[2].0, calls[0].0, "the create, again: {calls:?}");
+    for (at, call) in calls.iter().enumerate().skip(1) {
+        assert!(
+            call.1 - calls[0].1 >= Duration::from_millis(100),
+            "not before the retry-after: {calls:?}"
+        );
+        assert_eq!(call.2, 200, "call {at} past the limit: {calls:?}");
+    }
+    let rows = recorded_calls(&ws).await;
+    assert_eq!(
+        rows[0],
+        ("create".to_owned(), 1, Some(429), Some(100)),
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[2],
+        ("create".to_owned(), 2, Some(200), None),
+        "{rows:?}"
+    );
+    let seen: Vec<(&str, Option<i64>)> = calls
+        .iter()
+        .map(|c| (call_of(&c.0), Some(i64::from(c.2))))
+        .collect();
+    let kept: Vec<(&str, Option<i64>)> = rows.iter().map(|r| (r.0.as_str(), r.2)).collect();
+    assert_eq!(kept, seen, "one row per call");
+}
+
+/// A look at a batch answered 529 and retried is a row of `batch_calls`, with the API's error
+/// type, its request id and the wait it asked, and it changes nothing a report or an export
+/// says of the run: they read as those of a run whose looks all went through. No key is
+/// stored with the calls.
+#[tokio::test]
+async fn a_529_on_a_look_is_recorded_as_a_call_and_reports_and_exports_are_unchanged() {
+    let clean = Workspace::new();
+    let faulty = Workspace::new();
+    let mocks = [
+        mock(MockConfig::default()).await,
+        mock(MockConfig {
+            fault_retry_after: Some(Duration::from_secs(1)),
+            batches: BatchConfig {
+                faults: vec![(Call::Retrieve, Fault::Status(529))],
+                errored: vec!["job-1".into()],
+                ..BatchConfig::default()
+            },
+            ..MockConfig::default()
+        })
+        .await,
+    ];
+    let mut reports = Vec::new();
+    let mut exports = Vec::new();
+    for (ws, mock, failed) in [(&clean, &mocks[0], 0), (&faulty, &mocks[1], 1)] {
+        let file = ws.jobs("jobs.jsonl", 3);
+        let args = polled(&[
+            "run",
+            file.to_str().unwrap(),
+            "--via",
+            "batches",
+            "--name",
+            "f",
+        ]);
+        let output = ws.run_on(mock, &args).await;
+        assert_eq!(code(&output), failed, "{:?}", text(&output));
+        let out = ws.path("results.jsonl");
+        let output = ws
+            .run(&["export", "f", "--out", out.to_str().unwrap()])
+            .await;
+        assert_eq!(code(&output), 0, "{:?}", text(&output));
+        exports.push(std::fs::read_to_string(&out).unwrap());
+        reports.push(ws.report_json("f").await);
+    }
+    let rows = recorded_calls(&faulty).await;
+    let looks: Vec<_> = rows.iter().filter(|r| r.0 == "retrieve").collect();
+    assert_eq!(looks[0], &("retrieve".to_owned(), 1, Some(529), Some(1000)));
+    assert_eq!(looks[1], &("retrieve".to_owned(), 2, Some(200), None));
+    let (error_type, request_id): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT error_type, request_id FROM batch_calls WHERE http_status = 529")
+            .fetch_one(&faulty.pool().await)
+            .await
+            .unwrap();
+    assert_eq!(error_type.as_deref(), Some("overloaded_error"));
+    assert_eq!(request_id.as_deref(), Some("req_mock"));
+    // The job's own attempts are its batch items, one each, whatever the looks went through.
+    let pool = faulty.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM attempts").await, 3);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM attempts WHERE kind != 'batch'").await,
+        0
+    );
+    // The errored item aside (made so in the faulty run only), the export is the same.
+    let lines = |export: &str| -> Vec<serde_json::Value> {
+        export
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (clean_lines, faulty_lines) = (lines(&exports[0]), lines(&exports[1]));
+    assert_eq!(clean_lines.len(), 3);
+    for (c, f) in clean_lines.iter().zip(&faulty_lines) {
+        if f["custom_id"] == "job-1" {
+            assert_eq!(f["result"]["error"]["error"]["type"], "api_error");
+        } else {
+            assert_eq!(c, f);
+        }
+    }
+    // The report's errors are the errored item's alone: nothing of the 529.
+    let errors = reports[1]["errors"].to_string();
+    assert!(!errors.contains("529"), "{errors}");
+    assert!(!errors.contains("overloaded"), "{errors}");
+    assert_eq!(reports[1]["totals"][0]["jobs"]["failed"], 1);
+    assert_eq!(
+        reports[0]["totals"][0]["jobs"]["succeeded"],
+        reports[1]["totals"][0]["jobs"]["succeeded"]
+            .as_i64()
+            .unwrap()
+            + 1
+    );
+    // No key, nor anything holding it, in the calls' rows.
+    let stored: Vec<(String,)> = sqlx::query_as(
+        "SELECT COALESCE(error_message, '') || COALESCE(error_body, '') || COALESCE(request_id, '')
+                || COALESCE(remote_id, '') FROM batch_calls",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(stored.iter().all(|(text,)| !text.contains(TEST_KEY)));
 }

@@ -3,8 +3,9 @@
 //! a body as too large: the refused batch is halved), each batch's intent committed before
 //! its create call and its id right after, its body streamed from the store as it is sent,
 //! the batches polled with a growing interval, and their results read as a stream into the
-//! store, priced at the batch rates (half of every price). Every call is retried as the run's
-//! calls are, and the user's Ctrl-C ends any wait.
+//! store, priced at the batch rates (half of every price). Every call to a batch endpoint is
+//! paced by the Batches API's own request limit, retried as the run's calls are, and recorded
+//! ([`calls`]), and the user's Ctrl-C ends any wait.
 //!
 //! Creating a batch is the one call that is not idempotent. A crash between the create call
 //! and the commit of its id leaves an intent without an id; before anything is submitted
@@ -13,9 +14,8 @@
 //! again.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,8 @@ use crate::pricing::PriceTable;
 use crate::send::budget;
 use crate::settings::BatchSettings;
 use crate::store::{BatchRow, Store, now_ms};
+pub use calls::BatchCalls;
+use calls::{About, Endpoint};
 
 /// Jobs read from the store per page while batches are packed: a page's requests are in
 /// memory at once, and long ones are hundreds of kilobytes.
@@ -64,6 +66,8 @@ pub struct Batcher<'a> {
     pub show_progress: bool,
     /// The run's budget in pico-USD; earlier spend and open batches count against it.
     pub budget_pico_usd: Option<u64>,
+    /// The pace of the calls to the batch endpoints, and their rows.
+    pub calls: BatchCalls,
 }
 
 /// How the creation of a batch ended.
@@ -154,16 +158,6 @@ impl Batcher<'_> {
         Ok(collected)
     }
 
-    /// A call to a batch endpoint, retried as every call of the run is ([`retried`]): it
-    /// ends early, [`Unanswered::Stopped`], when the user stops the run.
-    async fn patiently<T, F, Fut>(&self, call: F) -> Result<T, Unanswered>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, AttemptError>>,
-    {
-        retried(self.policy, &self.stop, call).await
-    }
-
     /// Intents left without an id: adopts the batch each one created, if the API lists one,
     /// and drops the others. Returns how many were adopted.
     async fn recover(&self) -> anyhow::Result<usize> {
@@ -184,8 +178,10 @@ impl Batcher<'_> {
         // Newest first: page until the batches are older than the earliest intent's window.
         loop {
             let page = match self
-                .patiently(|| self.client.list_batches(after.as_deref(), 100))
-                .await
+                .patiently(Endpoint::List, About::default(), || {
+                    self.client.list_batches(after.as_deref(), 100)
+                })
+                .await?
             {
                 Ok(page) => page,
                 // The intents stay for the next session to resolve.
@@ -344,9 +340,16 @@ impl Batcher<'_> {
         // The batches of the store, which a batch found in the list after a lost answer is
         // none of.
         let known = self.store.known_batch_ids().await?;
-        let attempted = self
-            .patiently(|| self.create_once(&requests, packed.bytes, &known, intent_at_ms))
-            .await;
+        let made = AtomicI64::new(0);
+        let about = About {
+            batch: Some(intent),
+            remote_id: None,
+        };
+        let attempted = retried(self.policy, &self.stop, || {
+            self.create_once(&requests, packed.bytes, &known, intent_at_ms, about, &made)
+        })
+        .await;
+        self.recorded()?;
         match attempted {
             Ok(Attempted::Created(batch)) => {
                 self.store
@@ -397,7 +400,14 @@ impl Batcher<'_> {
         bytes: usize,
         known: &HashSet<String>,
         intent_at_ms: i64,
+        about: About<'_>,
+        made: &AtomicI64,
     ) -> Result<Attempted, AttemptError> {
+        // Nothing is sent, nor its body read, before the call's turn: a stop while it waits
+        // leaves the intent for the next session, which finds no batch and drops it.
+        let Some(queued) = self.create_turn().await else {
+            return Ok(Attempted::Unknown(Unanswered::Stopped));
+        };
         let sent = Arc::new(body::Sent::default());
         let body = body::stream(
             self.store.clone(),
@@ -406,7 +416,15 @@ impl Batcher<'_> {
             Arc::clone(&sent),
         );
         let length = u64::try_from(bytes).unwrap_or(u64::MAX);
-        let created = self.client.create_batch(length, body).await;
+        let created = self
+            .call_in(
+                queued,
+                Endpoint::Create,
+                about,
+                made,
+                self.client.create_batch(length, body),
+            )
+            .await;
         if let (Err(_), Some(why)) = (&created, sent.broken()) {
             return Ok(Attempted::Broken(why));
         }
@@ -419,10 +437,10 @@ impl Batcher<'_> {
             // A refusal with a status other than a server error never created the batch.
             Err(e @ AttemptError::Http { status, .. }) if status < 500 && status != 429 => Err(e),
             Err(lost) => match self.recover_one(known, intent_at_ms, count).await {
-                Ok(Some(found)) => Ok(Attempted::Created(found)),
+                Ok(Ok(Some(found))) => Ok(Attempted::Created(found)),
                 // A connection that broke once the body was on its way, with no batch made:
                 // what proxies do with a body over their limit, closing before it is read.
-                Ok(None)
+                Ok(Ok(None))
                     if matches!(lost, AttemptError::Connection(_))
                         && sent.bytes.load(Ordering::Relaxed) > 0 =>
                 {
@@ -430,8 +448,10 @@ impl Batcher<'_> {
                         "the connection closed while the body was being sent ({lost})"
                     )))
                 }
-                Ok(None) => Err(lost),
-                Err(unknown) => Ok(Attempted::Unknown(unknown)),
+                Ok(Ok(None)) => Err(lost),
+                Ok(Err(unknown)) => Ok(Attempted::Unknown(unknown)),
+                // The store refused to record a call: it says so once the create is over.
+                Err(_) => Ok(Attempted::Unknown(Unanswered::Stopped)),
             },
         }
     }
@@ -443,15 +463,21 @@ impl Batcher<'_> {
         known: &HashSet<String>,
         intent_at_ms: i64,
         requests: usize,
-    ) -> Result<Option<MessageBatch>, Unanswered> {
-        let page = self
-            .patiently(|| self.client.list_batches(None, 100))
-            .await?;
-        Ok(page.data.into_iter().find(|b| {
+    ) -> anyhow::Result<Result<Option<MessageBatch>, Unanswered>> {
+        let page = match self
+            .patiently(Endpoint::List, About::default(), || {
+                self.client.list_batches(None, 100)
+            })
+            .await?
+        {
+            Ok(page) => page,
+            Err(unanswered) => return Ok(Err(unanswered)),
+        };
+        Ok(Ok(page.data.into_iter().find(|b| {
             !known.contains(&b.id)
                 && created_ms(b).is_none_or(|c| c >= intent_at_ms - window_ms())
                 && usize::try_from(b.request_counts.total()).ok() == Some(requests)
-        }))
+        })))
     }
 }
 
@@ -472,6 +498,7 @@ fn created_ms(batch: &MessageBatch) -> Option<i64> {
 }
 
 mod body;
+mod calls;
 mod pack;
 mod results;
 

@@ -10,6 +10,7 @@ use indicatif::ProgressBar;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::calls::{About, Endpoint};
 use super::{BatchError, Batcher, MAX_POLL, warn};
 use crate::client::batches::{MessageBatch, RequestCounts};
 use crate::client::{Answer, Unanswered};
@@ -45,7 +46,12 @@ impl Batcher<'_> {
             let mut ended_any = false;
             for row in &open {
                 let id = row.remote_id.as_deref().unwrap_or_default();
-                let batch = match self.patiently(|| self.client.retrieve_batch(id)).await {
+                let batch = match self
+                    .patiently(Endpoint::Retrieve, About::row(row), || {
+                        self.client.retrieve_batch(id)
+                    })
+                    .await?
+                {
                     Ok(batch) => batch,
                     Err(Unanswered::Stopped) => break 'polls,
                     Err(Unanswered::Failed(e)) => {
@@ -121,7 +127,12 @@ impl Batcher<'_> {
                     batch.id
                 ))
             })?;
-            let results = match self.patiently(|| self.client.batch_results(url)).await {
+            let results = match self
+                .patiently(Endpoint::Results, About::row(row), || {
+                    self.client.batch_results(url)
+                })
+                .await?
+            {
                 Ok(results) => results,
                 Err(Unanswered::Stopped) => return Ok(None),
                 Err(Unanswered::Failed(e)) => {
