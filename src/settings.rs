@@ -362,6 +362,10 @@ pub struct SendSettings {
     pub via: Via,
     #[serde(default)]
     pub batches: BatchSettings,
+    /// When the answers must be in (`--deadline`), and whether the run gave up on batches
+    /// to meet it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<crate::send::deadline::Deadline>,
     /// How long a worker's claim on its jobs lasts past its last heartbeat, on a PostgreSQL
     /// store: how soon the others take over the jobs of a worker that died.
     #[serde(with = "duration_ms", default = "default_lease")]
@@ -442,6 +446,7 @@ impl SendSettings {
             pool_limits: BTreeMap::new(),
             via: Via::Direct,
             batches: BatchSettings::default(),
+            deadline: None,
             lease: DEFAULT_LEASE,
         }
         .overridden(args)
@@ -478,6 +483,13 @@ impl SendSettings {
                     .batch_max_mb
                     .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
+            },
+            deadline: match args.deadline {
+                Some(arg) => Some(crate::send::deadline::Deadline {
+                    at_ms: arg.resolve(std::time::SystemTime::now()),
+                    switched_at_ms: None,
+                }),
+                None => self.deadline,
             },
             lease: args.lease.unwrap_or(self.lease),
         };

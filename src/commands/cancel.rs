@@ -76,6 +76,7 @@ pub async fn cancel(
             global.quiet,
         ),
         budget_pico_usd: settings.send.max_cost_pico_usd,
+        deadline: None,
     }
     .execute(false)
     .await?;

@@ -370,6 +370,8 @@ struct State {
     batches: Mutex<batches::Batches>,
     /// Batches created; tests can wait on it.
     batches_made: tokio::sync::watch::Sender<usize>,
+    /// Batch endpoint calls answered, by kind ([`batches::Call::index`]).
+    batch_calls: tokio::sync::watch::Sender<[usize; 5]>,
     log: Mutex<Vec<Logged>>,
     models: Models,
 }
@@ -424,6 +426,18 @@ impl MockServer {
     pub async fn wait_for_batches(&self, n: usize) {
         let mut made = self.state.batches_made.subscribe();
         let _ = made.wait_for(|count| *count >= n).await;
+    }
+
+    /// Waits until the mock has received at least `n` batch endpoint calls of kind `call`,
+    /// counted as each arrives, before it is answered.
+    pub async fn wait_for_batch_calls(&self, call: batches::Call, n: usize) {
+        let mut calls = self.state.batch_calls.subscribe();
+        let _ = calls.wait_for(|count| count[call.index()] >= n).await;
+    }
+
+    /// Batch endpoint calls of kind `call` received so far.
+    pub fn batch_calls(&self, call: batches::Call) -> usize {
+        self.state.batch_calls.borrow()[call.index()]
     }
 
     /// Batches created so far.
@@ -516,6 +530,7 @@ impl State {
             cache: Arc::default(),
             batches: Mutex::default(),
             batches_made: tokio::sync::watch::Sender::new(0),
+            batch_calls: tokio::sync::watch::Sender::new([0; 5]),
             log: Mutex::new(Vec::new()),
             models,
         }

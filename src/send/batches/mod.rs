@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,8 @@ use crate::client::batches::MessageBatch;
 use crate::client::{AttemptError, Client, RetryPolicy, Unanswered, retried};
 use crate::pricing::PriceTable;
 use crate::send::budget;
-use crate::settings::BatchSettings;
+use crate::send::deadline::Pace;
+use crate::settings::{BatchSettings, RunSettings};
 use crate::store::{BatchRow, Store, now_ms};
 
 /// Jobs read from the store per page while batches are packed: a page's requests are in
@@ -49,6 +50,21 @@ pub struct Collected {
     pub left_running: usize,
     /// Why no more batches were submitted, when the budget stopped them.
     pub budget_stop: Option<String>,
+    /// The run gave up on batches to meet its deadline: what is pending goes directly.
+    pub switched: bool,
+}
+
+/// A run's `--deadline`, watched while its batches run.
+#[derive(Debug)]
+pub struct DeadlineWatch {
+    /// When the answers must be in, in Unix milliseconds.
+    pub at_ms: i64,
+    /// How fast the rest would go directly.
+    pub pace: Pace,
+    /// The run's settings, with which the switch is recorded before any batch is canceled.
+    pub settings: RunSettings,
+    /// The run switched to the direct way (in this session or an earlier one).
+    pub switched: AtomicBool,
 }
 
 /// Everything a session of batches needs.
@@ -64,6 +80,8 @@ pub struct Batcher<'a> {
     pub show_progress: bool,
     /// The run's budget in pico-USD; earlier spend and open batches count against it.
     pub budget_pico_usd: Option<u64>,
+    /// The run's deadline, when it has one.
+    pub deadline: Option<&'a DeadlineWatch>,
 }
 
 /// How the creation of a batch ended.
@@ -128,10 +146,11 @@ impl Batcher<'_> {
             submitted: self.recover().await?,
             ..Collected::default()
         };
+        self.watch_deadline().await?;
         // The most bytes the gateway takes in one create body, once it refused more.
         let mut max_bytes = self.settings.max_bytes;
         loop {
-            if submit {
+            if submit && !self.switched() {
                 let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
                 collected.submitted += made;
                 collected.budget_stop = budget_stop;
@@ -140,10 +159,11 @@ impl Batcher<'_> {
             collected.recorded += recorded;
             // Under a budget, batches are sized to the worst case that fits; once they are
             // in, what they did not spend of it is free for the next.
-            if !submit || collected.budget_stop.is_none() || recorded == 0 {
+            if !submit || collected.budget_stop.is_none() || recorded == 0 || self.switched() {
                 break;
             }
         }
+        collected.switched = self.switched();
         collected.left_running = self
             .store
             .open_batches(self.run_id)
@@ -152,6 +172,75 @@ impl Batcher<'_> {
             .filter(|b| b.remote_id.is_some())
             .count();
         Ok(collected)
+    }
+
+    /// Whether the run gave up on batches to meet its deadline.
+    pub(super) fn switched(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| d.switched.load(Ordering::Relaxed))
+    }
+
+    /// Looks at the deadline: once the time left is what the pending jobs would take sent
+    /// directly ([`Pace::needed`]), the switch is recorded with the run's settings, then
+    /// every open batch is canceled (again, after a session that died in between: a cancel
+    /// is harmless twice). Their requests canceled before they were processed go back to
+    /// pending as their results are read. Returns whether the run has switched.
+    pub(super) async fn watch_deadline(&self) -> anyhow::Result<bool> {
+        let Some(deadline) = self.deadline else {
+            return Ok(false);
+        };
+        let already = deadline.switched.load(Ordering::Relaxed);
+        if !already {
+            let pending =
+                u64::try_from(self.store.run_counts(self.run_id).await?.pending).unwrap_or(0);
+            let now = now_ms();
+            if !deadline.pace.due(now, deadline.at_ms, pending) {
+                return Ok(false);
+            }
+            let mut settings = deadline.settings.clone();
+            if let Some(kept) = &mut settings.send.deadline {
+                kept.switched_at_ms = Some(now);
+            }
+            self.store
+                .set_run_settings(self.run_id, &settings.stored()?)
+                .await?;
+            deadline.switched.store(true, Ordering::Relaxed);
+            crate::errln!(
+                "the deadline ({}) is near: {pending} jobs have no answer yet, and sending them directly takes about {} at the run's pace; they go directly{}",
+                crate::send::deadline::describe(deadline.at_ms),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    deadline.pace.needed(pending).as_secs()
+                )),
+                if self.open_remote().await?.is_empty() {
+                    String::new()
+                } else {
+                    ", once the open batches are canceled and what they finished is kept".to_owned()
+                }
+            );
+        }
+        for id in self.open_remote().await? {
+            match self.patiently(|| self.client.cancel_batch(&id)).await {
+                Ok(_) => {}
+                Err(Unanswered::Stopped) => break,
+                // Looked at again as it is polled: a batch that cannot be canceled is waited
+                // for.
+                Err(Unanswered::Failed(e)) => warn(&format!(
+                    "canceling batch {id} for the deadline failed: {e}; it is waited for"
+                )),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The API ids of the run's batches not yet recorded.
+    async fn open_remote(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .store
+            .open_batches(self.run_id)
+            .await?
+            .into_iter()
+            .filter_map(|b| b.remote_id)
+            .collect())
     }
 
     /// A call to a batch endpoint, retried as every call of the run is ([`retried`]): it
