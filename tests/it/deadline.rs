@@ -233,3 +233,78 @@ async fn a_bad_deadline_is_refused_naming_the_flag() {
         assert!(stderr.contains("--deadline"), "{stderr}");
     }
 }
+
+/// `--via auto` with `jobs` jobs on `mock`, through a profile that says `batches`; returns
+/// its standard error.
+async fn auto(mock: &MockServer, jobs: usize, batches: bool) -> String {
+    let ws = Workspace::new();
+    ws.write(
+        "msgbatch.toml",
+        &format!(
+            "[gateways.gw]\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"\nbatches = {batches}\n",
+            mock.base_url()
+        ),
+    );
+    let file = ws.jobs("jobs.jsonl", jobs);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--gateway",
+        "gw",
+        "--via",
+        "auto",
+        "--name",
+        "a",
+    ]);
+    let output = ws.run(&args).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}{stderr}");
+    let settings: String = sqlx::query_scalar("SELECT settings FROM runs")
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    let via = settings["send"]["via"].as_str().unwrap().to_owned();
+    assert!(
+        via == "batches" || via == "direct",
+        "decided once, kept: {via}"
+    );
+    stderr
+}
+
+#[tokio::test]
+async fn via_auto_batches_a_large_run_where_the_gateway_allows_it_and_says_why() {
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let stderr = auto(&mock, 100, true).await;
+    assert!(
+        stderr.contains("--via auto: sending through batches at half price: 100 jobs"),
+        "{stderr}"
+    );
+    assert_eq!(mock.batches_created(), 1);
+    assert!(direct_prompts(&mock).is_empty());
+}
+
+#[tokio::test]
+async fn via_auto_sends_a_small_run_or_one_to_a_gateway_without_batches_directly() {
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let stderr = auto(&mock, 3, true).await;
+    assert!(
+        stderr.contains("--via auto: sending directly: 3 jobs, fewer than the 100"),
+        "{stderr}"
+    );
+    let stderr = auto(&mock, 100, false).await;
+    assert!(
+        stderr.contains("--via auto: sending directly: gateway `gw` has no Message Batches"),
+        "{stderr}"
+    );
+    assert_eq!(mock.batches_created(), 0);
+    assert_eq!(direct_prompts(&mock).len(), 103);
+}
