@@ -399,6 +399,11 @@ pub struct BatchSettings {
     pub max_bytes: usize,
     #[serde(with = "duration_ms")]
     pub poll_interval: Duration,
+    /// The most bytes of one create body the gateway took, once it refused a larger one (a
+    /// 413, or a connection closed while the body was sent): kept for `resume`, under
+    /// `max_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learnt_max_bytes: Option<usize>,
 }
 
 impl Default for BatchSettings {
@@ -407,6 +412,7 @@ impl Default for BatchSettings {
             max_requests: BATCH_MAX_REQUESTS,
             max_bytes: BATCH_MAX_BYTES,
             poll_interval: Duration::from_secs(5),
+            learnt_max_bytes: None,
         }
     }
 }
@@ -483,6 +489,7 @@ impl SendSettings {
                     .batch_max_mb
                     .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
+                learnt_max_bytes: self.batches.learnt_max_bytes,
             },
             deadline: match args.deadline {
                 Some(arg) => Some(crate::send::deadline::Deadline {

@@ -148,8 +148,10 @@ impl Sending<'_> {
             _ => 0,
         };
         if !session.pool_limits.is_empty() {
-            // Kept with the run, so that a report can say how much of each limit was used.
-            let mut kept = settings.clone();
+            // Kept with the run, so that a report can say how much of each limit was used;
+            // over the settings as stored now, with what the session learnt (a deadline's
+            // switch, a gateway's body limit) and without a worker's own overrides.
+            let mut kept = RunSettings::of(&store.find_run(&run.id.to_string()).await?)?;
             kept.send.pool_limits.extend(session.pool_limits.clone());
             store.set_run_settings(run.id, &kept.stored()?).await?;
         }
@@ -326,7 +328,6 @@ async fn batches(
         Some(deadline) => Some(DeadlineWatch {
             at_ms: deadline.at_ms,
             pace: super::deadline::pace(store, run.id, settings).await?,
-            settings: settings.clone(),
             switched: deadline.switched_at_ms.is_some().into(),
         }),
         None => None,

@@ -61,8 +61,6 @@ pub struct DeadlineWatch {
     pub at_ms: i64,
     /// How fast the rest would go directly.
     pub pace: Pace,
-    /// The run's settings, with which the switch is recorded before any batch is canceled.
-    pub settings: RunSettings,
     /// The run switched to the direct way (in this session or an earlier one).
     pub switched: AtomicBool,
 }
@@ -147,8 +145,14 @@ impl Batcher<'_> {
             ..Collected::default()
         };
         self.watch_deadline().await?;
-        // The most bytes the gateway takes in one create body, once it refused more.
-        let mut max_bytes = self.settings.max_bytes;
+        // The most bytes the gateway takes in one create body, once it refused more (in
+        // this session or an earlier one).
+        let mut max_bytes = self
+            .settings
+            .learnt_max_bytes
+            .map_or(self.settings.max_bytes, |learnt| {
+                learnt.clamp(1, self.settings.max_bytes)
+            });
         loop {
             if submit && !self.switched() {
                 let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
@@ -197,13 +201,18 @@ impl Batcher<'_> {
             if !deadline.pace.due(now, deadline.at_ms, pending) {
                 return Ok(false);
             }
-            let mut settings = deadline.settings.clone();
-            if let Some(kept) = &mut settings.send.deadline {
+            let at_ms = deadline.at_ms;
+            self.update_settings(|settings| {
+                let kept = settings
+                    .send
+                    .deadline
+                    .get_or_insert(crate::send::deadline::Deadline {
+                        at_ms,
+                        switched_at_ms: None,
+                    });
                 kept.switched_at_ms = Some(now);
-            }
-            self.store
-                .set_run_settings(self.run_id, &settings.stored()?)
-                .await?;
+            })
+            .await?;
             deadline.switched.store(true, Ordering::Relaxed);
             crate::errln!(
                 "the deadline ({}) is near: {pending} jobs have no answer yet, and sending them directly takes about {} at the run's pace; they go directly{}",
@@ -362,6 +371,7 @@ impl Batcher<'_> {
                             Creation::Stopped => return Ok((made, None)),
                             Creation::TooLarge(why) => {
                                 *max_bytes = smaller(&full, &why)?;
+                                self.learnt(*max_bytes).await?;
                                 continue 'packing;
                             }
                         }
@@ -380,12 +390,34 @@ impl Batcher<'_> {
                     Creation::Stopped => {}
                     Creation::TooLarge(why) => {
                         *max_bytes = smaller(&rest, &why)?;
+                        self.learnt(*max_bytes).await?;
                         continue 'packing;
                     }
                 }
             }
             return Ok((made, None));
         }
+    }
+
+    /// Keeps the gateway's body limit, as learnt, with the run's settings: `resume` packs
+    /// its batches under it from the start.
+    async fn learnt(&self, max_bytes: usize) -> anyhow::Result<()> {
+        self.update_settings(|settings| {
+            settings.send.batches.learnt_max_bytes = Some(max_bytes);
+        })
+        .await
+    }
+
+    /// Changes the run's stored settings as `change` says, from what is stored now (what
+    /// this session learnt so far included).
+    async fn update_settings(&self, change: impl FnOnce(&mut RunSettings)) -> anyhow::Result<()> {
+        let run = self.store.find_run(&self.run_id.to_string()).await?;
+        let mut settings = RunSettings::of(&run)?;
+        change(&mut settings);
+        self.store
+            .set_run_settings(self.run_id, &settings.stored()?)
+            .await?;
+        Ok(())
     }
 
     /// A job too large for a batch, said with why batches are smaller than --batch-max-mb
