@@ -172,7 +172,7 @@ pub async fn send(
         }
     }
     let split = match settings.send.deadline {
-        Some(_) => Some(DeadlineSplit::of(store, run, &prices).await?),
+        Some(_) => DeadlineSplit::of(store, run, &prices).await?,
         None => None,
     };
     let grading = pass_rate(store, run.id).await?;
@@ -310,10 +310,16 @@ struct DeadlineSplit {
 }
 
 impl DeadlineSplit {
-    async fn of(store: &Store, run: &RunRow, prices: &PriceTable) -> anyhow::Result<Self> {
-        // The settings as the session left them: the switch is recorded there.
+    /// `None` for a run sent directly, for which a deadline means nothing.
+    async fn of(store: &Store, run: &RunRow, prices: &PriceTable) -> anyhow::Result<Option<Self>> {
+        // The settings as the session left them: the switch, and the way `--via auto`
+        // chose, are recorded there.
         let run = store.find_run(&run.id.to_string()).await?;
-        let deadline = RunSettings::of(&run)?.send.deadline;
+        let settings = RunSettings::of(&run)?;
+        if settings.send.via == crate::settings::Via::Direct {
+            return Ok(None);
+        }
+        let deadline = settings.send.deadline;
         let report = Report::build(
             store,
             std::slice::from_ref(&run),
@@ -333,13 +339,13 @@ impl DeadlineSplit {
                 sum.2 + (g.cost.total_pico_usd - g.cost.batch_api_pico_usd),
             )
         });
-        Ok(Self {
+        Ok(Some(Self {
             at_ms: deadline.map_or(0, |d| d.at_ms),
             switched: deadline.is_some_and(|d| d.switched_at_ms.is_some()),
             batch_results,
             direct_results: results - batch_results,
             cost_pico_usd: cost,
-        })
+        }))
     }
 
     fn print(&self) -> std::io::Result<()> {

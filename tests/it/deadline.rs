@@ -308,3 +308,23 @@ async fn via_auto_sends_a_small_run_or_one_to_a_gateway_without_batches_directly
     assert_eq!(mock.batches_created(), 0);
     assert_eq!(direct_prompts(&mock).len(), 103);
 }
+
+/// On PostgreSQL: a slow batch canceled for the deadline, what it finished kept, the rest
+/// sent directly, the switch and the latency read from the store as on SQLite.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_deadline_reached_on_postgres_answers_each_job_once() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = slow_batches(Duration::ZERO).await;
+    leave_a_batch_running(&ws, &mock, "d").await;
+    let output = ws.run(&polled(&["resume", "d", "--deadline", "1m"])).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 through batches, 4 directly"), "{stdout}");
+    assert_eq!(mock.batches_created(), 1);
+    assert_eq!(
+        direct_prompts(&mock),
+        ["prompt-2", "prompt-3", "prompt-4", "prompt-5"]
+    );
+}
