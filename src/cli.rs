@@ -536,11 +536,19 @@ pub struct SendArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Option<std::time::Duration>,
 
-    /// How jobs go: `direct` (one Messages call each) or `batches` (through the Message
-    /// Batches API, at half the price, answered within 24 hours) [default: the run's own,
-    /// else direct].
+    /// How jobs go: `direct` (one Messages call each), `batches` (through the Message
+    /// Batches API, at half the price, answered within 24 hours) or `auto` (batches when the
+    /// gateway's profile allows them and the run has at least 100 jobs) [default: the run's
+    /// own, else direct].
     #[arg(long, value_enum, help_heading = "Batches")]
     pub via: Option<Via>,
+
+    /// When the answers must be in: a local clock time (`07:00`, the next one to come) or a
+    /// duration from now (`8h`, `90m`). Jobs go through batches for the price until sending
+    /// the rest directly would only just finish in time; then the open batches are canceled,
+    /// what they finished is kept, and the rest goes directly.
+    #[arg(long, value_name = "TIME", value_parser = crate::send::deadline::parse_arg, help_heading = "Batches")]
+    pub deadline: Option<crate::send::deadline::DeadlineArg>,
 
     /// On a PostgreSQL store, how long this worker's claim on its jobs lasts past its last
     /// heartbeat (renewed every third of it): how soon other workers take over the jobs of
@@ -846,6 +854,9 @@ pub enum Via {
     Direct,
     /// Through the Message Batches API.
     Batches,
+    /// Through batches when the gateway serves them and the run has enough jobs, else
+    /// directly (see `send::session::AUTO_MIN_JOBS`).
+    Auto,
 }
 
 impl Via {
@@ -853,6 +864,7 @@ impl Via {
         match self {
             Self::Direct => "direct",
             Self::Batches => "batches",
+            Self::Auto => "auto",
         }
     }
 }

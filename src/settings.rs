@@ -362,6 +362,10 @@ pub struct SendSettings {
     pub via: Via,
     #[serde(default)]
     pub batches: BatchSettings,
+    /// When the answers must be in (`--deadline`), and whether the run gave up on batches
+    /// to meet it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<crate::send::deadline::Deadline>,
     /// How long a worker's claim on its jobs lasts past its last heartbeat, on a PostgreSQL
     /// store: how soon the others take over the jobs of a worker that died.
     #[serde(with = "duration_ms", default = "default_lease")]
@@ -399,6 +403,11 @@ pub struct BatchSettings {
     /// `None`: [`BATCH_DEFAULT_RPM`] until the gateway's headers say otherwise.
     #[serde(default)]
     pub rpm: Option<u32>,
+    /// The most bytes of one create body the gateway took, once it refused a larger one (a
+    /// 413, or a connection closed while the body was sent): kept for `resume`, under
+    /// `max_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learnt_max_bytes: Option<usize>,
 }
 
 /// Requests a minute to the Message Batches endpoints when none is given and the gateway's
@@ -415,6 +424,7 @@ impl Default for BatchSettings {
             max_bytes: BATCH_MAX_BYTES,
             poll_interval: Duration::from_secs(5),
             rpm: None,
+            learnt_max_bytes: None,
         }
     }
 }
@@ -454,6 +464,7 @@ impl SendSettings {
             pool_limits: BTreeMap::new(),
             via: Via::Direct,
             batches: BatchSettings::default(),
+            deadline: None,
             lease: DEFAULT_LEASE,
         }
         .overridden(args)
@@ -491,6 +502,14 @@ impl SendSettings {
                     .map_or(self.batches.max_bytes, |mb| mb.saturating_mul(1024 * 1024)),
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
                 rpm: args.batch_rpm.or(self.batches.rpm),
+                learnt_max_bytes: self.batches.learnt_max_bytes,
+            },
+            deadline: match args.deadline {
+                Some(arg) => Some(crate::send::deadline::Deadline {
+                    at_ms: arg.resolve(std::time::SystemTime::now()),
+                    switched_at_ms: None,
+                }),
+                None => self.deadline,
             },
             lease: args.lease.unwrap_or(self.lease),
         };

@@ -50,6 +50,7 @@ pub async fn cancel(
         ),
         budget_pico_usd: settings.send.max_cost_pico_usd,
         calls: BatchCalls::new(settings.send.batches.rpm),
+        deadline: None,
     };
     for (done, row) in open.iter().enumerate() {
         let id = row.remote_id.as_deref().unwrap_or_default();

@@ -154,7 +154,19 @@ pub async fn estimate(
         ));
     }
     let file = args.jobs.file.display().to_string();
-    let batches = settings.send.via == crate::settings::Via::Batches;
+    let batches = match settings.send.via {
+        crate::settings::Via::Batches => true,
+        crate::settings::Via::Direct => false,
+        crate::settings::Via::Auto => {
+            let (via, why) = crate::send::session::auto_via(
+                settings.gateway.batches,
+                &settings.gateway.name,
+                counted_jobs + local_jobs,
+            );
+            crate::errln!("{why}");
+            via == crate::settings::Via::Batches
+        }
+    };
     match args.format {
         OutputFormat::Table => print(&estimate, counted_jobs, local_jobs, &file, batches)?,
         OutputFormat::Json => print_json(&estimate, counted_jobs, local_jobs, &file, batches)?,

@@ -171,6 +171,10 @@ pub async fn send(
             );
         }
     }
+    let split = match settings.send.deadline {
+        Some(_) => DeadlineSplit::of(store, run, &prices).await?,
+        None => None,
+    };
     let grading = pass_rate(store, run.id).await?;
     let exit = if session.halt.is_some() {
         ExitStatus::Error
@@ -187,7 +191,16 @@ pub async fn send(
         ExitStatus::Success
     };
     if ending.format == OutputFormat::Json {
-        print_summary_json(run, status, &session, &unpriced, &grading, ending, exit)?;
+        print_summary_json(
+            run,
+            status,
+            &session,
+            &unpriced,
+            &grading,
+            ending,
+            exit,
+            split.as_ref(),
+        )?;
         print_stopped(run, status, &session);
     } else {
         let failures = if session.counts.failed > 0 {
@@ -199,6 +212,9 @@ pub async fn send(
             None
         };
         print_summary(run, status, &session, &unpriced)?;
+        if let Some(split) = &split {
+            split.print()?;
+        }
         if let Some(failures) = &failures {
             print_failures(run, session.counts.failed, failures)?;
         }
@@ -280,13 +296,95 @@ fn gate_failure(grading: &PassRate, gate: f64) -> String {
     }
 }
 
+/// How a run with a `--deadline` went: its answers through batches and directly, and what
+/// the direct ones cost over the batch price, from the run's results as the report prices
+/// them.
+#[derive(Debug, Clone, Copy)]
+struct DeadlineSplit {
+    at_ms: i64,
+    switched: bool,
+    batch_results: i64,
+    direct_results: i64,
+    /// What the run's answers cost less what they would have cost through batches.
+    cost_pico_usd: i64,
+}
+
+impl DeadlineSplit {
+    /// `None` for a run sent directly, for which a deadline means nothing.
+    async fn of(store: &Store, run: &RunRow, prices: &PriceTable) -> anyhow::Result<Option<Self>> {
+        // The settings as the session left them: the switch, and the way `--via auto`
+        // chose, are recorded there.
+        let run = store.find_run(&run.id.to_string()).await?;
+        let settings = RunSettings::of(&run)?;
+        if settings.send.via == crate::settings::Via::Direct {
+            return Ok(None);
+        }
+        let deadline = settings.send.deadline;
+        let report = Report::build(
+            store,
+            std::slice::from_ref(&run),
+            &report::Options {
+                by: GroupBy::Run,
+                prices: prices.clone(),
+                reprice: None,
+                charts: false,
+                cluster_tag: None,
+            },
+        )
+        .await?;
+        let (results, batch_results, cost) = report.totals.iter().fold((0, 0, 0), |sum, g| {
+            (
+                sum.0 + g.jobs.succeeded,
+                sum.1 + g.cost.batch_results,
+                sum.2 + (g.cost.total_pico_usd - g.cost.batch_api_pico_usd),
+            )
+        });
+        Ok(Some(Self {
+            at_ms: deadline.map_or(0, |d| d.at_ms),
+            switched: deadline.is_some_and(|d| d.switched_at_ms.is_some()),
+            batch_results,
+            direct_results: results - batch_results,
+            cost_pico_usd: cost,
+        }))
+    }
+
+    fn print(&self) -> std::io::Result<()> {
+        crate::outln!(
+            "  via     {} through batches, {} directly; deadline {}{}",
+            self.batch_results,
+            self.direct_results,
+            crate::send::deadline::describe(self.at_ms),
+            if self.switched {
+                format!(
+                    " (switched to direct): it cost {} over an all-batch run",
+                    format_usd(u64::try_from(self.cost_pico_usd).unwrap_or(0))
+                )
+            } else {
+                " (met through batches)".to_owned()
+            }
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "at": crate::send::deadline::describe(self.at_ms),
+            "switched": self.switched,
+            "batch_results": self.batch_results,
+            "direct_results": self.direct_results,
+            "cost_over_batches_pico_usd": self.cost_pico_usd,
+        })
+    }
+}
+
 /// The summary as one JSON object on standard output, with stable keys: `run` {`id`,
 /// `name`}, `status`, `stop_reason`, `jobs` {`total`, `succeeded`, `failed`, `rejected`,
 /// `pending`}, `tokens` {`input`, `cache_write`, `cache_read`, `output`}, `cost`
 /// {`total_pico_usd`, `complete`, `unpriced_results`, `unpriced_models`}, `elapsed_ms` and
 /// `finished` (this session), `grading` {`graded`, `passed`, `pending`, `pass_rate`} (null
-/// when nothing was graded), `fail_under`, `exit_code` and `resume` (the command that
-/// continues the run, or null).
+/// when nothing was graded), `fail_under`, `exit_code`, `resume` (the command that
+/// continues the run, or null) and, for a run with a `--deadline`, `deadline` {`at`,
+/// `switched`, `batch_results`, `direct_results`, `cost_over_batches_pico_usd`}.
+#[expect(clippy::too_many_arguments, reason = "what the summary is made of")]
 fn print_summary_json(
     run: &RunRow,
     status: RunStatus,
@@ -295,6 +393,7 @@ fn print_summary_json(
     grading: &PassRate,
     ending: SummaryArgs,
     exit: ExitStatus,
+    split: Option<&DeadlineSplit>,
 ) -> anyhow::Result<()> {
     let c = &session.counts;
     let stop_reason = session
@@ -302,7 +401,7 @@ fn print_summary_json(
         .as_deref()
         .or(session.batches_running.as_deref())
         .or(session.budget_stop.as_deref());
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "run": {"id": run.id, "name": run.name},
         "status": status.as_str(),
         "stop_reason": stop_reason,
@@ -326,6 +425,9 @@ fn print_summary_json(
         "exit_code": exit as u8,
         "resume": (status != RunStatus::Completed).then(|| format!("msgbatch resume {}", run.name)),
     });
+    if let Some(split) = split {
+        value["deadline"] = split.json();
+    }
     // JSON escapes its own strings: it is printed as it is, never terminal-escaped.
     super::report::emit(&(serde_json::to_string_pretty(&value)? + "\n"), None)?;
     Ok(())

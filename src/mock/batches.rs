@@ -51,6 +51,12 @@ pub struct BatchConfig {
     /// What the bucket of `rpm` holds at the first call, as when another client of the key
     /// has just spent the rest [default: full].
     pub rpm_left: Option<u32>,
+    /// Requests of each batch processed as soon as it is created (its first ones): a batch
+    /// canceled before its end has these answered and the rest canceled.
+    pub processed_first: usize,
+    /// How long the first results call waits before it answers (a window in which a client
+    /// may die after a cancel, before it records what the batch finished).
+    pub first_results_delay: Duration,
 }
 
 /// The kind of a batch endpoint's call.
@@ -61,6 +67,19 @@ pub enum Call {
     Retrieve,
     Cancel,
     Results,
+}
+
+impl Call {
+    /// Its place in the mock's count of calls.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Create => 0,
+            Self::List => 1,
+            Self::Retrieve => 2,
+            Self::Cancel => 3,
+            Self::Results => 4,
+        }
+    }
 }
 
 /// How a create body past [`BatchConfig::max_body`] is refused.
@@ -105,6 +124,8 @@ pub struct Batches {
     faults_given: std::collections::HashSet<usize>,
     /// The request bucket of [`BatchConfig::rpm`], made at the first call.
     limit: Option<super::limits::Buckets>,
+    /// The first results call was answered (after [`BatchConfig::first_results_delay`]).
+    results_given: bool,
 }
 
 /// What a call to a batch endpoint asks for.
@@ -171,6 +192,7 @@ impl Default for Batches {
             finished: false,
             faults_given: std::collections::HashSet::new(),
             limit: None,
+            results_given: false,
         }
     }
 }
@@ -327,9 +349,11 @@ impl MockBatch {
         finished || self.canceled.is_some() || self.created.elapsed() >= config.processing
     }
 
-    /// What one request of the batch came to; `refused`, why the API refuses it.
+    /// What one request of the batch (the `index`th) came to; `refused`, why the API
+    /// refuses it.
     fn outcome(
         &self,
+        index: usize,
         custom_id: &str,
         refused: Option<&String>,
         config: &BatchConfig,
@@ -338,7 +362,10 @@ impl MockBatch {
             "errored"
         } else if self.expired.iter().any(|id| id == custom_id) {
             "expired"
-        } else if self.canceled.is_some() && self.created.elapsed() < config.processing {
+        } else if self.canceled.is_some()
+            && self.created.elapsed() < config.processing
+            && index >= config.processed_first
+        {
             "canceled"
         } else {
             "succeeded"
@@ -351,8 +378,10 @@ impl MockBatch {
         let mut counts =
             json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
         if ended {
-            for ((custom_id, _), refused) in self.requests.iter().zip(&self.refused) {
-                let kind = self.outcome(custom_id, refused.as_ref(), config);
+            for (index, ((custom_id, _), refused)) in
+                self.requests.iter().zip(&self.refused).enumerate()
+            {
+                let kind = self.outcome(index, custom_id, refused.as_ref(), config);
                 counts[kind] = json!(counts[kind].as_u64().unwrap_or(0) + 1);
             }
         } else {
@@ -395,9 +424,10 @@ impl MockBatch {
             .requests
             .iter()
             .zip(&self.refused)
+            .enumerate()
             .rev()
-            .map(|((custom_id, params), refused)| {
-                let result = match self.outcome(custom_id, refused.as_ref(), config) {
+            .map(|(index, ((custom_id, params), refused))| {
+                let result = match self.outcome(index, custom_id, refused.as_ref(), config) {
                     "errored" if refused.is_some() => {
                         json!({"type": "errored", "error": {"type": "error",
                             "error": {"type": "invalid_request_error", "message": refused},
@@ -504,6 +534,10 @@ async fn serve(
             ));
         }
     };
+    // Counted as each call arrives (its body read), before it is answered.
+    state
+        .batch_calls
+        .send_modify(|calls| calls[route.call().index()] += 1);
     let fault = state
         .batches
         .lock()
@@ -548,6 +582,39 @@ async fn serve(
             Err((status, kind, message)) => error_response(status, kind, &message),
         });
     }
+    if let Route::Results(id) = &route {
+        let (lines, first) = {
+            let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
+            let finished = held.finished;
+            let lines = held
+                .get(id)
+                .map(|b| b.results(config, finished, &state.config.pass));
+            let first =
+                matches!(lines, Some(Some(_))) && !std::mem::replace(&mut held.results_given, true);
+            (lines, first)
+        };
+        if first && !config.first_results_delay.is_zero() {
+            tokio::time::sleep(config.first_results_delay).await;
+        }
+        return Ok(match lines {
+            Some(Some(lines)) => {
+                let mut body = lines.join("\n");
+                body.push('\n');
+                let mut response = Response::new(full(body));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/binary"),
+                );
+                response
+            }
+            Some(None) => error_response(
+                400,
+                "invalid_request_error",
+                &format!("message batch {id} has not ended: no results yet"),
+            ),
+            None => not_found(id),
+        });
+    }
     let mut held = state.batches.lock().unwrap_or_else(|e| e.into_inner());
     let finished = held.finished;
     Ok(match route {
@@ -573,28 +640,7 @@ async fn serve(
             Some(batch) => json_response(200, &batch.describe(config, &url_of(&id), finished)),
             None => not_found(&id),
         },
-        Route::Results(id) => match held
-            .get(&id)
-            .map(|b| b.results(config, finished, &state.config.pass))
-        {
-            Some(Some(lines)) => {
-                drop(held);
-                let mut body = lines.join("\n");
-                body.push('\n');
-                let mut response = Response::new(full(body));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/binary"),
-                );
-                response
-            }
-            Some(None) => error_response(
-                400,
-                "invalid_request_error",
-                &format!("message batch {id} has not ended: no results yet"),
-            ),
-            None => not_found(&id),
-        },
+        Route::Results(_) => unreachable!("answered above"),
     })
 }
 

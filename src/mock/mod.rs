@@ -118,6 +118,12 @@ pub struct MockOptions {
     #[serde(skip_serializing_if = "is_zero")]
     pub batch_ms: u64,
 
+    /// Requests of each Message Batch answered at once (its first N): a batch canceled
+    /// before it ends has these answered and the rest canceled.
+    #[arg(long, default_value_t = 0)]
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub batch_processed_first: usize,
+
     /// Answer every request with this error status and type, e.g. `400:no_db_connection`
     /// (as a gateway refusing a key does).
     #[arg(long, value_name = "STATUS[:TYPE]", value_parser = parse_rejection)]
@@ -170,6 +176,14 @@ pub fn parse_pass(text: &str) -> Result<(String, f64), String> {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if"
+)]
+fn is_zero_usize(n: &usize) -> bool {
     *n == 0
 }
 
@@ -232,6 +246,7 @@ impl MockOptions {
             fault_retry_after: self.fault_retry_after.map(Duration::from_secs),
             batches: batches::BatchConfig {
                 processing: Duration::from_millis(self.batch_ms),
+                processed_first: self.batch_processed_first,
                 ..batches::BatchConfig::default()
             },
             limits: limits::Limits {
@@ -370,6 +385,8 @@ struct State {
     batches: Mutex<batches::Batches>,
     /// Batches created; tests can wait on it.
     batches_made: tokio::sync::watch::Sender<usize>,
+    /// Batch endpoint calls answered, by kind ([`batches::Call::index`]).
+    batch_calls: tokio::sync::watch::Sender<[usize; 5]>,
     log: Mutex<Vec<Logged>>,
     models: Models,
 }
@@ -424,6 +441,18 @@ impl MockServer {
     pub async fn wait_for_batches(&self, n: usize) {
         let mut made = self.state.batches_made.subscribe();
         let _ = made.wait_for(|count| *count >= n).await;
+    }
+
+    /// Waits until the mock has received at least `n` batch endpoint calls of kind `call`,
+    /// counted as each arrives, before it is answered.
+    pub async fn wait_for_batch_calls(&self, call: batches::Call, n: usize) {
+        let mut calls = self.state.batch_calls.subscribe();
+        let _ = calls.wait_for(|count| count[call.index()] >= n).await;
+    }
+
+    /// Batch endpoint calls of kind `call` received so far.
+    pub fn batch_calls(&self, call: batches::Call) -> usize {
+        self.state.batch_calls.borrow()[call.index()]
     }
 
     /// Batches created so far.
@@ -516,6 +545,7 @@ impl State {
             cache: Arc::default(),
             batches: Mutex::default(),
             batches_made: tokio::sync::watch::Sender::new(0),
+            batch_calls: tokio::sync::watch::Sender::new([0; 5]),
             log: Mutex::new(Vec::new()),
             models,
         }

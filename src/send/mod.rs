@@ -9,6 +9,7 @@
 
 pub mod batches;
 pub mod budget;
+pub mod deadline;
 pub mod direct;
 pub mod feed;
 pub mod outcome;

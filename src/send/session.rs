@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 
 use super::Shutdown;
-use super::batches::{BatchCalls, Batcher};
+use super::batches::{BatchCalls, Batcher, DeadlineWatch};
 use super::direct::{Claims, Judged, Runner, Session};
 use super::feed::Feed;
 use crate::client::Client;
@@ -51,6 +51,23 @@ impl Sending<'_> {
             shutdown,
             show_progress,
         } = self;
+        // `--via auto` is decided once, at the run's first session, and kept with it.
+        let decided;
+        let settings = if settings.send.via == Via::Auto {
+            let jobs = match &feed {
+                Some(feed) => feed.loading().jobs,
+                None => u64::try_from(store.run_counts(run.id).await?.pending).unwrap_or(0),
+            };
+            let (via, why) = auto_via(settings.gateway.batches, &settings.gateway.name, jobs);
+            crate::errln!("{why}");
+            let mut kept = settings.clone();
+            kept.send.via = via;
+            store.set_run_settings(run.id, &kept.stored()?).await?;
+            decided = kept;
+            &decided
+        } else {
+            settings
+        };
         let via_batches = settings.send.via == Via::Batches;
         if via_batches && !settings.gateway.batches {
             anyhow::bail!(
@@ -131,8 +148,10 @@ impl Sending<'_> {
             _ => 0,
         };
         if !session.pool_limits.is_empty() {
-            // Kept with the run, so that a report can say how much of each limit was used.
-            let mut kept = settings.clone();
+            // Kept with the run, so that a report can say how much of each limit was used;
+            // over the settings as stored now, with what the session learnt (a deadline's
+            // switch, a gateway's body limit) and without a worker's own overrides.
+            let mut kept = RunSettings::of(&store.find_run(&run.id.to_string()).await?)?;
             kept.send.pool_limits.extend(session.pool_limits.clone());
             store.set_run_settings(run.id, &kept.stored()?).await?;
         }
@@ -157,6 +176,39 @@ impl Sending<'_> {
             status,
             others,
         })
+    }
+}
+
+/// The fewest jobs `--via auto` sends through batches. Below it, a run's saving is under 100
+/// jobs' worth of half price, and a batch makes answers wait minutes to hours (the API
+/// promises 24) where direct sending would finish in about as many seconds: the wait is not
+/// worth cents. From it on, the discount is worth a wait, and a batch's fixed calls (create,
+/// polls, results) are few against its requests.
+pub const AUTO_MIN_JOBS: u64 = 100;
+
+/// Which way `--via auto` sends `jobs` jobs to a gateway, and why, in one line.
+pub fn auto_via(gateway_batches: bool, gateway: &str, jobs: u64) -> (Via, String) {
+    if !gateway_batches {
+        (
+            Via::Direct,
+            format!(
+                "--via auto: sending directly: gateway `{gateway}` has no Message Batches endpoints (its profile says `batches = false`)"
+            ),
+        )
+    } else if jobs < AUTO_MIN_JOBS {
+        (
+            Via::Direct,
+            format!(
+                "--via auto: sending directly: {jobs} jobs, fewer than the {AUTO_MIN_JOBS} a batch is worth waiting for"
+            ),
+        )
+    } else {
+        (
+            Via::Batches,
+            format!(
+                "--via auto: sending through batches at half price: {jobs} jobs (at least {AUTO_MIN_JOBS}) and gateway `{gateway}` serves Message Batches"
+            ),
+        )
     }
 }
 
@@ -272,6 +324,14 @@ async fn batches(
 ) -> anyhow::Result<Session> {
     let started = std::time::Instant::now();
     let batch_prices = runner.prices.batch();
+    let deadline = match settings.send.deadline {
+        Some(deadline) => Some(DeadlineWatch {
+            at_ms: deadline.at_ms,
+            pace: super::deadline::pace(store, run.id, settings).await?,
+            switched: deadline.switched_at_ms.is_some().into(),
+        }),
+        None => None,
+    };
     let collected = Batcher {
         store,
         client: &runner.client,
@@ -283,12 +343,13 @@ async fn batches(
         show_progress: runner.show_progress,
         budget_pico_usd: runner.budget_pico_usd,
         calls: BatchCalls::new(settings.send.batches.rpm),
+        deadline: deadline.as_ref(),
     }
     .execute(submit)
     .await?;
     let left = collected.left_running;
     let interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
-    if !submit && !interrupted {
+    if (!submit || collected.switched) && !interrupted {
         // Sending directly from here on: what the batches left pending goes now.
         let mut session = runner.execute(run.id).await?;
         session.finished += collected.recorded;

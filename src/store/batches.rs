@@ -294,4 +294,20 @@ impl Store {
         )
         .await
     }
+
+    /// The mean latency of a run's direct answers (attempts of kind `job` answered 200), in
+    /// milliseconds, or `None` before it has any: what a `--deadline` estimates the rest by.
+    pub async fn direct_latency_ms(&self, run_id: i64) -> Result<Option<i64>, StoreError> {
+        let mean: i64 = self
+            .value(
+                Sql::new(
+                    "SELECT CAST(COALESCE(AVG(a.latency_ms), -1) AS BIGINT)
+                     FROM attempts a JOIN jobs j ON j.id = a.job
+                     WHERE j.run_id = $1 AND a.kind = 'job' AND a.http_status = 200",
+                )
+                .bind(run_id),
+            )
+            .await?;
+        Ok((mean >= 0).then_some(mean))
+    }
 }

@@ -620,3 +620,63 @@ async fn estimate_via_batches_gives_half_of_every_price() {
         assert!((direct / 2.0 - half).abs() < 2e-6, "{direct} → {half}");
     }
 }
+
+/// The body limit a gateway showed with a 413 is kept with the run: `resume` packs its
+/// batches under it from the start, and is refused no more.
+#[tokio::test]
+async fn a_body_limit_learnt_from_a_413_is_kept_for_resume() {
+    const BOUND: usize = 2_500;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            max_body: Some(BOUND),
+            // Every job expires in its first batch: resume sends all of them again.
+            expired: (0..30).map(|i| format!("job-{i}")).collect(),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let refused = |mock: &msgbatch::mock::MockServer| {
+        mock.log()
+            .iter()
+            .filter(|l| l.method == "POST" && l.path.ends_with("/messages/batches"))
+            .filter(|l| l.status == 413)
+            .count()
+    };
+    let file = ws.jobs("jobs.jsonl", 30);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "l",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 1, "all expired: {:?}", text(&output));
+    let first = refused(&mock);
+    assert!(first >= 1, "the first create was refused");
+    let pool = ws.pool().await;
+    let settings: String = sqlx::query_scalar("SELECT settings FROM runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    let learnt = settings["send"]["batches"]["learnt_max_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{settings}"));
+    assert!(learnt <= BOUND as u64, "{learnt}");
+
+    let made = mock.batches_created();
+    let output = ws.run(&polled(&["resume", "l", "--include-failed"])).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(refused(&mock), first, "resume was refused no more");
+    assert!(mock.batches_created() > made + 1, "packed small again");
+    let states = job_states(&pool).await;
+    assert!(
+        states.iter().all(|(_, s, _)| s == "succeeded"),
+        "{states:?}"
+    );
+}

@@ -7,6 +7,7 @@ mod bounded_input;
 mod budget;
 mod common;
 mod conventions;
+mod deadline;
 mod diff;
 mod durable;
 mod files;

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,8 @@ use crate::client::batches::MessageBatch;
 use crate::client::{AttemptError, Client, RetryPolicy, Unanswered, retried};
 use crate::pricing::PriceTable;
 use crate::send::budget;
-use crate::settings::BatchSettings;
+use crate::send::deadline::Pace;
+use crate::settings::{BatchSettings, RunSettings};
 use crate::store::{BatchRow, Store, now_ms};
 pub use calls::BatchCalls;
 use calls::{About, Endpoint};
@@ -51,6 +52,19 @@ pub struct Collected {
     pub left_running: usize,
     /// Why no more batches were submitted, when the budget stopped them.
     pub budget_stop: Option<String>,
+    /// The run gave up on batches to meet its deadline: what is pending goes directly.
+    pub switched: bool,
+}
+
+/// A run's `--deadline`, watched while its batches run.
+#[derive(Debug)]
+pub struct DeadlineWatch {
+    /// When the answers must be in, in Unix milliseconds.
+    pub at_ms: i64,
+    /// How fast the rest would go directly.
+    pub pace: Pace,
+    /// The run switched to the direct way (in this session or an earlier one).
+    pub switched: AtomicBool,
 }
 
 /// Everything a session of batches needs.
@@ -68,6 +82,8 @@ pub struct Batcher<'a> {
     pub budget_pico_usd: Option<u64>,
     /// The pace of the calls to the batch endpoints, and their rows.
     pub calls: BatchCalls,
+    /// The run's deadline, when it has one.
+    pub deadline: Option<&'a DeadlineWatch>,
 }
 
 /// How the creation of a batch ended.
@@ -132,10 +148,17 @@ impl Batcher<'_> {
             submitted: self.recover().await?,
             ..Collected::default()
         };
-        // The most bytes the gateway takes in one create body, once it refused more.
-        let mut max_bytes = self.settings.max_bytes;
+        self.watch_deadline().await?;
+        // The most bytes the gateway takes in one create body, once it refused more (in
+        // this session or an earlier one).
+        let mut max_bytes = self
+            .settings
+            .learnt_max_bytes
+            .map_or(self.settings.max_bytes, |learnt| {
+                learnt.clamp(1, self.settings.max_bytes)
+            });
         loop {
-            if submit {
+            if submit && !self.switched() {
                 let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
                 collected.submitted += made;
                 collected.budget_stop = budget_stop;
@@ -144,10 +167,11 @@ impl Batcher<'_> {
             collected.recorded += recorded;
             // Under a budget, batches are sized to the worst case that fits; once they are
             // in, what they did not spend of it is free for the next.
-            if !submit || collected.budget_stop.is_none() || recorded == 0 {
+            if !submit || collected.budget_stop.is_none() || recorded == 0 || self.switched() {
                 break;
             }
         }
+        collected.switched = self.switched();
         collected.left_running = self
             .store
             .open_batches(self.run_id)
@@ -156,6 +180,81 @@ impl Batcher<'_> {
             .filter(|b| b.remote_id.is_some())
             .count();
         Ok(collected)
+    }
+
+    /// Whether the run gave up on batches to meet its deadline.
+    pub(super) fn switched(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| d.switched.load(Ordering::Relaxed))
+    }
+
+    /// Looks at the deadline: once the time left is what the pending jobs would take sent
+    /// directly ([`Pace::needed`]), the switch is recorded with the run's settings, then
+    /// every open batch is canceled (again, after a session that died in between: a cancel
+    /// is harmless twice). Their requests canceled before they were processed go back to
+    /// pending as their results are read. Returns whether the run has switched.
+    pub(super) async fn watch_deadline(&self) -> anyhow::Result<bool> {
+        let Some(deadline) = self.deadline else {
+            return Ok(false);
+        };
+        let already = deadline.switched.load(Ordering::Relaxed);
+        if !already {
+            let pending =
+                u64::try_from(self.store.run_counts(self.run_id).await?.pending).unwrap_or(0);
+            let now = now_ms();
+            if !deadline.pace.due(now, deadline.at_ms, pending) {
+                return Ok(false);
+            }
+            let at_ms = deadline.at_ms;
+            self.update_settings(|settings| {
+                let kept = settings
+                    .send
+                    .deadline
+                    .get_or_insert(crate::send::deadline::Deadline {
+                        at_ms,
+                        switched_at_ms: None,
+                    });
+                kept.switched_at_ms = Some(now);
+            })
+            .await?;
+            deadline.switched.store(true, Ordering::Relaxed);
+            crate::errln!(
+                "the deadline ({}) is near: {pending} jobs have no answer yet, and sending them directly takes about {} at the run's pace; they go directly{}",
+                crate::send::deadline::describe(deadline.at_ms),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    deadline.pace.needed(pending).as_secs()
+                )),
+                if self.open_remote().await?.is_empty() {
+                    String::new()
+                } else {
+                    ", once the open batches are canceled and what they finished is kept".to_owned()
+                }
+            );
+        }
+        for row in self.open_remote().await? {
+            match self.cancel(&row).await? {
+                Ok(_) => {}
+                Err(Unanswered::Stopped) => break,
+                // Looked at again as it is polled: a batch that cannot be canceled is waited
+                // for.
+                Err(Unanswered::Failed(e)) => warn(&format!(
+                    "canceling batch {} for the deadline failed: {e}; it is waited for",
+                    row.remote_id.as_deref().unwrap_or_default()
+                )),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The run's batches submitted and not yet recorded.
+    async fn open_remote(&self) -> anyhow::Result<Vec<BatchRow>> {
+        Ok(self
+            .store
+            .open_batches(self.run_id)
+            .await?
+            .into_iter()
+            .filter(|b| b.remote_id.is_some())
+            .collect())
     }
 
     /// Intents left without an id: adopts the batch each one created, if the API lists one,
@@ -269,6 +368,7 @@ impl Batcher<'_> {
                             Creation::Stopped => return Ok((made, None)),
                             Creation::TooLarge(why) => {
                                 *max_bytes = smaller(&full, &why)?;
+                                self.learnt(*max_bytes).await?;
                                 continue 'packing;
                             }
                         }
@@ -287,12 +387,34 @@ impl Batcher<'_> {
                     Creation::Stopped => {}
                     Creation::TooLarge(why) => {
                         *max_bytes = smaller(&rest, &why)?;
+                        self.learnt(*max_bytes).await?;
                         continue 'packing;
                     }
                 }
             }
             return Ok((made, None));
         }
+    }
+
+    /// Keeps the gateway's body limit, as learnt, with the run's settings: `resume` packs
+    /// its batches under it from the start.
+    async fn learnt(&self, max_bytes: usize) -> anyhow::Result<()> {
+        self.update_settings(|settings| {
+            settings.send.batches.learnt_max_bytes = Some(max_bytes);
+        })
+        .await
+    }
+
+    /// Changes the run's stored settings as `change` says, from what is stored now (what
+    /// this session learnt so far included).
+    async fn update_settings(&self, change: impl FnOnce(&mut RunSettings)) -> anyhow::Result<()> {
+        let run = self.store.find_run(&self.run_id.to_string()).await?;
+        let mut settings = RunSettings::of(&run)?;
+        change(&mut settings);
+        self.store
+            .set_run_settings(self.run_id, &settings.stored()?)
+            .await?;
+        Ok(())
     }
 
     /// A job too large for a batch, said with why batches are smaller than --batch-max-mb

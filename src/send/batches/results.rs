@@ -42,6 +42,10 @@ impl Batcher<'_> {
             if open.is_empty() || self.stop.is_cancelled() {
                 break;
             }
+            if !self.switched() && self.watch_deadline().await? {
+                // Canceled: each batch ends soon, with what it finished.
+                wait = self.settings.poll_interval;
+            }
             let mut counts = RequestCounts::default();
             let mut ended_any = false;
             for row in &open {
@@ -295,6 +299,11 @@ impl Batcher<'_> {
                         "errored in the batch: {kind}: {message} (not billed; {again})"
                     )),
                 )
+            }
+            // Canceled for the deadline: the job goes directly, in this session or the next.
+            ItemResult::Canceled if self.switched() => {
+                attempt.error_type = Some("canceled".to_owned());
+                (JobState::Pending, None)
             }
             ItemResult::Canceled => {
                 attempt.error_type = Some("canceled".to_owned());
