@@ -72,8 +72,10 @@ awk -v n="$jobs" 'BEGIN {
         printf "{\"custom_id\":\"d-%d\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"question %d: what is %d plus %d?\"}]}}\n", i, i, i, i;
 }' > "$work/jobs.jsonl"
 rm -f "$work"/d.db*
+# Ten hours is far enough at 64 in flight (before any latency is seen, 30 s each: about four
+# hours with the margin) for the run to go through a batch.
 BENCH_KEY=bench "$bin" --db "$work/d.db" --quiet run "$work/jobs.jsonl" --name d \
-    --base-url "$addr" --api-key-env BENCH_KEY --via batches --deadline 10h \
+    --base-url "$addr" --api-key-env BENCH_KEY --via batches --deadline 10h --concurrency 64 \
     --poll-interval 100ms > /dev/null 2> "$work/err.txt" &
 run_pid=$!
 # Stopped (Ctrl-C, which leaves the batch running) once its batch is submitted.
@@ -87,7 +89,8 @@ except sqlite3.Error:
     [ "$submitted" -gt 0 ] && break
     sleep 0.1
 done
-kill -INT "$run_pid"
+kill -INT "$run_pid" 2> /dev/null \
+    || { echo "the run ended before its batch was submitted:"; cat "$work/err.txt"; exit 1; }
 wait "$run_pid" || true
 /usr/bin/time -v -o "$work/time.txt" env BENCH_KEY=bench "$bin" --db "$work/d.db" --quiet \
     resume d --deadline 10m --concurrency 64 --poll-interval 100ms \
