@@ -366,6 +366,125 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert!(body.contains("outcome"), "the field is named: {body}");
 }
 
+/// Every job of `base`'s run `id`, page after page of `per_page` under `query`.
+async fn all_pages(base: &str, id: i64, query: &str, per_page: usize) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    for page in 1.. {
+        let list = get_json(&format!(
+            "{base}/api/runs/{id}/jobs?{query}&per_page={per_page}&page={page}"
+        ))
+        .await;
+        let rows = list["jobs"].as_array().unwrap();
+        assert!(rows.len() <= per_page, "{query} page {page}: {list}");
+        jobs.extend(rows.iter().cloned());
+        if list["has_next"] != true {
+            break;
+        }
+        assert_eq!(rows.len(), per_page, "{query} page {page}: {list}");
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        models: vec!["house-model".to_owned()],
+        ..MockConfig::default()
+    })
+    .await;
+    // Priced answers of a few sizes (ties among them), unpriced answers (no cost) and jobs
+    // the gateway refuses (no result at all).
+    let lines: Vec<String> = (0..17)
+        .map(|i| {
+            let model = match i % 5 {
+                3 => "house-model",
+                4 => "no-such-model",
+                _ => "claude-haiku-4-5",
+            };
+            json!({"custom_id": format!("j{i}"), "params": {"model": model, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "word ".repeat(1 + i % 3)}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "sorted"])
+        .await;
+    assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let id = get_json(&format!("{base}/api/runs/sorted")).await["run"]["id"]
+        .as_i64()
+        .unwrap();
+    let input = all_pages(&base, id, "", 200).await;
+    assert_eq!(input.len(), 17);
+    let field = |job: &Value, name: &str| job[name].as_i64();
+    assert!(
+        input
+            .iter()
+            .any(|j| field(j, "cost_pico_usd").is_none() && field(j, "latency_ms").is_some())
+    );
+    assert!(input.iter().any(|j| field(j, "latency_ms").is_none()));
+    for (sort, name, descending) in [
+        ("cost_desc", "cost_pico_usd", true),
+        ("cost_asc", "cost_pico_usd", false),
+        ("latency_desc", "latency_ms", true),
+        ("latency_asc", "latency_ms", false),
+    ] {
+        // Those with a value by it, ties in row order (reversed with the rest when descending),
+        // then those without, in row order.
+        let mut valued: Vec<(i64, i64)> = input
+            .iter()
+            .filter_map(|j| Some((field(j, name)?, field(j, "id")?)))
+            .collect();
+        valued.sort_unstable();
+        if descending {
+            valued.reverse();
+        }
+        let expected: Vec<i64> = valued
+            .into_iter()
+            .map(|(_, id)| id)
+            .chain(
+                input
+                    .iter()
+                    .filter(|j| field(j, name).is_none())
+                    .filter_map(|j| field(j, "id")),
+            )
+            .collect();
+        for per_page in [2, 3, 50] {
+            let shown: Vec<i64> = all_pages(&base, id, &format!("sort={sort}"), per_page)
+                .await
+                .iter()
+                .filter_map(|j| field(j, "id"))
+                .collect();
+            assert_eq!(shown, expected, "{sort}, {per_page} a page");
+        }
+        // A model's jobs alone, in the same order.
+        let haiku: Vec<i64> =
+            all_pages(&base, id, &format!("sort={sort}&model=claude-haiku-4-5"), 2)
+                .await
+                .iter()
+                .filter_map(|j| field(j, "id"))
+                .collect();
+        let of_haiku: Vec<i64> = expected
+            .iter()
+            .copied()
+            .filter(|e| {
+                input
+                    .iter()
+                    .any(|j| field(j, "id") == Some(*e) && j["model"] == "claude-haiku-4-5")
+            })
+            .collect();
+        assert_eq!(haiku, of_haiku, "{sort}, one model");
+        let past = get_json(&format!(
+            "{base}/api/runs/{id}/jobs?sort={sort}&per_page=2&page=40"
+        ))
+        .await;
+        assert_eq!(past["jobs"], json!([]), "{sort}: past the last page");
+    }
+}
+
 #[tokio::test]
 async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
     let ws = Workspace::new();
