@@ -57,9 +57,14 @@ pub async fn view(
     // Finished runs' reports are computed once, in the background, so that their pages open
     // at once.
     let warm = tokio::spawn(async move { data.warm().await });
-    crate::view::serve(listener, router, shutdown.stop.clone())
-        .await
-        .context("the server failed")?;
+    crate::view::serve(
+        listener,
+        router,
+        shutdown.stop.clone(),
+        crate::view::HEADER_READ_TIMEOUT,
+    )
+    .await
+    .context("the server failed")?;
     warm.abort();
     Ok(ExitStatus::Success)
 }

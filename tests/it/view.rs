@@ -485,6 +485,81 @@ async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_v
     }
 }
 
+/// `routes` served on a free loopback port as the command serves its own (guarded, with every
+/// answer's layers), closing connections whose headers take over `header_read_timeout`:
+/// the base URL and the token that stops it.
+async fn serve_routes(
+    routes: axum::Router,
+    header_read_timeout: Duration,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let app = msgbatch::view::guarded(routes, msgbatch::view::Access::for_address(address, None));
+    tokio::spawn(msgbatch::view::serve(
+        listener,
+        app,
+        stop.clone(),
+        header_read_timeout,
+    ));
+    (format!("http://{address}"), stop)
+}
+
+async fn panics() -> &'static str {
+    panic!("a handler's bug")
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_a_500_page_and_the_server_goes_on() {
+    let routes = axum::Router::new()
+        .route("/panics", axum::routing::get(panics))
+        .route("/fine", axum::routing::get(|| async { "fine" }));
+    let (base, stop) = serve_routes(routes, Duration::from_secs(30)).await;
+    for _ in 0..2 {
+        let (status, headers, body) = get(&format!("{base}/panics")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert_eq!(headers["content-security-policy"], CSP);
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(body.contains("500 Internal Server Error"), "{body}");
+        assert!(!body.contains("a handler's bug"), "{body}");
+        let (status, _, body) = get(&format!("{base}/fine")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_request_line_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = axum::Router::new().route("/fine", axum::routing::get(|| async { "fine" }));
+    let (base, stop) = serve_routes(routes, Duration::from_secs(1)).await;
+    let address = base.strip_prefix("http://").unwrap().to_owned();
+    // One connection that never finishes its request line, one that sends nothing.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /fine HT").await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    for stream in [&mut half, &mut silent] {
+        // Closed by the server: the read ends (with whatever it said first), or is reset.
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+        assert!(
+            closed.is_ok(),
+            "the server still holds the connection after 60 s"
+        );
+        assert!(!String::from_utf8_lossy(&answer).contains("fine"));
+    }
+    // Meanwhile and after, requests are answered.
+    let (status, _, body) = get(&format!("{base}/fine")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
     let ws = Workspace::new();
