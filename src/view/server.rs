@@ -249,7 +249,15 @@ async fn chart(
         _ => return Err(ViewError::NotFound("no such chart".to_owned())),
     };
     let run = data.find_run(&run).await?;
-    let report = data.report(&run).await?;
+    let (_, report) = data.report(&run, Some(super::data::REPORT_WAIT)).await?;
+    let Some(report) = report else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            "the run's report is being computed",
+        )
+            .into_response());
+    };
     let mut charts = crate::report::charts(&report)?;
     let svg = charts.swap_remove(index);
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())

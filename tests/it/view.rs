@@ -131,6 +131,25 @@ async fn raw(base: &str, request: &str) -> String {
         .to_owned()
 }
 
+/// A run's page data once its report is computed (in the background: until then the page
+/// says so and answers without it).
+async fn run_with_report(base: &str, run: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let page = get_json(&format!("{base}/api/runs/{run}")).await;
+        if page["report_status"] == "ready" {
+            assert!(page["report"].is_object(), "{page}");
+            return page;
+        }
+        assert_eq!(page["report_status"], "computing", "{page}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the report of {run} is still being computed after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
 /// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
 /// `even`.
@@ -187,7 +206,7 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     );
     let id = run["id"].as_i64().unwrap();
 
-    let report = get_json(&format!("{base}/api/runs/hostile")).await;
+    let report = run_with_report(&base, "hostile").await;
     assert_eq!(report["run"]["id"], id);
     assert_eq!(report["report"]["groups"].as_array().unwrap().len(), 2);
     assert_eq!(report["graders"], json!(["contains"]));
@@ -224,6 +243,24 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert_eq!(tagged["matched"], 6);
     let text = get_json(&format!("{base}/api/runs/{id}/jobs?q=PLAIN%20PROMPT%201")).await;
     assert_eq!(job_ids(&text), ["j1", "j10", "j11"]);
+    // Sorted through the same indexes, every job once, in order.
+    for (sort, name) in [
+        ("cost_desc", "cost_pico_usd"),
+        ("latency_asc", "latency_ms"),
+    ] {
+        let jobs = all_pages(&base, id, &format!("sort={sort}"), 5).await;
+        let keys: Vec<(i64, i64)> = jobs
+            .iter()
+            .map(|j| (j[name].as_i64().unwrap(), j["id"].as_i64().unwrap()))
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort_unstable();
+        if sort.ends_with("desc") {
+            expected.reverse();
+        }
+        assert_eq!(keys, expected, "{sort}");
+        assert_eq!(keys.len(), 12, "{sort}");
+    }
     assert_eq!(text["search"]["rows"], 12, "a search says what it read");
     assert_eq!(text["search"]["last_read"], 12);
     assert_eq!(text["search"]["next_from"], Value::Null);
@@ -605,6 +642,8 @@ async fn another_site_s_page_can_open_a_page_but_not_fetch_or_embed_one() {
     hostile_run(&ws).await;
     let view = View::start(&ws, &[]).await;
     let base = view.base();
+    // Its chart is served once its report is computed.
+    run_with_report(&base, "hostile").await;
     for (site, mode, dest, path, expected) in [
         (
             "cross-site",
@@ -930,6 +969,55 @@ async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
         let (status, _, body) = get(&format!("{base}{path}")).await;
         assert_eq!(status, expected, "{path}: {body}");
     }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_run_page_answers_at_once_while_its_report_is_computed() {
+    use sqlx::Connection as _;
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    hostile_run(&ws).await;
+    // The report reads the attempts and the rest of the run's page does not: with the table
+    // locked, the report is computed for as long as the test holds the lock.
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let bound = Duration::from_secs(60);
+    let page = tokio::time::timeout(bound, get_json(&format!("{base}/api/runs/hostile")))
+        .await
+        .expect("the run's data waits for the report");
+    assert_eq!(page["report_status"], "computing", "{page}");
+    assert_eq!(page["report"], Value::Null);
+    assert_eq!(page["run"]["done"], 12);
+    let (status, _, html) = tokio::time::timeout(bound, get(&format!("{base}/runs/hostile")))
+        .await
+        .expect("the run's page waits for the report");
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-report=\"computing\""), "{html}");
+    assert!(html.contains("being computed"), "{html}");
+    let list = tokio::time::timeout(bound, get_json(&format!("{base}/api/runs/hostile/jobs")))
+        .await
+        .expect("the job list waits for the report");
+    assert_eq!(list["matched"], 12);
+    let (status, headers, _) =
+        tokio::time::timeout(bound, get(&format!("{base}/runs/hostile/charts/cost.svg")))
+            .await
+            .expect("a chart waits for the report");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "2");
+    // Once the report can be read it is computed, and the page shows it.
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let page = run_with_report(&base, "hostile").await;
+    assert_eq!(page["report"]["groups"].as_array().unwrap().len(), 2);
+    let (_, _, html) = get(&format!("{base}/runs/hostile")).await;
+    assert!(!html.contains("data-report"), "{html}");
+    assert!(html.contains("Latency (ms)"), "{html}");
 }
 
 /// Headless Chromium, or a failure naming what to install: the browser tests are marked
