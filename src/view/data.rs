@@ -596,14 +596,14 @@ impl Data {
             .collect();
         let models = figures.models;
         // What a finished run can be filtered on comes with its kept report (asked for here
-        // if it is not, and not waited for); a running run's list, or one whose report is
-        // still being computed, offers what it has so far without a report's scan.
-        let kept = match stamp(&run) {
-            Some(_) => self.report(&run, Some(Duration::ZERO)).await?.1,
-            None => None,
-        };
-        let (graders, stop_reasons) = match kept {
-            Some(report) => filter_values(&report),
+        // if it is not, and not waited for: until it is ready, the list offers no values,
+        // rather than read every grade of the run on each look); a running run's list offers
+        // the grader kinds it has so far.
+        let (graders, stop_reasons) = match stamp(&run) {
+            Some(_) => match self.report(&run, Some(Duration::ZERO)).await?.1 {
+                Some(report) => filter_values(&report),
+                None => (Vec::new(), Vec::new()),
+            },
             None => (self.store.grader_kinds(run.id).await?, Vec::new()),
         };
         Ok(JobsPage {

@@ -366,6 +366,9 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 label { "grader " select name="grader" {
                     option value="" { "any" }
                     @for g in &page.graders { option value=(g) selected[selected(f.grader.as_deref(), g)] { (g) } }
+                    @if let Some(g) = &f.grader {
+                        @if !page.graders.contains(g) { option value=(g) selected { (g) } }
+                    }
                 } }
                 label { "stop reason " select name="stop_reason" {
                     option value="" { "any" }
