@@ -64,6 +64,10 @@ pub struct Data {
 /// results) is not, and its page says so and looks again.
 pub const REPORT_WAIT: Duration = Duration::from_millis(200);
 
+/// How old a report of a run still moving may be and still be shown as its report: a look
+/// at it later has it computed again. (Its page's counters are read afresh every time.)
+pub const MOVING_REPORT_AGE: Duration = Duration::from_secs(5);
+
 /// What the server holds of one run's report.
 #[derive(Default)]
 struct ReportSlot {
@@ -78,12 +82,12 @@ struct ReportSlot {
 
 impl ReportSlot {
     /// The report computed for `stamp`: for a finished run, the one of that run; for one that
-    /// may still move, one done since `asked`.
+    /// may still move, one done at most [`MOVING_REPORT_AGE`] before `asked`.
     fn ready(&self, stamp: Option<&Stamp>, asked: tokio::time::Instant) -> Option<Arc<Report>> {
         let (at_stamp, at, report) = self.done.as_ref()?;
         let current = match stamp {
             Some(_) => at_stamp.as_ref() == stamp,
-            None => *at >= asked,
+            None => *at + MOVING_REPORT_AGE >= asked,
         };
         current.then(|| report.clone())
     }
@@ -320,7 +324,8 @@ impl Data {
     /// (`None`: as long as it takes) for it to be computed. The computation runs in the
     /// background, one at a time per run (and one at a time over finished runs), and goes on
     /// when the request stops waiting: the next look finds it done. A finished run's report
-    /// is kept; one still moving is computed afresh for each look that finds none under way.
+    /// is kept; one still moving is computed again for a look that finds none under way and
+    /// none of the last [`MOVING_REPORT_AGE`].
     pub async fn report(
         self: &Arc<Self>,
         run: &RunRow,
