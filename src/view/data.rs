@@ -50,6 +50,8 @@ impl From<StoreError> for ViewError {
 /// The server's one store and what it keeps of finished runs.
 pub struct Data {
     pub store: Store,
+    /// The same store on connections of its own, for the reports computed in the background.
+    report_store: Store,
     figures: Mutex<HashMap<i64, (Stamp, Figures)>>,
     reports: Mutex<HashMap<i64, ReportSlot>>,
     /// Held while a finished run's figures are computed: a request that comes meanwhile (or
@@ -263,9 +265,10 @@ pub struct JobPage {
 }
 
 impl Data {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, report_store: Store) -> Self {
         Self {
             store,
+            report_store,
             figures: Mutex::default(),
             reports: Mutex::default(),
             building_figures: tokio::sync::Mutex::default(),
@@ -404,7 +407,7 @@ impl Data {
 
     async fn compute_report(&self, run: &RunRow) -> Result<Report, ViewError> {
         Ok(Report::build(
-            &self.store,
+            &self.report_store,
             std::slice::from_ref(run),
             &report::Options {
                 by: GroupBy::Model,

@@ -107,9 +107,10 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
-/// The app over `store`, guarded by `access`.
-pub fn router(store: Store, access: Access) -> (Router, Arc<DataHandle>) {
-    let data = Arc::new(Data::new(store));
+/// The app over `store`, guarded by `access`; its reports are computed over `reports` (the
+/// same store, on connections of their own).
+pub fn router(store: Store, reports: Store, access: Access) -> (Router, Arc<DataHandle>) {
+    let data = Arc::new(Data::new(store, reports));
     let router = Router::new()
         .route("/", get(runs_page))
         .route("/runs/{run}", get(run_page))
