@@ -15,6 +15,9 @@ pub async fn view(
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
+    // Reports are computed on connections of their own: a report of a large run holds its
+    // connections for seconds, and the pages must not wait for one behind it.
+    let reports = global.store().await?;
     let address = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -51,15 +54,20 @@ pub async fn view(
         }
         _ => format!("http://{shown_host}:{}/", address.port()),
     };
-    let (router, data) = crate::view::router(store, Access::for_address(address, token));
+    let (router, data) = crate::view::router(store, reports, Access::for_address(address, token));
     crate::outln!("msgbatch view: {url}")?;
     crate::errln!("serving {} read-only (Ctrl-C to stop)", global.db);
     // Finished runs' reports are computed once, in the background, so that their pages open
     // at once.
     let warm = tokio::spawn(async move { data.warm().await });
-    crate::view::serve(listener, router, shutdown.stop.clone())
-        .await
-        .context("the server failed")?;
+    crate::view::serve(
+        listener,
+        router,
+        shutdown.stop.clone(),
+        crate::view::HEADER_READ_TIMEOUT,
+    )
+    .await
+    .context("the server failed")?;
     warm.abort();
     Ok(ExitStatus::Success)
 }

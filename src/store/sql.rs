@@ -119,6 +119,14 @@ impl Sql {
         self
     }
 
+    /// The statement's query plan on SQLite, for tests that check an index is used.
+    #[cfg(test)]
+    #[must_use]
+    pub fn explained(mut self) -> Self {
+        self.text = format!("EXPLAIN QUERY PLAN {}", self.text).into();
+        self.once()
+    }
+
     /// Prepared for this one execution only.
     #[must_use]
     pub fn once(mut self) -> Self {

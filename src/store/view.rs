@@ -106,13 +106,57 @@ impl JobSort {
         }
     }
 
-    fn order_by(self) -> &'static str {
-        match self {
-            Self::Input => "j.id",
-            Self::CostDesc => "r.cost_pico_usd DESC NULLS LAST, j.id",
-            Self::CostAsc => "r.cost_pico_usd ASC NULLS LAST, j.id",
-            Self::LatencyDesc => "r.latency_ms DESC NULLS LAST, j.id",
-            Self::LatencyAsc => "r.latency_ms ASC NULLS LAST, j.id",
+    /// The results column a sort orders by, the index that holds it in that order, and
+    /// whether the order is descending; `None` for input order.
+    fn key(self) -> Option<SortKey> {
+        let (column, index) = match self {
+            Self::Input => return None,
+            Self::CostDesc | Self::CostAsc => ("cost_pico_usd", "results_cost"),
+            Self::LatencyDesc | Self::LatencyAsc => ("latency_ms", "results_latency"),
+        };
+        Some(SortKey {
+            column,
+            index,
+            descending: matches!(self, Self::CostDesc | Self::LatencyDesc),
+        })
+    }
+}
+
+/// How a sorted job list reads its jobs with a value: in the order of `index` (on
+/// `results (column, job)`, migrations 0012 and postgres/0005), forwards or backwards, so that
+/// a page reads as many index entries as it skips and shows, and sorts nothing. Jobs with the
+/// same value follow in row order, reversed with the rest for a descending sort.
+#[derive(Debug, Clone, Copy)]
+struct SortKey {
+    column: &'static str,
+    index: &'static str,
+    descending: bool,
+}
+
+/// Which rows of a job list a statement reads.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// Every job, in input order.
+    Input,
+    /// The jobs with the key's value, in its order.
+    Valued(SortKey),
+    /// The jobs without it, in input order.
+    Missing(SortKey),
+}
+
+impl SortKey {
+    fn order_by(self) -> String {
+        let direction = if self.descending { "DESC" } else { "ASC" };
+        format!("r.{} {direction}, r.job {direction}", self.column)
+    }
+
+    /// The jobs without a value: no result (or a cost without a price). They follow the
+    /// others, in row order, whichever way the others go.
+    fn missing(self) -> &'static str {
+        if self.column == "cost_pico_usd" {
+            " AND (r.job IS NULL OR r.cost_pico_usd IS NULL)"
+        } else {
+            " AND r.job IS NULL"
         }
     }
 }
@@ -364,8 +408,10 @@ pub struct AttemptRow {
 
 impl Store {
     /// One page of a run's jobs under `filter`: at most `limit` (up to [`MAX_PAGE`]) jobs
-    /// after the first `offset`. `span` is the run's [`Store::job_span`]: the rows are read
-    /// in row order over that stretch, and a page in input order stops reading once full.
+    /// after the first `offset`. `span` is the run's [`Store::job_span`]: in input order the
+    /// rows are read in row order over that stretch, and a page stops reading once full; sorted
+    /// by cost or latency, they are read in the order of the value's index ([`SortKey`]), the
+    /// jobs without a value after the others.
     pub async fn job_page(
         &self,
         run_id: i64,
@@ -374,6 +420,65 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<JobListRow>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let offset = offset.max(0);
+        let mut rows: Vec<JobListRow> = match filter.sort.key() {
+            None => {
+                self.all(self.page_sql(run_id, span, filter, Part::Input, offset, limit))
+                    .await?
+            }
+            Some(key) => {
+                let valued = Part::Valued(key);
+                let mut rows: Vec<JobListRow> = self
+                    .all(self.page_sql(run_id, span, filter, valued, offset, limit))
+                    .await?;
+                let shown = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                if shown < limit {
+                    // Past the jobs with a value: those without follow. How many were passed
+                    // over is known unless this page starts past them all.
+                    let passed = if shown > 0 || offset == 0 {
+                        offset
+                    } else {
+                        let count = self.page_sql(run_id, span, filter, valued, 0, 0);
+                        let (count, _): (i64, i64) = self.one(count).await?;
+                        offset.min(count)
+                    };
+                    let missing = Part::Missing(key);
+                    rows.extend(
+                        self.all::<JobListRow>(self.page_sql(
+                            run_id,
+                            span,
+                            filter,
+                            missing,
+                            offset - passed,
+                            limit - shown,
+                        ))
+                        .await?,
+                    );
+                }
+                rows
+            }
+        };
+        if self.dialect() == Dialect::Postgres {
+            for row in &mut rows {
+                row.prompt = row.prompt.as_deref().and_then(prompt_excerpt);
+                row.answer = row.answer.as_deref().and_then(answer_excerpt);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The statement of [`Store::job_page`] for one `part` of a list; `limit` 0 counts the
+    /// part's rows instead.
+    fn page_sql(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        part: Part,
+        offset: i64,
+        limit: i64,
+    ) -> Sql {
         let dialect = self.dialect();
         // SQLite cuts the excerpts in SQL; PostgreSQL has no SQLite JSON functions, so they
         // are cut here from the page's rows.
@@ -397,35 +502,57 @@ impl Store {
                  (SELECT b.body FROM responses b WHERE b.job = j.id) AS answer"
             }
         };
-        let mut sql = Sql::new(format!(
-            "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
-                    r.latency_ms, r.output_tokens, j.tags, {excerpts},
-                    (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = TRUE)
-                        AS passed,
-                    (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = FALSE)
-                        AS failed
-             FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
-             WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
-        ))
-        .bind(run_id)
-        .bind(EXCERPT_CHARS)
-        .bind(span.first)
-        .bind(span.last);
-        filter.push_conditions(&mut sql, dialect);
-        sql.push(" ORDER BY ")
-            .push(filter.sort.order_by())
-            .push(" LIMIT ")
-            .push_bind(limit.clamp(1, MAX_PAGE))
-            .push(" OFFSET ")
-            .push_bind(offset.max(0));
-        let mut rows: Vec<JobListRow> = self.all(sql.once()).await?;
-        if dialect == Dialect::Postgres {
-            for row in &mut rows {
-                row.prompt = row.prompt.as_deref().and_then(prompt_excerpt);
-                row.answer = row.answer.as_deref().and_then(answer_excerpt);
+        let columns = if limit == 0 {
+            // $2 is bound all the same: the numbering stays that of a page.
+            "COUNT(*), $2".to_owned()
+        } else {
+            format!(
+                "j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
+                 r.latency_ms, r.output_tokens, j.tags, {excerpts},
+                 (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = TRUE)
+                     AS passed,
+                 (SELECT COUNT(*) FROM grades g WHERE g.job = j.id AND g.passed = FALSE)
+                     AS failed"
+            )
+        };
+        // The jobs with a value are read from its index, the span tested on each entry before
+        // its job is read; the others (and input order) by row id over the span.
+        let from = match part {
+            Part::Valued(key) => format!(
+                "FROM results r INDEXED BY {} CROSS JOIN jobs j ON j.id = r.job
+                 WHERE r.{} IS NOT NULL AND r.job BETWEEN $3 AND $4 AND j.run_id = $1",
+                key.index, key.column
+            ),
+            Part::Input | Part::Missing(_) => {
+                "FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
+                    .to_owned()
             }
+        };
+        let mut sql = Sql::new(format!("SELECT {columns} {from}"))
+            .bind(run_id)
+            .bind(EXCERPT_CHARS)
+            .bind(span.first)
+            .bind(span.last)
+            .once();
+        if let Part::Missing(key) = part {
+            sql.push(key.missing());
         }
-        Ok(rows)
+        filter.push_conditions(&mut sql, dialect);
+        if limit == 0 {
+            return sql;
+        }
+        let order = match part {
+            Part::Valued(key) => key.order_by(),
+            Part::Input | Part::Missing(_) => "j.id".to_owned(),
+        };
+        sql.push(" ORDER BY ")
+            .push(&order)
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        sql
     }
 
     /// How many of a run's jobs `filter` matches, counting no further than `cap`; `span` as
@@ -550,5 +677,59 @@ impl Store {
             by_job.entry(row.job).or_default().push(row);
         }
         Ok(by_job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of the job list's statement for `part`, one step a line.
+    async fn plan(store: &Store, filter: &JobFilter, part: Part) -> String {
+        let span = JobSpan {
+            first: 1,
+            last: 1_000_000,
+            contiguous: true,
+        };
+        let sql = store.page_sql(1, &span, filter, part, 100, 51).explained();
+        let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
+        steps
+            .into_iter()
+            .map(|(.., step)| step)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_list_sorted_by_cost_or_latency_reads_an_index_in_order_and_sorts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for sort in [
+            JobSort::CostDesc,
+            JobSort::CostAsc,
+            JobSort::LatencyDesc,
+            JobSort::LatencyAsc,
+        ] {
+            let key = sort.key().unwrap();
+            for model in [None, Some("claude-haiku-4-5".to_owned())] {
+                let filter = JobFilter {
+                    model,
+                    sort,
+                    ..JobFilter::default()
+                };
+                let valued = plan(&store, &filter, Part::Valued(key)).await;
+                assert!(
+                    valued.lines().next().is_some_and(|first| first
+                        .split_whitespace()
+                        .skip(1)
+                        .take(4)
+                        .eq(["r", "USING", "INDEX", key.index])),
+                    "{sort:?}: {valued}"
+                );
+                assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
+                let missing = plan(&store, &filter, Part::Missing(key)).await;
+                assert!(!missing.contains("TEMP B-TREE"), "{sort:?}: {missing}");
+            }
+        }
     }
 }

@@ -50,12 +50,60 @@ impl From<StoreError> for ViewError {
 /// The server's one store and what it keeps of finished runs.
 pub struct Data {
     pub store: Store,
+    /// The same store on connections of its own, for the reports computed in the background.
+    report_store: Store,
     figures: Mutex<HashMap<i64, (Stamp, Figures)>>,
-    reports: Mutex<HashMap<i64, (Stamp, Arc<Report>)>>,
-    /// Held while a finished run's figures or report are computed: a request that comes
-    /// meanwhile (or the warm-up) waits for them rather than reading the run a second time.
+    reports: Mutex<HashMap<i64, ReportSlot>>,
+    /// Held while a finished run's figures are computed: a request that comes meanwhile (or
+    /// the warm-up) waits for them rather than reading the run a second time.
     building_figures: tokio::sync::Mutex<()>,
+    /// Held while a finished run's report is computed: they are computed one at a time.
     building_reports: tokio::sync::Mutex<()>,
+}
+
+/// How long a request waits for a report being computed before it answers without it: a
+/// small run's report is ready by then, a large one's (seconds, a minute for a million
+/// results) is not, and its page says so and looks again.
+pub const REPORT_WAIT: Duration = Duration::from_millis(200);
+
+/// How old a report of a run still moving may be and still be shown as its report: a look
+/// at it later has it computed again. (Its page's counters are read afresh every time.)
+pub const MOVING_REPORT_AGE: Duration = Duration::from_secs(5);
+
+/// What the server holds of one run's report.
+#[derive(Default)]
+struct ReportSlot {
+    /// The last report computed: for the run as it was then (its stamp, `None` for a run
+    /// that may still move), and when it was done.
+    done: Option<(Option<Stamp>, tokio::time::Instant, Arc<Report>)>,
+    /// A computation under way, which says `true` when it ends: at most one per run.
+    computing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Why the last computation failed, for the requests that waited for it.
+    failed: Option<String>,
+}
+
+impl ReportSlot {
+    /// The report computed for `stamp`: for a finished run, the one of that run; for one that
+    /// may still move, one done at most [`MOVING_REPORT_AGE`] before `asked`.
+    fn ready(&self, stamp: Option<&Stamp>, asked: tokio::time::Instant) -> Option<Arc<Report>> {
+        let (at_stamp, at, report) = self.done.as_ref()?;
+        let current = match stamp {
+            Some(_) => at_stamp.as_ref() == stamp,
+            None => *at + MOVING_REPORT_AGE >= asked,
+        };
+        current.then(|| report.clone())
+    }
+}
+
+/// A run's report as a request finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Computed for the run as it is.
+    Ready,
+    /// Being computed in the background; the report shown, if any, is the last one computed
+    /// (of a run still moving).
+    Computing,
 }
 
 /// What the pages of a run read first: its counts, models and stretch of rows.
@@ -140,7 +188,11 @@ pub struct WorkerShare {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPage {
     pub run: RunSummary,
-    pub report: Arc<Report>,
+    /// Whether `report` is the run's as it is, or one is being computed: the page answers at
+    /// once either way, and looks again until it is ready.
+    pub report_status: ReportStatus,
+    /// `None` while the first report of the run is computed.
+    pub report: Option<Arc<Report>>,
     /// Grader kinds, stop reasons: what the job list can be filtered on.
     pub graders: Vec<String>,
     pub stop_reasons: Vec<String>,
@@ -213,9 +265,10 @@ pub struct JobPage {
 }
 
 impl Data {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, report_store: Store) -> Self {
         Self {
             store,
+            report_store,
             figures: Mutex::default(),
             reports: Mutex::default(),
             building_figures: tokio::sync::Mutex::default(),
@@ -237,12 +290,6 @@ impl Data {
         let kept = self.figures.lock().ok()?;
         let (at, figures) = kept.get(&run.id)?;
         (Some(at) == stamp).then(|| figures.clone())
-    }
-
-    fn kept_report(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Arc<Report>> {
-        let kept = self.reports.lock().ok()?;
-        let (at, report) = kept.get(&run.id)?;
-        (Some(at) == stamp).then(|| report.clone())
     }
 
     async fn figures(&self, run: &RunRow) -> Result<Figures, ViewError> {
@@ -276,43 +323,105 @@ impl Data {
         Ok(figures)
     }
 
-    /// A run's report, grouped by model, with its charts' data.
-    pub async fn report(&self, run: &RunRow) -> Result<Arc<Report>, ViewError> {
+    /// A run's report, grouped by model, with its charts' data, waiting no longer than `wait`
+    /// (`None`: as long as it takes) for it to be computed. The computation runs in the
+    /// background, one at a time per run (and one at a time over finished runs), and goes on
+    /// when the request stops waiting: the next look finds it done. A finished run's report
+    /// is kept; one still moving is computed again for a look that finds none under way and
+    /// none of the last [`MOVING_REPORT_AGE`].
+    pub async fn report(
+        self: &Arc<Self>,
+        run: &RunRow,
+        wait: Option<Duration>,
+    ) -> Result<(ReportStatus, Option<Arc<Report>>), ViewError> {
+        let asked = tokio::time::Instant::now();
         let stamp = stamp(run);
-        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
-            return Ok(report);
-        }
-        let _building = match stamp {
-            Some(_) => Some(self.building_reports.lock().await),
-            None => None,
+        let mut done = {
+            let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = reports.entry(run.id).or_default();
+            if let Some(report) = slot.ready(stamp.as_ref(), asked) {
+                return Ok((ReportStatus::Ready, Some(report)));
+            }
+            match &slot.computing {
+                Some(done) => done.clone(),
+                None => {
+                    let (tell, done) = tokio::sync::watch::channel(false);
+                    slot.computing = Some(done.clone());
+                    let data = Arc::clone(self);
+                    let run = run.clone();
+                    tokio::spawn(async move {
+                        let _one_at_a_time = match stamp {
+                            Some(_) => Some(data.building_reports.lock().await),
+                            None => None,
+                        };
+                        let computed = data.compute_report(&run).await;
+                        let mut reports = data.reports.lock().unwrap_or_else(|e| e.into_inner());
+                        let slot = reports.entry(run.id).or_default();
+                        match computed {
+                            Ok(report) => {
+                                let now = tokio::time::Instant::now();
+                                slot.done = Some((stamp, now, Arc::new(report)));
+                                slot.failed = None;
+                            }
+                            Err(e) => slot.failed = Some(format!("{e:#}")),
+                        }
+                        slot.computing = None;
+                        drop(reports);
+                        tell.send_replace(true);
+                    });
+                    done
+                }
+            }
         };
-        if let Some(report) = self.kept_report(run, stamp.as_ref()) {
-            return Ok(report);
+        let ended = done.wait_for(|ended| *ended);
+        match wait {
+            Some(wait) => {
+                let _ = tokio::time::timeout(wait, ended).await;
+            }
+            None => {
+                let _ = ended.await;
+            }
         }
-        let report = Arc::new(
-            Report::build(
-                &self.store,
-                std::slice::from_ref(run),
-                &report::Options {
-                    by: GroupBy::Model,
-                    prices: crate::settings::run_prices(run)?,
-                    reprice: None,
-                    charts: true,
-                    cluster_tag: None,
-                },
-            )
-            .await?,
-        );
-        if let Some(stamp) = stamp
-            && let Ok(mut kept) = self.reports.lock()
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = reports.get(&run.id) else {
+            return Ok((ReportStatus::Computing, None));
+        };
+        if let Some(report) = slot.ready(stamp.as_ref(), asked) {
+            return Ok((ReportStatus::Ready, Some(report)));
+        }
+        if slot.computing.is_none()
+            && let Some(failed) = &slot.failed
         {
-            kept.insert(run.id, (stamp, report.clone()));
+            return Err(ViewError::Internal(anyhow::anyhow!(
+                "failed to compute the report: {failed}"
+            )));
         }
-        Ok(report)
+        // The last report of a run still moving stands in while the next one is computed.
+        let shown = slot
+            .done
+            .as_ref()
+            .filter(|_| stamp.is_none())
+            .map(|(.., report)| report.clone());
+        Ok((ReportStatus::Computing, shown))
+    }
+
+    async fn compute_report(&self, run: &RunRow) -> Result<Report, ViewError> {
+        Ok(Report::build(
+            &self.report_store,
+            std::slice::from_ref(run),
+            &report::Options {
+                by: GroupBy::Model,
+                prices: crate::settings::run_prices(run)?,
+                reprice: None,
+                charts: true,
+                cluster_tag: None,
+            },
+        )
+        .await?)
     }
 
     /// Computes what finished runs keep, so that the first look at them is quick too.
-    pub async fn warm(&self) {
+    pub async fn warm(self: &Arc<Self>) {
         let Ok(runs) = self.store.runs().await else {
             return;
         };
@@ -321,7 +430,7 @@ impl Data {
             let _ = self.figures(run).await;
         }
         for run in &settled {
-            let _ = self.report(run).await;
+            let _ = self.report(run, None).await;
         }
     }
 
@@ -382,11 +491,11 @@ impl Data {
         Ok(runs)
     }
 
-    pub async fn run_page(&self, key: &str) -> Result<RunPage, ViewError> {
+    pub async fn run_page(self: &Arc<Self>, key: &str) -> Result<RunPage, ViewError> {
         let run = self.find_run(key).await?;
         let summary = self.summary(&run).await?;
-        let report = self.report(&run).await?;
-        let (graders, stop_reasons) = filter_values(&report);
+        let (report_status, report) = self.report(&run, Some(REPORT_WAIT)).await?;
+        let (graders, stop_reasons) = report.as_deref().map(filter_values).unwrap_or_default();
         let others = self
             .store
             .runs()
@@ -398,6 +507,7 @@ impl Data {
             .collect();
         Ok(RunPage {
             run: summary,
+            report_status,
             report,
             graders,
             stop_reasons,
@@ -408,7 +518,7 @@ impl Data {
     /// One page of a run's jobs. A text search reads [`SEARCH_WINDOW`] rows at most from
     /// row id `from` (the run's first by default), in input order.
     pub async fn jobs_page(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         mut filter: JobFilter,
         page: i64,
@@ -493,12 +603,16 @@ impl Data {
             })
             .collect();
         let models = figures.models;
-        // What a finished run can be filtered on comes with its kept report; a running run's
-        // list offers what it has so far without a report's scan.
-        let (graders, stop_reasons) = if stamp(&run).is_some() {
-            filter_values(&*self.report(&run).await?)
-        } else {
-            (self.store.grader_kinds(run.id).await?, Vec::new())
+        // What a finished run can be filtered on comes with its kept report (asked for here
+        // if it is not, and not waited for: until it is ready, the list offers no values,
+        // rather than read every grade of the run on each look); a running run's list offers
+        // the grader kinds it has so far.
+        let (graders, stop_reasons) = match stamp(&run) {
+            Some(_) => match self.report(&run, Some(Duration::ZERO)).await?.1 {
+                Some(report) => filter_values(&report),
+                None => (Vec::new(), Vec::new()),
+            },
+            None => (self.store.grader_kinds(run.id).await?, Vec::new()),
         };
         Ok(JobsPage {
             run: RunRef::from(&run),

@@ -14,4 +14,4 @@ mod security;
 mod server;
 
 pub use security::{Access, CONTENT_SECURITY_POLICY, new_token};
-pub use server::{router, serve};
+pub use server::{HEADER_READ_TIMEOUT, guarded, router, serve};

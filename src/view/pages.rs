@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::data::{JobPage, JobsPage, RunPage, RunSummary};
+use super::data::{JobPage, JobsPage, ReportStatus, RunPage, RunSummary};
 use crate::diff::{Diff, JobSide, Matrix, PairedComparison};
 use crate::pricing::format_usd;
 use crate::report::{Group, Report, latency_cells, usd};
@@ -148,8 +148,6 @@ fn jobs_link(run: i64, pairs: &[(&str, &str)]) -> String {
 /// `/runs/{run}`: what `report` shows, with links into the jobs.
 pub fn run(page: &RunPage) -> Markup {
     let run = &page.run;
-    let report = &page.report;
-    let rows = report.rows();
     layout(
         &run.name,
         html! {
@@ -184,6 +182,31 @@ pub fn run(page: &RunPage) -> Markup {
                     }
                 }
             }
+            @match (&page.report, page.report_status) {
+                (Some(report), ReportStatus::Ready) => { (report_sections(run, report)) }
+                (Some(report), ReportStatus::Computing) => {
+                    p.computing data-report="computing" data-run=(run.id) {
+                        "The report below is of a moment ago: the run's report is being computed \
+                         again, and this page reloads once it is."
+                    }
+                    (report_sections(run, report))
+                }
+                (None, _) => {
+                    p.computing data-report="computing" data-run=(run.id) {
+                        "The run's report is being computed (a run of many results takes a \
+                         while, as `msgbatch report` does): this page reloads once it is ready. \
+                         Its jobs can be listed meanwhile."
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// What `report` shows of a run: its tables, with links into the jobs, and its charts.
+fn report_sections(run: &RunSummary, report: &Report) -> Markup {
+    let rows = report.rows();
+    html! {
             @for warning in &report.warnings { p.warn { "warning: " (warning) } }
             h2 { "Cost" }
             table {
@@ -276,8 +299,7 @@ pub fn run(page: &RunPage) -> Markup {
             @for (name, alt) in [("latency", "latency distribution"), ("cost", "cost by component"), ("stop", "stop reasons"), ("spend", "spend over time")] {
                 figure { img src={ "/runs/" (run.id) "/charts/" (name) ".svg" } alt=(alt); }
             }
-        },
-    )
+    }
 }
 
 fn selected(current: Option<&str>, value: &str) -> bool {
@@ -344,6 +366,9 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 label { "grader " select name="grader" {
                     option value="" { "any" }
                     @for g in &page.graders { option value=(g) selected[selected(f.grader.as_deref(), g)] { (g) } }
+                    @if let Some(g) = &f.grader {
+                        @if !page.graders.contains(g) { option value=(g) selected { (g) } }
+                    }
                 } }
                 label { "stop reason " select name="stop_reason" {
                     option value="" { "any" }

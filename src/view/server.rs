@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use maud::Markup;
 use tokio_util::sync::CancellationToken;
 
@@ -64,9 +68,49 @@ impl IntoResponse for ApiError {
 type Page = Result<Markup, ViewError>;
 type Api<T> = Result<Json<T>, ApiError>;
 
-/// The app over `store`, guarded by `access`.
-pub fn router(store: Store, access: Access) -> (Router, Arc<DataHandle>) {
-    let data = Arc::new(Data::new(store));
+/// How long a client has to send a request's headers, from the moment the server waits for
+/// them (on a new connection, or a kept-alive one between requests): a client that opens a
+/// connection and sends nothing, or a byte at a time, is then disconnected rather than holding
+/// the connection (and its task) for as long as it likes.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `routes` guarded by `access` and wrapped in what every answer passes through: a handler's
+/// panic becomes a 500 page (with the headers of every page) rather than a dropped
+/// connection, and the security headers are set on everything.
+pub fn guarded(routes: Router, access: Access) -> Router {
+    routes
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            security::guard,
+        ))
+        .layer(axum::middleware::from_fn(security::headers))
+}
+
+/// The answer to a request whose handler panicked: the panic goes to the server's log, the
+/// client is told of a failure and no more.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    crate::errln!("view: a page failed: {message}");
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    (
+        status,
+        pages::error(
+            status,
+            "This page failed on the server (a bug); its log says why.",
+        ),
+    )
+        .into_response()
+}
+
+/// The app over `store`, guarded by `access`; its reports are computed over `reports` (the
+/// same store, on connections of their own).
+pub fn router(store: Store, reports: Store, access: Access) -> (Router, Arc<DataHandle>) {
+    let data = Arc::new(Data::new(store, reports));
     let router = Router::new()
         .route("/", get(runs_page))
         .route("/runs/{run}", get(run_page))
@@ -84,13 +128,8 @@ pub fn router(store: Store, access: Access) -> (Router, Arc<DataHandle>) {
         .route("/assets/view.css", get(css))
         .route("/assets/view.js", get(js))
         .fallback(not_found)
-        .with_state(data.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(access),
-            security::guard,
-        ))
-        .layer(axum::middleware::from_fn(security::headers));
-    (router, Arc::new(DataHandle(data)))
+        .with_state(data.clone());
+    (guarded(router, access), Arc::new(DataHandle(data)))
 }
 
 /// What the command keeps of the app: a way to warm its figures of finished runs.
@@ -102,15 +141,60 @@ impl DataHandle {
     }
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled; requests under way finish.
+/// Serves `router` on `listener` until `stop` is cancelled; requests under way finish. A
+/// connection is closed when its request's headers take longer than `header_read_timeout`
+/// ([`HEADER_READ_TIMEOUT`] for the command).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     stop: CancellationToken,
+    header_read_timeout: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connections = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // A client that went away before it was accepted: nothing to do.
+            Err(e) if is_connection_error(&e) => continue,
+            // Out of file descriptors or the like: wait a little for some to be freed, as
+            // axum's own server does, rather than spin.
+            Err(e) => {
+                crate::errln!("view: failed to accept a connection: {e}");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let connection = connections.watch(connection);
+        // An error here is the client's (gone, too slow, or not speaking HTTP).
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }
 
 async fn not_found() -> ViewError {
@@ -166,7 +250,15 @@ async fn chart(
         _ => return Err(ViewError::NotFound("no such chart".to_owned())),
     };
     let run = data.find_run(&run).await?;
-    let report = data.report(&run).await?;
+    let (_, report) = data.report(&run, Some(super::data::REPORT_WAIT)).await?;
+    let Some(report) = report else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            "the run's report is being computed",
+        )
+            .into_response());
+    };
     let mut charts = crate::report::charts(&report)?;
     let svg = charts.swap_remove(index);
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())

@@ -131,6 +131,25 @@ async fn raw(base: &str, request: &str) -> String {
         .to_owned()
 }
 
+/// A run's page data once its report is computed (in the background: until then the page
+/// says so and answers without it).
+async fn run_with_report(base: &str, run: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let page = get_json(&format!("{base}/api/runs/{run}")).await;
+        if page["report_status"] == "ready" {
+            assert!(page["report"].is_object(), "{page}");
+            return page;
+        }
+        assert_eq!(page["report_status"], "computing", "{page}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the report of {run} is still being computed after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
 /// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
 /// `even`.
@@ -187,7 +206,7 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     );
     let id = run["id"].as_i64().unwrap();
 
-    let report = get_json(&format!("{base}/api/runs/hostile")).await;
+    let report = run_with_report(&base, "hostile").await;
     assert_eq!(report["run"]["id"], id);
     assert_eq!(report["report"]["groups"].as_array().unwrap().len(), 2);
     assert_eq!(report["graders"], json!(["contains"]));
@@ -224,6 +243,24 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert_eq!(tagged["matched"], 6);
     let text = get_json(&format!("{base}/api/runs/{id}/jobs?q=PLAIN%20PROMPT%201")).await;
     assert_eq!(job_ids(&text), ["j1", "j10", "j11"]);
+    // Sorted through the same indexes, every job once, in order.
+    for (sort, name) in [
+        ("cost_desc", "cost_pico_usd"),
+        ("latency_asc", "latency_ms"),
+    ] {
+        let jobs = all_pages(&base, id, &format!("sort={sort}"), 5).await;
+        let keys: Vec<(i64, i64)> = jobs
+            .iter()
+            .map(|j| (j[name].as_i64().unwrap(), j["id"].as_i64().unwrap()))
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort_unstable();
+        if sort.ends_with("desc") {
+            expected.reverse();
+        }
+        assert_eq!(keys, expected, "{sort}");
+        assert_eq!(keys.len(), 12, "{sort}");
+    }
     assert_eq!(text["search"]["rows"], 12, "a search says what it read");
     assert_eq!(text["search"]["last_read"], 12);
     assert_eq!(text["search"]["next_from"], Value::Null);
@@ -366,6 +403,200 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
     assert!(body.contains("outcome"), "the field is named: {body}");
 }
 
+/// Every job of `base`'s run `id`, page after page of `per_page` under `query`.
+async fn all_pages(base: &str, id: i64, query: &str, per_page: usize) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    for page in 1.. {
+        let list = get_json(&format!(
+            "{base}/api/runs/{id}/jobs?{query}&per_page={per_page}&page={page}"
+        ))
+        .await;
+        let rows = list["jobs"].as_array().unwrap();
+        assert!(rows.len() <= per_page, "{query} page {page}: {list}");
+        jobs.extend(rows.iter().cloned());
+        if list["has_next"] != true {
+            break;
+        }
+        assert_eq!(rows.len(), per_page, "{query} page {page}: {list}");
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        models: vec!["house-model".to_owned()],
+        ..MockConfig::default()
+    })
+    .await;
+    // Priced answers of a few sizes (ties among them), unpriced answers (no cost) and jobs
+    // the gateway refuses (no result at all).
+    let lines: Vec<String> = (0..17)
+        .map(|i| {
+            let model = match i % 5 {
+                3 => "house-model",
+                4 => "no-such-model",
+                _ => "claude-haiku-4-5",
+            };
+            json!({"custom_id": format!("j{i}"), "params": {"model": model, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "word ".repeat(1 + i % 3)}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "sorted"])
+        .await;
+    assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let id = get_json(&format!("{base}/api/runs/sorted")).await["run"]["id"]
+        .as_i64()
+        .unwrap();
+    let input = all_pages(&base, id, "", 200).await;
+    assert_eq!(input.len(), 17);
+    let field = |job: &Value, name: &str| job[name].as_i64();
+    assert!(
+        input
+            .iter()
+            .any(|j| field(j, "cost_pico_usd").is_none() && field(j, "latency_ms").is_some())
+    );
+    assert!(input.iter().any(|j| field(j, "latency_ms").is_none()));
+    for (sort, name, descending) in [
+        ("cost_desc", "cost_pico_usd", true),
+        ("cost_asc", "cost_pico_usd", false),
+        ("latency_desc", "latency_ms", true),
+        ("latency_asc", "latency_ms", false),
+    ] {
+        // Those with a value by it, ties in row order (reversed with the rest when descending),
+        // then those without, in row order.
+        let mut valued: Vec<(i64, i64)> = input
+            .iter()
+            .filter_map(|j| Some((field(j, name)?, field(j, "id")?)))
+            .collect();
+        valued.sort_unstable();
+        if descending {
+            valued.reverse();
+        }
+        let expected: Vec<i64> = valued
+            .into_iter()
+            .map(|(_, id)| id)
+            .chain(
+                input
+                    .iter()
+                    .filter(|j| field(j, name).is_none())
+                    .filter_map(|j| field(j, "id")),
+            )
+            .collect();
+        for per_page in [2, 3, 50] {
+            let shown: Vec<i64> = all_pages(&base, id, &format!("sort={sort}"), per_page)
+                .await
+                .iter()
+                .filter_map(|j| field(j, "id"))
+                .collect();
+            assert_eq!(shown, expected, "{sort}, {per_page} a page");
+        }
+        // A model's jobs alone, in the same order.
+        let haiku: Vec<i64> =
+            all_pages(&base, id, &format!("sort={sort}&model=claude-haiku-4-5"), 2)
+                .await
+                .iter()
+                .filter_map(|j| field(j, "id"))
+                .collect();
+        let of_haiku: Vec<i64> = expected
+            .iter()
+            .copied()
+            .filter(|e| {
+                input
+                    .iter()
+                    .any(|j| field(j, "id") == Some(*e) && j["model"] == "claude-haiku-4-5")
+            })
+            .collect();
+        assert_eq!(haiku, of_haiku, "{sort}, one model");
+        let past = get_json(&format!(
+            "{base}/api/runs/{id}/jobs?sort={sort}&per_page=2&page=40"
+        ))
+        .await;
+        assert_eq!(past["jobs"], json!([]), "{sort}: past the last page");
+    }
+}
+
+/// `routes` served on a free loopback port as the command serves its own (guarded, with every
+/// answer's layers), closing connections whose headers take over `header_read_timeout`:
+/// the base URL and the token that stops it.
+async fn serve_routes(
+    routes: axum::Router,
+    header_read_timeout: Duration,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let app = msgbatch::view::guarded(routes, msgbatch::view::Access::for_address(address, None));
+    tokio::spawn(msgbatch::view::serve(
+        listener,
+        app,
+        stop.clone(),
+        header_read_timeout,
+    ));
+    (format!("http://{address}"), stop)
+}
+
+async fn panics() -> &'static str {
+    panic!("a handler's bug")
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_a_500_page_and_the_server_goes_on() {
+    let routes = axum::Router::new()
+        .route("/panics", axum::routing::get(panics))
+        .route("/fine", axum::routing::get(|| async { "fine" }));
+    let (base, stop) = serve_routes(routes, Duration::from_secs(30)).await;
+    for _ in 0..2 {
+        let (status, headers, body) = get(&format!("{base}/panics")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert_eq!(headers["content-security-policy"], CSP);
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(body.contains("500 Internal Server Error"), "{body}");
+        assert!(!body.contains("a handler's bug"), "{body}");
+        let (status, _, body) = get(&format!("{base}/fine")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_request_line_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let routes = axum::Router::new().route("/fine", axum::routing::get(|| async { "fine" }));
+    let (base, stop) = serve_routes(routes, Duration::from_secs(1)).await;
+    let address = base.strip_prefix("http://").unwrap().to_owned();
+    // One connection that never finishes its request line, one that sends nothing.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /fine HT").await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    for stream in [&mut half, &mut silent] {
+        // Closed by the server: the read ends (with whatever it said first), or is reset.
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+        assert!(
+            closed.is_ok(),
+            "the server still holds the connection after 60 s"
+        );
+        assert!(!String::from_utf8_lossy(&answer).contains("fine"));
+    }
+    // Meanwhile and after, requests are answered.
+    let (status, _, body) = get(&format!("{base}/fine")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn hostile_query_values_are_refused_by_field_and_the_server_goes_on() {
     let ws = Workspace::new();
@@ -411,6 +642,8 @@ async fn another_site_s_page_can_open_a_page_but_not_fetch_or_embed_one() {
     hostile_run(&ws).await;
     let view = View::start(&ws, &[]).await;
     let base = view.base();
+    // Its chart is served once its report is computed.
+    run_with_report(&base, "hostile").await;
     for (site, mode, dest, path, expected) in [
         (
             "cross-site",
@@ -736,6 +969,55 @@ async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
         let (status, _, body) = get(&format!("{base}{path}")).await;
         assert_eq!(status, expected, "{path}: {body}");
     }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_run_page_answers_at_once_while_its_report_is_computed() {
+    use sqlx::Connection as _;
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    hostile_run(&ws).await;
+    // The report reads the attempts and the rest of the run's page does not: with the table
+    // locked, the report is computed for as long as the test holds the lock.
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let bound = Duration::from_secs(60);
+    let page = tokio::time::timeout(bound, get_json(&format!("{base}/api/runs/hostile")))
+        .await
+        .expect("the run's data waits for the report");
+    assert_eq!(page["report_status"], "computing", "{page}");
+    assert_eq!(page["report"], Value::Null);
+    assert_eq!(page["run"]["done"], 12);
+    let (status, _, html) = tokio::time::timeout(bound, get(&format!("{base}/runs/hostile")))
+        .await
+        .expect("the run's page waits for the report");
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-report=\"computing\""), "{html}");
+    assert!(html.contains("being computed"), "{html}");
+    let list = tokio::time::timeout(bound, get_json(&format!("{base}/api/runs/hostile/jobs")))
+        .await
+        .expect("the job list waits for the report");
+    assert_eq!(list["matched"], 12);
+    let (status, headers, _) =
+        tokio::time::timeout(bound, get(&format!("{base}/runs/hostile/charts/cost.svg")))
+            .await
+            .expect("a chart waits for the report");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "2");
+    // Once the report can be read it is computed, and the page shows it.
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let page = run_with_report(&base, "hostile").await;
+    assert_eq!(page["report"]["groups"].as_array().unwrap().len(), 2);
+    let (_, _, html) = get(&format!("{base}/runs/hostile")).await;
+    assert!(!html.contains("data-report"), "{html}");
+    assert!(html.contains("Latency (ms)"), "{html}");
 }
 
 /// Headless Chromium, or a failure naming what to install: the browser tests are marked

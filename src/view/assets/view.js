@@ -1,6 +1,8 @@
 // msgbatch view: the one script, served from the binary. On the runs page it refreshes each
 // run's counters from /api/runs 2 seconds after the last refresh ended (so that a slow answer
-// never has requests pile up behind it); values are set as text, never as markup.
+// never has requests pile up behind it); values are set as text, never as markup. On a run's
+// page whose report is being computed, it asks /api/runs/{id} the same way and reloads the
+// page once the report is ready.
 "use strict";
 (function () {
   const table = document.querySelector('table[data-live="runs"]');
@@ -63,6 +65,36 @@
   function again() {
     setTimeout(function () {
       refresh().finally(again);
+    }, 2000);
+  }
+  again();
+})();
+(function () {
+  const computing = document.querySelector('[data-report="computing"]');
+  if (!computing) {
+    return;
+  }
+  const run = Number(computing.dataset.run);
+  async function ready() {
+    try {
+      const response = await fetch("/api/runs/" + run, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      return response.ok && (await response.json()).report_status === "ready";
+    } catch (e) {
+      return false;
+    }
+  }
+  function again() {
+    setTimeout(function () {
+      ready().then(function (done) {
+        if (done) {
+          window.location.reload();
+        } else {
+          again();
+        }
+      });
     }, 2000);
   }
   again();
