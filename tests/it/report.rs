@@ -571,3 +571,144 @@ async fn a_judging_cost_that_only_overflows_over_the_models_is_said_not_wrapped(
         );
     }
 }
+
+/// A run of one model whose results have `reasons` distinct stop reasons, every third through a
+/// batch and every fourth above Haiku 5.5's 100K tier: the report counts each reason and prices
+/// each result at its tier and way, as result-by-result sums say.
+async fn mixed_results_add_up_result_by_result(reasons: usize) {
+    let ws = Workspace::new();
+    let store = Store::open(&ws.db()).await.unwrap();
+    let run = store
+        .create_run(&NewRun {
+            name: "mixed".to_owned(),
+            input_path: "mixed.jsonl".into(),
+            gateway_name: "mock".into(),
+            base_url: "mock://".into(),
+            messages_path: "/v1/messages".into(),
+            settings_json: RunSettings {
+                gateway: Gateway::mock("mock://".into()),
+                send: SendSettings::from_args(&SendArgs::default()).unwrap(),
+                mock: None,
+                models: Vec::new(),
+                repeat: 1,
+                defaults: Defaults::default(),
+                input: None,
+            }
+            .stored()
+            .unwrap(),
+            via: "direct",
+            checked: None,
+        })
+        .await
+        .unwrap();
+    let model = "claude-haiku-5-5";
+    let n: i64 = 40;
+    let jobs = (0..n)
+        .map(|i| NewJob {
+            job_id: format!("j{i}"),
+            model: model.to_owned(),
+            sample: 0,
+            line: u64::try_from(i).unwrap() + 1,
+            request: "{}".into(),
+            request_sha256: String::new(),
+            tags: None,
+            expect: None,
+            state: JobState::Pending,
+            error: None,
+        })
+        .collect();
+    store.insert_jobs(run, jobs).await.unwrap();
+    let first_id: i64 = sqlx::query_scalar("SELECT min(id) FROM jobs WHERE run_id = ?1")
+        .bind(run)
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    let prices = PriceTable::builtin();
+    let price = prices.lookup(model).unwrap();
+    let mut batch = WriteBatch::default();
+    let (mut total, mut above, mut above_cost, mut batched) = (0i64, 0i64, 0i64, 0i64);
+    let mut counts = std::collections::BTreeMap::<String, i64>::new();
+    for i in 0..n {
+        let input = if i % 4 == 0 {
+            100_000 + 1_000 * i as u64
+        } else {
+            10 + i as u64
+        };
+        let usage = Usage {
+            input_tokens: input,
+            output_tokens: 7 * i as u64 + 1,
+            cache_creation_input_tokens: 0,
+            cache_write_5m_tokens: 0,
+            cache_write_1h_tokens: 0,
+            cache_read_input_tokens: 3 * i as u64,
+        };
+        let through_batch = i % 3 == 0;
+        let (tier, rates) = price.tier(usage.total_input_tokens());
+        let rates = if through_batch { rates.batch() } else { *rates };
+        let cost = i64::try_from(rates.cost_pico_usd(&usage).unwrap()).unwrap();
+        total += cost;
+        if tier.is_some() {
+            above += 1;
+            above_cost += cost;
+        }
+        batched += i64::from(through_batch);
+        let reason = format!("reason-{}", i as usize % reasons);
+        *counts.entry(reason.clone()).or_default() += 1;
+        batch.results.push(ResultRecord {
+            job: first_id + i,
+            response: "{\"type\":\"message\"}".into(),
+            note: None,
+            cache_prefix: None,
+            held_for_warmup: false,
+            batch: through_batch,
+            message_id: None,
+            response_model: Some(model.into()),
+            stop_reason: Some(reason),
+            stop_sequence: None,
+            usage,
+            service_tier: None,
+            latency_ms: 100 + i,
+            ttft_ms: None,
+            streamed: false,
+            cost_pico_usd: Some(cost.unsigned_abs()),
+            completed_at_ms: i,
+            grades: Vec::new(),
+        });
+        batch.updates.push(JobUpdate {
+            job: first_id + i,
+            state: JobState::Succeeded,
+            attempts: 1,
+            error: None,
+            lease: None,
+        });
+    }
+    store.write(&batch).await.unwrap();
+    for by in [GroupBy::Model, GroupBy::Run] {
+        let report = build(&store, &["mixed"], by).await;
+        for group in report.groups.iter().chain(&report.totals) {
+            assert_eq!(group.cost.total_pico_usd, total, "{}", group.key);
+            assert_eq!(group.cost.stored_pico_usd, total, "{}", group.key);
+            assert_eq!(group.cost.batch_results, batched, "{}", group.key);
+            let tiers: Vec<(i64, i64)> = group
+                .cost
+                .above_base
+                .iter()
+                .map(|t| (t.results, t.cost_pico_usd))
+                .collect();
+            assert_eq!(tiers, [(above, above_cost)], "{}", group.key);
+            let stops: std::collections::BTreeMap<String, i64> =
+                group.stop_reasons.iter().cloned().collect();
+            assert_eq!(stops, counts, "{}", group.key);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_few_stop_reasons_batches_and_long_prompts_add_up_result_by_result() {
+    mixed_results_add_up_result_by_result(3).await;
+}
+
+#[tokio::test]
+async fn many_stop_reasons_batches_and_long_prompts_add_up_result_by_result() {
+    mixed_results_add_up_result_by_result(20).await;
+}
