@@ -68,36 +68,48 @@ pub fn parse_arg(text: &str) -> Result<DeadlineArg, String> {
 }
 
 impl DeadlineArg {
-    /// The deadline this gives when typed at `now`, in Unix milliseconds.
+    /// The deadline this gives when typed at `now`, in Unix milliseconds. Clock times are in
+    /// the system's zone (`$TZ`, else /etc/localtime; UTC without either).
     pub fn resolve(self, now: SystemTime) -> i64 {
-        let now_s = unix_s(now);
+        self.resolve_in(&jiff::tz::TimeZone::system(), now)
+    }
+
+    /// [`Self::resolve`] with clock times in `zone`. A clock time that the day's change to
+    /// summer time skips (02:30 when 02:00 becomes 03:00) is taken as long after the change
+    /// as it would have been after 02:00 (03:30); one that the change back gives twice, as
+    /// the first.
+    fn resolve_in(self, zone: &jiff::tz::TimeZone, now: SystemTime) -> i64 {
         let now_ms = unix_ms(now);
         match self {
             Self::In(d) => now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            Self::Clock { hour, minute } => {
-                let offset = |at_s: i64| i64::from(local::offset_s(at_s).unwrap_or(0));
-                let local_now = now_s + offset(now_s);
-                let day = local_now.div_euclid(86_400) * 86_400;
-                let mut target = day + i64::from(hour) * 3600 + i64::from(minute) * 60;
-                if target <= local_now {
-                    target += 86_400;
-                }
-                // The offset at the target itself, which a change of summer time in between
-                // makes another than now's.
-                let guess = target - offset(now_s);
-                (target - offset(guess)) * 1000
-            }
+            // Out of jiff's range (years beyond ±9999) or not a clock time: already due.
+            Self::Clock { hour, minute } => next_clock(zone, now, hour, minute).unwrap_or(now_ms),
         }
     }
+}
+
+/// The first `hour:minute` in `zone` later than `now`, in Unix milliseconds.
+fn next_clock(zone: &jiff::tz::TimeZone, now: SystemTime, hour: u32, minute: u32) -> Option<i64> {
+    let time =
+        jiff::civil::Time::new(i8::try_from(hour).ok()?, i8::try_from(minute).ok()?, 0, 0).ok()?;
+    let now = jiff::Timestamp::try_from(now).ok()?;
+    let at = |day: jiff::civil::Date| {
+        jiff::civil::DateTime::from_parts(day, time)
+            .to_zoned_datetime(zone.clone())
+            .map(|at| at.timestamp())
+            .ok()
+    };
+    let today = now.to_zoned_datetime(zone.clone()).date();
+    let mut target = at(today)?;
+    if target <= now {
+        target = at(today.tomorrow().ok()?)?;
+    }
+    Some(target.as_millisecond())
 }
 
 fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn unix_s(at: SystemTime) -> i64 {
-    unix_ms(at) / 1000
 }
 
 /// What one job sent directly is taken to take when no direct answer of the run was seen:
@@ -183,91 +195,6 @@ pub fn describe(at_ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// The local time zone's offset from UTC, read from the zone file the system uses
-/// (`$TZ` naming one under /usr/share/zoneinfo, else /etc/localtime). Without one, or with
-/// one this cannot read, clock times are UTC.
-mod local {
-    use std::path::PathBuf;
-
-    /// Zone files are a few kilobytes; anything larger is not one.
-    const MAX_ZONE_FILE: u64 = 256 * 1024;
-
-    /// The offset in seconds east of UTC at Unix time `at_s`.
-    pub fn offset_s(at_s: i64) -> Option<i32> {
-        let path = match std::env::var("TZ") {
-            Ok(tz) if tz.is_empty() || tz == "UTC" || tz == "UTC0" || tz == ":UTC" => {
-                return Some(0);
-            }
-            Ok(tz) => {
-                let name = tz.trim_start_matches(':');
-                if name.starts_with('/') {
-                    PathBuf::from(name)
-                } else if name.split('/').all(|p| !p.is_empty() && p != "..") {
-                    PathBuf::from("/usr/share/zoneinfo").join(name)
-                } else {
-                    return None;
-                }
-            }
-            Err(_) => PathBuf::from("/etc/localtime"),
-        };
-        let file = std::fs::File::open(path).ok()?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_ZONE_FILE), &mut bytes)
-            .ok()?;
-        tzif_offset(&bytes, at_s)
-    }
-
-    /// The offset a TZif file (RFC 8536) gives at `at_s`: that of the last transition at or
-    /// before it, else of the first local time type. Past the last transition the last
-    /// offset holds (the file's footer rule is not read).
-    pub fn tzif_offset(bytes: &[u8], at_s: i64) -> Option<i32> {
-        let header = |at: usize| -> Option<(u8, [usize; 6])> {
-            let head = bytes.get(at..at + 44)?;
-            if &head[..4] != b"TZif" {
-                return None;
-            }
-            let mut counts = [0; 6];
-            for (i, count) in counts.iter_mut().enumerate() {
-                let b = &head[20 + 4 * i..24 + 4 * i];
-                *count = usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()?;
-            }
-            Some((head[4], counts))
-        };
-        let (version, counts) = header(0)?;
-        let size = |c: [usize; 6], time: usize| -> usize {
-            let [isut, isstd, leap, times, types, chars] = c;
-            times * time + times + types * 6 + chars + leap * (time + 4) + isstd + isut
-        };
-        let (start, counts, time) = if version >= b'2' {
-            let second = 44 + size(counts, 4);
-            (second + 44, header(second)?.1, 8)
-        } else {
-            (44, counts, 4)
-        };
-        let [_, _, _, times, types, _] = counts;
-        if types == 0 {
-            return None;
-        }
-        let data = bytes.get(start..start + size(counts, time))?;
-        let transition = |i: usize| -> i64 {
-            let b = &data[i * time..(i + 1) * time];
-            if time == 8 {
-                i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-            } else {
-                i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            }
-        };
-        let indices = &data[times * time..times * time + times];
-        let ttinfo = &data[times * time + times..];
-        let kind = (0..times)
-            .take_while(|&i| transition(i) <= at_s)
-            .last()
-            .map_or(0, |i| usize::from(indices[i]));
-        let info = ttinfo.get(kind * 6..kind * 6 + 4)?;
-        Some(i32::from_be_bytes([info[0], info[1], info[2], info[3]]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,34 +229,113 @@ mod tests {
         // Whatever the machine's zone, the deadline is the next 07:00 of it.
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * 86_400 + 8 * 3600);
         let at = DeadlineArg::Clock { hour: 7, minute: 0 }.resolve(now);
-        let offset = i64::from(local::offset_s(unix_s(now)).unwrap_or(0));
-        let ahead = at / 1000 - unix_s(now);
-        assert!(ahead > 0 && ahead <= 86_400, "{ahead}");
-        assert_eq!((at / 1000 + offset).rem_euclid(86_400), 7 * 3600);
+        let ahead = at - unix_ms(now);
+        assert!(ahead > 0 && ahead <= 86_400_000, "{ahead}");
+        let local = jiff::Timestamp::from_millisecond(at)
+            .unwrap()
+            .to_zoned_datetime(jiff::tz::TimeZone::system());
+        assert_eq!((local.hour(), local.minute(), local.second()), (7, 0, 0));
         let at = DeadlineArg::In(Duration::from_secs(60)).resolve(now);
         assert_eq!(at, unix_ms(now) + 60_000);
     }
 
+    /// `zone`'s `local` (`YYYY-MM-DDTHH:MM`) as a `SystemTime`.
+    fn local_time(zone: &jiff::tz::TimeZone, local: &str) -> SystemTime {
+        let local: jiff::civil::DateTime = local.parse().unwrap();
+        SystemTime::try_from(local.to_zoned_datetime(zone.clone()).unwrap().timestamp()).unwrap()
+    }
+
+    /// Unix milliseconds of a UTC time (`YYYY-MM-DDTHH:MM:SSZ`).
+    fn utc_ms(utc: &str) -> i64 {
+        utc.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    /// New York's rule, as the footer of its zone file gives it.
+    fn new_york() -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap()
+    }
+
     #[test]
-    fn a_zone_file_gives_the_offset_of_its_last_transition() {
-        // Version 1, two types (+0 and +3600), one transition at t = 1000 to the second.
-        let mut tzif = b"TZif".to_vec();
-        tzif.push(0);
-        tzif.extend([0; 15]);
-        for count in [0_u32, 0, 0, 1, 2, 4] {
-            tzif.extend(count.to_be_bytes());
-        }
-        tzif.extend(1000_i32.to_be_bytes());
-        tzif.push(1);
-        tzif.extend(0_i32.to_be_bytes());
+    fn a_clock_time_is_local_summer_or_winter_and_tomorrow_once_past() {
+        let ny = new_york();
+        let seven = DeadlineArg::Clock { hour: 7, minute: 0 };
+        let at = |local: &str| seven.resolve_in(&ny, local_time(&ny, local));
+        // Summer time, UTC−4; winter, UTC−5.
+        assert_eq!(at("2026-07-01T06:00"), utc_ms("2026-07-01T11:00:00Z"));
+        assert_eq!(at("2026-01-15T06:00"), utc_ms("2026-01-15T12:00:00Z"));
+        // Past 07:00, or exactly at it: the next day's.
+        assert_eq!(at("2026-07-01T08:00"), utc_ms("2026-07-02T11:00:00Z"));
+        assert_eq!(at("2026-07-01T07:00"), utc_ms("2026-07-02T11:00:00Z"));
+        // Typed the evening before the change to summer time (8 March 2026), 07:00 is in it.
+        assert_eq!(at("2026-03-07T22:00"), utc_ms("2026-03-08T11:00:00Z"));
+        // A fixed offset and UTC.
+        let fixed = jiff::tz::TimeZone::fixed(jiff::tz::offset(2));
+        assert_eq!(
+            seven.resolve_in(&fixed, local_time(&fixed, "2026-07-01T06:59")),
+            utc_ms("2026-07-01T05:00:00Z")
+        );
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(
+            seven.resolve_in(&utc, local_time(&utc, "2026-07-01T07:01")),
+            utc_ms("2026-07-02T07:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_clock_time_the_change_to_summer_time_skips_is_as_long_after_it() {
+        // 8 March 2026 in New York: 02:00 EST becomes 03:00 EDT, so 02:30 is not a time of
+        // that day; it is taken as 03:30 EDT (07:30 UTC), half an hour past the change.
+        let ny = new_york();
+        let half_past_two = DeadlineArg::Clock {
+            hour: 2,
+            minute: 30,
+        };
+        let now = local_time(&ny, "2026-03-08T01:00");
+        assert_eq!(
+            half_past_two.resolve_in(&ny, now),
+            utc_ms("2026-03-08T07:30:00Z")
+        );
+        // The change back (1 November 2026) gives 01:30 twice: the first (EDT) is taken.
+        let half_past_one = DeadlineArg::Clock {
+            hour: 1,
+            minute: 30,
+        };
+        let now = local_time(&ny, "2026-11-01T00:00");
+        assert_eq!(
+            half_past_one.resolve_in(&ny, now),
+            utc_ms("2026-11-01T05:30:00Z")
+        );
+    }
+
+    #[test]
+    fn a_slim_zone_file_follows_its_footer_rule_past_its_last_transition() {
+        // A "slim" TZif file (version 2) as Alpine and Fedora ship: one transition, in 2007,
+        // and New York's rule in the footer for every time after it. A reader that stops at
+        // the last transition keeps EST all year, an hour off in summer.
+        let header = |types: u32, times: u32| {
+            let mut h = b"TZif2".to_vec();
+            h.extend([0; 15]);
+            for count in [0_u32, 0, 0, times, types, 4] {
+                h.extend(count.to_be_bytes());
+            }
+            h
+        };
+        let mut tzif = header(1, 0);
+        tzif.extend((-18_000_i32).to_be_bytes());
         tzif.extend([0, 0]);
-        tzif.extend(3600_i32.to_be_bytes());
-        tzif.extend([1, 0]);
-        tzif.extend(b"UTC\0");
-        assert_eq!(local::tzif_offset(&tzif, 999), Some(0));
-        assert_eq!(local::tzif_offset(&tzif, 1000), Some(3600));
-        assert_eq!(local::tzif_offset(&tzif, 1 << 40), Some(3600));
-        assert_eq!(local::tzif_offset(b"TZif", 0), None);
+        tzif.extend(b"EST\0");
+        tzif.extend(header(1, 1));
+        // 2007-01-01T05:00:00Z, to EST.
+        tzif.extend(1_167_627_600_i64.to_be_bytes());
+        tzif.push(0);
+        tzif.extend((-18_000_i32).to_be_bytes());
+        tzif.extend([0, 0]);
+        tzif.extend(b"EST\0");
+        tzif.extend(b"\nEST5EDT,M3.2.0,M11.1.0\n");
+        let slim = jiff::tz::TimeZone::tzif("America/New_York", &tzif).unwrap();
+        let seven = DeadlineArg::Clock { hour: 7, minute: 0 };
+        let now = local_time(&new_york(), "2026-07-01T06:00");
+        assert_eq!(seven.resolve_in(&slim, now), utc_ms("2026-07-01T11:00:00Z"));
     }
 
     #[test]
