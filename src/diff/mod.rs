@@ -16,7 +16,11 @@ use crate::pricing::CostOverflow;
 use crate::store::{GradeView, JobView, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
-pub use render::{csv, html, markdown, table};
+pub use render::{
+    HTML_AGREEING_ROWS, HTML_MAX_ROWS, csv, csv_models_header, csv_models_row, html,
+    json_models_head, json_models_row, json_models_tail, markdown, markdown_models_head,
+    markdown_models_row, markdown_models_tail, table,
+};
 
 /// How the paired comparisons of a diff are made.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +31,10 @@ pub struct Options {
     pub baseline: Option<String>,
 }
 
-/// The job's value of the clustering tag, if it has one.
-fn cluster_of(view: &JobView, tag: Option<&str>) -> Option<String> {
+/// The job's value of the clustering tag, if it has one, from its tags as stored.
+fn cluster_of(tags: Option<&str>, tag: Option<&str>) -> Option<String> {
     let tag = tag?;
-    let tags: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(view.tags.as_deref()?).ok()?;
+    let tags: serde_json::Map<String, serde_json::Value> = serde_json::from_str(tags?).ok()?;
     match tags.get(tag)? {
         serde_json::Value::String(value) => Some(value.clone()),
         other => Some(other.to_string()),
@@ -82,9 +85,18 @@ impl Outcome {
 
     /// The outcome of a job in `state` with these verdicts.
     fn of(state: &str, grades: &[GradeView]) -> Self {
+        Self::of_verdicts(
+            state,
+            grades.iter().any(|g| g.passed == Some(true)),
+            grades.iter().any(|g| g.passed == Some(false)),
+        )
+    }
+
+    /// The outcome of a job in `state` that some grader passed, or failed.
+    fn of_verdicts(state: &str, passed: bool, failed: bool) -> Self {
         match state {
-            "succeeded" if grades.iter().any(|g| g.passed == Some(false)) => Self::Fail,
-            "succeeded" if grades.iter().any(|g| g.passed == Some(true)) => Self::Pass,
+            "succeeded" if failed => Self::Fail,
+            "succeeded" if passed => Self::Pass,
             "succeeded" => Self::Answered,
             "failed" => Self::Error,
             "rejected" => Self::Rejected,
@@ -374,7 +386,7 @@ pub async fn compare(
     } in a
     {
         let k = key(&view);
-        let cluster = cluster_of(&view, options.cluster_tag.as_deref());
+        let cluster = cluster_of(view.tags.as_deref(), options.cluster_tag.as_deref());
         let prompt = view.prompt.as_deref().map(excerpt);
         let model = view.model.clone();
         let before_side = JobSide::new(view, grades);
@@ -579,10 +591,14 @@ pub struct Matrix {
     pub failures: usize,
     /// Per model: passed, graded, answered, errors, cost.
     pub per_model: Vec<ModelTotals>,
-    /// Disagreements first, then failures, then the rest, each in input order.
+    /// Disagreements first (those with a failure first), then failures, then the rest, each
+    /// in input order: those read so far (see [`Models`]), every job's from [`matrix`].
     pub rows: Vec<MatrixRow>,
     /// Each model against the baseline over the jobs both answered: score, cost, latency.
     pub comparisons: Vec<PairedComparison>,
+    /// Jobs where the models disagree or some model failed, listed or not.
+    #[serde(skip)]
+    pub listed: usize,
 }
 
 impl Matrix {
@@ -604,16 +620,210 @@ pub struct ModelTotals {
     pub cost_pico_usd: i64,
 }
 
-/// The jobs × models matrix of one run, each model compared with the baseline.
-pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
-    let jobs = load(store, run).await?;
-    let samples = samples_of(&jobs);
-    // The models in the order the run lists them: the order of a job's fan-out.
-    let mut listed: Vec<String> = Vec::new();
-    for job in &jobs {
-        if !listed.contains(&job.view.model) {
-            listed.push(job.view.model.clone());
+/// What a listing of a matrix's rows selects on: whether the models disagree on a job or
+/// some model failed it, and its cells' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    pub disagree: bool,
+    pub failed: bool,
+    /// One bit per [`Outcome`] some cell has.
+    outcomes: u8,
+}
+
+impl Flags {
+    fn of(outcomes: impl IntoIterator<Item = Outcome>) -> Self {
+        let mut mask = 0_u8;
+        for outcome in outcomes {
+            mask |= 1 << outcome as u8;
         }
+        let has = |o: Outcome| mask & (1 << o as u8) != 0;
+        Self {
+            disagree: mask.count_ones() > 1,
+            failed: has(Outcome::Fail) || has(Outcome::Error),
+            outcomes: mask,
+        }
+    }
+
+    /// Some model's cell has this outcome.
+    pub fn has(self, outcome: Outcome) -> bool {
+        self.outcomes & (1 << outcome as u8) != 0
+    }
+
+    /// Listed in full: the models disagree or some model failed.
+    pub fn listed(self) -> bool {
+        self.disagree || self.failed
+    }
+
+    /// Where its row comes in a listing: disagreements (those with a failure first), then
+    /// failures, then the rest.
+    fn rank(self) -> u8 {
+        match (self.disagree, self.failed) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        }
+    }
+}
+
+/// What the first pass over a run keeps of each job: the end of its cells' row ids in
+/// [`Models::ids`], and its flags.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    end: u32,
+    flags: Flags,
+}
+
+/// The jobs × models comparison of a run, its figures made in one pass over the rows' scores,
+/// costs and latencies; the rows themselves (answers, graders' verdicts) are read on demand,
+/// a chunk at a time, by [`Models::each_row`]. It holds a few numbers per job: the row id of
+/// each model's first sample, its flags, and for the comparisons each job's differences.
+#[derive(Debug, Clone)]
+pub struct Models {
+    /// Everything but the rows.
+    pub matrix: Matrix,
+    run_id: i64,
+    jobs: Vec<Entry>,
+    /// Per job, in input order, the row id of each of its models' first sample.
+    ids: Vec<i64>,
+}
+
+/// Jobs whose rows are read from the store at a time.
+const ROW_CHUNK: usize = 500;
+
+/// A job of the first pass, while its rows come in.
+struct JobAcc {
+    job_id: String,
+    hash: u64,
+    cluster: Option<String>,
+    /// Per model of it, in order: the model's index in order of appearance, its first
+    /// sample's outcome, and the sums of every sample's measures.
+    cells: Vec<(usize, Outcome, paired::MeanMeasures)>,
+}
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
+}
+
+/// The jobs × models matrix of one run, each model compared with the baseline, its rows
+/// not yet read (see [`Models::each_row`]).
+pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Models> {
+    let clustered = options.cluster_tag.is_some();
+    // Models in order of appearance: the order of a job's fan-out.
+    let mut listed: Vec<String> = Vec::new();
+    let mut totals: Vec<ModelTotals> = Vec::new();
+    // Per model in order of appearance, its comparison with the baseline.
+    let mut sums: Vec<Option<paired::PairSums>> = Vec::new();
+    let mut samples = 1;
+    let mut group_samples = 0;
+    let mut jobs: Vec<Entry> = Vec::new();
+    let mut ids: Vec<i64> = Vec::new();
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut current: Option<JobAcc> = None;
+    let (mut disagreements, mut failures) = (0, 0);
+    let baseline = options.baseline.as_deref();
+    let mut finish = |job: JobAcc, listed: &[String], end: usize| -> anyhow::Result<()> {
+        if !seen.insert(job.hash) {
+            anyhow::bail!(
+                "run {}: the rows of job {} are not stored together; msgbatch stores a job's rows in one stretch",
+                run.name,
+                job.job_id
+            );
+        }
+        let flags = Flags::of(job.cells.iter().map(|c| c.1));
+        disagreements += usize::from(flags.disagree);
+        failures += usize::from(flags.failed);
+        jobs.push(Entry {
+            end: u32::try_from(end).map_err(|_| anyhow::anyhow!("too many jobs"))?,
+            flags,
+        });
+        let base_model = match baseline {
+            Some(model) => listed.iter().position(|m| m == model),
+            None => (!listed.is_empty()).then_some(0),
+        };
+        let Some(base) = job
+            .cells
+            .iter()
+            .find(|c| Some(c.0) == base_model)
+            .map(|c| c.2.mean())
+        else {
+            return Ok(());
+        };
+        for (model, _, cell) in &job.cells {
+            if Some(*model) == base_model {
+                continue;
+            }
+            if sums.len() <= *model {
+                sums.resize(*model + 1, None);
+            }
+            sums[*model]
+                .get_or_insert_with(|| paired::PairSums::new(clustered))
+                .add(&base, &cell.mean(), job.cluster.as_deref());
+        }
+        Ok(())
+    };
+    store
+        .each_job_score(run.id, clustered, |row| -> anyhow::Result<()> {
+            let grades_outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
+            let measures = Measures::new(grades_outcome, row.cost_pico_usd, row.latency_ms);
+            let model = match listed.iter().position(|m| *m == row.model) {
+                Some(i) => i,
+                None => {
+                    listed.push(row.model.clone());
+                    totals.push(ModelTotals {
+                        model: row.model.clone(),
+                        ..ModelTotals::default()
+                    });
+                    listed.len() - 1
+                }
+            };
+            let t = &mut totals[model];
+            t.passed += usize::from(grades_outcome == Outcome::Pass);
+            t.graded += usize::from(grades_outcome.graded());
+            t.answered += usize::from(grades_outcome.answered());
+            t.errors += usize::from(grades_outcome == Outcome::Error);
+            add_cost(&mut t.cost_pico_usd, row.cost_pico_usd)?;
+            let same_job = current.as_ref().is_some_and(|j| j.job_id == row.job_id);
+            if !same_job {
+                if let Some(job) = current.take() {
+                    finish(job, &listed, ids.len())?;
+                }
+                current = Some(JobAcc {
+                    hash: hash_of(&row.job_id),
+                    cluster: cluster_of(row.tags.as_deref(), options.cluster_tag.as_deref()),
+                    job_id: row.job_id,
+                    cells: Vec::new(),
+                });
+            }
+            let job = current.as_mut().expect("a job is current");
+            match job.cells.last_mut() {
+                Some((m, _, sum)) if *m == model => {
+                    sum.add(&measures);
+                    group_samples += 1;
+                    samples = samples.max(group_samples);
+                }
+                _ => {
+                    if job.cells.iter().any(|c| c.0 == model) {
+                        anyhow::bail!(
+                            "run {}: the samples of job {} on {} are not stored together; msgbatch stores them in one stretch",
+                            run.name,
+                            job.job_id,
+                            row.model
+                        );
+                    }
+                    let mut sum = paired::MeanMeasures::default();
+                    sum.add(&measures);
+                    job.cells.push((model, grades_outcome, sum));
+                    ids.push(row.id);
+                    group_samples = 1;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(job) = current.take() {
+        finish(job, &listed, ids.len())?;
     }
     let baseline = match &options.baseline {
         Some(model) if listed.contains(model) => Some(model.clone()),
@@ -624,125 +834,236 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         ),
         None => listed.first().cloned(),
     };
-    let mut clusters: HashMap<String, Option<String>> = HashMap::new();
-    let models: Vec<String> = jobs
-        .iter()
-        .map(|j| j.view.model.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let column: HashMap<&str, usize> = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.as_str(), i))
-        .collect();
-    let mut per_model: Vec<ModelTotals> = models
-        .iter()
-        .map(|m| ModelTotals {
-            model: m.clone(),
-            ..ModelTotals::default()
-        })
-        .collect();
-    let mut order: Vec<String> = Vec::new();
-    let mut by_job: HashMap<String, MatrixRow> = HashMap::new();
-    // Per job, each model's measures over its samples.
-    let mut measures: HashMap<String, Vec<Option<Measures>>> = HashMap::new();
-    for Loaded {
-        view,
-        grades,
-        measures: mean,
-        samples,
-    } in jobs
-    {
-        let i = column[view.model.as_str()];
-        if !clusters.contains_key(&view.job_id) {
-            let cluster = cluster_of(&view, options.cluster_tag.as_deref());
-            clusters.insert(view.job_id.clone(), cluster);
-        }
-        let prompt = view.prompt.as_deref().map(excerpt);
-        let job_id = view.job_id.clone();
-        measures
-            .entry(job_id.clone())
-            .or_insert_with(|| vec![None; models.len()])[i] = Some(mean);
-        let side = JobSide::new(view, grades);
-        let totals = &mut per_model[i];
-        for sample in samples {
-            totals.passed += usize::from(sample.outcome == Outcome::Pass);
-            totals.graded += usize::from(sample.outcome.graded());
-            totals.answered += usize::from(sample.outcome.answered());
-            totals.errors += usize::from(sample.outcome == Outcome::Error);
-            add_cost(&mut totals.cost_pico_usd, sample.cost_pico_usd)?;
-        }
-        let row = by_job.entry(job_id.clone()).or_insert_with(|| {
-            order.push(job_id.clone());
-            MatrixRow {
-                job_id,
-                prompt,
-                disagree: false,
-                failed: false,
-                cells: vec![None; models.len()],
-            }
-        });
-        row.cells[i] = Some(side);
-    }
-    let mut rows: Vec<MatrixRow> = order
-        .into_iter()
-        .filter_map(|id| by_job.remove(&id))
-        .map(|mut row| {
-            let outcomes: BTreeSet<Outcome> =
-                row.cells.iter().flatten().map(|c| c.outcome).collect();
-            row.disagree = outcomes.len() > 1;
-            row.failed = outcomes.contains(&Outcome::Fail) || outcomes.contains(&Outcome::Error);
-            row
-        })
-        .collect();
     let mut comparisons = Vec::new();
-    if let Some(base) = baseline.as_deref().map(|m| column[m]) {
-        for other in listed
-            .iter()
-            .map(|m| column[m.as_str()])
-            .filter(|&i| i != base)
-        {
-            let pairs: Vec<Pair> = rows
-                .iter()
-                .filter_map(|row| {
-                    let cells = measures.get(&row.job_id)?;
-                    let (Some(a), Some(b)) = (cells[base], cells[other]) else {
-                        return None;
-                    };
-                    Some(Pair {
-                        a,
-                        b,
-                        cluster: clusters.get(&row.job_id).cloned().flatten(),
-                    })
-                })
-                .collect();
-            comparisons.extend(paired::compare(
-                &models[base],
-                &models[other],
-                &pairs,
-                options.cluster_tag.as_deref(),
-            ));
+    if let Some(base) = &baseline {
+        for (model, sums) in listed.iter().zip(&sums) {
+            if let Some(sums) = sums {
+                comparisons.extend(sums.compare(base, model, options.cluster_tag.as_deref()));
+            }
         }
     }
-    rows.sort_by_key(|r| (!r.disagree, !r.failed));
-    Ok(Matrix {
-        baseline,
-        comparisons,
-        run: run.name.clone(),
-        jobs: rows.len(),
-        samples,
-        disagreements: rows.iter().filter(|r| r.disagree).count(),
-        failures: rows.iter().filter(|r| r.failed).count(),
-        models,
-        per_model,
-        rows,
+    totals.sort_by(|a, b| a.model.cmp(&b.model));
+    let models: Vec<String> = totals.iter().map(|t| t.model.clone()).collect();
+    let listed_jobs = jobs.iter().filter(|j| j.flags.listed()).count();
+    Ok(Models {
+        matrix: Matrix {
+            run: run.name.clone(),
+            baseline,
+            jobs: jobs.len(),
+            samples,
+            disagreements,
+            failures,
+            models,
+            per_model: totals,
+            rows: Vec::new(),
+            comparisons,
+            listed: listed_jobs,
+        },
+        run_id: run.id,
+        jobs,
+        ids,
     })
+}
+
+impl Models {
+    /// The jobs whose flags `keep` selects.
+    pub fn count(&self, keep: impl Fn(Flags) -> bool) -> usize {
+        self.jobs.iter().filter(|j| keep(j.flags)).count()
+    }
+
+    /// The rows `keep` selects, in the matrix's order (see [`Flags::rank`]), after the first `skip`, at most `take`, each given to
+    /// `sink` as it is read: no more than a chunk of them is held.
+    pub async fn each_row(
+        &self,
+        store: &Store,
+        keep: impl Fn(Flags) -> bool,
+        mut skip: usize,
+        take: usize,
+        mut sink: impl FnMut(MatrixRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut chunk: Vec<usize> = Vec::new();
+        let mut taken = 0;
+        'ranks: for rank in 0..4 {
+            for (i, job) in self.jobs.iter().enumerate() {
+                if job.flags.rank() != rank || !keep(job.flags) {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if taken == take {
+                    break 'ranks;
+                }
+                taken += 1;
+                chunk.push(i);
+                if chunk.len() == ROW_CHUNK {
+                    self.read_rows(store, &chunk, &mut sink).await?;
+                    chunk.clear();
+                }
+            }
+        }
+        self.read_rows(store, &chunk, &mut sink).await
+    }
+
+    /// The rows `keep` selects as [`Models::each_row`] gives them, into `matrix.rows`.
+    pub async fn load_rows(
+        &mut self,
+        store: &Store,
+        keep: impl Fn(Flags) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        self.each_row(store, keep, skip, take, |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .await?;
+        self.matrix.rows.append(&mut rows);
+        Ok(())
+    }
+
+    fn ids_of(&self, job: usize) -> &[i64] {
+        let start = job.checked_sub(1).map_or(0, |j| self.jobs[j].end as usize);
+        &self.ids[start..self.jobs[job].end as usize]
+    }
+
+    /// The rows of these jobs, read from the store together, given to `sink` in turn.
+    async fn read_rows(
+        &self,
+        store: &Store,
+        jobs: &[usize],
+        sink: &mut impl FnMut(MatrixRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<i64> = jobs.iter().flat_map(|&j| self.ids_of(j)).copied().collect();
+        ids.sort_unstable();
+        let mut grades = store.grade_views_of(&ids).await?;
+        let mut views: HashMap<i64, JobView> = store
+            .job_views_of(self.run_id, &ids)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect();
+        let column: HashMap<&str, usize> = self
+            .matrix
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        for &job in jobs {
+            let mut row: Option<MatrixRow> = None;
+            for id in self.ids_of(job) {
+                // A row deleted since the first pass is left out.
+                let Some(view) = views.remove(id) else {
+                    continue;
+                };
+                let Some(&i) = column.get(view.model.as_str()) else {
+                    continue;
+                };
+                let row = row.get_or_insert_with(|| MatrixRow {
+                    job_id: view.job_id.clone(),
+                    prompt: view.prompt.as_deref().map(excerpt),
+                    disagree: false,
+                    failed: false,
+                    cells: vec![None; column.len()],
+                });
+                let g = grades.remove(id).unwrap_or_default();
+                row.cells[i] = Some(JobSide::new(view, g));
+            }
+            if let Some(mut row) = row {
+                let flags = Flags::of(row.cells.iter().flatten().map(|c| c.outcome));
+                row.disagree = flags.disagree;
+                row.failed = flags.failed;
+                sink(row)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The jobs × models matrix of one run with every row read: for a run small enough to hold.
+pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
+    let mut models = models(store, run, options).await?;
+    models.load_rows(store, |_| true, 0, usize::MAX).await?;
+    Ok(models.matrix)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn side(outcome: Outcome, answer: &str) -> JobSide {
+        JobSide {
+            outcome,
+            failed_graders: vec!["contains#0".to_owned()],
+            grades: Vec::new(),
+            stop_reason: Some("end_turn".to_owned()),
+            cost_pico_usd: Some(12),
+            latency_ms: None,
+            output_tokens: Some(3),
+            error: None,
+            answer: Some(answer.to_owned()),
+        }
+    }
+
+    /// The JSON of a run's models written a row at a time is the whole matrix's JSON, to the
+    /// byte, with rows and without.
+    #[test]
+    fn models_written_row_by_row_are_the_whole_json() {
+        let pairs = [Pair {
+            a: Measures::new(Outcome::Pass, Some(5), Some(7)),
+            b: Measures::new(Outcome::Fail, Some(3), Some(9)),
+            cluster: None,
+        }];
+        let mut matrix = Matrix {
+            run: "big \"run\"\n".to_owned(),
+            models: vec!["a".to_owned(), "b".to_owned()],
+            baseline: Some("a".to_owned()),
+            jobs: 2,
+            samples: 1,
+            disagreements: 1,
+            failures: 1,
+            per_model: vec![ModelTotals {
+                model: "a".to_owned(),
+                passed: 1,
+                ..ModelTotals::default()
+            }],
+            rows: vec![
+                MatrixRow {
+                    job_id: "q1".to_owned(),
+                    prompt: Some("say\n  \"x\"".to_owned()),
+                    disagree: true,
+                    failed: true,
+                    cells: vec![Some(side(Outcome::Pass, "x\n}")), None],
+                },
+                MatrixRow {
+                    job_id: "q2".to_owned(),
+                    prompt: None,
+                    disagree: false,
+                    failed: false,
+                    cells: vec![None, Some(side(Outcome::Fail, ""))],
+                },
+            ],
+            comparisons: paired::compare("a", "b", &pairs, None),
+            listed: 1,
+        };
+        for _ in 0..3 {
+            let mut streamed = render::json_models_head(&matrix).unwrap();
+            for (i, row) in matrix.rows.iter().enumerate() {
+                streamed.push_str(&render::json_models_row(row, i == 0).unwrap());
+            }
+            streamed.push_str(&render::json_models_tail(&matrix, matrix.rows.len()).unwrap());
+            let whole = serde_json::to_string_pretty(&Comparison::Models(matrix.clone())).unwrap();
+            assert_eq!(streamed, whole);
+            matrix.rows.pop();
+            matrix.comparisons.clear();
+        }
+    }
 
     #[test]
     fn excerpts_are_one_line_and_cut_on_a_character() {
