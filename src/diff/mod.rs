@@ -104,6 +104,20 @@ impl Outcome {
         }
     }
 
+    /// The outcome `as_str` names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pass,
+            Self::Fail,
+            Self::Answered,
+            Self::Error,
+            Self::Pending,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+
     fn answered(self) -> bool {
         matches!(self, Self::Pass | Self::Fail | Self::Answered)
     }

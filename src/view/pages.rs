@@ -7,15 +7,12 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::data::{JobPage, JobsPage, RunPage, RunSummary};
-use crate::diff::{Diff, JobSide, Matrix, PairedComparison};
+use super::data::{JobPage, JobsPage, ModelsPage, RunPage, RunSummary};
+use crate::diff::{Diff, JobSide, PairedComparison};
 use crate::pricing::format_usd;
 use crate::report::{Group, Report, latency_cells, usd};
 use crate::store::RunRow;
 use crate::store::view::{JobFilter, JobSort, Outcome};
-
-/// The most rows a model comparison lists on its page (the API has them all).
-const MATRIX_ROWS: usize = 500;
 
 fn layout(title: &str, body: Markup) -> Markup {
     html! {
@@ -660,8 +657,27 @@ pub fn diff(
     )
 }
 
-/// `/runs/{run}/models`: a run's models side by side, each against the baseline.
-pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
+/// `/runs/{run}/models`: a run's models side by side, each against the baseline, and one
+/// page of its jobs (disagreements first) under the query's filter.
+pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) -> Markup {
+    let matrix = &page.matrix;
+    let first = (page.page - 1).saturating_mul(page.per_page);
+    let shown = i64::try_from(matrix.rows.len()).unwrap_or(0);
+    let matched = i64::try_from(page.matched).unwrap_or(i64::MAX);
+    let link = |to: i64| {
+        let mut pairs: Vec<(&str, String)> = ["disagree", "outcome"]
+            .into_iter()
+            .filter_map(|k| query.get(k).map(|v| (k, v.clone())))
+            .collect();
+        pairs.push(("page", to.to_string()));
+        if page.per_page != super::data::PAGE {
+            pairs.push(("per_page", page.per_page.to_string()));
+        }
+        format!(
+            "?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    };
     layout(
         &format!("{} models", run.name),
         html! {
@@ -677,9 +693,10 @@ pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
             }
             (comparisons(&matrix.comparisons))
             p.links { a href="?disagree=1" { "disagreements only" } " · " a href="?outcome=fail" { "a model failed" } " · " a href="?" { "all" } }
+            p { @if shown > 0 { "jobs " (first + 1) "–" (first + shown) " of " } @else { "no jobs on this page, of " } (matched) }
             table.jobs {
                 thead { tr { th { "job" } th { "prompt" } @for m in &matrix.models { th { (m) } } } }
-                tbody { @for row in matrix.rows.iter().take(MATRIX_ROWS) {
+                tbody { @for row in &matrix.rows {
                     tr.job {
                         td { (row.job_id) }
                         td.text { (row.prompt.as_deref().unwrap_or("")) }
@@ -689,7 +706,11 @@ pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
                     }
                 } }
             }
-            @if matrix.rows.len() > MATRIX_ROWS { p.note { (matrix.rows.len() - MATRIX_ROWS) " more jobs: see /api/runs/" (run.id) "/models" } }
+            p.pages {
+                @if page.page > 1 { a rel="prev" href=(link(page.page - 1)) { "← previous" } " " }
+                "page " (page.page)
+                @if first.saturating_add(shown) < matched { " " a rel="next" href=(link(page.page + 1)) { "next →" } }
+            }
         },
     )
 }

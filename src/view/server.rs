@@ -332,18 +332,32 @@ async fn diff_api(
     Ok(Json(diff))
 }
 
-/// The cells of a model comparison a query keeps: jobs where a model's cell has the outcome,
-/// or disagreeing jobs only.
-fn keep_matrix_row(query: &HashMap<String, String>, row: &crate::diff::MatrixRow) -> bool {
-    let get = |name: &str| {
-        query
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+/// A model comparison's query: `disagree` (any value) keeps the jobs where the models
+/// disagree, `outcome` those where some model's cell has it (one `diff` names); `page` and
+/// `per_page` as for the job list.
+fn models_query(
+    query: &HashMap<String, String>,
+) -> Result<(impl Fn(crate::diff::Flags) -> bool + use<>, i64, i64), ViewError> {
+    let get = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let number = |name: &str, default: i64| -> Result<i64, ViewError> {
+        get(name).map_or(Ok(default), |v| {
+            v.parse::<i64>()
+                .map_err(|_| ViewError::BadRequest(format!("{name}: `{v}` is not a number")))
+        })
     };
-    get("disagree").is_none_or(|_| row.disagree)
-        && get("outcome")
-            .is_none_or(|o| row.cells.iter().flatten().any(|c| c.outcome.as_str() == o))
+    let page = number("page", 1)?;
+    if page > MAX_PAGE_NUMBER {
+        return Err(ViewError::BadRequest(format!(
+            "page: `{page}` is past the last page there can be ({MAX_PAGE_NUMBER})"
+        )));
+    }
+    let disagree = get("disagree").is_some();
+    // An outcome no cell can have keeps no job.
+    let outcome = get("outcome").map(crate::diff::Outcome::parse);
+    let keep = move |flags: crate::diff::Flags| {
+        (!disagree || flags.disagree) && outcome.is_none_or(|o| o.is_some_and(|o| flags.has(o)))
+    };
+    Ok((keep, page, number("per_page", PAGE)?))
 }
 
 async fn models_page(
@@ -351,18 +365,17 @@ async fn models_page(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
-    let mut matrix = data.models(&run).await?;
-    matrix.rows.retain(|row| keep_matrix_row(&query, row));
+    let (keep, page, per_page) = models_query(&query)?;
+    let models = data.models(&run, keep, page, per_page).await?;
     let run = data.find_run(&run).await?;
-    Ok(pages::models(&matrix, &run))
+    Ok(pages::models(&models, &run, &query))
 }
 
 async fn models_api(
     State(data): Shared,
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Api<crate::diff::Matrix> {
-    let mut matrix = data.models(&run).await?;
-    matrix.rows.retain(|row| keep_matrix_row(&query, row));
-    Ok(Json(matrix))
+) -> Api<super::data::ModelsPage> {
+    let (keep, page, per_page) = models_query(&query)?;
+    Ok(Json(data.models(&run, keep, page, per_page).await?))
 }
