@@ -282,72 +282,182 @@ impl Diff {
     }
 }
 
-/// A job of a run (one model of it): its first sample as listed, and the measures of every
-/// sample averaged (a job's score is the mean over its samples of "every grader passed").
-struct Loaded {
-    view: JobView,
-    grades: Vec<GradeView>,
-    measures: Measures,
-    /// Every sample, the first included: outcome, cost and latency, for the totals.
-    samples: Vec<Sample>,
-}
-
-/// What the totals count of a sample.
+/// A job of a run (one model of it) as a comparison of two runs keeps it: its first
+/// sample's row id and what decides its change, the mean of its samples' measures, and
+/// what the totals count of every sample.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
+struct Side {
+    /// The row id of its first sample, the one listed.
+    id: i64,
     outcome: Outcome,
+    /// Its first sample's stop reason, as its index in [`Names`] (0 for none).
+    stop: u32,
     cost_pico_usd: Option<i64>,
     latency_ms: Option<i64>,
+    measures: Measures,
+    samples: u32,
+    passed: u32,
+    graded: u32,
+    /// The sum of its samples' costs.
+    cost_sum: i64,
 }
 
-/// The most samples of one job and model among `jobs`: 1 without `--repeat`.
-fn samples_of(jobs: &[Loaded]) -> usize {
-    jobs.iter().map(|j| j.samples.len()).max().unwrap_or(1)
+/// Texts many jobs share (stop reasons, cluster values), each kept once and numbered from 1.
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
 }
 
-/// The jobs of a run in input order, the samples (`--repeat`) of each (job, model) made one.
-/// A record's rows are stored together, a model's samples next to each other, so the samples
-/// of a job are consecutive rows.
-async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
-    let mut grades = store.grade_views(run.id).await?;
-    let mut jobs: Vec<Loaded> = Vec::new();
-    let mut sum = paired::MeanMeasures::default();
-    for view in store.job_views(run.id).await? {
-        let g = grades.remove(&view.id).unwrap_or_default();
-        let outcome = Outcome::of(&view.state, &g);
-        let measures = Measures::new(outcome, view.cost_pico_usd, view.latency_ms);
-        let sample = Sample {
-            outcome,
-            cost_pico_usd: view.cost_pico_usd,
-            latency_ms: view.latency_ms,
-        };
-        if let Some(last) = jobs.last_mut()
-            && last.view.job_id == view.job_id
-            && last.view.model == view.model
-        {
+impl Names {
+    fn number(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name else { return 0 };
+        if let Some(&n) = self.index.get(name) {
+            return n;
+        }
+        self.names.push(name.to_owned());
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.index.insert(name.to_owned(), n);
+        n
+    }
+
+    fn name(&self, n: u32) -> Option<&str> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        self.names.get(i).map(String::as_str)
+    }
+}
+
+/// One (job, model) of a run, its samples read: see [`each_side`].
+struct Group {
+    job_id: String,
+    model: String,
+    tags: Option<String>,
+    side: Side,
+    /// Its samples' latencies.
+    latencies: Vec<i64>,
+}
+
+/// Each (job, model) of a run in input order, its samples (`--repeat`) made one, from one
+/// read of the rows' figures. A record's rows are stored together, a model's samples next
+/// to each other, so the samples of a job are consecutive rows; a (job, model) whose
+/// samples are not is said, not miscounted.
+async fn each_side(
+    store: &Store,
+    run: &RunRow,
+    with_tags: bool,
+    stops: &mut Names,
+    mut sink: impl FnMut(Group) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut current: Option<(Group, paired::MeanMeasures)> = None;
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut finish = |(mut group, sum): (Group, paired::MeanMeasures)| {
+        if !seen.insert(hash_of(&format!("{}\u{0}{}", group.job_id, group.model))) {
+            anyhow::bail!(
+                "run {}: the samples of job {} on {} are not stored together; msgbatch stores them in one stretch",
+                run.name,
+                group.job_id,
+                group.model
+            );
+        }
+        group.side.measures = sum.mean();
+        sink(group)
+    };
+    store
+        .each_job_score(run.id, with_tags, |row| -> anyhow::Result<()> {
+            let outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
+            let measures = Measures::new(outcome, row.cost_pico_usd, row.latency_ms);
+            let same = current
+                .as_ref()
+                .is_some_and(|(g, _)| g.job_id == row.job_id && g.model == row.model);
+            if !same {
+                if let Some(done) = current.take() {
+                    finish(done)?;
+                }
+                current = Some((
+                    Group {
+                        side: Side {
+                            id: row.id,
+                            outcome,
+                            stop: stops.number(row.stop_reason.as_deref()),
+                            cost_pico_usd: row.cost_pico_usd,
+                            latency_ms: row.latency_ms,
+                            measures,
+                            samples: 0,
+                            passed: 0,
+                            graded: 0,
+                            cost_sum: 0,
+                        },
+                        job_id: row.job_id,
+                        model: row.model,
+                        tags: row.tags,
+                        latencies: Vec::new(),
+                    },
+                    paired::MeanMeasures::default(),
+                ));
+            }
+            let (group, sum) = current.as_mut().expect("a group is current");
             sum.add(&measures);
-            last.samples.push(sample);
-            continue;
-        }
-        if let Some(last) = jobs.last_mut() {
-            last.measures = sum.mean();
-        }
-        sum = paired::MeanMeasures::default();
-        sum.add(&measures);
-        jobs.push(Loaded {
-            view,
-            grades: g,
-            measures,
-            samples: vec![sample],
-        });
+            let side = &mut group.side;
+            side.samples += 1;
+            side.passed += u32::from(outcome == Outcome::Pass);
+            side.graded += u32::from(outcome.graded());
+            add_cost(&mut side.cost_sum, row.cost_pico_usd)?;
+            group.latencies.extend(row.latency_ms);
+            Ok(())
+        })
+        .await?;
+    if let Some(done) = current.take() {
+        finish(done)?;
     }
-    if let Some(last) = jobs.last_mut() {
-        last.measures = sum.mean();
+    Ok(())
+}
+
+/// A job of the first run, as the comparison of two runs keeps it between its passes.
+struct Before {
+    side: Side,
+    /// Its samples' latencies, in [`Compared::latencies`].
+    latencies: std::ops::Range<usize>,
+    /// Its value of the clustering tag, in the clusters' [`Names`].
+    cluster: u32,
+    /// The same job in the second run.
+    after: Option<Side>,
+}
+
+/// A listed job of a comparison of two runs: its row id in the first run and in the second.
+type Listed = (Option<i64>, Option<i64>);
+
+/// The change of a job both runs have, by what decides it; `None` when nothing but cost
+/// or latency changed. Both runs' stop reasons are numbered in one [`Names`], `max_tokens`
+/// as `max_tokens`, so equal numbers are equal reasons.
+fn change_of(before: &Side, after: &Side, max_tokens: u32) -> Option<Change> {
+    let (x, y) = (before.outcome, after.outcome);
+    if x == Outcome::Pass && y == Outcome::Fail {
+        Some(Change::Regression)
+    } else if x.answered() && y == Outcome::Error {
+        Some(Change::NewlyFailed)
+    } else if x == Outcome::Fail && y == Outcome::Pass {
+        // A grade flip says more than the stop reason that came with it, as a regression
+        // does.
+        Some(Change::Improvement)
+    } else if x.answered() && y.answered() && before.stop != after.stop {
+        if after.stop == max_tokens {
+            Some(Change::NewlyTruncated)
+        } else {
+            Some(Change::StopReasonChanged)
+        }
+    } else if x == Outcome::Error && y.answered() {
+        Some(Change::Fixed)
+    } else {
+        None
     }
-    Ok(jobs)
 }
 
 /// Compares two runs job by job, listing at most `limit` jobs of each kind of change.
+///
+/// Two passes over the runs' figures (outcome, stop reason, cost, latency; no answer): the
+/// first run's jobs are kept as numbers by (job, model), the second's matched to them as
+/// they come; then the comparisons and counts are made in the first run's order, and only
+/// the listed jobs' answers and verdicts are read.
 pub async fn compare(
     store: &Store,
     before: &RunRow,
@@ -355,199 +465,216 @@ pub async fn compare(
     limit: usize,
     options: &Options,
 ) -> anyhow::Result<Diff> {
-    let a = load(store, before).await?;
-    let b = load(store, after).await?;
-    let models = |jobs: &[Loaded]| {
-        jobs.iter()
-            .map(|j| j.view.model.clone())
-            .collect::<BTreeSet<_>>()
+    let models_of = async |run: &RunRow| -> anyhow::Result<BTreeSet<String>> {
+        Ok(store.run_model_names(run.id).await?.into_iter().collect())
     };
-    let by_model = models(&a).len() > 1 || models(&b).len() > 1;
-    let samples = samples_of(&a).max(samples_of(&b));
-    let key = |v: &JobView| {
-        if by_model {
-            (v.job_id.clone(), v.model.clone())
-        } else {
-            (v.job_id.clone(), String::new())
-        }
-    };
-    let mut prompts: HashMap<(String, String), Option<String>> = HashMap::new();
-    let mut after_jobs: HashMap<(String, String), (JobSide, Measures, Vec<Sample>)> =
-        HashMap::new();
-    let mut after_order: Vec<((String, String), String)> = Vec::new();
-    for Loaded {
-        view,
-        grades,
-        measures,
-        samples,
-    } in b
-    {
-        let k = key(&view);
-        prompts.insert(k.clone(), view.prompt.as_deref().map(excerpt));
-        after_order.push((k.clone(), view.model.clone()));
-        after_jobs.insert(k, (JobSide::new(view, grades), measures, samples));
-    }
-    let mut rows: Vec<DiffRow> = Vec::new();
+    let (models_a, models_b) = (models_of(before).await?, models_of(after).await?);
+    let by_model = models_a.len() > 1 || models_b.len() > 1;
+    let clustered = options.cluster_tag.is_some();
+    let mut stops = Names::default();
+    let mut clusters = Names::default();
+    let mut samples = 1_usize;
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut jobs: Vec<Before> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    each_side(store, before, clustered, &mut stops, |group| {
+        samples = samples.max(group.side.samples as usize);
+        let start = latencies.len();
+        latencies.extend(&group.latencies);
+        let cluster = clusters
+            .number(cluster_of(group.tags.as_deref(), options.cluster_tag.as_deref()).as_deref());
+        let model = if by_model { group.model } else { String::new() };
+        index.insert((group.job_id, model), jobs.len());
+        jobs.push(Before {
+            side: group.side,
+            latencies: start..latencies.len(),
+            cluster,
+            after: None,
+        });
+        Ok(())
+    })
+    .await?;
     let mut totals = Totals::default();
-    let mut latencies = (Vec::new(), Vec::new());
-    let mut changed: Vec<DiffRow> = Vec::new();
-    let mut pairs: Vec<Pair> = Vec::new();
-    for Loaded {
-        view,
-        grades,
-        measures,
-        samples,
-    } in a
-    {
-        let k = key(&view);
-        let cluster = cluster_of(view.tags.as_deref(), options.cluster_tag.as_deref());
-        let prompt = view.prompt.as_deref().map(excerpt);
-        let model = view.model.clone();
-        let before_side = JobSide::new(view, grades);
-        let after_side = after_jobs.remove(&k);
-        let row = |change, after: Option<JobSide>| DiffRow {
-            change,
-            job_id: k.0.clone(),
-            model: model.clone(),
-            prompt: prompt.clone(),
-            before: Some(before_side.clone()),
-            after,
+    let mut latencies_after: Vec<i64> = Vec::new();
+    // Jobs of the second run only, in its order: the first `limit` kept, all counted.
+    let mut new: Vec<i64> = Vec::new();
+    let mut new_count = 0;
+    each_side(store, after, false, &mut stops, |group| {
+        samples = samples.max(group.side.samples as usize);
+        let model = if by_model { group.model } else { String::new() };
+        let found = index
+            .get(&(group.job_id, model))
+            .copied()
+            .filter(|&i| jobs[i].after.is_none());
+        let Some(i) = found else {
+            new_count += 1;
+            if new.len() < limit {
+                new.push(group.side.id);
+            }
+            return Ok(());
         };
-        let Some((after_side, after_measures, after_samples)) = after_side else {
-            rows.push(row(Change::Missing, None));
+        jobs[i].after = Some(group.side);
+        let side = &group.side;
+        totals.passed_after += side.passed as usize;
+        totals.graded_after += side.graded as usize;
+        add_cost(&mut totals.cost_after_pico_usd, Some(side.cost_sum))?;
+        latencies_after.extend(&group.latencies);
+        Ok(())
+    })
+    .await?;
+    drop(index);
+    // No stop reason is numbered 0 or past the last: `max_tokens` unseen matches none.
+    let max_tokens = stops.index.get("max_tokens").copied().unwrap_or(u32::MAX);
+
+    // In the first run's order: the counts, the comparisons, and the rows of each kind.
+    let mut sums = paired::PairSums::new(clustered);
+    let mut latencies_before: Vec<i64> = Vec::new();
+    let mut listed: BTreeMap<Change, Vec<Listed>> = BTreeMap::new();
+    let mut counts: BTreeMap<Change, usize> = BTreeMap::new();
+    // Jobs that changed nothing else: (first run's id, second's, cost Δ, latency Δ).
+    let mut changed: Vec<(i64, i64, Option<i64>, Option<i64>)> = Vec::new();
+    for job in &jobs {
+        let a = &job.side;
+        let Some(b) = &job.after else {
+            *counts.entry(Change::Missing).or_default() += 1;
+            let rows = listed.entry(Change::Missing).or_default();
+            if rows.len() < limit {
+                rows.push((Some(a.id), None));
+            }
             continue;
         };
         totals.matched += 1;
-        tally(&mut totals, &samples, &after_samples, &mut latencies)?;
-        pairs.push(Pair {
-            a: measures,
-            b: after_measures,
-            cluster,
-        });
-        let (x, y) = (before_side.outcome, after_side.outcome);
-        let change = if x == Outcome::Pass && y == Outcome::Fail {
-            Some(Change::Regression)
-        } else if x.answered() && y == Outcome::Error {
-            Some(Change::NewlyFailed)
-        } else if x == Outcome::Fail && y == Outcome::Pass {
-            // A grade flip says more than the stop reason that came with it, as a regression
-            // does.
-            Some(Change::Improvement)
-        } else if x.answered() && y.answered() && before_side.stop_reason != after_side.stop_reason
-        {
-            if after_side.stop_reason.as_deref() == Some("max_tokens") {
-                Some(Change::NewlyTruncated)
-            } else {
-                Some(Change::StopReasonChanged)
+        totals.passed_before += a.passed as usize;
+        totals.graded_before += a.graded as usize;
+        add_cost(&mut totals.cost_before_pico_usd, Some(a.cost_sum))?;
+        latencies_before.extend(&latencies[job.latencies.clone()]);
+        sums.add(&a.measures, &b.measures, clusters.name(job.cluster));
+        match change_of(a, b, max_tokens) {
+            Some(change) => {
+                *counts.entry(change).or_default() += 1;
+                let rows = listed.entry(change).or_default();
+                if rows.len() < limit {
+                    rows.push((Some(a.id), Some(b.id)));
+                }
             }
-        } else if x == Outcome::Error && y.answered() {
-            Some(Change::Fixed)
-        } else {
-            None
-        };
-        match change {
-            Some(change) => rows.push(row(change, Some(after_side))),
-            None => changed.push(row(Change::Cost, Some(after_side))),
+            None => changed.push((
+                a.id,
+                b.id,
+                b.cost_pico_usd
+                    .zip(a.cost_pico_usd)
+                    .and_then(|(y, x)| y.checked_sub(x)),
+                b.latency_ms
+                    .zip(a.latency_ms)
+                    .and_then(|(y, x)| y.checked_sub(x)),
+            )),
         }
     }
-    for (k, model) in after_order {
-        if let Some((after_side, ..)) = after_jobs.remove(&k) {
-            rows.push(DiffRow {
-                change: Change::New,
-                job_id: k.0.clone(),
-                model,
-                prompt: prompts.remove(&k).flatten(),
-                before: None,
-                after: Some(after_side),
-            });
-        }
+    drop(jobs);
+    drop(latencies);
+    if new_count > 0 {
+        counts.insert(Change::New, new_count);
+        listed.insert(
+            Change::New,
+            new.iter().map(|&id| (None, Some(id))).collect(),
+        );
     }
-    // The largest changes in cost and in latency among the jobs that changed nothing else.
-    let largest = |rows: &mut Vec<DiffRow>, measure: fn(&DiffRow) -> Option<i64>| {
-        rows.sort_by_key(|r| std::cmp::Reverse(measure(r).map_or(0, i64::abs)));
-        rows.iter()
-            .take_while(|r| measure(r).is_some_and(|d| d != 0))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let by_cost = largest(&mut changed, DiffRow::cost_delta);
-    let by_latency = largest(&mut changed, DiffRow::latency_delta);
-    rows.extend(by_cost);
-    rows.extend(by_latency.into_iter().map(|mut r| {
-        r.change = Change::Latency;
-        r
-    }));
-    rows.sort_by_key(|r| r.change);
-    let mut left_out = BTreeMap::new();
-    let mut kept = Vec::new();
-    let mut seen: BTreeMap<Change, usize> = BTreeMap::new();
-    for row in rows {
-        let n = seen.entry(row.change).or_default();
-        *n += 1;
-        if !matches!(row.change, Change::Cost | Change::Latency) {
-            *totals.counts.entry(row.change).or_default() += 1;
-        }
-        let most = if matches!(row.change, Change::Cost | Change::Latency) {
-            limit.min(LARGEST_CHANGES)
-        } else {
-            limit
-        };
-        if *n <= most {
-            kept.push(row);
-        } else if most == limit {
-            *left_out.entry(row.change).or_default() += 1;
-        }
-    }
-    totals.latency_p50_before_ms = median(&mut latencies.0);
-    totals.latency_p50_after_ms = median(&mut latencies.1);
-    Ok(Diff {
-        comparisons: paired::compare(
-            &before.name,
-            &after.name,
-            &pairs,
-            options.cluster_tag.as_deref(),
+    // The largest changes in cost and in latency among the jobs that changed nothing else,
+    // largest first (the latency's ties in the order of the cost's).
+    let most = limit.min(LARGEST_CHANGES);
+    let mut left_out: BTreeMap<Change, usize> = BTreeMap::new();
+    for (change, delta) in [
+        (
+            Change::Cost,
+            (|c: &(i64, i64, Option<i64>, Option<i64>)| c.2) as fn(&_) -> _,
         ),
+        (Change::Latency, |c| c.3),
+    ] {
+        changed.sort_by_key(|c| std::cmp::Reverse(delta(c).map_or(0, i64::unsigned_abs)));
+        let largest = changed
+            .iter()
+            .take_while(|c| delta(c).is_some_and(|d| d != 0))
+            .count();
+        listed.insert(
+            change,
+            changed
+                .iter()
+                .take(largest.min(most))
+                .map(|c| (Some(c.0), Some(c.1)))
+                .collect(),
+        );
+        if most == limit && largest > most {
+            left_out.insert(change, largest - most);
+        }
+    }
+    drop(changed);
+    for (change, n) in &counts {
+        if *n > limit {
+            left_out.insert(*change, n - limit);
+        }
+    }
+    totals.counts = counts;
+    totals.latency_p50_before_ms = median(&mut latencies_before);
+    totals.latency_p50_after_ms = median(&mut latencies_after);
+    let rows = listed_rows(store, before, after, &listed).await?;
+    Ok(Diff {
+        comparisons: sums.compare(&before.name, &after.name, options.cluster_tag.as_deref()),
         before: before.name.clone(),
         after: after.name.clone(),
         by_model,
         samples,
         totals,
-        rows: kept,
+        rows,
         left_out,
     })
 }
 
-/// Counts every sample of a matched job into the totals, and its latency into the latencies.
-fn tally(
-    totals: &mut Totals,
-    before: &[Sample],
-    after: &[Sample],
-    latencies: &mut (Vec<i64>, Vec<i64>),
-) -> Result<(), CostOverflow> {
-    for (samples, passed, graded, cost, latency) in [
-        (
-            before,
-            &mut totals.passed_before,
-            &mut totals.graded_before,
-            &mut totals.cost_before_pico_usd,
-            &mut latencies.0,
-        ),
-        (
-            after,
-            &mut totals.passed_after,
-            &mut totals.graded_after,
-            &mut totals.cost_after_pico_usd,
-            &mut latencies.1,
-        ),
-    ] {
-        for sample in samples {
-            *graded += usize::from(sample.outcome.graded());
-            *passed += usize::from(sample.outcome == Outcome::Pass);
-            add_cost(cost, sample.cost_pico_usd)?;
-            latency.extend(sample.latency_ms);
+/// The listed jobs of a comparison of two runs, read from the store: each kind's rows, by
+/// the row ids of the job in each run, in the order given.
+async fn listed_rows(
+    store: &Store,
+    before: &RunRow,
+    after: &RunRow,
+    listed: &BTreeMap<Change, Vec<Listed>>,
+) -> anyhow::Result<Vec<DiffRow>> {
+    let mut ids_a: Vec<i64> = listed.values().flatten().filter_map(|r| r.0).collect();
+    let mut ids_b: Vec<i64> = listed.values().flatten().filter_map(|r| r.1).collect();
+    for ids in [&mut ids_a, &mut ids_b] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let views = |views: Vec<JobView>| -> HashMap<i64, JobView> {
+        views.into_iter().map(|v| (v.id, v)).collect()
+    };
+    let views_a = views(store.job_views_of(before.id, &ids_a).await?);
+    let views_b = views(store.job_views_of(after.id, &ids_b).await?);
+    let grades_a = store.grade_views_of(&ids_a).await?;
+    let grades_b = store.grade_views_of(&ids_b).await?;
+    let side = |views: &HashMap<i64, JobView>, grades: &HashMap<i64, Vec<GradeView>>, id| {
+        let view: &JobView = views.get(&id)?;
+        Some(JobSide::new(
+            view.clone(),
+            grades.get(&id).cloned().unwrap_or_default(),
+        ))
+    };
+    let mut rows = Vec::new();
+    for (change, pairs) in listed {
+        for &(a, b) in pairs {
+            // A row deleted since the first pass is left out.
+            let first = a
+                .and_then(|id| views_a.get(&id))
+                .or_else(|| b.and_then(|id| views_b.get(&id)));
+            let Some(first) = first else { continue };
+            rows.push(DiffRow {
+                change: *change,
+                job_id: first.job_id.clone(),
+                model: first.model.clone(),
+                prompt: first.prompt.as_deref().map(excerpt),
+                before: a.and_then(|id| side(&views_a, &grades_a, id)),
+                after: b.and_then(|id| side(&views_b, &grades_b, id)),
+            });
         }
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// `*sum += cost`, or [`CostOverflow`]: a sum of stored costs is never wrapped or saturated.

@@ -130,6 +130,7 @@ pub struct Pair {
 
 /// The comparisons of B against A over `pairs`, clustered on `cluster_tag` when given: one per
 /// metric that some job has on both sides.
+#[cfg(test)]
 pub fn compare(
     a: &str,
     b: &str,

@@ -98,6 +98,14 @@ impl Store {
         self.each(sql, sink).await
     }
 
+    /// The models of a run's jobs, each once (a rejected job's empty model among them).
+    pub async fn run_model_names(&self, run_id: i64) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .all(Sql::new("SELECT DISTINCT model FROM jobs WHERE run_id = $1").bind(run_id))
+            .await?;
+        Ok(rows.into_iter().map(|(m,)| m).collect())
+    }
+
     /// The jobs of a run with these row ids, as [`Store::job_views`] shows them, in row
     /// order; the ids are read in chunks a statement can bind.
     pub async fn job_views_of(&self, run_id: i64, ids: &[i64]) -> Result<Vec<JobView>, StoreError> {
