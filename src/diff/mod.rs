@@ -16,6 +16,7 @@ use crate::pricing::CostOverflow;
 use crate::store::{GradeView, JobView, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
+
 pub use render::{
     HTML_AGREEING_ROWS, HTML_MAX_ROWS, csv, csv_models_header, csv_models_row, html,
     json_models_head, json_models_row, json_models_tail, markdown, markdown_models_head,
@@ -290,8 +291,10 @@ struct Side {
     /// The row id of its first sample, the one listed.
     id: i64,
     outcome: Outcome,
-    /// Its first sample's stop reason, as its index in [`Names`] (0 for none).
+    /// Its first sample's stop reason, as its number in [`Names`] (0 for none).
     stop: u32,
+    /// Its model, as its number in [`Names`].
+    model: u32,
     cost_pico_usd: Option<i64>,
     latency_ms: Option<i64>,
     measures: Measures,
@@ -346,6 +349,7 @@ async fn each_side(
     run: &RunRow,
     with_tags: bool,
     stops: &mut Names,
+    models: &mut Names,
     mut sink: impl FnMut(Group) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut current: Option<(Group, paired::MeanMeasures)> = None;
@@ -379,6 +383,7 @@ async fn each_side(
                             id: row.id,
                             outcome,
                             stop: stops.number(row.stop_reason.as_deref()),
+                            model: models.number(Some(&row.model)),
                             cost_pico_usd: row.cost_pico_usd,
                             latency_ms: row.latency_ms,
                             measures,
@@ -423,8 +428,55 @@ struct Before {
     after: Option<Side>,
 }
 
-/// A listed job of a comparison of two runs: its row id in the first run and in the second.
-type Listed = (Option<i64>, Option<i64>);
+/// A listed job of a comparison of two runs: its row id in the first run and in the second,
+/// and what a listing selects on.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    a: Option<i64>,
+    b: Option<i64>,
+    /// Its model (the first run's), as its number in [`Runs::models`].
+    model: u32,
+    before: Option<Outcome>,
+    after: Option<Outcome>,
+}
+
+impl Listed {
+    fn of(a: Option<&Side>, b: Option<&Side>) -> Self {
+        Self {
+            a: a.map(|s| s.id),
+            b: b.map(|s| s.id),
+            model: a.or(b).map_or(0, |s| s.model),
+            before: a.map(|s| s.outcome),
+            after: b.map(|s| s.outcome),
+        }
+    }
+}
+
+/// What a listing of a comparison of two runs selects a row on.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    pub change: Change,
+    pub model: &'a str,
+    pub before: Option<Outcome>,
+    pub after: Option<Outcome>,
+}
+
+/// Two runs compared job by job, the figures made and the changed jobs found in two passes
+/// over the runs' figures; the listed rows (answers, verdicts) are read on demand by
+/// [`Runs::load_rows`]. It holds a few numbers per changed job.
+#[derive(Debug)]
+pub struct Runs {
+    /// Everything but the rows and what the listing's limit left out.
+    pub diff: Diff,
+    before_id: i64,
+    after_id: i64,
+    /// Every changed job of each kind, in the order listed (the largest changes in cost and
+    /// latency, [`LARGEST_CHANGES`] of each).
+    listed: BTreeMap<Change, Vec<Listed>>,
+    /// The largest changes in cost and latency there are, listed or not.
+    largest: BTreeMap<Change, usize>,
+    models: Names,
+}
 
 /// The change of a job both runs have, by what decides it; `None` when nothing but cost
 /// or latency changed. Both runs' stop reasons are numbered in one [`Names`], `max_tokens`
@@ -453,11 +505,6 @@ fn change_of(before: &Side, after: &Side, max_tokens: u32) -> Option<Change> {
 }
 
 /// Compares two runs job by job, listing at most `limit` jobs of each kind of change.
-///
-/// Two passes over the runs' figures (outcome, stop reason, cost, latency; no answer): the
-/// first run's jobs are kept as numbers by (job, model), the second's matched to them as
-/// they come; then the comparisons and counts are made in the first run's order, and only
-/// the listed jobs' answers and verdicts are read.
 pub async fn compare(
     store: &Store,
     before: &RunRow,
@@ -465,6 +512,39 @@ pub async fn compare(
     limit: usize,
     options: &Options,
 ) -> anyhow::Result<Diff> {
+    let mut runs = runs(store, before, after, options).await?;
+    runs.load_rows(store, |_| true, limit, 0, usize::MAX)
+        .await?;
+    let mut left_out = BTreeMap::new();
+    for (change, n) in &runs.diff.totals.counts {
+        if *n > limit {
+            left_out.insert(*change, n - limit);
+        }
+    }
+    // The largest changes in cost and latency are cut at the limit too when it is the
+    // smaller, and then say so.
+    if limit <= LARGEST_CHANGES {
+        for (change, n) in &runs.largest {
+            if *n > limit {
+                left_out.insert(*change, n - limit);
+            }
+        }
+    }
+    runs.diff.left_out = left_out;
+    Ok(runs.diff)
+}
+
+/// Two runs compared job by job, no row read yet (see [`Runs::load_rows`]).
+///
+/// Two passes over the runs' figures (outcome, stop reason, cost, latency; no answer): the
+/// first run's jobs are kept as numbers by (job, model), the second's matched to them as
+/// they come; then the comparisons and counts are made in the first run's order.
+pub async fn runs(
+    store: &Store,
+    before: &RunRow,
+    after: &RunRow,
+    options: &Options,
+) -> anyhow::Result<Runs> {
     let models_of = async |run: &RunRow| -> anyhow::Result<BTreeSet<String>> {
         Ok(store.run_model_names(run.id).await?.into_iter().collect())
     };
@@ -472,12 +552,13 @@ pub async fn compare(
     let by_model = models_a.len() > 1 || models_b.len() > 1;
     let clustered = options.cluster_tag.is_some();
     let mut stops = Names::default();
+    let mut models = Names::default();
     let mut clusters = Names::default();
     let mut samples = 1_usize;
     let mut latencies: Vec<i64> = Vec::new();
     let mut jobs: Vec<Before> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
-    each_side(store, before, clustered, &mut stops, |group| {
+    each_side(store, before, clustered, &mut stops, &mut models, |group| {
         samples = samples.max(group.side.samples as usize);
         let start = latencies.len();
         latencies.extend(&group.latencies);
@@ -496,10 +577,9 @@ pub async fn compare(
     .await?;
     let mut totals = Totals::default();
     let mut latencies_after: Vec<i64> = Vec::new();
-    // Jobs of the second run only, in its order: the first `limit` kept, all counted.
-    let mut new: Vec<i64> = Vec::new();
-    let mut new_count = 0;
-    each_side(store, after, false, &mut stops, |group| {
+    // Jobs of the second run only, in its order.
+    let mut new: Vec<Listed> = Vec::new();
+    each_side(store, after, false, &mut stops, &mut models, |group| {
         samples = samples.max(group.side.samples as usize);
         let model = if by_model { group.model } else { String::new() };
         let found = index
@@ -507,10 +587,7 @@ pub async fn compare(
             .copied()
             .filter(|&i| jobs[i].after.is_none());
         let Some(i) = found else {
-            new_count += 1;
-            if new.len() < limit {
-                new.push(group.side.id);
-            }
+            new.push(Listed::of(None, Some(&group.side)));
             return Ok(());
         };
         jobs[i].after = Some(group.side);
@@ -526,21 +603,19 @@ pub async fn compare(
     // No stop reason is numbered 0 or past the last: `max_tokens` unseen matches none.
     let max_tokens = stops.index.get("max_tokens").copied().unwrap_or(u32::MAX);
 
-    // In the first run's order: the counts, the comparisons, and the rows of each kind.
+    // In the first run's order: the counts, the comparisons, and the jobs of each kind.
     let mut sums = paired::PairSums::new(clustered);
     let mut latencies_before: Vec<i64> = Vec::new();
     let mut listed: BTreeMap<Change, Vec<Listed>> = BTreeMap::new();
-    let mut counts: BTreeMap<Change, usize> = BTreeMap::new();
-    // Jobs that changed nothing else: (first run's id, second's, cost Δ, latency Δ).
-    let mut changed: Vec<(i64, i64, Option<i64>, Option<i64>)> = Vec::new();
+    // Jobs that changed nothing else, with their changes of cost and latency.
+    let mut changed: Vec<(Listed, Option<i64>, Option<i64>)> = Vec::new();
     for job in &jobs {
         let a = &job.side;
         let Some(b) = &job.after else {
-            *counts.entry(Change::Missing).or_default() += 1;
-            let rows = listed.entry(Change::Missing).or_default();
-            if rows.len() < limit {
-                rows.push((Some(a.id), None));
-            }
+            listed
+                .entry(Change::Missing)
+                .or_default()
+                .push(Listed::of(Some(a), None));
             continue;
         };
         totals.matched += 1;
@@ -549,17 +624,11 @@ pub async fn compare(
         add_cost(&mut totals.cost_before_pico_usd, Some(a.cost_sum))?;
         latencies_before.extend(&latencies[job.latencies.clone()]);
         sums.add(&a.measures, &b.measures, clusters.name(job.cluster));
+        let row = Listed::of(Some(a), Some(b));
         match change_of(a, b, max_tokens) {
-            Some(change) => {
-                *counts.entry(change).or_default() += 1;
-                let rows = listed.entry(change).or_default();
-                if rows.len() < limit {
-                    rows.push((Some(a.id), Some(b.id)));
-                }
-            }
+            Some(change) => listed.entry(change).or_default().push(row),
             None => changed.push((
-                a.id,
-                b.id,
+                row,
                 b.cost_pico_usd
                     .zip(a.cost_pico_usd)
                     .and_then(|(y, x)| y.checked_sub(x)),
@@ -571,73 +640,110 @@ pub async fn compare(
     }
     drop(jobs);
     drop(latencies);
-    if new_count > 0 {
-        counts.insert(Change::New, new_count);
-        listed.insert(
-            Change::New,
-            new.iter().map(|&id| (None, Some(id))).collect(),
-        );
+    if !new.is_empty() {
+        listed.insert(Change::New, new);
     }
+    totals.counts = listed.iter().map(|(k, rows)| (*k, rows.len())).collect();
     // The largest changes in cost and in latency among the jobs that changed nothing else,
     // largest first (the latency's ties in the order of the cost's).
-    let most = limit.min(LARGEST_CHANGES);
-    let mut left_out: BTreeMap<Change, usize> = BTreeMap::new();
+    let mut largest = BTreeMap::new();
     for (change, delta) in [
         (
             Change::Cost,
-            (|c: &(i64, i64, Option<i64>, Option<i64>)| c.2) as fn(&_) -> _,
+            (|c: &(Listed, Option<i64>, Option<i64>)| c.1) as fn(&_) -> _,
         ),
-        (Change::Latency, |c| c.3),
+        (Change::Latency, |c| c.2),
     ] {
         changed.sort_by_key(|c| std::cmp::Reverse(delta(c).map_or(0, i64::unsigned_abs)));
-        let largest = changed
+        let n = changed
             .iter()
             .take_while(|c| delta(c).is_some_and(|d| d != 0))
             .count();
-        listed.insert(
-            change,
-            changed
-                .iter()
-                .take(largest.min(most))
-                .map(|c| (Some(c.0), Some(c.1)))
-                .collect(),
-        );
-        if most == limit && largest > most {
-            left_out.insert(change, largest - most);
+        if n > 0 {
+            largest.insert(change, n);
+            listed.insert(
+                change,
+                changed
+                    .iter()
+                    .take(n.min(LARGEST_CHANGES))
+                    .map(|c| c.0)
+                    .collect(),
+            );
         }
     }
     drop(changed);
-    for (change, n) in &counts {
-        if *n > limit {
-            left_out.insert(*change, n - limit);
-        }
-    }
-    totals.counts = counts;
     totals.latency_p50_before_ms = median(&mut latencies_before);
     totals.latency_p50_after_ms = median(&mut latencies_after);
-    let rows = listed_rows(store, before, after, &listed).await?;
-    Ok(Diff {
-        comparisons: sums.compare(&before.name, &after.name, options.cluster_tag.as_deref()),
-        before: before.name.clone(),
-        after: after.name.clone(),
-        by_model,
-        samples,
-        totals,
-        rows,
-        left_out,
+    Ok(Runs {
+        diff: Diff {
+            comparisons: sums.compare(&before.name, &after.name, options.cluster_tag.as_deref()),
+            before: before.name.clone(),
+            after: after.name.clone(),
+            by_model,
+            samples,
+            totals,
+            rows: Vec::new(),
+            left_out: BTreeMap::new(),
+        },
+        before_id: before.id,
+        after_id: after.id,
+        listed,
+        largest,
+        models,
     })
 }
 
-/// The listed jobs of a comparison of two runs, read from the store: each kind's rows, by
-/// the row ids of the job in each run, in the order given.
+impl Runs {
+    /// The listed jobs `keep` selects, kind by kind (most important first, each in its
+    /// order), at most `per_kind` of each kind, after the first `skip`, at most `take`, read
+    /// into `diff.rows`; and how many `keep` selects in all (each kind cut at `per_kind`).
+    pub async fn load_rows(
+        &mut self,
+        store: &Store,
+        keep: impl Fn(RowKey<'_>) -> bool,
+        per_kind: usize,
+        mut skip: usize,
+        take: usize,
+    ) -> anyhow::Result<usize> {
+        let mut chosen: Vec<(Change, Listed)> = Vec::new();
+        let mut matched = 0;
+        for (change, rows) in &self.listed {
+            let selected = rows
+                .iter()
+                .filter(|r| {
+                    keep(RowKey {
+                        change: *change,
+                        model: self.models.name(r.model).unwrap_or_default(),
+                        before: r.before,
+                        after: r.after,
+                    })
+                })
+                .take(per_kind);
+            for row in selected {
+                matched += 1;
+                if skip > 0 {
+                    skip -= 1;
+                } else if chosen.len() < take {
+                    chosen.push((*change, *row));
+                }
+            }
+        }
+        let rows = listed_rows(store, self.before_id, self.after_id, &chosen).await?;
+        self.diff.rows.extend(rows);
+        Ok(matched)
+    }
+}
+
+/// The listed jobs of a comparison of two runs, read from the store by the row ids of the
+/// job in each run, in the order given.
 async fn listed_rows(
     store: &Store,
-    before: &RunRow,
-    after: &RunRow,
-    listed: &BTreeMap<Change, Vec<Listed>>,
+    before: i64,
+    after: i64,
+    listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let mut ids_a: Vec<i64> = listed.values().flatten().filter_map(|r| r.0).collect();
-    let mut ids_b: Vec<i64> = listed.values().flatten().filter_map(|r| r.1).collect();
+    let mut ids_a: Vec<i64> = listed.iter().filter_map(|r| r.1.a).collect();
+    let mut ids_b: Vec<i64> = listed.iter().filter_map(|r| r.1.b).collect();
     for ids in [&mut ids_a, &mut ids_b] {
         ids.sort_unstable();
         ids.dedup();
@@ -645,8 +751,8 @@ async fn listed_rows(
     let views = |views: Vec<JobView>| -> HashMap<i64, JobView> {
         views.into_iter().map(|v| (v.id, v)).collect()
     };
-    let views_a = views(store.job_views_of(before.id, &ids_a).await?);
-    let views_b = views(store.job_views_of(after.id, &ids_b).await?);
+    let views_a = views(store.job_views_of(before, &ids_a).await?);
+    let views_b = views(store.job_views_of(after, &ids_b).await?);
     let grades_a = store.grade_views_of(&ids_a).await?;
     let grades_b = store.grade_views_of(&ids_b).await?;
     let side = |views: &HashMap<i64, JobView>, grades: &HashMap<i64, Vec<GradeView>>, id| {
@@ -657,22 +763,20 @@ async fn listed_rows(
         ))
     };
     let mut rows = Vec::new();
-    for (change, pairs) in listed {
-        for &(a, b) in pairs {
-            // A row deleted since the first pass is left out.
-            let first = a
-                .and_then(|id| views_a.get(&id))
-                .or_else(|| b.and_then(|id| views_b.get(&id)));
-            let Some(first) = first else { continue };
-            rows.push(DiffRow {
-                change: *change,
-                job_id: first.job_id.clone(),
-                model: first.model.clone(),
-                prompt: first.prompt.as_deref().map(excerpt),
-                before: a.and_then(|id| side(&views_a, &grades_a, id)),
-                after: b.and_then(|id| side(&views_b, &grades_b, id)),
-            });
-        }
+    for &(change, Listed { a, b, .. }) in listed {
+        // A row deleted since the first pass is left out.
+        let first = a
+            .and_then(|id| views_a.get(&id))
+            .or_else(|| b.and_then(|id| views_b.get(&id)));
+        let Some(first) = first else { continue };
+        rows.push(DiffRow {
+            change,
+            job_id: first.job_id.clone(),
+            model: first.model.clone(),
+            prompt: first.prompt.as_deref().map(excerpt),
+            before: a.and_then(|id| side(&views_a, &grades_a, id)),
+            after: b.and_then(|id| side(&views_b, &grades_b, id)),
+        });
     }
     Ok(rows)
 }

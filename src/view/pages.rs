@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::data::{JobPage, JobsPage, ModelsPage, RunPage, RunSummary};
-use crate::diff::{Diff, JobSide, PairedComparison};
+use super::data::{DiffPage, JobPage, JobsPage, ModelsPage, RunPage, RunSummary};
+use crate::diff::{JobSide, PairedComparison};
 use crate::pricing::format_usd;
 use crate::report::{Group, Report, latency_cells, usd};
 use crate::store::RunRow;
@@ -612,12 +612,16 @@ fn side(run: i64, model: &str, job_id: &str, side: Option<&JobSide>) -> Markup {
 
 /// `/diff/{a}/{b}`: the per-job changes and the paired statistics of `diff`.
 pub fn diff(
-    diff: &Diff,
+    page: &DiffPage,
     before: &RunRow,
     after: &RunRow,
     query: &HashMap<String, String>,
 ) -> Markup {
+    let diff = &page.diff;
     let t = &diff.totals;
+    let (first, shown, matched) =
+        page_span(page.page, page.per_page, diff.rows.len(), page.matched);
+    let link = |to: i64| page_link_of(query, &["change", "model", "outcome"], to, page.per_page);
     let current = |name: &str| query.get(name).map(String::as_str).unwrap_or("");
     layout(
         &format!("{} vs {}", before.name, after.name),
@@ -639,6 +643,7 @@ pub fn diff(
                 label { "outcome " input type="text" name="outcome" placeholder="pass, fail, error…" value=(current("outcome")); }
                 button type="submit" { "filter" }
             }
+            p { @if shown > 0 { "changed jobs " (first + 1) "–" (first + shown) " of " } @else { "no changed jobs on this page, of " } (matched) }
             table.jobs {
                 thead { tr { th { "change" } th { "job" } th { "model" } th { "prompt" } th { (before.name) } th { (after.name) } } }
                 tbody { @for row in &diff.rows {
@@ -652,7 +657,7 @@ pub fn diff(
                     }
                 } }
             }
-            @for (change, n) in &diff.left_out { p.note { (n) " more " (change.as_str()) " left out" } }
+            (pager(page.page, first, shown, matched, link))
         },
     )
 }
@@ -706,11 +711,44 @@ pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) 
                     }
                 } }
             }
-            p.pages {
-                @if page.page > 1 { a rel="prev" href=(link(page.page - 1)) { "← previous" } " " }
-                "page " (page.page)
-                @if first.saturating_add(shown) < matched { " " a rel="next" href=(link(page.page + 1)) { "next →" } }
-            }
+            (pager(page.page, first, shown, matched, link))
         },
     )
+}
+
+/// Where a page of `per_page` rows starts (the rows before it), how many it shows, and how
+/// many there are in all.
+fn page_span(page: i64, per_page: i64, shown: usize, matched: usize) -> (i64, i64, i64) {
+    (
+        (page - 1).saturating_mul(per_page),
+        i64::try_from(shown).unwrap_or(i64::MAX),
+        i64::try_from(matched).unwrap_or(i64::MAX),
+    )
+}
+
+/// The query of page `to`, with the filters named in `keys` kept from `query`.
+fn page_link_of(query: &HashMap<String, String>, keys: &[&str], to: i64, per_page: i64) -> String {
+    let mut pairs: Vec<(&str, String)> = keys
+        .iter()
+        .filter_map(|k| query.get(*k).map(|v| (*k, v.clone())))
+        .collect();
+    pairs.push(("page", to.to_string()));
+    if per_page != super::data::PAGE {
+        pairs.push(("per_page", per_page.to_string()));
+    }
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    )
+}
+
+/// Links to the previous and next pages of a list.
+fn pager(page: i64, first: i64, shown: i64, matched: i64, link: impl Fn(i64) -> String) -> Markup {
+    html! {
+        p.pages {
+            @if page > 1 { a rel="prev" href=(link(page - 1)) { "← previous" } " " }
+            "page " (page)
+            @if first.saturating_add(shown) < matched { " " a rel="next" href=(link(page + 1)) { "next →" } }
+        }
+    }
 }
