@@ -110,21 +110,26 @@ impl Store {
     /// order; the ids are read in chunks a statement can bind.
     pub async fn job_views_of(&self, run_id: i64, ids: &[i64]) -> Result<Vec<JobView>, StoreError> {
         let postgres = self.dialect() == Dialect::Postgres;
+        // The excerpt's length is written in, not bound: a statement whose placeholders
+        // each come once, in order, binds its thousand ids without looking up names (see
+        // `Sql::sqlite`), ten times faster than with one placeholder used twice.
         let excerpts = if postgres {
-            "j.request AS prompt, b.body AS answer"
+            "j.request AS prompt, b.body AS answer".to_owned()
         } else {
-            "CASE WHEN json_valid(j.request) THEN substr(
-                CASE json_type(j.request, '$.messages[#-1].content')
-                    WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
-                    WHEN 'array' THEN (
-                        SELECT group_concat(json_extract(e.value, '$.text'), ' ')
-                        FROM json_each(j.request, '$.messages[#-1].content') e
-                        WHERE json_extract(e.value, '$.type') = 'text')
-                END, 1, $2)
-             END AS prompt,
-             CASE WHEN json_valid(b.body)
-                  THEN substr(json_extract(b.body, '$.content[0].text'), 1, $2)
-             END AS answer"
+            format!(
+                "CASE WHEN json_valid(j.request) THEN substr(
+                    CASE json_type(j.request, '$.messages[#-1].content')
+                        WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
+                        WHEN 'array' THEN (
+                            SELECT group_concat(json_extract(e.value, '$.text'), ' ')
+                            FROM json_each(j.request, '$.messages[#-1].content') e
+                            WHERE json_extract(e.value, '$.type') = 'text')
+                    END, 1, {EXCERPT_CHARS})
+                 END AS prompt,
+                 CASE WHEN json_valid(b.body)
+                      THEN substr(json_extract(b.body, '$.content[0].text'), 1, {EXCERPT_CHARS})
+                 END AS answer"
+            )
         };
         let mut views = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ID_CHUNK) {
@@ -133,10 +138,9 @@ impl Store {
                         r.cost_pico_usd, r.latency_ms, r.output_tokens, j.tags, {excerpts}
                  FROM jobs j LEFT JOIN results r ON r.job = j.id
                  LEFT JOIN responses b ON b.job = j.id
-                 WHERE j.run_id = $1 AND ($2 > 0) AND j.id IN ("
+                 WHERE j.run_id = $1 AND j.id IN ("
             ))
-            .bind(run_id)
-            .bind(EXCERPT_CHARS);
+            .bind(run_id);
             sql.push_list(chunk).push(") ORDER BY j.id");
             let mut chunk: Vec<JobView> = self.all(sql.once()).await?;
             if postgres {
