@@ -1,11 +1,17 @@
 //! `msgbatch diff`: which answers changed between two runs, or between the models of one.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
 use super::Global;
 use super::report::emit;
 use crate::ExitStatus;
 use crate::cli::{DiffArgs, ReportFormat};
-use crate::diff::{self, Comparison};
+use crate::diff::{self, Comparison, Flags};
 use crate::output;
+use crate::store::{RunRow, Store};
 
 pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus> {
     let store = global.existing_store().await?;
@@ -30,28 +36,23 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
             format!("{}-vs-{}", before.name, after.name),
         ),
         // One model makes a one-column matrix: the run's jobs, failures first, for the viewer.
-        [run] => (
-            Comparison::Models(diff::matrix(&store, run, &options).await?),
-            run.name.clone(),
-        ),
+        [run] => (models(&store, run, &options, args).await?, run.name.clone()),
         _ => anyhow::bail!("diff takes one run or two"),
     };
-    // Run names come from outside: the file name is their plain form, inside `--out`.
-    let target = |ext: &str| {
-        (args.out.as_os_str() != "-").then(|| {
-            args.out
-                .join(output::file_name(&format!("{name}-diff.{ext}")))
-        })
-    };
-    match args.format {
-        ReportFormat::Table => emit(&output::terminal_lines(&diff::table(&comparison)), None)?,
-        ReportFormat::Md => emit(&diff::markdown(&comparison), target("md"))?,
-        ReportFormat::Csv => emit(&diff::csv(&comparison)?, target("csv"))?,
-        ReportFormat::Json => emit(
-            &(serde_json::to_string_pretty(&comparison)? + "\n"),
-            target("json"),
-        )?,
-        ReportFormat::Html => emit(&diff::html(&comparison), target("html"))?,
+    if let Comparison::Runs(_) = &comparison {
+        let target = |ext: &str| target(args, &name, ext);
+        match args.format {
+            ReportFormat::Table => {
+                emit(&output::terminal_lines(&diff::table(&comparison)), None)?;
+            }
+            ReportFormat::Md => emit(&diff::markdown(&comparison), target("md"))?,
+            ReportFormat::Csv => emit(&diff::csv(&comparison)?, target("csv"))?,
+            ReportFormat::Json => emit(
+                &(serde_json::to_string_pretty(&comparison)? + "\n"),
+                target("json"),
+            )?,
+            ReportFormat::Html => emit(&diff::html(&comparison), target("html"))?,
+        }
     }
     let regressed = match &comparison {
         Comparison::Runs(diff) => diff.regressions() > 0,
@@ -68,6 +69,154 @@ pub async fn diff(global: &Global, args: &DiffArgs) -> anyhow::Result<ExitStatus
             ExitStatus::Success
         },
     )
+}
+
+/// Where a comparison named `name` is written in format `ext`: `None` for standard output.
+/// Run names come from outside: the file name is their plain form, inside `--out`.
+fn target(args: &DiffArgs, name: &str, ext: &str) -> Option<PathBuf> {
+    (args.out.as_os_str() != "-").then(|| {
+        args.out
+            .join(output::file_name(&format!("{name}-diff.{ext}")))
+    })
+}
+
+/// The models of one run compared: the table and the page hold the rows they show (a
+/// bounded number), and are written by the caller; Markdown, CSV and JSON, which list every
+/// job, are written here as the rows are read, none held longer than it takes to write it.
+async fn models(
+    store: &Store,
+    run: &RunRow,
+    options: &diff::Options,
+    args: &DiffArgs,
+) -> anyhow::Result<Comparison> {
+    let mut models = diff::models(store, run, options).await?;
+    let target = |ext: &str| target(args, &run.name, ext);
+    match args.format {
+        ReportFormat::Table => {
+            models
+                .load_rows(store, Flags::listed, 0, diff::DEFAULT_LIMIT)
+                .await?;
+            let comparison = Comparison::Models(models.matrix);
+            emit(&output::terminal_lines(&diff::table(&comparison)), None)?;
+            return Ok(comparison);
+        }
+        ReportFormat::Html => {
+            models
+                .load_rows(store, Flags::listed, 0, diff::HTML_MAX_ROWS)
+                .await?;
+            models
+                .load_rows(store, |f| !f.listed(), 0, diff::HTML_AGREEING_ROWS)
+                .await?;
+            let comparison = Comparison::Models(models.matrix);
+            emit(&diff::html(&comparison), target("html"))?;
+            return Ok(comparison);
+        }
+        ReportFormat::Md | ReportFormat::Csv | ReportFormat::Json => {}
+    }
+    let ext = match args.format {
+        ReportFormat::Md => "md",
+        ReportFormat::Csv => "csv",
+        _ => "json",
+    };
+    let path = target(ext);
+    let mut out = Out::open(path.as_deref())?;
+    let matrix = &models.matrix;
+    match args.format {
+        ReportFormat::Md => {
+            out.write_all(diff::markdown_models_head(matrix).as_bytes())?;
+            models
+                .each_row(store, Flags::listed, 0, usize::MAX, |row| {
+                    out.write_all(diff::markdown_models_row(&row).as_bytes())?;
+                    Ok(())
+                })
+                .await?;
+            out.write_all(diff::markdown_models_tail(matrix).as_bytes())?;
+        }
+        ReportFormat::Csv => {
+            let mut writer = ::csv::Writer::from_writer(&mut out);
+            diff::csv_models_header(&mut writer)?;
+            models
+                .each_row(
+                    store,
+                    |_| true,
+                    0,
+                    usize::MAX,
+                    |row| Ok(diff::csv_models_row(&mut writer, &matrix.models, &row)?),
+                )
+                .await?;
+            writer.flush()?;
+        }
+        _ => {
+            out.write_all(diff::json_models_head(matrix)?.as_bytes())?;
+            let mut rows = 0;
+            models
+                .each_row(
+                    store,
+                    |_| true,
+                    0,
+                    usize::MAX,
+                    |row| {
+                        out.write_all(diff::json_models_row(&row, rows == 0)?.as_bytes())?;
+                        rows += 1;
+                        Ok(())
+                    },
+                )
+                .await?;
+            out.write_all((diff::json_models_tail(matrix, rows)? + "\n").as_bytes())?;
+        }
+    }
+    out.finish(path.as_deref())?;
+    Ok(Comparison::Models(models.matrix))
+}
+
+/// Standard output, or a file written whole or not at all (see [`output::AtomicFile`]).
+enum Out {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File(output::AtomicFile),
+}
+
+impl Out {
+    fn open(path: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(match path {
+            None => Self::Stdout(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout().lock(),
+            )),
+            Some(path) => Self::File(
+                output::AtomicFile::create(path)
+                    .with_context(|| format!("failed to write {}", path.display()))?,
+            ),
+        })
+    }
+
+    fn finish(self, path: Option<&Path>) -> anyhow::Result<()> {
+        match self {
+            Self::Stdout(mut out) => out.flush()?,
+            Self::File(file) => {
+                let path = path.unwrap_or(Path::new("-"));
+                file.commit()
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+                crate::errln!("wrote {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Stdout(out) => out.write(buf),
+            Self::File(file) => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Stdout(out) => out.flush(),
+            Self::File(file) => file.flush(),
+        }
+    }
 }
 
 /// The tag NAME of `--cluster tag:NAME`.

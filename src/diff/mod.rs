@@ -16,7 +16,12 @@ use crate::pricing::CostOverflow;
 use crate::store::{GradeView, JobView, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
-pub use render::{csv, html, markdown, table};
+
+pub use render::{
+    HTML_AGREEING_ROWS, HTML_MAX_ROWS, csv, csv_models_header, csv_models_row, html,
+    json_models_head, json_models_row, json_models_tail, markdown, markdown_models_head,
+    markdown_models_row, markdown_models_tail, table,
+};
 
 /// How the paired comparisons of a diff are made.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +32,10 @@ pub struct Options {
     pub baseline: Option<String>,
 }
 
-/// The job's value of the clustering tag, if it has one.
-fn cluster_of(view: &JobView, tag: Option<&str>) -> Option<String> {
+/// The job's value of the clustering tag, if it has one, from its tags as stored.
+fn cluster_of(tags: Option<&str>, tag: Option<&str>) -> Option<String> {
     let tag = tag?;
-    let tags: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(view.tags.as_deref()?).ok()?;
+    let tags: serde_json::Map<String, serde_json::Value> = serde_json::from_str(tags?).ok()?;
     match tags.get(tag)? {
         serde_json::Value::String(value) => Some(value.clone()),
         other => Some(other.to_string()),
@@ -82,14 +86,37 @@ impl Outcome {
 
     /// The outcome of a job in `state` with these verdicts.
     fn of(state: &str, grades: &[GradeView]) -> Self {
+        Self::of_verdicts(
+            state,
+            grades.iter().any(|g| g.passed == Some(true)),
+            grades.iter().any(|g| g.passed == Some(false)),
+        )
+    }
+
+    /// The outcome of a job in `state` that some grader passed, or failed.
+    fn of_verdicts(state: &str, passed: bool, failed: bool) -> Self {
         match state {
-            "succeeded" if grades.iter().any(|g| g.passed == Some(false)) => Self::Fail,
-            "succeeded" if grades.iter().any(|g| g.passed == Some(true)) => Self::Pass,
+            "succeeded" if failed => Self::Fail,
+            "succeeded" if passed => Self::Pass,
             "succeeded" => Self::Answered,
             "failed" => Self::Error,
             "rejected" => Self::Rejected,
             _ => Self::Pending,
         }
+    }
+
+    /// The outcome `as_str` names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pass,
+            Self::Fail,
+            Self::Answered,
+            Self::Error,
+            Self::Pending,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
     }
 
     fn answered(self) -> bool {
@@ -256,69 +283,225 @@ impl Diff {
     }
 }
 
-/// A job of a run (one model of it): its first sample as listed, and the measures of every
-/// sample averaged (a job's score is the mean over its samples of "every grader passed").
-struct Loaded {
-    view: JobView,
-    grades: Vec<GradeView>,
-    measures: Measures,
-    /// Every sample, the first included: outcome, cost and latency, for the totals.
-    samples: Vec<Sample>,
-}
-
-/// What the totals count of a sample.
+/// A job of a run (one model of it) as a comparison of two runs keeps it: its first
+/// sample's row id and what decides its change, the mean of its samples' measures, and
+/// what the totals count of every sample.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
+struct Side {
+    /// The row id of its first sample, the one listed.
+    id: i64,
     outcome: Outcome,
+    /// Its first sample's stop reason, as its number in [`Names`] (0 for none).
+    stop: u32,
+    /// Its model, as its number in [`Names`].
+    model: u32,
     cost_pico_usd: Option<i64>,
     latency_ms: Option<i64>,
+    measures: Measures,
+    samples: u32,
+    passed: u32,
+    graded: u32,
+    /// The sum of its samples' costs.
+    cost_sum: i64,
 }
 
-/// The most samples of one job and model among `jobs`: 1 without `--repeat`.
-fn samples_of(jobs: &[Loaded]) -> usize {
-    jobs.iter().map(|j| j.samples.len()).max().unwrap_or(1)
+/// Texts many jobs share (stop reasons, cluster values), each kept once and numbered from 1.
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
 }
 
-/// The jobs of a run in input order, the samples (`--repeat`) of each (job, model) made one.
-/// A record's rows are stored together, a model's samples next to each other, so the samples
-/// of a job are consecutive rows.
-async fn load(store: &Store, run: &RunRow) -> anyhow::Result<Vec<Loaded>> {
-    let mut grades = store.grade_views(run.id).await?;
-    let mut jobs: Vec<Loaded> = Vec::new();
-    let mut sum = paired::MeanMeasures::default();
-    for view in store.job_views(run.id).await? {
-        let g = grades.remove(&view.id).unwrap_or_default();
-        let outcome = Outcome::of(&view.state, &g);
-        let measures = Measures::new(outcome, view.cost_pico_usd, view.latency_ms);
-        let sample = Sample {
-            outcome,
-            cost_pico_usd: view.cost_pico_usd,
-            latency_ms: view.latency_ms,
-        };
-        if let Some(last) = jobs.last_mut()
-            && last.view.job_id == view.job_id
-            && last.view.model == view.model
-        {
+impl Names {
+    fn number(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name else { return 0 };
+        if let Some(&n) = self.index.get(name) {
+            return n;
+        }
+        self.names.push(name.to_owned());
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.index.insert(name.to_owned(), n);
+        n
+    }
+
+    fn name(&self, n: u32) -> Option<&str> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        self.names.get(i).map(String::as_str)
+    }
+}
+
+/// One (job, model) of a run, its samples read: see [`each_side`].
+struct Group {
+    job_id: String,
+    model: String,
+    tags: Option<String>,
+    side: Side,
+    /// Its samples' latencies.
+    latencies: Vec<i64>,
+}
+
+/// Each (job, model) of a run in input order, its samples (`--repeat`) made one, from one
+/// read of the rows' figures. A record's rows are stored together, a model's samples next
+/// to each other, so the samples of a job are consecutive rows; a (job, model) whose
+/// samples are not is said, not miscounted.
+async fn each_side(
+    store: &Store,
+    run: &RunRow,
+    with_tags: bool,
+    stops: &mut Names,
+    models: &mut Names,
+    mut sink: impl FnMut(Group) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut current: Option<(Group, paired::MeanMeasures)> = None;
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut finish = |(mut group, sum): (Group, paired::MeanMeasures)| {
+        if !seen.insert(hash_of(&format!("{}\u{0}{}", group.job_id, group.model))) {
+            anyhow::bail!(
+                "run {}: the samples of job {} on {} are not stored together; msgbatch stores them in one stretch",
+                run.name,
+                group.job_id,
+                group.model
+            );
+        }
+        group.side.measures = sum.mean();
+        sink(group)
+    };
+    store
+        .each_job_score(run.id, with_tags, |row| -> anyhow::Result<()> {
+            let outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
+            let measures = Measures::new(outcome, row.cost_pico_usd, row.latency_ms);
+            let same = current
+                .as_ref()
+                .is_some_and(|(g, _)| g.job_id == row.job_id && g.model == row.model);
+            if !same {
+                if let Some(done) = current.take() {
+                    finish(done)?;
+                }
+                current = Some((
+                    Group {
+                        side: Side {
+                            id: row.id,
+                            outcome,
+                            stop: stops.number(row.stop_reason.as_deref()),
+                            model: models.number(Some(&row.model)),
+                            cost_pico_usd: row.cost_pico_usd,
+                            latency_ms: row.latency_ms,
+                            measures,
+                            samples: 0,
+                            passed: 0,
+                            graded: 0,
+                            cost_sum: 0,
+                        },
+                        job_id: row.job_id,
+                        model: row.model,
+                        tags: row.tags,
+                        latencies: Vec::new(),
+                    },
+                    paired::MeanMeasures::default(),
+                ));
+            }
+            let (group, sum) = current.as_mut().expect("a group is current");
             sum.add(&measures);
-            last.samples.push(sample);
-            continue;
-        }
-        if let Some(last) = jobs.last_mut() {
-            last.measures = sum.mean();
-        }
-        sum = paired::MeanMeasures::default();
-        sum.add(&measures);
-        jobs.push(Loaded {
-            view,
-            grades: g,
-            measures,
-            samples: vec![sample],
-        });
+            let side = &mut group.side;
+            side.samples += 1;
+            side.passed += u32::from(outcome == Outcome::Pass);
+            side.graded += u32::from(outcome.graded());
+            add_cost(&mut side.cost_sum, row.cost_pico_usd)?;
+            group.latencies.extend(row.latency_ms);
+            Ok(())
+        })
+        .await?;
+    if let Some(done) = current.take() {
+        finish(done)?;
     }
-    if let Some(last) = jobs.last_mut() {
-        last.measures = sum.mean();
+    Ok(())
+}
+
+/// A job of the first run, as the comparison of two runs keeps it between its passes.
+struct Before {
+    side: Side,
+    /// Its samples' latencies, in [`Compared::latencies`].
+    latencies: std::ops::Range<usize>,
+    /// Its value of the clustering tag, in the clusters' [`Names`].
+    cluster: u32,
+    /// The same job in the second run.
+    after: Option<Side>,
+}
+
+/// A listed job of a comparison of two runs: its row id in the first run and in the second,
+/// and what a listing selects on.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    a: Option<i64>,
+    b: Option<i64>,
+    /// Its model (the first run's), as its number in [`Runs::models`].
+    model: u32,
+    before: Option<Outcome>,
+    after: Option<Outcome>,
+}
+
+impl Listed {
+    fn of(a: Option<&Side>, b: Option<&Side>) -> Self {
+        Self {
+            a: a.map(|s| s.id),
+            b: b.map(|s| s.id),
+            model: a.or(b).map_or(0, |s| s.model),
+            before: a.map(|s| s.outcome),
+            after: b.map(|s| s.outcome),
+        }
     }
-    Ok(jobs)
+}
+
+/// What a listing of a comparison of two runs selects a row on.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    pub change: Change,
+    pub model: &'a str,
+    pub before: Option<Outcome>,
+    pub after: Option<Outcome>,
+}
+
+/// Two runs compared job by job, the figures made and the changed jobs found in two passes
+/// over the runs' figures; the listed rows (answers, verdicts) are read on demand by
+/// [`Runs::load_rows`]. It holds a few numbers per changed job.
+#[derive(Debug)]
+pub struct Runs {
+    /// Everything but the rows and what the listing's limit left out.
+    pub diff: Diff,
+    before_id: i64,
+    after_id: i64,
+    /// Every changed job of each kind, in the order listed (the largest changes in cost and
+    /// latency, [`LARGEST_CHANGES`] of each).
+    listed: BTreeMap<Change, Vec<Listed>>,
+    /// The largest changes in cost and latency there are, listed or not.
+    largest: BTreeMap<Change, usize>,
+    models: Names,
+}
+
+/// The change of a job both runs have, by what decides it; `None` when nothing but cost
+/// or latency changed. Both runs' stop reasons are numbered in one [`Names`], `max_tokens`
+/// as `max_tokens`, so equal numbers are equal reasons.
+fn change_of(before: &Side, after: &Side, max_tokens: u32) -> Option<Change> {
+    let (x, y) = (before.outcome, after.outcome);
+    if x == Outcome::Pass && y == Outcome::Fail {
+        Some(Change::Regression)
+    } else if x.answered() && y == Outcome::Error {
+        Some(Change::NewlyFailed)
+    } else if x == Outcome::Fail && y == Outcome::Pass {
+        // A grade flip says more than the stop reason that came with it, as a regression
+        // does.
+        Some(Change::Improvement)
+    } else if x.answered() && y.answered() && before.stop != after.stop {
+        if after.stop == max_tokens {
+            Some(Change::NewlyTruncated)
+        } else {
+            Some(Change::StopReasonChanged)
+        }
+    } else if x == Outcome::Error && y.answered() {
+        Some(Change::Fixed)
+    } else {
+        None
+    }
 }
 
 /// Compares two runs job by job, listing at most `limit` jobs of each kind of change.
@@ -329,199 +512,273 @@ pub async fn compare(
     limit: usize,
     options: &Options,
 ) -> anyhow::Result<Diff> {
-    let a = load(store, before).await?;
-    let b = load(store, after).await?;
-    let models = |jobs: &[Loaded]| {
-        jobs.iter()
-            .map(|j| j.view.model.clone())
-            .collect::<BTreeSet<_>>()
-    };
-    let by_model = models(&a).len() > 1 || models(&b).len() > 1;
-    let samples = samples_of(&a).max(samples_of(&b));
-    let key = |v: &JobView| {
-        if by_model {
-            (v.job_id.clone(), v.model.clone())
-        } else {
-            (v.job_id.clone(), String::new())
+    let mut runs = runs(store, before, after, options).await?;
+    runs.load_rows(store, |_| true, limit, 0, usize::MAX)
+        .await?;
+    let mut left_out = BTreeMap::new();
+    for (change, n) in &runs.diff.totals.counts {
+        if *n > limit {
+            left_out.insert(*change, n - limit);
         }
-    };
-    let mut prompts: HashMap<(String, String), Option<String>> = HashMap::new();
-    let mut after_jobs: HashMap<(String, String), (JobSide, Measures, Vec<Sample>)> =
-        HashMap::new();
-    let mut after_order: Vec<((String, String), String)> = Vec::new();
-    for Loaded {
-        view,
-        grades,
-        measures,
-        samples,
-    } in b
-    {
-        let k = key(&view);
-        prompts.insert(k.clone(), view.prompt.as_deref().map(excerpt));
-        after_order.push((k.clone(), view.model.clone()));
-        after_jobs.insert(k, (JobSide::new(view, grades), measures, samples));
     }
-    let mut rows: Vec<DiffRow> = Vec::new();
+    // The largest changes in cost and latency are cut at the limit too when it is the
+    // smaller, and then say so.
+    if limit <= LARGEST_CHANGES {
+        for (change, n) in &runs.largest {
+            if *n > limit {
+                left_out.insert(*change, n - limit);
+            }
+        }
+    }
+    runs.diff.left_out = left_out;
+    Ok(runs.diff)
+}
+
+/// Two runs compared job by job, no row read yet (see [`Runs::load_rows`]).
+///
+/// Two passes over the runs' figures (outcome, stop reason, cost, latency; no answer): the
+/// first run's jobs are kept as numbers by (job, model), the second's matched to them as
+/// they come; then the comparisons and counts are made in the first run's order.
+pub async fn runs(
+    store: &Store,
+    before: &RunRow,
+    after: &RunRow,
+    options: &Options,
+) -> anyhow::Result<Runs> {
+    let models_of = async |run: &RunRow| -> anyhow::Result<BTreeSet<String>> {
+        Ok(store.run_model_names(run.id).await?.into_iter().collect())
+    };
+    let (models_a, models_b) = (models_of(before).await?, models_of(after).await?);
+    let by_model = models_a.len() > 1 || models_b.len() > 1;
+    let clustered = options.cluster_tag.is_some();
+    let mut stops = Names::default();
+    let mut models = Names::default();
+    let mut clusters = Names::default();
+    let mut samples = 1_usize;
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut jobs: Vec<Before> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    each_side(store, before, clustered, &mut stops, &mut models, |group| {
+        samples = samples.max(group.side.samples as usize);
+        let start = latencies.len();
+        latencies.extend(&group.latencies);
+        let cluster = clusters
+            .number(cluster_of(group.tags.as_deref(), options.cluster_tag.as_deref()).as_deref());
+        let model = if by_model { group.model } else { String::new() };
+        index.insert((group.job_id, model), jobs.len());
+        jobs.push(Before {
+            side: group.side,
+            latencies: start..latencies.len(),
+            cluster,
+            after: None,
+        });
+        Ok(())
+    })
+    .await?;
     let mut totals = Totals::default();
-    let mut latencies = (Vec::new(), Vec::new());
-    let mut changed: Vec<DiffRow> = Vec::new();
-    let mut pairs: Vec<Pair> = Vec::new();
-    for Loaded {
-        view,
-        grades,
-        measures,
-        samples,
-    } in a
-    {
-        let k = key(&view);
-        let cluster = cluster_of(&view, options.cluster_tag.as_deref());
-        let prompt = view.prompt.as_deref().map(excerpt);
-        let model = view.model.clone();
-        let before_side = JobSide::new(view, grades);
-        let after_side = after_jobs.remove(&k);
-        let row = |change, after: Option<JobSide>| DiffRow {
-            change,
-            job_id: k.0.clone(),
-            model: model.clone(),
-            prompt: prompt.clone(),
-            before: Some(before_side.clone()),
-            after,
+    let mut latencies_after: Vec<i64> = Vec::new();
+    // Jobs of the second run only, in its order.
+    let mut new: Vec<Listed> = Vec::new();
+    each_side(store, after, false, &mut stops, &mut models, |group| {
+        samples = samples.max(group.side.samples as usize);
+        let model = if by_model { group.model } else { String::new() };
+        let found = index
+            .get(&(group.job_id, model))
+            .copied()
+            .filter(|&i| jobs[i].after.is_none());
+        let Some(i) = found else {
+            new.push(Listed::of(None, Some(&group.side)));
+            return Ok(());
         };
-        let Some((after_side, after_measures, after_samples)) = after_side else {
-            rows.push(row(Change::Missing, None));
+        jobs[i].after = Some(group.side);
+        let side = &group.side;
+        totals.passed_after += side.passed as usize;
+        totals.graded_after += side.graded as usize;
+        add_cost(&mut totals.cost_after_pico_usd, Some(side.cost_sum))?;
+        latencies_after.extend(&group.latencies);
+        Ok(())
+    })
+    .await?;
+    drop(index);
+    // No stop reason is numbered 0 or past the last: `max_tokens` unseen matches none.
+    let max_tokens = stops.index.get("max_tokens").copied().unwrap_or(u32::MAX);
+
+    // In the first run's order: the counts, the comparisons, and the jobs of each kind.
+    let mut sums = paired::PairSums::new(clustered);
+    let mut latencies_before: Vec<i64> = Vec::new();
+    let mut listed: BTreeMap<Change, Vec<Listed>> = BTreeMap::new();
+    // Jobs that changed nothing else, with their changes of cost and latency.
+    let mut changed: Vec<(Listed, Option<i64>, Option<i64>)> = Vec::new();
+    for job in &jobs {
+        let a = &job.side;
+        let Some(b) = &job.after else {
+            listed
+                .entry(Change::Missing)
+                .or_default()
+                .push(Listed::of(Some(a), None));
             continue;
         };
         totals.matched += 1;
-        tally(&mut totals, &samples, &after_samples, &mut latencies)?;
-        pairs.push(Pair {
-            a: measures,
-            b: after_measures,
-            cluster,
-        });
-        let (x, y) = (before_side.outcome, after_side.outcome);
-        let change = if x == Outcome::Pass && y == Outcome::Fail {
-            Some(Change::Regression)
-        } else if x.answered() && y == Outcome::Error {
-            Some(Change::NewlyFailed)
-        } else if x == Outcome::Fail && y == Outcome::Pass {
-            // A grade flip says more than the stop reason that came with it, as a regression
-            // does.
-            Some(Change::Improvement)
-        } else if x.answered() && y.answered() && before_side.stop_reason != after_side.stop_reason
-        {
-            if after_side.stop_reason.as_deref() == Some("max_tokens") {
-                Some(Change::NewlyTruncated)
-            } else {
-                Some(Change::StopReasonChanged)
-            }
-        } else if x == Outcome::Error && y.answered() {
-            Some(Change::Fixed)
-        } else {
-            None
-        };
-        match change {
-            Some(change) => rows.push(row(change, Some(after_side))),
-            None => changed.push(row(Change::Cost, Some(after_side))),
+        totals.passed_before += a.passed as usize;
+        totals.graded_before += a.graded as usize;
+        add_cost(&mut totals.cost_before_pico_usd, Some(a.cost_sum))?;
+        latencies_before.extend(&latencies[job.latencies.clone()]);
+        sums.add(&a.measures, &b.measures, clusters.name(job.cluster));
+        let row = Listed::of(Some(a), Some(b));
+        match change_of(a, b, max_tokens) {
+            Some(change) => listed.entry(change).or_default().push(row),
+            None => changed.push((
+                row,
+                b.cost_pico_usd
+                    .zip(a.cost_pico_usd)
+                    .and_then(|(y, x)| y.checked_sub(x)),
+                b.latency_ms
+                    .zip(a.latency_ms)
+                    .and_then(|(y, x)| y.checked_sub(x)),
+            )),
         }
     }
-    for (k, model) in after_order {
-        if let Some((after_side, ..)) = after_jobs.remove(&k) {
-            rows.push(DiffRow {
-                change: Change::New,
-                job_id: k.0.clone(),
-                model,
-                prompt: prompts.remove(&k).flatten(),
-                before: None,
-                after: Some(after_side),
-            });
-        }
+    drop(jobs);
+    drop(latencies);
+    if !new.is_empty() {
+        listed.insert(Change::New, new);
     }
-    // The largest changes in cost and in latency among the jobs that changed nothing else.
-    let largest = |rows: &mut Vec<DiffRow>, measure: fn(&DiffRow) -> Option<i64>| {
-        rows.sort_by_key(|r| std::cmp::Reverse(measure(r).map_or(0, i64::abs)));
-        rows.iter()
-            .take_while(|r| measure(r).is_some_and(|d| d != 0))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let by_cost = largest(&mut changed, DiffRow::cost_delta);
-    let by_latency = largest(&mut changed, DiffRow::latency_delta);
-    rows.extend(by_cost);
-    rows.extend(by_latency.into_iter().map(|mut r| {
-        r.change = Change::Latency;
-        r
-    }));
-    rows.sort_by_key(|r| r.change);
-    let mut left_out = BTreeMap::new();
-    let mut kept = Vec::new();
-    let mut seen: BTreeMap<Change, usize> = BTreeMap::new();
-    for row in rows {
-        let n = seen.entry(row.change).or_default();
-        *n += 1;
-        if !matches!(row.change, Change::Cost | Change::Latency) {
-            *totals.counts.entry(row.change).or_default() += 1;
-        }
-        let most = if matches!(row.change, Change::Cost | Change::Latency) {
-            limit.min(LARGEST_CHANGES)
-        } else {
-            limit
-        };
-        if *n <= most {
-            kept.push(row);
-        } else if most == limit {
-            *left_out.entry(row.change).or_default() += 1;
-        }
-    }
-    totals.latency_p50_before_ms = median(&mut latencies.0);
-    totals.latency_p50_after_ms = median(&mut latencies.1);
-    Ok(Diff {
-        comparisons: paired::compare(
-            &before.name,
-            &after.name,
-            &pairs,
-            options.cluster_tag.as_deref(),
+    totals.counts = listed.iter().map(|(k, rows)| (*k, rows.len())).collect();
+    // The largest changes in cost and in latency among the jobs that changed nothing else,
+    // largest first (the latency's ties in the order of the cost's).
+    let mut largest = BTreeMap::new();
+    for (change, delta) in [
+        (
+            Change::Cost,
+            (|c: &(Listed, Option<i64>, Option<i64>)| c.1) as fn(&_) -> _,
         ),
-        before: before.name.clone(),
-        after: after.name.clone(),
-        by_model,
-        samples,
-        totals,
-        rows: kept,
-        left_out,
+        (Change::Latency, |c| c.2),
+    ] {
+        changed.sort_by_key(|c| std::cmp::Reverse(delta(c).map_or(0, i64::unsigned_abs)));
+        let n = changed
+            .iter()
+            .take_while(|c| delta(c).is_some_and(|d| d != 0))
+            .count();
+        if n > 0 {
+            largest.insert(change, n);
+            listed.insert(
+                change,
+                changed
+                    .iter()
+                    .take(n.min(LARGEST_CHANGES))
+                    .map(|c| c.0)
+                    .collect(),
+            );
+        }
+    }
+    drop(changed);
+    totals.latency_p50_before_ms = median(&mut latencies_before);
+    totals.latency_p50_after_ms = median(&mut latencies_after);
+    Ok(Runs {
+        diff: Diff {
+            comparisons: sums.compare(&before.name, &after.name, options.cluster_tag.as_deref()),
+            before: before.name.clone(),
+            after: after.name.clone(),
+            by_model,
+            samples,
+            totals,
+            rows: Vec::new(),
+            left_out: BTreeMap::new(),
+        },
+        before_id: before.id,
+        after_id: after.id,
+        listed,
+        largest,
+        models,
     })
 }
 
-/// Counts every sample of a matched job into the totals, and its latency into the latencies.
-fn tally(
-    totals: &mut Totals,
-    before: &[Sample],
-    after: &[Sample],
-    latencies: &mut (Vec<i64>, Vec<i64>),
-) -> Result<(), CostOverflow> {
-    for (samples, passed, graded, cost, latency) in [
-        (
-            before,
-            &mut totals.passed_before,
-            &mut totals.graded_before,
-            &mut totals.cost_before_pico_usd,
-            &mut latencies.0,
-        ),
-        (
-            after,
-            &mut totals.passed_after,
-            &mut totals.graded_after,
-            &mut totals.cost_after_pico_usd,
-            &mut latencies.1,
-        ),
-    ] {
-        for sample in samples {
-            *graded += usize::from(sample.outcome.graded());
-            *passed += usize::from(sample.outcome == Outcome::Pass);
-            add_cost(cost, sample.cost_pico_usd)?;
-            latency.extend(sample.latency_ms);
+impl Runs {
+    /// The listed jobs `keep` selects, kind by kind (most important first, each in its
+    /// order), at most `per_kind` of each kind, after the first `skip`, at most `take`, read
+    /// into `diff.rows`; and how many `keep` selects in all (each kind cut at `per_kind`).
+    pub async fn load_rows(
+        &mut self,
+        store: &Store,
+        keep: impl Fn(RowKey<'_>) -> bool,
+        per_kind: usize,
+        mut skip: usize,
+        take: usize,
+    ) -> anyhow::Result<usize> {
+        let mut chosen: Vec<(Change, Listed)> = Vec::new();
+        let mut matched = 0;
+        for (change, rows) in &self.listed {
+            let selected = rows
+                .iter()
+                .filter(|r| {
+                    keep(RowKey {
+                        change: *change,
+                        model: self.models.name(r.model).unwrap_or_default(),
+                        before: r.before,
+                        after: r.after,
+                    })
+                })
+                .take(per_kind);
+            for row in selected {
+                matched += 1;
+                if skip > 0 {
+                    skip -= 1;
+                } else if chosen.len() < take {
+                    chosen.push((*change, *row));
+                }
+            }
         }
+        let rows = listed_rows(store, self.before_id, self.after_id, &chosen).await?;
+        self.diff.rows.extend(rows);
+        Ok(matched)
     }
-    Ok(())
+}
+
+/// The listed jobs of a comparison of two runs, read from the store by the row ids of the
+/// job in each run, in the order given.
+async fn listed_rows(
+    store: &Store,
+    before: i64,
+    after: i64,
+    listed: &[(Change, Listed)],
+) -> anyhow::Result<Vec<DiffRow>> {
+    let mut ids_a: Vec<i64> = listed.iter().filter_map(|r| r.1.a).collect();
+    let mut ids_b: Vec<i64> = listed.iter().filter_map(|r| r.1.b).collect();
+    for ids in [&mut ids_a, &mut ids_b] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let views = |views: Vec<JobView>| -> HashMap<i64, JobView> {
+        views.into_iter().map(|v| (v.id, v)).collect()
+    };
+    let views_a = views(store.job_views_of(before, &ids_a).await?);
+    let views_b = views(store.job_views_of(after, &ids_b).await?);
+    let grades_a = store.grade_views_of(&ids_a).await?;
+    let grades_b = store.grade_views_of(&ids_b).await?;
+    let side = |views: &HashMap<i64, JobView>, grades: &HashMap<i64, Vec<GradeView>>, id| {
+        let view: &JobView = views.get(&id)?;
+        Some(JobSide::new(
+            view.clone(),
+            grades.get(&id).cloned().unwrap_or_default(),
+        ))
+    };
+    let mut rows = Vec::new();
+    for &(change, Listed { a, b, .. }) in listed {
+        // A row deleted since the first pass is left out.
+        let first = a
+            .and_then(|id| views_a.get(&id))
+            .or_else(|| b.and_then(|id| views_b.get(&id)));
+        let Some(first) = first else { continue };
+        rows.push(DiffRow {
+            change,
+            job_id: first.job_id.clone(),
+            model: first.model.clone(),
+            prompt: first.prompt.as_deref().map(excerpt),
+            before: a.and_then(|id| side(&views_a, &grades_a, id)),
+            after: b.and_then(|id| side(&views_b, &grades_b, id)),
+        });
+    }
+    Ok(rows)
 }
 
 /// `*sum += cost`, or [`CostOverflow`]: a sum of stored costs is never wrapped or saturated.
@@ -579,10 +836,14 @@ pub struct Matrix {
     pub failures: usize,
     /// Per model: passed, graded, answered, errors, cost.
     pub per_model: Vec<ModelTotals>,
-    /// Disagreements first, then failures, then the rest, each in input order.
+    /// Disagreements first (those with a failure first), then failures, then the rest, each
+    /// in input order: those read so far (see [`Models`]), every job's from [`matrix`].
     pub rows: Vec<MatrixRow>,
     /// Each model against the baseline over the jobs both answered: score, cost, latency.
     pub comparisons: Vec<PairedComparison>,
+    /// Jobs where the models disagree or some model failed, listed or not.
+    #[serde(skip)]
+    pub listed: usize,
 }
 
 impl Matrix {
@@ -604,16 +865,210 @@ pub struct ModelTotals {
     pub cost_pico_usd: i64,
 }
 
-/// The jobs × models matrix of one run, each model compared with the baseline.
-pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
-    let jobs = load(store, run).await?;
-    let samples = samples_of(&jobs);
-    // The models in the order the run lists them: the order of a job's fan-out.
-    let mut listed: Vec<String> = Vec::new();
-    for job in &jobs {
-        if !listed.contains(&job.view.model) {
-            listed.push(job.view.model.clone());
+/// What a listing of a matrix's rows selects on: whether the models disagree on a job or
+/// some model failed it, and its cells' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    pub disagree: bool,
+    pub failed: bool,
+    /// One bit per [`Outcome`] some cell has.
+    outcomes: u8,
+}
+
+impl Flags {
+    fn of(outcomes: impl IntoIterator<Item = Outcome>) -> Self {
+        let mut mask = 0_u8;
+        for outcome in outcomes {
+            mask |= 1 << outcome as u8;
         }
+        let has = |o: Outcome| mask & (1 << o as u8) != 0;
+        Self {
+            disagree: mask.count_ones() > 1,
+            failed: has(Outcome::Fail) || has(Outcome::Error),
+            outcomes: mask,
+        }
+    }
+
+    /// Some model's cell has this outcome.
+    pub fn has(self, outcome: Outcome) -> bool {
+        self.outcomes & (1 << outcome as u8) != 0
+    }
+
+    /// Listed in full: the models disagree or some model failed.
+    pub fn listed(self) -> bool {
+        self.disagree || self.failed
+    }
+
+    /// Where its row comes in a listing: disagreements (those with a failure first), then
+    /// failures, then the rest.
+    fn rank(self) -> u8 {
+        match (self.disagree, self.failed) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        }
+    }
+}
+
+/// What the first pass over a run keeps of each job: the end of its cells' row ids in
+/// [`Models::ids`], and its flags.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    end: u32,
+    flags: Flags,
+}
+
+/// The jobs × models comparison of a run, its figures made in one pass over the rows' scores,
+/// costs and latencies; the rows themselves (answers, graders' verdicts) are read on demand,
+/// a chunk at a time, by [`Models::each_row`]. It holds a few numbers per job: the row id of
+/// each model's first sample, its flags, and for the comparisons each job's differences.
+#[derive(Debug, Clone)]
+pub struct Models {
+    /// Everything but the rows.
+    pub matrix: Matrix,
+    run_id: i64,
+    jobs: Vec<Entry>,
+    /// Per job, in input order, the row id of each of its models' first sample.
+    ids: Vec<i64>,
+}
+
+/// Jobs whose rows are read from the store at a time.
+const ROW_CHUNK: usize = 500;
+
+/// A job of the first pass, while its rows come in.
+struct JobAcc {
+    job_id: String,
+    hash: u64,
+    cluster: Option<String>,
+    /// Per model of it, in order: the model's index in order of appearance, its first
+    /// sample's outcome, and the sums of every sample's measures.
+    cells: Vec<(usize, Outcome, paired::MeanMeasures)>,
+}
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
+}
+
+/// The jobs × models matrix of one run, each model compared with the baseline, its rows
+/// not yet read (see [`Models::each_row`]).
+pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Models> {
+    let clustered = options.cluster_tag.is_some();
+    // Models in order of appearance: the order of a job's fan-out.
+    let mut listed: Vec<String> = Vec::new();
+    let mut totals: Vec<ModelTotals> = Vec::new();
+    // Per model in order of appearance, its comparison with the baseline.
+    let mut sums: Vec<Option<paired::PairSums>> = Vec::new();
+    let mut samples = 1;
+    let mut group_samples = 0;
+    let mut jobs: Vec<Entry> = Vec::new();
+    let mut ids: Vec<i64> = Vec::new();
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut current: Option<JobAcc> = None;
+    let (mut disagreements, mut failures) = (0, 0);
+    let baseline = options.baseline.as_deref();
+    let mut finish = |job: JobAcc, listed: &[String], end: usize| -> anyhow::Result<()> {
+        if !seen.insert(job.hash) {
+            anyhow::bail!(
+                "run {}: the rows of job {} are not stored together; msgbatch stores a job's rows in one stretch",
+                run.name,
+                job.job_id
+            );
+        }
+        let flags = Flags::of(job.cells.iter().map(|c| c.1));
+        disagreements += usize::from(flags.disagree);
+        failures += usize::from(flags.failed);
+        jobs.push(Entry {
+            end: u32::try_from(end).map_err(|_| anyhow::anyhow!("too many jobs"))?,
+            flags,
+        });
+        let base_model = match baseline {
+            Some(model) => listed.iter().position(|m| m == model),
+            None => (!listed.is_empty()).then_some(0),
+        };
+        let Some(base) = job
+            .cells
+            .iter()
+            .find(|c| Some(c.0) == base_model)
+            .map(|c| c.2.mean())
+        else {
+            return Ok(());
+        };
+        for (model, _, cell) in &job.cells {
+            if Some(*model) == base_model {
+                continue;
+            }
+            if sums.len() <= *model {
+                sums.resize(*model + 1, None);
+            }
+            sums[*model]
+                .get_or_insert_with(|| paired::PairSums::new(clustered))
+                .add(&base, &cell.mean(), job.cluster.as_deref());
+        }
+        Ok(())
+    };
+    store
+        .each_job_score(run.id, clustered, |row| -> anyhow::Result<()> {
+            let grades_outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
+            let measures = Measures::new(grades_outcome, row.cost_pico_usd, row.latency_ms);
+            let model = match listed.iter().position(|m| *m == row.model) {
+                Some(i) => i,
+                None => {
+                    listed.push(row.model.clone());
+                    totals.push(ModelTotals {
+                        model: row.model.clone(),
+                        ..ModelTotals::default()
+                    });
+                    listed.len() - 1
+                }
+            };
+            let t = &mut totals[model];
+            t.passed += usize::from(grades_outcome == Outcome::Pass);
+            t.graded += usize::from(grades_outcome.graded());
+            t.answered += usize::from(grades_outcome.answered());
+            t.errors += usize::from(grades_outcome == Outcome::Error);
+            add_cost(&mut t.cost_pico_usd, row.cost_pico_usd)?;
+            let same_job = current.as_ref().is_some_and(|j| j.job_id == row.job_id);
+            if !same_job {
+                if let Some(job) = current.take() {
+                    finish(job, &listed, ids.len())?;
+                }
+                current = Some(JobAcc {
+                    hash: hash_of(&row.job_id),
+                    cluster: cluster_of(row.tags.as_deref(), options.cluster_tag.as_deref()),
+                    job_id: row.job_id,
+                    cells: Vec::new(),
+                });
+            }
+            let job = current.as_mut().expect("a job is current");
+            match job.cells.last_mut() {
+                Some((m, _, sum)) if *m == model => {
+                    sum.add(&measures);
+                    group_samples += 1;
+                    samples = samples.max(group_samples);
+                }
+                _ => {
+                    if job.cells.iter().any(|c| c.0 == model) {
+                        anyhow::bail!(
+                            "run {}: the samples of job {} on {} are not stored together; msgbatch stores them in one stretch",
+                            run.name,
+                            job.job_id,
+                            row.model
+                        );
+                    }
+                    let mut sum = paired::MeanMeasures::default();
+                    sum.add(&measures);
+                    job.cells.push((model, grades_outcome, sum));
+                    ids.push(row.id);
+                    group_samples = 1;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(job) = current.take() {
+        finish(job, &listed, ids.len())?;
     }
     let baseline = match &options.baseline {
         Some(model) if listed.contains(model) => Some(model.clone()),
@@ -624,125 +1079,236 @@ pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
         ),
         None => listed.first().cloned(),
     };
-    let mut clusters: HashMap<String, Option<String>> = HashMap::new();
-    let models: Vec<String> = jobs
-        .iter()
-        .map(|j| j.view.model.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let column: HashMap<&str, usize> = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.as_str(), i))
-        .collect();
-    let mut per_model: Vec<ModelTotals> = models
-        .iter()
-        .map(|m| ModelTotals {
-            model: m.clone(),
-            ..ModelTotals::default()
-        })
-        .collect();
-    let mut order: Vec<String> = Vec::new();
-    let mut by_job: HashMap<String, MatrixRow> = HashMap::new();
-    // Per job, each model's measures over its samples.
-    let mut measures: HashMap<String, Vec<Option<Measures>>> = HashMap::new();
-    for Loaded {
-        view,
-        grades,
-        measures: mean,
-        samples,
-    } in jobs
-    {
-        let i = column[view.model.as_str()];
-        if !clusters.contains_key(&view.job_id) {
-            let cluster = cluster_of(&view, options.cluster_tag.as_deref());
-            clusters.insert(view.job_id.clone(), cluster);
-        }
-        let prompt = view.prompt.as_deref().map(excerpt);
-        let job_id = view.job_id.clone();
-        measures
-            .entry(job_id.clone())
-            .or_insert_with(|| vec![None; models.len()])[i] = Some(mean);
-        let side = JobSide::new(view, grades);
-        let totals = &mut per_model[i];
-        for sample in samples {
-            totals.passed += usize::from(sample.outcome == Outcome::Pass);
-            totals.graded += usize::from(sample.outcome.graded());
-            totals.answered += usize::from(sample.outcome.answered());
-            totals.errors += usize::from(sample.outcome == Outcome::Error);
-            add_cost(&mut totals.cost_pico_usd, sample.cost_pico_usd)?;
-        }
-        let row = by_job.entry(job_id.clone()).or_insert_with(|| {
-            order.push(job_id.clone());
-            MatrixRow {
-                job_id,
-                prompt,
-                disagree: false,
-                failed: false,
-                cells: vec![None; models.len()],
-            }
-        });
-        row.cells[i] = Some(side);
-    }
-    let mut rows: Vec<MatrixRow> = order
-        .into_iter()
-        .filter_map(|id| by_job.remove(&id))
-        .map(|mut row| {
-            let outcomes: BTreeSet<Outcome> =
-                row.cells.iter().flatten().map(|c| c.outcome).collect();
-            row.disagree = outcomes.len() > 1;
-            row.failed = outcomes.contains(&Outcome::Fail) || outcomes.contains(&Outcome::Error);
-            row
-        })
-        .collect();
     let mut comparisons = Vec::new();
-    if let Some(base) = baseline.as_deref().map(|m| column[m]) {
-        for other in listed
-            .iter()
-            .map(|m| column[m.as_str()])
-            .filter(|&i| i != base)
-        {
-            let pairs: Vec<Pair> = rows
-                .iter()
-                .filter_map(|row| {
-                    let cells = measures.get(&row.job_id)?;
-                    let (Some(a), Some(b)) = (cells[base], cells[other]) else {
-                        return None;
-                    };
-                    Some(Pair {
-                        a,
-                        b,
-                        cluster: clusters.get(&row.job_id).cloned().flatten(),
-                    })
-                })
-                .collect();
-            comparisons.extend(paired::compare(
-                &models[base],
-                &models[other],
-                &pairs,
-                options.cluster_tag.as_deref(),
-            ));
+    if let Some(base) = &baseline {
+        for (model, sums) in listed.iter().zip(&sums) {
+            if let Some(sums) = sums {
+                comparisons.extend(sums.compare(base, model, options.cluster_tag.as_deref()));
+            }
         }
     }
-    rows.sort_by_key(|r| (!r.disagree, !r.failed));
-    Ok(Matrix {
-        baseline,
-        comparisons,
-        run: run.name.clone(),
-        jobs: rows.len(),
-        samples,
-        disagreements: rows.iter().filter(|r| r.disagree).count(),
-        failures: rows.iter().filter(|r| r.failed).count(),
-        models,
-        per_model,
-        rows,
+    totals.sort_by(|a, b| a.model.cmp(&b.model));
+    let models: Vec<String> = totals.iter().map(|t| t.model.clone()).collect();
+    let listed_jobs = jobs.iter().filter(|j| j.flags.listed()).count();
+    Ok(Models {
+        matrix: Matrix {
+            run: run.name.clone(),
+            baseline,
+            jobs: jobs.len(),
+            samples,
+            disagreements,
+            failures,
+            models,
+            per_model: totals,
+            rows: Vec::new(),
+            comparisons,
+            listed: listed_jobs,
+        },
+        run_id: run.id,
+        jobs,
+        ids,
     })
+}
+
+impl Models {
+    /// The jobs whose flags `keep` selects.
+    pub fn count(&self, keep: impl Fn(Flags) -> bool) -> usize {
+        self.jobs.iter().filter(|j| keep(j.flags)).count()
+    }
+
+    /// The rows `keep` selects, in the matrix's order (see [`Flags::rank`]), after the first `skip`, at most `take`, each given to
+    /// `sink` as it is read: no more than a chunk of them is held.
+    pub async fn each_row(
+        &self,
+        store: &Store,
+        keep: impl Fn(Flags) -> bool,
+        mut skip: usize,
+        take: usize,
+        mut sink: impl FnMut(MatrixRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut chunk: Vec<usize> = Vec::new();
+        let mut taken = 0;
+        'ranks: for rank in 0..4 {
+            for (i, job) in self.jobs.iter().enumerate() {
+                if job.flags.rank() != rank || !keep(job.flags) {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if taken == take {
+                    break 'ranks;
+                }
+                taken += 1;
+                chunk.push(i);
+                if chunk.len() == ROW_CHUNK {
+                    self.read_rows(store, &chunk, &mut sink).await?;
+                    chunk.clear();
+                }
+            }
+        }
+        self.read_rows(store, &chunk, &mut sink).await
+    }
+
+    /// The rows `keep` selects as [`Models::each_row`] gives them, into `matrix.rows`.
+    pub async fn load_rows(
+        &mut self,
+        store: &Store,
+        keep: impl Fn(Flags) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        self.each_row(store, keep, skip, take, |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .await?;
+        self.matrix.rows.append(&mut rows);
+        Ok(())
+    }
+
+    fn ids_of(&self, job: usize) -> &[i64] {
+        let start = job.checked_sub(1).map_or(0, |j| self.jobs[j].end as usize);
+        &self.ids[start..self.jobs[job].end as usize]
+    }
+
+    /// The rows of these jobs, read from the store together, given to `sink` in turn.
+    async fn read_rows(
+        &self,
+        store: &Store,
+        jobs: &[usize],
+        sink: &mut impl FnMut(MatrixRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<i64> = jobs.iter().flat_map(|&j| self.ids_of(j)).copied().collect();
+        ids.sort_unstable();
+        let mut grades = store.grade_views_of(&ids).await?;
+        let mut views: HashMap<i64, JobView> = store
+            .job_views_of(self.run_id, &ids)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect();
+        let column: HashMap<&str, usize> = self
+            .matrix
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        for &job in jobs {
+            let mut row: Option<MatrixRow> = None;
+            for id in self.ids_of(job) {
+                // A row deleted since the first pass is left out.
+                let Some(view) = views.remove(id) else {
+                    continue;
+                };
+                let Some(&i) = column.get(view.model.as_str()) else {
+                    continue;
+                };
+                let row = row.get_or_insert_with(|| MatrixRow {
+                    job_id: view.job_id.clone(),
+                    prompt: view.prompt.as_deref().map(excerpt),
+                    disagree: false,
+                    failed: false,
+                    cells: vec![None; column.len()],
+                });
+                let g = grades.remove(id).unwrap_or_default();
+                row.cells[i] = Some(JobSide::new(view, g));
+            }
+            if let Some(mut row) = row {
+                let flags = Flags::of(row.cells.iter().flatten().map(|c| c.outcome));
+                row.disagree = flags.disagree;
+                row.failed = flags.failed;
+                sink(row)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The jobs × models matrix of one run with every row read: for a run small enough to hold.
+pub async fn matrix(store: &Store, run: &RunRow, options: &Options) -> anyhow::Result<Matrix> {
+    let mut models = models(store, run, options).await?;
+    models.load_rows(store, |_| true, 0, usize::MAX).await?;
+    Ok(models.matrix)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn side(outcome: Outcome, answer: &str) -> JobSide {
+        JobSide {
+            outcome,
+            failed_graders: vec!["contains#0".to_owned()],
+            grades: Vec::new(),
+            stop_reason: Some("end_turn".to_owned()),
+            cost_pico_usd: Some(12),
+            latency_ms: None,
+            output_tokens: Some(3),
+            error: None,
+            answer: Some(answer.to_owned()),
+        }
+    }
+
+    /// The JSON of a run's models written a row at a time is the whole matrix's JSON, to the
+    /// byte, with rows and without.
+    #[test]
+    fn models_written_row_by_row_are_the_whole_json() {
+        let pairs = [Pair {
+            a: Measures::new(Outcome::Pass, Some(5), Some(7)),
+            b: Measures::new(Outcome::Fail, Some(3), Some(9)),
+            cluster: None,
+        }];
+        let mut matrix = Matrix {
+            run: "big \"run\"\n".to_owned(),
+            models: vec!["a".to_owned(), "b".to_owned()],
+            baseline: Some("a".to_owned()),
+            jobs: 2,
+            samples: 1,
+            disagreements: 1,
+            failures: 1,
+            per_model: vec![ModelTotals {
+                model: "a".to_owned(),
+                passed: 1,
+                ..ModelTotals::default()
+            }],
+            rows: vec![
+                MatrixRow {
+                    job_id: "q1".to_owned(),
+                    prompt: Some("say\n  \"x\"".to_owned()),
+                    disagree: true,
+                    failed: true,
+                    cells: vec![Some(side(Outcome::Pass, "x\n}")), None],
+                },
+                MatrixRow {
+                    job_id: "q2".to_owned(),
+                    prompt: None,
+                    disagree: false,
+                    failed: false,
+                    cells: vec![None, Some(side(Outcome::Fail, ""))],
+                },
+            ],
+            comparisons: paired::compare("a", "b", &pairs, None),
+            listed: 1,
+        };
+        for _ in 0..3 {
+            let mut streamed = render::json_models_head(&matrix).unwrap();
+            for (i, row) in matrix.rows.iter().enumerate() {
+                streamed.push_str(&render::json_models_row(row, i == 0).unwrap());
+            }
+            streamed.push_str(&render::json_models_tail(&matrix, matrix.rows.len()).unwrap());
+            let whole = serde_json::to_string_pretty(&Comparison::Models(matrix.clone())).unwrap();
+            assert_eq!(streamed, whole);
+            matrix.rows.pop();
+            matrix.comparisons.clear();
+        }
+    }
 
     #[test]
     fn excerpts_are_one_line_and_cut_on_a_character() {

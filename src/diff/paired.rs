@@ -8,6 +8,7 @@
 //! comparison, as it says nothing about the models' quality. Cost and latency are a job's
 //! means over its answered samples likewise.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -47,14 +48,6 @@ impl PairedComparison {
     pub fn significant_drop(&self) -> bool {
         self.metric == Metric::Score && self.figures.significant() && self.figures.diff < 0.0
     }
-}
-
-/// Which cluster a job falls in: its value of the clustering tag, or a cluster of its own
-/// when it has none.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Cluster {
-    Tag(String),
-    Alone(usize),
 }
 
 /// What one side of a job brings to a comparison.
@@ -137,41 +130,91 @@ pub struct Pair {
 
 /// The comparisons of B against A over `pairs`, clustered on `cluster_tag` when given: one per
 /// metric that some job has on both sides.
+#[cfg(test)]
 pub fn compare(
     a: &str,
     b: &str,
     pairs: &[Pair],
     cluster_tag: Option<&str>,
 ) -> Vec<PairedComparison> {
-    let mut out = Vec::new();
-    for metric in [Metric::Score, Metric::CostUsd, Metric::LatencyMs] {
-        let mut values = Vec::new();
-        let mut clusters = Vec::new();
-        for (i, pair) in pairs.iter().enumerate() {
-            if let (Some(x), Some(y)) = (pair.a.get(metric), pair.b.get(metric)) {
-                values.push((x, y));
-                clusters.push(match &pair.cluster {
-                    Some(value) => Cluster::Tag(value.clone()),
-                    None => Cluster::Alone(i),
-                });
+    let mut sums = PairSums::new(cluster_tag.is_some());
+    for pair in pairs {
+        sums.add(&pair.a, &pair.b, pair.cluster.as_deref());
+    }
+    sums.compare(a, b, cluster_tag)
+}
+
+/// The comparisons of B against A gathered one job at a time, in the order the jobs come:
+/// per metric the running sums and differences of [`stats::PairedSums`], and the clusters
+/// as numbers (a value of the clustering tag is named once, however many jobs share it).
+#[derive(Debug, Clone)]
+pub struct PairSums {
+    clustered: bool,
+    metrics: [stats::PairedSums; 3],
+    /// Each value of the clustering tag seen, and its number.
+    tags: HashMap<String, u64>,
+    /// Jobs added: a job without the tag is a cluster of its own, numbered past every tag's.
+    jobs: u64,
+}
+
+const METRICS: [Metric; 3] = [Metric::Score, Metric::CostUsd, Metric::LatencyMs];
+
+/// The clusters of jobs without the tag are numbered from here, apart from the tags'.
+const ALONE: u64 = 1 << 63;
+
+impl PairSums {
+    pub fn new(clustered: bool) -> Self {
+        Self {
+            clustered,
+            metrics: Default::default(),
+            tags: HashMap::new(),
+            jobs: 0,
+        }
+    }
+
+    /// Adds one job that both sides have, with its value of the clustering tag.
+    pub fn add(&mut self, a: &Measures, b: &Measures, cluster: Option<&str>) {
+        let cluster = self.clustered.then(|| match cluster {
+            Some(value) => match self.tags.get(value) {
+                Some(&id) => id,
+                None => {
+                    let id = self.tags.len() as u64;
+                    self.tags.insert(value.to_owned(), id);
+                    id
+                }
+            },
+            None => ALONE | self.jobs,
+        });
+        self.jobs += 1;
+        for (sums, metric) in self.metrics.iter_mut().zip(METRICS) {
+            if let (Some(x), Some(y)) = (a.get(metric), b.get(metric)) {
+                sums.push(x, y, cluster);
             }
         }
-        let figures = match cluster_tag {
-            Some(_) => stats::paired_clustered(&values, &clusters),
-            None => stats::paired(&values),
-        };
-        let Some(figures) = figures else { continue };
-        let verdict = verdict(metric, a, b, &figures, cluster_tag);
-        out.push(PairedComparison {
-            metric,
-            a: a.to_owned(),
-            b: b.to_owned(),
-            figures,
-            cluster_tag: cluster_tag.map(str::to_owned),
-            verdict,
-        });
     }
-    out
+
+    /// The comparisons of B against A: one per metric that some job has on both sides.
+    pub fn compare(&self, a: &str, b: &str, cluster_tag: Option<&str>) -> Vec<PairedComparison> {
+        let mut out = Vec::new();
+        for (sums, metric) in self.metrics.iter().zip(METRICS) {
+            let figures = if self.clustered {
+                sums.paired_clustered()
+            } else {
+                sums.paired()
+            };
+            let Some(figures) = figures else { continue };
+            let verdict = verdict(metric, a, b, &figures, cluster_tag);
+            out.push(PairedComparison {
+                metric,
+                a: a.to_owned(),
+                b: b.to_owned(),
+                figures,
+                cluster_tag: cluster_tag.map(str::to_owned),
+                verdict,
+            });
+        }
+        out
+    }
 }
 
 /// `−4.0`, `+1.2`, `+0.0`: a signed figure with a true minus sign.

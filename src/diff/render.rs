@@ -12,10 +12,10 @@ use crate::output::{self, csv_text};
 use crate::report::usd;
 
 /// Rows of a matrix the HTML page shows in full beyond its disagreements and failures.
-const HTML_AGREEING_ROWS: usize = 200;
+pub const HTML_AGREEING_ROWS: usize = 200;
 
 /// Most disagreements and failures the HTML page shows in full.
-const HTML_MAX_ROWS: usize = 2_000;
+pub const HTML_MAX_ROWS: usize = 2_000;
 
 fn signed_money(pico: Option<i64>) -> String {
     match pico {
@@ -218,6 +218,7 @@ fn matrix_table(matrix: &Matrix) -> String {
         .rows
         .iter()
         .filter(|r| r.disagree || r.failed)
+        .take(super::DEFAULT_LIMIT)
         .collect();
     if listed.is_empty() {
         return out;
@@ -234,11 +235,13 @@ fn matrix_table(matrix: &Matrix) -> String {
         }
         out.push('\n');
     }
-    if listed.len() > super::DEFAULT_LIMIT {
+    // The rows held may be the first few only: the count is the matrix's.
+    let all = matrix.listed.max(listed.len());
+    if all > super::DEFAULT_LIMIT {
         let _ = writeln!(
             out,
             "… and {} more jobs where the models disagree or fail (csv, json and html list all)",
-            listed.len() - super::DEFAULT_LIMIT
+            all - super::DEFAULT_LIMIT
         );
     }
     out
@@ -449,34 +452,120 @@ pub fn markdown(comparison: &Comparison) -> String {
             markdown_verdicts(&mut out, &diff.comparisons);
         }
         Comparison::Models(matrix) => {
-            let _ = writeln!(
-                out,
-                "# run {}: jobs × models\n\n{} jobs; the models disagree on {}, some model failed {}.\n",
-                md_cell(&matrix.run),
-                matrix.jobs,
-                matrix.disagreements,
-                matrix.failures
-            );
-            let _ = write!(out, "| job |");
-            for model in &matrix.models {
-                let _ = write!(out, " {} |", md_cell(model));
-            }
-            let _ = write!(out, "\n|---|");
-            for _ in &matrix.models {
-                out.push_str("---|");
-            }
-            out.push('\n');
+            out.push_str(&markdown_models_head(matrix));
             for row in matrix.rows.iter().filter(|r| r.disagree || r.failed) {
-                let _ = write!(out, "| {} |", md_cell(&row.job_id));
-                for cell in &row.cells {
-                    let _ = write!(out, " {} |", md_cell(&side_summary(cell.as_ref())));
-                }
-                out.push('\n');
+                out.push_str(&markdown_models_row(row));
             }
-            markdown_verdicts(&mut out, &matrix.comparisons);
+            out.push_str(&markdown_models_tail(matrix));
         }
     }
     out
+}
+
+/// The Markdown of a run's models up to its rows (which are those where the models
+/// disagree or one failed, [`markdown_models_row`] each), for writing as they are read.
+pub fn markdown_models_head(matrix: &Matrix) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# run {}: jobs × models\n\n{} jobs; the models disagree on {}, some model failed {}.\n",
+        md_cell(&matrix.run),
+        matrix.jobs,
+        matrix.disagreements,
+        matrix.failures
+    );
+    let _ = write!(out, "| job |");
+    for model in &matrix.models {
+        let _ = write!(out, " {} |", md_cell(model));
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &matrix.models {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    out
+}
+
+/// One row of [`markdown_models_head`]'s table.
+pub fn markdown_models_row(row: &MatrixRow) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "| {} |", md_cell(&row.job_id));
+    for cell in &row.cells {
+        let _ = write!(out, " {} |", md_cell(&side_summary(cell.as_ref())));
+    }
+    out.push('\n');
+    out
+}
+
+/// The Markdown of a run's models after its rows.
+pub fn markdown_models_tail(matrix: &Matrix) -> String {
+    let mut out = String::new();
+    markdown_verdicts(&mut out, &matrix.comparisons);
+    out
+}
+
+/// The JSON of a run's models (as `serde_json::to_string_pretty` of its
+/// [`Comparison::Models`] writes it) up to its first row: the rows follow, each by
+/// [`json_models_row`], then [`json_models_tail`]. The whole is the same text to the byte.
+pub fn json_models_head(matrix: &Matrix) -> serde_json::Result<String> {
+    let mut out = String::from("{");
+    json_field(&mut out, "kind", &"models")?;
+    json_field(&mut out, "run", &matrix.run)?;
+    json_field(&mut out, "models", &matrix.models)?;
+    json_field(&mut out, "baseline", &matrix.baseline)?;
+    json_field(&mut out, "jobs", &matrix.jobs)?;
+    json_field(&mut out, "samples", &matrix.samples)?;
+    json_field(&mut out, "disagreements", &matrix.disagreements)?;
+    json_field(&mut out, "failures", &matrix.failures)?;
+    json_field(&mut out, "per_model", &matrix.per_model)?;
+    out.push_str(",\n  \"rows\": [");
+    Ok(out)
+}
+
+/// One row of the array [`json_models_head`] opens; `first` for the first.
+pub fn json_models_row(row: &MatrixRow, first: bool) -> serde_json::Result<String> {
+    let value = serde_json::to_string_pretty(row)?;
+    let mut out = String::with_capacity(value.len() + value.len() / 8 + 8);
+    out.push_str(if first { "\n    " } else { ",\n    " });
+    indent(&mut out, &value, "\n    ");
+    Ok(out)
+}
+
+/// The JSON after the rows, `rows` of them written; no newline at the end.
+pub fn json_models_tail(matrix: &Matrix, rows: usize) -> serde_json::Result<String> {
+    let mut out = String::from(if rows > 0 { "\n  ]" } else { "]" });
+    json_field(&mut out, "comparisons", &matrix.comparisons)?;
+    out.push_str("\n}");
+    Ok(out)
+}
+
+/// `,\n  "key": value` (the first without its comma), the value pretty-printed one level in.
+fn json_field(
+    out: &mut String,
+    key: &str,
+    value: &impl serde::Serialize,
+) -> serde_json::Result<()> {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    out.push_str("\n  ");
+    out.push_str(&serde_json::to_string(key)?);
+    out.push_str(": ");
+    indent(out, &serde_json::to_string_pretty(value)?, "\n  ");
+    Ok(())
+}
+
+/// `text` with each of its line breaks followed by `break_with`'s indentation: pretty JSON
+/// moved in a level (a string in it holds no raw line break, so each one is between tokens).
+fn indent(out: &mut String, text: &str, break_with: &str) {
+    let mut lines = text.split('\n');
+    if let Some(first) = lines.next() {
+        out.push_str(first);
+    }
+    for line in lines {
+        out.push_str(break_with);
+        out.push_str(line);
+    }
 }
 
 /// A Markdown cell: text from outside cannot end the cell, break the row or open raw HTML.
@@ -564,38 +653,53 @@ pub fn csv(comparison: &Comparison) -> anyhow::Result<String> {
             }
         }
         Comparison::Models(matrix) => {
-            writer.write_record([
-                "job_id",
-                "model",
-                "disagree",
-                "outcome",
-                "failed_graders",
-                "stop_reason",
-                "cost_usd",
-                "latency_ms",
-                "answer",
-                "error",
-            ])?;
+            csv_models_header(&mut writer)?;
             for row in &matrix.rows {
-                for (model, cell) in matrix.models.iter().zip(&row.cells) {
-                    let Some(c) = cell else { continue };
-                    writer.write_record([
-                        &*csv_text(&row.job_id),
-                        &*csv_text(model),
-                        if row.disagree { "yes" } else { "no" },
-                        c.outcome.as_str(),
-                        &csv_text(&c.failed_graders.join(" ")),
-                        &csv_text(c.stop_reason.as_deref().unwrap_or_default()),
-                        &c.cost_pico_usd.map(usd).unwrap_or_default(),
-                        &c.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
-                        &csv_text(c.answer.as_deref().unwrap_or_default()),
-                        &csv_text(c.error.as_deref().unwrap_or_default()),
-                    ])?;
-                }
+                csv_models_row(&mut writer, &matrix.models, row)?;
             }
         }
     }
     Ok(String::from_utf8(writer.into_inner()?)?)
+}
+
+/// The header of the CSV of a run's models: its rows follow, [`csv_models_row`] each.
+pub fn csv_models_header<W: std::io::Write>(writer: &mut ::csv::Writer<W>) -> ::csv::Result<()> {
+    writer.write_record([
+        "job_id",
+        "model",
+        "disagree",
+        "outcome",
+        "failed_graders",
+        "stop_reason",
+        "cost_usd",
+        "latency_ms",
+        "answer",
+        "error",
+    ])
+}
+
+/// One job of a run's models in CSV: a line per model it went to.
+pub fn csv_models_row<W: std::io::Write>(
+    writer: &mut ::csv::Writer<W>,
+    models: &[String],
+    row: &MatrixRow,
+) -> ::csv::Result<()> {
+    for (model, cell) in models.iter().zip(&row.cells) {
+        let Some(c) = cell else { continue };
+        writer.write_record([
+            &*csv_text(&row.job_id),
+            &*csv_text(model),
+            if row.disagree { "yes" } else { "no" },
+            c.outcome.as_str(),
+            &csv_text(&c.failed_graders.join(" ")),
+            &csv_text(c.stop_reason.as_deref().unwrap_or_default()),
+            &c.cost_pico_usd.map(usd).unwrap_or_default(),
+            &c.latency_ms.map(|v| v.to_string()).unwrap_or_default(),
+            &csv_text(c.answer.as_deref().unwrap_or_default()),
+            &csv_text(c.error.as_deref().unwrap_or_default()),
+        ])?;
+    }
+    Ok(())
 }
 
 fn escape(text: &str) -> String {
@@ -797,12 +901,12 @@ pub fn html(comparison: &Comparison) -> String {
                 shown += 1;
             }
             rows.push_str("</tbody></table>\n");
-            if shown < matrix.rows.len() {
+            // The rows held may be those shown only: the count is the matrix's.
+            let jobs = matrix.jobs.max(matrix.rows.len());
+            if shown < jobs {
                 let _ = writeln!(
                     note,
-                    "<p>{} of {} jobs shown: every job where the models disagree or one fails (up to {HTML_MAX_ROWS}), and the first {HTML_AGREEING_ROWS} where all agree. The csv and json formats hold every job.</p>",
-                    shown,
-                    matrix.rows.len()
+                    "<p>{shown} of {jobs} jobs shown: every job where the models disagree or one fails (up to {HTML_MAX_ROWS}), and the first {HTML_AGREEING_ROWS} where all agree. The csv and json formats hold every job.</p>",
                 );
             }
         }

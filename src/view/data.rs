@@ -651,23 +651,87 @@ impl Data {
         })
     }
 
-    pub async fn diff(&self, a: &str, b: &str) -> Result<crate::diff::Diff, ViewError> {
+    /// Two runs compared: the figures over every job, one page of the changed jobs `keep`
+    /// selects (most important change first), and how many it selects.
+    pub async fn diff(
+        &self,
+        a: &str,
+        b: &str,
+        keep: impl Fn(crate::diff::RowKey<'_>) -> bool,
+        page: i64,
+        per_page: i64,
+    ) -> Result<DiffPage, ViewError> {
         let before = self.find_run(a).await?;
         let after = self.find_run(b).await?;
-        Ok(crate::diff::compare(
+        let mut runs = crate::diff::runs(
             &self.store,
             &before,
             &after,
-            crate::diff::DEFAULT_LIMIT,
             &crate::diff::Options::default(),
         )
-        .await?)
+        .await?;
+        let per_page = per_page.clamp(1, MAX_PAGE);
+        let page = page.max(1);
+        let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+        let take = usize::try_from(per_page).unwrap_or(1);
+        let matched = runs
+            .load_rows(&self.store, keep, usize::MAX, skip, take)
+            .await?;
+        Ok(DiffPage {
+            diff: runs.diff,
+            page,
+            per_page,
+            matched,
+        })
     }
 
-    pub async fn models(&self, key: &str) -> Result<crate::diff::Matrix, ViewError> {
+    /// A run's models compared: the figures over every job, one page of the jobs `keep`
+    /// selects (in the matrix's order), and how many it selects.
+    pub async fn models(
+        &self,
+        key: &str,
+        keep: impl Fn(crate::diff::Flags) -> bool,
+        page: i64,
+        per_page: i64,
+    ) -> Result<ModelsPage, ViewError> {
         let run = self.find_run(key).await?;
-        Ok(crate::diff::matrix(&self.store, &run, &crate::diff::Options::default()).await?)
+        let mut models =
+            crate::diff::models(&self.store, &run, &crate::diff::Options::default()).await?;
+        let per_page = per_page.clamp(1, MAX_PAGE);
+        let page = page.max(1);
+        let matched = models.count(&keep);
+        let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+        let take = usize::try_from(per_page).unwrap_or(1);
+        models.load_rows(&self.store, &keep, skip, take).await?;
+        Ok(ModelsPage {
+            matrix: models.matrix,
+            page,
+            per_page,
+            matched,
+        })
     }
+}
+
+/// One page of two runs compared: the figures over every job, the changed jobs of one page.
+#[derive(Debug, Serialize)]
+pub struct DiffPage {
+    #[serde(flatten)]
+    pub diff: crate::diff::Diff,
+    pub page: i64,
+    pub per_page: i64,
+    /// Changed jobs the filter selects, over every page.
+    pub matched: usize,
+}
+
+/// One page of a run's models compared: the figures over every job, the rows of one page.
+#[derive(Debug, Serialize)]
+pub struct ModelsPage {
+    #[serde(flatten)]
+    pub matrix: crate::diff::Matrix,
+    pub page: i64,
+    pub per_page: i64,
+    /// Jobs the filter selects, over every page.
+    pub matched: usize,
 }
 
 /// The grader kinds and stop reasons a run's report saw.

@@ -7,15 +7,12 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::data::{JobPage, JobsPage, ReportStatus, RunPage, RunSummary};
-use crate::diff::{Diff, JobSide, Matrix, PairedComparison};
+use super::data::{DiffPage, JobPage, JobsPage, ModelsPage, ReportStatus, RunPage, RunSummary};
+use crate::diff::{JobSide, PairedComparison};
 use crate::pricing::format_usd;
 use crate::report::{Group, Report, latency_cells, usd};
 use crate::store::RunRow;
 use crate::store::view::{JobFilter, JobSort, Outcome};
-
-/// The most rows a model comparison lists on its page (the API has them all).
-const MATRIX_ROWS: usize = 500;
 
 fn layout(title: &str, body: Markup) -> Markup {
     html! {
@@ -640,12 +637,16 @@ fn side(run: i64, model: &str, job_id: &str, side: Option<&JobSide>) -> Markup {
 
 /// `/diff/{a}/{b}`: the per-job changes and the paired statistics of `diff`.
 pub fn diff(
-    diff: &Diff,
+    page: &DiffPage,
     before: &RunRow,
     after: &RunRow,
     query: &HashMap<String, String>,
 ) -> Markup {
+    let diff = &page.diff;
     let t = &diff.totals;
+    let (first, shown, matched) =
+        page_span(page.page, page.per_page, diff.rows.len(), page.matched);
+    let link = |to: i64| page_link_of(query, &["change", "model", "outcome"], to, page.per_page);
     let current = |name: &str| query.get(name).map(String::as_str).unwrap_or("");
     layout(
         &format!("{} vs {}", before.name, after.name),
@@ -667,6 +668,7 @@ pub fn diff(
                 label { "outcome " input type="text" name="outcome" placeholder="pass, fail, error…" value=(current("outcome")); }
                 button type="submit" { "filter" }
             }
+            p { @if shown > 0 { "changed jobs " (first + 1) "–" (first + shown) " of " } @else { "no changed jobs on this page, of " } (matched) }
             table.jobs {
                 thead { tr { th { "change" } th { "job" } th { "model" } th { "prompt" } th { (before.name) } th { (after.name) } } }
                 tbody { @for row in &diff.rows {
@@ -680,13 +682,32 @@ pub fn diff(
                     }
                 } }
             }
-            @for (change, n) in &diff.left_out { p.note { (n) " more " (change.as_str()) " left out" } }
+            (pager(page.page, first, shown, matched, link))
         },
     )
 }
 
-/// `/runs/{run}/models`: a run's models side by side, each against the baseline.
-pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
+/// `/runs/{run}/models`: a run's models side by side, each against the baseline, and one
+/// page of its jobs (disagreements first) under the query's filter.
+pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) -> Markup {
+    let matrix = &page.matrix;
+    let first = (page.page - 1).saturating_mul(page.per_page);
+    let shown = i64::try_from(matrix.rows.len()).unwrap_or(0);
+    let matched = i64::try_from(page.matched).unwrap_or(i64::MAX);
+    let link = |to: i64| {
+        let mut pairs: Vec<(&str, String)> = ["disagree", "outcome"]
+            .into_iter()
+            .filter_map(|k| query.get(k).map(|v| (k, v.clone())))
+            .collect();
+        pairs.push(("page", to.to_string()));
+        if page.per_page != super::data::PAGE {
+            pairs.push(("per_page", page.per_page.to_string()));
+        }
+        format!(
+            "?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    };
     layout(
         &format!("{} models", run.name),
         html! {
@@ -702,9 +723,10 @@ pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
             }
             (comparisons(&matrix.comparisons))
             p.links { a href="?disagree=1" { "disagreements only" } " · " a href="?outcome=fail" { "a model failed" } " · " a href="?" { "all" } }
+            p { @if shown > 0 { "jobs " (first + 1) "–" (first + shown) " of " } @else { "no jobs on this page, of " } (matched) }
             table.jobs {
                 thead { tr { th { "job" } th { "prompt" } @for m in &matrix.models { th { (m) } } } }
-                tbody { @for row in matrix.rows.iter().take(MATRIX_ROWS) {
+                tbody { @for row in &matrix.rows {
                     tr.job {
                         td { (row.job_id) }
                         td.text { (row.prompt.as_deref().unwrap_or("")) }
@@ -714,7 +736,44 @@ pub fn models(matrix: &Matrix, run: &RunRow) -> Markup {
                     }
                 } }
             }
-            @if matrix.rows.len() > MATRIX_ROWS { p.note { (matrix.rows.len() - MATRIX_ROWS) " more jobs: see /api/runs/" (run.id) "/models" } }
+            (pager(page.page, first, shown, matched, link))
         },
     )
+}
+
+/// Where a page of `per_page` rows starts (the rows before it), how many it shows, and how
+/// many there are in all.
+fn page_span(page: i64, per_page: i64, shown: usize, matched: usize) -> (i64, i64, i64) {
+    (
+        (page - 1).saturating_mul(per_page),
+        i64::try_from(shown).unwrap_or(i64::MAX),
+        i64::try_from(matched).unwrap_or(i64::MAX),
+    )
+}
+
+/// The query of page `to`, with the filters named in `keys` kept from `query`.
+fn page_link_of(query: &HashMap<String, String>, keys: &[&str], to: i64, per_page: i64) -> String {
+    let mut pairs: Vec<(&str, String)> = keys
+        .iter()
+        .filter_map(|k| query.get(*k).map(|v| (*k, v.clone())))
+        .collect();
+    pairs.push(("page", to.to_string()));
+    if per_page != super::data::PAGE {
+        pairs.push(("per_page", per_page.to_string()));
+    }
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    )
+}
+
+/// Links to the previous and next pages of a list.
+fn pager(page: i64, first: i64, shown: i64, matched: i64, link: impl Fn(i64) -> String) -> Markup {
+    html! {
+        p.pages {
+            @if page > 1 { a rel="prev" href=(link(page - 1)) { "← previous" } " " }
+            "page " (page)
+            @if first.saturating_add(shown) < matched { " " a rel="next" href=(link(page + 1)) { "next →" } }
+        }
+    }
 }

@@ -385,21 +385,52 @@ async fn job_api(
     Ok(Json(data.job_page(&run, job_id(&job)?).await?))
 }
 
-/// The rows of a diff a query keeps: by change, model and outcome (either side's).
-fn keep_row(query: &HashMap<String, String>, row: &crate::diff::DiffRow) -> bool {
+/// The page asked for (`page`, `per_page`, as the job list takes them), or the field that
+/// is wrong.
+fn page_query(query: &HashMap<String, String>) -> Result<(i64, i64), ViewError> {
+    let number = |name: &str, default: i64| -> Result<i64, ViewError> {
+        query
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map_or(Ok(default), |v| {
+                v.parse::<i64>()
+                    .map_err(|_| ViewError::BadRequest(format!("{name}: `{v}` is not a number")))
+            })
+    };
+    let page = number("page", 1)?;
+    if page > MAX_PAGE_NUMBER {
+        return Err(ViewError::BadRequest(format!(
+            "page: `{page}` is past the last page there can be ({MAX_PAGE_NUMBER})"
+        )));
+    }
+    Ok((page, number("per_page", PAGE)?))
+}
+
+/// A diff's query: the changed jobs of a change, a model, an outcome (either side's); and
+/// the page.
+fn diff_query(
+    query: &HashMap<String, String>,
+) -> Result<(impl Fn(crate::diff::RowKey<'_>) -> bool + use<>, i64, i64), ViewError> {
+    let (page, per_page) = page_query(query)?;
     let get = |name: &str| {
         query
             .get(name)
-            .map(String::as_str)
+            .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    get("change").is_none_or(|c| serde_json::to_value(row.change).ok() == Some(c.into()))
-        && get("model").is_none_or(|m| row.model == m)
-        && get("outcome").is_none_or(|o| {
-            [&row.before, &row.after]
-                .iter()
-                .any(|side| side.as_ref().is_some_and(|s| s.outcome.as_str() == o))
-        })
+    let (change, model, outcome) = (get("change"), get("model"), get("outcome"));
+    let keep = move |row: crate::diff::RowKey<'_>| {
+        change.as_deref().is_none_or(|c| {
+            serde_json::to_value(row.change).ok() == Some(serde_json::Value::from(c))
+        }) && model.as_deref().is_none_or(|m| row.model == m)
+            && outcome.as_deref().is_none_or(|o| {
+                [row.before, row.after]
+                    .iter()
+                    .any(|side| side.is_some_and(|s| s.as_str() == o))
+            })
+    };
+    Ok((keep, page, per_page))
 }
 
 async fn diff_page(
@@ -407,8 +438,8 @@ async fn diff_page(
     Path((a, b)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
-    let mut diff = data.diff(&a, &b).await?;
-    diff.rows.retain(|row| keep_row(&query, row));
+    let (keep, page, per_page) = diff_query(&query)?;
+    let diff = data.diff(&a, &b, keep, page, per_page).await?;
     let before = data.find_run(&a).await?;
     let after = data.find_run(&b).await?;
     Ok(pages::diff(&diff, &before, &after, &query))
@@ -418,24 +449,26 @@ async fn diff_api(
     State(data): Shared,
     Path((a, b)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Api<crate::diff::Diff> {
-    let mut diff = data.diff(&a, &b).await?;
-    diff.rows.retain(|row| keep_row(&query, row));
-    Ok(Json(diff))
+) -> Api<super::data::DiffPage> {
+    let (keep, page, per_page) = diff_query(&query)?;
+    Ok(Json(data.diff(&a, &b, keep, page, per_page).await?))
 }
 
-/// The cells of a model comparison a query keeps: jobs where a model's cell has the outcome,
-/// or disagreeing jobs only.
-fn keep_matrix_row(query: &HashMap<String, String>, row: &crate::diff::MatrixRow) -> bool {
-    let get = |name: &str| {
-        query
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+/// A model comparison's query: `disagree` (any value) keeps the jobs where the models
+/// disagree, `outcome` those where some model's cell has it (one `diff` names); `page` and
+/// `per_page` as for the job list.
+fn models_query(
+    query: &HashMap<String, String>,
+) -> Result<(impl Fn(crate::diff::Flags) -> bool + use<>, i64, i64), ViewError> {
+    let (page, per_page) = page_query(query)?;
+    let get = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let disagree = get("disagree").is_some();
+    // An outcome no cell can have keeps no job.
+    let outcome = get("outcome").map(crate::diff::Outcome::parse);
+    let keep = move |flags: crate::diff::Flags| {
+        (!disagree || flags.disagree) && outcome.is_none_or(|o| o.is_some_and(|o| flags.has(o)))
     };
-    get("disagree").is_none_or(|_| row.disagree)
-        && get("outcome")
-            .is_none_or(|o| row.cells.iter().flatten().any(|c| c.outcome.as_str() == o))
+    Ok((keep, page, per_page))
 }
 
 async fn models_page(
@@ -443,18 +476,17 @@ async fn models_page(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
-    let mut matrix = data.models(&run).await?;
-    matrix.rows.retain(|row| keep_matrix_row(&query, row));
+    let (keep, page, per_page) = models_query(&query)?;
+    let models = data.models(&run, keep, page, per_page).await?;
     let run = data.find_run(&run).await?;
-    Ok(pages::models(&matrix, &run))
+    Ok(pages::models(&models, &run, &query))
 }
 
 async fn models_api(
     State(data): Shared,
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Api<crate::diff::Matrix> {
-    let mut matrix = data.models(&run).await?;
-    matrix.rows.retain(|row| keep_matrix_row(&query, row));
-    Ok(Json(matrix))
+) -> Api<super::data::ModelsPage> {
+    let (keep, page, per_page) = models_query(&query)?;
+    Ok(Json(data.models(&run, keep, page, per_page).await?))
 }

@@ -924,6 +924,121 @@ async fn the_diff_and_model_pages_carry_diff_s_figures_and_filters() {
     assert_eq!(matrix["models"], json!(["claude-haiku-4-5"]));
 }
 
+/// A diff of two big-ish runs lists one page of its changed jobs at a time, every changed
+/// job a page away (the command's limit of 50 of a kind does not apply to the page).
+#[tokio::test]
+async fn a_diff_shows_one_page_of_changed_jobs_at_a_time() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // 120 jobs that all pass in `before`; in `after`, all but every tenth fail.
+    for (name, failing) in [("before", false), ("after", true)] {
+        let lines: Vec<String> = (0..120)
+            .map(|i| {
+                let prompt = if failing && i % 10 != 0 {
+                    "say nothing"
+                } else {
+                    "say alpha"
+                };
+                json!({"custom_id": format!("q{i}"), "params": {"model": "claude-haiku-4-5",
+                    "max_tokens": 200, "messages": [{"role": "user", "content": prompt}]},
+                    "expect": {"contains": "alpha"}})
+                .to_string()
+            })
+            .collect();
+        let file = ws.write(&format!("{name}.jsonl"), &(lines.join("\n") + "\n"));
+        let output = ws
+            .run_on(&mock, &["run", file.to_str().unwrap(), "--name", name])
+            .await;
+        assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    }
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+
+    let (status, _, page) = get(&format!("{base}/diff/before/after?change=regression")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.matches("<tr class=\"job\"").count(), 50, "one page");
+    assert!(page.contains("of 108"), "every regression counted");
+    assert!(page.contains("page=2"), "a link to the next page");
+
+    let last = get_json(&format!(
+        "{base}/api/diff/before/after?change=regression&page=3"
+    ))
+    .await;
+    assert_eq!(last["totals"]["counts"]["regression"], 108);
+    assert_eq!(last["matched"], 108);
+    let rows = last["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "the last page");
+    assert_eq!(rows[7]["job_id"], "q119");
+    let small = get_json(&format!("{base}/api/diff/before/after?per_page=5&page=2")).await;
+    assert_eq!(small["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        small["rows"][0]["job_id"], "q6",
+        "q1 to q4 on the first page"
+    );
+    let (status, _, _) = get(&format!("{base}/diff/before/after?per_page=many")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A run's model comparison lists one page of its jobs, as the job list does: the figures
+/// are over every job, the rows those of the page asked for, disagreements first.
+#[tokio::test]
+async fn a_model_comparison_shows_one_page_of_jobs_at_a_time() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    // 120 jobs on two models; every tenth fails its grader under both, so the models agree.
+    let lines: Vec<String> = (0..120)
+        .map(|i| {
+            json!({"custom_id": format!("q{i}"), "params": {"max_tokens": 200,
+                "messages": [{"role": "user",
+                    "content": if i % 10 == 0 { "say nothing" } else { "say alpha" }}]},
+                "expect": {"contains": "alpha"}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("big.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "big",
+                "--models",
+                "claude-haiku-4-5,claude-sonnet-4-6",
+            ],
+        )
+        .await;
+    assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+
+    let (status, _, page) = get(&format!("{base}/runs/big/models")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.matches("<tr class=\"job\"").count(), 50, "one page");
+    assert!(page.contains("120 jobs"), "the figures are over every job");
+    assert!(page.contains("page=2"), "a link to the next page");
+    // The twelve jobs that failed come first.
+    let first = page.find(">q0<").expect("q0 listed");
+    let later = page.find(">q1<").expect("q1 listed");
+    assert!(first < later && page.find(">q110<").is_some_and(|i| i < later));
+
+    let api = get_json(&format!("{base}/api/runs/big/models?page=3")).await;
+    assert_eq!(api["jobs"], 120);
+    assert_eq!(api["matched"], 120);
+    assert_eq!(api["rows"].as_array().unwrap().len(), 20, "the last page");
+    let failed = get_json(&format!(
+        "{base}/api/runs/big/models?outcome=fail&per_page=5"
+    ))
+    .await;
+    assert_eq!(failed["matched"], 12);
+    let rows = failed["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r["failed"] == true), "{rows:?}");
+    let (status, _, _) = get(&format!("{base}/runs/big/models?page=x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
