@@ -301,9 +301,9 @@ pub fn describe_error_body(body: &[u8]) -> (Option<String>, String, Option<Strin
 
 /// Longest error message kept from a JSON error body, in bytes (the body itself is kept
 /// apart, whole up to its own bound).
-const SHOWN_MESSAGE_BYTES: usize = 1000;
+pub const SHOWN_MESSAGE_BYTES: usize = 1000;
 /// Longest error type or code kept.
-const SHOWN_FIELD_BYTES: usize = 100;
+pub const SHOWN_FIELD_BYTES: usize = 100;
 /// Longest excerpt kept of an error body that is not JSON.
 const SHOWN_TEXT_BYTES: usize = 200;
 
@@ -311,7 +311,7 @@ const SHOWN_TEXT_BYTES: usize = 200;
 /// characters becomes one space. The line is printed after `stopping:` and stored as the
 /// reason a run stopped, so a message with line breaks cannot add lines that read as the
 /// program's own.
-fn one_line(text: &str, max: usize) -> String {
+pub fn one_line(text: &str, max: usize) -> String {
     let words: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use error::{AttemptError, SPEND_LIMIT_CODE};
+pub use error::{AttemptError, SHOWN_FIELD_BYTES, SHOWN_MESSAGE_BYTES, SPEND_LIMIT_CODE, one_line};
 pub use retry::{FullJitter, RetryPolicy, Unanswered, parse_retry_after, retried, retry_delay};
 
 use crate::message::MessageSummary;

@@ -709,3 +709,71 @@ async fn a_gateway_message_cannot_add_lines_to_what_status_says() {
         assert!(!line.contains('\r'), "{stdout:?}");
     }
 }
+
+#[tokio::test]
+async fn an_errored_batch_item_cannot_add_lines_to_the_report_or_the_run() {
+    // Each errored item's type and message hold line breaks that start a line of their own.
+    let results: String = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "result": {"type": "errored",
+                "error": {"type": "error", "error": {"type": "api_error\nforged type",
+                    "message": "overloaded\r\nforged message"}}}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let results = Bytes::from(results);
+    let gateway = Hostile::start(move |seen, _| {
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let url = format!("http://{host}/v1/messages/batches/msgbatch_e/results");
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            json_response(&json!({"id": "msgbatch_e", "type": "message_batch",
+                "processing_status": "ended",
+                "request_counts": {"processing": 0, "succeeded": 0, "errored": 3,
+                    "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z", "results_url": url}))
+        }
+    })
+    .await;
+    let args = [
+        "--via",
+        "batches",
+        "--poll-interval",
+        "10ms",
+        "--name",
+        "night",
+    ];
+    let (ws, output) = run_jobs(&gateway, 3, &args).await;
+    let (_, run_stderr) = text(&output);
+    let report = ws.run(&["report", "night"]).await;
+    let (stdout, stderr) = text(&report);
+    assert_eq!(code(&report), 0, "{stderr}");
+    assert!(stdout.contains("3 api_error forged type"), "{stdout}");
+    for line in stdout
+        .lines()
+        .chain(stderr.lines())
+        .chain(run_stderr.lines())
+    {
+        assert!(
+            !line.trim_start().starts_with("forged"),
+            "{stdout}\n{run_stderr}"
+        );
+    }
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE error_message = 'overloaded forged message'"
+        )
+        .await,
+        3
+    );
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::calls::{About, Endpoint};
 use super::{BatchError, Batcher, MAX_POLL, warn};
 use crate::client::batches::{MessageBatch, RequestCounts};
-use crate::client::{Answer, Unanswered};
+use crate::client::{Answer, SHOWN_FIELD_BYTES, SHOWN_MESSAGE_BYTES, Unanswered, one_line};
 use crate::message::MessageSummary;
 use crate::send::outcome::{CacheUse, result_record};
 use crate::store::{
@@ -271,16 +271,15 @@ impl Batcher<'_> {
             }
             ItemResult::Errored { error } => {
                 let inner = error.get("error").unwrap_or(&error);
-                let kind = inner
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("error")
-                    .to_owned();
-                let message = inner
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
+                // The gateway's words, one bounded line each, as for any error it answers.
+                let kind = one_line(
+                    inner.get("type").and_then(Value::as_str).unwrap_or("error"),
+                    SHOWN_FIELD_BYTES,
+                );
+                let message = one_line(
+                    inner.get("message").and_then(Value::as_str).unwrap_or(""),
+                    SHOWN_MESSAGE_BYTES,
+                );
                 let again = if kind == "invalid_request_error" {
                     "the request itself was refused: fix it before sending it again"
                 } else {
@@ -292,7 +291,7 @@ impl Batcher<'_> {
                 attempt.request_id = error
                     .get("request_id")
                     .and_then(Value::as_str)
-                    .map(str::to_owned);
+                    .map(|id| one_line(id, SHOWN_FIELD_BYTES));
                 (
                     JobState::Failed,
                     Some(format!(
