@@ -62,7 +62,9 @@ impl Sending<'_> {
             crate::errln!("{why}");
             let mut kept = settings.clone();
             kept.send.via = via;
-            store.set_run_settings(run.id, &kept.stored()?).await?;
+            store
+                .set_run_via(run.id, &kept.stored()?, via.as_str())
+                .await?;
             decided = kept;
             &decided
         } else {

@@ -534,6 +534,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records the way a run of `--via auto` was given at its first session: its settings
+    /// and its `via` column, together.
+    pub async fn set_run_via(
+        &self,
+        run_id: i64,
+        settings_json: &str,
+        via: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            Sql::new("UPDATE runs SET settings = $2, via = $3 WHERE id = $1")
+                .bind(run_id)
+                .bind(settings_json)
+                .bind(via),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Inserts jobs in one transaction.
     pub async fn insert_jobs(&self, run_id: i64, jobs: Vec<NewJob>) -> Result<(), StoreError> {
         const COLUMNS: usize = 11;

@@ -259,7 +259,7 @@ async fn auto(mock: &MockServer, jobs: usize, batches: bool) -> String {
     let output = ws.run(&args).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stdout}{stderr}");
-    let settings: String = sqlx::query_scalar("SELECT settings FROM runs")
+    let (settings, column): (String, String) = sqlx::query_as("SELECT settings, via FROM runs")
         .fetch_one(&ws.pool().await)
         .await
         .unwrap();
@@ -269,6 +269,8 @@ async fn auto(mock: &MockServer, jobs: usize, batches: bool) -> String {
         via == "batches" || via == "direct",
         "decided once, kept: {via}"
     );
+    // What status, the view and the runs table show is the way taken, not `auto`.
+    assert_eq!(column, via);
     stderr
 }
 
