@@ -574,6 +574,12 @@ pub struct SendArgs {
     /// rate-limit headers say].
     #[arg(long, value_name = "N", help_heading = "Batches")]
     pub batch_rpm: Option<u32>,
+
+    /// Most requests in the run's open batches at once: the Batches API's cap on requests
+    /// waiting in its processing queue. More wait until open batches end [default: 200000,
+    /// the Start tier's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Batches")]
+    pub batch_queue: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

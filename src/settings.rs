@@ -408,6 +408,18 @@ pub struct BatchSettings {
     /// `max_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learnt_max_bytes: Option<usize>,
+    /// Most requests in the run's open batches at once (`--batch-queue`): the Batches API's
+    /// cap on requests waiting in its processing queue.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+/// Requests the Batches API holds in its processing queue at the lowest standard tier (Start;
+/// 300,000 for Build, 500,000 for Scale): past it, a create is refused with a 429.
+pub const BATCH_MAX_QUEUED: usize = 200_000;
+
+fn default_max_queued() -> usize {
+    BATCH_MAX_QUEUED
 }
 
 /// Requests a minute to the Message Batches endpoints when none is given and the gateway's
@@ -425,6 +437,7 @@ impl Default for BatchSettings {
             poll_interval: Duration::from_secs(5),
             rpm: None,
             learnt_max_bytes: None,
+            max_queued: BATCH_MAX_QUEUED,
         }
     }
 }
@@ -503,6 +516,9 @@ impl SendSettings {
                 poll_interval: args.poll_interval.unwrap_or(self.batches.poll_interval),
                 rpm: args.batch_rpm.or(self.batches.rpm),
                 learnt_max_bytes: self.batches.learnt_max_bytes,
+                max_queued: args
+                    .batch_queue
+                    .map_or(self.batches.max_queued, |n| n as usize),
             },
             deadline: match args.deadline {
                 Some(arg) => Some(crate::send::deadline::Deadline {

@@ -552,3 +552,48 @@ async fn a_529_on_a_look_is_recorded_as_a_call_and_reports_and_exports_are_uncha
     .unwrap();
     assert!(stored.iter().all(|(text,)| !text.contains(TEST_KEY)));
 }
+
+/// The Batches API caps the requests waiting in its processing queue: a run holds no more in
+/// its open batches than `--batch-queue`, and creates the next batch once they have ended.
+#[tokio::test]
+async fn batches_wait_for_room_in_the_queue_before_more_are_created() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 12);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--batch-max-requests",
+        "4",
+        "--batch-queue",
+        "8",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 3);
+    let calls: Vec<String> = sqlx::query_scalar(
+        "SELECT call FROM batch_calls WHERE call IN ('create', 'results') ORDER BY id",
+    )
+    .fetch_all(&ws.pool().await)
+    .await
+    .unwrap();
+    let at = |call: &str| -> Vec<usize> {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| *c == call)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (creates, results) = (at("create"), at("results"));
+    assert_eq!((creates.len(), results.len()), (3, 3), "{calls:?}");
+    // Two batches of 4 fill the queue of 8: the third is created once both were read.
+    assert!(creates[2] > results[1], "{calls:?}");
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await,
+        12
+    );
+}

@@ -187,6 +187,7 @@ async fn help_is_grouped_and_lists_only_what_the_command_uses() {
         "--batch-max-mb",
         "--poll-interval",
         "--batch-rpm",
+        "--batch-queue",
         "--stream-idle-timeout",
         "--mock-first-token-ms",
         "--mock-token-ms",

@@ -86,6 +86,26 @@ pub struct Batcher<'a> {
     pub deadline: Option<&'a DeadlineWatch>,
 }
 
+/// What one round of submitting did.
+struct Submitted {
+    /// Batches created.
+    made: usize,
+    /// Why the budget stopped the round, when it did.
+    budget_stop: Option<String>,
+    /// The next batch would have taken the queue past its cap.
+    queue_full: bool,
+}
+
+impl Submitted {
+    fn queue_full(made: usize) -> Self {
+        Self {
+            made,
+            budget_stop: None,
+            queue_full: true,
+        }
+    }
+}
+
 /// How the creation of a batch ended.
 enum Creation {
     /// Created (or found in the API's list after its answer was lost); its id is committed.
@@ -157,17 +177,30 @@ impl Batcher<'_> {
             .map_or(self.settings.max_bytes, |learnt| {
                 learnt.clamp(1, self.settings.max_bytes)
             });
+        let mut said_full = false;
         loop {
+            let mut queue_full = false;
             if submit && !self.switched() {
-                let (made, budget_stop) = self.submit_pending(&mut max_bytes).await?;
-                collected.submitted += made;
-                collected.budget_stop = budget_stop;
+                let submitted = self.submit_pending(&mut max_bytes).await?;
+                collected.submitted += submitted.made;
+                collected.budget_stop = submitted.budget_stop;
+                queue_full = submitted.queue_full;
+            }
+            if queue_full && !said_full {
+                said_full = true;
+                crate::errln!(
+                    "{} requests of this run are in open batches, the queue's cap (--batch-queue {}): the next batch is created once they have ended",
+                    self.store.jobs_in_open_batches(self.run_id).await?,
+                    self.settings.max_queued
+                );
             }
             let recorded = self.collect().await?;
             collected.recorded += recorded;
             // Under a budget, batches are sized to the worst case that fits; once they are
-            // in, what they did not spend of it is free for the next.
-            if !submit || collected.budget_stop.is_none() || recorded == 0 || self.switched() {
+            // in, what they did not spend of it is free for the next. A full queue likewise
+            // takes more once the open batches have ended.
+            let paused = collected.budget_stop.is_some() || queue_full;
+            if !submit || !paused || recorded == 0 || self.switched() {
                 break;
             }
         }
@@ -330,11 +363,15 @@ impl Batcher<'_> {
     /// them, as long as the budget allows. A batch the gateway refuses as too large lowers
     /// `max_bytes` to half its size, and the jobs not yet submitted are packed again. Returns
     /// the batches created and why the budget stopped them, if it did.
-    async fn submit_pending(
-        &self,
-        max_bytes: &mut usize,
-    ) -> anyhow::Result<(usize, Option<String>)> {
+    async fn submit_pending(&self, max_bytes: &mut usize) -> anyhow::Result<Submitted> {
         let mut made = 0;
+        let paused = |made, budget_stop| {
+            Ok(Submitted {
+                made,
+                budget_stop,
+                queue_full: false,
+            })
+        };
         'packing: loop {
             let mut after = self.store.before_first_job(self.run_id).await?;
             let room = match self.budget_pico_usd {
@@ -343,14 +380,16 @@ impl Batcher<'_> {
                 ),
                 None => None,
             };
+            // A batch always fits in an empty queue.
             let settings = BatchSettings {
                 max_bytes: *max_bytes,
+                max_requests: self.settings.max_requests.min(self.settings.max_queued),
                 ..self.settings
             };
             let mut packer = Packer::new(settings, self.prices, room);
             loop {
                 if self.stop.is_cancelled() {
-                    return Ok((made, None));
+                    return paused(made, None);
                 }
                 let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
                 let Some(last) = page.last() else {
@@ -362,10 +401,13 @@ impl Batcher<'_> {
                         .add(&job)
                         .map_err(|e| self.refused_before(e, *max_bytes))?;
                     if let Some(full) = filled {
+                        if self.queue_is_full_for(&full).await? {
+                            return Ok(Submitted::queue_full(made));
+                        }
                         match self.create(&full).await? {
                             Creation::Created => made += 1,
-                            Creation::OverBudget(why) => return Ok((made, Some(why))),
-                            Creation::Stopped => return Ok((made, None)),
+                            Creation::OverBudget(why) => return paused(made, Some(why)),
+                            Creation::Stopped => return paused(made, None),
                             Creation::TooLarge(why) => {
                                 *max_bytes = smaller(&full, &why)?;
                                 self.learnt(*max_bytes).await?;
@@ -376,14 +418,17 @@ impl Batcher<'_> {
                     if packer.over_budget {
                         let held = budget::held_by_batches(self.store, self.run_id).await?;
                         let limit = self.budget_pico_usd.unwrap_or(0);
-                        return Ok((made, Some(budget::batch_over_budget(limit, held))));
+                        return paused(made, Some(budget::batch_over_budget(limit, held)));
                     }
                 }
             }
             if let Some(rest) = packer.finish() {
+                if self.queue_is_full_for(&rest).await? {
+                    return Ok(Submitted::queue_full(made));
+                }
                 match self.create(&rest).await? {
                     Creation::Created => made += 1,
-                    Creation::OverBudget(why) => return Ok((made, Some(why))),
+                    Creation::OverBudget(why) => return paused(made, Some(why)),
                     Creation::Stopped => {}
                     Creation::TooLarge(why) => {
                         *max_bytes = smaller(&rest, &why)?;
@@ -392,8 +437,16 @@ impl Batcher<'_> {
                     }
                 }
             }
-            return Ok((made, None));
+            return paused(made, None);
         }
+    }
+
+    /// Whether `packed` would take the requests in the run's open batches past the queue's
+    /// cap (`--batch-queue`): it then waits until they have ended.
+    async fn queue_is_full_for(&self, packed: &Packed) -> anyhow::Result<bool> {
+        let queued = usize::try_from(self.store.jobs_in_open_batches(self.run_id).await?)
+            .unwrap_or(usize::MAX);
+        Ok(queued.saturating_add(packed.items.len()) > self.settings.max_queued)
     }
 
     /// Keeps the gateway's body limit, as learnt, with the run's settings: `resume` packs
