@@ -50,10 +50,39 @@ pub fn parse(text: &str) -> Result<Value, PartialJsonError> {
     if depth(&value) > MAX_DEPTH {
         return Err(too_deep(text));
     }
+    if has_reserved_key(&value) {
+        return Err(PartialJsonError {
+            message: "an object key that serde_json reads as a value of its own".to_owned(),
+            at: RESERVED_KEYS
+                .iter()
+                .filter_map(|key| text.find(key))
+                .min()
+                .unwrap_or(0),
+        });
+    }
     to_serde(value).ok_or_else(|| PartialJsonError {
         message: "a number is too large for a float".to_owned(),
         at: first_infinite_number(text).unwrap_or(0),
     })
+}
+
+/// Object keys serde_json gives a meaning of its own when it reads a value back (a raw value,
+/// an exact number): an object holding one would not read back as it was stored, so such
+/// input is kept as text, as input nested too deeply is.
+const RESERVED_KEYS: [&str; 2] = [
+    "$serde_json::private::RawValue",
+    "$serde_json::private::Number",
+];
+
+/// Whether an object in `value` has a key of [`RESERVED_KEYS`].
+fn has_reserved_key(value: &JsonValue<'_>) -> bool {
+    match value {
+        JsonValue::Array(items) => items.iter().any(has_reserved_key),
+        JsonValue::Object(members) => members
+            .iter()
+            .any(|(key, v)| RESERVED_KEYS.contains(&key.as_ref()) || has_reserved_key(v)),
+        _ => false,
+    }
 }
 
 /// The levels of arrays and objects in `value`, counting itself.
@@ -152,6 +181,22 @@ fn unwrap_shared<T: Clone>(items: std::sync::Arc<Vec<T>>) -> Vec<T> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_key_serde_json_reserves_is_refused_so_that_what_is_kept_reads_back() {
+        // Found by the fuzzer: serde_json reads `{"$serde_json::private::RawValue": …}` back
+        // as the JSON inside the string it expects there.
+        let cut = "{\"$serde_json::private::RawValue\":{\"!\": \r\r\r{\"!\": ";
+        let error = parse(cut).unwrap_err();
+        assert_eq!(error.at, 2, "{error}");
+        let nested = r#"[1, {"a": {"$serde_json::private::Number": "1"}}]"#;
+        assert!(parse(nested).is_err());
+        crate::fuzz::partial_json(cut.as_bytes());
+        assert_eq!(
+            parse(r#"{"$serde_json": 1}"#),
+            Ok(json!({"$serde_json": 1}))
+        );
+    }
 
     /// Each case as jiter 0.19's `from_json(text, partial_mode=True)` reads it (the parser
     /// behind the Python SDK 2.14.0's stream rebuild).
