@@ -10,13 +10,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// A command's arguments with a poll interval short enough for a test.
-fn polled<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = args.to_vec();
-    all.extend(["--poll-interval", "10ms"]);
-    all
-}
-
 /// A mock whose Message Batches endpoints behave as `batches` says.
 async fn batch_mock(batches: BatchConfig) -> msgbatch::mock::MockServer {
     mock(MockConfig {

@@ -8,13 +8,6 @@ use msgbatch::mock::{Fault, MockConfig};
 
 use crate::common::*;
 
-/// A command's arguments with a poll interval short enough for a test.
-fn polled<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = args.to_vec();
-    all.extend(["--poll-interval", "10ms"]);
-    all
-}
-
 /// Sends SIGINT, as Ctrl-C does.
 fn interrupt(child: &tokio::process::Child) {
     let pid = child.id().expect("a running child").to_string();

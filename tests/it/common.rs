@@ -197,3 +197,10 @@ pub async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
+
+/// A command's arguments with a poll interval short enough for a test.
+pub fn polled<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--poll-interval", "10ms"]);
+    all
+}

@@ -9,13 +9,6 @@ use msgbatch::mock::{MockConfig, MockServer};
 
 use crate::common::*;
 
-/// A command's arguments with a poll interval short enough for a test.
-fn polled<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = args.to_vec();
-    all.extend(["--poll-interval", "10ms"]);
-    all
-}
-
 /// A mock that logs its requests and whose batches never end unless canceled; canceled,
 /// each has its first two requests answered and the rest canceled.
 async fn slow_batches(first_results_delay: Duration) -> MockServer {
