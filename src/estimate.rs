@@ -28,7 +28,10 @@ pub enum TokenSource {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ModelEstimate {
     pub model: String,
+    /// Jobs: a record sent to this model, however many samples (`--repeat`) it has.
     pub jobs: u64,
+    /// Requests: every sample of every job.
+    pub samples: u64,
     pub input_tokens: u64,
     pub cache_write_5m: u64,
     pub cache_write_1h: u64,
@@ -99,9 +102,10 @@ impl Estimator {
         }
     }
 
-    /// Adds a job; `counted` is the gateway's total input count when there is one, which
-    /// replaces the local total (the difference is taken as uncached input).
-    pub fn add(&mut self, model: &str, input: JobInput, counted: Option<u64>) {
+    /// Adds one sample of a job (`sample` 0 is the job's first); `counted` is the gateway's
+    /// total input count when there is one, which replaces the local total (the difference is
+    /// taken as uncached input).
+    pub fn add(&mut self, model: &str, input: JobInput, counted: Option<u64>, sample: u32) {
         let (entry, tiers) = self.models.entry(model.to_owned()).or_insert_with(|| {
             (
                 ModelEstimate {
@@ -117,7 +121,8 @@ impl Estimator {
             Some(total) => total.saturating_sub(cached),
             None => input.usage.input_tokens,
         };
-        entry.jobs += 1;
+        entry.jobs += u64::from(sample == 0);
+        entry.samples += 1;
         entry.input_tokens += uncached;
         entry.cache_write_5m += input.usage.cache_write_5m;
         entry.cache_write_1h += input.usage.cache_write_1h;
@@ -243,7 +248,7 @@ pub fn local_estimate(
         for job in chunk {
             let body: Map<String, Value> = serde_json::from_str(&job.request)?;
             let input = estimator.local(&body);
-            estimator.add(&job.model, input, None);
+            estimator.add(&job.model, input, None, job.sample);
         }
         Ok(())
     })?;
@@ -282,7 +287,7 @@ mod tests {
                 "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
                 "messages": [{"role": "user", "content": question}]});
             let input = estimator.local(body.as_object().unwrap());
-            estimator.add("claude-haiku-4-5", input, None);
+            estimator.add("claude-haiku-4-5", input, None, 0);
         }
         let estimate = estimator
             .finish(TokenSource::Local, &HashMap::new(), 0.5)
@@ -310,7 +315,7 @@ mod tests {
             let body = json!({"model": "claude-haiku-5-5", "max_tokens": 10,
                 "messages": [{"role": "user", "content": "q".repeat(bytes)}]});
             let input = estimator.local(body.as_object().unwrap());
-            estimator.add("claude-haiku-5-5", input, None);
+            estimator.add("claude-haiku-5-5", input, None, 0);
         }
         let estimate = estimator
             .finish(TokenSource::Local, &HashMap::new(), 1.0)

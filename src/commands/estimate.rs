@@ -116,13 +116,14 @@ pub async fn estimate(
         } else {
             vec![None; parsed.len()]
         };
-        for ((model, _, input, _), count) in parsed.into_iter().zip(counts) {
-            if count.is_some() {
-                counted_jobs += 1;
-            } else {
-                local_jobs += 1;
+        for ((model, _, input, sample), count) in parsed.into_iter().zip(counts) {
+            // Jobs, not samples: a job's later samples share its first one's count.
+            match (sample, count) {
+                (0, Some(_)) => counted_jobs += 1,
+                (0, None) => local_jobs += 1,
+                _ => {}
             }
-            estimator.add(&model, input, count);
+            estimator.add(&model, input, count, sample);
         }
     }
     let summary = reader.await.context("the job reader panicked")??;
@@ -158,10 +159,11 @@ pub async fn estimate(
         crate::settings::Via::Batches => true,
         crate::settings::Via::Direct => false,
         crate::settings::Via::Auto => {
+            // Decided on the requests to send, as a run decides it.
             let (via, why) = crate::send::session::auto_via(
                 settings.gateway.batches,
                 &settings.gateway.name,
-                counted_jobs + local_jobs,
+                estimate.models.iter().map(|m| m.samples).sum(),
             );
             crate::errln!("{why}");
             via == crate::settings::Via::Batches
@@ -201,7 +203,8 @@ fn warn(message: &str) {
 
 /// The estimate as one JSON object, money in pico-USD as in the JSON report. Its keys are
 /// stable: `file`, `input_source` (`count_tokens`, `local` or `mixed`), `counted_jobs`,
-/// `local_jobs`, `models` [{`model`, `jobs`, `input_tokens`, `cache_write_5m`,
+/// `local_jobs` (jobs, each counted once whatever its samples), `models` [{`model`, `jobs`,
+/// `samples` (requests: `jobs` × `--repeat`), `input_tokens`, `cache_write_5m`,
 /// `cache_write_1h`, `cache_read`, `expected_output_tokens`, `max_output_tokens`,
 /// `expected_pico_usd`, `worst_pico_usd` (null when unpriced), `output_basis`}],
 /// `expected_pico_usd`, `worst_pico_usd`, `complete`, `unpriced_models`, and `batches`
@@ -254,10 +257,20 @@ fn print(
         (c, l) => format!("input counted by count_tokens for {c} jobs, estimated locally for {l}"),
     };
     crate::outln!("estimate for {file}: {source}")?;
+    // With `--repeat`, the samples (requests) are counted beside the jobs.
+    let repeated = estimate.models.iter().any(|m| m.samples != m.jobs);
+    let samples = |n: u64| {
+        if repeated {
+            format!(" {n:>8}")
+        } else {
+            String::new()
+        }
+    };
     crate::outln!(
-        "\n{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+        "\n{:<26} {:>7}{} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
         "model",
         "jobs",
+        if repeated { "  samples" } else { "" },
         "input",
         "cache wr",
         "cache rd",
@@ -269,9 +282,10 @@ fn print(
     let money = |pico: Option<u64>| pico.map_or_else(|| "unpriced".to_owned(), format_usd);
     for m in &estimate.models {
         crate::outln!(
-            "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+            "{:<26} {:>7}{} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
             Terminal(&m.model),
             m.jobs,
+            samples(m.samples),
             m.input_tokens,
             m.cache_write_5m + m.cache_write_1h,
             m.cache_read,
@@ -287,9 +301,10 @@ fn print(
         "+"
     };
     crate::outln!(
-        "{:<26} {:>7} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
+        "{:<26} {:>7}{} {:>10} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
         "total",
         estimate.models.iter().map(|m| m.jobs).sum::<u64>(),
+        samples(estimate.models.iter().map(|m| m.samples).sum::<u64>()),
         "",
         "",
         "",

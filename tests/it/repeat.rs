@@ -309,7 +309,7 @@ async fn samples_sent_through_batches_come_back_each_to_its_own_row() {
 }
 
 #[tokio::test]
-async fn estimate_counts_every_sample_and_zero_samples_are_refused() {
+async fn estimate_counts_jobs_and_samples_apart_and_zero_samples_are_refused() {
     let ws = Workspace::new();
     let file = graded_file(&ws, 5);
     let path = file.to_str().unwrap();
@@ -329,7 +329,31 @@ async fn estimate_counts_every_sample_and_zero_samples_are_refused() {
     let once = estimate("1").await;
     let thrice = estimate("3").await;
     assert_eq!(once["models"][0]["jobs"], 5, "{once}");
-    assert_eq!(thrice["models"][0]["jobs"], 15, "{thrice}");
+    assert_eq!(once["models"][0]["samples"], 5, "{once}");
+    // Jobs and samples apart: five jobs, fifteen requests, priced as fifteen.
+    assert_eq!(thrice["models"][0]["jobs"], 5, "{thrice}");
+    assert_eq!(thrice["models"][0]["samples"], 15, "{thrice}");
+    assert_eq!(thrice["counted_jobs"], 5, "{thrice}");
+    let worst = |v: &Value| v["worst_pico_usd"].as_u64().unwrap();
+    assert_eq!(worst(&thrice), 3 * worst(&once), "{once} {thrice}");
+    let table = ws
+        .run(&[
+            "estimate", path, "--model", HAIKU, "--repeat", "3", "--mock",
+        ])
+        .await;
+    let (shown, _) = text(&table);
+    let header = shown.lines().find(|l| l.starts_with("model")).unwrap();
+    assert!(
+        header.contains("jobs") && header.contains("samples"),
+        "{shown}"
+    );
+    let total: Vec<&str> = shown
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(total[1..3], ["5", "15"], "{shown}");
     for k in ["0", "1001", "two"] {
         let output = ws
             .run(&["run", path, "--model", HAIKU, "--mock", "--repeat", k])
