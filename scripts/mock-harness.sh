@@ -28,7 +28,7 @@ start_mock() {
     pids+=($!)
     addr=""
     for _ in $(seq 100); do
-        addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log")
+        addr=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$work/mock.log" 2> /dev/null)
         [ -n "$addr" ] && break
         sleep 0.05
     done

@@ -340,10 +340,15 @@ fn usage_json(usage: &PromptUsage, output_tokens: u64) -> Value {
     })
 }
 
+/// Answers given by this process, for message ids: as the API's, each answer's id is its own,
+/// even for two answers to the same request (the samples of `--repeat`).
+static ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The Message for a reply.
 pub fn message(model: &str, seed: u64, reply: &Reply, usage: &PromptUsage) -> Value {
+    let answer = ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     json!({
-        "id": format!("msg_mock_{seed:016x}"),
+        "id": format!("msg_mock_{seed:016x}{answer:010x}"),
         "type": "message",
         "role": "assistant",
         "model": model,

@@ -105,6 +105,11 @@ async fn samples_are_sent_once_each_resumed_exported_and_scored_per_job() {
     );
     assert_eq!(count_of(&ws, "SELECT count(*) FROM results").await, 120);
     assert_eq!(
+        count_of(&ws, "SELECT count(DISTINCT message_id) FROM results").await,
+        120,
+        "every answer has an id of its own"
+    );
+    assert_eq!(
         count_of(&ws, "SELECT count(*) FROM jobs WHERE state = 'succeeded'").await,
         120
     );
@@ -289,6 +294,11 @@ async fn samples_sent_through_batches_come_back_each_to_its_own_row() {
         30
     );
     assert_eq!(count_of(&ws, "SELECT count(*) FROM results").await, 30);
+    // As the API's, every answer has an id of its own, samples of one request included.
+    assert_eq!(
+        count_of(&ws, "SELECT count(DISTINCT message_id) FROM results").await,
+        30
+    );
     assert_eq!(
         count_of(&ws, "SELECT count(DISTINCT custom_id) FROM batch_items").await,
         30,
