@@ -43,7 +43,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
-pub use batches::{BatchCallRecord, BatchRow, BatchWaiting};
+pub use batches::{BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting};
 pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobScore, JobView};
 pub use location::Location;
