@@ -149,7 +149,10 @@ async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&
     ];
     args.extend(extra);
     let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
-    mock.wait_for_batches(2).await;
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
     // A look at a batch after the judges' was created is a look at the judges' batch.
     let looked = mock.batch_calls(Call::Retrieve);
     mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
@@ -216,4 +219,39 @@ async fn a_deadline_near_once_the_answers_are_in_sends_the_judges_directly() {
     let verdicts = verdicts(&ws).await;
     assert_half_of_direct(&verdicts[..1], &direct[..1]);
     assert_eq!(verdicts[1..], direct[1..]);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn judges_go_through_a_batch_on_postgres_as_on_sqlite() {
+    let db = crate::postgres::TestDb::create().await;
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut grading = Vec::new();
+    for ws in [Workspace::new(), Workspace::on_postgres(&db.url)] {
+        let file = judged_jobs(&ws);
+        let args = polled(&[
+            "run",
+            file.to_str().unwrap(),
+            "--via",
+            "batches",
+            "--name",
+            "j",
+        ]);
+        let output = ws.run_on(&mock, &args).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 0, "{stderr}");
+        assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+        let mut graded = ws.report_json("j").await["totals"][0]["grading"].clone();
+        // A timing, not a figure of the store.
+        graded["passing_latency_ms"] = serde_json::Value::Null;
+        grading.push(graded);
+    }
+    assert_eq!(mock.batches_created(), 4, "two batches a run");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    assert_eq!(grading[0], grading[1]);
+    assert!(grading[1]["judge_cost_pico_usd"].as_i64().unwrap() > 0);
 }
