@@ -13,12 +13,17 @@ use crate::common::*;
 /// Four jobs, each with a judge grader; the mock's judge fails the answer to the prompt
 /// with `FAIL` in it.
 fn judged_jobs(ws: &Workspace) -> std::path::PathBuf {
+    judged_jobs_of(ws, 300)
+}
+
+/// [`judged_jobs`] whose answers are at most `max_tokens` long.
+fn judged_jobs_of(ws: &Workspace, max_tokens: u64) -> std::path::PathBuf {
     let lines: Vec<String> = ["alpha", "beta", "gamma FAIL", "delta"]
         .iter()
         .enumerate()
         .map(|(i, prompt)| {
             json!({"custom_id": format!("job-{i}"), "params": {"model": "claude-haiku-4-5",
-                "max_tokens": 300, "messages": [{"role": "user", "content": prompt}]},
+                "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]},
                 "expect": [{"contains": "Answer"},
                     {"judge": {"rubric": "The answer must address the prompt.",
                                "model": "claude-haiku-4-5"}}]})
@@ -254,4 +259,138 @@ async fn judges_go_through_a_batch_on_postgres_as_on_sqlite() {
     assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
     assert_eq!(grading[0], grading[1]);
     assert!(grading[1]["judge_cost_pico_usd"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn ctrl_c_leaves_the_judges_batch_running_and_resume_collects_it() {
+    let ws = Workspace::new();
+    let mock = slow_judges(0).await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "c",
+    ]);
+    let mut child = ws
+        .command_on(&mock, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    let looked = mock.batch_calls(Call::Retrieve);
+    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("1 batch is still running on the server"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("judged"), "{stderr}");
+    mock.finish_batches();
+    let output = ws.run(&polled(&["resume", "c"])).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(direct_calls(&mock), 0);
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
+}
+
+#[tokio::test]
+async fn max_cost_counts_the_judges_batch_and_leaves_judges_it_cannot_hold_pending() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    // Short answers hold little of the budget; a judge's worst case (300 tokens of verdict,
+    // the answer and the rubric in) is more than what they leave.
+    let file = judged_jobs_of(&ws, 16);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "m",
+        "--max-cost",
+        "0.0005",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("4 judge requests would pass --max-cost and stay pending"),
+        "{stderr}"
+    );
+    assert_eq!(mock.batches_created(), 1, "the answers' batch alone");
+    assert_eq!(direct_calls(&mock), 0, "nor any judge asked directly");
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_none()));
+    let pool = ws.pool().await;
+    let spent = count(&pool, "SELECT SUM(cost_pico_usd) FROM results").await;
+    assert!(spent > 0 && spent <= 500_000_000, "{spent}");
+}
+
+#[tokio::test]
+async fn an_errored_judge_stays_pending_with_why_and_grade_asks_it_directly() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            // The judge of the second job (row 2), its second grader.
+            errored: vec!["judge-2-1".to_owned()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "e",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("judged 3 answers for $")
+            && stderr.contains("1 judge requests failed and stay pending for `msgbatch grade`"),
+        "{stderr}"
+    );
+    let graded = verdicts(&ws).await;
+    assert_eq!(graded[1].1, None, "{graded:?}");
+    let reason = graded[1].2.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("errored in its batch: api_error"),
+        "{reason}"
+    );
+    assert_eq!(direct_calls(&mock), 0);
+    let output = ws.run(&["grade", "e"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 1 answers"), "{stderr}");
+    assert_eq!(
+        direct_calls(&mock),
+        1,
+        "the one pending judge, asked directly"
+    );
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
 }
