@@ -299,6 +299,10 @@ async fn ctrl_c_leaves_the_judges_batch_running_and_resume_collects_it() {
         "{stderr}"
     );
     assert!(!stderr.contains("judged"), "{stderr}");
+    // Judges a batch still asks for are not asked directly as well.
+    let output = ws.run(&["grade", "c"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(direct_calls(&mock), 0, "nothing paid for twice");
     mock.finish_batches();
     let output = ws.run(&polled(&["resume", "c"])).await;
     let (_, stderr) = text(&output);
