@@ -126,6 +126,15 @@ async fn judges_of_a_batches_run_go_through_a_batch_at_half_price() {
             .all(|(kind, id)| kind == "judge" && id.starts_with("judge-")),
         "{items:?}"
     );
+    // Each judge is an attempt of kind `judge` against the job it judges, as a direct one.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200"
+        )
+        .await,
+        4
+    );
     // The answers are the jobs' results alone; the judges' cost is kept apart.
     let report = ws.report_json(&run_name(&ws).await).await;
     let grading = &report["totals"][0]["grading"];
@@ -385,6 +394,15 @@ async fn an_errored_judge_stays_pending_with_why_and_grade_asks_it_directly() {
     assert!(
         reason.contains("errored in its batch: api_error"),
         "{reason}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND error_type = 'api_error'"
+        )
+        .await,
+        1
     );
     assert_eq!(direct_calls(&mock), 0);
     let output = ws.run(&["grade", "e"]).await;

@@ -201,10 +201,12 @@ impl Batcher<'_> {
                         recorded += 1;
                     }
                     // Counted apart: judges are no jobs.
-                    Some(Waiting::Judge(judge)) => self.judge_item(&mut pending, judge, item),
+                    Some(Waiting::Judge(judge)) => {
+                        self.judge_item(&mut pending, judge, item, submitted_at);
+                    }
                     None => continue,
                 }
-                if pending.updates.len() + pending.grades.len() >= RESULTS_PER_COMMIT {
+                if pending.attempts.len() >= RESULTS_PER_COMMIT {
                     self.store
                         .write_batch_results(row.id, &std::mem::take(&mut pending), false)
                         .await?;
@@ -363,9 +365,16 @@ impl Batcher<'_> {
 
 impl Batcher<'_> {
     /// One judge's result into the writer batch: its verdict, priced at the batch rates, or
-    /// the judge left pending with why, as a judge asked directly would be recorded. A judge
-    /// canceled for the deadline is left pending as it was, to be asked directly.
-    fn judge_item(&self, pending: &mut WriteBatch, waiting: JudgeWaiting, item: Item) {
+    /// the judge left pending with why, and its attempt (kind `judge`), as a judge asked
+    /// directly would be recorded. A judge canceled for the deadline is left pending as it
+    /// was, to be asked directly.
+    fn judge_item(
+        &self,
+        pending: &mut WriteBatch,
+        waiting: JudgeWaiting,
+        item: Item,
+        submitted_at_ms: i64,
+    ) {
         let JudgeWaiting { job, grader, spec } = waiting;
         let model = judge_of(&spec).map(|(_, model)| model);
         let failed = |reason: String| GradeRecord {
@@ -378,8 +387,17 @@ impl Batcher<'_> {
             judge_model: model.clone(),
             ..GradeRecord::default()
         };
+        let mut attempt = AttemptRecord {
+            job,
+            kind: "judge",
+            attempt: 1,
+            started_at_ms: submitted_at_ms,
+            latency_ms: now_ms() - submitted_at_ms,
+            ..AttemptRecord::default()
+        };
         let grade = match item.result {
             ItemResult::Succeeded { message } => {
+                attempt.http_status = Some(200);
                 let body = serde_json::to_vec(&message).unwrap_or_default();
                 let judged = MessageSummary::parse(&body).and_then(|summary| {
                     let model = model.clone().unwrap_or_default();
@@ -387,8 +405,12 @@ impl Batcher<'_> {
                     verdict(self.prices, about, model, &body, &summary.usage())
                 });
                 match judged {
-                    Ok(grade) => grade,
-                    Err(reason) => failed(format!("the judge request failed: {reason}")),
+                    Ok(grade) => Some(grade),
+                    Err(reason) => {
+                        attempt.error_type = Some("invalid_response".to_owned());
+                        attempt.error_message = Some(reason.clone());
+                        Some(failed(format!("the judge request failed: {reason}")))
+                    }
                 }
             }
             ItemResult::Errored { error } => {
@@ -401,22 +423,40 @@ impl Batcher<'_> {
                     inner.get("message").and_then(Value::as_str).unwrap_or(""),
                     SHOWN_MESSAGE_BYTES,
                 );
-                failed(format!(
+                let reason = format!(
                     "the judge request errored in its batch: {kind}: {message} (not billed)"
+                );
+                attempt.error_type = Some(kind);
+                attempt.error_message = Some(message);
+                attempt.error_body = Some(error.to_string());
+                attempt.request_id = error
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .map(|id| one_line(id, SHOWN_FIELD_BYTES));
+                Some(failed(reason))
+            }
+            ItemResult::Canceled => {
+                attempt.error_type = Some("canceled".to_owned());
+                (!self.switched()).then(|| {
+                    failed(
+                        "the judge request was canceled with its batch before it was processed (not billed)"
+                            .to_owned(),
+                    )
+                })
+            }
+            ItemResult::Expired => {
+                attempt.error_type = Some("expired".to_owned());
+                Some(failed(
+                    "the judge request expired: its batch ended (24 hours) before it was processed (not billed)"
+                        .to_owned(),
                 ))
             }
-            ItemResult::Canceled if self.switched() => return,
-            ItemResult::Canceled => failed(
-                "the judge request was canceled with its batch before it was processed (not billed)"
-                    .to_owned(),
-            ),
-            ItemResult::Expired => failed(
-                "the judge request expired: its batch ended (24 hours) before it was processed (not billed)"
-                    .to_owned(),
-            ),
         };
-        self.judged.add(&grade);
-        pending.grades.push(grade);
+        pending.attempts.push(attempt);
+        if let Some(grade) = grade {
+            self.judged.add(&grade);
+            pending.grades.push(grade);
+        }
     }
 }
 
