@@ -51,6 +51,7 @@ pub async fn cancel(
         budget_pico_usd: settings.send.max_cost_pico_usd,
         calls: BatchCalls::new(settings.send.batches.rpm),
         deadline: None,
+        judged: Default::default(),
     };
     for (done, row) in open.iter().enumerate() {
         let id = row.remote_id.as_deref().unwrap_or_default();
@@ -79,7 +80,9 @@ pub async fn cancel(
         if open.len() == 1 { "it" } else { "they" },
         run.name
     );
-    let collected = batcher.execute(false).await?;
+    let collected = batcher
+        .execute(false, crate::send::batches::Source::Answers)
+        .await?;
     let counts = store.run_counts(run.id).await?;
     let reason = if collected.left_running > 0 {
         format!(

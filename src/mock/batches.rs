@@ -22,6 +22,10 @@ use super::{
 pub struct BatchConfig {
     /// From creation to the end of processing.
     pub processing: Duration,
+    /// From creation to the end of processing for every batch after the first [default:
+    /// `processing`]: a run's later batches (its judges', after its answers') still running
+    /// once its first has ended.
+    pub later_processing: Option<Duration>,
     /// Custom ids answered `errored` (an `api_error`, worth sending again) in the first
     /// batch that holds them.
     pub errored: Vec<String>,
@@ -100,6 +104,8 @@ pub struct MockBatch {
     pub id: String,
     created: Instant,
     created_wall: SystemTime,
+    /// From its creation to the end of its processing.
+    processing: Duration,
     canceled: Option<Instant>,
     requests: Vec<(String, Map<String, Value>)>,
     /// Why the API refuses each request, in the order of `requests`: `None` for a valid one.
@@ -304,6 +310,10 @@ impl Batches {
             id,
             created: Instant::now(),
             created_wall: SystemTime::now(),
+            processing: match config.later_processing {
+                Some(later) if !self.held.is_empty() => later,
+                _ => config.processing,
+            },
             canceled: None,
             requests: held,
             refused,
@@ -345,8 +355,8 @@ impl Batches {
 }
 
 impl MockBatch {
-    fn ended(&self, config: &BatchConfig, finished: bool) -> bool {
-        finished || self.canceled.is_some() || self.created.elapsed() >= config.processing
+    fn ended(&self, finished: bool) -> bool {
+        finished || self.canceled.is_some() || self.created.elapsed() >= self.processing
     }
 
     /// What one request of the batch (the `index`th) came to; `refused`, why the API
@@ -363,7 +373,7 @@ impl MockBatch {
         } else if self.expired.iter().any(|id| id == custom_id) {
             "expired"
         } else if self.canceled.is_some()
-            && self.created.elapsed() < config.processing
+            && self.created.elapsed() < self.processing
             && index >= config.processed_first
         {
             "canceled"
@@ -374,7 +384,7 @@ impl MockBatch {
 
     /// The MessageBatch object; `url` is the batch's own URL, for its `results_url`.
     pub fn describe(&self, config: &BatchConfig, url: &str, finished: bool) -> Value {
-        let ended = self.ended(config, finished);
+        let ended = self.ended(finished);
         let mut counts =
             json!({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
         if ended {
@@ -417,7 +427,7 @@ impl MockBatch {
         finished: bool,
         pass: &[(String, f64)],
     ) -> Option<Vec<String>> {
-        if !self.ended(config, finished) {
+        if !self.ended(finished) {
             return None;
         }
         let lines = self

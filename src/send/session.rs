@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 
 use super::Shutdown;
-use super::batches::{BatchCalls, Batcher, DeadlineWatch};
+use super::batches::{BatchCalls, Batcher, DeadlineWatch, Source};
 use super::direct::{Claims, Judged, Runner, Session};
 use super::feed::Feed;
 use crate::client::Client;
@@ -316,7 +316,8 @@ async fn join(
 
 /// A session through the Message Batches API: open batches collected, then (with `submit`)
 /// the pending jobs sent in new batches; a run that now sends directly goes on directly once
-/// its batches are in. Judges are asked directly once every job is settled.
+/// its batches are in. Once every job is settled, the pending judges go in batches of their
+/// own, or directly when the deadline is near.
 async fn batches(
     store: &Store,
     run: &RunRow,
@@ -334,7 +335,7 @@ async fn batches(
         }),
         None => None,
     };
-    let collected = Batcher {
+    let batcher = Batcher {
         store,
         client: &runner.client,
         prices: &batch_prices,
@@ -346,11 +347,11 @@ async fn batches(
         budget_pico_usd: runner.budget_pico_usd,
         calls: BatchCalls::new(settings.send.batches.rpm),
         deadline: deadline.as_ref(),
-    }
-    .execute(submit)
-    .await?;
-    let left = collected.left_running;
-    let interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
+        judged: Default::default(),
+    };
+    let collected = batcher.execute(submit, Source::Answers).await?;
+    let mut left = collected.left_running;
+    let mut interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
     if (!submit || collected.switched) && !interrupted {
         // Sending directly from here on: what the batches left pending goes now.
         let mut session = runner.execute(run.id).await?;
@@ -362,7 +363,24 @@ async fn batches(
     let judged = if interrupted || budget_stop.is_some() {
         None
     } else {
-        Some(runner.judge(run.id).await?)
+        // The judges go through batches too, at half price, unless the deadline is near.
+        let judging = batcher.execute(true, Source::Judges).await?;
+        left = judging.left_running;
+        interrupted = left > 0 || runner.shutdown.stop.is_cancelled();
+        let mut judged = batcher.judged.judged();
+        if judging.switched && !interrupted {
+            let direct = runner.judge(run.id).await?;
+            judged.verdicts += direct.verdicts;
+            judged.unanswered += direct.unanswered;
+            judged.over_budget += direct.over_budget;
+            judged.cost_pico_usd += direct.cost_pico_usd;
+        } else if judging.budget_stop.is_some() && !interrupted {
+            let pending = store.pending_judge_count(run.id).await?;
+            judged.over_budget = u64::try_from(pending)
+                .unwrap_or(0)
+                .saturating_sub(judged.unanswered);
+        }
+        Some(judged)
     };
     let (them, are) = if left == 1 {
         ("it", " is")

@@ -5,13 +5,42 @@
 use std::collections::HashMap;
 
 use super::sql::Sql;
-use super::{MAX_VARIABLES, PendingJob, Store, StoreError, WriteBatch, now_ms};
+use super::{MAX_VARIABLES, PendingJob, PendingJudge, Store, StoreError, WriteBatch, now_ms};
+
+/// What the requests of a batch are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// The jobs' own requests.
+    Answer,
+    /// Judge graders' requests about the jobs' answers.
+    Judge,
+}
+
+impl BatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::Judge => "judge",
+        }
+    }
+}
+
+/// One request of a batch: its `custom_id` as sent, the job it is for, and for a judge's
+/// request the grader (its index in the job's expect) whose verdict it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    pub custom_id: String,
+    pub job: i64,
+    pub grader: Option<i64>,
+}
 
 /// A batch of a run as the store keeps it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BatchRow {
     pub id: i64,
     pub remote_id: Option<String>,
+    /// `answer` or `judge` ([`BatchKind`]).
+    pub kind: String,
     /// `creating` (the create call may or may not have happened), `submitted` or `recorded`.
     pub state: String,
     pub requests: i64,
@@ -52,6 +81,14 @@ pub struct BatchWaiting {
     pub expect: Option<String>,
 }
 
+/// A judge grade of a batch that waits for its verdict.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JudgeWaiting {
+    pub job: i64,
+    pub grader: i64,
+    pub spec: String,
+}
+
 impl Store {
     /// Pending jobs of a run that are in no batch still to be recorded, with row id above
     /// `after` (at least [`Store::before_first_job`]), in row order.
@@ -76,12 +113,67 @@ impl Store {
         .await
     }
 
-    /// Writes the intent, made at `at_ms`, to create a batch of `items` (custom id, job),
-    /// before the create call.
+    /// Pending judge grades of a run (their answers in) that are in no batch still to be
+    /// recorded, after the grade `after` (job, grader), in that order.
+    pub async fn unbatched_judges(
+        &self,
+        run_id: i64,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<PendingJudge>, StoreError> {
+        self.all(
+            Sql::new(
+                "SELECT g.job, g.grader, g.spec, j.request, b.body AS response
+                 FROM grades g INDEXED BY grades_pending
+                 JOIN jobs j ON j.id = g.job JOIN responses b ON b.job = g.job
+                 WHERE g.passed IS NULL AND j.run_id = $1
+                   AND (g.job > $2 OR (g.job = $2 AND g.grader > $3))
+                   AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches t ON t.id = i.batch
+                                   WHERE i.job = g.job AND i.grader = g.grader
+                                     AND t.state != 'recorded')
+                 ORDER BY g.job, g.grader LIMIT $4",
+            )
+            .bind(run_id)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(limit),
+        )
+        .await
+    }
+
+    /// Judge grades of a run still waiting for a verdict.
+    pub async fn pending_judge_count(&self, run_id: i64) -> Result<i64, StoreError> {
+        self.value(
+            Sql::new(
+                "SELECT COUNT(*) FROM grades g INDEXED BY grades_pending
+                 CROSS JOIN jobs j ON j.id = g.job
+                 WHERE g.passed IS NULL AND j.run_id = $1",
+            )
+            .bind(run_id),
+        )
+        .await
+    }
+
+    /// What the judge requests of the grades of `jobs` (at most a few thousand) are made of:
+    /// every grade of theirs with its spec, the job's request and its answer.
+    pub async fn judge_inputs(&self, jobs: &[i64]) -> Result<Vec<PendingJudge>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT g.job, g.grader, g.spec, j.request, b.body AS response
+             FROM grades g JOIN jobs j ON j.id = g.job JOIN responses b ON b.job = g.job
+             WHERE g.kind = 'judge' AND g.job IN (",
+        )
+        .once();
+        sql.push_list(jobs).push(") ORDER BY g.job, g.grader");
+        self.all(sql).await
+    }
+
+    /// Writes the intent, made at `at_ms`, to create a batch of `kind` of `items`, before
+    /// the create call.
     pub async fn batch_intent(
         &self,
         run_id: i64,
-        items: &[(String, i64)],
+        kind: BatchKind,
+        items: &[BatchItem],
         bytes: usize,
         reserved_pico_usd: u64,
         at_ms: i64,
@@ -91,21 +183,25 @@ impl Store {
             .one(
                 Sql::new(
                     "INSERT INTO batches (run_id, state, requests, bytes, reserved_pico_usd,
-                                          intent_at_ms, gateway)
+                                          intent_at_ms, gateway, kind)
                      VALUES ($1, 'creating', $2, $3, $4, $5,
-                             (SELECT base_url FROM runs WHERE id = $1)) RETURNING id",
+                             (SELECT base_url FROM runs WHERE id = $1), $6) RETURNING id",
                 )
                 .bind(run_id)
                 .bind(i64::try_from(items.len()).unwrap_or(i64::MAX))
                 .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
                 .bind(i64::try_from(reserved_pico_usd).unwrap_or(i64::MAX))
-                .bind(at_ms),
+                .bind(at_ms)
+                .bind(kind.as_str()),
             )
             .await?;
-        for chunk in items.chunks(MAX_VARIABLES / 3) {
-            let mut sql = Sql::new("INSERT INTO batch_items (batch, custom_id, job) ");
-            sql.push_values(chunk, |row, (custom_id, job)| {
-                row.bind(id).bind(custom_id.as_str()).bind(*job);
+        for chunk in items.chunks(MAX_VARIABLES / 4) {
+            let mut sql = Sql::new("INSERT INTO batch_items (batch, custom_id, job, grader) ");
+            sql.push_values(chunk, |row, item| {
+                row.bind(id)
+                    .bind(item.custom_id.as_str())
+                    .bind(item.job)
+                    .bind(item.grader);
             });
             tx.execute(sql.once()).await?;
         }
@@ -182,7 +278,7 @@ impl Store {
     pub async fn open_batches(&self, run_id: i64) -> Result<Vec<BatchRow>, StoreError> {
         self.all(
             Sql::new(
-                "SELECT id, remote_id, state, requests, reserved_pico_usd, intent_at_ms,
+                "SELECT id, remote_id, kind, state, requests, reserved_pico_usd, intent_at_ms,
                         submitted_at_ms
                  FROM batches WHERE run_id = $1 AND state != 'recorded' ORDER BY id",
             )
@@ -230,6 +326,27 @@ impl Store {
                     },
                 )
             })
+            .collect())
+    }
+
+    /// The judge grades of a batch still waiting for their verdict, by custom id.
+    pub async fn judges_waiting(
+        &self,
+        batch: i64,
+    ) -> Result<HashMap<String, JudgeWaiting>, StoreError> {
+        let rows: Vec<(String, i64, i64, String)> = self
+            .all(
+                Sql::new(
+                    "SELECT i.custom_id, g.job, g.grader, g.spec
+                     FROM batch_items i JOIN grades g ON g.job = i.job AND g.grader = i.grader
+                     WHERE i.batch = $1 AND g.passed IS NULL",
+                )
+                .bind(batch),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(custom_id, job, grader, spec)| (custom_id, JudgeWaiting { job, grader, spec }))
             .collect())
     }
 

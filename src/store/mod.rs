@@ -43,7 +43,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
-pub use batches::{BatchCallRecord, BatchRow, BatchWaiting};
+pub use batches::{BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting};
 pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobScore, JobView};
 pub use location::Location;
@@ -830,14 +830,19 @@ impl Store {
         .await
     }
 
-    /// Judge grades of a run still waiting for a verdict.
+    /// Judge grades of a run still waiting for a verdict, but for those a batch still open
+    /// asks for: their verdict comes with its results, and is never paid for twice.
     pub async fn pending_judges(&self, run_id: i64) -> Result<Vec<PendingJudge>, StoreError> {
         self.all(
             Sql::new(
                 "SELECT g.job, g.grader, g.spec, j.request, b.body AS response
                  FROM grades g INDEXED BY grades_pending
                  JOIN jobs j ON j.id = g.job JOIN responses b ON b.job = g.job
-                 WHERE g.passed IS NULL AND j.run_id = $1 ORDER BY g.job, g.grader",
+                 WHERE g.passed IS NULL AND j.run_id = $1
+                   AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches t ON t.id = i.batch
+                                   WHERE i.job = g.job AND i.grader = g.grader
+                                     AND t.state != 'recorded')
+                 ORDER BY g.job, g.grader",
             )
             .bind(run_id),
         )

@@ -3,6 +3,7 @@
 
 mod batches;
 mod batches_calls;
+mod batches_judges;
 mod bounded_input;
 mod budget;
 mod common;

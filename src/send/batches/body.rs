@@ -12,16 +12,20 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::pack::{CLOSE, OPEN, params, request_line};
-use crate::store::Store;
+use crate::send::direct::judge::judge_call;
+use crate::store::{BatchItem, BatchKind, Store};
 
 /// Jobs read from the store per chunk of a body.
 const JOBS_PER_CHUNK: usize = 512;
 
-/// A packed batch's requests, as its body is made from them: which job each is (custom id,
-/// job row), and whether it is sent as stored ([`super::pack::Packed::verbatim`]).
+/// A packed batch's requests, as its body is made from them: which job (and for a judge's,
+/// which grade) each is, and whether it is sent as stored
+/// ([`super::pack::Packed::verbatim`]). A judge's request is made from its grade's spec and
+/// the job's request and answer, as a judge asked directly is.
 #[derive(Debug, Clone)]
 pub(super) struct Requests {
-    pub(super) items: Arc<Vec<(String, i64)>>,
+    pub(super) kind: BatchKind,
+    pub(super) items: Arc<Vec<BatchItem>>,
     pub(super) verbatim: Arc<Vec<bool>>,
 }
 
@@ -47,12 +51,17 @@ impl Sent {
 /// as the connection takes it.
 pub(super) fn stream(
     store: Store,
-    Requests { items, verbatim }: Requests,
+    Requests {
+        kind,
+        items,
+        verbatim,
+    }: Requests,
     length: usize,
     sent: Arc<Sent>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let maker = Maker {
         store,
+        kind,
         items,
         verbatim,
         length,
@@ -82,7 +91,8 @@ pub(super) fn stream(
 /// Makes a body chunk by chunk.
 struct Maker {
     store: Store,
-    items: Arc<Vec<(String, i64)>>,
+    kind: BatchKind,
+    items: Arc<Vec<BatchItem>>,
     /// Which requests are sent as stored ([`super::pack::Packed::verbatim`]).
     verbatim: Arc<Vec<bool>>,
     length: usize,
@@ -99,21 +109,16 @@ impl Maker {
     /// and the closing with the last ones.
     async fn chunk(&mut self) -> Result<Bytes, String> {
         let page = &self.items[self.next..self.items.len().min(self.next + JOBS_PER_CHUNK)];
-        let ids: Vec<i64> = page.iter().map(|(_, job)| *job).collect();
-        let mut requests: HashMap<i64, String> = self
-            .store
-            .job_requests(&ids)
-            .await
-            .map_err(|e| format!("reading the requests of a batch from the store failed: {e}"))?
-            .into_iter()
-            .collect();
+        let ids: Vec<i64> = page.iter().map(|item| item.job).collect();
+        let mut requests = self.requests(&ids).await?;
         let mut chunk = Vec::with_capacity(JOBS_PER_CHUNK * 512);
         if self.next == 0 {
             chunk.extend_from_slice(OPEN);
         }
-        for (at, (custom_id, job)) in page.iter().enumerate() {
+        for (at, item) in page.iter().enumerate() {
+            let custom_id = &item.custom_id;
             let request = requests
-                .remove(job)
+                .remove(&(item.job, item.grader))
                 .ok_or_else(|| format!("the job of request {custom_id} is gone from the store"))?;
             let line = if self.verbatim.get(self.next + at) == Some(&true) {
                 request_line(&request, custom_id)
@@ -144,6 +149,33 @@ impl Maker {
             ));
         }
         Ok(Bytes::from(chunk))
+    }
+
+    /// The requests of the items of `jobs`, by (job, grader): a job's stored request, or
+    /// the judge request of each of its grades.
+    async fn requests(&self, jobs: &[i64]) -> Result<HashMap<(i64, Option<i64>), String>, String> {
+        let failed = |e| format!("reading the requests of a batch from the store failed: {e}");
+        Ok(match self.kind {
+            BatchKind::Answer => self
+                .store
+                .job_requests(jobs)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|(job, request)| ((job, None), request))
+                .collect(),
+            BatchKind::Judge => self
+                .store
+                .judge_inputs(jobs)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .filter_map(|judge| {
+                    let call = judge_call(&judge).ok()?;
+                    Some(((judge.job, Some(judge.grader)), call.body))
+                })
+                .collect(),
+        })
     }
 }
 
@@ -217,7 +249,7 @@ mod tests {
 
     async fn collect(
         store: &Store,
-        items: &[(String, i64)],
+        items: &[BatchItem],
         verbatim: &[bool],
         length: usize,
     ) -> (Vec<Result<Bytes, std::io::Error>>, Arc<Sent>) {
@@ -225,6 +257,7 @@ mod tests {
         let chunks = stream(
             store.clone(),
             Requests {
+                kind: BatchKind::Answer,
                 items: Arc::new(items.to_vec()),
                 verbatim: Arc::new(verbatim.to_vec()),
             },
@@ -256,7 +289,7 @@ mod tests {
         let body: Value = serde_json::from_slice(&body).unwrap();
         let requests = body["requests"].as_array().unwrap();
         assert_eq!(requests.len(), 1_200);
-        assert_eq!(requests[0]["custom_id"], packed.items[0].0);
+        assert_eq!(requests[0]["custom_id"], packed.items[0].custom_id);
         assert!(requests.iter().all(|r| r["params"].get("stream").is_none()));
         assert_eq!(requests[1]["custom_id"], "j-1");
         assert_eq!(
@@ -288,7 +321,11 @@ mod tests {
         }
         // A job gone from the store between packing and sending is no body either.
         let mut items = packed.items.clone();
-        items.push(("gone".to_owned(), i64::MAX));
+        items.push(BatchItem {
+            custom_id: "gone".to_owned(),
+            job: i64::MAX,
+            grader: None,
+        });
         let (chunks, sent) = collect(&store, &items, &packed.verbatim, packed.bytes).await;
         assert!(chunks.last().unwrap().is_err());
         assert!(sent.broken().unwrap().contains("gone from the store"));

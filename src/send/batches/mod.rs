@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -25,8 +25,9 @@ use crate::client::{AttemptError, Client, RetryPolicy, Unanswered, retried};
 use crate::pricing::PriceTable;
 use crate::send::budget;
 use crate::send::deadline::Pace;
+use crate::send::direct::Judged;
 use crate::settings::{BatchSettings, RunSettings};
-use crate::store::{BatchRow, Store, now_ms};
+use crate::store::{BatchRow, GradeRecord, PendingJob, PendingJudge, Store, now_ms};
 pub use calls::BatchCalls;
 use calls::{About, Endpoint};
 
@@ -54,6 +55,69 @@ pub struct Collected {
     pub budget_stop: Option<String>,
     /// The run gave up on batches to meet its deadline: what is pending goes directly.
     pub switched: bool,
+}
+
+/// What a round of batches sends: the run's pending jobs, or (once their answers are in) its
+/// pending judge grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Answers,
+    Judges,
+}
+
+/// The judges recorded from batches in a session: verdicts, judges left pending with why,
+/// and what the verdicts cost at the batch rates.
+#[derive(Debug, Default)]
+pub struct JudgeTally {
+    verdicts: AtomicU64,
+    unanswered: AtomicU64,
+    cost_pico_usd: AtomicU64,
+}
+
+impl JudgeTally {
+    fn add(&self, grade: &GradeRecord) {
+        if grade.passed.is_some() {
+            self.verdicts.fetch_add(1, Ordering::Relaxed);
+            let cost = grade
+                .judge_cost_pico_usd
+                .and_then(|c| u64::try_from(c).ok());
+            self.cost_pico_usd
+                .fetch_add(cost.unwrap_or(0), Ordering::Relaxed);
+        } else {
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Judges recorded so far, with or without a verdict.
+    fn total(&self) -> u64 {
+        self.verdicts.load(Ordering::Relaxed) + self.unanswered.load(Ordering::Relaxed)
+    }
+
+    /// As a judging round reports it.
+    pub fn judged(&self) -> Judged {
+        Judged {
+            verdicts: self.verdicts.load(Ordering::Relaxed),
+            unanswered: self.unanswered.load(Ordering::Relaxed),
+            over_budget: 0,
+            cost_pico_usd: self.cost_pico_usd.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A request waiting to be packed: a pending job, or a pending judge grade.
+enum Pending {
+    Job(PendingJob),
+    Judge(PendingJudge),
+}
+
+impl Pending {
+    /// Where the next page starts after it.
+    fn key(&self) -> (i64, i64) {
+        match self {
+            Self::Job(job) => (job.id, 0),
+            Self::Judge(judge) => (judge.job, judge.grader),
+        }
+    }
 }
 
 /// A run's `--deadline`, watched while its batches run.
@@ -84,6 +148,8 @@ pub struct Batcher<'a> {
     pub calls: BatchCalls,
     /// The run's deadline, when it has one.
     pub deadline: Option<&'a DeadlineWatch>,
+    /// The judges recorded from batches in this session.
+    pub judged: JudgeTally,
 }
 
 /// What one round of submitting did.
@@ -141,7 +207,7 @@ fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
         let job = refused
             .items
             .first()
-            .map_or("", |(custom_id, _)| custom_id.as_str());
+            .map_or("", |item| item.custom_id.as_str());
         return Err(BatchError(format!(
             "the gateway refuses a batch of the single request {job} ({bytes} bytes) as too large: {why}; send it directly with `--via direct`"
         ))
@@ -161,9 +227,9 @@ fn smaller(refused: &Packed, why: &str) -> anyhow::Result<usize> {
 pub struct BatchError(pub String);
 
 impl Batcher<'_> {
-    /// Resolves intents a crash left, submits the pending jobs (when `submit`), and collects
-    /// every open batch of the run until all are recorded or the user stops.
-    pub async fn execute(&self, submit: bool) -> anyhow::Result<Collected> {
+    /// Resolves intents a crash left, submits what `source` says is pending (when `submit`),
+    /// and collects every open batch of the run until all are recorded or the user stops.
+    pub async fn execute(&self, submit: bool, source: Source) -> anyhow::Result<Collected> {
         let mut collected = Collected {
             submitted: self.recover().await?,
             ..Collected::default()
@@ -181,7 +247,7 @@ impl Batcher<'_> {
         loop {
             let mut queue_full = false;
             if submit && !self.switched() {
-                let submitted = self.submit_pending(&mut max_bytes).await?;
+                let submitted = self.submit_pending(source, &mut max_bytes).await?;
                 collected.submitted += submitted.made;
                 collected.budget_stop = submitted.budget_stop;
                 queue_full = submitted.queue_full;
@@ -194,13 +260,15 @@ impl Batcher<'_> {
                     self.settings.max_queued
                 );
             }
+            let judged_before = self.judged.total();
             let recorded = self.collect().await?;
             collected.recorded += recorded;
+            let ended = recorded + (self.judged.total() - judged_before);
             // Under a budget, batches are sized to the worst case that fits; once they are
             // in, what they did not spend of it is free for the next. A full queue likewise
             // takes more once the open batches have ended.
             let paused = collected.budget_stop.is_some() || queue_full;
-            if !submit || !paused || recorded == 0 || self.switched() {
+            if !submit || !paused || ended == 0 || self.switched() {
                 break;
             }
         }
@@ -232,8 +300,15 @@ impl Batcher<'_> {
         };
         let already = deadline.switched.load(Ordering::Relaxed);
         if !already {
-            let pending =
+            // Once every job is settled, what is left is the judges.
+            let mut pending =
                 u64::try_from(self.store.run_counts(self.run_id).await?.pending).unwrap_or(0);
+            let mut what = "jobs have no answer yet";
+            if pending == 0 {
+                pending =
+                    u64::try_from(self.store.pending_judge_count(self.run_id).await?).unwrap_or(0);
+                what = "judges have no verdict yet";
+            }
             let now = now_ms();
             if !deadline.pace.due(now, deadline.at_ms, pending) {
                 return Ok(false);
@@ -252,7 +327,7 @@ impl Batcher<'_> {
             .await?;
             deadline.switched.store(true, Ordering::Relaxed);
             crate::errln!(
-                "the deadline ({}) is near: {pending} jobs have no answer yet, and sending them directly takes about {} at the run's pace; they go directly{}",
+                "the deadline ({}) is near: {pending} {what}, and sending them directly takes about {} at the run's pace; they go directly{}",
                 crate::send::deadline::describe(deadline.at_ms),
                 humantime::format_duration(std::time::Duration::from_secs(
                     deadline.pace.needed(pending).as_secs()
@@ -359,11 +434,59 @@ impl Batcher<'_> {
         Ok(adopted)
     }
 
-    /// Packs the run's unbatched pending jobs into batches of at most `max_bytes` and creates
-    /// them, as long as the budget allows. A batch the gateway refuses as too large lowers
-    /// `max_bytes` to half its size, and the jobs not yet submitted are packed again. Returns
-    /// the batches created and why the budget stopped them, if it did.
-    async fn submit_pending(&self, max_bytes: &mut usize) -> anyhow::Result<Submitted> {
+    /// The next page of what `source` has pending and in no open batch, after `after`.
+    async fn page(&self, source: Source, after: (i64, i64)) -> anyhow::Result<Vec<Pending>> {
+        Ok(match source {
+            Source::Answers => self
+                .store
+                .unbatched_jobs(self.run_id, after.0, PAGE)
+                .await?
+                .into_iter()
+                .map(Pending::Job)
+                .collect(),
+            Source::Judges => self
+                .store
+                .unbatched_judges(self.run_id, after, PAGE)
+                .await?
+                .into_iter()
+                .map(Pending::Judge)
+                .collect(),
+        })
+    }
+
+    /// Packs one pending request; a judge whose spec cannot be read is recorded so at once,
+    /// as a judge asked directly would be, and never sent.
+    async fn pack(
+        &self,
+        packer: &mut Packer<'_>,
+        pending: &Pending,
+        max_bytes: usize,
+    ) -> anyhow::Result<Option<Packed>> {
+        let added = match pending {
+            Pending::Job(job) => packer.add(job),
+            Pending::Judge(judge) => match packer.add_judge(judge) {
+                Err(e) if e.is::<BadJudge>() => {
+                    let reason = e.to_string();
+                    let grade = crate::send::direct::judge::failed(judge, None, reason);
+                    self.store.save_grades(&[grade]).await?;
+                    return Ok(None);
+                }
+                added => added,
+            },
+        };
+        added.map_err(|e| self.refused_before(e, max_bytes))
+    }
+
+    /// Packs what `source` has pending and in no open batch into batches of at most
+    /// `max_bytes` and creates them, as long as the budget allows. A batch the gateway
+    /// refuses as too large lowers `max_bytes` to half its size, and what was not yet
+    /// submitted is packed again. Returns the batches created and why the budget stopped
+    /// them, if it did.
+    async fn submit_pending(
+        &self,
+        source: Source,
+        max_bytes: &mut usize,
+    ) -> anyhow::Result<Submitted> {
         let mut made = 0;
         let paused = |made, budget_stop| {
             Ok(Submitted {
@@ -373,7 +496,10 @@ impl Batcher<'_> {
             })
         };
         'packing: loop {
-            let mut after = self.store.before_first_job(self.run_id).await?;
+            let mut after = match source {
+                Source::Answers => (self.store.before_first_job(self.run_id).await?, 0),
+                Source::Judges => (i64::MIN, i64::MIN),
+            };
             let room = match self.budget_pico_usd {
                 Some(budget) => Some(
                     budget.saturating_sub(budget::held_by_batches(self.store, self.run_id).await?),
@@ -391,15 +517,13 @@ impl Batcher<'_> {
                 if self.stop.is_cancelled() {
                     return paused(made, None);
                 }
-                let page = self.store.unbatched_jobs(self.run_id, after, PAGE).await?;
+                let page = self.page(source, after).await?;
                 let Some(last) = page.last() else {
                     break;
                 };
-                after = last.id;
-                for job in page {
-                    let filled = packer
-                        .add(&job)
-                        .map_err(|e| self.refused_before(e, *max_bytes))?;
+                after = last.key();
+                for pending in page {
+                    let filled = self.pack(&mut packer, &pending, *max_bytes).await?;
                     if let Some(full) = filled {
                         if self.queue_is_full_for(&full).await? {
                             return Ok(Submitted::queue_full(made));
@@ -502,6 +626,7 @@ impl Batcher<'_> {
             .store
             .batch_intent(
                 self.run_id,
+                packed.kind(),
                 &packed.items,
                 packed.bytes,
                 worst,
@@ -509,6 +634,7 @@ impl Batcher<'_> {
             )
             .await?;
         let requests = body::Requests {
+            kind: packed.kind(),
             items: Arc::new(packed.items.clone()),
             verbatim: Arc::new(packed.verbatim.clone()),
         };
@@ -677,4 +803,4 @@ mod calls;
 mod pack;
 mod results;
 
-use pack::{Packed, Packer};
+use pack::{BadJudge, Packed, Packer};

@@ -1,5 +1,5 @@
-//! Packing pending jobs into batches: up to the request and byte bounds, and to what is left
-//! of the budget, with custom ids the API accepts.
+//! Packing pending jobs, or pending judges, into batches: up to the request and byte bounds,
+//! and to what is left of the budget, with custom ids the API accepts.
 
 use std::collections::HashSet;
 
@@ -8,15 +8,16 @@ use serde_json::{Map, Value};
 
 use super::BatchError;
 use crate::pricing::PriceTable;
+use crate::send::direct::judge::{JudgeCall, judge_call};
 use crate::settings::BatchSettings;
-use crate::store::PendingJob;
+use crate::store::{BatchItem, BatchKind, PendingJob, PendingJudge};
 
 /// A batch ready to create: which job each request is, and the exact size of its body,
 /// which is produced from the store only as it is sent ([`super::body`]).
 pub(super) struct Packed {
     /// The bytes of its create body, `{"requests":[…]}`.
     pub(super) bytes: usize,
-    pub(super) items: Vec<(String, i64)>,
+    pub(super) items: Vec<BatchItem>,
     /// Each request's worst case at the batch rates.
     pub(super) worst_cases: Vec<u64>,
     /// The bytes of its largest request.
@@ -25,6 +26,17 @@ pub(super) struct Packed {
     /// byte (no `stream` to drop, and written as they are written): its body line is then
     /// made without reading the request again.
     pub(super) verbatim: Vec<bool>,
+}
+
+impl Packed {
+    /// Whether its requests are jobs' or judges'.
+    pub(super) fn kind(&self) -> BatchKind {
+        if self.items.iter().any(|item| item.grader.is_some()) {
+            BatchKind::Judge
+        } else {
+            BatchKind::Answer
+        }
+    }
 }
 
 /// Fills batches up to the request and byte bounds, and to what is left of the budget.
@@ -96,16 +108,6 @@ impl<'a> Packer<'a> {
     /// job then starts the next batch).
     pub(super) fn add(&mut self, job: &PendingJob) -> anyhow::Result<Option<Packed>> {
         let params = params(&job.request, &job.job_id)?;
-        let probe = request_line(&params, &job.job_id);
-        if probe.len() + WRAPPER_BYTES > self.settings.max_bytes {
-            return Err(BatchError(format!(
-                "job {} is {} bytes, more than a batch may hold ({} bytes)",
-                job.job_id,
-                probe.len(),
-                self.settings.max_bytes
-            ))
-            .into());
-        }
         let worst = crate::send::outcome::worst_case(self.prices, job)
             .map_err(|overflow| {
                 BatchError(format!(
@@ -114,9 +116,65 @@ impl<'a> Packer<'a> {
                 ))
             })?
             .unwrap_or(0);
+        let verbatim = params == job.request;
+        let entry = Entry {
+            name: &job.job_id,
+            params,
+            job: job.id,
+            grader: None,
+            worst,
+        };
+        self.place(entry, verbatim)
+    }
+
+    /// Adds a pending judge grade, its request as a judge asked directly would get it, under
+    /// the custom id `judge-JOB-GRADER` (the grade's row); returns the batch it filled, as
+    /// [`Packer::add`]. `Err` with a [`BadJudge`] when its spec cannot be read.
+    pub(super) fn add_judge(&mut self, judge: &PendingJudge) -> anyhow::Result<Option<Packed>> {
+        let JudgeCall { model, body } = judge_call(judge).map_err(BadJudge)?;
+        let worst = match crate::send::direct::judge::worst_case(self.prices, &model, judge) {
+            Ok(worst) => worst.unwrap_or(0),
+            // No budget can hold it: it is not sent under one.
+            Err(_) if self.room.is_some() => u64::MAX,
+            Err(_) => 0,
+        };
+        let entry = Entry {
+            name: &judge_custom_id(judge.job, judge.grader),
+            params: body,
+            job: judge.job,
+            grader: Some(judge.grader),
+            worst,
+        };
+        // Made as sent, never read back from a job's request.
+        self.place(entry, true)
+    }
+
+    /// Puts a request in the current batch, or in the next once it is full.
+    fn place(&mut self, entry: Entry<'_>, verbatim: bool) -> anyhow::Result<Option<Packed>> {
+        let Entry {
+            name,
+            params,
+            job,
+            grader,
+            worst,
+        } = entry;
+        let probe = request_line(&params, name);
+        if probe.len() + WRAPPER_BYTES > self.settings.max_bytes {
+            return Err(BatchError(format!(
+                "{} {name} is {} bytes, more than a batch may hold ({} bytes)",
+                if grader.is_some() {
+                    "judge request"
+                } else {
+                    "job"
+                },
+                probe.len(),
+                self.settings.max_bytes
+            ))
+            .into());
+        }
         let over_room = self
             .room
-            .is_some_and(|room| self.current_worst + worst > room);
+            .is_some_and(|room| self.current_worst.saturating_add(worst) > room);
         let separator = usize::from(!self.current.items.is_empty());
         let full = self.current.items.len() >= self.settings.max_requests
             || self.current.bytes + separator + probe.len() > self.settings.max_bytes
@@ -126,32 +184,36 @@ impl<'a> Packer<'a> {
             self.over_budget = true;
             return Ok(filled);
         }
-        self.current_worst += worst;
-        let custom_id = self.custom_id(job);
-        let line = if custom_id == job.job_id {
+        self.current_worst = self.current_worst.saturating_add(worst);
+        let custom_id = self.custom_id(name, job);
+        let line = if custom_id == name {
             probe.len()
         } else {
             request_line(&params, &custom_id).len()
         };
         self.current.bytes += usize::from(!self.current.items.is_empty()) + line;
         self.current.largest = self.current.largest.max(line);
-        self.current.verbatim.push(params == job.request);
-        self.current.items.push((custom_id, job.id));
+        self.current.verbatim.push(verbatim);
+        self.current.items.push(BatchItem {
+            custom_id,
+            job,
+            grader,
+        });
         self.current.worst_cases.push(worst);
         Ok(filled)
     }
 
-    /// The job's own id where the API accepts it and it is not taken in this batch (a run
-    /// over several models has one id per model), else one made from its row id.
-    fn custom_id(&mut self, job: &PendingJob) -> String {
-        if valid_custom_id(&job.job_id) && self.ids.insert(job.job_id.clone()) {
-            return job.job_id.clone();
+    /// `wanted` where the API accepts it and it is not taken in this batch (a run over
+    /// several models has one job id per model), else one made from the job's row id.
+    fn custom_id(&mut self, wanted: &str, job: i64) -> String {
+        if valid_custom_id(wanted) && self.ids.insert(wanted.to_owned()) {
+            return wanted.to_owned();
         }
-        let mut made = format!("job-{}", job.id);
+        let mut made = format!("job-{job}");
         let mut n = 0;
         while !self.ids.insert(made.clone()) {
             n += 1;
-            made = format!("job-{}-{n}", job.id);
+            made = format!("job-{job}-{n}");
         }
         made
     }
@@ -171,6 +233,29 @@ impl<'a> Packer<'a> {
     pub(super) fn finish(mut self) -> Option<Packed> {
         self.take()
     }
+}
+
+/// A request on its way into a batch.
+struct Entry<'a> {
+    /// The custom id it asks for, which names it in errors.
+    name: &'a str,
+    /// Its params as sent, as JSON text.
+    params: String,
+    job: i64,
+    grader: Option<i64>,
+    /// Its worst case at the batch rates.
+    worst: u64,
+}
+
+/// A judge grade whose spec cannot be read: it is recorded so, and never sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct BadJudge(pub(super) String);
+
+/// The custom id of the request for the verdict of `job`'s grader `grader`: one per grade
+/// row, within the API's rules.
+pub(super) fn judge_custom_id(job: i64, grader: i64) -> String {
+    format!("judge-{job}-{grader}")
 }
 
 /// Whether the API accepts `id` as a batch's `custom_id`: `^[a-zA-Z0-9_-]{1,64}$`.
@@ -210,8 +295,12 @@ mod tests {
     /// The create body of `packed` over `jobs`, made as the body is made when it is sent.
     fn body(packed: &Packed, jobs: &[PendingJob]) -> Vec<u8> {
         let mut body = OPEN.to_vec();
-        for (at, (custom_id, row)) in packed.items.iter().enumerate() {
-            let job = jobs.iter().find(|j| j.id == *row).expect("a packed job");
+        for (at, item) in packed.items.iter().enumerate() {
+            let custom_id = &item.custom_id;
+            let job = jobs
+                .iter()
+                .find(|j| j.id == item.job)
+                .expect("a packed job");
             if at > 0 {
                 body.push(b',');
             }
@@ -303,7 +392,7 @@ mod tests {
             assert!(packer.add(&job(id, job_id, model)).unwrap().is_none());
         }
         let packed = packer.finish().unwrap();
-        let ids: Vec<&str> = packed.items.iter().map(|(c, _)| c.as_str()).collect();
+        let ids: Vec<&str> = packed.items.iter().map(|i| i.custom_id.as_str()).collect();
         assert_eq!(
             ids,
             [

@@ -15,10 +15,18 @@ use super::{BatchError, Batcher, MAX_POLL, warn};
 use crate::client::batches::{MessageBatch, RequestCounts};
 use crate::client::{Answer, SHOWN_FIELD_BYTES, SHOWN_MESSAGE_BYTES, Unanswered, one_line};
 use crate::message::MessageSummary;
+use crate::send::direct::judge::{judge_of, verdict};
 use crate::send::outcome::{CacheUse, result_record};
 use crate::store::{
-    AttemptRecord, BatchRow, BatchWaiting, JobState, JobUpdate, WriteBatch, now_ms,
+    AttemptRecord, BatchKind, BatchRow, BatchWaiting, GradeRecord, JobState, JobUpdate,
+    JudgeWaiting, WriteBatch, now_ms,
 };
+
+/// What an item of a batch waits to record: a job's answer, or a judge's verdict.
+enum Waiting {
+    Job(BatchWaiting),
+    Judge(JudgeWaiting),
+}
 
 /// Results committed per transaction while a batch's results are read.
 const RESULTS_PER_COMMIT: usize = 2_000;
@@ -116,12 +124,24 @@ impl Batcher<'_> {
         Ok(bar)
     }
 
-    /// Reads an ended batch's results as a stream and records each item whose job still
-    /// waits for it, committing as it goes; then marks the batch recorded. Returns the jobs
-    /// recorded, or `None` when the user stopped the run before the results could be read
+    /// Reads an ended batch's results as a stream and records each item whose job (or judge
+    /// grade) still waits for it, committing as it goes; then marks the batch recorded.
+    /// Returns the jobs recorded (judges are counted in [`Batcher::judged`]), or `None` when the user stopped the run before the results could be read
     /// (the batch stays open for the next session).
     async fn record(&self, row: &BatchRow, batch: &MessageBatch) -> anyhow::Result<Option<u64>> {
-        let mut waiting = self.store.batch_waiting(row.id).await?;
+        let mut waiting: std::collections::HashMap<String, Waiting> =
+            if row.kind == BatchKind::Judge.as_str() {
+                let judges = self.store.judges_waiting(row.id).await?;
+                judges
+                    .into_iter()
+                    .map(|(k, w)| (k, Waiting::Judge(w)))
+                    .collect()
+            } else {
+                let jobs = self.store.batch_waiting(row.id).await?;
+                jobs.into_iter()
+                    .map(|(k, w)| (k, Waiting::Job(w)))
+                    .collect()
+            };
         let submitted_at = row.submitted_at_ms.unwrap_or(row.intent_at_ms);
         let mut recorded = 0;
         if !waiting.is_empty() {
@@ -175,12 +195,18 @@ impl Batcher<'_> {
                         String::from_utf8_lossy(&line[..line.len().min(200)])
                     )
                 })?;
-                let Some(job) = waiting.remove(&item.custom_id) else {
-                    continue;
-                };
-                self.item(&mut pending, &job, item, submitted_at)?;
-                recorded += 1;
-                if pending.updates.len() >= RESULTS_PER_COMMIT {
+                match waiting.remove(&item.custom_id) {
+                    Some(Waiting::Job(job)) => {
+                        self.item(&mut pending, &job, item, submitted_at)?;
+                        recorded += 1;
+                    }
+                    // Counted apart: judges are no jobs.
+                    Some(Waiting::Judge(judge)) => {
+                        self.judge_item(&mut pending, judge, item, submitted_at);
+                    }
+                    None => continue,
+                }
+                if pending.attempts.len() >= RESULTS_PER_COMMIT {
                     self.store
                         .write_batch_results(row.id, &std::mem::take(&mut pending), false)
                         .await?;
@@ -334,6 +360,103 @@ impl Batcher<'_> {
             lease: None,
         });
         Ok(())
+    }
+}
+
+impl Batcher<'_> {
+    /// One judge's result into the writer batch: its verdict, priced at the batch rates, or
+    /// the judge left pending with why, and its attempt (kind `judge`), as a judge asked
+    /// directly would be recorded. A judge canceled for the deadline is left pending as it
+    /// was, to be asked directly.
+    fn judge_item(
+        &self,
+        pending: &mut WriteBatch,
+        waiting: JudgeWaiting,
+        item: Item,
+        submitted_at_ms: i64,
+    ) {
+        let JudgeWaiting { job, grader, spec } = waiting;
+        let model = judge_of(&spec).map(|(_, model)| model);
+        let failed = |reason: String| GradeRecord {
+            job,
+            grader,
+            kind: "judge".to_owned(),
+            passed: None,
+            reason: Some(reason),
+            spec: spec.clone(),
+            judge_model: model.clone(),
+            ..GradeRecord::default()
+        };
+        let mut attempt = AttemptRecord {
+            job,
+            kind: "judge",
+            attempt: 1,
+            started_at_ms: submitted_at_ms,
+            latency_ms: now_ms() - submitted_at_ms,
+            ..AttemptRecord::default()
+        };
+        let grade = match item.result {
+            ItemResult::Succeeded { message } => {
+                attempt.http_status = Some(200);
+                let body = serde_json::to_vec(&message).unwrap_or_default();
+                let judged = MessageSummary::parse(&body).and_then(|summary| {
+                    let model = model.clone().unwrap_or_default();
+                    let about = (job, grader, spec.clone());
+                    verdict(self.prices, about, model, &body, &summary.usage())
+                });
+                match judged {
+                    Ok(grade) => Some(grade),
+                    Err(reason) => {
+                        attempt.error_type = Some("invalid_response".to_owned());
+                        attempt.error_message = Some(reason.clone());
+                        Some(failed(format!("the judge request failed: {reason}")))
+                    }
+                }
+            }
+            ItemResult::Errored { error } => {
+                let inner = error.get("error").unwrap_or(&error);
+                let kind = one_line(
+                    inner.get("type").and_then(Value::as_str).unwrap_or("error"),
+                    SHOWN_FIELD_BYTES,
+                );
+                let message = one_line(
+                    inner.get("message").and_then(Value::as_str).unwrap_or(""),
+                    SHOWN_MESSAGE_BYTES,
+                );
+                let reason = format!(
+                    "the judge request errored in its batch: {kind}: {message} (not billed)"
+                );
+                attempt.error_type = Some(kind);
+                attempt.error_message = Some(message);
+                attempt.error_body = Some(error.to_string());
+                attempt.request_id = error
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .map(|id| one_line(id, SHOWN_FIELD_BYTES));
+                Some(failed(reason))
+            }
+            ItemResult::Canceled => {
+                attempt.error_type = Some("canceled".to_owned());
+                (!self.switched()).then(|| {
+                    failed(
+                        "the judge request was canceled with its batch before it was processed (not billed)"
+                            .to_owned(),
+                    )
+                })
+            }
+            ItemResult::Expired => {
+                attempt.error_type = Some("expired".to_owned());
+                Some(failed(
+                    "the judge request expired: its batch ended (24 hours) before it was processed (not billed)"
+                        .to_owned(),
+                ))
+            }
+        };
+        pending.attempts.push(attempt);
+        if let Some(grade) = grade {
+            self.judged.add(&grade);
+            pending.grades.push(grade);
+        }
     }
 }
 

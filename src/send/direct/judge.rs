@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::sender::{Call, Kind, Metered, Request, RequestSender, SendError};
 use super::writer::{Event, failure_message};
 use crate::eval::{self, Graded, Grader};
+use crate::message::Usage;
 use crate::message::last_user_text;
 use crate::pricing::PriceTable;
 use crate::store::{GradeRecord, PendingJudge};
@@ -59,7 +60,7 @@ pub async fn run(
 }
 
 /// The most one judge request can cost, or `None` for a judge model without a price.
-fn worst_case(
+pub(crate) fn worst_case(
     prices: &PriceTable,
     model: &str,
     pending: &PendingJudge,
@@ -71,20 +72,92 @@ fn worst_case(
         .transpose()
 }
 
+/// A judge request as it is sent, directly or in a batch.
+pub(crate) struct JudgeCall {
+    pub model: String,
+    pub body: String,
+}
+
+/// The rubric and model of a judge grader's spec, when it is one.
+pub(crate) fn judge_of(spec: &str) -> Option<(String, String)> {
+    let spec: Value = serde_json::from_str(spec).ok()?;
+    match eval::parse_with_specs(&spec).ok()?.into_iter().next()? {
+        (Grader::Judge { rubric, model }, _) => Some((rubric, model)),
+        _ => None,
+    }
+}
+
+/// The request that asks for a pending judge grade's verdict, or why it has none: the same
+/// bytes whenever it is made from the same grade, job and answer.
+pub(crate) fn judge_call(pending: &PendingJudge) -> Result<JudgeCall, String> {
+    let Some((rubric, model)) = judge_of(&pending.spec) else {
+        return Err(format!("the judge spec cannot be read: {}", pending.spec));
+    };
+    let request: Value = serde_json::from_str(&pending.request).unwrap_or(Value::Null);
+    let response: Value = serde_json::from_str(&pending.response).unwrap_or(Value::Null);
+    let prompt = last_user_text(request.get("messages"));
+    let answer = Graded {
+        message: &response,
+        latency_ms: 0,
+    }
+    .text();
+    let body = eval::judge_request(&model, &rubric, &prompt, &answer).to_string();
+    Ok(JudgeCall { model, body })
+}
+
+/// The grade of `job`'s grader `grader` (its spec `spec`) that a judge's answer gives: the
+/// Message `body` with its `usage`, priced at `prices` (the batch rates for a batch's
+/// answer). `Err` says why the answer is refused.
+pub(crate) fn verdict(
+    prices: &PriceTable,
+    (job, grader, spec): (i64, i64, String),
+    model: String,
+    body: &[u8],
+    usage: &Usage,
+) -> Result<GradeRecord, String> {
+    let verdict_text = serde_json::from_slice::<Value>(body)
+        .map(|m| {
+            Graded {
+                message: &m,
+                latency_ms: 0,
+            }
+            .text()
+        })
+        .unwrap_or_default();
+    let (passed, reason) = match eval::parse_verdict(&verdict_text) {
+        Ok(verdict) => verdict,
+        Err(e) => (false, e),
+    };
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let cost = prices
+        .cost_pico_usd(&model, usage)
+        .transpose()
+        .map_err(|overflow| format!("the judge's answer is refused: its cost is {overflow}"))?;
+    Ok(GradeRecord {
+        job,
+        grader,
+        kind: "judge".to_owned(),
+        passed: Some(passed),
+        reason: Some(reason),
+        spec,
+        judge_model: Some(model),
+        judge_input_tokens: Some(to_i64(usage.total_input_tokens())),
+        judge_output_tokens: Some(to_i64(usage.output_tokens)),
+        judge_cost_pico_usd: cost.map(to_i64),
+    })
+}
+
 /// Asks for one verdict and hands the grade (or why it has none) to the writer.
 async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge) -> Outcome {
     if sender.shutdown.stop.is_cancelled() {
         return Outcome::Unanswered;
     }
-    let spec: Option<Value> = serde_json::from_str(&pending.spec).ok();
-    let judge = spec
-        .as_ref()
-        .and_then(|spec| eval::parse_with_specs(spec).ok())
-        .and_then(|graders| graders.into_iter().next());
-    let Some((Grader::Judge { rubric, model }, _)) = judge else {
-        let reason = format!("the judge spec cannot be read: {}", pending.spec);
-        report(sender, failed(&pending, None, reason), 0).await;
-        return Outcome::Unanswered;
+    let JudgeCall { model, body } = match judge_call(&pending) {
+        Ok(call) => call,
+        Err(reason) => {
+            report(sender, failed(&pending, None, reason), 0).await;
+            return Outcome::Unanswered;
+        }
     };
     let worst = match worst_case(prices, &model, &pending) {
         Ok(worst) => worst,
@@ -96,15 +169,6 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         Ok(held) => held,
         Err(_) => return Outcome::OverBudget,
     };
-    let request: Value = serde_json::from_str(&pending.request).unwrap_or(Value::Null);
-    let response: Value = serde_json::from_str(&pending.response).unwrap_or(Value::Null);
-    let prompt = last_user_text(request.get("messages"));
-    let answer = Graded {
-        message: &response,
-        latency_ms: 0,
-    }
-    .text();
-    let body = eval::judge_request(&model, &rubric, &prompt, &answer).to_string();
     let metered = Some(Metered::message(sender, &model, &body, |_| false));
     let request = Request {
         kind: Kind::Judge,
@@ -135,46 +199,24 @@ async fn one(sender: &RequestSender, prices: &PriceTable, pending: PendingJudge)
         }
     };
     let usage = answered.summary.usage();
-    let verdict_text = serde_json::from_slice::<Value>(&answered.body)
-        .map(|m| {
-            Graded {
-                message: &m,
-                latency_ms: 0,
-            }
-            .text()
-        })
-        .unwrap_or_default();
-    let (passed, reason) = match eval::parse_verdict(&verdict_text) {
-        Ok(verdict) => verdict,
-        Err(e) => (false, e),
-    };
-    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let cost = match prices.cost_pico_usd(&model, &usage).transpose() {
-        Ok(cost) => cost,
-        Err(overflow) => {
-            let reason = format!("the judge's answer is refused: its cost is {overflow}");
-            report(sender, failed(&pending, Some(&model), reason), reserved).await;
-            return Outcome::Unanswered;
+    let about = (pending.job, pending.grader, pending.spec.clone());
+    match verdict(prices, about, model.clone(), &answered.body, &usage) {
+        Ok(grade) => {
+            let cost = grade
+                .judge_cost_pico_usd
+                .and_then(|c| u64::try_from(c).ok());
+            report(sender, grade, reserved).await;
+            Outcome::Verdict(cost.unwrap_or(0))
         }
-    };
-    let grade = GradeRecord {
-        job: pending.job,
-        grader: pending.grader,
-        kind: "judge".to_owned(),
-        passed: Some(passed),
-        reason: Some(reason),
-        spec: pending.spec,
-        judge_model: Some(model),
-        judge_input_tokens: Some(to_i64(usage.total_input_tokens())),
-        judge_output_tokens: Some(to_i64(usage.output_tokens)),
-        judge_cost_pico_usd: cost.map(to_i64),
-    };
-    report(sender, grade, reserved).await;
-    Outcome::Verdict(cost.unwrap_or(0))
+        Err(reason) => {
+            report(sender, failed(&pending, Some(&model), reason), reserved).await;
+            Outcome::Unanswered
+        }
+    }
 }
 
 /// A judge grade left pending, with why.
-fn failed(pending: &PendingJudge, model: Option<&str>, reason: String) -> GradeRecord {
+pub(crate) fn failed(pending: &PendingJudge, model: Option<&str>, reason: String) -> GradeRecord {
     GradeRecord {
         job: pending.job,
         grader: pending.grader,

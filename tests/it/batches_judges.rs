@@ -1,0 +1,418 @@
+//! The judges of a run sent through batches: asked in a batch of their own once the answers
+//! are in, at half price, never created twice across kill -9, and asked directly when the
+//! deadline is near.
+
+use std::time::Duration;
+
+use msgbatch::mock::batches::{BatchConfig, Call};
+use msgbatch::mock::{MockConfig, MockServer};
+use serde_json::json;
+
+use crate::common::*;
+
+/// Four jobs, each with a judge grader; the mock's judge fails the answer to the prompt
+/// with `FAIL` in it.
+fn judged_jobs(ws: &Workspace) -> std::path::PathBuf {
+    judged_jobs_of(ws, 300)
+}
+
+/// [`judged_jobs`] whose answers are at most `max_tokens` long.
+fn judged_jobs_of(ws: &Workspace, max_tokens: u64) -> std::path::PathBuf {
+    let lines: Vec<String> = ["alpha", "beta", "gamma FAIL", "delta"]
+        .iter()
+        .enumerate()
+        .map(|(i, prompt)| {
+            json!({"custom_id": format!("job-{i}"), "params": {"model": "claude-haiku-4-5",
+                "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]},
+                "expect": [{"contains": "Answer"},
+                    {"judge": {"rubric": "The answer must address the prompt.",
+                               "model": "claude-haiku-4-5"}}]})
+            .to_string()
+        })
+        .collect();
+    ws.write("judged.jsonl", &(lines.join("\n") + "\n"))
+}
+
+/// A logging mock whose batches after the first (the judges') run until `finish_batches`.
+async fn slow_judges(processed_first: usize) -> MockServer {
+    mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            later_processing: Some(Duration::from_secs(3600)),
+            processed_first,
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await
+}
+
+/// Calls to the Messages endpoint itself: a direct answer or a direct judge.
+fn direct_calls(mock: &MockServer) -> usize {
+    mock.log()
+        .iter()
+        .filter(|l| l.path.ends_with("/v1/messages"))
+        .count()
+}
+
+/// A judge grade: its job's id, whether it passed, why, and what the judge cost.
+type Verdict = (String, Option<bool>, Option<String>, Option<i64>);
+
+/// Each judge grade of the run's jobs, in job order: (job id, passed, reason, cost).
+async fn verdicts(ws: &Workspace) -> Vec<Verdict> {
+    sqlx::query_as(
+        "SELECT j.job_id, g.passed, g.reason, g.judge_cost_pico_usd
+         FROM grades g JOIN jobs j ON j.id = g.job WHERE g.kind = 'judge' ORDER BY j.id",
+    )
+    .fetch_all(&ws.pool().await)
+    .await
+    .unwrap()
+}
+
+/// The verdicts a run of the judged jobs sent directly records.
+async fn direct_verdicts() -> Vec<Verdict> {
+    let mock = mock(MockConfig::default()).await;
+    let ws = Workspace::new();
+    let file = judged_jobs(&ws);
+    let output = ws.run_on(&mock, &["run", file.to_str().unwrap()]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    verdicts(&ws).await
+}
+
+/// The judge verdicts of a batched run are the direct run's, at half their cost.
+fn assert_half_of_direct(batched: &[Verdict], direct: &[Verdict]) {
+    assert_eq!(batched.len(), direct.len(), "{batched:?}");
+    for (b, d) in batched.iter().zip(direct) {
+        assert_eq!((&b.0, b.1, &b.2), (&d.0, d.1, &d.2), "the same verdict");
+        let (b_cost, d_cost) = (b.3.unwrap(), d.3.unwrap());
+        assert!(d_cost > 0);
+        assert_eq!(b_cost, d_cost / 2, "{}: half the direct judge's price", b.0);
+    }
+}
+
+#[tokio::test]
+async fn judges_of_a_batches_run_go_through_a_batch_at_half_price() {
+    let direct = direct_verdicts().await;
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = judged_jobs(&ws);
+    let args = polled(&["run", file.to_str().unwrap(), "--via", "batches"]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "the answers', then the judges'");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    let batched = verdicts(&ws).await;
+    assert_eq!(batched.len(), 4);
+    assert_eq!(batched[2].1, Some(false), "the mock judged: {batched:?}");
+    assert_half_of_direct(&batched, &direct);
+    let pool = ws.pool().await;
+    let items: Vec<(String, String)> = sqlx::query_as(
+        "SELECT b.kind, i.custom_id FROM batch_items i JOIN batches b ON b.id = i.batch
+         WHERE i.grader IS NOT NULL ORDER BY i.job",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert!(
+        items
+            .iter()
+            .all(|(kind, id)| kind == "judge" && id.starts_with("judge-")),
+        "{items:?}"
+    );
+    // Each judge is an attempt of kind `judge` against the job it judges, as a direct one.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200"
+        )
+        .await,
+        4
+    );
+    // The answers are the jobs' results alone; the judges' cost is kept apart.
+    let report = ws.report_json(&run_name(&ws).await).await;
+    let grading = &report["totals"][0]["grading"];
+    let judge_cost: i64 = verdicts(&ws).await.iter().map(|v| v.3.unwrap()).sum();
+    assert_eq!(grading["judge_cost_pico_usd"].as_i64(), Some(judge_cost));
+}
+
+async fn run_name(ws: &Workspace) -> String {
+    sqlx::query_scalar("SELECT name FROM runs")
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap()
+}
+
+/// Starts `run --via batches` of the judged jobs as run `j` (with `extra` arguments) and
+/// kills it (-9) once the judges' batch is created and looked at: its id is committed.
+async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
+    let file = judged_jobs(ws);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "j",
+    ];
+    args.extend(extra);
+    let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    // A look at a batch after the judges' was created is a look at the judges' batch.
+    let looked = mock.batch_calls(Call::Retrieve);
+    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM batches WHERE kind = 'judge' AND state = 'submitted'"
+        )
+        .await,
+        1,
+        "the judges' batch was created and recorded"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM grades WHERE kind = 'judge' AND passed IS NULL"
+        )
+        .await,
+        4,
+        "no verdict yet"
+    );
+    assert_eq!(direct_calls(mock), 0);
+}
+
+#[tokio::test]
+async fn kill_9_while_the_judges_batch_runs_then_resume_polls_it_and_records_each_verdict_once() {
+    let direct = direct_verdicts().await;
+    let ws = Workspace::new();
+    let mock = slow_judges(0).await;
+    kill_while_the_judges_run(&ws, &mock, &[]).await;
+    mock.finish_batches();
+    let output = ws.run(&polled(&["resume", "j"])).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    assert_eq!(mock.batch_calls(Call::Results), 2, "each batch read once");
+    assert_half_of_direct(&verdicts(&ws).await, &direct);
+}
+
+#[tokio::test]
+async fn a_deadline_near_once_the_answers_are_in_sends_the_judges_directly() {
+    let ws = Workspace::new();
+    // Canceled, the judges' batch has its first judge answered and the rest canceled.
+    let mock = slow_judges(1).await;
+    kill_while_the_judges_run(&ws, &mock, &["--deadline", "10h"]).await;
+    // The night went by: a minute is left, inside the margin of any estimate.
+    let output = ws.run(&polled(&["resume", "j", "--deadline", "1m"])).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("4 judges have no verdict yet"), "{stderr}");
+    assert!(mock.batch_calls(Call::Cancel) >= 1);
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(
+        direct_calls(&mock),
+        3,
+        "what the canceled batch had not judged was asked directly, once each"
+    );
+    // The judge the batch finished at half price; the others directly, at the full price.
+    let direct = direct_verdicts().await;
+    let verdicts = verdicts(&ws).await;
+    assert_half_of_direct(&verdicts[..1], &direct[..1]);
+    assert_eq!(verdicts[1..], direct[1..]);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn judges_go_through_a_batch_on_postgres_as_on_sqlite() {
+    let db = crate::postgres::TestDb::create().await;
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut grading = Vec::new();
+    for ws in [Workspace::new(), Workspace::on_postgres(&db.url)] {
+        let file = judged_jobs(&ws);
+        let args = polled(&[
+            "run",
+            file.to_str().unwrap(),
+            "--via",
+            "batches",
+            "--name",
+            "j",
+        ]);
+        let output = ws.run_on(&mock, &args).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(code(&output), 0, "{stderr}");
+        assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+        let mut graded = ws.report_json("j").await["totals"][0]["grading"].clone();
+        // A timing, not a figure of the store.
+        graded["passing_latency_ms"] = serde_json::Value::Null;
+        grading.push(graded);
+    }
+    assert_eq!(mock.batches_created(), 4, "two batches a run");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    assert_eq!(grading[0], grading[1]);
+    assert!(grading[1]["judge_cost_pico_usd"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn ctrl_c_leaves_the_judges_batch_running_and_resume_collects_it() {
+    let ws = Workspace::new();
+    let mock = slow_judges(0).await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "c",
+    ]);
+    let mut child = ws
+        .command_on(&mock, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    let looked = mock.batch_calls(Call::Retrieve);
+    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("1 batch is still running on the server"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("judged"), "{stderr}");
+    // Judges a batch still asks for are not asked directly as well.
+    let output = ws.run(&["grade", "c"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(direct_calls(&mock), 0, "nothing paid for twice");
+    mock.finish_batches();
+    let output = ws.run(&polled(&["resume", "c"])).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(direct_calls(&mock), 0);
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
+}
+
+#[tokio::test]
+async fn max_cost_counts_the_judges_batch_and_leaves_judges_it_cannot_hold_pending() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await;
+    // Short answers hold little of the budget; a judge's worst case (300 tokens of verdict,
+    // the answer and the rubric in) is more than what they leave.
+    let file = judged_jobs_of(&ws, 16);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "m",
+        "--max-cost",
+        "0.0005",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("4 judge requests would pass --max-cost and stay pending"),
+        "{stderr}"
+    );
+    assert_eq!(mock.batches_created(), 1, "the answers' batch alone");
+    assert_eq!(direct_calls(&mock), 0, "nor any judge asked directly");
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_none()));
+    let pool = ws.pool().await;
+    let spent = count(&pool, "SELECT SUM(cost_pico_usd) FROM results").await;
+    assert!(spent > 0 && spent <= 500_000_000, "{spent}");
+}
+
+#[tokio::test]
+async fn an_errored_judge_stays_pending_with_why_and_grade_asks_it_directly() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            // The judge of the second job (row 2), its second grader.
+            errored: vec!["judge-2-1".to_owned()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "e",
+    ]);
+    let output = ws.run_on(&mock, &args).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("judged 3 answers for $")
+            && stderr.contains("1 judge requests failed and stay pending for `msgbatch grade`"),
+        "{stderr}"
+    );
+    let graded = verdicts(&ws).await;
+    assert_eq!(graded[1].1, None, "{graded:?}");
+    let reason = graded[1].2.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("errored in its batch: api_error"),
+        "{reason}"
+    );
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND error_type = 'api_error'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(direct_calls(&mock), 0);
+    let output = ws.run(&["grade", "e"]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 1 answers"), "{stderr}");
+    assert_eq!(
+        direct_calls(&mock),
+        1,
+        "the one pending judge, asked directly"
+    );
+    assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
+}
