@@ -182,9 +182,56 @@ pub fn redacted_url(url: &str) -> Cow<'_, str> {
 /// lower-cased name (`api_key`, `X-Api-Key`, `access_token`, `sig`, `password`, …).
 const CREDENTIAL_NAMES: [&str; 7] = ["key", "token", "secret", "sig", "pass", "auth", "cred"];
 
-fn is_credential_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+/// Whether a query parameter's name says it is a credential. The name is read as a server
+/// reads it, percent-escapes decoded (`%6Bey` is `key`) and `+` as a space.
+pub fn is_credential_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|b| char::from(*b).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push(high * 16 + low);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
     CREDENTIAL_NAMES.iter().any(|part| name.contains(part))
+}
+
+/// A messages path (`/v1/messages?api-version=1&key=…`) with the value of every credential
+/// query parameter shown as `***`, as [`redacted_url`] shows them: the form stored with a
+/// run, printed and put in reports. Other parameters stay as they are.
+pub fn redacted_path(path: &str) -> Cow<'_, str> {
+    redacted_query(path)
+}
+
+/// Whether [`redacted_path`] (or [`redacted_url`]) hid a credential in the query of `path`: a
+/// run's stored messages path that did cannot be sent to as it is.
+pub fn has_hidden_query_credentials(path: &str) -> bool {
+    let Some(start) = path.find('?') else {
+        return false;
+    };
+    let end = path[start..].find('#').map_or(path.len(), |at| start + at);
+    path[start + 1..end].split('&').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(name, value)| value == "***" && is_credential_name(name))
+    })
 }
 
 /// The path, query and fragment of a URL with credential values in its query hidden.
@@ -405,6 +452,36 @@ mod tests {
         }
         assert!(has_hidden_credentials("https://***@gw.example"));
         assert!(!has_hidden_credentials("https://gw.example/***@"));
+    }
+
+    #[test]
+    fn keys_in_a_messages_path_are_hidden_and_other_parameters_kept() {
+        for (path, want) in [
+            ("/v1/messages", "/v1/messages"),
+            (
+                "/v1/messages?api-version=2023-06-01",
+                "/v1/messages?api-version=2023-06-01",
+            ),
+            (
+                "/v1/messages?api-version=2023-06-01&key=sk-1",
+                "/v1/messages?api-version=2023-06-01&key=***",
+            ),
+            ("/m?api-key=a&b=c", "/m?api-key=***&b=c"),
+            (
+                "/m?%6Bey=a&Access%5FToken=b",
+                "/m?%6Bey=***&Access%5FToken=***",
+            ),
+            ("/m?x+auth=a", "/m?x+auth=***"),
+        ] {
+            assert_eq!(redacted_path(path), want, "{path}");
+            assert_eq!(
+                has_hidden_query_credentials(&redacted_path(path)),
+                want.contains("=***"),
+                "{path}"
+            );
+        }
+        assert!(!has_hidden_query_credentials("/m?version=***"));
+        assert!(!has_hidden_query_credentials("/m#key=***"));
     }
 
     #[test]

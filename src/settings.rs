@@ -101,6 +101,9 @@ pub struct Gateway {
     /// `resume` takes the URL again from the profile or `--base-url`.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub base_url: String,
+    /// Stored without the values of key-like query parameters (`?key=…`), as the base URL's
+    /// credentials; `resume` takes the path again from the profile or `--messages-path`.
+    #[serde(serialize_with = "serialize_redacted_path")]
     pub messages_path: String,
     pub auth: AuthStyle,
     pub api_key_env: String,
@@ -130,6 +133,13 @@ fn serialize_redacted_url<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&crate::output::redacted_url(url))
+}
+
+fn serialize_redacted_path<S: serde::Serializer>(
+    path: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::output::redacted_path(path))
 }
 
 fn batches_by_default() -> bool {

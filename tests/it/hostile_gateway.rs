@@ -332,6 +332,125 @@ fn client(server: &Hostile, headers: &'static [(String, String)]) -> Client {
     .unwrap()
 }
 
+/// A client on `url` with the test key.
+fn client_at(url: String) -> Client {
+    Client::new(
+        Endpoint {
+            url,
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &[],
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+        },
+        4,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_endpoint_keeps_the_messages_query_and_no_error_shows_its_key() {
+    const PATH_KEY: &str = "qk-0f3a9-path-key";
+    let gateway = Hostile::start(|seen, _| {
+        let target = &seen.target;
+        if target.contains("/count_tokens") {
+            json_response(&json!({"input_tokens": 3}))
+        } else if target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else if target.starts_with("/v1/messages/batches/") {
+            json_response(&json!({"id": "b", "processing_status": "in_progress"}))
+        } else if seen.headers.contains_key("x-echo") {
+            // A gateway quoting the request it refuses.
+            let error = json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": format!("no model at {target}")}});
+            respond(
+                400,
+                &[("content-type", "application/json")],
+                error.to_string(),
+            )
+        } else {
+            // An http-to-https redirect repeats the URL asked for, query and all.
+            let location = format!("https://127.0.0.1{target}");
+            respond(301, &[("location", &location)], "")
+        }
+    })
+    .await;
+    let query = format!("api-version=2023-06-01&api-key={PATH_KEY}");
+    let client = client_at(format!("{}/v1/messages?{query}", gateway.url()));
+    assert_eq!(
+        client
+            .count_tokens(Bytes::from_static(b"{}"))
+            .await
+            .unwrap(),
+        3
+    );
+    client.list_batches(Some("a&b c"), 20).await.result.unwrap();
+    client.retrieve_batch("../../x?y#z").await.result.unwrap();
+    let redirected = client.send(Bytes::from_static(b"{}"), false).await;
+    let error = redirected.result.unwrap_err().to_string();
+    assert!(
+        error.contains("api-key=***") && !error.contains(PATH_KEY),
+        "{error}"
+    );
+    static ECHO: std::sync::LazyLock<Vec<(String, String)>> =
+        std::sync::LazyLock::new(|| vec![("x-echo".to_owned(), "please".to_owned())]);
+    let echoed = Client::new(
+        Endpoint {
+            url: format!("{}/v1/messages?{query}", gateway.url()),
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &ECHO,
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+        },
+        1,
+    )
+    .unwrap();
+    let error = echoed
+        .send(Bytes::from_static(b"{}"), false)
+        .await
+        .result
+        .unwrap_err();
+    let shown = format!("{error} {}", error.body().unwrap_or_default());
+    assert!(
+        shown.contains("no model at") && !shown.contains(PATH_KEY),
+        "{shown}"
+    );
+    let targets: Vec<String> = gateway.log().into_iter().map(|seen| seen.target).collect();
+    assert_eq!(
+        targets,
+        [
+            format!("/v1/messages/count_tokens?{query}"),
+            format!("/v1/messages/batches?{query}&limit=20&after_id=a%26b%20c"),
+            format!("/v1/messages/batches/..%2F..%2Fx%3Fy%23z?{query}"),
+            format!("/v1/messages?{query}"),
+            format!("/v1/messages?{query}"),
+        ]
+    );
+    // Nor does the error of a gateway that cannot be reached, whose host the HTTP client
+    // writes otherwise than it was given.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = client_at(format!(
+        "http://LOCALHOST:{}/v1/messages?{query}",
+        closed.port()
+    ));
+    let error = down
+        .count_tokens(Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains(PATH_KEY), "{error}");
+}
+
 #[tokio::test]
 async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
     let results: String = (0..3)
