@@ -830,6 +830,51 @@ async fn a_gateway_message_cannot_add_lines_to_what_status_says() {
 }
 
 #[tokio::test]
+async fn a_stream_error_event_is_kept_as_one_bounded_line() {
+    // An `error` event whose type and message run to megabytes, with line breaks that start
+    // lines of their own.
+    let kind = format!("overloaded_error\nstopped: forged {}", "t".repeat(1 << 20));
+    let text = format!("no\n  resume   forged\r{}", "m".repeat(4 << 20));
+    let event = json!({"type": "error", "error": {"type": kind, "message": text}});
+    let body = Bytes::from(format!("event: error\ndata: {event}\n\n"));
+    let gateway = Hostile::start(move |_, _| {
+        respond(200, &[("content-type", "text/event-stream")], body.clone())
+    })
+    .await;
+    let (ws, output) = run_jobs(
+        &gateway,
+        1,
+        &["--stream", "--max-attempts", "2", "--concurrency", "1"],
+    )
+    .await;
+    let stderr = exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts.len(), 2, "{stderr}");
+    for (kind, message, _) in &attempts {
+        let (kind, message) = (kind.as_deref().unwrap(), message.as_deref().unwrap());
+        assert!(
+            kind.starts_with("overloaded_error stopped: forged"),
+            "{kind:.200}"
+        );
+        assert!(message.starts_with("no resume forged m"), "{message:.200}");
+        assert!(
+            kind.len() <= 200 && message.len() <= 2000,
+            "{} {}",
+            kind.len(),
+            message.len()
+        );
+        assert!(!format!("{kind}{message}").contains(['\n', '\r']));
+    }
+    assert!(stderr.len() < 20_000, "{}", stderr.len());
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("stopped: forged") && !line.starts_with("  resume"),
+            "{line:.200}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_errored_batch_item_cannot_add_lines_to_the_report_or_the_run() {
     // Each errored item's type and message hold line breaks that start a line of their own.
     let results: String = (0..3)
