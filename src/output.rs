@@ -77,6 +77,34 @@ pub fn terminal_lines(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// A document (JSON, CSV, Markdown, HTML) for standard output, which may be a terminal: each
+/// character that must not reach one raw ([`is_unsafe`]) written as `\u001b`, the escape
+/// JSON itself uses, line ends and tabs aside. JSON stays valid and reads back the same (no
+/// raw C0 control can be in it; C1 controls, DEL and the bidirectional overrides can, as
+/// text a job file or a gateway gave); in other formats the escape is inert text.
+pub fn document(text: &str) -> Cow<'_, str> {
+    let unsafe_at = |(at, c): (usize, char)| {
+        is_unsafe(c)
+            && !matches!(c, '\n' | '\t')
+            && !(c == '\r' && text[at + 1..].starts_with('\n'))
+    };
+    if !text.char_indices().any(unsafe_at) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (at, c) in text.char_indices() {
+        if unsafe_at((at, c)) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Writes one line to standard output with [`terminal_lines`]' escaping. A closed pipe comes
 /// back as the `BrokenPipe` error for the caller to return: `main` exits quietly on it.
 pub fn print_line(args: fmt::Arguments<'_>) -> io::Result<()> {
@@ -402,6 +430,22 @@ mod tests {
         // Padding applies to the escaped text, so tables stay aligned.
         assert_eq!(format!("[{:<6}]", Terminal("a\u{7}")), "[a\\u{7}]");
         assert_eq!(format!("[{:<4}]", Terminal("ab")), "[ab  ]");
+    }
+
+    #[test]
+    fn a_document_for_a_terminal_keeps_its_json_valid_and_the_same() {
+        let value = serde_json::json!({"id": "a\u{1b}[2J\u{9b}1m\u{7f}\u{202e}z", "n": "\u{e9}"});
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        assert!(text.contains('\u{9b}'), "serde_json leaves C1 controls raw");
+        let shown = document(&text);
+        assert!(!shown.chars().any(|c| is_unsafe(c) && c != '\n'), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, value);
+        assert_eq!(
+            document("a,b\r\n\u{1b}x,\ty\rz\n"),
+            "a,b\r\n\\u001bx,\ty\\u000dz\n"
+        );
+        assert!(matches!(document("plain\n"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -212,6 +212,21 @@ async fn hostile_ids_tags_and_gateway_text_reach_no_terminal_raw() {
             ws.run(&["report", "1", "--format", "md", "--out", "reports"])
                 .await,
         ),
+        (
+            "csv report",
+            ws.run(&["report", "1", "--format", "csv", "--out", "-"])
+                .await,
+        ),
+        (
+            "json report",
+            ws.run(&["report", "1", "--format", "json", "--out", "-"])
+                .await,
+        ),
+        ("export", ws.run(&["export", "1", "--out", "-"]).await),
+        (
+            "status json",
+            ws.run(&["status", "1", "--format", "json"]).await,
+        ),
     ];
     for (what, output) in &outputs {
         let (stdout, stderr) = text(output);
