@@ -333,6 +333,19 @@ impl Client {
                 "count_tokens answered without input_tokens",
             )
             .await?;
+        // A count no request could have is refused as impossible usage is: estimates and
+        // token budgets would take it as it is.
+        if counted.input_tokens > crate::message::MAX_INPUT_TOKENS {
+            return Err(AttemptError::InvalidResponse {
+                message: format!(
+                    "impossible token count: {} input tokens is above any context window ({} tokens)",
+                    counted.input_tokens,
+                    crate::message::MAX_INPUT_TOKENS
+                ),
+                body: None,
+                request_id: None,
+            });
+        }
         Ok(counted.input_tokens)
     }
 

@@ -452,6 +452,29 @@ async fn every_endpoint_keeps_the_messages_query_and_no_error_shows_its_key() {
 }
 
 #[tokio::test]
+async fn a_token_count_no_request_could_have_is_refused() {
+    let gateway = Hostile::start(|_, before| {
+        let count: u64 = if before == 0 { 1 << 40 } else { 12 };
+        json_response(&json!({"input_tokens": count}))
+    })
+    .await;
+    let client = client(&gateway, &[]);
+    let error = client
+        .count_tokens(Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("impossible token count"), "{error}");
+    assert_eq!(
+        client
+            .count_tokens(Bytes::from_static(b"{}"))
+            .await
+            .unwrap(),
+        12
+    );
+}
+
+#[tokio::test]
 async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
     let results: String = (0..3)
         .map(|i| {
