@@ -147,20 +147,22 @@ impl Client {
                 });
             }
         };
-        let response = match self
-            .http
-            .get(url)
-            .headers(self.headers.clone())
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return Called::unanswered(self.scrub_error(self.transport_error(e))),
+        // The download itself may take long (each stall is bounded by the caller), but the
+        // answer's head, or an error answer, must come within the attempt's time limit: a
+        // gateway that never answers would hold the run for ever.
+        let limit = self.timeouts.total;
+        let sent = self.http.get(url).headers(self.headers.clone()).send();
+        let response = match tokio::time::timeout(limit, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Called::unanswered(self.scrub_error(self.transport_error(e))),
+            Err(_) => return Called::unanswered(AttemptError::Timeout(limit)),
         };
         let request_id = header_text(response.headers(), "request-id");
         let rate_limit = rate_limit_hint(response.headers());
         if response.status().as_u16() != 200 {
-            let error = self.http_error(response, request_id.clone()).await;
+            let error = tokio::time::timeout(limit, self.http_error(response, request_id.clone()))
+                .await
+                .unwrap_or(AttemptError::Timeout(limit));
             return Called {
                 result: Err(self.scrub_error(error)),
                 rate_limit,

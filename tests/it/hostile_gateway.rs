@@ -475,6 +475,47 @@ async fn a_token_count_no_request_could_have_is_refused() {
 }
 
 #[tokio::test]
+async fn a_results_download_that_never_answers_fails_at_the_attempts_limit() {
+    // A gateway that takes the connection and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let client = Client::new(
+        Endpoint {
+            url: format!("http://{addr}/v1/messages"),
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &[],
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(1),
+            stream_idle: Duration::from_secs(1),
+        },
+        1,
+    )
+    .unwrap();
+    let called = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.batch_results("/v1/messages/batches/b/results"),
+    )
+    .await
+    .expect("the call ends instead of waiting for ever");
+    let error = called.result.err().expect("no answer is an error");
+    assert!(
+        matches!(error, msgbatch::client::AttemptError::Timeout(_)),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    held.abort();
+}
+
+#[tokio::test]
 async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
     let results: String = (0..3)
         .map(|i| {
