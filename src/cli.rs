@@ -432,6 +432,11 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
+    /// The run's messages path again, when its query carried a key (`/v1/messages?key=…`):
+    /// keys are never stored, so give it again when resuming.
+    #[arg(long, value_name = "PATH")]
+    pub messages_path: Option<String>,
+
     #[command(flatten)]
     pub summary: SummaryArgs,
 }
@@ -453,6 +458,11 @@ pub struct WorkArgs {
     /// they are never stored, so give them again when resuming.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+
+    /// The run's messages path again, when its query carried a key (`/v1/messages?key=…`):
+    /// keys are never stored, so give it to every worker.
+    #[arg(long, value_name = "PATH")]
+    pub messages_path: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -463,6 +473,16 @@ pub struct CancelArgs {
     /// Extra header for every request, `NAME: VALUE` (header values are never stored).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// The run's base URL again, when it carried credentials (`https://user:password@…`):
+    /// they are never stored.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// The run's messages path again, when its query carried a key (`/v1/messages?key=…`):
+    /// keys are never stored.
+    #[arg(long, value_name = "PATH")]
+    pub messages_path: Option<String>,
 }
 
 /// How requests are sent; on `resume` these override the run's own settings.

@@ -77,6 +77,34 @@ pub fn terminal_lines(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// A document (JSON, CSV, Markdown, HTML) for standard output, which may be a terminal: each
+/// character that must not reach one raw ([`is_unsafe`]) written as `\u001b`, the escape
+/// JSON itself uses, line ends and tabs aside. JSON stays valid and reads back the same (no
+/// raw C0 control can be in it; C1 controls, DEL and the bidirectional overrides can, as
+/// text a job file or a gateway gave); in other formats the escape is inert text.
+pub fn document(text: &str) -> Cow<'_, str> {
+    let unsafe_at = |(at, c): (usize, char)| {
+        is_unsafe(c)
+            && !matches!(c, '\n' | '\t')
+            && !(c == '\r' && text[at + 1..].starts_with('\n'))
+    };
+    if !text.char_indices().any(unsafe_at) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (at, c) in text.char_indices() {
+        if unsafe_at((at, c)) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Writes one line to standard output with [`terminal_lines`]' escaping. A closed pipe comes
 /// back as the `BrokenPipe` error for the caller to return: `main` exits quietly on it.
 pub fn print_line(args: fmt::Arguments<'_>) -> io::Result<()> {
@@ -182,9 +210,56 @@ pub fn redacted_url(url: &str) -> Cow<'_, str> {
 /// lower-cased name (`api_key`, `X-Api-Key`, `access_token`, `sig`, `password`, …).
 const CREDENTIAL_NAMES: [&str; 7] = ["key", "token", "secret", "sig", "pass", "auth", "cred"];
 
-fn is_credential_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+/// Whether a query parameter's name says it is a credential. The name is read as a server
+/// reads it, percent-escapes decoded (`%6Bey` is `key`) and `+` as a space.
+pub fn is_credential_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|b| char::from(*b).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push(high * 16 + low);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
     CREDENTIAL_NAMES.iter().any(|part| name.contains(part))
+}
+
+/// A messages path (`/v1/messages?api-version=1&key=…`) with the value of every credential
+/// query parameter shown as `***`, as [`redacted_url`] shows them: the form stored with a
+/// run, printed and put in reports. Other parameters stay as they are.
+pub fn redacted_path(path: &str) -> Cow<'_, str> {
+    redacted_query(path)
+}
+
+/// Whether [`redacted_path`] (or [`redacted_url`]) hid a credential in the query of `path`: a
+/// run's stored messages path that did cannot be sent to as it is.
+pub fn has_hidden_query_credentials(path: &str) -> bool {
+    let Some(start) = path.find('?') else {
+        return false;
+    };
+    let end = path[start..].find('#').map_or(path.len(), |at| start + at);
+    path[start + 1..end].split('&').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(name, value)| value == "***" && is_credential_name(name))
+    })
 }
 
 /// The path, query and fragment of a URL with credential values in its query hidden.
@@ -358,6 +433,22 @@ mod tests {
     }
 
     #[test]
+    fn a_document_for_a_terminal_keeps_its_json_valid_and_the_same() {
+        let value = serde_json::json!({"id": "a\u{1b}[2J\u{9b}1m\u{7f}\u{202e}z", "n": "\u{e9}"});
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        assert!(text.contains('\u{9b}'), "serde_json leaves C1 controls raw");
+        let shown = document(&text);
+        assert!(!shown.chars().any(|c| is_unsafe(c) && c != '\n'), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, value);
+        assert_eq!(
+            document("a,b\r\n\u{1b}x,\ty\rz\n"),
+            "a,b\r\n\\u001bx,\ty\\u000dz\n"
+        );
+        assert!(matches!(document("plain\n"), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn csv_text_cells_cannot_start_a_formula() {
         for cell in ["=cmd|' /C calc'!A0", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
             assert_eq!(csv_text(cell), format!("'{cell}"));
@@ -405,6 +496,36 @@ mod tests {
         }
         assert!(has_hidden_credentials("https://***@gw.example"));
         assert!(!has_hidden_credentials("https://gw.example/***@"));
+    }
+
+    #[test]
+    fn keys_in_a_messages_path_are_hidden_and_other_parameters_kept() {
+        for (path, want) in [
+            ("/v1/messages", "/v1/messages"),
+            (
+                "/v1/messages?api-version=2023-06-01",
+                "/v1/messages?api-version=2023-06-01",
+            ),
+            (
+                "/v1/messages?api-version=2023-06-01&key=sk-1",
+                "/v1/messages?api-version=2023-06-01&key=***",
+            ),
+            ("/m?api-key=a&b=c", "/m?api-key=***&b=c"),
+            (
+                "/m?%6Bey=a&Access%5FToken=b",
+                "/m?%6Bey=***&Access%5FToken=***",
+            ),
+            ("/m?x+auth=a", "/m?x+auth=***"),
+        ] {
+            assert_eq!(redacted_path(path), want, "{path}");
+            assert_eq!(
+                has_hidden_query_credentials(&redacted_path(path)),
+                want.contains("=***"),
+                "{path}"
+            );
+        }
+        assert!(!has_hidden_query_credentials("/m?version=***"));
+        assert!(!has_hidden_query_credentials("/m#key=***"));
     }
 
     #[test]

@@ -86,9 +86,104 @@ impl ConfigFile {
         };
         let text = crate::textfile::read(&path, crate::textfile::MAX_CONFIG_BYTES)
             .with_context(|| format!("failed to read {}", path.display()))?;
-        let config: Self =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid config {}: {}",
+                path.display(),
+                config_error(&text, &e)
+            )
+        })?;
         Ok((config, Some(path)))
+    }
+}
+
+/// What is wrong with a config file and where (`line 3, column 29: …`), without the line
+/// itself nor the value the message would quote: the TOML parser's own text shows the line,
+/// and a profile's header values there are secrets (`authorization = "Bearer …"`). The
+/// names of fields and what was expected stay.
+fn config_error(text: &str, error: &toml::de::Error) -> String {
+    let place = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    let message = error.message().trim();
+    // serde says `<what was found>, expected <what is wanted>`: only what was found quotes
+    // the file's values (`invalid type: string "…"`, `unknown variant `…``), a field's
+    // name aside.
+    let (found, expected) = match message.find(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let names_a_field = [
+        "unknown field",
+        "missing field",
+        "duplicate field",
+        "duplicate key",
+    ]
+    .iter()
+    .any(|start| found.starts_with(start));
+    let found = if names_a_field {
+        found.to_owned()
+    } else {
+        without_quoted(found)
+    };
+    let message: String = format!("{found}{expected}")
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("{place}{message}")
+}
+
+/// `text` with the content of every `"…"` or `` `…` `` quote replaced by `…`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(open) => match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, c) if c == open => {
+                    quote = None;
+                    out.push('…');
+                    out.push(c);
+                }
+                _ => {}
+            },
+            None => {
+                out.push(c);
+                if matches!(c, '"' | '`') {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    if quote.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+impl ConfigFile {
+    #[cfg(test)]
+    fn load_text(text: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("msgbatch.toml");
+        std::fs::write(&path, text)?;
+        Ok(Self::load(Some(&path))?.0)
     }
 }
 
@@ -101,6 +196,9 @@ pub struct Gateway {
     /// `resume` takes the URL again from the profile or `--base-url`.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub base_url: String,
+    /// Stored without the values of key-like query parameters (`?key=…`), as the base URL's
+    /// credentials; `resume` takes the path again from the profile or `--messages-path`.
+    #[serde(serialize_with = "serialize_redacted_path")]
     pub messages_path: String,
     pub auth: AuthStyle,
     pub api_key_env: String,
@@ -130,6 +228,13 @@ fn serialize_redacted_url<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&crate::output::redacted_url(url))
+}
+
+fn serialize_redacted_path<S: serde::Serializer>(
+    path: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::output::redacted_path(path))
 }
 
 fn batches_by_default() -> bool {
@@ -687,6 +792,35 @@ pub fn run_prices(run: &crate::store::RunRow) -> anyhow::Result<crate::pricing::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_error_says_where_and_quotes_no_header_value() {
+        const SECRET: &str = "sk-SECRET-in-config";
+        for (text, at) in [
+            (
+                "[gateways.gw]\nbase_url = \"https://gw\"\nheaders = { authorization = \"Bearer sk-SECRET-in-config\", x = 1 2 }\n",
+                "line 3, column 63: ",
+            ),
+            (
+                "[gateways.gw]\nheaders = \"x-api-key: sk-SECRET-in-config\"\n",
+                "line 2, column 11: ",
+            ),
+            (
+                "[gateways.gw]\nauth = \"sk-SECRET-in-config\\\"x\"\n",
+                "line 2, column 8: ",
+            ),
+        ] {
+            let error = format!("{:#}", ConfigFile::load_text(text).unwrap_err());
+            assert!(error.contains("msgbatch.toml: "), "{error}");
+            assert!(error.contains(at), "{error}");
+            assert!(!error.contains(SECRET) && !error.contains('\n'), "{error}");
+        }
+        let error = format!(
+            "{:#}",
+            ConfigFile::load_text("[gateways.gw]\nbase_urll = \"x\"\n").unwrap_err()
+        );
+        assert!(error.contains("unknown field `base_urll`"), "{error}");
+    }
 
     #[test]
     fn the_key_never_prints() {

@@ -78,8 +78,14 @@ impl Client {
             .await
     }
 
-    fn batches_url(&self) -> String {
-        format!("{}/batches", self.url.trim_end_matches('/'))
+    /// `…/batches`, or `…/batches/{id}{tail}` for one batch, with the messages URL's query
+    /// kept. The id is the gateway's: it is escaped as one path segment, so that it cannot
+    /// reach another path (`../..`) nor change the query.
+    fn batches_url(&self, id: Option<&str>, tail: &str) -> String {
+        match id {
+            None => self.under("batches"),
+            Some(id) => self.under(&format!("batches/{}{tail}", path_segment(id))),
+        }
     }
 
     /// `POST …/batches` with a create body (`{"requests": […]}`) of exactly `length` bytes,
@@ -92,7 +98,7 @@ impl Client {
     {
         let request = self
             .http
-            .post(self.batches_url())
+            .post(self.batches_url(None, ""))
             .header(reqwest::header::CONTENT_LENGTH, length)
             .body(reqwest::Body::wrap_stream(chunks));
         self.batch_call(request).await
@@ -100,24 +106,25 @@ impl Client {
 
     /// `GET …/batches/{id}`.
     pub async fn retrieve_batch(&self, id: &str) -> Called<MessageBatch> {
-        let request = self.http.get(format!("{}/{id}", self.batches_url()));
+        let request = self.http.get(self.batches_url(Some(id), ""));
         self.batch_call(request).await
     }
 
     /// `POST …/batches/{id}/cancel`.
     pub async fn cancel_batch(&self, id: &str) -> Called<MessageBatch> {
-        let request = self
-            .http
-            .post(format!("{}/{id}/cancel", self.batches_url()));
+        let request = self.http.post(self.batches_url(Some(id), "/cancel"));
         self.batch_call(request).await
     }
 
     /// `GET …/batches?limit=…&after_id=…`: a page of the workspace's batches, newest first.
     pub async fn list_batches(&self, after_id: Option<&str>, limit: u32) -> Called<BatchPage> {
-        let mut url = format!("{}?limit={limit}", self.batches_url());
+        let mut url = self.batches_url(None, "");
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("limit={limit}"));
         if let Some(after) = after_id {
+            // The gateway's id, escaped so that it stays one value of one parameter.
             url.push_str("&after_id=");
-            url.push_str(after);
+            url.push_str(&escaped(after));
         }
         self.batch_call(self.http.get(url)).await
     }
@@ -140,20 +147,22 @@ impl Client {
                 });
             }
         };
-        let response = match self
-            .http
-            .get(url)
-            .headers(self.headers.clone())
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return Called::unanswered(self.scrub_error(self.transport_error(&e))),
+        // The download itself may take long (each stall is bounded by the caller), but the
+        // answer's head, or an error answer, must come within the attempt's time limit: a
+        // gateway that never answers would hold the run for ever.
+        let limit = self.timeouts.total;
+        let sent = self.http.get(url).headers(self.headers.clone()).send();
+        let response = match tokio::time::timeout(limit, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Called::unanswered(self.scrub_error(self.transport_error(e))),
+            Err(_) => return Called::unanswered(AttemptError::Timeout(limit)),
         };
         let request_id = header_text(response.headers(), "request-id");
         let rate_limit = rate_limit_hint(response.headers());
         if response.status().as_u16() != 200 {
-            let error = self.http_error(response, request_id.clone()).await;
+            let error = tokio::time::timeout(limit, self.http_error(response, request_id.clone()))
+                .await
+                .unwrap_or(AttemptError::Timeout(limit));
             return Called {
                 result: Err(self.scrub_error(error)),
                 rate_limit,
@@ -162,7 +171,7 @@ impl Client {
         }
         let client = self.clone();
         let chunks = response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|e| client.scrub_error(client.transport_error(&e)).to_string())
+            chunk.map_err(|e| client.scrub_error(client.transport_error(e)).to_string())
         });
         // A line holds one result, whose message is bounded like a direct answer, and the
         // few fields around it.
@@ -208,6 +217,29 @@ impl Client {
         });
         Ok((moved.to_string(), note))
     }
+}
+
+/// A batch id as one path segment: [`escaped`], and `.` and `..` lose their meaning.
+fn path_segment(id: &str) -> String {
+    if id == "." || id == ".." {
+        return id.replace('.', "%2E");
+    }
+    escaped(id)
+}
+
+/// `text` with what is not a letter, a digit, `-`, `_`, `.` or `~` percent-escaped: one path
+/// segment, or one query value.
+fn escaped(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
 }
 
 /// A batch's results file as it arrives.

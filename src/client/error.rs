@@ -341,9 +341,12 @@ pub fn describe_redirect(location: Option<&[u8]>) -> String {
             }
             url.to_string()
         }
-        // A relative location (`/v2/messages`) has no credentials to hide.
         Err(_) => text.trim().to_owned(),
     };
+    // A location often repeats the request's URL (`http://` to `https://`), whose query may
+    // hold a key (`?key=…`): the value of each key-like parameter is hidden, absolute or
+    // relative.
+    let shown = crate::output::redacted_path(&shown).into_owned();
     let kind = if shown.starts_with("file:") {
         " (a local file)"
     } else {

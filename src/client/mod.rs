@@ -226,8 +226,11 @@ impl Client {
             .map(|(_, value)| value.trim().to_owned())
             .filter(|value| value.chars().count() >= MIN_SCRUBBED_CHARS)
             .chain(key.iter().map(|key| key.expose().to_owned()))
+            .chain(url_secrets(&gateway.url))
             .filter(|secret| !secret.is_empty())
             .collect();
+        secrets.sort();
+        secrets.dedup();
         // Longest first, so that a secret holding another is replaced whole.
         secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         let http = reqwest::Client::builder()
@@ -285,7 +288,7 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 return Exchange {
-                    result: Err(self.transport_error(&e)),
+                    result: Err(self.transport_error(e)),
                     rate_limit: RateLimitHint::default(),
                 };
             }
@@ -323,14 +326,38 @@ impl Client {
         struct Counted {
             input_tokens: u64,
         }
-        let url = format!("{}/count_tokens", self.url.trim_end_matches('/'));
+        let url = self.under("count_tokens");
         let counted: Counted = self
             .json_call(
                 self.http.post(&url).body(body),
                 "count_tokens answered without input_tokens",
             )
             .await?;
+        // A count no request could have is refused as impossible usage is: estimates and
+        // token budgets would take it as it is.
+        if counted.input_tokens > crate::message::MAX_INPUT_TOKENS {
+            return Err(AttemptError::InvalidResponse {
+                message: format!(
+                    "impossible token count: {} input tokens is above any context window ({} tokens)",
+                    counted.input_tokens,
+                    crate::message::MAX_INPUT_TOKENS
+                ),
+                body: None,
+                request_id: None,
+            });
+        }
         Ok(counted.input_tokens)
+    }
+
+    /// The messages URL with `tail` appended to its path, its query (`?api-version=…`) kept
+    /// after it: `…/v1/messages/count_tokens?api-version=1`.
+    fn under(&self, tail: &str) -> String {
+        let (path, query) = match self.url.find(['?', '#']) {
+            Some(at) => self.url.split_at(at),
+            None => (self.url.as_str(), ""),
+        };
+        let query = query.split('#').next().unwrap_or_default();
+        format!("{}/{tail}{query}", path.trim_end_matches('/'))
     }
 
     /// One call whose 200 answer is a JSON document of type `T`, with the gateway's headers
@@ -376,7 +403,7 @@ impl Client {
             .timeout(self.timeouts.total)
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(e))?;
         let request_id = header_text(response.headers(), "request-id");
         *rate_limit = rate_limit_hint(response.headers());
         answer_id.clone_from(&request_id);
@@ -393,7 +420,7 @@ impl Client {
                     request_id,
                 });
             }
-            Err(e) => return Err(self.transport_error(&e)),
+            Err(e) => return Err(self.transport_error(e)),
         };
         serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
             message: format!("{unexpected}: {e}"),
@@ -417,7 +444,7 @@ impl Client {
                     request_id,
                 });
             }
-            Err(e) => return Err(self.transport_error(&e)),
+            Err(e) => return Err(self.transport_error(e)),
         };
         // JSON is UTF-8 (RFC 8259), and the answer is kept exactly as received: bytes that
         // are not UTF-8 could be neither read back as JSON nor exported unchanged.
@@ -489,7 +516,7 @@ impl Client {
                 }
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
-                    let message = match self.transport_error(&e) {
+                    let message = match self.transport_error(e) {
                         AttemptError::Timeout(d) => format!("no complete answer within {d:?}"),
                         other => other.message(),
                     };
@@ -591,14 +618,17 @@ impl Client {
         }
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> AttemptError {
+    fn transport_error(&self, error: reqwest::Error) -> AttemptError {
         if error.is_timeout() {
             return AttemptError::Timeout(self.timeouts.total);
         }
         // The chain says what really happened ("connection refused", "connection closed
-        // before message completed"); the URL is left out as it adds nothing per attempt.
+        // before message completed"); the URL is left out as it adds nothing per attempt,
+        // and its query may hold a key (`?key=…`). reqwest writes it normalised (`LOCALHOST`
+        // as `localhost`), so it is dropped from the error rather than looked for.
+        let error = error.without_url();
         let mut message = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(error);
+        let mut source: Option<&dyn std::error::Error> = Some(&error);
         while let Some(e) = source {
             let text = e.to_string();
             if !message.contains(&text) {
@@ -629,6 +659,55 @@ impl Client {
     fn scrub_error(&self, error: AttemptError) -> AttemptError {
         error.scrubbed(|text| self.scrub(text))
     }
+}
+
+/// The secrets a messages URL carries, to be scrubbed like the key from what a gateway says
+/// (an error quoting the request's URL): the password of its authority and the values of its
+/// key-like query parameters (`?key=…`), as written and as decoded.
+fn url_secrets(url: &str) -> Vec<String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let mut secrets = Vec::new();
+    if let Some(password) = parsed.password() {
+        secrets.push(password.to_owned());
+        if let Ok(decoded) = percent_decoded(password) {
+            secrets.push(decoded);
+        }
+    }
+    for pair in parsed.query().unwrap_or_default().split('&') {
+        if let Some((name, value)) = pair.split_once('=')
+            && crate::output::is_credential_name(name)
+        {
+            secrets.push(value.to_owned());
+            if let Ok(decoded) = percent_decoded(&value.replace('+', " ")) {
+                secrets.push(decoded);
+            }
+        }
+    }
+    secrets.retain(|secret| secret.chars().count() >= MIN_SCRUBBED_CHARS);
+    secrets
+}
+
+/// `%XX` escapes decoded, when the result is UTF-8.
+fn percent_decoded(text: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
 }
 
 /// A body read whole, or found past its bound.

@@ -180,6 +180,9 @@ pub struct Rebuilt {
     pub notes: Vec<String>,
 }
 
+/// The most notes of unknown deltas one rebuilt message keeps.
+const MAX_NOTES: usize = 20;
+
 /// Blocks whose `input` is built from `input_json_delta`s, as the SDKs track them.
 const TOOL_INPUT_BLOCKS: [&str; 2] = ["tool_use", "server_tool_use"];
 
@@ -221,7 +224,10 @@ impl Accumulator {
             Value::Null
         } else {
             serde_json::from_str(data).map_err(|e| {
-                StreamFailure::protocol(format!("event `{}` carries invalid JSON: {e}", event.name))
+                StreamFailure::protocol(format!(
+                    "event `{}` carries invalid JSON: {e}",
+                    super::one_line(&event.name, super::SHOWN_FIELD_BYTES)
+                ))
             })?
         };
         let kind = data
@@ -326,16 +332,22 @@ impl Accumulator {
                 Ok(Step::Done)
             }
             "error" => {
+                // The gateway's words, kept as one bounded line as an error answer's are: a
+                // stream's event may be as long as the whole answer, and is stored with
+                // every attempt.
                 let error = data.get("error");
-                let field = |name: &str| {
+                let field = |name: &str, max: usize| {
                     error
                         .and_then(|e| e.get(name))
                         .and_then(Value::as_str)
-                        .map(str::to_owned)
+                        .map(|text| super::one_line(text, max))
+                        .filter(|text| !text.is_empty())
                 };
                 Err(StreamFailure {
-                    error_type: field("type").unwrap_or_else(|| "stream_error".to_owned()),
-                    message: field("message").unwrap_or_else(|| "error event".to_owned()),
+                    error_type: field("type", super::SHOWN_FIELD_BYTES)
+                        .unwrap_or_else(|| "stream_error".to_owned()),
+                    message: field("message", super::SHOWN_MESSAGE_BYTES)
+                        .unwrap_or_else(|| "error event".to_owned()),
                 })
             }
             // `ping`, and event types added after this was written.
@@ -414,9 +426,12 @@ impl Accumulator {
             }
             "text_delta" | "thinking_delta" | "signature_delta" | "citations_delta" => {}
             other => {
+                let other = super::one_line(other, super::SHOWN_FIELD_BYTES);
                 let note =
                     format!("a delta of unknown type `{other}` for block {index} was not applied");
-                if !self.notes.contains(&note) {
+                // A few kinds are worth telling apart; a stream of thousands would make the
+                // note as long as the answer, and each new one slower to look for.
+                if self.notes.len() < MAX_NOTES && !self.notes.contains(&note) {
                     self.notes.push(note);
                 }
             }

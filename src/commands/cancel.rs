@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use super::plan::{connect, prices_for};
-use super::resume::run_settings;
+use super::resume::{Given, run_settings};
 use super::{Global, sending};
 use crate::cli::{CancelArgs, SendArgs};
 use crate::client::Unanswered;
@@ -21,7 +21,16 @@ pub async fn cancel(
     let store = global.existing_store().await?;
     let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
-    let settings = run_settings(global, &run, &SendArgs::default(), &args.headers, None)?;
+    let settings = run_settings(
+        global,
+        &run,
+        &SendArgs::default(),
+        &args.headers,
+        Given {
+            base_url: args.base_url.as_deref(),
+            messages_path: args.messages_path.as_deref(),
+        },
+    )?;
     let open: Vec<BatchRow> = store
         .open_batches(run.id)
         .await?

@@ -22,24 +22,37 @@ pub async fn export(global: &Global, args: &crate::cli::ExportArgs) -> anyhow::R
     let to_stdout = args.out.as_os_str() == "-";
     if to_stdout {
         let mut out = BufWriter::new(std::io::stdout().lock());
-        write_rows(&store, run.id, &mut out).await?;
+        write_rows(&store, run.id, &mut out, true).await?;
         out.flush()?;
         return Ok(ExitStatus::Success);
     }
     // Written under a temporary name and renamed into place once whole: an export stopped
     // half-way leaves no truncated file that looks complete.
     let mut out = AtomicFile::create(&args.out)?;
-    let count = write_rows(&store, run.id, &mut out).await?;
+    let count = write_rows(&store, run.id, &mut out, false).await?;
     out.commit()?;
     crate::errln!("wrote {count} lines to {}", args.out.display());
     Ok(ExitStatus::Success)
 }
 
 /// Writes every row of `run` as a line to `out`, returning how many.
-async fn write_rows(store: &Store, run: i64, out: &mut impl Write) -> anyhow::Result<u64> {
+async fn write_rows(
+    store: &Store,
+    run: i64,
+    out: &mut impl Write,
+    to_stdout: bool,
+) -> anyhow::Result<u64> {
     store
         .export_rows(run, |row| {
-            out.write_all(line(&row).as_bytes())?;
+            let line = line(&row);
+            // On standard output, C1 controls and bidirectional overrides a gateway or a job
+            // file wrote are JSON escapes, which read back the same; a file keeps the bytes.
+            let line = if to_stdout {
+                crate::output::document(&line)
+            } else {
+                line.into()
+            };
+            out.write_all(line.as_bytes())?;
             out.write_all(b"\n")?;
             Ok(())
         })

@@ -107,7 +107,8 @@ pub(super) fn emit(text: &str, path: Option<std::path::PathBuf>) -> anyhow::Resu
         None => {
             use std::io::Write as _;
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes())?;
+            // What a job file or a gateway wrote reaches the terminal inert, JSON still JSON.
+            stdout.write_all(output::document(text).as_bytes())?;
             stdout.flush()?;
         }
         Some(path) => {

@@ -29,7 +29,10 @@ pub async fn resume(
         &run,
         &args.sending,
         &args.headers,
-        args.base_url.as_deref(),
+        Given {
+            base_url: args.base_url.as_deref(),
+            messages_path: args.messages_path.as_deref(),
+        },
     )?;
     if let Some(repeat) = args.repeat
         && repeat != settings.repeat
@@ -170,6 +173,57 @@ fn restore_base_url(
     }
 }
 
+/// Puts back the keys of a messages path stored without them (`/v1/messages?key=***`): from
+/// `--messages-path`, else from the gateway's profile, either only when it is the same path
+/// with its keys.
+fn restore_messages_path(
+    global: &Global,
+    run: &RunRow,
+    settings: &mut RunSettings,
+    given: Option<&str>,
+) -> anyhow::Result<()> {
+    let stored = settings.gateway.messages_path.clone();
+    if let Some(path) = given {
+        if output::redacted_path(path) != stored {
+            bail!(
+                "--messages-path must be run {}'s own messages path ({stored}), with its keys",
+                run.name
+            );
+        }
+        settings.gateway.messages_path = path.to_owned();
+        return Ok(());
+    }
+    if settings.mock.is_some() || !output::has_hidden_query_credentials(&stored) {
+        return Ok(());
+    }
+    let (config, _) = ConfigFile::load(global.config.as_deref())?;
+    let from_profile = config
+        .gateways
+        .get(&settings.gateway.name)
+        .and_then(|profile| profile.messages_path.clone())
+        .filter(|path| output::redacted_path(path) == stored);
+    match from_profile {
+        Some(path) => {
+            settings.gateway.messages_path = path;
+            Ok(())
+        }
+        None => bail!(
+            "run {} sent to a messages path with a key in its query ({stored}), which is never stored; give it again with --messages-path",
+            run.name
+        ),
+    }
+}
+
+/// What the command line gives again of a run's gateway URL, whose credentials are never
+/// stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Given<'a> {
+    /// `--base-url`.
+    pub base_url: Option<&'a str>,
+    /// `--messages-path`.
+    pub messages_path: Option<&'a str>,
+}
+
 /// A run's stored settings, with what the command line overrides and the header values
 /// (never stored) taken again from the gateway's profile and the command line.
 pub(super) fn run_settings(
@@ -177,7 +231,7 @@ pub(super) fn run_settings(
     run: &RunRow,
     sending: &SendArgs,
     headers: &[String],
-    base_url: Option<&str>,
+    given: Given<'_>,
 ) -> anyhow::Result<RunSettings> {
     let mut settings = RunSettings::of(run)?;
     if let Some(mock) = &settings.mock {
@@ -185,7 +239,8 @@ pub(super) fn run_settings(
             .with_context(|| format!("run {} was made with a mock out of range", run.name))?;
     }
     settings.send = settings.send.overridden(sending)?;
-    restore_base_url(global, run, &mut settings, base_url)?;
+    restore_base_url(global, run, &mut settings, given.base_url)?;
+    restore_messages_path(global, run, &mut settings, given.messages_path)?;
     // Header values are never stored: take them from the gateway's profile again, then from
     // the command line.
     if settings.mock.is_none() && !settings.gateway.header_names.is_empty() {

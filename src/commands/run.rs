@@ -86,7 +86,8 @@ pub async fn run(global: &Global, args: RunArgs, shutdown: Shutdown) -> anyhow::
             gateway_name: settings.gateway.name.clone(),
             // Credentials in the URL are never stored, as a key is not.
             base_url: crate::output::redacted_url(&settings.gateway.base_url).into_owned(),
-            messages_path: settings.gateway.messages_path.clone(),
+            messages_path: crate::output::redacted_path(&settings.gateway.messages_path)
+                .into_owned(),
             settings_json: settings.stored()?,
             via: settings.send.via.as_str(),
             checked: checked.as_ref().map(|c| CheckedInput {

@@ -132,7 +132,7 @@ async fn print_json(store: &Store, runs: &[RunRow], one: bool) -> anyhow::Result
             },
             "gateway": {
                 "name": run.gateway_name,
-                "url": format!("{}{}", run.base_url, run.messages_path),
+                "url": output::redacted_url(&format!("{}{}", run.base_url, run.messages_path)),
             },
             "jobs": super::sending::jobs_json(&c),
             "tokens": super::sending::tokens_json(&c),

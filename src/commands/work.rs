@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use super::resume::run_settings;
+use super::resume::{Given, run_settings};
 use super::{Global, sending};
 use crate::cli::WorkArgs;
 use crate::settings::Via;
@@ -26,7 +26,10 @@ pub async fn work(
         &run,
         &args.sending,
         &args.headers,
-        args.base_url.as_deref(),
+        Given {
+            base_url: args.base_url.as_deref(),
+            messages_path: args.messages_path.as_deref(),
+        },
     )?;
     if settings.send.via == Via::Batches || !store.open_batches(run.id).await?.is_empty() {
         bail!(

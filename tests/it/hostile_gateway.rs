@@ -332,6 +332,189 @@ fn client(server: &Hostile, headers: &'static [(String, String)]) -> Client {
     .unwrap()
 }
 
+/// A client on `url` with the test key.
+fn client_at(url: String) -> Client {
+    Client::new(
+        Endpoint {
+            url,
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &[],
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+        },
+        4,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_endpoint_keeps_the_messages_query_and_no_error_shows_its_key() {
+    const PATH_KEY: &str = "qk-0f3a9-path-key";
+    let gateway = Hostile::start(|seen, _| {
+        let target = &seen.target;
+        if target.contains("/count_tokens") {
+            json_response(&json!({"input_tokens": 3}))
+        } else if target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else if target.starts_with("/v1/messages/batches/") {
+            json_response(&json!({"id": "b", "processing_status": "in_progress"}))
+        } else if seen.headers.contains_key("x-echo") {
+            // A gateway quoting the request it refuses.
+            let error = json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": format!("no model at {target}")}});
+            respond(
+                400,
+                &[("content-type", "application/json")],
+                error.to_string(),
+            )
+        } else {
+            // An http-to-https redirect repeats the URL asked for, query and all.
+            let location = format!("https://127.0.0.1{target}");
+            respond(301, &[("location", &location)], "")
+        }
+    })
+    .await;
+    let query = format!("api-version=2023-06-01&api-key={PATH_KEY}");
+    let client = client_at(format!("{}/v1/messages?{query}", gateway.url()));
+    assert_eq!(
+        client
+            .count_tokens(Bytes::from_static(b"{}"))
+            .await
+            .unwrap(),
+        3
+    );
+    client.list_batches(Some("a&b c"), 20).await.result.unwrap();
+    client.retrieve_batch("../../x?y#z").await.result.unwrap();
+    let redirected = client.send(Bytes::from_static(b"{}"), false).await;
+    let error = redirected.result.unwrap_err().to_string();
+    assert!(
+        error.contains("api-key=***") && !error.contains(PATH_KEY),
+        "{error}"
+    );
+    static ECHO: std::sync::LazyLock<Vec<(String, String)>> =
+        std::sync::LazyLock::new(|| vec![("x-echo".to_owned(), "please".to_owned())]);
+    let echoed = Client::new(
+        Endpoint {
+            url: format!("{}/v1/messages?{query}", gateway.url()),
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &ECHO,
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+        },
+        1,
+    )
+    .unwrap();
+    let error = echoed
+        .send(Bytes::from_static(b"{}"), false)
+        .await
+        .result
+        .unwrap_err();
+    let shown = format!("{error} {}", error.body().unwrap_or_default());
+    assert!(
+        shown.contains("no model at") && !shown.contains(PATH_KEY),
+        "{shown}"
+    );
+    let targets: Vec<String> = gateway.log().into_iter().map(|seen| seen.target).collect();
+    assert_eq!(
+        targets,
+        [
+            format!("/v1/messages/count_tokens?{query}"),
+            format!("/v1/messages/batches?{query}&limit=20&after_id=a%26b%20c"),
+            format!("/v1/messages/batches/..%2F..%2Fx%3Fy%23z?{query}"),
+            format!("/v1/messages?{query}"),
+            format!("/v1/messages?{query}"),
+        ]
+    );
+    // Nor does the error of a gateway that cannot be reached, whose host the HTTP client
+    // writes otherwise than it was given.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = client_at(format!(
+        "http://LOCALHOST:{}/v1/messages?{query}",
+        closed.port()
+    ));
+    let error = down
+        .count_tokens(Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains(PATH_KEY), "{error}");
+}
+
+#[tokio::test]
+async fn a_token_count_no_request_could_have_is_refused() {
+    let gateway = Hostile::start(|_, before| {
+        let count: u64 = if before == 0 { 1 << 40 } else { 12 };
+        json_response(&json!({"input_tokens": count}))
+    })
+    .await;
+    let client = client(&gateway, &[]);
+    let error = client
+        .count_tokens(Bytes::from_static(b"{}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("impossible token count"), "{error}");
+    assert_eq!(
+        client
+            .count_tokens(Bytes::from_static(b"{}"))
+            .await
+            .unwrap(),
+        12
+    );
+}
+
+#[tokio::test]
+async fn a_results_download_that_never_answers_fails_at_the_attempts_limit() {
+    // A gateway that takes the connection and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let client = Client::new(
+        Endpoint {
+            url: format!("http://{addr}/v1/messages"),
+            auth: AuthStyle::XApiKey,
+            anthropic_version: "2023-06-01",
+            headers: &[],
+        },
+        Some(ApiKey::new(TEST_KEY.to_owned())),
+        Timeouts {
+            total: Duration::from_secs(1),
+            stream_idle: Duration::from_secs(1),
+        },
+        1,
+    )
+    .unwrap();
+    let called = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.batch_results("/v1/messages/batches/b/results"),
+    )
+    .await
+    .expect("the call ends instead of waiting for ever");
+    let error = called.result.err().expect("no answer is an error");
+    assert!(
+        matches!(error, msgbatch::client::AttemptError::Timeout(_)),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    held.abort();
+}
+
 #[tokio::test]
 async fn batch_results_on_another_origin_are_read_from_the_base_origin() {
     let results: String = (0..3)
@@ -707,6 +890,51 @@ async fn a_gateway_message_cannot_add_lines_to_what_status_says() {
             "{stdout}\n{run_stderr}"
         );
         assert!(!line.contains('\r'), "{stdout:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_error_event_is_kept_as_one_bounded_line() {
+    // An `error` event whose type and message run to megabytes, with line breaks that start
+    // lines of their own.
+    let kind = format!("overloaded_error\nstopped: forged {}", "t".repeat(1 << 20));
+    let text = format!("no\n  resume   forged\r{}", "m".repeat(4 << 20));
+    let event = json!({"type": "error", "error": {"type": kind, "message": text}});
+    let body = Bytes::from(format!("event: error\ndata: {event}\n\n"));
+    let gateway = Hostile::start(move |_, _| {
+        respond(200, &[("content-type", "text/event-stream")], body.clone())
+    })
+    .await;
+    let (ws, output) = run_jobs(
+        &gateway,
+        1,
+        &["--stream", "--max-attempts", "2", "--concurrency", "1"],
+    )
+    .await;
+    let stderr = exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts.len(), 2, "{stderr}");
+    for (kind, message, _) in &attempts {
+        let (kind, message) = (kind.as_deref().unwrap(), message.as_deref().unwrap());
+        assert!(
+            kind.starts_with("overloaded_error stopped: forged"),
+            "{kind:.200}"
+        );
+        assert!(message.starts_with("no resume forged m"), "{message:.200}");
+        assert!(
+            kind.len() <= 200 && message.len() <= 2000,
+            "{} {}",
+            kind.len(),
+            message.len()
+        );
+        assert!(!format!("{kind}{message}").contains(['\n', '\r']));
+    }
+    assert!(stderr.len() < 20_000, "{}", stderr.len());
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("stopped: forged") && !line.starts_with("  resume"),
+            "{line:.200}"
+        );
     }
 }
 

@@ -212,6 +212,21 @@ async fn hostile_ids_tags_and_gateway_text_reach_no_terminal_raw() {
             ws.run(&["report", "1", "--format", "md", "--out", "reports"])
                 .await,
         ),
+        (
+            "csv report",
+            ws.run(&["report", "1", "--format", "csv", "--out", "-"])
+                .await,
+        ),
+        (
+            "json report",
+            ws.run(&["report", "1", "--format", "json", "--out", "-"])
+                .await,
+        ),
+        ("export", ws.run(&["export", "1", "--out", "-"]).await),
+        (
+            "status json",
+            ws.run(&["status", "1", "--format", "json"]).await,
+        ),
     ];
     for (what, output) in &outputs {
         let (stdout, stderr) = text(output);
@@ -538,6 +553,121 @@ async fn credentials_in_the_base_url_are_stored_printed_and_reported_nowhere() {
         let found = bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
         assert!(!found, "the base URL's password is in {path:?}");
     }
+}
+
+/// Whether `needle` is in the database files of `ws`, the WAL included.
+async fn stored_anywhere(ws: &Workspace, needle: &str) -> bool {
+    drop(ws.pool().await);
+    ["", "-wal", "-shm"].iter().any(|suffix| {
+        let mut path = ws.db().into_os_string();
+        path.push(suffix);
+        file_bytes(Path::new(&path))
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    })
+}
+
+#[tokio::test]
+async fn a_key_in_the_messages_path_is_stored_printed_and_reported_nowhere() {
+    const SECRET: &str = "hunter2-messages-path-key";
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 3);
+    let path = format!("/v1/messages?api-version=2023-06-01&api-key={SECRET}");
+    let shown = "/v1/messages?api-version=2023-06-01&api-key=***";
+    let mut outputs = Vec::new();
+    // Sent directly and through the Message Batches API, whose endpoints keep the query.
+    for (name, via) in [("keyed", "direct"), ("keyed-batches", "batches")] {
+        let run = ws
+            .run_on(
+                &mock,
+                &polled(&[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--name",
+                    name,
+                    "--messages-path",
+                    &path,
+                    "--via",
+                    via,
+                ]),
+            )
+            .await;
+        assert_eq!(code(&run), 0, "{via}: {:?}", text(&run));
+        outputs.push(run);
+    }
+    let status = ws.run(&["status", "keyed", "--format", "json"]).await;
+    let json: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        json["runs"][0]["gateway"]["url"].as_str().unwrap(),
+        format!("{}{shown}", mock.base_url())
+    );
+    outputs.push(status);
+    outputs.push(ws.run(&["status", "keyed"]).await);
+    for format in ["md", "json", "html", "csv"] {
+        outputs.push(
+            ws.run(&["report", "keyed", "--format", format, "--out", "reports"])
+                .await,
+        );
+    }
+    // Resuming needs the key again, in the same path: the other parameters as they were.
+    let resume = ws.run(&["resume", "keyed"]).await;
+    let (_, stderr) = text(&resume);
+    assert_eq!(code(&resume), 2, "{stderr}");
+    assert!(stderr.contains("--messages-path"), "{stderr}");
+    assert!(stderr.contains(shown), "{stderr}");
+    outputs.push(resume);
+    let other = path.replace("2023-06-01", "2024-01-01");
+    let resume = ws
+        .run(&["resume", "keyed", "--messages-path", &other])
+        .await;
+    assert_eq!(code(&resume), 2, "{:?}", text(&resume));
+    outputs.push(resume);
+    let resume = ws.run(&["resume", "keyed", "--messages-path", &path]).await;
+    assert_eq!(code(&resume), 0, "{:?}", text(&resume));
+    outputs.push(resume);
+    // Nor do the errors of a gateway that cannot be reached (its host written in capitals,
+    // which the HTTP client writes in small letters in its errors).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let run = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--name",
+            "keyed-down",
+            "--base-url",
+            &format!("http://LOCALHOST:{}", closed.port()),
+            "--messages-path",
+            &path,
+            "--api-key-env",
+            KEY_ENV,
+            "--max-attempts",
+            "1",
+            "--concurrency",
+            "1",
+        ])
+        .await;
+    assert_ne!(code(&run), 0, "{:?}", text(&run));
+    outputs.push(run);
+    for output in &outputs {
+        let (stdout, stderr) = text(output);
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "{stdout}{stderr}"
+        );
+    }
+    for report in files_under(&ws.path("reports")) {
+        let content = std::fs::read_to_string(&report).unwrap();
+        assert!(!content.contains(SECRET), "{report:?}");
+    }
+    assert!(
+        !stored_anywhere(&ws, SECRET).await,
+        "the messages path's key is in the database"
+    );
+    assert!(stored_anywhere(&ws, shown).await);
 }
 
 /// Runs `command` with its standard output a pipe whose reader is already gone. (`output()`
