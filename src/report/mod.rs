@@ -136,6 +136,7 @@ impl Report {
                 cluster: row.cluster,
                 samples: u64::try_from(row.samples).unwrap_or(0),
                 passed: u64::try_from(row.passed).unwrap_or(0),
+                jobs: u64::try_from(row.jobs).unwrap_or(0),
             };
             merge.each(row.run_id, &row.key, |group| {
                 let g = group.grading.get_or_insert_with(Grading::default);

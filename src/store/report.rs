@@ -129,8 +129,9 @@ pub struct GradingRow {
     pub judge_cost_pico_usd: i64,
 }
 
-/// One job (one model of it) of a run's group: its samples with a verdict, how many passed
-/// every grader, and its value of the clustering tag.
+/// How many jobs (each model of a job its own) of a run's group have the same samples with a
+/// verdict, the same number that passed every grader, and the same value of the clustering
+/// tag.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobScoreRow {
     pub run_id: i64,
@@ -138,6 +139,7 @@ pub struct JobScoreRow {
     pub cluster: Option<String>,
     pub samples: i64,
     pub passed: i64,
+    pub jobs: i64,
 }
 
 /// What one model of a run sent against its rate limits.
@@ -381,7 +383,9 @@ impl Store {
     }
 
     /// Per (run, group, job, model): the samples (`--repeat`) with every verdict in and those
-    /// that passed every grader, and the job's value of tag `cluster` when given.
+    /// that passed every grader, and the job's value of tag `cluster` when given; read back
+    /// counted, one row per (run, group, cluster, samples, passed), so that a million jobs are
+    /// a few rows and not a million.
     pub async fn report_job_scores(
         &self,
         runs: &[i64],
@@ -391,8 +395,8 @@ impl Store {
         let mut b = Sql::new(
             "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
                                COUNT(*) FILTER (WHERE passed IS NULL) AS waiting
-                        FROM grades GROUP BY job)
-             SELECT j.run_id AS run_id, ",
+                        FROM grades GROUP BY job),
+                  s AS (SELECT j.run_id AS run_id, ",
         );
         by.key(&mut b, self.dialect());
         b.push(" AS key, ");
@@ -417,7 +421,11 @@ impl Store {
              WHERE g.waiting = 0 AND j.run_id IN (",
         );
         b.push_list(runs);
-        b.push(") GROUP BY 1, 2, 3, j.job_id, j.model");
+        b.push(
+            ") GROUP BY 1, 2, 3, j.job_id, j.model)
+             SELECT run_id, key, cluster, samples, passed, COUNT(*) AS jobs
+             FROM s GROUP BY 1, 2, 3, 4, 5",
+        );
         self.all(b).await
     }
 
