@@ -55,27 +55,74 @@ impl Report {
             spans.iter().map(|(_, s)| s.first).min().unwrap_or(1),
             spans.iter().map(|(_, s)| s.last).max().unwrap_or(0),
         );
-        // The passes over every row are independent, and each is mostly SQLite sorting rows
-        // to group them: each half of the rows goes through all of them on its own connection,
-        // so that both cores sort at once, and the halves' figures are added up as they merge.
-        let middle = rows_span.0 + (rows_span.1 - rows_span.0) / 2;
-        let half = |rows: (i64, i64)| {
+        // The passes over every row are independent: each half of the rows goes through them
+        // on its own connection, so that both cores work at once, and the halves' figures are
+        // added up as they merge.
+        let halves = |(first, last): (i64, i64)| {
+            let middle = first + (last - first) / 2;
+            [(first, middle), (middle + 1, last)]
+        };
+        let [low, high] = halves(rows_span);
+        let sums = |rows: (i64, i64)| store.report_rows(&ids, rows, &options.by, threshold);
+        let (mut rows, more_rows) = tokio::try_join!(sums(low), sums(high))?;
+        rows.extend(more_rows);
+        // A run whose rows are one stretch and whose results all fall in one group (one model
+        // of a run grouped by model, say) has its latencies counted from the latency index
+        // alone; the others' are counted by joining results to their jobs.
+        let mut latencies: Vec<ValueCount> = Vec::new();
+        let mut joined: Vec<(i64, (i64, i64))> = Vec::new();
+        for (run, span) in &spans {
+            let mut keys = rows
+                .iter()
+                .filter(|r| r.run_id == *run && r.results > 0)
+                .map(|r| r.key.as_str());
+            let first = keys.next();
+            match first {
+                Some(key) if span.contiguous && keys.all(|k| k == key) => {
+                    let key = key.to_owned();
+                    latencies.extend(
+                        store
+                            .latency_counts(span.first, span.last)
+                            .await?
+                            .into_iter()
+                            .map(|(value, count)| ValueCount {
+                                run_id: *run,
+                                key: key.clone(),
+                                value,
+                                count,
+                            }),
+                    );
+                }
+                _ => joined.push((*run, (span.first, span.last))),
+            }
+        }
+        let joined_runs: Vec<i64> = joined.iter().map(|(run, _)| *run).collect();
+        let joined_span = (
+            joined.iter().map(|(_, s)| s.0).min().unwrap_or(1),
+            joined.iter().map(|(_, s)| s.1).max().unwrap_or(0),
+        );
+        let [joined_low, joined_high] = halves(joined_span);
+        let half = |rows: (i64, i64), joined_rows: (i64, i64)| {
             let ids = &ids;
+            let joined_runs = &joined_runs;
             async move {
-                let sums = store.report_rows(ids, rows, &options.by, threshold).await?;
-                let latencies = store
-                    .report_values(ids, rows, &options.by, Measure::Latency)
-                    .await?;
+                let latencies = if joined_runs.is_empty() {
+                    Vec::new()
+                } else {
+                    store
+                        .report_values(joined_runs, joined_rows, &options.by, Measure::Latency)
+                        .await?
+                };
                 let ttfts = store
                     .report_values(ids, rows, &options.by, Measure::Ttft)
                     .await?;
-                Ok::<_, crate::store::StoreError>((sums, latencies, ttfts))
+                Ok::<_, crate::store::StoreError>((latencies, ttfts))
             }
         };
-        let ((mut rows, mut latencies, mut ttfts), (more_rows, more_latencies, more_ttfts)) =
-            tokio::try_join!(half((rows_span.0, middle)), half((middle + 1, rows_span.1)))?;
-        rows.extend(more_rows);
+        let ((more_latencies, mut ttfts), (most_latencies, more_ttfts)) =
+            tokio::try_join!(half(low, joined_low), half(high, joined_high))?;
         latencies.extend(more_latencies);
+        latencies.extend(most_latencies);
         ttfts.extend(more_ttfts);
         let points = if options.charts {
             store.spend_over_time(&spans).await?
@@ -136,6 +183,7 @@ impl Report {
                 cluster: row.cluster,
                 samples: u64::try_from(row.samples).unwrap_or(0),
                 passed: u64::try_from(row.passed).unwrap_or(0),
+                jobs: u64::try_from(row.jobs).unwrap_or(0),
             };
             merge.each(row.run_id, &row.key, |group| {
                 let g = group.grading.get_or_insert_with(Grading::default);

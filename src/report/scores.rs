@@ -3,19 +3,24 @@
 //! every grader, and the group's score is the mean over jobs with its standard error, plain or
 //! clustered on a tag. With repeated samples (`--repeat K`), also pass@K and pass^K.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::stats;
 
-/// One job's samples with a verdict, those that passed, and its cluster.
+/// Jobs of a group with the same samples with a verdict, the same passes and the same
+/// cluster: the report reads them counted, not one by one, so that a million jobs take a few
+/// rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobScore {
     pub cluster: Option<String>,
     pub samples: u64,
     pub passed: u64,
+    /// How many jobs have these figures.
+    pub jobs: u64,
 }
 
-/// A group's mean score over its jobs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Score {
     /// Jobs with a verdict on some sample.
@@ -41,36 +46,58 @@ impl Score {
     /// tag is a cluster of its own); `None` without jobs.
     #[expect(clippy::cast_precision_loss, reason = "figures for statistics")]
     pub fn of(jobs: &[JobScore], clustered: bool) -> Option<Self> {
-        let scored: Vec<&JobScore> = jobs.iter().filter(|j| j.samples > 0).collect();
-        if scored.is_empty() {
+        let scored: Vec<&JobScore> = jobs
+            .iter()
+            .filter(|j| j.samples > 0 && j.jobs > 0)
+            .collect();
+        let n: u64 = scored.iter().map(|j| j.jobs).sum();
+        if n == 0 {
             return None;
         }
-        let values: Vec<f64> = scored
-            .iter()
-            .map(|j| j.passed as f64 / j.samples as f64)
-            .collect();
-        let mean = stats::mean(&values);
+        let value = |j: &JobScore| j.passed as f64 / j.samples as f64;
+        let mean = scored.iter().map(|j| value(j) * j.jobs as f64).sum::<f64>() / n as f64;
         let (se, clusters) = if clustered {
-            let keys: Vec<Result<&str, usize>> = scored
-                .iter()
-                .enumerate()
-                .map(|(i, job)| job.cluster.as_deref().ok_or(i))
-                .collect();
-            let (se, clusters) = stats::clustered_standard_error(&values, &keys);
-            (se, Some(clusters))
+            // Σ over clusters of (Σ over the cluster's jobs of (x − x̄))², over n; a job without
+            // the tag is a cluster of its own.
+            let mut sums: HashMap<&str, f64> = HashMap::new();
+            let mut alone = 0_u64;
+            let mut squares = 0.0;
+            for job in &scored {
+                let deviation = value(job) - mean;
+                match job.cluster.as_deref() {
+                    Some(cluster) => {
+                        *sums.entry(cluster).or_default() += deviation * job.jobs as f64
+                    }
+                    None => {
+                        alone += job.jobs;
+                        squares += deviation * deviation * job.jobs as f64;
+                    }
+                }
+            }
+            let count = sums.len() + usize::try_from(alone).unwrap_or(usize::MAX);
+            squares += sums.values().map(|s| s * s).sum::<f64>();
+            ((count >= 2).then(|| squares.sqrt() / n as f64), Some(count))
         } else {
-            (stats::standard_error(&values), None)
+            // The sample standard deviation of the job scores over √n.
+            let squares: f64 = scored
+                .iter()
+                .map(|j| (value(j) - mean).powi(2) * j.jobs as f64)
+                .sum();
+            let se = (n >= 2).then(|| (squares / (n - 1) as f64).sqrt() / (n as f64).sqrt());
+            (se, None)
         };
         let k = scored.iter().map(|j| j.samples).max().unwrap_or(1);
         let over_jobs = |estimate: fn(u64, u64, u64) -> Option<f64>| {
-            let values: Vec<f64> = scored
+            let (sum, count) = scored
                 .iter()
-                .filter_map(|j| estimate(j.samples, j.passed, k))
-                .collect();
-            (k > 1 && !values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+                .filter_map(|j| estimate(j.samples, j.passed, k).map(|e| (e, j.jobs)))
+                .fold((0.0, 0_u64), |(sum, count), (e, jobs)| {
+                    (sum + e * jobs as f64, count + jobs)
+                });
+            (k > 1 && count > 0).then(|| sum / count as f64)
         };
         Some(Self {
-            jobs: scored.len(),
+            jobs: usize::try_from(n).unwrap_or(usize::MAX),
             samples_per_job: k,
             mean,
             se: se.filter(|se| se.is_finite()),
@@ -114,6 +141,7 @@ mod tests {
             cluster: cluster.map(str::to_owned),
             samples,
             passed,
+            jobs: 1,
         }
     }
 
@@ -158,6 +186,50 @@ mod tests {
             (None, None),
             "one sample each"
         );
+    }
+
+    #[test]
+    fn jobs_read_counted_score_as_they_do_one_by_one() {
+        let counted = |cluster: Option<&str>, samples, passed, jobs| JobScore {
+            jobs,
+            ..job(cluster, samples, passed)
+        };
+        let one_by_one: Vec<JobScore> = [
+            (Some("a"), 3, 3, 4),
+            (Some("a"), 3, 1, 2),
+            (Some("b"), 3, 0, 3),
+            (None, 3, 2, 5),
+            (None, 2, 1, 1),
+        ]
+        .iter()
+        .flat_map(|&(cluster, samples, passed, jobs)| {
+            std::iter::repeat_n(job(cluster, samples, passed), jobs)
+        })
+        .collect();
+        let rows = [
+            counted(Some("a"), 3, 3, 4),
+            counted(Some("a"), 3, 1, 2),
+            counted(Some("b"), 3, 0, 3),
+            counted(None, 3, 2, 5),
+            counted(None, 2, 1, 1),
+        ];
+        for clustered in [false, true] {
+            let a = Score::of(&one_by_one, clustered).unwrap();
+            let b = Score::of(&rows, clustered).unwrap();
+            assert_eq!(
+                (a.jobs, a.samples_per_job, a.clusters),
+                (b.jobs, b.samples_per_job, b.clusters)
+            );
+            assert_eq!((b.jobs, b.clusters), (15, clustered.then_some(8)));
+            for (x, y) in [
+                (a.mean, b.mean),
+                (a.se.unwrap(), b.se.unwrap()),
+                (a.pass_at_k.unwrap(), b.pass_at_k.unwrap()),
+                (a.pass_hat_k.unwrap(), b.pass_hat_k.unwrap()),
+            ] {
+                assert!(close(x, y), "{x} against {y}");
+            }
+        }
     }
 
     #[test]

@@ -129,8 +129,9 @@ pub struct GradingRow {
     pub judge_cost_pico_usd: i64,
 }
 
-/// One job (one model of it) of a run's group: its samples with a verdict, how many passed
-/// every grader, and its value of the clustering tag.
+/// How many jobs (each model of a job its own) of a run's group have the same samples with a
+/// verdict, the same number that passed every grader, and the same value of the clustering
+/// tag.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobScoreRow {
     pub run_id: i64,
@@ -138,6 +139,7 @@ pub struct JobScoreRow {
     pub cluster: Option<String>,
     pub samples: i64,
     pub passed: i64,
+    pub jobs: i64,
 }
 
 /// What one model of a run sent against its rate limits.
@@ -206,6 +208,11 @@ impl Store {
         by: &GroupBy,
         long_context_above: i64,
     ) -> Result<Vec<ReportRow>, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            return self
+                .report_rows_folded(runs, rows, by, long_context_above)
+                .await;
+        }
         let mut b = Sql::new("SELECT j.run_id AS run_id, ");
         by.key(&mut b, self.dialect());
         b.push(
@@ -248,6 +255,107 @@ impl Store {
         self.all(b).await
     }
 
+    /// [`Store::report_rows`] on SQLite. SQLite groups by sorting every row (with every column
+    /// summed) first, which was most of a report's time over a million results; here each row
+    /// is added into its slice's row of a temporary table instead, found by its key among the
+    /// few there are. The table lives in the transaction, which is rolled back (nothing of
+    /// the store is written).
+    async fn report_rows_folded(
+        &self,
+        runs: &[i64],
+        rows: (i64, i64),
+        by: &GroupBy,
+        long_context_above: i64,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        const SUMS: [&str; 15] = [
+            "jobs",
+            "succeeded",
+            "failed",
+            "rejected",
+            "pending",
+            "attempts",
+            "sent_jobs",
+            "results",
+            "input_tokens",
+            "cache_write_5m",
+            "cache_write_1h",
+            "cache_read",
+            "output_tokens",
+            "stored_cost_pico_usd",
+            "stored_unpriced",
+        ];
+        let mut tx = self.begin().await?;
+        tx.execute(Sql::new("DROP TABLE IF EXISTS temp.report_sums"))
+            .await?;
+        // Keys untyped, so that they are read back as they were computed. A NULL stop reason
+        // (no result) is kept apart from every stop reason by its own column: NULLs are never
+        // equal in a key.
+        let mut create = String::from(
+            "CREATE TEMP TABLE report_sums (run_id NOT NULL, key NOT NULL, model NOT NULL,
+                 stop_reason NOT NULL, no_stop_reason NOT NULL, long_total_input NOT NULL,
+                 batch NOT NULL",
+        );
+        for column in SUMS.iter().chain(&["generation_ms"]) {
+            create.push_str(&format!(", {column} INTEGER NOT NULL"));
+        }
+        create.push_str(
+            ", PRIMARY KEY (run_id, key, model, stop_reason, no_stop_reason, long_total_input,
+                            batch))",
+        );
+        tx.execute(Sql::new(create).once()).await?;
+        let mut b = Sql::new("INSERT INTO temp.report_sums SELECT j.run_id, ");
+        by.key(&mut b, Dialect::Sqlite);
+        b.push(
+            ", j.model, COALESCE(r.stop_reason, ''), r.stop_reason IS NULL,
+              CASE WHEN r.input_tokens + r.cache_creation_input_tokens + r.cache_read_input_tokens > ",
+        );
+        b.push_bind(long_context_above);
+        b.push(
+            " THEN r.input_tokens + r.cache_creation_input_tokens + r.cache_read_input_tokens
+                   ELSE 0 END,
+              COALESCE(r.batch, FALSE),
+              1, j.state = 'succeeded', j.state = 'failed', j.state = 'rejected',
+              j.state = 'pending', j.attempts, j.attempts > 0, r.job IS NOT NULL,
+              COALESCE(r.input_tokens, 0), COALESCE(r.cache_write_5m_tokens, 0),
+              COALESCE(r.cache_write_1h_tokens, 0), COALESCE(r.cache_read_input_tokens, 0),
+              COALESCE(r.output_tokens, 0), COALESCE(r.cost_pico_usd, 0),
+              r.job IS NOT NULL AND r.cost_pico_usd IS NULL,
+              COALESCE(CASE WHEN r.latency_ms - r.ttft_ms >= 50 THEN r.latency_ms - r.ttft_ms
+                            ELSE r.latency_ms END, 0)
+             FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id",
+        );
+        restrict(&mut b, runs, rows);
+        b.push(
+            " ON CONFLICT (run_id, key, model, stop_reason, no_stop_reason, long_total_input,
+                           batch) DO UPDATE SET ",
+        );
+        for (i, column) in SUMS.iter().chain(&["generation_ms"]).enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.push(&format!("{column} = {column} + excluded.{column}"));
+        }
+        tx.execute(b.once()).await?;
+        // A sum past an `i64` turns into a floating-point number in SQLite's arithmetic where
+        // SUM() stops with "integer overflow": abs() of the least `i64` stops the same way.
+        let mut select = String::from(
+            "SELECT run_id, key, model,
+                    CASE WHEN no_stop_reason THEN NULL ELSE stop_reason END AS stop_reason,
+                    long_total_input, batch",
+        );
+        for column in SUMS.iter().chain(&["generation_ms"]) {
+            select.push_str(&format!(
+                ", CASE WHEN typeof({column}) = 'integer' THEN {column}
+                        ELSE abs(length({column}) * 0 - 9223372036854775807 - 1) END AS {column}"
+            ));
+        }
+        select.push_str(" FROM temp.report_sums");
+        let rows = tx.all(Sql::new(select).once()).await?;
+        // Dropping the transaction rolls it back, and the table with it.
+        drop(tx);
+        Ok(rows)
+    }
+
     /// Counts of each distinct value of a measure per (run, group), in value order: exact
     /// percentiles and histograms follow from them without sorting a million rows.
     pub async fn report_values(
@@ -288,6 +396,28 @@ impl Store {
         }
         b.push("3 ORDER BY 1, 2, 3");
         self.all(b).await
+    }
+
+    /// How many results of job rows `first..=last` have each latency, in value order, read
+    /// from the latency index alone. For a run whose rows are one stretch (so that every
+    /// result in it is the run's) and whose results all fall in one group, these are the
+    /// counts [`Store::report_values`] gives, without joining each result to its job and
+    /// sorting a million of them.
+    pub async fn latency_counts(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let index = match self.dialect() {
+            Dialect::Sqlite => " INDEXED BY results_latency",
+            Dialect::Postgres => "",
+        };
+        let sql = format!(
+            "SELECT latency_ms, COUNT(*) FROM results{index} WHERE job BETWEEN $1 AND $2
+             GROUP BY latency_ms ORDER BY latency_ms"
+        );
+        // Built of the two fixed fragments above only.
+        self.all(Sql::new(sql).bind(first).bind(last)).await
     }
 
     /// Each run's spend over time: its results' costs in a hundred slices of the time from
@@ -381,7 +511,9 @@ impl Store {
     }
 
     /// Per (run, group, job, model): the samples (`--repeat`) with every verdict in and those
-    /// that passed every grader, and the job's value of tag `cluster` when given.
+    /// that passed every grader, and the job's value of tag `cluster` when given; read back
+    /// counted, one row per (run, group, cluster, samples, passed), so that a million jobs are
+    /// a few rows and not a million.
     pub async fn report_job_scores(
         &self,
         runs: &[i64],
@@ -391,8 +523,8 @@ impl Store {
         let mut b = Sql::new(
             "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
                                COUNT(*) FILTER (WHERE passed IS NULL) AS waiting
-                        FROM grades GROUP BY job)
-             SELECT j.run_id AS run_id, ",
+                        FROM grades GROUP BY job),
+                  s AS (SELECT j.run_id AS run_id, ",
         );
         by.key(&mut b, self.dialect());
         b.push(" AS key, ");
@@ -417,7 +549,11 @@ impl Store {
              WHERE g.waiting = 0 AND j.run_id IN (",
         );
         b.push_list(runs);
-        b.push(") GROUP BY 1, 2, 3, j.job_id, j.model");
+        b.push(
+            ") GROUP BY 1, 2, 3, j.job_id, j.model)
+             SELECT run_id, key, cluster, samples, passed, COUNT(*) AS jobs
+             FROM s GROUP BY 1, 2, 3, 4, 5",
+        );
         self.all(b).await
     }
 
