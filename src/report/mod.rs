@@ -289,11 +289,12 @@ impl Report {
                     name: r.name.clone(),
                     status: state.to_string(),
                     input_path: r.input_path.clone(),
+                    // A run stored before keys in a messages path's query were hidden
+                    // holds them: the path is shown through the redaction too.
                     gateway: format!(
-                        "{} {}{}",
+                        "{} {}",
                         r.gateway_name,
-                        crate::output::redacted_url(&r.base_url),
-                        r.messages_path
+                        crate::output::redacted_url(&format!("{}{}", r.base_url, r.messages_path))
                     ),
                 })
                 .collect(),

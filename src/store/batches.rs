@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::sql::Sql;
+use super::sql::{Dialect, Sql};
 use super::{MAX_VARIABLES, PendingJob, PendingJudge, Store, StoreError, WriteBatch, now_ms};
 
 /// What the requests of a batch are.
@@ -79,6 +79,9 @@ pub struct BatchWaiting {
     pub attempts: i64,
     pub model: String,
     pub expect: Option<String>,
+    /// What the job's request allows its answer to use, for a result's usage to be checked
+    /// against as a direct answer's is.
+    pub bounds: crate::message::RequestBounds,
 }
 
 /// A judge grade of a batch that waits for its verdict.
@@ -303,29 +306,65 @@ impl Store {
         &self,
         batch: i64,
     ) -> Result<HashMap<String, BatchWaiting>, StoreError> {
-        let rows: Vec<(String, i64, i64, String, Option<String>)> = self
+        // The request's integer `max_tokens` and thinking budget, read where the request is
+        // (whole requests, up to a batch of them, would not fit in memory).
+        let bounds = match self.dialect() {
+            Dialect::Sqlite => {
+                "CASE json_type(j.request, '$.max_tokens') WHEN 'integer'
+                     THEN json_extract(j.request, '$.max_tokens') END,
+                 CASE json_type(j.request, '$.thinking.budget_tokens') WHEN 'integer'
+                     THEN json_extract(j.request, '$.thinking.budget_tokens') END"
+            }
+            Dialect::Postgres => {
+                "CASE WHEN r.body ->> 'max_tokens' ~ '^[0-9]{1,18}$'
+                     THEN (r.body ->> 'max_tokens')::bigint END,
+                 CASE WHEN r.body #>> '{thinking,budget_tokens}' ~ '^[0-9]{1,18}$'
+                     THEN (r.body #>> '{thinking,budget_tokens}')::bigint END"
+            }
+        };
+        let from = match self.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " CROSS JOIN LATERAL (SELECT j.request::jsonb AS body) r",
+        };
+        type Row = (
+            String,
+            i64,
+            i64,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = self
             .all(
-                Sql::new(
-                    "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect
-                     FROM batch_items i JOIN jobs j ON j.id = i.job
-                     WHERE i.batch = $1 AND j.state = 'pending'",
-                )
+                Sql::new(format!(
+                    "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect, {bounds}
+                     FROM batch_items i JOIN jobs j ON j.id = i.job{from}
+                     WHERE i.batch = $1 AND j.state = 'pending'"
+                ))
                 .bind(batch),
             )
             .await?;
+        let tokens = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
         Ok(rows
             .into_iter()
-            .map(|(custom_id, job, attempts, model, expect)| {
-                (
-                    custom_id,
-                    BatchWaiting {
-                        job,
-                        attempts,
-                        model,
-                        expect,
-                    },
-                )
-            })
+            .map(
+                |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget)| {
+                    (
+                        custom_id,
+                        BatchWaiting {
+                            job,
+                            attempts,
+                            model,
+                            expect,
+                            bounds: crate::message::RequestBounds {
+                                max_tokens: tokens(max_tokens),
+                                thinking_budget: tokens(thinking_budget),
+                            },
+                        },
+                    )
+                },
+            )
             .collect())
     }
 

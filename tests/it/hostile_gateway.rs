@@ -1005,3 +1005,70 @@ async fn an_errored_batch_item_cannot_add_lines_to_the_report_or_the_run() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_batch_result_with_more_output_than_its_request_allows_is_refused_not_billed() {
+    // job-0 claims ten million output tokens for a request of max_tokens 200 (below every
+    // absolute bound, so only the request's own bound can tell); the others are plausible.
+    let results: String = (0..3)
+        .map(|i| {
+            let output = if i == 0 { 10_000_000 } else { 150 };
+            json!({"custom_id": format!("job-{i}"), "result": {"type": "succeeded",
+                "message": message("from a batch",
+                    &json!({"input_tokens": 5, "output_tokens": output}))}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let results = Bytes::from(results);
+    let gateway = Hostile::start(move |seen, _| {
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let url = format!("http://{host}/v1/messages/batches/msgbatch_u/results");
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            json_response(&json!({"id": "msgbatch_u", "type": "message_batch",
+                "processing_status": "ended",
+                "request_counts": {"processing": 0, "succeeded": 3, "errored": 0,
+                    "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z", "results_url": url}))
+        }
+    })
+    .await;
+    let args = ["--via", "batches", "--poll-interval", "10ms", "--name", "u"];
+    let (ws, output) = run_jobs(&gateway, 3, &args).await;
+    exited(&output, 1);
+    let pool = ws.pool().await;
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM results").await, 2);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM jobs WHERE job_id = 'job-0' AND state = 'failed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts
+             WHERE error_message LIKE 'impossible usage: output_tokens 10000000%'"
+        )
+        .await,
+        1
+    );
+    // The report bills the two plausible answers only.
+    let report = ws
+        .run(&["report", "u", "--format", "json", "--out", "-"])
+        .await;
+    let (stdout, stderr) = text(&report);
+    assert_eq!(code(&report), 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["totals"][0]["tokens"]["output"], 300, "{report}");
+}

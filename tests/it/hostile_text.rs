@@ -670,6 +670,48 @@ async fn a_key_in_the_messages_path_is_stored_printed_and_reported_nowhere() {
     assert!(stored_anywhere(&ws, shown).await);
 }
 
+#[tokio::test]
+async fn a_key_stored_in_a_messages_path_before_it_was_hidden_is_reported_nowhere() {
+    const SECRET: &str = "hunter2-stored-before";
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.jobs("jobs.jsonl", 2);
+    let run = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "old"])
+        .await;
+    assert_eq!(code(&run), 0, "{:?}", text(&run));
+    // As a store written before keys in the path were hidden holds it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET messages_path = $1")
+        .bind(format!("/v1/messages?key={SECRET}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let mut outputs = vec![
+        ws.run(&["status", "old"]).await,
+        ws.run(&["status", "old", "--format", "json"]).await,
+    ];
+    for format in ["md", "json", "html", "csv"] {
+        let report = ws
+            .run(&["report", "old", "--format", format, "--out", "-"])
+            .await;
+        assert_eq!(code(&report), 0, "{format}: {:?}", text(&report));
+        outputs.push(report);
+    }
+    for output in &outputs {
+        let (stdout, stderr) = text(output);
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "{stdout}{stderr}"
+        );
+    }
+    let (json, _) = text(&outputs[3]);
+    assert!(json.contains("/v1/messages?key=***"), "{json}");
+}
+
 /// Runs `command` with its standard output a pipe whose reader is already gone. (`output()`
 /// would replace that pipe with its own.)
 async fn into_closed_pipe(mut command: tokio::process::Command) -> std::process::Output {

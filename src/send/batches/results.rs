@@ -14,7 +14,7 @@ use super::calls::{About, Endpoint};
 use super::{BatchError, Batcher, MAX_POLL, warn};
 use crate::client::batches::{MessageBatch, RequestCounts};
 use crate::client::{Answer, SHOWN_FIELD_BYTES, SHOWN_MESSAGE_BYTES, Unanswered, one_line};
-use crate::message::MessageSummary;
+use crate::message::{MessageSummary, RequestBounds};
 use crate::send::direct::judge::{judge_of, verdict};
 use crate::send::outcome::{CacheUse, result_record};
 use crate::store::{
@@ -249,7 +249,15 @@ impl Batcher<'_> {
         let (state, error) = match item.result {
             ItemResult::Succeeded { message } => {
                 let body = Bytes::from(serde_json::to_vec(&message)?);
-                match MessageSummary::parse(&body) {
+                // As a direct answer: usage the job's own request could not have produced
+                // (more output than its max_tokens allows) is refused, never billed.
+                let parsed = MessageSummary::parse(&body).and_then(|summary| {
+                    match summary.impossible_usage(&waiting.bounds) {
+                        Some(impossible) => Err(impossible),
+                        None => Ok(summary),
+                    }
+                });
+                match parsed {
                     Ok(summary) => {
                         let answer = Answer {
                             body,
@@ -399,7 +407,15 @@ impl Batcher<'_> {
             ItemResult::Succeeded { message } => {
                 attempt.http_status = Some(200);
                 let body = serde_json::to_vec(&message).unwrap_or_default();
+                // A judge request's max_tokens is the one every judge request has.
+                let bounds = RequestBounds {
+                    max_tokens: Some(crate::eval::JUDGE_MAX_TOKENS),
+                    thinking_budget: None,
+                };
                 let judged = MessageSummary::parse(&body).and_then(|summary| {
+                    if let Some(impossible) = summary.impossible_usage(&bounds) {
+                        return Err(impossible);
+                    }
                     let model = model.clone().unwrap_or_default();
                     let about = (job, grader, spec.clone());
                     verdict(self.prices, about, model, &body, &summary.usage())
