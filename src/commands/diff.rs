@@ -156,7 +156,7 @@ async fn models(
                     0,
                     usize::MAX,
                     |row| {
-                        out.write_all(diff::json_models_row(&row, rows == 0)?.as_bytes())?;
+                        diff::json_models_row(&mut out, &row, rows == 0)?;
                         rows += 1;
                         Ok(())
                     },
