@@ -198,7 +198,7 @@ impl Store {
             )
         } else {
             format!(
-                "SELECT json_group_array(json_array({columns}) ORDER BY j.id)
+                "SELECT json_group_array(json_array({columns}))
                  FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
                  WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
             )
@@ -213,7 +213,12 @@ impl Store {
         let mut count = 0;
         while let Some(chunk) = chunks.recv().await {
             let Some(chunk) = chunk? else { continue };
-            for row in rows_of::<JobScore<'_>>(&chunk)? {
+            let mut rows = rows_of::<JobScore<'_>>(&chunk)?;
+            // In row order. SQLite aggregates them in the order its scan meets them, which is
+            // that order already, and a sort of sorted rows is one pass over them (an
+            // aggregate's ORDER BY had SQLite sort them again, into a table of its own).
+            rows.sort_by_key(|row| row.id);
+            for row in rows {
                 sink(row)?;
                 count += 1;
             }
@@ -239,6 +244,8 @@ impl Store {
         while let Some(chunk) = chunks.recv().await {
             let Some(chunk) = chunk? else { continue };
             let mut rows = rows_of::<ListedJob<'_>>(&chunk)?;
+            // In row order (see `each_job_score`).
+            rows.sort_by_key(|row| row.id);
             if self.dialect() == Dialect::Postgres {
                 for row in &mut rows {
                     // The whole request and answer were read: cut them as SQLite does.
@@ -298,8 +305,7 @@ impl Store {
                         END,
                         json((SELECT json_group_array(json_array(g.grader, g.kind, g.passed,
                                                                  g.reason) ORDER BY g.grader)
-                              FROM grades g WHERE g.job = j.id)))
-                        ORDER BY j.id)
+                              FROM grades g WHERE g.job = j.id))))
                  FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
                  LEFT JOIN responses b ON b.job = j.id
                  WHERE j.run_id = $1 AND j.id IN ("
