@@ -149,6 +149,9 @@ async fn models(
         _ => {
             out.write_all(diff::json_models_head(matrix)?.as_bytes())?;
             let mut rows = 0;
+            // Each row serialized into one buffer, then written: serde writes a token at a
+            // time, and each write to `out` goes through its own buffer.
+            let mut buffer = Vec::new();
             models
                 .each_row(
                     store,
@@ -156,7 +159,9 @@ async fn models(
                     0,
                     usize::MAX,
                     |row| {
-                        out.write_all(diff::json_models_row(&row, rows == 0)?.as_bytes())?;
+                        buffer.clear();
+                        diff::json_models_row(&mut buffer, &row, rows == 0)?;
+                        out.write_all(&buffer)?;
                         rows += 1;
                         Ok(())
                     },

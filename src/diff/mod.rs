@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::pricing::CostOverflow;
-use crate::store::{GradeView, JobView, RunRow, Store};
+use crate::store::{GradeView, ListedJob, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
 
@@ -145,7 +145,18 @@ pub struct JobSide {
 }
 
 impl JobSide {
-    fn new(view: JobView, grades: Vec<GradeView>) -> Self {
+    fn of(view: &ListedJob<'_>) -> Self {
+        let grades: Vec<GradeView> = view
+            .grades
+            .iter()
+            .map(|g| GradeView {
+                job: view.id,
+                grader: g.grader,
+                kind: g.kind.as_ref().to_owned(),
+                passed: g.passed,
+                reason: g.reason.as_deref().map(str::to_owned),
+            })
+            .collect();
         let failed_graders: Vec<String> = grades
             .iter()
             .filter(|g| g.passed == Some(false))
@@ -156,12 +167,12 @@ impl JobSide {
             outcome,
             failed_graders,
             grades,
-            stop_reason: view.stop_reason,
+            stop_reason: view.stop_reason.as_deref().map(str::to_owned),
             cost_pico_usd: view.cost_pico_usd,
             latency_ms: view.latency_ms,
             output_tokens: view.output_tokens,
-            error: view.error,
-            answer: view.answer.map(|a| excerpt(&a)),
+            error: view.error.as_deref().map(str::to_owned),
+            answer: view.answer.as_deref().map(excerpt),
         }
     }
 }
@@ -383,7 +394,7 @@ async fn each_side(
                             id: row.id,
                             outcome,
                             stop: stops.number(row.stop_reason.as_deref()),
-                            model: models.number(Some(&row.model)),
+                            model: models.number(Some(row.model.as_ref())),
                             cost_pico_usd: row.cost_pico_usd,
                             latency_ms: row.latency_ms,
                             measures,
@@ -392,9 +403,9 @@ async fn each_side(
                             graded: 0,
                             cost_sum: 0,
                         },
-                        job_id: row.job_id,
-                        model: row.model,
-                        tags: row.tags,
+                        job_id: row.job_id.into_owned(),
+                        model: row.model.into_owned(),
+                        tags: row.tags.map(std::borrow::Cow::into_owned),
                         latencies: Vec::new(),
                     },
                     paired::MeanMeasures::default(),
@@ -734,6 +745,43 @@ impl Runs {
     }
 }
 
+/// A job of a run as a listed row shows it.
+struct Shown {
+    job_id: String,
+    model: String,
+    prompt: Option<String>,
+    side: JobSide,
+}
+
+/// The jobs of a run with these row ids, by row id.
+async fn shown(
+    store: &Store,
+    run_id: i64,
+    mut ids: Vec<i64>,
+) -> anyhow::Result<HashMap<i64, Shown>> {
+    ids.sort_unstable();
+    ids.dedup();
+    let chunks: Vec<Vec<i64>> = ids.chunks(ROW_CHUNK * 2).map(<[i64]>::to_vec).collect();
+    let mut shown = HashMap::new();
+    store
+        .each_listed_job(run_id, chunks, |views| -> anyhow::Result<()> {
+            for view in &views {
+                shown.insert(
+                    view.id,
+                    Shown {
+                        job_id: view.job_id.as_ref().to_owned(),
+                        model: view.model.as_ref().to_owned(),
+                        prompt: view.prompt.as_deref().map(excerpt),
+                        side: JobSide::of(view),
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(shown)
+}
+
 /// The listed jobs of a comparison of two runs, read from the store by the row ids of the
 /// job in each run, in the order given.
 async fn listed_rows(
@@ -742,40 +790,21 @@ async fn listed_rows(
     after: i64,
     listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let mut ids_a: Vec<i64> = listed.iter().filter_map(|r| r.1.a).collect();
-    let mut ids_b: Vec<i64> = listed.iter().filter_map(|r| r.1.b).collect();
-    for ids in [&mut ids_a, &mut ids_b] {
-        ids.sort_unstable();
-        ids.dedup();
-    }
-    let views = |views: Vec<JobView>| -> HashMap<i64, JobView> {
-        views.into_iter().map(|v| (v.id, v)).collect()
-    };
-    let views_a = views(store.job_views_of(before, &ids_a).await?);
-    let views_b = views(store.job_views_of(after, &ids_b).await?);
-    let grades_a = store.grade_views_of(&ids_a).await?;
-    let grades_b = store.grade_views_of(&ids_b).await?;
-    let side = |views: &HashMap<i64, JobView>, grades: &HashMap<i64, Vec<GradeView>>, id| {
-        let view: &JobView = views.get(&id)?;
-        Some(JobSide::new(
-            view.clone(),
-            grades.get(&id).cloned().unwrap_or_default(),
-        ))
-    };
+    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a).collect()).await?;
+    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b).collect()).await?;
     let mut rows = Vec::new();
     for &(change, Listed { a, b, .. }) in listed {
+        let a = a.and_then(|id| shown_a.get(&id));
+        let b = b.and_then(|id| shown_b.get(&id));
         // A row deleted since the first pass is left out.
-        let first = a
-            .and_then(|id| views_a.get(&id))
-            .or_else(|| b.and_then(|id| views_b.get(&id)));
-        let Some(first) = first else { continue };
+        let Some(first) = a.or(b) else { continue };
         rows.push(DiffRow {
             change,
             job_id: first.job_id.clone(),
             model: first.model.clone(),
-            prompt: first.prompt.as_deref().map(excerpt),
-            before: a.and_then(|id| side(&views_a, &grades_a, id)),
-            after: b.and_then(|id| side(&views_b, &grades_b, id)),
+            prompt: first.prompt.clone(),
+            before: a.map(|s| s.side.clone()),
+            after: b.map(|s| s.side.clone()),
         });
     }
     Ok(rows)
@@ -1015,9 +1044,9 @@ pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
             let model = match listed.iter().position(|m| *m == row.model) {
                 Some(i) => i,
                 None => {
-                    listed.push(row.model.clone());
+                    listed.push(row.model.as_ref().to_owned());
                     totals.push(ModelTotals {
-                        model: row.model.clone(),
+                        model: row.model.as_ref().to_owned(),
                         ..ModelTotals::default()
                     });
                     listed.len() - 1
@@ -1037,7 +1066,7 @@ pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
                 current = Some(JobAcc {
                     hash: hash_of(&row.job_id),
                     cluster: cluster_of(row.tags.as_deref(), options.cluster_tag.as_deref()),
-                    job_id: row.job_id,
+                    job_id: row.job_id.into_owned(),
                     cells: Vec::new(),
                 });
             }
@@ -1116,8 +1145,9 @@ impl Models {
         self.jobs.iter().filter(|j| keep(j.flags)).count()
     }
 
-    /// The rows `keep` selects, in the matrix's order (see [`Flags::rank`]), after the first `skip`, at most `take`, each given to
-    /// `sink` as it is read: no more than a chunk of them is held.
+    /// The rows `keep` selects, in the matrix's order (see [`Flags::rank`]), after the first
+    /// `skip`, at most `take`, each given to `sink` as it is read: no more than a chunk or
+    /// two of them is held (the next read while `sink` takes these).
     pub async fn each_row(
         &self,
         store: &Store,
@@ -1126,7 +1156,7 @@ impl Models {
         take: usize,
         mut sink: impl FnMut(MatrixRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let mut chunk: Vec<usize> = Vec::new();
+        let mut chunks: Vec<Vec<usize>> = Vec::new();
         let mut taken = 0;
         'ranks: for rank in 0..4 {
             for (i, job) in self.jobs.iter().enumerate() {
@@ -1141,14 +1171,35 @@ impl Models {
                     break 'ranks;
                 }
                 taken += 1;
-                chunk.push(i);
-                if chunk.len() == ROW_CHUNK {
-                    self.read_rows(store, &chunk, &mut sink).await?;
-                    chunk.clear();
+                match chunks.last_mut() {
+                    Some(chunk) if chunk.len() < ROW_CHUNK => chunk.push(i),
+                    _ => chunks.push(vec![i]),
                 }
             }
         }
-        self.read_rows(store, &chunk, &mut sink).await
+        let ids: Vec<Vec<i64>> = chunks
+            .iter()
+            .map(|jobs| {
+                let mut ids: Vec<i64> =
+                    jobs.iter().flat_map(|&j| self.ids_of(j)).copied().collect();
+                ids.sort_unstable();
+                ids
+            })
+            .collect();
+        let column: HashMap<&str, usize> = self
+            .matrix
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        let mut chunks = chunks.iter();
+        store
+            .each_listed_job(self.run_id, ids, |views| {
+                let jobs = chunks.next().map_or(&[][..], Vec::as_slice);
+                self.rows_of(jobs, &views, &column, &mut sink)
+            })
+            .await
     }
 
     /// The rows `keep` selects as [`Models::each_row`] gives them, into `matrix.rows`.
@@ -1174,51 +1225,34 @@ impl Models {
         &self.ids[start..self.jobs[job].end as usize]
     }
 
-    /// The rows of these jobs, read from the store together, given to `sink` in turn.
-    async fn read_rows(
+    /// The rows of these jobs, made of their rows read from the store (in row order),
+    /// given to `sink` in turn.
+    fn rows_of(
         &self,
-        store: &Store,
         jobs: &[usize],
+        views: &[ListedJob<'_>],
+        column: &HashMap<&str, usize>,
         sink: &mut impl FnMut(MatrixRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let mut ids: Vec<i64> = jobs.iter().flat_map(|&j| self.ids_of(j)).copied().collect();
-        ids.sort_unstable();
-        let mut grades = store.grade_views_of(&ids).await?;
-        let mut views: HashMap<i64, JobView> = store
-            .job_views_of(self.run_id, &ids)
-            .await?
-            .into_iter()
-            .map(|v| (v.id, v))
-            .collect();
-        let column: HashMap<&str, usize> = self
-            .matrix
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.as_str(), i))
-            .collect();
         for &job in jobs {
             let mut row: Option<MatrixRow> = None;
             for id in self.ids_of(job) {
                 // A row deleted since the first pass is left out.
-                let Some(view) = views.remove(id) else {
+                let Ok(found) = views.binary_search_by_key(id, |v| v.id) else {
                     continue;
                 };
-                let Some(&i) = column.get(view.model.as_str()) else {
+                let view = &views[found];
+                let Some(&i) = column.get(view.model.as_ref()) else {
                     continue;
                 };
                 let row = row.get_or_insert_with(|| MatrixRow {
-                    job_id: view.job_id.clone(),
+                    job_id: view.job_id.as_ref().to_owned(),
                     prompt: view.prompt.as_deref().map(excerpt),
                     disagree: false,
                     failed: false,
                     cells: vec![None; column.len()],
                 });
-                let g = grades.remove(id).unwrap_or_default();
-                row.cells[i] = Some(JobSide::new(view, g));
+                row.cells[i] = Some(JobSide::of(view));
             }
             if let Some(mut row) = row {
                 let flags = Flags::of(row.cells.iter().flatten().map(|c| c.outcome));
@@ -1300,7 +1334,9 @@ mod tests {
         for _ in 0..3 {
             let mut streamed = render::json_models_head(&matrix).unwrap();
             for (i, row) in matrix.rows.iter().enumerate() {
-                streamed.push_str(&render::json_models_row(row, i == 0).unwrap());
+                let mut bytes = Vec::new();
+                render::json_models_row(&mut bytes, row, i == 0).unwrap();
+                streamed.push_str(std::str::from_utf8(&bytes).unwrap());
             }
             streamed.push_str(&render::json_models_tail(&matrix, matrix.rows.len()).unwrap());
             let whole = serde_json::to_string_pretty(&Comparison::Models(matrix.clone())).unwrap();

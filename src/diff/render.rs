@@ -522,13 +522,128 @@ pub fn json_models_head(matrix: &Matrix) -> serde_json::Result<String> {
     Ok(out)
 }
 
-/// One row of the array [`json_models_head`] opens; `first` for the first.
-pub fn json_models_row(row: &MatrixRow, first: bool) -> serde_json::Result<String> {
-    let value = serde_json::to_string_pretty(row)?;
-    let mut out = String::with_capacity(value.len() + value.len() / 8 + 8);
-    out.push_str(if first { "\n    " } else { ",\n    " });
-    indent(&mut out, &value, "\n    ");
-    Ok(out)
+/// One row of the array [`json_models_head`] opens, written to `out`; `first` for the
+/// first. It is serialized straight into `out`, two levels in, as pretty-printing the whole
+/// matrix lays it out.
+pub fn json_models_row(
+    out: &mut impl std::io::Write,
+    row: &MatrixRow,
+    first: bool,
+) -> serde_json::Result<()> {
+    out.write_all(if first { b"\n    " } else { b",\n    " })
+        .map_err(serde_json::Error::io)?;
+    let mut serializer = serde_json::Serializer::with_formatter(out, Indented::new(2));
+    serde::Serialize::serialize(row, &mut serializer)
+}
+
+/// serde_json's pretty layout (two spaces a level, as [`serde_json::to_string_pretty`])
+/// started some levels in: a value written with it is the text of the value pretty-printed
+/// where it stands in a larger one, without printing it apart and moving it in after.
+struct Indented {
+    level: usize,
+    has_value: bool,
+}
+
+impl Indented {
+    fn new(level: usize) -> Self {
+        Self {
+            level,
+            has_value: false,
+        }
+    }
+
+    fn indent<W: ?Sized + std::io::Write>(&self, out: &mut W) -> std::io::Result<()> {
+        const SPACES: &[u8] = &[b' '; 64];
+        let mut n = self.level * 2;
+        while n > 0 {
+            let step = n.min(SPACES.len());
+            out.write_all(&SPACES[..step])?;
+            n -= step;
+        }
+        Ok(())
+    }
+
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        out.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            out.write_all(b"\n")?;
+            self.indent(out)?;
+        }
+        out.write_all(bracket)
+    }
+
+    fn item<W: ?Sized + std::io::Write>(&self, out: &mut W, first: bool) -> std::io::Result<()> {
+        out.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(out)
+    }
+}
+
+impl serde_json::ser::Formatter for Indented {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.open(out, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.close(out, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(out, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _out: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.open(out, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.close(out, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(out, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+    ) -> std::io::Result<()> {
+        out.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        _out: &mut W,
+    ) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// The JSON after the rows, `rows` of them written; no newline at the end.

@@ -1,16 +1,16 @@
 //! Each job of a run as a comparison needs it: its outcome, its graders' verdicts, what it
 //! cost and took, and the start of its prompt and answer.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use serde::Deserialize as _;
 
 use super::sql::{Dialect, Sql};
 use super::{Store, StoreError};
 
 /// Characters of a prompt or an answer kept for showing.
 pub const EXCERPT_CHARS: i64 = 400;
-
-/// Row ids bound in one statement at most.
-const ID_CHUNK: usize = 1_000;
 
 /// One job of a run, with its result's figures when it has one.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,57 +45,296 @@ pub struct GradeView {
 }
 
 /// What a comparison counts of one job of a run (one sample of one model): the figures only,
-/// so that every job of a large run can be read one row at a time.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct JobScore {
+/// read from a chunk of rows' JSON (see [`Store::each_job_score`]), its texts borrowed from it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct JobScore<'a> {
     pub id: i64,
-    pub job_id: String,
-    pub model: String,
+    #[serde(borrow)]
+    pub job_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
     /// `pending`, `succeeded`, `failed` or `rejected`.
-    pub state: String,
-    pub stop_reason: Option<String>,
+    #[serde(borrow)]
+    pub state: Cow<'a, str>,
+    #[serde(borrow)]
+    pub stop_reason: Option<Cow<'a, str>>,
     pub cost_pico_usd: Option<i64>,
     pub latency_ms: Option<i64>,
     /// The job's tags, as the JSON object stored; only when asked for.
-    pub tags: Option<String>,
+    #[serde(borrow)]
+    pub tags: Option<Cow<'a, str>>,
     /// Some grader passed it.
+    #[serde(deserialize_with = "flag")]
     pub passed: bool,
     /// Some grader failed it.
+    #[serde(deserialize_with = "flag")]
     pub failed: bool,
 }
+
+/// One listed job of a run, as a comparison shows it: its figures, the start of its prompt
+/// and answer, and its graders' verdicts, read by row id (see [`Store::each_listed_job`]), its
+/// texts borrowed from the chunk's JSON.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ListedJob<'a> {
+    pub id: i64,
+    #[serde(borrow)]
+    pub job_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    /// `pending`, `succeeded`, `failed` or `rejected`.
+    #[serde(borrow)]
+    pub state: Cow<'a, str>,
+    #[serde(borrow)]
+    pub error: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub stop_reason: Option<Cow<'a, str>>,
+    pub cost_pico_usd: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub output_tokens: Option<i64>,
+    /// The start of the last user turn's text (its text blocks, joined), at most
+    /// [`EXCERPT_CHARS`] characters.
+    #[serde(borrow)]
+    pub prompt: Option<Cow<'a, str>>,
+    /// The start of the answer's first text block, at most [`EXCERPT_CHARS`] characters.
+    #[serde(borrow)]
+    pub answer: Option<Cow<'a, str>>,
+    /// Its graders' verdicts, in grader order.
+    #[serde(borrow)]
+    pub grades: Vec<ListedGrade<'a>>,
+}
+
+/// One grader's verdict on a [`ListedJob`] (`passed` is `None` while a judge is pending).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ListedGrade<'a> {
+    pub grader: i64,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(deserialize_with = "optional_flag")]
+    pub passed: Option<bool>,
+    #[serde(borrow)]
+    pub reason: Option<Cow<'a, str>>,
+}
+
+/// A flag as either database puts it in JSON: SQLite's 0 or 1, PostgreSQL's `false` or `true`.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct Flag;
+    impl serde::de::Visitor<'_> for Flag {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a flag: true, false, 1 or 0")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
+    }
+    deserializer.deserialize_any(Flag)
+}
+
+/// A flag that may be NULL (see [`flag`]).
+fn optional_flag<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<bool>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Flag(#[serde(deserialize_with = "flag")] bool);
+    Ok(Option::<Flag>::deserialize(deserializer)?.map(|f| f.0))
+}
+
+/// Rows of one chunk's JSON, or a decoding error as the store's.
+fn rows_of<'a, T: serde::Deserialize<'a>>(json: &'a str) -> Result<Vec<T>, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::from(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// Row ids of a run read in one statement by [`Store::each_job_score`].
+const SCORE_CHUNK: i64 = 4_096;
+
+/// Statements read ahead of their reader, at most.
+const AHEAD: usize = 2;
 
 impl Store {
     /// Each row of a run in input order, as [`JobScore`], given to `sink` one at a time; the
     /// tags only `with_tags`. Rows of the same job (its models, their samples) are stored
     /// together, so they come one after another.
+    ///
+    /// The rows are read a range of row ids at a time, each range as one JSON array made by
+    /// the database, on a task of their own a range or two ahead of `sink`: a row handed over
+    /// from the database's driver costs more than its figures (200,000 rows one at a time took
+    /// about 2 s; in ranges, a few tenths).
     pub async fn each_job_score<E: From<StoreError>>(
         &self,
         run_id: i64,
         with_tags: bool,
-        sink: impl FnMut(JobScore) -> Result<(), E>,
+        mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let Some(span) = self.job_span(run_id).await? else {
             return Ok(0);
         };
+        let postgres = self.dialect() == Dialect::Postgres;
         let tags = if with_tags {
             "j.tags"
         } else {
             "CAST(NULL AS TEXT)"
         };
-        let sql = Sql::new(format!(
-            "SELECT j.id, j.job_id, j.model, j.state, r.stop_reason, r.cost_pico_usd,
-                    r.latency_ms, {tags} AS tags,
-                    EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = TRUE)
-                        AS passed,
-                    EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = FALSE)
-                        AS failed
-             FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
-             WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1 ORDER BY j.id"
-        ))
-        .bind(run_id)
-        .bind(span.first)
-        .bind(span.last);
-        self.each(sql, sink).await
+        let columns = format!(
+            "j.id, j.job_id, j.model, j.state, r.stop_reason, r.cost_pico_usd, r.latency_ms,
+             {tags},
+             EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = TRUE),
+             EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = FALSE)"
+        );
+        let text = if postgres {
+            format!(
+                "SELECT CAST(json_agg(json_build_array({columns}) ORDER BY j.id) AS TEXT)
+                 FROM jobs j LEFT JOIN results r ON r.job = j.id
+                 WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
+            )
+        } else {
+            format!(
+                "SELECT json_group_array(json_array({columns}))
+                 FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+                 WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
+            )
+        };
+        let ranges = (0..)
+            .map(move |i: i64| span.first.saturating_add(i.saturating_mul(SCORE_CHUNK)))
+            .take_while(move |&start| start <= span.last)
+            .map(move |start| (start, start.saturating_add(SCORE_CHUNK - 1).min(span.last)));
+        let statements = ranges
+            .map(move |(first, last)| Sql::new(text.clone()).bind(run_id).bind(first).bind(last));
+        let mut chunks = self.texts_ahead(statements);
+        let mut count = 0;
+        while let Some(chunk) = chunks.recv().await {
+            let Some(chunk) = chunk? else { continue };
+            let mut rows = rows_of::<JobScore<'_>>(&chunk)?;
+            // In row order. SQLite aggregates them in the order its scan meets them, which is
+            // that order already, and a sort of sorted rows is one pass over them (an
+            // aggregate's ORDER BY had SQLite sort them again, into a table of its own).
+            rows.sort_by_key(|row| row.id);
+            for row in rows {
+                sink(row)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The jobs of a run with these row ids (in order), a chunk of ids at a time: each
+    /// chunk's jobs as [`ListedJob`], in row order, given to `sink` together. The chunks
+    /// are read on a task of their own, a chunk or two ahead of `sink` (see
+    /// [`Store::each_job_score`]); a row id not of the run is left out.
+    pub async fn each_listed_job<E: From<StoreError>>(
+        &self,
+        run_id: i64,
+        chunks: impl IntoIterator<Item = Vec<i64>, IntoIter: Send + 'static>,
+        mut sink: impl FnMut(Vec<ListedJob<'_>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let store = self.clone();
+        let statements = chunks
+            .into_iter()
+            .map(move |ids| store.listed_jobs_sql(run_id, &ids));
+        let mut chunks = self.texts_ahead(statements);
+        while let Some(chunk) = chunks.recv().await {
+            let Some(chunk) = chunk? else { continue };
+            let mut rows = rows_of::<ListedJob<'_>>(&chunk)?;
+            // In row order (see `each_job_score`).
+            rows.sort_by_key(|row| row.id);
+            if self.dialect() == Dialect::Postgres {
+                for row in &mut rows {
+                    // The whole request and answer were read: cut them as SQLite does.
+                    row.prompt = row
+                        .prompt
+                        .as_deref()
+                        .and_then(prompt_excerpt)
+                        .map(Cow::Owned);
+                    row.answer = row
+                        .answer
+                        .as_deref()
+                        .and_then(answer_excerpt)
+                        .map(Cow::Owned);
+                }
+            }
+            sink(rows)?;
+        }
+        Ok(())
+    }
+
+    /// The statement of one chunk of [`Store::each_listed_job`]: its rows as one JSON array.
+    fn listed_jobs_sql(&self, run_id: i64, ids: &[i64]) -> Sql {
+        let mut sql = if self.dialect() == Dialect::Postgres {
+            Sql::new(
+                "SELECT CAST(json_agg(json_build_array(
+                        j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
+                        r.cost_pico_usd, r.latency_ms, r.output_tokens, j.request, b.body,
+                        COALESCE((SELECT json_agg(json_build_array(g.grader, g.kind, g.passed,
+                                                                   g.reason) ORDER BY g.grader)
+                                  FROM grades g WHERE g.job = j.id), CAST('[]' AS JSON)))
+                        ORDER BY j.id) AS TEXT)
+                 FROM jobs j LEFT JOIN results r ON r.job = j.id
+                 LEFT JOIN responses b ON b.job = j.id
+                 WHERE j.run_id = $1 AND j.id IN (",
+            )
+        } else {
+            // The excerpt's length is written in, not bound: a statement whose placeholders
+            // each come once, in order, binds its thousand ids without looking up names (see
+            // `Sql::sqlite`). `NOT INDEXED`: the ids are looked up by row id; by the index on
+            // `run_id` SQLite would read the whole run for each chunk of them.
+            Sql::new(format!(
+                "SELECT json_group_array(json_array(
+                        j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
+                        r.cost_pico_usd, r.latency_ms, r.output_tokens,
+                        CASE WHEN json_valid(j.request) THEN substr(
+                            CASE json_type(j.request, '$.messages[#-1].content')
+                                WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
+                                WHEN 'array' THEN (
+                                    SELECT group_concat(json_extract(e.value, '$.text'), ' ')
+                                    FROM json_each(j.request, '$.messages[#-1].content') e
+                                    WHERE json_extract(e.value, '$.type') = 'text')
+                            END, 1, {EXCERPT_CHARS})
+                        END,
+                        CASE WHEN json_valid(b.body)
+                             THEN substr(json_extract(b.body, '$.content[0].text'), 1,
+                                         {EXCERPT_CHARS})
+                        END,
+                        json((SELECT json_group_array(json_array(g.grader, g.kind, g.passed,
+                                                                 g.reason) ORDER BY g.grader)
+                              FROM grades g WHERE g.job = j.id))))
+                 FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+                 LEFT JOIN responses b ON b.job = j.id
+                 WHERE j.run_id = $1 AND j.id IN ("
+            ))
+        };
+        sql = sql.bind(run_id);
+        sql.push_list(ids).push(")");
+        sql.once()
+    }
+
+    /// The one text value of each statement, run one after another on a task of their own
+    /// while the receiver reads the ones before: at most [`AHEAD`] wait to be read. The task
+    /// stops at the first error (sent as the last value), or once the receiver is dropped.
+    fn texts_ahead(
+        &self,
+        statements: impl Iterator<Item = Sql> + Send + 'static,
+    ) -> tokio::sync::mpsc::Receiver<Result<Option<String>, StoreError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+        let store = self.clone();
+        tokio::spawn(async move {
+            for sql in statements {
+                let text = store.value::<Option<String>>(sql).await;
+                let failed = text.is_err();
+                if tx.send(text).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        rx
     }
 
     /// The models of a run's jobs, each once (a rejected job's empty model among them).
@@ -104,75 +343,6 @@ impl Store {
             .all(Sql::new("SELECT DISTINCT model FROM jobs WHERE run_id = $1").bind(run_id))
             .await?;
         Ok(rows.into_iter().map(|(m,)| m).collect())
-    }
-
-    /// The jobs of a run with these row ids, as [`Store::job_views`] shows them, in row
-    /// order; the ids are read in chunks a statement can bind.
-    pub async fn job_views_of(&self, run_id: i64, ids: &[i64]) -> Result<Vec<JobView>, StoreError> {
-        let postgres = self.dialect() == Dialect::Postgres;
-        // The excerpt's length is written in, not bound: a statement whose placeholders
-        // each come once, in order, binds its thousand ids without looking up names (see
-        // `Sql::sqlite`). `NOT INDEXED`: the ids are looked up by row id; by the index on
-        // `run_id` SQLite would read the whole run for each chunk of them.
-        let excerpts = if postgres {
-            "j.request AS prompt, b.body AS answer".to_owned()
-        } else {
-            format!(
-                "CASE WHEN json_valid(j.request) THEN substr(
-                    CASE json_type(j.request, '$.messages[#-1].content')
-                        WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
-                        WHEN 'array' THEN (
-                            SELECT group_concat(json_extract(e.value, '$.text'), ' ')
-                            FROM json_each(j.request, '$.messages[#-1].content') e
-                            WHERE json_extract(e.value, '$.type') = 'text')
-                    END, 1, {EXCERPT_CHARS})
-                 END AS prompt,
-                 CASE WHEN json_valid(b.body)
-                      THEN substr(json_extract(b.body, '$.content[0].text'), 1, {EXCERPT_CHARS})
-                 END AS answer"
-            )
-        };
-        let mut views = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(ID_CHUNK) {
-            let mut sql = Sql::new(format!(
-                "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
-                        r.cost_pico_usd, r.latency_ms, r.output_tokens, j.tags, {excerpts}
-                 FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
-                 LEFT JOIN responses b ON b.job = j.id
-                 WHERE j.run_id = $1 AND j.id IN ("
-            ))
-            .bind(run_id);
-            sql.push_list(chunk).push(") ORDER BY j.id");
-            let mut chunk: Vec<JobView> = self.all(sql.once()).await?;
-            if postgres {
-                for view in &mut chunk {
-                    view.prompt = view.prompt.as_deref().and_then(prompt_excerpt);
-                    view.answer = view.answer.as_deref().and_then(answer_excerpt);
-                }
-            }
-            views.append(&mut chunk);
-        }
-        Ok(views)
-    }
-
-    /// The graders' verdicts on the jobs with these row ids, by job, each job's in grader
-    /// order.
-    pub async fn grade_views_of(
-        &self,
-        ids: &[i64],
-    ) -> Result<HashMap<i64, Vec<GradeView>>, StoreError> {
-        let mut by_job: HashMap<i64, Vec<GradeView>> = HashMap::new();
-        for chunk in ids.chunks(ID_CHUNK) {
-            let mut sql = Sql::new(
-                "SELECT g.job, g.grader, g.kind, g.passed, g.reason FROM grades g WHERE g.job IN (",
-            );
-            sql.push_list(chunk).push(") ORDER BY g.job, g.grader");
-            let rows: Vec<GradeView> = self.all(sql.once()).await?;
-            for row in rows {
-                by_job.entry(row.job).or_default().push(row);
-            }
-        }
-        Ok(by_job)
     }
 
     /// Every job of a run, in input order.
