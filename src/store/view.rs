@@ -550,6 +550,16 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE);
         let offset = offset.max(0);
         let mut rows: Vec<JobListRow> = match filter.sort.key() {
+            // Every row of a contiguous stretch is one of the run's jobs: an unfiltered page
+            // starts `offset` rows into it, found by row id rather than stepped to.
+            None if filter.is_empty() && span.contiguous => {
+                let from = JobSpan {
+                    first: span.first.saturating_add(offset),
+                    ..*span
+                };
+                self.all(self.page_sql(run_id, &from, filter, Part::Input, 0, limit))
+                    .await?
+            }
             None => {
                 self.all(self.page_sql(run_id, span, filter, Part::Input, offset, limit))
                     .await?

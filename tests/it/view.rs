@@ -457,6 +457,19 @@ async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_v
     let input = all_pages(&base, id, "", 200).await;
     assert_eq!(input.len(), 17);
     let field = |job: &Value, name: &str| job[name].as_i64();
+    // In input order, page by page as in one.
+    let in_order: Vec<String> = (0..17).map(|i| format!("j{i}")).collect();
+    assert_eq!(job_ids(&json!({ "jobs": input })), in_order);
+    for per_page in [2, 3] {
+        let paged = all_pages(&base, id, "", per_page).await;
+        assert_eq!(
+            job_ids(&json!({ "jobs": paged })),
+            in_order,
+            "{per_page} a page"
+        );
+    }
+    let past = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=2&page=40")).await;
+    assert_eq!(past["jobs"], json!([]), "past the last page");
     assert!(
         input
             .iter()
