@@ -26,9 +26,8 @@ pub struct RunTally {
     pub counts: RunCounts,
     /// The models of its jobs, rejected jobs (which have no model) left out, in order.
     pub models: Vec<String>,
-    /// Its results (`results`) and priced results (`priced`) by model, for counting the
-    /// jobs a sorted list shows first.
-    by_model: Vec<(String, i64, i64)>,
+    /// Its jobs, results and priced results by model, for counting the jobs of a list.
+    by_model: Vec<(String, i64, i64, i64)>,
     /// `None` for a run without jobs.
     pub span: Option<JobSpan>,
 }
@@ -40,13 +39,22 @@ impl RunTally {
         self.by_model
             .iter()
             .filter(|(m, ..)| model.is_none_or(|model| model == m))
-            .map(|&(_, results, priced)| {
+            .map(|&(_, _, results, priced)| {
                 if key.column == "cost_pico_usd" {
                     priced
                 } else {
                     results
                 }
             })
+            .sum()
+    }
+
+    /// Of the run's jobs (of `model` only, with one), how many there are.
+    fn jobs(&self, model: Option<&str>) -> i64 {
+        self.by_model
+            .iter()
+            .filter(|(m, ..)| model.is_none_or(|model| model == m))
+            .map(|&(_, jobs, ..)| jobs)
             .sum()
     }
 }
@@ -517,7 +525,7 @@ impl Store {
             }
             tally
                 .by_model
-                .push((row.model, row.results, row.results - row.unpriced));
+                .push((row.model, row.jobs, row.results, row.results - row.unpriced));
         }
         // The least and greatest row ids its jobs were given: a job deleted since leaves the
         // stretch as wide, and no longer contiguous, which reads as much and stays right.
@@ -549,6 +557,10 @@ impl Store {
     ) -> Result<Vec<JobListRow>, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let offset = offset.max(0);
+        // How many jobs the list holds, when the run's tally says.
+        let known_jobs = tally
+            .filter(|_| filter.narrows_by_model_at_most())
+            .map(|tally| tally.jobs(filter.model.as_deref()));
         let mut rows: Vec<JobListRow> = match filter.sort.key() {
             // Every row of a contiguous stretch is one of the run's jobs: an unfiltered page
             // starts `offset` rows into it, found by row id rather than stepped to.
@@ -557,11 +569,12 @@ impl Store {
                     first: span.first.saturating_add(offset),
                     ..*span
                 };
-                self.all(self.page_sql(run_id, &from, filter, Part::Input, 0, limit))
+                self.all(self.page_sql(run_id, &from, filter, Part::Input, 0, limit, false))
                     .await?
             }
             None => {
-                self.all(self.page_sql(run_id, span, filter, Part::Input, offset, limit))
+                let total = known_jobs;
+                self.read(run_id, span, filter, Part::Input, offset, limit, total)
                     .await?
             }
             Some(key) => {
@@ -569,13 +582,9 @@ impl Store {
                 let known = tally
                     .filter(|_| filter.narrows_by_model_at_most())
                     .map(|tally| tally.valued(filter.model.as_deref(), key));
-                let mut rows: Vec<JobListRow> = match known {
-                    Some(count) if offset >= count => Vec::new(),
-                    _ => {
-                        self.all(self.page_sql(run_id, span, filter, valued, offset, limit))
-                            .await?
-                    }
-                };
+                let mut rows = self
+                    .read(run_id, span, filter, valued, offset, limit, known)
+                    .await?;
                 let shown = i64::try_from(rows.len()).unwrap_or(i64::MAX);
                 if shown < limit {
                     // Past the jobs with a value: those without follow. How many were passed
@@ -584,21 +593,23 @@ impl Store {
                         Some(count) => offset.min(count),
                         None if shown > 0 || offset == 0 => offset,
                         None => {
-                            let count = self.page_sql(run_id, span, filter, valued, 0, 0);
+                            let count = self.page_sql(run_id, span, filter, valued, 0, 0, false);
                             let (count, _): (i64, i64) = self.one(count).await?;
                             offset.min(count)
                         }
                     };
                     let missing = Part::Missing(key);
+                    let total = known_jobs.zip(known).map(|(jobs, valued)| jobs - valued);
                     rows.extend(
-                        self.all::<JobListRow>(self.page_sql(
+                        self.read(
                             run_id,
                             span,
                             filter,
                             missing,
                             offset - passed,
                             limit - shown,
-                        ))
+                            total,
+                        )
                         .await?,
                     );
                 }
@@ -614,8 +625,45 @@ impl Store {
         Ok(rows)
     }
 
-    /// The statement of [`Store::job_page`] for one `part` of a list; `limit` 0 counts the
-    /// part's rows instead.
+    /// At most `limit` rows of `part` of a list after its first `offset`. When the part's
+    /// `total` is known, a page nearer its end than its start is read from the end, backwards:
+    /// a page reads as many rows as lie between it and the nearer end.
+    #[expect(clippy::too_many_arguments, reason = "one page of one part of a list")]
+    async fn read(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        part: Part,
+        offset: i64,
+        limit: i64,
+        total: Option<i64>,
+    ) -> Result<Vec<JobListRow>, StoreError> {
+        let Some(total) = total else {
+            return self
+                .all(self.page_sql(run_id, span, filter, part, offset, limit, false))
+                .await;
+        };
+        if offset >= total {
+            return Ok(Vec::new());
+        }
+        let take = limit.min(total - offset);
+        let after = total - offset - take;
+        if after >= offset {
+            return self
+                .all(self.page_sql(run_id, span, filter, part, offset, limit, false))
+                .await;
+        }
+        let mut rows: Vec<JobListRow> = self
+            .all(self.page_sql(run_id, span, filter, part, after, take, true))
+            .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The statement of [`Store::job_page`] for one `part` of a list, in its order or
+    /// `backwards`; `limit` 0 counts the part's rows instead.
+    #[expect(clippy::too_many_arguments, reason = "one page of one part of a list")]
     fn page_sql(
         &self,
         run_id: i64,
@@ -624,6 +672,7 @@ impl Store {
         part: Part,
         offset: i64,
         limit: i64,
+        backwards: bool,
     ) -> Sql {
         let dialect = self.dialect();
         // SQLite cuts the excerpts in SQL; PostgreSQL has no SQLite JSON functions, so they
@@ -698,7 +747,12 @@ impl Store {
             return sql;
         }
         let order = match part {
-            Part::Valued(key) => key.order_by(),
+            Part::Valued(key) => SortKey {
+                descending: key.descending != backwards,
+                ..key
+            }
+            .order_by(),
+            Part::Input | Part::Missing(_) if backwards => "j.id DESC".to_owned(),
             Part::Input | Part::Missing(_) => "j.id".to_owned(),
         };
         sql.push(" ORDER BY ")
@@ -996,13 +1050,15 @@ mod tests {
     }
 
     /// The query plan of the job list's statement for `part`, one step a line.
-    async fn plan(store: &Store, filter: &JobFilter, part: Part) -> String {
+    async fn plan(store: &Store, filter: &JobFilter, part: Part, backwards: bool) -> String {
         let span = JobSpan {
             first: 1,
             last: 1_000_000,
             contiguous: true,
         };
-        let sql = store.page_sql(1, &span, filter, part, 100, 51).explained();
+        let sql = store
+            .page_sql(1, &span, filter, part, 100, 51, backwards)
+            .explained();
         let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
         steps
             .into_iter()
@@ -1028,18 +1084,20 @@ mod tests {
                     sort,
                     ..JobFilter::default()
                 };
-                let valued = plan(&store, &filter, Part::Valued(key)).await;
-                assert!(
-                    valued.lines().next().is_some_and(|first| first
-                        .split_whitespace()
-                        .skip(1)
-                        .take(4)
-                        .eq(["r", "USING", "INDEX", key.index])),
-                    "{sort:?}: {valued}"
-                );
-                assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
-                let missing = plan(&store, &filter, Part::Missing(key)).await;
-                assert!(!missing.contains("TEMP B-TREE"), "{sort:?}: {missing}");
+                for backwards in [false, true] {
+                    let valued = plan(&store, &filter, Part::Valued(key), backwards).await;
+                    assert!(
+                        valued.lines().next().is_some_and(|first| first
+                            .split_whitespace()
+                            .skip(1)
+                            .take(4)
+                            .eq(["r", "USING", "INDEX", key.index])),
+                        "{sort:?}: {valued}"
+                    );
+                    assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
+                    let missing = plan(&store, &filter, Part::Missing(key), backwards).await;
+                    assert!(!missing.contains("TEMP B-TREE"), "{sort:?}: {missing}");
+                }
             }
         }
     }

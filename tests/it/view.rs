@@ -470,6 +470,19 @@ async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_v
     }
     let past = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=2&page=40")).await;
     assert_eq!(past["jobs"], json!([]), "past the last page");
+    let haiku_in_order: Vec<String> = input
+        .iter()
+        .filter(|j| j["model"] == "claude-haiku-4-5")
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    for per_page in [2, 3] {
+        let paged = all_pages(&base, id, "model=claude-haiku-4-5", per_page).await;
+        assert_eq!(
+            job_ids(&json!({ "jobs": paged })),
+            haiku_in_order,
+            "one model"
+        );
+    }
     assert!(
         input
             .iter()
