@@ -10,7 +10,8 @@
 #
 # BENCH_BIN=target/debug/msgbatch measures a debug build instead of building the release one
 # (its figures are a debug build's, and say so). BENCH_VIEW_DB=PATH keeps the store made at
-# PATH and, when it exists already, measures it again without making it.
+# PATH and, when it exists already, measures it again without making it; a postgres:// URL
+# there measures that PostgreSQL store as it is (made beforehand, with a run named `large`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ results=${1:-1000000}
 . scripts/mock-harness.sh
 
 db=${BENCH_VIEW_DB:-$work/view.db}
-if [ -e "$db" ]; then
+if [ -e "$db" ] || [[ "$db" == postgres://* ]]; then
     echo "store: $db as it is"
 else
 # A small real run: its rows are the templates of the large one.
@@ -113,8 +114,8 @@ for _ in $(seq 200); do
     sleep 0.05
 done
 [ -n "$url" ] || { echo "the view did not start"; cat "$work/view.err"; exit 1; }
-# The first requests find nothing kept: the runs' counts are computed once, while the server
-# warms them in the background; the run's report (as long as `msgbatch report` takes) is
+# The first request is the server's first look at the store (the runs' counts are kept in the
+# store as rows are written); the run's report (as long as `msgbatch report` takes) is
 # computed in the background, and the run's page answers meanwhile that it is. The pages
 # below are timed once it is ready (and no longer computed beside them).
 first_runs=$(curl -s -o "$work/runs.json" -w '%{time_total}' "${url}api/runs")
@@ -142,7 +143,7 @@ time_page() {
         "$([ "${figures#* }" = 200 ] || echo "HTTP ${figures#* }")"
 }
 echo "pages ($build, median of 3):"
-printf '  %-48s %7.0f ms\n' "runs, first request (counts computed)" "$(echo "$first_runs * 1000" | bc)"
+printf '  %-48s %7.0f ms\n' "runs, first request" "$(echo "$first_runs * 1000" | bc)"
 printf '  %-48s %7.0f ms\n' "run page, first request (report being computed)" "$(echo "$first_run * 1000" | bc)"
 printf '  %-48s %7.1f s\n' "  its report ready in the background after" "$ready"
 time_page "run page (report kept)" "/runs/$run"
@@ -160,6 +161,12 @@ time_page "job list, sorted by cost" "/runs/$run/jobs?sort=cost_desc"
 time_page "job list, sorted by latency" "/runs/$run/jobs?sort=latency_desc"
 time_page "job list, sorted by cost, one model" "/runs/$run/jobs?sort=cost_asc&model=claude-haiku-4-5"
 time_page "job list, sorted by latency, page 100" "/runs/$run/jobs?sort=latency_asc&page=100"
+# The last pages: past every job with a value, those without (no answer) in row order.
+last=$(( (results + 49) / 50 ))
+time_page "job list, sorted by latency, last page" "/runs/$run/jobs?sort=latency_desc&page=$last"
+time_page "job list, sorted by cost, one model, last page" \
+    "/runs/$run/jobs?sort=cost_desc&model=claude-sonnet-4-6&page=$(( (last + 1) / 2 ))"
+time_page "job list, page 100, one model" "/runs/$run/jobs?page=100&model=claude-haiku-4-5"
 time_page "one job" "/runs/$run/jobs/$job"
 time_page "runs" "/"
 time_page "runs (JSON, as the page polls it)" "/api/runs"

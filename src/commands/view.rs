@@ -64,7 +64,7 @@ pub async fn view(
         listener,
         router,
         shutdown.stop.clone(),
-        crate::view::HEADER_READ_TIMEOUT,
+        crate::view::Limits::COMMAND,
     )
     .await
     .context("the server failed")?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::jobs_view::{EXCERPT_CHARS, answer_excerpt, prompt_excerpt};
 use super::sql::{Dialect, Sql};
-use super::{GradeView, JobSpan, Store, StoreError};
+use super::{GradeView, JobSpan, RunCounts, Store, StoreError};
 
 /// The most jobs one page lists.
 pub const MAX_PAGE: i64 = 200;
@@ -17,6 +17,68 @@ pub const MAX_PAGE: i64 = 200;
 /// The most attempts one job's page lists (a job is retried a handful of times; a judge's
 /// attempts are recorded against the job too).
 pub const MAX_ATTEMPTS: i64 = 100;
+
+/// What the runs page shows of a run, as the store keeps it per run and model while the rows
+/// are written (`run_tallies`, migrations 0017 and postgres/0010): read in a few rows whatever
+/// the size of the run, and the counts of the rows as they are, a run in progress included.
+#[derive(Debug, Clone, Default)]
+pub struct RunTally {
+    pub counts: RunCounts,
+    /// The models of its jobs, rejected jobs (which have no model) left out, in order.
+    pub models: Vec<String>,
+    /// Its jobs, results and priced results by model, for counting the jobs of a list.
+    by_model: Vec<(String, i64, i64, i64)>,
+    /// `None` for a run without jobs.
+    pub span: Option<JobSpan>,
+}
+
+impl RunTally {
+    /// Of the run's jobs (of `model` only, with one), how many have a value to sort by `key`:
+    /// a result (with a cost, for cost).
+    fn valued(&self, model: Option<&str>, key: SortKey) -> i64 {
+        self.by_model
+            .iter()
+            .filter(|(m, ..)| model.is_none_or(|model| model == m))
+            .map(|&(_, _, results, priced)| {
+                if key.column == "cost_pico_usd" {
+                    priced
+                } else {
+                    results
+                }
+            })
+            .sum()
+    }
+
+    /// Of the run's jobs (of `model` only, with one), how many there are.
+    fn jobs(&self, model: Option<&str>) -> i64 {
+        self.by_model
+            .iter()
+            .filter(|(m, ..)| model.is_none_or(|model| model == m))
+            .map(|&(_, jobs, ..)| jobs)
+            .sum()
+    }
+}
+
+/// One row of `run_tallies` summed over its slots (PostgreSQL keeps one row per connection
+/// that wrote).
+#[derive(sqlx::FromRow)]
+struct TallyRow {
+    model: String,
+    jobs: i64,
+    pending: i64,
+    succeeded: i64,
+    failed: i64,
+    rejected: i64,
+    results: i64,
+    cost_pico_usd: i64,
+    unpriced: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_creation_input_tokens: i64,
+    cache_read_input_tokens: i64,
+    first_job: Option<i64>,
+    last_job: Option<i64>,
+}
 
 /// How a job came out, as the job list filters it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -189,6 +251,15 @@ impl JobFilter {
             && self.tag.is_none()
             && self.text.is_none()
             && self.job_id.is_none()
+    }
+
+    /// Whether the filter keeps every job of a run, or those of one model.
+    fn narrows_by_model_at_most(&self) -> bool {
+        Self {
+            model: None,
+            ..self.clone()
+        }
+        .is_empty()
     }
 
     /// Appends ` AND …` for each condition to a statement over `jobs j LEFT JOIN results r`.
@@ -407,52 +478,138 @@ pub struct AttemptRow {
 }
 
 impl Store {
+    /// A run's [`RunTally`].
+    pub async fn run_tally(&self, run_id: i64) -> Result<RunTally, StoreError> {
+        let rows: Vec<TallyRow> = self
+            .all(
+                Sql::new(
+                    "SELECT model, CAST(SUM(jobs) AS BIGINT) AS jobs,
+                            CAST(SUM(pending) AS BIGINT) AS pending,
+                            CAST(SUM(succeeded) AS BIGINT) AS succeeded,
+                            CAST(SUM(failed) AS BIGINT) AS failed,
+                            CAST(SUM(rejected) AS BIGINT) AS rejected,
+                            CAST(SUM(results) AS BIGINT) AS results,
+                            CAST(SUM(cost_pico_usd) AS BIGINT) AS cost_pico_usd,
+                            CAST(SUM(unpriced) AS BIGINT) AS unpriced,
+                            CAST(SUM(input_tokens) AS BIGINT) AS input_tokens,
+                            CAST(SUM(output_tokens) AS BIGINT) AS output_tokens,
+                            CAST(SUM(cache_creation_input_tokens) AS BIGINT)
+                                AS cache_creation_input_tokens,
+                            CAST(SUM(cache_read_input_tokens) AS BIGINT)
+                                AS cache_read_input_tokens,
+                            MIN(first_job) AS first_job, MAX(last_job) AS last_job
+                     FROM run_tallies WHERE run_id = $1 GROUP BY model ORDER BY model",
+                )
+                .bind(run_id),
+            )
+            .await?;
+        let mut tally = RunTally::default();
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        for row in rows.into_iter().filter(|row| row.jobs > 0) {
+            let counts = &mut tally.counts;
+            counts.total += row.jobs;
+            counts.pending += row.pending;
+            counts.succeeded += row.succeeded;
+            counts.failed += row.failed;
+            counts.rejected += row.rejected;
+            counts.cost_pico_usd += row.cost_pico_usd;
+            counts.unpriced += row.unpriced;
+            counts.input_tokens += row.input_tokens;
+            counts.output_tokens += row.output_tokens;
+            counts.cache_creation_input_tokens += row.cache_creation_input_tokens;
+            counts.cache_read_input_tokens += row.cache_read_input_tokens;
+            first = first.min(row.first_job.unwrap_or(i64::MAX));
+            last = last.max(row.last_job.unwrap_or(i64::MIN));
+            if row.jobs > row.rejected {
+                tally.models.push(row.model.clone());
+            }
+            tally
+                .by_model
+                .push((row.model, row.jobs, row.results, row.results - row.unpriced));
+        }
+        // The least and greatest row ids its jobs were given: a job deleted since leaves the
+        // stretch as wide, and no longer contiguous, which reads as much and stays right.
+        if tally.counts.total > 0 && first <= last {
+            tally.span = Some(JobSpan {
+                first,
+                last,
+                contiguous: last - first + 1 == tally.counts.total,
+            });
+        }
+        Ok(tally)
+    }
+
     /// One page of a run's jobs under `filter`: at most `limit` (up to [`MAX_PAGE`]) jobs
-    /// after the first `offset`. `span` is the run's [`Store::job_span`]: in input order the
-    /// rows are read in row order over that stretch, and a page stops reading once full; sorted
-    /// by cost or latency, they are read in the order of the value's index ([`SortKey`]), the
-    /// jobs without a value after the others.
+    /// after the first `offset`. `span` is the run's stretch of rows (its [`RunTally`]'s): in
+    /// input order the rows are read in row order over that stretch, and a page stops reading
+    /// once full; sorted by cost or latency, they are read in the order of the value's index
+    /// ([`SortKey`]), the jobs without a value after the others. `tally`, the run's, says how
+    /// many jobs have a value when the filter narrows by model at most, so that a page past
+    /// them reads none of them.
     pub async fn job_page(
         &self,
         run_id: i64,
         span: &JobSpan,
+        tally: Option<&RunTally>,
         filter: &JobFilter,
         offset: i64,
         limit: i64,
     ) -> Result<Vec<JobListRow>, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let offset = offset.max(0);
+        // How many jobs the list holds, when the run's tally says.
+        let known_jobs = tally
+            .filter(|_| filter.narrows_by_model_at_most())
+            .map(|tally| tally.jobs(filter.model.as_deref()));
         let mut rows: Vec<JobListRow> = match filter.sort.key() {
+            // Every row of a contiguous stretch is one of the run's jobs: an unfiltered page
+            // starts `offset` rows into it, found by row id rather than stepped to.
+            None if filter.is_empty() && span.contiguous => {
+                let from = JobSpan {
+                    first: span.first.saturating_add(offset),
+                    ..*span
+                };
+                self.all(self.page_sql(run_id, &from, filter, Part::Input, 0, limit, false))
+                    .await?
+            }
             None => {
-                self.all(self.page_sql(run_id, span, filter, Part::Input, offset, limit))
+                let total = known_jobs;
+                self.read(run_id, span, filter, Part::Input, offset, limit, total)
                     .await?
             }
             Some(key) => {
                 let valued = Part::Valued(key);
-                let mut rows: Vec<JobListRow> = self
-                    .all(self.page_sql(run_id, span, filter, valued, offset, limit))
+                let known = tally
+                    .filter(|_| filter.narrows_by_model_at_most())
+                    .map(|tally| tally.valued(filter.model.as_deref(), key));
+                let mut rows = self
+                    .read(run_id, span, filter, valued, offset, limit, known)
                     .await?;
                 let shown = i64::try_from(rows.len()).unwrap_or(i64::MAX);
                 if shown < limit {
                     // Past the jobs with a value: those without follow. How many were passed
                     // over is known unless this page starts past them all.
-                    let passed = if shown > 0 || offset == 0 {
-                        offset
-                    } else {
-                        let count = self.page_sql(run_id, span, filter, valued, 0, 0);
-                        let (count, _): (i64, i64) = self.one(count).await?;
-                        offset.min(count)
+                    let passed = match known {
+                        Some(count) => offset.min(count),
+                        None if shown > 0 || offset == 0 => offset,
+                        None => {
+                            let count = self.page_sql(run_id, span, filter, valued, 0, 0, false);
+                            let (count, _): (i64, i64) = self.one(count).await?;
+                            offset.min(count)
+                        }
                     };
                     let missing = Part::Missing(key);
+                    let total = known_jobs.zip(known).map(|(jobs, valued)| jobs - valued);
                     rows.extend(
-                        self.all::<JobListRow>(self.page_sql(
+                        self.read(
                             run_id,
                             span,
                             filter,
                             missing,
                             offset - passed,
                             limit - shown,
-                        ))
+                            total,
+                        )
                         .await?,
                     );
                 }
@@ -468,8 +625,45 @@ impl Store {
         Ok(rows)
     }
 
-    /// The statement of [`Store::job_page`] for one `part` of a list; `limit` 0 counts the
-    /// part's rows instead.
+    /// At most `limit` rows of `part` of a list after its first `offset`. When the part's
+    /// `total` is known, a page nearer its end than its start is read from the end, backwards:
+    /// a page reads as many rows as lie between it and the nearer end.
+    #[expect(clippy::too_many_arguments, reason = "one page of one part of a list")]
+    async fn read(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        part: Part,
+        offset: i64,
+        limit: i64,
+        total: Option<i64>,
+    ) -> Result<Vec<JobListRow>, StoreError> {
+        let Some(total) = total else {
+            return self
+                .all(self.page_sql(run_id, span, filter, part, offset, limit, false))
+                .await;
+        };
+        if offset >= total {
+            return Ok(Vec::new());
+        }
+        let take = limit.min(total - offset);
+        let after = total - offset - take;
+        if after >= offset {
+            return self
+                .all(self.page_sql(run_id, span, filter, part, offset, limit, false))
+                .await;
+        }
+        let mut rows: Vec<JobListRow> = self
+            .all(self.page_sql(run_id, span, filter, part, after, take, true))
+            .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The statement of [`Store::job_page`] for one `part` of a list, in its order or
+    /// `backwards`; `limit` 0 counts the part's rows instead.
+    #[expect(clippy::too_many_arguments, reason = "one page of one part of a list")]
     fn page_sql(
         &self,
         run_id: i64,
@@ -478,6 +672,7 @@ impl Store {
         part: Part,
         offset: i64,
         limit: i64,
+        backwards: bool,
     ) -> Sql {
         let dialect = self.dialect();
         // SQLite cuts the excerpts in SQL; PostgreSQL has no SQLite JSON functions, so they
@@ -529,7 +724,16 @@ impl Store {
                     .to_owned()
             }
         };
-        let mut sql = Sql::new(format!("SELECT {columns} {from}"))
+        // PostgreSQL computes a row's columns before OFFSET skips it: there the page's rows
+        // are chosen first, by id, and only they are read whole (page 100 of a list read the
+        // answers and grades of the 4,950 jobs before it too). SQLite skips before.
+        let chosen_first = dialect == Dialect::Postgres && limit > 0;
+        let select = if chosen_first {
+            format!("SELECT {columns} FROM (SELECT j.id AS page_id {from}")
+        } else {
+            format!("SELECT {columns} {from}")
+        };
+        let mut sql = Sql::new(select)
             .bind(run_id)
             .bind(EXCERPT_CHARS)
             .bind(span.first)
@@ -543,7 +747,12 @@ impl Store {
             return sql;
         }
         let order = match part {
-            Part::Valued(key) => key.order_by(),
+            Part::Valued(key) => SortKey {
+                descending: key.descending != backwards,
+                ..key
+            }
+            .order_by(),
+            Part::Input | Part::Missing(_) if backwards => "j.id DESC".to_owned(),
             Part::Input | Part::Missing(_) => "j.id".to_owned(),
         };
         sql.push(" ORDER BY ")
@@ -552,6 +761,13 @@ impl Store {
             .push_bind(limit)
             .push(" OFFSET ")
             .push_bind(offset);
+        if chosen_first {
+            sql.push(
+                ") AS page JOIN jobs j ON j.id = page.page_id LEFT JOIN results r ON r.job = j.id
+                 ORDER BY ",
+            )
+            .push(&order);
+        }
         sql
     }
 
@@ -684,14 +900,165 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A run's figures counted over its rows, as `status` counts them.
+    async fn counted(
+        store: &Store,
+        run: i64,
+    ) -> (RunCounts, Vec<String>, Option<(i64, i64, bool)>) {
+        let models = store.run_models(run).await.unwrap();
+        let span = store.job_span(run).await.unwrap();
+        (
+            store.run_counts(run).await.unwrap(),
+            models.into_iter().map(|(m, _)| m).collect(),
+            span.map(|s| (s.first, s.last, s.contiguous)),
+        )
+    }
+
+    async fn tallied(
+        store: &Store,
+        run: i64,
+    ) -> (RunCounts, Vec<String>, Option<(i64, i64, bool)>) {
+        let tally = store.run_tally(run).await.unwrap();
+        (
+            tally.counts,
+            tally.models,
+            tally.span.map(|s| (s.first, s.last, s.contiguous)),
+        )
+    }
+
+    async fn assert_tallied(store: &Store, runs: &[i64], when: &str) {
+        for &run in runs {
+            let (counts, models, span) = counted(store, run).await;
+            let (t_counts, t_models, t_span) = tallied(store, run).await;
+            assert_eq!(
+                format!("{t_counts:?} {t_models:?} {t_span:?}"),
+                format!("{counts:?} {models:?} {span:?}"),
+                "run {run}, {when}"
+            );
+        }
+    }
+
+    async fn exec(store: &Store, statements: &[&'static str]) {
+        for statement in statements {
+            store.execute(Sql::new(*statement)).await.unwrap();
+        }
+    }
+
+    /// Rows of every kind for runs 1 and 2 (run 2 on two models, one unpriced result, a
+    /// rejected job), written as an older msgbatch wrote them.
+    const ROWS: &[&str] = &[
+        "INSERT INTO runs (id, name, created_at_ms, status, input_path, input_sha256,
+                           gateway_name, base_url, messages_path, settings)
+         VALUES (1, 'one', 0, 'completed', 'a.jsonl', '', 'mock', 'http://m', '/v1/messages', '{}'),
+                (2, 'two', 0, 'running', 'b.jsonl', '', 'mock', 'http://m', '/v1/messages', '{}')",
+        "INSERT INTO jobs (id, run_id, job_id, model, line, request, request_sha256, state)
+         VALUES (1, 1, 'q1', 'a', 1, '{}', '', 'succeeded'),
+                (2, 1, 'q2', 'a', 2, '{}', '', 'failed'),
+                (3, 2, 'q1', 'a', 1, '{}', '', 'succeeded'),
+                (4, 2, 'q1', 'b', 1, '{}', '', 'succeeded'),
+                (5, 2, 'q2', '', 2, '{}', '', 'rejected'),
+                (6, 2, 'q3', 'b', 3, '{}', '', 'pending')",
+        "INSERT INTO results (job, input_tokens, output_tokens, cache_creation_input_tokens,
+                              cache_write_5m_tokens, cache_write_1h_tokens,
+                              cache_read_input_tokens, latency_ms, streamed, cost_pico_usd,
+                              completed_at_ms)
+         VALUES (1, 10, 20, 3, 0, 0, 4, 5, 0, 700, 0), (3, 11, 21, 0, 0, 0, 0, 7, 0, 900, 0),
+                (4, 12, 22, 0, 0, 0, 5, 9, 0, NULL, 0)",
+    ];
+
+    #[tokio::test]
+    async fn the_tallies_are_the_counts_of_the_rows_from_the_migration_on_through_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        // A store made before the tallies, with runs in it: the migration counts them.
+        let pool = super::super::open_sqlite(&path).await.unwrap();
+        sqlx::migrate!().run_to(13, &pool).await.unwrap();
+        for statement in ROWS {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        let store = Store::open(&path).await.unwrap();
+        assert_tallied(&store, &[1, 2, 3], "after the migration").await;
+        let before = store.run_tally(2).await.unwrap();
+        assert_eq!(before.counts.total, 4);
+        assert_eq!(before.counts.unpriced, 1);
+        assert_eq!(before.models, ["a", "b"]);
+
+        // Jobs added, answered, failed, retried; a result's figures changed; a result and a
+        // job deleted by themselves; a run deleted whole.
+        let job = |job_id: &str, model: &str, state| super::super::NewJob {
+            job_id: job_id.to_owned(),
+            model: model.to_owned(),
+            sample: 0,
+            line: 9,
+            request: "{}".to_owned(),
+            request_sha256: String::new(),
+            tags: None,
+            expect: None,
+            state,
+            error: None,
+        };
+        let pending = super::super::JobState::Pending;
+        store
+            .insert_jobs(2, vec![job("q4", "b", pending), job("q5", "c", pending)])
+            .await
+            .unwrap();
+        assert_tallied(&store, &[1, 2], "jobs added").await;
+        exec(
+            &store,
+            &[
+                "UPDATE jobs SET state = 'succeeded' WHERE id = 6",
+                "INSERT INTO results (job, input_tokens, output_tokens,
+                     cache_creation_input_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+                     cache_read_input_tokens, latency_ms, streamed, cost_pico_usd,
+                     completed_at_ms)
+                 VALUES (6, 1, 2, 3, 0, 0, 4, 5, 0, 60, 0)",
+                "UPDATE jobs SET state = 'failed' WHERE id = 7",
+            ],
+        )
+        .await;
+        assert_tallied(&store, &[1, 2], "jobs answered and failed").await;
+        assert_eq!(store.reset_failed(1).await.unwrap(), 1);
+        assert_tallied(&store, &[1, 2], "failed jobs set pending again").await;
+        exec(
+            &store,
+            &["UPDATE results SET cost_pico_usd = 5, output_tokens = 1 WHERE job = 4"],
+        )
+        .await;
+        assert_tallied(&store, &[1, 2], "a result changed").await;
+        exec(&store, &["DELETE FROM results WHERE job = 3"]).await;
+        assert_tallied(&store, &[1, 2], "a result deleted").await;
+        exec(&store, &["DELETE FROM jobs WHERE id = 4"]).await;
+        assert_tallied(&store, &[1, 2], "a job deleted with its result").await;
+        let moved = store
+            .execute(Sql::new("UPDATE jobs SET model = 'z' WHERE id = 1"))
+            .await;
+        assert!(moved.is_err(), "a job keeps its model");
+        store.delete_run(1).await.unwrap();
+        assert_tallied(&store, &[1, 2], "a run deleted").await;
+        let left: i64 = store
+            .value(Sql::new(
+                "SELECT COUNT(*) FROM run_tallies WHERE run_id = 1",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        store.close().await;
+    }
+
     /// The query plan of the job list's statement for `part`, one step a line.
-    async fn plan(store: &Store, filter: &JobFilter, part: Part) -> String {
+    async fn plan(store: &Store, filter: &JobFilter, part: Part, backwards: bool) -> String {
         let span = JobSpan {
             first: 1,
             last: 1_000_000,
             contiguous: true,
         };
-        let sql = store.page_sql(1, &span, filter, part, 100, 51).explained();
+        let sql = store
+            .page_sql(1, &span, filter, part, 100, 51, backwards)
+            .explained();
         let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
         steps
             .into_iter()
@@ -717,18 +1084,20 @@ mod tests {
                     sort,
                     ..JobFilter::default()
                 };
-                let valued = plan(&store, &filter, Part::Valued(key)).await;
-                assert!(
-                    valued.lines().next().is_some_and(|first| first
-                        .split_whitespace()
-                        .skip(1)
-                        .take(4)
-                        .eq(["r", "USING", "INDEX", key.index])),
-                    "{sort:?}: {valued}"
-                );
-                assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
-                let missing = plan(&store, &filter, Part::Missing(key)).await;
-                assert!(!missing.contains("TEMP B-TREE"), "{sort:?}: {missing}");
+                for backwards in [false, true] {
+                    let valued = plan(&store, &filter, Part::Valued(key), backwards).await;
+                    assert!(
+                        valued.lines().next().is_some_and(|first| first
+                            .split_whitespace()
+                            .skip(1)
+                            .take(4)
+                            .eq(["r", "USING", "INDEX", key.index])),
+                        "{sort:?}: {valued}"
+                    );
+                    assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
+                    let missing = plan(&store, &filter, Part::Missing(key), backwards).await;
+                    assert!(!missing.contains("TEMP B-TREE"), "{sort:?}: {missing}");
+                }
             }
         }
     }

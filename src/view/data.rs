@@ -1,8 +1,10 @@
 //! The data behind each page, as the JSON API serves it and the templates show it.
 //!
-//! What a finished run shows does not change, so its counts and its report are computed once
-//! and kept (a report over a million results takes seconds); a run that may still move is
-//! read afresh on every request.
+//! A run's counts, spend, models and stretch of rows are read from what the store keeps of
+//! them as rows are written (a few rows, whatever the size of the run, and exact while it
+//! runs). What a finished run's report shows does not change, so it is computed once and kept
+//! (a report over a million results takes seconds); that of a run that may still move is
+//! computed again when looked at.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use serde::Serialize;
 use crate::output::redacted_url;
 use crate::pricing::format_usd;
 use crate::report::{self, Report};
-use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome};
+use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome, RunTally};
 use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, RunStatus, Store, StoreError};
 
 /// Jobs a filtered list counts before it says "more than": a count reads every row up to
@@ -52,11 +54,7 @@ pub struct Data {
     pub store: Store,
     /// The same store on connections of its own, for the reports computed in the background.
     report_store: Store,
-    figures: Mutex<HashMap<i64, (Stamp, Figures)>>,
     reports: Mutex<HashMap<i64, ReportSlot>>,
-    /// Held while a finished run's figures are computed: a request that comes meanwhile (or
-    /// the warm-up) waits for them rather than reading the run a second time.
-    building_figures: tokio::sync::Mutex<()>,
     /// Held while a finished run's report is computed: they are computed one at a time.
     building_reports: tokio::sync::Mutex<()>,
 }
@@ -106,15 +104,7 @@ pub enum ReportStatus {
     Computing,
 }
 
-/// What the pages of a run read first: its counts, models and stretch of rows.
-#[derive(Debug, Clone)]
-struct Figures {
-    counts: RunCounts,
-    models: Vec<String>,
-    span: Option<JobSpan>,
-}
-
-/// What a kept figure of a run was computed for: it holds while the run is the same finished
+/// What a kept report of a run was computed for: it holds while the run is the same finished
 /// run (a resumed run is running again, and finishes later).
 type Stamp = (RunStatus, Option<i64>);
 
@@ -269,9 +259,7 @@ impl Data {
         Self {
             store,
             report_store,
-            figures: Mutex::default(),
             reports: Mutex::default(),
-            building_figures: tokio::sync::Mutex::default(),
             building_reports: tokio::sync::Mutex::default(),
         }
     }
@@ -284,43 +272,6 @@ impl Data {
             ));
         }
         Ok(self.store.find_run(key).await?)
-    }
-
-    fn kept_figures(&self, run: &RunRow, stamp: Option<&Stamp>) -> Option<Figures> {
-        let kept = self.figures.lock().ok()?;
-        let (at, figures) = kept.get(&run.id)?;
-        (Some(at) == stamp).then(|| figures.clone())
-    }
-
-    async fn figures(&self, run: &RunRow) -> Result<Figures, ViewError> {
-        let stamp = stamp(run);
-        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
-            return Ok(figures);
-        }
-        let _building = match stamp {
-            Some(_) => Some(self.building_figures.lock().await),
-            None => None,
-        };
-        if let Some(figures) = self.kept_figures(run, stamp.as_ref()) {
-            return Ok(figures);
-        }
-        let figures = Figures {
-            counts: self.store.run_counts(run.id).await?,
-            models: self
-                .store
-                .run_models(run.id)
-                .await?
-                .into_iter()
-                .map(|(m, _)| m)
-                .collect(),
-            span: self.store.job_span(run.id).await?,
-        };
-        if let Some(stamp) = stamp
-            && let Ok(mut kept) = self.figures.lock()
-        {
-            kept.insert(run.id, (stamp, figures.clone()));
-        }
-        Ok(figures)
     }
 
     /// A run's report, grouped by model, with its charts' data, waiting no longer than `wait`
@@ -420,22 +371,19 @@ impl Data {
         .await?)
     }
 
-    /// Computes what finished runs keep, so that the first look at them is quick too.
+    /// Computes the reports finished runs keep, so that the first look at them is quick too.
     pub async fn warm(self: &Arc<Self>) {
         let Ok(runs) = self.store.runs().await else {
             return;
         };
         let settled: Vec<&RunRow> = runs.iter().rev().filter(|r| stamp(r).is_some()).collect();
         for run in &settled {
-            let _ = self.figures(run).await;
-        }
-        for run in &settled {
             let _ = self.report(run, None).await;
         }
     }
 
     async fn summary(&self, run: &RunRow) -> Result<RunSummary, ViewError> {
-        let Figures { counts, models, .. } = self.figures(run).await?;
+        let RunTally { counts, models, .. } = self.store.run_tally(run.id).await?;
         let workers = self.store.workers(run.id).await?;
         let status = self.store.run_state(run).await?.to_string();
         let budget_pico_usd = crate::settings::RunSettings::of(run)?
@@ -528,8 +476,8 @@ impl Data {
         let run = self.find_run(key).await?;
         let per_page = per_page.clamp(1, MAX_PAGE);
         let page = page.max(1);
-        let figures = self.figures(&run).await?;
-        let span = figures.span.unwrap_or(JobSpan {
+        let tally = self.store.run_tally(run.id).await?;
+        let span = tally.span.unwrap_or(JobSpan {
             first: 0,
             last: -1,
             contiguous: true,
@@ -554,7 +502,7 @@ impl Data {
         };
         let mut rows = self
             .store
-            .job_page(run.id, read, &filter, offset, per_page + 1)
+            .job_page(run.id, read, Some(&tally), &filter, offset, per_page + 1)
             .await?;
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) > per_page;
         rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
@@ -582,7 +530,7 @@ impl Data {
         };
         // A text search reads every request and answer it passes: it is not counted too.
         let matched = if filter.is_empty() {
-            Some(figures.counts.total)
+            Some(tally.counts.total)
         } else if filter.text.is_some() {
             None
         } else {
@@ -602,7 +550,7 @@ impl Data {
                 row,
             })
             .collect();
-        let models = figures.models;
+        let models = tally.models;
         // What a finished run can be filtered on comes with its kept report (asked for here
         // if it is not, and not waited for: until it is ready, the list offers no values,
         // rather than read every grade of the run on each look); a running run's list offers

@@ -14,4 +14,6 @@ mod security;
 mod server;
 
 pub use security::{Access, CONTENT_SECURITY_POLICY, new_token};
-pub use server::{HEADER_READ_TIMEOUT, guarded, router, serve};
+pub use server::{
+    HEADER_READ_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_REQUESTS, guarded, router, serve,
+};

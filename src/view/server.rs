@@ -74,17 +74,71 @@ type Api<T> = Result<Json<T>, ApiError>;
 /// the connection (and its task) for as long as it likes.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the command's server holds open at once: one beyond them is closed as soon as
+/// it is accepted, unread, until one of those open ends (a kept-alive connection ends once
+/// idle for [`HEADER_READ_TIMEOUT`]). A browser opens a few per server.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Requests answered at once (each reads the store): one beyond them is answered 503 with
+/// `Retry-After: 1` at once, rather than queued behind them.
+pub const MAX_REQUESTS: usize = 32;
+
+/// What a server holds at most, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client has to send a request's headers ([`HEADER_READ_TIMEOUT`]).
+    pub header_read_timeout: Duration,
+    /// Connections open at once ([`MAX_CONNECTIONS`]).
+    pub connections: usize,
+}
+
+impl Limits {
+    /// The command's.
+    pub const COMMAND: Self = Self {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        connections: MAX_CONNECTIONS,
+    };
+}
+
 /// `routes` guarded by `access` and wrapped in what every answer passes through: a handler's
 /// panic becomes a 500 page (with the headers of every page) rather than a dropped
-/// connection, and the security headers are set on everything.
-pub fn guarded(routes: Router, access: Access) -> Router {
+/// connection, no more than `requests` requests past the guard are answered at once (the
+/// others are answered 503), and the security headers are set on everything.
+pub fn guarded(routes: Router, access: Access, requests: usize) -> Router {
     routes
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(requests)),
+            one_of_few,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             security::guard,
         ))
         .layer(axum::middleware::from_fn(security::headers))
+}
+
+/// Answers a request while fewer than the semaphore's permits are being answered, and 503
+/// otherwise.
+async fn one_of_few(
+    State(answering): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_answering) = answering.try_acquire_owned() else {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        return (
+            status,
+            [(header::RETRY_AFTER, "1")],
+            pages::error(
+                status,
+                "The server is answering as many requests as it answers at once: try again \
+                 in a moment.",
+            ),
+        )
+            .into_response();
+    };
+    next.run(request).await
 }
 
 /// The answer to a request whose handler panicked: the panic goes to the server's log, the
@@ -129,10 +183,13 @@ pub fn router(store: Store, reports: Store, access: Access) -> (Router, Arc<Data
         .route("/assets/view.js", get(js))
         .fallback(not_found)
         .with_state(data.clone());
-    (guarded(router, access), Arc::new(DataHandle(data)))
+    (
+        guarded(router, access, MAX_REQUESTS),
+        Arc::new(DataHandle(data)),
+    )
 }
 
-/// What the command keeps of the app: a way to warm its figures of finished runs.
+/// What the command keeps of the app: a way to compute the reports of finished runs ahead.
 pub struct DataHandle(Arc<Data>);
 
 impl DataHandle {
@@ -142,18 +199,21 @@ impl DataHandle {
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled; requests under way finish. A
-/// connection is closed when its request's headers take longer than `header_read_timeout`
-/// ([`HEADER_READ_TIMEOUT`] for the command).
+/// connection is closed when its request's headers take longer than the limits'
+/// `header_read_timeout`, and one accepted while `connections` are open is closed at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     stop: CancellationToken,
-    header_read_timeout: Duration,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     let connections = GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    // Said once each time the server is full, not for every connection closed meanwhile.
+    let mut full = false;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -173,6 +233,20 @@ pub async fn serve(
                 }
             }
         };
+        // A connection beyond the limit is closed unread: it holds nothing, whatever its
+        // client does next.
+        let Ok(held) = Arc::clone(&open).try_acquire_owned() else {
+            if !full {
+                crate::errln!(
+                    "view: {} connections open; closing new ones until some end",
+                    limits.connections
+                );
+                full = true;
+            }
+            drop(stream);
+            continue;
+        };
+        full = false;
         let _ = stream.set_nodelay(true);
         let connection = http.serve_connection(
             TokioIo::new(stream),
@@ -182,6 +256,7 @@ pub async fn serve(
         // An error here is the client's (gone, too slow, or not speaking HTTP).
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(held);
         });
     }
     drop(listener);

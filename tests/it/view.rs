@@ -457,6 +457,32 @@ async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_v
     let input = all_pages(&base, id, "", 200).await;
     assert_eq!(input.len(), 17);
     let field = |job: &Value, name: &str| job[name].as_i64();
+    // In input order, page by page as in one.
+    let in_order: Vec<String> = (0..17).map(|i| format!("j{i}")).collect();
+    assert_eq!(job_ids(&json!({ "jobs": input })), in_order);
+    for per_page in [2, 3] {
+        let paged = all_pages(&base, id, "", per_page).await;
+        assert_eq!(
+            job_ids(&json!({ "jobs": paged })),
+            in_order,
+            "{per_page} a page"
+        );
+    }
+    let past = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=2&page=40")).await;
+    assert_eq!(past["jobs"], json!([]), "past the last page");
+    let haiku_in_order: Vec<String> = input
+        .iter()
+        .filter(|j| j["model"] == "claude-haiku-4-5")
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    for per_page in [2, 3] {
+        let paged = all_pages(&base, id, "model=claude-haiku-4-5", per_page).await;
+        assert_eq!(
+            job_ids(&json!({ "jobs": paged })),
+            haiku_in_order,
+            "one model"
+        );
+    }
     assert!(
         input
             .iter()
@@ -529,17 +555,144 @@ async fn serve_routes(
     routes: axum::Router,
     header_read_timeout: Duration,
 ) -> (String, tokio_util::sync::CancellationToken) {
+    let limits = msgbatch::view::Limits {
+        header_read_timeout,
+        ..msgbatch::view::Limits::COMMAND
+    };
+    serve_limited(routes, limits, msgbatch::view::MAX_REQUESTS).await
+}
+
+/// [`serve_routes`] under `limits`, answering `requests` requests at once.
+async fn serve_limited(
+    routes: axum::Router,
+    limits: msgbatch::view::Limits,
+    requests: usize,
+) -> (String, tokio_util::sync::CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let app = msgbatch::view::guarded(routes, msgbatch::view::Access::for_address(address, None));
-    tokio::spawn(msgbatch::view::serve(
-        listener,
-        app,
-        stop.clone(),
-        header_read_timeout,
-    ));
+    let access = msgbatch::view::Access::for_address(address, None);
+    let app = msgbatch::view::guarded(routes, access, requests);
+    tokio::spawn(msgbatch::view::serve(listener, app, stop.clone(), limits));
     (format!("http://{address}"), stop)
+}
+
+/// Routes whose `/hold` says it started on `entered` and answers once `release` gives it a
+/// permit; `/fine` answers at once.
+fn holding_routes(
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/hold",
+            axum::routing::get(move || {
+                let (entered, release) = (entered.clone(), release.clone());
+                async move {
+                    let _ = entered.send(());
+                    release.acquire().await.unwrap().forget();
+                    "held"
+                }
+            }),
+        )
+        .route("/fine", axum::routing::get(|| async { "fine" }))
+}
+
+#[tokio::test]
+async fn requests_beyond_those_answered_at_once_are_answered_503_until_one_ends() {
+    let (entered, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let routes = holding_routes(entered, release.clone());
+    let (base, stop) = serve_limited(routes, msgbatch::view::Limits::COMMAND, 3).await;
+    let held: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(get_owned(format!("{base}/hold"))))
+        .collect();
+    for _ in 0..3 {
+        started.recv().await.unwrap();
+    }
+    // Three are being answered: a fourth request is refused at once, on any page.
+    let (status, headers, body) = get(&format!("{base}/fine")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(headers["content-security-policy"], CSP);
+    assert!(body.contains("try again"), "{body}");
+    // One ends (whichever took the permit): the next request is answered.
+    release.add_permits(1);
+    let (first, _, rest) = futures_util::future::select_all(held).await;
+    assert_eq!(first.unwrap(), (StatusCode::OK, "held".to_owned()));
+    let (status, _, body) = get(&format!("{base}/fine")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    release.add_permits(2);
+    for answer in futures_util::future::join_all(rest).await {
+        assert_eq!(answer.unwrap(), (StatusCode::OK, "held".to_owned()));
+    }
+    stop.cancel();
+}
+
+/// Sends `GET /fine` on `stream` and reads until its answer's body; `None` when the server
+/// closed the connection (or reset it) first.
+async fn fine_on(stream: &mut tokio::net::TcpStream, host: &str, close: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let request = format!("GET /fine HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    while !answer.ends_with(b"fine") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.starts_with("HTTP/1.1").then_some(answer)
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_unread_until_one_ends() {
+    let routes = axum::Router::new().route("/fine", axum::routing::get(|| async { "fine" }));
+    let limits = msgbatch::view::Limits {
+        header_read_timeout: Duration::from_secs(120),
+        connections: 2,
+    };
+    let (base, stop) = serve_limited(routes, limits, msgbatch::view::MAX_REQUESTS).await;
+    let host = base.strip_prefix("http://").unwrap().to_owned();
+    // Two connections answered and kept alive: the server holds both.
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let answer = fine_on(&mut stream, &host, false).await;
+        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+        kept.push(stream);
+    }
+    // A third is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), fine_on(&mut third, &host, true))
+        .await
+        .expect("the server closes the third connection");
+    assert_eq!(answer, None, "a third connection was answered");
+    // Once one of the two ends, a new one is answered (as soon as the server has seen it end),
+    // and the other is still served.
+    drop(kept.remove(0));
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+            if let Some(answer) = fine_on(&mut stream, &host, true).await {
+                break answer;
+            }
+        }
+    })
+    .await
+    .expect("a connection is answered once one of those open ended");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let again = fine_on(&mut kept[0], &host, false).await;
+    assert!(again.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    stop.cancel();
+}
+
+async fn get_owned(url: String) -> (StatusCode, String) {
+    let (status, _, body) = get(&url).await;
+    (status, body)
 }
 
 async fn panics() -> &'static str {
@@ -1318,4 +1471,132 @@ async fn in_a_browser_a_running_run_s_counter_moves_without_reload() {
         dom.contains("data-refreshed="),
         "the script refreshed the table"
     );
+}
+
+/// A `msgbatch` process on `ws`'s store, once it has said `what` on standard error; the rest
+/// of what it says is read (and dropped) as it goes.
+async fn started(command: &mut tokio::process::Command, what: &str) -> tokio::process::Child {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next_line().await.unwrap();
+        let Some(line) = line else {
+            panic!("the process ended without saying {what:?}: {seen:?}");
+        };
+        if line.contains(what) {
+            break;
+        }
+        seen.push(line);
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+/// The runs page's counts of run `name`, as `/api/runs` gives them.
+async fn listed(base: &str, name: &str) -> Value {
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no run {name}: {runs}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn the_runs_page_counts_a_run_three_workers_write_at_once_as_its_rows_say() {
+    use sqlx::Connection as _;
+    const JOBS: i64 = 600;
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    // Answers slow enough for the workers to join and share the run; some fail for good.
+    let mock = mock(MockConfig {
+        latency: Duration::from_millis(20),
+        fail_rate: 0.1,
+        seed: 31,
+        ..MockConfig::default()
+    })
+    .await;
+    ws.jobs("jobs.jsonl", usize::try_from(JOBS).unwrap());
+    let args = ["--concurrency", "4", "--max-attempts", "2", "-q"];
+    let mut first = ws.command_on(
+        &mock,
+        &[&["run", "jobs.jsonl", "--name", "night"][..], &args].concat(),
+    );
+    let mut processes = vec![started(first.kill_on_drop(true), "sending to").await];
+    for _ in 0..2 {
+        let mut worker = ws.command(&[&["work", "night"][..], &args].concat());
+        processes.push(started(worker.kill_on_drop(true), "worker for run").await);
+    }
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    // While they write: every look adds up, and the run only moves forward.
+    let mut done = 0;
+    let mut looks = 0;
+    loop {
+        let run = listed(&base, "night").await;
+        let jobs = &run["jobs"];
+        let states =
+            ["pending", "succeeded", "failed", "rejected"].map(|s| jobs[s].as_i64().unwrap());
+        assert_eq!(jobs["total"], JOBS, "{run}");
+        assert_eq!(states.iter().sum::<i64>(), JOBS, "{run}");
+        let now = run["done"].as_i64().unwrap();
+        assert!(now >= done, "done went from {done} to {now}: {run}");
+        done = now;
+        looks += 1;
+        if now == JOBS {
+            break;
+        }
+    }
+    // 1: some jobs failed for good.
+    for mut process in processes {
+        let code = process.wait().await.unwrap().code();
+        assert!(matches!(code, Some(0 | 1)), "{code:?}");
+    }
+    // Once they are done: what the rows say.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let truth: (i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE j.state = 'pending'),
+                COUNT(*) FILTER (WHERE j.state = 'succeeded'),
+                COUNT(*) FILTER (WHERE j.state = 'failed'),
+                COUNT(r.job), CAST(COALESCE(SUM(r.cost_pico_usd), 0) AS BIGINT),
+                COUNT(r.job) - COUNT(r.cost_pico_usd),
+                CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT),
+                CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT)
+         FROM jobs j LEFT JOIN results r ON r.job = j.id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let run = listed(&base, "night").await;
+    let jobs = &run["jobs"];
+    let shown = (
+        jobs["pending"].as_i64().unwrap(),
+        jobs["succeeded"].as_i64().unwrap(),
+        jobs["failed"].as_i64().unwrap(),
+        jobs["succeeded"].as_i64().unwrap(),
+        jobs["cost_pico_usd"].as_i64().unwrap(),
+        jobs["unpriced"].as_i64().unwrap(),
+        jobs["input_tokens"].as_i64().unwrap(),
+        jobs["output_tokens"].as_i64().unwrap(),
+    );
+    assert_eq!(shown, truth, "{run}");
+    assert!(
+        truth.1 > 0 && truth.2 > 0,
+        "some answered, some failed: {truth:?}"
+    );
+    // Each worker counted on rows of its own.
+    let (slots,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT slot) FROM run_tallies")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(slots >= 3, "{slots} connections counted");
+    assert!(looks > 1, "the run was looked at while it ran");
 }
