@@ -3,7 +3,7 @@
 //! every grader, and the group's score is the mean over jobs with its standard error, plain or
 //! clustered on a tag. With repeated samples (`--repeat K`), also pass@K and pass^K.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -59,7 +59,8 @@ impl Score {
         let (se, clusters) = if clustered {
             // Σ over clusters of (Σ over the cluster's jobs of (x − x̄))², over n; a job without
             // the tag is a cluster of its own.
-            let mut sums: HashMap<&str, f64> = HashMap::new();
+            // In the clusters' order: the same figure to the last bit, run after run.
+            let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
             let mut alone = 0_u64;
             let mut squares = 0.0;
             for job in &scored {
