@@ -324,7 +324,7 @@ impl Store {
         };
         let from = match self.dialect() {
             Dialect::Sqlite => "",
-            Dialect::Postgres => " CROSS JOIN LATERAL (SELECT j.request::jsonb AS body) r",
+            Dialect::Postgres => " JOIN LATERAL (SELECT j.request::jsonb AS body) r ON TRUE",
         };
         type Row = (
             String,
