@@ -1,5 +1,5 @@
 -- What `msgbatch view` lists of each run, kept per run and model as the rows are written (as
--- migrations/0017_run_tallies.sql for SQLite). Several workers write one run at once here, so
+-- migrations/0015_run_tallies.sql for SQLite). Several workers write one run at once here, so
 -- each connection adds to rows of its own (`slot`, its server process id): no writer waits on
 -- another's transaction to count, and a run's figures are the sum of its rows. A connection
 -- that reuses a process id after another ended adds to the same rows, which is as good.

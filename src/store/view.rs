@@ -19,7 +19,7 @@ pub const MAX_PAGE: i64 = 200;
 pub const MAX_ATTEMPTS: i64 = 100;
 
 /// What the runs page shows of a run, as the store keeps it per run and model while the rows
-/// are written (`run_tallies`, migrations 0017 and postgres/0010): read in a few rows whatever
+/// are written (`run_tallies`, migrations 0015 and postgres/0008): read in a few rows whatever
 /// the size of the run, and the counts of the rows as they are, a run in progress included.
 #[derive(Debug, Clone, Default)]
 pub struct RunTally {
