@@ -28,17 +28,29 @@ CREATE TABLE run_tallies (
     PRIMARY KEY (run_id, model)
 ) WITHOUT ROWID;
 
--- The runs already stored.
+-- The runs already stored. Each sum is taken in two halves of 32 bits, which cannot overflow,
+-- and put together by arithmetic, which goes to REAL past 2^63 as the triggers' additions do:
+-- a store holding usage no request could produce (kept before such answers were refused)
+-- still opens, and its figures are refused where they are read.
 INSERT INTO run_tallies (run_id, model, jobs, pending, succeeded, failed, rejected, results,
                          cost_pico_usd, unpriced, input_tokens, output_tokens,
                          cache_creation_input_tokens, cache_read_input_tokens, first_job,
                          last_job)
 SELECT j.run_id, j.model, COUNT(*), COUNT(*) FILTER (WHERE j.state = 'pending'),
        COUNT(*) FILTER (WHERE j.state = 'succeeded'), COUNT(*) FILTER (WHERE j.state = 'failed'),
-       COUNT(*) FILTER (WHERE j.state = 'rejected'), COUNT(r.job), COALESCE(SUM(r.cost_pico_usd), 0),
-       COUNT(r.job) - COUNT(r.cost_pico_usd), COALESCE(SUM(r.input_tokens), 0),
-       COALESCE(SUM(r.output_tokens), 0), COALESCE(SUM(r.cache_creation_input_tokens), 0),
-       COALESCE(SUM(r.cache_read_input_tokens), 0), MIN(j.id), MAX(j.id)
+       COUNT(*) FILTER (WHERE j.state = 'rejected'), COUNT(r.job),
+       COALESCE(SUM(r.cost_pico_usd >> 32), 0) * 4294967296
+           + COALESCE(SUM(r.cost_pico_usd & 4294967295), 0),
+       COUNT(r.job) - COUNT(r.cost_pico_usd),
+       COALESCE(SUM(r.input_tokens >> 32), 0) * 4294967296
+           + COALESCE(SUM(r.input_tokens & 4294967295), 0),
+       COALESCE(SUM(r.output_tokens >> 32), 0) * 4294967296
+           + COALESCE(SUM(r.output_tokens & 4294967295), 0),
+       COALESCE(SUM(r.cache_creation_input_tokens >> 32), 0) * 4294967296
+           + COALESCE(SUM(r.cache_creation_input_tokens & 4294967295), 0),
+       COALESCE(SUM(r.cache_read_input_tokens >> 32), 0) * 4294967296
+           + COALESCE(SUM(r.cache_read_input_tokens & 4294967295), 0),
+       MIN(j.id), MAX(j.id)
 FROM jobs j LEFT JOIN results r ON r.job = j.id
 GROUP BY j.run_id, j.model;
 

@@ -19,12 +19,15 @@ CREATE TABLE run_tallies (
     failed                       BIGINT  NOT NULL DEFAULT 0,
     rejected                     BIGINT  NOT NULL DEFAULT 0,
     results                      BIGINT  NOT NULL DEFAULT 0,
-    cost_pico_usd                BIGINT  NOT NULL DEFAULT 0,
+    -- The sums are NUMERIC: a sum past a BIGINT (usage no request could produce, stored
+    -- before such answers were refused) is kept, and refused only where it is read, as the
+    -- sums over the rows are; it never fails a write.
+    cost_pico_usd                NUMERIC NOT NULL DEFAULT 0,
     unpriced                     BIGINT  NOT NULL DEFAULT 0,
-    input_tokens                 BIGINT  NOT NULL DEFAULT 0,
-    output_tokens                BIGINT  NOT NULL DEFAULT 0,
-    cache_creation_input_tokens  BIGINT  NOT NULL DEFAULT 0,
-    cache_read_input_tokens      BIGINT  NOT NULL DEFAULT 0,
+    input_tokens                 NUMERIC NOT NULL DEFAULT 0,
+    output_tokens                NUMERIC NOT NULL DEFAULT 0,
+    cache_creation_input_tokens  NUMERIC NOT NULL DEFAULT 0,
+    cache_read_input_tokens      NUMERIC NOT NULL DEFAULT 0,
     first_job                    BIGINT,
     last_job                     BIGINT,
     PRIMARY KEY (run_id, model, slot)

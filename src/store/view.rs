@@ -512,12 +512,31 @@ impl Store {
             counts.succeeded += row.succeeded;
             counts.failed += row.failed;
             counts.rejected += row.rejected;
-            counts.cost_pico_usd += row.cost_pico_usd;
             counts.unpriced += row.unpriced;
-            counts.input_tokens += row.input_tokens;
-            counts.output_tokens += row.output_tokens;
-            counts.cache_creation_input_tokens += row.cache_creation_input_tokens;
-            counts.cache_read_input_tokens += row.cache_read_input_tokens;
+            // A sum past 2^63 (SQLite's tally went to REAL, which the cast saturates) is
+            // refused as the sums over the rows are, never shown wrapped or saturated.
+            for (sum, value) in [
+                (&mut counts.cost_pico_usd, row.cost_pico_usd),
+                (&mut counts.input_tokens, row.input_tokens),
+                (&mut counts.output_tokens, row.output_tokens),
+                (
+                    &mut counts.cache_creation_input_tokens,
+                    row.cache_creation_input_tokens,
+                ),
+                (
+                    &mut counts.cache_read_input_tokens,
+                    row.cache_read_input_tokens,
+                ),
+            ] {
+                *sum = (value != i64::MAX && value != i64::MIN)
+                    .then(|| sum.checked_add(value))
+                    .flatten()
+                    .ok_or_else(|| {
+                        StoreError::Overflow(super::DbError(sqlx::Error::Protocol(
+                            "a run's tally is past 2^63".to_owned(),
+                        )))
+                    })?;
+            }
             first = first.min(row.first_job.unwrap_or(i64::MAX));
             last = last.max(row.last_job.unwrap_or(i64::MIN));
             if row.jobs > row.rejected {
@@ -1065,6 +1084,69 @@ mod tests {
             .map(|(.., step)| step)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_store_whose_sums_pass_2_63_opens_and_its_tally_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        // Stored before impossible usage was refused: run 2's model `a` holds two results of
+        // 9e18 pico-USD each, which no 64-bit sum holds.
+        let pool = super::super::open_sqlite(&path).await.unwrap();
+        sqlx::migrate!().run_to(13, &pool).await.unwrap();
+        for statement in ROWS {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, run_id, job_id, model, line, request, request_sha256, state)
+             VALUES (7, 2, 'q7', 'a', 7, '{}', '', 'succeeded')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO results (job, input_tokens, output_tokens, cache_creation_input_tokens,
+                                  cache_write_5m_tokens, cache_write_1h_tokens,
+                                  cache_read_input_tokens, latency_ms, streamed, cost_pico_usd,
+                                  completed_at_ms)
+             VALUES (7, 1, 1, 0, 0, 0, 0, 1, 0, 9000000000000000000, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE results SET cost_pico_usd = 9000000000000000000 WHERE job = 3")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        // The migration counts it without failing, and the run's tally says it cannot add
+        // it up; the other run is counted as it is.
+        let store = Store::open(&path).await.unwrap();
+        let error = store.run_tally(2).await.expect_err("a sum past 2^63");
+        assert!(matches!(error, StoreError::Overflow(_)), "{error}");
+        assert_eq!(store.run_tally(1).await.unwrap().counts.cost_pico_usd, 700);
+        // As later writes go past it too: a third result on another model adds up alone.
+        exec(
+            &store,
+            &["UPDATE results SET cost_pico_usd = 9000000000000000000 WHERE job = 1"],
+        )
+        .await;
+        assert_eq!(
+            store.run_tally(1).await.unwrap().counts.cost_pico_usd,
+            9_000_000_000_000_000_000
+        );
+        exec(
+            &store,
+            &["UPDATE results SET cost_pico_usd = 9000000000000000000 WHERE job = 4"],
+        )
+        .await;
+        assert!(matches!(
+            store.run_tally(2).await.err(),
+            Some(StoreError::Overflow(_))
+        ));
     }
 
     #[tokio::test]
