@@ -2,7 +2,7 @@
 
 use super::Global;
 use crate::ExitStatus;
-use crate::output::{self, Terminal};
+use crate::output::Terminal;
 use crate::pricing::format_usd;
 use std::time::Duration;
 
@@ -132,7 +132,7 @@ async fn print_json(store: &Store, runs: &[RunRow], one: bool) -> anyhow::Result
             },
             "gateway": {
                 "name": run.gateway_name,
-                "url": output::redacted_url(&format!("{}{}", run.base_url, run.messages_path)),
+                "url": run.shown_url(),
             },
             "jobs": super::sending::jobs_json(&c),
             "tokens": super::sending::tokens_json(&c),
@@ -228,10 +228,7 @@ fn print_details(run: &RunRow) -> std::io::Result<()> {
     crate::outln!(
         "  gateway  {} {}",
         Terminal(&run.gateway_name),
-        Terminal(&output::redacted_url(&format!(
-            "{}{}",
-            run.base_url, run.messages_path
-        )))
+        Terminal(&run.shown_url())
     )?;
     crate::outln!("  started  {}", when(run.created_at_ms))?;
     if let Some(finished) = run.finished_at_ms {

@@ -291,11 +291,7 @@ impl Report {
                     input_path: r.input_path.clone(),
                     // A run stored before keys in a messages path's query were hidden
                     // holds them: the path is shown through the redaction too.
-                    gateway: format!(
-                        "{} {}",
-                        r.gateway_name,
-                        crate::output::redacted_url(&format!("{}{}", r.base_url, r.messages_path))
-                    ),
+                    gateway: format!("{} {}", r.gateway_name, r.shown_url()),
                 })
                 .collect(),
             groups,

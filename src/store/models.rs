@@ -311,6 +311,19 @@ pub struct RunRow {
     pub input_jobs: Option<i64>,
 }
 
+impl RunRow {
+    /// The run's messages URL as it may be shown: through [`crate::output::redacted_url`],
+    /// which hides credentials and key-like query values (a store written before they were
+    /// hidden may hold them).
+    pub fn shown_url(&self) -> String {
+        crate::output::redacted_url(&crate::settings::join_url(
+            &self.base_url,
+            &self.messages_path,
+        ))
+        .into_owned()
+    }
+}
+
 /// Job counts by state, and spend, for one run.
 #[derive(Debug, Clone, Default, sqlx::FromRow, Serialize)]
 pub struct RunCounts {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::output::redacted_url;
 use crate::pricing::format_usd;
 use crate::report::{self, Report};
 use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome, RunTally};
@@ -425,7 +424,7 @@ impl Data {
             created_at: when(run.created_at_ms),
             finished_at: run.finished_at_ms.map(when),
             input: run.input_path.clone(),
-            gateway: redacted_url(&format!("{}{}", run.base_url, run.messages_path)).into_owned(),
+            gateway: run.shown_url(),
             workers,
         })
     }
