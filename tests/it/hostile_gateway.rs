@@ -938,6 +938,36 @@ async fn a_stream_error_event_is_kept_as_one_bounded_line() {
     }
 }
 
+/// A gateway whose every batch is `id`, already ended with `(succeeded, errored)` items,
+/// whose results file (on its own origin) is `results`; it lists no batches.
+async fn ended_batch(
+    id: &'static str,
+    (succeeded, errored): (u32, u32),
+    results: String,
+) -> Hostile {
+    let results = Bytes::from(results);
+    Hostile::start(move |seen, _| {
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let url = format!("http://{host}/v1/messages/batches/{id}/results");
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            json_response(&json!({"id": id, "type": "message_batch",
+                "processing_status": "ended",
+                "request_counts": {"processing": 0, "succeeded": succeeded,
+                    "errored": errored, "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z", "results_url": url}))
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_errored_batch_item_cannot_add_lines_to_the_report_or_the_run() {
     // Each errored item's type and message hold line breaks that start a line of their own.
@@ -950,27 +980,7 @@ async fn an_errored_batch_item_cannot_add_lines_to_the_report_or_the_run() {
                 + "\n"
         })
         .collect();
-    let results = Bytes::from(results);
-    let gateway = Hostile::start(move |seen, _| {
-        let host = seen
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let url = format!("http://{host}/v1/messages/batches/msgbatch_e/results");
-        if seen.target.contains("/results") {
-            respond(200, &[], results.clone())
-        } else if seen.target.starts_with("/v1/messages/batches?") {
-            json_response(&json!({"data": [], "has_more": false}))
-        } else {
-            json_response(&json!({"id": "msgbatch_e", "type": "message_batch",
-                "processing_status": "ended",
-                "request_counts": {"processing": 0, "succeeded": 0, "errored": 3,
-                    "canceled": 0, "expired": 0},
-                "created_at": "2030-01-01T00:00:00Z", "results_url": url}))
-        }
-    })
-    .await;
+    let gateway = ended_batch("msgbatch_e", (0, 3), results).await;
     let args = [
         "--via",
         "batches",
@@ -1020,27 +1030,7 @@ async fn a_batch_result_with_more_output_than_its_request_allows_is_refused_not_
                 + "\n"
         })
         .collect();
-    let results = Bytes::from(results);
-    let gateway = Hostile::start(move |seen, _| {
-        let host = seen
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let url = format!("http://{host}/v1/messages/batches/msgbatch_u/results");
-        if seen.target.contains("/results") {
-            respond(200, &[], results.clone())
-        } else if seen.target.starts_with("/v1/messages/batches?") {
-            json_response(&json!({"data": [], "has_more": false}))
-        } else {
-            json_response(&json!({"id": "msgbatch_u", "type": "message_batch",
-                "processing_status": "ended",
-                "request_counts": {"processing": 0, "succeeded": 3, "errored": 0,
-                    "canceled": 0, "expired": 0},
-                "created_at": "2030-01-01T00:00:00Z", "results_url": url}))
-        }
-    })
-    .await;
+    let gateway = ended_batch("msgbatch_u", (3, 0), results).await;
     let args = ["--via", "batches", "--poll-interval", "10ms", "--name", "u"];
     let (ws, output) = run_jobs(&gateway, 3, &args).await;
     exited(&output, 1);
