@@ -213,33 +213,10 @@ const CREDENTIAL_NAMES: [&str; 7] = ["key", "token", "secret", "sig", "pass", "a
 /// Whether a query parameter's name says it is a credential. The name is read as a server
 /// reads it, percent-escapes decoded (`%6Bey` is `key`) and `+` as a space.
 pub fn is_credential_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| {
-            bytes
-                .get(at)
-                .and_then(|b| char::from(*b).to_digit(16))
-                .and_then(|d| u8::try_from(d).ok())
-        };
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(high), Some(low)) => {
-                decoded.push(high * 16 + low);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                decoded.push(b' ');
-                i += 1;
-            }
-            (byte, _, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    let name = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
-    CREDENTIAL_NAMES.iter().any(|part| name.contains(part))
+    form_urlencoded::parse(name.as_bytes()).any(|(decoded, _)| {
+        let decoded = decoded.to_ascii_lowercase();
+        CREDENTIAL_NAMES.iter().any(|part| decoded.contains(part))
+    })
 }
 
 /// A messages path (`/v1/messages?api-version=1&key=…`) with the value of every credential

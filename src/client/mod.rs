@@ -671,8 +671,8 @@ fn url_secrets(url: &str) -> Vec<String> {
     let mut secrets = Vec::new();
     if let Some(password) = parsed.password() {
         secrets.push(password.to_owned());
-        if let Ok(decoded) = percent_decoded(password) {
-            secrets.push(decoded);
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
+            secrets.push(decoded.into_owned());
         }
     }
     for pair in parsed.query().unwrap_or_default().split('&') {
@@ -680,34 +680,15 @@ fn url_secrets(url: &str) -> Vec<String> {
             && crate::output::is_credential_name(name)
         {
             secrets.push(value.to_owned());
-            if let Ok(decoded) = percent_decoded(&value.replace('+', " ")) {
-                secrets.push(decoded);
+            let plus_as_space = value.replace('+', " ");
+            if let Ok(decoded) = percent_encoding::percent_decode_str(&plus_as_space).decode_utf8()
+            {
+                secrets.push(decoded.into_owned());
             }
         }
     }
     secrets.retain(|secret| secret.chars().count() >= MIN_SCRUBBED_CHARS);
     secrets
-}
-
-/// `%XX` escapes decoded, when the result is UTF-8.
-fn percent_decoded(text: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
 }
 
 /// A body read whole, or found past its bound.
