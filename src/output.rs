@@ -105,6 +105,63 @@ pub fn document(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A writer of a document streamed to standard output, with [`document`]'s escaping applied
+/// as it goes: what is written is held back only as far as it must be (a character cut
+/// between two writes, or a `\r` whose `\n` may follow), so memory stays bounded.
+pub struct DocumentWriter<W: io::Write> {
+    inner: W,
+    held: Vec<u8>,
+}
+
+impl<W: io::Write> DocumentWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            held: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` after what was held, keeping back an unfinished character and a last
+    /// `\r` unless `last`.
+    fn pass(&mut self, bytes: &[u8], last: bool) -> io::Result<()> {
+        self.held.extend_from_slice(bytes);
+        let held = std::mem::take(&mut self.held);
+        let valid = match std::str::from_utf8(&held) {
+            Err(e) if e.error_len().is_none() && !last => e.valid_up_to(),
+            _ => held.len(),
+        };
+        let (text, rest) = held.split_at(valid);
+        let text = String::from_utf8_lossy(text);
+        let (text, kept) = match text.strip_suffix('\r') {
+            Some(before) if !last => (before, "\r"),
+            _ => (&*text, ""),
+        };
+        self.inner.write_all(document(text).as_bytes())?;
+        self.held.extend_from_slice(kept.as_bytes());
+        self.held.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// Writes what was held back, flushes, and gives the writer back.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.pass(&[], true)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: io::Write> io::Write for DocumentWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pass(buf, false)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.pass(&[], false)?;
+        self.inner.flush()
+    }
+}
+
 /// Writes one line to standard output with [`terminal_lines`]' escaping. A closed pipe comes
 /// back as the `BrokenPipe` error for the caller to return: `main` exits quietly on it.
 pub fn print_line(args: fmt::Arguments<'_>) -> io::Result<()> {
@@ -407,6 +464,22 @@ mod tests {
         // Padding applies to the escaped text, so tables stay aligned.
         assert_eq!(format!("[{:<6}]", Terminal("a\u{7}")), "[a\\u{7}]");
         assert_eq!(format!("[{:<4}]", Terminal("ab")), "[ab  ]");
+    }
+
+    #[test]
+    fn a_document_written_in_pieces_is_escaped_as_the_whole_one() {
+        use std::io::Write as _;
+        let text = "id,prompt\r\né\u{1b}[31m,\u{9b}x\r\n\u{202e}rev\rlone,\u{1F600}\r";
+        let whole = document(text).into_owned();
+        for size in 1..=text.len() {
+            let mut writer = DocumentWriter::new(Vec::new());
+            for piece in text.as_bytes().chunks(size) {
+                writer.write_all(piece).unwrap();
+                writer.flush().unwrap();
+            }
+            let written = String::from_utf8(writer.finish().unwrap()).unwrap();
+            assert_eq!(written, whole, "pieces of {size} bytes");
+        }
     }
 
     #[test]

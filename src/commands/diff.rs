@@ -176,16 +176,16 @@ async fn models(
 
 /// Standard output, or a file written whole or not at all (see [`output::AtomicFile`]).
 enum Out {
-    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    /// Escaped for a terminal as it goes, as every document printed is.
+    Stdout(output::DocumentWriter<std::io::BufWriter<std::io::StdoutLock<'static>>>),
     File(output::AtomicFile),
 }
 
 impl Out {
     fn open(path: Option<&Path>) -> anyhow::Result<Self> {
         Ok(match path {
-            None => Self::Stdout(std::io::BufWriter::with_capacity(
-                1 << 16,
-                std::io::stdout().lock(),
+            None => Self::Stdout(output::DocumentWriter::new(
+                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
             )),
             Some(path) => Self::File(
                 output::AtomicFile::create(path)
@@ -196,7 +196,9 @@ impl Out {
 
     fn finish(self, path: Option<&Path>) -> anyhow::Result<()> {
         match self {
-            Self::Stdout(mut out) => out.flush()?,
+            Self::Stdout(out) => {
+                out.finish()?;
+            }
             Self::File(file) => {
                 let path = path.unwrap_or(Path::new("-"));
                 file.commit()

@@ -208,6 +208,16 @@ async fn hostile_ids_tags_and_gateway_text_reach_no_terminal_raw() {
         ),
         ("diff", ws.run(&["diff", "1", "--out", "-"]).await),
         (
+            "diff csv",
+            ws.run(&["diff", "1", "--format", "csv", "--out", "-"])
+                .await,
+        ),
+        (
+            "diff json",
+            ws.run(&["diff", "1", "--format", "json", "--out", "-"])
+                .await,
+        ),
+        (
             "report to a file",
             ws.run(&["report", "1", "--format", "md", "--out", "reports"])
                 .await,
