@@ -163,7 +163,7 @@ impl Rates {
 }
 
 /// A figure of at most [`MAX_PICO_USD`] as the store's signed type, which holds every one.
-fn signed(pico: u64) -> i64 {
+pub fn signed(pico: u64) -> i64 {
     i64::try_from(pico).unwrap_or(i64::MAX)
 }
 

@@ -384,11 +384,11 @@ async fn each_side(
             let same = current
                 .as_ref()
                 .is_some_and(|(g, _)| g.job_id == row.job_id && g.model == row.model);
-            if !same {
-                if let Some(done) = current.take() {
-                    finish(done)?;
-                }
-                current = Some((
+            if !same && let Some(done) = current.take() {
+                finish(done)?;
+            }
+            let (group, sum) = current.get_or_insert_with(|| {
+                (
                     Group {
                         side: Side {
                             id: row.id,
@@ -409,9 +409,8 @@ async fn each_side(
                         latencies: Vec::new(),
                     },
                     paired::MeanMeasures::default(),
-                ));
-            }
-            let (group, sum) = current.as_mut().expect("a group is current");
+                )
+            });
             sum.add(&measures);
             let side = &mut group.side;
             side.samples += 1;
@@ -1059,18 +1058,15 @@ pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
             t.errors += usize::from(grades_outcome == Outcome::Error);
             add_cost(&mut t.cost_pico_usd, row.cost_pico_usd)?;
             let same_job = current.as_ref().is_some_and(|j| j.job_id == row.job_id);
-            if !same_job {
-                if let Some(job) = current.take() {
-                    finish(job, &listed, ids.len())?;
-                }
-                current = Some(JobAcc {
-                    hash: hash_of(&row.job_id),
-                    cluster: cluster_of(row.tags.as_deref(), options.cluster_tag.as_deref()),
-                    job_id: row.job_id.into_owned(),
-                    cells: Vec::new(),
-                });
+            if !same_job && let Some(job) = current.take() {
+                finish(job, &listed, ids.len())?;
             }
-            let job = current.as_mut().expect("a job is current");
+            let job = current.get_or_insert_with(|| JobAcc {
+                hash: hash_of(&row.job_id),
+                cluster: cluster_of(row.tags.as_deref(), options.cluster_tag.as_deref()),
+                job_id: row.job_id.into_owned(),
+                cells: Vec::new(),
+            });
             match job.cells.last_mut() {
                 Some((m, _, sum)) if *m == model => {
                     sum.add(&measures);

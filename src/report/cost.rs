@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Cost, Options, TierUse};
 use crate::message::Usage;
-use crate::pricing::{CostOverflow, ModelPrice, PriceTable, Rates};
+use crate::pricing::{CostOverflow, ModelPrice, PriceTable, Rates, signed};
 use crate::store::ReportRow;
 
 /// A sum of a report's figures that an `i64` does not hold: said, never saturated or wrapped.
@@ -75,7 +75,6 @@ pub(super) fn add_slice(
     } else {
         (standard, direct)
     };
-    let signed = |pico: u64| i64::try_from(pico).unwrap_or(i64::MAX);
     let total = signed(billed.total);
     add(&mut cost.direct_pico_usd, signed(direct.total))?;
     add(&mut cost.batch_api_pico_usd, signed(through_batches.total))?;
