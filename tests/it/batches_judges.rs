@@ -211,6 +211,93 @@ async fn kill_9_while_the_judges_batch_runs_then_resume_polls_it_and_records_eac
 }
 
 #[tokio::test]
+async fn kill_9_between_the_judges_create_call_and_its_commit_then_resume_adopts_that_batch() {
+    let direct = direct_verdicts().await;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            // The judges' create call answers long after their batch exists: the run dies
+            // in between.
+            later_create_delay: Some(Duration::from_secs(600)),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "k",
+    ]);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM batches WHERE kind = 'judge' AND state = 'creating'"
+        )
+        .await,
+        1,
+        "the judges' intent was committed, their batch's id was not"
+    );
+    let output = tokio::time::timeout(Duration::from_secs(120), ws.run(&polled(&["resume", "k"])))
+        .await
+        .expect("resume creates no batch (whose answer the mock would hold)");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(
+        mock.batches_created(),
+        2,
+        "the judges' batch was found in the list, not created again"
+    );
+    assert!(mock.batch_calls(Call::List) >= 1, "the list was read");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    assert_eq!(mock.batch_calls(Call::Results), 2, "each batch read once");
+    let judges: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, remote_id FROM batches WHERE kind = 'judge'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(judges.len(), 1, "{judges:?}");
+    assert_eq!(judges[0].0, "recorded", "{judges:?}");
+    assert!(
+        judges[0]
+            .1
+            .as_deref()
+            .is_some_and(|id| id.starts_with("msgbatch_")),
+        "{judges:?}"
+    );
+    // Each verdict recorded once, paid once: one answered judge attempt a grade.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200"
+        )
+        .await,
+        4
+    );
+    assert_half_of_direct(&verdicts(&ws).await, &direct);
+    let report = ws.report_json("k").await;
+    let judge_cost: i64 = direct.iter().map(|v| v.3.unwrap() / 2).sum();
+    assert_eq!(
+        report["totals"][0]["grading"]["judge_cost_pico_usd"].as_i64(),
+        Some(judge_cost)
+    );
+}
+
+#[tokio::test]
 async fn a_deadline_near_once_the_answers_are_in_sends_the_judges_directly() {
     let ws = Workspace::new();
     // Canceled, the judges' batch has its first judge answered and the rest canceled.
