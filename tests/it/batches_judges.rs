@@ -152,26 +152,7 @@ async fn run_name(ws: &Workspace) -> String {
 /// Starts `run --via batches` of the judged jobs as run `j` (with `extra` arguments) and
 /// kills it (-9) once the judges' batch is created and looked at: its id is committed.
 async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
-    let file = judged_jobs(ws);
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--via",
-        "batches",
-        "--name",
-        "j",
-    ];
-    args.extend(extra);
-    let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
-    tokio::select! {
-        () = mock.wait_for_batches(2) => {}
-        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
-    }
-    // A look at a batch after the judges' was created is a look at the judges' batch.
-    let looked = mock.batch_calls(Call::Retrieve);
-    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_once_the_judges_run(ws, mock, extra).await;
     let pool = ws.pool().await;
     assert_eq!(
         count(
@@ -192,6 +173,30 @@ async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&
         "no verdict yet"
     );
     assert_eq!(direct_calls(mock), 0);
+}
+
+/// [`kill_while_the_judges_run`] on any store.
+async fn kill_once_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
+    let file = judged_jobs(ws);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "j",
+    ];
+    args.extend(extra);
+    let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    // A look at a batch after the judges' was created is a look at the judges' batch.
+    let looked = mock.batch_calls(Call::Retrieve);
+    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }
 
 #[tokio::test]
@@ -351,7 +356,7 @@ async fn judge_specs(ws: &Workspace) -> Vec<String> {
 /// what that batch answers is billed but recorded as no grade's verdict, and resume asks the
 /// new rubric in a batch of its own once it has ended.
 async fn new_rubric_while_the_judges_batch_runs(ws: &Workspace, mock: &MockServer) {
-    kill_while_the_judges_run(ws, mock, &[]).await;
+    kill_once_the_judges_run(ws, mock, &[]).await;
     let expects = new_rubrics(ws);
     let output = ws
         .run(&["grade", "j", "--expect", expects.to_str().unwrap()])
@@ -664,4 +669,105 @@ async fn an_errored_judge_stays_pending_with_why_and_grade_asks_it_directly() {
         "the one pending judge, asked directly"
     );
     assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_rubric_replaced_while_the_judges_batch_runs_on_postgres_as_on_sqlite() {
+    let db = crate::postgres::TestDb::create().await;
+    let mut seen = Vec::new();
+    for ws in [Workspace::new(), Workspace::on_postgres(&db.url)] {
+        let mock = mock(MockConfig {
+            record: true,
+            batches: BatchConfig {
+                later_processing: Some(Duration::from_secs(3600)),
+                // In the old rubric's batch: a request unbilled as well as replaced.
+                errored: vec!["judge-2-1".to_owned()],
+                ..BatchConfig::default()
+            },
+            ..MockConfig::default()
+        })
+        .await;
+        new_rubric_while_the_judges_batch_runs(&ws, &mock).await;
+        let report = ws.report_json("j").await;
+        let mut grading = report["totals"][0]["grading"].clone();
+        // A timing, not a figure of the store.
+        grading["passing_latency_ms"] = serde_json::Value::Null;
+        let warnings = report["warnings"].to_string();
+        assert!(
+            warnings.contains("run j: 1 batch requests ended without an answer (1 api_error; 1 of them judge requests)"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("run j: 3 judge verdicts came back from a batch for grader specs that `msgbatch grade --expect` replaced while it was open: billed ($"),
+            "{warnings}"
+        );
+        seen.push((grading, warnings));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[1].0["judge_cost_pico_usd"].as_i64().unwrap() > 0);
+    let mut conn = db.connect().await;
+    let specs: Vec<String> = sqlx::query_scalar(
+        "SELECT g.spec FROM grades g WHERE g.kind = 'judge' AND g.passed IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(specs.len(), 4);
+    assert!(specs.iter().all(|s| s.contains("polite")), "{specs:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn kill_9_between_the_judges_create_call_and_its_commit_on_postgres() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            later_create_delay: Some(Duration::from_secs(600)),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "k",
+    ]);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), ws.run(&polled(&["resume", "k"])))
+        .await
+        .expect("resume creates no batch (whose answer the mock would hold)");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(direct_calls(&mock), 0);
+    let mut conn = db.connect().await;
+    let answered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(answered, 4, "each verdict paid once");
+    let verdicts: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM grades WHERE kind = 'judge' AND passed IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(verdicts, 4);
 }
