@@ -59,6 +59,7 @@ pub async fn grade(
         }
     }
     store.replace_grades(run.id, &expects, &grades).await?;
+    replaced_in_open_batches(&store, &run, &grades).await?;
     let pending = store.pending_judges(run.id).await?.len();
     if pending > 0 {
         let mut settings = RunSettings::of(&run)?;
@@ -80,6 +81,42 @@ pub async fn grade(
         run.name
     )?;
     Ok(ExitStatus::Success)
+}
+
+/// Says what becomes of the judges a batch still open asks with a spec their grades no
+/// longer have: that batch cannot take a request back, so their verdicts are billed as it
+/// ends, kept as attempts, and not recorded; the grades (if any) are asked with their new
+/// specs once it has ended, by `resume` (or by `grade`, directly), never in between.
+async fn replaced_in_open_batches(
+    store: &crate::store::Store,
+    run: &crate::store::RunRow,
+    grades: &[GradeRecord],
+) -> anyhow::Result<()> {
+    let open = store.open_judge_items(run.id).await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let now: HashMap<(i64, i64), i64> = grades
+        .iter()
+        .filter(|g| g.kind == "judge")
+        .map(|g| ((g.job, g.grader), crate::store::spec_hash(&g.spec)))
+        .collect();
+    let replaced = open
+        .iter()
+        .filter(|(job, grader, asked)| match now.get(&(*job, *grader)) {
+            Some(spec) => asked.is_some_and(|asked| asked != *spec),
+            None => true,
+        })
+        .count();
+    if replaced > 0 {
+        crate::errln!(
+            "note: {replaced} judge requests of run {} are in a batch still open, asked with the grader specs they had before; a batch cannot take them back: their verdicts are billed as it ends but not recorded, and the grades are asked with their new specs once it has ended (`msgbatch resume {}` waits for it; `msgbatch cancel {}` cancels what it has not yet processed, unbilled)",
+            run.name,
+            run.name,
+            run.name
+        );
+    }
+    Ok(())
 }
 
 /// New `expect` specs by job id, or every reason they cannot be used.

@@ -34,6 +34,9 @@ pub struct BatchConfig {
     /// How long the create call takes to answer once the batch is created (a window in
     /// which a client may die before it learns the batch's id).
     pub create_delay: Duration,
+    /// [`BatchConfig::create_delay`] for every create after the first [default:
+    /// `create_delay`]: a run's judges' batch, created once its answers' batch has ended.
+    pub later_create_delay: Option<Duration>,
     /// Answer 404 on every batch endpoint, like gateways that do not offer them.
     pub unsupported: bool,
     /// The part of every id drawn per mock, given instead (18 characters of `[0-9A-Za-z]`):
@@ -583,9 +586,17 @@ async fn serve(
         };
         return Ok(match created {
             Ok(batch) => {
-                state.batches_made.send_modify(|n| *n += 1);
-                if !config.create_delay.is_zero() {
-                    tokio::time::sleep(config.create_delay).await;
+                let mut made = 0;
+                state.batches_made.send_modify(|n| {
+                    *n += 1;
+                    made = *n;
+                });
+                let delay = match config.later_create_delay {
+                    Some(later) if made > 1 => later,
+                    _ => config.create_delay,
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 json_response(200, &batch)
             }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{Group, Options, usd};
-use crate::store::{RunRow, Store};
+use crate::store::{BatchKind, RunRow, Store};
 
 /// A share of `max_tokens` stops at or above this is worth a warning.
 const MAX_TOKENS_WARNING: f64 = 0.10;
@@ -62,20 +62,7 @@ pub(super) async fn of_run(
                 total.run
             ));
         }
-        let unbilled = store.unbilled_batch_items(run.id).await?;
-        if !unbilled.is_empty() {
-            let kinds: Vec<String> = unbilled
-                .iter()
-                .map(|(kind, n)| format!("{n} {kind}"))
-                .collect();
-            let n: i64 = unbilled.iter().map(|(_, n)| n).sum();
-            warnings.push(format!(
-                "run {}: {n} batch requests ended without an answer ({}); none of them was billed, and `msgbatch resume {} --include-failed` sends them again",
-                total.run,
-                kinds.join(", "),
-                total.run
-            ));
-        }
+        warnings.extend(unbilled(store, run).await?);
         let (failed, reason) = store.judge_failures(run.id).await?;
         if failed > 0 {
             warnings.push(format!(
@@ -93,6 +80,55 @@ pub(super) async fn of_run(
             total.run,
             usd(stored),
             usd(total.cost.total_pico_usd),
+        ));
+    }
+    Ok(warnings)
+}
+
+/// What a run's batches were asked and ended without recording: requests that ended
+/// without an answer (not billed), jobs' and judges' alike, and judges' verdicts that came
+/// back for a grader spec since replaced (billed).
+async fn unbilled(store: &Store, run: &RunRow) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let name = &run.name;
+    let unbilled = store.unbilled_batch_items(run.id).await?;
+    if !unbilled.is_empty() {
+        // By how they ended, jobs' and judges' together.
+        let mut how: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (_, kind, n) in &unbilled {
+            *how.entry(kind.as_str()).or_default() += n;
+        }
+        let kinds: Vec<String> = how.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+        let of = |wanted: BatchKind| -> i64 {
+            unbilled
+                .iter()
+                .filter(|(kind, _, _)| *kind == wanted)
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        let (answers, judges) = (of(BatchKind::Answer), of(BatchKind::Judge));
+        let n = answers + judges;
+        let again = match (answers, judges) {
+            (_, 0) => format!("`msgbatch resume {name} --include-failed` sends them again"),
+            (0, _) => format!("`msgbatch grade {name}` asks those still pending again"),
+            _ => format!(
+                "`msgbatch resume {name} --include-failed` sends the jobs' again and `msgbatch grade {name}` asks the judges' still pending again"
+            ),
+        };
+        let of_judges = match judges {
+            0 => String::new(),
+            j => format!("; {j} of them judge requests"),
+        };
+        warnings.push(format!(
+            "run {name}: {n} batch requests ended without an answer ({}{of_judges}); none of them was billed, and {again}",
+            kinds.join(", "),
+        ));
+    }
+    let (replaced, cost) = store.replaced_judge_verdicts(run.id).await?;
+    if replaced > 0 {
+        warnings.push(format!(
+            "run {name}: {replaced} judge verdicts came back from a batch for grader specs that `msgbatch grade --expect` replaced while it was open: billed ({}, in the judging cost) and not recorded; each of their grades is asked again with its own spec",
+            usd(cost)
         ));
     }
     Ok(warnings)

@@ -32,6 +32,22 @@ pub struct BatchItem {
     pub custom_id: String,
     pub job: i64,
     pub grader: Option<i64>,
+    /// For a judge's request, the [`spec_hash`] of the grader spec it asks with.
+    pub spec_hash: Option<i64>,
+}
+
+/// The error type of the attempt of a judge's verdict that came back from a batch for a
+/// grader spec since replaced: billed, and not recorded as the grade's verdict.
+pub const REPLACED_SPEC: &str = "replaced_spec";
+
+/// What a judge item of a batch keeps of the grader spec it was asked with: the first 8
+/// bytes of the spec's SHA-256, as a signed big-endian integer.
+pub fn spec_hash(spec: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(spec.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// A batch of a run as the store keeps it.
@@ -89,7 +105,23 @@ pub struct BatchWaiting {
 pub struct JudgeWaiting {
     pub job: i64,
     pub grader: i64,
-    pub spec: String,
+    /// The grade's spec now: `None` once the grade is gone (`msgbatch grade --expect` took
+    /// its grader away).
+    pub spec: Option<String>,
+    /// The [`spec_hash`] of the spec the request was asked with (`None` for an item written
+    /// before it was kept).
+    pub asked: Option<i64>,
+}
+
+impl JudgeWaiting {
+    /// The grade was given another spec since its request was asked (`msgbatch grade
+    /// --expect` while its batch was open): the verdict is not this grade's.
+    pub fn stale(&self) -> bool {
+        match &self.spec {
+            Some(spec) => self.asked.is_some_and(|asked| asked != spec_hash(spec)),
+            None => true,
+        }
+    }
 }
 
 impl Store {
@@ -198,13 +230,15 @@ impl Store {
                 .bind(kind.as_str()),
             )
             .await?;
-        for chunk in items.chunks(MAX_VARIABLES / 4) {
-            let mut sql = Sql::new("INSERT INTO batch_items (batch, custom_id, job, grader) ");
+        for chunk in items.chunks(MAX_VARIABLES / 5) {
+            let mut sql =
+                Sql::new("INSERT INTO batch_items (batch, custom_id, job, grader, spec_hash) ");
             sql.push_values(chunk, |row, item| {
                 row.bind(id)
                     .bind(item.custom_id.as_str())
                     .bind(item.job)
-                    .bind(item.grader);
+                    .bind(item.grader)
+                    .bind(item.spec_hash);
             });
             tx.execute(sql.once()).await?;
         }
@@ -368,25 +402,55 @@ impl Store {
             .collect())
     }
 
-    /// The judge grades of a batch still waiting for their verdict, by custom id.
+    /// The judge items of a batch still to be recorded, by custom id: those whose grade waits
+    /// for a verdict, and those whose grade was given another spec (or removed) since they
+    /// were asked, whose results are billed and recorded as attempts only. An item whose
+    /// grade has the spec it was asked with and a verdict already is recorded.
     pub async fn judges_waiting(
         &self,
         batch: i64,
     ) -> Result<HashMap<String, JudgeWaiting>, StoreError> {
-        let rows: Vec<(String, i64, i64, String)> = self
+        type Row = (String, i64, i64, Option<String>, Option<bool>, Option<i64>);
+        let rows: Vec<Row> = self
             .all(
                 Sql::new(
-                    "SELECT i.custom_id, g.job, g.grader, g.spec
-                     FROM batch_items i JOIN grades g ON g.job = i.job AND g.grader = i.grader
-                     WHERE i.batch = $1 AND g.passed IS NULL",
+                    "SELECT i.custom_id, i.job, i.grader, g.spec, g.passed IS NULL, i.spec_hash
+                     FROM batch_items i
+                     LEFT JOIN grades g ON g.job = i.job AND g.grader = i.grader
+                     WHERE i.batch = $1",
                 )
                 .bind(batch),
             )
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(custom_id, job, grader, spec)| (custom_id, JudgeWaiting { job, grader, spec }))
+            .filter_map(|(custom_id, job, grader, spec, waits, asked)| {
+                let waiting = JudgeWaiting {
+                    job,
+                    grader,
+                    spec,
+                    asked,
+                };
+                (waits == Some(true) || waiting.stale()).then_some((custom_id, waiting))
+            })
             .collect())
+    }
+
+    /// The judge items of a run's batches not yet recorded: (job, grader, [`spec_hash`] of
+    /// the spec asked). As many as the run's open batches hold (`--batch-queue`).
+    pub async fn open_judge_items(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(i64, i64, Option<i64>)>, StoreError> {
+        self.all(
+            Sql::new(
+                "SELECT i.job, i.grader, i.spec_hash
+                 FROM batches b JOIN batch_items i ON i.batch = b.id
+                 WHERE b.run_id = $1 AND b.kind = 'judge' AND b.state != 'recorded'",
+            )
+            .bind(run_id),
+        )
+        .await
     }
 
     /// The API ids of every batch the store knows, of any run.
@@ -421,22 +485,40 @@ impl Store {
         Ok(())
     }
 
-    /// Batch requests of a run that ended without an answer, by how: (`errored`-class error
-    /// type, or `canceled`, `expired`) and count. None of them is billed.
+    /// Batch requests of a run that ended without an answer, by what they asked for
+    /// ([`BatchKind`]: a job's answer or a judge's verdict) and how (`errored`-class error
+    /// type, or `canceled`, `expired`), with their count. None of them is billed. A judge's
+    /// verdict that came back for a spec since replaced is billed: it is counted by
+    /// [`Store::replaced_judge_verdicts`] instead.
     pub async fn unbilled_batch_items(
         &self,
         run_id: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.all(
-            Sql::new(
-                "SELECT a.error_type, COUNT(*) FROM attempts a INDEXED BY attempts_failed
-                 CROSS JOIN jobs j ON j.id = a.job
-                 WHERE a.error_type IS NOT NULL AND a.kind = 'batch' AND j.run_id = $1
-                 GROUP BY 1 ORDER BY 1",
+    ) -> Result<Vec<(BatchKind, String, i64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = self
+            .all(
+                Sql::new(
+                    "SELECT a.kind, a.error_type, COUNT(*)
+                     FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
+                     WHERE a.error_type IS NOT NULL AND j.run_id = $1
+                       AND (a.kind = 'batch'
+                            OR (a.kind = 'judge' AND a.batch IS NOT NULL AND a.error_type != $2))
+                     GROUP BY 1, 2 ORDER BY 1, 2",
+                )
+                .bind(run_id)
+                .bind(REPLACED_SPEC),
             )
-            .bind(run_id),
-        )
-        .await
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, how, n)| {
+                let kind = if kind == "judge" {
+                    BatchKind::Judge
+                } else {
+                    BatchKind::Answer
+                };
+                (kind, how, n)
+            })
+            .collect())
     }
 
     /// Every job of a run that is in a batch not yet recorded.

@@ -43,7 +43,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
-pub use batches::{BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting};
+pub use batches::{
+    BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting, REPLACED_SPEC,
+    spec_hash,
+};
 pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobScore, JobView, ListedGrade, ListedJob};
 pub use location::Location;
@@ -704,12 +707,12 @@ impl Store {
             }
         }
         let kept = |job: i64| !lost.contains(&job);
-        const ATTEMPT_COLUMNS: usize = 13;
+        const ATTEMPT_COLUMNS: usize = 15;
         for chunk in batch.attempts.chunks(MAX_VARIABLES / ATTEMPT_COLUMNS) {
             let mut sql = Sql::new(
                 "INSERT INTO attempts (job, kind, attempt, started_at_ms, queue_wait_ms,
                     latency_ms, ttft_ms, http_status, error_type, error_message, error_body,
-                    retry_after_ms, request_id) ",
+                    retry_after_ms, request_id, batch, cost_pico_usd) ",
             );
             sql.push_values(chunk, |row, a| {
                 row.bind(a.job)
@@ -724,7 +727,9 @@ impl Store {
                     .bind(a.error_message.clone())
                     .bind(a.error_body.clone())
                     .bind(a.retry_after_ms)
-                    .bind(a.request_id.clone());
+                    .bind(a.request_id.clone())
+                    .bind(a.batch)
+                    .bind(a.cost_pico_usd);
             });
             tx.execute(sql.once()).await?;
         }
@@ -801,14 +806,35 @@ impl Store {
         Ok(lost)
     }
 
-    /// What the judge requests of a run cost, in pico-USD.
+    /// What the judge requests of a run cost, in pico-USD: its verdicts, and those billed
+    /// but not recorded (see [`Store::replaced_judge_verdicts`]).
     pub async fn judge_spend(&self, run_id: i64) -> Result<i64, StoreError> {
-        self.value(
-            Sql::new(
-                "SELECT CAST(COALESCE(SUM(g.judge_cost_pico_usd), 0) AS BIGINT) FROM grades g
-                 JOIN jobs j ON j.id = g.job WHERE j.run_id = $1",
+        let verdicts: i64 = self
+            .value(
+                Sql::new(
+                    "SELECT CAST(COALESCE(SUM(g.judge_cost_pico_usd), 0) AS BIGINT) FROM grades g
+                     JOIN jobs j ON j.id = g.job WHERE j.run_id = $1",
+                )
+                .bind(run_id),
             )
-            .bind(run_id),
+            .await?;
+        let (_, replaced) = self.replaced_judge_verdicts(run_id).await?;
+        Ok(verdicts.saturating_add(replaced))
+    }
+
+    /// Judge verdicts of a run that came back from a batch for a grader spec since replaced
+    /// (`msgbatch grade --expect` while the batch was open): billed, kept as attempts, and
+    /// not recorded as any grade's verdict. How many, and what they cost in pico-USD.
+    pub async fn replaced_judge_verdicts(&self, run_id: i64) -> Result<(i64, i64), StoreError> {
+        self.one(
+            Sql::new(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(a.cost_pico_usd), 0) AS BIGINT)
+                 FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
+                 WHERE a.error_type IS NOT NULL AND a.error_type = $2 AND a.kind = 'judge'
+                   AND j.run_id = $1",
+            )
+            .bind(run_id)
+            .bind(REPLACED_SPEC),
         )
         .await
     }

@@ -183,6 +183,11 @@ pub struct AttemptRecord {
     pub error_body: Option<String>,
     pub retry_after_ms: Option<i64>,
     pub request_id: Option<String>,
+    /// The batch row whose result the attempt is, when it is one.
+    pub batch: Option<i64>,
+    /// What the attempt was billed when no result or grade holds its cost (a judge's verdict
+    /// that came back for a spec since replaced).
+    pub cost_pico_usd: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

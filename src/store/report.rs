@@ -3,7 +3,7 @@
 //! rows back, not a million.
 
 use super::sql::{Dialect, Sql};
-use super::{JobSpan, Store, StoreError};
+use super::{JobSpan, REPLACED_SPEC, Store, StoreError};
 
 /// How results are grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,20 +490,33 @@ impl Store {
         runs: &[i64],
         by: &GroupBy,
     ) -> Result<Vec<GradingRow>, StoreError> {
+        // What judging cost: the verdicts, and those billed but not recorded (they came back
+        // from a batch for a spec since replaced), which a failed attempt's row keeps.
         let mut b = Sql::new(
             "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
                                COUNT(*) FILTER (WHERE passed IS NULL) AS waiting,
                                CAST(SUM(COALESCE(judge_cost_pico_usd, 0)) AS BIGINT)
                                    AS judge_cost
-                        FROM grades GROUP BY job)
+                        FROM grades GROUP BY job),
+                  s AS (SELECT a.job, CAST(SUM(COALESCE(a.cost_pico_usd, 0)) AS BIGINT) AS cost
+                        FROM attempts a INDEXED BY attempts_failed
+                        CROSS JOIN jobs sj ON sj.id = a.job
+                        WHERE a.error_type IS NOT NULL AND a.error_type = $1
+                          AND a.kind = 'judge' AND sj.run_id IN (",
+        )
+        .bind(REPLACED_SPEC);
+        b.push_list(runs);
+        b.push(
+            ") GROUP BY a.job)
              SELECT j.run_id AS run_id, ",
         );
         by.key(&mut b, self.dialect());
         b.push(
             " AS key, COUNT(*) AS graded, COUNT(*) FILTER (WHERE g.ok = g.n) AS passed,
                     COUNT(*) FILTER (WHERE g.waiting > 0) AS pending,
-                    CAST(SUM(g.judge_cost) AS BIGINT) AS judge_cost_pico_usd
-             FROM g CROSS JOIN jobs j ON j.id = g.job WHERE j.run_id IN (",
+                    CAST(SUM(g.judge_cost + COALESCE(s.cost, 0)) AS BIGINT) AS judge_cost_pico_usd
+             FROM g LEFT JOIN s ON s.job = g.job CROSS JOIN jobs j ON j.id = g.job
+             WHERE j.run_id IN (",
         );
         b.push_list(runs);
         b.push(") GROUP BY 1, 2");

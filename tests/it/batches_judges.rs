@@ -152,26 +152,7 @@ async fn run_name(ws: &Workspace) -> String {
 /// Starts `run --via batches` of the judged jobs as run `j` (with `extra` arguments) and
 /// kills it (-9) once the judges' batch is created and looked at: its id is committed.
 async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
-    let file = judged_jobs(ws);
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--via",
-        "batches",
-        "--name",
-        "j",
-    ];
-    args.extend(extra);
-    let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
-    tokio::select! {
-        () = mock.wait_for_batches(2) => {}
-        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
-    }
-    // A look at a batch after the judges' was created is a look at the judges' batch.
-    let looked = mock.batch_calls(Call::Retrieve);
-    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_once_the_judges_run(ws, mock, extra).await;
     let pool = ws.pool().await;
     assert_eq!(
         count(
@@ -194,6 +175,30 @@ async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&
     assert_eq!(direct_calls(mock), 0);
 }
 
+/// [`kill_while_the_judges_run`] on any store.
+async fn kill_once_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
+    let file = judged_jobs(ws);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "j",
+    ];
+    args.extend(extra);
+    let mut child = ws.command_on(mock, &polled(&args)).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    // A look at a batch after the judges' was created is a look at the judges' batch.
+    let looked = mock.batch_calls(Call::Retrieve);
+    mock.wait_for_batch_calls(Call::Retrieve, looked + 1).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn kill_9_while_the_judges_batch_runs_then_resume_polls_it_and_records_each_verdict_once() {
     let direct = direct_verdicts().await;
@@ -208,6 +213,93 @@ async fn kill_9_while_the_judges_batch_runs_then_resume_polls_it_and_records_eac
     assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
     assert_eq!(mock.batch_calls(Call::Results), 2, "each batch read once");
     assert_half_of_direct(&verdicts(&ws).await, &direct);
+}
+
+#[tokio::test]
+async fn kill_9_between_the_judges_create_call_and_its_commit_then_resume_adopts_that_batch() {
+    let direct = direct_verdicts().await;
+    let ws = Workspace::new();
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            // The judges' create call answers long after their batch exists: the run dies
+            // in between.
+            later_create_delay: Some(Duration::from_secs(600)),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "k",
+    ]);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let pool = ws.pool().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM batches WHERE kind = 'judge' AND state = 'creating'"
+        )
+        .await,
+        1,
+        "the judges' intent was committed, their batch's id was not"
+    );
+    let output = tokio::time::timeout(Duration::from_secs(120), ws.run(&polled(&["resume", "k"])))
+        .await
+        .expect("resume creates no batch (whose answer the mock would hold)");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(
+        mock.batches_created(),
+        2,
+        "the judges' batch was found in the list, not created again"
+    );
+    assert!(mock.batch_calls(Call::List) >= 1, "the list was read");
+    assert_eq!(direct_calls(&mock), 0, "no judge was asked directly");
+    assert_eq!(mock.batch_calls(Call::Results), 2, "each batch read once");
+    let judges: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, remote_id FROM batches WHERE kind = 'judge'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(judges.len(), 1, "{judges:?}");
+    assert_eq!(judges[0].0, "recorded", "{judges:?}");
+    assert!(
+        judges[0]
+            .1
+            .as_deref()
+            .is_some_and(|id| id.starts_with("msgbatch_")),
+        "{judges:?}"
+    );
+    // Each verdict recorded once, paid once: one answered judge attempt a grade.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200"
+        )
+        .await,
+        4
+    );
+    assert_half_of_direct(&verdicts(&ws).await, &direct);
+    let report = ws.report_json("k").await;
+    let judge_cost: i64 = direct.iter().map(|v| v.3.unwrap() / 2).sum();
+    assert_eq!(
+        report["totals"][0]["grading"]["judge_cost_pico_usd"].as_i64(),
+        Some(judge_cost)
+    );
 }
 
 #[tokio::test]
@@ -233,6 +325,168 @@ async fn a_deadline_near_once_the_answers_are_in_sends_the_judges_directly() {
     let verdicts = verdicts(&ws).await;
     assert_half_of_direct(&verdicts[..1], &direct[..1]);
     assert_eq!(verdicts[1..], direct[1..]);
+}
+
+/// New expects for the judged jobs: the same graders, the judge with another rubric.
+fn new_rubrics(ws: &Workspace) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..4)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"),
+                "expect": [{"contains": "Answer"},
+                    {"judge": {"rubric": "The answer must be polite.",
+                               "model": "claude-haiku-4-5"}}]})
+            .to_string()
+        })
+        .collect();
+    ws.write("polite.jsonl", &(lines.join("\n") + "\n"))
+}
+
+/// Each judge grade's spec, in job order.
+async fn judge_specs(ws: &Workspace) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT g.spec FROM grades g JOIN jobs j ON j.id = g.job
+         WHERE g.kind = 'judge' ORDER BY j.id",
+    )
+    .fetch_all(&ws.pool().await)
+    .await
+    .unwrap()
+}
+
+/// `grade --expect` with a new rubric while the judges' batch still asks with the old one:
+/// what that batch answers is billed but recorded as no grade's verdict, and resume asks the
+/// new rubric in a batch of its own once it has ended.
+async fn new_rubric_while_the_judges_batch_runs(ws: &Workspace, mock: &MockServer) {
+    kill_once_the_judges_run(ws, mock, &[]).await;
+    let expects = new_rubrics(ws);
+    let output = ws
+        .run(&["grade", "j", "--expect", expects.to_str().unwrap()])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("note: 4 judge requests of run j are in a batch still open, asked with the grader specs they had before"),
+        "{stderr}"
+    );
+    assert_eq!(direct_calls(mock), 0, "nothing asked directly meanwhile");
+    mock.finish_batches();
+    let output = ws.run(&polled(&["resume", "j"])).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(
+        mock.batches_created(),
+        3,
+        "the answers', the old rubric's, then the new rubric's"
+    );
+    assert_eq!(direct_calls(mock), 0);
+}
+
+#[tokio::test]
+async fn a_verdict_for_a_rubric_replaced_while_its_batch_ran_is_billed_and_not_recorded() {
+    let ws = Workspace::new();
+    let mock = slow_judges(0).await;
+    new_rubric_while_the_judges_batch_runs(&ws, &mock).await;
+    // Every verdict is the new rubric's, asked with it.
+    let specs = judge_specs(&ws).await;
+    assert_eq!(specs.len(), 4);
+    assert!(specs.iter().all(|s| s.contains("polite")), "{specs:?}");
+    let graded = verdicts(&ws).await;
+    assert!(graded.iter().all(|v| v.1.is_some()), "{graded:?}");
+    let pool = ws.pool().await;
+    let new_items = count(
+        &pool,
+        "SELECT COUNT(*) FROM batch_items i JOIN batches b ON b.id = i.batch
+         WHERE b.kind = 'judge' AND b.id = (SELECT MAX(id) FROM batches)",
+    )
+    .await;
+    assert_eq!(new_items, 4, "the new rubric asked for every job");
+    // The old rubric's verdicts were paid: kept as attempts with their cost.
+    let stale: Vec<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT http_status, cost_pico_usd FROM attempts
+         WHERE kind = 'judge' AND error_type = 'replaced_spec'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stale.len(), 4, "{stale:?}");
+    assert!(
+        stale
+            .iter()
+            .all(|(status, cost)| *status == 200 && cost.is_some_and(|c| c > 0))
+    );
+    let stale_cost: i64 = stale.iter().filter_map(|(_, c)| *c).sum();
+    let verdict_cost: i64 = graded.iter().map(|v| v.3.unwrap()).sum();
+    // The report's judging cost is all that judging was billed, with a warning of why.
+    let report = ws.report_json("j").await;
+    assert_eq!(
+        report["totals"][0]["grading"]["judge_cost_pico_usd"].as_i64(),
+        Some(verdict_cost + stale_cost)
+    );
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("4 judge verdicts came back from a batch for grader specs that `msgbatch grade --expect` replaced while it was open"),
+        "{warnings}"
+    );
+}
+
+#[tokio::test]
+async fn the_report_counts_judge_requests_that_ended_without_an_answer_with_the_jobs() {
+    let ws = Workspace::new();
+    let gateway = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            // An answer expires; the judge of the second job (row 2) errors.
+            expired: vec!["job-3".to_owned()],
+            errored: vec!["judge-2-1".to_owned()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "u",
+    ]);
+    let output = ws.run_on(&gateway, &args).await;
+    assert_eq!(code(&output), 1, "a job failed: {:?}", text(&output));
+    let report = ws.report_json("u").await;
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("run u: 2 batch requests ended without an answer (1 api_error, 1 expired; 1 of them judge requests); none of them was billed, and `msgbatch resume u --include-failed` sends the jobs' again and `msgbatch grade u` asks the judges' still pending again"),
+        "{warnings}"
+    );
+    // Judge requests alone: `grade` asks them again.
+    let ws = Workspace::new();
+    let gateway = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            errored: vec!["judge-1-1".to_owned()],
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "v",
+    ]);
+    let output = ws.run_on(&gateway, &args).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let warnings = ws.report_json("v").await["warnings"].to_string();
+    assert!(
+        warnings.contains("run v: 1 batch requests ended without an answer (1 api_error; 1 of them judge requests); none of them was billed, and `msgbatch grade v` asks those still pending again"),
+        "{warnings}"
+    );
 }
 
 #[tokio::test]
@@ -415,4 +669,105 @@ async fn an_errored_judge_stays_pending_with_why_and_grade_asks_it_directly() {
         "the one pending judge, asked directly"
     );
     assert!(verdicts(&ws).await.iter().all(|v| v.1.is_some()));
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_rubric_replaced_while_the_judges_batch_runs_on_postgres_as_on_sqlite() {
+    let db = crate::postgres::TestDb::create().await;
+    let mut seen = Vec::new();
+    for ws in [Workspace::new(), Workspace::on_postgres(&db.url)] {
+        let mock = mock(MockConfig {
+            record: true,
+            batches: BatchConfig {
+                later_processing: Some(Duration::from_secs(3600)),
+                // In the old rubric's batch: a request unbilled as well as replaced.
+                errored: vec!["judge-2-1".to_owned()],
+                ..BatchConfig::default()
+            },
+            ..MockConfig::default()
+        })
+        .await;
+        new_rubric_while_the_judges_batch_runs(&ws, &mock).await;
+        let report = ws.report_json("j").await;
+        let mut grading = report["totals"][0]["grading"].clone();
+        // A timing, not a figure of the store.
+        grading["passing_latency_ms"] = serde_json::Value::Null;
+        let warnings = report["warnings"].to_string();
+        assert!(
+            warnings.contains("run j: 1 batch requests ended without an answer (1 api_error; 1 of them judge requests)"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("run j: 3 judge verdicts came back from a batch for grader specs that `msgbatch grade --expect` replaced while it was open: billed ($"),
+            "{warnings}"
+        );
+        seen.push((grading, warnings));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[1].0["judge_cost_pico_usd"].as_i64().unwrap() > 0);
+    let mut conn = db.connect().await;
+    let specs: Vec<String> = sqlx::query_scalar(
+        "SELECT g.spec FROM grades g WHERE g.kind = 'judge' AND g.passed IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(specs.len(), 4);
+    assert!(specs.iter().all(|s| s.contains("polite")), "{specs:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn kill_9_between_the_judges_create_call_and_its_commit_on_postgres() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = mock(MockConfig {
+        record: true,
+        batches: BatchConfig {
+            later_create_delay: Some(Duration::from_secs(600)),
+            ..BatchConfig::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let file = judged_jobs(&ws);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "k",
+    ]);
+    let mut child = ws.command_on(&mock, &args).spawn().unwrap();
+    tokio::select! {
+        () = mock.wait_for_batches(2) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) with no batch for its judges"),
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), ws.run(&polled(&["resume", "k"])))
+        .await
+        .expect("resume creates no batch (whose answer the mock would hold)");
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers for $"), "{stderr}");
+    assert_eq!(mock.batches_created(), 2, "no judge batch created again");
+    assert_eq!(direct_calls(&mock), 0);
+    let mut conn = db.connect().await;
+    let answered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attempts WHERE kind = 'judge' AND http_status = 200",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(answered, 4, "each verdict paid once");
+    let verdicts: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM grades WHERE kind = 'judge' AND passed IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(verdicts, 4);
 }

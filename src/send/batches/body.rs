@@ -325,6 +325,7 @@ mod tests {
             custom_id: "gone".to_owned(),
             job: i64::MAX,
             grader: None,
+            spec_hash: None,
         });
         let (chunks, sent) = collect(&store, &items, &packed.verbatim, packed.bytes).await;
         assert!(chunks.last().unwrap().is_err());

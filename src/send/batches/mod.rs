@@ -72,6 +72,9 @@ pub struct JudgeTally {
     verdicts: AtomicU64,
     unanswered: AtomicU64,
     cost_pico_usd: AtomicU64,
+    /// Results asked with a spec their grade no longer has: not recorded, the grade asked
+    /// again.
+    stale: AtomicU64,
 }
 
 impl JudgeTally {
@@ -261,12 +264,20 @@ impl Batcher<'_> {
                 );
             }
             let judged_before = self.judged.total();
+            let stale_before = self.judged.stale.load(Ordering::Relaxed);
             let recorded = self.collect().await?;
             collected.recorded += recorded;
             let ended = recorded + (self.judged.total() - judged_before);
             // Under a budget, batches are sized to the worst case that fits; once they are
             // in, what they did not spend of it is free for the next. A full queue likewise
-            // takes more once the open batches have ended.
+            // takes more once the open batches have ended, and judges whose results came
+            // back for a spec since replaced are asked again with theirs.
+            let asked_again = source == Source::Judges
+                && self.judged.stale.load(Ordering::Relaxed) > stale_before
+                && !self.stop.is_cancelled();
+            if submit && asked_again && !self.switched() {
+                continue;
+            }
             let paused = collected.budget_stop.is_some() || queue_full;
             if !submit || !paused || ended == 0 || self.switched() {
                 break;

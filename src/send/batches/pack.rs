@@ -122,6 +122,7 @@ impl<'a> Packer<'a> {
             params,
             job: job.id,
             grader: None,
+            spec_hash: None,
             worst,
         };
         self.place(entry, verbatim)
@@ -143,6 +144,7 @@ impl<'a> Packer<'a> {
             params: body,
             job: judge.job,
             grader: Some(judge.grader),
+            spec_hash: Some(crate::store::spec_hash(&judge.spec)),
             worst,
         };
         // Made as sent, never read back from a job's request.
@@ -156,6 +158,7 @@ impl<'a> Packer<'a> {
             params,
             job,
             grader,
+            spec_hash,
             worst,
         } = entry;
         let probe = request_line(&params, name);
@@ -198,6 +201,7 @@ impl<'a> Packer<'a> {
             custom_id,
             job,
             grader,
+            spec_hash,
         });
         self.current.worst_cases.push(worst);
         Ok(filled)
@@ -243,6 +247,8 @@ struct Entry<'a> {
     params: String,
     job: i64,
     grader: Option<i64>,
+    /// For a judge's request, the hash of the spec it asks with.
+    spec_hash: Option<i64>,
     /// Its worst case at the batch rates.
     worst: u64,
 }

@@ -1,6 +1,7 @@
 //! Reading a finished batch's results into the store as they stream in: each line priced at
 //! the batch rates and committed in groups, with bounded memory whatever the batch's size.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +20,7 @@ use crate::send::direct::judge::{judge_of, verdict};
 use crate::send::outcome::{CacheUse, result_record};
 use crate::store::{
     AttemptRecord, BatchKind, BatchRow, BatchWaiting, GradeRecord, JobState, JobUpdate,
-    JudgeWaiting, WriteBatch, now_ms,
+    JudgeWaiting, REPLACED_SPEC, WriteBatch, now_ms,
 };
 
 /// What an item of a batch waits to record: a job's answer, or a judge's verdict.
@@ -197,12 +198,12 @@ impl Batcher<'_> {
                 })?;
                 match waiting.remove(&item.custom_id) {
                     Some(Waiting::Job(job)) => {
-                        self.item(&mut pending, &job, item, submitted_at)?;
+                        self.item(&mut pending, &job, item, (row.id, submitted_at))?;
                         recorded += 1;
                     }
                     // Counted apart: judges are no jobs.
                     Some(Waiting::Judge(judge)) => {
-                        self.judge_item(&mut pending, judge, item, submitted_at);
+                        self.judge_item(&mut pending, judge, item, (row.id, submitted_at));
                     }
                     None => continue,
                 }
@@ -232,7 +233,7 @@ impl Batcher<'_> {
         pending: &mut WriteBatch,
         waiting: &BatchWaiting,
         item: Item,
-        submitted_at_ms: i64,
+        (batch, submitted_at_ms): (i64, i64),
     ) -> anyhow::Result<()> {
         let job = waiting.job;
         let attempts = waiting.attempts + 1;
@@ -244,6 +245,7 @@ impl Batcher<'_> {
             attempt: attempts,
             started_at_ms: submitted_at_ms,
             latency_ms: turnaround,
+            batch: Some(batch),
             ..AttemptRecord::default()
         };
         let (state, error) = match item.result {
@@ -375,15 +377,22 @@ impl Batcher<'_> {
     /// One judge's result into the writer batch: its verdict, priced at the batch rates, or
     /// the judge left pending with why, and its attempt (kind `judge`), as a judge asked
     /// directly would be recorded. A judge canceled for the deadline is left pending as it
-    /// was, to be asked directly.
+    /// was, to be asked directly. A result asked with a spec the grade no longer has
+    /// (`msgbatch grade --expect` while the batch was open) is no verdict of the grade's: it
+    /// is kept as an attempt, with what it was billed, and the grade stays pending, to be
+    /// asked with its own spec.
     fn judge_item(
         &self,
         pending: &mut WriteBatch,
         waiting: JudgeWaiting,
         item: Item,
-        submitted_at_ms: i64,
+        (batch, submitted_at_ms): (i64, i64),
     ) {
-        let JudgeWaiting { job, grader, spec } = waiting;
+        let stale = waiting.stale();
+        let JudgeWaiting {
+            job, grader, spec, ..
+        } = waiting;
+        let spec = spec.unwrap_or_default();
         let model = judge_of(&spec).map(|(_, model)| model);
         let failed = |reason: String| GradeRecord {
             job,
@@ -401,6 +410,7 @@ impl Batcher<'_> {
             attempt: 1,
             started_at_ms: submitted_at_ms,
             latency_ms: now_ms() - submitted_at_ms,
+            batch: Some(batch),
             ..AttemptRecord::default()
         };
         let grade = match item.result {
@@ -416,11 +426,31 @@ impl Batcher<'_> {
                     if let Some(impossible) = summary.impossible_usage(&bounds) {
                         return Err(impossible);
                     }
-                    let model = model.clone().unwrap_or_default();
+                    let mut model = model.clone().unwrap_or_default();
+                    // The spec it was asked with is gone: it is priced as the model that
+                    // answered, when the table has it.
+                    if stale
+                        && let Some(answered) = summary.model.as_deref()
+                        && matches!(
+                            self.prices.cost_pico_usd(answered, &summary.usage()),
+                            Some(Ok(_))
+                        )
+                    {
+                        answered.clone_into(&mut model);
+                    }
                     let about = (job, grader, spec.clone());
                     verdict(self.prices, about, model, &body, &summary.usage())
                 });
                 match judged {
+                    Ok(grade) if stale => {
+                        attempt.error_type = Some(REPLACED_SPEC.to_owned());
+                        attempt.error_message = Some(
+                            "the verdict came back for a grader spec that `msgbatch grade --expect` replaced while its batch was open: billed, and not recorded as the verdict of the grade's spec now, which is asked for itself"
+                                .to_owned(),
+                        );
+                        attempt.cost_pico_usd = grade.judge_cost_pico_usd;
+                        None
+                    }
                     Ok(grade) => Some(grade),
                     Err(reason) => {
                         attempt.error_type = Some("invalid_response".to_owned());
@@ -469,6 +499,11 @@ impl Batcher<'_> {
             }
         };
         pending.attempts.push(attempt);
+        // What the request said is not about the grade's spec now: the grade is left as it is.
+        if stale {
+            self.judged.stale.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Some(grade) = grade {
             self.judged.add(&grade);
             pending.grades.push(grade);
