@@ -171,9 +171,30 @@ pub async fn send(
             );
         }
     }
-    let split = match settings.send.deadline {
-        Some(_) => DeadlineSplit::of(store, run, &prices).await?,
-        None => None,
+    let wants_table = ending.format == OutputFormat::Table
+        && !global.quiet
+        && session.counts.succeeded + session.counts.failed > 0;
+    // The run as it stands now, with the status just recorded, reported once by model: for
+    // the table below, and for how a deadline split it.
+    let report = if wants_table || settings.send.deadline.is_some() {
+        let run = store.find_run(&run.id.to_string()).await?;
+        let options = report::Options {
+            by: GroupBy::Model,
+            prices,
+            reprice: None,
+            charts: false,
+            cluster_tag: None,
+        };
+        Some((
+            Report::build(store, std::slice::from_ref(&run), &options).await?,
+            run,
+        ))
+    } else {
+        None
+    };
+    let split = match (&settings.send.deadline, &report) {
+        (Some(_), Some((report, run))) => DeadlineSplit::of(run, report)?,
+        _ => None,
     };
     let grading = pass_rate(store, run.id).await?;
     let exit = if session.halt.is_some() {
@@ -224,25 +245,8 @@ pub async fn send(
     {
         crate::errln!("{}", gate_failure(&grading, gate));
     }
-    if ending.format == OutputFormat::Table
-        && !global.quiet
-        && session.counts.succeeded + session.counts.failed > 0
-    {
-        // The run as it stands now, with the status just recorded.
-        let run = store.find_run(&run.id.to_string()).await?;
-        let report = Report::build(
-            store,
-            std::slice::from_ref(&run),
-            &report::Options {
-                by: GroupBy::Model,
-                prices,
-                reprice: None,
-                charts: false,
-                cluster_tag: None,
-            },
-        )
-        .await?;
-        crate::outln!("\n{}", report::table(&report))?;
+    if wants_table && let Some((report, _)) = &report {
+        crate::outln!("\n{}", report::table(report))?;
     }
     Ok(exit)
 }
@@ -310,28 +314,16 @@ struct DeadlineSplit {
 }
 
 impl DeadlineSplit {
-    /// `None` for a run sent directly, for which a deadline means nothing.
-    async fn of(store: &Store, run: &RunRow, prices: &PriceTable) -> anyhow::Result<Option<Self>> {
+    /// `None` for a run sent directly, for which a deadline means nothing. `run` is as the
+    /// session left it, and `report` is of that run alone.
+    fn of(run: &RunRow, report: &Report) -> anyhow::Result<Option<Self>> {
         // The settings as the session left them: the switch, and the way `--via auto`
         // chose, are recorded there.
-        let run = store.find_run(&run.id.to_string()).await?;
-        let settings = RunSettings::of(&run)?;
+        let settings = RunSettings::of(run)?;
         if settings.send.via == crate::settings::Via::Direct {
             return Ok(None);
         }
         let deadline = settings.send.deadline;
-        let report = Report::build(
-            store,
-            std::slice::from_ref(&run),
-            &report::Options {
-                by: GroupBy::Run,
-                prices: prices.clone(),
-                reprice: None,
-                charts: false,
-                cluster_tag: None,
-            },
-        )
-        .await?;
         let (results, batch_results, cost) = report.totals.iter().fold((0, 0, 0), |sum, g| {
             (
                 sum.0 + g.jobs.succeeded,
