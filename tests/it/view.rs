@@ -1600,3 +1600,59 @@ async fn the_runs_page_counts_a_run_three_workers_write_at_once_as_its_rows_say(
     assert!(slots >= 3, "{slots} connections counted");
     assert!(looks > 1, "the run was looked at while it ran");
 }
+
+#[tokio::test]
+async fn a_run_whose_figures_cannot_be_added_up_shows_why_in_its_row_and_the_others_list() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.write(
+        "other.jsonl",
+        "{\"custom_id\":\"o1\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":16,\
+         \"messages\":[{\"role\":\"user\",\"content\":\"say alpha\"}]}}\n",
+    );
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "other"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    // A doctored store: two results of one model of `hostile` at 9e18 pico-USD each, which no
+    // 64-bit sum holds.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE results SET cost_pico_usd = 9000000000000000000
+         WHERE job IN (SELECT j.id FROM jobs j JOIN runs r ON r.id = j.run_id
+                       WHERE r.name = 'hostile' AND j.model = 'claude-haiku-4-5')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    let run = |name: &str| {
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {runs}"))
+            .clone()
+    };
+    let (hostile, other) = (run("hostile"), run("other"));
+    assert!(
+        hostile["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("beyond what msgbatch can add up")),
+        "{hostile}"
+    );
+    assert_eq!(other["problem"], Value::Null, "{other}");
+    assert_eq!(other["jobs"]["total"], 1, "{other}");
+    assert_eq!(other["jobs"]["succeeded"], 1, "{other}");
+    let (status, _, page) = get(&format!("{base}/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("beyond what msgbatch can add up"), "{page}");
+    assert!(page.contains("1 of 1"), "the other run's counts: {page}");
+}
