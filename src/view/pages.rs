@@ -395,6 +395,14 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 } @else if shown == 0 { "no jobs match" }
                 @else { "jobs " (first) "–" (first + shown - 1) " of " (matched) " matching" }
             }
+            @if page.search.is_some() {
+                p.note #search-rule {
+                    "A text search reads the jobs in input order, at most "
+                    (super::data::SEARCH_WINDOW) " a page, and stops sooner once the page is \
+                     full; “search further” goes on from where it stopped. It looks in each \
+                     whole request and answer, case-insensitive for ASCII letters."
+                }
+            }
             table.jobs {
                 thead { tr { th { "job" } th { "model" } th { "outcome" } th { "grades" }
                     th { "stop" } th { "cost" } th { "latency" } th { "prompt" } th { "answer" } } }

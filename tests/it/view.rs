@@ -279,6 +279,14 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
         ["j11"],
         "searching further goes on after the last"
     );
+    let (_, _, html) = get(&format!(
+        "{base}/runs/{id}/jobs?q=plain+prompt+1&per_page=2"
+    ))
+    .await;
+    assert!(
+        html.contains("A text search reads the jobs in input order, at most 20000 a page"),
+        "the page says how far a search reads: {html}"
+    );
     let literal = get_json(&format!("{base}/api/runs/{id}/jobs?q=%25")).await;
     assert_eq!(
         literal["jobs"].as_array().unwrap().len(),
@@ -424,7 +432,19 @@ async fn all_pages(base: &str, id: i64, query: &str, per_page: usize) -> Vec<Val
 
 #[tokio::test]
 async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last() {
-    let ws = Workspace::new();
+    sorted_lists_on(Workspace::new()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_postgresql_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last()
+ {
+    let db = crate::postgres::TestDb::create().await;
+    sorted_lists_on(Workspace::on_postgres(&db.url)).await;
+}
+
+/// Every order of the job list of a run with priced, unpriced and refused jobs, page by page.
+async fn sorted_lists_on(ws: Workspace) {
     let mock = mock(MockConfig {
         models: vec!["house-model".to_owned()],
         ..MockConfig::default()
