@@ -10,8 +10,16 @@
 #
 # BENCH_BIN=target/debug/msgbatch measures a debug build instead of building the release one
 # (its figures are a debug build's, and say so). BENCH_VIEW_DB=PATH keeps the store made at
-# PATH and, when it exists already, measures it again without making it; a postgres:// URL
-# there measures that PostgreSQL store as it is (made beforehand, with a run named `large`).
+# PATH and, when it exists already, measures it again without making it.
+#
+# A postgres:// URL in BENCH_VIEW_DB measures that PostgreSQL store: one without a run named
+# `large` has it made there first (the same rows as on SQLite, copied with INSERT … SELECT
+# over generate_series by psql, which must be installed), and one with it is measured as it
+# is. Give it a database of its own, made for it and dropped after:
+#
+#   createdb -h 127.0.0.1 -U postgres view_bench
+#   BENCH_VIEW_DB=postgres://postgres@127.0.0.1:5432/view_bench scripts/bench-view.sh
+#   dropdb -h 127.0.0.1 -U postgres view_bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,15 +27,93 @@ results=${1:-1000000}
 . scripts/mock-harness.sh
 
 db=${BENCH_VIEW_DB:-$work/view.db}
-if [ -e "$db" ] || [[ "$db" == postgres://* ]]; then
+# A small real run: its rows are the templates of the large one.
+seed_run() {
+    awk 'BEGIN {
+        for (i = 0; i < 4; i++)
+            printf "{\"custom_id\":\"seed-%d\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"say alpha %d\"}]},\"expect\":{\"contains\":\"alpha\"},\"tags\":{\"suite\":\"seed\"}}\n", i, i;
+    }' > "$work/seed.jsonl"
+    "$bin" --db "$db" --quiet run "$work/seed.jsonl" --name seed --mock > /dev/null
+}
+if [[ "$db" == postgres://* ]]; then
+    made=$(psql "$db" -v ON_ERROR_STOP=1 -tAc "SELECT to_regclass('runs') IS NOT NULL")
+    if [ "$made" = t ]; then
+        made=$(psql "$db" -v ON_ERROR_STOP=1 -tAc \
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE name = 'large')")
+    fi
+    if [ "$made" = t ]; then
+        echo "store: $db as it is"
+    else
+        seed_run
+        started=$(date +%s.%N)
+        # The rows of the SQLite store below, statement for statement.
+        psql "$db" -q -v ON_ERROR_STOP=1 -v n="$results" << 'SQL'
+BEGIN;
+INSERT INTO runs (name, created_at_ms, finished_at_ms, status, input_path, input_sha256,
+                  gateway_name, base_url, messages_path, settings, input_format, via, loaded,
+                  input_jobs)
+SELECT 'large', created_at_ms, finished_at_ms, 'completed', input_path, input_sha256,
+       gateway_name, base_url, messages_path, settings, input_format, via, TRUE, :n
+FROM runs WHERE name = 'seed';
+SELECT id AS run FROM runs WHERE name = 'large' \gset
+-- Jobs on two models; every tenth fails its grader, every hundredth has no answer.
+INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256, tags, expect, state,
+                  attempts)
+SELECT :run, 'job-' || i, m.model, i + 1,
+       CAST(json_build_object('model', m.model, 'max_tokens', 64,
+            'messages', json_build_array(json_build_object('role', 'user',
+                'content', 'question ' || i || ': what is ' || i || ' plus ' || i || '?')))
+            AS TEXT),
+       encode(sha256(convert_to('job-' || i, 'UTF8')), 'hex'),
+       CAST(json_build_object('suite', 's' || (i % 7)) AS TEXT),
+       '{"contains":"' || i * 2 || '"}',
+       CASE WHEN i % 100 = 99 THEN 'failed' ELSE 'succeeded' END, 1
+FROM generate_series(0, :n - 1) AS i,
+     LATERAL (SELECT CASE i % 2 WHEN 0 THEN 'claude-haiku-4-5'
+                                ELSE 'claude-sonnet-4-6' END AS model) AS m
+ORDER BY i;
+INSERT INTO results (job, message_id, response_model, stop_reason, input_tokens,
+                     output_tokens, cache_creation_input_tokens, cache_write_5m_tokens,
+                     cache_write_1h_tokens, cache_read_input_tokens, latency_ms, streamed,
+                     cost_pico_usd, completed_at_ms)
+SELECT id, 'msg_' || id, model,
+       CASE WHEN id % 13 = 0 THEN 'max_tokens' ELSE 'end_turn' END,
+       20 + id % 50, 10 + id % 40, 0, 0, 0, 0, 150 + (id * 7919) % 4000, FALSE,
+       (20 + id % 50) * 1000000 + (10 + id % 40) * 5000000, 1700000000000 + id * 10
+FROM jobs WHERE run_id = :run AND state = 'succeeded' ORDER BY id;
+INSERT INTO responses (job, body)
+SELECT j.id, CAST(json_build_object('id', 'msg_' || j.id, 'type', 'message',
+                  'role', 'assistant', 'model', j.model,
+                  'content', json_build_array(json_build_object('type', 'text',
+                      'text', 'The answer is ' || (j.line - 1) * 2 || '.')),
+                  'stop_reason', r.stop_reason, 'stop_sequence', NULL,
+                  'usage', json_build_object('input_tokens', r.input_tokens,
+                                             'output_tokens', r.output_tokens)) AS TEXT)
+FROM jobs j JOIN results r ON r.job = j.id WHERE j.run_id = :run ORDER BY j.id;
+INSERT INTO attempts (job, attempt, started_at_ms, queue_wait_ms, latency_ms, http_status,
+                      error_type, error_message, kind)
+SELECT id, 1, 1700000000000 + id * 10, 0, 150 + (id * 7919) % 4000,
+       CASE state WHEN 'failed' THEN 529 ELSE 200 END,
+       CASE state WHEN 'failed' THEN 'overloaded_error' END,
+       CASE state WHEN 'failed' THEN 'Overloaded' END, 'job'
+FROM jobs WHERE run_id = :run ORDER BY id;
+INSERT INTO grades (job, grader, kind, passed, reason, spec, graded_at_ms)
+SELECT id, 0, 'contains', id % 10 != 0,
+       CASE WHEN id % 10 = 0 THEN 'the answer does not contain it' END, expect, 1700000000000
+FROM jobs WHERE run_id = :run AND state = 'succeeded' ORDER BY id;
+COMMIT;
+-- As autovacuum leaves a store some time after its writes: visibility known, statistics kept.
+VACUUM ANALYZE;
+SELECT 'store: ' || :n || ' jobs, ' || COUNT(*) || ' results in run `large` (id ' || :run || ')'
+FROM results r JOIN jobs j ON j.id = r.job WHERE j.run_id = :run \g (tuples_only=on)
+SQL
+        echo "filled in $(echo "$(date +%s.%N) - $started" | bc) s; database $(psql "$db" -tAc \
+            "SELECT pg_database_size(current_database()) / 1048576") MB"
+    fi
+elif [ -e "$db" ]; then
     echo "store: $db as it is"
 else
-# A small real run: its rows are the templates of the large one.
-awk 'BEGIN {
-    for (i = 0; i < 4; i++)
-        printf "{\"custom_id\":\"seed-%d\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"say alpha %d\"}]},\"expect\":{\"contains\":\"alpha\"},\"tags\":{\"suite\":\"seed\"}}\n", i, i;
-}' > "$work/seed.jsonl"
-"$bin" --db "$db" --quiet run "$work/seed.jsonl" --name seed --mock > /dev/null
+seed_run
 
 started=$(date +%s.%N)
 python3 - "$db" "$results" << 'PY'

@@ -156,6 +156,9 @@ pub struct RunSummary {
     /// The gateway's URL, credentials hidden.
     pub gateway: String,
     pub workers: Vec<WorkerShare>,
+    /// Why the run's counts cannot be shown (they are then all 0), for a run whose figures
+    /// cannot be added up; `None` for every other run.
+    pub problem: Option<String>,
 }
 
 /// One worker's part of a run on a PostgreSQL store.
@@ -382,7 +385,18 @@ impl Data {
     }
 
     async fn summary(&self, run: &RunRow) -> Result<RunSummary, ViewError> {
-        let RunTally { counts, models, .. } = self.store.run_tally(run.id).await?;
+        let tally = self.store.run_tally(run.id).await?;
+        self.summary_of(run, tally, None).await
+    }
+
+    /// A run's summary with these counts; `problem` says why they are not its own.
+    async fn summary_of(
+        &self,
+        run: &RunRow,
+        tally: RunTally,
+        problem: Option<String>,
+    ) -> Result<RunSummary, ViewError> {
+        let RunTally { counts, models, .. } = tally;
         let workers = self.store.workers(run.id).await?;
         let status = self.store.run_state(run).await?.to_string();
         let budget_pico_usd = crate::settings::RunSettings::of(run)?
@@ -426,14 +440,25 @@ impl Data {
             input: run.input_path.clone(),
             gateway: run.shown_url(),
             workers,
+            problem,
         })
     }
 
-    /// Every run, newest first.
+    /// Every run, newest first. A run whose figures cannot be added up (a result stored with
+    /// usage no request could produce) is listed with that problem in place of its counts;
+    /// the others as they are.
     pub async fn runs(&self) -> Result<Vec<RunSummary>, ViewError> {
         let mut runs = Vec::new();
         for run in self.store.runs().await?.iter().rev() {
-            runs.push(self.summary(run).await?);
+            let summary = match self.store.run_tally(run.id).await {
+                Ok(tally) => self.summary_of(run, tally, None).await?,
+                Err(error @ StoreError::Overflow(_)) => {
+                    self.summary_of(run, RunTally::default(), Some(error.to_string()))
+                        .await?
+                }
+                Err(error) => return Err(error.into()),
+            };
+            runs.push(summary);
         }
         Ok(runs)
     }

@@ -104,11 +104,16 @@ pub fn runs(runs: &[RunSummary]) -> Markup {
                                 td { (run.id) }
                                 td { a href={ "/runs/" (run.id) } { (run.name) } }
                                 td data-field="status" { (run.status) }
-                                td data-field="done" data-first=(run.done) { (done_of(run)) }
-                                td data-field="succeeded" { (run.jobs.succeeded) }
-                                td data-field="failed" { (run.jobs.failed) }
-                                td data-field="rejected" { (run.jobs.rejected) }
-                                td data-field="spend" { (spend_of(run)) }
+                                @if let Some(problem) = &run.problem {
+                                    // No counter cells: the refresh leaves the row as it is.
+                                    td.fail colspan="5" data-problem { (problem) }
+                                } @else {
+                                    td data-field="done" data-first=(run.done) { (done_of(run)) }
+                                    td data-field="succeeded" { (run.jobs.succeeded) }
+                                    td data-field="failed" { (run.jobs.failed) }
+                                    td data-field="rejected" { (run.jobs.rejected) }
+                                    td data-field="spend" { (spend_of(run)) }
+                                }
                                 td { (run.models.join(", ")) }
                                 td { (run.created_at) }
                                 td data-field="finished" { (run.finished_at.as_deref().unwrap_or("-")) }
@@ -389,6 +394,14 @@ pub fn jobs(page: &JobsPage) -> Markup {
                     " of " (search.rows) " searched"
                 } @else if shown == 0 { "no jobs match" }
                 @else { "jobs " (first) "–" (first + shown - 1) " of " (matched) " matching" }
+            }
+            @if page.search.is_some() {
+                p.note #search-rule {
+                    "A text search reads the jobs in input order, at most "
+                    (super::data::SEARCH_WINDOW) " a page, and stops sooner once the page is \
+                     full; “search further” goes on from where it stopped. It looks in each \
+                     whole request and answer, case-insensitive for ASCII letters."
+                }
             }
             table.jobs {
                 thead { tr { th { "job" } th { "model" } th { "outcome" } th { "grades" }

@@ -279,6 +279,14 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
         ["j11"],
         "searching further goes on after the last"
     );
+    let (_, _, html) = get(&format!(
+        "{base}/runs/{id}/jobs?q=plain+prompt+1&per_page=2"
+    ))
+    .await;
+    assert!(
+        html.contains("A text search reads the jobs in input order, at most 20000 a page"),
+        "the page says how far a search reads: {html}"
+    );
     let literal = get_json(&format!("{base}/api/runs/{id}/jobs?q=%25")).await;
     assert_eq!(
         literal["jobs"].as_array().unwrap().len(),
@@ -424,7 +432,19 @@ async fn all_pages(base: &str, id: i64, query: &str, per_page: usize) -> Vec<Val
 
 #[tokio::test]
 async fn a_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last() {
-    let ws = Workspace::new();
+    sorted_lists_on(Workspace::new()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_postgresql_list_sorted_by_cost_or_latency_shows_every_job_once_those_without_a_value_last()
+ {
+    let db = crate::postgres::TestDb::create().await;
+    sorted_lists_on(Workspace::on_postgres(&db.url)).await;
+}
+
+/// Every order of the job list of a run with priced, unpriced and refused jobs, page by page.
+async fn sorted_lists_on(ws: Workspace) {
     let mock = mock(MockConfig {
         models: vec!["house-model".to_owned()],
         ..MockConfig::default()
@@ -1599,4 +1619,60 @@ async fn the_runs_page_counts_a_run_three_workers_write_at_once_as_its_rows_say(
         .unwrap();
     assert!(slots >= 3, "{slots} connections counted");
     assert!(looks > 1, "the run was looked at while it ran");
+}
+
+#[tokio::test]
+async fn a_run_whose_figures_cannot_be_added_up_shows_why_in_its_row_and_the_others_list() {
+    let ws = Workspace::new();
+    hostile_run(&ws).await;
+    let mock = mock(MockConfig::default()).await;
+    let file = ws.write(
+        "other.jsonl",
+        "{\"custom_id\":\"o1\",\"params\":{\"model\":\"claude-haiku-4-5\",\"max_tokens\":16,\
+         \"messages\":[{\"role\":\"user\",\"content\":\"say alpha\"}]}}\n",
+    );
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "other"])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    // A doctored store: two results of one model of `hostile` at 9e18 pico-USD each, which no
+    // 64-bit sum holds.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE results SET cost_pico_usd = 9000000000000000000
+         WHERE job IN (SELECT j.id FROM jobs j JOIN runs r ON r.id = j.run_id
+                       WHERE r.name = 'hostile' AND j.model = 'claude-haiku-4-5')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let runs = get_json(&format!("{base}/api/runs")).await;
+    let run = |name: &str| {
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {runs}"))
+            .clone()
+    };
+    let (hostile, other) = (run("hostile"), run("other"));
+    assert!(
+        hostile["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("beyond what msgbatch can add up")),
+        "{hostile}"
+    );
+    assert_eq!(other["problem"], Value::Null, "{other}");
+    assert_eq!(other["jobs"]["total"], 1, "{other}");
+    assert_eq!(other["jobs"]["succeeded"], 1, "{other}");
+    let (status, _, page) = get(&format!("{base}/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("beyond what msgbatch can add up"), "{page}");
+    assert!(page.contains("1 of 1"), "the other run's counts: {page}");
 }
