@@ -1062,3 +1062,57 @@ async fn a_batch_result_with_more_output_than_its_request_allows_is_refused_not_
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["totals"][0]["tokens"]["output"], 300, "{report}");
 }
+
+#[tokio::test]
+async fn a_stream_of_many_blocks_rebuilds_each_delta_into_its_block() {
+    // Thousands of blocks, then deltas for an early one and for an index started twice: each
+    // delta lands in the block its index names (the latest started with it).
+    const BLOCKS: usize = 20_000;
+    let mut stream = String::new();
+    let mut event = |data: Value| {
+        stream.push_str(&format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        ));
+    };
+    event(
+        json!({"type": "message_start", "message": {"id": "msg_m", "type": "message",
+        "role": "assistant", "model": "claude-haiku-4-5", "content": [], "stop_reason": null,
+        "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    );
+    for index in 0..BLOCKS {
+        event(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}));
+    }
+    for _ in 0..BLOCKS {
+        event(json!({"type": "content_block_delta", "index": 1,
+            "delta": {"type": "text_delta", "text": "a"}}));
+    }
+    event(json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}));
+    event(json!({"type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": "again"}}));
+    event(
+        json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+        "usage": {"output_tokens": 16}}),
+    );
+    event(json!({"type": "message_stop"}));
+    let stream = Bytes::from(stream);
+    let gateway =
+        Hostile::start(move |_, _| typed("text/event-stream", Full::new(stream.clone()).boxed()))
+            .await;
+    let body = json!({"model": "claude-haiku-4-5", "max_tokens": 16, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let answer = client(&gateway, &[])
+        .send(Bytes::from(body.to_string()), true)
+        .await
+        .result
+        .unwrap();
+    let message: Value = serde_json::from_slice(&answer.body).unwrap();
+    let content = message["content"].as_array().unwrap();
+    assert_eq!(content.len(), BLOCKS + 1);
+    assert_eq!(content[0]["text"], "");
+    assert_eq!(content[1]["text"], "a".repeat(BLOCKS));
+    assert_eq!(content[BLOCKS]["text"], "again");
+    assert!(content[2..BLOCKS].iter().all(|block| block["text"] == ""));
+}
