@@ -45,7 +45,7 @@ use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
 pub use batches::{BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting};
 pub use failures::FailureKind;
-pub use jobs_view::{GradeView, JobScore, JobView, ListedGrade, ListedJob};
+pub use jobs_view::{GradeView, JobScore, ListedGrade, ListedJob};
 pub use location::Location;
 pub use lock::{DbLock, LockError, RunTask};
 pub use models::*;
