@@ -787,13 +787,24 @@ async fn usage_no_request_could_produce_is_never_stored() {
 
 #[tokio::test]
 async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
-    let gateway = Hostile::start(|_, _| {
+    absurd_retry_after_stops_the_run("999999999", "the gateway asks to wait 31years 8months").await;
+}
+
+#[tokio::test]
+async fn a_retry_after_too_large_for_a_duration_stops_the_run_too() {
+    absurd_retry_after_stops_the_run("1e308", "the gateway asks to wait 584542046090years").await;
+}
+
+/// A gateway that answers every request 429 with `retry-after: RETRY_AFTER` stops the run
+/// at its first answer, saying `says`.
+async fn absurd_retry_after_stops_the_run(retry_after: &'static str, says: &str) {
+    let gateway = Hostile::start(move |_, _| {
         let error =
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "later"}});
         respond(
             429,
             &[
-                ("retry-after", "999999999"),
+                ("retry-after", retry_after),
                 ("content-type", "application/json"),
             ],
             error.to_string(),
@@ -810,10 +821,7 @@ async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
     ];
     let (ws, output) = run_jobs(&gateway, 3, &args).await;
     let stderr = exited(&output, 2);
-    assert!(
-        stderr.contains("the gateway asks to wait 31years 8months"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(says), "{stderr}");
     assert!(stderr.contains("resume later"), "{stderr}");
     assert!(stderr.contains("msgbatch resume patient"), "{stderr}");
     assert_eq!(gateway.log().len(), 1);
