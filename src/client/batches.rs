@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use std::sync::atomic::Ordering;
 
-use super::{AttemptError, Called, Client, header_text, rate_limit_hint};
+use super::{AttemptError, Called, Client, rate_limit_hint};
 
 /// A Message Batch as the API describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Client {
             Ok(Err(e)) => return Called::unanswered(self.scrub_error(self.transport_error(e))),
             Err(_) => return Called::unanswered(AttemptError::Timeout(limit)),
         };
-        let request_id = header_text(response.headers(), "request-id");
+        let request_id = self.request_id(response.headers());
         let rate_limit = rate_limit_hint(response.headers());
         if response.status().as_u16() != 200 {
             let error = tokio::time::timeout(limit, self.http_error(response, request_id.clone()))
@@ -177,10 +177,14 @@ impl Client {
         // few fields around it.
         let max_line =
             usize::try_from(self.max_answer_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+        // Each line as stored: with nothing the gateway echoed of the key in it.
+        let client = self.clone();
+        let lines = lines(chunks, max_line)
+            .map(move |line| line.map(|l| client.scrub_json(&l).unwrap_or(l)));
         Called {
             result: Ok(ResultsFile {
                 note,
-                lines: Box::pin(lines(chunks, max_line)),
+                lines: Box::pin(lines),
             }),
             rate_limit,
             request_id,

@@ -1124,3 +1124,113 @@ async fn a_stream_of_many_blocks_rebuilds_each_delta_into_its_block() {
     assert_eq!(content[BLOCKS]["text"], "again");
     assert!(content[2..BLOCKS].iter().all(|block| block["text"] == ""));
 }
+
+/// Answer text that quotes the key, a credential header and a header that is no secret.
+fn echoing(key: &str, token: &str) -> String {
+    format!("debug: key={key} token={token} team=research-team-7")
+}
+
+/// What [`echoing`] is stored as: the secrets replaced, the other header's value kept.
+const ECHOED_STORED: &str = "debug: key=**** token=**** team=research-team-7";
+
+#[tokio::test]
+async fn a_key_echoed_in_an_answer_or_its_request_id_is_stored_nowhere() {
+    let gateway = Hostile::start(|seen, before| {
+        let header = |name: &str| seen.headers[name].to_str().unwrap().to_owned();
+        let (key, token) = (header("x-api-key"), header("x-gateway-token"));
+        let mut answer = message(
+            &echoing(&key, &token),
+            &json!({"input_tokens": 5, "output_tokens": 3}),
+        );
+        // As an object key too, as a proxy's dump of the request headers has it.
+        answer["debug"] = json!({ key.clone(): token });
+        let request_id = if before == 0 {
+            format!("req_{key}")
+        } else {
+            // An id as long as the HTTP client lets a header be.
+            "r".repeat(300_000)
+        };
+        respond(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("request-id", &request_id),
+            ],
+            answer.to_string(),
+        )
+    })
+    .await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = [
+        "--header",
+        &header,
+        "--header",
+        "x-team: research-team-7",
+        "--concurrency",
+        "1",
+    ];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let pool = ws.pool().await;
+    let stored = answers(&pool).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.iter().all(|(_, text)| text == ECHOED_STORED),
+        "{stored:?}"
+    );
+    let ids: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT request_id FROM attempts ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ids[0].as_deref(), Some("req_****"));
+    let long = ids[1].as_deref().unwrap();
+    assert!(
+        long.starts_with("rrrr") && long.len() <= 210,
+        "{} bytes",
+        long.len()
+    );
+    let export = ws.run(&["export", "1", "--out", "-"]).await;
+    for output in [&output, &export] {
+        let (stdout, stderr) = text(output);
+        assert!(!stdout.contains(TEST_KEY) && !stderr.contains(TEST_KEY));
+        assert!(!stdout.contains(HEADER_SECRET) && !stderr.contains(HEADER_SECRET));
+    }
+    assert!(!in_database(&ws, TEST_KEY).await);
+    assert!(!in_database(&ws, HEADER_SECRET).await);
+}
+
+#[tokio::test]
+async fn a_key_echoed_in_a_batch_result_is_stored_nowhere() {
+    let results: String = (0..2)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "result": {"type": "succeeded",
+                "message": message(&echoing(TEST_KEY, HEADER_SECRET),
+                    &json!({"input_tokens": 5, "output_tokens": 3}))}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let gateway = ended_batch("msgbatch_k", (2, 0), results).await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = [
+        "--via",
+        "batches",
+        "--poll-interval",
+        "10ms",
+        "--header",
+        &header,
+        "--header",
+        "x-team: research-team-7",
+    ];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let stored = answers(&ws.pool().await).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.iter().all(|(_, text)| text == ECHOED_STORED),
+        "{stored:?}"
+    );
+    assert!(!in_database(&ws, TEST_KEY).await);
+    assert!(!in_database(&ws, HEADER_SECRET).await);
+}
