@@ -8,6 +8,7 @@ use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::partial_json;
+use crate::message::MAX_STORED_DEPTH;
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,10 +494,6 @@ impl Accumulator {
         })
     }
 }
-
-/// serde_json reads JSON nested at most this deep: a deeper message could be stored but not
-/// read back for grading.
-const MAX_STORED_DEPTH: usize = 127;
 
 fn depth(value: &Value) -> usize {
     match value {

@@ -1234,3 +1234,31 @@ async fn a_key_echoed_in_a_batch_result_is_stored_nowhere() {
     assert!(!in_database(&ws, TEST_KEY).await);
     assert!(!in_database(&ws, HEADER_SECRET).await);
 }
+
+#[tokio::test]
+async fn an_answer_nested_too_deep_to_read_back_is_refused_not_stored_ungradable() {
+    let gateway = Hostile::start(|_, _| {
+        let answer = message("hi", &json!({"input_tokens": 5, "output_tokens": 1})).to_string();
+        // A field no one reads, nested 100,000 deep: serde skips it without counting.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = answer.replacen('{', &format!("{{\"extra\":{deep},"), 1);
+        respond(200, &[("content-type", "application/json")], body)
+    })
+    .await;
+    let (ws, output) = run_jobs(&gateway, 1, &["--max-attempts", "1"]).await;
+    exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts[0].0.as_deref(), Some("invalid_response"));
+    assert!(
+        attempts[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("nests deeper than 127 levels"),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        count(&ws.pool().await, "SELECT COUNT(*) FROM responses").await,
+        0
+    );
+}
