@@ -745,6 +745,21 @@ pub struct GradeArgs {
     /// The run's budget in USD for judge requests, replacing the run's own --max-cost.
     #[arg(long, value_name = "USD")]
     pub max_cost: Option<f64>,
+
+    /// Extra header for every judge request, `NAME: VALUE` (header values are never stored,
+    /// so give them again).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// The run's base URL again, when it carried credentials (`https://user:password@…`):
+    /// they are never stored, so give them again for judge requests.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// The run's messages path again, when its query carried a key (`/v1/messages?key=…`):
+    /// keys are never stored, so give it again for judge requests.
+    #[arg(long, value_name = "PATH")]
+    pub messages_path: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -200,12 +200,52 @@ pub struct MessageSummary {
     pub usage: Option<WireUsage>,
 }
 
+/// serde_json reads JSON nested at most 128 deep: a message nested deeper could be stored but
+/// not read back for grading, so it is no answer.
+pub const MAX_STORED_DEPTH: usize = 127;
+
+/// How deep the arrays and objects of a JSON text nest, read in one pass without recursion.
+pub fn nesting(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 impl MessageSummary {
     /// Parses a response body, insisting that it is a Message: a 200 whose body is anything
     /// else (an HTML page from a proxy, an error object) is not an answer.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         let summary: Self = serde_json::from_slice(body)
             .map_err(|e| format!("response body is not a JSON message: {e}"))?;
+        // The fields read here are shallow, and serde skips the others without counting
+        // their depth: an answer nested past what serde_json reads back would be stored,
+        // then never graded.
+        if nesting(body) > MAX_STORED_DEPTH {
+            return Err(format!(
+                "the answer nests deeper than {MAX_STORED_DEPTH} levels, past what a stored answer can be read back with"
+            ));
+        }
         summary.checked()
     }
 
@@ -285,6 +325,23 @@ pub fn last_user_text(messages: Option<&serde_json::Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_nested_past_what_is_read_back_is_refused() {
+        let nested = |levels: usize, around: &str| {
+            format!(
+                r#"{{"type":"message","usage":{{"input_tokens":1,"output_tokens":1}},"extra":{}{around}{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // Brackets inside strings, escaped quotes included, are no nesting.
+        assert_eq!(nesting(br#"{"a":"[[[\"[[","b":[{}]}"#), 3);
+        assert!(MessageSummary::parse(nested(120, r#""[{\"""#).as_bytes()).is_ok());
+        let error = MessageSummary::parse(nested(100_000, "").as_bytes()).unwrap_err();
+        assert!(error.contains("nests deeper than 127 levels"), "{error}");
+        assert!(MessageSummary::parse(nested(127, "").as_bytes()).is_err());
+    }
 
     #[test]
     fn missing_cache_fields_read_as_zero_and_writes_default_to_5m() {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use std::sync::atomic::Ordering;
 
-use super::{AttemptError, Called, Client, header_text, rate_limit_hint};
+use super::{AttemptError, Called, Client, rate_limit_hint};
 
 /// A Message Batch as the API describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Client {
             Ok(Err(e)) => return Called::unanswered(self.scrub_error(self.transport_error(e))),
             Err(_) => return Called::unanswered(AttemptError::Timeout(limit)),
         };
-        let request_id = header_text(response.headers(), "request-id");
+        let request_id = self.request_id(response.headers());
         let rate_limit = rate_limit_hint(response.headers());
         if response.status().as_u16() != 200 {
             let error = tokio::time::timeout(limit, self.http_error(response, request_id.clone()))
@@ -177,10 +177,14 @@ impl Client {
         // few fields around it.
         let max_line =
             usize::try_from(self.max_answer_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+        // Each line as stored: with nothing the gateway echoed of the key in it.
+        let client = self.clone();
+        let lines = lines(chunks, max_line)
+            .map(move |line| line.map(|l| client.scrub_json(&l).unwrap_or(l)));
         Called {
             result: Ok(ResultsFile {
                 note,
-                lines: Box::pin(lines(chunks, max_line)),
+                lines: Box::pin(lines),
             }),
             rate_limit,
             request_id,
@@ -256,50 +260,105 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    // `scanned` bytes of `pending` are known to hold no `\n`: each byte is looked at once.
     futures_util::stream::unfold(
-        (chunks, Vec::<u8>::new(), 0usize, false),
-        move |(mut chunks, mut pending, mut scanned, mut done)| async move {
+        (chunks, Splitter::new(max_line), false),
+        |(mut chunks, mut splitter, ended)| async move {
+            if ended {
+                return None;
+            }
             loop {
-                let found = memchr::memchr(b'\n', &pending[scanned..]).map(|at| scanned + at);
-                if found.unwrap_or(pending.len()) > max_line {
-                    return Some((
-                        Err(format!(
-                            "a line of the results is longer than {max_line} bytes"
-                        )),
-                        (chunks, Vec::new(), 0, true),
-                    ));
-                }
-                if let Some(end) = found {
-                    let mut line: Vec<u8> = pending.drain(..=end).collect();
-                    scanned = 0;
-                    line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    return Some((Ok(Bytes::from(line)), (chunks, pending, scanned, done)));
-                }
-                scanned = pending.len();
-                if done {
-                    if pending.iter().all(u8::is_ascii_whitespace) {
-                        return None;
-                    }
-                    let line = Bytes::from(std::mem::take(&mut pending));
-                    return Some((Ok(line), (chunks, pending, 0, done)));
+                if let Some(line) = splitter.line() {
+                    let failed = line.is_err();
+                    return Some((line, (chunks, splitter, failed)));
                 }
                 match chunks.next().await {
-                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-                    Some(Err(e)) => {
-                        return Some((Err(e.to_string()), (chunks, pending, scanned, true)));
+                    Some(Ok(chunk)) => splitter.push(&chunk),
+                    Some(Err(e)) => return Some((Err(e.to_string()), (chunks, splitter, true))),
+                    None => {
+                        return splitter
+                            .rest()
+                            .map(|line| (Ok(line), (chunks, splitter, true)));
                     }
-                    None => done = true,
                 }
             }
         },
     )
+}
+
+/// The bytes of a stream not yet given out as lines.
+struct Splitter {
+    pending: Vec<u8>,
+    /// Where in `pending` the next line starts: the lines before it are dropped only when
+    /// more bytes arrive, so that a chunk of many lines is moved once, not once per line.
+    start: usize,
+    /// Up to where `pending` is known to hold no `\n`: each byte is looked at once.
+    scanned: usize,
+    max_line: usize,
+    /// Bytes moved to drop lines already given out, for the test that it is linear.
+    #[cfg(test)]
+    moved: usize,
+}
+
+impl Splitter {
+    fn new(max_line: usize) -> Self {
+        Self {
+            pending: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max_line,
+            #[cfg(test)]
+            moved: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        #[cfg(test)]
+        {
+            self.moved += self.pending.len() - self.start;
+        }
+        self.pending.drain(..self.start);
+        self.scanned -= self.start;
+        self.start = 0;
+        self.pending.extend_from_slice(chunk);
+    }
+
+    /// The next non-empty line, or the error of one past the bound; `None` when more bytes
+    /// are needed.
+    fn line(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            let found =
+                memchr::memchr(b'\n', &self.pending[self.scanned..]).map(|at| self.scanned + at);
+            if found.unwrap_or(self.pending.len()) - self.start > self.max_line {
+                *self = Self::new(self.max_line);
+                return Some(Err(format!(
+                    "a line of the results is longer than {} bytes",
+                    self.max_line
+                )));
+            }
+            let Some(end) = found else {
+                self.scanned = self.pending.len();
+                return None;
+            };
+            let mut line = &self.pending[self.start..end];
+            self.start = end + 1;
+            self.scanned = self.start;
+            if let Some(without) = line.strip_suffix(b"\r") {
+                line = without;
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return Some(Ok(Bytes::copy_from_slice(line)));
+            }
+        }
+    }
+
+    /// The last line, once the stream has ended without a `\n` after it.
+    fn rest(&mut self) -> Option<Bytes> {
+        let rest = &self.pending[self.start..];
+        let line =
+            (!rest.iter().all(u8::is_ascii_whitespace)).then(|| Bytes::copy_from_slice(rest));
+        *self = Self::new(self.max_line);
+        line
+    }
 }
 
 #[cfg(test)]
@@ -336,5 +395,31 @@ mod tests {
                 .unwrap_err()
                 .contains("longer than 25 bytes")
         );
+    }
+
+    #[test]
+    fn a_chunk_of_many_lines_is_moved_once_not_once_per_line() {
+        let mut splitter = Splitter::new(1_000);
+        let mut chunk = "{}".to_owned();
+        chunk.push_str(&"\n".repeat(200_000));
+        chunk.push_str(&"{}\r\n".repeat(20_000));
+        chunk.push_str("{\"cut\":");
+        let mut lines = 0;
+        for _ in 0..3 {
+            splitter.push(chunk.as_bytes());
+            while let Some(line) = splitter.line() {
+                let line = line.unwrap();
+                assert!(line == "{}" || line == "{\"cut\":{}", "{line:?}");
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 3 * 20_001);
+        // Only the cut line's bytes are kept from one chunk to the next.
+        assert!(
+            splitter.moved <= 2 * "{\"cut\":".len(),
+            "{} bytes moved",
+            splitter.moved
+        );
+        assert_eq!(splitter.rest().as_deref(), Some(&b"{\"cut\":"[..]));
     }
 }

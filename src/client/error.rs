@@ -83,7 +83,10 @@ fn megabytes(bytes: u64) -> String {
 /// A wait rounded up to whole seconds, so that a message says `31years 8months …` rather
 /// than nanoseconds.
 fn whole_seconds(wait: Duration) -> Duration {
-    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+    Duration::from_secs(
+        wait.as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0)),
+    )
 }
 
 /// `error.details.error_code` of the monthly spend-cap 429: retrying cannot succeed.

@@ -178,6 +178,10 @@ pub struct Client {
     /// The key and the extra header values, longest first, kept only to scrub them from
     /// anything a gateway echoes back.
     secrets: Arc<[String]>,
+    /// Of [`Client::secrets`], those that are surely secrets (the key, the URL's credentials,
+    /// the values of headers named as credentials), longest first: scrubbed from answers too,
+    /// where another header's value (`x-team: research`) may be a word of the answer.
+    answer_secrets: Arc<[String]>,
     timeouts: Timeouts,
     /// The bound of one answer, streamed or not, and of one line of a batch's results.
     max_answer_bytes: u64,
@@ -220,19 +224,23 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let mut secrets: Vec<String> = gateway
-            .headers
+        let header_values = |credentials_only: bool| {
+            gateway
+                .headers
+                .iter()
+                .filter(move |(name, _)| {
+                    !credentials_only || crate::output::is_credential_name(name)
+                })
+                .map(|(_, value)| value.trim().to_owned())
+                .filter(|value| value.chars().count() >= MIN_SCRUBBED_CHARS)
+        };
+        let sure: Vec<String> = key
             .iter()
-            .map(|(_, value)| value.trim().to_owned())
-            .filter(|value| value.chars().count() >= MIN_SCRUBBED_CHARS)
-            .chain(key.iter().map(|key| key.expose().to_owned()))
+            .map(|key| key.expose().to_owned())
             .chain(url_secrets(&gateway.url))
-            .filter(|secret| !secret.is_empty())
             .collect();
-        secrets.sort();
-        secrets.dedup();
-        // Longest first, so that a secret holding another is replaced whole.
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        let secrets = longest_first(header_values(false).chain(sure.iter().cloned()));
+        let answer_secrets = longest_first(header_values(true).chain(sure));
         let http = reqwest::Client::builder()
             // Never follow a redirect: reqwest would send `x-api-key` and every extra header
             // to wherever a gateway points (it strips only `Authorization`), and turn a POST
@@ -249,6 +257,7 @@ impl Client {
             url: gateway.url,
             headers,
             secrets: secrets.into(),
+            answer_secrets: answer_secrets.into(),
             timeouts,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             results_origin_noted: Arc::new(AtomicBool::new(false)),
@@ -295,8 +304,7 @@ impl Client {
         };
         let headers = response.headers();
         let rate_limit = rate_limit_hint(headers);
-        let request_id =
-            header_text(headers, "request-id").or_else(|| header_text(headers, "x-request-id"));
+        let request_id = self.request_id(headers);
         let status = response.status().as_u16();
         let result = if status != 200 {
             Err(self.http_error(response, request_id).await)
@@ -307,7 +315,10 @@ impl Client {
             self.read_body(response, request_id).await
         };
         let result = match result {
-            Ok(answer) => match impossible(&answer, &body) {
+            Ok(mut answer) => match self
+                .scrub_answer(&mut answer)
+                .or_else(|| impossible(&answer, &body))
+            {
                 Some(error) => Err(error),
                 None => Ok(answer),
             },
@@ -404,7 +415,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
-        let request_id = header_text(response.headers(), "request-id");
+        let request_id = self.request_id(response.headers());
         *rate_limit = rate_limit_hint(response.headers());
         answer_id.clone_from(&request_id);
         if response.status().as_u16() != 200 {
@@ -646,18 +657,104 @@ impl Client {
     /// Removes the key and the extra header values from text a gateway sent back, should it
     /// ever echo them.
     fn scrub(&self, text: String) -> String {
-        let mut text = text;
-        for secret in self.secrets.iter() {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "****");
-            }
-        }
-        text
+        scrub_with(&self.secrets, text)
     }
 
     /// [`Client::scrub`] over every text of an error, before anything stores or prints it.
     fn scrub_error(&self, error: AttemptError) -> AttemptError {
         error.scrubbed(|text| self.scrub(text))
+    }
+
+    /// An answer's request id, as the gateway's `request-id` (or `x-request-id`) gives it:
+    /// scrubbed, on one line and bounded, as it is kept with every attempt.
+    fn request_id(&self, headers: &HeaderMap) -> Option<String> {
+        let id =
+            header_text(headers, "request-id").or_else(|| header_text(headers, "x-request-id"))?;
+        // A header may be hundreds of kilobytes (the HTTP client's bound); an id is some
+        // thirty characters.
+        let id = one_line(&self.scrub(id), MAX_REQUEST_ID_BYTES);
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Replaces the secrets a gateway echoed in an answer ([`Client::scrub_json`]); the
+    /// error when the answer is no Message once they are.
+    fn scrub_answer(&self, answer: &mut Answer) -> Option<AttemptError> {
+        answer.note = answer
+            .note
+            .take()
+            .map(|note| scrub_with(&self.answer_secrets, note));
+        let body = self.scrub_json(&answer.body)?;
+        match MessageSummary::parse(&body) {
+            Ok(summary) => {
+                answer.summary = summary;
+                answer.body = body;
+                None
+            }
+            Err(message) => Some(AttemptError::InvalidResponse {
+                message,
+                body: error::keep_body(&body),
+                request_id: answer.request_id.clone(),
+            }),
+        }
+    }
+
+    /// A JSON document from a gateway (an answer, a line of a batch's results) with the key
+    /// and every other sure secret it echoes replaced inside its strings, so that none is
+    /// stored; `None` when it holds none, as nearly every document does. A document that is
+    /// not JSON has them replaced as text (it is refused, its start kept).
+    pub(crate) fn scrub_json(&self, document: &[u8]) -> Option<Bytes> {
+        self.answer_secrets
+            .iter()
+            .any(|secret| memchr::memmem::find(document, secret.as_bytes()).is_some())
+            .then(|| {
+                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(document) else {
+                    let text = String::from_utf8_lossy(document).into_owned();
+                    return Bytes::from(scrub_with(&self.answer_secrets, text));
+                };
+                scrub_strings(&mut value, &|text| scrub_with(&self.answer_secrets, text));
+                Bytes::from(value.to_string())
+            })
+    }
+}
+
+/// The longest request id kept, in bytes.
+const MAX_REQUEST_ID_BYTES: usize = 200;
+
+/// `secrets` without empty ones and repeats, longest first, so that a secret holding another
+/// is replaced whole.
+fn longest_first(secrets: impl Iterator<Item = String>) -> Vec<String> {
+    let mut secrets: Vec<String> = secrets.filter(|secret| !secret.is_empty()).collect();
+    secrets.sort();
+    secrets.dedup();
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets
+}
+
+/// `text` with each of `secrets` replaced by `****`.
+fn scrub_with(secrets: &[String], mut text: String) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "****");
+        }
+    }
+    text
+}
+
+/// Applies `scrub` to every string of `value`, object keys included. The value was read by
+/// serde_json, so it nests at most 128 deep.
+fn scrub_strings(value: &mut serde_json::Value, scrub: &dyn Fn(String) -> String) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = scrub(std::mem::take(text)),
+        Value::Array(items) => items.iter_mut().for_each(|item| scrub_strings(item, scrub)),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                scrub_strings(&mut item, scrub);
+                map.insert(scrub(key), item);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 

@@ -178,7 +178,9 @@ where
 }
 
 /// Reads the server's retry hint: `retry-after-ms`, then `retry-after` as seconds, then as an
-/// HTTP date. Values that are negative, not finite or absurd are ignored rather than trusted.
+/// HTTP date. A value that is negative, not finite or not a number is ignored (and the next
+/// form read, as the SDKs do); one too large for a [`Duration`] is [`Duration::MAX`], which no
+/// cap allows, rather than no wait at all.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| {
         headers
@@ -186,12 +188,19 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    let seconds = |value: f64| {
+        (value.is_finite() && value >= 0.0)
+            .then(|| Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX))
+    };
+    if let Some(wait) = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0))
+    {
+        return Some(wait);
     }
     let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+    if let Ok(number) = value.parse::<f64>() {
+        return seconds(number);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -384,5 +393,67 @@ mod tests {
         assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
         headers.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&headers), None);
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_past_any_cap_and_a_meaningless_one_is_ignored() {
+        let parsed = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            parse_retry_after(&headers)
+        };
+        // Too large for a duration: a wait no cap allows, not none at all.
+        for huge in ["1e308", "18446744073709551616"] {
+            assert_eq!(
+                parsed(&[("retry-after", huge)]),
+                Some(Duration::MAX),
+                "{huge}"
+            );
+        }
+        for huge in ["1e308", "1e23"] {
+            assert_eq!(
+                parsed(&[("retry-after-ms", huge)]),
+                Some(Duration::MAX),
+                "{huge}"
+            );
+        }
+        let far = parsed(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]).unwrap();
+        assert!(far > Duration::from_secs(7_000 * 365 * 86_400), "{far:?}");
+        for meaningless in ["-1", "-1e308", "NaN", "inf", "-inf", "infinity"] {
+            assert_eq!(
+                parsed(&[("retry-after", meaningless)]),
+                None,
+                "{meaningless}"
+            );
+        }
+        // A `retry-after-ms` that says nothing leaves `retry-after` to speak.
+        assert_eq!(
+            parsed(&[("retry-after-ms", "NaN"), ("retry-after", "3")]),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parsed(&[("retry-after-ms", "-5"), ("retry-after", "1e308")]),
+            Some(Duration::MAX)
+        );
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            max_retry_after: Duration::from_secs(300),
+        };
+        let overloaded = super::super::AttemptError::Http {
+            status: 429,
+            error_type: None,
+            message: String::new(),
+            error_code: None,
+            body: None,
+            retry_after: parsed(&[("retry-after", "1e308")]),
+            should_retry: None,
+            request_id: None,
+        };
+        let refused = policy.refuse_wait(&overloaded, None).unwrap();
+        assert_eq!(refused.error_type(), "wait_too_long");
     }
 }

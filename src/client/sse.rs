@@ -2,11 +2,13 @@
 //! rebuilds the final Message from the Messages streaming events exactly as the SDKs do.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::partial_json;
+use crate::message::MAX_STORED_DEPTH;
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,12 +166,17 @@ impl StreamFailure {
 #[derive(Debug, Default)]
 pub struct Accumulator {
     message: Option<Map<String, Value>>,
-    /// The stream index each content block started with, in content order.
-    indexes: Vec<usize>,
+    /// Where in the content the latest block started with each stream index is: a lookup
+    /// costs the same however many blocks a stream starts.
+    positions: HashMap<usize, usize>,
     /// Raw tool-input JSON of each content block that carries input, in content order.
     tool_json: Vec<Option<String>>,
     notes: Vec<String>,
     pub done: bool,
+    /// Entries looked at to find blocks, for the test that a lookup costs the same however
+    /// many blocks came before.
+    #[cfg(test)]
+    probes: std::sync::atomic::AtomicUsize,
 }
 
 /// A rebuilt Message, and what the rebuild could not apply.
@@ -255,7 +262,7 @@ impl Accumulator {
                         0
                     }
                 };
-                self.indexes = (0..blocks).collect();
+                self.positions = (0..blocks).map(|at| (at, at)).collect();
                 self.tool_json = vec![None; blocks];
                 self.message = Some(message);
                 Ok(Step::Continue)
@@ -274,8 +281,10 @@ impl Accumulator {
                     .get("type")
                     .and_then(Value::as_str)
                     .is_some_and(|t| TOOL_INPUT_BLOCKS.contains(&t));
-                self.content()?.push(Value::Object(block));
-                self.indexes.push(index);
+                let content = self.content()?;
+                content.push(Value::Object(block));
+                let at = content.len() - 1;
+                self.positions.insert(index, at);
                 self.tool_json.push(tracks_input.then(String::new));
                 Ok(Step::Continue)
             }
@@ -366,12 +375,12 @@ impl Accumulator {
 
     /// Where in the content the block that started with stream index `index` is.
     fn position(&self, index: usize) -> Result<usize, StreamFailure> {
-        self.indexes
-            .iter()
-            .rposition(|i| *i == index)
-            .ok_or_else(|| {
-                StreamFailure::protocol(format!("event for block {index}, which was never started"))
-            })
+        #[cfg(test)]
+        self.probes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.positions.get(&index).copied().ok_or_else(|| {
+            StreamFailure::protocol(format!("event for block {index}, which was never started"))
+        })
     }
 
     fn block(&mut self, at: usize) -> Result<&mut Map<String, Value>, StreamFailure> {
@@ -485,10 +494,6 @@ impl Accumulator {
         })
     }
 }
-
-/// serde_json reads JSON nested at most this deep: a deeper message could be stored but not
-/// read back for grading.
-const MAX_STORED_DEPTH: usize = 127;
 
 fn depth(value: &Value) -> usize {
     match value {
@@ -756,5 +761,61 @@ pub(crate) mod tests {
             "{:?}",
             rebuilt.notes
         );
+    }
+
+    #[test]
+    fn finding_a_block_costs_the_same_however_many_blocks_started() {
+        let blocks = 5_000;
+        let mut accumulator = Accumulator::default();
+        let apply = |accumulator: &mut Accumulator, data: Value| {
+            let event = Event {
+                name: data["type"].as_str().unwrap_or("").to_owned(),
+                data: data.to_string(),
+            };
+            accumulator.apply(&event).unwrap();
+        };
+        apply(&mut accumulator, start());
+        for index in 0..blocks {
+            apply(
+                &mut accumulator,
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+            );
+        }
+        // Deltas for an early block: a scan from the latest block would pass them all.
+        for _ in 0..blocks {
+            apply(
+                &mut accumulator,
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "a"}}),
+            );
+        }
+        // A re-used index names the latest block started with it.
+        apply(
+            &mut accumulator,
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        apply(
+            &mut accumulator,
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "b"}}),
+        );
+        let probes = accumulator
+            .probes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // One lookup per delta: a scan over the blocks would look at millions of entries.
+        assert!(
+            probes <= 2 * (blocks + 1),
+            "{probes} entries looked at for {} lookups",
+            blocks + 1
+        );
+        apply(
+            &mut accumulator,
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+        );
+        apply(&mut accumulator, json!({"type": "message_stop"}));
+        let content = accumulator.finish().unwrap().message["content"].take();
+        let content = content.as_array().unwrap();
+        assert_eq!(content.len(), blocks + 1);
+        assert_eq!(content[0]["text"], "");
+        assert_eq!(content[1]["text"], "a".repeat(blocks));
+        assert_eq!(content[blocks]["text"], "b");
     }
 }

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use anyhow::Context;
 use serde_json::Value;
 
+use super::resume::{Given, run_settings};
 use super::{Global, plan, sending};
-use crate::cli::GradeArgs;
+use crate::cli::{GradeArgs, SendArgs};
 use crate::eval;
 use crate::jobs::{Line, LineReader, MAX_RECORD_BYTES};
-use crate::settings::RunSettings;
 use crate::store::GradeRecord;
 use crate::{ExitStatus, Shutdown};
 
@@ -35,6 +35,25 @@ pub async fn grade(
     };
     let _lock = store.lock().await?;
     let run = store.find_run(&args.run).await?;
+    // The gateway as judge requests reach it: the run's own, its credentials (never stored)
+    // given again as `resume` takes them. What the command line gives is checked before
+    // anything changes; what it leaves out is needed only once judges are owed.
+    let sending = SendArgs {
+        max_cost: args.max_cost,
+        ..SendArgs::default()
+    };
+    let given = Given {
+        base_url: args.base_url.as_deref(),
+        messages_path: args.messages_path.as_deref(),
+    };
+    let settings_now =
+        |run: &crate::store::RunRow| run_settings(global, run, &sending, &args.headers, given);
+    let checked =
+        if args.base_url.is_some() || args.messages_path.is_some() || !args.headers.is_empty() {
+            Some(settings_now(&run)?)
+        } else {
+            None
+        };
     let replaced: HashMap<&str, &str> = expects
         .iter()
         .map(|(id, e)| (id.as_str(), e.as_str()))
@@ -62,14 +81,14 @@ pub async fn grade(
     replaced_in_open_batches(&store, &run, &grades).await?;
     let pending = store.pending_judges(run.id).await?.len();
     if pending > 0 {
-        let mut settings = RunSettings::of(&run)?;
-        if let Some(usd) = args.max_cost {
-            settings.send.max_cost_pico_usd = Some(
-                crate::settings::usd_to_pico(usd)
-                    .context("--max-cost must be a positive number of USD")?,
-            );
-        }
+        let settings = match checked {
+            Some(settings) => settings,
+            None => settings_now(&run)?,
+        };
         let key = settings.gateway.api_key()?;
+        if settings.mock.is_none() {
+            plan::check_gateway(&settings.gateway, key.as_ref())?;
+        }
         let (_mock, client) = plan::connect(&settings, key).await?;
         sending::judge(&store, run.id, &settings, client, &shutdown).await?;
     }

@@ -2,7 +2,6 @@
 //! cost and took, and the start of its prompt and answer.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::Deserialize as _;
 
@@ -11,27 +10,6 @@ use super::{Store, StoreError};
 
 /// Characters of a prompt or an answer kept for showing.
 pub const EXCERPT_CHARS: i64 = 400;
-
-/// One job of a run, with its result's figures when it has one.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct JobView {
-    pub id: i64,
-    pub job_id: String,
-    pub model: String,
-    /// `pending`, `succeeded`, `failed` or `rejected`.
-    pub state: String,
-    pub error: Option<String>,
-    pub stop_reason: Option<String>,
-    pub cost_pico_usd: Option<i64>,
-    pub latency_ms: Option<i64>,
-    pub output_tokens: Option<i64>,
-    /// The job's tags, as the JSON object stored.
-    pub tags: Option<String>,
-    /// The start of the last user turn's text (its text blocks, joined).
-    pub prompt: Option<String>,
-    /// The start of the answer's first text block.
-    pub answer: Option<String>,
-}
 
 /// One grader's verdict on a job (`passed` is `None` while a judge is pending).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -343,83 +321,6 @@ impl Store {
             .all(Sql::new("SELECT DISTINCT model FROM jobs WHERE run_id = $1").bind(run_id))
             .await?;
         Ok(rows.into_iter().map(|(m,)| m).collect())
-    }
-
-    /// Every job of a run, in input order.
-    pub async fn job_views(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
-        if self.dialect() == Dialect::Postgres {
-            return self.job_views_excerpted_here(run_id).await;
-        }
-        self.all(
-            Sql::new(
-                "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason, r.cost_pico_usd,
-                        r.latency_ms, r.output_tokens, j.tags,
-                        CASE WHEN json_valid(j.request) THEN substr(
-                            CASE json_type(j.request, '$.messages[#-1].content')
-                                WHEN 'text' THEN json_extract(j.request, '$.messages[#-1].content')
-                                WHEN 'array' THEN (
-                                    SELECT group_concat(json_extract(e.value, '$.text'), ' ')
-                                    FROM json_each(j.request, '$.messages[#-1].content') e
-                                    WHERE json_extract(e.value, '$.type') = 'text')
-                            END, 1, $2)
-                        END AS prompt,
-                        CASE WHEN json_valid(b.body)
-                             THEN substr(json_extract(b.body, '$.content[0].text'), 1, $2)
-                        END AS answer
-                 FROM jobs j LEFT JOIN results r ON r.job = j.id
-                 LEFT JOIN responses b ON b.job = j.id
-                 WHERE j.run_id = $1 ORDER BY j.id",
-            )
-            .bind(run_id)
-            .bind(EXCERPT_CHARS),
-        )
-        .await
-    }
-
-    /// [`Store::job_views`] on a database without SQLite's JSON functions: the excerpts are
-    /// cut here, one row at a time, as SQLite cuts them.
-    async fn job_views_excerpted_here(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
-        let mut views = Vec::new();
-        self.each(
-            Sql::new(
-                "SELECT j.id, j.job_id, j.model, j.state, j.error, r.stop_reason,
-                        r.cost_pico_usd, r.latency_ms, r.output_tokens, j.tags,
-                        j.request AS prompt, b.body AS answer
-                 FROM jobs j LEFT JOIN results r ON r.job = j.id
-                 LEFT JOIN responses b ON b.job = j.id
-                 WHERE j.run_id = $1 ORDER BY j.id",
-            )
-            .bind(run_id),
-            |mut view: JobView| {
-                view.prompt = view.prompt.as_deref().and_then(prompt_excerpt);
-                view.answer = view.answer.as_deref().and_then(answer_excerpt);
-                views.push(view);
-                Ok::<_, StoreError>(())
-            },
-        )
-        .await?;
-        Ok(views)
-    }
-
-    pub async fn grade_views(
-        &self,
-        run_id: i64,
-    ) -> Result<HashMap<i64, Vec<GradeView>>, StoreError> {
-        let rows: Vec<GradeView> = self
-            .all(
-                Sql::new(
-                    "SELECT g.job, g.grader, g.kind, g.passed, g.reason
-                     FROM grades g JOIN jobs j ON j.id = g.job
-                     WHERE j.run_id = $1 ORDER BY g.job, g.grader",
-                )
-                .bind(run_id),
-            )
-            .await?;
-        let mut by_job: HashMap<i64, Vec<GradeView>> = HashMap::new();
-        for row in rows {
-            by_job.entry(row.job).or_default().push(row);
-        }
-        Ok(by_job)
     }
 }
 

@@ -48,7 +48,7 @@ pub use batches::{
     spec_hash,
 };
 pub use failures::FailureKind;
-pub use jobs_view::{GradeView, JobScore, JobView, ListedGrade, ListedJob};
+pub use jobs_view::{GradeView, JobScore, ListedGrade, ListedJob};
 pub use location::Location;
 pub use lock::{DbLock, LockError, RunTask};
 pub use models::*;

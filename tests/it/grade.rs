@@ -385,3 +385,137 @@ async fn a_failed_judge_says_why_in_the_report_and_status_and_its_attempts_are_r
     let (status, _) = text(&ws.run(&["status", "eval"]).await);
     assert!(!status.contains("judges "), "{status}");
 }
+
+#[tokio::test]
+async fn grade_takes_the_gateway_credentials_again_and_refuses_another_gateway() {
+    const PASSWORD: &str = "pa55-grade-judge-secret";
+    const PATH_KEY: &str = "qk-grade-judge-path-key";
+    const HEADER_VALUE: &str = "hv-grade-judge-header";
+    let ws = Workspace::new();
+    // The four jobs are answered; the four judge requests after them fail.
+    let mock = mock(MockConfig {
+        script_from: 4,
+        script: vec![Fault::Status(500); 4],
+        ..MockConfig::default()
+    })
+    .await;
+    let base = mock
+        .base_url()
+        .replace("http://", &format!("http://judge:{PASSWORD}@"));
+    let path = format!("/v1/messages?key={PATH_KEY}");
+    let header = format!("x-gateway-token: {HEADER_VALUE}");
+    let file = graded_jobs(&ws, true);
+    let mut outputs = Vec::new();
+    let run = ws
+        .run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--name",
+            "eval",
+            "--concurrency",
+            "1",
+            "--max-attempts",
+            "1",
+            "--base-url",
+            &base,
+            "--messages-path",
+            &path,
+            "--header",
+            &header,
+            "--api-key-env",
+            KEY_ENV,
+        ])
+        .await;
+    assert_eq!(code(&run), 0, "{:?}", text(&run));
+    assert_eq!(mock.requests(), 8);
+    outputs.push(run);
+    let refused = |output: &std::process::Output, why: &str| {
+        let (_, stderr) = text(output);
+        assert_eq!(code(output), 2, "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    };
+    // Without the credentials, or with another gateway's, nothing is sent.
+    let grade = ws.run(&["grade", "eval"]).await;
+    refused(&grade, "give it again with --base-url");
+    outputs.push(grade);
+    // Another host (a password is never stored, so it cannot be told from the run's own).
+    let other = base.replace("127.0.0.1", "localhost");
+    let grade = ws.run(&["grade", "eval", "--base-url", &other]).await;
+    refused(&grade, "--base-url must be run eval's own base URL");
+    outputs.push(grade);
+    let grade = ws
+        .run(&[
+            "grade",
+            "eval",
+            "--base-url",
+            &base,
+            "--messages-path",
+            "/v2/messages?key=other",
+        ])
+        .await;
+    refused(
+        &grade,
+        "--messages-path must be run eval's own messages path",
+    );
+    outputs.push(grade);
+    let grade = ws
+        .run(&[
+            "grade",
+            "eval",
+            "--base-url",
+            &base,
+            "--messages-path",
+            &path,
+        ])
+        .await;
+    refused(&grade, "give them again with --header");
+    outputs.push(grade);
+    assert_eq!(
+        mock.requests(),
+        8,
+        "nothing was sent to a gateway not the run's"
+    );
+
+    let grade = ws
+        .run(&[
+            "grade",
+            "eval",
+            "--base-url",
+            &base,
+            "--messages-path",
+            &path,
+            "--header",
+            &header,
+        ])
+        .await;
+    let (_, stderr) = text(&grade);
+    assert_eq!(code(&grade), 0, "{stderr}");
+    assert!(stderr.contains("judged 4 answers"), "{stderr}");
+    assert_eq!(mock.requests(), 12);
+    assert_eq!(
+        ws.report_json("eval").await["totals"][0]["grading"]["pending"],
+        0
+    );
+    outputs.push(grade);
+    for output in &outputs {
+        let (stdout, stderr) = text(output);
+        for secret in [PASSWORD, PATH_KEY, HEADER_VALUE] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{stdout}{stderr}"
+            );
+        }
+    }
+    drop(ws.pool().await);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut db = ws.db().into_os_string();
+        db.push(suffix);
+        let bytes = file_bytes(std::path::Path::new(&db));
+        for secret in [PASSWORD, PATH_KEY, HEADER_VALUE] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} is in {db:?}"
+            );
+        }
+    }
+}

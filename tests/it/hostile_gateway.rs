@@ -787,13 +787,24 @@ async fn usage_no_request_could_produce_is_never_stored() {
 
 #[tokio::test]
 async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
-    let gateway = Hostile::start(|_, _| {
+    absurd_retry_after_stops_the_run("999999999", "the gateway asks to wait 31years 8months").await;
+}
+
+#[tokio::test]
+async fn a_retry_after_too_large_for_a_duration_stops_the_run_too() {
+    absurd_retry_after_stops_the_run("1e308", "the gateway asks to wait 584542046090years").await;
+}
+
+/// A gateway that answers every request 429 with `retry-after: RETRY_AFTER` stops the run
+/// at its first answer, saying `says`.
+async fn absurd_retry_after_stops_the_run(retry_after: &'static str, says: &str) {
+    let gateway = Hostile::start(move |_, _| {
         let error =
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "later"}});
         respond(
             429,
             &[
-                ("retry-after", "999999999"),
+                ("retry-after", retry_after),
                 ("content-type", "application/json"),
             ],
             error.to_string(),
@@ -810,10 +821,7 @@ async fn an_absurd_retry_after_stops_the_run_instead_of_sleeping() {
     ];
     let (ws, output) = run_jobs(&gateway, 3, &args).await;
     let stderr = exited(&output, 2);
-    assert!(
-        stderr.contains("the gateway asks to wait 31years 8months"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(says), "{stderr}");
     assert!(stderr.contains("resume later"), "{stderr}");
     assert!(stderr.contains("msgbatch resume patient"), "{stderr}");
     assert_eq!(gateway.log().len(), 1);
@@ -1061,4 +1069,196 @@ async fn a_batch_result_with_more_output_than_its_request_allows_is_refused_not_
     assert_eq!(code(&report), 0, "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["totals"][0]["tokens"]["output"], 300, "{report}");
+}
+
+#[tokio::test]
+async fn a_stream_of_many_blocks_rebuilds_each_delta_into_its_block() {
+    // Thousands of blocks, then deltas for an early one and for an index started twice: each
+    // delta lands in the block its index names (the latest started with it).
+    const BLOCKS: usize = 20_000;
+    let mut stream = String::new();
+    let mut event = |data: Value| {
+        stream.push_str(&format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        ));
+    };
+    event(
+        json!({"type": "message_start", "message": {"id": "msg_m", "type": "message",
+        "role": "assistant", "model": "claude-haiku-4-5", "content": [], "stop_reason": null,
+        "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    );
+    for index in 0..BLOCKS {
+        event(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}));
+    }
+    for _ in 0..BLOCKS {
+        event(json!({"type": "content_block_delta", "index": 1,
+            "delta": {"type": "text_delta", "text": "a"}}));
+    }
+    event(json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}));
+    event(json!({"type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": "again"}}));
+    event(
+        json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+        "usage": {"output_tokens": 16}}),
+    );
+    event(json!({"type": "message_stop"}));
+    let stream = Bytes::from(stream);
+    let gateway =
+        Hostile::start(move |_, _| typed("text/event-stream", Full::new(stream.clone()).boxed()))
+            .await;
+    let body = json!({"model": "claude-haiku-4-5", "max_tokens": 16, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let answer = client(&gateway, &[])
+        .send(Bytes::from(body.to_string()), true)
+        .await
+        .result
+        .unwrap();
+    let message: Value = serde_json::from_slice(&answer.body).unwrap();
+    let content = message["content"].as_array().unwrap();
+    assert_eq!(content.len(), BLOCKS + 1);
+    assert_eq!(content[0]["text"], "");
+    assert_eq!(content[1]["text"], "a".repeat(BLOCKS));
+    assert_eq!(content[BLOCKS]["text"], "again");
+    assert!(content[2..BLOCKS].iter().all(|block| block["text"] == ""));
+}
+
+/// Answer text that quotes the key, a credential header and a header that is no secret.
+fn echoing(key: &str, token: &str) -> String {
+    format!("debug: key={key} token={token} team=research-team-7")
+}
+
+/// What [`echoing`] is stored as: the secrets replaced, the other header's value kept.
+const ECHOED_STORED: &str = "debug: key=**** token=**** team=research-team-7";
+
+#[tokio::test]
+async fn a_key_echoed_in_an_answer_or_its_request_id_is_stored_nowhere() {
+    let gateway = Hostile::start(|seen, before| {
+        let header = |name: &str| seen.headers[name].to_str().unwrap().to_owned();
+        let (key, token) = (header("x-api-key"), header("x-gateway-token"));
+        let mut answer = message(
+            &echoing(&key, &token),
+            &json!({"input_tokens": 5, "output_tokens": 3}),
+        );
+        // As an object key too, as a proxy's dump of the request headers has it.
+        answer["debug"] = json!({ key.clone(): token });
+        let request_id = if before == 0 {
+            format!("req_{key}")
+        } else {
+            // An id as long as the HTTP client lets a header be.
+            "r".repeat(300_000)
+        };
+        respond(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("request-id", &request_id),
+            ],
+            answer.to_string(),
+        )
+    })
+    .await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = [
+        "--header",
+        &header,
+        "--header",
+        "x-team: research-team-7",
+        "--concurrency",
+        "1",
+    ];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let pool = ws.pool().await;
+    let stored = answers(&pool).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.iter().all(|(_, text)| text == ECHOED_STORED),
+        "{stored:?}"
+    );
+    let ids: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT request_id FROM attempts ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ids[0].as_deref(), Some("req_****"));
+    let long = ids[1].as_deref().unwrap();
+    assert!(
+        long.starts_with("rrrr") && long.len() <= 210,
+        "{} bytes",
+        long.len()
+    );
+    let export = ws.run(&["export", "1", "--out", "-"]).await;
+    for output in [&output, &export] {
+        let (stdout, stderr) = text(output);
+        assert!(!stdout.contains(TEST_KEY) && !stderr.contains(TEST_KEY));
+        assert!(!stdout.contains(HEADER_SECRET) && !stderr.contains(HEADER_SECRET));
+    }
+    assert!(!in_database(&ws, TEST_KEY).await);
+    assert!(!in_database(&ws, HEADER_SECRET).await);
+}
+
+#[tokio::test]
+async fn a_key_echoed_in_a_batch_result_is_stored_nowhere() {
+    let results: String = (0..2)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "result": {"type": "succeeded",
+                "message": message(&echoing(TEST_KEY, HEADER_SECRET),
+                    &json!({"input_tokens": 5, "output_tokens": 3}))}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let gateway = ended_batch("msgbatch_k", (2, 0), results).await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = [
+        "--via",
+        "batches",
+        "--poll-interval",
+        "10ms",
+        "--header",
+        &header,
+        "--header",
+        "x-team: research-team-7",
+    ];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let stored = answers(&ws.pool().await).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored.iter().all(|(_, text)| text == ECHOED_STORED),
+        "{stored:?}"
+    );
+    assert!(!in_database(&ws, TEST_KEY).await);
+    assert!(!in_database(&ws, HEADER_SECRET).await);
+}
+
+#[tokio::test]
+async fn an_answer_nested_too_deep_to_read_back_is_refused_not_stored_ungradable() {
+    let gateway = Hostile::start(|_, _| {
+        let answer = message("hi", &json!({"input_tokens": 5, "output_tokens": 1})).to_string();
+        // A field no one reads, nested 100,000 deep: serde skips it without counting.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = answer.replacen('{', &format!("{{\"extra\":{deep},"), 1);
+        respond(200, &[("content-type", "application/json")], body)
+    })
+    .await;
+    let (ws, output) = run_jobs(&gateway, 1, &["--max-attempts", "1"]).await;
+    exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts[0].0.as_deref(), Some("invalid_response"));
+    assert!(
+        attempts[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("nests deeper than 127 levels"),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        count(&ws.pool().await, "SELECT COUNT(*) FROM responses").await,
+        0
+    );
 }
