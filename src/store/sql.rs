@@ -96,10 +96,24 @@ impl From<Option<&str>> for Arg {
 pub struct Sql {
     text: Cow<'static, str>,
     args: Vec<Arg>,
-    /// Kept prepared on the connection. Multi-row statements are not: their text differs with
-    /// their row count, and a connection's statement cache would keep a hundred of them, each
-    /// program hundreds of kilobytes (44 MB of a 200,000-job run's heap on SQLite).
+    /// Kept prepared on the connection. Multi-row statements are, only when they hold
+    /// [`BLOCK_ROWS`] rows: their text differs with their row count, and a connection's
+    /// statement cache would keep a hundred of them, each program hundreds of kilobytes
+    /// (44 MB of a 200,000-job run's heap on SQLite).
     persistent: bool,
+}
+
+/// The rows of one multi-row statement (fewer when its columns would pass
+/// [`super::MAX_VARIABLES`]): a statement of a whole block is kept prepared, so that a long
+/// stream of rows is parsed once per table rather than once per statement (parsing a
+/// statement of thousands of rows cost as much as running it), and only the last, shorter
+/// one of a write is prepared for once.
+pub(super) const BLOCK_ROWS: usize = 256;
+
+/// How many rows of `columns` columns each go in one statement: [`BLOCK_ROWS`], or fewer to
+/// stay under [`super::MAX_VARIABLES`].
+pub(super) fn block_rows(columns: usize) -> usize {
+    BLOCK_ROWS.min(super::MAX_VARIABLES / columns).max(1)
 }
 
 impl Sql {
@@ -132,6 +146,17 @@ impl Sql {
     pub fn once(mut self) -> Self {
         self.persistent = false;
         self
+    }
+
+    /// A multi-row statement of `rows` rows of `columns` columns: kept prepared when they
+    /// are a whole block ([`block_rows`]), prepared for this execution only otherwise.
+    #[must_use]
+    pub fn block(self, rows: usize, columns: usize) -> Self {
+        if rows == block_rows(columns) {
+            self
+        } else {
+            self.once()
+        }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
