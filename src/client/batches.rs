@@ -257,8 +257,9 @@ where
     E: std::fmt::Display,
 {
     // `scanned` bytes of `pending` are known to hold no `\n`: each byte is looked at once.
+    // Each line is split off the front of `pending` without moving the bytes after it.
     futures_util::stream::unfold(
-        (chunks, Vec::<u8>::new(), 0usize, false),
+        (chunks, bytes::BytesMut::new(), 0usize, false),
         move |(mut chunks, mut pending, mut scanned, mut done)| async move {
             loop {
                 let found = memchr::memchr(b'\n', &pending[scanned..]).map(|at| scanned + at);
@@ -267,27 +268,27 @@ where
                         Err(format!(
                             "a line of the results is longer than {max_line} bytes"
                         )),
-                        (chunks, Vec::new(), 0, true),
+                        (chunks, bytes::BytesMut::new(), 0, true),
                     ));
                 }
                 if let Some(end) = found {
-                    let mut line: Vec<u8> = pending.drain(..=end).collect();
+                    let mut line = pending.split_to(end + 1);
                     scanned = 0;
-                    line.pop();
+                    line.truncate(end);
                     if line.last() == Some(&b'\r') {
-                        line.pop();
+                        line.truncate(end - 1);
                     }
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    return Some((Ok(Bytes::from(line)), (chunks, pending, scanned, done)));
+                    return Some((Ok(line.freeze()), (chunks, pending, scanned, done)));
                 }
                 scanned = pending.len();
                 if done {
                     if pending.iter().all(u8::is_ascii_whitespace) {
                         return None;
                     }
-                    let line = Bytes::from(std::mem::take(&mut pending));
+                    let line = std::mem::take(&mut pending).freeze();
                     return Some((Ok(line), (chunks, pending, 0, done)));
                 }
                 match chunks.next().await {
