@@ -9,7 +9,6 @@
 //! `NUMERIC`, flags tested as booleans, `ON CONFLICT … DO UPDATE` for upserts.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use sqlx::Arguments as _;
@@ -167,8 +166,21 @@ impl Sql {
     /// Appends a placeholder for `arg`.
     pub fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
         self.args.push(arg.into());
-        let n = self.args.len();
-        let _ = write!(self.text.to_mut(), "${n}");
+        let text = self.text.to_mut();
+        text.push('$');
+        // Written without a formatter: a multi-row statement has thousands.
+        let mut n = self.args.len();
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
         self
     }
 
