@@ -75,6 +75,16 @@ pub fn worst_case(prices: &PriceTable, job: &PendingJob) -> Result<Option<u64>, 
         max_tokens: u64,
     }
     let max_tokens = serde_json::from_str::<Probe>(&job.request).map_or(0, |p| p.max_tokens);
+    worst_case_of(prices, job, max_tokens)
+}
+
+/// [`worst_case`] of a job whose request's `max_tokens` was read already (0 when it is not
+/// an integer of 0 or more).
+pub fn worst_case_of(
+    prices: &PriceTable,
+    job: &PendingJob,
+    max_tokens: u64,
+) -> Result<Option<u64>, CostOverflow> {
     prices
         .worst_case_pico_usd(&job.model, job.request.len() as u64, max_tokens)
         .transpose()

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::sql::{Dialect, Sql};
-use super::{MAX_VARIABLES, PendingJob, PendingJudge, Store, StoreError, WriteBatch, now_ms};
+use super::sql::{Dialect, Sql, block_rows};
+use super::{PendingJob, PendingJudge, Store, StoreError, WriteBatch, now_ms};
 
 /// What the requests of a batch are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ impl Store {
                 .bind(kind.as_str()),
             )
             .await?;
-        for chunk in items.chunks(MAX_VARIABLES / 5) {
+        for chunk in items.chunks(block_rows(5)) {
             let mut sql =
                 Sql::new("INSERT INTO batch_items (batch, custom_id, job, grader, spec_hash) ");
             sql.push_values(chunk, |row, item| {
@@ -240,7 +240,7 @@ impl Store {
                     .bind(item.grader)
                     .bind(item.spec_hash);
             });
-            tx.execute(sql.once()).await?;
+            tx.execute(sql.block(chunk.len(), 5)).await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -249,9 +249,14 @@ impl Store {
     /// The requests of jobs by row id (at most a few thousand), in row order: what a batch's
     /// create body is made of as it is sent.
     pub async fn job_requests(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut sql = Sql::new("SELECT id, request FROM jobs WHERE id IN (").once();
-        sql.push_list(ids).push(") ORDER BY id");
-        self.all(sql).await
+        let mut requests = Vec::with_capacity(ids.len());
+        for block in ids.chunks(block_rows(1)) {
+            let mut sql = Sql::new("SELECT id, request FROM jobs WHERE id IN (");
+            sql.push_list(block).push(") ORDER BY id");
+            requests.extend(self.all(sql.block(block.len(), 1)).await?);
+        }
+        requests.sort_unstable_by_key(|(id, _)| *id);
+        Ok(requests)
     }
 
     /// The API created the batch: its id is kept, and from now on it is polled.

@@ -57,7 +57,7 @@ pub use report::{
     ReportRow, ValueCount,
 };
 pub use sql::Dialect;
-use sql::Sql;
+use sql::{Sql, block_rows};
 pub use workers::{Unfinished, WorkerRow};
 
 /// The most arguments one statement binds: SQLite accepts at most 32,766 (PostgreSQL
@@ -565,7 +565,9 @@ impl Store {
                 "INSERT INTO jobs (run_id, job_id, model, sample, line, request,
                                    request_sha256, tags, expect, state, error) ",
             );
-            sql.push_values(jobs.by_ref().take(MAX_VARIABLES / COLUMNS), |row, job| {
+            let mut rows = 0;
+            sql.push_values(jobs.by_ref().take(block_rows(COLUMNS)), |row, job| {
+                rows += 1;
                 row.bind(run_id)
                     .bind(job.job_id)
                     .bind(job.model)
@@ -578,7 +580,7 @@ impl Store {
                     .bind(job.state.as_str())
                     .bind(job.error);
             });
-            tx.execute(sql.once()).await?;
+            tx.execute(sql.block(rows, COLUMNS)).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -673,7 +675,7 @@ impl Store {
         let fenced = batch.updates.iter().any(|u| u.lease.is_some());
         let mut lost = Vec::new();
         const UPDATE_COLUMNS: usize = 5;
-        for chunk in batch.updates.chunks(MAX_VARIABLES / UPDATE_COLUMNS) {
+        for chunk in batch.updates.chunks(block_rows(UPDATE_COLUMNS)) {
             let mut sql = Sql::new("WITH u (id, state, attempts, error, lease) AS (");
             sql.push_values(chunk, |row, u| {
                 row.bind(u.job)
@@ -694,7 +696,7 @@ impl Store {
                          AND (u.lease IS NULL OR jobs.lease_token = u.lease)
                        RETURNING jobs.id",
                 );
-                let kept: Vec<(i64,)> = tx.all(sql.once()).await?;
+                let kept: Vec<(i64,)> = tx.all(sql.block(chunk.len(), UPDATE_COLUMNS)).await?;
                 let kept: std::collections::HashSet<i64> =
                     kept.into_iter().map(|(id,)| id).collect();
                 lost.extend(chunk.iter().map(|u| u.job).filter(|id| !kept.contains(id)));
@@ -703,12 +705,12 @@ impl Store {
                     ") UPDATE jobs SET state = u.state, attempts = u.attempts, error = u.error
                        FROM u WHERE jobs.id = u.id",
                 );
-                tx.execute(sql.once()).await?;
+                tx.execute(sql.block(chunk.len(), UPDATE_COLUMNS)).await?;
             }
         }
         let kept = |job: i64| !lost.contains(&job);
         const ATTEMPT_COLUMNS: usize = 15;
-        for chunk in batch.attempts.chunks(MAX_VARIABLES / ATTEMPT_COLUMNS) {
+        for chunk in batch.attempts.chunks(block_rows(ATTEMPT_COLUMNS)) {
             let mut sql = Sql::new(
                 "INSERT INTO attempts (job, kind, attempt, started_at_ms, queue_wait_ms,
                     latency_ms, ttft_ms, http_status, error_type, error_message, error_body,
@@ -731,11 +733,11 @@ impl Store {
                     .bind(a.batch)
                     .bind(a.cost_pico_usd);
             });
-            tx.execute(sql.once()).await?;
+            tx.execute(sql.block(chunk.len(), ATTEMPT_COLUMNS)).await?;
         }
         let results: Vec<&ResultRecord> = batch.results.iter().filter(|r| kept(r.job)).collect();
         const RESULT_COLUMNS: usize = 20;
-        for chunk in results.chunks(MAX_VARIABLES / RESULT_COLUMNS) {
+        for chunk in results.chunks(block_rows(RESULT_COLUMNS)) {
             let mut sql = Sql::new(
                 "INSERT INTO results (job, message_id, response_model, stop_reason,
                     stop_sequence, input_tokens, output_tokens, cache_creation_input_tokens,
@@ -765,14 +767,14 @@ impl Store {
                     .bind(r.held_for_warmup)
                     .bind(r.batch);
             });
-            tx.execute(sql.once()).await?;
+            tx.execute(sql.block(chunk.len(), RESULT_COLUMNS)).await?;
             let mut sql = Sql::new("INSERT INTO responses (job, body, note) ");
             sql.push_values(chunk, |row, r| {
                 row.bind(r.job)
                     .bind(r.response.as_str())
                     .bind(r.note.clone());
             });
-            tx.execute(sql.once()).await?;
+            tx.execute(sql.block(chunk.len(), 3)).await?;
         }
         let grades: Vec<&GradeRecord> = results
             .iter()

@@ -9,7 +9,6 @@
 //! `NUMERIC`, flags tested as booleans, `ON CONFLICT … DO UPDATE` for upserts.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use sqlx::Arguments as _;
@@ -96,10 +95,24 @@ impl From<Option<&str>> for Arg {
 pub struct Sql {
     text: Cow<'static, str>,
     args: Vec<Arg>,
-    /// Kept prepared on the connection. Multi-row statements are not: their text differs with
-    /// their row count, and a connection's statement cache would keep a hundred of them, each
-    /// program hundreds of kilobytes (44 MB of a 200,000-job run's heap on SQLite).
+    /// Kept prepared on the connection. Multi-row statements are, only when they hold
+    /// [`BLOCK_ROWS`] rows: their text differs with their row count, and a connection's
+    /// statement cache would keep a hundred of them, each program hundreds of kilobytes
+    /// (44 MB of a 200,000-job run's heap on SQLite).
     persistent: bool,
+}
+
+/// The rows of one multi-row statement (fewer when its columns would pass
+/// [`super::MAX_VARIABLES`]): a statement of a whole block is kept prepared, so that a long
+/// stream of rows is parsed once per table rather than once per statement (parsing a
+/// statement of thousands of rows cost as much as running it), and only the last, shorter
+/// one of a write is prepared for once.
+pub(super) const BLOCK_ROWS: usize = 256;
+
+/// How many rows of `columns` columns each go in one statement: [`BLOCK_ROWS`], or fewer to
+/// stay under [`super::MAX_VARIABLES`].
+pub(super) fn block_rows(columns: usize) -> usize {
+    BLOCK_ROWS.min(super::MAX_VARIABLES / columns).max(1)
 }
 
 impl Sql {
@@ -134,6 +147,17 @@ impl Sql {
         self
     }
 
+    /// A multi-row statement of `rows` rows of `columns` columns: kept prepared when they
+    /// are a whole block ([`block_rows`]), prepared for this execution only otherwise.
+    #[must_use]
+    pub fn block(self, rows: usize, columns: usize) -> Self {
+        if rows == block_rows(columns) {
+            self
+        } else {
+            self.once()
+        }
+    }
+
     pub fn push(&mut self, text: &str) -> &mut Self {
         self.text.to_mut().push_str(text);
         self
@@ -142,8 +166,21 @@ impl Sql {
     /// Appends a placeholder for `arg`.
     pub fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
         self.args.push(arg.into());
-        let n = self.args.len();
-        let _ = write!(self.text.to_mut(), "${n}");
+        let text = self.text.to_mut();
+        text.push('$');
+        // Written without a formatter: a multi-row statement has thousands.
+        let mut n = self.args.len();
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
         self
     }
 

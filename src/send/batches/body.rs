@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::pack::{CLOSE, OPEN, params, request_line};
+use super::pack::{CLOSE, OPEN, params, push_request_line};
 use crate::send::direct::judge::judge_call;
 use crate::store::{BatchItem, BatchKind, Store};
 
@@ -120,16 +120,15 @@ impl Maker {
             let request = requests
                 .remove(&(item.job, item.grader))
                 .ok_or_else(|| format!("the job of request {custom_id} is gone from the store"))?;
-            let line = if self.verbatim.get(self.next + at) == Some(&true) {
-                request_line(&request, custom_id)
-            } else {
-                let params = params(&request, custom_id).map_err(|e| format!("{e:#}"))?;
-                request_line(&params, custom_id)
-            };
             if self.next + at > 0 {
                 chunk.push(b',');
             }
-            chunk.extend_from_slice(line.as_bytes());
+            if self.verbatim.get(self.next + at) == Some(&true) {
+                push_request_line(&mut chunk, &request, custom_id);
+            } else {
+                let params = params(&request, custom_id).map_err(|e| format!("{e:#}"))?;
+                push_request_line(&mut chunk, &params, custom_id);
+            }
         }
         self.next += page.len();
         if self.next == self.items.len() {

@@ -61,24 +61,65 @@ pub(super) const CLOSE: &[u8] = b"]}";
 /// A job's request as the params of a batch request, as JSON text: a batch answers whole
 /// Messages, so a streamed request goes without `stream`.
 pub(super) fn params(request: &str, job_id: &str) -> anyhow::Result<String> {
+    Ok(params_and_max_tokens(request, job_id)?.0)
+}
+
+/// [`params`], and the request's `max_tokens` as [`crate::send::outcome::worst_case`] reads
+/// it (0 unless an integer of 0 or more), from the one reading of the request.
+fn params_and_max_tokens(request: &str, job_id: &str) -> anyhow::Result<(String, u64)> {
     let mut params: Map<String, Value> = serde_json::from_str(request)
         .with_context(|| format!("job {job_id} is not a JSON object"))?;
+    let max_tokens = params
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     params.remove("stream");
-    Ok(Value::Object(params).to_string())
+    // As `Value`'s `Display` writes it, without going through a formatter.
+    let params = serde_json::to_string(&params).context("a JSON object always serializes")?;
+    Ok((params, max_tokens))
 }
 
 /// One request of a create body, `{"custom_id":…,"params":…}`, from its params as JSON text:
 /// the same bytes whenever it is made from the same request, as packing counts them and the
 /// body sends them.
+#[cfg(test)]
 pub(super) fn request_line(params: &str, custom_id: &str) -> String {
-    let id = Value::from(custom_id).to_string();
-    let mut line = String::with_capacity(params.len() + id.len() + 24);
-    line.push_str("{\"custom_id\":");
-    line.push_str(&id);
-    line.push_str(",\"params\":");
-    line.push_str(params);
-    line.push('}');
-    line
+    let mut line = Vec::with_capacity(line_len(params, custom_id));
+    push_request_line(&mut line, params, custom_id);
+    String::from_utf8(line).expect("made of strings")
+}
+
+/// Appends one request of a create body, `{"custom_id":…,"params":…}`, from its params as
+/// JSON text, to `out`: the same bytes whenever it is made from the same request, as packing
+/// counts them ([`line_len`]) and the body sends them.
+pub(super) fn push_request_line(out: &mut Vec<u8>, params: &str, custom_id: &str) {
+    out.extend_from_slice(b"{\"custom_id\":");
+    if plain(custom_id) {
+        out.push(b'"');
+        out.extend_from_slice(custom_id.as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(Value::from(custom_id).to_string().as_bytes());
+    }
+    out.extend_from_slice(b",\"params\":");
+    out.extend_from_slice(params.as_bytes());
+    out.push(b'}');
+}
+
+/// The bytes of the line [`push_request_line`] appends, without making it.
+pub(super) fn line_len(params: &str, custom_id: &str) -> usize {
+    let id = if plain(custom_id) {
+        custom_id.len() + 2
+    } else {
+        Value::from(custom_id).to_string().len()
+    };
+    "{\"custom_id\":,\"params\":}".len() + id + params.len()
+}
+
+/// Whether `id` is written in JSON as itself between quotes: no quote, backslash or control
+/// character to escape.
+fn plain(id: &str) -> bool {
+    id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 impl<'a> Packer<'a> {
@@ -107,8 +148,8 @@ impl<'a> Packer<'a> {
     /// Adds a job; returns the batch it filled, if adding it would have passed a bound (the
     /// job then starts the next batch).
     pub(super) fn add(&mut self, job: &PendingJob) -> anyhow::Result<Option<Packed>> {
-        let params = params(&job.request, &job.job_id)?;
-        let worst = crate::send::outcome::worst_case(self.prices, job)
+        let (params, max_tokens) = params_and_max_tokens(&job.request, &job.job_id)?;
+        let worst = crate::send::outcome::worst_case_of(self.prices, job, max_tokens)
             .map_err(|overflow| {
                 BatchError(format!(
                     "job {} cannot be bounded by --max-cost: its worst case is {overflow}",
@@ -161,8 +202,8 @@ impl<'a> Packer<'a> {
             spec_hash,
             worst,
         } = entry;
-        let probe = request_line(&params, name);
-        if probe.len() + WRAPPER_BYTES > self.settings.max_bytes {
+        let probe = line_len(&params, name);
+        if probe + WRAPPER_BYTES > self.settings.max_bytes {
             return Err(BatchError(format!(
                 "{} {name} is {} bytes, more than a batch may hold ({} bytes)",
                 if grader.is_some() {
@@ -170,7 +211,7 @@ impl<'a> Packer<'a> {
                 } else {
                     "job"
                 },
-                probe.len(),
+                probe,
                 self.settings.max_bytes
             ))
             .into());
@@ -180,7 +221,7 @@ impl<'a> Packer<'a> {
             .is_some_and(|room| self.current_worst.saturating_add(worst) > room);
         let separator = usize::from(!self.current.items.is_empty());
         let full = self.current.items.len() >= self.settings.max_requests
-            || self.current.bytes + separator + probe.len() > self.settings.max_bytes
+            || self.current.bytes + separator + probe > self.settings.max_bytes
             || over_room;
         let filled = if full { self.take() } else { None };
         if self.room.is_some_and(|room| worst > room) {
@@ -190,9 +231,9 @@ impl<'a> Packer<'a> {
         self.current_worst = self.current_worst.saturating_add(worst);
         let custom_id = self.custom_id(name, job);
         let line = if custom_id == name {
-            probe.len()
+            probe
         } else {
-            request_line(&params, &custom_id).len()
+            line_len(&params, &custom_id)
         };
         self.current.bytes += usize::from(!self.current.items.is_empty()) + line;
         self.current.largest = self.current.largest.max(line);
@@ -380,6 +421,51 @@ mod tests {
         let sizes: Vec<usize> = refilled.iter().map(|p| p.items.len()).collect();
         assert_eq!(sizes, [2, 1]);
         assert_eq!(refilled[0].bytes, exact);
+    }
+
+    #[test]
+    fn a_line_is_counted_as_it_is_written() {
+        let params = r#"{"model":"m","messages":[{"role":"user","content":"é \" x"}]}"#;
+        for id in [
+            "plain-id_1",
+            "has space",
+            "quote\"d",
+            "back\\slash",
+            "tab\tnl\n",
+            "é",
+            "",
+        ] {
+            let line = request_line(params, id);
+            assert_eq!(line_len(params, id), line.len(), "{id:?}");
+            let value: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(value["custom_id"], id);
+            assert_eq!(value["params"]["messages"][0]["content"], "é \" x");
+        }
+    }
+
+    #[test]
+    fn params_keep_what_worst_cases_read_of_max_tokens() {
+        for (request, max_tokens) in [
+            (r#"{"max_tokens":64,"stream":true}"#, 64),
+            (r#"{"max_tokens":64.0}"#, 0),
+            (r#"{"max_tokens":-1}"#, 0),
+            (r#"{"max_tokens":null}"#, 0),
+            (r#"{"model":"m"}"#, 0),
+        ] {
+            let (params, read) = params_and_max_tokens(request, "j").unwrap();
+            assert_eq!(read, max_tokens, "{request}");
+            let job = PendingJob {
+                request: request.to_owned(),
+                ..job(1, "j", "claude-haiku-4-5")
+            };
+            let prices = PriceTable::builtin();
+            assert_eq!(
+                crate::send::outcome::worst_case(&prices, &job),
+                crate::send::outcome::worst_case_of(&prices, &job, read),
+                "{request}"
+            );
+            assert!(!params.contains("stream"));
+        }
     }
 
     #[test]

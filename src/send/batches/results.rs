@@ -518,13 +518,56 @@ pub(super) struct Item {
     result: ItemResult,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+/// What became of a request: `{"type": "succeeded", "message": …}`, `{"type": "errored",
+/// "error": …}`, `{"type": "canceled"}` or `{"type": "expired"}`.
+#[derive(Debug)]
 pub(super) enum ItemResult {
     Succeeded { message: Value },
     Errored { error: Value },
     Canceled,
     Expired,
+}
+
+impl<'de> Deserialize<'de> for ItemResult {
+    /// Read as the internally tagged enum it is, without buffering the whole result (a
+    /// message included) before it is read again into place, as serde's tagged enums do.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default, deserialize_with = "present")]
+            message: Option<Value>,
+            #[serde(default, deserialize_with = "present")]
+            error: Option<Value>,
+        }
+        /// A field given, even as `null`.
+        fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+            Value::deserialize(d).map(Some)
+        }
+
+        let Fields {
+            kind,
+            message,
+            error,
+        } = Fields::deserialize(deserializer)?;
+        match kind.as_str() {
+            "succeeded" => Ok(Self::Succeeded {
+                message: message.ok_or_else(|| D::Error::missing_field("message"))?,
+            }),
+            "errored" => Ok(Self::Errored {
+                error: error.ok_or_else(|| D::Error::missing_field("error"))?,
+            }),
+            "canceled" => Ok(Self::Canceled),
+            "expired" => Ok(Self::Expired),
+            other => Err(D::Error::unknown_variant(
+                other,
+                &["succeeded", "errored", "canceled", "expired"],
+            )),
+        }
+    }
 }
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).
@@ -540,4 +583,57 @@ fn add(total: &mut RequestCounts, counts: RequestCounts) {
     total.errored += counts.errored;
     total.canceled += counts.canceled;
     total.expired += counts.expired;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(line: &str) -> Result<ItemResult, String> {
+        serde_json::from_str::<Item>(line)
+            .map(|item| item.result)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_kind_of_result_is_read_and_a_malformed_one_refused() {
+        let ok = result(
+            r#"{"custom_id":"a","result":{"message":{"id":"m","n":[1,2.5]},"type":"succeeded","x":1}}"#,
+        );
+        match ok {
+            Ok(ItemResult::Succeeded { message }) => {
+                assert_eq!(message.to_string(), r#"{"id":"m","n":[1,2.5]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let errored = result(
+            r#"{"custom_id":"a","result":{"type":"errored","error":{"type":"error","error":{"type":"overloaded_error"}}}}"#,
+        );
+        assert!(
+            matches!(errored, Ok(ItemResult::Errored { error }) if error["error"]["type"] == "overloaded_error")
+        );
+        assert!(matches!(
+            result(r#"{"custom_id":"a","result":{"type":"canceled"}}"#),
+            Ok(ItemResult::Canceled)
+        ));
+        assert!(matches!(
+            result(r#"{"custom_id":"a","result":{"type":"expired","message":null}}"#),
+            Ok(ItemResult::Expired)
+        ));
+        // A message given as null is a message, as the tagged enum read it.
+        assert!(matches!(
+            result(r#"{"custom_id":"a","result":{"type":"succeeded","message":null}}"#),
+            Ok(ItemResult::Succeeded {
+                message: Value::Null
+            })
+        ));
+        let missing = result(r#"{"custom_id":"a","result":{"type":"succeeded"}}"#).unwrap_err();
+        assert!(missing.contains("missing field `message`"), "{missing}");
+        let missing = result(r#"{"custom_id":"a","result":{"type":"errored"}}"#).unwrap_err();
+        assert!(missing.contains("missing field `error`"), "{missing}");
+        let unknown = result(r#"{"custom_id":"a","result":{"type":"lost"}}"#).unwrap_err();
+        assert!(unknown.contains("unknown variant `lost`"), "{unknown}");
+        let untyped = result(r#"{"custom_id":"a","result":{"message":{}}}"#).unwrap_err();
+        assert!(untyped.contains("missing field `type`"), "{untyped}");
+    }
 }
