@@ -1262,3 +1262,60 @@ async fn an_answer_nested_too_deep_to_read_back_is_refused_not_stored_ungradable
         0
     );
 }
+
+#[tokio::test]
+async fn a_results_line_that_is_no_result_fails_its_own_job_and_the_lines_after_it_are_recorded() {
+    let ok = |i: u32| {
+        json!({"custom_id": format!("job-{i}"), "result": {"type": "succeeded",
+            "message": message("fine", &json!({"input_tokens": 5, "output_tokens": 3}))}})
+        .to_string()
+    };
+    // job-1's message nests past what JSON is read to, and a line of junk names no request.
+    let deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+    let results = [
+        ok(0),
+        format!(
+            "{{\"custom_id\":\"job-1\",\"result\":{{\"type\":\"succeeded\",\"message\":{deep}}}}}"
+        ),
+        "this is not a result".to_owned(),
+        ok(2),
+    ]
+    .join("\n");
+    let gateway = ended_batch("msgbatch_u", (3, 0), results).await;
+    let args = ["--via", "batches", "--poll-interval", "10ms"];
+    let (ws, output) = run_jobs(&gateway, 3, &args).await;
+    let stderr = exited(&output, 1);
+    assert!(
+        stderr.contains("1 lines of batch msgbatch_u's results are not results"),
+        "{stderr}"
+    );
+    let pool = ws.pool().await;
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT job_id, state FROM jobs ORDER BY job_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let states: Vec<(&str, &str)> = states
+        .iter()
+        .map(|(j, s)| (j.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("job-0", "succeeded"),
+            ("job-1", "failed"),
+            ("job-2", "succeeded")
+        ]
+    );
+    let attempts = attempts(&ws).await;
+    let refused: Vec<_> = attempts
+        .iter()
+        .filter(|(kind, ..)| kind.as_deref() == Some("invalid_response"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{attempts:?}");
+    assert!(
+        refused[0].1.as_deref().unwrap().contains("is not a result"),
+        "{attempts:?}"
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM responses").await, 2);
+}

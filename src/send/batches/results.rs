@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
@@ -173,6 +172,7 @@ impl Batcher<'_> {
             }
             let mut lines = results.lines;
             let mut pending = WriteBatch::default();
+            let mut unreadable = 0_usize;
             // A download that stalls fails like an idle stream, rather than hang the night.
             let idle = self.client.stream_idle_timeout();
             loop {
@@ -189,13 +189,12 @@ impl Batcher<'_> {
                 let line = line.map_err(|e| {
                     BatchError(format!("reading the results of {} failed: {e}", batch.id))
                 })?;
-                let item: Item = serde_json::from_slice(&line).with_context(|| {
-                    format!(
-                        "a line of batch {}'s results is not a result: {}",
-                        batch.id,
-                        String::from_utf8_lossy(&line[..line.len().min(200)])
-                    )
-                })?;
+                let Some(item) = Item::read(&line) else {
+                    // Not even a custom id to tell whose it is: its request stays waiting,
+                    // counted with those the results lack, and the other lines are read.
+                    unreadable += 1;
+                    continue;
+                };
                 match waiting.remove(&item.custom_id) {
                     Some(Waiting::Job(job)) => {
                         self.item(&mut pending, &job, item, (row.id, submitted_at))?;
@@ -216,6 +215,12 @@ impl Batcher<'_> {
             self.store
                 .write_batch_results(row.id, &pending, false)
                 .await?;
+            if unreadable > 0 {
+                crate::errln!(
+                    "warning: {unreadable} lines of batch {}'s results are not results and name no request; they are left out",
+                    batch.id
+                );
+            }
         }
         if !waiting.is_empty() {
             // Items the results file did not have: their jobs stay pending for another batch.
@@ -304,6 +309,12 @@ impl Batcher<'_> {
                         (JobState::Failed, Some(format!("batch: {message}")))
                     }
                 }
+            }
+            ItemResult::Unreadable(message) => {
+                attempt.http_status = Some(200);
+                attempt.error_type = Some("invalid_response".to_owned());
+                attempt.error_message = Some(message.clone());
+                (JobState::Failed, Some(format!("batch: {message}")))
             }
             ItemResult::Errored { error } => {
                 let inner = error.get("error").unwrap_or(&error);
@@ -459,6 +470,12 @@ impl Batcher<'_> {
                     }
                 }
             }
+            ItemResult::Unreadable(reason) => {
+                attempt.http_status = Some(200);
+                attempt.error_type = Some("invalid_response".to_owned());
+                attempt.error_message = Some(reason.clone());
+                Some(failed(format!("the judge request failed: {reason}")))
+            }
             ItemResult::Errored { error } => {
                 let inner = error.get("error").unwrap_or(&error);
                 let kind = one_line(
@@ -518,14 +535,49 @@ pub(super) struct Item {
     result: ItemResult,
 }
 
+impl Item {
+    /// A line of the results as the item it is; a line that is no item but names its request
+    /// as [`ItemResult::Unreadable`], so that one bad line fails its own request and not the
+    /// reading of every result after it; `None` for a line that names none.
+    fn read(line: &[u8]) -> Option<Self> {
+        /// The request a line names. Its other fields are skipped unread, however deep.
+        #[derive(Deserialize)]
+        struct Named {
+            custom_id: String,
+        }
+        match serde_json::from_slice::<Self>(line) {
+            Ok(item) => Some(item),
+            Err(e) => serde_json::from_slice::<Named>(line)
+                .ok()
+                .map(|named| Self {
+                    custom_id: named.custom_id,
+                    // Where, not what: serde's words quote the line's values, which are the
+                    // gateway's and may hold what scrubbing found under an escape.
+                    result: ItemResult::Unreadable(format!(
+                        "its line of the batch's results is not a result (at byte {} of {})",
+                        e.column(),
+                        line.len()
+                    )),
+                }),
+        }
+    }
+}
+
 /// What became of a request: `{"type": "succeeded", "message": …}`, `{"type": "errored",
 /// "error": …}`, `{"type": "canceled"}` or `{"type": "expired"}`.
 #[derive(Debug)]
 pub(super) enum ItemResult {
-    Succeeded { message: Value },
-    Errored { error: Value },
+    Succeeded {
+        message: Value,
+    },
+    Errored {
+        error: Value,
+    },
     Canceled,
     Expired,
+    /// A line that names its request but is not a result (never read from a line: see
+    /// [`Item::read`]): the request's answer is refused as invalid, as a direct one would be.
+    Unreadable(String),
 }
 
 impl<'de> Deserialize<'de> for ItemResult {
