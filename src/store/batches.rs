@@ -93,7 +93,7 @@ pub struct BatchWaiting {
     pub job: i64,
     /// Attempts made on the job before this batch.
     pub attempts: i64,
-    pub model: String,
+    pub model: std::sync::Arc<str>,
     pub expect: Option<String>,
     /// What the job's request allows its answer to use, for a result's usage to be checked
     /// against as a direct answer's is.
@@ -374,37 +374,46 @@ impl Store {
             Option<i64>,
             Option<i64>,
         );
-        let rows: Vec<Row> = self
-            .all(
-                Sql::new(format!(
-                    "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect, {bounds}
-                     FROM batch_items i JOIN jobs j ON j.id = i.job{from}
-                     WHERE i.batch = $1 AND j.state = 'pending'"
-                ))
-                .bind(batch),
-            )
-            .await?;
         let tokens = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
-        Ok(rows
-            .into_iter()
-            .map(
-                |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget)| {
-                    (
-                        custom_id,
-                        BatchWaiting {
-                            job,
-                            attempts,
-                            model,
-                            expect,
-                            bounds: crate::message::RequestBounds {
-                                max_tokens: tokens(max_tokens),
-                                thinking_budget: tokens(thinking_budget),
-                            },
+        // Read row by row into the map, never as a list of rows beside it: a batch waits for
+        // up to 100,000 answers. The jobs of a batch share a few models, held once each.
+        let mut waiting = HashMap::new();
+        let mut models: std::collections::HashSet<std::sync::Arc<str>> =
+            std::collections::HashSet::new();
+        self.each(
+            Sql::new(format!(
+                "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect, {bounds}
+                 FROM batch_items i JOIN jobs j ON j.id = i.job{from}
+                 WHERE i.batch = $1 AND j.state = 'pending'"
+            ))
+            .bind(batch),
+            |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget): Row| {
+                let model = match models.get(model.as_str()) {
+                    Some(shared) => std::sync::Arc::clone(shared),
+                    None => {
+                        let shared: std::sync::Arc<str> = model.into();
+                        models.insert(std::sync::Arc::clone(&shared));
+                        shared
+                    }
+                };
+                waiting.insert(
+                    custom_id,
+                    BatchWaiting {
+                        job,
+                        attempts,
+                        model,
+                        expect,
+                        bounds: crate::message::RequestBounds {
+                            max_tokens: tokens(max_tokens),
+                            thinking_budget: tokens(thinking_budget),
                         },
-                    )
-                },
-            )
-            .collect())
+                    },
+                );
+                Ok::<_, StoreError>(())
+            },
+        )
+        .await?;
+        Ok(waiting)
     }
 
     /// The judge items of a batch still to be recorded, by custom id: those whose grade waits
