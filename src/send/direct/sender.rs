@@ -378,12 +378,6 @@ impl RequestSender {
                 let AttemptOutcome::Error(error) = e else {
                     return;
                 };
-                // A failure of this request leaves its place to the others while it waits; one
-                // that may be the gateway's (unreachable, or refusing the key) keeps it, so that
-                // no more jobs go out before the run knows whether to stop.
-                if !super::halt::is_run_level(error) {
-                    place.give_up();
-                }
                 // A rate limit or an overload is the gateway's state, not this request's: the
                 // pace adapts (runner/pace.rs). A 429 also holds every request back until its
                 // retry-after (the bucket is empty: any request now would be refused too); a
@@ -397,6 +391,14 @@ impl RequestSender {
                 }
                 if error.http_status() == Some(429) {
                     self.limiter.pause_for(error.retry_after().unwrap_or(delay));
+                }
+                // A failure of this request leaves its place to the others while it waits
+                // (after a 429's pause is set: the place given up first went to a job sent
+                // at once, into the pause); one that may be the gateway's (unreachable, or
+                // refusing the key) keeps it, so that no more jobs go out before the run knows
+                // whether to stop.
+                if !super::halt::is_run_level(error) {
+                    place.give_up();
                 }
             });
         let result = tokio::select! {
