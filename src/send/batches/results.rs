@@ -317,28 +317,12 @@ impl Batcher<'_> {
                 (JobState::Failed, Some(format!("batch: {message}")))
             }
             ItemResult::Errored { error } => {
-                let inner = error.get("error").unwrap_or(&error);
-                // The gateway's words, one bounded line each, as for any error it answers.
-                let kind = one_line(
-                    inner.get("type").and_then(Value::as_str).unwrap_or("error"),
-                    SHOWN_FIELD_BYTES,
-                );
-                let message = one_line(
-                    inner.get("message").and_then(Value::as_str).unwrap_or(""),
-                    SHOWN_MESSAGE_BYTES,
-                );
+                let (kind, message) = errored(&mut attempt, &error);
                 let again = if kind == "invalid_request_error" {
                     "the request itself was refused: fix it before sending it again"
                 } else {
                     "worth sending again: `msgbatch resume RUN --include-failed`"
                 };
-                attempt.error_type = Some(kind.clone());
-                attempt.error_message = Some(message.clone());
-                attempt.error_body = Some(error.to_string());
-                attempt.request_id = error
-                    .get("request_id")
-                    .and_then(Value::as_str)
-                    .map(|id| one_line(id, SHOWN_FIELD_BYTES));
                 (
                     JobState::Failed,
                     Some(format!(
@@ -477,26 +461,10 @@ impl Batcher<'_> {
                 Some(failed(format!("the judge request failed: {reason}")))
             }
             ItemResult::Errored { error } => {
-                let inner = error.get("error").unwrap_or(&error);
-                let kind = one_line(
-                    inner.get("type").and_then(Value::as_str).unwrap_or("error"),
-                    SHOWN_FIELD_BYTES,
-                );
-                let message = one_line(
-                    inner.get("message").and_then(Value::as_str).unwrap_or(""),
-                    SHOWN_MESSAGE_BYTES,
-                );
-                let reason = format!(
+                let (kind, message) = errored(&mut attempt, &error);
+                Some(failed(format!(
                     "the judge request errored in its batch: {kind}: {message} (not billed)"
-                );
-                attempt.error_type = Some(kind);
-                attempt.error_message = Some(message);
-                attempt.error_body = Some(error.to_string());
-                attempt.request_id = error
-                    .get("request_id")
-                    .and_then(Value::as_str)
-                    .map(|id| one_line(id, SHOWN_FIELD_BYTES));
-                Some(failed(reason))
+                )))
             }
             ItemResult::Canceled => {
                 attempt.error_type = Some("canceled".to_owned());
@@ -620,6 +588,29 @@ impl<'de> Deserialize<'de> for ItemResult {
             )),
         }
     }
+}
+
+/// An errored item's error on its attempt: the gateway's type and message, one bounded line
+/// each, as for any error it answers, its body and its request id. Returns the type and the
+/// message.
+fn errored(attempt: &mut AttemptRecord, error: &Value) -> (String, String) {
+    let inner = error.get("error").unwrap_or(error);
+    let kind = one_line(
+        inner.get("type").and_then(Value::as_str).unwrap_or("error"),
+        SHOWN_FIELD_BYTES,
+    );
+    let message = one_line(
+        inner.get("message").and_then(Value::as_str).unwrap_or(""),
+        SHOWN_MESSAGE_BYTES,
+    );
+    attempt.error_type = Some(kind.clone());
+    attempt.error_message = Some(message.clone());
+    attempt.error_body = Some(error.to_string());
+    attempt.request_id = error
+        .get("request_id")
+        .and_then(Value::as_str)
+        .map(|id| one_line(id, SHOWN_FIELD_BYTES));
+    (kind, message)
 }
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).
