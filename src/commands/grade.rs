@@ -122,9 +122,8 @@ async fn replaced_in_open_batches(
         .collect();
     let replaced = open
         .iter()
-        .filter(|(job, grader, asked)| match now.get(&(*job, *grader)) {
-            Some(spec) => asked.is_some_and(|asked| asked != *spec),
-            None => true,
+        .filter(|(job, grader, asked)| {
+            crate::store::replaced_since(*asked, now.get(&(*job, *grader)).copied())
         })
         .count();
     if replaced > 0 {

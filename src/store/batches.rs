@@ -117,10 +117,16 @@ impl JudgeWaiting {
     /// The grade was given another spec since its request was asked (`msgbatch grade
     /// --expect` while its batch was open): the verdict is not this grade's.
     pub fn stale(&self) -> bool {
-        match &self.spec {
-            Some(spec) => self.asked.is_some_and(|asked| asked != spec_hash(spec)),
-            None => true,
-        }
+        replaced_since(self.asked, self.spec.as_deref().map(spec_hash))
+    }
+}
+
+/// Whether a judge item asked with the spec of hash `asked` (`None`: written before hashes
+/// were kept) is not about its grade's spec now, of hash `now` (`None`: the grade is gone).
+pub fn replaced_since(asked: Option<i64>, now: Option<i64>) -> bool {
+    match now {
+        Some(now) => asked.is_some_and(|asked| asked != now),
+        None => true,
     }
 }
 

@@ -45,7 +45,7 @@ use sqlx::{AssertSqlSafe, FromRow, Postgres, Sqlite};
 
 pub use batches::{
     BatchCallRecord, BatchItem, BatchKind, BatchRow, BatchWaiting, JudgeWaiting, REPLACED_SPEC,
-    spec_hash,
+    replaced_since, spec_hash,
 };
 pub use failures::FailureKind;
 pub use jobs_view::{GradeView, JobScore, ListedGrade, ListedJob};
