@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::LAST_RUN;
+
 /// Run batches of Anthropic Messages API requests, record every answer, and report what
 /// they cost and how fast they came.
 #[derive(Debug, Parser)]
@@ -408,7 +410,7 @@ impl From<&EstimateMockArgs> for MockArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// Run id or name (see `msgbatch status`).
+    /// Run id or name (see `msgbatch status`), or `last` for the latest run.
     pub run: String,
 
     /// Also send again the jobs that failed after all their attempts.
@@ -443,7 +445,7 @@ pub struct ResumeArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkArgs {
-    /// Run id or name (see `msgbatch status`).
+    /// Run id or name (see `msgbatch status`), or `last` for the latest run.
     pub run: String,
 
     #[command(flatten)]
@@ -467,7 +469,7 @@ pub struct WorkArgs {
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
-    /// Run id or name (see `msgbatch status`).
+    /// Run id or name (see `msgbatch status`), or `last` for the latest run.
     pub run: String,
 
     /// Extra header for every request, `NAME: VALUE` (header values are never stored).
@@ -725,7 +727,7 @@ pub const MOCK_FLAGS: &str = "--mock-";
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Run id or name [default: every run].
+    /// Run id or name, or `last` for the latest run [default: every run].
     pub run: Option<String>,
 
     /// A table, or one JSON object on standard output.
@@ -735,7 +737,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct GradeArgs {
-    /// Run id or name.
+    /// Run id or name, or `last` for the latest run.
     pub run: String,
 
     /// New graders: JSONL of `{"custom_id": …, "expect": {…}}`, replacing those jobs' own.
@@ -764,8 +766,9 @@ pub struct GradeArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Run ids or names; several are shown side by side with their differences.
-    #[arg(required = true)]
+    /// Run ids or names (`last` for the latest run); several are shown side by side with
+    /// their differences.
+    #[arg(default_value = LAST_RUN)]
     pub runs: Vec<String>,
 
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -796,8 +799,8 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// Two runs (before, after) to compare job by job, or one run to see its jobs against its
-    /// models (side by side when it fanned out over several).
-    #[arg(required = true, num_args = 1..=2)]
+    /// models (side by side when it fanned out over several); `last` is the latest run.
+    #[arg(num_args = 1..=2, default_value = LAST_RUN)]
     pub runs: Vec<String>,
 
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -843,7 +846,8 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Run id or name.
+    /// Run id or name, or `last` for the latest run.
+    #[arg(default_value = LAST_RUN)]
     pub run: String,
 
     /// Output file; `-` writes to standard output.

@@ -64,6 +64,10 @@ pub use workers::{Unfinished, WorkerRow};
 /// 65,535); rows are inserted in chunks that stay well below it.
 const MAX_VARIABLES: usize = 30_000;
 
+/// The run key that means the latest run, wherever a run id or name is asked for (a run named
+/// so is found by its name first).
+pub const LAST_RUN: &str = "last";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("failed to open database {path}")]
@@ -941,7 +945,8 @@ impl Store {
         Ok(())
     }
 
-    /// Finds a run by numeric id or by name.
+    /// Finds a run by numeric id or by name, or the latest run by [`LAST_RUN`] (unless a run
+    /// is named so).
     pub async fn find_run(&self, key: &str) -> Result<RunRow, StoreError> {
         let by_id = match key.parse::<i64>() {
             Ok(id) => {
@@ -958,6 +963,13 @@ impl Store {
                 self.optional(Sql::new("SELECT * FROM runs WHERE name = $1").bind(key))
                     .await?
             }
+        };
+        let found = match found {
+            None if key == LAST_RUN => {
+                self.optional(Sql::new("SELECT * FROM runs ORDER BY id DESC LIMIT 1"))
+                    .await?
+            }
+            found => found,
         };
         found.ok_or_else(|| StoreError::NoSuchRun(key.to_owned()))
     }

@@ -443,3 +443,53 @@ async fn two_gateways_may_give_the_same_batch_id_in_one_store() {
         "one id, from two gateways"
     );
 }
+
+/// After a run, the commands that look at one take the latest run without its name:
+/// `report` and `diff` with none, `last` anywhere a run is named.
+#[tokio::test]
+async fn report_diff_and_export_look_at_the_latest_run_without_its_name() {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 2);
+    let file = file.to_str().unwrap();
+    for name in ["first", "second"] {
+        let output = ws.run(&["run", file, "--mock", "--name", name]).await;
+        assert_eq!(code(&output), 0, "{name}: {:?}", text(&output));
+    }
+    let output = ws.run(&["report", "--format", "json", "--out", "-"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["runs"][0]["name"], "second", "{report}");
+    let output = ws.run(&["diff"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("run second:"), "{stdout}");
+    let output = ws.run(&["diff", "first", "last"]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(code(&output), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("second"), "{stdout}");
+    let output = ws.run(&["export", "--out", "-"]).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let lines = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    let output = ws.run(&["status", "last"]).await;
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains("second") && !stdout.contains("first"),
+        "{stdout}"
+    );
+}
+
+/// A run named `last` is found by its name, as any run is; `last` means the latest run only
+/// when no run has that name.
+#[tokio::test]
+async fn a_run_named_last_is_found_by_its_name() {
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let file = file.to_str().unwrap();
+    for name in ["last", "after"] {
+        let output = ws.run(&["run", file, "--mock", "--name", name]).await;
+        assert_eq!(code(&output), 0, "{name}: {:?}", text(&output));
+    }
+    let report = ws.report_json("last").await;
+    assert_eq!(report["runs"][0]["name"], "last", "{report}");
+}
