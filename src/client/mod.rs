@@ -6,6 +6,7 @@ pub mod batches;
 mod error;
 pub mod partial_json;
 mod retry;
+mod scrub;
 pub mod sse;
 
 use std::sync::Arc;
@@ -177,11 +178,11 @@ pub struct Client {
     headers: HeaderMap,
     /// The key and the extra header values, longest first, kept only to scrub them from
     /// anything a gateway echoes back.
-    secrets: Arc<[String]>,
+    secrets: Arc<scrub::Secrets>,
     /// Of [`Client::secrets`], those that are surely secrets (the key, the URL's credentials,
     /// the values of headers named as credentials), longest first: scrubbed from answers too,
     /// where another header's value (`x-team: research`) may be a word of the answer.
-    answer_secrets: Arc<[String]>,
+    answer_secrets: Arc<scrub::Secrets>,
     timeouts: Timeouts,
     /// The bound of one answer, streamed or not, and of one line of a batch's results.
     max_answer_bytes: u64,
@@ -256,8 +257,8 @@ impl Client {
             http,
             url: gateway.url,
             headers,
-            secrets: secrets.into(),
-            answer_secrets: answer_secrets.into(),
+            secrets: Arc::new(scrub::Secrets::new(secrets)),
+            answer_secrets: Arc::new(scrub::Secrets::new(answer_secrets)),
             timeouts,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             results_origin_noted: Arc::new(AtomicBool::new(false)),
@@ -657,7 +658,7 @@ impl Client {
     /// Removes the key and the extra header values from text a gateway sent back, should it
     /// ever echo them.
     fn scrub(&self, text: String) -> String {
-        scrub_with(&self.secrets, text)
+        self.secrets.scrub(text)
     }
 
     /// [`Client::scrub`] over every text of an error, before anything stores or prints it.
@@ -682,7 +683,7 @@ impl Client {
         answer.note = answer
             .note
             .take()
-            .map(|note| scrub_with(&self.answer_secrets, note));
+            .map(|note| self.answer_secrets.scrub(note));
         let body = self.scrub_json(&answer.body)?;
         match MessageSummary::parse(&body) {
             Ok(summary) => {
@@ -699,21 +700,19 @@ impl Client {
     }
 
     /// A JSON document from a gateway (an answer, a line of a batch's results) with the key
-    /// and every other sure secret it echoes replaced inside its strings, so that none is
-    /// stored; `None` when it holds none, as nearly every document does. A document that is
-    /// not JSON has them replaced as text (it is refused, its start kept).
+    /// and every other sure secret it echoes replaced inside its strings, written plainly or
+    /// behind JSON escapes (`sk-\u0061nt…`), so that none is stored; `None` when it holds
+    /// none, as nearly every document does. A document that is not JSON has them replaced as
+    /// text (it is refused, its start kept).
     pub(crate) fn scrub_json(&self, document: &[u8]) -> Option<Bytes> {
-        self.answer_secrets
-            .iter()
-            .any(|secret| memchr::memmem::find(document, secret.as_bytes()).is_some())
-            .then(|| {
-                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(document) else {
-                    let text = String::from_utf8_lossy(document).into_owned();
-                    return Bytes::from(scrub_with(&self.answer_secrets, text));
-                };
-                scrub_strings(&mut value, &|text| scrub_with(&self.answer_secrets, text));
-                Bytes::from(value.to_string())
-            })
+        self.answer_secrets.in_document(document).then(|| {
+            let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(document) else {
+                let text = String::from_utf8_lossy(document).into_owned();
+                return Bytes::from(self.answer_secrets.scrub(text));
+            };
+            scrub_strings(&mut value, &|text| self.answer_secrets.scrub(text));
+            Bytes::from(value.to_string())
+        })
     }
 }
 
@@ -728,16 +727,6 @@ fn longest_first(secrets: impl Iterator<Item = String>) -> Vec<String> {
     secrets.dedup();
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets
-}
-
-/// `text` with each of `secrets` replaced by `****`.
-fn scrub_with(secrets: &[String], mut text: String) -> String {
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "****");
-        }
-    }
-    text
 }
 
 /// Applies `scrub` to every string of `value`, object keys included. The value was read by
