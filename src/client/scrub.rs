@@ -139,7 +139,7 @@ impl Secrets {
             }
         }
         let cut = text.ends_with('…');
-        if !cut && !text.contains('\\') {
+        if !cut && !text.contains(['\\', '%']) {
             return text;
         }
         for secret in &self.secrets {
@@ -171,12 +171,11 @@ fn find(hay: &[u8], secret: &str, from: usize, partial_end: bool) -> Option<(usi
     let first = *secret.as_bytes().first()?;
     let mut at = from;
     while at < hay.len() {
-        let start = at + memchr::memchr2(first, b'\\', &hay[at..])?;
-        if hay[start] == b'\\' && first != b'\\' {
+        let start = at + memchr::memchr3(first, b'\\', b'%', &hay[at..])?;
+        if matches!(hay[start], b'\\' | b'%') && hay[start] != first {
             // An escape starts a writing of the secret only if it writes its first character.
-            let run = backslashes(&hay[start..]);
             if escaped(&hay[start..]).is_none_or(|(c, _)| !secret.starts_with(c)) {
-                at = start + run;
+                at = start + backslashes(&hay[start..]).max(1);
                 continue;
             }
         }
@@ -196,6 +195,7 @@ fn match_at(hay: &[u8], at: usize, secret: &str, partial_end: bool) -> Option<us
         // A text cut inside the secret, or inside an escape of its next character.
         let cut_here = || {
             rest.is_empty()
+                || (rest[0] == b'%' && rest.len() < 3)
                 || (rest[0] == b'\\'
                     && rest.len() <= LONGEST_ESCAPE + backslashes(rest)
                     && escaped(rest).is_none())
@@ -222,10 +222,20 @@ fn backslashes(text: &[u8]) -> usize {
     text.iter().take_while(|&&b| b == b'\\').count()
 }
 
-/// The character an escape at the start of `text` writes, and its length in bytes. A run of
+/// The character an escape at the start of `text` writes, and its length in bytes: a JSON
+/// escape, or a URL's percent escape of an ASCII character. A run of
 /// backslashes counts as one, so that an escape escaped again (`\\u0061`, which reads back
 /// as the text `\u0061`) is found too.
 fn escaped(text: &[u8]) -> Option<(char, usize)> {
+    if let [b'%', high, low, ..] = text {
+        // A URL's percent escape of an ASCII character (`%2F`), as a location quoting a URL
+        // writes a token's `/` and `+`.
+        let byte = hex4(&[b'0', b'0', *high, *low])?;
+        return u8::try_from(byte)
+            .ok()
+            .filter(u8::is_ascii)
+            .map(|b| (char::from(b), 3));
+    }
     let run = backslashes(text);
     if run == 0 {
         return None;
@@ -294,6 +304,17 @@ mod tests {
             assert!(s.in_document(document.as_bytes()), "{document}");
             assert_eq!(s.scrub(document), r#"{"text":"said: ****!"}"#, "{written}");
         }
+    }
+
+    #[test]
+    fn a_secret_in_a_url_is_found_behind_percent_escapes() {
+        let s = secrets();
+        let location = "https://login.example/?next=%2Fv1%3Ft%3Dtok%2fen%26k%3D%73k-ant-api03-Secret_key-9 50%";
+        assert_eq!(
+            s.scrub(location.to_owned()),
+            "https://login.example/?next=%2Fv1%3Ft%3D****%26k%3D**** 50%"
+        );
+        assert_eq!(s.scrub("cut %73k-an…".to_owned()), "cut ****…");
     }
 
     #[test]

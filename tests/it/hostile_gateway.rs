@@ -1462,3 +1462,30 @@ async fn a_key_echoed_behind_json_escapes_in_a_batch_result_is_stored_nowhere() 
         assert!(!in_database(&ws, &needle).await, "{needle} is stored");
     }
 }
+
+#[tokio::test]
+async fn a_redirect_quoting_a_token_percent_escaped_shows_none_of_it() {
+    const TOKEN: &str = "tok/en+Secret=77f1";
+    // A login page's location quoting the request's URL, as gateways that want a session do.
+    let location = "https://login.example/?next=https%3A%2F%2Fgw%2Fv1%2Fmessages%3Ftoken%3Dtok%2Fen%2BSecret%3D77f1";
+    let gateway = Hostile::start(move |_, _| respond(302, &[("location", location)], "")).await;
+    let header = format!("x-gateway-token: {TOKEN}");
+    let (ws, output) = run_jobs(&gateway, 1, &["--header", &header]).await;
+    let stderr = exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    let message = attempts[0].1.clone().unwrap_or_default();
+    assert!(
+        message.contains("login.example/?next=https%3A%2F%2Fgw%2Fv1%2Fmessages%3Ftoken%3D****;"),
+        "{message}"
+    );
+    let status = ws.run(&["status"]).await;
+    for shown in [&stderr, &text(&status).0] {
+        assert!(
+            !shown.contains("tok%2Fen") && !shown.contains("Secret%3D77f1"),
+            "{shown}"
+        );
+    }
+    for needle in ["tok%2Fen", "Secret%3D77f1", TOKEN] {
+        assert!(!in_database(&ws, needle).await, "{needle} is stored");
+    }
+}
