@@ -434,6 +434,9 @@ impl Client {
             }
             Err(e) => return Err(self.transport_error(e)),
         };
+        // A batch's id, its results_url and what else it names are stored and printed:
+        // nothing the gateway echoed of the key may come with them.
+        let body = self.scrub_json(&body).unwrap_or(body);
         serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
             message: format!("{unexpected}: {e}"),
             body: error::keep_body(&body),

@@ -1489,3 +1489,50 @@ async fn a_redirect_quoting_a_token_percent_escaped_shows_none_of_it() {
         assert!(!in_database(&ws, needle).await, "{needle} is stored");
     }
 }
+
+#[tokio::test]
+async fn a_key_echoed_in_a_batch_id_or_its_results_url_is_stored_and_printed_nowhere() {
+    let results = json!({"custom_id": "job-0", "result": {"type": "succeeded",
+        "message": message("fine", &json!({"input_tokens": 5, "output_tokens": 3}))}})
+    .to_string();
+    let id: &'static str = format!("msgbatch_{}", one_escaped(TEST_KEY)).leak();
+    let gateway = Hostile::start(move |seen, _| {
+        // A results_url on a host named after the key, as a proxy that logs it might give.
+        let url = format!("http://{TEST_KEY}.example/v1/messages/batches/x/results");
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            let batch = json!({"id": "ID-HERE", "type": "message_batch",
+                "processing_status": "ended",
+                "request_counts": {"processing": 0, "succeeded": 1,
+                    "errored": 0, "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z", "results_url": url});
+            let body = batch.to_string().replace("ID-HERE", id);
+            respond(200, &[("content-type", "application/json")], body)
+        }
+    })
+    .await;
+    let args = ["--via", "batches", "--poll-interval", "10ms"];
+    let (ws, output) = run_jobs(&gateway, 1, &args).await;
+    let stderr = exited(&output, 0);
+    assert!(stderr.contains("results_url on another origin"), "{stderr}");
+    assert_eq!(answers(&ws.pool().await).await.len(), 1);
+    let status = ws.run(&["status"]).await;
+    let report = ws.run(&["report", "1"]).await;
+    for needle in escaped_secrets() {
+        for output in [&output, &status, &report] {
+            let (stdout, stderr) = text(output);
+            assert!(
+                !stdout.contains(&needle) && !stderr.contains(&needle),
+                "{needle} in {stdout}{stderr}"
+            );
+        }
+        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
+    }
+    // The key is in no request the gateway was sent either, but in its own header.
+    for seen in gateway.log() {
+        assert!(!seen.target.contains("0123456789-SECRET"), "{seen:?}");
+    }
+}
