@@ -242,7 +242,14 @@ impl Client {
             .collect();
         let secrets = longest_first(header_values(false).chain(sure.iter().cloned()));
         let answer_secrets = longest_first(header_values(true).chain(sure));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if is_loopback(&gateway.url) {
+            // A gateway on this machine is reached directly: through a proxy of the
+            // environment (`HTTP_PROXY`), the key would leave the machine, in the clear for
+            // an `http://` URL, and reach whatever listens on the proxy's own loopback.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             // Never follow a redirect: reqwest would send `x-api-key` and every extra header
             // to wherever a gateway points (it strips only `Authorization`), and turn a POST
             // into a GET still carrying the key. A 3xx is an error that says where it points.
@@ -719,6 +726,24 @@ impl Client {
     }
 }
 
+/// Whether a URL names this machine: a loopback address, `localhost` or a name under it.
+fn is_loopback(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = bare.trim_end_matches('.');
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
 /// The longest request id kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 200;
 
@@ -909,6 +934,27 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_on_this_machine_is_told_from_one_elsewhere() {
+        for url in [
+            "http://127.0.0.1:4000/v1/messages",
+            "http://127.9.9.9/v1/messages",
+            "http://[::1]:8080/v1/messages",
+            "http://LocalHost./v1/messages",
+            "http://gw.localhost/v1/messages",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://api.anthropic.com/v1/messages",
+            "http://10.0.0.1/v1/messages",
+            "http://localhost.example.com/v1/messages",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
 
     #[test]
     fn an_exhausted_limit_gives_its_reset_time() {

@@ -1536,3 +1536,39 @@ async fn a_key_echoed_in_a_batch_id_or_its_results_url_is_stored_and_printed_now
         assert!(!seen.target.contains("0123456789-SECRET"), "{seen:?}");
     }
 }
+
+#[tokio::test]
+async fn a_gateway_on_this_machine_is_reached_directly_not_through_the_environments_proxy() {
+    let proxy = Hostile::start(|_, _| respond(502, &[], "proxied")).await;
+    let gateway = Hostile::start(|_, _| {
+        json_response(&message(
+            "direct",
+            &json!({"input_tokens": 5, "output_tokens": 3}),
+        ))
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let url = gateway.url();
+    let args = [
+        "run",
+        file.to_str().unwrap(),
+        "--base-url",
+        &url,
+        "--api-key-env",
+        KEY_ENV,
+        "--max-attempts",
+        "1",
+    ];
+    let output = ws
+        .command(&args)
+        .env("HTTP_PROXY", proxy.url())
+        .env("http_proxy", proxy.url())
+        .env("ALL_PROXY", proxy.url())
+        .output()
+        .await
+        .unwrap();
+    exited(&output, 0);
+    assert!(proxy.log().is_empty(), "{:?}", proxy.log());
+    assert_eq!(gateway.log().len(), 1);
+}
