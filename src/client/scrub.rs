@@ -95,19 +95,30 @@ impl Secrets {
     /// looked at further.
     fn escaped_in(&self, document: &[u8]) -> bool {
         let mut at = 0;
-        while let Some(found) = memchr::memchr(b'\\', &document[at..]) {
-            let escape = at + found;
+        loop {
+            // Escapes come in runs (`\u6771\u4eac`): the next is looked at before searching.
+            let escape = if document.get(at) == Some(&b'\\') {
+                at
+            } else {
+                match memchr::memchr(b'\\', document.get(at..).unwrap_or_default()) {
+                    Some(found) => at + found,
+                    None => break,
+                }
+            };
             let rest = &document[escape..];
             let run = backslashes(rest);
             // Most `\u` escapes write a character beyond ASCII (`\u00e9`, `\u6771`), which
             // no key holds: told from three digits, without reading the escape.
-            let beyond_ascii = || match rest.get(run..run + 4) {
+            let beyond_ascii = match rest.get(run..run + 4) {
                 Some([b'u', a, b, c]) => *a != b'0' || *b != b'0' || !(b'0'..=b'7').contains(c),
                 _ => false,
             };
-            let may_write_a_key = self.non_ascii || !beyond_ascii();
-            if may_write_a_key
-                && let Some((c, _)) = escaped(rest)
+            if beyond_ascii && !self.non_ascii {
+                at = escape + run + 5;
+                continue;
+            }
+            let written = escaped(rest);
+            if let Some((c, _)) = written
                 && self
                     .ascii
                     .get(c as usize)
@@ -124,7 +135,7 @@ impl Secrets {
                     }
                 }
             }
-            at = escape + run;
+            at = escape + written.map_or(run, |(_, length)| length);
         }
         false
     }
@@ -303,6 +314,9 @@ mod tests {
             let document = format!(r#"{{"text":"said: {written}!"}}"#);
             assert!(s.in_document(document.as_bytes()), "{document}");
             assert_eq!(s.scrub(document), r#"{"text":"said: ****!"}"#, "{written}");
+            // Right after a run of other escapes, which are skipped whole.
+            let after_escapes = format!(r#"{{"text":"\u6771\u4eac\n{written}"}}"#);
+            assert!(s.in_document(after_escapes.as_bytes()), "{after_escapes}");
         }
     }
 
