@@ -215,9 +215,9 @@ impl Client {
                 format!("{}:", target.scheme())
             };
             let origin: String = origin.chars().filter(|c| !c.is_control()).take(200).collect();
-            format!(
+            self.scrub(format!(
                 "the gateway gave a results_url on another origin ({origin}); batch results are read from the base URL's origin with the same path instead, so that the key goes nowhere else"
-            )
+            ))
         });
         Ok((moved.to_string(), note))
     }

@@ -6,6 +6,7 @@ pub mod batches;
 mod error;
 pub mod partial_json;
 mod retry;
+mod scrub;
 pub mod sse;
 
 use std::sync::Arc;
@@ -177,11 +178,11 @@ pub struct Client {
     headers: HeaderMap,
     /// The key and the extra header values, longest first, kept only to scrub them from
     /// anything a gateway echoes back.
-    secrets: Arc<[String]>,
+    secrets: Arc<scrub::Secrets>,
     /// Of [`Client::secrets`], those that are surely secrets (the key, the URL's credentials,
     /// the values of headers named as credentials), longest first: scrubbed from answers too,
     /// where another header's value (`x-team: research`) may be a word of the answer.
-    answer_secrets: Arc<[String]>,
+    answer_secrets: Arc<scrub::Secrets>,
     timeouts: Timeouts,
     /// The bound of one answer, streamed or not, and of one line of a batch's results.
     max_answer_bytes: u64,
@@ -241,7 +242,14 @@ impl Client {
             .collect();
         let secrets = longest_first(header_values(false).chain(sure.iter().cloned()));
         let answer_secrets = longest_first(header_values(true).chain(sure));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if is_loopback(&gateway.url) {
+            // A gateway on this machine is reached directly: through a proxy of the
+            // environment (`HTTP_PROXY`), the key would leave the machine, in the clear for
+            // an `http://` URL, and reach whatever listens on the proxy's own loopback.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             // Never follow a redirect: reqwest would send `x-api-key` and every extra header
             // to wherever a gateway points (it strips only `Authorization`), and turn a POST
             // into a GET still carrying the key. A 3xx is an error that says where it points.
@@ -256,8 +264,8 @@ impl Client {
             http,
             url: gateway.url,
             headers,
-            secrets: secrets.into(),
-            answer_secrets: answer_secrets.into(),
+            secrets: Arc::new(scrub::Secrets::new(secrets)),
+            answer_secrets: Arc::new(scrub::Secrets::new(answer_secrets)),
             timeouts,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             results_origin_noted: Arc::new(AtomicBool::new(false)),
@@ -433,6 +441,9 @@ impl Client {
             }
             Err(e) => return Err(self.transport_error(e)),
         };
+        // A batch's id, its results_url and what else it names are stored and printed:
+        // nothing the gateway echoed of the key may come with them.
+        let body = self.scrub_json(&body).unwrap_or(body);
         serde_json::from_slice(&body).map_err(|e| AttemptError::InvalidResponse {
             message: format!("{unexpected}: {e}"),
             body: error::keep_body(&body),
@@ -657,7 +668,7 @@ impl Client {
     /// Removes the key and the extra header values from text a gateway sent back, should it
     /// ever echo them.
     fn scrub(&self, text: String) -> String {
-        scrub_with(&self.secrets, text)
+        self.secrets.scrub(text)
     }
 
     /// [`Client::scrub`] over every text of an error, before anything stores or prints it.
@@ -682,7 +693,7 @@ impl Client {
         answer.note = answer
             .note
             .take()
-            .map(|note| scrub_with(&self.answer_secrets, note));
+            .map(|note| self.answer_secrets.scrub(note));
         let body = self.scrub_json(&answer.body)?;
         match MessageSummary::parse(&body) {
             Ok(summary) => {
@@ -699,21 +710,37 @@ impl Client {
     }
 
     /// A JSON document from a gateway (an answer, a line of a batch's results) with the key
-    /// and every other sure secret it echoes replaced inside its strings, so that none is
-    /// stored; `None` when it holds none, as nearly every document does. A document that is
-    /// not JSON has them replaced as text (it is refused, its start kept).
+    /// and every other sure secret it echoes replaced inside its strings, written plainly or
+    /// behind JSON escapes (`sk-\u0061nt…`), so that none is stored; `None` when it holds
+    /// none, as nearly every document does. A document that is not JSON has them replaced as
+    /// text (it is refused, its start kept).
     pub(crate) fn scrub_json(&self, document: &[u8]) -> Option<Bytes> {
-        self.answer_secrets
-            .iter()
-            .any(|secret| memchr::memmem::find(document, secret.as_bytes()).is_some())
-            .then(|| {
-                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(document) else {
-                    let text = String::from_utf8_lossy(document).into_owned();
-                    return Bytes::from(scrub_with(&self.answer_secrets, text));
-                };
-                scrub_strings(&mut value, &|text| scrub_with(&self.answer_secrets, text));
-                Bytes::from(value.to_string())
-            })
+        self.answer_secrets.in_document(document).then(|| {
+            let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(document) else {
+                let text = String::from_utf8_lossy(document).into_owned();
+                return Bytes::from(self.answer_secrets.scrub(text));
+            };
+            scrub_strings(&mut value, &|text| self.answer_secrets.scrub(text));
+            Bytes::from(value.to_string())
+        })
+    }
+}
+
+/// Whether a URL names this machine: a loopback address, `localhost` or a name under it.
+fn is_loopback(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = bare.trim_end_matches('.');
+            name == "localhost" || name.ends_with(".localhost")
+        }
     }
 }
 
@@ -728,16 +755,6 @@ fn longest_first(secrets: impl Iterator<Item = String>) -> Vec<String> {
     secrets.dedup();
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets
-}
-
-/// `text` with each of `secrets` replaced by `****`.
-fn scrub_with(secrets: &[String], mut text: String) -> String {
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "****");
-        }
-    }
-    text
 }
 
 /// Applies `scrub` to every string of `value`, object keys included. The value was read by
@@ -917,6 +934,27 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_on_this_machine_is_told_from_one_elsewhere() {
+        for url in [
+            "http://127.0.0.1:4000/v1/messages",
+            "http://127.9.9.9/v1/messages",
+            "http://[::1]:8080/v1/messages",
+            "http://LocalHost./v1/messages",
+            "http://gw.localhost/v1/messages",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://api.anthropic.com/v1/messages",
+            "http://10.0.0.1/v1/messages",
+            "http://localhost.example.com/v1/messages",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
 
     #[test]
     fn an_exhausted_limit_gives_its_reset_time() {

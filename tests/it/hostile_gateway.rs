@@ -1319,3 +1319,256 @@ async fn a_results_line_that_is_no_result_fails_its_own_job_and_the_lines_after_
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM responses").await, 2);
 }
+
+/// `text` with every character written as a JSON `\uXXXX` escape.
+fn all_escaped(text: &str) -> String {
+    text.encode_utf16().map(|u| format!("\\u{u:04X}")).collect()
+}
+
+/// `text` with its first `a` written as `\u0061`.
+fn one_escaped(text: &str) -> String {
+    text.replacen('a', "\\u0061", 1)
+}
+
+/// What must be found nowhere once a gateway has echoed [`TEST_KEY`] and [`HEADER_SECRET`]
+/// behind escapes: each written plainly, escaped, or cut (the tail of the key is enough to
+/// say that most of it was kept).
+fn escaped_secrets() -> Vec<String> {
+    vec![
+        TEST_KEY.to_owned(),
+        HEADER_SECRET.to_owned(),
+        all_escaped(TEST_KEY),
+        all_escaped(HEADER_SECRET),
+        "0123456789-SECRET".to_owned(),
+        "gateway-token-77e1f".to_owned(),
+    ]
+}
+
+/// A Message whose text is [`echoing`] with both secrets escaped as `escape` writes them,
+/// as a JSON document that a JSON reader turns back into the plain secrets.
+fn echoing_escaped(escape: fn(&str) -> String) -> String {
+    message(
+        &echoing("KEY-HERE", "TOKEN-HERE"),
+        &json!({"input_tokens": 5, "output_tokens": 3}),
+    )
+    .to_string()
+    .replace("KEY-HERE", &escape(TEST_KEY))
+    .replace("TOKEN-HERE", &escape(HEADER_SECRET))
+}
+
+#[tokio::test]
+async fn a_key_echoed_behind_json_escapes_is_stored_and_printed_nowhere() {
+    let gateway = Hostile::start(|_, before| {
+        let json = [("content-type", "application/json")];
+        match before {
+            // A proxy's page whose kept start ends inside the key.
+            0 => {
+                let page = format!(
+                    "<html>{}{TEST_KEY} {HEADER_SECRET}</html>",
+                    "x".repeat(16 * 1024 - 6 - 25)
+                );
+                respond(503, &[("content-type", "text/html")], page)
+            }
+            // An API error quoting the secrets escaped, in its message and its body.
+            1 => {
+                let body = format!(
+                    r#"{{"type":"error","error":{{"type":"api_error","message":"bad key {} for {}"}},"echo":"{}"}}"#,
+                    one_escaped(TEST_KEY),
+                    all_escaped(HEADER_SECRET),
+                    all_escaped(TEST_KEY)
+                );
+                respond(500, &json, body)
+            }
+            2 => {
+                let id = format!("req_{}", one_escaped(TEST_KEY));
+                respond(
+                    200,
+                    &[("content-type", "application/json"), ("request-id", &id)],
+                    echoing_escaped(one_escaped),
+                )
+            }
+            _ => respond(200, &json, echoing_escaped(all_escaped)),
+        }
+    })
+    .await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = ["--header", &header, "--concurrency", "1"];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let pool = ws.pool().await;
+    let stored = answers(&pool).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|(_, text)| text == "debug: key=**** token=**** team=research-team-7"),
+        "{stored:?}"
+    );
+    let attempts = attempts(&ws).await;
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    let ids: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT request_id FROM attempts ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ids[2].as_deref(), Some("req_****"));
+    let export = ws.run(&["export", "1", "--out", "-"]).await;
+    let report = ws.run(&["report", "1"]).await;
+    for needle in escaped_secrets() {
+        for output in [&output, &export, &report] {
+            let (stdout, stderr) = text(output);
+            assert!(
+                !stdout.contains(&needle) && !stderr.contains(&needle),
+                "{needle} in {stdout}{stderr}"
+            );
+        }
+        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
+    }
+}
+
+#[tokio::test]
+async fn a_key_echoed_behind_json_escapes_in_a_batch_result_is_stored_nowhere() {
+    let results: String = [one_escaped, all_escaped]
+        .iter()
+        .enumerate()
+        .map(|(i, escape)| {
+            let message = echoing_escaped(*escape);
+            format!(
+                r#"{{"custom_id":"job-{i}","result":{{"type":"succeeded","message":{message}}}}}"#
+            ) + "\n"
+        })
+        .collect();
+    let gateway = ended_batch("msgbatch_e", (2, 0), results).await;
+    let header = format!("x-gateway-token: {HEADER_SECRET}");
+    let args = [
+        "--via",
+        "batches",
+        "--poll-interval",
+        "10ms",
+        "--header",
+        &header,
+    ];
+    let (ws, output) = run_jobs(&gateway, 2, &args).await;
+    exited(&output, 0);
+    let stored = answers(&ws.pool().await).await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|(_, text)| text == "debug: key=**** token=**** team=research-team-7"),
+        "{stored:?}"
+    );
+    for needle in escaped_secrets() {
+        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_quoting_a_token_percent_escaped_shows_none_of_it() {
+    const TOKEN: &str = "tok/en+Secret=77f1";
+    // A login page's location quoting the request's URL, as gateways that want a session do.
+    let location = "https://login.example/?next=https%3A%2F%2Fgw%2Fv1%2Fmessages%3Ftoken%3Dtok%2Fen%2BSecret%3D77f1";
+    let gateway = Hostile::start(move |_, _| respond(302, &[("location", location)], "")).await;
+    let header = format!("x-gateway-token: {TOKEN}");
+    let (ws, output) = run_jobs(&gateway, 1, &["--header", &header]).await;
+    let stderr = exited(&output, 1);
+    let attempts = attempts(&ws).await;
+    let message = attempts[0].1.clone().unwrap_or_default();
+    assert!(
+        message.contains("login.example/?next=https%3A%2F%2Fgw%2Fv1%2Fmessages%3Ftoken%3D****;"),
+        "{message}"
+    );
+    let status = ws.run(&["status"]).await;
+    for shown in [&stderr, &text(&status).0] {
+        assert!(
+            !shown.contains("tok%2Fen") && !shown.contains("Secret%3D77f1"),
+            "{shown}"
+        );
+    }
+    for needle in ["tok%2Fen", "Secret%3D77f1", TOKEN] {
+        assert!(!in_database(&ws, needle).await, "{needle} is stored");
+    }
+}
+
+#[tokio::test]
+async fn a_key_echoed_in_a_batch_id_or_its_results_url_is_stored_and_printed_nowhere() {
+    let results = json!({"custom_id": "job-0", "result": {"type": "succeeded",
+        "message": message("fine", &json!({"input_tokens": 5, "output_tokens": 3}))}})
+    .to_string();
+    let id: &'static str = format!("msgbatch_{}", one_escaped(TEST_KEY)).leak();
+    let gateway = Hostile::start(move |seen, _| {
+        // A results_url on a host named after the key, as a proxy that logs it might give.
+        let url = format!("http://{TEST_KEY}.example/v1/messages/batches/x/results");
+        if seen.target.contains("/results") {
+            respond(200, &[], results.clone())
+        } else if seen.target.starts_with("/v1/messages/batches?") {
+            json_response(&json!({"data": [], "has_more": false}))
+        } else {
+            let batch = json!({"id": "ID-HERE", "type": "message_batch",
+                "processing_status": "ended",
+                "request_counts": {"processing": 0, "succeeded": 1,
+                    "errored": 0, "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z", "results_url": url});
+            let body = batch.to_string().replace("ID-HERE", id);
+            respond(200, &[("content-type", "application/json")], body)
+        }
+    })
+    .await;
+    let args = ["--via", "batches", "--poll-interval", "10ms"];
+    let (ws, output) = run_jobs(&gateway, 1, &args).await;
+    let stderr = exited(&output, 0);
+    assert!(stderr.contains("results_url on another origin"), "{stderr}");
+    assert_eq!(answers(&ws.pool().await).await.len(), 1);
+    let status = ws.run(&["status"]).await;
+    let report = ws.run(&["report", "1"]).await;
+    for needle in escaped_secrets() {
+        for output in [&output, &status, &report] {
+            let (stdout, stderr) = text(output);
+            assert!(
+                !stdout.contains(&needle) && !stderr.contains(&needle),
+                "{needle} in {stdout}{stderr}"
+            );
+        }
+        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
+    }
+    // The key is in no request the gateway was sent either, but in its own header.
+    for seen in gateway.log() {
+        assert!(!seen.target.contains("0123456789-SECRET"), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_on_this_machine_is_reached_directly_not_through_the_environments_proxy() {
+    let proxy = Hostile::start(|_, _| respond(502, &[], "proxied")).await;
+    let gateway = Hostile::start(|_, _| {
+        json_response(&message(
+            "direct",
+            &json!({"input_tokens": 5, "output_tokens": 3}),
+        ))
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.jobs("jobs.jsonl", 1);
+    let url = gateway.url();
+    let args = [
+        "run",
+        file.to_str().unwrap(),
+        "--base-url",
+        &url,
+        "--api-key-env",
+        KEY_ENV,
+        "--max-attempts",
+        "1",
+    ];
+    let output = ws
+        .command(&args)
+        .env("HTTP_PROXY", proxy.url())
+        .env("http_proxy", proxy.url())
+        .env("ALL_PROXY", proxy.url())
+        .output()
+        .await
+        .unwrap();
+    exited(&output, 0);
+    assert!(proxy.log().is_empty(), "{:?}", proxy.log());
+    assert_eq!(gateway.log().len(), 1);
+}
