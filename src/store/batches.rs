@@ -390,7 +390,7 @@ impl Store {
             Sql::new(format!(
                 "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect, {bounds}
                  FROM batch_items i JOIN jobs j ON j.id = i.job{from}
-                 WHERE i.batch = $1 AND j.state = 'pending'"
+                 WHERE i.batch = $1 AND i.recorded_at_ms IS NULL AND j.state = 'pending'"
             ))
             .bind(batch),
             |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget): Row| {
@@ -437,7 +437,7 @@ impl Store {
                     "SELECT i.custom_id, i.job, i.grader, g.spec, g.passed IS NULL, i.spec_hash
                      FROM batch_items i
                      LEFT JOIN grades g ON g.job = i.job AND g.grader = i.grader
-                     WHERE i.batch = $1",
+                     WHERE i.batch = $1 AND i.recorded_at_ms IS NULL",
                 )
                 .bind(batch),
             )
@@ -483,26 +483,44 @@ impl Store {
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Commits part of a batch's results; with `last`, the batch is recorded in the same
-    /// transaction, so that its jobs are free for another batch only once all are written.
+    /// Commits part of a batch's results: what they make of the items of `recorded` (their
+    /// custom ids), which are marked recorded in the same transaction, so that results read
+    /// again (msgbatch died before the batch was) skip them. With `last`, the batch is
+    /// recorded too, so that its jobs are free for another batch only once all are written.
     pub async fn write_batch_results(
         &self,
         batch: i64,
         results: &WriteBatch,
+        recorded: &[String],
         last: bool,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         if !results.is_empty() {
-            self.write(results).await?;
+            Self::write_in(&mut tx, results).await?;
+        }
+        let now = now_ms();
+        for block in recorded.chunks(block_rows(1)) {
+            let mut sql = Sql::new(
+                "UPDATE batch_items SET recorded_at_ms = $1 WHERE batch = $2 AND custom_id IN (",
+            )
+            .bind(now)
+            .bind(batch);
+            for (at, custom_id) in block.iter().enumerate() {
+                sql.push(if at == 0 { "" } else { ", " })
+                    .push_bind(custom_id.as_str());
+            }
+            sql.push(")");
+            tx.execute(sql.block(block.len(), 1)).await?;
         }
         if last {
-            self.execute(
+            tx.execute(
                 Sql::new("UPDATE batches SET state = 'recorded', ended_at_ms = $2 WHERE id = $1")
                     .bind(batch)
-                    .bind(now_ms()),
+                    .bind(now),
             )
             .await?;
         }
-        Ok(())
+        tx.commit().await
     }
 
     /// Batch requests of a run that ended without an answer, by what they asked for

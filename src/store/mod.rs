@@ -672,6 +672,13 @@ impl Store {
     /// them now. Attempts are always recorded: they were sent, and may have been billed.
     pub async fn write(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin().await?;
+        let lost = Self::write_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// [`Store::write`] within a transaction of the caller's, which commits it.
+    async fn write_in(tx: &mut Tx, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         let fenced = batch.updates.iter().any(|u| u.lease.is_some());
         let mut lost = Vec::new();
         const UPDATE_COLUMNS: usize = 5;
@@ -781,7 +788,7 @@ impl Store {
             .flat_map(|r| &r.grades)
             .chain(&batch.grades)
             .collect();
-        insert_grades(&mut tx, &grades).await?;
+        insert_grades(tx, &grades).await?;
         if let Some(worker) = batch.worker {
             let done = batch
                 .updates
@@ -804,7 +811,6 @@ impl Store {
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(lost)
     }
 

@@ -172,6 +172,8 @@ impl Batcher<'_> {
             }
             let mut lines = results.lines;
             let mut pending = WriteBatch::default();
+            // The custom ids of the items `pending` records.
+            let mut items = Vec::new();
             let mut unreadable = 0_usize;
             // A download that stalls fails like an idle stream, rather than hang the night.
             let idle = self.client.stream_idle_timeout();
@@ -195,25 +197,32 @@ impl Batcher<'_> {
                     unreadable += 1;
                     continue;
                 };
-                match waiting.remove(&item.custom_id) {
+                let Item { custom_id, result } = item;
+                match waiting.remove(&custom_id) {
                     Some(Waiting::Job(job)) => {
-                        self.item(&mut pending, &job, item, (row.id, submitted_at))?;
+                        self.item(&mut pending, &job, result, (row.id, submitted_at))?;
                         recorded += 1;
                     }
                     // Counted apart: judges are no jobs.
                     Some(Waiting::Judge(judge)) => {
-                        self.judge_item(&mut pending, judge, item, (row.id, submitted_at));
+                        self.judge_item(&mut pending, judge, result, (row.id, submitted_at));
                     }
                     None => continue,
                 }
-                if pending.attempts.len() >= RESULTS_PER_COMMIT {
+                items.push(custom_id);
+                if items.len() >= RESULTS_PER_COMMIT {
                     self.store
-                        .write_batch_results(row.id, &std::mem::take(&mut pending), false)
+                        .write_batch_results(
+                            row.id,
+                            &std::mem::take(&mut pending),
+                            &std::mem::take(&mut items),
+                            false,
+                        )
                         .await?;
                 }
             }
             self.store
-                .write_batch_results(row.id, &pending, false)
+                .write_batch_results(row.id, &pending, &items, false)
                 .await?;
             if unreadable > 0 {
                 crate::errln!(
@@ -227,7 +236,7 @@ impl Batcher<'_> {
             warn_missing(&batch.id, waiting.len());
         }
         self.store
-            .write_batch_results(row.id, &WriteBatch::default(), true)
+            .write_batch_results(row.id, &WriteBatch::default(), &[], true)
             .await?;
         Ok(Some(recorded))
     }
@@ -237,7 +246,7 @@ impl Batcher<'_> {
         &self,
         pending: &mut WriteBatch,
         waiting: &BatchWaiting,
-        item: Item,
+        result: ItemResult,
         (batch, submitted_at_ms): (i64, i64),
     ) -> anyhow::Result<()> {
         let job = waiting.job;
@@ -253,7 +262,7 @@ impl Batcher<'_> {
             batch: Some(batch),
             ..AttemptRecord::default()
         };
-        let (state, error) = match item.result {
+        let (state, error) = match result {
             ItemResult::Succeeded { message } => {
                 let body = Bytes::from(serde_json::to_vec(&message)?);
                 // As a direct answer: usage the job's own request could not have produced
@@ -380,7 +389,7 @@ impl Batcher<'_> {
         &self,
         pending: &mut WriteBatch,
         waiting: JudgeWaiting,
-        item: Item,
+        result: ItemResult,
         (batch, submitted_at_ms): (i64, i64),
     ) {
         let stale = waiting.stale();
@@ -408,7 +417,7 @@ impl Batcher<'_> {
             batch: Some(batch),
             ..AttemptRecord::default()
         };
-        let grade = match item.result {
+        let grade = match result {
             ItemResult::Succeeded { message } => {
                 attempt.http_status = Some(200);
                 let body = serde_json::to_vec(&message).unwrap_or_default();
