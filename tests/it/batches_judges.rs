@@ -849,3 +849,50 @@ async fn kill_9_while_recording_replaced_verdicts_then_resume_counts_each_once()
         "{warnings}"
     );
 }
+
+/// A worker of a run shared through PostgreSQL is granted nothing of a `--max-cost` budget
+/// that the run's report counts as spent, verdicts billed for a replaced rubric included.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_worker_is_granted_nothing_the_report_counts_as_spent_on_postgres() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = slow_judges(0).await;
+    new_rubric_while_the_judges_batch_runs(&ws, &mock).await;
+    let report = ws.report_json("j").await;
+    let totals = &report["totals"][0];
+    let replaced: i64 = sqlx::query_scalar(
+        "SELECT CAST(SUM(cost_pico_usd) AS BIGINT) FROM attempts
+         WHERE error_type = 'replaced_spec'",
+    )
+    .fetch_one(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert!(replaced > 0);
+    let spent = totals["cost"]["total_pico_usd"].as_i64().unwrap()
+        + totals["grading"]["judge_cost_pico_usd"].as_i64().unwrap();
+    let store = msgbatch::store::Store::open(msgbatch::store::Location::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let run: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE name = 'j'")
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap();
+    let (worker, _) = store
+        .register_worker(run, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grant_budget(worker, spent, 1, 1).await.unwrap(),
+        None,
+        "the whole budget is spent"
+    );
+    assert_eq!(
+        store
+            .grant_budget(worker, spent + 10, 10, 10)
+            .await
+            .unwrap(),
+        Some(10),
+        "what is left of it, and no more, is granted"
+    );
+}
