@@ -299,19 +299,19 @@ impl Batcher<'_> {
         };
         let (state, error) = match result {
             ItemResult::Succeeded { message } => {
-                let body = Bytes::from(serde_json::to_vec(&message)?);
-                // As a direct answer: usage the job's own request could not have produced
-                // (more output than its max_tokens allows) is refused, never billed.
-                let parsed = MessageSummary::parse(&body).and_then(|summary| {
-                    match summary.impossible_usage(&waiting.bounds) {
-                        Some(impossible) => Err(impossible),
-                        None => Ok(summary),
-                    }
-                });
+                // Read once, with the line: checked as a direct answer's body is, and stored
+                // as its JSON text.
+                let parsed =
+                    MessageSummary::parse_value(&message).and_then(|summary| {
+                        match summary.impossible_usage(&waiting.bounds) {
+                            Some(impossible) => Err(impossible),
+                            None => Ok(summary),
+                        }
+                    });
                 match parsed {
                     Ok(summary) => {
                         let answer = Answer {
-                            body,
+                            body: Bytes::from(serde_json::to_vec(&message)?),
                             summary,
                             status: 200,
                             request_id: None,
@@ -455,13 +455,12 @@ impl Batcher<'_> {
         let grade = match result {
             ItemResult::Succeeded { message } => {
                 attempt.http_status = Some(200);
-                let body = serde_json::to_vec(&message).unwrap_or_default();
                 // A judge request's max_tokens is the one every judge request has.
                 let bounds = RequestBounds {
                     max_tokens: Some(crate::eval::JUDGE_MAX_TOKENS),
                     thinking_budget: None,
                 };
-                let judged = MessageSummary::parse(&body).and_then(|summary| {
+                let judged = MessageSummary::parse_value(&message).and_then(|summary| {
                     if let Some(impossible) = summary.impossible_usage(&bounds) {
                         return Err(impossible);
                     }
@@ -478,6 +477,7 @@ impl Batcher<'_> {
                         answered.clone_into(&mut model);
                     }
                     let about = (job, grader, spec.clone());
+                    let body = serde_json::to_vec(&message).unwrap_or_default();
                     verdict(self.prices, about, model, &body, &summary.usage())
                 });
                 match judged {
