@@ -232,19 +232,47 @@ pub fn nesting(json: &[u8]) -> usize {
     deepest
 }
 
+/// How deep the arrays and objects of a JSON value nest, as [`nesting`] counts its text.
+fn value_nesting(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => 1 + items.iter().map(value_nesting).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(value_nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Why a response body that is no Message is refused.
+fn not_a_message(e: serde_json::Error) -> String {
+    format!("response body is not a JSON message: {e}")
+}
+
+fn too_deep() -> String {
+    format!(
+        "the answer nests deeper than {MAX_STORED_DEPTH} levels, past what a stored answer can be read back with"
+    )
+}
+
 impl MessageSummary {
     /// Parses a response body, insisting that it is a Message: a 200 whose body is anything
     /// else (an HTML page from a proxy, an error object) is not an answer.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let summary: Self = serde_json::from_slice(body)
-            .map_err(|e| format!("response body is not a JSON message: {e}"))?;
+        let summary: Self = serde_json::from_slice(body).map_err(not_a_message)?;
         // The fields read here are shallow, and serde skips the others without counting
         // their depth: an answer nested past what serde_json reads back would be stored,
         // then never graded.
         if nesting(body) > MAX_STORED_DEPTH {
-            return Err(format!(
-                "the answer nests deeper than {MAX_STORED_DEPTH} levels, past what a stored answer can be read back with"
-            ));
+            return Err(too_deep());
+        }
+        summary.checked()
+    }
+
+    /// [`MessageSummary::parse`] for a body already read as JSON (an item of a batch's
+    /// results), with the same checks, without reading its text again.
+    pub fn parse_value(body: &serde_json::Value) -> Result<Self, String> {
+        let summary = Self::deserialize(body).map_err(not_a_message)?;
+        if value_nesting(body) > MAX_STORED_DEPTH {
+            return Err(too_deep());
         }
         summary.checked()
     }
@@ -341,6 +369,40 @@ mod tests {
         let error = MessageSummary::parse(nested(100_000, "").as_bytes()).unwrap_err();
         assert!(error.contains("nests deeper than 127 levels"), "{error}");
         assert!(MessageSummary::parse(nested(127, "").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_body_read_as_json_is_checked_as_its_text_is() {
+        let bodies = [
+            r#"{"type":"message","id":"m","model":"x","usage":{"input_tokens":1,"output_tokens":2}}"#,
+            r#"{"type":"error","usage":{}}"#,
+            r#"{"type":"message"}"#,
+            r#"{"usage":{}}"#,
+            r#"{"type":"message","usage":{"input_tokens":-1}}"#,
+            r#"{"type":"message","usage":{"input_tokens":1,"output_tokens":99999999999}}"#,
+            "[1]",
+        ];
+        for body in bodies {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            let (text, read) = (
+                MessageSummary::parse(body.as_bytes()),
+                MessageSummary::parse_value(&value),
+            );
+            match (&text, &read) {
+                (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+                // serde says where in the text; a value has no place.
+                (Err(a), Err(b)) => assert_eq!(a.split(" at line").next(), Some(b.as_str())),
+                _ => panic!("{body}: {text:?} against {read:?}"),
+            }
+        }
+        // Deeper than any text serde_json reads, as a value built in place could be.
+        let mut deep = serde_json::json!([]);
+        for _ in 0..127 {
+            deep = serde_json::json!([deep]);
+        }
+        let body = serde_json::json!({"type": "message", "usage": {}, "extra": deep});
+        let error = MessageSummary::parse_value(&body).unwrap_err();
+        assert!(error.contains("nests deeper than 127 levels"), "{error}");
     }
 
     #[test]

@@ -619,9 +619,15 @@ async fn serve(
         }
         return Ok(match lines {
             Some(Some(lines)) => {
-                let mut body = lines.join("\n");
-                body.push('\n');
-                let mut response = Response::new(full(body));
+                let held = state
+                    .results_held
+                    .borrow()
+                    .filter(|first| *first < lines.len());
+                let body = match held {
+                    Some(first) => paused(&lines, first, state.results_held.subscribe()),
+                    None => full(jsonl(&lines)),
+                };
+                let mut response = Response::new(body);
                 response.headers_mut().insert(
                     "content-type",
                     hyper::header::HeaderValue::from_static("application/binary"),
@@ -663,6 +669,31 @@ async fn serve(
         },
         Route::Results(_) => unreachable!("answered above"),
     })
+}
+
+/// Lines as a JSONL text.
+fn jsonl(lines: &[String]) -> Bytes {
+    let mut body = lines.join("\n");
+    body.push('\n');
+    Bytes::from(body)
+}
+
+/// A results file whose lines after the `first` wait until `held` is `None`.
+fn paused(
+    lines: &[String],
+    first: usize,
+    mut held: tokio::sync::watch::Receiver<Option<usize>>,
+) -> Body {
+    use futures_util::StreamExt as _;
+    let (head, tail) = (jsonl(&lines[..first]), jsonl(&lines[first..]));
+    let frames = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(head))
+    })
+    .chain(futures_util::stream::once(async move {
+        let _ = held.wait_for(Option::is_none).await;
+        Ok(hyper::body::Frame::data(tail))
+    }));
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames))
 }
 
 /// A call's body; `None` when it passes its limit (the create's, set by the test, or the

@@ -387,6 +387,9 @@ struct State {
     batches_made: tokio::sync::watch::Sender<usize>,
     /// Batch endpoint calls answered, by kind ([`batches::Call::index`]).
     batch_calls: tokio::sync::watch::Sender<[usize; 5]>,
+    /// Lines of a results file sent before the rest is held back
+    /// ([`MockServer::hold_results`]), or `None` to send them whole.
+    results_held: tokio::sync::watch::Sender<Option<usize>>,
     log: Mutex<Vec<Logged>>,
     models: Models,
 }
@@ -469,6 +472,18 @@ impl MockServer {
             .finished = true;
     }
 
+    /// From now on, sends the first `lines` lines of a longer results file and holds the rest
+    /// back until [`MockServer::release_results`]: a window in which a client may die with
+    /// part of a batch's results recorded.
+    pub fn hold_results(&self, lines: usize) {
+        self.state.results_held.send_replace(Some(lines));
+    }
+
+    /// Sends the rest of every results file held back, and every one whole from now on.
+    pub fn release_results(&self) {
+        self.state.results_held.send_replace(None);
+    }
+
     /// The request log (empty unless `record` was set).
     pub fn log(&self) -> Vec<Logged> {
         self.state
@@ -546,6 +561,7 @@ impl State {
             batches: Mutex::default(),
             batches_made: tokio::sync::watch::Sender::new(0),
             batch_calls: tokio::sync::watch::Sender::new([0; 5]),
+            results_held: tokio::sync::watch::Sender::new(None),
             log: Mutex::new(Vec::new()),
             models,
         }

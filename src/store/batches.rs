@@ -130,6 +130,25 @@ pub fn replaced_since(asked: Option<i64>, now: Option<i64>) -> bool {
     }
 }
 
+/// The condition that an item of `batch_items i JOIN jobs j ON j.id = i.job` is of the batch
+/// bound as `$1` and waits to be recorded: not recorded yet, and its job still pending.
+macro_rules! answer_waits {
+    () => {
+        "i.batch = $1 AND i.recorded_at_ms IS NULL AND j.state = 'pending'"
+    };
+}
+
+/// Appends `texts` as a list of arguments.
+fn push_texts<'s>(sql: &'s mut Sql, texts: &[String]) -> &'s mut Sql {
+    for (at, text) in texts.iter().enumerate() {
+        if at > 0 {
+            sql.push(", ");
+        }
+        sql.push_bind(text.as_str());
+    }
+    sql
+}
+
 impl Store {
     /// Pending jobs of a run that are in no batch still to be recorded, with row id above
     /// `after` (at least [`Store::before_first_job`]), in row order.
@@ -346,10 +365,39 @@ impl Store {
         Ok(())
     }
 
-    /// The jobs of a batch still waiting for their result, by custom id.
+    /// How many items of a batch of `kind` still wait to be recorded: those of
+    /// [`Store::batch_waiting`], or of [`Store::judges_waiting`].
+    pub async fn batch_items_waiting(
+        &self,
+        batch: i64,
+        kind: BatchKind,
+    ) -> Result<i64, StoreError> {
+        match kind {
+            BatchKind::Answer => {
+                self.value(
+                    Sql::new(concat!(
+                        "SELECT COUNT(*) FROM batch_items i JOIN jobs j ON j.id = i.job WHERE ",
+                        answer_waits!()
+                    ))
+                    .bind(batch),
+                )
+                .await
+            }
+            BatchKind::Judge => {
+                let mut waiting = 0;
+                self.judges_waiting_each(batch, None, |_, _| waiting += 1)
+                    .await?;
+                Ok(waiting)
+            }
+        }
+    }
+
+    /// The jobs of a batch, among the items of `custom_ids` (at most a few thousand: a part
+    /// of its results), still waiting for their result, by custom id.
     pub async fn batch_waiting(
         &self,
         batch: i64,
+        custom_ids: &[String],
     ) -> Result<HashMap<String, BatchWaiting>, StoreError> {
         // The request's integer `max_tokens` and thinking budget, read where the request is
         // (whole requests, up to a batch of them, would not fit in memory).
@@ -367,7 +415,7 @@ impl Store {
                      THEN (r.body #>> '{thinking,budget_tokens}')::bigint END"
             }
         };
-        let from = match self.dialect() {
+        let request = match self.dialect() {
             Dialect::Sqlite => "",
             Dialect::Postgres => " JOIN LATERAL (SELECT j.request::jsonb AS body) r ON TRUE",
         };
@@ -381,79 +429,106 @@ impl Store {
             Option<i64>,
         );
         let tokens = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
-        // Read row by row into the map, never as a list of rows beside it: a batch waits for
-        // up to 100,000 answers. The jobs of a batch share a few models, held once each.
-        let mut waiting = HashMap::new();
+        // The jobs of a batch share a few models, held once each.
+        let mut waiting = HashMap::with_capacity(custom_ids.len());
         let mut models: std::collections::HashSet<std::sync::Arc<str>> =
             std::collections::HashSet::new();
-        self.each(
-            Sql::new(format!(
+        for block in custom_ids.chunks(block_rows(1)) {
+            let mut sql = Sql::new(format!(
                 "SELECT i.custom_id, j.id, j.attempts, j.model, j.expect, {bounds}
-                 FROM batch_items i JOIN jobs j ON j.id = i.job{from}
-                 WHERE i.batch = $1 AND j.state = 'pending'"
+                 FROM batch_items i JOIN jobs j ON j.id = i.job{request}
+                 WHERE {} AND i.custom_id IN (",
+                answer_waits!()
             ))
-            .bind(batch),
-            |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget): Row| {
-                let model = match models.get(model.as_str()) {
-                    Some(shared) => std::sync::Arc::clone(shared),
-                    None => {
-                        let shared: std::sync::Arc<str> = model.into();
-                        models.insert(std::sync::Arc::clone(&shared));
-                        shared
-                    }
-                };
-                waiting.insert(
-                    custom_id,
-                    BatchWaiting {
-                        job,
-                        attempts,
-                        model,
-                        expect,
-                        bounds: crate::message::RequestBounds {
-                            max_tokens: tokens(max_tokens),
-                            thinking_budget: tokens(thinking_budget),
+            .bind(batch);
+            push_texts(&mut sql, block).push(")");
+            self.each(
+                sql.block(block.len(), 1),
+                |(custom_id, job, attempts, model, expect, max_tokens, thinking_budget): Row| {
+                    let model = match models.get(model.as_str()) {
+                        Some(shared) => std::sync::Arc::clone(shared),
+                        None => {
+                            let shared: std::sync::Arc<str> = model.into();
+                            models.insert(std::sync::Arc::clone(&shared));
+                            shared
+                        }
+                    };
+                    waiting.insert(
+                        custom_id,
+                        BatchWaiting {
+                            job,
+                            attempts,
+                            model,
+                            expect,
+                            bounds: crate::message::RequestBounds {
+                                max_tokens: tokens(max_tokens),
+                                thinking_budget: tokens(thinking_budget),
+                            },
                         },
-                    },
-                );
-                Ok::<_, StoreError>(())
-            },
-        )
-        .await?;
+                    );
+                    Ok::<_, StoreError>(())
+                },
+            )
+            .await?;
+        }
         Ok(waiting)
     }
 
-    /// The judge items of a batch still to be recorded, by custom id: those whose grade waits
-    /// for a verdict, and those whose grade was given another spec (or removed) since they
-    /// were asked, whose results are billed and recorded as attempts only. An item whose
-    /// grade has the spec it was asked with and a verdict already is recorded.
+    /// The judge items of a batch, among those of `custom_ids` (at most a few thousand: a part
+    /// of its results), still to be recorded, by custom id: those whose grade waits for a
+    /// verdict, and those whose grade was given another spec (or removed) since they were
+    /// asked, whose results are billed and recorded as attempts only. An item whose grade has
+    /// the spec it was asked with and a verdict already is recorded.
     pub async fn judges_waiting(
         &self,
         batch: i64,
+        custom_ids: &[String],
     ) -> Result<HashMap<String, JudgeWaiting>, StoreError> {
-        type Row = (String, i64, i64, Option<String>, Option<bool>, Option<i64>);
-        let rows: Vec<Row> = self
-            .all(
-                Sql::new(
-                    "SELECT i.custom_id, i.job, i.grader, g.spec, g.passed IS NULL, i.spec_hash
-                     FROM batch_items i
-                     LEFT JOIN grades g ON g.job = i.job AND g.grader = i.grader
-                     WHERE i.batch = $1",
-                )
-                .bind(batch),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(custom_id, job, grader, spec, waits, asked)| {
-                let waiting = JudgeWaiting {
-                    job,
-                    grader,
-                    spec,
-                    asked,
-                };
-                (waits == Some(true) || waiting.stale()).then_some((custom_id, waiting))
+        let mut waiting = HashMap::with_capacity(custom_ids.len());
+        for block in custom_ids.chunks(block_rows(1)) {
+            self.judges_waiting_each(batch, Some(block), |custom_id, judge| {
+                waiting.insert(custom_id, judge);
             })
-            .collect())
+            .await?;
+        }
+        Ok(waiting)
+    }
+
+    /// Each judge item of a batch still to be recorded (see [`Store::judges_waiting`]), of
+    /// those of `custom_ids` (at most [`block_rows`]`(1)`) or of the whole batch, to `sink`.
+    async fn judges_waiting_each(
+        &self,
+        batch: i64,
+        custom_ids: Option<&[String]>,
+        mut sink: impl FnMut(String, JudgeWaiting),
+    ) -> Result<(), StoreError> {
+        type Row = (String, i64, i64, Option<String>, Option<bool>, Option<i64>);
+        let mut sql = Sql::new(
+            "SELECT i.custom_id, i.job, i.grader, g.spec, g.passed IS NULL, i.spec_hash
+             FROM batch_items i
+             LEFT JOIN grades g ON g.job = i.job AND g.grader = i.grader
+             WHERE i.batch = $1 AND i.recorded_at_ms IS NULL",
+        )
+        .bind(batch);
+        if let Some(block) = custom_ids {
+            sql.push(" AND i.custom_id IN (");
+            push_texts(&mut sql, block).push(")");
+            sql = sql.block(block.len(), 1);
+        }
+        self.each(sql, |(custom_id, job, grader, spec, waits, asked): Row| {
+            let waiting = JudgeWaiting {
+                job,
+                grader,
+                spec,
+                asked,
+            };
+            if waits == Some(true) || waiting.stale() {
+                sink(custom_id, waiting);
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+        Ok(())
     }
 
     /// The judge items of a run's batches not yet recorded: (job, grader, [`spec_hash`] of
@@ -483,26 +558,40 @@ impl Store {
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Commits part of a batch's results; with `last`, the batch is recorded in the same
-    /// transaction, so that its jobs are free for another batch only once all are written.
+    /// Commits part of a batch's results: what they make of the items of `recorded` (their
+    /// custom ids), which are marked recorded in the same transaction, so that results read
+    /// again (msgbatch died before the batch was) skip them. With `last`, the batch is
+    /// recorded too, so that its jobs are free for another batch only once all are written.
     pub async fn write_batch_results(
         &self,
         batch: i64,
         results: &WriteBatch,
+        recorded: &[String],
         last: bool,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         if !results.is_empty() {
-            self.write(results).await?;
+            Self::write_in(&mut tx, results).await?;
+        }
+        let now = now_ms();
+        for block in recorded.chunks(block_rows(1)) {
+            let mut sql = Sql::new(
+                "UPDATE batch_items SET recorded_at_ms = $1 WHERE batch = $2 AND custom_id IN (",
+            )
+            .bind(now)
+            .bind(batch);
+            push_texts(&mut sql, block).push(")");
+            tx.execute(sql.block(block.len(), 1)).await?;
         }
         if last {
-            self.execute(
+            tx.execute(
                 Sql::new("UPDATE batches SET state = 'recorded', ended_at_ms = $2 WHERE id = $1")
                     .bind(batch)
-                    .bind(now_ms()),
+                    .bind(now),
             )
             .await?;
         }
-        Ok(())
+        tx.commit().await
     }
 
     /// Batch requests of a run that ended without an answer, by what they asked for

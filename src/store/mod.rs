@@ -19,6 +19,35 @@ macro_rules! answering {
     };
 }
 
+/// The attempts of the runs picked by `$runs` (a condition on `j.run_id`, after it) that were
+/// billed for what no result or grade holds: a judge's verdict that came back from a batch for
+/// a grader spec since replaced. Their `a.cost_pico_usd` is spent as surely as a result's:
+/// what a run spent (its budget, its workers' grants, its report's judging) counts them
+/// through this. Read through the partial index of failed attempts, as each has an error.
+macro_rules! billed_apart {
+    ($runs:literal) => {
+        concat!(
+            "FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job
+             WHERE a.error_type IS NOT NULL AND a.cost_pico_usd IS NOT NULL AND j.run_id ",
+            $runs
+        )
+    };
+}
+
+/// What the judge requests of the run bound as `$1` cost, in pico-USD, as an SQL expression:
+/// its verdicts, and those billed but recorded as no verdict ([`billed_apart`]).
+macro_rules! judge_spend {
+    () => {
+        concat!(
+            "(COALESCE((SELECT SUM(g.judge_cost_pico_usd) FROM grades g
+                        JOIN jobs j ON j.id = g.job WHERE j.run_id = $1), 0)
+              + COALESCE((SELECT SUM(a.cost_pico_usd) ",
+            billed_apart!("= $1"),
+            "), 0))"
+        )
+    };
+}
+
 mod batches;
 mod failures;
 mod jobs_view;
@@ -676,6 +705,13 @@ impl Store {
     /// them now. Attempts are always recorded: they were sent, and may have been billed.
     pub async fn write(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin().await?;
+        let lost = Self::write_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// [`Store::write`] within a transaction of the caller's, which commits it.
+    async fn write_in(tx: &mut Tx, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
         let fenced = batch.updates.iter().any(|u| u.lease.is_some());
         let mut lost = Vec::new();
         const UPDATE_COLUMNS: usize = 5;
@@ -785,7 +821,7 @@ impl Store {
             .flat_map(|r| &r.grades)
             .chain(&batch.grades)
             .collect();
-        insert_grades(&mut tx, &grades).await?;
+        insert_grades(tx, &grades).await?;
         if let Some(worker) = batch.worker {
             let done = batch
                 .updates
@@ -795,6 +831,7 @@ impl Store {
                 .iter()
                 .filter_map(|r| r.cost_pico_usd.map(saturating))
                 .chain(batch.grades.iter().filter_map(|g| g.judge_cost_pico_usd))
+                .chain(batch.attempts.iter().filter_map(|a| a.cost_pico_usd))
                 .sum::<i64>();
             tx.execute(
                 Sql::new(
@@ -808,24 +845,14 @@ impl Store {
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(lost)
     }
 
     /// What the judge requests of a run cost, in pico-USD: its verdicts, and those billed
     /// but not recorded (see [`Store::replaced_judge_verdicts`]).
     pub async fn judge_spend(&self, run_id: i64) -> Result<i64, StoreError> {
-        let verdicts: i64 = self
-            .value(
-                Sql::new(
-                    "SELECT CAST(COALESCE(SUM(g.judge_cost_pico_usd), 0) AS BIGINT) FROM grades g
-                     JOIN jobs j ON j.id = g.job WHERE j.run_id = $1",
-                )
-                .bind(run_id),
-            )
-            .await?;
-        let (_, replaced) = self.replaced_judge_verdicts(run_id).await?;
-        Ok(verdicts.saturating_add(replaced))
+        self.value(Sql::new(concat!("SELECT CAST(", judge_spend!(), " AS BIGINT)")).bind(run_id))
+            .await
     }
 
     /// Judge verdicts of a run that came back from a batch for a grader spec since replaced

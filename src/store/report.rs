@@ -3,7 +3,7 @@
 //! rows back, not a million.
 
 use super::sql::{Dialect, Sql};
-use super::{JobSpan, REPLACED_SPEC, Store, StoreError};
+use super::{JobSpan, Store, StoreError};
 
 /// How results are grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,19 +492,15 @@ impl Store {
     ) -> Result<Vec<GradingRow>, StoreError> {
         // What judging cost: the verdicts, and those billed but not recorded (they came back
         // from a batch for a spec since replaced), which a failed attempt's row keeps.
-        let mut b = Sql::new(
+        let mut b = Sql::new(concat!(
             "WITH g AS (SELECT job, COUNT(*) AS n, COUNT(*) FILTER (WHERE passed) AS ok,
                                COUNT(*) FILTER (WHERE passed IS NULL) AS waiting,
                                CAST(SUM(COALESCE(judge_cost_pico_usd, 0)) AS BIGINT)
                                    AS judge_cost
                         FROM grades GROUP BY job),
-                  s AS (SELECT a.job, CAST(SUM(COALESCE(a.cost_pico_usd, 0)) AS BIGINT) AS cost
-                        FROM attempts a INDEXED BY attempts_failed
-                        CROSS JOIN jobs sj ON sj.id = a.job
-                        WHERE a.error_type IS NOT NULL AND a.error_type = $1
-                          AND a.kind = 'judge' AND sj.run_id IN (",
-        )
-        .bind(REPLACED_SPEC);
+                  s AS (SELECT a.job, CAST(SUM(a.cost_pico_usd) AS BIGINT) AS cost ",
+            billed_apart!("IN (")
+        ));
         b.push_list(runs);
         b.push(
             ") GROUP BY a.job)

@@ -302,8 +302,9 @@ impl Store {
 
     /// Grants a worker up to `want` more of its run's budget (`limit`), and at least `need`,
     /// or nothing when `need` does not fit; returns what was added. What the run has
-    /// committed is what its results and judges cost, and what each live worker was granted
-    /// and has not spent; a worker that stopped or went silent holds nothing more.
+    /// committed is what its results and judges cost (as its report counts them: judges
+    /// billed for no verdict included), and what each live worker was granted and has not
+    /// spent; a worker that stopped or went silent holds nothing more.
     pub async fn grant_budget(
         &self,
         worker: i64,
@@ -329,8 +330,9 @@ impl Store {
                     "SELECT CAST(
                         COALESCE((SELECT SUM(r.cost_pico_usd) FROM results r
                                   JOIN jobs j ON j.id = r.job WHERE j.run_id = $1), 0)
-                      + COALESCE((SELECT SUM(g.judge_cost_pico_usd) FROM grades g
-                                  JOIN jobs j ON j.id = g.job WHERE j.run_id = $1), 0)
+                      + ",
+                    judge_spend!(),
+                    "
                       + COALESCE((SELECT SUM(GREATEST(granted_pico_usd - spent_pico_usd, 0))
                                   FROM workers WHERE run_id = $1 AND ",
                     alive!(""),

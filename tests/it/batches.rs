@@ -673,3 +673,136 @@ async fn a_body_limit_learnt_from_a_413_is_kept_for_resume() {
         "{states:?}"
     );
 }
+
+/// More requests than one commit of a batch's results holds, so that a run can die with part
+/// of a batch's results recorded.
+pub(crate) const PAST_ONE_COMMIT: usize = 2_050;
+
+/// A count from the store of `ws`: its SQLite file, or the PostgreSQL database `db`.
+pub(crate) async fn count_in(
+    ws: &Workspace,
+    db: Option<&crate::postgres::TestDb>,
+    sql: &'static str,
+) -> i64 {
+    match db {
+        Some(db) => sqlx::query_scalar(sql)
+            .fetch_one(&mut db.connect().await)
+            .await
+            .expect("a count"),
+        None => count(&ws.pool().await, sql).await,
+    }
+}
+
+/// Waits until `child` has committed some of a batch's results (what `recorded` counts) and
+/// kills it (-9) before it reads the rest, which the mock holds back: the batch stays open.
+/// Returns what was recorded.
+pub(crate) async fn kill_once_results_are_partly_recorded(
+    (ws, db): (&Workspace, Option<&crate::postgres::TestDb>),
+    mock: &msgbatch::mock::MockServer,
+    mut child: tokio::process::Child,
+    recorded: &'static str,
+) -> i64 {
+    use msgbatch::mock::batches::Call;
+    let asked = mock.batch_calls(Call::Results);
+    mock.hold_results(PAST_ONE_COMMIT - 10);
+    tokio::select! {
+        () = mock.wait_for_batch_calls(Call::Results, asked + 1) => {}
+        ended = child.wait() => panic!("the run ended ({ended:?}) before it read results"),
+    }
+    let done = loop {
+        let done = count_in(ws, db, recorded).await;
+        if done > 0 {
+            break done;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            ended = child.wait() => panic!("the run ended ({ended:?}) with the results held back"),
+        }
+    };
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    mock.release_results();
+    done
+}
+
+/// kill -9 after a first part of a batch's results is committed, with an item errored in it
+/// whose job `--include-failed` makes pending again: resume reads the results again and
+/// records only the items not yet recorded, and the errored job goes in a new batch (in the
+/// next session: this one packed while it was in the open batch), so that each item of a
+/// batch has one attempt.
+async fn resume_after_kill_9_while_recording_results(
+    ws: &Workspace,
+    db: Option<&crate::postgres::TestDb>,
+) {
+    // The results come last request first: the last job's error is in the first commit.
+    let mock = batch_mock(BatchConfig {
+        errored: vec![format!("job-{}", PAST_ONE_COMMIT - 1)],
+        ..BatchConfig::default()
+    })
+    .await;
+    let file = ws.jobs("jobs.jsonl", PAST_ONE_COMMIT);
+    let args = polled(&[
+        "run",
+        file.to_str().unwrap(),
+        "--via",
+        "batches",
+        "--name",
+        "r",
+    ]);
+    let child = ws.command_on(&mock, &args).spawn().unwrap();
+    let recorded = kill_once_results_are_partly_recorded(
+        (ws, db),
+        &mock,
+        child,
+        "SELECT COUNT(*) FROM attempts WHERE batch IS NOT NULL",
+    )
+    .await;
+    assert!(recorded < PAST_ONE_COMMIT as i64, "{recorded}");
+    let count = async |sql| count_in(ws, db, sql).await;
+    assert_eq!(
+        count("SELECT COUNT(*) FROM batches WHERE state = 'submitted'").await,
+        1,
+        "the batch is not recorded yet"
+    );
+    let output = ws.run(&polled(&["resume", "r", "--include-failed"])).await;
+    let twice = count(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM attempts WHERE batch IS NOT NULL
+                               GROUP BY job, batch HAVING COUNT(*) > 1) AS twice",
+    )
+    .await;
+    assert_eq!(twice, 0, "no item of a batch recorded twice");
+    let (_, stderr) = text(&output);
+    // It was in the open batch when this session packed: it goes in the next.
+    assert!(
+        stderr.contains("resume with: msgbatch resume r"),
+        "{stderr}"
+    );
+    let output = ws.run(&polled(&["resume", "r"])).await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    assert_eq!(mock.batches_created(), 2, "the errored job went again");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM jobs WHERE state != 'succeeded'").await,
+        0
+    );
+    // The errored job: errored in the first batch, answered in the second.
+    assert_eq!(
+        count("SELECT attempts FROM jobs WHERE job_id = 'job-2049'").await,
+        2
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM attempts").await,
+        PAST_ONE_COMMIT as i64 + 1
+    );
+}
+
+#[tokio::test]
+async fn kill_9_while_recording_results_then_resume_records_each_item_once() {
+    resume_after_kill_9_while_recording_results(&Workspace::new(), None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn kill_9_while_recording_results_on_postgres() {
+    let db = crate::postgres::TestDb::create().await;
+    resume_after_kill_9_while_recording_results(&Workspace::on_postgres(&db.url), Some(&db)).await;
+}

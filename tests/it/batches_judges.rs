@@ -177,7 +177,16 @@ async fn kill_while_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&
 
 /// [`kill_while_the_judges_run`] on any store.
 async fn kill_once_the_judges_run(ws: &Workspace, mock: &MockServer, extra: &[&str]) {
-    let file = judged_jobs(ws);
+    kill_once_the_judges_of_run(ws, mock, &judged_jobs(ws), extra).await;
+}
+
+/// [`kill_once_the_judges_run`] with the jobs of `file`.
+async fn kill_once_the_judges_of_run(
+    ws: &Workspace,
+    mock: &MockServer,
+    file: &std::path::Path,
+    extra: &[&str],
+) {
     let mut args = vec![
         "run",
         file.to_str().unwrap(),
@@ -770,4 +779,120 @@ async fn kill_9_between_the_judges_create_call_and_its_commit_on_postgres() {
     .await
     .unwrap();
     assert_eq!(verdicts, 4);
+}
+
+/// `count` jobs, each with a judge grader of `rubric`.
+fn judged_by(ws: &Workspace, count: usize, rubric: &str) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "params": {"model": "claude-haiku-4-5",
+                "max_tokens": 100, "messages": [{"role": "user", "content": format!("prompt-{i}")}]},
+                "expect": [{"judge": {"rubric": rubric, "model": "claude-haiku-4-5"}}]})
+            .to_string()
+        })
+        .collect();
+    ws.write(
+        &format!("{count}-{}.jsonl", rubric.len()),
+        &(lines.join("\n") + "\n"),
+    )
+}
+
+/// kill -9 after a first part of the results of a judges' batch whose rubric was replaced is
+/// committed: resume reads the results again and records only the verdicts not yet recorded,
+/// so each billed verdict is counted once in the report.
+#[tokio::test]
+async fn kill_9_while_recording_replaced_verdicts_then_resume_counts_each_once() {
+    use crate::batches::{PAST_ONE_COMMIT, kill_once_results_are_partly_recorded};
+    let ws = Workspace::new();
+    let mock = slow_judges(0).await;
+    let file = judged_by(&ws, PAST_ONE_COMMIT, "The answer must address the prompt.");
+    kill_once_the_judges_of_run(&ws, &mock, &file, &[]).await;
+    let expects = judged_by(&ws, PAST_ONE_COMMIT, "The answer must be polite.");
+    let output = ws
+        .run(&["grade", "j", "--expect", expects.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    mock.finish_batches();
+    let child = ws.command(&polled(&["resume", "j"])).spawn().unwrap();
+    let recorded = kill_once_results_are_partly_recorded(
+        (&ws, None),
+        &mock,
+        child,
+        "SELECT COUNT(*) FROM attempts WHERE error_type = 'replaced_spec'",
+    )
+    .await;
+    assert!(recorded < PAST_ONE_COMMIT as i64, "{recorded}");
+    let output = ws.run(&polled(&["resume", "j"])).await;
+    let pool = ws.pool().await;
+    let stale: Vec<i64> =
+        sqlx::query_scalar("SELECT cost_pico_usd FROM attempts WHERE error_type = 'replaced_spec'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stale.len(),
+        PAST_ONE_COMMIT,
+        "each replaced verdict recorded once"
+    );
+    assert_eq!(code(&output), 0, "{:?}", text(&output));
+    let verdicts: i64 = verdicts(&ws).await.iter().map(|v| v.3.unwrap()).sum();
+    let report = ws.report_json("j").await;
+    assert_eq!(
+        report["totals"][0]["grading"]["judge_cost_pico_usd"].as_i64(),
+        Some(verdicts + stale.iter().sum::<i64>())
+    );
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!(
+            "{PAST_ONE_COMMIT} judge verdicts came back from a batch"
+        )),
+        "{warnings}"
+    );
+}
+
+/// A worker of a run shared through PostgreSQL is granted nothing of a `--max-cost` budget
+/// that the run's report counts as spent, verdicts billed for a replaced rubric included.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_worker_is_granted_nothing_the_report_counts_as_spent_on_postgres() {
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    let mock = slow_judges(0).await;
+    new_rubric_while_the_judges_batch_runs(&ws, &mock).await;
+    let report = ws.report_json("j").await;
+    let totals = &report["totals"][0];
+    let replaced: i64 = sqlx::query_scalar(
+        "SELECT CAST(SUM(cost_pico_usd) AS BIGINT) FROM attempts
+         WHERE error_type = 'replaced_spec'",
+    )
+    .fetch_one(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert!(replaced > 0);
+    let spent = totals["cost"]["total_pico_usd"].as_i64().unwrap()
+        + totals["grading"]["judge_cost_pico_usd"].as_i64().unwrap();
+    let store = msgbatch::store::Store::open(msgbatch::store::Location::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let run: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE name = 'j'")
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap();
+    let (worker, _) = store
+        .register_worker(run, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grant_budget(worker, spent, 1, 1).await.unwrap(),
+        None,
+        "the whole budget is spent"
+    );
+    assert_eq!(
+        store
+            .grant_budget(worker, spent + 10, 10, 10)
+            .await
+            .unwrap(),
+        Some(10),
+        "what is left of it, and no more, is granted"
+    );
 }

@@ -1,6 +1,7 @@
 //! Reading a finished batch's results into the store as they stream in: each line priced at
 //! the batch rates and committed in groups, with bounded memory whatever the batch's size.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -28,8 +29,17 @@ enum Waiting {
     Judge(JudgeWaiting),
 }
 
-/// Results committed per transaction while a batch's results are read.
+/// Lines of a batch's results read, looked up and committed together.
 const RESULTS_PER_COMMIT: usize = 2_000;
+
+/// What the reading of a batch's results recorded so far.
+#[derive(Default)]
+struct Recorded {
+    /// Items of any kind.
+    items: i64,
+    /// Jobs' answers (judges are counted in [`Batcher::judged`]).
+    jobs: u64,
+}
 
 impl Batcher<'_> {
     /// Polls every submitted batch, with a wait that doubles up to a minute, and records the
@@ -129,22 +139,15 @@ impl Batcher<'_> {
     /// Returns the jobs recorded (judges are counted in [`Batcher::judged`]), or `None` when the user stopped the run before the results could be read
     /// (the batch stays open for the next session).
     async fn record(&self, row: &BatchRow, batch: &MessageBatch) -> anyhow::Result<Option<u64>> {
-        let mut waiting: std::collections::HashMap<String, Waiting> =
-            if row.kind == BatchKind::Judge.as_str() {
-                let judges = self.store.judges_waiting(row.id).await?;
-                judges
-                    .into_iter()
-                    .map(|(k, w)| (k, Waiting::Judge(w)))
-                    .collect()
-            } else {
-                let jobs = self.store.batch_waiting(row.id).await?;
-                jobs.into_iter()
-                    .map(|(k, w)| (k, Waiting::Job(w)))
-                    .collect()
-            };
+        let kind = if row.kind == BatchKind::Judge.as_str() {
+            BatchKind::Judge
+        } else {
+            BatchKind::Answer
+        };
+        let waiting = self.store.batch_items_waiting(row.id, kind).await?;
         let submitted_at = row.submitted_at_ms.unwrap_or(row.intent_at_ms);
-        let mut recorded = 0;
-        if !waiting.is_empty() {
+        let mut recorded = Recorded::default();
+        if waiting > 0 {
             let url = batch.results_url.as_deref().ok_or_else(|| {
                 BatchError(format!(
                     "batch {} ended, but the gateway gave no results_url to read its results from; `msgbatch resume` asks again",
@@ -171,50 +174,39 @@ impl Batcher<'_> {
                 warn(note);
             }
             let mut lines = results.lines;
-            let mut pending = WriteBatch::default();
             let mut unreadable = 0_usize;
             // A download that stalls fails like an idle stream, rather than hang the night.
             let idle = self.client.stream_idle_timeout();
-            loop {
-                let Ok(next) = tokio::time::timeout(idle, lines.next()).await else {
-                    return Err(BatchError(format!(
-                        "reading the results of {} stalled for {idle:?}; `msgbatch resume` reads them again",
-                        batch.id
-                    ))
-                    .into());
-                };
-                let Some(line) = next else {
-                    break;
-                };
-                let line = line.map_err(|e| {
-                    BatchError(format!("reading the results of {} failed: {e}", batch.id))
-                })?;
-                let Some(item) = Item::read(&line) else {
-                    // Not even a custom id to tell whose it is: its request stays waiting,
-                    // counted with those the results lack, and the other lines are read.
-                    unreadable += 1;
-                    continue;
-                };
-                match waiting.remove(&item.custom_id) {
-                    Some(Waiting::Job(job)) => {
-                        self.item(&mut pending, &job, item, (row.id, submitted_at))?;
-                        recorded += 1;
+            let mut ended = false;
+            while !ended {
+                // The results a part at a time, each part's waiting items looked up in one
+                // go: what is in memory is one part, whatever the batch's size.
+                let mut items = Vec::with_capacity(RESULTS_PER_COMMIT);
+                while items.len() < RESULTS_PER_COMMIT {
+                    let Ok(next) = tokio::time::timeout(idle, lines.next()).await else {
+                        return Err(BatchError(format!(
+                            "reading the results of {} stalled for {idle:?}; `msgbatch resume` reads them again",
+                            batch.id
+                        ))
+                        .into());
+                    };
+                    let Some(line) = next else {
+                        ended = true;
+                        break;
+                    };
+                    let line = line.map_err(|e| {
+                        BatchError(format!("reading the results of {} failed: {e}", batch.id))
+                    })?;
+                    match Item::read(&line) {
+                        Some(item) => items.push(item),
+                        // Not even a custom id to tell whose it is: its request stays waiting,
+                        // counted with those the results lack, and the other lines are read.
+                        None => unreadable += 1,
                     }
-                    // Counted apart: judges are no jobs.
-                    Some(Waiting::Judge(judge)) => {
-                        self.judge_item(&mut pending, judge, item, (row.id, submitted_at));
-                    }
-                    None => continue,
                 }
-                if pending.attempts.len() >= RESULTS_PER_COMMIT {
-                    self.store
-                        .write_batch_results(row.id, &std::mem::take(&mut pending), false)
-                        .await?;
-                }
+                self.record_part(row.id, kind, submitted_at, items, &mut recorded)
+                    .await?;
             }
-            self.store
-                .write_batch_results(row.id, &pending, false)
-                .await?;
             if unreadable > 0 {
                 crate::errln!(
                     "warning: {unreadable} lines of batch {}'s results are not results and name no request; they are left out",
@@ -222,14 +214,66 @@ impl Batcher<'_> {
                 );
             }
         }
-        if !waiting.is_empty() {
+        if recorded.items < waiting {
             // Items the results file did not have: their jobs stay pending for another batch.
-            warn_missing(&batch.id, waiting.len());
+            warn_missing(&batch.id, waiting - recorded.items);
         }
         self.store
-            .write_batch_results(row.id, &WriteBatch::default(), true)
+            .write_batch_results(row.id, &WriteBatch::default(), &[], true)
             .await?;
-        Ok(Some(recorded))
+        Ok(Some(recorded.jobs))
+    }
+
+    /// Records the items of a part of a batch's results whose job (or judge grade) still
+    /// waits for them, in one commit.
+    async fn record_part(
+        &self,
+        batch: i64,
+        kind: BatchKind,
+        submitted_at: i64,
+        items: Vec<Item>,
+        recorded: &mut Recorded,
+    ) -> anyhow::Result<()> {
+        let ids: Vec<String> = items.iter().map(|item| item.custom_id.clone()).collect();
+        let mut waiting: HashMap<String, Waiting> = match kind {
+            BatchKind::Judge => self
+                .store
+                .judges_waiting(batch, &ids)
+                .await?
+                .into_iter()
+                .map(|(k, w)| (k, Waiting::Judge(w)))
+                .collect(),
+            BatchKind::Answer => self
+                .store
+                .batch_waiting(batch, &ids)
+                .await?
+                .into_iter()
+                .map(|(k, w)| (k, Waiting::Job(w)))
+                .collect(),
+        };
+        let mut pending = WriteBatch::default();
+        // The custom ids of the items `pending` records.
+        let mut done = Vec::with_capacity(waiting.len());
+        for Item { custom_id, result } in items {
+            // An item is recorded once, even if the results repeat it.
+            match waiting.remove(&custom_id) {
+                Some(Waiting::Job(job)) => {
+                    self.item(&mut pending, &job, result, (batch, submitted_at))?;
+                    recorded.jobs += 1;
+                }
+                // Counted apart: judges are no jobs.
+                Some(Waiting::Judge(judge)) => {
+                    self.judge_item(&mut pending, judge, result, (batch, submitted_at));
+                }
+                None => continue,
+            }
+            done.push(custom_id);
+        }
+        recorded.items += i64::try_from(done.len()).unwrap_or(i64::MAX);
+        self.store
+            .write_batch_results(batch, &pending, &done, false)
+            .await?;
+        Ok(())
     }
 
     /// One result item into the writer batch: a result, or why the job has none.
@@ -237,7 +281,7 @@ impl Batcher<'_> {
         &self,
         pending: &mut WriteBatch,
         waiting: &BatchWaiting,
-        item: Item,
+        result: ItemResult,
         (batch, submitted_at_ms): (i64, i64),
     ) -> anyhow::Result<()> {
         let job = waiting.job;
@@ -253,21 +297,21 @@ impl Batcher<'_> {
             batch: Some(batch),
             ..AttemptRecord::default()
         };
-        let (state, error) = match item.result {
+        let (state, error) = match result {
             ItemResult::Succeeded { message } => {
-                let body = Bytes::from(serde_json::to_vec(&message)?);
-                // As a direct answer: usage the job's own request could not have produced
-                // (more output than its max_tokens allows) is refused, never billed.
-                let parsed = MessageSummary::parse(&body).and_then(|summary| {
-                    match summary.impossible_usage(&waiting.bounds) {
-                        Some(impossible) => Err(impossible),
-                        None => Ok(summary),
-                    }
-                });
+                // Read once, with the line: checked as a direct answer's body is, and stored
+                // as its JSON text.
+                let parsed =
+                    MessageSummary::parse_value(&message).and_then(|summary| {
+                        match summary.impossible_usage(&waiting.bounds) {
+                            Some(impossible) => Err(impossible),
+                            None => Ok(summary),
+                        }
+                    });
                 match parsed {
                     Ok(summary) => {
                         let answer = Answer {
-                            body,
+                            body: Bytes::from(serde_json::to_vec(&message)?),
                             summary,
                             status: 200,
                             request_id: None,
@@ -380,7 +424,7 @@ impl Batcher<'_> {
         &self,
         pending: &mut WriteBatch,
         waiting: JudgeWaiting,
-        item: Item,
+        result: ItemResult,
         (batch, submitted_at_ms): (i64, i64),
     ) {
         let stale = waiting.stale();
@@ -408,16 +452,15 @@ impl Batcher<'_> {
             batch: Some(batch),
             ..AttemptRecord::default()
         };
-        let grade = match item.result {
+        let grade = match result {
             ItemResult::Succeeded { message } => {
                 attempt.http_status = Some(200);
-                let body = serde_json::to_vec(&message).unwrap_or_default();
                 // A judge request's max_tokens is the one every judge request has.
                 let bounds = RequestBounds {
                     max_tokens: Some(crate::eval::JUDGE_MAX_TOKENS),
                     thinking_budget: None,
                 };
-                let judged = MessageSummary::parse(&body).and_then(|summary| {
+                let judged = MessageSummary::parse_value(&message).and_then(|summary| {
                     if let Some(impossible) = summary.impossible_usage(&bounds) {
                         return Err(impossible);
                     }
@@ -434,6 +477,7 @@ impl Batcher<'_> {
                         answered.clone_into(&mut model);
                     }
                     let about = (job, grader, spec.clone());
+                    let body = serde_json::to_vec(&message).unwrap_or_default();
                     verdict(self.prices, about, model, &body, &summary.usage())
                 });
                 match judged {
@@ -614,7 +658,7 @@ fn errored(attempt: &mut AttemptRecord, error: &Value) -> (String, String) {
 }
 
 /// Says that a batch's results lacked some of its requests (their jobs stay pending).
-fn warn_missing(batch: &str, missing: usize) {
+fn warn_missing(batch: &str, missing: i64) {
     crate::errln!(
         "warning: the results of batch {batch} lack {missing} of its requests; their jobs stay pending and go in the next batch"
     );
