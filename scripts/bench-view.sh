@@ -253,6 +253,47 @@ time_page "job list, sorted by latency, last page" "/runs/$run/jobs?sort=latency
 time_page "job list, sorted by cost, one model, last page" \
     "/runs/$run/jobs?sort=cost_desc&model=claude-sonnet-4-6&page=$(( (last + 1) / 2 ))"
 time_page "job list, page 100, one model" "/runs/$run/jobs?page=100&model=claude-haiku-4-5"
+# Deep pages of a sorted list, as its links reach them: a next link carries the last row's
+# value and id (after=), a previous link the first's (before=), and the page is found by a
+# seek on the sort's index. The same pages asked by number step over every job before them.
+# (A binary without cursors gives none: those lines say so.)
+cursor_of() {
+    curl -s "${url}api/runs/$run/jobs?$1" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1]) or "")' "$2"
+}
+one_model="sort=cost_asc&model=claude-haiku-4-5"
+for deep in 5000 9900; do
+    time_page "job list, sorted by cost, one model, page $deep by number" \
+        "/runs/$run/jobs?$one_model&page=$deep"
+    after=$(cursor_of "$one_model&page=$(( deep - 1 ))" next)
+    if [ -n "$after" ]; then
+        time_page "  the same page by its next link (after=)" \
+            "/runs/$run/jobs?$one_model&after=$after&page=$deep"
+        time_page "  the same page (JSON)" "/api/runs/$run/jobs?$one_model&after=$after&page=$deep"
+        before=$(cursor_of "$one_model&page=$(( deep + 1 ))" prev)
+        time_page "  the same page by its previous link (before=)" \
+            "/runs/$run/jobs?$one_model&before=$before&page=$deep"
+    else
+        echo "  (no cursors: this binary pages by number only)"
+    fi
+done
+middle=$(( (results + 49) / 50 / 2 ))
+time_page "job list, sorted by latency, page $middle by number" \
+    "/runs/$run/jobs?sort=latency_desc&page=$middle"
+after=$(cursor_of "sort=latency_desc&page=$(( middle - 1 ))" next)
+[ -n "$after" ] && time_page "  the same page by its next link (after=)" \
+    "/runs/$run/jobs?sort=latency_desc&after=$after&page=$middle"
+time_page "job list, tag suite=s3, page 1400 by number" "/runs/$run/jobs?tag=suite%3Ds3&page=1400"
+after=$(cursor_of "tag=suite%3Ds3&page=1399" next)
+[ -n "$after" ] && time_page "  the same page by its next link (after=)" \
+    "/runs/$run/jobs?tag=suite%3Ds3&after=$after&page=1400"
+# BENCH_VIEW_MODELS=1: the model comparison too, its first page and a deep one. It compares
+# every job of the run in memory on each request, whichever page (seconds, and the server's
+# peak memory then is its), so it is left out of the figures above unless asked for.
+if [ -n "${BENCH_VIEW_MODELS:-}" ]; then
+    time_page "model comparison, first page" "/runs/$run/models"
+    time_page "model comparison, page 5000" "/runs/$run/models?page=5000"
+fi
 time_page "one job" "/runs/$run/jobs/$job"
 time_page "runs" "/"
 time_page "runs (JSON, as the page polls it)" "/api/runs"

@@ -184,19 +184,123 @@ impl JobSort {
             column,
             index,
             descending: matches!(self, Self::CostDesc | Self::LatencyDesc),
+            after: None,
         })
     }
+}
+
+/// A row of a job list that a page starts after or ends before, as its links name it: the
+/// row's value of the list's sort key (`None` in input order, and for a job without a value,
+/// which a sorted list shows after the others) and its row id. A page is found from it by a
+/// seek on the list's index (`(value, id) > (v, i)`), however deep into the list it is,
+/// where a page number has the database step over every row before it.
+///
+/// Written `ID` in input order, `VALUE.ID` or `none.ID` in a sorted list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cursor {
+    pub value: Option<i64>,
+    pub id: i64,
+}
+
+impl Cursor {
+    /// The cursor of a listed row in a list sorted by `sort`.
+    pub fn of(row: &JobListRow, sort: JobSort) -> Self {
+        let value = match sort.key() {
+            None => None,
+            Some(key) if key.column == "cost_pico_usd" => row.cost_pico_usd,
+            Some(_) => row.latency_ms,
+        };
+        Self { value, id: row.id }
+    }
+
+    /// The cursor as a URL writes it for a list sorted by `sort`.
+    pub fn text(self, sort: JobSort) -> String {
+        match (sort, self.value) {
+            (JobSort::Input, _) => self.id.to_string(),
+            (_, Some(value)) => format!("{value}.{}", self.id),
+            (_, None) => format!("none.{}", self.id),
+        }
+    }
+
+    /// A cursor as [`Cursor::text`] writes it for `sort`, or what is wrong with it: digits
+    /// only (a value may start with `-`), each fitting 64 bits, and the form of that order.
+    pub fn parse(text: &str, sort: JobSort) -> Result<Self, String> {
+        fn number(text: &str, signed: bool) -> Option<i64> {
+            let digits = if signed {
+                text.strip_prefix('-').unwrap_or(text)
+            } else {
+                text
+            };
+            if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            text.parse().ok()
+        }
+        let row_id =
+            |id: &str| number(id, false).ok_or_else(|| format!("`{id}` is not a row id (digits)"));
+        if sort == JobSort::Input {
+            if text.contains('.') {
+                return Err(format!(
+                    "`{text}` is a sorted list's cursor; in input order a cursor is a row id"
+                ));
+            }
+            return Ok(Self {
+                value: None,
+                id: row_id(text)?,
+            });
+        }
+        let Some((value, id)) = text.split_once('.') else {
+            return Err(format!(
+                "`{text}` is not a cursor of a list sorted by {}: VALUE.ID or none.ID",
+                sort.as_str()
+            ));
+        };
+        let value = match value {
+            "none" => None,
+            value => Some(number(value, true).ok_or_else(|| {
+                format!("`{value}` is not a value of the sort (an integer, or none)")
+            })?),
+        };
+        Ok(Self {
+            value,
+            id: row_id(id)?,
+        })
+    }
+}
+
+/// Of `span`, the rows after row `id` (`backwards`: before it); `None` when there are none.
+fn span_past(span: &JobSpan, id: i64, backwards: bool) -> Option<JobSpan> {
+    let part = if backwards {
+        JobSpan {
+            last: span.last.min(id.saturating_sub(1)),
+            ..*span
+        }
+    } else {
+        JobSpan {
+            first: span.first.max(id.saturating_add(1)),
+            ..*span
+        }
+    };
+    (part.first <= part.last).then_some(JobSpan {
+        contiguous: false,
+        ..part
+    })
 }
 
 /// How a sorted job list reads its jobs with a value: in the order of `index` (on
 /// `results (column, job)`, migrations 0012 and postgres/0005), forwards or backwards, so that
 /// a page reads as many index entries as it skips and shows, and sorts nothing. Jobs with the
 /// same value follow in row order, reversed with the rest for a descending sort.
+///
+/// `after`, a (value, row id): only the rows past it in the order the statement reads them
+/// (the key's, or the reverse backwards), found by a seek on the index rather than stepped to.
 #[derive(Debug, Clone, Copy)]
 struct SortKey {
     column: &'static str,
     index: &'static str,
     descending: bool,
+    after: Option<(i64, i64)>,
 }
 
 /// Which rows of a job list a statement reads.
@@ -595,7 +699,7 @@ impl Store {
         let known_jobs = tally
             .filter(|_| filter.narrows_by_model_at_most())
             .map(|tally| tally.jobs(filter.model.as_deref()));
-        let mut rows: Vec<JobListRow> = match filter.sort.key() {
+        let rows: Vec<JobListRow> = match filter.sort.key() {
             // Every row of a contiguous stretch is one of the run's jobs: an unfiltered page
             // starts `offset` rows into it, found by row id rather than stepped to.
             None if filter.is_empty() && span.contiguous => {
@@ -650,13 +754,97 @@ impl Store {
                 rows
             }
         };
+        Ok(self.excerpts_cut(rows))
+    }
+
+    /// The rows with their excerpts cut, as SQLite cuts them in SQL: PostgreSQL reads the
+    /// whole request and answer.
+    fn excerpts_cut(&self, mut rows: Vec<JobListRow>) -> Vec<JobListRow> {
         if self.dialect() == Dialect::Postgres {
             for row in &mut rows {
                 row.prompt = row.prompt.as_deref().and_then(prompt_excerpt);
                 row.answer = row.answer.as_deref().and_then(answer_excerpt);
             }
         }
-        Ok(rows)
+        rows
+    }
+
+    /// The page of a run's jobs under `filter` just past `cursor`: the (at most `limit`, up
+    /// to [`MAX_PAGE`]) jobs that follow it in the list's order, or `backwards`, the last of
+    /// those before it; in the list's order either way. Each part of the list is read from
+    /// the cursor on by a seek (on the row id, or on the sort's index), so that a page deep in
+    /// a million jobs reads no more than one near the start.
+    pub async fn job_page_at(
+        &self,
+        run_id: i64,
+        span: &JobSpan,
+        filter: &JobFilter,
+        cursor: Cursor,
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<JobListRow>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let left = |rows: &Vec<JobListRow>| limit - i64::try_from(rows.len()).unwrap_or(limit);
+        let mut rows = match filter.sort.key() {
+            None => match span_past(span, cursor.id, backwards) {
+                Some(past) => {
+                    self.read_in_order(run_id, &past, filter, Part::Input, 0, limit, backwards)
+                        .await?
+                }
+                None => Vec::new(),
+            },
+            Some(key) => {
+                let valued = |after| Part::Valued(SortKey { after, ..key });
+                let missing = Part::Missing(key);
+                match cursor.value {
+                    Some(value) => {
+                        let seek = valued(Some((value, cursor.id)));
+                        let mut rows = self
+                            .read_in_order(run_id, span, filter, seek, 0, limit, backwards)
+                            .await?;
+                        // Past the jobs with a value, those without follow from their first.
+                        if !backwards && left(&rows) > 0 {
+                            let more = self
+                                .read_in_order(run_id, span, filter, missing, 0, left(&rows), false)
+                                .await?;
+                            rows.extend(more);
+                        }
+                        rows
+                    }
+                    None => {
+                        let mut rows = match span_past(span, cursor.id, backwards) {
+                            Some(past) => {
+                                self.read_in_order(
+                                    run_id, &past, filter, missing, 0, limit, backwards,
+                                )
+                                .await?
+                            }
+                            None => Vec::new(),
+                        };
+                        // Before the jobs without a value, the last of those with one.
+                        if backwards && left(&rows) > 0 {
+                            let more = self
+                                .read_in_order(
+                                    run_id,
+                                    span,
+                                    filter,
+                                    valued(None),
+                                    0,
+                                    left(&rows),
+                                    true,
+                                )
+                                .await?;
+                            rows.extend(more);
+                        }
+                        rows
+                    }
+                }
+            }
+        };
+        if backwards {
+            rows.reverse();
+        }
+        Ok(self.excerpts_cut(rows))
     }
 
     /// At most `limit` rows of `part` of a list after its first `offset`. When the part's
@@ -861,6 +1049,22 @@ impl Store {
             .once();
         if let Part::Missing(key) = part {
             sql.push(key.missing());
+        }
+        if let Part::Valued(key) = part
+            && let Some((value, id)) = key.after
+        {
+            // A row value, which both databases compare as a seek on the index's
+            // `(value, row id)` order (SQLite's index ends with the row id).
+            let past = if key.descending != backwards {
+                "<"
+            } else {
+                ">"
+            };
+            sql.push(&format!(" AND (r.{}, r.job) {past} (", key.column))
+                .push_bind(value)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
         }
         filter.push_conditions(&mut sql, dialect);
         if limit == 0 {
@@ -1185,6 +1389,40 @@ mod tests {
             .map(|(.., step)| step)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_page_past_a_cursor_seeks_the_sort_s_index_to_it_rather_than_scanning_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for sort in [
+            JobSort::CostDesc,
+            JobSort::CostAsc,
+            JobSort::LatencyDesc,
+            JobSort::LatencyAsc,
+        ] {
+            let key = SortKey {
+                after: Some((5_000, 77)),
+                ..sort.key().unwrap()
+            };
+            for model in [None, Some("claude-haiku-4-5".to_owned())] {
+                let filter = JobFilter {
+                    model,
+                    sort,
+                    ..JobFilter::default()
+                };
+                for backwards in [false, true] {
+                    let valued = plan(&store, &filter, Part::Valued(key), backwards).await;
+                    let first = valued.lines().next().unwrap_or_default();
+                    assert!(
+                        first.starts_with(&format!("SEARCH r USING INDEX {} (", key.index))
+                            && first.contains(key.column),
+                        "{sort:?}: {valued}"
+                    );
+                    assert!(!valued.contains("TEMP B-TREE"), "{sort:?}: {valued}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

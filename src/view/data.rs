@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::pricing::format_usd;
 use crate::report::{self, Report};
-use crate::store::view::{JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome, RunTally};
+use crate::store::view::{Cursor, JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome, RunTally};
 use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, RunStatus, Store, StoreError};
 
 /// Jobs a filtered list counts before it says "more than": a count reads every row up to
@@ -197,18 +197,38 @@ pub struct RunPage {
 pub struct JobsPage {
     pub run: RunRef,
     pub filter: JobFilter,
-    pub page: i64,
+    /// The page's number: the one asked for, or the one its link carries (a page found
+    /// from a cursor); `None` for a cursor given without one.
+    pub page: Option<i64>,
     pub per_page: i64,
     /// Jobs the filter matches, counted up to `matched_cap` (not counted for a text search).
     pub matched: Option<i64>,
     pub matched_cap: i64,
     pub has_next: bool,
+    /// The cursor of this page's last job, for the next page (`after=`), when there is one.
+    pub next: Option<String>,
+    /// Whether jobs come before this page, and the cursor of its first job, for the one
+    /// before (`before=`).
+    pub has_prev: bool,
+    pub prev: Option<String>,
     /// A text search: the stretch of rows this page read, and where the next one starts.
     pub search: Option<SearchWindow>,
     pub jobs: Vec<JobItem>,
     pub models: Vec<String>,
     pub graders: Vec<String>,
     pub stop_reasons: Vec<String>,
+}
+
+/// Which page of a job list a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobsAt {
+    /// Page `n` (1 is the first): found by stepping over the jobs before it, as old links
+    /// and hand-written ones ask.
+    Page(i64),
+    /// The jobs after this one, as a page's next link asks: found by a seek.
+    After(Cursor),
+    /// The jobs before this one, as a page's previous link asks: found by a seek.
+    Before(Cursor),
 }
 
 /// The rows a text search read for one page, as positions in the run (1 is its first job).
@@ -489,17 +509,20 @@ impl Data {
 
     /// One page of a run's jobs. A text search reads [`SEARCH_WINDOW`] rows at most from
     /// row id `from` (the run's first by default), in input order.
+    ///
+    /// `at` says which page: a page number, or the jobs just past a cursor (whose page
+    /// number, if known, is `numbered`).
     pub async fn jobs_page(
         self: &Arc<Self>,
         key: &str,
         mut filter: JobFilter,
-        page: i64,
+        at: JobsAt,
+        numbered: Option<i64>,
         per_page: i64,
         from: Option<i64>,
     ) -> Result<JobsPage, ViewError> {
         let run = self.find_run(key).await?;
         let per_page = per_page.clamp(1, MAX_PAGE);
-        let page = page.max(1);
         let tally = self.store.run_tally(run.id).await?;
         let span = tally.span.unwrap_or(JobSpan {
             first: 0,
@@ -517,19 +540,70 @@ impl Data {
             }
         });
         if window.is_some() {
+            if !matches!(at, JobsAt::Page(_)) {
+                return Err(ViewError::BadRequest(
+                    "after, before: a text search goes on with `from`, not a cursor".to_owned(),
+                ));
+            }
             filter.sort = crate::store::view::JobSort::Input;
         }
-        // One row more than the page says whether there is a next one.
-        let (read, offset) = match &window {
-            Some(window) => (window, 0),
-            None => (&span, (page - 1) * per_page),
+        let by_offset = |page: i64| {
+            let (read, offset) = match &window {
+                Some(window) => (window, 0),
+                None => (&span, (page - 1) * per_page),
+            };
+            self.store
+                .job_page(run.id, read, Some(&tally), &filter, offset, per_page + 1)
         };
-        let mut rows = self
-            .store
-            .job_page(run.id, read, Some(&tally), &filter, offset, per_page + 1)
-            .await?;
-        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) > per_page;
+        let many = |rows: &Vec<JobListRow>| i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        // One row more than the page says whether there is a next one (the one before,
+        // backwards).
+        let (mut rows, page, has_prev, full) = match at {
+            JobsAt::Page(page) => {
+                let page = page.max(1);
+                let rows = by_offset(page).await?;
+                let full = many(&rows) > per_page;
+                (rows, Some(page), page > 1, full)
+            }
+            JobsAt::After(cursor) => {
+                let rows = self
+                    .store
+                    .job_page_at(run.id, &span, &filter, cursor, false, per_page + 1)
+                    .await?;
+                let full = many(&rows) > per_page;
+                (rows, numbered, true, full)
+            }
+            JobsAt::Before(cursor) => {
+                let mut rows = self
+                    .store
+                    .job_page_at(run.id, &span, &filter, cursor, true, per_page + 1)
+                    .await?;
+                if many(&rows) > per_page {
+                    rows.remove(0);
+                    // Jobs come before it: it is not the first page, whatever its link says.
+                    (rows, numbered.filter(|&n| n > 1), true, true)
+                } else {
+                    // Nothing before these: the list's first page, read as such (whole, and
+                    // numbered 1 whatever the link said).
+                    let rows = by_offset(1).await?;
+                    let full = many(&rows) > per_page;
+                    (rows, Some(1), false, full)
+                }
+            }
+        };
         rows.truncate(usize::try_from(per_page).unwrap_or(usize::MAX));
+        let next = (full && window.is_none())
+            .then(|| {
+                rows.last()
+                    .map(|r| Cursor::of(r, filter.sort).text(filter.sort))
+            })
+            .flatten();
+        let prev = (has_prev && window.is_none())
+            .then(|| {
+                rows.first()
+                    .map(|r| Cursor::of(r, filter.sort).text(filter.sort))
+            })
+            .flatten();
         let search = window.map(|window| {
             let next_from = if full {
                 rows.last().map(|r| r.id + 1)
@@ -594,6 +668,9 @@ impl Data {
             matched,
             matched_cap: COUNT_CAP,
             has_next,
+            next,
+            has_prev,
+            prev,
             search,
             jobs,
             models,

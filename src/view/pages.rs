@@ -328,11 +328,38 @@ fn filter_pairs(filter: &JobFilter) -> Vec<(&'static str, String)> {
     pairs
 }
 
-fn page_link(page: &JobsPage, to: i64) -> String {
+/// Where a link of the job list's pager goes.
+enum To<'a> {
+    /// The first page.
+    First,
+    /// The jobs after (or `before`) this cursor, page `page` if this page's number is known.
+    Past {
+        cursor: &'a str,
+        before: bool,
+        page: Option<i64>,
+    },
+    /// A text search's next stretch of rows.
+    Further,
+}
+
+fn page_link(page: &JobsPage, to: To<'_>) -> String {
     let mut pairs = filter_pairs(&page.filter);
-    match &page.search {
-        Some(search) => pairs.push(("from", search.next_from.unwrap_or(0).to_string())),
-        None => pairs.push(("page", to.to_string())),
+    match to {
+        To::First => {}
+        To::Past {
+            cursor,
+            before,
+            page: number,
+        } => {
+            pairs.push((if before { "before" } else { "after" }, cursor.to_owned()));
+            if let Some(number) = number {
+                pairs.push(("page", number.to_string()));
+            }
+        }
+        To::Further => {
+            let from = page.search.as_ref().and_then(|s| s.next_from).unwrap_or(0);
+            pairs.push(("from", from.to_string()));
+        }
     }
     if page.per_page != super::data::PAGE {
         pairs.push(("per_page", page.per_page.to_string()));
@@ -344,14 +371,39 @@ fn page_link(page: &JobsPage, to: i64) -> String {
 /// `/runs/{run}/jobs`: one page of the jobs, the filters in a form.
 pub fn jobs(page: &JobsPage) -> Markup {
     let f = &page.filter;
-    let first = (page.page - 1) * page.per_page + 1;
+    // Where the page starts in the list, when its number is known.
+    let first = page
+        .page
+        .map(|p| (p - 1).saturating_mul(page.per_page).saturating_add(1));
     let shown = i64::try_from(page.jobs.len()).unwrap_or(0);
     let matched = match page.matched {
         Some(n) if n > page.matched_cap => format!("more than {}", page.matched_cap),
         Some(n) => n.to_string(),
         None if page.has_next => "more".to_owned(),
-        None => (first - 1 + shown).to_string(),
+        None => first.map_or_else(|| "more".to_owned(), |f| (f - 1 + shown).to_string()),
     };
+    let prev = match (&page.prev, page.page) {
+        (_, Some(2)) => Some(page_link(page, To::First)),
+        (Some(cursor), number) => Some(page_link(
+            page,
+            To::Past {
+                cursor,
+                before: true,
+                page: number.map(|n| n - 1),
+            },
+        )),
+        (None, _) => None,
+    };
+    let next = page.next.as_deref().map(|cursor| {
+        page_link(
+            page,
+            To::Past {
+                cursor,
+                before: false,
+                page: page.page.map(|n| n + 1),
+            },
+        )
+    });
     layout(
         &format!("{} jobs", page.run.name),
         html! {
@@ -392,8 +444,9 @@ pub fn jobs(page: &JobsPage) -> Markup {
                 @if let Some(search) = &page.search {
                     (shown) " matching among jobs " (search.first_read) "–" (search.last_read)
                     " of " (search.rows) " searched"
-                } @else if shown == 0 { "no jobs match" }
-                @else { "jobs " (first) "–" (first + shown - 1) " of " (matched) " matching" }
+                } @else if shown == 0 { "no jobs match" @if page.has_prev { " past this point" } }
+                @else if let Some(first) = first { "jobs " (first) "–" (first + shown - 1) " of " (matched) " matching" }
+                @else { (shown) " jobs of " (matched) " matching, past the one its link names" }
             }
             @if page.search.is_some() {
                 p.note #search-rule {
@@ -433,11 +486,12 @@ pub fn jobs(page: &JobsPage) -> Markup {
             }
             p.pages {
                 @if page.search.is_some() {
-                    @if page.has_next { a rel="next" href=(page_link(page, 0)) { "search further →" } }
+                    @if page.has_next { a rel="next" href=(page_link(page, To::Further)) { "search further →" } }
                 } @else {
-                    @if page.page > 1 { a rel="prev" href=(page_link(page, page.page - 1)) { "← previous" } " " }
-                    "page " (page.page)
-                    @if page.has_next { " " a rel="next" href=(page_link(page, page.page + 1)) { "next →" } }
+                    @if page.has_prev { a rel="first" href=(page_link(page, To::First)) { "first" } " " }
+                    @if let Some(prev) = &prev { a rel="prev" href=(prev) { "← previous" } " " }
+                    @if let Some(number) = page.page { "page " (number) }
+                    @if let Some(next) = &next { " " a rel="next" href=(next) { "next →" } }
                 }
             }
         },

@@ -16,11 +16,11 @@ use hyper_util::service::TowerToHyperService;
 use maud::Markup;
 use tokio_util::sync::CancellationToken;
 
-use super::data::{Data, PAGE, ViewError};
+use super::data::{Data, JobsAt, PAGE, ViewError};
 use super::pages;
 use super::security::{self, Access};
 use crate::store::Store;
-use crate::store::view::{JobFilter, JobSort, Outcome};
+use crate::store::view::{Cursor, JobFilter, JobSort, Outcome};
 
 type Shared = State<Arc<Data>>;
 
@@ -347,12 +347,22 @@ pub const MAX_FILTER_CHARS: usize = 1_000;
 /// holds no jobs anyway).
 pub const MAX_PAGE_NUMBER: i64 = 1_000_000_000;
 
+/// What the job list's query asks for: which jobs, which page of them, how many a page, and
+/// where a text search goes on from.
+struct JobQuery {
+    filter: JobFilter,
+    at: JobsAt,
+    /// The page number a cursor's link carries.
+    numbered: Option<i64>,
+    per_page: i64,
+    from: Option<i64>,
+}
+
 /// The job list's query: every field optional, an empty one (as a form sends it) unset.
-/// A value longer than [`MAX_FILTER_CHARS`] or holding a NUL, or a page past
-/// [`MAX_PAGE_NUMBER`], is refused naming its field.
-fn job_query(
-    query: &HashMap<String, String>,
-) -> Result<(JobFilter, i64, i64, Option<i64>), ViewError> {
+/// A value longer than [`MAX_FILTER_CHARS`] or holding a NUL, a page past
+/// [`MAX_PAGE_NUMBER`], or a cursor (`after`, `before`) that is not one of the list's order,
+/// is refused naming its field.
+fn job_query(query: &HashMap<String, String>) -> Result<JobQuery, ViewError> {
     for (name, value) in query {
         if value.chars().count() > MAX_FILTER_CHARS {
             return Err(ViewError::BadRequest(format!(
@@ -419,7 +429,44 @@ fn job_query(
         sort,
     };
     let from = get("from").map(|_| number("from", 0)).transpose()?;
-    Ok((filter, page, number("per_page", PAGE)?, from))
+    let cursor = |name: &str| {
+        get(name)
+            .map(|v| {
+                Cursor::parse(&v, sort).map_err(|e| ViewError::BadRequest(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let (at, numbered) = match (cursor("after")?, cursor("before")?) {
+        (Some(_), Some(_)) => {
+            return Err(ViewError::BadRequest(
+                "after, before: a page is past one cursor, not two".to_owned(),
+            ));
+        }
+        // A cursor's link carries its page's number (none before the first, nor after it
+        // when a page lies before).
+        (Some(after), None) if page > 1 || get("page").is_none() => {
+            (JobsAt::After(after), get("page").map(|_| page))
+        }
+        (None, Some(before)) if page >= 1 => (JobsAt::Before(before), get("page").map(|_| page)),
+        (Some(_), None) => {
+            return Err(ViewError::BadRequest(format!(
+                "page: `{page}` cannot follow a job (after=); the first page is 1"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ViewError::BadRequest(format!(
+                "page: `{page}` is before the first page, 1"
+            )));
+        }
+        (None, None) => (JobsAt::Page(page), None),
+    };
+    Ok(JobQuery {
+        filter,
+        at,
+        numbered,
+        per_page: number("per_page", PAGE)?,
+        from,
+    })
 }
 
 async fn jobs_page(
@@ -427,10 +474,7 @@ async fn jobs_page(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
-    let (filter, page, per_page, from) = job_query(&query)?;
-    Ok(pages::jobs(
-        &data.jobs_page(&run, filter, page, per_page, from).await?,
-    ))
+    Ok(pages::jobs(&jobs_of(&data, &run, &query).await?))
 }
 
 async fn jobs_api(
@@ -438,10 +482,18 @@ async fn jobs_api(
     Path(run): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Api<super::data::JobsPage> {
-    let (filter, page, per_page, from) = job_query(&query)?;
-    Ok(Json(
-        data.jobs_page(&run, filter, page, per_page, from).await?,
-    ))
+    Ok(Json(jobs_of(&data, &run, &query).await?))
+}
+
+/// The page of a run's jobs `query` asks for.
+async fn jobs_of(
+    data: &Arc<Data>,
+    run: &str,
+    query: &HashMap<String, String>,
+) -> Result<super::data::JobsPage, ViewError> {
+    let q = job_query(query)?;
+    data.jobs_page(run, q.filter, q.at, q.numbered, q.per_page, q.from)
+        .await
 }
 
 fn job_id(job: &str) -> Result<i64, ViewError> {

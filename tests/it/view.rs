@@ -568,6 +568,302 @@ async fn sorted_lists_on(ws: Workspace) {
     }
 }
 
+#[tokio::test]
+async fn a_sorted_filtered_list_walked_by_its_links_shows_each_job_once_in_order_both_ways() {
+    walked_lists_on(Workspace::new()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_postgresql_list_walked_by_its_links_shows_each_job_once_in_order_both_ways() {
+    let db = crate::postgres::TestDb::create().await;
+    walked_lists_on(Workspace::on_postgres(&db.url)).await;
+}
+
+/// A run of 23 jobs, each tagged `half` `a` or `b`: priced answers of a few sizes (ties among
+/// them), unpriced answers and jobs the gateway refuses. The view on it, and the run's id.
+async fn tagged_sorted_run(ws: &Workspace) -> (View, String, i64) {
+    let mock = mock(MockConfig {
+        models: vec!["house-model".to_owned()],
+        ..MockConfig::default()
+    })
+    .await;
+    let lines: Vec<String> = (0..23)
+        .map(|i| {
+            let model = match i % 5 {
+                3 => "house-model",
+                4 => "no-such-model",
+                _ => "claude-haiku-4-5",
+            };
+            json!({"custom_id": format!("j{i}"), "params": {"model": model, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "word ".repeat(1 + i % 3)}]},
+                "tags": {"half": if i % 2 == 0 { "a" } else { "b" }}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    let output = ws
+        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "walked"])
+        .await;
+    assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
+    let view = View::start(ws, &[]).await;
+    let base = view.base();
+    let id = get_json(&format!("{base}/api/runs/walked")).await["run"]["id"]
+        .as_i64()
+        .unwrap();
+    (view, base, id)
+}
+
+/// The value of a link of a page's pager (`rel`), as a path and query.
+fn pager_link(html: &str, rel: &str) -> Option<String> {
+    let at = html.find(&format!("rel=\"{rel}\" href=\""))?;
+    let rest = &html[at + rel.len() + 13..];
+    Some(rest[..rest.find('"')?].replace("&amp;", "&"))
+}
+
+/// The row ids of the jobs a job list page shows, in order, and what it says it shows.
+fn shown_jobs(html: &str, run: i64) -> (Vec<i64>, String) {
+    let prefix = format!("href=\"/runs/{run}/jobs/");
+    let ids = html
+        .match_indices(&prefix)
+        .map(|(at, _)| {
+            let rest = &html[at + prefix.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    let said = html
+        .split("<p id=\"matched\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default()
+        .to_owned();
+    (ids, said)
+}
+
+/// Every order of a tagged list, walked page by page by its pages' next links from the
+/// first, and back by their previous links from the last: each job once, in the list's order,
+/// each page numbered as it is; the JSON API's cursors walk it the same way.
+async fn walked_lists_on(ws: Workspace) {
+    let (_view, base, id) = tagged_sorted_run(&ws).await;
+    let input = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=200")).await;
+    let input = input["jobs"].as_array().unwrap().clone();
+    assert_eq!(input.len(), 23);
+    let field = |job: &Value, name: &str| job[name].as_i64();
+    assert!(
+        input
+            .iter()
+            .any(|j| field(j, "cost_pico_usd").is_none() && field(j, "latency_ms").is_some()),
+        "an unpriced answer"
+    );
+    assert!(
+        input.iter().any(|j| field(j, "latency_ms").is_none()),
+        "a refused job"
+    );
+    for (sort, name, descending) in [
+        ("input", "", false),
+        ("cost_desc", "cost_pico_usd", true),
+        ("cost_asc", "cost_pico_usd", false),
+        ("latency_desc", "latency_ms", true),
+        ("latency_asc", "latency_ms", false),
+    ] {
+        for (filter, keep) in [
+            ("tag=half%3Da", Some("a")),
+            ("model=claude-haiku-4-5", None),
+            ("", None),
+        ] {
+            let kept: Vec<&Value> = input
+                .iter()
+                .filter(|j| match keep {
+                    Some(half) => j["tags"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(&format!("\"{half}\""))),
+                    None if filter.starts_with("model") => j["model"] == "claude-haiku-4-5",
+                    None => true,
+                })
+                .collect();
+            // Those with a value by it, ties in row order (reversed with the rest when
+            // descending), then those without, in row order.
+            let mut valued: Vec<(i64, i64)> = kept
+                .iter()
+                .filter(|_| !name.is_empty())
+                .filter_map(|j| Some((field(j, name)?, field(j, "id")?)))
+                .collect();
+            valued.sort_unstable();
+            if descending {
+                valued.reverse();
+            }
+            let expected: Vec<i64> = valued
+                .into_iter()
+                .map(|(_, id)| id)
+                .chain(
+                    kept.iter()
+                        .filter(|j| name.is_empty() || field(j, name).is_none())
+                        .filter_map(|j| field(j, "id")),
+                )
+                .collect();
+            for per_page in [2, 3] {
+                let what = format!("sort={sort} {filter}, {per_page} a page");
+                let first = format!("/runs/{id}/jobs?sort={sort}&{filter}&per_page={per_page}");
+                // Forwards by the next links.
+                let mut pages: Vec<Vec<i64>> = Vec::new();
+                let mut link = Some(first);
+                let mut last = String::new();
+                while let Some(path) = link {
+                    let (status, _, html) = get(&format!("{base}{path}")).await;
+                    assert_eq!(status, StatusCode::OK, "{what}: {path}: {html}");
+                    let (ids, said) = shown_jobs(&html, id);
+                    let from = pages.iter().map(Vec::len).sum::<usize>() + 1;
+                    assert!(
+                        said.starts_with(&format!("jobs {from}–{} of", from + ids.len() - 1)),
+                        "{what}: {path} says {said}"
+                    );
+                    assert!(
+                        html.contains(&format!("page {}", pages.len() + 1)),
+                        "{what}: {path}"
+                    );
+                    assert!(pages.len() < 20, "{what}: the links go round");
+                    pages.push(ids);
+                    last = path;
+                    link = pager_link(&html, "next");
+                }
+                let walked: Vec<i64> = pages.concat();
+                assert_eq!(walked, expected, "{what}: forwards");
+                // Backwards by the previous links, from the last page.
+                let mut back: Vec<Vec<i64>> = Vec::new();
+                let mut link = Some(last);
+                while let Some(path) = link {
+                    let (status, _, html) = get(&format!("{base}{path}")).await;
+                    assert_eq!(status, StatusCode::OK, "{what}: {path}: {html}");
+                    let number = pages.len() - back.len();
+                    assert!(html.contains(&format!("page {number}")), "{what}: {path}");
+                    assert!(back.len() < 20, "{what}: the links go round");
+                    back.push(shown_jobs(&html, id).0);
+                    link = pager_link(&html, "prev");
+                }
+                back.reverse();
+                assert_eq!(back, pages, "{what}: backwards, page for page");
+            }
+            // The API: its next and previous cursors, as the links carry them.
+            let api = format!("{base}/api/runs/{id}/jobs?sort={sort}&{filter}&per_page=2");
+            let mut seen: Vec<i64> = Vec::new();
+            let mut page = get_json(&api).await;
+            loop {
+                seen.extend(
+                    page["jobs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|j| j["id"].as_i64()),
+                );
+                if page["has_next"] != true {
+                    assert_eq!(page["next"], Value::Null);
+                    break;
+                }
+                let next = page["next"].as_str().expect("a next cursor").to_owned();
+                let number = page["page"].as_i64().unwrap() + 1;
+                page = get_json(&format!("{api}&after={next}&page={number}")).await;
+                assert_eq!(page["page"], number);
+                assert_eq!(page["has_prev"], true);
+                // The previous page, by its cursor, ends where this one starts.
+                let prev = page["prev"].as_str().expect("a previous cursor").to_owned();
+                let before = get_json(&format!("{api}&before={prev}&page={}", number - 1)).await;
+                let before: Vec<i64> = before["jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|j| j["id"].as_i64())
+                    .collect();
+                assert!(
+                    seen.ends_with(&before) && before.len() == 2,
+                    "sort={sort} {filter}"
+                );
+            }
+            assert_eq!(seen, expected, "sort={sort} {filter}: by the API's cursors");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forged_or_malformed_cursor_is_refused_400_naming_it_and_the_server_goes_on() {
+    let ws = Workspace::new();
+    let (_view, base, id) = tagged_sorted_run(&ws).await;
+    let jobs = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=200")).await;
+    let before = job_ids(&jobs);
+    for (query, field) in [
+        ("sort=cost_desc&after=abc", "after"),
+        ("sort=cost_desc&after=12", "after"),
+        ("sort=cost_desc&after=1.2.3", "after"),
+        ("sort=cost_desc&after=1.-2", "after"),
+        ("sort=cost_desc&after=%2B1.2", "after"),
+        ("sort=cost_desc&after=0x10.2", "after"),
+        ("sort=cost_desc&after=99999999999999999999.1", "after"),
+        ("sort=cost_desc&after=1.99999999999999999999", "after"),
+        (
+            "sort=latency_asc&before=1%29%3BDROP%20TABLE%20jobs%3B--.1",
+            "before",
+        ),
+        ("sort=latency_asc&before=%27%20OR%201%3D1%20--.1", "before"),
+        ("sort=latency_asc&before=NaN.1", "before"),
+        ("sort=latency_asc&before=none", "before"),
+        ("after=5.6", "after"),
+        ("after=none.6", "after"),
+        ("after=-6", "after"),
+        ("after=1&before=2", "after, before"),
+        ("sort=cost_asc&after=5.6&page=1", "page"),
+        ("sort=cost_asc&before=5.6&page=0", "page"),
+        ("q=word&after=6", "after, before"),
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/{id}/jobs?{query}");
+            let (status, _, body) = get(&url).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+            assert!(body.contains(&format!("{field}:")), "{url}: {body}");
+        }
+    }
+    // Cursors at the ends of what 64 bits hold, and of rows no run has, are no one's rows:
+    // pages of what lies past them, not failures.
+    for query in [
+        "sort=cost_desc&after=-9223372036854775808.0",
+        "sort=cost_desc&after=9223372036854775807.9223372036854775807",
+        "sort=cost_asc&before=-9223372036854775808.0",
+        "sort=latency_desc&before=9223372036854775807.9223372036854775807",
+        "sort=latency_desc&after=none.9223372036854775807",
+        "sort=latency_desc&before=none.0",
+        "after=9223372036854775807",
+        "before=0&page=7",
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/{id}/jobs?{query}");
+            let (status, _, body) = get(&url).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {body}");
+        }
+    }
+    let all = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?sort=cost_desc&after=9223372036854775807.9223372036854775807&per_page=200"
+    ))
+    .await;
+    assert_eq!(
+        all["jobs"].as_array().unwrap().len(),
+        23,
+        "past a cursor before them all"
+    );
+    let none = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?after=9223372036854775807"
+    ))
+    .await;
+    assert_eq!(none["jobs"], json!([]));
+    // Nothing before it: the first page, numbered 1.
+    let first = get_json(&format!(
+        "{base}/api/runs/{id}/jobs?before=0&page=7&per_page=5"
+    ))
+    .await;
+    assert_eq!(first["page"], 1);
+    assert_eq!(first["has_prev"], false);
+    assert_eq!(job_ids(&first), before[..5]);
+    let again = get_json(&format!("{base}/api/runs/{id}/jobs?per_page=200")).await;
+    assert_eq!(job_ids(&again), before, "the store is as it was");
+}
+
 /// `routes` served on a free loopback port as the command serves its own (guarded, with every
 /// answer's layers), closing connections whose headers take over `header_read_timeout`:
 /// the base URL and the token that stops it.
