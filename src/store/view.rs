@@ -1120,6 +1120,7 @@ mod tests {
             expect: None,
             state,
             error: None,
+            params_max_tokens: None,
         };
         let pending = super::super::JobState::Pending;
         store
