@@ -176,23 +176,36 @@ impl<'a> Expander<'a> {
     /// together.
     pub(super) fn jobs(&self, mut prepared: Prepared) -> Result<Vec<NewJob>, Rejection> {
         let requests = self.requests(&mut prepared)?;
+        // Each request is the body as serde_json writes it, which reads back to the same
+        // bytes: without `stream`, it is its batch params as sent.
+        let params_max_tokens = (!prepared.body.contains_key("stream")).then(|| {
+            prepared
+                .body
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        });
         let repeat = self.options.repeat.max(1);
         let mut jobs = Vec::with_capacity(requests.len() * repeat as usize);
         for (model, request) in requests {
-            let request_sha256 = sha256_hex(request.as_bytes());
-            for sample in 0..repeat {
-                jobs.push(NewJob {
-                    job_id: prepared.id.clone(),
-                    model: model.clone(),
-                    sample,
-                    line: prepared.line,
-                    request_sha256: request_sha256.clone(),
-                    request: request.clone(),
-                    tags: prepared.tags.clone(),
-                    expect: prepared.expect.clone(),
-                    state: JobState::Pending,
-                    error: None,
-                });
+            let first = jobs.len();
+            jobs.push(NewJob {
+                job_id: prepared.id.clone(),
+                model,
+                sample: 0,
+                line: prepared.line,
+                request_sha256: sha256_hex(request.as_bytes()),
+                request,
+                tags: prepared.tags.clone(),
+                expect: prepared.expect.clone(),
+                state: JobState::Pending,
+                error: None,
+                params_max_tokens,
+            });
+            for sample in 1..repeat {
+                let mut next = jobs[first].clone();
+                next.sample = sample;
+                jobs.push(next);
             }
         }
         Ok(jobs)
@@ -221,6 +234,7 @@ impl<'a> Expander<'a> {
             expect: None,
             state: JobState::Rejected,
             error: Some(reason),
+            params_max_tokens: None,
         }
     }
 }

@@ -362,6 +362,47 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_stream_is_stored_as_its_batch_params_with_its_max_tokens() {
+        let text = concat!(
+            r#"{"custom_id":"a","params":{"messages":[{"role":"user","content":"caf\u00e9 \"q\" \ud83d\ude00"}],"temperature":0.30000000000000004,"z":1e3,"a":[1.5e-7,18446744073709551616],"model":"x","model":"y"}}"#,
+            "\n",
+            r#"{"custom_id":"b","params":{"max_tokens":7,"stream":true,"messages":[{"role":"user","content":"s"}]}}"#,
+            "\n",
+            r#"{"custom_id":"c","params":{"stream":false,"messages":[{"role":"user","content":"t"}]}}"#,
+            "\n",
+            r#"{"custom_id":"d", "params": {"max_tokens": 9 ,"messages":[ {"content":"u","role":"user"} ]}}"#,
+            "\n",
+            "{not json\n",
+        );
+        let (summary, jobs) = load_text("jobs.jsonl", text, &["m1", "m2"]);
+        assert_eq!((summary.jobs, summary.bad_records), (8, 1));
+        let known: Vec<(&str, Option<u64>)> = jobs
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.params_max_tokens))
+            .collect();
+        assert_eq!(
+            known,
+            [
+                ("a", Some(64)),
+                ("a", Some(64)),
+                ("b", None),
+                ("b", None),
+                ("c", None),
+                ("c", None),
+                ("d", Some(9)),
+                ("d", Some(9)),
+                ("line-5", None),
+            ]
+        );
+        // What packing takes on trust: such a request reads back to the same bytes.
+        for job in jobs.iter().filter(|j| j.params_max_tokens.is_some()) {
+            let read: Map<String, Value> = serde_json::from_str(&job.request).unwrap();
+            assert_eq!(serde_json::to_string(&read).unwrap(), job.request);
+            assert_eq!(read["max_tokens"].as_u64(), job.params_max_tokens);
+        }
+    }
+
+    #[test]
     fn every_bad_line_is_reported_with_line_and_field() {
         let text = concat!(
             r#"{"model":"a","messages":[{"role":"user","content":"ok"}]}"#,

@@ -160,7 +160,8 @@ impl Store {
     ) -> Result<Vec<PendingJob>, StoreError> {
         self.all(
             Sql::new(
-                "SELECT id, job_id, model, request, attempts, expect FROM jobs NOT INDEXED
+                "SELECT id, job_id, model, request, attempts, expect, params_max_tokens
+                 FROM jobs NOT INDEXED
                  WHERE id > $2 AND run_id = $1 AND state = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.id = i.batch
                                    WHERE i.job = jobs.id AND b.state != 'recorded')

@@ -590,13 +590,14 @@ impl Store {
 
     /// Inserts jobs in one transaction.
     pub async fn insert_jobs(&self, run_id: i64, jobs: Vec<NewJob>) -> Result<(), StoreError> {
-        const COLUMNS: usize = 11;
+        const COLUMNS: usize = 12;
         let mut tx = self.begin().await?;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let mut sql = Sql::new(
                 "INSERT INTO jobs (run_id, job_id, model, sample, line, request,
-                                   request_sha256, tags, expect, state, error) ",
+                                   request_sha256, tags, expect, state, error,
+                                   params_max_tokens) ",
             );
             let mut rows = 0;
             sql.push_values(jobs.by_ref().take(block_rows(COLUMNS)), |row, job| {
@@ -611,7 +612,8 @@ impl Store {
                     .bind(job.tags)
                     .bind(job.expect)
                     .bind(job.state.as_str())
-                    .bind(job.error);
+                    .bind(job.error)
+                    .bind(job.params_max_tokens.and_then(|m| i64::try_from(m).ok()));
             });
             tx.execute(sql.block(rows, COLUMNS)).await?;
         }

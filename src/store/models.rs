@@ -151,6 +151,10 @@ pub struct NewJob {
     pub expect: Option<String>,
     pub state: JobState,
     pub error: Option<String>,
+    /// Set when `request` is its batch params as sent, byte for byte (no `stream` to drop, and
+    /// written as msgbatch writes JSON): its `max_tokens` as worst cases read it. Packing a
+    /// batch then needs nothing more of the request.
+    pub params_max_tokens: Option<u64>,
 }
 
 /// A job waiting to be sent.
@@ -162,6 +166,10 @@ pub struct PendingJob {
     pub request: String,
     pub attempts: i64,
     pub expect: Option<String>,
+    /// [`NewJob::params_max_tokens`], as stored (NULL for a request packing must read, and
+    /// where a query does not ask for it).
+    #[sqlx(default)]
+    pub params_max_tokens: Option<i64>,
     /// The fencing token of the lease it was claimed under, by a worker of a PostgreSQL store.
     #[sqlx(default)]
     pub lease: Option<i64>,

@@ -88,6 +88,7 @@ async fn the_rebuild_of_jobs_keeps_every_row_that_points_at_a_job() {
         expect: None,
         state: JobState::Pending,
         error: None,
+        params_max_tokens: None,
     };
     store.insert_jobs(1, vec![job(1)]).await.unwrap();
     assert!(store.insert_jobs(1, vec![job(1)]).await.is_err());

@@ -1324,6 +1324,7 @@ mod tests {
             expect: None,
             state,
             error: None,
+            params_max_tokens: None,
         };
         let pending = super::super::JobState::Pending;
         store

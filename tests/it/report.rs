@@ -104,6 +104,7 @@ async fn fixture_db(ws: &Workspace, name: &str) -> Store {
         expect: None,
         state: JobState::Pending,
         error: None,
+        params_max_tokens: None,
     };
     let mut jobs: Vec<NewJob> = FIXTURES
         .iter()
@@ -615,6 +616,7 @@ async fn mixed_results_add_up_result_by_result(reasons: usize) {
             expect: None,
             state: JobState::Pending,
             error: None,
+            params_max_tokens: None,
         })
         .collect();
     store.insert_jobs(run, jobs).await.unwrap();

@@ -229,6 +229,8 @@ mod tests {
                     expect: None,
                     state: JobState::Pending,
                     error: None,
+                    // Known at load for a request without `stream`, as the loader stores it.
+                    params_max_tokens: (line % 2 != 0).then_some(16),
                 }
             })
             .collect();

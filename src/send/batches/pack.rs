@@ -1,6 +1,7 @@
 //! Packing pending jobs, or pending judges, into batches: up to the request and byte bounds,
 //! and to what is left of the budget, with custom ids the API accepts.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use anyhow::Context;
@@ -148,7 +149,16 @@ impl<'a> Packer<'a> {
     /// Adds a job; returns the batch it filled, if adding it would have passed a bound (the
     /// job then starts the next batch).
     pub(super) fn add(&mut self, job: &PendingJob) -> anyhow::Result<Option<Packed>> {
-        let (params, max_tokens) = params_and_max_tokens(&job.request, &job.job_id)?;
+        // What the loader knew of the request spares reading it again.
+        let known = job.params_max_tokens.and_then(|m| u64::try_from(m).ok());
+        let (params, max_tokens, verbatim) = match known {
+            Some(max_tokens) => (Cow::Borrowed(job.request.as_str()), max_tokens, true),
+            None => {
+                let (params, max_tokens) = params_and_max_tokens(&job.request, &job.job_id)?;
+                let verbatim = params == job.request;
+                (Cow::Owned(params), max_tokens, verbatim)
+            }
+        };
         let worst = crate::send::outcome::worst_case_of(self.prices, job, max_tokens)
             .map_err(|overflow| {
                 BatchError(format!(
@@ -157,7 +167,6 @@ impl<'a> Packer<'a> {
                 ))
             })?
             .unwrap_or(0);
-        let verbatim = params == job.request;
         let entry = Entry {
             name: &job.job_id,
             params,
@@ -182,7 +191,7 @@ impl<'a> Packer<'a> {
         };
         let entry = Entry {
             name: &judge_custom_id(judge.job, judge.grader),
-            params: body,
+            params: Cow::Owned(body),
             job: judge.job,
             grader: Some(judge.grader),
             spec_hash: Some(crate::store::spec_hash(&judge.spec)),
@@ -285,7 +294,7 @@ struct Entry<'a> {
     /// The custom id it asks for, which names it in errors.
     name: &'a str,
     /// Its params as sent, as JSON text.
-    params: String,
+    params: Cow<'a, str>,
     job: i64,
     grader: Option<i64>,
     /// For a judge's request, the hash of the spec it asks with.
@@ -327,6 +336,7 @@ mod tests {
             .to_string(),
             attempts: 0,
             expect: None,
+            params_max_tokens: None,
             lease: None,
         }
     }

@@ -668,6 +668,7 @@ mod tests {
                     expect: None,
                     state: JobState::Pending,
                     error: None,
+                    params_max_tokens: None,
                 }
             })
             .collect()
