@@ -1344,6 +1344,20 @@ fn escaped_secrets() -> Vec<String> {
     ]
 }
 
+/// None of [`escaped_secrets`] in what `outputs` printed, nor in the database's files.
+async fn assert_no_secret_shown_or_stored(ws: &Workspace, outputs: &[&std::process::Output]) {
+    for needle in escaped_secrets() {
+        for output in outputs {
+            let (stdout, stderr) = text(output);
+            assert!(
+                !stdout.contains(&needle) && !stderr.contains(&needle),
+                "{needle} in {stdout}{stderr}"
+            );
+        }
+        assert!(!in_database(ws, &needle).await, "{needle} is stored");
+    }
+}
+
 /// A Message whose text is [`echoing`] with both secrets escaped as `escape` writes them,
 /// as a JSON document that a JSON reader turns back into the plain secrets.
 fn echoing_escaped(escape: fn(&str) -> String) -> String {
@@ -1414,16 +1428,7 @@ async fn a_key_echoed_behind_json_escapes_is_stored_and_printed_nowhere() {
     assert_eq!(ids[2].as_deref(), Some("req_****"));
     let export = ws.run(&["export", "1", "--out", "-"]).await;
     let report = ws.run(&["report", "1"]).await;
-    for needle in escaped_secrets() {
-        for output in [&output, &export, &report] {
-            let (stdout, stderr) = text(output);
-            assert!(
-                !stdout.contains(&needle) && !stderr.contains(&needle),
-                "{needle} in {stdout}{stderr}"
-            );
-        }
-        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
-    }
+    assert_no_secret_shown_or_stored(&ws, &[&output, &export, &report]).await;
 }
 
 #[tokio::test]
@@ -1458,9 +1463,7 @@ async fn a_key_echoed_behind_json_escapes_in_a_batch_result_is_stored_nowhere() 
             .all(|(_, text)| text == "debug: key=**** token=**** team=research-team-7"),
         "{stored:?}"
     );
-    for needle in escaped_secrets() {
-        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
-    }
+    assert_no_secret_shown_or_stored(&ws, &[]).await;
 }
 
 #[tokio::test]
@@ -1521,16 +1524,7 @@ async fn a_key_echoed_in_a_batch_id_or_its_results_url_is_stored_and_printed_now
     assert_eq!(answers(&ws.pool().await).await.len(), 1);
     let status = ws.run(&["status"]).await;
     let report = ws.run(&["report", "1"]).await;
-    for needle in escaped_secrets() {
-        for output in [&output, &status, &report] {
-            let (stdout, stderr) = text(output);
-            assert!(
-                !stdout.contains(&needle) && !stderr.contains(&needle),
-                "{needle} in {stdout}{stderr}"
-            );
-        }
-        assert!(!in_database(&ws, &needle).await, "{needle} is stored");
-    }
+    assert_no_secret_shown_or_stored(&ws, &[&output, &status, &report]).await;
     // The key is in no request the gateway was sent either, but in its own header.
     for seen in gateway.log() {
         assert!(!seen.target.contains("0123456789-SECRET"), "{seen:?}");

@@ -602,8 +602,19 @@ async fn tagged_sorted_run(ws: &Workspace) -> (View, String, i64) {
         })
         .collect();
     let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    // One at a time: the refused jobs must not come back three in a row, which halts a run.
     let output = ws
-        .run_on(&mock, &["run", file.to_str().unwrap(), "--name", "walked"])
+        .run_on(
+            &mock,
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--name",
+                "walked",
+                "--concurrency",
+                "1",
+            ],
+        )
         .await;
     assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
     let view = View::start(ws, &[]).await;
