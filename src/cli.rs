@@ -199,6 +199,11 @@ fn parse_run_name(text: &str) -> Result<String, String> {
             "`{text}` is a number, and a number names a run by its id: give a name with a letter in it"
         ));
     }
+    if text == LAST_RUN {
+        return Err(format!(
+            "`{LAST_RUN}` names the latest run, whichever it is: give the run another name"
+        ));
+    }
     Ok(text.to_owned())
 }
 
@@ -800,7 +805,7 @@ pub struct ReportArgs {
 pub struct DiffArgs {
     /// Two runs (before, after) to compare job by job, or one run to see its jobs against its
     /// models (side by side when it fanned out over several); `last` is the latest run.
-    #[arg(num_args = 1..=2, default_value = LAST_RUN)]
+    #[arg(required = true, num_args = 1..=2)]
     pub runs: Vec<String>,
 
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]

@@ -93,8 +93,8 @@ pub use workers::{Unfinished, WorkerRow};
 /// 65,535); rows are inserted in chunks that stay well below it.
 const MAX_VARIABLES: usize = 30_000;
 
-/// The run key that means the latest run, wherever a run id or name is asked for (a run named
-/// so is found by its name first).
+/// The run key that means the latest run, wherever a run id or name is asked for. New runs
+/// may not be named so; a run an older msgbatch let be named so is found by its name first.
 pub const LAST_RUN: &str = "last";
 
 #[derive(Debug, thiserror::Error)]

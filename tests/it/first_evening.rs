@@ -445,9 +445,9 @@ async fn two_gateways_may_give_the_same_batch_id_in_one_store() {
 }
 
 /// After a run, the commands that look at one take the latest run without its name:
-/// `report` and `diff` with none, `last` anywhere a run is named.
+/// `report` and `export` with none, `last` anywhere a run is named.
 #[tokio::test]
-async fn report_diff_and_export_look_at_the_latest_run_without_its_name() {
+async fn report_and_export_look_at_the_latest_run_without_its_name_and_last_names_it() {
     let ws = Workspace::new();
     let file = ws.jobs("jobs.jsonl", 2);
     let file = file.to_str().unwrap();
@@ -459,10 +459,13 @@ async fn report_diff_and_export_look_at_the_latest_run_without_its_name() {
     assert_eq!(code(&output), 0, "{:?}", text(&output));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["runs"][0]["name"], "second", "{report}");
-    let output = ws.run(&["diff"]).await;
+    let output = ws.run(&["diff", "last"]).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stdout}{stderr}");
     assert!(stdout.starts_with("run second:"), "{stdout}");
+    // A regression check given no run fails, rather than compare nothing and pass.
+    let output = ws.run(&["diff", "--fail-on-regression"]).await;
+    assert_eq!(code(&output), 2, "{:?}", text(&output));
     let output = ws.run(&["diff", "first", "last"]).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(code(&output), 0, "{stdout}{stderr}");
@@ -479,17 +482,16 @@ async fn report_diff_and_export_look_at_the_latest_run_without_its_name() {
     );
 }
 
-/// A run named `last` is found by its name, as any run is; `last` means the latest run only
-/// when no run has that name.
+/// `last` cannot name a new run: it would stop meaning the latest one.
 #[tokio::test]
-async fn a_run_named_last_is_found_by_its_name() {
+async fn a_run_cannot_be_named_last() {
     let ws = Workspace::new();
     let file = ws.jobs("jobs.jsonl", 1);
-    let file = file.to_str().unwrap();
-    for name in ["last", "after"] {
-        let output = ws.run(&["run", file, "--mock", "--name", name]).await;
-        assert_eq!(code(&output), 0, "{name}: {:?}", text(&output));
-    }
-    let report = ws.report_json("last").await;
-    assert_eq!(report["runs"][0]["name"], "last", "{report}");
+    let output = ws
+        .run(&["run", file.to_str().unwrap(), "--mock", "--name", "last"])
+        .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(code(&output), 2, "{stderr}");
+    assert!(stderr.contains("names the latest run"), "{stderr}");
+    assert!(!ws.db().exists(), "nothing is made for a refused run");
 }
