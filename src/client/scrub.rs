@@ -229,8 +229,18 @@ fn match_at(hay: &[u8], at: usize, secret: &str, partial_end: bool) -> Option<us
     Some(position)
 }
 
+/// The length in bytes of the backslashes that start `text`, each written plainly (`\`) or
+/// escaped (`\u005c`): an escape escaped again (`\\u0061` or `\u005cu0061`, which read back
+/// as the text `\u0061`) starts with more than one byte of them.
 fn backslashes(text: &[u8]) -> usize {
-    text.iter().take_while(|&&b| b == b'\\').count()
+    let mut at = 0;
+    loop {
+        match text.get(at..).unwrap_or_default() {
+            [b'\\', b'u', b'0', b'0', b'5', b'c' | b'C', ..] => at += 6,
+            [b'\\', ..] => at += 1,
+            _ => return at,
+        }
+    }
 }
 
 /// The character an escape at the start of `text` writes, and its length in bytes: a JSON
@@ -276,7 +286,8 @@ fn escaped(text: &[u8]) -> Option<(char, usize)> {
         b'n' => '\n',
         b'r' => '\r',
         b't' => '\t',
-        _ if run >= 2 => return Some(('\\', 2)),
+        // An escaped backslash: two written plainly, or one escape of it.
+        _ if run >= 2 => return Some(('\\', if text.get(1) == Some(&b'\\') { 2 } else { 6 })),
         _ => return None,
     };
     Some((c, run + 1))
@@ -309,8 +320,10 @@ mod tests {
         let key_a = KEY.replacen('a', "\\u0061", 1);
         let key_all = all_escaped(KEY);
         let key_twice = KEY.replace('-', "\\\\u002d");
+        // The same, its backslash escaped as `\u005c` rather than doubled.
+        let key_twice_escaped = KEY.replacen('s', "\\u005cu0073", 1);
         let token = "tok\\/en";
-        for written in [KEY, &key_a, &key_all, &key_twice, token] {
+        for written in [KEY, &key_a, &key_all, &key_twice, &key_twice_escaped, token] {
             let document = format!(r#"{{"text":"said: {written}!"}}"#);
             assert!(s.in_document(document.as_bytes()), "{document}");
             assert_eq!(s.scrub(document), r#"{"text":"said: ****!"}"#, "{written}");
@@ -338,6 +351,7 @@ mod tests {
             r#"{"text":"sk-ant-api03 and tok\/e\n \u00e9t\u00e9 \\u0073k-"}"#,
             r#"{"text":"plain"}"#,
             r#"{"text":"\ud83d\ude00 \u"}"#,
+            r#"{"text":"a \u005c b \u005C\u005cn \u005cu00e9 \u005c"}"#,
         ] {
             assert!(!s.in_document(document.as_bytes()), "{document}");
             assert_eq!(s.scrub(document.to_owned()), document);
