@@ -233,7 +233,7 @@ pub fn nesting(json: &[u8]) -> usize {
 }
 
 /// How deep the arrays and objects of a JSON value nest, as [`nesting`] counts its text.
-fn value_nesting(value: &serde_json::Value) -> usize {
+pub(crate) fn value_nesting(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     match value {
         Value::Array(items) => 1 + items.iter().map(value_nesting).max().unwrap_or(0),

@@ -8,7 +8,7 @@ use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::partial_json;
-use crate::message::MAX_STORED_DEPTH;
+use crate::message::{MAX_STORED_DEPTH, value_nesting};
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,7 +483,7 @@ impl Accumulator {
             self.settle_input(at);
         }
         let message = Value::Object(self.message.take().unwrap_or_default());
-        if depth(&message) > MAX_STORED_DEPTH {
+        if value_nesting(&message) > MAX_STORED_DEPTH {
             return Err(StreamFailure::protocol(
                 "the rebuilt message nests deeper than a stored answer can be read back",
             ));
@@ -492,14 +492,6 @@ impl Accumulator {
             message,
             notes: self.notes,
         })
-    }
-}
-
-fn depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
     }
 }
 
