@@ -14,6 +14,15 @@ use super::{GradeView, JobSpan, RunCounts, Store, StoreError};
 /// The most jobs one page lists.
 pub const MAX_PAGE: i64 = 200;
 
+/// The most jobs of a list a page asked for by its number is read past, when the list is not
+/// found by a seek (see [`RunTally::stepped`]): page 201 of 50 jobs a page, counted from the
+/// nearer end of a list whose length is known. Each job passed over is read whole and tested
+/// (a tag's value parsed from its JSON, or the job of each entry of a sort's index looked up
+/// for its model), some 15 µs a job for the slowest: a page 250,000 jobs in took 3 s, one
+/// 10,000 in takes about as long as the page's own jobs. Deeper pages are reached by the
+/// pages' links, whose cursors are found by a seek however deep they are.
+pub const MAX_STEPPED: i64 = 10_000;
+
 /// Row ids of a run read by one statement of the jobs without a value on PostgreSQL (see
 /// `Store::read_in_order`).
 const MISSING_WINDOW: i64 = 16_384;
@@ -30,36 +39,95 @@ pub struct RunTally {
     pub counts: RunCounts,
     /// The models of its jobs, rejected jobs (which have no model) left out, in order.
     pub models: Vec<String>,
-    /// Its jobs, results and priced results by model, for counting the jobs of a list.
-    by_model: Vec<(String, i64, i64, i64)>,
+    /// Its jobs by model, for counting the jobs of a list.
+    by_model: Vec<ModelTally>,
     /// `None` for a run without jobs.
     pub span: Option<JobSpan>,
 }
 
+/// What a run's tally counts of its jobs of one model.
+#[derive(Debug, Clone, Default)]
+struct ModelTally {
+    model: String,
+    jobs: i64,
+    pending: i64,
+    failed: i64,
+    rejected: i64,
+    results: i64,
+    priced: i64,
+}
+
 impl RunTally {
+    /// The sum of `count` over the run's models (`model` only, with one).
+    fn sum(&self, model: Option<&str>, count: impl Fn(&ModelTally) -> i64) -> i64 {
+        self.by_model
+            .iter()
+            .filter(|m| model.is_none_or(|model| model == m.model))
+            .map(count)
+            .sum()
+    }
+
     /// Of the run's jobs (of `model` only, with one), how many have a value to sort by `key`:
     /// a result (with a cost, for cost).
     fn valued(&self, model: Option<&str>, key: SortKey) -> i64 {
-        self.by_model
-            .iter()
-            .filter(|(m, ..)| model.is_none_or(|model| model == m))
-            .map(|&(_, _, results, priced)| {
-                if key.column == "cost_pico_usd" {
-                    priced
-                } else {
-                    results
-                }
-            })
-            .sum()
+        self.sum(model, |m| {
+            if key.column == "cost_pico_usd" {
+                m.priced
+            } else {
+                m.results
+            }
+        })
     }
 
     /// Of the run's jobs (of `model` only, with one), how many there are.
     fn jobs(&self, model: Option<&str>) -> i64 {
-        self.by_model
-            .iter()
-            .filter(|(m, ..)| model.is_none_or(|model| model == m))
-            .map(|&(_, jobs, ..)| jobs)
-            .sum()
+        self.sum(model, |m| m.jobs)
+    }
+
+    /// How many jobs of the list under `filter` a page asked for by its number, `offset` jobs
+    /// in (and `limit` long), is read past to be found, counted from the nearer end of the
+    /// list when its length is known. None in a list found by a seek: every job of a run whose
+    /// rows are one stretch, in input order (by row id) or sorted (the job before the page is
+    /// found in the sort's index alone), and a text search (paged by stretches of rows). None
+    /// either in input order under a filter the tally counts (a model, a state: the jobs are
+    /// read by row id and each tested on its own row, a million in a fifth of a second).
+    pub fn stepped(&self, filter: &JobFilter, offset: i64, limit: i64) -> i64 {
+        let contiguous = self.span.is_some_and(|span| span.contiguous);
+        let nearer = |total: i64| {
+            offset
+                .min(total.saturating_sub(offset).saturating_sub(limit))
+                .max(0)
+        };
+        match filter.sort.key() {
+            _ if filter.text.is_some() => 0,
+            None => match self.matched(filter) {
+                Some(_) => 0,
+                None => offset,
+            },
+            Some(_) if filter.is_empty() && contiguous => 0,
+            // Past the jobs with a value, those without are read by row id.
+            Some(key) if filter.narrows_by_model_at_most() => {
+                let valued = self.valued(filter.model.as_deref(), key);
+                if offset >= valued { 0 } else { nearer(valued) }
+            }
+            Some(_) => offset,
+        }
+    }
+
+    /// How many of the run's jobs `filter` keeps, when the tally says: for a filter on the
+    /// model, on an outcome that is a state alone (no answer, rejected, pending), or both.
+    pub fn matched(&self, filter: &JobFilter) -> Option<i64> {
+        if !filter.is_tallied() {
+            return None;
+        }
+        let model = filter.model.as_deref();
+        match filter.outcome {
+            None => Some(self.jobs(model)),
+            Some(Outcome::NoAnswer) => Some(self.sum(model, |m| m.failed)),
+            Some(Outcome::Rejected) => Some(self.sum(model, |m| m.rejected)),
+            Some(Outcome::Pending) => Some(self.sum(model, |m| m.pending)),
+            Some(Outcome::Passed | Outcome::Failed | Outcome::Answered) => None,
+        }
     }
 }
 
@@ -288,6 +356,28 @@ fn span_past(span: &JobSpan, id: i64, backwards: bool) -> Option<JobSpan> {
     })
 }
 
+/// The statement of [`Store::valued_at`]: the value and row id of the entry at `position`
+/// (from 0) of the sort's index over `span`, counted from its nearer end.
+fn valued_at_sql(span: &JobSpan, key: SortKey, position: i64, valued: i64) -> Sql {
+    let from_end = valued - 1 - position;
+    let backwards = from_end < position;
+    let order = SortKey {
+        descending: key.descending != backwards,
+        ..key
+    }
+    .order_by();
+    Sql::new(format!(
+        "SELECT r.{column}, r.job FROM results r INDEXED BY {index}
+         WHERE r.{column} IS NOT NULL AND r.job BETWEEN $1 AND $2
+         ORDER BY {order} LIMIT 1 OFFSET $3",
+        column = key.column,
+        index = key.index,
+    ))
+    .bind(span.first)
+    .bind(span.last)
+    .bind(if backwards { from_end } else { position })
+}
+
 /// How a sorted job list reads its jobs with a value: in the order of `index` (on
 /// `results (column, job)`, migrations 0012 and postgres/0005), forwards or backwards, so that
 /// a page reads as many index entries as it skips and shows, and sorts nothing. Jobs with the
@@ -331,6 +421,68 @@ impl SortKey {
     }
 }
 
+/// How a list in input order (or its count) finds the jobs its filter keeps: row by row over
+/// the run's stretch, or from an index of what the filter asks for, in row order too, so that
+/// a filter few jobs pass reads those jobs rather than every job before them (a count of a
+/// thousand jobs a grader failed read ten thousand jobs and their grades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// Every job of the stretch, by row id, each tested.
+    Rows,
+    /// The failed verdicts, by job (`grades_failed`, migrations 0020 and postgres/0013), each
+    /// job once (at its first failed verdict): `outcome = failed`.
+    FailedVerdicts,
+    /// The results with one stop reason, by job (`results_stop`, the same migrations).
+    StopReason,
+    /// The jobs with one `custom_id`, by the unique index on the run's ids.
+    JobId,
+}
+
+impl Driver {
+    /// The `FROM … WHERE …` of a statement over `jobs j` and `results r` (left joined) read
+    /// this way, the run's id `$1` and its stretch `$3`–`$4`; and the column it reads in row
+    /// order.
+    fn from(self, dialect: Dialect) -> (&'static str, &'static str) {
+        let postgres = dialect == Dialect::Postgres;
+        match self {
+            // PostgreSQL is told the results' stretch too, which it does not infer from the
+            // join: a join over a window of rows reads that window's results, not all of them.
+            Self::Rows | Self::JobId if postgres => (
+                "FROM jobs j LEFT JOIN results r ON r.job = j.id AND r.job BETWEEN $3 AND $4
+                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4",
+                "j.id",
+            ),
+            Self::Rows => (
+                "FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
+                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4",
+                "j.id",
+            ),
+            // The planner picks the unique index on (run_id, job_id, …) for the few rows of
+            // one id, and sorts them.
+            Self::JobId => (
+                "FROM jobs j LEFT JOIN results r ON r.job = j.id
+                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4",
+                "j.id",
+            ),
+            // A job failed by two graders has two failed verdicts: the filter's conditions
+            // keep it at the first (see `JobFilter::push_conditions`).
+            Self::FailedVerdicts => (
+                "FROM grades d INDEXED BY grades_failed CROSS JOIN jobs j ON j.id = d.job
+                 LEFT JOIN results r ON r.job = j.id AND r.job BETWEEN $3 AND $4
+                 WHERE d.passed = FALSE AND d.job BETWEEN $3 AND $4
+                   AND j.run_id = $1 AND j.id BETWEEN $3 AND $4",
+                "d.job",
+            ),
+            // The filter's own condition (`r.stop_reason = …`) picks the index's entries.
+            Self::StopReason => (
+                "FROM results r INDEXED BY results_stop CROSS JOIN jobs j ON j.id = r.job
+                 WHERE r.job BETWEEN $3 AND $4 AND j.run_id = $1 AND j.id BETWEEN $3 AND $4",
+                "r.job",
+            ),
+        }
+    }
+}
+
 /// Which jobs of a run a list shows. Empty fields do not filter.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobFilter {
@@ -361,6 +513,42 @@ impl JobFilter {
             && self.job_id.is_none()
     }
 
+    /// How a list in input order under this filter finds its jobs: by the index of what the
+    /// filter keeps that is surest to be narrow, or row by row.
+    fn driver(&self) -> Driver {
+        #[cfg(test)]
+        if tests::ROWS_ONLY.get() {
+            return Driver::Rows;
+        }
+        // A stop reason before failed verdicts: SQLite would read the results of the reason
+        // first all the same (its condition makes the results' join an inner one), and then
+        // sort them into the verdicts' order.
+        if self.job_id.is_some() {
+            Driver::JobId
+        } else if self.stop_reason.is_some() {
+            Driver::StopReason
+        } else if self.outcome == Some(Outcome::Failed) {
+            Driver::FailedVerdicts
+        } else {
+            Driver::Rows
+        }
+    }
+
+    /// Whether a run's tally counts the jobs the filter keeps ([`RunTally::matched`]): it
+    /// narrows by model, by an outcome that is a state alone (no answer, rejected, pending),
+    /// or both, at most.
+    fn is_tallied(&self) -> bool {
+        matches!(
+            self.outcome,
+            None | Some(Outcome::NoAnswer | Outcome::Rejected | Outcome::Pending)
+        ) && Self {
+            model: None,
+            outcome: None,
+            ..self.clone()
+        }
+        .is_empty()
+    }
+
     /// Whether the filter keeps every job of a run, or those of one model.
     fn narrows_by_model_at_most(&self) -> bool {
         Self {
@@ -371,7 +559,11 @@ impl JobFilter {
     }
 
     /// Appends ` AND …` for each condition to a statement over `jobs j LEFT JOIN results r`.
-    fn push_conditions(&self, sql: &mut Sql, dialect: Dialect) {
+    /// `driver` is how the statement reads its rows: read from the failed verdicts (`d`),
+    /// a job is kept at its first failed verdict (of the grader kind asked for), which says
+    /// the job was failed without looking again (PostgreSQL hashed every failed verdict of the
+    /// store to look).
+    fn push_conditions(&self, sql: &mut Sql, dialect: Dialect, driver: Driver) {
         if let Some(model) = &self.model {
             sql.push(" AND j.model = ").push_bind(model);
         }
@@ -381,13 +573,21 @@ impl JobFilter {
         if let Some(reason) = &self.stop_reason {
             sql.push(" AND r.stop_reason = ").push_bind(reason);
         }
+        // SQLite (3.51) runs an `EXISTS` as a join to its table, which past an OFFSET can
+        // count a job once for each row the subquery matches: page 2 of the jobs that passed
+        // began with the last of page 1 when one before it passed two graders. With a LIMIT
+        // the subquery stays a subquery (PostgreSQL drops such a LIMIT and plans as before).
+        let exists_end = match dialect {
+            Dialect::Sqlite => " LIMIT 1)",
+            Dialect::Postgres => ")",
+        };
         let verdict = |sql: &mut Sql, passed: bool, kind: Option<&String>| {
             sql.push(" EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = ")
                 .push(if passed { "TRUE" } else { "FALSE" });
             if let Some(kind) = kind {
                 sql.push(" AND g.kind = ").push_bind(kind);
             }
-            sql.push(")");
+            sql.push(exists_end);
         };
         match self.outcome {
             Some(Outcome::Passed) => {
@@ -395,6 +595,20 @@ impl JobFilter {
                 verdict(sql, true, self.grader.as_ref());
                 sql.push(" AND NOT");
                 verdict(sql, false, None);
+            }
+            Some(Outcome::Failed) if driver == Driver::FailedVerdicts => {
+                sql.push(" AND j.state = 'succeeded'");
+                if let Some(kind) = &self.grader {
+                    sql.push(" AND d.kind = ").push_bind(kind);
+                }
+                sql.push(
+                    " AND NOT EXISTS (SELECT 1 FROM grades d2 WHERE d2.job = d.job \
+                     AND d2.passed = FALSE AND d2.grader < d.grader",
+                );
+                if let Some(kind) = &self.grader {
+                    sql.push(" AND d2.kind = ").push_bind(kind);
+                }
+                sql.push(")");
             }
             Some(Outcome::Failed) => {
                 sql.push(" AND j.state = 'succeeded' AND");
@@ -422,7 +636,7 @@ impl JobFilter {
         {
             sql.push(" AND EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.kind = ")
                 .push_bind(kind)
-                .push(")");
+                .push(exists_end);
         }
         if let Some(tag) = &self.tag {
             let (name, value) = match tag.split_once('=') {
@@ -661,9 +875,15 @@ impl Store {
             if row.jobs > row.rejected {
                 tally.models.push(row.model.clone());
             }
-            tally
-                .by_model
-                .push((row.model, row.jobs, row.results, row.results - row.unpriced));
+            tally.by_model.push(ModelTally {
+                jobs: row.jobs,
+                pending: row.pending,
+                failed: row.failed,
+                rejected: row.rejected,
+                results: row.results,
+                priced: row.results - row.unpriced,
+                model: row.model,
+            });
         }
         // The least and greatest row ids its jobs were given: a job deleted since leaves the
         // stretch as wide, and no longer contiguous, which reads as much and stays right.
@@ -696,9 +916,28 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE);
         let offset = offset.max(0);
         // How many jobs the list holds, when the run's tally says.
-        let known_jobs = tally
-            .filter(|_| filter.narrows_by_model_at_most())
-            .map(|tally| tally.jobs(filter.model.as_deref()));
+        let known_jobs = tally.and_then(|tally| tally.matched(filter));
+        if known_jobs.is_some_and(|jobs| offset >= jobs) {
+            return Ok(Vec::new());
+        }
+        // Sorted, every job of a stretch of rows that are all the run's: the job before the
+        // page is found in the sort's index alone, counted from its nearer end, and the page
+        // is read past it as a next link reads it. (Read from the jobs, page 10,000 of a
+        // million took seconds.)
+        if let (Some(key), Some(tally)) = (filter.sort.key(), tally)
+            && filter.is_empty()
+            && span.contiguous
+            && offset > 0
+        {
+            let valued = tally.valued(None, key);
+            if offset <= valued
+                && let Some(before) = self.valued_at(span, key, offset - 1, valued).await?
+            {
+                return self
+                    .job_page_at(run_id, span, filter, before, false, limit)
+                    .await;
+            }
+        }
         let rows: Vec<JobListRow> = match filter.sort.key() {
             // Every row of a contiguous stretch is one of the run's jobs: an unfiltered page
             // starts `offset` rows into it, found by row id rather than stepped to.
@@ -755,6 +994,25 @@ impl Store {
             }
         };
         Ok(self.excerpts_cut(rows))
+    }
+
+    /// The cursor of the job at `position` (from 0) among the `valued` jobs with a value of a
+    /// list sorted by `key`, when every row of `span` is one of the run's jobs: read from the
+    /// sort's index alone (its value and row id), from its nearer end, reading no job.
+    async fn valued_at(
+        &self,
+        span: &JobSpan,
+        key: SortKey,
+        position: i64,
+        valued: i64,
+    ) -> Result<Option<Cursor>, StoreError> {
+        let row: Option<(i64, i64)> = self
+            .optional(valued_at_sql(span, key, position, valued))
+            .await?;
+        Ok(row.map(|(value, id)| Cursor {
+            value: Some(value),
+            id,
+        }))
     }
 
     /// The rows with their excerpts cut, as SQLite cuts them in SQL: PostgreSQL reads the
@@ -1012,24 +1270,24 @@ impl Store {
             )
         };
         // The jobs with a value are read from its index, the span tested on each entry before
-        // its job is read; the others (and input order) by row id over the span.
-        let from = match part {
-            Part::Valued(key) => format!(
-                "FROM results r INDEXED BY {} CROSS JOIN jobs j ON j.id = r.job
-                 WHERE r.{} IS NOT NULL AND r.job BETWEEN $3 AND $4 AND j.run_id = $1",
-                key.index, key.column
+        // its job is read; the others by row id over the span; input order as its filter's
+        // [`Driver`] says.
+        let (from, in_order) = match part {
+            Part::Valued(key) => (
+                format!(
+                    "FROM results r INDEXED BY {} CROSS JOIN jobs j ON j.id = r.job
+                     WHERE r.{} IS NOT NULL AND r.job BETWEEN $3 AND $4 AND j.run_id = $1",
+                    key.index, key.column
+                ),
+                "j.id",
             ),
-            // PostgreSQL is told the results' stretch too, which it does not infer from the
-            // join: a join over a window of rows reads that window's results, not all of them.
-            Part::Input | Part::Missing(_) if dialect == Dialect::Postgres => {
-                "FROM jobs j LEFT JOIN results r ON r.job = j.id AND r.job BETWEEN $3 AND $4
-                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
-                    .to_owned()
+            Part::Missing(_) => {
+                let (from, column) = Driver::Rows.from(dialect);
+                (from.to_owned(), column)
             }
-            Part::Input | Part::Missing(_) => {
-                "FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
-                 WHERE j.run_id = $1 AND j.id BETWEEN $3 AND $4"
-                    .to_owned()
+            Part::Input => {
+                let (from, column) = filter.driver().from(dialect);
+                (from.to_owned(), column)
             }
         };
         // PostgreSQL computes a row's columns before OFFSET skips it: there the page's rows
@@ -1066,21 +1324,27 @@ impl Store {
                 .push_bind(id)
                 .push(")");
         }
-        filter.push_conditions(&mut sql, dialect);
+        let driver = match part {
+            Part::Input => filter.driver(),
+            Part::Valued(_) | Part::Missing(_) => Driver::Rows,
+        };
+        filter.push_conditions(&mut sql, dialect, driver);
         if limit == 0 {
             return sql;
         }
-        let order = match part {
+        // In row order, by the column read in that order (the driver's index's); the page
+        // chosen first is put in order by its jobs' row ids.
+        let order = |column: &str| match part {
             Part::Valued(key) => SortKey {
                 descending: key.descending != backwards,
                 ..key
             }
             .order_by(),
-            Part::Input | Part::Missing(_) if backwards => "j.id DESC".to_owned(),
-            Part::Input | Part::Missing(_) => "j.id".to_owned(),
+            Part::Input | Part::Missing(_) if backwards => format!("{column} DESC"),
+            Part::Input | Part::Missing(_) => column.to_owned(),
         };
         sql.push(" ORDER BY ")
-            .push(&order)
+            .push(&order(in_order))
             .push(" LIMIT ")
             .push_bind(limit)
             .push(" OFFSET ")
@@ -1090,7 +1354,7 @@ impl Store {
                 ") AS page JOIN jobs j ON j.id = page.page_id LEFT JOIN results r ON r.job = j.id
                  ORDER BY ",
             )
-            .push(&order);
+            .push(&order("j.id"));
         }
         sql
     }
@@ -1104,19 +1368,31 @@ impl Store {
         filter: &JobFilter,
         cap: i64,
     ) -> Result<i64, StoreError> {
-        let mut sql = Sql::new(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j NOT INDEXED
-             LEFT JOIN results r ON r.job = j.id
-             WHERE j.run_id = $1 AND j.id BETWEEN $2 AND $3",
-        )
-        .bind(run_id)
-        .bind(span.first)
-        .bind(span.last);
-        filter.push_conditions(&mut sql, self.dialect());
-        sql.push(" LIMIT ")
-            .push_bind(cap.max(0))
-            .push(") AS matched");
-        self.value(sql.once()).await
+        let cap = cap.max(0);
+        // The run's tally counts the jobs of a model, or of a state, without reading them.
+        if filter.is_tallied()
+            && let Ok(tally) = self.run_tally(run_id).await
+            && let Some(matched) = tally.matched(filter)
+        {
+            return Ok(matched.min(cap));
+        }
+        self.value(self.count_sql(run_id, span, filter, cap)).await
+    }
+
+    /// The statement of [`Store::job_count`] that counts the rows, read as a list in input
+    /// order reads them (its filter's [`Driver`]).
+    fn count_sql(&self, run_id: i64, span: &JobSpan, filter: &JobFilter, cap: i64) -> Sql {
+        // `$2`, a page's excerpt length, is bound all the same: the numbering stays a page's.
+        let driver = filter.driver();
+        let (from, _) = driver.from(self.dialect());
+        let mut sql = Sql::new(format!("SELECT COUNT(*) FROM (SELECT $2 AS one {from}"))
+            .bind(run_id)
+            .bind(EXCERPT_CHARS)
+            .bind(span.first)
+            .bind(span.last);
+        filter.push_conditions(&mut sql, self.dialect(), driver);
+        sql.push(" LIMIT ").push_bind(cap).push(") AS matched");
+        sql.once()
     }
 
     /// One job of a run by its row id, whole; `None` when the run has no such job.
@@ -1223,6 +1499,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Every list in input order read row by row, as before the [`Driver`]s: what a list
+        /// read by an index is compared with.
+        pub(super) static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     /// A run's figures counted over its rows, as `status` counts them.
     async fn counted(
@@ -1522,5 +1804,366 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The steps of a statement's query plan, one a line.
+    async fn steps(store: &Store, sql: Sql) -> String {
+        let steps: Vec<(i64, i64, i64, String)> = store.all(sql.explained()).await.unwrap();
+        steps
+            .into_iter()
+            .map(|(.., step)| step)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_list_of_failed_jobs_or_of_a_stop_reason_or_an_id_and_its_count_read_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        let span = JobSpan {
+            first: 1,
+            last: 1_000_000,
+            contiguous: true,
+        };
+        let failed = JobFilter {
+            outcome: Some(Outcome::Failed),
+            ..JobFilter::default()
+        };
+        let stop = JobFilter {
+            stop_reason: Some("max_tokens".to_owned()),
+            model: Some("claude-sonnet-4-6".to_owned()),
+            ..JobFilter::default()
+        };
+        let by_failed = "SEARCH d USING COVERING INDEX grades_failed (job>? AND job<?)";
+        let by_stop = "SEARCH r USING INDEX results_stop (stop_reason=? AND rowid>? AND rowid<?)";
+        for (filter, firsts) in [
+            (failed.clone(), vec![by_failed]),
+            (
+                JobFilter {
+                    grader: Some("judge".to_owned()),
+                    stop_reason: Some("end_turn".to_owned()),
+                    ..failed
+                },
+                vec![by_stop],
+            ),
+            (stop, vec![by_stop]),
+            (
+                JobFilter {
+                    job_id: Some("q1".to_owned()),
+                    outcome: Some(Outcome::Failed),
+                    ..JobFilter::default()
+                },
+                vec!["SEARCH j USING INDEX sqlite_autoindex_jobs_1 (run_id=? AND job_id=?)"],
+            ),
+        ] {
+            for backwards in [false, true] {
+                let page = plan(&store, &filter, Part::Input, backwards).await;
+                let first = page.lines().next().unwrap_or_default();
+                assert!(firsts.contains(&first), "{filter:?}:\n{page}");
+                // (The excerpt's `json_each` is scanned: one job's request.)
+                assert!(
+                    !page
+                        .lines()
+                        .any(|step| step.starts_with("SCAN") && !step.starts_with("SCAN e ")),
+                    "{filter:?}:\n{page}"
+                );
+                if filter.job_id.is_none() {
+                    assert!(!page.contains("TEMP B-TREE"), "{filter:?}:\n{page}");
+                }
+            }
+            let count = steps(&store, store.count_sql(1, &span, &filter, 1_001)).await;
+            // (Whether the index covers what the count reads is the planner's to say.)
+            let uncovered = |text: &str| text.replace("COVERING INDEX", "INDEX");
+            assert!(
+                firsts
+                    .iter()
+                    .any(|first| uncovered(&count).contains(&uncovered(first))),
+                "{filter:?}:\n{count}"
+            );
+            assert!(!count.contains("SCAN j"), "{filter:?}:\n{count}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sorted_list_s_page_by_number_finds_the_job_before_it_in_the_sort_s_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        let span = JobSpan {
+            first: 1,
+            last: 1_000_000,
+            contiguous: true,
+        };
+        for sort in [JobSort::CostDesc, JobSort::LatencyAsc] {
+            let key = sort.key().unwrap();
+            // From the start and from the end.
+            for position in [5_000, 900_000] {
+                let sql = valued_at_sql(&span, key, position, 1_000_000);
+                let plan = steps(&store, sql).await;
+                assert!(
+                    !plan.contains('\n')
+                        && plan.contains(&format!("r USING COVERING INDEX {}", key.index)),
+                    "{sort:?}: {plan}"
+                );
+            }
+        }
+    }
+
+    /// Rows 1 to 150 of three runs: runs 1 and 2 share rows 1 to 100 (run 2 has every third),
+    /// run 3 has rows 101 to 150, one stretch. Their jobs are on two models, every state, results with and without a cost and with three stop
+    /// reasons, latencies with ties, two graders whose verdicts pass, fail or wait (a job
+    /// failed by both, a failed verdict on a job with no answer), tags.
+    fn varied_rows() -> Vec<String> {
+        let mut rows = vec![
+            "INSERT INTO runs (id, name, created_at_ms, status, input_path, input_sha256,
+                               gateway_name, base_url, messages_path, settings)
+             VALUES (1, 'one', 0, 'completed', 'a.jsonl', '', 'mock', 'http://m', '/v1', '{}'),
+                    (2, 'two', 0, 'completed', 'b.jsonl', '', 'mock', 'http://m', '/v1', '{}'),
+                    (3, 'three', 0, 'running', 'c.jsonl', '', 'mock', 'http://m', '/v1', '{}')"
+                .to_owned(),
+        ];
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for id in 1..=150 {
+            let run = match id {
+                101.. => 3,
+                _ if id % 3 == 0 => 2,
+                _ => 1,
+            };
+            let model = if next(3) == 0 { "b" } else { "a" };
+            let state = [
+                "succeeded",
+                "succeeded",
+                "succeeded",
+                "failed",
+                "rejected",
+                "pending",
+            ][usize::try_from(next(6)).unwrap()];
+            let tags = if next(2) == 0 {
+                r#"{"half":"a"}"#
+            } else {
+                r#"{"half":"b"}"#
+            };
+            rows.push(format!(
+                "INSERT INTO jobs (id, run_id, job_id, model, line, request, request_sha256,
+                                   state, tags)
+                 VALUES ({id}, {run}, 'q{id}', '{model}', {id}, '{{}}', '', '{state}', '{tags}')"
+            ));
+            // An answer for most of those answered, and for a job that failed since.
+            if state == "succeeded" && next(8) > 0 || state == "failed" && next(4) == 0 {
+                let cost = if next(5) == 0 {
+                    "NULL".to_owned()
+                } else {
+                    (next(6) * 100).to_string()
+                };
+                let stop = ["end_turn", "end_turn", "max_tokens", "refusal"]
+                    [usize::try_from(next(4)).unwrap()];
+                let latency = next(7) * 10;
+                rows.push(format!(
+                    "INSERT INTO results (job, input_tokens, output_tokens,
+                         cache_creation_input_tokens, cache_write_5m_tokens,
+                         cache_write_1h_tokens, cache_read_input_tokens, latency_ms, streamed,
+                         cost_pico_usd, completed_at_ms, stop_reason)
+                     VALUES ({id}, 1, 2, 0, 0, 0, 0, {latency}, 0, {cost}, 0, '{stop}')"
+                ));
+            }
+            for (grader, kind) in [(0, "contains"), (1, "judge")] {
+                let passed = match next(5) {
+                    0 | 1 => "TRUE",
+                    2 | 3 => "FALSE",
+                    _ if kind == "judge" => "NULL",
+                    _ => continue,
+                };
+                rows.push(format!(
+                    "INSERT INTO grades (job, grader, kind, passed, spec, graded_at_ms)
+                     VALUES ({id}, {grader}, '{kind}', {passed}, '{{}}', 0)"
+                ));
+            }
+        }
+        rows
+    }
+
+    /// Every list (each filter, each order) of each run of [`varied_rows`], walked page by
+    /// page by number and counted, as it reads now and as it read row by row before the
+    /// indexes: the same jobs in the same order, and the same counts.
+    #[tokio::test]
+    async fn every_filter_s_list_and_count_are_those_read_row_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for row in varied_rows() {
+            store.execute(Sql::new(row)).await.unwrap();
+        }
+        let outcomes: Vec<Option<Outcome>> = std::iter::once(None)
+            .chain(Outcome::ALL.map(Some))
+            .collect();
+        let text = |v: &str| Some(v.to_owned());
+        let mut lists = 0;
+        for run in [1, 3] {
+            let tally = store.run_tally(run).await.unwrap();
+            let span = tally.span.unwrap();
+            assert_eq!(span.contiguous, run == 3, "run {run}");
+            for sort in JobSort::ALL {
+                for model in [None, text("a")] {
+                    for &outcome in &outcomes {
+                        for grader in [None, text("judge")] {
+                            for stop_reason in [None, text("max_tokens"), text("refusal")] {
+                                for (tag, job_id) in
+                                    [(None, None), (text("half=a"), None), (None, text("q12"))]
+                                {
+                                    let filter = JobFilter {
+                                        model: model.clone(),
+                                        outcome,
+                                        grader: grader.clone(),
+                                        stop_reason: stop_reason.clone(),
+                                        tag,
+                                        job_id,
+                                        sort,
+                                        ..JobFilter::default()
+                                    };
+                                    check_list(&store, run, &tally, &span, &filter).await;
+                                    lists += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(lists > 1_000, "{lists}");
+    }
+
+    async fn check_list(
+        store: &Store,
+        run: i64,
+        tally: &RunTally,
+        span: &JobSpan,
+        filter: &JobFilter,
+    ) {
+        let ids = |rows: Vec<JobListRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        ROWS_ONLY.set(true);
+        let all = ids(store
+            .job_page(run, span, None, filter, 0, MAX_PAGE)
+            .await
+            .unwrap());
+        let counted = store.count_sql(run, span, filter, 1_000);
+        let counted: i64 = store.value(counted).await.unwrap();
+        ROWS_ONLY.set(false);
+        let shown = i64::try_from(all.len()).unwrap();
+        assert_eq!(counted, shown, "{filter:?}");
+        for cap in [3, 1_000] {
+            let count = store.job_count(run, span, filter, cap).await.unwrap();
+            assert_eq!(count, shown.min(cap), "run {run}, {filter:?}, cap {cap}");
+        }
+        for per_page in [4, 7] {
+            let mut paged = Vec::new();
+            for page in 0.. {
+                let rows = store
+                    .job_page(run, span, Some(tally), filter, page * per_page, per_page)
+                    .await
+                    .unwrap();
+                let got = rows.len();
+                paged.extend(ids(rows));
+                if i64::try_from(got).unwrap() < per_page {
+                    break;
+                }
+            }
+            assert_eq!(paged, all, "run {run}, {filter:?}, {per_page} a page");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tally_counts_a_model_s_or_a_state_s_jobs_and_says_which_pages_by_number_are_read_far()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for row in varied_rows() {
+            store.execute(Sql::new(row)).await.unwrap();
+        }
+        let tally = store.run_tally(3).await.unwrap();
+        let of = |model: Option<&str>, state: &str| {
+            let sql = Sql::new(
+                "SELECT COUNT(*) FROM jobs WHERE run_id = 3 AND ($1 IS NULL OR model = $1)
+                 AND ($2 = '' OR state = $2)",
+            )
+            .bind(model)
+            .bind(state);
+            let store = store.clone();
+            async move { store.value::<i64>(sql).await.unwrap() }
+        };
+        for model in [None, Some("a"), Some("b"), Some("z")] {
+            for (outcome, state) in [
+                (None, ""),
+                (Some(Outcome::NoAnswer), "failed"),
+                (Some(Outcome::Rejected), "rejected"),
+                (Some(Outcome::Pending), "pending"),
+            ] {
+                let filter = JobFilter {
+                    model: model.map(str::to_owned),
+                    outcome,
+                    ..JobFilter::default()
+                };
+                assert_eq!(
+                    tally.matched(&filter),
+                    Some(of(model, state).await),
+                    "{filter:?}"
+                );
+            }
+        }
+        for outcome in [Outcome::Passed, Outcome::Failed, Outcome::Answered] {
+            let filter = JobFilter {
+                outcome: Some(outcome),
+                ..JobFilter::default()
+            };
+            assert_eq!(tally.matched(&filter), None);
+        }
+        // Found by a seek, or read by row id: never far, however deep.
+        let deep = 1_000_000;
+        let sorted = JobFilter {
+            sort: JobSort::LatencyDesc,
+            ..JobFilter::default()
+        };
+        let tagged = JobFilter {
+            tag: Some("half=a".to_owned()),
+            ..JobFilter::default()
+        };
+        let one_model = JobFilter {
+            model: Some("a".to_owned()),
+            ..JobFilter::default()
+        };
+        assert_eq!(tally.stepped(&JobFilter::default(), deep, 50), 0);
+        assert_eq!(tally.stepped(&sorted, deep, 50), 0);
+        assert_eq!(tally.stepped(&one_model, deep, 50), 0);
+        assert_eq!(
+            tally.stepped(
+                &JobFilter {
+                    text: Some("x".to_owned()),
+                    ..tagged.clone()
+                },
+                deep,
+                50
+            ),
+            0
+        );
+        // Read job by job: as far as the page, or from the end when the list's length is
+        // known (past the jobs with a value, those without are read by row id).
+        assert_eq!(tally.stepped(&tagged, deep, 50), deep);
+        let sorted_model = JobFilter {
+            sort: JobSort::CostAsc,
+            ..one_model
+        };
+        let valued = tally.valued(Some("a"), JobSort::CostAsc.key().unwrap());
+        assert!(valued > 6, "{valued}");
+        assert_eq!(tally.stepped(&sorted_model, 2, 2), 2);
+        assert_eq!(tally.stepped(&sorted_model, valued - 3, 2), 1);
+        assert_eq!(tally.stepped(&sorted_model, valued, 2), 0);
+        // A run whose rows are not one stretch cannot be sought in: its sorted list is read.
+        let apart = store.run_tally(1).await.unwrap();
+        assert!(!apart.span.unwrap().contiguous);
+        assert!(apart.valued(None, sorted.sort.key().unwrap()) > 12);
+        assert_eq!(apart.stepped(&sorted, 5, 2), 5);
     }
 }

@@ -20,7 +20,7 @@ use super::data::{Data, JobsAt, PAGE, ViewError};
 use super::pages;
 use super::security::{self, Access};
 use crate::store::Store;
-use crate::store::view::{Cursor, JobFilter, JobSort, Outcome};
+use crate::store::view::{Cursor, JobFilter, JobSort, MAX_PAGE, MAX_STEPPED, Outcome};
 
 type Shared = State<Arc<Data>>;
 
@@ -492,8 +492,45 @@ async fn jobs_of(
     query: &HashMap<String, String>,
 ) -> Result<super::data::JobsPage, ViewError> {
     let q = job_query(query)?;
+    if let JobsAt::Page(page) = q.at {
+        within_reach(data, run, &q.filter, page, q.per_page).await?;
+    }
     data.jobs_page(run, q.filter, q.at, q.numbered, q.per_page, q.from)
         .await
+}
+
+/// Refuses a page asked for by its number that lies further into its list than a page is
+/// read past ([`MAX_STEPPED`] jobs, from the nearer end of a list whose length is known) when
+/// the list is not found by a seek: such a page would read every job before it, and the
+/// pages' links reach it at once.
+async fn within_reach(
+    data: &Arc<Data>,
+    run: &str,
+    filter: &JobFilter,
+    page: i64,
+    per_page: i64,
+) -> Result<(), ViewError> {
+    // As the list reads its page.
+    let per_page = per_page.clamp(1, MAX_PAGE);
+    let offset = (page.max(1) - 1).saturating_mul(per_page);
+    // A page no further in than that is read at once, whatever the list: no need to look.
+    if offset <= MAX_STEPPED {
+        return Ok(());
+    }
+    let run = data.find_run(run).await?;
+    let tally = data.store.run_tally(run.id).await?;
+    let stepped = tally.stepped(filter, offset, per_page);
+    if stepped <= MAX_STEPPED {
+        return Ok(());
+    }
+    let reach = MAX_STEPPED / per_page + 1;
+    Err(ViewError::BadRequest(format!(
+        "page: {stepped} jobs would be read one by one to reach page {page} of this list, \
+         which no index finds by its number; such a page is found by number no further than \
+         {MAX_STEPPED} jobs from an end of the list (page {reach} at {per_page} a page, or as \
+         near its end when its length is known). Follow the pages' next and previous links \
+         instead, which find a page wherever it lies, or narrow the filter"
+    )))
 }
 
 fn job_id(job: &str) -> Result<i64, ViewError> {

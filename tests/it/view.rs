@@ -875,6 +875,55 @@ async fn a_forged_or_malformed_cursor_is_refused_400_naming_it_and_the_server_go
     assert_eq!(job_ids(&again), before, "the store is as it was");
 }
 
+#[tokio::test]
+async fn a_page_by_number_read_job_by_job_past_its_reach_is_refused_400_naming_the_links() {
+    let ws = Workspace::new();
+    let (_view, base, id) = tagged_sorted_run(&ws).await;
+    // Page 10,002 at one job a page lies 10,001 jobs into its list.
+    let deep = "per_page=1&page=10002";
+    // Found by a seek (every job, in input order or sorted), or read by row id and tested on
+    // the row alone (a model, a state), or past the jobs with a value: an empty page.
+    for query in [
+        "",
+        "sort=cost_desc",
+        "sort=latency_asc",
+        "model=claude-haiku-4-5",
+        "outcome=no_answer&model=claude-haiku-4-5",
+        "sort=cost_asc&model=claude-haiku-4-5",
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/{id}/jobs?{query}&{deep}");
+            let (status, _, body) = get(&url).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {body}");
+        }
+        let page = get_json(&format!("{base}/api/runs/{id}/jobs?{query}&{deep}")).await;
+        assert_eq!(page["jobs"], json!([]), "{query}");
+    }
+    // Read job by job up to it: refused, naming the field and what reaches the page.
+    for query in [
+        "tag=half%3Da",
+        "outcome=passed",
+        "sort=latency_desc&tag=half%3Db",
+    ] {
+        for api in ["/api", ""] {
+            let url = format!("{base}{api}/runs/{id}/jobs?{query}&{deep}");
+            let (status, _, body) = get(&url).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+            assert!(
+                body.contains("page:") && body.contains("next and previous links"),
+                "{url}: {body}"
+            );
+        }
+    }
+    // Within its reach, and by its links however deep: answered.
+    let url = format!("{base}/api/runs/{id}/jobs?tag=half%3Da&per_page=1&page=10001");
+    let (status, _, body) = get(&url).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    let url = format!("{base}/api/runs/{id}/jobs?tag=half%3Da&per_page=1&after=3&page=10002");
+    let (status, _, body) = get(&url).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+}
+
 /// `routes` served on a free loopback port as the command serves its own (guarded, with every
 /// answer's layers), closing connections whose headers take over `header_read_timeout`:
 /// the base URL and the token that stops it.
