@@ -79,15 +79,30 @@ impl Global {
     /// Opens the database for commands that work on runs already in it, refusing to create an
     /// empty one where the user mistyped the path.
     pub async fn existing_store(&self) -> anyhow::Result<crate::store::Store> {
+        self.existing_store_keeping(0).await
+    }
+
+    /// Opens the database as [`Global::existing_store`] does, keeping `connections` to a
+    /// PostgreSQL server open all along (see [`crate::store::Store::open_keeping`]).
+    pub async fn existing_store_keeping(
+        &self,
+        connections: u32,
+    ) -> anyhow::Result<crate::store::Store> {
         if !self.db.exists() {
             anyhow::bail!("no database at {} (give --db or set MSGBATCH_DB)", self.db);
         }
-        self.store().await
+        self.store_keeping(connections).await
     }
 
     /// Opens (or creates) the database, to be closed when the command ends.
     pub async fn store(&self) -> anyhow::Result<crate::store::Store> {
-        let store = crate::store::Store::open(&self.db).await?;
+        self.store_keeping(0).await
+    }
+
+    /// Opens (or creates) the database as [`Global::store`] does, keeping `connections` to a
+    /// PostgreSQL server open all along (see [`crate::store::Store::open_keeping`]).
+    pub async fn store_keeping(&self, connections: u32) -> anyhow::Result<crate::store::Store> {
+        let store = crate::store::Store::open_keeping(&self.db, connections).await?;
         if let Ok(mut opened) = self.opened.lock() {
             opened.push(store.clone());
         }

@@ -9,12 +9,18 @@ use crate::cli::ViewArgs;
 use crate::view::Access;
 use crate::{ExitStatus, Shutdown};
 
+/// Connections to a PostgreSQL store the pages keep open: as many as its pool holds.
+const PAGE_CONNECTIONS: u32 = 6;
+
 pub async fn view(
     global: &Global,
     args: &ViewArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitStatus> {
-    let store = global.existing_store().await?;
+    // The pages' connections to a PostgreSQL server are opened before the first page and kept
+    // open: opened while a page waits, each cost it a tenth of a second while the reports of
+    // the finished runs are computed (the first runs page took half a second).
+    let store = global.existing_store_keeping(PAGE_CONNECTIONS).await?;
     // Reports are computed on connections of their own: a report of a large run holds its
     // connections for seconds, and the pages must not wait for one behind it.
     let reports = global.store().await?;

@@ -259,6 +259,19 @@ impl Store {
     /// created if needed and kept in WAL mode (`:memory:` gives a private in-memory
     /// database); a PostgreSQL database must exist.
     pub async fn open(location: impl Into<Location>) -> Result<Self, StoreError> {
+        Self::open_keeping(location, 0).await
+    }
+
+    /// Opens the store as [`Store::open`] does, with `connections` connections (at most six)
+    /// to a PostgreSQL server open from the start and kept open however long they are idle
+    /// (a SQLite file's are opened as they are asked for, in no time). For a server answering
+    /// pages: a connection opened while a page waits cost it a tenth of a second on a busy
+    /// machine, and the pool opens one for nearly every statement of a page in a row (each
+    /// connection goes back to the pool on a task of its own, after the next is asked for).
+    pub async fn open_keeping(
+        location: impl Into<Location>,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         let location: Location = location.into();
         let shown = location.to_string();
         let open = |source| StoreError::Open {
@@ -297,10 +310,17 @@ impl Store {
                     // The writer, the dispatcher, the loader, a report's second reader, and a
                     // heartbeat that must not wait behind them for long.
                     .max_connections(6)
+                    .min_connections(connections.min(6))
                     .acquire_timeout(Duration::from_secs(60))
                     .connect_with(options)
                     .await
                     .map_err(open)?;
+                // Opened now rather than once asked for: held at once, the pool opens them.
+                let mut held = Vec::new();
+                for _ in 0..connections.min(6) {
+                    held.push(pool.acquire().await.map_err(open)?);
+                }
+                drop(held);
                 Pool::Postgres(pool)
             }
         };
