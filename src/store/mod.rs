@@ -48,6 +48,7 @@ macro_rules! judge_spend {
     };
 }
 
+mod added;
 mod batches;
 mod failures;
 mod jobs_view;
@@ -227,6 +228,19 @@ impl Tx {
             Self::Sqlite(tx) => on!(sqlite, &mut **tx, sql, query_with, execute)?.rows_affected(),
             Self::Postgres(tx) => {
                 on!(postgres, &mut **tx, sql, query_with, execute)?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs an insert; on SQLite, returns the row id of the last row it wrote.
+    async fn insert(&mut self, sql: Sql) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => {
+                Some(on!(sqlite, &mut **tx, sql, query_with, execute)?.last_insert_rowid())
+            }
+            Self::Postgres(tx) => {
+                on!(postgres, &mut **tx, sql, query_with, execute)?;
+                None
             }
         })
     }
@@ -608,9 +622,11 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts jobs in one transaction.
+    /// Inserts jobs in one transaction, and counts them into their run's tallies in it (on
+    /// SQLite here, once per statement; on PostgreSQL by a trigger, once per statement).
     pub async fn insert_jobs(&self, run_id: i64, jobs: Vec<NewJob>) -> Result<(), StoreError> {
         const COLUMNS: usize = 12;
+        let mut added = (self.dialect() == Dialect::Sqlite).then(added::AddedJobs::default);
         let mut tx = self.begin().await?;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
@@ -622,6 +638,9 @@ impl Store {
             let mut rows = 0;
             sql.push_values(jobs.by_ref().take(block_rows(COLUMNS)), |row, job| {
                 rows += 1;
+                if let Some(added) = &mut added {
+                    added.row(&job.model, job.state);
+                }
                 row.bind(run_id)
                     .bind(job.job_id)
                     .bind(job.model)
@@ -635,7 +654,13 @@ impl Store {
                     .bind(job.error)
                     .bind(job.params_max_tokens.and_then(|m| i64::try_from(m).ok()));
             });
-            tx.execute(sql.block(rows, COLUMNS)).await?;
+            let last = tx.insert(sql.block(rows, COLUMNS)).await?;
+            if let (Some(added), Some(last)) = (&mut added, last) {
+                added.written(last);
+            }
+        }
+        if let Some(added) = added {
+            added.write(&mut tx, run_id).await?;
         }
         tx.commit().await?;
         Ok(())

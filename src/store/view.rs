@@ -1708,6 +1708,116 @@ mod tests {
         }
     }
 
+    /// Each model's tally of a run as stored, and as counted over its rows: (model, jobs,
+    /// pending, succeeded, failed, rejected, first job, last job).
+    async fn per_model(
+        store: &Store,
+        run: i64,
+    ) -> [Vec<(String, i64, i64, i64, i64, i64, i64, i64)>; 2] {
+        let tallied = store
+            .all(
+                Sql::new(
+                    "SELECT model, jobs, pending, succeeded, failed, rejected, first_job, last_job
+                     FROM run_tallies WHERE run_id = $1 ORDER BY model",
+                )
+                .bind(run),
+            )
+            .await
+            .unwrap();
+        let counted = store
+            .all(
+                Sql::new(
+                    "SELECT model, COUNT(*), COUNT(*) FILTER (WHERE state = 'pending'),
+                            COUNT(*) FILTER (WHERE state = 'succeeded'),
+                            COUNT(*) FILTER (WHERE state = 'failed'),
+                            COUNT(*) FILTER (WHERE state = 'rejected'), MIN(id), MAX(id)
+                     FROM jobs WHERE run_id = $1 GROUP BY model ORDER BY model",
+                )
+                .bind(run),
+            )
+            .await
+            .unwrap();
+        [tallied, counted]
+    }
+
+    #[tokio::test]
+    async fn jobs_stored_many_statements_at_a_time_are_tallied_by_model_and_state_as_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        let mut runs = Vec::new();
+        for name in ["one", "two"] {
+            let run = super::super::NewRun {
+                name: name.to_owned(),
+                input_path: "jobs.jsonl".to_owned(),
+                gateway_name: "mock".to_owned(),
+                base_url: "mock://".to_owned(),
+                messages_path: "/v1/messages".to_owned(),
+                settings_json: "{}".to_owned(),
+                via: "batches",
+                checked: None,
+            };
+            runs.push(store.create_run(&run).await.unwrap());
+        }
+        let states = [
+            super::super::JobState::Pending,
+            super::super::JobState::Succeeded,
+            super::super::JobState::Failed,
+            super::super::JobState::Rejected,
+        ];
+        let jobs = |from: u64, to: u64| {
+            (from..to)
+                .map(|line| super::super::NewJob {
+                    job_id: format!("q{line}"),
+                    // Models interleaved, and one that only a few rows have.
+                    model: if line % 7 == 0 {
+                        "c"
+                    } else if line % 2 == 1 {
+                        "b"
+                    } else {
+                        "a"
+                    }
+                    .to_owned(),
+                    sample: 0,
+                    line,
+                    request: "{}".to_owned(),
+                    request_sha256: String::new(),
+                    tags: None,
+                    expect: None,
+                    state: states[usize::try_from(line % 4).unwrap()],
+                    error: None,
+                    params_max_tokens: None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Several statements a call, the runs' rows interleaved between calls.
+        store.insert_jobs(runs[0], jobs(0, 700)).await.unwrap();
+        store.insert_jobs(runs[1], jobs(0, 300)).await.unwrap();
+        store.insert_jobs(runs[0], jobs(700, 1_000)).await.unwrap();
+        for &run in &runs {
+            let [tallied, counted] = per_model(&store, run).await;
+            assert_eq!(tallied, counted, "run {run}");
+            assert_eq!(tallied.len(), 3, "{tallied:?}");
+        }
+        assert_tallied(&store, &runs, "jobs added").await;
+
+        // A row with the greatest id there is (written by hand, and counted by nothing): SQLite
+        // gives the rows after it ids at random, and the run is counted again from its rows,
+        // that one included.
+        exec(
+            &store,
+            &[
+                "INSERT INTO jobs (id, run_id, job_id, model, line, request, request_sha256, state)
+               VALUES (9223372036854775807, 2, 'last', 'a', 5000, '{}', '', 'pending')",
+            ],
+        )
+        .await;
+        store.insert_jobs(runs[1], jobs(300, 600)).await.unwrap();
+        let [tallied, counted] = per_model(&store, runs[1]).await;
+        assert_eq!(tallied, counted);
+        assert_tallied(&store, &runs, "jobs added after the greatest id").await;
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_store_whose_sums_pass_2_63_opens_and_its_tally_is_refused_not_wrapped() {
         let dir = tempfile::tempdir().unwrap();
