@@ -446,10 +446,12 @@ impl<'r> Sides<'r> {
 
 /// A listed job of a comparison of two runs: its row id in the first run and in the second,
 /// and what a listing selects on.
+/// The job is in a run when its outcome there is given (24 bytes: a comparison may list a
+/// million jobs).
 #[derive(Debug, Clone, Copy)]
 struct Listed {
-    a: Option<i64>,
-    b: Option<i64>,
+    a_id: i64,
+    b_id: i64,
     /// Its model (the first run's), as its number in [`Runs::models`].
     model: u32,
     before: Option<Outcome>,
@@ -457,10 +459,20 @@ struct Listed {
 }
 
 impl Listed {
+    /// Its row id in the first run, if it is there.
+    fn a(&self) -> Option<i64> {
+        self.before.map(|_| self.a_id)
+    }
+
+    /// Its row id in the second run, if it is there.
+    fn b(&self) -> Option<i64> {
+        self.after.map(|_| self.b_id)
+    }
+
     fn of(a: Option<&Side>, b: Option<&Side>) -> Self {
         Self {
-            a: a.map(|s| s.id),
-            b: b.map(|s| s.id),
+            a_id: a.map_or(0, |s| s.id),
+            b_id: b.map_or(0, |s| s.id),
             model: a.or(b).map_or(0, |s| s.model),
             before: a.map(|s| s.outcome),
             after: b.map(|s| s.outcome),
@@ -889,12 +901,13 @@ async fn listed_rows(
     after: i64,
     listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a).collect()).await?;
-    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b).collect()).await?;
+    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a()).collect()).await?;
+    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b()).collect()).await?;
     let mut rows = Vec::new();
-    for &(change, Listed { a, b, .. }) in listed {
-        let a = a.and_then(|id| shown_a.get(&id));
-        let b = b.and_then(|id| shown_b.get(&id));
+    for (change, row) in listed {
+        let change = *change;
+        let a = row.a().and_then(|id| shown_a.get(&id));
+        let b = row.b().and_then(|id| shown_b.get(&id));
         // A row deleted since the first pass is left out.
         let Some(first) = a.or(b) else { continue };
         rows.push(DiffRow {
