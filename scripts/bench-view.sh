@@ -3,8 +3,8 @@
 # copying the rows of a small real run on the mock straight into SQLite (a real run of a
 # million jobs takes far longer and measures the runner, not the view). Starts the view, times
 # its pages with curl (the job list's first page, filtered and sorted pages, the run page
-# while its report is computed and after, one job, the runs), and prints the server's peak
-# RSS.
+# while its report is computed and after, its models compared and the run diffed with itself
+# while each is computed and after, one job, the runs), and prints the server's peak RSS.
 #
 #   scripts/bench-view.sh [RESULTS]
 #
@@ -322,13 +322,30 @@ after=$(cursor_of "tag=suite%3Ds3&page=1399" next)
 [ -n "$after" ] || after=$(store_cursor tag $(( 1399 * 50 - 1 )))
 [ -n "$after" ] && time_page "  the same page by its next link (after=)" \
     "/runs/$run/jobs?tag=suite%3Ds3&after=$after&page=1400"
-# BENCH_VIEW_MODELS=1: the model comparison too, its first page and a deep one. It compares
-# every job of the run in memory on each request, whichever page (seconds, and the server's
-# peak memory then is its), so it is left out of the figures above unless asked for.
-if [ -n "${BENCH_VIEW_MODELS:-}" ]; then
-    time_page "model comparison, first page" "/runs/$run/models"
-    time_page "model comparison, page 5000" "/runs/$run/models?page=5000"
-fi
+# The run's models compared, and the run compared with itself (a diff of a million jobs on
+# each side): the first look answers at once while the comparison is computed in the
+# background, then each page is read from what the server keeps.
+compare_page() {
+    local name=$1 path=$2 api=$3 first asked tries=0
+    first=$(curl -s -o /dev/null -w '%{time_total}' "${url}${path#/}")
+    asked=$(date +%s.%N)
+    until curl -s "${url}${api#/}" | python3 -c \
+        'import json,sys; sys.exit(json.load(sys.stdin).get("status") != "ready")'; do
+        tries=$((tries + 1))
+        [ "$tries" = 1800 ] && { echo "$name is not ready after 30 minutes"; exit 1; }
+        sleep 1
+    done
+    printf '  %-48s %7.0f ms\n' "$name, first request (being computed)" \
+        "$(echo "$first * 1000" | bc)"
+    printf '  %-48s %7.1f s\n' "  ready in the background after" \
+        "$(echo "$(date +%s.%N) - $asked" | bc)"
+    time_page "$name, first page (kept)" "$path"
+    time_page "$name, page 5000" "$path?page=5000"
+    time_page "$name, filtered" "$path?$4"
+}
+compare_page "model comparison" "/runs/$run/models" "/api/runs/$run/models" "outcome=fail"
+compare_page "diff with itself" "/diff/$run/$run" "/api/diff/$run/$run" \
+    "model=claude-sonnet-4-6"
 time_page "one job" "/runs/$run/jobs/$job"
 time_page "runs" "/"
 time_page "runs (JSON, as the page polls it)" "/api/runs"

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::pricing::CostOverflow;
-use crate::store::{GradeView, ListedJob, RunRow, Store};
+use crate::store::{GradeView, JobScore, ListedJob, RunRow, Store};
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
 
@@ -335,13 +335,18 @@ impl Names {
         n
     }
 
+    /// Roughly the bytes it holds.
+    fn weight(&self) -> usize {
+        self.names.iter().map(|n| 2 * n.len() + 64).sum()
+    }
+
     fn name(&self, n: u32) -> Option<&str> {
         let i = usize::try_from(n).ok()?.checked_sub(1)?;
         self.names.get(i).map(String::as_str)
     }
 }
 
-/// One (job, model) of a run, its samples read: see [`each_side`].
+/// One (job, model) of a run, its samples read: see [`Sides`].
 struct Group {
     job_id: String,
     model: String,
@@ -351,99 +356,102 @@ struct Group {
     latencies: Vec<i64>,
 }
 
-/// Each (job, model) of a run in input order, its samples (`--repeat`) made one, from one
-/// read of the rows' figures. A record's rows are stored together, a model's samples next
-/// to each other, so the samples of a job are consecutive rows; a (job, model) whose
-/// samples are not is said, not miscounted.
-async fn each_side(
-    store: &Store,
-    run: &RunRow,
-    with_tags: bool,
-    stops: &mut Names,
-    models: &mut Names,
-    mut sink: impl FnMut(Group) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut current: Option<(Group, paired::MeanMeasures)> = None;
-    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
-    let mut finish = |(mut group, sum): (Group, paired::MeanMeasures)| {
-        if !seen.insert(hash_of(&format!("{}\u{0}{}", group.job_id, group.model))) {
+/// A run's rows in row order made into its (job, model)s, their samples (`--repeat`) made
+/// one. A record's rows are stored together, a model's samples next to each other, so the
+/// samples of a job are consecutive rows; a (job, model) whose samples are not is said, not
+/// miscounted.
+struct Sides<'r> {
+    run: &'r str,
+    current: Option<(Group, paired::MeanMeasures)>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl<'r> Sides<'r> {
+    fn new(run: &'r str) -> Self {
+        Self {
+            run,
+            current: None,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Takes the next row; gives the (job, model) it ends, if any.
+    fn push(
+        &mut self,
+        row: JobScore<'_>,
+        stops: &mut Names,
+        models: &mut Names,
+    ) -> anyhow::Result<Option<Group>> {
+        let outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
+        let measures = Measures::new(outcome, row.cost_pico_usd, row.latency_ms);
+        let same = self
+            .current
+            .as_ref()
+            .is_some_and(|(g, _)| g.job_id == row.job_id && g.model == row.model);
+        let ended = if same { None } else { self.finish()? };
+        let (group, sum) = self.current.get_or_insert_with(|| {
+            (
+                Group {
+                    side: Side {
+                        id: row.id,
+                        outcome,
+                        stop: stops.number(row.stop_reason.as_deref()),
+                        model: models.number(Some(row.model.as_ref())),
+                        cost_pico_usd: row.cost_pico_usd,
+                        latency_ms: row.latency_ms,
+                        measures,
+                        samples: 0,
+                        passed: 0,
+                        graded: 0,
+                        cost_sum: 0,
+                    },
+                    job_id: row.job_id.into_owned(),
+                    model: row.model.into_owned(),
+                    tags: row.tags.map(std::borrow::Cow::into_owned),
+                    latencies: Vec::new(),
+                },
+                paired::MeanMeasures::default(),
+            )
+        });
+        sum.add(&measures);
+        let side = &mut group.side;
+        side.samples += 1;
+        side.passed += u32::from(outcome == Outcome::Pass);
+        side.graded += u32::from(outcome.graded());
+        add_cost(&mut side.cost_sum, row.cost_pico_usd)?;
+        group.latencies.extend(row.latency_ms);
+        Ok(ended)
+    }
+
+    /// Ends the (job, model) under way, if any, and gives it.
+    fn finish(&mut self) -> anyhow::Result<Option<Group>> {
+        let Some((mut group, sum)) = self.current.take() else {
+            return Ok(None);
+        };
+        if !self
+            .seen
+            .insert(hash_of(&format!("{}\u{0}{}", group.job_id, group.model)))
+        {
             anyhow::bail!(
                 "run {}: the samples of job {} on {} are not stored together; msgbatch stores them in one stretch",
-                run.name,
+                self.run,
                 group.job_id,
                 group.model
             );
         }
         group.side.measures = sum.mean();
-        sink(group)
-    };
-    store
-        .each_job_score(run.id, with_tags, |row| -> anyhow::Result<()> {
-            let outcome = Outcome::of_verdicts(&row.state, row.passed, row.failed);
-            let measures = Measures::new(outcome, row.cost_pico_usd, row.latency_ms);
-            let same = current
-                .as_ref()
-                .is_some_and(|(g, _)| g.job_id == row.job_id && g.model == row.model);
-            if !same && let Some(done) = current.take() {
-                finish(done)?;
-            }
-            let (group, sum) = current.get_or_insert_with(|| {
-                (
-                    Group {
-                        side: Side {
-                            id: row.id,
-                            outcome,
-                            stop: stops.number(row.stop_reason.as_deref()),
-                            model: models.number(Some(row.model.as_ref())),
-                            cost_pico_usd: row.cost_pico_usd,
-                            latency_ms: row.latency_ms,
-                            measures,
-                            samples: 0,
-                            passed: 0,
-                            graded: 0,
-                            cost_sum: 0,
-                        },
-                        job_id: row.job_id.into_owned(),
-                        model: row.model.into_owned(),
-                        tags: row.tags.map(std::borrow::Cow::into_owned),
-                        latencies: Vec::new(),
-                    },
-                    paired::MeanMeasures::default(),
-                )
-            });
-            sum.add(&measures);
-            let side = &mut group.side;
-            side.samples += 1;
-            side.passed += u32::from(outcome == Outcome::Pass);
-            side.graded += u32::from(outcome.graded());
-            add_cost(&mut side.cost_sum, row.cost_pico_usd)?;
-            group.latencies.extend(row.latency_ms);
-            Ok(())
-        })
-        .await?;
-    if let Some(done) = current.take() {
-        finish(done)?;
+        Ok(Some(group))
     }
-    Ok(())
-}
-
-/// A job of the first run, as the comparison of two runs keeps it between its passes.
-struct Before {
-    side: Side,
-    /// Its samples' latencies, in [`Compared::latencies`].
-    latencies: std::ops::Range<usize>,
-    /// Its value of the clustering tag, in the clusters' [`Names`].
-    cluster: u32,
-    /// The same job in the second run.
-    after: Option<Side>,
 }
 
 /// A listed job of a comparison of two runs: its row id in the first run and in the second,
 /// and what a listing selects on.
+/// The job is in a run when its outcome there is given (24 bytes: a comparison may list a
+/// million jobs).
 #[derive(Debug, Clone, Copy)]
 struct Listed {
-    a: Option<i64>,
-    b: Option<i64>,
+    a_id: i64,
+    b_id: i64,
     /// Its model (the first run's), as its number in [`Runs::models`].
     model: u32,
     before: Option<Outcome>,
@@ -451,10 +459,20 @@ struct Listed {
 }
 
 impl Listed {
+    /// Its row id in the first run, if it is there.
+    fn a(&self) -> Option<i64> {
+        self.before.map(|_| self.a_id)
+    }
+
+    /// Its row id in the second run, if it is there.
+    fn b(&self) -> Option<i64> {
+        self.after.map(|_| self.b_id)
+    }
+
     fn of(a: Option<&Side>, b: Option<&Side>) -> Self {
         Self {
-            a: a.map(|s| s.id),
-            b: b.map(|s| s.id),
+            a_id: a.map_or(0, |s| s.id),
+            b_id: b.map_or(0, |s| s.id),
             model: a.or(b).map_or(0, |s| s.model),
             before: a.map(|s| s.outcome),
             after: b.map(|s| s.outcome),
@@ -514,6 +532,56 @@ fn change_of(before: &Side, after: &Side, max_tokens: u32) -> Option<Change> {
     }
 }
 
+/// What a job of the first run is matched on in the second: its id, and its model when
+/// either run has several.
+fn key_of(group: &Group, by_model: bool) -> (String, String) {
+    let model = if by_model {
+        group.model.clone()
+    } else {
+        String::new()
+    };
+    (group.job_id.clone(), model)
+}
+
+/// A job that changed nothing but its cost or latency, as the largest such changes are
+/// chosen: the largest change first, ties in the first run's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Largest {
+    change: std::cmp::Reverse<u64>,
+    /// For the latency: the cost's change, whose order breaks the latency's ties.
+    then: std::cmp::Reverse<u64>,
+    order: usize,
+}
+
+/// The rows of the [`LARGEST_CHANGES`] smallest keys given (the largest changes), and how
+/// many were given.
+#[derive(Default)]
+struct Top {
+    kept: Vec<(Largest, Listed)>,
+    count: usize,
+}
+
+impl Top {
+    fn add(&mut self, key: Largest, row: Listed) {
+        self.count += 1;
+        self.kept.push((key, row));
+        if self.kept.len() >= 2 * LARGEST_CHANGES {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        self.kept.sort_unstable_by_key(|(key, _)| *key);
+        self.kept.truncate(LARGEST_CHANGES);
+    }
+
+    /// The rows kept, the largest change first.
+    fn rows(mut self) -> Vec<Listed> {
+        self.cut();
+        self.kept.into_iter().map(|(_, row)| row).collect()
+    }
+}
+
 /// Compares two runs job by job, listing at most `limit` jobs of each kind of change.
 pub async fn compare(
     store: &Store,
@@ -546,9 +614,10 @@ pub async fn compare(
 
 /// Two runs compared job by job, no row read yet (see [`Runs::load_rows`]).
 ///
-/// Two passes over the runs' figures (outcome, stop reason, cost, latency; no answer): the
-/// first run's jobs are kept as numbers by (job, model), the second's matched to them as
-/// they come; then the comparisons and counts are made in the first run's order.
+/// One pass over the first run's figures (outcome, stop reason, cost, latency; no answer) in
+/// its order, each chunk of its rows read with the same jobs' rows of the second run, then
+/// one over the second run's jobs the first lacks: what is held is a chunk of rows and the
+/// changed jobs found, whatever the size of the runs.
 pub async fn runs(
     store: &Store,
     before: &RunRow,
@@ -562,94 +631,136 @@ pub async fn runs(
     let by_model = models_a.len() > 1 || models_b.len() > 1;
     let clustered = options.cluster_tag.is_some();
     let mut stops = Names::default();
+    // Numbered first, so that a change to it is known whichever run has it first.
+    let max_tokens = stops.number(Some("max_tokens"));
     let mut models = Names::default();
     let mut clusters = Names::default();
     let mut samples = 1_usize;
-    let mut latencies: Vec<i64> = Vec::new();
-    let mut jobs: Vec<Before> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    each_side(store, before, clustered, &mut stops, &mut models, |group| {
-        samples = samples.max(group.side.samples as usize);
-        let start = latencies.len();
-        latencies.extend(&group.latencies);
-        let cluster = clusters
-            .number(cluster_of(group.tags.as_deref(), options.cluster_tag.as_deref()).as_deref());
-        let model = if by_model { group.model } else { String::new() };
-        index.insert((group.job_id, model), jobs.len());
-        jobs.push(Before {
-            side: group.side,
-            latencies: start..latencies.len(),
-            cluster,
-            after: None,
-        });
-        Ok(())
-    })
-    .await?;
     let mut totals = Totals::default();
-    let mut latencies_after: Vec<i64> = Vec::new();
-    // Jobs of the second run only, in its order.
-    let mut new: Vec<Listed> = Vec::new();
-    each_side(store, after, false, &mut stops, &mut models, |group| {
-        samples = samples.max(group.side.samples as usize);
-        let model = if by_model { group.model } else { String::new() };
-        let found = index
-            .get(&(group.job_id, model))
-            .copied()
-            .filter(|&i| jobs[i].after.is_none());
-        let Some(i) = found else {
-            new.push(Listed::of(None, Some(&group.side)));
-            return Ok(());
-        };
-        jobs[i].after = Some(group.side);
-        let side = &group.side;
-        totals.passed_after += side.passed as usize;
-        totals.graded_after += side.graded as usize;
-        add_cost(&mut totals.cost_after_pico_usd, Some(side.cost_sum))?;
-        latencies_after.extend(&group.latencies);
-        Ok(())
-    })
-    .await?;
-    drop(index);
-    // No stop reason is numbered 0 or past the last: `max_tokens` unseen matches none.
-    let max_tokens = stops.index.get("max_tokens").copied().unwrap_or(u32::MAX);
-
-    // In the first run's order: the counts, the comparisons, and the jobs of each kind.
     let mut sums = paired::PairSums::new(clustered);
-    let mut latencies_before: Vec<i64> = Vec::new();
+    let (mut latencies_before, mut latencies_after): (Vec<i64>, Vec<i64>) = Default::default();
     let mut listed: BTreeMap<Change, Vec<Listed>> = BTreeMap::new();
-    // Jobs that changed nothing else, with their changes of cost and latency.
-    let mut changed: Vec<(Listed, Option<i64>, Option<i64>)> = Vec::new();
-    for job in &jobs {
-        let a = &job.side;
-        let Some(b) = &job.after else {
+    // The jobs that changed nothing else, by their changes of cost and of latency.
+    let (mut by_cost, mut by_latency) = (Top::default(), Top::default());
+    let mut order = 0_usize;
+
+    let mut firsts = Sides::new(&before.name);
+    // The second run's jobs of the chunks read so far whose job of the first run is not
+    // yet whole.
+    let mut partners: HashMap<(String, String), Group> = HashMap::new();
+    let mut compare_one = |a: Group,
+                           partners: &mut HashMap<(String, String), Group>,
+                           clusters: &mut Names|
+     -> anyhow::Result<()> {
+        samples = samples.max(a.side.samples as usize);
+        let cluster = clusters
+            .number(cluster_of(a.tags.as_deref(), options.cluster_tag.as_deref()).as_deref());
+        let Some(b) = partners.remove(&key_of(&a, by_model)) else {
             listed
                 .entry(Change::Missing)
                 .or_default()
-                .push(Listed::of(Some(a), None));
-            continue;
+                .push(Listed::of(Some(&a.side), None));
+            return Ok(());
         };
+        let (x, y) = (&a.side, &b.side);
+        samples = samples.max(y.samples as usize);
+        totals.passed_after += y.passed as usize;
+        totals.graded_after += y.graded as usize;
+        add_cost(&mut totals.cost_after_pico_usd, Some(y.cost_sum))?;
+        latencies_after.extend(&b.latencies);
         totals.matched += 1;
-        totals.passed_before += a.passed as usize;
-        totals.graded_before += a.graded as usize;
-        add_cost(&mut totals.cost_before_pico_usd, Some(a.cost_sum))?;
-        latencies_before.extend(&latencies[job.latencies.clone()]);
-        sums.add(&a.measures, &b.measures, clusters.name(job.cluster));
-        let row = Listed::of(Some(a), Some(b));
-        match change_of(a, b, max_tokens) {
+        totals.passed_before += x.passed as usize;
+        totals.graded_before += x.graded as usize;
+        add_cost(&mut totals.cost_before_pico_usd, Some(x.cost_sum))?;
+        latencies_before.extend(&a.latencies);
+        sums.add(&x.measures, &y.measures, clusters.name(cluster));
+        let row = Listed::of(Some(x), Some(y));
+        match change_of(x, y, max_tokens) {
             Some(change) => listed.entry(change).or_default().push(row),
-            None => changed.push((
-                row,
-                b.cost_pico_usd
-                    .zip(a.cost_pico_usd)
-                    .and_then(|(y, x)| y.checked_sub(x)),
-                b.latency_ms
-                    .zip(a.latency_ms)
-                    .and_then(|(y, x)| y.checked_sub(x)),
-            )),
+            None => {
+                let cost = y
+                    .cost_pico_usd
+                    .zip(x.cost_pico_usd)
+                    .and_then(|(y, x)| y.checked_sub(x));
+                let latency = y
+                    .latency_ms
+                    .zip(x.latency_ms)
+                    .and_then(|(y, x)| y.checked_sub(x));
+                let size = |d: Option<i64>| std::cmp::Reverse(d.map_or(0, i64::unsigned_abs));
+                order += 1;
+                if cost.is_some_and(|d| d != 0) {
+                    let key = Largest {
+                        change: size(cost),
+                        then: std::cmp::Reverse(0),
+                        order,
+                    };
+                    by_cost.add(key, row);
+                }
+                if latency.is_some_and(|d| d != 0) {
+                    let key = Largest {
+                        change: size(latency),
+                        then: size(cost),
+                        order,
+                    };
+                    by_latency.add(key, row);
+                }
+            }
         }
+        Ok(())
+    };
+    store
+        .each_job_score_with_partners(
+            before.id,
+            after.id,
+            by_model,
+            clustered,
+            |found, rows| -> anyhow::Result<()> {
+                let mut seconds = Sides::new(&after.name);
+                for row in found {
+                    if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
+                        partners.entry(key_of(&b, by_model)).or_insert(b);
+                    }
+                }
+                if let Some(b) = seconds.finish()? {
+                    partners.entry(key_of(&b, by_model)).or_insert(b);
+                }
+                for row in rows {
+                    if let Some(a) = firsts.push(row, &mut stops, &mut models)? {
+                        compare_one(a, &mut partners, &mut clusters)?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    if let Some(a) = firsts.finish()? {
+        compare_one(a, &mut partners, &mut clusters)?;
     }
-    drop(jobs);
-    drop(latencies);
+
+    // Jobs of the second run only, in its order.
+    let mut new: Vec<Listed> = Vec::new();
+    let mut seconds = Sides::new(&after.name);
+    let mut add_new = |b: Group| {
+        samples = samples.max(b.side.samples as usize);
+        new.push(Listed::of(None, Some(&b.side)));
+    };
+    store
+        .each_job_score_without_partner(
+            after.id,
+            before.id,
+            by_model,
+            false,
+            |row| -> anyhow::Result<()> {
+                if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
+                    add_new(b);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    if let Some(b) = seconds.finish()? {
+        add_new(b);
+    }
     if !new.is_empty() {
         listed.insert(Change::New, new);
     }
@@ -657,31 +768,12 @@ pub async fn runs(
     // The largest changes in cost and in latency among the jobs that changed nothing else,
     // largest first (the latency's ties in the order of the cost's).
     let mut largest = BTreeMap::new();
-    for (change, delta) in [
-        (
-            Change::Cost,
-            (|c: &(Listed, Option<i64>, Option<i64>)| c.1) as fn(&_) -> _,
-        ),
-        (Change::Latency, |c| c.2),
-    ] {
-        changed.sort_by_key(|c| std::cmp::Reverse(delta(c).map_or(0, i64::unsigned_abs)));
-        let n = changed
-            .iter()
-            .take_while(|c| delta(c).is_some_and(|d| d != 0))
-            .count();
-        if n > 0 {
-            largest.insert(change, n);
-            listed.insert(
-                change,
-                changed
-                    .iter()
-                    .take(n.min(LARGEST_CHANGES))
-                    .map(|c| c.0)
-                    .collect(),
-            );
+    for (change, top) in [(Change::Cost, by_cost), (Change::Latency, by_latency)] {
+        if top.count > 0 {
+            largest.insert(change, top.count);
+            listed.insert(change, top.rows());
         }
     }
-    drop(changed);
     totals.latency_p50_before_ms = median(&mut latencies_before);
     totals.latency_p50_after_ms = median(&mut latencies_after);
     Ok(Runs {
@@ -712,9 +804,24 @@ impl Runs {
         store: &Store,
         keep: impl Fn(RowKey<'_>) -> bool,
         per_kind: usize,
-        mut skip: usize,
+        skip: usize,
         take: usize,
     ) -> anyhow::Result<usize> {
+        let (mut rows, matched) = self.rows(store, keep, per_kind, skip, take).await?;
+        self.diff.rows.append(&mut rows);
+        Ok(matched)
+    }
+
+    /// The rows [`Runs::load_rows`] reads, returned rather than kept, with how many `keep`
+    /// selects in all.
+    pub async fn rows(
+        &self,
+        store: &Store,
+        keep: impl Fn(RowKey<'_>) -> bool,
+        per_kind: usize,
+        mut skip: usize,
+        take: usize,
+    ) -> anyhow::Result<(Vec<DiffRow>, usize)> {
         let mut chosen: Vec<(Change, Listed)> = Vec::new();
         let mut matched = 0;
         for (change, rows) in &self.listed {
@@ -739,8 +846,13 @@ impl Runs {
             }
         }
         let rows = listed_rows(store, self.before_id, self.after_id, &chosen).await?;
-        self.diff.rows.extend(rows);
-        Ok(matched)
+        Ok((rows, matched))
+    }
+
+    /// Roughly the bytes it holds.
+    pub fn weight(&self) -> usize {
+        let listed: usize = self.listed.values().map(Vec::len).sum();
+        listed * std::mem::size_of::<Listed>() + self.models.weight()
     }
 }
 
@@ -789,12 +901,13 @@ async fn listed_rows(
     after: i64,
     listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a).collect()).await?;
-    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b).collect()).await?;
+    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a()).collect()).await?;
+    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b()).collect()).await?;
     let mut rows = Vec::new();
-    for &(change, Listed { a, b, .. }) in listed {
-        let a = a.and_then(|id| shown_a.get(&id));
-        let b = b.and_then(|id| shown_b.get(&id));
+    for (change, row) in listed {
+        let change = *change;
+        let a = row.a().and_then(|id| shown_a.get(&id));
+        let b = row.b().and_then(|id| shown_b.get(&id));
         // A row deleted since the first pass is left out.
         let Some(first) = a.or(b) else { continue };
         rows.push(DiffRow {
@@ -1206,14 +1319,31 @@ impl Models {
         skip: usize,
         take: usize,
     ) -> anyhow::Result<()> {
+        let mut rows = self.rows(store, keep, skip, take).await?;
+        self.matrix.rows.append(&mut rows);
+        Ok(())
+    }
+
+    /// The rows `keep` selects as [`Models::each_row`] gives them.
+    pub async fn rows(
+        &self,
+        store: &Store,
+        keep: impl Fn(Flags) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> anyhow::Result<Vec<MatrixRow>> {
         let mut rows = Vec::new();
         self.each_row(store, keep, skip, take, |row| {
             rows.push(row);
             Ok(())
         })
         .await?;
-        self.matrix.rows.append(&mut rows);
-        Ok(())
+        Ok(rows)
+    }
+
+    /// Roughly the bytes it holds, its rows aside.
+    pub fn weight(&self) -> usize {
+        self.jobs.len() * std::mem::size_of::<Entry>() + self.ids.len() * std::mem::size_of::<i64>()
     }
 
     fn ids_of(&self, job: usize) -> &[i64] {

@@ -138,6 +138,93 @@ const SCORE_CHUNK: i64 = 4_096;
 /// Statements read ahead of their reader, at most.
 const AHEAD: usize = 2;
 
+/// Which rows of a range of a run's row ids a statement of [`Store::each_score_chunk`] reads.
+enum ScoreRows {
+    /// The range's rows.
+    All,
+    /// The rows of run `other` of the same job (and model, `by_model`) as a row of the range.
+    PartnersIn { other: i64, by_model: bool },
+    /// The range's rows whose job (and model, `by_model`) run `other` does not have.
+    WithoutPartner { other: i64, by_model: bool },
+}
+
+impl ScoreRows {
+    fn other(&self) -> Option<i64> {
+        match self {
+            Self::All => None,
+            Self::PartnersIn { other, .. } | Self::WithoutPartner { other, .. } => Some(*other),
+        }
+    }
+}
+
+/// The statement of `read` over the row ids `$2` to `$3` of run `$1` (`$4`: the other run),
+/// one JSON array of [`JobScore`]s. A job and model is found in the other run by the index
+/// on (run, job, model, sample).
+fn score_sql(dialect: Dialect, read: &ScoreRows, with_tags: bool) -> String {
+    let postgres = dialect == Dialect::Postgres;
+    let tags = if with_tags {
+        "j.tags"
+    } else {
+        "CAST(NULL AS TEXT)"
+    };
+    let columns = format!(
+        "j.id, j.job_id, j.model, j.state, r.stop_reason, r.cost_pico_usd, r.latency_ms,
+         {tags},
+         EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = TRUE),
+         EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = FALSE)"
+    );
+    let aggregate = if postgres {
+        format!("CAST(json_agg(json_build_array({columns}) ORDER BY j.id) AS TEXT)")
+    } else {
+        format!("json_group_array(json_array({columns}))")
+    };
+    // SQLite reads a range of row ids by the table itself, not by an index on the run.
+    let range = |alias: &str| {
+        if postgres {
+            format!("jobs {alias}")
+        } else {
+            format!("jobs {alias} NOT INDEXED")
+        }
+    };
+    let (range_j, range_k) = (range("j"), range("k"));
+    let same_model = |by_model: bool, a: &str, b: &str| {
+        if by_model {
+            format!(" AND {a}.model = {b}.model")
+        } else {
+            String::new()
+        }
+    };
+    match read {
+        ScoreRows::All => format!(
+            "SELECT {aggregate}
+             FROM {range_j} LEFT JOIN results r ON r.job = j.id
+             WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
+        ),
+        ScoreRows::PartnersIn { by_model, .. } => {
+            let keys = if *by_model { "job_id, model" } else { "job_id" };
+            // CROSS JOIN: SQLite takes the tables in the order written, so that each job of
+            // the range is looked up in the other run by the index rather than the other
+            // run read whole for each range (PostgreSQL is sent a plain JOIN).
+            format!(
+                "SELECT {aggregate}
+                 FROM (SELECT DISTINCT {keys} FROM {range_k}
+                       WHERE k.id BETWEEN $2 AND $3 AND k.run_id = $1) k
+                 CROSS JOIN jobs j ON j.run_id = $4 AND j.job_id = k.job_id{}
+                 LEFT JOIN results r ON r.job = j.id",
+                same_model(*by_model, "j", "k")
+            )
+        }
+        ScoreRows::WithoutPartner { by_model, .. } => format!(
+            "SELECT {aggregate}
+             FROM {range_j} LEFT JOIN results r ON r.job = j.id
+             WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1
+               AND NOT EXISTS (SELECT 1 FROM jobs o
+                               WHERE o.run_id = $4 AND o.job_id = j.job_id{})",
+            same_model(*by_model, "o", "j")
+        ),
+    }
+}
+
 impl Store {
     /// Each row of a run in input order, as [`JobScore`], given to `sink` one at a time; the
     /// tags only `with_tags`. Rows of the same job (its models, their samples) are stored
@@ -153,55 +240,117 @@ impl Store {
         with_tags: bool,
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<u64, E> {
+        let mut count = 0;
+        self.each_score_chunk::<E>(run_id, with_tags, &[ScoreRows::All], |chunks| {
+            for row in chunks.into_iter().flatten() {
+                sink(row)?;
+                count += 1;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// Each row of run `run_id` in input order, with its partners in run `other`: a chunk at
+    /// a time, `sink` is given the rows of `other` whose job (and model, `by_model`) is that
+    /// of a row of the chunk, in row order, then the chunk's rows. A job split between two
+    /// chunks has its partners in both. As [`Store::each_job_score`], a range of row ids at a
+    /// time; what is held is a chunk and its partners, whatever the size of the runs.
+    pub async fn each_job_score_with_partners<E: From<StoreError>>(
+        &self,
+        run_id: i64,
+        other: i64,
+        by_model: bool,
+        with_tags: bool,
+        mut sink: impl FnMut(Vec<JobScore<'_>>, Vec<JobScore<'_>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let reads = [ScoreRows::PartnersIn { other, by_model }, ScoreRows::All];
+        self.each_score_chunk::<E>(run_id, with_tags, &reads, |mut chunks| {
+            let rows = chunks.pop().unwrap_or_default();
+            let partners = chunks.pop().unwrap_or_default();
+            sink(partners, rows)
+        })
+        .await
+    }
+
+    /// Each row of run `run_id` in input order whose job (and model, `by_model`) run `other`
+    /// does not have, given to `sink` one at a time, as [`Store::each_job_score`] gives them.
+    pub async fn each_job_score_without_partner<E: From<StoreError>>(
+        &self,
+        run_id: i64,
+        other: i64,
+        by_model: bool,
+        with_tags: bool,
+        mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let reads = [ScoreRows::WithoutPartner { other, by_model }];
+        self.each_score_chunk::<E>(run_id, with_tags, &reads, |chunks| {
+            for row in chunks.into_iter().flatten() {
+                sink(row)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The rows `reads` say of each range of a run's row ids, one statement each, given to
+    /// `sink` together per range, each in row order.
+    async fn each_score_chunk<E: From<StoreError>>(
+        &self,
+        run_id: i64,
+        with_tags: bool,
+        reads: &[ScoreRows],
+        mut sink: impl FnMut(Vec<Vec<JobScore<'_>>>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Some(span) = self.job_span(run_id).await? else {
-            return Ok(0);
+            return Ok(());
         };
-        let postgres = self.dialect() == Dialect::Postgres;
-        let tags = if with_tags {
-            "j.tags"
-        } else {
-            "CAST(NULL AS TEXT)"
-        };
-        let columns = format!(
-            "j.id, j.job_id, j.model, j.state, r.stop_reason, r.cost_pico_usd, r.latency_ms,
-             {tags},
-             EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = TRUE),
-             EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = FALSE)"
-        );
-        let text = if postgres {
-            format!(
-                "SELECT CAST(json_agg(json_build_array({columns}) ORDER BY j.id) AS TEXT)
-                 FROM jobs j LEFT JOIN results r ON r.job = j.id
-                 WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
-            )
-        } else {
-            format!(
-                "SELECT json_group_array(json_array({columns}))
-                 FROM jobs j NOT INDEXED LEFT JOIN results r ON r.job = j.id
-                 WHERE j.id BETWEEN $2 AND $3 AND j.run_id = $1"
-            )
-        };
+        let texts: Vec<String> = reads
+            .iter()
+            .map(|read| score_sql(self.dialect(), read, with_tags))
+            .collect();
+        let binds: Vec<Option<i64>> = reads.iter().map(ScoreRows::other).collect();
         let ranges = (0..)
             .map(move |i: i64| span.first.saturating_add(i.saturating_mul(SCORE_CHUNK)))
             .take_while(move |&start| start <= span.last)
             .map(move |start| (start, start.saturating_add(SCORE_CHUNK - 1).min(span.last)));
-        let statements = ranges
-            .map(move |(first, last)| Sql::new(text.clone()).bind(run_id).bind(first).bind(last));
+        let statements = ranges.flat_map(move |(first, last)| {
+            texts
+                .iter()
+                .zip(&binds)
+                .map(|(text, other)| {
+                    let sql = Sql::new(text.clone()).bind(run_id).bind(first).bind(last);
+                    match other {
+                        Some(other) => sql.bind(*other),
+                        None => sql,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
         let mut chunks = self.texts_ahead(statements);
-        let mut count = 0;
-        while let Some(chunk) = chunks.recv().await {
-            let Some(chunk) = chunk? else { continue };
-            let mut rows = rows_of::<JobScore<'_>>(&chunk)?;
-            // In row order. SQLite aggregates them in the order its scan meets them, which is
-            // that order already, and a sort of sorted rows is one pass over them (an
-            // aggregate's ORDER BY had SQLite sort them again, into a table of its own).
-            rows.sort_by_key(|row| row.id);
-            for row in rows {
-                sink(row)?;
-                count += 1;
+        loop {
+            let mut texts = Vec::with_capacity(reads.len());
+            for _ in reads {
+                match chunks.recv().await {
+                    Some(text) => texts.push(text?),
+                    None => return Ok(()),
+                }
             }
+            let mut parsed = Vec::with_capacity(texts.len());
+            for text in &texts {
+                let mut rows = match text {
+                    Some(text) => rows_of::<JobScore<'_>>(text)?,
+                    None => Vec::new(),
+                };
+                // In row order. SQLite aggregates them in the order its scan meets them, which
+                // is that order already, and a sort of sorted rows is one pass over them (an
+                // aggregate's ORDER BY had SQLite sort them again, into a table of its own).
+                rows.sort_by_key(|row| row.id);
+                parsed.push(rows);
+            }
+            sink(parsed)?;
         }
-        Ok(count)
     }
 
     /// The jobs of a run with these row ids (in order), a chunk of ids at a time: each
@@ -362,4 +511,55 @@ fn cut(text: &str) -> String {
     text.chars()
         .take(usize::try_from(EXCERPT_CHARS).unwrap_or(usize::MAX))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of `read` over a range of run 1's rows, one step a line.
+    async fn plan(store: &Store, read: &ScoreRows) -> String {
+        let sql = Sql::new(score_sql(store.dialect(), read, true))
+            .bind(1)
+            .bind(1)
+            .bind(4_096)
+            .bind(2)
+            .explained();
+        let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
+        steps
+            .into_iter()
+            .map(|(.., step)| step)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A range of the first run's rows finds its jobs in the second by the index, whatever
+    /// the size of the second: neither read scans a run.
+    #[tokio::test]
+    async fn a_range_s_partners_are_looked_up_by_the_index_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for by_model in [true, false] {
+            for read in [
+                ScoreRows::PartnersIn { other: 2, by_model },
+                ScoreRows::WithoutPartner { other: 2, by_model },
+            ] {
+                let plan = plan(&store, &read).await;
+                assert!(
+                    plan.contains("USING INDEX sqlite_autoindex_jobs_1 (run_id=? AND job_id=?")
+                        || plan.contains(
+                            "USING COVERING INDEX sqlite_autoindex_jobs_1 (run_id=? AND job_id=?"
+                        ),
+                    "{plan}"
+                );
+                assert!(
+                    !plan.lines().any(|step| step.starts_with("SCAN")
+                        && !step.starts_with("SCAN k")
+                        || step.contains("(run_id=?)")),
+                    "{plan}"
+                );
+            }
+        }
+        store.close().await;
+    }
 }

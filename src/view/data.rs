@@ -6,16 +6,18 @@
 //! (a report over a million results takes seconds); that of a run that may still move is
 //! computed again when looked at.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::kept::Status;
+use super::kept::{Kept, Stamp, Weigh, stamp};
+use crate::diff::{Models, Runs};
 use crate::pricing::format_usd;
 use crate::report::{self, Report};
 use crate::store::view::{Cursor, JobDetail, JobFilter, JobListRow, MAX_PAGE, Outcome, RunTally};
-use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, RunStatus, Store, StoreError};
+use crate::store::{GradeView, GroupBy, JobSpan, RunCounts, RunRow, Store, StoreError};
 
 /// Jobs a filtered list counts before it says "more than": a count reads every row up to
 /// there, and a page only as many as it shows.
@@ -48,71 +50,47 @@ impl From<StoreError> for ViewError {
     }
 }
 
-/// The server's one store and what it keeps of finished runs.
+/// The server's one store and what it computes in the background and keeps.
 pub struct Data {
     pub store: Store,
-    /// The same store on connections of its own, for the reports computed in the background.
+    /// The same store on connections of its own, for what is computed in the background.
     report_store: Store,
-    reports: Mutex<HashMap<i64, ReportSlot>>,
-    /// Held while a finished run's report is computed: they are computed one at a time.
-    building_reports: tokio::sync::Mutex<()>,
+    reports: Arc<Kept<i64, Stamp, Report>>,
+    /// A run's models compared, by run.
+    models: Arc<Kept<i64, Stamp, Models>>,
+    /// Two runs compared, by the runs.
+    diffs: Arc<Diffs>,
 }
 
-/// How long a request waits for a report being computed before it answers without it: a
-/// small run's report is ready by then, a large one's (seconds, a minute for a million
+/// Two runs compared, kept by the runs' ids, for the two runs as they were.
+type Diffs = Kept<(i64, i64), (Stamp, Stamp), Runs>;
+
+/// How long a request waits for a report or comparison being computed before it answers
+/// without it: a small run's is ready by then, a large one's (seconds, a minute for a million
 /// results) is not, and its page says so and looks again.
 pub const REPORT_WAIT: Duration = Duration::from_millis(200);
 
-/// How old a report of a run still moving may be and still be shown as its report: a look
-/// at it later has it computed again. (Its page's counters are read afresh every time.)
-pub const MOVING_REPORT_AGE: Duration = Duration::from_secs(5);
+/// The most the comparisons kept may weigh, each kind: a run of a million jobs' models
+/// compared weighs about 16 MB.
+const COMPARISONS_KEPT_BYTES: usize = 24 << 20;
 
-/// What the server holds of one run's report.
-#[derive(Default)]
-struct ReportSlot {
-    /// The last report computed: for the run as it was then (its stamp, `None` for a run
-    /// that may still move), and when it was done.
-    done: Option<(Option<Stamp>, tokio::time::Instant, Arc<Report>)>,
-    /// A computation under way, which says `true` when it ends: at most one per run.
-    computing: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Why the last computation failed, for the requests that waited for it.
-    failed: Option<String>,
-}
-
-impl ReportSlot {
-    /// The report computed for `stamp`: for a finished run, the one of that run; for one that
-    /// may still move, one done at most [`MOVING_REPORT_AGE`] before `asked`.
-    fn ready(&self, stamp: Option<&Stamp>, asked: tokio::time::Instant) -> Option<Arc<Report>> {
-        let (at_stamp, at, report) = self.done.as_ref()?;
-        let current = match stamp {
-            Some(_) => at_stamp.as_ref() == stamp,
-            None => *at + MOVING_REPORT_AGE >= asked,
-        };
-        current.then(|| report.clone())
+impl Weigh for Report {
+    fn weight(&self) -> usize {
+        // Reports are a few numbers per group, and every finished run's is kept.
+        0
     }
 }
 
-/// A run's report as a request finds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportStatus {
-    /// Computed for the run as it is.
-    Ready,
-    /// Being computed in the background; the report shown, if any, is the last one computed
-    /// (of a run still moving).
-    Computing,
+impl Weigh for Models {
+    fn weight(&self) -> usize {
+        Models::weight(self)
+    }
 }
 
-/// What a kept report of a run was computed for: it holds while the run is the same finished
-/// run (a resumed run is running again, and finishes later).
-type Stamp = (RunStatus, Option<i64>);
-
-fn stamp(run: &RunRow) -> Option<Stamp> {
-    let settled = matches!(
-        run.status,
-        RunStatus::Completed | RunStatus::Interrupted | RunStatus::BudgetExhausted
-    ) && run.loaded;
-    settled.then_some((run.status, run.finished_at_ms))
+impl Weigh for Runs {
+    fn weight(&self) -> usize {
+        Runs::weight(self)
+    }
 }
 
 /// A stored time as RFC 3339; one RFC 3339 cannot write (past the year 9999, which only a
@@ -182,7 +160,7 @@ pub struct RunPage {
     pub run: RunSummary,
     /// Whether `report` is the run's as it is, or one is being computed: the page answers at
     /// once either way, and looks again until it is ready.
-    pub report_status: ReportStatus,
+    pub report_status: Status,
     /// `None` while the first report of the run is computed.
     pub report: Option<Arc<Report>>,
     /// Grader kinds, stop reasons: what the job list can be filtered on.
@@ -278,11 +256,15 @@ pub struct JobPage {
 
 impl Data {
     pub fn new(store: Store, report_store: Store) -> Self {
+        // Finished runs' reports, and every comparison, are computed one at a time: each
+        // reads a whole run or two, and holds a few numbers per job while it does.
+        let building = Arc::new(tokio::sync::Mutex::new(()));
         Self {
             store,
             report_store,
-            reports: Mutex::default(),
-            building_reports: tokio::sync::Mutex::default(),
+            reports: Arc::new(Kept::new(usize::MAX, building.clone(), false)),
+            models: Arc::new(Kept::new(COMPARISONS_KEPT_BYTES, building.clone(), true)),
+            diffs: Arc::new(Kept::new(COMPARISONS_KEPT_BYTES, building, true)),
         }
     }
 
@@ -297,85 +279,27 @@ impl Data {
     }
 
     /// A run's report, grouped by model, with its charts' data, waiting no longer than `wait`
-    /// (`None`: as long as it takes) for it to be computed. The computation runs in the
-    /// background, one at a time per run (and one at a time over finished runs), and goes on
-    /// when the request stops waiting: the next look finds it done. A finished run's report
-    /// is kept; one still moving is computed again for a look that finds none under way and
-    /// none of the last [`MOVING_REPORT_AGE`].
+    /// (`None`: as long as it takes) for it to be computed (see [`Kept::get`]). A finished
+    /// run's report is kept; one still moving is computed again for a look that finds none
+    /// under way and none of the last [`super::kept::MOVING_AGE`].
     pub async fn report(
         self: &Arc<Self>,
         run: &RunRow,
         wait: Option<Duration>,
-    ) -> Result<(ReportStatus, Option<Arc<Report>>), ViewError> {
-        let asked = tokio::time::Instant::now();
-        let stamp = stamp(run);
-        let mut done = {
-            let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = reports.entry(run.id).or_default();
-            if let Some(report) = slot.ready(stamp.as_ref(), asked) {
-                return Ok((ReportStatus::Ready, Some(report)));
-            }
-            match &slot.computing {
-                Some(done) => done.clone(),
-                None => {
-                    let (tell, done) = tokio::sync::watch::channel(false);
-                    slot.computing = Some(done.clone());
-                    let data = Arc::clone(self);
-                    let run = run.clone();
-                    tokio::spawn(async move {
-                        let _one_at_a_time = match stamp {
-                            Some(_) => Some(data.building_reports.lock().await),
-                            None => None,
-                        };
-                        let computed = data.compute_report(&run).await;
-                        let mut reports = data.reports.lock().unwrap_or_else(|e| e.into_inner());
-                        let slot = reports.entry(run.id).or_default();
-                        match computed {
-                            Ok(report) => {
-                                let now = tokio::time::Instant::now();
-                                slot.done = Some((stamp, now, Arc::new(report)));
-                                slot.failed = None;
-                            }
-                            Err(e) => slot.failed = Some(format!("{e:#}")),
-                        }
-                        slot.computing = None;
-                        drop(reports);
-                        tell.send_replace(true);
-                    });
-                    done
+    ) -> Result<(Status, Option<Arc<Report>>), ViewError> {
+        let data = Arc::clone(self);
+        let row = run.clone();
+        self.reports
+            .get(run.id, stamp(run), wait, move || async move {
+                data.compute_report(&row).await
+            })
+            .await
+            .map_err(|e| match e {
+                ViewError::Internal(e) => {
+                    ViewError::Internal(anyhow::anyhow!("failed to compute the report: {e:#}"))
                 }
-            }
-        };
-        let ended = done.wait_for(|ended| *ended);
-        match wait {
-            Some(wait) => {
-                let _ = tokio::time::timeout(wait, ended).await;
-            }
-            None => {
-                let _ = ended.await;
-            }
-        }
-        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = reports.get(&run.id) else {
-            return Ok((ReportStatus::Computing, None));
-        };
-        if let Some(report) = slot.ready(stamp.as_ref(), asked) {
-            return Ok((ReportStatus::Ready, Some(report)));
-        }
-        if slot.computing.is_none()
-            && let Some(failed) = &slot.failed
-        {
-            return Err(ViewError::Internal(anyhow::anyhow!(
-                "failed to compute the report: {failed}"
-            )));
-        }
-        // The last report of a run still moving stands in while the next one is computed.
-        let shown = slot
-            .done
-            .as_ref()
-            .filter(|_| stamp.is_none())
-            .map(|(.., report)| report.clone());
-        Ok((ReportStatus::Computing, shown))
+                other => other,
+            })
     }
 
     async fn compute_report(&self, run: &RunRow) -> Result<Report, ViewError> {
@@ -701,33 +625,51 @@ impl Data {
     }
 
     /// Two runs compared: the figures over every job, one page of the changed jobs `keep`
-    /// selects (most important change first), and how many it selects.
+    /// selects (most important change first), and how many it selects. The comparison is
+    /// computed in the background and kept (see [`Kept::get`]): until it is ready, the page
+    /// says so and has none.
     pub async fn diff(
-        &self,
-        a: &str,
-        b: &str,
+        self: &Arc<Self>,
+        before: &RunRow,
+        after: &RunRow,
         keep: impl Fn(crate::diff::RowKey<'_>) -> bool,
         page: i64,
         per_page: i64,
     ) -> Result<DiffPage, ViewError> {
-        let before = self.find_run(a).await?;
-        let after = self.find_run(b).await?;
-        let mut runs = crate::diff::runs(
-            &self.store,
-            &before,
-            &after,
-            &crate::diff::Options::default(),
-        )
-        .await?;
+        let stamps = stamp(before).zip(stamp(after));
+        let store = self.report_store.clone();
+        let (a, b) = (before.clone(), after.clone());
+        let (status, runs) = self
+            .diffs
+            .get(
+                (before.id, after.id),
+                stamps,
+                Some(REPORT_WAIT),
+                move || async move {
+                    let options = crate::diff::Options::default();
+                    Ok(crate::diff::runs(&store, &a, &b, &options).await?)
+                },
+            )
+            .await?;
         let per_page = per_page.clamp(1, MAX_PAGE);
         let page = page.max(1);
+        let Some(runs) = runs else {
+            return Ok(DiffPage {
+                status,
+                diff: None,
+                page,
+                per_page,
+                matched: 0,
+            });
+        };
         let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
         let take = usize::try_from(per_page).unwrap_or(1);
-        let matched = runs
-            .load_rows(&self.store, keep, usize::MAX, skip, take)
-            .await?;
+        let (rows, matched) = runs.rows(&self.store, keep, usize::MAX, skip, take).await?;
+        let mut diff = runs.diff.clone();
+        diff.rows = rows;
         Ok(DiffPage {
-            diff: runs.diff,
+            status,
+            diff: Some(diff),
             page,
             per_page,
             matched,
@@ -735,25 +677,44 @@ impl Data {
     }
 
     /// A run's models compared: the figures over every job, one page of the jobs `keep`
-    /// selects (in the matrix's order), and how many it selects.
+    /// selects (in the matrix's order), and how many it selects. The comparison is computed
+    /// in the background and kept, as two runs' is.
     pub async fn models(
-        &self,
-        key: &str,
+        self: &Arc<Self>,
+        run: &RunRow,
         keep: impl Fn(crate::diff::Flags) -> bool,
         page: i64,
         per_page: i64,
     ) -> Result<ModelsPage, ViewError> {
-        let run = self.find_run(key).await?;
-        let mut models =
-            crate::diff::models(&self.store, &run, &crate::diff::Options::default()).await?;
+        let store = self.report_store.clone();
+        let row = run.clone();
+        let (status, models) = self
+            .models
+            .get(run.id, stamp(run), Some(REPORT_WAIT), move || async move {
+                let options = crate::diff::Options::default();
+                Ok(crate::diff::models(&store, &row, &options).await?)
+            })
+            .await?;
         let per_page = per_page.clamp(1, MAX_PAGE);
         let page = page.max(1);
+        let Some(models) = models else {
+            return Ok(ModelsPage {
+                status,
+                matrix: None,
+                page,
+                per_page,
+                matched: 0,
+            });
+        };
         let matched = models.count(&keep);
         let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
         let take = usize::try_from(per_page).unwrap_or(1);
-        models.load_rows(&self.store, &keep, skip, take).await?;
+        let rows = models.rows(&self.store, &keep, skip, take).await?;
+        let mut matrix = models.matrix.clone();
+        matrix.rows = rows;
         Ok(ModelsPage {
-            matrix: models.matrix,
+            status,
+            matrix: Some(matrix),
             page,
             per_page,
             matched,
@@ -764,8 +725,10 @@ impl Data {
 /// One page of two runs compared: the figures over every job, the changed jobs of one page.
 #[derive(Debug, Serialize)]
 pub struct DiffPage {
+    /// `computing` until the comparison is ready, when the page has none.
+    pub status: Status,
     #[serde(flatten)]
-    pub diff: crate::diff::Diff,
+    pub diff: Option<crate::diff::Diff>,
     pub page: i64,
     pub per_page: i64,
     /// Changed jobs the filter selects, over every page.
@@ -775,8 +738,10 @@ pub struct DiffPage {
 /// One page of a run's models compared: the figures over every job, the rows of one page.
 #[derive(Debug, Serialize)]
 pub struct ModelsPage {
+    /// `computing` until the comparison is ready, when the page has none.
+    pub status: Status,
     #[serde(flatten)]
-    pub matrix: crate::diff::Matrix,
+    pub matrix: Option<crate::diff::Matrix>,
     pub page: i64,
     pub per_page: i64,
     /// Jobs the filter selects, over every page.

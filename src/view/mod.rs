@@ -9,6 +9,7 @@
 //! token.
 
 mod data;
+mod kept;
 mod pages;
 mod security;
 mod server;

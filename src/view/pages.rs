@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::data::{DiffPage, JobPage, JobsPage, ModelsPage, ReportStatus, RunPage, RunSummary};
+use super::data::{DiffPage, JobPage, JobsPage, ModelsPage, RunPage, RunSummary, Status};
 use crate::diff::{JobSide, PairedComparison};
 use crate::pricing::format_usd;
 use crate::report::{Group, Report, latency_cells, usd};
@@ -185,16 +185,16 @@ pub fn run(page: &RunPage) -> Markup {
                 }
             }
             @match (&page.report, page.report_status) {
-                (Some(report), ReportStatus::Ready) => { (report_sections(run, report)) }
-                (Some(report), ReportStatus::Computing) => {
-                    p.computing data-report="computing" data-run=(run.id) {
+                (Some(report), Status::Ready) => { (report_sections(run, report)) }
+                (Some(report), Status::Computing) => {
+                    p.computing data-report="computing" data-poll={ "/api/runs/" (run.id) } data-field="report_status" {
                         "The report below is of a moment ago: the run's report is being computed \
                          again, and this page reloads once it is."
                     }
                     (report_sections(run, report))
                 }
                 (None, _) => {
-                    p.computing data-report="computing" data-run=(run.id) {
+                    p.computing data-report="computing" data-poll={ "/api/runs/" (run.id) } data-field="report_status" {
                         "The run's report is being computed (a run of many results takes a \
                          while, as `msgbatch report` does): this page reloads once it is ready. \
                          Its jobs can be listed meanwhile."
@@ -709,16 +709,26 @@ pub fn diff(
     after: &RunRow,
     query: &HashMap<String, String>,
 ) -> Markup {
-    let diff = &page.diff;
+    let title = format!("{} vs {}", before.name, after.name);
+    let heading = html! {
+        h1 { "Diff " a href={ "/runs/" (before.id) } { (before.name) } " → " a href={ "/runs/" (after.id) } { (after.name) } }
+    };
+    let Some(diff) = &page.diff else {
+        let api = format!("/api/diff/{}/{}", before.id, after.id);
+        return layout(
+            &title,
+            html! { (heading) (computing(&api, "The two runs are being compared (runs of many results take a while, as `msgbatch diff` does)")) },
+        );
+    };
     let t = &diff.totals;
     let (first, shown, matched) =
         page_span(page.page, page.per_page, diff.rows.len(), page.matched);
     let link = |to: i64| page_link_of(query, &["change", "model", "outcome"], to, page.per_page);
     let current = |name: &str| query.get(name).map(String::as_str).unwrap_or("");
     layout(
-        &format!("{} vs {}", before.name, after.name),
+        &title,
         html! {
-            h1 { "Diff " a href={ "/runs/" (before.id) } { (before.name) } " → " a href={ "/runs/" (after.id) } { (after.name) } }
+            (heading)
             ul.facts {
                 li { (t.matched) " jobs matched" @if diff.by_model { " by id and model" } }
                 li { "passed " (t.passed_before) "/" (t.graded_before) " → " (t.passed_after) "/" (t.graded_after) }
@@ -757,28 +767,22 @@ pub fn diff(
 /// `/runs/{run}/models`: a run's models side by side, each against the baseline, and one
 /// page of its jobs (disagreements first) under the query's filter.
 pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) -> Markup {
-    let matrix = &page.matrix;
-    let first = (page.page - 1).saturating_mul(page.per_page);
-    let shown = i64::try_from(matrix.rows.len()).unwrap_or(0);
-    let matched = i64::try_from(page.matched).unwrap_or(i64::MAX);
-    let link = |to: i64| {
-        let mut pairs: Vec<(&str, String)> = ["disagree", "outcome"]
-            .into_iter()
-            .filter_map(|k| query.get(k).map(|v| (k, v.clone())))
-            .collect();
-        pairs.push(("page", to.to_string()));
-        if page.per_page != super::data::PAGE {
-            pairs.push(("per_page", page.per_page.to_string()));
-        }
-        format!(
-            "?{}",
-            serde_urlencoded::to_string(&pairs).unwrap_or_default()
-        )
+    let title = format!("{} models", run.name);
+    let heading = html! { h1 { "Models of " a href={ "/runs/" (run.id) } { (run.name) } } };
+    let Some(matrix) = &page.matrix else {
+        let api = format!("/api/runs/{}/models", run.id);
+        return layout(
+            &title,
+            html! { (heading) (computing(&api, "The run's models are being compared (a run of many results takes a while, as `msgbatch diff` does)")) },
+        );
     };
+    let (first, shown, matched) =
+        page_span(page.page, page.per_page, matrix.rows.len(), page.matched);
+    let link = |to: i64| page_link_of(query, &["disagree", "outcome"], to, page.per_page);
     layout(
-        &format!("{} models", run.name),
+        &title,
         html! {
-            h1 { "Models of " a href={ "/runs/" (run.id) } { (run.name) } }
+            (heading)
             p { (matrix.jobs) " jobs, " (matrix.disagreements) " where the models disagree, " (matrix.failures) " with a failure"
                 @if let Some(b) = &matrix.baseline { "; baseline " (b) } }
             table {
@@ -806,6 +810,16 @@ pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) 
             (pager(page.page, first, shown, matched, link))
         },
     )
+}
+
+/// Says that what the page shows is being computed, for the script to look at `api` until
+/// its `status` is `ready` and then reload the page.
+fn computing(api: &str, what: &str) -> Markup {
+    html! {
+        p.computing data-report="computing" data-poll=(api) data-field="status" {
+            (what) ": this page reloads once it is ready."
+        }
+    }
 }
 
 /// Where a page of `per_page` rows starts (the rows before it), how many it shows, and how

@@ -603,9 +603,8 @@ async fn diff_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
     let (keep, page, per_page) = diff_query(&query)?;
-    let diff = data.diff(&a, &b, keep, page, per_page).await?;
-    let before = data.find_run(&a).await?;
-    let after = data.find_run(&b).await?;
+    let (before, after) = (data.find_run(&a).await?, data.find_run(&b).await?);
+    let diff = data.diff(&before, &after, keep, page, per_page).await?;
     Ok(pages::diff(&diff, &before, &after, &query))
 }
 
@@ -615,7 +614,10 @@ async fn diff_api(
     Query(query): Query<HashMap<String, String>>,
 ) -> Api<super::data::DiffPage> {
     let (keep, page, per_page) = diff_query(&query)?;
-    Ok(Json(data.diff(&a, &b, keep, page, per_page).await?))
+    let (before, after) = (data.find_run(&a).await?, data.find_run(&b).await?);
+    Ok(Json(
+        data.diff(&before, &after, keep, page, per_page).await?,
+    ))
 }
 
 /// A model comparison's query: `disagree` (any value) keeps the jobs where the models
@@ -641,8 +643,8 @@ async fn models_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Page {
     let (keep, page, per_page) = models_query(&query)?;
-    let models = data.models(&run, keep, page, per_page).await?;
     let run = data.find_run(&run).await?;
+    let models = data.models(&run, keep, page, per_page).await?;
     Ok(pages::models(&models, &run, &query))
 }
 
@@ -652,5 +654,6 @@ async fn models_api(
     Query(query): Query<HashMap<String, String>>,
 ) -> Api<super::data::ModelsPage> {
     let (keep, page, per_page) = models_query(&query)?;
+    let run = data.find_run(&run).await?;
     Ok(Json(data.models(&run, keep, page, per_page).await?))
 }

@@ -150,6 +150,24 @@ async fn run_with_report(base: &str, run: &str) -> Value {
     }
 }
 
+/// A comparison's data (`/api/runs/{run}/models`, `/api/diff/{a}/{b}`, with their query) once
+/// it is computed (in the background: until then the API says `computing` and has none).
+async fn compared(base: &str, api: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let page = get_json(&format!("{base}{api}")).await;
+        if page["status"] == "ready" {
+            return page;
+        }
+        assert_eq!(page["status"], "computing", "{page}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{api} is still being computed after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One run `hostile` of 12 jobs on two models: every third prompt is [`HOSTILE`], graded on
 /// "alpha" (the mock echoes the prompt, so those pass and the others fail); tags say `odd` or
 /// `even`.
@@ -327,6 +345,8 @@ async fn the_view_serves_every_page_with_its_json_and_strict_headers() {
         "{page}"
     );
 
+    compared(&base, &format!("/api/runs/{id}/models")).await;
+    compared(&base, &format!("/api/diff/{id}/{id}")).await;
     // Every page: 200, the headers, and no script but the one asset.
     let pages = [
         "/".to_owned(),
@@ -1438,7 +1458,7 @@ async fn the_diff_and_model_pages_carry_diff_s_figures_and_filters() {
     }
     let view = View::start(&ws, &[]).await;
     let base = view.base();
-    let diff = get_json(&format!("{base}/api/diff/before/after")).await;
+    let diff = compared(&base, "/api/diff/before/after").await;
     assert_eq!(diff["totals"]["matched"], 4);
     assert_eq!(diff["totals"]["counts"]["regression"], 1);
     assert_eq!(diff["comparisons"][0]["metric"], "score");
@@ -1449,7 +1469,7 @@ async fn the_diff_and_model_pages_carry_diff_s_figures_and_filters() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("regression"));
     assert!(page.contains("job_id=q0"), "links into the job list");
-    let matrix = get_json(&format!("{base}/api/runs/before/models")).await;
+    let matrix = compared(&base, "/api/runs/before/models").await;
     assert_eq!(matrix["models"], json!(["claude-haiku-4-5"]));
 }
 
@@ -1482,6 +1502,7 @@ async fn a_diff_shows_one_page_of_changed_jobs_at_a_time() {
     }
     let view = View::start(&ws, &[]).await;
     let base = view.base();
+    compared(&base, "/api/diff/before/after").await;
 
     let (status, _, page) = get(&format!("{base}/diff/before/after?change=regression")).await;
     assert_eq!(status, StatusCode::OK);
@@ -1541,6 +1562,7 @@ async fn a_model_comparison_shows_one_page_of_jobs_at_a_time() {
     assert!([0, 1].contains(&code(&output)), "{:?}", text(&output));
     let view = View::start(&ws, &[]).await;
     let base = view.base();
+    compared(&base, "/api/runs/big/models").await;
 
     let (status, _, page) = get(&format!("{base}/runs/big/models")).await;
     assert_eq!(status, StatusCode::OK);
@@ -1664,6 +1686,54 @@ async fn a_run_page_answers_at_once_while_its_report_is_computed() {
     assert!(html.contains("Latency (ms)"), "{html}");
 }
 
+/// A run's models compared, and two runs compared, take seconds over a million results: their
+/// pages answer at once, say so, and show the comparison once it is computed, then kept.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
+async fn a_comparison_page_answers_at_once_while_it_is_computed() {
+    use sqlx::Connection as _;
+    let db = crate::postgres::TestDb::create().await;
+    let ws = Workspace::on_postgres(&db.url);
+    hostile_run(&ws).await;
+    // A comparison reads the verdicts and the rest of its page does not: with the table
+    // locked, the comparison is computed for as long as the test holds the lock.
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE grades IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let view = View::start(&ws, &[]).await;
+    let base = view.base();
+    let bound = Duration::from_secs(60);
+    for (page, api) in [
+        ("/runs/hostile/models", "/api/runs/hostile/models"),
+        ("/diff/hostile/hostile", "/api/diff/hostile/hostile"),
+    ] {
+        let data = tokio::time::timeout(bound, get_json(&format!("{base}{api}")))
+            .await
+            .unwrap_or_else(|_| panic!("{api} waits for the comparison"));
+        assert_eq!(data["status"], "computing", "{data}");
+        assert_eq!(data["rows"], Value::Null, "{data}");
+        let (status, _, html) = tokio::time::timeout(bound, get(&format!("{base}{page}")))
+            .await
+            .unwrap_or_else(|_| panic!("{page} waits for the comparison"));
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("data-report=\"computing\""), "{html}");
+        assert!(html.contains("data-poll=\"/api/"), "{html}");
+        assert!(html.contains("being compared"), "{html}");
+    }
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let models = compared(&base, "/api/runs/hostile/models").await;
+    assert_eq!(models["jobs"], 12);
+    assert_eq!(models["rows"].as_array().unwrap().len(), 12);
+    let diff = compared(&base, "/api/diff/hostile/hostile").await;
+    assert_eq!(diff["totals"]["matched"], 12);
+    let (_, _, html) = get(&format!("{base}/runs/hostile/models")).await;
+    assert!(!html.contains("data-report"), "{html}");
+    assert!(html.contains("12 jobs"), "{html}");
+}
+
 /// Headless Chromium, or a failure naming what to install: the browser tests are marked
 /// ignored, and once asked for they must not pass having opened nothing.
 fn chromium() -> std::path::PathBuf {
@@ -1723,6 +1793,7 @@ async fn in_a_browser_hostile_prompts_and_answers_render_as_text_and_run_nothing
     let base = view.base();
     let passed = get_json(&format!("{base}/api/runs/hostile/jobs?outcome=passed")).await;
     let job_row = passed["jobs"][0]["id"].as_i64().unwrap();
+    compared(&base, "/api/runs/hostile/models").await;
     for page in [
         format!("/runs/hostile/jobs/{job_row}"),
         "/runs/hostile/jobs".to_owned(),

@@ -1,8 +1,8 @@
 // msgbatch view: the one script, served from the binary. On the runs page it refreshes each
 // run's counters from /api/runs 2 seconds after the last refresh ended (so that a slow answer
 // never has requests pile up behind it); values are set as text, never as markup. On a run's
-// page whose report is being computed, it asks /api/runs/{id} the same way and reloads the
-// page once the report is ready.
+// page whose report is being computed, or a comparison's page being computed, it asks the
+// page's API (data-poll) the same way and reloads the page once its data-field says ready.
 "use strict";
 (function () {
   const table = document.querySelector('table[data-live="runs"]');
@@ -74,14 +74,19 @@
   if (!computing) {
     return;
   }
-  const run = Number(computing.dataset.run);
+  // The page's own API, always a path of this server.
+  const api = computing.dataset.poll;
+  const field = computing.dataset.field;
+  if (!api || api.charAt(0) !== "/" || api.charAt(1) === "/") {
+    return;
+  }
   async function ready() {
     try {
-      const response = await fetch("/api/runs/" + run, {
+      const response = await fetch(api, {
         credentials: "same-origin",
         headers: { Accept: "application/json" },
       });
-      return response.ok && (await response.json()).report_status === "ready";
+      return response.ok && (await response.json())[field] === "ready";
     } catch (e) {
       return false;
     }
