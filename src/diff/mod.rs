@@ -901,8 +901,18 @@ async fn listed_rows(
     after: i64,
     listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
-    let shown_a = shown(store, before, listed.iter().filter_map(|r| r.1.a()).collect()).await?;
-    let shown_b = shown(store, after, listed.iter().filter_map(|r| r.1.b()).collect()).await?;
+    let shown_a = shown(
+        store,
+        before,
+        listed.iter().filter_map(|r| r.1.a()).collect(),
+    )
+    .await?;
+    let shown_b = shown(
+        store,
+        after,
+        listed.iter().filter_map(|r| r.1.b()).collect(),
+    )
+    .await?;
     let mut rows = Vec::new();
     for (change, row) in listed {
         let change = *change;
