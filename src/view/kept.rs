@@ -69,8 +69,9 @@ struct Slot<S, V> {
     done: Option<(Option<S>, Instant, Arc<V>)>,
     /// A computation under way, which says `true` when it ends: at most one per key.
     computing: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Why the last computation failed, for the requests that waited for it.
-    failed: Option<String>,
+    /// Why the last computation failed, for the runs as they were then and when: it is
+    /// said again, not computed again, while it holds as a result would.
+    failed: Option<(Option<S>, Instant, String)>,
     /// When it was last asked for.
     used: Instant,
 }
@@ -96,6 +97,19 @@ impl<S: PartialEq, V> Slot<S, V> {
             None => *at + MOVING_AGE >= asked,
         };
         current.then(|| value.clone())
+    }
+}
+
+impl<S: PartialEq, V> Slot<S, V> {
+    /// Why the computation for `stamp` failed, while that holds as a result would (see
+    /// [`Slot::ready`]).
+    fn failure(&self, stamp: Option<&S>, asked: Instant) -> Option<ViewError> {
+        let (at_stamp, at, why) = self.failed.as_ref()?;
+        let current = match stamp {
+            Some(_) => at_stamp.as_ref() == stamp,
+            None => *at + MOVING_AGE >= asked,
+        };
+        current.then(|| ViewError::Internal(anyhow::anyhow!("{why}")))
     }
 }
 
@@ -143,6 +157,11 @@ where
             if let Some(value) = slot.ready(stamp.as_ref(), asked) {
                 return Ok((Status::Ready, Some(value)));
             }
+            if slot.computing.is_none()
+                && let Some(failed) = slot.failure(stamp.as_ref(), asked)
+            {
+                return Err(failed);
+            }
             match &slot.computing {
                 Some(done) => done.clone(),
                 None => {
@@ -157,7 +176,14 @@ where
                         } else {
                             None
                         };
-                        let computed = computation.await;
+                        // On a task of its own, so that a panic ends it as a failure
+                        // rather than leaving it under way for good.
+                        let computed = match tokio::spawn(computation).await {
+                            Ok(computed) => computed,
+                            Err(e) => Err(ViewError::Internal(anyhow::anyhow!(
+                                "the computation stopped: {e}"
+                            ))),
+                        };
                         let mut slots = kept.lock();
                         let slot = slots.entry(key.clone()).or_insert_with(Slot::new);
                         match computed {
@@ -165,7 +191,7 @@ where
                                 slot.done = Some((stamp, Instant::now(), Arc::new(value)));
                                 slot.failed = None;
                             }
-                            Err(e) => slot.failed = Some(format!("{e:#}")),
+                            Err(e) => slot.failed = Some((stamp, Instant::now(), format!("{e:#}"))),
                         }
                         slot.computing = None;
                         kept.trim(&mut slots, &key);
@@ -193,9 +219,9 @@ where
             return Ok((Status::Ready, Some(value)));
         }
         if slot.computing.is_none()
-            && let Some(failed) = &slot.failed
+            && let Some(failed) = slot.failure(current.as_ref(), asked)
         {
-            return Err(ViewError::Internal(anyhow::anyhow!("{failed}")));
+            return Err(failed);
         }
         // The last result of runs still moving stands in while the next one is computed.
         let shown = slot
@@ -211,7 +237,7 @@ where
     }
 
     /// Drops the least recently asked-for results until those kept weigh no more than the
-    /// budget; `kept` (just computed) stays whatever it weighs.
+    /// budget; `kept` (just computed) and the one last asked for stay whatever they weigh.
     fn trim(&self, slots: &mut HashMap<K, Slot<S, V>>, kept: &K) {
         loop {
             let weight: usize = slots
@@ -222,9 +248,13 @@ where
             if weight <= self.budget {
                 return;
             }
+            let newest = slots
+                .iter()
+                .max_by_key(|(_, s)| s.used)
+                .map(|(k, _)| k.clone());
             let oldest = slots
                 .iter()
-                .filter(|(k, s)| *k != kept && s.done.is_some())
+                .filter(|(k, s)| *k != kept && Some(*k) != newest.as_ref() && s.done.is_some())
                 .min_by_key(|(_, s)| s.used)
                 .map(|(k, _)| k.clone());
             let Some(oldest) = oldest else { return };
@@ -235,5 +265,97 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    impl Weigh for u64 {
+        fn weight(&self) -> usize {
+            usize::try_from(*self).unwrap_or(usize::MAX)
+        }
+    }
+
+    fn kept(budget: usize) -> Arc<Kept<i64, i64, u64>> {
+        Arc::new(Kept::new(
+            budget,
+            Arc::new(tokio::sync::Mutex::new(())),
+            true,
+        ))
+    }
+
+    /// A computation that failed for runs as they are is said again, not run again; one of
+    /// runs still moving is run again once it is old.
+    #[tokio::test]
+    async fn a_failure_is_said_again_for_the_same_runs_not_computed_again() {
+        let kept = kept(100);
+        let runs = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let counted = runs.clone();
+            let got = kept
+                .get(1, Some(7), None, move || async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Err::<u64, _>(ViewError::Internal(anyhow::anyhow!("cost overflow")))
+                })
+                .await;
+            let Err(ViewError::Internal(why)) = got else {
+                panic!("the failure is said: {got:?}", got = got.map(|(s, _)| s));
+            };
+            assert!(why.to_string().contains("cost overflow"), "{why}");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "computed once");
+        // Another stamp (the run resumed and finished again) is computed anew.
+        let got = kept
+            .get(1, Some(8), None, || async { Ok::<u64, ViewError>(5) })
+            .await
+            .map(|(status, value)| (status, value.map(|v| *v)));
+        assert!(matches!(got, Ok((Status::Ready, Some(5)))));
+    }
+
+    /// A computation that panics ends as a failure; the next look computes again rather than
+    /// waiting for it for good.
+    #[tokio::test]
+    async fn a_computation_that_panics_is_a_failure_not_one_under_way_for_good() {
+        let kept = kept(100);
+        let got = kept
+            .get(2, None, None, || async {
+                if true {
+                    panic!("a bug");
+                }
+                Ok::<u64, ViewError>(1)
+            })
+            .await;
+        assert!(got.is_err(), "the panic is said");
+        tokio::time::pause();
+        tokio::time::advance(MOVING_AGE + Duration::from_secs(1)).await;
+        let got = kept
+            .get(2, None, None, || async { Ok::<u64, ViewError>(3) })
+            .await
+            .map(|(status, value)| (status, value.map(|v| *v)));
+        assert!(
+            matches!(got, Ok((Status::Ready, Some(3)))),
+            "computed again"
+        );
+    }
+
+    /// Results beyond the budget are dropped least recently asked-for first, but never the
+    /// one just computed nor the one last asked for.
+    #[tokio::test]
+    async fn the_budget_drops_the_least_recently_asked_for_first() {
+        let kept = kept(10);
+        for key in [1, 2] {
+            let (status, _) = kept
+                .get(key, Some(0), None, || async { Ok::<u64, ViewError>(6) })
+                .await
+                .unwrap();
+            assert_eq!(status, Status::Ready);
+        }
+        let slots = kept.lock();
+        assert!(slots.get(&1).is_none_or(|s| s.done.is_none()), "1 dropped");
+        assert!(slots.get(&2).is_some_and(|s| s.done.is_some()), "2 kept");
     }
 }

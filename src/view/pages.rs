@@ -713,8 +713,8 @@ pub fn diff(
     let heading = html! {
         h1 { "Diff " a href={ "/runs/" (before.id) } { (before.name) } " → " a href={ "/runs/" (after.id) } { (after.name) } }
     };
+    let api = format!("/api/diff/{}/{}", before.id, after.id);
     let Some(diff) = &page.diff else {
-        let api = format!("/api/diff/{}/{}", before.id, after.id);
         return layout(
             &title,
             html! { (heading) (computing(&api, "The two runs are being compared (runs of many results take a while, as `msgbatch diff` does)")) },
@@ -729,6 +729,9 @@ pub fn diff(
         &title,
         html! {
             (heading)
+            @if page.status == Status::Computing {
+                (computing(&api, "What follows is of a moment ago: the runs are being compared again"))
+            }
             ul.facts {
                 li { (t.matched) " jobs matched" @if diff.by_model { " by id and model" } }
                 li { "passed " (t.passed_before) "/" (t.graded_before) " → " (t.passed_after) "/" (t.graded_after) }
@@ -769,8 +772,8 @@ pub fn diff(
 pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) -> Markup {
     let title = format!("{} models", run.name);
     let heading = html! { h1 { "Models of " a href={ "/runs/" (run.id) } { (run.name) } } };
+    let api = format!("/api/runs/{}/models", run.id);
     let Some(matrix) = &page.matrix else {
-        let api = format!("/api/runs/{}/models", run.id);
         return layout(
             &title,
             html! { (heading) (computing(&api, "The run's models are being compared (a run of many results takes a while, as `msgbatch diff` does)")) },
@@ -783,6 +786,9 @@ pub fn models(page: &ModelsPage, run: &RunRow, query: &HashMap<String, String>) 
         &title,
         html! {
             (heading)
+            @if page.status == Status::Computing {
+                (computing(&api, "What follows is of a moment ago: the run's models are being compared again"))
+            }
             p { (matrix.jobs) " jobs, " (matrix.disagreements) " where the models disagree, " (matrix.failures) " with a failure"
                 @if let Some(b) = &matrix.baseline { "; baseline " (b) } }
             table {

@@ -77,7 +77,7 @@
   // The page's own API, always a path of this server.
   const api = computing.dataset.poll;
   const field = computing.dataset.field;
-  if (!api || api.charAt(0) !== "/" || api.charAt(1) === "/") {
+  if (!api || new URL(api, window.location.href).origin !== window.location.origin) {
     return;
   }
   async function ready() {
@@ -86,7 +86,8 @@
         credentials: "same-origin",
         headers: { Accept: "application/json" },
       });
-      return response.ok && (await response.json())[field] === "ready";
+      // A failure is shown by the page itself, reloaded.
+      return !response.ok || (await response.json())[field] === "ready";
     } catch (e) {
       return false;
     }
