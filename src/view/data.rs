@@ -651,8 +651,7 @@ impl Data {
                 },
             )
             .await?;
-        let per_page = per_page.clamp(1, MAX_PAGE);
-        let page = page.max(1);
+        let (page, per_page, skip, take) = window(page, per_page);
         let Some(runs) = runs else {
             return Ok(DiffPage {
                 status,
@@ -662,8 +661,6 @@ impl Data {
                 matched: 0,
             });
         };
-        let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
-        let take = usize::try_from(per_page).unwrap_or(1);
         let (rows, matched) = runs.rows(&self.store, keep, usize::MAX, skip, take).await?;
         let mut diff = runs.diff.clone();
         diff.rows = rows;
@@ -695,8 +692,7 @@ impl Data {
                 Ok(crate::diff::models(&store, &row, &options).await?)
             })
             .await?;
-        let per_page = per_page.clamp(1, MAX_PAGE);
-        let page = page.max(1);
+        let (page, per_page, skip, take) = window(page, per_page);
         let Some(models) = models else {
             return Ok(ModelsPage {
                 status,
@@ -707,8 +703,6 @@ impl Data {
             });
         };
         let matched = models.count(&keep);
-        let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
-        let take = usize::try_from(per_page).unwrap_or(1);
         let rows = models.rows(&self.store, &keep, skip, take).await?;
         let mut matrix = models.matrix.clone();
         matrix.rows = rows;
@@ -720,6 +714,16 @@ impl Data {
             matched,
         })
     }
+}
+
+/// A comparison's page as asked for, within bounds (the page, jobs a page), and the rows
+/// before it and on it.
+fn window(page: i64, per_page: i64) -> (i64, i64, usize, usize) {
+    let per_page = per_page.clamp(1, MAX_PAGE);
+    let page = page.max(1);
+    let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let take = usize::try_from(per_page).unwrap_or(1);
+    (page, per_page, skip, take)
 }
 
 /// One page of two runs compared: the figures over every job, the changed jobs of one page.
