@@ -1640,18 +1640,12 @@ async fn the_view_reads_a_postgresql_store_as_it_reads_sqlite() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn a_run_page_answers_at_once_while_its_report_is_computed() {
-    use sqlx::Connection as _;
     let db = crate::postgres::TestDb::create().await;
     let ws = Workspace::on_postgres(&db.url);
     hostile_run(&ws).await;
     // The report reads the attempts and the rest of the run's page does not: with the table
     // locked, the report is computed for as long as the test holds the lock.
-    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = locked(&db.url, "attempts").await;
     let view = View::start(&ws, &[]).await;
     let base = view.base();
     let bound = Duration::from_secs(60);
@@ -1686,23 +1680,31 @@ async fn a_run_page_answers_at_once_while_its_report_is_computed() {
     assert!(html.contains("Latency (ms)"), "{html}");
 }
 
+/// A connection holding `table` locked against every read, until it commits.
+async fn locked(url: &str, table: &'static str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut lock = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut lock)
+    .await
+    .unwrap();
+    lock
+}
+
 /// A run's models compared, and two runs compared, take seconds over a million results: their
 /// pages answer at once, say so, and show the comparison once it is computed, then kept.
 #[tokio::test]
 #[ignore = "needs PostgreSQL: a server on 127.0.0.1:5432 (trust auth, database `test`) or MSGBATCH_TEST_POSTGRES=postgres://user@host/db"]
 async fn a_comparison_page_answers_at_once_while_it_is_computed() {
-    use sqlx::Connection as _;
     let db = crate::postgres::TestDb::create().await;
     let ws = Workspace::on_postgres(&db.url);
     hostile_run(&ws).await;
     // A comparison reads the verdicts and the rest of its page does not: with the table
     // locked, the comparison is computed for as long as the test holds the lock.
-    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("LOCK TABLE grades IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = locked(&db.url, "grades").await;
     let view = View::start(&ws, &[]).await;
     let base = view.base();
     let bound = Duration::from_secs(60);
