@@ -5,7 +5,8 @@
 //! distribution and the minimum detectable effect at 80% power. Also the estimators of
 //! pass@k and pass^k over repeated samples.
 //!
-//! Everything here is a pure function over slices. No figure is ever NaN or infinite: where a
+//! Everything here is a pure function over slices, or the same gathered one pair at a time
+//! in bounded memory ([`PairedSums`]). No figure is ever NaN or infinite: where a
 //! figure cannot be had (one job, no spread, one cluster) it is `None`, and [`Paired::reason`]
 //! says why in words.
 
@@ -97,99 +98,175 @@ impl Paired {
 
 /// Compares paired scores `(a, b)`: `None` when there are none.
 pub fn paired(pairs: &[(f64, f64)]) -> Option<Paired> {
-    let base = Base::new(pairs)?;
-    let se = standard_error(&differences(pairs));
-    let reason = se.is_none().then_some(NoError::OneJob);
-    Some(base.finish(se, reason, None, Method::Paired))
+    let mut sums = PairedSums::default();
+    for &(a, b) in pairs {
+        sums.push(a, b, None);
+    }
+    sums.paired()
 }
 
 /// Compares paired scores `(a, b)` whose jobs fall in clusters (`clusters[i]` is the cluster of
-/// `pairs[i]`), with the cluster-robust standard error of [`clustered_standard_error`].
+/// `pairs[i]`), with the cluster-robust standard error of [`PairedSums::paired_clustered`].
 pub fn paired_clustered<K: Ord>(pairs: &[(f64, f64)], clusters: &[K]) -> Option<Paired> {
-    let base = Base::new(pairs)?;
-    let (se, count) = clustered_standard_error(&differences(pairs), clusters);
-    let reason = if base.n < 2 {
-        Some(NoError::OneJob)
-    } else {
-        se.is_none().then_some(NoError::OneCluster)
-    };
-    Some(base.finish(se, reason, Some(count), Method::PairedClustered))
+    assert_eq!(pairs.len(), clusters.len(), "one cluster per pair");
+    let mut numbers: BTreeMap<&K, usize> = BTreeMap::new();
+    let mut sums = PairedSums::default();
+    for (&(a, b), cluster) in pairs.iter().zip(clusters) {
+        let next = numbers.len();
+        let number = *numbers.entry(cluster).or_insert(next);
+        sums.push(a, b, Some(Cluster::Shared(number)));
+    }
+    sums.paired_clustered()
 }
 
-/// Paired scores gathered one pair at a time, for comparisons over more jobs than are worth
-/// holding whole: the running sums of each side (for the means) and each pair's difference
-/// (its spread is taken about the mean difference, which needs that mean first), with its
-/// cluster when the error is clustered. The figures are those of [`paired`] and
-/// [`paired_clustered`] over the same pairs in the same order, to the last bit.
+/// The cluster of a pair, when the error is clustered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cluster {
+    /// The cluster numbered so, of the pairs that share it (numbers from 0, given in turn).
+    Shared(usize),
+    /// A cluster of its own.
+    Alone,
+}
+
+/// The running mean of values and the sum of their squared deviations from it, by Welford's
+/// update: as exact as taking the mean first and the deviations after, with nothing held.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spread {
+    n: u64,
+    mean: f64,
+    /// Σ (x − mean)².
+    squares: f64,
+}
+
+impl Spread {
+    #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.n as f64;
+        self.squares += delta * (x - self.mean);
+    }
+
+    /// Σ (x − `center`)² over the values pushed.
+    #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
+    fn squares_about(&self, center: f64) -> f64 {
+        if self.n == 0 {
+            return 0.0;
+        }
+        self.squares + self.n as f64 * (self.mean - center).powi(2)
+    }
+}
+
+/// Paired scores gathered one pair at a time, in bounded memory whatever the number of pairs:
+/// the running sums of each side and of the differences (for the means, as a slice's sum
+/// adds them), the differences' spread, and with clusters each shared cluster's mean
+/// difference and the spread of the pairs alone in theirs. [`paired`] and
+/// [`paired_clustered`] are these over a slice.
 #[derive(Debug, Clone)]
 pub struct PairedSums {
+    n: usize,
     sum_a: f64,
     sum_b: f64,
+    sum_diff: f64,
     all_ties: bool,
-    diffs: Vec<f64>,
-    clusters: Vec<u64>,
+    spread: Spread,
+    /// Per shared cluster, by its number, its differences.
+    shared: Vec<Spread>,
+    /// The differences of the pairs each in a cluster of its own.
+    alone: Spread,
 }
 
 impl Default for PairedSums {
     fn default() -> Self {
         // The sums start where `Iterator::sum` of `f64` starts, so that they match it.
         Self {
+            n: 0,
             sum_a: -0.0,
             sum_b: -0.0,
+            sum_diff: -0.0,
             all_ties: true,
-            diffs: Vec::new(),
-            clusters: Vec::new(),
+            spread: Spread::default(),
+            shared: Vec::new(),
+            alone: Spread::default(),
         }
     }
 }
 
 impl PairedSums {
     /// Adds the pair `(a, b)`, of `cluster` when the error is clustered.
-    pub fn push(&mut self, a: f64, b: f64, cluster: Option<u64>) {
+    pub fn push(&mut self, a: f64, b: f64, cluster: Option<Cluster>) {
+        let diff = b - a;
+        self.n += 1;
         self.sum_a += a;
         self.sum_b += b;
+        self.sum_diff += diff;
         self.all_ties &= a == b;
-        self.diffs.push(b - a);
-        if let Some(cluster) = cluster {
-            self.clusters.push(cluster);
+        self.spread.push(diff);
+        match cluster {
+            Some(Cluster::Shared(number)) => {
+                if self.shared.len() <= number {
+                    self.shared.resize(number + 1, Spread::default());
+                }
+                self.shared[number].push(diff);
+            }
+            Some(Cluster::Alone) => self.alone.push(diff),
+            None => {}
         }
     }
 
     /// Pairs added.
     pub fn len(&self) -> usize {
-        self.diffs.len()
+        self.n
     }
 
     pub fn is_empty(&self) -> bool {
-        self.diffs.is_empty()
+        self.n == 0
     }
 
+    #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
     fn base(&self) -> Option<Base> {
-        if self.diffs.is_empty() {
+        if self.n == 0 {
             return None;
         }
-        let n = self.diffs.len();
+        let n = self.n as f64;
         Some(Base {
-            n,
-            mean_a: self.sum_a / n as f64,
-            mean_b: self.sum_b / n as f64,
-            diff: mean(&self.diffs),
+            n: self.n,
+            mean_a: self.sum_a / n,
+            mean_b: self.sum_b / n,
+            diff: self.sum_diff / n,
             all_ties: self.all_ties,
         })
     }
 
-    /// [`paired`] over the pairs added: `None` when there are none.
+    /// The comparison of the pairs added, its standard error the sample standard deviation of
+    /// the differences over √n: `None` when there are none.
+    #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
     pub fn paired(&self) -> Option<Paired> {
         let base = self.base()?;
-        let se = standard_error(&self.diffs);
+        let se = (self.n >= 2).then(|| {
+            let n = self.n as f64;
+            (self.spread.squares / (n - 1.0)).sqrt() / n.sqrt()
+        });
         let reason = se.is_none().then_some(NoError::OneJob);
         Some(base.finish(se, reason, None, Method::Paired))
     }
 
-    /// [`paired_clustered`] over the pairs added, each pushed with its cluster.
+    /// The comparison of the pairs added, each pushed with its cluster, its standard error
+    /// cluster-robust: √(Σ_c (Σ_{i∈c} (d_i − d̄))²) / n over the clusters c, `None` with fewer
+    /// than two. A cluster's sum of deviations is its size times its mean's distance from
+    /// d̄; the clusters of one pair add the squares of theirs, as their spread gives them.
+    #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
     pub fn paired_clustered(&self) -> Option<Paired> {
         let base = self.base()?;
-        let (se, count) = clustered_standard_error(&self.diffs, &self.clusters);
+        let shared = self.shared.iter().filter(|c| c.n > 0);
+        let count = shared.clone().count() + usize::try_from(self.alone.n).unwrap_or(usize::MAX);
+        let se = (count >= 2).then(|| {
+            let squares: f64 = shared
+                .map(|c| (c.n as f64 * (c.mean - base.diff)).powi(2))
+                .sum::<f64>()
+                + self.alone.squares_about(base.diff);
+            squares.sqrt() / self.n as f64
+        });
         let reason = if base.n < 2 {
             Some(NoError::OneJob)
         } else {
@@ -197,49 +274,6 @@ impl PairedSums {
         };
         Some(base.finish(se, reason, Some(count), Method::PairedClustered))
     }
-}
-
-/// Each pair's `b − a`.
-fn differences(pairs: &[(f64, f64)]) -> Vec<f64> {
-    pairs.iter().map(|(a, b)| b - a).collect()
-}
-
-/// The mean of `values` (NaN when there are none).
-pub fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// The standard error of the mean of `values`: their sample standard deviation over √n.
-/// `None` with fewer than two values; it may be zero, or not finite when they are not.
-pub fn standard_error(values: &[f64]) -> Option<f64> {
-    let n = values.len();
-    if n < 2 {
-        return None;
-    }
-    let mean = mean(values);
-    let squares: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
-    let sd = (squares / (n - 1) as f64).sqrt();
-    Some(sd / (n as f64).sqrt())
-}
-
-/// The cluster-robust standard error of the mean of `values` (`clusters[i]` is the cluster of
-/// `values[i]`), √(Σ_c (Σ_{i∈c} (x_i − x̄))²) / n, and the number of clusters. `None` with
-/// fewer than two clusters. The clusters' sums are added in the clusters' order, so the same
-/// values give the same figure to the last bit, run after run.
-pub fn clustered_standard_error<K: Ord>(values: &[f64], clusters: &[K]) -> (Option<f64>, usize) {
-    assert_eq!(values.len(), clusters.len(), "one cluster per value");
-    if values.is_empty() {
-        return (None, 0);
-    }
-    let mean = mean(values);
-    let mut sums: BTreeMap<&K, f64> = BTreeMap::new();
-    for (value, cluster) in values.iter().zip(clusters) {
-        *sums.entry(cluster).or_default() += value - mean;
-    }
-    let count = sums.len();
-    let se = (count >= 2)
-        .then(|| sums.values().map(|s| s * s).sum::<f64>().sqrt() / values.len() as f64);
-    (se, count)
 }
 
 /// The means every comparison starts from.
@@ -252,21 +286,6 @@ struct Base {
 }
 
 impl Base {
-    fn new(pairs: &[(f64, f64)]) -> Option<Self> {
-        if pairs.is_empty() {
-            return None;
-        }
-        let n = pairs.len();
-        let mean = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;
-        Some(Self {
-            n,
-            mean_a: mean(|p| p.0),
-            mean_b: mean(|p| p.1),
-            diff: mean(|p| p.1 - p.0),
-            all_ties: pairs.iter().all(|(a, b)| a == b),
-        })
-    }
-
     fn finish(
         self,
         se: Option<f64>,
@@ -500,36 +519,92 @@ mod tests {
         assert_eq!(pass_at_k(3, 1, 0), None);
     }
 
-    /// Pairs gathered one at a time give the figures of the slices, bit for bit.
+    /// The standard error of the mean of `values` taken the plain way, the mean first and
+    /// the deviations after: what the running sums must give.
+    fn two_pass_se(values: &[f64]) -> f64 {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let squares: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+        (squares / (n - 1.0)).sqrt() / n.sqrt()
+    }
+
+    /// The cluster-robust standard error taken the plain way: each cluster's deviations from
+    /// the mean summed, then squared.
+    fn two_pass_clustered_se(values: &[f64], clusters: &[u64]) -> f64 {
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let mut sums: BTreeMap<u64, f64> = BTreeMap::new();
+        for (v, c) in values.iter().zip(clusters) {
+            *sums.entry(*c).or_default() += v - mean;
+        }
+        sums.values().map(|s| s * s).sum::<f64>().sqrt() / values.len() as f64
+    }
+
+    /// Pairs gathered one at a time, nothing of them held, give the plain way's figures:
+    /// the same means to the last bit, the same errors to rounding, even where every value
+    /// is far from zero and the spread is small beside it (latencies of a few seconds that
+    /// differ by milliseconds).
     #[test]
-    fn sums_gathered_one_pair_at_a_time_match_the_slices_exactly() {
+    fn sums_gathered_one_pair_at_a_time_match_the_plain_two_pass_figures() {
         let mut rng = fastrand::Rng::with_seed(11);
-        for n in [0_usize, 1, 2, 7, 500] {
+        for (n, offset, spread) in [
+            (2_usize, 0.0, 1.0),
+            (7, 0.0, 3e-6),
+            (500, 0.0, 1.0),
+            (5000, 4e6, 1.0),
+            (5000, 1e9, 0.25),
+            (20_000, -3.0, 1e-3),
+        ] {
             let pairs: Vec<(f64, f64)> = (0..n)
-                .map(|_| (rng.f64() * 3e-6, f64::from(rng.f64() < 0.4)))
+                .map(|_| {
+                    (
+                        offset + rng.f64() * spread,
+                        offset + 2.0 * rng.f64() * spread,
+                    )
+                })
                 .collect();
-            let clusters: Vec<u64> = (0..n).map(|_| rng.u64(0..9)).collect();
+            let diffs: Vec<f64> = pairs.iter().map(|(a, b)| b - a).collect();
+            // Shared clusters, and now and then a pair alone in its own.
+            let clusters: Vec<Option<u64>> = (0..n)
+                .map(|_| (rng.u32(0..4) > 0).then(|| rng.u64(0..9)))
+                .collect();
+            let keys: Vec<u64> = clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.unwrap_or(1_000 + i as u64))
+                .collect();
             let mut plain = PairedSums::default();
             let mut clustered = PairedSums::default();
-            for (&(a, b), &c) in pairs.iter().zip(&clusters) {
+            for (&(a, b), c) in pairs.iter().zip(&clusters) {
                 plain.push(a, b, None);
-                clustered.push(a, b, Some(c));
+                let cluster = c.map_or(Cluster::Alone, |c| Cluster::Shared(c as usize));
+                clustered.push(a, b, Some(cluster));
             }
             assert_eq!(plain.len(), n);
-            assert_eq!(plain.paired(), paired(&pairs));
-            let (got, want) = (
-                clustered.paired_clustered(),
-                paired_clustered(&pairs, &clusters),
+            let (p, c) = (
+                plain.paired().unwrap(),
+                clustered.paired_clustered().unwrap(),
             );
-            // The clusters' sums are added in a hash map's order: equal to rounding.
-            assert_eq!(got.as_ref().map(|p| p.diff), want.as_ref().map(|p| p.diff));
-            assert_eq!(
-                got.as_ref().map(|p| p.clusters),
-                want.as_ref().map(|p| p.clusters)
+            let sum = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;
+            assert_eq!(p.mean_a.to_bits(), sum(|p| p.0).to_bits());
+            assert_eq!(p.mean_b.to_bits(), sum(|p| p.1).to_bits());
+            assert_eq!(p.diff.to_bits(), sum(|p| p.1 - p.0).to_bits());
+            assert_eq!(c.diff.to_bits(), p.diff.to_bits());
+            let near = |got: f64, want: f64| (got - want).abs() <= 1e-9 * want;
+            let want = two_pass_se(&diffs);
+            assert!(
+                near(p.se.unwrap(), want),
+                "n {n}: {:?} against {want}",
+                p.se
             );
-            if let (Some(got), Some(want)) = (got.and_then(|p| p.se), want.and_then(|p| p.se)) {
-                assert!(close(got, want, 1e-15), "{got} {want}");
-            }
+            let want = two_pass_clustered_se(&diffs, &keys);
+            assert!(
+                near(c.se.unwrap(), want),
+                "n {n}: {:?} against {want}",
+                c.se
+            );
+            let count = keys.iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert_eq!(c.clusters, Some(count));
+            assert_eq!(paired(&pairs), Some(p));
         }
         let ties = [(1.0, 1.0), (0.0, 0.0)];
         let mut sums = PairedSums::default();
@@ -594,11 +669,13 @@ mod tests {
     #[test]
     fn a_clustered_error_is_the_same_to_the_last_bit_each_time() {
         // Values whose sum depends on the order they are added in.
-        let values: Vec<f64> = (0..5000).map(|i| f64::from(i).sqrt() * 1e-3).collect();
+        let pairs: Vec<(f64, f64)> = (0..5000)
+            .map(|i| (0.0, f64::from(i).sqrt() * 1e-3))
+            .collect();
         let clusters: Vec<u32> = (0..5000).map(|i| i % 997).collect();
-        let first = clustered_standard_error(&values, &clusters).0.unwrap();
+        let first = paired_clustered(&pairs, &clusters).unwrap().se.unwrap();
         for _ in 0..20 {
-            let again = clustered_standard_error(&values, &clusters).0.unwrap();
+            let again = paired_clustered(&pairs, &clusters).unwrap().se.unwrap();
             assert_eq!(again.to_bits(), first.to_bits());
         }
     }

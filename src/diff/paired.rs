@@ -145,22 +145,18 @@ pub fn compare(
 }
 
 /// The comparisons of B against A gathered one job at a time, in the order the jobs come:
-/// per metric the running sums and differences of [`stats::PairedSums`], and the clusters
-/// as numbers (a value of the clustering tag is named once, however many jobs share it).
+/// per metric the running figures of [`stats::PairedSums`], and the clusters as numbers (a
+/// value of the clustering tag is named once, however many jobs share it). What it holds
+/// grows with the tag's values, not with the jobs.
 #[derive(Debug, Clone)]
 pub struct PairSums {
     clustered: bool,
     metrics: [stats::PairedSums; 3],
     /// Each value of the clustering tag seen, and its number.
-    tags: HashMap<String, u64>,
-    /// Jobs added: a job without the tag is a cluster of its own, numbered past every tag's.
-    jobs: u64,
+    tags: HashMap<String, usize>,
 }
 
 const METRICS: [Metric; 3] = [Metric::Score, Metric::CostUsd, Metric::LatencyMs];
-
-/// The clusters of jobs without the tag are numbered from here, apart from the tags'.
-const ALONE: u64 = 1 << 63;
 
 impl PairSums {
     pub fn new(clustered: bool) -> Self {
@@ -168,24 +164,25 @@ impl PairSums {
             clustered,
             metrics: Default::default(),
             tags: HashMap::new(),
-            jobs: 0,
         }
     }
 
-    /// Adds one job that both sides have, with its value of the clustering tag.
+    /// Adds one job that both sides have, with its value of the clustering tag: a job
+    /// without the tag is a cluster of its own.
     pub fn add(&mut self, a: &Measures, b: &Measures, cluster: Option<&str>) {
         let cluster = self.clustered.then(|| match cluster {
-            Some(value) => match self.tags.get(value) {
-                Some(&id) => id,
-                None => {
-                    let id = self.tags.len() as u64;
-                    self.tags.insert(value.to_owned(), id);
-                    id
+            Some(value) => {
+                let next = self.tags.len();
+                match self.tags.get(value) {
+                    Some(&number) => stats::Cluster::Shared(number),
+                    None => {
+                        self.tags.insert(value.to_owned(), next);
+                        stats::Cluster::Shared(next)
+                    }
                 }
-            },
-            None => ALONE | self.jobs,
+            }
+            None => stats::Cluster::Alone,
         });
-        self.jobs += 1;
         for (sums, metric) in self.metrics.iter_mut().zip(METRICS) {
             if let (Some(x), Some(y)) = (a.get(metric), b.get(metric)) {
                 sums.push(x, y, cluster);
