@@ -31,6 +31,8 @@ pub struct JobScore<'a> {
     pub job_id: Cow<'a, str>,
     #[serde(borrow)]
     pub model: Cow<'a, str>,
+    /// Which of the job's repeated samples on its model it is, from 0.
+    pub sample: i64,
     /// `pending`, `succeeded`, `failed` or `rejected`.
     #[serde(borrow)]
     pub state: Cow<'a, str>,
@@ -168,7 +170,7 @@ fn score_sql(dialect: Dialect, read: &ScoreRows, with_tags: bool) -> String {
         "CAST(NULL AS TEXT)"
     };
     let columns = format!(
-        "j.id, j.job_id, j.model, j.state, r.stop_reason, r.cost_pico_usd, r.latency_ms,
+        "j.id, j.job_id, j.model, j.sample, j.state, r.stop_reason, r.cost_pico_usd, r.latency_ms,
          {tags},
          EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = TRUE),
          EXISTS (SELECT 1 FROM grades g WHERE g.job = j.id AND g.passed = FALSE)"

@@ -480,3 +480,82 @@ async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
         );
     }
 }
+
+/// A store whose rows of one job are not in one stretch (written by hand: msgbatch stores a
+/// job's rows together) is said, naming the job, by a diff of two runs and by a run's models
+/// compared, rather than counted as two jobs.
+#[tokio::test]
+async fn a_job_whose_rows_are_not_stored_together_is_said_not_miscounted() {
+    let ws = Workspace::new();
+    let mock = mock(MockConfig::default()).await;
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            json!({"custom_id": format!("job-{i}"), "params": {"max_tokens": 50,
+                "messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+        })
+        .collect();
+    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
+    for name in ["before", "after"] {
+        let output = ws
+            .run_on(
+                &mock,
+                &[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--models",
+                    "claude-haiku-4-5,claude-sonnet-4-6",
+                    "--repeat",
+                    "2",
+                    "--name",
+                    name,
+                ],
+            )
+            .await;
+        assert_eq!(code(&output), 0, "{:?}", text(&output));
+    }
+    for args in [
+        ["diff", "before", "after", "--format", "json", "--out", "-"].as_slice(),
+        &["diff", "before", "--format", "json", "--out", "-"],
+    ] {
+        let output = ws.run(args).await;
+        assert_eq!(code(&output), 0, "{args:?} {:?}", text(&output));
+    }
+    // The second sample of job-1 on haiku in `before` moved past every other row.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    for sql in [
+        "PRAGMA foreign_keys = OFF",
+        "CREATE TEMP TABLE moved AS
+         SELECT j.id AS old, (SELECT MAX(id) + 1 FROM jobs) AS new FROM jobs j
+         JOIN runs r ON r.id = j.run_id
+         WHERE r.name = 'before' AND j.job_id = 'job-1' AND j.model = 'claude-haiku-4-5'
+           AND j.sample = 1",
+        "UPDATE jobs SET id = (SELECT new FROM moved) WHERE id = (SELECT old FROM moved)",
+        "UPDATE results SET job = (SELECT new FROM moved) WHERE job = (SELECT old FROM moved)",
+        "UPDATE attempts SET job = (SELECT new FROM moved) WHERE job = (SELECT old FROM moved)",
+        "UPDATE grades SET job = (SELECT new FROM moved) WHERE job = (SELECT old FROM moved)",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+    drop(conn);
+    pool.close().await;
+
+    for (args, said) in [
+        (
+            ["diff", "before", "after", "--format", "json", "--out", "-"].as_slice(),
+            "the samples of job job-1 on claude-haiku-4-5 are not stored together",
+        ),
+        (
+            &["diff", "before", "--format", "json", "--out", "-"],
+            "the rows of job job-1 are not stored together",
+        ),
+    ] {
+        let output = ws.run(args).await;
+        let (stdout, stderr) = text(&output);
+        assert_ne!(code(&output), 0, "{args:?}\n{stdout}\n{stderr}");
+        assert!(stderr.contains(said), "{args:?}\n{stderr}");
+    }
+}
