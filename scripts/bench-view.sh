@@ -149,6 +149,13 @@ db.execute("""WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHE
                      CASE WHEN i % 100 = 99 THEN 'failed' ELSE 'succeeded' END, 1
               FROM k""", (n, run))
 first, last = db.execute("SELECT MIN(id), MAX(id) FROM jobs WHERE run_id = ?", (run,)).fetchone()
+# The jobs counted into the run's tallies, as msgbatch counts the jobs it stores (its store
+# counts them per insert, not by a trigger: rows written as SQL are counted by their writer).
+db.execute("""INSERT INTO run_tallies (run_id, model, jobs, pending, succeeded, failed, rejected,
+                                       first_job, last_job)
+              SELECT run_id, model, COUNT(*), 0, COUNT(*) FILTER (WHERE state = 'succeeded'),
+                     COUNT(*) FILTER (WHERE state = 'failed'), 0, MIN(id), MAX(id)
+              FROM jobs WHERE run_id = ? GROUP BY run_id, model""", (run,))
 db.execute("""INSERT INTO results (job, message_id, response_model, stop_reason, input_tokens,
                                    output_tokens, cache_creation_input_tokens,
                                    cache_write_5m_tokens, cache_write_1h_tokens,
