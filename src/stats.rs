@@ -157,11 +157,19 @@ impl Spread {
     }
 }
 
+/// A shared cluster's pairs: how many, and the sum of their shifted differences.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClusterSum {
+    n: u64,
+    sum: f64,
+}
+
 /// Paired scores gathered one pair at a time, in bounded memory whatever the number of pairs:
 /// the running sums of each side and of the differences (for the means, as a slice's sum
-/// adds them), the differences' spread, and with clusters each shared cluster's mean
-/// difference and the spread of the pairs alone in theirs. [`paired`] and
-/// [`paired_clustered`] are these over a slice.
+/// adds them), the differences' spread, and with clusters each shared cluster's count and sum
+/// and the spread of the pairs alone in theirs. The spreads and the clusters' sums are of the
+/// differences less the first one, so that differences far from zero lose nothing to
+/// rounding. [`paired`] and [`paired_clustered`] are these over a slice.
 #[derive(Debug, Clone)]
 pub struct PairedSums {
     n: usize,
@@ -169,10 +177,14 @@ pub struct PairedSums {
     sum_b: f64,
     sum_diff: f64,
     all_ties: bool,
+    /// The first difference, taken from every difference below.
+    shift: f64,
+    /// The sum of the shifted differences.
+    sum_shifted: f64,
     spread: Spread,
-    /// Per shared cluster, by its number, its differences.
-    shared: Vec<Spread>,
-    /// The differences of the pairs each in a cluster of its own.
+    /// Per shared cluster, by its number.
+    shared: Vec<ClusterSum>,
+    /// The shifted differences of the pairs each in a cluster of its own.
     alone: Spread,
 }
 
@@ -185,6 +197,8 @@ impl Default for PairedSums {
             sum_b: -0.0,
             sum_diff: -0.0,
             all_ties: true,
+            shift: 0.0,
+            sum_shifted: 0.0,
             spread: Spread::default(),
             shared: Vec::new(),
             alone: Spread::default(),
@@ -196,20 +210,27 @@ impl PairedSums {
     /// Adds the pair `(a, b)`, of `cluster` when the error is clustered.
     pub fn push(&mut self, a: f64, b: f64, cluster: Option<Cluster>) {
         let diff = b - a;
+        if self.n == 0 {
+            self.shift = diff;
+        }
+        let shifted = diff - self.shift;
         self.n += 1;
         self.sum_a += a;
         self.sum_b += b;
         self.sum_diff += diff;
         self.all_ties &= a == b;
-        self.spread.push(diff);
+        self.sum_shifted += shifted;
+        self.spread.push(shifted);
         match cluster {
             Some(Cluster::Shared(number)) => {
                 if self.shared.len() <= number {
-                    self.shared.resize(number + 1, Spread::default());
+                    self.shared.resize(number + 1, ClusterSum::default());
                 }
-                self.shared[number].push(diff);
+                let cluster = &mut self.shared[number];
+                cluster.n += 1;
+                cluster.sum += shifted;
             }
-            Some(Cluster::Alone) => self.alone.push(diff),
+            Some(Cluster::Alone) => self.alone.push(shifted),
             None => {}
         }
     }
@@ -253,18 +274,20 @@ impl PairedSums {
 
     /// The comparison of the pairs added, each pushed with its cluster, its standard error
     /// cluster-robust: √(Σ_c (Σ_{i∈c} (d_i − d̄))²) / n over the clusters c, `None` with fewer
-    /// than two. A cluster's sum of deviations is its size times its mean's distance from
-    /// d̄; the clusters of one pair add the squares of theirs, as their spread gives them.
+    /// than two. A shared cluster's sum of deviations is its shifted sum less its size times
+    /// d̄ shifted; the clusters of one pair add the squares of theirs, as their spread gives
+    /// them.
     #[expect(clippy::cast_precision_loss, reason = "counts for statistics")]
     pub fn paired_clustered(&self) -> Option<Paired> {
         let base = self.base()?;
+        let center = self.sum_shifted / self.n as f64;
         let shared = self.shared.iter().filter(|c| c.n > 0);
         let count = shared.clone().count() + usize::try_from(self.alone.n).unwrap_or(usize::MAX);
         let se = (count >= 2).then(|| {
             let squares: f64 = shared
-                .map(|c| (c.n as f64 * (c.mean - base.diff)).powi(2))
+                .map(|c| (c.sum - c.n as f64 * center).powi(2))
                 .sum::<f64>()
-                + self.alone.squares_about(base.diff);
+                + self.alone.squares_about(center);
             squares.sqrt() / self.n as f64
         });
         let reason = if base.n < 2 {
@@ -540,9 +563,9 @@ mod tests {
     }
 
     /// Pairs gathered one at a time, nothing of them held, give the plain way's figures:
-    /// the same means to the last bit, the same errors to rounding, even where every value
-    /// is far from zero and the spread is small beside it (latencies of a few seconds that
-    /// differ by milliseconds).
+    /// the same means to the last bit, the same errors to rounding, even where every
+    /// difference is far from zero and their spread is small beside it (B a few seconds
+    /// slower than A on every job, give or take milliseconds).
     #[test]
     fn sums_gathered_one_pair_at_a_time_match_the_plain_two_pass_figures() {
         let mut rng = fastrand::Rng::with_seed(11);
@@ -554,15 +577,15 @@ mod tests {
             (5000, 1e9, 0.25),
             (20_000, -3.0, 1e-3),
         ] {
+            // Differences about `offset`: B takes that much longer than A, give or take.
             let pairs: Vec<(f64, f64)> = (0..n)
-                .map(|_| {
-                    (
-                        offset + rng.f64() * spread,
-                        offset + 2.0 * rng.f64() * spread,
-                    )
-                })
+                .map(|_| (rng.f64() * spread, offset + 2.0 * rng.f64() * spread))
                 .collect();
-            let diffs: Vec<f64> = pairs.iter().map(|(a, b)| b - a).collect();
+            // The plain way's figures over the differences less the offset, which takes
+            // nothing from them (a difference and the offset are within a factor of two, so
+            // the subtraction is exact): the deviations are the same, without the rounding
+            // of a mean far from zero.
+            let diffs: Vec<f64> = pairs.iter().map(|(a, b)| b - a - offset).collect();
             // Shared clusters, and now and then a pair alone in its own.
             let clusters: Vec<Option<u64>> = (0..n)
                 .map(|_| (rng.u32(0..4) > 0).then(|| rng.u64(0..9)))
