@@ -5,6 +5,7 @@
 //! A job's outcome is what a reader checks first: passed or failed its graders, answered
 //! without graders, failed to get an answer, or still pending.
 
+mod blocks;
 mod paired;
 mod render;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::pricing::CostOverflow;
 use crate::store::{GradeView, JobScore, ListedJob, RunRow, Store};
+use blocks::Blocks;
 
 pub use paired::{Measures, Metric, Pair, PairedComparison};
 
@@ -442,38 +444,60 @@ impl<'r> Sides<'r> {
 }
 
 /// A listed job of a comparison of two runs: its row id in the first run and in the second,
-/// and what a listing selects on.
-/// The job is in a run when its outcome there is given (24 bytes: a comparison may list a
-/// million jobs).
+/// each from its run's first row id (see [`Bases`]), and what a listing selects on. The job
+/// is in a run when its outcome there is given (16 bytes: a comparison may list a million
+/// jobs).
 #[derive(Debug, Clone, Copy)]
 struct Listed {
-    a_id: i64,
-    b_id: i64,
+    a: u32,
+    b: u32,
     /// Its model (the first run's), as its number in [`Runs::models`].
     model: u32,
     before: Option<Outcome>,
     after: Option<Outcome>,
 }
 
+const _: () = assert!(std::mem::size_of::<Listed>() == 16);
+
+/// The first row id of each run of a comparison, from which a [`Listed`] counts its rows'.
+#[derive(Debug, Clone, Copy)]
+struct Bases {
+    a: i64,
+    b: i64,
+}
+
 impl Listed {
     /// Its row id in the first run, if it is there.
-    fn a(&self) -> Option<i64> {
-        self.before.map(|_| self.a_id)
+    fn a(&self, bases: Bases) -> Option<i64> {
+        self.before.map(|_| bases.a + i64::from(self.a))
     }
 
     /// Its row id in the second run, if it is there.
-    fn b(&self) -> Option<i64> {
-        self.after.map(|_| self.b_id)
+    fn b(&self, bases: Bases) -> Option<i64> {
+        self.after.map(|_| bases.b + i64::from(self.b))
     }
 
-    fn of(a: Option<&Side>, b: Option<&Side>) -> Self {
-        Self {
-            a_id: a.map_or(0, |s| s.id),
-            b_id: b.map_or(0, |s| s.id),
+    fn of(a: Option<&Side>, b: Option<&Side>, bases: Bases) -> anyhow::Result<Self> {
+        let offset = |side: Option<&Side>, base: i64| -> anyhow::Result<u32> {
+            let Some(side) = side else { return Ok(0) };
+            side.id
+                .checked_sub(base)
+                .and_then(|offset| u32::try_from(offset).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "row {} is more than {} rows past its run's first ({base}); msgbatch compares runs whose rows are nearer together",
+                        side.id,
+                        u32::MAX
+                    )
+                })
+        };
+        Ok(Self {
+            a: offset(a, bases.a)?,
+            b: offset(b, bases.b)?,
             model: a.or(b).map_or(0, |s| s.model),
             before: a.map(|s| s.outcome),
             after: b.map(|s| s.outcome),
-        }
+        })
     }
 }
 
@@ -497,7 +521,8 @@ pub struct Runs {
     after_id: i64,
     /// Every changed job of each kind, in the order listed (the largest changes in cost and
     /// latency, [`LARGEST_CHANGES`] of each).
-    listed: BTreeMap<Change, Vec<Listed>>,
+    listed: BTreeMap<Change, Blocks<Listed>>,
+    bases: Bases,
     /// The largest changes in cost and latency there are, listed or not.
     largest: BTreeMap<Change, usize>,
     models: Names,
@@ -627,6 +652,13 @@ pub async fn runs(
     let (models_a, models_b) = (models_of(before).await?, models_of(after).await?);
     let by_model = models_a.len() > 1 || models_b.len() > 1;
     let clustered = options.cluster_tag.is_some();
+    let first = async |run: &RunRow| -> anyhow::Result<i64> {
+        Ok(store.job_span(run.id).await?.map_or(0, |span| span.first))
+    };
+    let bases = Bases {
+        a: first(before).await?,
+        b: first(after).await?,
+    };
     let mut stops = Names::default();
     // Numbered first, so that a change to it is known whichever run has it first.
     let max_tokens = stops.number(Some("max_tokens"));
@@ -636,7 +668,7 @@ pub async fn runs(
     let mut totals = Totals::default();
     let mut sums = paired::PairSums::new(clustered);
     let (mut latencies_before, mut latencies_after) = (Latencies::default(), Latencies::default());
-    let mut listed: BTreeMap<Change, Vec<Listed>> = BTreeMap::new();
+    let mut listed: BTreeMap<Change, Blocks<Listed>> = BTreeMap::new();
     // The jobs that changed nothing else, by their changes of cost and of latency.
     let (mut by_cost, mut by_latency) = (Top::default(), Top::default());
     let mut order = 0_usize;
@@ -653,10 +685,11 @@ pub async fn runs(
         let cluster = clusters
             .number(cluster_of(a.tags.as_deref(), options.cluster_tag.as_deref()).as_deref());
         let Some(b) = partners.remove(&key_of(&a, by_model)) else {
-            listed
-                .entry(Change::Missing)
-                .or_default()
-                .push(Listed::of(Some(&a.side), None));
+            listed.entry(Change::Missing).or_default().push(Listed::of(
+                Some(&a.side),
+                None,
+                bases,
+            )?);
             return Ok(());
         };
         let (x, y) = (&a.side, &b.side);
@@ -671,7 +704,7 @@ pub async fn runs(
         add_cost(&mut totals.cost_before_pico_usd, Some(x.cost_sum))?;
         latencies_before.extend(&a.latencies);
         sums.add(&x.measures, &y.measures, clusters.name(cluster));
-        let row = Listed::of(Some(x), Some(y));
+        let row = Listed::of(Some(x), Some(y), bases)?;
         match change_of(x, y, max_tokens) {
             Some(change) => listed.entry(change).or_default().push(row),
             None => {
@@ -735,11 +768,12 @@ pub async fn runs(
     }
 
     // Jobs of the second run only, in its order.
-    let mut new: Vec<Listed> = Vec::new();
+    let mut new: Blocks<Listed> = Blocks::default();
     let mut seconds = Sides::new(&after.name);
-    let mut add_new = |b: Group| {
+    let mut add_new = |b: Group| -> anyhow::Result<()> {
         samples = samples.max(b.side.samples as usize);
-        new.push(Listed::of(None, Some(&b.side)));
+        new.push(Listed::of(None, Some(&b.side), bases)?);
+        Ok(())
     };
     store
         .each_job_score_without_partner(
@@ -749,14 +783,14 @@ pub async fn runs(
             false,
             |row| -> anyhow::Result<()> {
                 if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
-                    add_new(b);
+                    add_new(b)?;
                 }
                 Ok(())
             },
         )
         .await?;
     if let Some(b) = seconds.finish()? {
-        add_new(b);
+        add_new(b)?;
     }
     if !new.is_empty() {
         listed.insert(Change::New, new);
@@ -768,7 +802,7 @@ pub async fn runs(
     for (change, top) in [(Change::Cost, by_cost), (Change::Latency, by_latency)] {
         if top.count > 0 {
             largest.insert(change, top.count);
-            listed.insert(change, top.rows());
+            listed.insert(change, top.rows().into_iter().collect());
         }
     }
     totals.latency_p50_before_ms = latencies_before.median();
@@ -787,6 +821,7 @@ pub async fn runs(
         before_id: before.id,
         after_id: after.id,
         listed,
+        bases,
         largest,
         models,
     })
@@ -842,14 +877,14 @@ impl Runs {
                 }
             }
         }
-        let rows = listed_rows(store, self.before_id, self.after_id, &chosen).await?;
+        let rows = listed_rows(store, self.before_id, self.after_id, self.bases, &chosen).await?;
         Ok((rows, matched))
     }
 
     /// Roughly the bytes it holds.
     pub fn weight(&self) -> usize {
-        let listed: usize = self.listed.values().map(Vec::len).sum();
-        listed * std::mem::size_of::<Listed>() + self.models.weight()
+        let listed: usize = self.listed.values().map(Blocks::weight).sum();
+        listed + self.models.weight()
     }
 }
 
@@ -896,25 +931,26 @@ async fn listed_rows(
     store: &Store,
     before: i64,
     after: i64,
+    bases: Bases,
     listed: &[(Change, Listed)],
 ) -> anyhow::Result<Vec<DiffRow>> {
     let shown_a = shown(
         store,
         before,
-        listed.iter().filter_map(|r| r.1.a()).collect(),
+        listed.iter().filter_map(|r| r.1.a(bases)).collect(),
     )
     .await?;
     let shown_b = shown(
         store,
         after,
-        listed.iter().filter_map(|r| r.1.b()).collect(),
+        listed.iter().filter_map(|r| r.1.b(bases)).collect(),
     )
     .await?;
     let mut rows = Vec::new();
     for (change, row) in listed {
         let change = *change;
-        let a = row.a().and_then(|id| shown_a.get(&id));
-        let b = row.b().and_then(|id| shown_b.get(&id));
+        let a = row.a(bases).and_then(|id| shown_a.get(&id));
+        let b = row.b(bases).and_then(|id| shown_b.get(&id));
         // A row deleted since the first pass is left out.
         let Some(first) = a.or(b) else { continue };
         rows.push(DiffRow {
@@ -935,40 +971,92 @@ fn add_cost(sum: &mut i64, cost: Option<i64>) -> Result<(), CostOverflow> {
     Ok(())
 }
 
-/// Latencies in milliseconds, for their median: 4 bytes each where they fit in a `u32` (any
-/// latency under 49 days), 8 for the rest.
+/// Latencies in milliseconds, for their exact median, held as compactly as they allow: a
+/// count of each value while there are few distinct ones (latencies to the millisecond
+/// recur: a million of them take a few thousand values), and past [`Latencies::MOST_COUNTED`]
+/// the values themselves, 4 bytes each where they fit a `u32` (any latency under 49 days), 8
+/// for the rest.
 #[derive(Debug, Default)]
 struct Latencies {
+    counts: HashMap<i64, u64>,
+    /// Set once the values are held rather than counted.
+    values: Option<Values>,
+}
+
+#[derive(Debug, Default)]
+struct Values {
     small: Vec<u32>,
     /// Those below zero or of 2³² ms and more.
     other: Vec<i64>,
 }
 
-impl Latencies {
-    fn extend(&mut self, values: &[i64]) {
-        for &value in values {
-            match u32::try_from(value) {
-                Ok(small) => self.small.push(small),
-                Err(_) => self.other.push(value),
-            }
+impl Values {
+    fn push(&mut self, value: i64) {
+        match u32::try_from(value) {
+            Ok(small) => self.small.push(small),
+            Err(_) => self.other.push(value),
         }
     }
 
-    /// The median (the lower of the two middle values of an even count).
-    fn median(mut self) -> Option<i64> {
-        let n = self.small.len() + self.other.len();
-        let mut k = n.checked_sub(1)? / 2;
+    /// The value at `k` (from 0) in order.
+    fn nth(mut self, mut k: usize) -> Option<i64> {
         self.other.sort_unstable();
         // In order: the values below zero, the small ones, those of 2³² ms and more.
         let below = self.other.partition_point(|&v| v < 0);
         if k < below {
-            return Some(self.other[k]);
+            return self.other.get(k).copied();
         }
         k -= below;
         if k < self.small.len() {
             return Some(i64::from(*self.small.select_nth_unstable(k).1));
         }
-        Some(self.other[below + k - self.small.len()])
+        self.other.get(below + k - self.small.len()).copied()
+    }
+}
+
+impl Latencies {
+    /// Distinct values counted at most (about 2 MB of counts) before the values are held.
+    const MOST_COUNTED: usize = 1 << 16;
+
+    fn extend(&mut self, values: &[i64]) {
+        for &value in values {
+            match &mut self.values {
+                Some(held) => held.push(value),
+                None => {
+                    *self.counts.entry(value).or_default() += 1;
+                    if self.counts.len() > Self::MOST_COUNTED {
+                        let mut held = Values::default();
+                        for (value, count) in self.counts.drain() {
+                            for _ in 0..count {
+                                held.push(value);
+                            }
+                        }
+                        self.counts = HashMap::new();
+                        self.values = Some(held);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The median (the lower of the two middle values of an even count).
+    fn median(self) -> Option<i64> {
+        if let Some(values) = self.values {
+            let n = values.small.len() + values.other.len();
+            return values.nth(n.checked_sub(1)? / 2);
+        }
+        let n: u64 = self.counts.values().sum();
+        let k = n.checked_sub(1)? / 2;
+        let mut counts: Vec<(i64, u64)> = self.counts.into_iter().collect();
+        counts.sort_unstable();
+        let mut below = 0;
+        for (value, count) in counts {
+            below += count;
+            if k < below {
+                return Some(value);
+            }
+        }
+        None
     }
 }
 
@@ -1105,9 +1193,9 @@ pub struct Models {
     /// Everything but the rows.
     pub matrix: Matrix,
     run_id: i64,
-    jobs: Vec<Entry>,
+    jobs: Blocks<Entry>,
     /// Per job, in input order, the row id of each of its models' first sample.
-    ids: Vec<i64>,
+    ids: Blocks<i64>,
 }
 
 /// Jobs whose rows are read from the store at a time.
@@ -1123,33 +1211,30 @@ struct JobAcc {
     cells: Vec<(usize, Outcome, paired::MeanMeasures)>,
 }
 
-/// The first job of a run whose rows come in two stretches or more, among the jobs of these
-/// hashes: read again, the jobs of the hashes named only (two jobs may share a hash).
+/// The first job of a run met again in row order after other jobs' rows (its rows come in
+/// two stretches or more), among the jobs of these hashes: the run read again, the jobs of
+/// the hashes named only (two jobs may share a hash).
 async fn split_job(
     store: &Store,
     run: &RunRow,
     hashes: &std::collections::HashSet<u64>,
 ) -> anyhow::Result<Option<String>> {
-    let mut stretches: HashMap<String, u32> = HashMap::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut last: Option<String> = None;
+    let mut split: Option<String> = None;
     store
         .each_job_score(run.id, false, |row| -> anyhow::Result<()> {
-            if last.as_deref() != Some(row.job_id.as_ref()) {
-                if hashes.contains(&hash_of(&row.job_id)) {
-                    *stretches.entry(row.job_id.as_ref().to_owned()).or_default() += 1;
-                }
-                last = Some(row.job_id.into_owned());
+            if split.is_some() || last.as_deref() == Some(row.job_id.as_ref()) {
+                return Ok(());
             }
+            if hashes.contains(&hash_of(&row.job_id)) && !seen.insert(row.job_id.to_string()) {
+                split = Some(row.job_id.to_string());
+            }
+            last = Some(row.job_id.into_owned());
             Ok(())
         })
         .await?;
-    let mut split: Vec<String> = stretches
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(job, _)| job)
-        .collect();
-    split.sort_unstable();
-    Ok(split.into_iter().next())
+    Ok(split)
 }
 
 fn hash_of(text: &str) -> u64 {
@@ -1168,8 +1253,8 @@ pub async fn models(store: &Store, run: &RunRow, options: &Options) -> anyhow::R
     let mut sums: Vec<Option<paired::PairSums>> = Vec::new();
     let mut samples = 1;
     let mut group_samples = 0;
-    let mut jobs: Vec<Entry> = Vec::new();
-    let mut ids: Vec<i64> = Vec::new();
+    let mut jobs: Blocks<Entry> = Blocks::default();
+    let mut ids: Blocks<i64> = Blocks::default();
     // Each job's hash, to tell a job whose rows come in two stretches: sorted once at the end,
     // 8 bytes a job where a set would take about three times that.
     let mut hashes: Vec<u64> = Vec::new();
@@ -1419,12 +1504,13 @@ impl Models {
 
     /// Roughly the bytes it holds, its rows aside.
     pub fn weight(&self) -> usize {
-        self.jobs.len() * std::mem::size_of::<Entry>() + self.ids.len() * std::mem::size_of::<i64>()
+        self.jobs.weight() + self.ids.weight()
     }
 
-    fn ids_of(&self, job: usize) -> &[i64] {
-        let start = job.checked_sub(1).map_or(0, |j| self.jobs[j].end as usize);
-        &self.ids[start..self.jobs[job].end as usize]
+    fn ids_of(&self, job: usize) -> impl Iterator<Item = &i64> {
+        let end = |j: usize| self.jobs.get(j).map_or(0, |e| e.end as usize);
+        let start = job.checked_sub(1).map_or(0, end);
+        self.ids.range(start, end(job))
     }
 
     /// The rows of these jobs, made of their rows read from the store (in row order),
@@ -1548,19 +1634,22 @@ mod tests {
         }
     }
 
-    /// The median of latencies kept in 4 bytes where they fit is the plain lower median of
-    /// them all, whatever the mix of those below zero, small and past 2³² ms.
+    /// The median of latencies, counted or kept in 4 bytes where they fit, is the plain lower
+    /// median of them all, whatever the mix of those below zero, small and past 2³² ms.
     #[test]
     fn the_latencies_median_is_the_plain_lower_median() {
         let mut rng = fastrand::Rng::with_seed(3);
         assert_eq!(Latencies::default().median(), None);
-        for n in 1..200 {
+        // Few values or many, counted or held (past `MOST_COUNTED` distinct ones).
+        let sizes = (1..200).chain([Latencies::MOST_COUNTED * 3]);
+        for n in sizes {
+            let spread = if n > 200 { 1 << 40 } else { 5_000 };
             let values: Vec<i64> = (0..n)
                 .map(|_| match rng.u8(0..6) {
                     0 => -rng.i64(1..1_000),
                     1 => (1 << 32) + rng.i64(0..1_000),
                     2 => i64::from(u32::MAX),
-                    _ => rng.i64(0..5_000),
+                    _ => rng.i64(0..spread),
                 })
                 .collect();
             let mut latencies = Latencies::default();
@@ -1569,7 +1658,47 @@ mod tests {
             }
             let mut sorted = values.clone();
             sorted.sort_unstable();
-            assert_eq!(latencies.median(), Some(sorted[(n - 1) / 2]), "{values:?}");
+            assert_eq!(latencies.values.is_some(), n > 200);
+            assert_eq!(latencies.median(), Some(sorted[(n - 1) / 2]), "{n} values");
+        }
+    }
+
+    /// A listed job gives back its row ids in each run, and one too far past its run's first
+    /// row to count from it is said, not wrapped into another row's id.
+    #[test]
+    fn a_listed_job_gives_back_its_row_ids() {
+        let side = |id: i64| Side {
+            id,
+            outcome: Outcome::Pass,
+            stop: 0,
+            model: 3,
+            cost_pico_usd: None,
+            latency_ms: None,
+            measures: Measures::default(),
+            samples: 1,
+            passed: 1,
+            graded: 1,
+            cost_sum: 0,
+        };
+        let bases = Bases { a: -5, b: 1 << 40 };
+        let far = i64::from(u32::MAX);
+        let row = Listed::of(Some(&side(far - 5)), Some(&side((1 << 40) + 7)), bases).unwrap();
+        assert_eq!(
+            (row.a(bases), row.b(bases)),
+            (Some(far - 5), Some((1 << 40) + 7))
+        );
+        assert_eq!(row.model, 3);
+        let only_b = Listed::of(None, Some(&side((1 << 40) + 7)), bases).unwrap();
+        assert_eq!(
+            (only_b.a(bases), only_b.b(bases)),
+            (None, Some((1 << 40) + 7))
+        );
+        for id in [far - 4, -6, i64::MIN] {
+            let error = Listed::of(Some(&side(id)), None, bases).unwrap_err();
+            assert!(
+                error.to_string().contains("rows past its run's first"),
+                "{error}"
+            );
         }
     }
 
