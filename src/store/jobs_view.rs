@@ -243,13 +243,19 @@ impl Store {
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut count = 0;
-        self.each_score_chunk::<E>(run_id, with_tags, &[ScoreRows::All], |chunks| {
-            for row in chunks.into_iter().flatten() {
-                sink(row)?;
-                count += 1;
-            }
-            Ok(())
-        })
+        self.each_score_chunk::<E>(
+            run_id,
+            with_tags,
+            &[ScoreRows::All],
+            SCORE_CHUNK,
+            |chunks| {
+                for row in chunks.into_iter().flatten() {
+                    sink(row)?;
+                    count += 1;
+                }
+                Ok(())
+            },
+        )
         .await?;
         Ok(count)
     }
@@ -258,7 +264,10 @@ impl Store {
     /// a time, `sink` is given the rows of `other` whose job (and model, `by_model`) is that
     /// of a row of the chunk, in row order, then the chunk's rows. A job split between two
     /// chunks has its partners in both. As [`Store::each_job_score`], a range of row ids at a
-    /// time; what is held is a chunk and its partners, whatever the size of the runs.
+    /// time; what is held is a chunk and its partners, whatever the size of the runs. Where
+    /// `other` has more samples of each job than `run_id` (`--repeat 1000` against one), the
+    /// chunks are smaller by as much, so that the partners of one come to about
+    /// [`SCORE_CHUNK`] rows, not a thousand times that.
     pub async fn each_job_score_with_partners<E: From<StoreError>>(
         &self,
         run_id: i64,
@@ -268,7 +277,19 @@ impl Store {
         mut sink: impl FnMut(Vec<JobScore<'_>>, Vec<JobScore<'_>>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::PartnersIn { other, by_model }, ScoreRows::All];
-        self.each_score_chunk::<E>(run_id, with_tags, &reads, |mut chunks| {
+        let samples = self.most_samples(&[run_id, other]).await?;
+        let of = |run: i64| {
+            samples
+                .iter()
+                .find(|s| s.0 == run)
+                .map_or(1, |s| s.1.max(1))
+        };
+        let chunk = SCORE_CHUNK
+            .saturating_mul(of(run_id))
+            .checked_div(of(other))
+            .unwrap_or(SCORE_CHUNK)
+            .clamp(1, SCORE_CHUNK);
+        self.each_score_chunk::<E>(run_id, with_tags, &reads, chunk, |mut chunks| {
             let rows = chunks.pop().unwrap_or_default();
             let partners = chunks.pop().unwrap_or_default();
             sink(partners, rows)
@@ -287,7 +308,7 @@ impl Store {
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::WithoutPartner { other, by_model }];
-        self.each_score_chunk::<E>(run_id, with_tags, &reads, |chunks| {
+        self.each_score_chunk::<E>(run_id, with_tags, &reads, SCORE_CHUNK, |chunks| {
             for row in chunks.into_iter().flatten() {
                 sink(row)?;
             }
@@ -296,13 +317,22 @@ impl Store {
         .await
     }
 
-    /// The rows `reads` say of each range of a run's row ids, one statement each, given to
-    /// `sink` together per range, each in row order.
+    /// The most samples a job of each of these runs has (on one model), by run: one more than
+    /// its greatest sample number, read from the index on (run, job, model, sample).
+    async fn most_samples(&self, runs: &[i64]) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut sql = Sql::new("SELECT run_id, max(sample) + 1 FROM jobs WHERE run_id IN (");
+        sql.push_list(runs).push(") GROUP BY run_id");
+        self.all(sql).await
+    }
+
+    /// The rows `reads` say of each range of `chunk` row ids of a run, one statement each,
+    /// given to `sink` together per range, each in row order.
     async fn each_score_chunk<E: From<StoreError>>(
         &self,
         run_id: i64,
         with_tags: bool,
         reads: &[ScoreRows],
+        chunk: i64,
         mut sink: impl FnMut(Vec<Vec<JobScore<'_>>>) -> Result<(), E>,
     ) -> Result<(), E> {
         let Some(span) = self.job_span(run_id).await? else {
@@ -313,10 +343,11 @@ impl Store {
             .map(|read| score_sql(self.dialect(), read, with_tags))
             .collect();
         let binds: Vec<Option<i64>> = reads.iter().map(ScoreRows::other).collect();
+        // Past the greatest row id there is, no range starts again.
         let ranges = (0..)
-            .map(move |i: i64| span.first.saturating_add(i.saturating_mul(SCORE_CHUNK)))
+            .map_while(move |i: i64| span.first.checked_add(i.checked_mul(chunk)?))
             .take_while(move |&start| start <= span.last)
-            .map(move |start| (start, start.saturating_add(SCORE_CHUNK - 1).min(span.last)));
+            .map(move |start| (start, start.saturating_add(chunk - 1).min(span.last)));
         let statements = ranges.flat_map(move |(first, last)| {
             texts
                 .iter()
@@ -533,6 +564,42 @@ mod tests {
             .map(|(.., step)| step)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// A run of one sample per job compared with one of fifty: each chunk's partners are
+    /// about a chunk's worth of rows, not fifty times that, and every partner comes.
+    #[tokio::test]
+    async fn partners_with_more_samples_come_in_smaller_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).await.unwrap();
+        for sql in [
+            "INSERT INTO runs (id, name, created_at_ms, status, input_path, input_sha256,
+                               gateway_name, base_url, messages_path, settings)
+             VALUES (1, 'once', 0, 'completed', 'a.jsonl', '', 'mock', 'http://m', '/v1', '{}'),
+                    (2, 'fifty', 0, 'completed', 'a.jsonl', '', 'mock', 'http://m', '/v1', '{}')",
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199)
+             INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256, state)
+             SELECT 1, 'q' || i, 'm', i + 1, '{}', '', 'succeeded' FROM n",
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
+             INSERT INTO jobs (run_id, job_id, model, line, request, request_sha256, state,
+                               sample)
+             SELECT 2, 'q' || (i / 50), 'm', i / 50 + 1, '{}', '', 'succeeded', i % 50 FROM n",
+        ] {
+            store.execute(Sql::new(sql)).await.unwrap();
+        }
+        let (mut most, mut partners, mut rows) = (0, 0, 0);
+        store
+            .each_job_score_with_partners::<StoreError>(1, 2, false, false, |found, chunk| {
+                most = most.max(found.len());
+                partners += found.len();
+                rows += chunk.len();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!((partners, rows), (10_000, 200));
+        assert!(most <= SCORE_CHUNK as usize, "{most} partners in one chunk");
+        store.close().await;
     }
 
     /// A range of the first run's rows finds its jobs in the second by the index, whatever
