@@ -34,14 +34,17 @@ impl<T> Blocks<T> {
         }
     };
 
+    /// Adds `value` at the end. The first block grows as a `Vec` does, so that a short list
+    /// takes little; every later one is made whole.
     pub fn push(&mut self, value: T) {
         match self.blocks.last_mut() {
             Some(block) if block.len() < Self::PER_BLOCK => block.push(value),
-            _ => {
+            Some(_) => {
                 let mut block = Vec::with_capacity(Self::PER_BLOCK);
                 block.push(value);
                 self.blocks.push(block);
             }
+            None => self.blocks.push(vec![value]),
         }
         self.len += 1;
     }
@@ -71,7 +74,8 @@ impl<T> Blocks<T> {
 
     /// The bytes its blocks take.
     pub fn weight(&self) -> usize {
-        self.blocks.len() * Self::PER_BLOCK * std::mem::size_of::<T>()
+        let values: usize = self.blocks.iter().map(Vec::capacity).sum();
+        values * std::mem::size_of::<T>()
     }
 }
 
@@ -107,7 +111,13 @@ mod tests {
                     .eq(start as u64..(end as u64).min(n))
             );
             assert!(blocks.weight() >= blocks.len() * 8);
-            assert!(blocks.weight() < blocks.len() * 8 + BLOCK_BYTES + 1);
+            // A short list takes little; a long one at most a block more than its values.
+            assert!(
+                blocks.weight()
+                    <= (blocks.len() * 8)
+                        .next_power_of_two()
+                        .min(blocks.len() * 8 + BLOCK_BYTES)
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize as _;
 
 use super::sql::{Dialect, Sql};
-use super::{Store, StoreError};
+use super::{JobSpan, Store, StoreError};
 
 /// Characters of a prompt or an answer kept for showing.
 pub const EXCERPT_CHARS: i64 = 400;
@@ -137,6 +137,17 @@ fn rows_of<'a, T: serde::Deserialize<'a>>(json: &'a str) -> Result<Vec<T>, Store
 /// Row ids of a run read in one statement by [`Store::each_job_score`].
 const SCORE_CHUNK: i64 = 4_096;
 
+/// A run's jobs as the reads of a comparison go by them (see [`Store::each_job_score_with_partners`]).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    run: i64,
+    span: JobSpan,
+    /// Its jobs' rows.
+    count: i64,
+    /// The most samples of a job on one model.
+    samples: i64,
+}
+
 /// Statements read ahead of their reader, at most.
 const AHEAD: usize = 2;
 
@@ -243,8 +254,12 @@ impl Store {
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut count = 0;
+        let Some(span) = self.job_span(run_id).await? else {
+            return Ok(0);
+        };
         self.each_score_chunk::<E>(
             run_id,
+            span,
             with_tags,
             &[ScoreRows::All],
             SCORE_CHUNK,
@@ -266,8 +281,8 @@ impl Store {
     /// chunks has its partners in both. As [`Store::each_job_score`], a range of row ids at a
     /// time; what is held is a chunk and its partners, whatever the size of the runs. Where
     /// `other` has more samples of each job than `run_id` (`--repeat 1000` against one), the
-    /// chunks are smaller by as much, so that the partners of one come to about
-    /// [`SCORE_CHUNK`] rows, not a thousand times that.
+    /// chunks are smaller by as much (down to 16 rows), so that the partners of one come to
+    /// about [`SCORE_CHUNK`] rows, not a thousand times that.
     pub async fn each_job_score_with_partners<E: From<StoreError>>(
         &self,
         run_id: i64,
@@ -277,23 +292,41 @@ impl Store {
         mut sink: impl FnMut(Vec<JobScore<'_>>, Vec<JobScore<'_>>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::PartnersIn { other, by_model }, ScoreRows::All];
-        let samples = self.most_samples(&[run_id, other]).await?;
-        let of = |run: i64| {
-            samples
-                .iter()
-                .find(|s| s.0 == run)
-                .map_or(1, |s| s.1.max(1))
+        let shapes = self.shapes(&[run_id, other]).await?;
+        let Some(shape) = shapes.iter().find(|s| s.run == run_id) else {
+            return Ok(());
         };
-        let chunk = SCORE_CHUNK
-            .saturating_mul(of(run_id))
-            .checked_div(of(other))
+        let samples = |run: i64| {
+            shapes
+                .iter()
+                .find(|s| s.run == run)
+                .map_or(1, |s| s.samples)
+        };
+        // At least 16 rows: sixteen jobs of `--repeat 1000` are 16,000 partners.
+        let rows = SCORE_CHUNK
+            .saturating_mul(samples(run_id))
+            .checked_div(samples(other))
             .unwrap_or(SCORE_CHUNK)
-            .clamp(1, SCORE_CHUNK);
-        self.each_score_chunk::<E>(run_id, with_tags, &reads, chunk, |mut chunks| {
-            let rows = chunks.pop().unwrap_or_default();
-            let partners = chunks.pop().unwrap_or_default();
-            sink(partners, rows)
-        })
+            .clamp(16, SCORE_CHUNK);
+        // A run with gaps in its row ids (a load resumed after another run's) takes ranges
+        // as much wider as it is sparse, up to 16 times: the ranges across a gap are fewer,
+        // and no range holds more than 16 times the rows.
+        let ids_per_row = (shape.span.last - shape.span.first + 1) / shape.count.max(1);
+        let chunk = rows
+            .saturating_mul(ids_per_row.clamp(1, 16))
+            .min(SCORE_CHUNK);
+        self.each_score_chunk::<E>(
+            run_id,
+            shape.span,
+            with_tags,
+            &reads,
+            chunk,
+            |mut chunks| {
+                let rows = chunks.pop().unwrap_or_default();
+                let partners = chunks.pop().unwrap_or_default();
+                sink(partners, rows)
+            },
+        )
         .await
     }
 
@@ -308,7 +341,10 @@ impl Store {
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::WithoutPartner { other, by_model }];
-        self.each_score_chunk::<E>(run_id, with_tags, &reads, SCORE_CHUNK, |chunks| {
+        let Some(span) = self.job_span(run_id).await? else {
+            return Ok(());
+        };
+        self.each_score_chunk::<E>(run_id, span, with_tags, &reads, SCORE_CHUNK, |chunks| {
             for row in chunks.into_iter().flatten() {
                 sink(row)?;
             }
@@ -317,27 +353,41 @@ impl Store {
         .await
     }
 
-    /// The most samples a job of each of these runs has (on one model), by run: one more than
-    /// its greatest sample number, read from the index on (run, job, model, sample).
-    async fn most_samples(&self, runs: &[i64]) -> Result<Vec<(i64, i64)>, StoreError> {
-        let mut sql = Sql::new("SELECT run_id, max(sample) + 1 FROM jobs WHERE run_id IN (");
+    /// The span, rows and most samples of a job (on one model) of each of these runs that
+    /// has jobs, in one read of their index.
+    async fn shapes(&self, runs: &[i64]) -> Result<Vec<Shape>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT run_id, min(id), max(id), count(*), max(sample) + 1 FROM jobs
+             WHERE run_id IN (",
+        );
         sql.push_list(runs).push(") GROUP BY run_id");
-        self.all(sql).await
+        let rows: Vec<(i64, i64, i64, i64, i64)> = self.all(sql).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run, first, last, count, samples)| Shape {
+                run,
+                span: JobSpan {
+                    first,
+                    last,
+                    contiguous: last - first + 1 == count,
+                },
+                count,
+                samples: samples.max(1),
+            })
+            .collect())
     }
 
-    /// The rows `reads` say of each range of `chunk` row ids of a run, one statement each,
-    /// given to `sink` together per range, each in row order.
+    /// The rows `reads` say of each range of `chunk` row ids of a run's span, one statement
+    /// each, given to `sink` together per range, each in row order.
     async fn each_score_chunk<E: From<StoreError>>(
         &self,
         run_id: i64,
+        span: JobSpan,
         with_tags: bool,
         reads: &[ScoreRows],
         chunk: i64,
         mut sink: impl FnMut(Vec<Vec<JobScore<'_>>>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let Some(span) = self.job_span(run_id).await? else {
-            return Ok(());
-        };
         let texts: Vec<String> = reads
             .iter()
             .map(|read| score_sql(self.dialect(), read, with_tags))
