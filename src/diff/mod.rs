@@ -652,12 +652,13 @@ pub async fn runs(
     let (models_a, models_b) = (models_of(before).await?, models_of(after).await?);
     let by_model = models_a.len() > 1 || models_b.len() > 1;
     let clustered = options.cluster_tag.is_some();
-    let first = async |run: &RunRow| -> anyhow::Result<i64> {
-        Ok(store.job_span(run.id).await?.map_or(0, |span| span.first))
-    };
+    // Where each run's rows lie, in one read of both runs' index.
+    let shapes = store.run_shapes(&[before.id, after.id]).await?;
+    let shape = |run: &RunRow| shapes.iter().find(|s| s.run == run.id).copied();
+    let (shape_a, shape_b) = (shape(before), shape(after));
     let bases = Bases {
-        a: first(before).await?,
-        b: first(after).await?,
+        a: shape_a.map_or(0, |s| s.span.first),
+        b: shape_b.map_or(0, |s| s.span.first),
     };
     let mut stops = Names::default();
     // Numbered first, so that a change to it is known whichever run has it first.
@@ -738,31 +739,34 @@ pub async fn runs(
         }
         Ok(())
     };
-    store
-        .each_job_score_with_partners(
-            before.id,
-            after.id,
-            by_model,
-            clustered,
-            |found, rows| -> anyhow::Result<()> {
-                let mut seconds = Sides::new(&after.name);
-                for row in found {
-                    if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
+    let other = (after.id, shape_b.map_or(1, |s| s.samples));
+    if let Some(run) = &shape_a {
+        store
+            .each_job_score_with_partners(
+                run,
+                other,
+                by_model,
+                clustered,
+                |found, rows| -> anyhow::Result<()> {
+                    let mut seconds = Sides::new(&after.name);
+                    for row in found {
+                        if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
+                            partners.entry(key_of(&b, by_model)).or_insert(b);
+                        }
+                    }
+                    if let Some(b) = seconds.finish()? {
                         partners.entry(key_of(&b, by_model)).or_insert(b);
                     }
-                }
-                if let Some(b) = seconds.finish()? {
-                    partners.entry(key_of(&b, by_model)).or_insert(b);
-                }
-                for row in rows {
-                    if let Some(a) = firsts.push(row, &mut stops, &mut models)? {
-                        compare_one(a, &mut partners, &mut clusters)?;
+                    for row in rows {
+                        if let Some(a) = firsts.push(row, &mut stops, &mut models)? {
+                            compare_one(a, &mut partners, &mut clusters)?;
+                        }
                     }
-                }
-                Ok(())
-            },
-        )
-        .await?;
+                    Ok(())
+                },
+            )
+            .await?;
+    }
     if let Some(a) = firsts.finish()? {
         compare_one(a, &mut partners, &mut clusters)?;
     }
@@ -775,20 +779,22 @@ pub async fn runs(
         new.push(Listed::of(None, Some(&b.side), bases)?);
         Ok(())
     };
-    store
-        .each_job_score_without_partner(
-            after.id,
-            before.id,
-            by_model,
-            false,
-            |row| -> anyhow::Result<()> {
-                if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
-                    add_new(b)?;
-                }
-                Ok(())
-            },
-        )
-        .await?;
+    if let Some(run) = &shape_b {
+        store
+            .each_job_score_without_partner(
+                run,
+                before.id,
+                by_model,
+                false,
+                |row| -> anyhow::Result<()> {
+                    if let Some(b) = seconds.push(row, &mut stops, &mut models)? {
+                        add_new(b)?;
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+    }
     if let Some(b) = seconds.finish()? {
         add_new(b)?;
     }

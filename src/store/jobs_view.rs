@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize as _;
 
 use super::sql::{Dialect, Sql};
-use super::{JobSpan, Store, StoreError};
+use super::{JobSpan, RunShape, Store, StoreError};
 
 /// Characters of a prompt or an answer kept for showing.
 pub const EXCERPT_CHARS: i64 = 400;
@@ -137,17 +137,6 @@ fn rows_of<'a, T: serde::Deserialize<'a>>(json: &'a str) -> Result<Vec<T>, Store
 /// Row ids of a run read in one statement by [`Store::each_job_score`].
 const SCORE_CHUNK: i64 = 4_096;
 
-/// A run's jobs as the reads of a comparison go by them (see [`Store::each_job_score_with_partners`]).
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    run: i64,
-    span: JobSpan,
-    /// Its jobs' rows.
-    count: i64,
-    /// The most samples of a job on one model.
-    samples: i64,
-}
-
 /// Statements read ahead of their reader, at most.
 const AHEAD: usize = 2;
 
@@ -275,106 +264,69 @@ impl Store {
         Ok(count)
     }
 
-    /// Each row of run `run_id` in input order, with its partners in run `other`: a chunk at
-    /// a time, `sink` is given the rows of `other` whose job (and model, `by_model`) is that
-    /// of a row of the chunk, in row order, then the chunk's rows. A job split between two
-    /// chunks has its partners in both. As [`Store::each_job_score`], a range of row ids at a
-    /// time; what is held is a chunk and its partners, whatever the size of the runs. Where
-    /// `other` has more samples of each job than `run_id` (`--repeat 1000` against one), the
-    /// chunks are smaller by as much (down to 16 rows), so that the partners of one come to
-    /// about [`SCORE_CHUNK`] rows, not a thousand times that.
+    /// Each row of a run in input order, with its partners in run `other`: a chunk at a time,
+    /// `sink` is given the rows of `other` whose job (and model, `by_model`) is that of a row
+    /// of the chunk, in row order, then the chunk's rows. A job split between two chunks has
+    /// its partners in both. As [`Store::each_job_score`], a range of row ids at a time; what
+    /// is held is a chunk and its partners, whatever the size of the runs. Where `other` has
+    /// more samples of each job (`other_samples`) than the run (`--repeat 1000` against one),
+    /// the chunks are smaller by as much (down to 16 rows), so that the partners of one come
+    /// to about [`SCORE_CHUNK`] rows, not a thousand times that.
     pub async fn each_job_score_with_partners<E: From<StoreError>>(
         &self,
-        run_id: i64,
-        other: i64,
+        run: &RunShape,
+        (other, other_samples): (i64, i64),
         by_model: bool,
         with_tags: bool,
         mut sink: impl FnMut(Vec<JobScore<'_>>, Vec<JobScore<'_>>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::PartnersIn { other, by_model }, ScoreRows::All];
-        let shapes = self.shapes(&[run_id, other]).await?;
-        let Some(shape) = shapes.iter().find(|s| s.run == run_id) else {
-            return Ok(());
-        };
-        let samples = |run: i64| {
-            shapes
-                .iter()
-                .find(|s| s.run == run)
-                .map_or(1, |s| s.samples)
-        };
         // At least 16 rows: sixteen jobs of `--repeat 1000` are 16,000 partners.
         let rows = SCORE_CHUNK
-            .saturating_mul(samples(run_id))
-            .checked_div(samples(other))
+            .saturating_mul(run.samples)
+            .checked_div(other_samples.max(1))
             .unwrap_or(SCORE_CHUNK)
             .clamp(16, SCORE_CHUNK);
         // A run with gaps in its row ids (a load resumed after another run's) takes ranges
         // as much wider as it is sparse, up to 16 times: the ranges across a gap are fewer,
         // and no range holds more than 16 times the rows.
-        let ids_per_row = (shape.span.last - shape.span.first + 1) / shape.count.max(1);
+        let ids_per_row = (run.span.last - run.span.first + 1) / run.rows.max(1);
         let chunk = rows
             .saturating_mul(ids_per_row.clamp(1, 16))
             .min(SCORE_CHUNK);
-        self.each_score_chunk::<E>(
-            run_id,
-            shape.span,
-            with_tags,
-            &reads,
-            chunk,
-            |mut chunks| {
-                let rows = chunks.pop().unwrap_or_default();
-                let partners = chunks.pop().unwrap_or_default();
-                sink(partners, rows)
-            },
-        )
+        self.each_score_chunk::<E>(run.run, run.span, with_tags, &reads, chunk, |mut chunks| {
+            let rows = chunks.pop().unwrap_or_default();
+            let partners = chunks.pop().unwrap_or_default();
+            sink(partners, rows)
+        })
         .await
     }
 
-    /// Each row of run `run_id` in input order whose job (and model, `by_model`) run `other`
-    /// does not have, given to `sink` one at a time, as [`Store::each_job_score`] gives them.
+    /// Each row of a run in input order whose job (and model, `by_model`) run `other` does
+    /// not have, given to `sink` one at a time, as [`Store::each_job_score`] gives them.
     pub async fn each_job_score_without_partner<E: From<StoreError>>(
         &self,
-        run_id: i64,
+        run: &RunShape,
         other: i64,
         by_model: bool,
         with_tags: bool,
         mut sink: impl FnMut(JobScore<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let reads = [ScoreRows::WithoutPartner { other, by_model }];
-        let Some(span) = self.job_span(run_id).await? else {
-            return Ok(());
-        };
-        self.each_score_chunk::<E>(run_id, span, with_tags, &reads, SCORE_CHUNK, |chunks| {
-            for row in chunks.into_iter().flatten() {
-                sink(row)?;
-            }
-            Ok(())
-        })
+        self.each_score_chunk::<E>(
+            run.run,
+            run.span,
+            with_tags,
+            &reads,
+            SCORE_CHUNK,
+            |chunks| {
+                for row in chunks.into_iter().flatten() {
+                    sink(row)?;
+                }
+                Ok(())
+            },
+        )
         .await
-    }
-
-    /// The span, rows and most samples of a job (on one model) of each of these runs that
-    /// has jobs, in one read of their index.
-    async fn shapes(&self, runs: &[i64]) -> Result<Vec<Shape>, StoreError> {
-        let mut sql = Sql::new(
-            "SELECT run_id, min(id), max(id), count(*), max(sample) + 1 FROM jobs
-             WHERE run_id IN (",
-        );
-        sql.push_list(runs).push(") GROUP BY run_id");
-        let rows: Vec<(i64, i64, i64, i64, i64)> = self.all(sql).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(run, first, last, count, samples)| Shape {
-                run,
-                span: JobSpan {
-                    first,
-                    last,
-                    contiguous: last - first + 1 == count,
-                },
-                count,
-                samples: samples.max(1),
-            })
-            .collect())
     }
 
     /// The rows `reads` say of each range of `chunk` row ids of a run's span, one statement
@@ -638,13 +590,20 @@ mod tests {
             store.execute(Sql::new(sql)).await.unwrap();
         }
         let (mut most, mut partners, mut rows) = (0, 0, 0);
+        let shapes = store.run_shapes(&[1, 2]).await.unwrap();
         store
-            .each_job_score_with_partners::<StoreError>(1, 2, false, false, |found, chunk| {
-                most = most.max(found.len());
-                partners += found.len();
-                rows += chunk.len();
-                Ok(())
-            })
+            .each_job_score_with_partners::<StoreError>(
+                &shapes[0],
+                (2, shapes[1].samples),
+                false,
+                false,
+                |found, chunk| {
+                    most = most.max(found.len());
+                    partners += found.len();
+                    rows += chunk.len();
+                    Ok(())
+                },
+            )
             .await
             .unwrap();
         assert_eq!((partners, rows), (10_000, 200));

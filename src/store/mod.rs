@@ -681,23 +681,34 @@ impl Store {
 
     /// [`Store::job_span`] of each of `runs` that has jobs, in one read of their index.
     pub async fn job_spans(&self, runs: &[i64]) -> Result<Vec<(i64, JobSpan)>, StoreError> {
-        let mut sql =
-            Sql::new("SELECT run_id, min(id), max(id), count(*) FROM jobs WHERE run_id IN (");
+        Ok(self
+            .run_shapes(runs)
+            .await?
+            .into_iter()
+            .map(|shape| (shape.run, shape.span))
+            .collect())
+    }
+
+    /// The [`RunShape`] of each of `runs` that has jobs, by run, in one read of their index.
+    pub async fn run_shapes(&self, runs: &[i64]) -> Result<Vec<RunShape>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT run_id, min(id), max(id), count(*), max(sample) + 1 FROM jobs
+             WHERE run_id IN (",
+        );
         sql.push_list(runs)
             .push(") GROUP BY run_id ORDER BY run_id");
-        let rows: Vec<(i64, i64, i64, i64)> = self.all(sql).await?;
+        let rows: Vec<(i64, i64, i64, i64, i64)> = self.all(sql).await?;
         Ok(rows
             .into_iter()
-            .map(|(run, first, last, count)| {
-                let contiguous = last - first + 1 == count;
-                (
-                    run,
-                    JobSpan {
-                        first,
-                        last,
-                        contiguous,
-                    },
-                )
+            .map(|(run, first, last, rows, samples)| RunShape {
+                run,
+                span: JobSpan {
+                    first,
+                    last,
+                    contiguous: last - first + 1 == rows,
+                },
+                rows,
+                samples: samples.max(1),
             })
             .collect())
     }

@@ -130,6 +130,16 @@ pub struct JobSpan {
     pub contiguous: bool,
 }
 
+/// A run's job rows as a read of all of them goes by them: where they lie, how many, and the
+/// most samples of a job on one model.
+#[derive(Debug, Clone, Copy)]
+pub struct RunShape {
+    pub run: i64,
+    pub span: JobSpan,
+    pub rows: i64,
+    pub samples: i64,
+}
+
 /// What a check of the whole input found, recorded with a run before its rows are stored.
 #[derive(Debug, Clone)]
 pub struct CheckedInput {
