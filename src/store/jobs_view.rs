@@ -558,14 +558,8 @@ mod tests {
             .bind(1)
             .bind(1)
             .bind(4_096)
-            .bind(2)
-            .explained();
-        let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
-        steps
-            .into_iter()
-            .map(|(.., step)| step)
-            .collect::<Vec<_>>()
-            .join("\n")
+            .bind(2);
+        store.query_plan(sql).await
     }
 
     /// A run of one sample per job compared with one of fifty: each chunk's partners are

@@ -679,6 +679,18 @@ impl Store {
             .map(|(_, span)| span))
     }
 
+    /// The steps of a statement's query plan on SQLite, one a line: for tests that check an
+    /// index is used.
+    #[cfg(test)]
+    pub(crate) async fn query_plan(&self, sql: Sql) -> String {
+        let steps: Vec<(i64, i64, i64, String)> = self.all(sql.explained()).await.unwrap();
+        steps
+            .into_iter()
+            .map(|(.., step)| step)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// [`Store::job_span`] of each of `runs` that has jobs, in one read of their index.
     pub async fn job_spans(&self, runs: &[i64]) -> Result<Vec<(i64, JobSpan)>, StoreError> {
         Ok(self

@@ -1663,15 +1663,9 @@ mod tests {
             last: 1_000_000,
             contiguous: true,
         };
-        let sql = store
-            .page_sql(1, &span, filter, part, 100, 51, backwards)
-            .explained();
-        let steps: Vec<(i64, i64, i64, String)> = store.all(sql).await.unwrap();
-        steps
-            .into_iter()
-            .map(|(.., step)| step)
-            .collect::<Vec<_>>()
-            .join("\n")
+        store
+            .query_plan(store.page_sql(1, &span, filter, part, 100, 51, backwards))
+            .await
     }
 
     #[tokio::test]
@@ -1916,16 +1910,6 @@ mod tests {
         }
     }
 
-    /// The steps of a statement's query plan, one a line.
-    async fn steps(store: &Store, sql: Sql) -> String {
-        let steps: Vec<(i64, i64, i64, String)> = store.all(sql.explained()).await.unwrap();
-        steps
-            .into_iter()
-            .map(|(.., step)| step)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[tokio::test]
     async fn a_list_of_failed_jobs_or_of_a_stop_reason_or_an_id_and_its_count_read_an_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -1981,7 +1965,9 @@ mod tests {
                     assert!(!page.contains("TEMP B-TREE"), "{filter:?}:\n{page}");
                 }
             }
-            let count = steps(&store, store.count_sql(1, &span, &filter, 1_001)).await;
+            let count = store
+                .query_plan(store.count_sql(1, &span, &filter, 1_001))
+                .await;
             // (Whether the index covers what the count reads is the planner's to say.)
             let uncovered = |text: &str| text.replace("COVERING INDEX", "INDEX");
             assert!(
@@ -2008,7 +1994,7 @@ mod tests {
             // From the start and from the end.
             for position in [5_000, 900_000] {
                 let sql = valued_at_sql(&span, key, position, 1_000_000);
-                let plan = steps(&store, sql).await;
+                let plan = store.query_plan(sql).await;
                 assert!(
                     !plan.contains('\n')
                         && plan.contains(&format!("r USING COVERING INDEX {}", key.index)),

@@ -423,14 +423,10 @@ async fn the_models_of_one_run_are_compared_with_the_first_or_the_baseline() {
     );
 }
 
-/// Each answer's stored cost fits an `i64`, a run's sum of them does not (a store written by
-/// hand; no answer can hold such usage): `diff` says so, for two runs and for one run's
-/// models, and does not panic or show a wrapped figure.
-#[tokio::test]
-async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
-    let ws = Workspace::new();
+/// Runs `before` and `after` of `jobs` jobs each, over haiku and sonnet, with `args` more.
+async fn runs_over_two_models(ws: &Workspace, jobs: usize, args: &[&str]) {
     let mock = mock(MockConfig::default()).await;
-    let lines: Vec<String> = (0..2)
+    let lines: Vec<String> = (0..jobs)
         .map(|i| {
             json!({"custom_id": format!("job-{i}"), "params": {"max_tokens": 50,
                 "messages": [{"role": "user", "content": "hi"}]}})
@@ -439,21 +435,26 @@ async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
         .collect();
     let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
     for name in ["before", "after"] {
-        let output = ws
-            .run_on(
-                &mock,
-                &[
-                    "run",
-                    file.to_str().unwrap(),
-                    "--models",
-                    "claude-haiku-4-5,claude-sonnet-4-6",
-                    "--name",
-                    name,
-                ],
-            )
-            .await;
+        let mut run = vec!["run", file.to_str().unwrap()];
+        run.extend([
+            "--models",
+            "claude-haiku-4-5,claude-sonnet-4-6",
+            "--name",
+            name,
+        ]);
+        run.extend(args);
+        let output = ws.run_on(&mock, &run).await;
         assert_eq!(code(&output), 0, "{:?}", text(&output));
     }
+}
+
+/// Each answer's stored cost fits an `i64`, a run's sum of them does not (a store written by
+/// hand; no answer can hold such usage): `diff` says so, for two runs and for one run's
+/// models, and does not panic or show a wrapped figure.
+#[tokio::test]
+async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
+    let ws = Workspace::new();
+    runs_over_two_models(&ws, 2, &[]).await;
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", ws.db().display()))
         .await
         .unwrap();
@@ -487,33 +488,7 @@ async fn a_sum_of_stored_costs_beyond_an_i64_is_said_not_wrapped() {
 #[tokio::test]
 async fn a_job_whose_rows_are_not_stored_together_is_said_not_miscounted() {
     let ws = Workspace::new();
-    let mock = mock(MockConfig::default()).await;
-    let lines: Vec<String> = (0..3)
-        .map(|i| {
-            json!({"custom_id": format!("job-{i}"), "params": {"max_tokens": 50,
-                "messages": [{"role": "user", "content": "hi"}]}})
-            .to_string()
-        })
-        .collect();
-    let file = ws.write("jobs.jsonl", &(lines.join("\n") + "\n"));
-    for name in ["before", "after"] {
-        let output = ws
-            .run_on(
-                &mock,
-                &[
-                    "run",
-                    file.to_str().unwrap(),
-                    "--models",
-                    "claude-haiku-4-5,claude-sonnet-4-6",
-                    "--repeat",
-                    "2",
-                    "--name",
-                    name,
-                ],
-            )
-            .await;
-        assert_eq!(code(&output), 0, "{:?}", text(&output));
-    }
+    runs_over_two_models(&ws, 3, &["--repeat", "2"]).await;
     for args in [
         ["diff", "before", "after", "--format", "json", "--out", "-"].as_slice(),
         &["diff", "before", "--format", "json", "--out", "-"],
